@@ -1,0 +1,109 @@
+"""Device kernels of the rule search: head rows, tail ranking and batched candidate gains.
+
+Every function works on bit-packed columns (``_bits``) with rows as the last (word) axis, so
+sharding rows over devices shards that axis and the popcount sums become all-reduces. Shapes
+are static per layer pair (candidate batches are padded), so nothing retraces during a search.
+Call these inside ``jax.enable_x64(True)``: the gains are float64.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxplain.rules import _codes
+from jaxplain.rules._bits import popcount_sum
+
+
+def head_rows(packed_head, heads):
+    """Rows containing every head item: AND of ``packed_head[heads]`` -> ``(B, words)``.
+
+    ``packed_head`` has one extra last row holding the valid-row mask; heads are padded with it.
+    """
+    rows = packed_head[heads[:, 0]]
+    for h in range(1, heads.shape[1]):
+        rows = rows & packed_head[heads[:, h]]
+    return rows
+
+
+@jax.jit
+def cooccurrence(rows, packed):
+    """``|rows_b & packed_y|`` for every candidate b and column y -> int32 ``(B, d)``."""
+    return popcount_sum(rows[:, None, :] & packed[None, :, :])
+
+
+@functools.partial(jax.jit, static_argnames=("robust", "min_support", "min_tail_frac"))
+def score(packed_head, packed_tail, residual, residual_counts, heads, head_sizes, valid,
+          rule_table, log2_fact, regret_tab, new_rule_bits, *, robust, min_support,
+          min_tail_frac):
+    """Best tail prefix and usage threshold for a batch of heads, all gains at once.
+
+    Args:
+      packed_head: uint32 ``(m_a + 1, words)``, last row = valid rows.
+      packed_tail: uint32 ``(m_b, words)`` tail-layer data D_b.
+      residual: uint32 ``(m_b, words)`` uncovered ones D_b & ~Cov_b.
+      residual_counts: int32 ``(m_b,)`` = c_y.
+      heads: int32 ``(B, max_head)`` head items, padded with ``m_a``.
+      head_sizes: int32 ``(B,)``; valid: bool ``(B,)`` (padding candidates are False).
+      rule_table: float64 ``(max_head + 1, K + 1)``, L_rule(|X|, |Y|) + log2 P.
+      log2_fact: float64 ``(n + 1,)`` log2 factorials; regret_tab: float64 regret table.
+      new_rule_bits: float64 scalar L_N(|R| + 2) - L_N(|R| + 1).
+
+    Returns:
+      dict of ``(B,)`` arrays: gain (float64, +inf when no valid rule), size (|Y|), min_hits
+      (k), support (|T_X|), usage (|U|), zeros (z), and ``tail`` ``(B, K)`` ranked tail items.
+    """
+    n = log2_fact.shape[0] - 1
+    k_tail = rule_table.shape[1] - 1
+    rows = head_rows(packed_head, heads)                                  # (B, W)
+    support = popcount_sum(rows)                                          # (B,)
+    _, tail = lax.top_k(cooccurrence(rows, residual), k_tail)             # (B, K), ties: low idx
+    data_y = packed_tail[tail]                                            # (B, K, W)
+    new_y = rows[:, None, :] & residual[tail]                             # (B, K, W)
+    c = residual_counts[tail].astype(jnp.int64)                           # (B, K)
+    base_cover = _codes.lb_table(log2_fact, n, c)                         # (B, K)
+    ks = jnp.arange(1, k_tail + 1)                                        # k = 1..K
+    rule_bits = rule_table[head_sizes]                                    # (B, K + 1)
+    sup = support.astype(jnp.int64)
+    head_bits = jnp.where(sup > 0, _codes.regret_device(regret_tab, sup), 0.0)
+
+    def step(at_least, xs):
+        j, d = xs                                                         # prefix length j
+        # at_least[:, k] = head rows with >= k hits among the first j tail items.
+        grown = at_least[:, 1:] | (at_least[:, :-1] & d[:, None, :])
+        at_least = jnp.concatenate([at_least[:, :1], grown], axis=1)
+        u = popcount_sum(at_least[:, 1:]).astype(jnp.int64)               # (B, K) |U^(k)|
+        newly = popcount_sum(at_least[:, 1:, None, :] & new_y[:, None, :, :])  # (B, K, K)
+        after = c[:, None, :] - newly.astype(jnp.int64)
+        in_prefix = jnp.arange(k_tail) < j
+        cover = jnp.sum(jnp.where(in_prefix, _codes.lb_table(log2_fact, n, after)
+                                  - base_cover[:, None, :], 0.0), axis=-1)   # (B, K)
+        hits = ks * u + (jnp.cumsum(u[:, ::-1], axis=1)[:, ::-1] - u)     # sum of h_t over U
+        zeros = j * u - hits
+        bits = (new_rule_bits + rule_bits[:, j][:, None] + cover + head_bits[:, None]
+                + _codes.lb_table(log2_fact, sup[:, None], jnp.minimum(u, sup[:, None])))
+        if robust:
+            block = u * j
+            bits = bits + jnp.where(block > 0, _codes.lb_lgamma(block, zeros)
+                                    + _codes.regret_device(regret_tab, block), 0.0)
+            ok = ks <= j
+        else:
+            ok = ks == j
+        ok = ok & (u >= 1) & (ks >= jnp.ceil(min_tail_frac * j))
+        ok = ok & valid[:, None] & (support >= min_support)[:, None]
+        bits = jnp.where(ok, bits, jnp.inf)
+        best = k_tail - 1 - jnp.argmin(bits[:, ::-1], axis=1)             # ties -> larger k
+        pick = lambda a: jnp.take_along_axis(a, best[:, None], axis=1)[:, 0]
+        return at_least, (pick(bits), best + 1, pick(u), pick(zeros))
+
+    start = jnp.zeros(rows.shape[:1] + (k_tail + 1,) + rows.shape[1:], rows.dtype)
+    start = start.at[:, 0].set(rows)
+    js = jnp.arange(1, k_tail + 1)
+    _, (gain, k, usage, zeros) = lax.scan(step, start, (js, jnp.swapaxes(data_y, 0, 1)))
+    best_j = jnp.argmin(gain, axis=0)                                     # ties -> shorter tail
+    pick = lambda a: jnp.take_along_axis(a, best_j[None, :], axis=0)[0]
+    return dict(gain=pick(gain), size=best_j + 1, min_hits=pick(k), support=support,
+                usage=pick(usage), zeros=pick(zeros), tail=tail)

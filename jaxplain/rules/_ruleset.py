@@ -1,0 +1,140 @@
+"""Rule and RuleSet: immutable pytrees holding mined rules, their statistics and code lengths."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import numpy as np
+
+
+def _frozen(values, dtype) -> np.ndarray:
+    array = np.array(values, dtype=dtype)
+    array.setflags(write=False)
+    return array
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """One rule ``X -> Y``: when the head neurons X fire, the tail neurons Y tend to fire too.
+
+    Attributes:
+      head_layer, tail_layer: layer names (static pytree metadata).
+      head, tail: int32 neuron (column) indices within their layers, sorted.
+      support: ``|T_X|``, the number of rows where every head neuron is active.
+      usage: ``|U|``, the head rows where the rule asserts its tail (rows with >= ``min_hits``
+        of the tail neurons active; all of them in ``tail_mode="exact"``).
+      min_hits: the usage threshold k chosen by MDL.
+      confidence: the fraction of ones in the block ``T_X x Y`` (mean P(y | X) over y in Y).
+      gain: the change in total code length when the rule was accepted (bits, negative).
+    """
+
+    head: np.ndarray
+    tail: np.ndarray
+    support: np.ndarray
+    usage: np.ndarray
+    min_hits: np.ndarray
+    confidence: np.ndarray
+    gain: np.ndarray
+    head_layer: str = dataclasses.field(metadata=dict(static=True), default="")
+    tail_layer: str = dataclasses.field(metadata=dict(static=True), default="")
+
+    def __str__(self) -> str:
+        head = ",".join(str(int(i)) for i in self.head)
+        tail = ",".join(str(int(i)) for i in self.tail)
+        return (f"{self.head_layer}[{head}] -> {self.tail_layer}[{tail}]  "
+                f"support {int(self.support)}  conf {float(self.confidence):.2f}")
+
+
+class Table(NamedTuple):
+    """A plain table: ``header`` names and ``rows`` of values (for printing or reports)."""
+
+    header: list
+    rows: list
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class RuleSet:
+    """The rules chosen by MDL, in acceptance order, with the code lengths in bits.
+
+    Attributes:
+      rules: tuple of ``Rule``.
+      code_length: ``L(D, M)``, the total two-part code length with the rules (bits).
+      baseline_code_length: ``L(D, {})``, every column coded independently (bits).
+      class_histograms: int ``(len(rules), classes)`` label counts over each rule's usage rows
+        when ``labels`` were given to ``mine``, else None.
+      dropped: per layer, the constant columns left out of the search (static).
+      num_rows: the number of rows (samples) mined (static).
+    """
+
+    rules: tuple
+    code_length: np.ndarray
+    baseline_code_length: np.ndarray
+    class_histograms: np.ndarray | None = None
+    dropped: tuple = dataclasses.field(metadata=dict(static=True), default=())
+    num_rows: int = dataclasses.field(metadata=dict(static=True), default=0)
+
+    @property
+    def compression(self) -> float:
+        """``L% = 100 * L(D, M) / L(D, {})``."""
+        return 100.0 * float(self.code_length) / float(self.baseline_code_length)
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+    def to_table(self) -> Table:
+        """One row per rule: index, rule text, sizes, support, usage, confidence, gain, classes."""
+        header = ["#", "head", "tail", "|X|", "|Y|", "support", "usage", "conf", "gain (bits)"]
+        if self.class_histograms is not None:
+            header.append("top classes")
+        rows = []
+        for i, rule in enumerate(self.rules):
+            row = [i, f"{rule.head_layer}[{','.join(map(str, rule.head.tolist()))}]",
+                   f"{rule.tail_layer}[{','.join(map(str, rule.tail.tolist()))}]",
+                   len(rule.head), len(rule.tail), int(rule.support), int(rule.usage),
+                   round(float(rule.confidence), 3), round(float(rule.gain), 2)]
+            if self.class_histograms is not None:
+                row.append(_top_classes(self.class_histograms[i]))
+            rows.append(row)
+        return Table(header, rows)
+
+    def __str__(self) -> str:
+        lines = [f"RuleSet: {len(self.rules)} rules on {self.num_rows} rows, "
+                 f"L = {float(self.code_length):.1f} bits = {self.compression:.2f}% of "
+                 f"{float(self.baseline_code_length):.1f} bits"]
+        for i, rule in enumerate(self.rules):
+            line = f"  {rule}"
+            if self.class_histograms is not None:
+                line += f"  classes {_top_classes(self.class_histograms[i])}"
+            lines.append(line)
+        return "\n".join(lines)
+
+
+def _top_classes(histogram: np.ndarray, top: int = 3) -> str:
+    total = histogram.sum()
+    if total == 0:
+        return "-"
+    order = np.argsort(-histogram, kind="stable")[:top]
+    return " ".join(f"{int(c)}:{histogram[c] / total:.0%}" for c in order if histogram[c] > 0)
+
+
+def specificity(rule_set: RuleSet) -> np.ndarray:
+    """Per rule, the share of its usage rows in its most frequent class (1 = class-specific).
+
+    Raises:
+      ValueError: the rule set has no class histograms (``mine`` got no ``labels``).
+    """
+    if rule_set.class_histograms is None:
+        raise ValueError("specificity needs class histograms: pass labels= to mine")
+    hist = np.asarray(rule_set.class_histograms, dtype=np.float64)
+    return hist.max(axis=1) / np.maximum(hist.sum(axis=1), 1.0)
+
+
+def rule_rows(rule: Rule, layers) -> np.ndarray:
+    """The usage rows U of a rule in ``layers`` (bool ``(n,)``): head all on, >= k tail hits."""
+    head = np.asarray(layers[rule.head_layer])[:, rule.head].all(axis=1)
+    hits = np.asarray(layers[rule.tail_layer])[:, rule.tail].sum(axis=1)
+    return head & (hits >= int(rule.min_hits))
