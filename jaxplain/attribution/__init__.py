@@ -1,0 +1,12 @@
+"""Input and site attributions: every method is ``method(f, x, target, *, options)``."""
+
+from jaxplain.attribution._gradient import gradient as gradient
+from jaxplain.attribution._gradient import gradient_x_input as gradient_x_input
+from jaxplain.attribution._integrated import completeness_delta as completeness_delta
+from jaxplain.attribution._integrated import integrated_gradients as integrated_gradients
+from jaxplain.attribution._perturbation import feature_ablation as feature_ablation
+from jaxplain.attribution._perturbation import occlusion as occlusion
+from jaxplain.attribution._shapley import shapley_sampling as shapley_sampling
+from jaxplain.attribution._smoothgrad import smoothgrad as smoothgrad
+from jaxplain.attribution._surrogate import kernel_shap as kernel_shap
+from jaxplain.attribution._surrogate import lime as lime

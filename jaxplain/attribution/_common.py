@@ -1,0 +1,191 @@
+"""Shared plumbing for attribution methods: input checks, target logits, chunked sums.
+
+Every public method validates its arguments here, before any tracing, and then calls a private
+implementation compiled with ``jax.jit`` and the model function as a static argument, so a
+second call with the same function and shapes reuses the compiled program.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def is_traced(value: Any) -> bool:
+    """True when `value` is a JAX tracer (its concrete values are unknown)."""
+    return isinstance(value, jax.core.Tracer)
+
+
+def check_function(f: Callable, name: str = "f") -> None:
+    if not callable(f):
+        raise TypeError(f"{name} must be a callable mapping a batch to logits; got {type(f).__name__}")
+    try:
+        hash(f)
+    except TypeError as err:
+        raise TypeError(
+            f"{name} must be hashable (it is a static argument of the compiled method); got an "
+            f"unhashable {type(f).__name__}. Wrap it in a plain function or a frozen dataclass."
+        ) from err
+
+
+def check_x(x: Any) -> jax.Array:
+    """`x` as a floating-point JAX array with a batch axis, or a clear error."""
+    if not hasattr(x, "dtype"):
+        x = np.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"x must be a floating-point array (a batch of inputs); got dtype {x.dtype}. "
+                        "Convert it with x.astype(jnp.float32).")
+    if jnp.ndim(x) < 1:
+        raise ValueError(f"x must have a batch axis first; got a scalar of shape {jnp.shape(x)}")
+    return x if is_traced(x) else jnp.asarray(x)
+
+
+@functools.lru_cache(maxsize=512)
+def _output_shape(f: Callable, shape: tuple, dtype: Any) -> tuple:
+    return tuple(jax.eval_shape(f, jax.ShapeDtypeStruct(shape, dtype)).shape)
+
+
+def output_shape(f: Callable, x: jax.Array) -> tuple:
+    """The shape of ``f(x)`` (cached per function and input shape)."""
+    return _output_shape(f, tuple(x.shape), jnp.dtype(x.dtype))
+
+
+def check_target(f: Callable, x: jax.Array, target: Any, name: str = "target") -> jax.Array:
+    """`target` as an int32 array of shape ``(batch,)``; range-checked when concrete."""
+    out = output_shape(f, x)
+    if len(out) != 2 or out[0] != x.shape[0]:
+        raise ValueError(f"f must map a batch of shape {tuple(x.shape)} to logits of shape "
+                         f"({x.shape[0]}, classes); got an output of shape {out}")
+    classes = out[1]
+    if target is None:
+        raise ValueError(f"{name} is required: an int class index per example, shape ({x.shape[0]},) "
+                         "or a scalar")
+    if is_traced(target):
+        if not jnp.issubdtype(target.dtype, jnp.integer):
+            raise TypeError(f"{name} must be an integer array; got dtype {target.dtype}")
+        t = target
+    else:
+        t = np.asarray(target)
+        if not np.issubdtype(t.dtype, np.integer):
+            raise TypeError(f"{name} must be integer class indices; got dtype {t.dtype}")
+        if t.size and (t.min() < 0 or t.max() >= classes):
+            raise ValueError(f"{name} out of range: got values in [{t.min()}, {t.max()}], expected "
+                             f"class indices in [0, {classes - 1}] (f has {classes} outputs)")
+    if jnp.ndim(t) not in (0, 1) or (jnp.ndim(t) == 1 and t.shape[0] != x.shape[0]):
+        raise ValueError(f"{name} must be a scalar or have shape ({x.shape[0]},); got shape {jnp.shape(t)}")
+    return jnp.broadcast_to(jnp.asarray(t, jnp.int32), (x.shape[0],))
+
+
+def check_baseline(baseline: Any, x: jax.Array, name: str = "baseline") -> jax.Array:
+    """A baseline broadcast to ``x.shape`` (None means zeros)."""
+    if baseline is None:
+        return jnp.zeros_like(x)
+    b = baseline if hasattr(baseline, "shape") else np.asarray(baseline, dtype=np.float32)
+    try:
+        shape = np.broadcast_shapes(np.shape(b), tuple(x.shape))
+    except ValueError:
+        shape = None
+    if shape != tuple(x.shape):
+        raise ValueError(f"{name} must be a scalar or broadcastable to x's shape {tuple(x.shape)}; "
+                         f"got shape {np.shape(b)}")
+    if not jnp.issubdtype(jnp.result_type(b), jnp.floating) and not jnp.issubdtype(
+            jnp.result_type(b), jnp.integer):
+        raise TypeError(f"{name} must be numeric; got dtype {jnp.result_type(b)}")
+    return jnp.broadcast_to(jnp.asarray(b, x.dtype), x.shape)
+
+
+def check_key(key: Any, name: str = "key") -> jax.Array:
+    if key is None:
+        raise ValueError(f"{name} is required for this randomized method: pass jax.random.key(0) "
+                         "(or any PRNG key)")
+    if not hasattr(key, "dtype"):
+        raise TypeError(f"{name} must be a JAX PRNG key; got {type(key).__name__}")
+    return key
+
+
+def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}; got {value!r}")
+    return int(value)
+
+
+def check_batch_size(batch_size: Any) -> int | None:
+    if batch_size is None:
+        return None
+    return check_positive_int(batch_size, "batch_size")
+
+
+def selected(f: Callable, x: jax.Array, target: jax.Array) -> jax.Array:
+    """``f(x)[i, target[i]]`` for every example, shape ``(batch,)``."""
+    logits = f(x)
+    return jnp.take_along_axis(logits, target[:, None], axis=1)[:, 0]
+
+
+def target_gradient(f: Callable, x: jax.Array, target: jax.Array) -> jax.Array:
+    """The gradient of the sum over the batch of the target logits, shaped like `x`."""
+    return jax.grad(lambda z: selected(f, z, target).sum())(x)
+
+
+def chunked_sum(fn: Callable, xs: Any, batch_size: int | None) -> Any:
+    """``sum_i fn(xs[i])`` over the leading axis, evaluating `batch_size` items at a time.
+
+    Items are vmapped in chunks and the chunks accumulated with ``lax.scan``, so memory holds
+    one chunk whatever the number of items. ``batch_size=None`` evaluates all items at once.
+    """
+    n = jax.tree_util.tree_leaves(xs)[0].shape[0]
+    add = functools.partial(jax.tree_util.tree_map, jnp.add)
+
+    def total(items):
+        return jax.tree_util.tree_map(lambda a: a.sum(axis=0), jax.vmap(fn)(items))
+
+    if batch_size is None or batch_size >= n:
+        return total(xs)
+    full, rest = divmod(n, batch_size)
+    head = jax.tree_util.tree_map(
+        lambda a: a[:full * batch_size].reshape((full, batch_size) + a.shape[1:]), xs)
+    one = jax.tree_util.tree_map(lambda a: a[0], xs)
+    init = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(fn, one))
+    acc, _ = jax.lax.scan(lambda a, chunk: (add(a, total(chunk)), None), init, head)
+    if rest:
+        acc = add(acc, total(jax.tree_util.tree_map(lambda a: a[full * batch_size:], xs)))
+    return acc
+
+
+def chunked_map(fn: Callable, xs: Any, batch_size: int | None) -> Any:
+    """``stack([fn(x) for x in xs])`` evaluating `batch_size` items at a time."""
+    if batch_size is None:
+        return jax.vmap(fn)(xs)
+    return jax.lax.map(fn, xs, batch_size=batch_size)
+
+
+def group_mask(feature_mask: Any, x: jax.Array, name: str = "feature_mask") -> tuple[jax.Array, int]:
+    """A feature mask relabelled to groups 0..G-1, broadcast to one example's shape, and G.
+
+    `feature_mask` holds integer group ids with one example's shape (or broadcastable to it);
+    None makes every element of an example its own group.
+    """
+    example = tuple(x.shape[1:])
+    if feature_mask is None:
+        size = int(np.prod(example, dtype=np.int64))
+        return jnp.arange(size, dtype=jnp.int32).reshape(example), size
+    if is_traced(feature_mask):
+        raise TypeError(f"{name} must be a concrete array (its groups decide the number of "
+                        "evaluations); got a traced value. Pass it from outside jit.")
+    m = np.asarray(feature_mask)
+    if not np.issubdtype(m.dtype, np.integer):
+        raise TypeError(f"{name} must hold integer group ids; got dtype {m.dtype}")
+    try:
+        shape = np.broadcast_shapes(m.shape, example)
+    except ValueError:
+        shape = None
+    if shape != example:
+        raise ValueError(f"{name} must have one example's shape {example} (or broadcast to it); "
+                         f"got shape {m.shape}")
+    ids, relabelled = np.unique(m, return_inverse=True)
+    relabelled = np.broadcast_to(relabelled.reshape(m.shape), example)
+    return jnp.asarray(relabelled, jnp.int32), int(ids.size)

@@ -1,0 +1,174 @@
+"""Occlusion and feature ablation: the output drop when parts of the input are replaced."""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Int
+
+from jaxplain.attribution import _common
+
+
+def _per_axis(value, name: str, example: tuple, fill: Sequence[int]) -> tuple[int, ...]:
+    """An int or a tuple of ints per leading example axis, padded with `fill` on the rest."""
+    values = (value,) * len(example) if isinstance(value, (int, np.integer)) else tuple(value)
+    if len(values) > len(example) or not all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in values):
+        raise ValueError(f"{name} must be a positive int or a tuple of at most {len(example)} "
+                         f"positive ints (one per axis of an example {example}); got {value!r}")
+    return tuple(int(v) for v in values) + tuple(fill[len(values):])
+
+
+def windows(example: tuple, window: tuple, stride: tuple) -> np.ndarray:
+    """Start offsets of Captum's occlusion windows, shape ``(n_windows, len(example))``.
+
+    Per axis the starts are ``0, s, 2s, ...``; there are ``ceil((D - w) / s) + 1`` of them and
+    the last window is cut off at the border.
+    """
+    counts = [math.ceil((d - w) / s) + 1 for d, w, s in zip(example, window, stride)]
+    grids = np.meshgrid(*[np.arange(c) * s for c, s in zip(counts, stride)], indexing="ij")
+    return np.stack([g.reshape(-1) for g in grids], axis=1).astype(np.int32)
+
+
+def _coverage(example: tuple, window: tuple, starts: np.ndarray) -> np.ndarray:
+    counts = np.ones(example, np.float64)
+    for axis, (d, w) in enumerate(zip(example, window)):
+        per_axis = np.zeros(d)
+        for s in np.unique(starts[:, axis]):
+            per_axis[s:s + w] += 1
+        shape = [1] * len(example)
+        shape[axis] = d
+        counts = counts * per_axis.reshape(shape)
+    return counts
+
+
+def _window_mask(start, example: tuple, window: tuple):
+    mask = jnp.ones(example, bool)
+    for axis, (d, w) in enumerate(zip(example, window)):
+        idx = jax.lax.broadcasted_iota(jnp.int32, example, axis)
+        mask = mask & (idx >= start[axis]) & (idx < start[axis] + w)
+    return mask
+
+
+@functools.partial(jax.jit, static_argnames=("f", "window", "batch_size"))
+def _occlusion(f, x, target, baseline, starts, counts, *, window, batch_size):
+    example = x.shape[1:]
+    reference = _common.selected(f, x, target)
+
+    def one(start):
+        mask = _window_mask(start, example, window)
+        drop = reference - _common.selected(f, jnp.where(mask, baseline, x), target)
+        return drop.reshape((-1,) + (1,) * len(example)) * mask
+
+    return _common.chunked_sum(one, starts, batch_size) / counts
+
+
+def occlusion(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, "batch"] | int,
+              *, window, stride=1, baseline=0.0,
+              batch_size: int | None = None) -> Float[Array, "batch *feature"]:
+    """Occlusion: slide a window over the input, replace it by the baseline, record the drop.
+
+    Each position gets the mean, over the windows covering it, of
+    ``f(x)_t - f(x with the window set to the baseline)_t`` (Captum's ``Occlusion``).
+
+    Args:
+      f: the model, mapping a batch to logits ``(n, classes)``.
+      x: the inputs, batch first (images NHWC).
+      target: the class to explain per example, shape ``(n,)``, or one int.
+      window: the window size per axis of an example, e.g. ``(2, 2)`` on NHWC images (trailing
+        axes not given are covered whole, here all channels), or one int for every axis.
+      stride: the step per axis (an int or a tuple like `window`); must not exceed the window
+        where the window is smaller than the axis. Axes not given step by 1.
+      baseline: the replacement value: a scalar or an array broadcastable to `x`.
+      batch_size: the number of windows evaluated at once (None: all).
+
+    Returns:
+      An array shaped like `x`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxplain.attribution import occlusion
+      >>> f = lambda x: x.sum(axis=1, keepdims=True)
+      >>> occlusion(f, jnp.array([[1.0, 2.0, 3.0]]), 0, window=(2,))
+      Array([[3. , 4. , 5. ]], dtype=float32)
+
+    References:
+      Zeiler, Fergus. Visualizing and Understanding Convolutional Networks. ECCV 2014.
+    """
+    _common.check_function(f)
+    x = _common.check_x(x)
+    t = _common.check_target(f, x, target)
+    b = _common.check_baseline(baseline, x)
+    example = tuple(x.shape[1:])
+    win = _per_axis(window, "window", example, example)
+    step = _per_axis(stride, "stride", example, (1,) * len(example))
+    for axis, (d, w, s) in enumerate(zip(example, win, step)):
+        if w > d:
+            raise ValueError(f"window {win} exceeds the example shape {example} on axis {axis}")
+        if s > w and w < d:
+            raise ValueError(f"stride {step} exceeds window {win} on axis {axis}: some positions "
+                             "would never be occluded")
+    starts = windows(example, win, step)
+    counts = _coverage(example, win, starts)
+    return _occlusion(f, x, t, b, jnp.asarray(starts), jnp.asarray(counts, x.dtype), window=win,
+                      batch_size=_common.check_batch_size(batch_size))
+
+
+@functools.partial(jax.jit, static_argnames=("f", "groups", "batch_size"))
+def _feature_ablation(f, x, target, baseline, mask, *, groups, batch_size):
+    example = x.shape[1:]
+    reference = _common.selected(f, x, target)
+
+    def one(group):
+        member = mask == group
+        drop = reference - _common.selected(f, jnp.where(member, baseline, x), target)
+        return drop.reshape((-1,) + (1,) * len(example)) * member
+
+    return _common.chunked_sum(one, jnp.arange(groups, dtype=jnp.int32), batch_size)
+
+
+def feature_ablation(f: Callable, x: Float[Array, "batch *feature"],
+                     target: Int[Array, "batch"] | int, *, feature_mask=None, baseline=0.0,
+                     batch_size: int | None = None) -> Float[Array, "batch *feature"]:
+    """Feature ablation: replace one feature group at a time by the baseline, record the drop.
+
+    Every member of a group gets ``f(x)_t - f(x with the group set to the baseline)_t``, not
+    divided by the group size (Captum's ``FeatureAblation``).
+
+    Args:
+      f: the model, mapping a batch to logits ``(n, classes)``.
+      x: the inputs, batch first.
+      target: the class to explain per example, shape ``(n,)``, or one int.
+      feature_mask: integer group ids with one example's shape (or broadcastable to it, e.g.
+        ``(8, 8, 1)`` superpixels shared by the channels of NHWC images), shared by the batch.
+        None: every element is its own group. Must be concrete (not traced).
+      baseline: the replacement value: a scalar or an array broadcastable to `x`.
+      batch_size: the number of groups evaluated at once (None: all).
+
+    Returns:
+      An array shaped like `x`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxplain.attribution import feature_ablation
+      >>> f = lambda x: (x[:, :1] * x[:, 1:2]) + x[:, 2:]
+      >>> feature_ablation(f, jnp.array([[2.0, 3.0, 1.0]]), 0, feature_mask=jnp.array([0, 0, 1]))
+      Array([[6., 6., 1.]], dtype=float32)
+
+    References:
+      Zeiler, Fergus. Visualizing and Understanding Convolutional Networks. ECCV 2014;
+      Kokhlikyan et al. Captum: A unified and generic model interpretability library for
+      PyTorch. arXiv:2009.07896, 2020.
+    """
+    _common.check_function(f)
+    x = _common.check_x(x)
+    t = _common.check_target(f, x, target)
+    b = _common.check_baseline(baseline, x)
+    mask, groups = _common.group_mask(feature_mask, x)
+    return _feature_ablation(f, x, t, b, mask, groups=groups,
+                             batch_size=_common.check_batch_size(batch_size))

@@ -1,0 +1,97 @@
+"""SmoothGrad, SmoothGrad-squared and VarGrad around any attribution method."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int
+
+from jaxplain.attribution import _common
+from jaxplain.attribution._gradient import gradient
+
+KINDS = ("smoothgrad", "smoothgrad_sq", "vargrad")
+
+
+@functools.partial(jax.jit, static_argnames=("f", "samples", "kind", "method", "options",
+                                             "batch_size"))
+def _smoothgrad(f, x, target, key, stdev, *, samples, kind, method, options, batch_size):
+    axes = tuple(range(1, x.ndim))
+    span = (x.max(axis=axes, keepdims=True) - x.min(axis=axes, keepdims=True))
+    sigma = stdev * span
+
+    def sample(k):
+        noisy = x + sigma * jax.random.normal(k, x.shape, x.dtype)
+        a = method(f, noisy, target, **dict(options))
+        return a, a * a
+
+    first, second = _common.chunked_sum(sample, jax.random.split(key, samples), batch_size)
+    mean, mean_sq = first / samples, second / samples
+    if kind == "smoothgrad":
+        return mean
+    if kind == "smoothgrad_sq":
+        return mean_sq
+    return mean_sq - mean * mean
+
+
+def smoothgrad(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, "batch"] | int,
+               *, key, samples: int = 50, stdev: float = 0.15, kind: str = "smoothgrad",
+               method: Callable = gradient, method_options: Mapping | None = None,
+               batch_size: int | None = None) -> Float[Array, "batch *feature"]:
+    """Average an attribution method over noisy copies of the input.
+
+    With ``a_k = method(f, x + eps_k, target)`` and ``eps_k ~ N(0, sigma^2)``:
+    smoothgrad ``mean_k a_k``, smoothgrad_sq ``mean_k a_k^2``, vargrad
+    ``mean_k a_k^2 - (mean_k a_k)^2``. As in the SmoothGrad paper, the noise level is relative:
+    ``sigma = stdev * (max(x_i) - min(x_i))`` per example.
+
+    Args:
+      f: the model, mapping a batch to logits ``(n, classes)``.
+      x: the inputs, batch first.
+      target: the class to explain per example, shape ``(n,)``, or one int.
+      key: a JAX PRNG key (required).
+      samples: the number of noisy copies.
+      stdev: the noise standard deviation as a fraction of each example's value range.
+      kind: ``"smoothgrad"``, ``"smoothgrad_sq"`` or ``"vargrad"``.
+      method: any attribution method ``method(f, x, target, **method_options)`` (default
+        :func:`gradient`); e.g. ``integrated_gradients`` gives noise-averaged IG.
+      method_options: keyword options of `method`; values must be hashable (ints, strings,
+        floats, tuples), as they are static arguments of the compiled function.
+      batch_size: the number of noisy copies evaluated at once (None: all).
+
+    Returns:
+      An array shaped like `x`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxplain.attribution import smoothgrad
+      >>> f = lambda x: x @ jnp.array([[1.0], [-2.0]])       # linear: the noise changes nothing
+      >>> smoothgrad(f, jnp.ones((1, 2)), 0, key=jax.random.key(0), samples=4)
+      Array([[ 1., -2.]], dtype=float32)
+
+    References:
+      Smilkov, Thorat, Kim, Viegas, Wattenberg. SmoothGrad: removing noise by adding noise.
+      arXiv:1706.03825, 2017. Adebayo et al. Local Explanation Methods for Deep Neural Networks
+      Lack Sensitivity to Parameter Randomization. arXiv:1810.03307, 2018 (VarGrad).
+    """
+    _common.check_function(f)
+    _common.check_function(method, "method")
+    x = _common.check_x(x)
+    t = _common.check_target(f, x, target)
+    key = _common.check_key(key)
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}; got {kind!r}")
+    options = tuple(sorted(dict(method_options or {}).items()))
+    try:
+        hash(options)
+    except TypeError as err:
+        raise TypeError("method_options values must be hashable (they are static arguments); "
+                        f"got {method_options!r}") from err
+    if not _common.is_traced(stdev) and (jnp.ndim(stdev) != 0 or not float(stdev) >= 0):
+        raise ValueError(f"stdev must be a float >= 0; got {stdev!r}")
+    return _smoothgrad(f, x, t, key, jnp.asarray(stdev, x.dtype),
+                       samples=_common.check_positive_int(samples, "samples"), kind=kind,
+                       method=method, options=options,
+                       batch_size=_common.check_batch_size(batch_size))
