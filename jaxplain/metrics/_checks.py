@@ -1,0 +1,112 @@
+"""Input checks shared by the metrics: raised before tracing, naming the argument."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def is_concrete(a: Any) -> bool:
+    """True when ``a`` holds values (not a tracer inside a user's ``jit``/``vmap``)."""
+    return not isinstance(a, jax.core.Tracer)
+
+
+def check_batch(x: Any, name: str = "x") -> jax.Array:
+    """``x`` as a floating array with a batch axis first; rejects NaN when concrete."""
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        raise TypeError(f"{name} must be an array with a batch axis first, got {type(x).__name__}")
+    x = jnp.asarray(x)
+    if x.ndim < 2:
+        raise ValueError(
+            f"{name} must have a batch axis and at least one feature axis, got shape {x.shape}; "
+            f"add a batch axis with {name}[None]"
+        )
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"{name} must be a floating array, got dtype {x.dtype}")
+    if is_concrete(x) and bool(jnp.isnan(x).any()):
+        raise ValueError(f"{name} contains NaN")
+    return x
+
+
+def check_like(a: Any, x: jax.Array, name: str) -> jax.Array:
+    """``a`` as a floating array with exactly ``x``'s shape."""
+    if not hasattr(a, "shape"):
+        raise TypeError(f"{name} must be an array shaped like x {x.shape}, got {type(a).__name__}")
+    a = jnp.asarray(a)
+    if a.shape != x.shape:
+        raise ValueError(f"{name} must have the shape of x {x.shape}, got {a.shape}")
+    if not jnp.issubdtype(a.dtype, jnp.floating):
+        a = a.astype(x.dtype)
+    if is_concrete(a) and bool(jnp.isnan(a).any()):
+        raise ValueError(f"{name} contains NaN")
+    return a
+
+
+def check_target(target: Any, batch: int, classes: int | None = None) -> jax.Array:
+    """``target`` as an int32 ``(batch,)`` array; a scalar broadcasts; range checked if known."""
+    t = jnp.asarray(target)
+    if not jnp.issubdtype(t.dtype, jnp.integer):
+        raise TypeError(f"target must be an int scalar or an int array (batch,), got dtype {t.dtype}")
+    if t.ndim == 0:
+        t = jnp.broadcast_to(t, (batch,))
+    if t.shape != (batch,):
+        raise ValueError(f"target must be a scalar or have shape ({batch},), got {t.shape}")
+    if classes is not None and is_concrete(t):
+        lo, hi = int(t.min()), int(t.max())
+        if lo < 0 or hi >= classes:
+            raise ValueError(
+                f"target must lie in [0, {classes}) (f returns {classes} logits), "
+                f"got values in [{lo}, {hi}]"
+            )
+    return t.astype(jnp.int32)
+
+
+def num_classes(f: Any, x: jax.Array) -> int:
+    """The number of logits ``f`` returns, from its abstract evaluation (no FLOPs)."""
+    out = jax.eval_shape(f, jax.ShapeDtypeStruct(x.shape, x.dtype))
+    if not hasattr(out, "shape") or len(out.shape) != 2 or out.shape[0] != x.shape[0]:
+        shape = getattr(out, "shape", type(out).__name__)
+        raise ValueError(f"f must map x {x.shape} to logits (batch, classes), got {shape}")
+    return int(out.shape[1])
+
+
+def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``choices``, else a ``ValueError`` listing them."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
+def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
+    """``value`` if it is an int ``>= minimum`` (bools rejected)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_batch_size(batch_size: Any) -> int | None:
+    """``None`` (everything at once) or a positive int."""
+    if batch_size is None:
+        return None
+    return check_positive_int(batch_size, "batch_size")
+
+
+def check_fractions(fractions: Any, name: str = "fractions") -> tuple[float, ...]:
+    """A non-empty tuple of floats in ``[0, 1]``."""
+    try:
+        values = tuple(float(q) for q in np.atleast_1d(np.asarray(fractions, dtype=float)))
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a sequence of floats in [0, 1], got {fractions!r}") from None
+    if not values or any(not 0.0 <= q <= 1.0 for q in values):
+        raise ValueError(f"{name} must be a non-empty sequence of floats in [0, 1], got {fractions!r}")
+    return values
+
+
+def check_method(method: Any, name: str = "method") -> Any:
+    """``method`` if callable as ``method(f, x, target)``."""
+    if not callable(method):
+        raise TypeError(f"{name} must be callable as {name}(f, x, target) -> attribution, got {method!r}")
+    return method
