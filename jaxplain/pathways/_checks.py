@@ -1,0 +1,139 @@
+"""Argument checks and site resolution shared by the pathway functions.
+
+Everything here runs on the host before tracing: the selected sites (names and shapes for the
+batch being explained), the number of classes, and the range of ``keep`` and ``target``.
+Resolution traces ``f`` once per (function, input shape, selector) and is cached, so repeated
+direct calls do not re-trace the model.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+
+import jax
+import numpy as np
+
+from jaxplain import core
+
+
+def check_keep(keep) -> float:
+    """Return ``keep`` as a Python float after checking it lies in (0, 1]."""
+    if isinstance(keep, bool) or not isinstance(keep, (int, float, np.integer, np.floating)):
+        raise TypeError(
+            f"keep must be a Python float in (0, 1] (the kept fraction of units, e.g. 0.2 for "
+            f"the paper's 80th percentile); got {type(keep).__name__} {keep!r}."
+        )
+    keep = float(keep)
+    if not 0.0 < keep <= 1.0:
+        raise ValueError(
+            f"keep must lie in (0, 1] (the kept fraction of units; 0.2 keeps units above the "
+            f"80th percentile, 1 keeps every unit); got {keep}."
+        )
+    return keep
+
+
+def _selector_key(selector):
+    if isinstance(selector, list):
+        return tuple(selector)
+    return selector
+
+
+@functools.lru_cache(maxsize=256)
+def _resolve(f: Callable, shape: tuple, dtype, selector) -> tuple[tuple, int]:
+    spec = jax.ShapeDtypeStruct(shape, dtype)
+    out = jax.eval_shape(f, spec)
+    if len(out.shape) != 2 or out.shape[0] != shape[0]:
+        raise ValueError(
+            f"f must map a batch of shape {shape} to logits of shape (batch, classes); "
+            f"got output shape {out.shape}."
+        )
+    all_sites = core.sites(f, spec)
+    if selector is None:
+        names = tuple(core.relu_sites(f, spec))
+        if not names:
+            raise ValueError(
+                "f has no post-ReLU activation sites; pass sites= explicitly (a name, glob, "
+                f"list or predicate). Available sites: {[s.name for s in all_sites]}."
+            )
+    else:
+        names = tuple(core.select(all_sites, selector))
+        if not names:
+            raise ValueError(
+                f"sites={selector!r} selects no site of f. Available sites: "
+                f"{[s.name for s in all_sites]}."
+            )
+    by_name = {s.name: s for s in all_sites}
+    return tuple((n, tuple(by_name[n].shape), by_name[n].dtype) for n in names), out.shape[1]
+
+
+def resolve(f: Callable, x, sites) -> tuple[tuple, int]:
+    """Return ``(((name, shape, dtype), ...), n_classes)`` for the sites selected in ``f``.
+
+    Args:
+      f: the model function, batch in, logits ``(batch, classes)`` out.
+      x: the input batch (an array or a tracer; only its shape and dtype are used).
+      sites: ``None`` (every post-ReLU activation, ``jaxplain.core.relu_sites``) or any selector
+        accepted by ``jaxplain.core.select`` (a name, a glob, a list of names, a predicate).
+    """
+    if not callable(f):
+        raise TypeError(f"f must be a callable mapping a batch to logits; got {type(f).__name__}.")
+    shape = tuple(np.shape(x))
+    if len(shape) < 2:
+        raise ValueError(
+            f"x must be a batch with the batch axis first (e.g. NHWC images); got shape {shape}."
+        )
+    key = _selector_key(sites)
+    try:
+        hash(key)
+    except TypeError:
+        raise TypeError(
+            f"sites must be None, a name, a glob, a list/tuple of names or a predicate; "
+            f"got {type(sites).__name__}."
+        ) from None
+    return _resolve(f, shape, jax.numpy.dtype(x.dtype), key)
+
+
+def check_target(target, batch: int, n_classes: int):
+    """Check a concrete ``target`` (int or ``(batch,)`` ints) against the class count.
+
+    ``None`` (the predicted class) and traced targets pass through unchecked.
+    """
+    if target is None:
+        return None
+    try:
+        t = np.asarray(target)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return target
+    if not np.issubdtype(t.dtype, np.integer):
+        raise TypeError(f"target must be an int or an int array of shape ({batch},); got dtype {t.dtype}.")
+    if t.ndim > 1 or (t.ndim == 1 and t.shape[0] != batch):
+        raise ValueError(f"target must be a scalar int or have shape ({batch},); got shape {t.shape}.")
+    if t.size and (t.min() < 0 or t.max() >= n_classes):
+        raise ValueError(
+            f"target out of range: f has {n_classes} classes, so targets must lie in "
+            f"[0, {n_classes - 1}]; got {t.tolist()}."
+        )
+    return target
+
+
+def targets(f: Callable, x, target):
+    """Inside a trace: ``target`` as an int32 ``(batch,)`` array (``None``: predicted class)."""
+    import jax.numpy as jnp
+
+    if target is None:
+        return jnp.argmax(jax.lax.stop_gradient(f(x)), axis=-1).astype(jnp.int32)
+    return jnp.broadcast_to(jnp.asarray(target, jnp.int32), (x.shape[0],))
+
+
+def names_of(site_specs) -> tuple[str, ...]:
+    return tuple(n for n, _, _ in site_specs)
+
+
+def check_masks(masks) -> Mapping:
+    if not isinstance(masks, Mapping) or not masks:
+        raise TypeError(
+            f"masks must be a non-empty dict {{site name: mask shaped like the site's value}}, "
+            f"as returned by jaxplain.pathways.select; got {type(masks).__name__}."
+        )
+    return masks

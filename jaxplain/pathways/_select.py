@@ -1,0 +1,137 @@
+"""Pathway selection: one global percentile of the contributions per example, on device."""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, Int
+
+from jaxplain.pathways import _checks, _contributions
+
+
+def _flat(tree: Mapping) -> Array:
+    first = next(iter(tree.values()))
+    return jnp.concatenate([v.reshape(first.shape[0], -1) for v in tree.values()], axis=1)
+
+
+def percentile_rows(values: Float[Array, "batch n"], q: float) -> Float[Array, "batch"]:
+    """``numpy.percentile(row, q)`` (linear interpolation) of every row, on device.
+
+    ``q`` is a Python number: the virtual index ``q / 100 * (n - 1)`` is computed on the host in
+    float64 exactly as NumPy does, so ``floor`` and the interpolation weight match NumPy's, and
+    the interpolation uses NumPy's two-sided formula.
+    """
+    n = values.shape[1]
+    index = (q / 100.0) * (n - 1)
+    lo = min(int(math.floor(index)), n - 1)
+    hi = min(lo + 1, n - 1)
+    w = index - lo
+    s = jnp.sort(values, axis=1)
+    a, b = s[:, lo], s[:, hi]
+    if w == 0.0:
+        return a
+    diff = b - a
+    return a + diff * w if w < 0.5 else b - diff * (1.0 - w)
+
+
+def threshold_scores(scores: Mapping, keep: float) -> dict:
+    """Traced body of :func:`threshold` (``keep`` static)."""
+    if keep >= 1.0:
+        return {n: jnp.ones(v.shape, bool) for n, v in scores.items()}
+    tau = percentile_rows(_flat(scores), 100.0 * (1.0 - keep))
+    return {n: v > tau.reshape((-1,) + (1,) * (v.ndim - 1)) for n, v in scores.items()}
+
+
+@functools.partial(jax.jit, static_argnames=("keep",))
+def _threshold(scores, keep):
+    return threshold_scores(scores, keep)
+
+
+def threshold(scores: Mapping[str, Float[Array, "batch *site"]], *, keep: float) -> dict:
+    """Binary pathway masks from per-unit scores: one global percentile per example.
+
+    ``tau = numpy.percentile(all scores of the example, 100 * (1 - keep))`` over every unit of
+    every site pooled (no per-layer quota); a unit is kept iff its score is ``> tau``. Because
+    the comparison is strict, every zero score (dead units, units with zero gradient) and every
+    tie at ``tau`` is dropped, so the kept fraction can be below ``keep`` — or above ``1 - p``
+    of the non-zero units; see :func:`kept_fraction`. ``keep=1`` keeps every unit (the
+    unmasked network), so that the pathway gradient then equals the plain gradient exactly.
+
+    Args:
+      scores: ``{site: scores (batch, ...)}`` from :func:`contributions`,
+        :func:`integrated_contributions`, or learned gates.
+      keep: the fraction to keep, in (0, 1]; a Python float (each value compiles once).
+
+    Returns:
+      ``{site: bool mask}`` shaped like the scores.
+    """
+    keep = _checks.check_keep(keep)
+    _checks.check_masks(scores)
+    return _threshold(dict(scores), keep)
+
+
+@functools.partial(jax.jit, static_argnames=("f", "specs", "keep", "method", "steps"))
+def _select(f, x, target, specs, keep, method, steps):
+    t = _checks.targets(f, x, target)
+    if method == "taylor":
+        scores = _contributions.taylor_scores(f, x, t, specs)
+    else:
+        scores = _contributions.integrated_scores(f, x, t, specs, steps, None)
+    return threshold_scores(scores, keep)
+
+
+def check_method(method: str, steps: int) -> None:
+    if method not in ("taylor", "integrated"):
+        raise ValueError(f"method must be 'taylor' or 'integrated'; got {method!r}.")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int; got {steps!r}.")
+
+
+def select(
+    f: Callable, x: Float[Array, "batch *features"], target: Int[Array, "batch"] | int | None,
+    *, keep: float, sites=None, method: str = "taylor", steps: int = 10,
+) -> dict[str, Bool[Array, "batch *site"]]:
+    """Critical-pathway masks for each example: contributions, then one global percentile.
+
+    Scores every unit of every selected site with :func:`contributions` (``method="taylor"``,
+    the paper's NeuronMCT) or :func:`integrated_contributions` (``method="integrated"``,
+    NeuronIntGrad with ``steps``), then keeps, per example, the units whose score is strictly
+    above the ``100 * (1 - keep)``-th percentile of all units of all sites (NumPy's linear
+    interpolation, computed on device). Dead units always drop.
+
+    Args:
+      f: model function, batch in, logits ``(batch, classes)`` out.
+      x: input batch ``(batch, ...)``.
+      target: class per example (int or ``(batch,)``); ``None``: the predicted class.
+      keep: kept fraction in (0, 1] (``keep=0.2`` is the paper's sparsity ``p = 80``).
+      sites: ``None`` for every post-ReLU activation, or a selector of ``jaxplain.core.select``.
+      method: ``"taylor"`` or ``"integrated"``.
+      steps: IG intervals for ``method="integrated"``.
+
+    Returns:
+      ``{site: bool mask}``, each shaped like the site's value for this batch.
+
+    Example:
+      >>> masks = jaxplain.pathways.select(f, x, y, keep=0.2)  # doctest: +SKIP
+      >>> float(jaxplain.pathways.kept_fraction(masks).mean())  # doctest: +SKIP
+
+    References:
+      Khakzar et al., CVPR 2021.
+    """
+    keep = _checks.check_keep(keep)
+    check_method(method, steps)
+    specs, n_classes = _checks.resolve(f, x, sites)
+    target = _checks.check_target(target, x.shape[0], n_classes)
+    return _select(f, x, target, specs, keep, method, steps)
+
+
+def kept_fraction(masks: Mapping[str, Bool[Array, "batch *site"]]) -> Float[Array, "batch"]:
+    """Fraction of units kept per example, over all sites of ``masks`` pooled.
+
+    For one site's fraction pass a one-entry dict: ``kept_fraction({name: masks[name]})``.
+    """
+    return _flat(_checks.check_masks(masks)).astype(jnp.float32).mean(axis=1)
