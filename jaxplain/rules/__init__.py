@@ -7,3 +7,6 @@ from jaxplain.rules._ruleset import rule_rows as rule_rows
 from jaxplain.rules._ruleset import specificity as specificity
 from jaxplain.rules._search import SearchConfig as SearchConfig
 from jaxplain.rules._search import mine as mine
+from jaxplain.rules._binarize import Binarized as Binarized
+from jaxplain.rules._binarize import activations as activations
+from jaxplain.rules._binarize import binarize as binarize
