@@ -1,0 +1,107 @@
+"""Building blocks: semantic dictionaries and attribution between two sites.
+
+A semantic dictionary lists, for each position of an input's activation grid at a site, the
+channels that fire most there (to be shown with the channels' visualizations). Site
+attribution is activation x gradient at a source site of an objective on a later site (or the
+logits): summed over channels it is spatial attribution, over space it is channel attribution
+(Olah et al., 2018). Both are compositions of ``capture``, ``intervene`` and ``grad``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from jaxplain.core import capture, intervene
+from jaxplain.visualize._objectives import Objective
+
+
+@functools.partial(jax.tree_util.register_dataclass,
+                   data_fields=["channels", "values"], meta_fields=["site"])
+@dataclasses.dataclass(frozen=True)
+class SemanticDictionary:
+    """Top channels per position.
+
+    Attributes:
+        site: the site name.
+        channels: ``(b, *spatial, k)`` int indices of the ``k`` most active channels, strongest first.
+        values: ``(b, *spatial, k)`` their activations.
+    """
+
+    site: str
+    channels: Array
+    values: Array
+
+
+def semantic_dictionary(f: Callable[[Array], Array], x: Float[Array, "b ..."], *, site: str,
+                        k: int = 4) -> SemanticDictionary:
+    """For each position of ``site``, the ``k`` channels with the largest activation.
+
+    Pair ``channels`` with the channel visualizations from :func:`render` to draw the dictionary.
+
+    Example:
+        >>> d = semantic_dictionary(f, x[:1], site="block1/relu_1", k=3)
+        >>> d.channels.shape   # (1, 8, 8, 3)
+
+    References:
+        Olah et al. The building blocks of interpretability. Distill, 2018.
+    """
+    _, acts = capture(f, site)(x)
+    value = acts[site]
+    if not isinstance(k, int) or not 1 <= k <= value.shape[-1]:
+        raise ValueError(f"k must be an int in [1, {value.shape[-1]}] (the channels of {site!r}), "
+                         f"got {k!r}")
+    values, channels = jax.lax.top_k(value, k)
+    return SemanticDictionary(site, channels, values)
+
+
+def site_attribution(f: Callable[[Array], Array], x: Float[Array, "b ..."], objective: Objective,
+                     *, site: str) -> Float[Array, "b *site"]:
+    """Activation x gradient at ``site`` of ``objective`` (evaluated downstream of ``site``).
+
+    ``objective`` is any objective, e.g. ``class_logit(3)`` or ``channel("fc1", 5)`` for
+    attribution between two hidden sites; its value per example is differentiated with respect
+    to the activation at ``site`` (via an additive perturbation there), then multiplied by that
+    activation.
+
+    Returns:
+        An array shaped like the site's value; ``.sum(-1)`` is spatial attribution,
+        ``.sum(axis=spatial)`` channel attribution (see :func:`channel_attribution`).
+
+    Example:
+        >>> a = site_attribution(f, x, class_logit(3), site="block1/relu_1")
+    """
+    if not isinstance(objective, Objective):
+        raise TypeError(f"objective must be an Objective, got {type(objective).__name__}")
+    _, acts = capture(f, site)(x)
+    value = acts[site]
+    names = list(objective.sites())
+
+    def total(delta):
+        h = intervene(f, {site: lambda v: v + delta})
+        if names:
+            y, later = capture(h, names)(x)
+        else:
+            y, later = h(x), {}
+        return objective(later, y, x)
+
+    grad = jax.grad(total)(jnp.zeros_like(value))
+    return value * grad
+
+
+def channel_attribution(f: Callable[[Array], Array], x: Float[Array, "b ..."],
+                        objective: Objective, *, site: str) -> Float[Array, "b channels"]:
+    """Site attribution summed over space: one score per channel of ``site`` per example."""
+    a = site_attribution(f, x, objective, site=site)
+    return a if a.ndim == 2 else jnp.sum(a, axis=tuple(range(1, a.ndim - 1)))
+
+
+def spatial_attribution(f: Callable[[Array], Array], x: Float[Array, "b ..."],
+                        objective: Objective, *, site: str) -> Float[Array, "b *spatial"]:
+    """Site attribution summed over channels: one score per position of ``site``."""
+    return jnp.sum(site_attribution(f, x, objective, site=site), axis=-1)

@@ -1,0 +1,285 @@
+"""Objectives for feature visualization: small composable values on sites.
+
+An objective is a pytree that maps what a model computes on a batch of images -- the values at
+its sites, the logits and the images themselves -- to one scalar to *maximize*. Objectives add
+and scale (``channel("conv1", 3) + 0.5 * layer("fc1")``), and a list of objectives with the same
+structure stacks into one batched objective that :func:`jaxplain.visualize.render` optimizes with
+``vmap`` (all channels of a layer in one call).
+
+Indices, positions, directions and weights are pytree *leaves* (so they stack and vmap); site
+names and class-vs-probability choices are static metadata.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Float
+
+Acts = Mapping[str, Array]
+
+
+def _spatial_mean(value: Array) -> Array:
+    """Mean over every axis between the batch axis and the channel axis: ``(b, ..., c) -> (b, c)``."""
+    if value.ndim <= 2:
+        return value
+    return jnp.mean(value, axis=tuple(range(1, value.ndim - 1)))
+
+
+class Objective:
+    """Base of all objectives: arithmetic and the evaluation protocol.
+
+    Subclasses implement ``sites`` (the site names they read) and ``__call__(acts, logits, x)``
+    returning a scalar: the summed objective over the batch of images (each image's gradient is
+    then that image's own objective, except for batch terms such as :class:`Diversity`).
+    """
+
+    def sites(self) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    def __call__(self, acts: Acts, logits: Array, x: Array) -> Array:
+        raise NotImplementedError
+
+    def __add__(self, other: Any) -> Objective:
+        if not isinstance(other, Objective):
+            return NotImplemented
+        return Sum((self, other))
+
+    def __radd__(self, other: Any) -> Objective:
+        if isinstance(other, (int, float)) and other == 0:  # sum([...]) starts at 0
+            return self
+        return NotImplemented
+
+    def __sub__(self, other: Any) -> Objective:
+        if not isinstance(other, Objective):
+            return NotImplemented
+        return Sum((self, Scaled(-1.0, other)))
+
+    def __mul__(self, weight: Any) -> Objective:
+        if isinstance(weight, Objective):
+            return NotImplemented
+        return Scaled(weight, self)
+
+    __rmul__ = __mul__
+
+    def __neg__(self) -> Objective:
+        return Scaled(-1.0, self)
+
+
+def _pytree(data: tuple[str, ...], meta: tuple[str, ...]):
+    def wrap(cls):
+        cls = dataclasses.dataclass(frozen=True, eq=False)(cls)
+        return jax.tree_util.register_dataclass(cls, data_fields=list(data), meta_fields=list(meta))
+
+    return wrap
+
+
+@_pytree(data=("weight", "term"), meta=())
+class Scaled(Objective):
+    """``weight * term``; ``weight`` is a leaf, so it stacks across objectives."""
+
+    weight: Any
+    term: Objective
+
+    def sites(self):
+        return self.term.sites()
+
+    def __call__(self, acts, logits, x):
+        return self.weight * self.term(acts, logits, x)
+
+
+@_pytree(data=("terms",), meta=())
+class Sum(Objective):
+    """The sum of several objectives (flattened: ``a + b + c`` is one ``Sum`` of three)."""
+
+    terms: tuple
+
+    def __post_init__(self):
+        flat = []
+        for t in self.terms:
+            flat.extend(t.terms if isinstance(t, Sum) else (t,))
+        object.__setattr__(self, "terms", tuple(flat))
+
+    def sites(self):
+        return tuple(dict.fromkeys(s for t in self.terms for s in t.sites()))
+
+    def __call__(self, acts, logits, x):
+        return sum(t(acts, logits, x) for t in self.terms)
+
+
+@_pytree(data=("index",), meta=("site",))
+class Channel(Objective):
+    """Mean activation of channel ``index`` (last axis) of ``site`` over space."""
+
+    site: str
+    index: Any
+
+    def sites(self):
+        return (self.site,)
+
+    def __call__(self, acts, logits, x):
+        return jnp.sum(_spatial_mean(acts[self.site])[:, self.index])
+
+
+@_pytree(data=("index", "position"), meta=("site",))
+class Neuron(Objective):
+    """Activation of one neuron: channel ``index`` at spatial ``position`` of ``site``."""
+
+    site: str
+    index: Any
+    position: Any
+
+    def sites(self):
+        return (self.site,)
+
+    def __call__(self, acts, logits, x):
+        value = acts[self.site]
+        pos = tuple(self.position[i] for i in range(value.ndim - 2))
+        return jnp.sum(value[(slice(None), *pos, self.index)])
+
+
+@_pytree(data=(), meta=("site",))
+class Layer(Objective):
+    """Mean squared activation of the whole site (the "deep dream" objective)."""
+
+    site: str
+
+    def sites(self):
+        return (self.site,)
+
+    def __call__(self, acts, logits, x):
+        value = acts[self.site]
+        return jnp.sum(jnp.mean(jnp.square(value).reshape(value.shape[0], -1), axis=1))
+
+
+@_pytree(data=("vector",), meta=("site",))
+class Direction(Objective):
+    """Projection of the site's activation vectors on ``vector`` (channel space), mean over space.
+
+    A direction is a combination of neurons: an NMF component, a CAV, or a rule's neuron group.
+    """
+
+    site: str
+    vector: Any
+
+    def sites(self):
+        return (self.site,)
+
+    def __call__(self, acts, logits, x):
+        return jnp.sum(_spatial_mean(acts[self.site]) @ self.vector)
+
+
+@_pytree(data=("index",), meta=("probability",))
+class Class(Objective):
+    """The class logit (``probability=False``) or softmax probability of class ``index``."""
+
+    index: Any
+    probability: bool = False
+
+    def sites(self):
+        return ()
+
+    def __call__(self, acts, logits, x):
+        scores = jax.nn.softmax(logits, axis=-1) if self.probability else logits
+        return jnp.sum(scores[:, self.index])
+
+
+@_pytree(data=(), meta=("site",))
+class Diversity(Objective):
+    """Minus the mean pairwise cosine similarity of the batch's Gram-matrix features at ``site``.
+
+    Adding ``w * diversity(site)`` to an objective and rendering several images per objective
+    pushes them apart, so they show different facets of one feature (Olah et al., 2017).
+    Position-invariant: each image is summarised by the Gram matrix of its activation vectors.
+    """
+
+    site: str
+
+    def sites(self):
+        return (self.site,)
+
+    def __call__(self, acts, logits, x):
+        return -mean_pairwise_similarity(acts[self.site])
+
+
+def mean_pairwise_similarity(value: Float[Array, "b *site"]) -> Float[Array, ""]:
+    """Mean cosine similarity between the Gram-matrix features of distinct batch elements."""
+    b = value.shape[0]
+    if b < 2:
+        return jnp.zeros((), value.dtype)
+    flat = value.reshape(b, -1, value.shape[-1])
+    gram = jnp.einsum("bpc,bpd->bcd", flat, flat).reshape(b, -1)
+    unit = gram / (jnp.linalg.norm(gram, axis=1, keepdims=True) + 1e-8)
+    sim = unit @ unit.T
+    return (jnp.sum(sim) - jnp.trace(sim)) / (b * (b - 1))
+
+
+def _check_site(site: Any) -> str:
+    if not isinstance(site, str):
+        raise TypeError(f"site must be a site name (str), got {type(site).__name__}: {site!r}")
+    return site
+
+
+def channel(site: str, index: int | ArrayLike) -> Channel:
+    """Objective: the mean over space of channel ``index`` at ``site``.
+
+    Example:
+        >>> obj = channel("conv1", 3) + 0.5 * layer("fc1")
+    """
+    return Channel(_check_site(site), index)
+
+
+def neuron(site: str, index: int | ArrayLike, position: tuple[int, ...] | ArrayLike) -> Neuron:
+    """Objective: channel ``index`` at spatial ``position`` (e.g. ``(y, x)``) of ``site``."""
+    return Neuron(_check_site(site), index, jnp.asarray(position, jnp.int32))
+
+
+def layer(site: str) -> Layer:
+    """Objective: the mean squared activation of all of ``site``."""
+    return Layer(_check_site(site))
+
+
+def direction(site: str, vector: Float[ArrayLike, " channels"]) -> Direction:
+    """Objective: the projection of ``site``'s activations (mean over space) on ``vector``."""
+    vector = jnp.asarray(vector)
+    if vector.ndim != 1:
+        raise ValueError(f"vector must be 1-D (one weight per channel), got shape {vector.shape}")
+    return Direction(_check_site(site), vector)
+
+
+def class_logit(index: int | ArrayLike) -> Class:
+    """Objective: the logit of class ``index``."""
+    return Class(index, probability=False)
+
+
+def class_probability(index: int | ArrayLike) -> Class:
+    """Objective: the softmax probability of class ``index``."""
+    return Class(index, probability=True)
+
+
+def diversity(site: str) -> Diversity:
+    """Objective term: minus the pairwise similarity of a batch's features at ``site``."""
+    return Diversity(_check_site(site))
+
+
+def stack(objectives) -> Objective:
+    """Stack objectives of one structure into one batched objective (leading axis per leaf).
+
+    Raises:
+        ValueError: if the objectives differ in structure (e.g. different sites or terms).
+    """
+    objectives = list(objectives)
+    if not objectives or not all(isinstance(o, Objective) for o in objectives):
+        raise TypeError("objective must be an Objective or a non-empty sequence of Objectives, "
+                        f"got {objectives!r}")
+    structs = [jax.tree_util.tree_structure(o) for o in objectives]
+    for i, s in enumerate(structs):
+        if s != structs[0]:
+            raise ValueError(
+                "objectives rendered together must share one structure (same kinds of terms on "
+                f"the same sites); objective 0 is {structs[0]} but objective {i} is {s}")
+    return jax.tree_util.tree_map(lambda *v: jnp.stack([jnp.asarray(a) for a in v]), *objectives)

@@ -1,0 +1,169 @@
+"""Image parameterizations: what the optimizer changes, and how it becomes an image.
+
+A parameterization has ``init(key, shape) -> params`` and ``image(params, shape) -> images`` in
+the model's valid input range. Pixels optimize the image directly; the decorrelated Fourier
+parameterization optimizes spectrum coefficients scaled by ``1 / f**decay``, which
+preconditions gradient ascent towards low frequencies (Olah et al., 2017); colour decorrelation
+maps decorrelated channels through the square root of the data's colour covariance; a code-space
+parameterization optimizes the input of a generator (Nguyen et al., 2016).
+
+All are frozen dataclasses registered as pytrees (arrays such as the colour matrix are leaves).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+_SQUASH = ("sigmoid", "clip", "none")
+
+
+def _pytree(data: tuple[str, ...], meta: tuple[str, ...]):
+    def wrap(cls):
+        cls = dataclasses.dataclass(frozen=True)(cls)
+        return jax.tree_util.register_dataclass(cls, data_fields=list(data), meta_fields=list(meta))
+
+    return wrap
+
+
+def _check_common(squash: str, value_range: tuple[float, float]) -> None:
+    if squash not in _SQUASH:
+        raise ValueError(f"squash must be one of {_SQUASH}, got {squash!r}")
+    low, high = value_range
+    if not low < high:
+        raise ValueError(f"value_range must be (low, high) with low < high, got {value_range}")
+
+
+def _to_range(z: Array, squash: str, value_range: tuple[float, float]) -> Array:
+    low, high = value_range
+    if squash == "sigmoid":
+        return low + (high - low) * jax.nn.sigmoid(z)
+    centred = z + 0.5 * (low + high)
+    if squash == "clip":
+        return jnp.clip(centred, low, high)
+    return centred
+
+
+def _colour(z: Array, colour: Array | None) -> Array:
+    if colour is None:
+        return z
+    return jnp.einsum("...c,dc->...d", z, colour)
+
+
+def colour_decorrelation(images: Float[Array, "n h w c"]) -> Float[Array, "c c"]:
+    """The square root of the channels' covariance in ``images`` (for ``colour=`` below).
+
+    Optimizing in decorrelated colour space and mapping through this matrix gives the colours
+    the correlations they have in the data.
+    """
+    images = jnp.asarray(images)
+    if images.ndim != 4:
+        raise ValueError(f"images must be NHWC (4-D), got shape {images.shape}")
+    pix = images.reshape(-1, images.shape[-1])
+    cov = jnp.cov(pix, rowvar=False).reshape(images.shape[-1], images.shape[-1])
+    w, v = jnp.linalg.eigh(cov)
+    sqrt = (v * jnp.sqrt(jnp.clip(w, 0.0))) @ v.T
+    return sqrt / jnp.max(jnp.linalg.norm(sqrt, axis=0))
+
+
+@_pytree(data=("colour",), meta=("std", "squash", "value_range"))
+class Pixel:
+    """Optimize pixel values directly (then colour map and squash to ``value_range``).
+
+    Args:
+        std: standard deviation of the random start (in pre-squash units).
+        squash: ``"sigmoid"`` (smooth, default), ``"clip"`` or ``"none"``.
+        value_range: the valid input range ``(low, high)``.
+        colour: optional ``(c, c)`` colour-correlation square root (see
+            :func:`colour_decorrelation`); ``None`` leaves channels as they are.
+    """
+
+    std: float = 0.01
+    squash: str = "sigmoid"
+    value_range: tuple[float, float] = (0.0, 1.0)
+    colour: Any = None
+
+    def __post_init__(self):
+        _check_common(self.squash, self.value_range)
+
+    def init(self, key: Array, shape: tuple[int, ...]) -> Array:
+        return self.std * jax.random.normal(key, shape)
+
+    def image(self, params: Array, shape: tuple[int, ...]) -> Array:
+        return _to_range(_colour(params, self.colour), self.squash, self.value_range)
+
+
+def _frequency_scale(h: int, w: int, decay: float) -> Array:
+    fy = jnp.fft.fftfreq(h)[:, None]
+    fx = jnp.fft.rfftfreq(w)[None, :]
+    freq = jnp.sqrt(fy * fy + fx * fx)
+    return 1.0 / jnp.maximum(freq, 1.0 / max(h, w)) ** decay
+
+
+@_pytree(data=("colour",), meta=("std", "decay", "squash", "value_range"))
+class Fourier:
+    """Optimize the image's 2-D real spectrum, scaled by ``1 / max(f, 1/size) ** decay``.
+
+    The scaling whitens natural-image statistics (power ~ 1/f^2), so a gradient step moves
+    all frequencies about equally in "natural" units: the optimum is the same as in pixel space
+    but the path avoids high-frequency noise.
+
+    Args:
+        std: standard deviation of the random spectrum start.
+        decay: exponent of the 1/f scaling (1.0: the natural-image spectrum).
+        squash, value_range, colour: as :class:`Pixel`.
+    """
+
+    std: float = 0.01
+    decay: float = 1.0
+    squash: str = "sigmoid"
+    value_range: tuple[float, float] = (0.0, 1.0)
+    colour: Any = None
+
+    def __post_init__(self):
+        _check_common(self.squash, self.value_range)
+
+    def init(self, key: Array, shape: tuple[int, ...]) -> Array:
+        b, h, w, c = shape
+        return self.std * jax.random.normal(key, (2, b, c, h, w // 2 + 1))
+
+    def image(self, params: Array, shape: tuple[int, ...]) -> Array:
+        h, w = shape[1], shape[2]
+        scale = _frequency_scale(h, w, self.decay)
+        scale = scale / jnp.sqrt(jnp.mean(scale**2))
+        spectrum = (params[0] + 1j * params[1]) * scale
+        z = jnp.fft.irfft2(spectrum, s=(h, w), norm="ortho")  # (b, c, h, w)
+        z = jnp.moveaxis(z, -3, -1)
+        return _to_range(_colour(z, self.colour), self.squash, self.value_range)
+
+
+@_pytree(data=(), meta=("generator", "code_shape", "std"))
+class CodeSpace:
+    """Optimize the input ``z`` of a generator: ``image = generator(z)`` (AM in code space).
+
+    Args:
+        generator: a pure function from a batch of codes ``(b, *code_shape)`` to images
+            ``(b, h, w, c)`` in the model's input range (e.g. a decoder or GAN generator; close
+            over its weights).
+        code_shape: shape of one code.
+        std: standard deviation of the random start.
+    """
+
+    generator: Callable[[Array], Array]
+    code_shape: tuple[int, ...]
+    std: float = 1.0
+
+    def __post_init__(self):
+        if not callable(self.generator):
+            raise TypeError(f"generator must be callable, got {type(self.generator).__name__}")
+
+    def init(self, key: Array, shape: tuple[int, ...]) -> Array:
+        return self.std * jax.random.normal(key, (shape[0], *self.code_shape))
+
+    def image(self, params: Array, shape: tuple[int, ...]) -> Array:
+        return self.generator(params)
