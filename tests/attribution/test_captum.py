@@ -1,0 +1,129 @@
+"""Agreement with Captum on twin networks (same weights): max relative error <= 1e-4."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+captum_attr = pytest.importorskip("captum.attr")
+
+from jaxplain import attribution as A  # noqa: E402
+from tests.attribution import twins  # noqa: E402
+
+torch.set_num_threads(1)
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+TOL = 1e-4
+SEEDS = (0, 1)
+
+
+def _nets(seed, pool="max"):
+    mp, cp = twins.mlp_params(seed), twins.cnn_params(seed)
+    return {
+        "mlp": (twins.mlp(mp), twins.torch_mlp(mp), (6, 10)),
+        "cnn": (twins.cnn(cp, pool=pool), twins.torch_cnn(cp, pool=pool), (4, 8, 8, 2)),
+    }
+
+
+_CACHE = {}
+
+
+def nets(seed, pool="max"):
+    if (seed, pool) not in _CACHE:
+        _CACHE[seed, pool] = _nets(seed, pool)
+    return _CACHE[seed, pool]
+
+
+def _case(seed, net, kind, pool="max"):
+    f, model, shape = nets(seed, pool)[net]
+    x = twins.inputs(seed, shape, kind)
+    target = np.arange(shape[0]) % 5
+    return f, model, x, target
+
+
+def _baseline(kind, x, seed):
+    if kind == "zero":
+        return np.zeros_like(x)
+    return (0.3 * np.random.default_rng(seed + 7).normal(size=x.shape)).astype(np.float32)
+
+
+def _captum(cls, model, x, target, **kwargs):
+    attr = cls(model).attribute(twins.to_torch(x), target=torch.tensor(target), **kwargs)
+    return twins.from_torch(attr)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("net", ["mlp", "cnn"])
+@pytest.mark.parametrize("kind", ["signed", "nonneg"])
+def test_gradient_and_gradient_x_input(seed, net, kind):
+    f, model, x, t = _case(seed, net, kind)
+    ref = _captum(captum_attr.Saliency, model, x, t, abs=False)
+    assert twins.relative_error(A.gradient(f, x, t), ref) <= TOL
+    ref = _captum(captum_attr.InputXGradient, model, x, t)
+    assert twins.relative_error(A.gradient_x_input(f, x, t), ref) <= TOL
+
+
+@pytest.mark.parametrize("method", ["gausslegendre", "riemann_trapezoid", "riemann_left",
+                                    "riemann_right", "riemann_middle"])
+@pytest.mark.parametrize("net", ["mlp", "cnn"])
+@pytest.mark.parametrize("baseline", ["zero", "random"])
+def test_integrated_gradients(method, net, baseline):
+    for seed, kind in ((0, "signed"), (1, "nonneg")):
+        f, model, x, t = _case(seed, net, kind)
+        b = _baseline(baseline, x, seed)
+        ref = _captum(captum_attr.IntegratedGradients, model, x, t, baselines=twins.to_torch(b),
+                      n_steps=20, method=method)
+        ours = A.integrated_gradients(f, x, t, baseline=b, steps=20, method=method)
+        assert twins.relative_error(ours, ref) <= TOL, (seed, kind)
+
+
+@pytest.mark.parametrize("net", ["mlp", "cnn"])
+@pytest.mark.parametrize("baseline", ["zero", "random"])
+def test_deeplift(net, baseline):
+    for seed, kind in ((0, "signed"), (1, "nonneg")):
+        f, model, x, t = _case(seed, net, kind, pool="avg")
+        b = _baseline(baseline, x, seed)
+        ref = _captum(captum_attr.DeepLift, model, x, t, baselines=twins.to_torch(b))
+        assert twins.relative_error(A.deeplift(f, x, t, baseline=b), ref) <= TOL, (seed, kind)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("net", ["mlp", "cnn"])
+def test_guided_backprop_and_deconvnet(seed, net):
+    f, model, x, t = _case(seed, net, "signed")
+    ref = _captum(captum_attr.GuidedBackprop, model, x, t)
+    assert twins.relative_error(A.guided_backprop(f, x, t), ref) <= TOL
+    ref = _captum(captum_attr.Deconvolution, model, x, t)
+    assert twins.relative_error(A.deconvnet(f, x, t), ref) <= TOL
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("window,stride", [((2, 2), 1), ((3, 3), 2), ((3, 2), (2, 1))])
+def test_occlusion_cnn(seed, window, stride):
+    f, model, x, t = _case(seed, "cnn", "nonneg")
+    strides = (1,) + ((stride,) * 2 if isinstance(stride, int) else stride)
+    ref = _captum(captum_attr.Occlusion, model, x, t, sliding_window_shapes=(2,) + window,
+                  strides=strides, baselines=0.25)
+    ours = A.occlusion(f, x, t, window=window, stride=stride, baseline=0.25)
+    assert twins.relative_error(ours, ref) <= TOL
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_occlusion_mlp(seed):
+    f, model, x, t = _case(seed, "mlp", "signed")
+    ref = _captum(captum_attr.Occlusion, model, x, t, sliding_window_shapes=(3,), strides=2)
+    assert twins.relative_error(A.occlusion(f, x, t, window=3, stride=2), ref) <= TOL
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("baseline", ["zero", "random"])
+def test_feature_ablation(seed, baseline):
+    f, model, x, t = _case(seed, "cnn", "signed")
+    b = _baseline(baseline, x, seed)
+    superpixels = (np.arange(8)[:, None] // 3 * 3 + np.arange(8)[None, :] // 3)[:, :, None]
+    mask_nchw = torch.tensor(np.broadcast_to(superpixels.transpose(2, 0, 1), (2, 8, 8)).copy())[None]
+    ref = _captum(captum_attr.FeatureAblation, model, x, t, baselines=twins.to_torch(b),
+                  feature_mask=mask_nchw)
+    ours = A.feature_ablation(f, x, t, feature_mask=superpixels, baseline=b)
+    assert twins.relative_error(ours, ref) <= TOL
+    f, model, x, t = _case(seed, "mlp", "signed")
+    ref = _captum(captum_attr.FeatureAblation, model, x, t)
+    assert twins.relative_error(A.feature_ablation(f, x, t), ref) <= TOL
