@@ -1,0 +1,6 @@
+"""NeuroChains: sparse sub-networks of exact filter copies that keep a local region's outputs."""
+
+from jaxplain.subnet._extract import apply as apply
+from jaxplain.subnet._extract import extract as extract
+from jaxplain.subnet._types import Options as Options
+from jaxplain.subnet._types import SubNetwork as SubNetwork

@@ -1,0 +1,255 @@
+"""NeuroChains: extract a sparse sub-network of exact filter copies that keeps a region's outputs.
+
+References:
+  Zhao, Zhou, Long, Jiang, Zhang. "NeuroChains: Extract Local Reasoning Chains of Deep Neural
+  Nets" (ICLR 2021 submission), and "Extracting Local Reasoning Chains of Deep Neural Networks"
+  (TMLR 2022).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import warnings
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jaxplain as jp
+from jaxplain.subnet import _optimize, _threshold
+from jaxplain.subnet._objective import gated
+from jaxplain.subnet._types import Options, SubNetwork
+
+
+def _check_region(x_region) -> jax.Array:
+    if not hasattr(x_region, "shape") or not hasattr(x_region, "dtype"):
+        raise TypeError(f"x_region must be an array of region samples, batch first; got "
+                        f"{type(x_region).__name__}")
+    x = np.asarray(x_region)
+    if x.ndim < 2:
+        raise ValueError(f"x_region must have a batch axis and at least one feature axis; got "
+                         f"shape {x.shape}")
+    if x.shape[0] < 2:
+        raise ValueError(f"x_region must hold at least 2 samples (a local region, e.g. 20 images "
+                         f"of 2 classes); got a batch of {x.shape[0]} (shape {x.shape})")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise TypeError(f"x_region must have a floating dtype; got {x.dtype}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("x_region contains NaN or infinite values")
+    return jnp.asarray(x)
+
+
+def resolve_sites(f: Callable, x: jax.Array, sites) -> tuple[str, ...]:
+    """The chosen site names in the network's order; each must have a unit (last) axis."""
+    if sites is None:
+        raise ValueError("sites must name the layers to score: a name, a glob such as "
+                         "'block1/*', a list of names, or a predicate (name, site) -> bool")
+    known = jp.sites(f, x)
+    chosen = set(jp.core.select(known, sites))
+    if not chosen:
+        raise ValueError(f"sites={sites!r} selects no site; known sites: "
+                         f"{[s.name for s in known]}")
+    ordered = tuple(s for s in known if s.name in chosen)
+    for s in ordered:
+        if len(s.shape) < 2:
+            raise ValueError(f"site {s.name!r} has shape {s.shape}: it needs a batch axis and a "
+                             "unit axis (last) to score units")
+    return tuple(s.name for s in ordered)
+
+
+def _stack(tree, n):
+    return jax.tree.map(lambda a: jnp.broadcast_to(a, (n,) + jnp.shape(a)), tree)
+
+
+def _take(tree, i):
+    return jax.tree.map(lambda a: a[i], tree)
+
+
+def _subdir(opts: Options, name: str) -> str | None:
+    return None if opts.checkpoint_dir is None else os.path.join(opts.checkpoint_dir, name)
+
+
+def extract(f: Callable, x_region: jax.Array, *, sites, key: jax.Array,
+            **options) -> SubNetwork:
+    """Extracts a sparse sub-network of ``f`` that keeps its outputs on a local region.
+
+    Every unit (last axis) of every chosen site gets a non-negative score ``s`` and every site
+    a gate ``sigmoid(theta)``; the site's value ``v`` becomes ``v * sigmoid(theta) * s``
+    (through :func:`jaxplain.intervene`; the weights are never changed). Scores and gates
+    minimise ``mean KL(softmax f(x) || softmax f_sub(x)) + l1 * sum|s| + gate_l1 * G`` over the
+    region in one jit-compiled ``lax.scan`` with optax (vmapped over the L1 grid). Then units
+    with small scores and layers with closed gates are removed, the dependency closure drops
+    units that only inject constants or feed removed units, and the surviving scores are
+    fine-tuned on the fixed sub-network (KL only). By default the result is the sparsest
+    candidate whose arg-max labels on the region agree with ``f`` on ``fidelity`` (100%) of
+    the samples; ``sparsity=0.95`` asks for a share of removed units instead and ``l1=1e-3``
+    fixes the L1 weight. See :class:`Options` for every option and its default.
+
+    Args:
+      f: The model, batch first, mapping inputs to logits (see :func:`jaxplain.as_function`).
+      x_region: ``Float[Array, "n *shape"]``, the region's samples (n >= 2).
+      sites: Which sites to score, as :func:`jaxplain.core.select` reads it (a name, a glob, a
+        list, a predicate); e.g. the convolution and dense outputs before their activations.
+      key: PRNG key (random probes of the dependency closure).
+      **options: Fields of :class:`Options`.
+
+    Returns:
+      A :class:`SubNetwork`; evaluate it with :func:`apply` or :func:`fidelity`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxplain as jp
+      >>> w1 = jax.random.normal(jax.random.key(0), (4, 8))
+      >>> w2 = jax.random.normal(jax.random.key(1), (8, 3))
+      >>> def f(x):
+      ...     with jax.named_scope("hidden"):
+      ...         h = x @ w1
+      ...     return jax.nn.relu(h) @ w2
+      >>> x = jax.random.normal(jax.random.key(2), (6, 4))
+      >>> sub = jp.subnet.extract(f, x, sites="hidden", key=jax.random.key(3), steps=200,
+      ...                         finetune_steps=50)
+      >>> bool(sub.region_agreement == 1.0)
+      True
+
+    References:
+      Zhao et al., "NeuroChains: Extract Local Reasoning Chains of Deep Neural Nets", ICLR 2021
+      submission; TMLR 2022 "Extracting Local Reasoning Chains of Deep Neural Networks".
+    """
+    try:
+        opts = Options(**options)
+    except TypeError as err:
+        raise TypeError(f"unknown option for extract: {err}; the options are the fields of "
+                        f"jaxplain.subnet.Options") from None
+    x = _check_region(x_region)
+    names = resolve_sites(f, x, sites)
+    units = tuple(s.shape[-1] for s in jp.sites(f, x) if s.name in names)
+    fingerprint = {"sites": list(names), "shape": list(x.shape), "options": repr(opts),
+                   "region_sum": float(np.sum(np.asarray(x), dtype=np.float64))}
+    run = functools.partial(_optimize.run, f, checkpoint_every=opts.checkpoint_every,
+                            fingerprint=fingerprint)
+
+    # 1. Score-and-gate search: one vmapped scan over the L1 grid.
+    logp, state, all_units = _search_init(x, f=f, names=names, units=units, opts=opts)
+    state = run(state, all_units, jnp.asarray(opts.l1, jnp.float32),
+                jnp.asarray(opts.gate_weights, jnp.float32), opts.fidelity, x, logp,
+                steps=opts.steps, phase=_phase(opts, search=True),
+                checkpoint_dir=_subdir(opts, "search"))
+
+    # 2. Thresholding and the dependency closure; 3. fine-tuning (KL only, structure fixed).
+    masks, taus, state = _candidates(state["best"], x, logp, key, f=f, opts=opts)
+    zeros = jnp.zeros((len(opts.l1),), jnp.float32)
+    state = run(state, masks, zeros, zeros, opts.fidelity, x, logp, steps=opts.finetune_steps,
+                phase=_phase(opts, search=False), checkpoint_dir=_subdir(opts, "finetune"))
+
+    # 4. The sparsest candidate that keeps the fidelity target (or the most faithful one).
+    fields, met = _choose(state["best"], masks, taus, x, logp, f=f, opts=opts)
+    if opts.sparsity is None and not bool(met):
+        warnings.warn(f"no candidate kept the fidelity target {opts.fidelity}; returning the most "
+                      f"faithful one (agreement {float(fields['region_agreement']):.3f}). Try "
+                      "smaller l1 values.", stacklevel=2)
+    return SubNetwork(**fields, sites=names)
+
+
+def _phase(opts: Options, *, search: bool) -> _optimize.Phase:
+    return _optimize.Phase(opts.gate_penalty, search, opts.optimizer, opts.learning_rate,
+                           opts.score_max)
+
+
+@functools.partial(jax.jit, static_argnames=("f", "names", "units", "opts"))
+def _search_init(x, *, f, names, units, opts):
+    logp = jax.nn.log_softmax(f(x), axis=-1)
+    init = {"scores": {n: jnp.full((c,), opts.score_init, jnp.float32)
+                       for n, c in zip(names, units)},
+            "theta": {n: jnp.asarray(opts.gate_init, jnp.float32) for n in names}}
+    n_l1 = len(opts.l1)
+    phase = _phase(opts, search=True)
+    state = jax.vmap(lambda p: _optimize.init_state(p, opts.steps, phase))(_stack(init, n_l1))
+    all_units = _stack({n: jnp.ones((c,), bool) for n, c in zip(names, units)}, n_l1)
+    return logp, state, all_units
+
+
+@functools.partial(jax.jit, static_argnames=("f", "opts"))
+def _candidates(best, x, logp, key, *, f, opts: Options):
+    """One thresholded, closed sub-network per L1 weight and its fine-tuning start state:
+    ``(masks {site: (L, c)}, taus (L,), state)``."""
+    n_l1 = len(opts.l1)
+    if opts.sparsity is not None:
+        grid = [_threshold.by_rank(best, opts.sparsity, opts.gate_threshold)]
+        thresholds = jnp.asarray([jnp.nan], jnp.float32)
+    else:
+        grid = [_threshold.by_threshold(best, tau, opts.gate_threshold) for tau in opts.threshold]
+        thresholds = jnp.asarray(opts.threshold, jnp.float32)
+    eff = _threshold.effective(best)
+    # All (threshold, L1) candidates as one batch: (T * L, c).
+    flat = {n: jnp.concatenate([jnp.where(m[n], eff[n], 0.0) for m in grid]) for n in eff}
+    if opts.closure:
+        kept = _threshold.closure(f, flat, x, key)
+    else:
+        kept = {n: v != 0 for n, v in flat.items()}
+    mult = {n: jnp.where(kept[n], flat[n], 0.0) for n in flat}
+    agree = _threshold.evaluate(f, mult, x, logp)[0].reshape(len(grid), n_l1)
+    ok = agree >= opts.fidelity - 1e-6
+    # The largest passing threshold per L1 weight, else the smallest.
+    last = len(grid) - 1 - jnp.argmax(ok[::-1], axis=0)
+    choice = jnp.where(jnp.any(ok, axis=0), last, 0)
+    pick = choice * n_l1 + jnp.arange(n_l1)
+    masks = {n: m[pick] for n, m in kept.items()}
+    theta = best["theta"] if opts.finetune_gates == "value" else jax.tree.map(
+        lambda t: jnp.full_like(t, jnp.inf), best["theta"])
+    start = {"scores": {n: jnp.where(masks[n], s, 0.0) for n, s in best["scores"].items()},
+             "theta": theta}
+    phase = _phase(opts, search=False)
+    state = jax.vmap(lambda p: _optimize.init_state(p, opts.finetune_steps, phase))(start)
+    return masks, thresholds[choice], state
+
+
+@functools.partial(jax.jit, static_argnames=("f", "opts"))
+def _choose(tuned, masks, taus, x, logp, *, f, opts: Options):
+    """The chosen candidate's SubNetwork fields and whether it meets the fidelity target."""
+    eff = _threshold.effective(tuned)
+    mult = {n: jnp.where(masks[n], eff[n], 0.0) for n in masks}
+    agree, kl = _threshold.evaluate(f, mult, x, logp)
+    kept = _threshold.count(masks)
+    feasible = agree >= opts.fidelity - 1e-6
+    if opts.sparsity is None:
+        # Lexicographic: feasible first, then fewest kept units, then lowest KL.
+        order = jnp.lexsort((kl, kept, ~feasible))
+    else:
+        order = jnp.lexsort((kept, kl, -agree))
+    i = order[0]
+    chosen_masks = _take(masks, i)
+    scores = {n: jnp.where(chosen_masks[n], tuned["scores"][n][i], 0.0) for n in masks}
+    gates = {n: jnp.where(jnp.any(chosen_masks[n]), jax.nn.sigmoid(tuned["theta"][n][i]), 0.0)
+             for n in masks}
+    fields = {"masks": chosen_masks, "scores": scores, "gates": gates,
+              "region_agreement": agree[i], "region_kl": kl[i],
+              "l1": jnp.asarray(opts.l1, jnp.float32)[i], "threshold": taus[i]}
+    return fields, feasible[i]
+
+
+def apply(f: Callable, subnetwork: SubNetwork) -> Callable:
+    """The pruned function: ``f`` with each site's value multiplied by the sub-network's
+    ``mask * gate * score`` (removed units exactly 0); pure and jit-able, weights untouched.
+
+    Example:
+      >>> # f_sub = jp.subnet.apply(f, sub); f_sub(x) has f(x)'s shape
+    """
+    if not isinstance(subnetwork, SubNetwork):
+        raise TypeError(f"subnetwork must be a jaxplain.subnet.SubNetwork (from extract); got "
+                        f"{type(subnetwork).__name__}")
+    mult = subnetwork.multipliers()
+
+    def check(name, m):
+        def fn(v):
+            if v.shape[-1] != m.shape[-1]:
+                raise ValueError(f"site {name!r} has {v.shape[-1]} units (value shape {v.shape}) "
+                                 f"but the sub-network scores {m.shape[-1]}: it was extracted "
+                                 "from another model")
+            return v * m.astype(v.dtype)
+        return fn
+
+    return jp.intervene(f, {n: check(n, m) for n, m in mult.items()})
+
+

@@ -1,0 +1,96 @@
+"""The gated function and the NeuroChains objective.
+
+Each scored site ``u`` gets one non-negative score per unit (the value's last axis) and one gate
+``sigmoid(theta_u)``; the value ``v`` at the site becomes ``v * sigmoid(theta_u) * s_u``
+(applied with :func:`jaxplain.intervene`, so the weights of ``f`` are never touched). The
+objective is
+
+    L(s, theta) = mean_n KL(softmax f(x_n) || softmax f_{s,theta}(x_n))
+                  + l1 * sum_{u,c} |s_{u,c}| + gate_l1 * G(s, theta)
+
+with ``G = sum_u sigmoid(theta_u)`` (``gate_penalty="sigmoid"``) or
+``G = sum_u sigmoid(theta_u) * ||s_u||_1`` (``"gated_l1"``); the gate term is our addition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float
+
+import jaxplain as jp
+
+Params = dict[str, dict[str, Array]]  # {"scores": {site: (c,)}, "theta": {site: ()}}
+
+
+def _scale(m: Float[Array, " c"]) -> Callable[[Array], Array]:
+    return lambda v: v * m.astype(v.dtype)
+
+
+def gated(f: Callable, multipliers: Mapping[str, Float[Array, " c"]]) -> Callable:
+    """``f`` with the value at each site multiplied unit-wise (last axis) by its multiplier."""
+    return jp.intervene(f, {n: _scale(m) for n, m in multipliers.items()})
+
+
+def gated_capture(f: Callable, multipliers: Mapping[str, Float[Array, " c"]]) -> Callable:
+    """Like :func:`gated`, returning ``(y, {site: value after scaling})`` too.
+
+    The scaled values are collected while the edited program is traced, within one call, so the
+    returned function stays pure and composes with jit, jvp and vmap.
+    """
+
+    def g(x):
+        values: dict[str, Array] = {}
+
+        def edit(name, m):
+            def fn(v):
+                values[name] = v * m.astype(v.dtype)
+                return values[name]
+            return fn
+
+        y = jp.intervene(f, {n: edit(n, m) for n, m in multipliers.items()})(x)
+        return y, dict(values)
+
+    return g
+
+
+def multipliers(params: Params, masks: Mapping[str, Bool[Array, " c"]],
+                train_gates: bool) -> dict[str, Array]:
+    """``{site: mask * sigmoid(theta) * score}``; the gates are constants unless trained."""
+    out = {}
+    for n, s in params["scores"].items():
+        theta = params["theta"][n]
+        g = jax.nn.sigmoid(theta if train_gates else jax.lax.stop_gradient(theta))
+        out[n] = jnp.where(masks[n], g * s, 0.0)
+    return out
+
+
+def kl_divergence(logp: Float[Array, "n k"], logits: Float[Array, "n k"]) -> Float[Array, ""]:
+    """Mean over the batch of KL(p || softmax(logits)), ``p = exp(logp)``, in nats."""
+    logq = jax.nn.log_softmax(logits, axis=-1)
+    return jnp.mean(jnp.sum(jnp.exp(logp) * (logp - logq), axis=-1))
+
+
+def agreement(logp: Float[Array, "n k"], logits: Float[Array, "n k"]) -> Float[Array, ""]:
+    """Share of the batch whose arg-max label ``logits`` keep."""
+    return jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(logp, -1))
+
+
+def objective(params: Params, f: Callable, x: Array, logp: Array,
+              masks: Mapping[str, Bool[Array, " c"]], l1: Float[Array, ""],
+              gate_l1: Float[Array, ""], *, gate_penalty: str, train_gates: bool
+              ) -> tuple[Float[Array, ""], tuple[Array, Array]]:
+    """The loss and ``(kl, agreement)`` on the region ``x`` with original log-softmax ``logp``."""
+    mult = multipliers(params, masks, train_gates)
+    logits = gated(f, mult)(x)
+    kl = kl_divergence(logp, logits)
+    l1_terms = {n: jnp.sum(jnp.abs(s)) for n, s in params["scores"].items()}
+    gates = {n: jax.nn.sigmoid(t) for n, t in params["theta"].items()}
+    if gate_penalty == "sigmoid":
+        gate_term = sum(gates.values())
+    else:
+        gate_term = sum(gates[n] * l1_terms[n] for n in gates)
+    loss = kl + l1 * sum(l1_terms.values()) + gate_l1 * gate_term
+    return loss, (kl, agreement(logp, logits))

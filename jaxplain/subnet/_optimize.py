@@ -1,0 +1,149 @@
+"""Optimising scores and gates: one jit-compiled ``lax.scan`` with optax, vmapped over candidates.
+
+Every candidate (one L1 weight of the grid, or one thresholded sub-network to fine-tune) runs
+the same scan in one vmapped, jit-compiled call. Each step projects the scores onto
+``[0, score_max]`` (removed units stay exactly 0) and keeps the best iterate: the lowest loss
+among those whose region arg-max labels keep the fidelity target, or the lowest loss overall if
+none does. With a checkpoint directory the scan runs in chunks, each saved with orbax, and a
+rerun resumes from the latest chunk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxplain.subnet._objective import objective
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """The static part of one optimisation phase (hashable: a jit static argument)."""
+
+    gate_penalty: str
+    train_gates: bool
+    optimizer: str
+    learning_rate: float
+    score_max: float
+
+    def transform(self) -> optax.GradientTransformation:
+        if self.optimizer == "adam":
+            return optax.adam(self.learning_rate)
+        return optax.sgd(self.learning_rate, momentum=0.9)
+
+
+def init_state(params: dict, steps: int, phase: Phase) -> dict[str, Any]:
+    """The scan state of one candidate (vmap it for a batch of candidates)."""
+    return {
+        "params": params,
+        "opt": phase.transform().init(params),
+        "best": params,
+        "best_feasible": jnp.zeros((), bool),
+        "best_loss": jnp.full((), jnp.inf, jnp.float32),
+        "history": jnp.zeros((steps, 3), jnp.float32),  # loss, kl, agreement per step
+        "step": jnp.zeros((), jnp.int32),
+    }
+
+
+def _keep_best(state, params, loss, agree, target):
+    feasible = agree >= target
+    better = (feasible & ~state["best_feasible"]) | (
+        (feasible == state["best_feasible"]) & (loss < state["best_loss"]))
+    pick = lambda new, old: jnp.where(better, new, old)  # noqa: E731
+    return dict(state, best=jax.tree.map(pick, params, state["best"]),
+                best_feasible=state["best_feasible"] | feasible,
+                best_loss=pick(loss, state["best_loss"]))
+
+
+def _run_one(state, masks, l1, gate_l1, target, *, f, x, logp, length, phase):
+    tx = phase.transform()
+    loss_fn = lambda p: objective(  # noqa: E731
+        p, f, x, logp, masks, l1, gate_l1, gate_penalty=phase.gate_penalty,
+        train_gates=phase.train_gates)
+
+    def project(params):
+        scores = {n: jnp.where(masks[n], jnp.clip(s, 0.0, phase.score_max), 0.0)
+                  for n, s in params["scores"].items()}
+        return {"scores": scores, "theta": params["theta"]}
+
+    def step(state, _):
+        params = state["params"]
+        (loss, (kl, agree)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        state = _keep_best(state, params, loss, agree, target)
+        updates, opt = tx.update(grads, state["opt"], params)
+        row = jnp.stack([loss, kl, agree]).astype(jnp.float32)
+        history = jax.lax.dynamic_update_slice(state["history"], row[None], (state["step"], 0))
+        return dict(state, params=project(optax.apply_updates(params, updates)), opt=opt,
+                    history=history, step=state["step"] + 1), None
+
+    state, _ = jax.lax.scan(step, state, None, length=length)
+    loss, (_, agree) = loss_fn(state["params"])
+    return _keep_best(state, state["params"], loss, agree, target)
+
+
+@functools.partial(jax.jit, static_argnames=("f", "length", "phase"))
+def _run_chunk(state, masks, l1, gate_l1, target, x, logp, *, f, length, phase):
+    run = lambda s, m, a, b: _run_one(s, m, a, b, target, f=f, x=x, logp=logp,  # noqa: E731
+                                      length=length, phase=phase)
+    return jax.vmap(run)(state, masks, l1, gate_l1)
+
+
+def run(f: Callable, state: dict, masks: dict, l1: jax.Array, gate_l1: jax.Array,
+        target: float, x: jax.Array, logp: jax.Array, *, steps: int, phase: Phase,
+        checkpoint_dir: str | None = None, checkpoint_every: int = 100,
+        fingerprint: dict | None = None) -> dict:
+    """Runs ``steps`` steps for a batch of candidates (leading axis of every argument but
+    ``x``, ``logp``, ``target``), in one scan or in checkpointed chunks; returns the state."""
+    target = jnp.asarray(target - 1e-6, jnp.float32)
+    if steps == 0:
+        return state
+    if checkpoint_dir is None:
+        return _run_chunk(state, masks, l1, gate_l1, target, x, logp, f=f, length=steps,
+                          phase=phase)
+    import orbax.checkpoint as ocp
+
+    directory = os.path.abspath(checkpoint_dir)
+    os.makedirs(directory, exist_ok=True)
+    _check_fingerprint(directory, fingerprint or {})
+    manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(max_to_keep=1))
+    done = manager.latest_step() or 0
+    if done:
+        state = manager.restore(done, args=ocp.args.StandardRestore(state))
+    while done < steps:
+        length = min(checkpoint_every, steps - done)
+        state = _run_chunk(state, masks, l1, gate_l1, target, x, logp, f=f, length=length,
+                           phase=phase)
+        done += length
+        manager.save(done, args=ocp.args.StandardSave(state))
+    manager.wait_until_finished()
+    manager.close()
+    return state
+
+
+def _check_fingerprint(directory: str, fingerprint: dict) -> None:
+    path = os.path.join(directory, "neurochains.json")
+    if os.path.exists(path):
+        with open(path) as fh:
+            stored = json.load(fh)
+        if stored != json.loads(json.dumps(fingerprint)):
+            raise ValueError(
+                f"checkpoint_dir {directory!r} holds another optimisation ({stored}); expected "
+                f"{fingerprint}. Use an empty directory or the same inputs and options.")
+    else:
+        with open(path, "w") as fh:
+            json.dump(fingerprint, fh)
+
+
+def history(state: dict) -> dict[str, np.ndarray]:
+    """``{"loss", "kl", "agreement"}``: ``(candidates, steps)`` host arrays."""
+    h = np.asarray(state["history"])
+    return {"loss": h[..., 0], "kl": h[..., 1], "agreement": h[..., 2]}
