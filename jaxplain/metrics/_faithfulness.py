@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import functools
 from typing import Any, Callable
 
@@ -67,7 +68,7 @@ def _run(f, x, target, attribution, steps, order, baseline, output, absolute, bl
     x, attribution, target, kind, value, batch_size = _prepare(
         f, x, target, attribution, steps, order, baseline, output, batch_size
     )
-    n = int(jnp.prod(jnp.asarray(P.feature_shape(x.shape))))
+    n = math.prod(P.feature_shape(x.shape))
     return _curve(
         f, x, target, attribution, value, counts=P.step_counts(n, steps), n=n, insert=insert,
         order=order, kind=kind, output=output, absolute=bool(absolute),
@@ -271,7 +272,7 @@ def pixel_perturbation(
     target = checks.check_target(target, x.shape[0], checks.num_classes(f, x))
     q = checks.check_fractions(fractions)
     kind, value = P.split_baseline(baseline, x)
-    n = int(jnp.prod(jnp.asarray(P.feature_shape(x.shape))))
+    n = math.prod(P.feature_shape(x.shape))
     return _lerf_change(
         f, x, target, attribution, value, counts=P.fraction_counts(n, q), kind=kind,
         absolute=bool(absolute), blur_sigma=float(blur_sigma),

@@ -1,0 +1,186 @@
+"""Deletion, insertion, pixel flipping and the LeRF change: closed forms and a slow reference."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxplain import metrics
+from jaxplain.metrics import _perturb
+from tests.metrics._reference import np_blur, np_curve, np_lerf_change
+
+
+def _linear(n_features=12, classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    w = jnp.asarray(rng.normal(size=(n_features, classes)), jnp.float32)
+    b = jnp.asarray(rng.normal(size=(classes,)), jnp.float32)
+    return (lambda x: x.reshape(len(x), -1) @ w + b), w, b
+
+
+def _tiny_cnn(seed=0, classes=4):
+    rng = np.random.default_rng(seed)
+    k = jnp.asarray(rng.normal(size=(3, 3, 2, 5)) * 0.5, jnp.float32)
+    w = jnp.asarray(rng.normal(size=(5 * 36, classes)) * 0.2, jnp.float32)
+
+    def f(x):
+        h = jax.lax.conv_general_dilated(x, k, (1, 1), "VALID",
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return jax.nn.relu(h).reshape(len(x), -1) @ w
+
+    return f
+
+
+def _grad(f, x, t):
+    return jax.grad(lambda x: f(x)[jnp.arange(len(x)), t].sum())(x)
+
+
+@pytest.mark.parametrize("steps", [12, 5])
+def test_linear_gradient_x_input_gives_exact_deletion_curve(steps):
+    f, w, b = _linear()
+    x = jax.random.normal(jax.random.key(0), (4, 12))
+    t = jnp.array([0, 1, 2, 1])
+    a = _grad(f, x, t) * x                      # exact contributions w_it x_i
+    c = metrics.deletion(f, x, t, a, steps=steps, output="logit")
+    contrib = np.asarray(a, np.float64)
+    ranked = -np.sort(-contrib, axis=1)
+    for k in range(steps + 1):
+        m = k * 12 // steps
+        expected = np.asarray(f(x))[np.arange(4), t] - ranked[:, :m].sum(1)
+        np.testing.assert_allclose(c.values[:, k], expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(c.values[:, -1], np.asarray(b)[np.asarray(t)], atol=1e-5)
+    np.testing.assert_allclose(c.fractions, [k * 12 // steps / 12 for k in range(steps + 1)])
+    # MoRF removes positive contributions first: the curve never rises above LeRF's.
+    lerf = metrics.deletion(f, x, t, a, steps=steps, order="lerf", output="logit")
+    assert np.all(np.asarray(c.values) <= np.asarray(lerf.values) + 1e-5)
+    assert np.all(np.asarray(c.area) < np.asarray(lerf.area))
+
+
+def test_random_attribution_gives_the_expected_linear_curve():
+    # A uniformly random ranking removes each feature with probability m/n after m removals,
+    # so E[f_t] falls linearly from f_t(x) to f_t(0) = b_t.
+    f, w, b = _linear(n_features=10, classes=2)
+    x = jnp.tile(jax.random.normal(jax.random.key(1), (1, 10)), (4000, 1))
+    a = jax.random.uniform(jax.random.key(2), x.shape)
+    c = metrics.deletion(f, x, 0, a, steps=10, output="logit")
+    f0, fb = float(f(x[:1])[0, 0]), float(b[0])
+    expected = f0 + (fb - f0) * np.asarray(c.fractions)
+    spread = float(jnp.abs(w[:, 0] * x[0]).sum())
+    np.testing.assert_allclose(np.asarray(c.values).mean(0), expected, atol=0.05 * spread)
+    np.testing.assert_allclose(float(c.area.mean()), (f0 + fb) / 2, atol=0.05 * spread)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(),
+        dict(order="lerf", baseline="mean"),
+        dict(baseline="blur", absolute=True),
+        dict(insert=True, baseline="blur"),
+        dict(insert=True, order="lerf", baseline=0.3, output="logit"),
+    ],
+)
+def test_batched_curves_match_the_slow_numpy_loop(kwargs):
+    kwargs = dict(kwargs)
+    insert = kwargs.pop("insert", False)
+    f = _tiny_cnn()
+    x = jax.random.uniform(jax.random.key(3), (3, 8, 8, 2))
+    t = jnp.array([0, 3, 1])
+    a = jax.random.normal(jax.random.key(4), x.shape)
+    fn = metrics.insertion if insert else metrics.deletion
+    kwargs.setdefault("baseline", "zeros")
+    c = fn(f, x, t, a, steps=7, **kwargs)
+    fr, values, area = np_curve(f, x, t, a, steps=7, insert=insert, **kwargs)
+    np.testing.assert_allclose(c.fractions, fr, rtol=1e-6)
+    np.testing.assert_allclose(c.values, values, rtol=2e-5, atol=1e-6)
+    np.testing.assert_allclose(c.area, area, rtol=2e-5, atol=1e-6)
+
+
+def test_blur_matches_scipy():
+    x = jax.random.uniform(jax.random.key(5), (2, 8, 8, 3))
+    for sigma in (0.5, 1.0, 2.0):
+        np.testing.assert_allclose(_perturb.blur(x, sigma), np_blur(x, sigma), atol=1e-5)
+
+
+def test_pixel_flipping_is_the_logit_deletion_curve():
+    f = _tiny_cnn()
+    x = jax.random.uniform(jax.random.key(6), (2, 8, 8, 2))
+    a = _grad(f, x, jnp.array([1, 2])) * x
+    pf = metrics.pixel_flipping(f, x, jnp.array([1, 2]), a, steps=8)
+    dl = metrics.deletion(f, x, jnp.array([1, 2]), a, steps=8, output="logit")
+    np.testing.assert_array_equal(pf.values, dl.values)
+    np.testing.assert_allclose(pf.values[:, 0], f(x)[jnp.arange(2), jnp.array([1, 2])], rtol=1e-5)
+
+
+def test_chunked_jit_vmap_and_no_retrace():
+    f = _tiny_cnn()
+    x = jax.random.uniform(jax.random.key(7), (5, 8, 8, 2))
+    a = jax.random.normal(jax.random.key(8), x.shape)
+    full = metrics.deletion(f, x, 1, a, steps=6)
+    chunked = metrics.deletion(f, x, 1, a, steps=6, batch_size=2)
+    np.testing.assert_allclose(chunked.values, full.values, rtol=1e-6, atol=1e-7)
+    jitted = jax.jit(lambda x, a: metrics.deletion(f, x, 1, a, steps=6).area)(x, a)
+    np.testing.assert_allclose(jitted, full.area, rtol=1e-6)
+    per_example = jax.vmap(lambda xi, ai: metrics.deletion(f, xi[None], 1, ai[None], steps=6)
+                           .values[0])(x, a)
+    np.testing.assert_allclose(per_example, full.values, rtol=1e-6, atol=1e-7)
+    from jaxplain.metrics import _faithfulness
+
+    before = _faithfulness._curve._cache_size()
+    metrics.deletion(f, x + 1.0, 1, a * 2.0, steps=6)
+    assert _faithfulness._curve._cache_size() == before
+
+
+def test_lerf_change_matches_reference_and_plumbing():
+    f = _tiny_cnn()
+    x = jax.random.uniform(jax.random.key(9), (3, 8, 8, 2))
+    a = jax.random.normal(jax.random.key(10), x.shape)
+    q = (0.0, 0.01, 0.05, 0.1, 0.5)
+    got = metrics.pixel_perturbation(f, x, a, fractions=q)
+    target = np.asarray(jnp.argmax(f(x), -1))
+    np.testing.assert_allclose(got, np_lerf_change(f, x, a, target, q), rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(got[:, 0], 0.0)       # q = 0 changes nothing
+    assert _perturb.fraction_counts(64, q) == (0, 0, 3, 6, 32)
+
+
+def test_lerf_removes_exactly_the_planned_pixels():
+    # The map is the pixel index, so LeRF removes pixels 0, 1, 2, ... in order; the model's
+    # logit counts the ones left, so p reveals how many were removed.
+    x = jnp.ones((1, 8, 8, 1))
+    index_map = jnp.arange(64.0).reshape(1, 8, 8, 1)
+    weights = jnp.zeros(64).at[:6].set(1.0)               # only pixels 0..5 matter
+    f = lambda x: jnp.stack([x.reshape(len(x), -1) @ weights, jnp.zeros(len(x))], 1)  # noqa
+    q = (0.05, 0.1)                                        # int(q 64) = 3 and 6 pixels
+    got = np.asarray(metrics.pixel_perturbation(f, x, index_map, target=0, fractions=q))
+    sig = lambda z: 1 / (1 + np.exp(-z))                   # noqa: E731
+    expected = [abs(sig(6) - sig(6 - m)) / sig(6) for m in (3, 6)]
+    np.testing.assert_allclose(got[0], expected, rtol=1e-5)
+
+
+def test_errors_name_the_argument():
+    f, _, _ = _linear()
+    x = jnp.ones((2, 12))
+    a = jnp.ones((2, 12))
+    with pytest.raises(ValueError, match="attribution must have the shape of x"):
+        metrics.deletion(f, x, 0, jnp.ones((2, 11)))
+    with pytest.raises(ValueError, match=r"target must lie in \[0, 3\)"):
+        metrics.deletion(f, x, 3, a)
+    with pytest.raises(TypeError, match="target must be an int"):
+        metrics.deletion(f, x, 0.5, a)
+    with pytest.raises(ValueError, match="baseline must be one of"):
+        metrics.deletion(f, x, 0, a, baseline="gray")
+    with pytest.raises(ValueError, match="needs NHWC images"):
+        metrics.insertion(f, x, 0, a)
+    with pytest.raises(ValueError, match="does not broadcast"):
+        metrics.deletion(f, x, 0, a, baseline=jnp.ones(5))
+    with pytest.raises(ValueError, match="steps must be an int >= 1"):
+        metrics.deletion(f, x, 0, a, steps=0)
+    with pytest.raises(ValueError, match="order must be one of"):
+        metrics.deletion(f, x, 0, a, order="random")
+    with pytest.raises(ValueError, match="x contains NaN"):
+        metrics.deletion(f, x.at[0, 0].set(jnp.nan), 0, a)
+    with pytest.raises(ValueError, match="fractions must be"):
+        metrics.pixel_perturbation(f, x, a, fractions=(1.5,))
+    with pytest.raises(ValueError, match="f must map x"):
+        metrics.deletion(lambda x: x.sum(), x, 0, a)
