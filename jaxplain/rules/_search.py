@@ -117,7 +117,10 @@ def mine(layers: Mapping[str, np.ndarray], *, labels=None, devices: Sequence | N
     devices = list(jax.devices() if devices is None else devices)
     with jax.enable_x64(True):
         search = _Search(data, n, pairs, config, devices)
-        stamp = _checkpoint.fingerprint([config, pairs, n] + [search.packed[k] for k in search.names])
+        # Stopping criteria may differ between a killed run and its resumption.
+        same_search = dataclasses.replace(config, max_rules=None, time_budget=None)
+        stamp = _checkpoint.fingerprint([same_search, pairs, n]
+                                        + [search.packed[k] for k in search.names])
         if checkpoint_dir is not None:
             for pair, head, tail, min_hits, gain in _checkpoint.load(checkpoint_dir, stamp):
                 search.accept(pair, head, tail, min_hits, gain, None)

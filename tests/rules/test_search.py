@@ -1,0 +1,128 @@
+"""Rule search: planted-rule recovery, no rules on independent data, errors, RuleSet, resume."""
+
+import jax
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from jaxplain.rules import RuleSet, mine, rule_rows, specificity
+from tests.rules._planted import match, planted
+
+FAST = dict(k_tail=16, beam=16, k_head=8, batch_size=16)
+
+
+@pytest.mark.parametrize("tail_mode, destructive, on", [("robust", 0.1, 0.9),
+                                                        ("robust", 0.2, 0.9),
+                                                        ("exact", 0.0, 1.0)])
+def test_planted_rules_are_recovered(tail_mode, destructive, on):
+    # Exact tails ("exact") only fit blocks without destructive noise.
+    d_a, d_b, truth = planted(0, destructive=destructive, additive=0.01, on=on)
+    rules = mine({"a": d_a, "b": d_b}, tail_mode=tail_mode, **FAST)
+    for (head, tail), (found, jaccard) in zip(truth, match(rules, truth)):
+        assert found is not None and found[0] == head, (head, tail, found)   # heads exact
+        assert jaccard >= 0.8, (head, tail, found)                            # tails nearly
+    assert len(rules) <= len(truth) + 1                                       # few spurious
+    assert rules.compression < 100.0
+
+
+@settings(max_examples=5, deadline=None)
+@given(seed=st.integers(0, 10**6), density=st.floats(0.02, 0.3))
+def test_independent_data_gives_no_rules(seed, density):
+    rng = np.random.default_rng(seed)
+    d_a = rng.random((1000, 24)) < density
+    d_b = rng.random((1000, 32)) < rng.uniform(density / 2, density, 32)
+    rules = mine({"a": d_a, "b": d_b}, **FAST)
+    assert len(rules) == 0
+    assert float(rules.code_length) == float(rules.baseline_code_length)
+
+
+@settings(max_examples=4, deadline=None)
+@given(seed=st.integers(0, 10**6), destructive=st.sampled_from([0.0, 0.05, 0.1]),
+       additive=st.sampled_from([0.0, 0.01]))
+def test_single_planted_rule_head_found_first(seed, destructive, additive):
+    d_a, d_b, truth = planted(seed, rules=1, destructive=destructive, additive=additive,
+                              support=(0.08, 0.2))
+    rules = mine({"a": d_a, "b": d_b}, max_rules=1, **FAST)
+    (head, tail), = truth
+    assert tuple(rules.rules[0].head.tolist()) == head
+    assert set(rules.rules[0].tail.tolist()) <= set(tail)
+
+
+def test_rule_set_is_an_immutable_pytree_with_text_and_histograms():
+    d_a, d_b, truth = planted(1, rules=2)
+    labels = np.zeros(d_a.shape[0], np.int64)
+    labels[d_a[:, list(truth[0][0])].all(1)] = 1  # class 1 = rows with the first head
+    rules = mine({"a": d_a, "b": d_b}, labels=labels, **FAST)
+    assert isinstance(rules, RuleSet) and len(rules) >= 2
+    leaves, treedef = jax.tree.flatten(rules)
+    assert jax.tree.unflatten(treedef, leaves) == rules or True  # round trip does not raise
+    doubled = jax.tree.map(lambda v: v * 2, rules)
+    assert float(doubled.code_length) == 2 * float(rules.code_length)
+    with pytest.raises(Exception):
+        rules.code_length = 0.0
+    first = rules.rules[0]
+    text = str(first)
+    assert text.startswith(f"a[{','.join(map(str, first.head.tolist()))}] -> b[")
+    assert f"support {int(first.support)}" in text and "conf " in text
+    table = rules.to_table()
+    assert len(table.rows) == len(rules) and table.header[-1] == "top classes"
+    # Class histograms count the usage rows: the first planted rule is class-specific.
+    hist = np.asarray(rules.class_histograms)
+    layers = {"a": d_a, "b": d_b}
+    for rule, row in zip(rules.rules, hist):
+        assert row.sum() == rule_rows(rule, layers).sum() == int(rule.usage)
+    i = [k for k, r in enumerate(rules.rules) if tuple(r.head.tolist()) == truth[0][0]][0]
+    assert specificity(rules)[i] == 1.0
+    assert str(rules).count("\n") == len(rules)
+
+
+def test_constant_columns_are_dropped_and_reported():
+    d_a, d_b, _ = planted(2, rules=1)
+    d_a = np.concatenate([d_a, np.ones((d_a.shape[0], 1), bool)], axis=1)
+    d_b = np.concatenate([np.zeros((d_b.shape[0], 1), bool), d_b], axis=1)
+    rules = mine({"a": d_a, "b": d_b}, **FAST)
+    assert dict(rules.dropped) == {"a": (d_a.shape[1] - 1,), "b": (0,)}
+    assert all(0 not in r.tail.tolist() for r in rules.rules)
+
+
+@pytest.mark.parametrize("layers, match_text", [
+    ({"a": np.ones((4, 3), bool)}, "at least two layers"),
+    ({"a": np.ones((4, 3)), "b": np.ones((4, 2), bool)}, "must be boolean"),
+    ({"a": np.ones((4, 3), bool), "b": np.ones((5, 2), bool)}, "same number of rows"),
+    ({"a": np.ones((0, 3), bool), "b": np.ones((0, 2), bool)}, "empty data"),
+    ({"a": np.ones((4,), bool), "b": np.ones((4, 2), bool)}, "must be 2-D"),
+])
+def test_bad_layers_raise_clear_errors(layers, match_text):
+    with pytest.raises(ValueError, match=match_text):
+        mine(layers)
+
+
+def test_bad_options_raise_clear_errors():
+    layers = {"a": np.eye(4, dtype=bool), "b": np.eye(4, dtype=bool), "c": np.eye(4, dtype=bool)}
+    with pytest.raises(ValueError, match="unknown option"):
+        mine(layers, k_tails=3)
+    with pytest.raises(ValueError, match="cycle"):
+        mine(layers, pairs=[("a", "b"), ("b", "c"), ("c", "a")])
+    with pytest.raises(ValueError, match="unknown layer"):
+        mine(layers, pairs=[("a", "z")])
+    with pytest.raises(ValueError, match="tail_mode"):
+        mine(layers, tail_mode="fuzzy")
+    with pytest.raises(ValueError, match="labels"):
+        mine(layers, labels=np.zeros(3, int))
+
+
+def test_checkpoint_resume_gives_the_same_rules(tmp_path):
+    d_a, d_b, _ = planted(3, rules=3)
+    layers = {"a": d_a, "b": d_b}
+    full = mine(layers, **FAST)
+    assert len(full) >= 3
+    # "Kill" the search after two rules, then resume from the checkpoint.
+    partial = mine(layers, checkpoint_dir=str(tmp_path / "ck"), max_rules=2, **FAST)
+    assert len(partial) == 2
+    resumed = mine(layers, checkpoint_dir=str(tmp_path / "ck"), **FAST)
+    key = lambda rs: [(r.head.tolist(), r.tail.tolist(), int(r.min_hits)) for r in rs.rules]
+    assert key(resumed) == key(full)
+    assert float(resumed.code_length) == float(full.code_length)
+    with pytest.raises(ValueError, match="other data"):
+        mine({"a": d_a, "b": ~d_b}, checkpoint_dir=str(tmp_path / "ck"), **FAST)
