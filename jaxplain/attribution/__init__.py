@@ -10,3 +10,6 @@ from jaxplain.attribution._shapley import shapley_sampling as shapley_sampling
 from jaxplain.attribution._smoothgrad import smoothgrad as smoothgrad
 from jaxplain.attribution._surrogate import kernel_shap as kernel_shap
 from jaxplain.attribution._surrogate import lime as lime
+from jaxplain.attribution._modified import deconvnet as deconvnet
+from jaxplain.attribution._modified import deeplift as deeplift
+from jaxplain.attribution._modified import guided_backprop as guided_backprop

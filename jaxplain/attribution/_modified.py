@@ -1,0 +1,193 @@
+"""Modified-gradient methods: DeepLIFT (rescale), guided backpropagation, deconvnet.
+
+Each is the gradient of :func:`jaxplain.rewrite_backward` of the model with a small rule that
+replaces the backward pass of the activations; linear layers keep their plain gradient.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int
+
+from jaxplain.attribution import _common
+from jaxplain.core import rewrite_backward
+
+# Elementwise activations DeepLIFT rescales, with their functions for the fallback derivative.
+_ACTIVATIONS = {
+    "relu": jax.nn.relu,
+    "sigmoid": jax.nn.sigmoid,
+    "tanh": jnp.tanh,
+    "softplus": jax.nn.softplus,
+    "elu": jax.nn.elu,
+    "silu": jax.nn.silu,
+    "gelu": jax.nn.gelu,
+    "leaky_relu": jax.nn.leaky_relu,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Rescale:
+    """DeepLIFT's rescale rule on a batch evaluated as ``concatenate([x, baseline])``.
+
+    The first half of the batch holds the inputs, the second the references. At an activation
+    ``y = h(z)`` the cotangent of the inputs' half becomes ``g * (y - y_ref) / (z - z_ref)``
+    (the ordinary derivative where ``|z - z_ref| < eps``); the references get no gradient.
+    """
+
+    eps: float = 1e-10
+
+    def activation(self, op, x, y, g):
+        fn = _ACTIVATIONS.get(op)
+        if fn is None:
+            return None
+        n = x.shape[0] // 2
+        dz = x[:n] - x[n:]
+        dy = y[:n] - y[n:]
+        slope = jax.jvp(fn, (x[:n],), (jnp.ones_like(dz),))[1]
+        safe = jnp.where(jnp.abs(dz) < self.eps, 1.0, dz)
+        multiplier = jnp.where(jnp.abs(dz) < self.eps, slope, dy / safe)
+        return jnp.concatenate([g[:n] * multiplier, jnp.zeros_like(g[n:])])
+
+
+@dataclasses.dataclass(frozen=True)
+class Guided:
+    """Guided backpropagation: a ReLU passes only positive gradients where its input is > 0."""
+
+    def activation(self, op, x, y, g):
+        if op != "relu":
+            return None
+        return jnp.where(x > 0, jnp.maximum(g, 0), jnp.zeros_like(g))
+
+
+@dataclasses.dataclass(frozen=True)
+class Deconv:
+    """Deconvnet: a ReLU passes the positive part of the gradient, whatever its input."""
+
+    def activation(self, op, x, y, g):
+        if op != "relu":
+            return None
+        return jnp.maximum(g, 0)
+
+
+@functools.partial(jax.jit, static_argnames=("f",))
+def _deeplift(f, x, target, baseline):
+    n = x.shape[0]
+    k = rewrite_backward(f, Rescale())
+    both = jnp.concatenate([x, baseline])
+    targets = jnp.concatenate([target, target])
+    weights = jnp.concatenate([jnp.ones((n,), x.dtype), jnp.zeros((n,), x.dtype)])
+    grad = jax.grad(lambda z: (_common.selected(k, z, targets) * weights).sum())(both)
+    return (x - baseline) * grad[:n]
+
+
+@functools.partial(jax.jit, static_argnames=("f", "rule"))
+def _rule_gradient(f, x, target, *, rule):
+    return _common.target_gradient(rewrite_backward(f, rule), x, target)
+
+
+def deeplift(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, "batch"] | int,
+             *, baseline=None) -> Float[Array, "batch *feature"]:
+    """DeepLIFT with the rescale rule (as Captum's ``DeepLift``).
+
+    ``attr = (x - b) * g`` where ``g`` is the gradient of ``f_t`` with every activation's local
+    derivative replaced by the difference quotient ``(h(z) - h(z_ref)) / (z - z_ref)`` between
+    the input's and the baseline's forward passes. The attributions sum to
+    ``f(x)_t - f(b)_t`` on ReLU networks (summation-to-delta).
+
+    Args:
+      f: the model, mapping a batch to logits ``(n, classes)``; any JAX function whose
+        activations :func:`jaxplain.rewrite_backward` recognises (relu in all its spellings,
+        sigmoid, tanh, ...). Max pooling keeps its plain gradient.
+      x: the inputs, batch first.
+      target: the class to explain per example, shape ``(n,)``, or one int.
+      baseline: the reference input: None (zeros), a scalar, or an array broadcastable to `x`.
+
+    Returns:
+      An array shaped like `x`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxplain.attribution import deeplift
+      >>> f = lambda x: jax.nn.relu(x @ jnp.array([[1.0], [1.0]]) - 1.0)
+      >>> deeplift(f, jnp.array([[2.0, 1.0]]), 0)       # sums to f(x) - f(0) = 2
+      Array([[1.3333334, 0.6666667]], dtype=float32)
+
+    References:
+      Shrikumar, Greenside, Kundaje. Learning Important Features Through Propagating Activation
+      Differences. ICML 2017.
+    """
+    _common.check_function(f)
+    x = _common.check_x(x)
+    t = _common.check_target(f, x, target)
+    b = _common.check_baseline(baseline, x)
+    return _deeplift(f, x, t, b)
+
+
+def guided_backprop(f: Callable, x: Float[Array, "batch *feature"],
+                    target: Int[Array, "batch"] | int) -> Float[Array, "batch *feature"]:
+    """Guided backpropagation: the gradient with ReLUs passing only positive gradients.
+
+    At each ReLU the backward pass is ``g_in = [z > 0] * max(g_out, 0)`` (Captum's
+    ``GuidedBackprop``).
+
+    Args:
+      f: the model, mapping a batch to logits ``(n, classes)``.
+      x: the inputs, batch first.
+      target: the class to explain per example, shape ``(n,)``, or one int.
+
+    Returns:
+      An array shaped like `x`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxplain.attribution import guided_backprop
+      >>> w1, w2 = jnp.array([[1.0, -1.0], [2.0, 1.0]]), jnp.array([[1.0], [-1.0]])
+      >>> f = lambda x: jax.nn.relu(x @ w1) @ w2
+      >>> guided_backprop(f, jnp.array([[1.0, 1.0]]), 0)
+      Array([[1., 2.]], dtype=float32)
+
+    References:
+      Springenberg, Dosovitskiy, Brox, Riedmiller. Striving for Simplicity: The All
+      Convolutional Net. ICLR workshop 2015.
+    """
+    _common.check_function(f)
+    x = _common.check_x(x)
+    t = _common.check_target(f, x, target)
+    return _rule_gradient(f, x, t, rule=Guided())
+
+
+def deconvnet(f: Callable, x: Float[Array, "batch *feature"],
+              target: Int[Array, "batch"] | int) -> Float[Array, "batch *feature"]:
+    """Deconvnet: the gradient with ReLUs replaced by ReLUs of the gradient.
+
+    At each ReLU the backward pass is ``g_in = max(g_out, 0)``, ignoring the forward input
+    (Captum's ``Deconvolution``).
+
+    Args:
+      f: the model, mapping a batch to logits ``(n, classes)``.
+      x: the inputs, batch first.
+      target: the class to explain per example, shape ``(n,)``, or one int.
+
+    Returns:
+      An array shaped like `x`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxplain.attribution import deconvnet
+      >>> w1, w2 = jnp.array([[1.0, -1.0], [2.0, 1.0]]), jnp.array([[1.0], [1.0]])
+      >>> f = lambda x: jax.nn.relu(x @ w1) @ w2
+      >>> deconvnet(f, jnp.array([[1.0, -1.0]]), 0)    # both ReLUs pass, though one is off
+      Array([[0., 3.]], dtype=float32)
+
+    References:
+      Zeiler, Fergus. Visualizing and Understanding Convolutional Networks. ECCV 2014.
+    """
+    _common.check_function(f)
+    x = _common.check_x(x)
+    t = _common.check_target(f, x, target)
+    return _rule_gradient(f, x, t, rule=Deconv())
