@@ -1,0 +1,89 @@
+"""binarize: dense thresholds, per-filter quantiles of pooled conv maps, locality items."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxplain.rules import activations, binarize
+
+
+def test_dense_threshold_default_is_relu_active():
+    acts = np.array([[0.0, 2.0, -1.0], [1.0, 0.0, 0.5]])
+    items, thresholds, shape = binarize(acts)
+    assert items.tolist() == [[False, True, False], [True, False, True]]
+    assert thresholds.tolist() == [0.0, 0.0, 0.0] and shape == (3,)
+    items, thresholds, _ = binarize(acts, threshold=np.array([0.5, 0.5, 0.0]))
+    assert items.tolist() == [[False, True, False], [True, False, True]]
+
+
+def test_conv_filter_mode_pools_and_uses_per_filter_quantile():
+    rng = np.random.default_rng(0)
+    acts = rng.random((200, 4, 4, 3)) * np.array([1.0, 10.0, 100.0])  # filters on other scales
+    items, thresholds, shape = binarize(acts)
+    pooled = acts.max(axis=(1, 2))
+    np.testing.assert_allclose(thresholds, np.quantile(pooled, 0.9, axis=0))
+    assert shape == (3,)
+    # Each filter is on in about the top 10% of samples whatever its scale.
+    np.testing.assert_array_equal(items.sum(0), [20, 20, 20])
+    np.testing.assert_array_equal(items, pooled > thresholds)
+    mean_items, _, _ = binarize(acts, pool="mean", conv_quantile=0.5)
+    assert mean_items.sum(0).tolist() == [100, 100, 100]
+
+
+def test_conv_locality_mode_has_one_item_per_position_and_filter():
+    rng = np.random.default_rng(1)
+    acts = rng.random((50, 3, 2, 4))
+    acts[:, 1, 0, 2] += 10.0 * (np.arange(50) < 10)   # filter 2 fires at (1, 0) in 10 rows
+    items, thresholds, shape = binarize(acts, conv_mode="locality", conv_quantile=0.8)
+    assert items.shape == (50, 3 * 2 * 4) and shape == (3, 2, 4)
+    index = np.ravel_multi_index((1, 0, 2), shape)
+    assert items[:, index].tolist() == (np.arange(50) < 10).tolist()
+    np.testing.assert_allclose(thresholds, np.quantile(acts.reshape(50, -1), 0.8, axis=0))
+
+
+@pytest.mark.parametrize("kwargs, error", [
+    (dict(acts=np.zeros((2, 3, 4))), ValueError),
+    (dict(acts=np.zeros((0, 3))), ValueError),
+    (dict(acts=np.array([[np.nan]])), ValueError),
+    (dict(acts=np.zeros((2, 3)), quantile=1.5), ValueError),
+    (dict(acts=np.zeros((2, 2, 2, 2)), conv_mode="pixels"), ValueError),
+    (dict(acts=np.array([["a"]])), TypeError),
+])
+def test_bad_input(kwargs, error):
+    with pytest.raises(error):
+        binarize(**kwargs)
+
+
+def _tiny_cnn():
+    k = jax.random.split(jax.random.key(0), 2)
+    wc = jax.random.normal(k[0], (3, 3, 1, 4))
+    wd = jax.random.normal(k[1], (4 * 4 * 4, 6)) / 8
+
+    def f(x):
+        h = jax.lax.conv_general_dilated(x, wc, (2, 2), "SAME",
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        h = jax.nn.relu(h)
+        z = jax.nn.relu(h.reshape(h.shape[0], -1) @ wd)
+        return z @ jnp.ones((6, 3))
+
+    return f, wc, wd
+
+
+def test_activations_captures_in_batches_and_binarizes_like_binarize():
+    import jaxplain as jp
+
+    f, wc, wd = _tiny_cnn()
+    x = np.asarray(jax.random.normal(jax.random.key(3), (37, 8, 8, 1)))
+    names = jp.core.relu_sites(f, x[:2])
+    assert len(names) == 2
+    out = activations(f, x, names, batch_size=10, locality=[names[0]])
+    _, full = jp.capture(f, list(names))(x)
+    conv, dense = np.asarray(full[names[0]]), np.asarray(full[names[1]])
+    local = binarize(conv, conv_mode="locality")
+    np.testing.assert_array_equal(out[names[0]].items, local.items)
+    assert out[names[0]].shape == (4, 4, 4)
+    np.testing.assert_array_equal(out[names[1]].items, dense > 0)
+    pooled = activations(f, x, names, batch_size=16)
+    np.testing.assert_array_equal(pooled[names[0]].items, binarize(conv).items)
+    assert pooled[names[0]].shape == (4,)
