@@ -1,0 +1,11 @@
+"""The kernel: sites, capture, intervene, rewrite_backward, and model adapters."""
+
+from jaxplain.core._capture import capture as capture
+from jaxplain.core._capture import intervene as intervene
+from jaxplain.core._capture import relu_sites as relu_sites
+from jaxplain.core._capture import sites as sites
+from jaxplain.core._select import select as select
+from jaxplain.core._sites import Site as Site
+from jaxplain.core._backward import LinearLayer as LinearLayer
+from jaxplain.core._backward import rewrite_backward as rewrite_backward
+from jaxplain.core._adapters import as_function as as_function

@@ -1,0 +1,170 @@
+"""Model adapters: Flax Linen, Flax NNX, Equinox modules and plain callables -> f(x)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+
+
+def as_function(model, variables=None, **apply_kwargs) -> Callable:
+    """The canonical pure function ``f(x) -> logits`` (batch first) of a model.
+
+    Args:
+      model: a Flax Linen module (with `variables`), a Flax NNX module, an Equinox module, or a
+        plain callable (returned as is).
+      variables: the Linen variables (``{"params": ..., "batch_stats": ...}``); only for Linen.
+      **apply_kwargs: keyword arguments for the call, e.g. ``train=False`` or
+        ``use_running_average=True`` so that BatchNorm runs in inference mode (Linen), or
+        ``per_example=False`` for an Equinox module that already takes a batch.
+
+    Returns:
+      ``f`` with ``f(x)`` the model's output for the batch ``x``. NNX and Equinox submodules run
+      under ``jax.named_scope`` of their attribute paths (on a copy: the model is not changed),
+      so their sites are named ``lin1``, ``blocks/0``, ``layers/2``. NNX models are put in
+      evaluation mode (BatchNorm uses running averages, Dropout is off); Equinox modules are
+      vmapped over the batch unless ``per_example=False``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, flax.linen as nn, jaxplain as jp
+      >>> model = nn.Dense(3)
+      >>> variables = model.init(jax.random.key(0), jnp.ones((1, 4)))
+      >>> jp.as_function(model, variables)(jnp.ones((2, 4))).shape
+      (2, 3)
+    """
+    kind = _kind(model)
+    if kind == "linen":
+        if variables is None:
+            raise ValueError("as_function(model, variables): a Flax Linen module needs its variables "
+                             "(the dict returned by model.init).")
+        return _LinenFunction(model, variables, apply_kwargs)
+    if variables is not None:
+        raise ValueError(f"variables are only used for Flax Linen modules; got them for a {kind} model.")
+    if kind == "nnx":
+        return _nnx_function(model, apply_kwargs)
+    if kind == "equinox":
+        return _equinox_function(model, apply_kwargs)
+    if callable(model):
+        if apply_kwargs:
+            raise ValueError(f"keyword arguments {sorted(apply_kwargs)} are not used for a plain callable.")
+        return model
+    raise TypeError(f"model must be a Flax Linen/NNX module, an Equinox module or a callable; got "
+                    f"{type(model).__name__}")
+
+
+def _kind(model) -> str:
+    try:
+        import flax.linen as nn
+        if isinstance(model, nn.Module):
+            return "linen"
+    except ImportError:  # pragma: no cover - flax is a dependency
+        pass
+    try:
+        from flax import nnx
+        if isinstance(model, nnx.Module):
+            return "nnx"
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        import equinox as eqx
+        if isinstance(model, eqx.Module):
+            return "equinox"
+    except ImportError:  # pragma: no cover
+        pass
+    return "callable"
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _LinenFunction:
+    """``x -> model.apply(variables, x, **kwargs)``, a stable callable for one (model, variables)."""
+
+    model: object
+    variables: object
+    kwargs: dict
+
+    def __call__(self, x):
+        return self.model.apply(self.variables, x, **self.kwargs)
+
+
+def _nnx_function(model, kwargs) -> Callable:
+    from flax import nnx
+
+    class _Scoped(nnx.Module):
+        def __init__(self, inner, scope):
+            self.inner = inner
+            self.scope = scope
+
+        def __call__(self, *args, **kw):
+            with jax.named_scope(self.scope):
+                return self.inner(*args, **kw)
+
+    copy = nnx.clone(model)
+    copy.eval()
+    paths = [path for path, node in nnx.iter_graph(copy)
+             if path and isinstance(node, nnx.Module) and callable(node)]
+    for path in sorted(paths, key=len, reverse=True):
+        parent = copy
+        for part in path[:-1]:
+            parent = parent[part] if isinstance(part, int) else getattr(parent, part)
+        last = path[-1]
+        scope = _relative_scope(path, set(paths))
+        child = parent[last] if isinstance(last, int) else getattr(parent, last)
+        wrapped = _Scoped(child, scope)
+        if isinstance(last, int):
+            parent[last] = wrapped
+        else:
+            setattr(parent, last, wrapped)
+
+    def f(x):
+        return copy(x, **kwargs)
+
+    return f
+
+
+def _relative_scope(path: tuple, wrapped: set) -> str:
+    """`path` relative to its nearest wrapped ancestor (wrappers nest, so scopes concatenate)."""
+    for k in range(len(path) - 1, 0, -1):
+        if path[:k] in wrapped:
+            return "/".join(str(p) for p in path[k:])
+    return "/".join(str(p) for p in path)
+
+
+def _equinox_function(model, kwargs) -> Callable:
+    import equinox as eqx
+
+    per_example = kwargs.pop("per_example", True)
+
+    class _Scoped(eqx.Module):
+        inner: eqx.Module
+        scope: str = eqx.field(static=True)
+
+        def __call__(self, *args, **kw):
+            with jax.named_scope(self.scope):
+                return self.inner(*args, **kw)
+
+    paths = []
+
+    def walk(node, path):
+        if isinstance(node, eqx.Module):
+            if path and callable(node):
+                paths.append(path)
+            for field in dataclasses.fields(node):
+                walk(getattr(node, field.name, None), path + (field.name,))
+        elif isinstance(node, (tuple, list)):
+            for k, item in enumerate(node):
+                walk(item, path + (k,))
+
+    walk(model, ())
+    scoped = model
+    for path in sorted(paths, key=len, reverse=True):
+        def where(m, path=path):
+            for part in path:
+                m = m[part] if isinstance(part, int) else getattr(m, part)
+            return m
+        scope = _relative_scope(path, set(paths))
+        scoped = eqx.tree_at(where, scoped, replace=_Scoped(where(scoped), scope))
+
+    if per_example:
+        return lambda x: jax.vmap(lambda xi: scoped(xi, **kwargs))(x)
+    return lambda x: scoped(x, **kwargs)

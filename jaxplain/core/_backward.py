@@ -1,0 +1,287 @@
+"""rewrite_backward: the same forward values, a VJP that follows per-layer rules.
+
+LRP, DeepLIFT, guided backprop and deconvnet are rules over three kinds of places in a traced
+program:
+
+* linear layers: a dot_general or convolution with one input-dependent operand and constant
+  weights, together with the elementwise affine-by-constant ops that follow it (bias add,
+  BatchNorm in inference mode), folded into one effective weight and bias;
+* activations (relu in all its spellings, tanh, sigmoid, ...);
+* residual adds of two input-dependent values.
+
+Each such place runs under a ``jax.custom_vjp`` whose backward asks the rule; a rule that has no
+method for the place, or returns ``None``, gets the plain gradient.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxplain.core._capture import program_of
+from jaxplain.core._program import Lit, Node, Program, run
+from jaxplain.core._select import matches
+from jaxplain.core._sites import Site, SiteMap
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearLayer:
+    """A linear layer as a rule sees it.
+
+    Attributes:
+      name: the layer's site name (e.g. ``"conv1"``, ``"block1/conv_a"``, ``"linear_1"``).
+      op: ``"dense"`` or ``"conv"``.
+      weight: the effective weight (following per-channel affine ops such as BatchNorm folded in).
+      bias: the effective bias, broadcastable to the layer's output (zeros when there is none).
+      apply: ``apply(x, w)`` computes the linear map without bias, for any weight `w` shaped like
+        `weight` (rules call it with modified weights, e.g. their positive part).
+      is_input: True when the layer consumes the model's input directly.
+    """
+
+    name: str
+    op: str
+    weight: Any
+    bias: Any
+    apply: Callable
+    is_input: bool
+
+    def __call__(self, x):
+        return self.apply(x, self.weight) + self.bias
+
+
+def _pick(rules, site: Site, method: str):
+    if isinstance(rules, Sequence) and not isinstance(rules, str):
+        for entry in rules:
+            if not (isinstance(entry, tuple) and len(entry) == 2):
+                raise TypeError("rules must be one rule object or a sequence of (selector, rule) pairs; "
+                                f"got the entry {entry!r}")
+            selector, rule = entry
+            if matches(selector, site):
+                return rule if hasattr(rule, method) else None
+        return None
+    return rules if hasattr(rules, method) else None
+
+
+def _bind_with(node: Node, position: int, value, env) -> Any:
+    args = [value if k == position else (r.value if isinstance(r, Lit) else env[r])
+            for k, r in enumerate(node.ins)]
+    return node.bind(*args)[0]
+
+
+def _dependent_position(program: Program, node: Node) -> int:
+    return next(k for k, r in enumerate(node.ins) if isinstance(r, int) and r in program.depends)
+
+
+def _out_axis(node: Node, x_pos: int, w_ndim: int, out_ndim: int) -> int | None:
+    """The axis of the weight that maps to the output's last axis, or None."""
+    if x_pos != 0:
+        return None
+    if node.prim == "dot_general":
+        (_, rc), (lb, rb) = node.eqn.params["dimension_numbers"]
+        free = [a for a in range(w_ndim) if a not in rc]
+        return free[0] if not lb and not rb and len(free) == 1 else None
+    spec = node.eqn.params["dimension_numbers"]
+    return spec.rhs_spec[0] if spec.out_spec[1] == out_ndim - 1 else None
+
+
+def _linear_place(program: Program, chain: tuple, name: str, rule, env) -> list:
+    node = program.nodes[chain[0]]
+    x_pos = _dependent_position(program, node)
+    w = env[node.ins[1 - x_pos]] if isinstance(node.ins[1 - x_pos], int) else node.ins[1 - x_pos].value
+    x = env[node.ins[x_pos]]
+    out_aval = program.avals[node.outs[0]]
+    axis = _out_axis(node, x_pos, jnp.ndim(w), len(out_aval.shape))
+    steps = []  # (node, position of the running value)
+    current = node.outs[0]
+    for j in chain[1:]:
+        nj = program.nodes[j]
+        steps.append((nj, 0 if nj.ins[0] == current else 1))
+        current = nj.outs[0]
+    channels = out_aval.shape[-1] if out_aval.shape else 1
+
+    def affine(value):
+        for nj, pos in steps:
+            value = _bind_with(nj, pos, value, env)
+        return value
+
+    def lin(xv, wv):
+        args = [xv, wv] if x_pos == 0 else [wv, xv]
+        return node.bind(*args)[0]
+
+    def forward(xv, wv):
+        return affine(lin(xv, wv))
+
+    def effective():
+        if not steps:
+            return w, jnp.zeros((channels,), out_aval.dtype)
+        shape = (1,) * (len(out_aval.shape) - 1) + (channels,)
+        c = affine(jnp.zeros(shape, out_aval.dtype))
+        s = affine(jnp.ones(shape, out_aval.dtype)) - c
+        scale = jnp.reshape(s, (-1,))
+        scale = jnp.reshape(scale, [channels if a == axis else 1 for a in range(jnp.ndim(w))])
+        return w * scale, c
+
+    is_input = node.ins[x_pos] == program.input_id
+
+    @jax.custom_vjp
+    def place(xv, wv):
+        return forward(xv, wv)
+
+    def fwd(xv, wv):
+        return forward(xv, wv), (xv, wv)
+
+    def bwd(res, g):
+        xv, wv = res
+        weight, bias = effective()
+        layer = LinearLayer(name, "dense" if node.prim == "dot_general" else "conv",
+                            weight, bias, lin, is_input)
+        gx = rule.linear(layer, xv, g)
+        if gx is None:
+            gx = jax.vjp(lambda v: forward(v, wv), xv)[1](g)[0]
+        return gx, jnp.zeros_like(wv)
+
+    place.defvjp(fwd, bwd)
+    return [place(x, w)]
+
+
+def _foldable(program: Program, chain: tuple) -> bool:
+    """True when the affine ops after the layer act per output channel (last axis), so they
+    fold into the layer's weight and bias (e.g. bias add, BatchNorm)."""
+    node = program.nodes[chain[0]]
+    x_pos = _dependent_position(program, node)
+    w_ref = node.ins[1 - x_pos]
+    w_ndim = len(program.avals[w_ref].shape) if isinstance(w_ref, int) else jnp.ndim(w_ref.value)
+    out_ndim = len(program.avals[node.outs[0]].shape)
+    if _out_axis(node, x_pos, w_ndim, out_ndim) is None:
+        return False
+    current = node.outs[0]
+    for j in chain[1:]:
+        nj = program.nodes[j]
+        other = nj.ins[1] if nj.ins[0] == current else nj.ins[0]
+        shape = program.avals[other].shape if isinstance(other, int) else jnp.shape(other.value)
+        if any(d != 1 for d in tuple(shape)[:-1]):
+            return False
+        current = nj.outs[0]
+    return True
+
+
+def _activation_place(program: Program, node: Node, rule, env) -> list:
+    pos = _dependent_position(program, node)
+
+    def forward(v):
+        return _bind_with(node, pos, v, env)
+
+    @jax.custom_vjp
+    def place(v):
+        return forward(v)
+
+    def fwd(v):
+        y = forward(v)
+        return y, (v, y)
+
+    def bwd(res, g):
+        v, y = res
+        gx = rule.activation(node.activation, v, y, g)
+        if gx is None:
+            gx = jax.vjp(forward, v)[1](g)[0]
+        return (gx,)
+
+    place.defvjp(fwd, bwd)
+    return [place(env[node.ins[pos]])]
+
+
+def _add_place(node: Node, rule, env) -> list:
+    @jax.custom_vjp
+    def place(a, b):
+        return a + b
+
+    def fwd(a, b):
+        y = a + b
+        return y, (a, b, y)
+
+    def bwd(res, g):
+        a, b, y = res
+        grads = rule.add(a, b, y, g)
+        if grads is None:
+            grads = jax.vjp(jnp.add, a, b)[1](g)
+        return tuple(grads)
+
+    place.defvjp(fwd, bwd)
+    return [place(env[node.ins[0]], env[node.ins[1]])]
+
+
+def _plan(program: Program, site_map: SiteMap, rules) -> dict[int, tuple]:
+    by_name = {s.name: s for s in site_map.sites}
+    plan: dict[int, tuple] = {}
+    for i, name in site_map.node_names.items():
+        node = program.nodes[i]
+        site = by_name.get(name) or Site(name, (), node.outs and program.avals[node.outs[0]].dtype, "linear", node.prim)
+        if i in site_map.groups:
+            rule = _pick(rules, site, "linear")
+            if rule is not None:
+                chain = site_map.groups[i]
+                if not _foldable(program, chain):
+                    chain = chain[:1]
+                for j in chain[:-1]:
+                    plan[j] = ("skip",)
+                plan[chain[-1]] = ("linear", rule, chain, name)
+        elif node.activation is not None:
+            rule = _pick(rules, site, "activation")
+            if rule is not None:
+                plan[i] = ("activation", rule)
+        elif node.prim == "add":
+            rule = _pick(rules, site, "add")
+            if rule is not None:
+                plan[i] = ("add", rule)
+    return plan
+
+
+def rewrite_backward(f: Callable, rules) -> Callable:
+    """`f` with identical forward values and a VJP that follows `rules`.
+
+    Args:
+      f: a model function, batch first.
+      rules: one rule object applied everywhere, or a sequence of ``(selector, rule)`` pairs
+        (first match wins; the selector is matched against the place's site name). A rule may
+        define any of ``linear(layer: LinearLayer, x, g) -> gx``,
+        ``activation(op, x, y, g) -> gx`` and ``add(a, b, y, g) -> (ga, gb)``; returning ``None``
+        or lacking the method means the plain gradient there. Rules see whole batches.
+
+    Returns:
+      ``g`` with ``g(x) == f(x)`` whose ``jax.vjp``/``jax.grad`` use the rules.
+
+    Example (guided backprop: pass only positive gradients through active ReLUs):
+      >>> import jax, jax.numpy as jnp, jaxplain as jp
+      >>> class Guided:
+      ...     def activation(self, op, x, y, g):
+      ...         return g * (x > 0) * (g > 0)
+      >>> f = lambda x: jax.nn.relu(x * jnp.array([1.0, -1.0])) @ jnp.array([[1.0], [-2.0]])
+      >>> jax.grad(lambda x: jp.rewrite_backward(f, Guided())(x).sum())(jnp.array([[1.0, -1.0]]))
+      Array([[ 1., -0.]], dtype=float32)
+    """
+
+    def g(x):
+        program, site_map = program_of(f, x)
+        plan = _plan(program, site_map, rules)
+
+        def replace(i, node, env):
+            entry = plan.get(i)
+            if entry is None:
+                return None
+            kind = entry[0]
+            if kind == "skip":  # inside a linear group: computed at the group's last node
+                return [None] * len(node.outs)
+            if kind == "linear":
+                _, rule, chain, name = entry
+                return _linear_place(program, chain, name, rule, env)
+            if kind == "activation":
+                return _activation_place(program, node, entry[1], env)
+            return _add_place(node, entry[1], env)
+
+        return run(program, x, replace=replace)[0]
+
+    return g

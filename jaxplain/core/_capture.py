@@ -1,0 +1,159 @@
+"""The kernel's forward verbs: sites, capture, intervene."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+
+from jaxplain.core._program import Program, run, trace
+from jaxplain.core._select import Selector, select, unknown_site_error
+from jaxplain.core._sites import EDIT_MARK, Site, SiteMap, analyze
+
+_ANALYSES: "dict[int, tuple[Program, SiteMap]]" = {}
+
+
+def check_input(x, name: str = "x"):
+    """Validate a model input: an array with a batch axis and a floating dtype."""
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        raise TypeError(f"{name} must be an array with a batch axis first; got {type(x).__name__}")
+    if x.ndim < 1:
+        raise ValueError(f"{name} must have a batch axis first; got a scalar of shape {x.shape}")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"{name} must have a floating dtype (the model is differentiated with "
+                        f"respect to it); got {x.dtype}. Cast it, e.g. x.astype(jnp.float32).")
+
+
+def program_of(f: Callable, x) -> tuple[Program, SiteMap]:
+    """The traced program of `f` at `x`'s shape and its site map (both cached)."""
+    check_input(x)
+    spec = jax.ShapeDtypeStruct(x.shape, x.dtype)
+    try:
+        program = trace(f, spec)
+    except Exception as err:  # noqa: BLE001 - any failure of f at this shape, re-raised with context
+        raise ValueError(f"The model could not be evaluated on an input of shape {tuple(x.shape)} "
+                         f"and dtype {x.dtype}: {err}") from err
+    cached = _ANALYSES.get(id(program))
+    if cached is None or cached[0] is not program:
+        cached = (program, analyze(program))
+        if len(_ANALYSES) > 256:
+            _ANALYSES.clear()
+        _ANALYSES[id(program)] = cached
+    return cached
+
+
+def sites(f: Callable, x) -> tuple[Site, ...]:
+    """The named intermediate values of `f` at input `x`.
+
+    Args:
+      f: a model function, batch first (see :func:`jaxplain.as_function`).
+      x: an example input batch, e.g. ``Float[Array, "batch *features"]`` (only its shape and
+        dtype are used).
+
+    Returns:
+      The sites in program order, each a :class:`Site` (name, shape, dtype, kind, op).
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxplain as jp
+      >>> w = jnp.ones((3, 2))
+      >>> def f(x):
+      ...     with jax.named_scope("proj"):
+      ...         h = x @ w
+      ...     return jax.nn.relu(h)
+      >>> [s.name for s in jp.sites(f, jnp.ones((4, 3)))]
+      ['proj', 'relu']
+    """
+    return analyze_for(f, x).sites
+
+
+def analyze_for(f: Callable, x) -> SiteMap:
+    return program_of(f, x)[1]
+
+
+def _resolve(program: Program, site_map: SiteMap, names) -> tuple[str, ...]:
+    for name in ([names] if isinstance(names, str) else list(names) if not callable(names) else []):
+        if isinstance(name, str) and name in program.loop_scopes and name not in site_map.ids:
+            raise ValueError(f"Site {name!r} lies inside a `{program.loop_scopes[name]}` loop body: "
+                             "a site inside a loop has one value per iteration and is not supported. "
+                             "Choose a site outside the loop.")
+    return select(site_map.sites, names)
+
+
+def relu_sites(f: Callable, x) -> tuple[str, ...]:
+    """Names of the post-ReLU activation sites of `f`, in program order."""
+    return tuple(s.name for s in sites(f, x) if s.kind == "activation" and s.op == "relu")
+
+
+def capture(f: Callable, names: Selector) -> Callable:
+    """A new pure function returning `f`'s output and the values at the chosen sites.
+
+    Args:
+      f: a model function, batch first.
+      names: which sites: a name, a glob, a sequence of them, or a predicate ``(name, site)``.
+
+    Returns:
+      ``g`` with ``g(x) -> (f(x), {name: value})``; each value has the batch axis first. ``g``
+      composes with jit, vmap, grad and jvp.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxplain as jp
+      >>> f = lambda x: jax.nn.relu(x - 1.0) * 2.0
+      >>> y, acts = jp.capture(f, "relu")(jnp.array([[0.5, 3.0]]))
+      >>> acts["relu"].tolist()
+      [[0.0, 2.0]]
+    """
+
+    def g(x):
+        program, site_map = program_of(f, x)
+        chosen = _resolve(program, site_map, names)
+        y, env = run(program, x)
+        return y, {n: env[site_map.ids[n]] for n in chosen}
+
+    return g
+
+
+def intervene(f: Callable, edits: Mapping[str, Callable]) -> Callable:
+    """A new pure function that applies ``fn(value)`` at each chosen site.
+
+    Args:
+      f: a model function, batch first.
+      edits: ``{selector: fn}``; every site picked by a selector gets ``value <- fn(value)``
+        (same shape and dtype). ``fn`` may close over traced arrays (masks, scores, gates).
+
+    Returns:
+      ``h`` with ``h(x) -> y``, the output of the edited computation; pure and composable.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxplain as jp
+      >>> f = lambda x: jax.nn.relu(x) @ jnp.ones((2, 1))
+      >>> jp.intervene(f, {"relu": lambda a: a * jnp.array([1.0, 0.0])})(jnp.array([[1.0, 5.0]]))
+      Array([[1.]], dtype=float32)
+    """
+    if not isinstance(edits, Mapping):
+        raise TypeError(f"edits must be a mapping {{site: fn}}; got {type(edits).__name__}")
+    for key, fn in edits.items():
+        if not callable(fn):
+            raise TypeError(f"edits[{key!r}] must be callable value -> value; got {type(fn).__name__}")
+
+    def h(x):
+        program, site_map = program_of(f, x)
+        by_id: dict[int, list[Callable]] = {}
+        for selector, fn in edits.items():
+            for name in _resolve(program, site_map, selector):
+                by_id.setdefault(site_map.ids[name], []).append((name, fn))
+
+        def after(i, node, outs):
+            for k, ref in enumerate(node.outs):
+                for name, fn in by_id.get(ref, ()):
+                    with jax.named_scope("/".join(site_map.root + (name + EDIT_MARK,))):
+                        new = fn(outs[k])
+                    if jnp.shape(new) != jnp.shape(outs[k]):
+                        raise ValueError(f"The intervention at site {name!r} returned shape "
+                                         f"{jnp.shape(new)}; expected {jnp.shape(outs[k])}.")
+                    outs[k] = jnp.asarray(new, dtype=outs[k].dtype)
+            return outs
+
+        return run(program, x, after=after if by_id else None)[0]
+
+    return h

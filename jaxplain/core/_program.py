@@ -1,0 +1,266 @@
+"""A traced model as a flat program: nested jits inlined, name stacks made absolute.
+
+`trace(f, spec)` turns `f` into a :class:`Program`, a list of :class:`Node` equations over integer
+value ids. The kernel verbs (capture, intervene, rewrite_backward) re-run that program with the
+primitives' own `bind`, so the result is a pure function that jit, vmap, grad and jvp see as
+ordinary JAX code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import re
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+
+# Call primitives whose body is inlined (their semantics are "run this jaxpr").
+_INLINE = frozenset({"jit", "pjit", "closed_call", "core_call"})
+# Control flow keeps its body: sites inside it are refused with a clear error.
+_LOOPS = frozenset({"scan", "while", "cond"})
+# `jax.nn` activations that stay one node when they appear as a named jit.
+_ACTIVATION_JITS = frozenset({
+    "relu", "relu6", "sigmoid", "silu", "swish", "softplus", "elu", "celu", "selu",
+    "leaky_relu", "hard_tanh", "gelu", "mish", "log_sigmoid", "tanh",
+})
+_ACTIVATION_PRIMS = {"tanh": "tanh", "logistic": "sigmoid"}
+_TRANSFORM_MARK = re.compile(r"^[\w.]*\(.*\)$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Lit:
+    """A literal operand of an equation."""
+
+    value: Any
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Node:
+    """One equation: `outs = prim.bind(*ins, **params)` with absolute name stack `stack`."""
+
+    eqn: Any
+    ins: tuple  # of int ids or Lit
+    outs: tuple  # of int ids
+    stack: tuple[str, ...]
+    activation: str | None  # "relu", "tanh", ... when the node is an activation
+
+    @property
+    def prim(self) -> str:
+        return self.eqn.primitive.name
+
+    def bind(self, *args):
+        """Apply the equation to `args` under its name stack (so re-traces keep the names)."""
+        params = self.eqn.primitive.get_bind_params(self.eqn.params)
+        subfuns = ()
+        if isinstance(params, tuple):  # older JAX: (subfuns, params)
+            subfuns, params = params
+        with contextlib.ExitStack() as stack:
+            if self.stack:
+                stack.enter_context(jax.named_scope("/".join(self.stack)))
+            manager = getattr(getattr(self.eqn, "ctx", None), "manager", None)
+            if manager is not None:
+                stack.enter_context(manager)
+            out = self.eqn.primitive.bind(*subfuns, *args, **params)
+        return list(out) if self.eqn.primitive.multiple_results else [out]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Program:
+    """`f` traced at one input shape: nodes in order, constants, input and output ids."""
+
+    nodes: tuple[Node, ...]
+    consts: dict  # id -> value
+    input_id: int
+    output_ids: tuple  # of int ids or Lit
+    out_tree: Any
+    avals: dict  # id -> ShapedArray
+    loop_scopes: dict  # scope name inside a loop body -> loop primitive name
+    depends: frozenset  # ids that depend on the input
+
+
+def _clean_stack(name_stack) -> tuple[str, ...]:
+    parts = []
+    for part in str(name_stack).split("/"):
+        if not part or _TRANSFORM_MARK.match(part) or "." in part:
+            continue
+        parts.append(part)
+    return tuple(parts)
+
+
+def _relu_body(jaxpr) -> bool:
+    """True when `jaxpr` computes max(x, 0) (possibly inside nested jits)."""
+    eqns = jaxpr.eqns
+    if len(eqns) != 1:
+        return False
+    eqn = eqns[0]
+    if eqn.primitive.name in _INLINE:
+        return _relu_body(eqn.params["jaxpr"].jaxpr)
+    if eqn.primitive.name != "max":
+        return False
+    lits = [v for v in eqn.invars if isinstance(v, jax.extend.core.Literal)]
+    return len(lits) == 1 and float(np.asarray(lits[0].val)) == 0.0
+
+
+def _activation_of(eqn) -> str | None:
+    name = eqn.primitive.name
+    if name in _ACTIVATION_PRIMS:
+        return _ACTIVATION_PRIMS[name]
+    if name in _INLINE and eqn.params.get("name") in _ACTIVATION_JITS:
+        inner = eqn.params["jaxpr"].jaxpr
+        return "relu" if _relu_body(inner) else eqn.params["name"]
+    if name == "custom_jvp_call" and _relu_body(eqn.params["call_jaxpr"].jaxpr):
+        return "relu"
+    if name == "max" and _relu_body_eqn(eqn):
+        return "relu"
+    return None
+
+
+def _relu_body_eqn(eqn) -> bool:
+    lits = [v for v in eqn.invars if isinstance(v, jax.extend.core.Literal)]
+    return len(lits) == 1 and np.ndim(lits[0].val) == 0 and float(lits[0].val) == 0.0
+
+
+def _sub_jaxprs(params):
+    for value in params.values():
+        values = value if isinstance(value, (tuple, list)) else (value,)
+        for v in values:
+            if isinstance(v, jax.extend.core.ClosedJaxpr):
+                yield v.jaxpr
+            elif isinstance(v, jax.extend.core.Jaxpr):
+                yield v
+
+
+class _Builder:
+    def __init__(self):
+        self.nodes: list[Node] = []
+        self.consts: dict = {}
+        self.avals: dict = {}
+        self.loop_scopes: dict = {}
+        self._next = 0
+
+    def fresh(self, aval) -> int:
+        self._next += 1
+        self.avals[self._next] = aval
+        return self._next
+
+    def inline(self, jaxpr, consts, ins, prefix):
+        env: dict = {}
+
+        def read(v):
+            return Lit(v.val) if isinstance(v, jax.extend.core.Literal) else env[v]
+
+        for var, value in zip(jaxpr.constvars, consts):
+            env[var] = self.fresh(var.aval)
+            self.consts[env[var]] = value
+        for var, ref in zip(jaxpr.invars, ins):
+            env[var] = ref
+        for eqn in jaxpr.eqns:
+            stack = prefix + _clean_stack(eqn.source_info.name_stack)
+            activation = _activation_of(eqn)
+            if eqn.primitive.name in _INLINE and activation is None:
+                closed = eqn.params["jaxpr"]
+                outs = self.inline(closed.jaxpr, closed.consts, [read(v) for v in eqn.invars], stack)
+                for var, ref in zip(eqn.outvars, outs):
+                    env[var] = ref
+                continue
+            if eqn.primitive.name in _LOOPS:
+                self._note_loop_scopes(eqn, stack)
+            outs = tuple(self.fresh(v.aval) for v in eqn.outvars)
+            for var, ref in zip(eqn.outvars, outs):
+                env[var] = ref
+            self.nodes.append(Node(eqn, tuple(read(v) for v in eqn.invars), outs, stack, activation))
+        return [read(v) for v in jaxpr.outvars]
+
+    def _note_loop_scopes(self, eqn, stack):
+        for inner in _sub_jaxprs(eqn.params):
+            for sub in inner.eqns:
+                full = stack + _clean_stack(sub.source_info.name_stack)
+                for k in range(len(stack) + 1, len(full) + 1):
+                    self.loop_scopes.setdefault("/".join(full[:k]), eqn.primitive.name)
+                if sub.primitive.name in _LOOPS | _INLINE:
+                    self._note_loop_scopes(sub, full)
+
+
+def _depends(nodes, input_id) -> frozenset:
+    live = {input_id}
+    for node in nodes:
+        if any(isinstance(r, int) and r in live for r in node.ins):
+            live.update(node.outs)
+    return frozenset(live)
+
+
+def _build(f: Callable, spec: jax.ShapeDtypeStruct) -> Program:
+    closed, out_shape = jax.make_jaxpr(f, return_shape=True)(spec)
+    builder = _Builder()
+    input_id = builder.fresh(closed.jaxpr.invars[0].aval)
+    outs = builder.inline(closed.jaxpr, closed.consts, [input_id], ())
+    nodes = tuple(builder.nodes)
+    return Program(
+        nodes=nodes,
+        consts=builder.consts,
+        input_id=input_id,
+        output_ids=tuple(outs),
+        out_tree=jax.tree_util.tree_structure(out_shape),
+        avals=builder.avals,
+        loop_scopes=builder.loop_scopes,
+        depends=_depends(nodes, input_id),
+    )
+
+
+_CACHE: "weakref.WeakKeyDictionary[Callable, dict]" = weakref.WeakKeyDictionary()
+
+
+def trace(f: Callable, spec: jax.ShapeDtypeStruct) -> Program:
+    """Trace `f` at the input shape/dtype `spec`; cached per (f, shape, dtype) when possible.
+
+    Programs whose constants are tracers (`f` closes over values of an enclosing transformation)
+    are never cached, so no tracer outlives its trace.
+    """
+    key = (tuple(spec.shape), np.dtype(spec.dtype).str)
+    try:
+        per_f = _CACHE.setdefault(f, {})
+    except TypeError:  # not weak-referenceable: trace every time
+        per_f = None
+    if per_f is not None and key in per_f:
+        return per_f[key]
+    program = _build(f, spec)
+    if per_f is not None and not any(isinstance(c, jax.core.Tracer) for c in program.consts.values()):
+        per_f[key] = program
+    return program
+
+
+def run(program: Program, x, *, after: Callable[[int, Node, list], list] | None = None,
+        replace: Callable[[int, Node, dict], list | None] | None = None):
+    """Evaluate `program` on `x`.
+
+    Args:
+      program: the traced program.
+      x: the input, shaped like the traced spec (any JAX trace may be active).
+      after: optional `after(i, node, outs) -> outs`, called on each node's outputs (capture and
+        intervention hook in here).
+      replace: optional `replace(i, node, env) -> outs or None`; a non-None result is used
+        instead of binding the node (rewrite_backward hooks in here).
+
+    Returns:
+      (outputs pytree, env) where env maps value ids to values.
+    """
+    env = dict(program.consts)
+    env[program.input_id] = x
+
+    def read(r):
+        return r.value if isinstance(r, Lit) else env[r]
+
+    for i, node in enumerate(program.nodes):
+        outs = replace(i, node, env) if replace is not None else None
+        if outs is None:
+            outs = node.bind(*[read(r) for r in node.ins])
+        if after is not None:
+            outs = after(i, node, outs)
+        for ref, value in zip(node.outs, outs):
+            env[ref] = value
+    flat = [read(r) for r in program.output_ids]
+    return jax.tree_util.tree_unflatten(program.out_tree, flat), env

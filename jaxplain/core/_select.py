@@ -1,0 +1,60 @@
+"""The one selection language: a name, a glob, a list of names/globs, or a predicate."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable, Iterable, Sequence
+
+from jaxplain.core._sites import Site
+
+Selector = str | Sequence[str] | Callable[[str, Site], bool]
+
+
+def _is_glob(pattern: str) -> bool:
+    return any(c in pattern for c in "*?[")
+
+
+def matches(selector: Selector, site: Site) -> bool:
+    """True when `site` is picked by `selector` (no error for unknown names)."""
+    if callable(selector):
+        return bool(selector(site.name, site))
+    patterns = (selector,) if isinstance(selector, str) else tuple(selector)
+    return any(fnmatch.fnmatchcase(site.name, p) if _is_glob(p) else site.name == p for p in patterns)
+
+
+def unknown_site_error(name: str, known: Iterable[str], what: str = "site") -> ValueError:
+    known = list(known)
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.4)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return ValueError(
+        f"Unknown {what} {name!r}.{hint} Known sites: {', '.join(known) or '(none)'}."
+    )
+
+
+def select(sites: Sequence[Site], selector: Selector) -> tuple[str, ...]:
+    """Names of `sites` picked by `selector`, in program order.
+
+    Args:
+      sites: the model's sites (from :func:`jaxplain.sites`).
+      selector: a site name, a glob (``"block1/*"``), a sequence of names/globs, or a predicate
+        ``(name, site) -> bool``.
+
+    Returns:
+      The selected names. A plain name that is not a site, or a glob that matches nothing,
+      raises ValueError listing close matches.
+    """
+    if callable(selector):
+        return tuple(s.name for s in sites if selector(s.name, s))
+    if isinstance(selector, str):
+        patterns: tuple[str, ...] = (selector,)
+    else:
+        patterns = tuple(selector)
+        if not all(isinstance(p, str) for p in patterns):
+            raise TypeError(f"selector must be a str, a sequence of str or a predicate; got {selector!r}")
+    names = [s.name for s in sites]
+    for p in patterns:
+        hit = fnmatch.filter(names, p) if _is_glob(p) else [n for n in names if n == p]
+        if not hit:
+            raise unknown_site_error(p, names)
+    return tuple(s.name for s in sites if matches(patterns, s))

@@ -1,0 +1,204 @@
+"""Sites: the named intermediate values of a traced program.
+
+Names come from the model's own structure, read off the name stack of each equation:
+
+* a scope (a Flax Linen module path, a `jax.named_scope`, an attribute path set by the NNX and
+  Equinox adapters) is a site of kind ``"module"``; its value is the output of the last equation
+  inside it. A capitalised root element shared by every named equation (a Linen model's class
+  name, e.g. ``Net``) is dropped, so ``Net/block1/conv_a`` is the site ``block1/conv_a``.
+* activations, residual adds (two input-dependent operands) and pools called directly in a
+  scope's body get derived names below that scope: ``relu``, ``relu_1``, ``block1/add``,
+  ``avg_pool``; linear layers outside any scope get ``linear``/``conv`` names. Numbering follows
+  program order, so names are stable for a given model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+
+import numpy as np
+
+from jaxplain.core._program import Lit, Node, Program
+
+_LINEAR = {"dot_general": "linear", "conv_general_dilated": "conv"}
+_AFFINE_OPS = frozenset({"add", "sub", "mul", "div"})
+# Scope suffix under which `intervene` computes a site's new value, so that a later trace of the
+# edited function still finds the site (and sees the edited value).
+EDIT_MARK = "@edit"
+
+
+@dataclasses.dataclass(frozen=True)
+class Site:
+    """A named intermediate value of a model.
+
+    Attributes:
+      name: the site's name, path elements joined by "/" (e.g. ``"block1/conv_a"``).
+      shape: the value's shape for the traced batch (batch axis first).
+      dtype: the value's dtype.
+      kind: ``"module"``, ``"activation"``, ``"add"``, ``"linear"`` or ``"pool"``.
+      op: what computes it: ``"relu"``, ``"tanh"``, ``"conv"``, ``"dense"``, ``"max_pool"``,
+        ``"avg_pool"``, ``"add"``, or ``"module"``.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    kind: str
+    op: str
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SiteMap:
+    """Sites of a program with the value id that holds each, plus the linear-layer groups."""
+
+    sites: tuple[Site, ...]
+    ids: dict  # name -> value id
+    node_names: dict  # node index -> derived/own site name (activations, adds, linear groups)
+    groups: dict  # node index of a linear op -> tuple of node indices of its affine chain
+    root: tuple  # the dropped root scope (e.g. ("Net",) for a Linen model), or ()
+
+
+def _consumers(program: Program) -> Counter:
+    count: Counter = Counter()
+    for node in program.nodes:
+        for r in node.ins:
+            if isinstance(r, int):
+                count[r] += 1
+    for r in program.output_ids:
+        if isinstance(r, int):
+            count[r] += 1
+    return count
+
+
+def _is_const(program: Program, ref) -> bool:
+    return isinstance(ref, Lit) or ref not in program.depends
+
+
+def affine_chain(program: Program, start: int, consumers: Counter, same_stack: bool) -> tuple[int, ...]:
+    """Indices of `start` and the elementwise affine-by-constant nodes that follow it.
+
+    The chain continues while the current value has one consumer, that consumer is an
+    add/sub/mul/div with a constant other operand (mul/div only by a constant on the right for
+    div), and the result has the same shape (no broadcasting of the batch).
+    """
+    chain = [start]
+    current = program.nodes[start].outs[0]
+    by_input = {}
+    for j in range(start + 1, len(program.nodes)):
+        for r in program.nodes[j].ins:
+            if isinstance(r, int):
+                by_input.setdefault(r, j)
+    while consumers[current] == 1 and current in by_input:
+        j = by_input[current]
+        node = program.nodes[j]
+        if node.prim not in _AFFINE_OPS or len(node.ins) != 2:
+            break
+        if same_stack and node.stack != program.nodes[start].stack:
+            break
+        other = node.ins[1] if node.ins[0] == current else node.ins[0]
+        if not _is_const(program, other) or node.ins[0] == node.ins[1]:
+            break
+        if node.prim == "div" and node.ins[0] != current:
+            break
+        if program.avals[node.outs[0]].shape != program.avals[current].shape:
+            break
+        chain.append(j)
+        current = node.outs[0]
+    return tuple(chain)
+
+
+def _root(program: Program) -> tuple[str, ...]:
+    stacks = [n.stack for n in program.nodes if n.stack and n.outs and n.outs[0] in program.depends
+              and not any(part.endswith(EDIT_MARK) for part in n.stack)]
+    if (stacks and all(s and s[0] == stacks[0][0] for s in stacks) and any(len(s) > 1 for s in stacks)
+            and stacks[0][0][:1].isupper()):
+        return stacks[0][:1]
+    return ()
+
+
+def _pool_op(node: Node) -> str | None:
+    if node.prim == "reduce_window_max":
+        return "max_pool"
+    if node.prim == "reduce_window_sum":
+        return "avg_pool"
+    return None
+
+
+def analyze(program: Program) -> SiteMap:
+    """Name the sites of `program` (see the module docstring for the rules)."""
+    consumers = _consumers(program)
+    root = _root(program)
+    scope_last: dict[tuple, int] = {}
+    derived: list[tuple[int, str, str, str, int]] = []  # (node, name, kind, op, value id)
+    counters: Counter = Counter()
+    node_names: dict[int, str] = {}
+    groups: dict[int, tuple[int, ...]] = {}
+    absorbed: set[int] = set()
+    is_module: set[tuple] = set()  # scopes that are more than a list of numbered children
+    edited: dict[str, int] = {}  # site name -> value id of an intervention's result
+
+    def name_for(scope: tuple, base: str) -> str:
+        key = (scope, base)
+        k = counters[key]
+        counters[key] += 1
+        return "/".join(scope + (base if k == 0 else f"{base}_{k}",))
+
+    for i, node in enumerate(program.nodes):
+        if not node.outs:
+            continue
+        stack = node.stack[len(root):] if node.stack[: len(root)] == root else node.stack
+        edit = next((k for k, part in enumerate(stack) if part.endswith(EDIT_MARK)), None)
+        if edit is not None:  # the output of an intervention: the new value of that site
+            edited["/".join(stack[:edit] + (stack[edit][: -len(EDIT_MARK)],))] = node.outs[0]
+            continue
+        for k in range(1, len(stack) + 1):
+            scope_last[stack[:k]] = i
+            if k == len(stack) or not stack[k].isdigit():
+                is_module.add(stack[:k])
+        if node.outs[0] not in program.depends:  # weights and values an edit made constant
+            continue
+        if i in absorbed:
+            continue
+        if node.activation is not None:
+            name = name_for(stack, node.activation)
+            derived.append((i, name, "activation", node.activation, node.outs[0]))
+            node_names[i] = name
+        elif node.prim == "add" and all(not _is_const(program, r) for r in node.ins):
+            name = name_for(stack, "add")
+            derived.append((i, name, "add", "add", node.outs[0]))
+            node_names[i] = name
+        elif _pool_op(node) is not None:
+            chain = affine_chain(program, i, consumers, same_stack=True)
+            absorbed.update(chain[1:])
+            name = name_for(stack, _pool_op(node))
+            derived.append((i, name, "pool", _pool_op(node), program.nodes[chain[-1]].outs[0]))
+        elif node.prim in _LINEAR:
+            operands = [r for r in node.ins if not _is_const(program, r)]
+            if len(operands) != 1:
+                continue
+            groups[i] = affine_chain(program, i, consumers, same_stack=False)
+            op = "dense" if node.prim == "dot_general" else "conv"
+            if stack:
+                node_names[i] = "/".join(stack)
+            else:
+                chain = affine_chain(program, i, consumers, same_stack=True)
+                absorbed.update(chain[1:])
+                name = name_for((), _LINEAR[node.prim])
+                derived.append((i, name, "linear", op, program.nodes[chain[-1]].outs[0]))
+                node_names[i] = name
+
+    entries = [(i, "/".join(scope), "module", "module", program.nodes[i].outs[0])
+               for scope, i in scope_last.items() if scope in is_module]
+    entries += derived
+    entries.sort(key=lambda e: (e[0], e[2] == "module"))
+    sites, ids, seen = [], {}, set()
+    for _, name, kind, op, ref in entries:
+        if name in seen:
+            continue
+        seen.add(name)
+        aval = program.avals[ref]
+        sites.append(Site(name, tuple(aval.shape), np.dtype(aval.dtype), kind, op))
+        ids[name] = ref
+    ids.update({name: ref for name, ref in edited.items() if name in ids})
+    return SiteMap(tuple(sites), ids, node_names, groups, root)

@@ -1,0 +1,140 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxplain as jp
+from tests.core import models
+
+
+@pytest.fixture(scope="module")
+def linen():
+    model, variables = models.linen_cnn()
+    return model, variables, jp.as_function(model, variables)
+
+
+X = jax.random.normal(jax.random.key(7), (3, 6, 6, 1))
+
+
+def test_capture_matches_hand_computed_intermediates():
+    f, (w1, b1, w2) = models.plain_function()
+    x = jax.random.normal(jax.random.key(1), (5, 4))
+    y, acts = jp.capture(f, ["proj", "relu", "out"])(x)
+    np.testing.assert_allclose(acts["proj"], x @ w1 + b1, rtol=1e-6)
+    np.testing.assert_allclose(acts["relu"], np.maximum(x @ w1 + b1, 0), rtol=1e-6)
+    np.testing.assert_allclose(y, acts["out"], rtol=1e-6)
+
+
+def test_capture_under_jit_and_vmap(linen):
+    _, _, f = linen
+    g = jp.capture(f, ["block1/add", "head"])
+    y, acts = g(X)
+    yj, acts_j = jax.jit(g)(X)
+    np.testing.assert_allclose(yj, y, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(acts_j["block1/add"], acts["block1/add"], rtol=1e-5, atol=1e-6)
+    yv, acts_v = jax.vmap(lambda xi: g(xi[None]))(X)
+    np.testing.assert_allclose(yv[:, 0], y, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(acts_v["head"][:, 0], acts["head"], rtol=1e-5, atol=1e-6)
+
+
+def test_intervene_zeroing_channels_equals_hand_edited_model(linen):
+    model, variables, f = linen
+    mask = jnp.array([1.0, 0.0, 1.0, 0.0])
+    edited = jp.intervene(f, {"conv1": lambda v: v * mask})
+    params = jax.tree_util.tree_map(lambda a: a, variables["params"])
+    conv1 = dict(params["conv1"])
+    conv1["kernel"] = conv1["kernel"] * mask
+    conv1["bias"] = conv1["bias"] * mask
+    params = {**params, "conv1": conv1}
+    expected = model.apply({"params": params}, X)
+    np.testing.assert_allclose(edited(X), expected, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(edited(X), f(X))
+
+
+def test_identity_intervention_keeps_outputs_and_gradients(linen):
+    _, _, f = linen
+    same = jp.intervene(f, {"*": lambda v: v})
+
+    def loss(fn):
+        return lambda x: fn(x)[:, 1].sum()
+
+    np.testing.assert_allclose(same(X), f(X), rtol=1e-6)
+    np.testing.assert_allclose(jax.grad(loss(same))(X), jax.grad(loss(f))(X), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(jax.jit(jax.vmap(same))(X[:, None]), f(X)[:, None], rtol=1e-5, atol=1e-6)
+
+
+def test_intervene_with_traced_arrays_and_grad(linen):
+    _, _, f = linen
+
+    def output(scale):
+        return jp.intervene(f, {"fc1": lambda v: v * scale})(X).sum()
+
+    scale = jnp.ones((8,))
+    g = jax.jit(jax.grad(output))(scale)
+    eps = 1e-2
+    fd = (output(scale.at[0].add(eps)) - output(scale.at[0].add(-eps))) / (2 * eps)
+    np.testing.assert_allclose(g[0], fd, rtol=2e-2, atol=1e-3)
+
+
+def test_capture_and_intervene_compose(linen):
+    _, _, f = linen
+    patched = jp.intervene(f, {"block1/relu": jnp.zeros_like})
+    _, acts = jp.capture(patched, ["block1/relu", "block1/conv_b"])(X)
+    assert float(jnp.abs(acts["block1/relu"]).max()) == 0.0
+    _, base = jp.capture(f, ["block1/conv_b"])(X)
+    assert not np.allclose(acts["block1/conv_b"], base["block1/conv_b"])
+
+
+def test_second_call_does_not_retrace():
+    calls = []
+    w = jnp.ones((4, 2))
+
+    def f(x):
+        calls.append(1)
+        return jax.nn.relu(x @ w)
+
+    g = jp.capture(f, "relu")
+    x = jnp.ones((3, 4))
+    g(x)
+    g(x + 1.0)
+    jp.intervene(f, {"relu": lambda v: v})(x)
+    jp.sites(f, x)
+    assert len(calls) == 1
+    h = jax.jit(g)
+    h(x)
+    h(x * 2)
+    assert len(calls) == 1
+
+
+def test_adapters_match_their_models():
+    from flax import nnx
+    nnx_model = models.NNXMLP(nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(2), (4, 4))
+    np.testing.assert_allclose(jp.as_function(nnx_model)(x), nnx_model(x), rtol=1e-6)
+    mlp = models.equinox_mlp()
+    np.testing.assert_allclose(jp.as_function(mlp)(x), jax.vmap(mlp)(x), rtol=1e-6)
+    # the Equinox adapter's named sites equal the layers' own outputs
+    _, acts = jp.capture(jp.as_function(mlp), ["layers/0", "relu"])(x)
+    np.testing.assert_allclose(acts["layers/0"], jax.vmap(mlp.layers[0])(x), rtol=1e-6)
+    np.testing.assert_allclose(acts["relu"], jax.nn.relu(acts["layers/0"]), rtol=1e-6)
+
+
+def test_linen_batchnorm_in_inference_mode():
+    import flax.linen as nn
+
+    class BN(nn.Module):
+        @nn.compact
+        def __call__(self, x, train: bool = False):
+            x = nn.Dense(5, name="fc")(x)
+            x = nn.BatchNorm(use_running_average=not train, name="bn")(x)
+            return nn.Dense(2, name="head")(nn.relu(x))
+
+    model = BN()
+    variables = model.init(jax.random.key(0), jnp.ones((2, 3)))
+    variables = {"params": variables["params"],
+                 "batch_stats": {"bn": {"mean": jnp.arange(5.0), "var": jnp.arange(1.0, 6.0)}}}
+    f = jp.as_function(model, variables, train=False)
+    x = jax.random.normal(jax.random.key(1), (4, 3))
+    _, acts = jp.capture(f, ["fc", "bn"])(x)
+    expected = (acts["fc"] - jnp.arange(5.0)) / jnp.sqrt(jnp.arange(1.0, 6.0) + 1e-5)
+    np.testing.assert_allclose(acts["bn"], expected, rtol=1e-4, atol=1e-5)
