@@ -13,3 +13,4 @@ from jaxplain.attribution._surrogate import lime as lime
 from jaxplain.attribution._modified import deconvnet as deconvnet
 from jaxplain.attribution._modified import deeplift as deeplift
 from jaxplain.attribution._modified import guided_backprop as guided_backprop
+from jaxplain.attribution._lrp import lrp as lrp

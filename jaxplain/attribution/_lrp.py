@@ -1,0 +1,74 @@
+"""Layer-wise relevance propagation as the gradient of a rewritten function."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int
+
+from jaxplain.attribution import _common
+from jaxplain.attribution._lrp_rules import as_composite
+from jaxplain.core import rewrite_backward
+
+
+@functools.partial(jax.jit, static_argnames=("f", "rules", "scale"))
+def _lrp(f, x, target, *, rules, scale):
+    y, pullback = jax.vjp(rewrite_backward(f, rules), x)
+    relevance = jax.nn.one_hot(target, y.shape[1], dtype=y.dtype)
+    if scale:
+        relevance = relevance * y
+    return pullback(relevance)[0]
+
+
+def lrp(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, "batch"] | int, *,
+        rules: Any, scale_by_logit: bool = False) -> Float[Array, "batch *feature"]:
+    """Layer-wise relevance propagation with Zennit's rules.
+
+    The relevance of the output is the one-hot of the target (times the target logit with
+    `scale_by_logit`). It flows back through every linear layer (dense or convolution, with
+    BatchNorm and other per-channel affine ops folded in) by that layer's rule, through
+    activations, pooling and reshapes by their plain gradient (a ReLU passes relevance where
+    its input is > 0, average pooling gives each input 1/k), and through residual additions in
+    proportion to the two summands, so that it is conserved.
+
+    Args:
+      f: the model, mapping a batch to logits ``(n, classes)``; any JAX function (a Flax or
+        Equinox model through :func:`jaxplain.as_function`).
+      x: the inputs, batch first (images NHWC).
+      target: the class to explain per example, shape ``(n,)``, or one int.
+      rules: one rule for every linear layer (``Epsilon()``, ``ZPlus()``, ``AlphaBeta(2, 1)``,
+        ``ZBox(0, 1)``, ``Flat()``, ``WSquare()``, ``Gamma()``), a
+        :class:`~jaxplain.lrp.Composite` (e.g. ``EpsilonPlusFlat()``), or ``(selector, rule)``
+        pairs matched against layer names. Rules are hashable values: equal rules reuse the
+        compiled function.
+      scale_by_logit: start from ``onehot * f(x)`` instead of the one-hot.
+
+    Returns:
+      The input relevance, shaped like `x`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxplain.attribution import lrp
+      >>> from jaxplain.lrp import Epsilon
+      >>> f = lambda x: x @ jnp.array([[1.0], [3.0]])
+      >>> lrp(f, jnp.array([[2.0, 2.0]]), 0, rules=Epsilon(0.0))   # shares of f = 2 + 6
+      Array([[0.25, 0.75]], dtype=float32)
+
+    References:
+      Bach et al. On Pixel-Wise Explanations for Non-Linear Classifier Decisions by Layer-Wise
+      Relevance Propagation. PLoS ONE 2015. Anders et al. Software for Dataset-wide XAI: From
+      Local Explanations to Global Insights with Zennit, CoRelAy, and ViRelAy. 2021.
+    """
+    _common.check_function(f)
+    x = _common.check_x(x)
+    t = _common.check_target(f, x, target)
+    composite = as_composite(rules)
+    try:
+        hash(composite)
+    except TypeError as err:
+        raise TypeError(f"rules must be hashable values (frozen dataclasses); got {rules!r}") from err
+    return _lrp(f, x, t, rules=composite, scale=bool(scale_by_logit))

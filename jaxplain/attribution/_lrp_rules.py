@@ -1,0 +1,268 @@
+"""LRP rules as small frozen values, numerically as Zennit's, and composites of them.
+
+A rule implements ``linear(layer, x, g) -> R_in``: given a linear layer (its effective weight
+``W`` and bias ``b``, and ``layer.apply(x, w)`` computing ``x -> W x`` for any weight shaped like
+``W``), its input activations ``a`` and the relevance ``R`` arriving at its output (the
+cotangent of :func:`jaxplain.rewrite_backward`), it returns the relevance of its input. With
+``W^T s`` the transpose of ``apply`` and ``stab(z) = z + eps * sign(z)`` (``sign(0) = +1``):
+
+=========  ===================================================================================
+Epsilon    ``a * W^T (R / stab(W a + b))``
+ZPlus      AlphaBeta(1, 0)
+AlphaBeta  ``alpha (a+ W+^T s+ + a- W-^T s+) - beta (a+ W-^T s- + a- W+^T s-)``,
+           ``s+ = R / stab(W+ a+ + W- a- + b+)``, ``s- = R / stab(W- a+ + W+ a- + b-)``
+ZBox       ``a W^T s - l W+^T s - h W-^T s``, ``s = R / stab(W a - W+ l - W- h)``
+Flat       ``1^T s`` through unit weights, ``s = R / stab(1 1)`` (bias dropped)
+WSquare    ``(W^2)^T s``, ``s = R / stab(W^2 1 + b^2)``
+Gamma      Zennit's generalized gamma rule (positive and negative outputs apart)
+=========  ===================================================================================
+
+References:
+  Bach et al. On Pixel-Wise Explanations for Non-Linear Classifier Decisions by Layer-Wise
+  Relevance Propagation. PLoS ONE 2015. Montavon et al. Explaining nonlinear classification
+  decisions with deep Taylor decomposition. Pattern Recognition 2017. Montavon et al.
+  Layer-Wise Relevance Propagation: An Overview. 2019. Anders et al. Software for Dataset-wide
+  XAI: From Local Explanations to Global Insights with Zennit, CoRelAy, and ViRelAy. 2021.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+
+def stabilize(z, eps: float):
+    """``z + eps * sign(z)`` with ``sign(0) = +1`` (Zennit's stabilizer)."""
+    return z + jnp.where(z >= 0, eps, -eps).astype(z.dtype)
+
+
+def _transpose(layer, x, w, s):
+    """``W^T s`` for the layer's linear map with weight `w`, shaped like `x`."""
+    return jax.vjp(lambda v: layer.apply(v, w), x)[1](s)[0]
+
+
+def _pos(v):
+    return jnp.maximum(v, 0)
+
+
+def _neg(v):
+    return jnp.minimum(v, 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Epsilon:
+    """LRP-epsilon (``epsilon=0`` is LRP-0); the bias counts in the denominator."""
+
+    epsilon: float = 1e-6
+
+    def linear(self, layer, x, g):
+        s = g / stabilize(layer.apply(x, layer.weight) + layer.bias, self.epsilon)
+        return x * _transpose(layer, x, layer.weight, s)
+
+
+@dataclasses.dataclass(frozen=True)
+class AlphaBeta:
+    """LRP-alpha-beta: positive contributions weighted by alpha, negative ones by beta.
+
+    ``alpha - beta = 1`` conserves relevance; Zennit only accepts those, we accept any
+    non-negative pair. Negative inputs count through the opposite-signed weights.
+    """
+
+    alpha: float = 2.0
+    beta: float = 1.0
+    stabilizer: float = 1e-6
+
+    def __post_init__(self):
+        if self.alpha < 0 or self.beta < 0:
+            raise ValueError(f"alpha and beta must be >= 0; got alpha={self.alpha}, beta={self.beta}")
+
+    def linear(self, layer, x, g):
+        w, b = layer.weight, layer.bias
+        wp, wn, xp, xn = _pos(w), _neg(w), _pos(x), _neg(x)
+        zp = layer.apply(xp, wp) + layer.apply(xn, wn) + _pos(b)
+        sp = g / stabilize(zp, self.stabilizer)
+        r = self.alpha * (xp * _transpose(layer, x, wp, sp) + xn * _transpose(layer, x, wn, sp))
+        if self.beta:
+            zn = layer.apply(xp, wn) + layer.apply(xn, wp) + _neg(b)
+            sn = g / stabilize(zn, self.stabilizer)
+            r = r - self.beta * (xp * _transpose(layer, x, wn, sn) + xn * _transpose(layer, x, wp, sn))
+        return r
+
+
+@dataclasses.dataclass(frozen=True)
+class ZPlus:
+    """LRP-z+ (deep Taylor for ReLU layers): AlphaBeta(1, 0)."""
+
+    stabilizer: float = 1e-6
+
+    def linear(self, layer, x, g):
+        return AlphaBeta(1.0, 0.0, self.stabilizer).linear(layer, x, g)
+
+
+def _bound(value, x):
+    return jnp.broadcast_to(jnp.asarray(value, x.dtype), x.shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class ZBox:
+    """LRP-z^B for inputs bounded in ``[low, high]`` (deep Taylor for pixels).
+
+    `low` and `high` are floats, or tuples broadcast against an example's trailing axes (one
+    value per channel of NHWC images). The bias cancels (``b - b+ - b- = 0``) as in Zennit.
+    """
+
+    low: float | tuple = 0.0
+    high: float | tuple = 1.0
+    stabilizer: float = 1e-6
+
+    def linear(self, layer, x, g):
+        w = layer.weight
+        wp, wn = _pos(w), _neg(w)
+        lo, hi = _bound(self.low, x), _bound(self.high, x)
+        z = layer.apply(x, w) - layer.apply(lo, wp) - layer.apply(hi, wn)
+        s = g / stabilize(z, self.stabilizer)
+        return (x * _transpose(layer, x, w, s) - lo * _transpose(layer, x, wp, s)
+                - hi * _transpose(layer, x, wn, s))
+
+
+@dataclasses.dataclass(frozen=True)
+class Flat:
+    """LRP-flat: relevance spread uniformly over the receptive field (unit weights, no bias)."""
+
+    stabilizer: float = 1e-6
+
+    def linear(self, layer, x, g):
+        ones, w1 = jnp.ones_like(x), jnp.ones_like(layer.weight)
+        s = g / stabilize(layer.apply(ones, w1), self.stabilizer)
+        return _transpose(layer, x, w1, s)
+
+
+@dataclasses.dataclass(frozen=True)
+class WSquare:
+    """LRP-w^2: relevance spread by squared weights (squared bias in the denominator)."""
+
+    stabilizer: float = 1e-6
+
+    def linear(self, layer, x, g):
+        w2 = layer.weight ** 2
+        s = g / stabilize(layer.apply(jnp.ones_like(x), w2) + layer.bias ** 2, self.stabilizer)
+        return _transpose(layer, x, w2, s)
+
+
+@dataclasses.dataclass(frozen=True)
+class Gamma:
+    """Generalized LRP-gamma (Zennit): favour contributions of the output's own sign.
+
+    Positive outputs (``W a + b > 0``) are redistributed with ``(W + gamma W+)`` on positive and
+    ``(W + gamma W-)`` on negative inputs, negative outputs the other way round.
+    """
+
+    gamma: float = 0.25
+    stabilizer: float = 1e-6
+
+    def linear(self, layer, x, g):
+        w, b, k = layer.weight, layer.bias, self.gamma
+        up, down = w + k * _pos(w), w + k * _neg(w)
+        xp, xn = _pos(x), _neg(x)
+        z = layer.apply(x, w) + b
+        z_pos = layer.apply(xp, up) + (b + k * _pos(b)) + layer.apply(xn, down)
+        z_neg = layer.apply(xp, down) + (b + k * _neg(b)) + layer.apply(xn, up)
+        sp = jnp.where(z > 0, g, 0) / stabilize(z_pos, self.stabilizer)
+        sn = jnp.where(z < 0, g, 0) / stabilize(z_neg, self.stabilizer)
+        return (xp * _transpose(layer, x, up, sp) + xn * _transpose(layer, x, down, sp)
+                + xp * _transpose(layer, x, down, sn) + xn * _transpose(layer, x, up, sn))
+
+
+def _matches(selector, name: str) -> bool:
+    if callable(selector):
+        return bool(selector(name))
+    patterns = (selector,) if isinstance(selector, str) else tuple(selector)
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+@dataclasses.dataclass(frozen=True)
+class Composite:
+    """Rules assigned to linear layers by site filter, plus a conserving residual-add rule.
+
+    A layer gets the rule of the first matching entry of `layers` (a name, a glob, a tuple of
+    them, or a predicate on the layer name), else `first` if it consumes the model's input,
+    else `conv` or `dense` by its kind, else `default`; None means the plain gradient there.
+    Residual additions ``y = a + b`` split relevance in proportion, ``R_a = a R / stab(y)``
+    (Zennit's Norm rule), so that it is conserved.
+
+    Example:
+      >>> from jaxplain.lrp import Composite, Epsilon, EpsilonPlusFlat, Flat, ZPlus
+      >>> Composite(first=Flat(), conv=ZPlus(), dense=Epsilon(1e-6)) == EpsilonPlusFlat()
+      True
+    """
+
+    default: Any = None
+    first: Any = None
+    conv: Any = None
+    dense: Any = None
+    layers: tuple = ()
+    stabilizer: float = 1e-6
+
+    def rule_for(self, layer) -> Any:
+        for selector, rule in self.layers:
+            if _matches(selector, layer.name):
+                return rule
+        if layer.is_input and self.first is not None:
+            return self.first
+        by_kind = {"conv": self.conv, "dense": self.dense}.get(layer.op)
+        return by_kind if by_kind is not None else self.default
+
+    def linear(self, layer, x, g):
+        rule = self.rule_for(layer)
+        return None if rule is None else rule.linear(layer, x, g)
+
+    def add(self, a, b, y, g):
+        s = g / stabilize(y, self.stabilizer)
+        return a * s, b * s
+
+
+def EpsilonPlus(epsilon: float = 1e-6) -> Composite:  # noqa: N802 (Zennit's preset names)
+    """z+ on convolutions, epsilon on dense layers."""
+    return Composite(conv=ZPlus(), dense=Epsilon(epsilon))
+
+
+def EpsilonPlusFlat(epsilon: float = 1e-6) -> Composite:  # noqa: N802
+    """Flat on the input layer, z+ on convolutions, epsilon on dense layers (Zennit's preset)."""
+    return Composite(first=Flat(), conv=ZPlus(), dense=Epsilon(epsilon))
+
+
+def EpsilonAlpha2Beta1(epsilon: float = 1e-6) -> Composite:  # noqa: N802
+    """AlphaBeta(2, 1) on convolutions, epsilon on dense layers (Zennit's preset)."""
+    return Composite(conv=AlphaBeta(2.0, 1.0), dense=Epsilon(epsilon))
+
+
+def EpsilonAlpha2Beta1Flat(epsilon: float = 1e-6) -> Composite:  # noqa: N802
+    """Flat on the input layer, AlphaBeta(2, 1) on convolutions, epsilon on dense layers."""
+    return Composite(first=Flat(), conv=AlphaBeta(2.0, 1.0), dense=Epsilon(epsilon))
+
+
+def EpsilonGammaBox(low: float | tuple = 0.0, high: float | tuple = 1.0,  # noqa: N802
+                    epsilon: float = 1e-6, gamma: float = 0.25) -> Composite:
+    """ZBox on the input layer, gamma on convolutions, epsilon on dense layers."""
+    return Composite(first=ZBox(low, high), conv=Gamma(gamma), dense=Epsilon(epsilon))
+
+
+def as_composite(rules: Any) -> Composite:
+    """A Composite from one rule (used everywhere), a Composite, or ``(selector, rule)`` pairs."""
+    if isinstance(rules, Composite):
+        return rules
+    if isinstance(rules, (list, tuple)):
+        pairs = tuple(rules)
+        if not all(isinstance(p, tuple) and len(p) == 2 and hasattr(p[1], "linear") for p in pairs):
+            raise TypeError("rules as a sequence must hold (selector, rule) pairs; got "
+                            f"{rules!r}")
+        return Composite(layers=tuple((tuple(s) if isinstance(s, list) else s, r) for s, r in pairs))
+    if not hasattr(rules, "linear"):
+        raise TypeError("rules must be an LRP rule (Epsilon(), ZPlus(), AlphaBeta(2, 1), ...), a "
+                        f"Composite, or (selector, rule) pairs; got {rules!r}")
+    return Composite(default=rules)
+

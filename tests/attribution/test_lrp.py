@@ -1,0 +1,251 @@
+"""LRP: a float64 NumPy transcription of each rule (matrix form), conservation, positivity."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxplain.attribution import lrp
+from jaxplain.lrp import (AlphaBeta, Composite, Epsilon, EpsilonAlpha2Beta1, EpsilonPlusFlat, Flat,
+                          Gamma, WSquare, ZBox, ZPlus, stabilize)
+
+# ---------------------------------------------------------------- the slow float64 reference
+
+
+def _stab(z, eps=1e-6):
+    return z + np.where(z >= 0, eps, -eps)
+
+
+def _conv_matrix(w, h, wd):
+    """The matrix of a stride-1 SAME cross-correlation on (h, wd, C) inputs, NHWC flattening."""
+    kh, kw, c, o = w.shape
+    m = np.zeros((h, wd, c, h, wd, o))
+    for p in range(h):
+        for q in range(wd):
+            for i in range(kh):
+                for j in range(kw):
+                    r, s = p + i - kh // 2, q + j - kw // 2
+                    if 0 <= r < h and 0 <= s < wd:
+                        m[r, s, :, p, q, :] += w[i, j]
+    return m.reshape(h * wd * c, h * wd * o)
+
+
+def _pool_matrix(h, wd, c):
+    m = np.zeros((h, wd, c, h // 2, wd // 2, c))
+    for p in range(h):
+        for q in range(wd):
+            m[p, q, np.arange(c), p // 2, q // 2, np.arange(c)] = 0.25
+    return m.reshape(h * wd * c, -1)
+
+
+def _reference_rule(rule, a, mat, b, R):
+    """R_in for one linear layer; `mat(w_fn)` builds the layer matrix from modified weights."""
+    m = mat(lambda w: w)
+    pos, neg = (lambda v: np.maximum(v, 0)), (lambda v: np.minimum(v, 0))
+    ap, an = pos(a), neg(a)
+    if isinstance(rule, Epsilon):
+        s = R / _stab(a @ m + b, rule.epsilon)
+        return a * (s @ m.T)
+    if isinstance(rule, (AlphaBeta, ZPlus)):
+        alpha, beta = (rule.alpha, rule.beta) if isinstance(rule, AlphaBeta) else (1.0, 0.0)
+        mp, mn = mat(pos), mat(neg)
+        sp = R / _stab(ap @ mp + an @ mn + pos(b))
+        sn = R / _stab(ap @ mn + an @ mp + neg(b))
+        return (alpha * (ap * (sp @ mp.T) + an * (sp @ mn.T))
+                - beta * (ap * (sn @ mn.T) + an * (sn @ mp.T)))
+    if isinstance(rule, ZBox):
+        lo, hi = np.full_like(a, rule.low), np.full_like(a, rule.high)
+        mp, mn = mat(pos), mat(neg)
+        s = R / _stab(a @ m - lo @ mp - hi @ mn)
+        return a * (s @ m.T) - lo * (s @ mp.T) - hi * (s @ mn.T)
+    if isinstance(rule, Flat):
+        m1 = mat(np.ones_like)
+        s = R / _stab(np.ones_like(a) @ m1)
+        return s @ m1.T
+    if isinstance(rule, WSquare):
+        m2 = mat(np.square)
+        s = R / _stab(np.ones_like(a) @ m2 + b ** 2)
+        return s @ m2.T
+    if isinstance(rule, Gamma):
+        g = rule.gamma
+        up, down = mat(lambda w: w + g * pos(w)), mat(lambda w: w + g * neg(w))
+        z = a @ m + b
+        sp = R * (z > 0) / _stab(ap @ up + an @ down + b + g * pos(b))
+        sn = R * (z < 0) / _stab(ap @ down + an @ up + b + g * neg(b))
+        return ap * (sp @ up.T) + an * (sp @ down.T) + ap * (sn @ down.T) + an * (sn @ up.T)
+    raise AssertionError(rule)
+
+
+def reference_lrp(layers, x, target, rule_for):
+    """layers: ("linear", name, op, mat, b) | ("relu",) | ("fixed", matrix); float64."""
+    a = np.asarray(x, np.float64).reshape(len(x), -1)
+    inputs = []
+    for layer in layers:
+        inputs.append(a)
+        if layer[0] == "linear":
+            a = a @ layer[3](lambda w: w) + layer[4]
+        elif layer[0] == "relu":
+            a = np.maximum(a, 0)
+        else:
+            a = a @ layer[1]
+    R = np.eye(a.shape[1])[target]
+    for k in reversed(range(len(layers))):
+        layer, a_in = layers[k], inputs[k]
+        if layer[0] == "linear":
+            R = _reference_rule(rule_for(layer[1], layer[2], k == 0), a_in, layer[3], layer[4], R)
+        elif layer[0] == "relu":
+            R = R * (a_in > 0)
+        else:
+            R = R @ layer[1].T
+    return R.reshape(np.shape(x))
+
+
+# ---------------------------------------------------------------- the nets (JAX + reference)
+
+def mlp_case(seed, bias=True, sizes=(6, 8, 7, 4)):
+    rng = np.random.default_rng(seed)
+    params = [(rng.normal(size=(i, o)) / np.sqrt(i), rng.normal(size=o) * 0.3 * bias)
+              for i, o in zip(sizes[:-1], sizes[1:])]
+    jp_params = [(jnp.asarray(w, jnp.float32), jnp.asarray(b, jnp.float32)) for w, b in params]
+
+    def f(x):
+        for k, (w, b) in enumerate(jp_params):
+            x = x @ w + b if bias else x @ w
+            if k < len(jp_params) - 1:
+                x = jax.nn.relu(x)
+        return x
+
+    layers = []
+    for k, (w, b) in enumerate(params):
+        layers.append(("linear", f"dense{k}", "dense", (lambda fn, w=w: fn(w)), b))
+        if k < len(params) - 1:
+            layers.append(("relu",))
+    return f, layers
+
+
+def cnn_case(seed):
+    rng = np.random.default_rng(seed)
+    w1, b1 = rng.normal(size=(3, 3, 1, 3)) * 0.5, rng.normal(size=3) * 0.2
+    w2, b2 = rng.normal(size=(3, 3, 3, 4)) * 0.4, rng.normal(size=4) * 0.2
+    wd, bd = rng.normal(size=(16, 5)) * 0.3, rng.normal(size=5) * 0.2
+    j = {k: jnp.asarray(v, jnp.float32) for k, v in dict(w1=w1, b1=b1, w2=w2, b2=b2, wd=wd, bd=bd).items()}
+    dn = ("NHWC", "HWIO", "NHWC")
+
+    def f(x):
+        x = jax.nn.relu(jax.lax.conv_general_dilated(x, j["w1"], (1, 1), "SAME", dimension_numbers=dn) + j["b1"])
+        x = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, 2, 2, 1), (1, 2, 2, 1), "VALID") / 4.0
+        x = jax.nn.relu(jax.lax.conv_general_dilated(x, j["w2"], (1, 1), "SAME", dimension_numbers=dn) + j["b2"])
+        return x.reshape(x.shape[0], -1) @ j["wd"] + j["bd"]
+
+    layers = [
+        ("linear", "conv1", "conv", (lambda fn: _conv_matrix(fn(w1), 4, 4)), np.tile(b1, 16)),
+        ("relu",),
+        ("fixed", _pool_matrix(4, 4, 3)),
+        ("linear", "conv2", "conv", (lambda fn: _conv_matrix(fn(w2), 2, 2)), np.tile(b2, 4)),
+        ("relu",),
+        ("linear", "dense", "dense", (lambda fn: fn(wd)), bd),
+    ]
+    return f, layers
+
+
+def _rel_err(a, ref):
+    a, ref = np.asarray(a, np.float64).reshape(len(a), -1), ref.reshape(len(ref), -1)
+    return float((np.abs(a - ref).max(1) / np.maximum(np.abs(ref).max(1), 1e-12)).max())
+
+
+RULES = [Epsilon(1e-6), Epsilon(0.5), ZPlus(), AlphaBeta(2.0, 1.0), AlphaBeta(1.0, 0.0),
+         AlphaBeta(3.0, 1.5), Flat(), WSquare(), Gamma(0.25)]
+
+
+@pytest.mark.parametrize("rule", RULES, ids=repr)
+@pytest.mark.parametrize("case", ["mlp", "cnn"])
+def test_rule_matches_numpy_transcription(rule, case):
+    f, layers = mlp_case(3) if case == "mlp" else cnn_case(3)
+    shape = (5, 6) if case == "mlp" else (5, 4, 4, 1)
+    x = np.random.default_rng(4).normal(size=shape).astype(np.float32)
+    logits = np.asarray(f(x))
+    for target in (logits.argmax(1), logits.argmin(1)):  # the argmin logit is mostly negative
+        ours = lrp(f, x, target, rules=rule)
+        ref = reference_lrp(layers, x, target, lambda name, op, first: rule)
+        assert _rel_err(ours, ref) < 2e-4, (rule, target)
+
+
+def test_large_epsilon_negative_logit_exposes_the_sign_convention():
+    f, layers = mlp_case(5)
+    x = np.random.default_rng(6).normal(size=(8, 6)).astype(np.float32)
+    logits = np.asarray(f(x))
+    target = logits.argmin(1)
+    assert (logits[np.arange(8), target] < 0).all()
+    ours = lrp(f, x, target, rules=Epsilon(0.5))
+    ref = reference_lrp(layers, x, target, lambda *_: Epsilon(0.5))
+    assert _rel_err(ours, ref) < 1e-4
+    # with the opposite sign convention (-eps for negative z flipped) the result differs
+    flipped = reference_lrp(layers, x, target, lambda *_: Epsilon(-0.5))
+    assert _rel_err(flipped, ref) > 1e-2
+
+
+def test_stabilize_counts_zero_as_positive():
+    z = jnp.array([-2.0, 0.0, 3.0])
+    np.testing.assert_allclose(stabilize(z, 0.5), [-2.5, 0.5, 3.5])
+
+
+@pytest.mark.parametrize("composite,per_layer", [
+    (EpsilonPlusFlat(), lambda name, op, first: Flat() if first else (ZPlus() if op == "conv" else Epsilon())),
+    (EpsilonAlpha2Beta1(), lambda name, op, first: AlphaBeta(2, 1) if op == "conv" else Epsilon()),
+    (Composite(first=ZBox(-3.0, 3.0), default=Epsilon(0.1)),
+     lambda name, op, first: ZBox(-3.0, 3.0) if first else Epsilon(0.1)),
+    # site names of a plain function: conv, conv_1, linear (see jaxplain.sites)
+    (Composite(layers=(("conv_1", Gamma(0.5)), ("lin*", Epsilon(0.2))), default=ZPlus()),
+     lambda name, op, first: Gamma(0.5) if name == "conv2" else (Epsilon(0.2) if op == "dense" else ZPlus())),
+])
+def test_composites_assign_rules_by_site(composite, per_layer):
+    f, layers = cnn_case(7)
+    x = np.random.default_rng(8).normal(size=(4, 4, 4, 1)).astype(np.float32)
+    target = np.asarray(f(x)).argmax(1)
+    ref = reference_lrp(layers, x, target, per_layer)
+    assert _rel_err(lrp(f, x, target, rules=composite), ref) < 2e-4
+
+
+def test_conservation_on_bias_free_nets():
+    f, _ = mlp_case(9, bias=False)
+    x = np.random.default_rng(10).normal(size=(6, 6)).astype(np.float32)
+    target = np.asarray(f(x)).argmax(1)
+    # (alpha-beta conserves only where both signs contribute; its a2b1 test is the transcription)
+    for rule in (Epsilon(1e-9), ZPlus()):
+        total = np.asarray(lrp(f, x, target, rules=rule)).sum(1)
+        np.testing.assert_allclose(total, 1.0, rtol=1e-4, err_msg=repr(rule))
+    logits = np.asarray(f(x))[np.arange(6), target]
+    total = np.asarray(lrp(f, x, target, rules=Epsilon(1e-9), scale_by_logit=True)).sum(1)
+    np.testing.assert_allclose(total, logits, rtol=1e-4)
+
+
+def test_residual_add_conserves_relevance():
+    rng = np.random.default_rng(11)
+    w1, w2, w3 = (jnp.asarray(rng.normal(size=s) / 2, jnp.float32) for s in [(5, 6), (6, 6), (6, 3)])
+
+    def f(x):
+        h = jax.nn.relu(x @ w1)
+        return (h + jax.nn.relu(h @ w2)) @ w3
+
+    x = jnp.asarray(rng.uniform(size=(6, 5)), jnp.float32)
+    target = np.asarray(f(x)).argmax(1)
+    total = np.asarray(lrp(f, x, target, rules=Epsilon(1e-9))).sum(1)
+    np.testing.assert_allclose(total, 1.0, rtol=1e-4)
+
+
+def test_zplus_is_non_negative():
+    f, _ = cnn_case(12)
+    x = np.random.default_rng(13).normal(size=(5, 4, 4, 1)).astype(np.float32)
+    target = np.asarray(f(x)).argmax(1)
+    for rule in (ZPlus(), AlphaBeta(1.0, 0.0)):
+        r = np.asarray(lrp(f, x, target, rules=rule))
+        assert (r >= -1e-7).all() and (r > 0).any()
+
+
+def test_rules_are_hashable_values():
+    assert Epsilon(1e-6) == Epsilon(1e-6) and hash(EpsilonPlusFlat()) == hash(EpsilonPlusFlat())
+    with pytest.raises(ValueError, match="alpha"):
+        AlphaBeta(-1.0, 0.0)
+    f, _ = mlp_case(1)
+    with pytest.raises(TypeError, match="rules"):
+        lrp(f, np.ones((1, 6), np.float32), 0, rules="epsilon")
