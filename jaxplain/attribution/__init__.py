@@ -14,3 +14,8 @@ from jaxplain.attribution._modified import deconvnet as deconvnet
 from jaxplain.attribution._modified import deeplift as deeplift
 from jaxplain.attribution._modified import guided_backprop as guided_backprop
 from jaxplain.attribution._lrp import lrp as lrp
+from jaxplain.attribution._site import SiteOutput as SiteOutput
+from jaxplain.attribution._site import activation_x_gradient as activation_x_gradient
+from jaxplain.attribution._site import grad_cam as grad_cam
+from jaxplain.attribution._site import layer_conductance as layer_conductance
+from jaxplain.attribution._site import site_output as site_output

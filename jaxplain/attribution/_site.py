@@ -1,0 +1,253 @@
+"""Attributions at a site, by composing ``capture``/``intervene`` with gradients.
+
+* :func:`grad_cam`: Grad-CAM maps at a convolutional site;
+* :func:`activation_x_gradient`: unit (neuron/channel) attribution of a site to the output;
+* :func:`layer_conductance`: conductance of a site's units along the IG path;
+* :func:`site_output`: a site's units as a model's outputs, so that any input attribution
+  method explains a chosen neuron instead of a logit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int
+
+from jaxplain.attribution import _common
+from jaxplain.attribution._integrated import quadrature
+from jaxplain.core import capture, intervene
+
+
+def _activation(f, site, x):
+    return capture(f, site)(x)[1][site]
+
+
+@functools.lru_cache(maxsize=256)
+def _site_shape(f, site, shape, dtype) -> tuple:
+    return tuple(jax.eval_shape(lambda z: _activation(f, site, z),
+                                jax.ShapeDtypeStruct(shape, dtype)).shape)
+
+
+def _check_site(f, x, site) -> tuple:
+    if not isinstance(site, str):
+        raise TypeError(f"site must be one site name (a str, see jaxplain.sites); got {site!r}")
+    return _site_shape(f, site, tuple(x.shape), jnp.dtype(x.dtype))
+
+
+def _site_gradient(f, site, x, target, activation):
+    """d sum_i f(x)[i, t_i] / d site value, shaped like `activation`."""
+
+    def out(delta):
+        return _common.selected(intervene(f, {site: lambda v: v + delta}), x, target).sum()
+
+    return jax.grad(out)(jnp.zeros_like(activation))
+
+
+@functools.partial(jax.jit, static_argnames=("f", "site", "relu", "resize"))
+def _grad_cam(f, x, target, *, site, relu, resize):
+    a = _activation(f, site, x)
+    g = _site_gradient(f, site, x, target, a)
+    spatial = tuple(range(1, a.ndim - 1))
+    cam = (g.mean(axis=spatial, keepdims=True) * a).sum(axis=-1)
+    if relu:
+        cam = jnp.maximum(cam, 0)
+    if resize:
+        cam = jax.image.resize(cam, x.shape[:-1], "bilinear")[..., None]
+    return cam
+
+
+def grad_cam(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, "batch"] | int,
+             *, site: str, relu: bool = True, resize: bool = True) -> Float[Array, "batch ..."]:
+    """Grad-CAM: a site's channels weighted by their spatially averaged gradient.
+
+    ``cam = relu(sum_c mean_{hw}(d f_t / d A_c) * A_c)`` at a site ``A`` of shape
+    ``(n, h, w, c)`` (NHWC; any number of spatial axes).
+
+    Args:
+      f: the model, mapping a batch to logits ``(n, classes)``.
+      x: the inputs, batch first (images NHWC).
+      target: the class to explain per example, shape ``(n,)``, or one int.
+      site: the name of a convolutional site (see :func:`jaxplain.sites`), e.g. ``"block1"``.
+      relu: keep only the positive part, as in the paper (Captum's default is False).
+      resize: bilinearly resize the map to the input's spatial shape and return
+        ``(n, H, W, 1)`` (broadcastable to `x`); False returns the site's ``(n, h, w)``.
+
+    Returns:
+      The class activation map.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxplain.attribution import grad_cam
+      >>> def f(x):
+      ...     with jax.named_scope("features"):             # a 2-channel site
+      ...         feats = jnp.concatenate([x, -x], axis=-1)
+      ...     return feats.mean(axis=(1, 2)) @ jnp.array([[1.0], [0.5]])
+      >>> grad_cam(f, jnp.ones((1, 2, 2, 1)), 0, site="features", resize=False)
+      Array([[[0.125, 0.125],
+              [0.125, 0.125]]], dtype=float32)
+
+    References:
+      Selvaraju et al. Grad-CAM: Visual Explanations from Deep Networks via Gradient-based
+      Localization. ICCV 2017.
+    """
+    _common.check_function(f)
+    x = _common.check_x(x)
+    t = _common.check_target(f, x, target)
+    shape = _check_site(f, x, site)
+    if len(shape) < 3:
+        raise ValueError(f"grad_cam needs a site with spatial axes (n, h, w, c); site {site!r} has "
+                         f"shape {shape}")
+    if resize and len(shape) != x.ndim:
+        raise ValueError(f"resize=True needs the site {site!r} (shape {shape}) to have as many "
+                         f"axes as x {tuple(x.shape)}; pass resize=False")
+    return _grad_cam(f, x, t, site=site, relu=bool(relu), resize=bool(resize))
+
+
+@functools.partial(jax.jit, static_argnames=("f", "site"))
+def _activation_x_gradient(f, x, target, *, site):
+    a = _activation(f, site, x)
+    return a * _site_gradient(f, site, x, target, a)
+
+
+def activation_x_gradient(f: Callable, x: Float[Array, "batch *feature"],
+                          target: Int[Array, "batch"] | int, *, site: str) -> Array:
+    """Attribution of a site's units to the output: activation times gradient.
+
+    ``attr = A * d f_t / d A`` at the site ``A``; summing over the spatial axes gives a
+    channel attribution, e.g. ``attr.sum(axis=(1, 2))`` for NHWC sites.
+
+    Args:
+      f: the model, mapping a batch to logits ``(n, classes)``.
+      x: the inputs, batch first.
+      target: the class to explain per example, shape ``(n,)``, or one int.
+      site: a site name (see :func:`jaxplain.sites`).
+
+    Returns:
+      An array shaped like the site's value.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxplain.attribution import activation_x_gradient
+      >>> def f(x):
+      ...     with jax.named_scope("hidden"):
+      ...         h = jax.nn.relu(x * 2.0)
+      ...     return h @ jnp.array([[1.0], [-1.0]])
+      >>> activation_x_gradient(f, jnp.array([[1.0, 3.0]]), 0, site="hidden")
+      Array([[ 2., -6.]], dtype=float32)
+
+    References:
+      Shrikumar et al. Not Just a Black Box. arXiv:1605.01713, 2016 (gradient x input, at a
+      layer); Kokhlikyan et al. Captum. arXiv:2009.07896, 2020 (LayerGradientXActivation).
+    """
+    _common.check_function(f)
+    x = _common.check_x(x)
+    t = _common.check_target(f, x, target)
+    _check_site(f, x, site)
+    return _activation_x_gradient(f, x, t, site=site)
+
+
+@functools.partial(jax.jit, static_argnames=("f", "site", "steps", "method", "batch_size"))
+def _layer_conductance(f, x, target, baseline, *, site, steps, method, batch_size):
+    alphas, weights = quadrature(method, steps)
+    direction = x - baseline
+
+    def step(item):
+        alpha, weight = item
+        z = baseline + alpha * direction
+        a, da = jax.jvp(lambda v: _activation(f, site, v), (z,), (direction,))
+        return weight * _site_gradient(f, site, z, target, a) * da
+
+    items = (jnp.asarray(alphas, x.dtype), jnp.asarray(weights, x.dtype))
+    return _common.chunked_sum(step, items, batch_size)
+
+
+def layer_conductance(f: Callable, x: Float[Array, "batch *feature"],
+                      target: Int[Array, "batch"] | int, *, site: str, baseline=None,
+                      steps: int = 50, method: str = "gausslegendre",
+                      batch_size: int | None = None) -> Array:
+    """Conductance of a site's units: the IG path integral, taken through the site.
+
+    ``cond_j = integral_0^1 (d f_t / d A_j)(A(z_a)) * d A_j(z_a) / d a  da`` along the straight
+    path ``z_a = b + a (x - b)``, with the quadrature of :func:`integrated_gradients`. When all
+    of the model's computation passes through the site, the units' conductances sum to the
+    integrated gradients' total (both approximate ``f(x)_t - f(b)_t``).
+
+    Args:
+      f: the model, mapping a batch to logits ``(n, classes)``.
+      x: the inputs, batch first.
+      target: the class to explain per example, shape ``(n,)``, or one int.
+      site: a site name (see :func:`jaxplain.sites`).
+      baseline: the reference input: None (zeros), a scalar, or an array broadcastable to `x`.
+      steps: the number of quadrature points.
+      method: the quadrature, as in :func:`integrated_gradients`.
+      batch_size: the number of steps evaluated at once (None: all).
+
+    Returns:
+      An array shaped like the site's value.
+
+    References:
+      Dhamdhere, Sundararajan, Yan. How Important Is a Neuron? ICLR 2019.
+    """
+    _common.check_function(f)
+    x = _common.check_x(x)
+    t = _common.check_target(f, x, target)
+    b = _common.check_baseline(baseline, x)
+    quadrature(method, steps)
+    _check_site(f, x, site)
+    return _layer_conductance(f, x, t, b, site=site, steps=int(steps), method=method,
+                              batch_size=_common.check_batch_size(batch_size))
+
+
+@dataclasses.dataclass(frozen=True)
+class SiteOutput:
+    """A model whose outputs are the units of one of `f`'s sites (see :func:`site_output`)."""
+
+    f: Callable
+    site: str
+    reduce: str | None = None
+
+    def __call__(self, x):
+        a = _activation(self.f, self.site, x)
+        if self.reduce is None:
+            return a.reshape(a.shape[0], -1)
+        spatial = tuple(range(1, a.ndim - 1))
+        return a.mean(axis=spatial) if self.reduce == "mean" else a.sum(axis=spatial)
+
+
+def site_output(f: Callable, site: str, *, reduce: str | None = None) -> SiteOutput:
+    """A site's units as the outputs of a model, to explain a neuron instead of a logit.
+
+    Any input attribution method then explains unit ``j`` with ``target=j``, e.g.
+    ``integrated_gradients(site_output(f, "fc1"), x, 3)`` attributes neuron 3 of ``fc1`` to
+    the input pixels.
+
+    Args:
+      f: the model.
+      site: a site name (see :func:`jaxplain.sites`).
+      reduce: None flattens the site's value, so units are numbered in row-major order of one
+        example's shape; ``"mean"`` or ``"sum"`` pools the spatial axes so that the units are
+        the channels (the last axis).
+
+    Returns:
+      A hashable function ``x -> (n, units)``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxplain.attribution import gradient, site_output
+      >>> def f(x):
+      ...     with jax.named_scope("hidden"):
+      ...         h = x @ jnp.array([[1.0, 2.0], [3.0, 4.0]])
+      ...     return h.sum(axis=1, keepdims=True)
+      >>> gradient(site_output(f, "hidden"), jnp.ones((1, 2)), 1)   # neuron 1 of "hidden"
+      Array([[2., 4.]], dtype=float32)
+    """
+    _common.check_function(f)
+    if not isinstance(site, str):
+        raise TypeError(f"site must be one site name (a str); got {site!r}")
+    if reduce not in (None, "mean", "sum"):
+        raise ValueError(f"reduce must be None, 'mean' or 'sum'; got {reduce!r}")
+    return SiteOutput(f, site, reduce)
