@@ -1,0 +1,76 @@
+"""Objectives: values against NumPy formulas, arithmetic, stacking, errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxplain import visualize as vis
+
+RNG = np.random.default_rng(0)
+ACTS = {"a": jnp.asarray(RNG.normal(size=(3, 4, 5, 6)), jnp.float32),
+        "b": jnp.asarray(RNG.normal(size=(3, 7)), jnp.float32)}
+LOGITS = jnp.asarray(RNG.normal(size=(3, 10)), jnp.float32)
+X = jnp.zeros((3, 4, 5, 1))
+
+
+def _np(name):
+    return np.asarray(ACTS[name], np.float64)
+
+
+def test_single_objectives_match_numpy():
+    a, b, y = _np("a"), _np("b"), np.asarray(LOGITS, np.float64)
+    cases = [
+        (vis.channel("a", 2), a[..., 2].mean(axis=(1, 2)).sum()),
+        (vis.channel("b", 4), b[:, 4].sum()),
+        (vis.neuron("a", 5, (1, 3)), a[:, 1, 3, 5].sum()),
+        (vis.layer("a"), (a**2).reshape(3, -1).mean(axis=1).sum()),
+        (vis.direction("a", np.arange(6.0)), (a.mean(axis=(1, 2)) @ np.arange(6.0)).sum()),
+        (vis.class_logit(7), y[:, 7].sum()),
+    ]
+    p = np.exp(y - y.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    cases.append((vis.class_probability(7), p[:, 7].sum()))
+    for obj, want in cases:
+        np.testing.assert_allclose(float(obj(ACTS, LOGITS, X)), want, rtol=1e-5, atol=1e-5)
+
+
+def test_diversity_is_minus_mean_pairwise_gram_cosine():
+    a = _np("a").reshape(3, -1, 6)
+    grams = np.einsum("bpc,bpd->bcd", a, a).reshape(3, -1)
+    unit = grams / np.linalg.norm(grams, axis=1, keepdims=True)
+    sim = unit @ unit.T
+    want = -(sim.sum() - np.trace(sim)) / 6
+    np.testing.assert_allclose(float(vis.diversity("a")(ACTS, LOGITS, X)), want, rtol=1e-5)
+
+
+def test_arithmetic_composes_like_numbers():
+    c, l, k = vis.channel("a", 1), vis.layer("b"), vis.class_logit(2)
+    v = lambda o: float(o(ACTS, LOGITS, X))
+    combo = c + 0.5 * l - 2 * k
+    np.testing.assert_allclose(v(combo), v(c) + 0.5 * v(l) - 2 * v(k), rtol=1e-5)
+    np.testing.assert_allclose(v(-c), -v(c), rtol=1e-6)
+    np.testing.assert_allclose(v(sum([c, l, k])), v(c) + v(l) + v(k), rtol=1e-5)
+    assert len((c + l + k).terms) == 3  # flattened
+    assert set(combo.sites()) == {"a", "b"}
+
+
+def test_objectives_are_pytrees_that_stack_and_jit():
+    objs = [vis.channel("a", i) + 0.1 * i * vis.layer("a") for i in range(6)]
+    stacked = vis.stack(objs)
+    vals = jax.vmap(lambda o: o(ACTS, LOGITS, X))(stacked)
+    want = [float(o(ACTS, LOGITS, X)) for o in objs]
+    np.testing.assert_allclose(vals, want, rtol=1e-5)
+    jitted = jax.jit(lambda o: o(ACTS, LOGITS, X))(objs[3])
+    np.testing.assert_allclose(jitted, want[3], rtol=1e-5)
+
+
+def test_errors():
+    with pytest.raises(TypeError, match="site"):
+        vis.channel(3, 1)
+    with pytest.raises(ValueError, match="1-D"):
+        vis.direction("a", np.ones((2, 3)))
+    with pytest.raises(ValueError, match="share one structure"):
+        vis.stack([vis.channel("a", 1), vis.channel("b", 1)])
+    with pytest.raises(TypeError, match="Objective"):
+        vis.stack([])
