@@ -1,0 +1,10 @@
+"""The sections of ``jaxplain demo``, in report order, as ``"module:function"`` strings.
+
+Each names a function ``demo_section(ctx: DemoContext) -> Section``. To add a family's section,
+append one line here.
+"""
+
+SECTIONS: tuple[str, ...] = (
+    "jaxplain.report._foundation:demo_section",
+    "jaxplain.rules._demo:demo_section",
+)

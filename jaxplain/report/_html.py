@@ -1,0 +1,173 @@
+"""Writing a report folder: ``index.html`` (self-contained CSS) and the figures as PNG files."""
+
+from __future__ import annotations
+
+import datetime
+import html
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from jaxplain.report._section import Figure, Section, Table
+
+_BADGE = '<span class="badge">failed</span>'
+_CSS = """
+:root { --fg: #1d2330; --muted: #5b6475; --line: #d9dde5; --accent: #2456a6; --bad: #b3261e; }
+* { box-sizing: border-box; }
+body { margin: 0; font: 15px/1.55 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
+       color: var(--fg); background: #f6f7f9; }
+main { max-width: 980px; margin: 0 auto; padding: 32px 24px 64px; }
+header h1 { margin: 0 0 4px; font-size: 28px; }
+header p { margin: 0; color: var(--muted); }
+nav, section { background: #fff; border: 1px solid var(--line); border-radius: 8px;
+               padding: 16px 24px; margin-top: 20px; }
+nav h2 { font-size: 16px; margin: 0 0 8px; }
+nav ol { margin: 0; padding-left: 22px; }
+a { color: var(--accent); text-decoration: none; }
+a:hover { text-decoration: underline; }
+section h2 { margin: 4px 0 12px; font-size: 21px; }
+.failed { border-color: var(--bad); }
+.badge { display: inline-block; font-size: 12px; font-weight: 600; color: #fff;
+         background: var(--bad); border-radius: 4px; padding: 1px 7px; margin-left: 8px;
+         vertical-align: middle; }
+pre { background: #f3f4f7; border: 1px solid var(--line); border-radius: 6px; padding: 12px;
+      overflow-x: auto; font-size: 12.5px; line-height: 1.45; }
+pre.error { background: #fdf1f0; border-color: #f0c4c0; }
+table { border-collapse: collapse; margin: 12px 0 20px; font-size: 13.5px; }
+caption { caption-side: bottom; text-align: left; color: var(--muted); font-size: 13px;
+          padding-top: 6px; }
+th, td { border-bottom: 1px solid var(--line); padding: 4px 12px 4px 0; text-align: left;
+         vertical-align: top; }
+th { border-bottom: 2px solid var(--fg); }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.scroll { overflow-x: auto; }
+figure { margin: 12px 0 20px; }
+figure img { max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 4px; }
+figcaption { color: var(--muted); font-size: 13px; margin-top: 4px; }
+footer { color: var(--muted); font-size: 12px; margin-top: 24px; text-align: center; }
+"""
+
+
+def write_report(
+    sections: Sequence[Section], out_dir: str | os.PathLike[str], *, title: str
+) -> Path:
+    """Writes ``sections`` as a report folder a browser can open.
+
+    ``out_dir/index.html`` holds the title, a table of contents and every section (failed
+    sections are marked and show their traceback); ``out_dir/figures/`` holds the PNG files.
+    A ``figures/`` folder left by an earlier report is replaced.
+
+    Args:
+        sections: The sections, in order.
+        out_dir: The report folder (created if needed).
+        title: The page title.
+
+    Returns:
+        The path of ``index.html``.
+
+    Example:
+        >>> import tempfile
+        >>> from jaxplain.report import Section, write_report
+        >>> path = write_report([Section("Hello", text="A first section.")],
+        ...                     tempfile.mkdtemp(), title="Demo")
+        >>> path.name
+        'index.html'
+    """
+    sections = tuple(sections)
+    for i, s in enumerate(sections):
+        if not isinstance(s, Section):
+            raise TypeError(f"sections[{i}] must be a jaxplain.report.Section, got {type(s).__name__}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    figures = out / "figures"
+    if figures.is_dir():
+        shutil.rmtree(figures)
+    figures.mkdir()
+
+    ids = _unique_ids(s.title for s in sections)
+    body = [_section_html(s, sid, figures) for s, sid in zip(sections, ids)]
+    failed = sum(s.failed for s in sections)
+    toc = "".join(
+        f'<li><a href="#{sid}">{html.escape(s.title)}</a>{_BADGE if s.failed else ""}</li>'
+        for s, sid in zip(sections, ids)
+    )
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    summary = f"{len(sections)} sections" + (f", {failed} failed" if failed else "")
+    page = f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8" />
+<meta name="viewport" content="width=device-width, initial-scale=1" />
+<title>{html.escape(title)}</title>
+<style>{_CSS}</style>
+</head>
+<body>
+<main>
+<header><h1>{html.escape(title)}</h1><p>{summary} &#183; generated {stamp}</p></header>
+<nav><h2>Contents</h2><ol>{toc}</ol></nav>
+{"".join(body)}
+<footer>jaxplain</footer>
+</main>
+</body>
+</html>
+"""
+    index = out / "index.html"
+    fd, tmp = tempfile.mkstemp(prefix=".index.", suffix=".html", dir=out)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(page)
+    os.replace(tmp, index)
+    return index
+
+
+def _section_html(section: Section, sid: str, figures: Path) -> str:
+    css_class = ' class="failed"' if section.failed else ""
+    badge = _BADGE if section.failed else ""
+    parts = [f'<section id="{sid}"{css_class}>', f"<h2>{html.escape(section.title)}{badge}</h2>"]
+    for para in re.split(r"\n\s*\n", section.text.strip()) if section.text.strip() else ():
+        parts.append("<p>" + "<br />".join(html.escape(l) for l in para.splitlines()) + "</p>")
+    n_fig = 0
+    for item in section.items:
+        if isinstance(item, Table):
+            parts.append(_table_html(item))
+        elif isinstance(item, Figure):
+            n_fig += 1
+            name = f"{sid}-{n_fig}.png"
+            (figures / name).write_bytes(item.png)
+            alt = html.escape(item.caption or f"{section.title}, figure {n_fig}", quote=True)
+            cap = f"<figcaption>{html.escape(item.caption)}</figcaption>" if item.caption else ""
+            parts.append(f'<figure><img src="figures/{name}" alt="{alt}" />{cap}</figure>')
+    if section.failed:
+        parts.append(f'<pre class="error">{html.escape(section.error)}</pre>')
+    parts.append("</section>\n")
+    return "".join(parts)
+
+
+def _table_html(table: Table) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in table.header)
+    rows = "".join(
+        "<tr>" + "".join(_td(c) for c in row) + "</tr>" for row in table.rows
+    )
+    cap = f"<caption>{html.escape(table.caption)}</caption>" if table.caption else ""
+    return f'<div class="scroll"><table>{cap}<thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>'
+
+
+def _td(value: object) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"<td>{html.escape(str(value))}</td>"
+    text = f"{value:.4g}" if isinstance(value, float) else str(value)
+    return f'<td class="num">{text}</td>'
+
+
+def _unique_ids(titles) -> list[str]:
+    ids: list[str] = []
+    for t in titles:
+        base = re.sub(r"[^a-z0-9]+", "-", t.lower()).strip("-") or "section"
+        sid, n = base, 1
+        while sid in ids:
+            n += 1
+            sid = f"{base}-{n}"
+        ids.append(sid)
+    return ids
