@@ -1,0 +1,59 @@
+"""compare(): the table equals the metrics called one by one."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxplain import metrics
+
+
+def _f(x):
+    w = jnp.arange(1.0, 33.0).reshape(16, 2) / 16 - 1.0
+    return jnp.tanh(x.reshape(len(x), -1) @ w) @ jnp.array([[1.0, -1.0], [0.5, 2.0]])
+
+
+def _grad(f, x, t):
+    return jax.grad(lambda x: f(x)[jnp.arange(len(x)), t].sum())(x)
+
+
+def _gxi(f, x, t):
+    return _grad(f, x, t) * x
+
+
+def test_table_rows_equal_direct_calls():
+    x = jax.random.uniform(jax.random.key(0), (4, 4, 4, 1))
+    t = jnp.array([0, 1, 1, 0])
+    key = jax.random.key(1)
+    methods = {"gradient": _grad, "gradient_x_input": _gxi}
+    names = tuple(metrics.METRICS)
+    table = metrics.compare(_f, x, t, methods, names, key=key, steps=8, samples=3)
+    assert table.header == ("method",) + names
+    assert [r[0] for r in table.rows] == ["gradient", "gradient_x_input"]
+    d = table.as_dict()
+    a = _gxi(_f, x, t)
+    expected = {
+        "deletion_morf": metrics.deletion(_f, x, t, a, steps=8).area.mean(),
+        "deletion_lerf": metrics.deletion(_f, x, t, a, steps=8, order="lerf").area.mean(),
+        "insertion": metrics.insertion(_f, x, t, a, steps=8).area.mean(),
+        "lerf_change": metrics.pixel_perturbation(_f, x, a, target=t).mean(),
+        "sparseness": metrics.sparseness(a).mean(),
+        "complexity": metrics.complexity(a).mean(),
+        "continuity": metrics.continuity(_f, x, t, _gxi, key=key, samples=3).mean(),
+        "max_sensitivity": metrics.max_sensitivity(_f, x, t, _gxi, key=key, samples=3).mean(),
+    }
+    for name, value in expected.items():
+        assert d["gradient_x_input"][name] == pytest.approx(float(value), rel=1e-5, abs=1e-7)
+    assert table.better[names.index("deletion_morf")] == "lower"
+
+
+def test_errors():
+    x = jnp.ones((2, 4, 4, 1))
+    with pytest.raises(ValueError, match="metrics must be names from"):
+        metrics.compare(_f, x, 0, {"g": _grad}, ("auc",), key=jax.random.key(0))
+    with pytest.raises(TypeError, match="methods must be a non-empty mapping"):
+        metrics.compare(_f, x, 0, {}, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="the attribution of 'bad' must have the shape"):
+        metrics.compare(_f, x, 0, {"bad": lambda f, x, t: x[..., 0]}, key=jax.random.key(0))
