@@ -284,4 +284,4 @@ def rewrite_backward(f: Callable, rules) -> Callable:
 
         return run(program, x, replace=replace)[0]
 
-    return g
+    return jax.jit(g)

@@ -94,6 +94,7 @@ def capture(f: Callable, names: Selector) -> Callable:
 
     Returns:
       ``g`` with ``g(x) -> (f(x), {name: value})``; each value has the batch axis first. ``g``
+      is jit-compiled (a second call with the same shapes runs the compiled program) and
       composes with jit, vmap, grad and jvp.
 
     Example:
@@ -110,7 +111,7 @@ def capture(f: Callable, names: Selector) -> Callable:
         y, env = run(program, x)
         return y, {n: env[site_map.ids[n]] for n in chosen}
 
-    return g
+    return jax.jit(g)
 
 
 def intervene(f: Callable, edits: Mapping[str, Callable]) -> Callable:
@@ -156,4 +157,4 @@ def intervene(f: Callable, edits: Mapping[str, Callable]) -> Callable:
 
         return run(program, x, after=after if by_id else None)[0]
 
-    return h
+    return jax.jit(h)
