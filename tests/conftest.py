@@ -1,0 +1,40 @@
+"""Shared fixtures: the default digits model, trained once per test session."""
+
+import jax
+import pytest
+
+jax.config.update("jax_enable_x64", False)
+
+
+@pytest.fixture(scope="session")
+def jaxplain_home(tmp_path_factory):
+    """A fresh cache folder (``JAXPLAIN_HOME``) holding the session's trained default model."""
+    return tmp_path_factory.mktemp("jaxplain_home")
+
+
+@pytest.fixture(scope="session")
+def digits_model(jaxplain_home):
+    """``(model, variables, f, digits)``: the default DigitsCNN, trained into ``jaxplain_home``."""
+    import jaxplain
+    from jaxplain import data
+
+    model, variables = data.pretrained(jaxplain_home, progress=False)
+    return model, variables, jaxplain.as_function(model, variables), data.load_digits()
+
+
+@pytest.fixture
+def demo_context(digits_model, jaxplain_home):
+    """A quick-mode ``jaxplain.report.DemoContext`` on the session's model (key 0)."""
+    from jaxplain import data
+    from jaxplain.report import DemoContext
+
+    model, variables, f, digits = digits_model
+    return DemoContext(
+        model=model,
+        variables=variables,
+        f=f,
+        digits=digits,
+        key=jax.random.key(0),
+        quick=True,
+        history=data.checkpoint_info(jaxplain_home).history,
+    )
