@@ -1,0 +1,126 @@
+"""The ``jaxplain`` command: ``jaxplain demo`` and ``jaxplain sites``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+
+@click.group()
+@click.version_option(package_name="jaxplain")
+def main() -> None:
+    """jaxplain: functional interpretability for JAX models."""
+
+
+@main.command()
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("jaxplain-report"),
+    show_default=True,
+    help="Folder to write the report (index.html and figures/) into.",
+)
+@click.option("--quick", is_flag=True, help="Reduced settings for every section (seconds each).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sections' PRNG key.")
+@click.option(
+    "--only",
+    multiple=True,
+    metavar="SECTION",
+    help="Run only this section, by name (foundation, attribution, rules, ...); repeatable or comma-separated.",
+)
+def demo(out: Path, quick: bool, seed: int, only: tuple[str, ...]) -> None:
+    """Train (or load) the default digits CNN, explain it with every family, write a report.
+
+    The model is cached under $JAXPLAIN_HOME (default ~/.cache/jaxplain). A failing section is
+    reported and marked in the report, and the command then exits with status 1.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from jaxplain.report._demo_sections import SECTIONS
+    from jaxplain.report import section_name
+
+    specs = _chosen(SECTIONS, only)
+
+    import functools
+
+    import jax
+    from tqdm.auto import tqdm
+
+    import jaxplain
+    from jaxplain import data
+    from jaxplain.report import DemoContext, run_section, write_report
+
+    digits = data.load_digits()
+    model, variables = data.pretrained(progress=True)
+    info = data.checkpoint_info()
+    f = jaxplain.as_function(model, variables)
+    acc = data.accuracy(f, digits.x_test, digits.y_test)
+    click.echo(f"Model: {type(model).__name__} from {info.path}")
+    click.echo(f"Test accuracy: {acc:.2%} on {digits.x_test.shape[0]} held-out digits")
+
+    ctx = DemoContext(
+        model=model,
+        variables=variables,
+        f=f,
+        digits=digits,
+        key=jax.random.key(seed),
+        quick=quick,
+        progress=functools.partial(tqdm, leave=False),
+        history=info.history,
+    )
+    sections, failed = [], []
+    for i, spec in enumerate(specs, 1):
+        name = section_name(spec)
+        click.secho(f"\n[{i}/{len(specs)}] {name}", bold=True)
+        start = time.perf_counter()
+        section = run_section(ctx, spec)
+        elapsed = time.perf_counter() - start
+        sections.append(section)
+        if section.failed:
+            failed.append(name)
+            click.echo(section.error, err=True)
+            click.secho(f"{name} FAILED after {elapsed:.1f} s", fg="red", err=True)
+        else:
+            if section.text:
+                click.echo(section.text)
+            click.echo(f"({elapsed:.1f} s)")
+
+    path = write_report(sections, out, title="jaxplain demo: explaining a digits CNN")
+    click.echo(f"\nReport: {path.resolve()}")
+    if failed:
+        click.secho(f"{len(failed)} section(s) failed: {', '.join(failed)}", fg="red", err=True)
+        raise SystemExit(1)
+
+
+@main.command()
+def sites() -> None:
+    """Print the default model's sites (name, kind, op, shape per example)."""
+    import jaxplain
+    from jaxplain import data
+
+    digits = data.load_digits()
+    f = data.digits_function(progress=True)
+    rows = [(s.name, s.kind, s.op, "x".join(map(str, s.shape[1:])))
+            for s in jaxplain.sites(f, digits.x_test[:1])]
+    widths = [max(len(r[i]) for r in rows + [("site", "kind", "op", "shape")]) for i in range(4)]
+    for row in [("site", "kind", "op", "shape"), *rows]:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+def _chosen(specs: tuple[str, ...], only: tuple[str, ...]) -> tuple[str, ...]:
+    from jaxplain.report import section_name
+
+    if not only:
+        return specs
+    names = {section_name(s) for s in specs}
+    wanted = {w.strip() for item in only for w in item.split(",") if w.strip()}
+    unknown = sorted(wanted - names)
+    if unknown:
+        raise click.BadParameter(
+            f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(section_name(s) for s in specs)}",
+            param_hint="--only",
+        )
+    return tuple(s for s in specs if section_name(s) in wanted)
