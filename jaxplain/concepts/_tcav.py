@@ -191,14 +191,25 @@ def tcav(f: Callable[[Array], Array], x: Float[Array, "b ..."], target: int | In
         raise ValueError("randoms must be a sequence of at least 2 random example sets")
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    concept = _check_set("concept", concept)
+    randoms = [_check_set(f"randoms[{i}]", r) for i, r in enumerate(randoms)]
     g = _site_gradients(f, x, target, site)
     g = g.reshape(len(g), -1)
-    concept_cavs = [cav(f, concept, r, site=site, l2=l2, steps=steps) for r in randoms]
-    null_cavs = [cav(f, randoms[i], randoms[(i + 1) % len(randoms)], site=site, l2=l2,
-                     steps=steps) for i in range(len(randoms))]
-    score = lambda c: jnp.mean(g @ c.vector.reshape(-1) > 0)
+    sets = [concept, *randoms]
+    acts = _site_values(f, jnp.concatenate(sets), site)  # one pass for all example sets
+    acts = jnp.split(acts.reshape(len(acts), -1), np.cumsum([len(s) for s in sets])[:-1])
+    a_concept, a_randoms = acts[0], acts[1:]
+
+    def fit(pos, neg):
+        clf = fit_linear(pos, neg, l2=l2, steps=steps)
+        return clf.weight / jnp.maximum(jnp.linalg.norm(clf.weight), 1e-12), clf.accuracy
+
+    r = len(randoms)
+    concept_cavs = [fit(a_concept, a) for a in a_randoms]
+    null_cavs = [fit(a_randoms[i], a_randoms[(i + 1) % r]) for i in range(r)]
+    score = lambda c: jnp.mean(g @ c[0] > 0)
     scores = jnp.stack([score(c) for c in concept_cavs])
     null = jnp.stack([score(c) for c in null_cavs])
     t, p = ttest_ind(scores, null)
-    return TCAVResult(scores, null, t, p, jnp.stack([c.accuracy for c in concept_cavs]), site,
+    return TCAVResult(scores, null, t, p, jnp.stack([c[1] for c in concept_cavs]), site,
                       float(alpha))
