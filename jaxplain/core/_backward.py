@@ -66,12 +66,6 @@ def _pick(rules, site: Site, method: str):
     return rules if hasattr(rules, method) else None
 
 
-def _bind_with(node: Node, position: int, value, env) -> Any:
-    args = [value if k == position else (r.value if isinstance(r, Lit) else env[r])
-            for k, r in enumerate(node.ins)]
-    return node.bind(*args)[0]
-
-
 def _dependent_position(program: Program, node: Node) -> int:
     return next(k for k, r in enumerate(node.ins) if isinstance(r, int) and r in program.depends)
 
@@ -91,7 +85,7 @@ def _out_axis(node: Node, x_pos: int, w_ndim: int, out_ndim: int) -> int | None:
 def _linear_place(program: Program, chain: tuple, name: str, rule, env) -> list:
     node = program.nodes[chain[0]]
     x_pos = _dependent_position(program, node)
-    w = env[node.ins[1 - x_pos]] if isinstance(node.ins[1 - x_pos], int) else node.ins[1 - x_pos].value
+    w = _operand(node.ins[1 - x_pos], env)
     x = env[node.ins[x_pos]]
     out_aval = program.avals[node.outs[0]]
     axis = _out_axis(node, x_pos, jnp.ndim(w), len(out_aval.shape))
@@ -102,50 +96,53 @@ def _linear_place(program: Program, chain: tuple, name: str, rule, env) -> list:
         steps.append((nj, 0 if nj.ins[0] == current else 1))
         current = nj.outs[0]
     channels = out_aval.shape[-1] if out_aval.shape else 1
+    # Every array the custom VJP needs is an argument (never a closure), so that it may be traced.
+    consts = [_operand(nj.ins[1 - pos], env) for nj, pos in steps]
 
-    def affine(value):
-        for nj, pos in steps:
-            value = _bind_with(nj, pos, value, env)
+    def affine(value, cs):
+        for (nj, pos), c in zip(steps, cs):
+            value = nj.bind(*([value, c] if pos == 0 else [c, value]))[0]
         return value
 
     def lin(xv, wv):
-        args = [xv, wv] if x_pos == 0 else [wv, xv]
-        return node.bind(*args)[0]
+        return node.bind(*([xv, wv] if x_pos == 0 else [wv, xv]))[0]
 
-    def forward(xv, wv):
-        return affine(lin(xv, wv))
+    def forward(xv, wv, cs):
+        return affine(lin(xv, wv), cs)
 
-    def effective():
+    def effective(wv, cs):
         if not steps:
-            return w, jnp.zeros((channels,), out_aval.dtype)
+            return wv, jnp.zeros((channels,), out_aval.dtype)
         shape = (1,) * (len(out_aval.shape) - 1) + (channels,)
-        c = affine(jnp.zeros(shape, out_aval.dtype))
-        s = affine(jnp.ones(shape, out_aval.dtype)) - c
-        scale = jnp.reshape(s, (-1,))
-        scale = jnp.reshape(scale, [channels if a == axis else 1 for a in range(jnp.ndim(w))])
-        return w * scale, c
+        c = affine(jnp.zeros(shape, out_aval.dtype), cs)
+        scale = jnp.reshape(affine(jnp.ones(shape, out_aval.dtype), cs) - c, (-1,))
+        scale = jnp.reshape(scale, [channels if a == axis else 1 for a in range(jnp.ndim(wv))])
+        return wv * scale, c
 
     is_input = node.ins[x_pos] == program.input_id
+    op = "dense" if node.prim == "dot_general" else "conv"
 
     @jax.custom_vjp
-    def place(xv, wv):
-        return forward(xv, wv)
+    def place(xv, wv, cs):
+        return forward(xv, wv, cs)
 
-    def fwd(xv, wv):
-        return forward(xv, wv), (xv, wv)
+    def fwd(xv, wv, cs):
+        return forward(xv, wv, cs), (xv, wv, cs)
 
     def bwd(res, g):
-        xv, wv = res
-        weight, bias = effective()
-        layer = LinearLayer(name, "dense" if node.prim == "dot_general" else "conv",
-                            weight, bias, lin, is_input)
-        gx = rule.linear(layer, xv, g)
+        xv, wv, cs = res
+        weight, bias = effective(wv, cs)
+        gx = rule.linear(LinearLayer(name, op, weight, bias, lin, is_input), xv, g)
         if gx is None:
-            gx = jax.vjp(lambda v: forward(v, wv), xv)[1](g)[0]
-        return gx, jnp.zeros_like(wv)
+            gx = jax.vjp(lambda v: forward(v, wv, cs), xv)[1](g)[0]
+        return gx, jnp.zeros_like(wv), jax.tree_util.tree_map(jnp.zeros_like, cs)
 
     place.defvjp(fwd, bwd)
-    return [place(x, w)]
+    return [place(x, w, consts)]
+
+
+def _operand(ref, env):
+    return jnp.asarray(ref.value) if isinstance(ref, Lit) else env[ref]
 
 
 def _foldable(program: Program, chain: tuple) -> bool:
@@ -171,27 +168,30 @@ def _foldable(program: Program, chain: tuple) -> bool:
 
 def _activation_place(program: Program, node: Node, rule, env) -> list:
     pos = _dependent_position(program, node)
+    others = [_operand(r, env) for k, r in enumerate(node.ins) if k != pos]
 
-    def forward(v):
-        return _bind_with(node, pos, v, env)
+    def forward(v, cs):
+        args = list(cs)
+        args.insert(pos, v)
+        return node.bind(*args)[0]
 
     @jax.custom_vjp
-    def place(v):
-        return forward(v)
+    def place(v, cs):
+        return forward(v, cs)
 
-    def fwd(v):
-        y = forward(v)
-        return y, (v, y)
+    def fwd(v, cs):
+        y = forward(v, cs)
+        return y, (v, y, cs)
 
     def bwd(res, g):
-        v, y = res
+        v, y, cs = res
         gx = rule.activation(node.activation, v, y, g)
         if gx is None:
-            gx = jax.vjp(forward, v)[1](g)[0]
-        return (gx,)
+            gx = jax.vjp(lambda u: forward(u, cs), v)[1](g)[0]
+        return gx, jax.tree_util.tree_map(jnp.zeros_like, cs)
 
     place.defvjp(fwd, bwd)
-    return [place(env[node.ins[pos]])]
+    return [place(env[node.ins[pos]], others)]
 
 
 def _add_place(node: Node, rule, env) -> list:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.extend
 import numpy as np
 
 # Call primitives whose body is inlined (their semantics are "run this jaxpr").
