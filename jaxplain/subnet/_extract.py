@@ -8,6 +8,7 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -128,23 +129,26 @@ def extract(f: Callable, x_region: jax.Array, *, sites, key: jax.Array,
     fingerprint = {"sites": list(names), "shape": list(x.shape), "options": repr(opts),
                    "region_sum": float(np.sum(np.asarray(x), dtype=np.float64))}
     run = functools.partial(_optimize.run, f, checkpoint_every=opts.checkpoint_every,
-                            fingerprint=fingerprint)
+                            fingerprint=fingerprint, loop=opts.resolved_loop, block=opts.block)
+    l1 = jnp.asarray(opts.l1, jnp.float32)
+    # The compiled stages see the L1 grid as data: other weights of the same count reuse them.
+    static = dataclasses.replace(opts, l1=(0.0,) * len(opts.l1), gate_l1=None,
+                                 checkpoint_dir=None)
 
     # 1. Score-and-gate search: one vmapped scan over the L1 grid.
-    logp, state, all_units = _search_init(x, f=f, names=names, units=units, opts=opts)
-    state = run(state, all_units, jnp.asarray(opts.l1, jnp.float32),
-                jnp.asarray(opts.gate_weights, jnp.float32), opts.fidelity, x, logp,
-                steps=opts.steps, phase=_phase(opts, search=True),
+    logp, state, all_units = _search_init(x, f=f, names=names, units=units, opts=static)
+    state = run(state, all_units, l1, jnp.asarray(opts.gate_weights, jnp.float32),
+                opts.fidelity, x, logp, steps=opts.steps, phase=_phase(opts, search=True),
                 checkpoint_dir=_subdir(opts, "search"))
 
     # 2. Thresholding and the dependency closure; 3. fine-tuning (KL only, structure fixed).
-    masks, taus, state = _candidates(state["best"], x, logp, key, f=f, opts=opts)
+    masks, taus, state = _candidates(state["best"], x, logp, key, f=f, opts=static)
     zeros = jnp.zeros((len(opts.l1),), jnp.float32)
     state = run(state, masks, zeros, zeros, opts.fidelity, x, logp, steps=opts.finetune_steps,
                 phase=_phase(opts, search=False), checkpoint_dir=_subdir(opts, "finetune"))
 
     # 4. The sparsest candidate that keeps the fidelity target (or the most faithful one).
-    fields, met = _choose(state["best"], masks, taus, x, logp, f=f, opts=opts)
+    fields, met = _choose(state["best"], masks, taus, l1, x, logp, f=f, opts=static)
     if opts.sparsity is None and not bool(met):
         warnings.warn(f"no candidate kept the fidelity target {opts.fidelity}; returning the most "
                       f"faithful one (agreement {float(fields['region_agreement']):.3f}). Try "
@@ -206,9 +210,10 @@ def _candidates(best, x, logp, key, *, f, opts: Options):
 
 
 @functools.partial(jax.jit, static_argnames=("f", "opts"))
-def _choose(tuned, masks, taus, x, logp, *, f, opts: Options):
+def _choose(tuned, masks, taus, l1, x, logp, *, f, opts: Options):
     """The chosen candidate's SubNetwork fields and whether it meets the fidelity target."""
     eff = _threshold.effective(tuned)
+    masks = {n: m & (eff[n] > 0) for n, m in masks.items()}  # fine-tuning may zero a score
     mult = {n: jnp.where(masks[n], eff[n], 0.0) for n in masks}
     agree, kl = _threshold.evaluate(f, mult, x, logp)
     kept = _threshold.count(masks)
@@ -225,7 +230,7 @@ def _choose(tuned, masks, taus, x, logp, *, f, opts: Options):
              for n in masks}
     fields = {"masks": chosen_masks, "scores": scores, "gates": gates,
               "region_agreement": agree[i], "region_kl": kl[i],
-              "l1": jnp.asarray(opts.l1, jnp.float32)[i], "threshold": taus[i]}
+              "l1": l1[i], "threshold": taus[i]}
     return fields, feasible[i]
 
 

@@ -35,25 +35,9 @@ def gated(f: Callable, multipliers: Mapping[str, Float[Array, " c"]]) -> Callabl
 
 
 def gated_capture(f: Callable, multipliers: Mapping[str, Float[Array, " c"]]) -> Callable:
-    """Like :func:`gated`, returning ``(y, {site: value after scaling})`` too.
-
-    The scaled values are collected while the edited program is traced, within one call, so the
-    returned function stays pure and composes with jit, jvp and vmap.
-    """
-
-    def g(x):
-        values: dict[str, Array] = {}
-
-        def edit(name, m):
-            def fn(v):
-                values[name] = v * m.astype(v.dtype)
-                return values[name]
-            return fn
-
-        y = jp.intervene(f, {n: edit(n, m) for n, m in multipliers.items()})(x)
-        return y, dict(values)
-
-    return g
+    """Like :func:`gated`, returning ``(y, {site: value})`` too (the values of the gated
+    function at the scored sites, through :func:`jaxplain.capture`)."""
+    return jp.capture(gated(f, multipliers), list(multipliers))
 
 
 def multipliers(params: Params, masks: Mapping[str, Bool[Array, " c"]],

@@ -64,7 +64,7 @@ def _keep_best(state, params, loss, agree, target):
                 best_loss=pick(loss, state["best_loss"]))
 
 
-def _run_one(state, masks, l1, gate_l1, target, *, f, x, logp, length, phase):
+def _run_one(state, masks, l1, gate_l1, target, *, f, x, logp, length, phase, unrolled):
     tx = phase.transform()
     loss_fn = lambda p: objective(  # noqa: E731
         p, f, x, logp, masks, l1, gate_l1, gate_penalty=phase.gate_penalty,
@@ -85,30 +85,48 @@ def _run_one(state, masks, l1, gate_l1, target, *, f, x, logp, length, phase):
         return dict(state, params=project(optax.apply_updates(params, updates)), opt=opt,
                     history=history, step=state["step"] + 1), None
 
-    state, _ = jax.lax.scan(step, state, None, length=length)
+    if unrolled:  # straight-line code: XLA:CPU runs convolutions inside loops far slower
+        for _ in range(length):
+            state, _ = step(state, None)
+    else:
+        state, _ = jax.lax.scan(step, state, None, length=length)
     loss, (_, agree) = loss_fn(state["params"])
     return _keep_best(state, state["params"], loss, agree, target)
 
 
-@functools.partial(jax.jit, static_argnames=("f", "length", "phase"))
-def _run_chunk(state, masks, l1, gate_l1, target, x, logp, *, f, length, phase):
+@functools.partial(jax.jit, static_argnames=("f", "length", "phase", "unrolled"))
+def _run_chunk(state, masks, l1, gate_l1, target, x, logp, *, f, length, phase, unrolled):
     run = lambda s, m, a, b: _run_one(s, m, a, b, target, f=f, x=x, logp=logp,  # noqa: E731
-                                      length=length, phase=phase)
+                                      length=length, phase=phase, unrolled=unrolled)
     return jax.vmap(run)(state, masks, l1, gate_l1)
+
+
+def _advance(state, args, steps, f, phase, loop, block):
+    """``steps`` steps: one ``lax.scan`` (``loop="scan"``), or jit-compiled blocks of
+    ``block`` unrolled steps called from Python (``loop="unrolled"``)."""
+    if loop == "scan":
+        return _run_chunk(state, *args, f=f, length=steps, phase=phase, unrolled=False)
+    done = 0
+    while done < steps:
+        length = min(block, steps - done)
+        state = _run_chunk(state, *args, f=f, length=length, phase=phase, unrolled=True)
+        done += length
+    return state
 
 
 def run(f: Callable, state: dict, masks: dict, l1: jax.Array, gate_l1: jax.Array,
         target: float, x: jax.Array, logp: jax.Array, *, steps: int, phase: Phase,
         checkpoint_dir: str | None = None, checkpoint_every: int = 100,
-        fingerprint: dict | None = None) -> dict:
+        fingerprint: dict | None = None, loop: str = "scan", block: int = 10) -> dict:
     """Runs ``steps`` steps for a batch of candidates (leading axis of every argument but
-    ``x``, ``logp``, ``target``), in one scan or in checkpointed chunks; returns the state."""
+    ``x``, ``logp``, ``target``), in one scan (or unrolled blocks), optionally in checkpointed
+    chunks; returns the state."""
     target = jnp.asarray(target - 1e-6, jnp.float32)
     if steps == 0:
         return state
+    args = (masks, l1, gate_l1, target, x, logp)
     if checkpoint_dir is None:
-        return _run_chunk(state, masks, l1, gate_l1, target, x, logp, f=f, length=steps,
-                          phase=phase)
+        return _advance(state, args, steps, f, phase, loop, block)
     import orbax.checkpoint as ocp
 
     directory = os.path.abspath(checkpoint_dir)
@@ -120,8 +138,7 @@ def run(f: Callable, state: dict, masks: dict, l1: jax.Array, gate_l1: jax.Array
         state = manager.restore(done, args=ocp.args.StandardRestore(state))
     while done < steps:
         length = min(checkpoint_every, steps - done)
-        state = _run_chunk(state, masks, l1, gate_l1, target, x, logp, f=f, length=length,
-                           phase=phase)
+        state = _advance(state, args, length, f, phase, loop, block)
         done += length
         manager.save(done, args=ocp.args.StandardSave(state))
     manager.wait_until_finished()
