@@ -35,10 +35,28 @@ def cooccurrence(rows, packed):
     return popcount_sum(rows[:, None, :] & packed[None, :, :])
 
 
-@functools.partial(jax.jit, static_argnames=("robust", "min_support", "min_tail_frac"))
+def pair_counts(masks, columns, scan_words):
+    """``|masks_bk & columns_bi|`` for all k, i -> int32 ``(B, K1, K2)``.
+
+    ``scan_words=True`` accumulates over the word axis in a loop (fast on CPU, where the
+    ``(B, K1, K2)`` counters vectorize); otherwise one broadcast-and-reduce (GPU/TPU).
+    """
+    if not scan_words:
+        return popcount_sum(masks[:, :, None, :] & columns[:, None, :, :])
+
+    def add(total, words):
+        m, c = words
+        return total + lax.population_count(m[:, :, None] & c[:, None, :]).astype(jnp.int32), None
+
+    start = jnp.zeros(masks.shape[:2] + columns.shape[1:2], jnp.int32)
+    return lax.scan(add, start, (jnp.moveaxis(masks, -1, 0), jnp.moveaxis(columns, -1, 0)))[0]
+
+
+@functools.partial(jax.jit, static_argnames=("robust", "min_support", "min_tail_frac",
+                                             "scan_words"))
 def score(packed_head, packed_tail, residual, residual_counts, heads, head_sizes, valid,
           rule_table, log2_fact, regret_tab, new_rule_bits, *, robust, min_support,
-          min_tail_frac):
+          min_tail_frac, scan_words=False):
     """Best tail prefix and usage threshold for a batch of heads, all gains at once.
 
     Args:
@@ -51,6 +69,7 @@ def score(packed_head, packed_tail, residual, residual_counts, heads, head_sizes
       rule_table: float64 ``(max_head + 1, K + 1)``, L_rule(|X|, |Y|) + log2 P.
       log2_fact: float64 ``(n + 1,)`` log2 factorials; regret_tab: float64 regret table.
       new_rule_bits: float64 scalar L_N(|R| + 2) - L_N(|R| + 1).
+      scan_words: count with a loop over words (CPU) instead of one reduction (GPU).
 
     Returns:
       dict of ``(B,)`` arrays: gain (float64, +inf when no valid rule), size (|Y|), min_hits
@@ -76,7 +95,7 @@ def score(packed_head, packed_tail, residual, residual_counts, heads, head_sizes
         grown = at_least[:, 1:] | (at_least[:, :-1] & d[:, None, :])
         at_least = jnp.concatenate([at_least[:, :1], grown], axis=1)
         u = popcount_sum(at_least[:, 1:]).astype(jnp.int64)               # (B, K) |U^(k)|
-        newly = popcount_sum(at_least[:, 1:, None, :] & new_y[:, None, :, :])  # (B, K, K)
+        newly = pair_counts(at_least[:, 1:], new_y, scan_words)           # (B, K, K)
         after = c[:, None, :] - newly.astype(jnp.int64)
         in_prefix = jnp.arange(k_tail) < j
         cover = jnp.sum(jnp.where(in_prefix, _codes.lb_table(log2_fact, n, after)

@@ -234,6 +234,7 @@ class _Search:
         self.rows_sharding = NamedSharding(mesh, PartitionSpec(None, "rows"))
         self.replicated = NamedSharding(mesh, PartitionSpec())
         self.words = _bits.num_words(n, len(devices))
+        self.scan_words = len(devices) == 1 and devices[0].platform == "cpu"
         valid = _bits.pack(np.ones((n, 1), bool), self.words)
         self.packed = {k: _bits.pack(a, self.words) for k, a in self.data.items()}
         self.device_head = {k: self._put(np.concatenate([p, valid]), True)
@@ -299,7 +300,8 @@ class _Search:
                                 self._put(valid), *consts,
                                 robust=self.config.tail_mode == "robust",
                                 min_support=self.min_support,
-                                min_tail_frac=float(self.config.min_tail_frac))
+                                min_tail_frac=float(self.config.min_tail_frac),
+                                scan_words=self.scan_words)
             res = jax.tree.map(np.asarray, res)
             for i, head in enumerate(chunk):
                 size_y = int(res["size"][i])
