@@ -7,4 +7,5 @@ append one line here.
 SECTIONS: tuple[str, ...] = (
     "jaxplain.report._foundation:demo_section",
     "jaxplain.rules._demo:demo_section",
+    "jaxplain.pathways._demo:demo_section",
 )
