@@ -1,0 +1,81 @@
+"""The demo registry, the section runner and the foundation section."""
+
+import doctest
+import importlib
+import math
+
+import numpy as np
+import pytest
+
+import jaxplain
+from jaxplain.report import Section, load_section, load_sections, run_section, section_name
+from jaxplain.report._demo_sections import SECTIONS
+
+
+def boom(ctx):
+    raise RuntimeError("section exploded")
+
+
+def not_a_section(ctx):
+    return "text"
+
+
+def test_section_names():
+    assert section_name("jaxplain.report._foundation:demo_section") == "foundation"
+    assert section_name("jaxplain.rules._demo:demo_section") == "rules"
+    assert section_name("mypkg.extra:make") == "extra"
+
+
+def test_registry_is_well_formed():
+    assert SECTIONS[0] == "jaxplain.report._foundation:demo_section"
+    names = [section_name(s) for s in SECTIONS]
+    assert len(set(names)) == len(names), f"duplicate section names in {names}"
+    assert all(callable(fn) for _, fn in load_sections())
+
+
+def test_load_section_errors():
+    with pytest.raises(ValueError, match="package.module:function"):
+        load_section("jaxplain.report._foundation.demo_section")
+    with pytest.raises(ImportError, match="has no 'nothing'"):
+        load_section("jaxplain.report._foundation:nothing")
+    with pytest.raises(ImportError):
+        load_section("jaxplain.no_such_module:demo_section")
+    with pytest.raises(TypeError, match="sequence"):
+        load_sections("jaxplain.report._foundation:demo_section")
+
+
+@pytest.mark.parametrize("spec, message", [
+    (f"{__name__}:boom", "RuntimeError: section exploded"),
+    (f"{__name__}:not_a_section", "returned str, expected jaxplain.report.Section"),
+    ("jaxplain.no_such_module:demo_section", "No module named 'jaxplain.no_such_module'"),
+])
+def test_run_section_turns_failures_into_failed_sections(spec, message):
+    section = run_section(None, spec)
+    assert section.failed and section.title == f"{section_name(spec)} (failed)"
+    assert message in section.error and "Traceback" in section.error
+
+
+def test_foundation_section(demo_context):
+    ctx = demo_context
+    section = load_section(SECTIONS[0])(ctx)
+    assert isinstance(section, Section) and not section.failed
+    predicted = np.argmax(np.asarray(ctx.f(ctx.digits.x_test)), -1)
+    acc = np.mean(predicted == np.asarray(ctx.digits.y_test))
+    assert f"test accuracy {acc:.2%}" in section.text
+    tables = [i for i in section.items if hasattr(i, "rows")]
+    figures = [i for i in section.items if hasattr(i, "png")]
+    assert len(tables) == 1 and len(figures) == 3  # samples, training curve, sites
+    sites = jaxplain.sites(ctx.f, ctx.digits.x_test[:1])
+    assert [r[0] for r in tables[0].rows] == [s.name for s in sites]
+    assert [r[4] for r in tables[0].rows] == [math.prod(s.shape[1:]) for s in sites]
+    assert ("block1/add", "add", "add", "8x8x16", 1024) in tables[0].rows
+    without_history = load_section(SECTIONS[0])(
+        type(ctx)(**{**ctx.__dict__, "history": None}))
+    assert sum(hasattr(i, "png") for i in without_history.items) == 2
+
+
+@pytest.mark.parametrize("name", ["jaxplain.report", "jaxplain.report._section",
+                                  "jaxplain.report._html"])
+def test_docstring_examples(name):
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

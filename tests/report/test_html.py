@@ -1,0 +1,97 @@
+"""write_report: a well-formed page, its table of contents, figures on disk, escaping."""
+
+import re
+import xml.etree.ElementTree as ET
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+
+from jaxplain.report import Section, write_report  # noqa: E402
+
+
+def _figure(color):
+    fig, ax = plt.subplots(figsize=(2, 1.5))
+    ax.plot([0, 1], [1, 0], color=color)
+    return fig
+
+
+def _parse(path):
+    """The page parsed as XML (it is written as polyglot XHTML, so this checks well-formedness)."""
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith("<!DOCTYPE html>")
+    return ET.fromstring(text.split("\n", 1)[1])
+
+
+@pytest.fixture
+def sections():
+    return [
+        Section("Accuracy & <script>", text="Line one\nline two\n\nSecond paragraph.")
+        .with_table(["split", "accuracy"], [["test", 0.97777], ["train <all>", 1.0]], caption="acc")
+        .with_figure(_figure("red"), caption="first"),
+        Section("Twice").with_figure(_figure("blue")).with_figure(_figure("green"), caption="third"),
+        Section("Twice", text="same title again"),
+        Section("Broken (failed)", error="Traceback (most recent call last):\n  ValueError: <bad>"),
+    ]
+
+
+def test_report_is_well_formed_with_toc_figures_and_tables(sections, tmp_path):
+    index = write_report(sections, tmp_path / "out", title="Demo <report>")
+    assert index == tmp_path / "out" / "index.html"
+    root = _parse(index)
+    assert root.find("head/title").text == "Demo <report>"
+    main = root.find("body/main")
+    ids = [s.get("id") for s in main.iter("section")]
+    assert len(ids) == 4 and len(set(ids)) == 4
+    toc = [a.get("href") for a in main.find("nav").iter("a")]
+    assert toc == [f"#{i}" for i in ids]
+    assert [a.text for a in main.find("nav").iter("a")] == [s.title for s in sections]
+
+    images = [img.get("src") for img in main.iter("img")]
+    assert len(images) == 3
+    pngs = [plt.imread(index.parent / src) for src in images]
+    assert sorted(p.name for p in (index.parent / "figures").iterdir()) == sorted(
+        src.split("/")[1] for src in images)
+    # Each figure file holds its own plot: red, blue, green lines respectively.
+    for png, channel in zip(pngs, [0, 2, 1]):
+        dominant = png[..., :3].reshape(-1, 3)
+        colored = dominant[(dominant.max(1) - dominant.min(1)) > 0.3]
+        assert colored.size and (colored.argmax(1) == channel).mean() > 0.9
+    captions = [c.text for c in main.iter("figcaption")]
+    assert captions == ["first", "third"]
+
+    first = next(main.iter("section"))
+    cells = [[td.text for td in tr] for tr in first.iter("tr")]
+    assert cells == [["split", "accuracy"], ["test", "0.9778"], ["train <all>", "1"]]
+    paragraphs = list(first.iter("p"))
+    assert len(paragraphs) == 2 and len(paragraphs[0].findall("br")) == 1
+
+
+def test_failed_section_is_marked_with_its_traceback(sections, tmp_path):
+    root = _parse(write_report(sections, tmp_path, title="t"))
+    failed = [s for s in root.iter("section") if s.get("class") == "failed"]
+    assert len(failed) == 1
+    assert "ValueError: <bad>" in failed[0].find("pre").text
+    assert "1 failed" in root.find("body/main/header/p").text
+    assert sum(1 for span in root.find("body/main/nav").iter("span") if span.text == "failed") == 1
+
+
+def test_text_is_escaped(sections, tmp_path):
+    text = write_report(sections, tmp_path, title="t").read_text()
+    assert "<script>" not in text and "&lt;script&gt;" in text
+
+
+def test_rewriting_replaces_stale_figures(sections, tmp_path):
+    write_report(sections, tmp_path, title="t")
+    assert len(list((tmp_path / "figures").iterdir())) == 3
+    index = write_report(sections[2:], tmp_path, title="t")
+    assert list((tmp_path / "figures").iterdir()) == []
+    assert not re.search(r"<img", index.read_text())
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_non_sections_are_refused(tmp_path):
+    with pytest.raises(TypeError, match=r"sections\[1\]"):
+        write_report([Section("a"), "b"], tmp_path, title="t")
