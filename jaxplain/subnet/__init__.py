@@ -4,3 +4,7 @@ from jaxplain.subnet._extract import apply as apply
 from jaxplain.subnet._extract import extract as extract
 from jaxplain.subnet._types import Options as Options
 from jaxplain.subnet._types import SubNetwork as SubNetwork
+from jaxplain.subnet._metrics import Fidelity as Fidelity
+from jaxplain.subnet._metrics import evaluate as evaluate
+from jaxplain.subnet._metrics import fidelity as fidelity
+from jaxplain.subnet._metrics import sparsity as sparsity

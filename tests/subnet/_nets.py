@@ -104,3 +104,17 @@ def residual_net(p):
         return jnp.mean(h, axis=(1, 2)) @ p["head"]
 
     return f
+
+
+@functools.cache
+def planted(eps=0.0):
+    """``(f, x, params)`` for the planted network on a 2 x 10 digits region (cached, so the
+    tests share compiled code)."""
+    x, _ = region()
+    params = planted_params(np.asarray(x), eps=eps)
+    return planted_net(params), x, params
+
+
+PLANTED = {"conv1": (0, 1), "conv2": (0, 1), "conv3": (0, 1)}
+SITES = ("conv1", "conv2", "conv3")
+FAST = {"steps": 500, "finetune_steps": 200}

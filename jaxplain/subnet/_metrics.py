@@ -1,0 +1,113 @@
+"""How good a sub-network is: sparsity and fidelity (label agreement, KL, accuracy)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from jaxplain.subnet._extract import apply
+from jaxplain.subnet._objective import agreement, kl_divergence
+from jaxplain.subnet._types import SubNetwork
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Fidelity:
+    """How closely a sub-network follows the full network on a batch.
+
+    Attributes:
+      agreement: Share of samples whose arg-max label the sub-network keeps.
+      kl: Mean KL(full softmax || sub-network softmax), nats.
+      accuracy: Sub-network top-1 accuracy against ``labels`` (NaN without labels).
+      accuracy_full: The full network's accuracy against ``labels`` (NaN without labels).
+      accuracy_restricted: Sub-network accuracy with the arg-max restricted to ``classes``
+        (e.g. the region's two classes; NaN without labels or classes).
+    """
+
+    agreement: Float[Array, ""]
+    kl: Float[Array, ""]
+    accuracy: Float[Array, ""]
+    accuracy_full: Float[Array, ""]
+    accuracy_restricted: Float[Array, ""]
+
+
+@functools.partial(jax.jit, static_argnames=("f",))
+def _fidelity(sub, x, labels, class_mask, *, f):
+    logits, sub_logits = f(x), apply(f, sub)(x)
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    nan = jnp.asarray(jnp.nan, jnp.float32)
+    if labels is None:
+        return Fidelity(agreement(logp, sub_logits), kl_divergence(logp, sub_logits), nan, nan,
+                        nan)
+    acc = jnp.mean(jnp.argmax(sub_logits, -1) == labels)
+    acc_full = jnp.mean(jnp.argmax(logits, -1) == labels)
+    restricted = nan
+    if class_mask is not None:
+        masked = jnp.where(class_mask, sub_logits, -jnp.inf)
+        restricted = jnp.mean(jnp.argmax(masked, -1) == labels)
+    return Fidelity(agreement(logp, sub_logits), kl_divergence(logp, sub_logits), acc,
+                    acc_full, restricted)
+
+
+def fidelity(f: Callable, subnetwork: SubNetwork, x: Array, labels: Array | None = None,
+             *, classes: Sequence[int] | None = None) -> Fidelity:
+    """Label agreement and KL of the sub-network against ``f`` on ``x`` (and accuracies).
+
+    Args:
+      f: The full model.
+      subnetwork: From :func:`extract`.
+      x: ``Float[Array, "n *shape"]``: the region, or unseen samples of the same classes.
+      labels: Optional ``Int[Array, "n"]`` true labels, for the accuracies.
+      classes: Optional class ids the restricted accuracy chooses among (the region's classes).
+
+    Returns:
+      A :class:`Fidelity`.
+    """
+    if labels is not None:
+        labels = jnp.asarray(labels)
+        if labels.shape != (x.shape[0],):
+            raise ValueError(f"labels must have shape ({x.shape[0]},) to match x; got "
+                             f"{labels.shape}")
+    class_mask = None
+    if classes is not None:
+        if labels is None:
+            raise ValueError("classes needs labels")
+        k = jax.eval_shape(f, x).shape[-1]
+        class_mask = jnp.zeros(k, bool).at[jnp.asarray(list(classes))].set(True)
+    return _fidelity(subnetwork, x, labels, class_mask, f=f)
+
+
+def sparsity(subnetwork: SubNetwork) -> dict[str, float | int]:
+    """Kept and total units and layers, and the share of units removed."""
+    kept, total = subnetwork.kept_units, subnetwork.total_units
+    return {"kept_units": sum(kept.values()), "total_units": sum(total.values()),
+            "kept_layers": len(subnetwork.kept_layers), "total_layers": len(subnetwork.sites),
+            "removed": subnetwork.sparsity}
+
+
+def evaluate(f: Callable, subnetwork: SubNetwork, x_region: Array,
+             x_unseen: Array | None = None, *, y_region: Array | None = None,
+             y_unseen: Array | None = None, classes: Sequence[int] | None = None
+             ) -> dict[str, float]:
+    """Sparsity and fidelity on the region and on unseen data, reported together.
+
+    Returns:
+      A flat ``{metric: float}``: the :func:`sparsity` entries, then ``region_agreement``,
+      ``region_kl``, ``region_accuracy`` ... and the same with ``unseen_`` when ``x_unseen`` is
+      given (NaN accuracies without labels).
+    """
+    out: dict[str, float] = dict(sparsity(subnetwork))
+    parts = [("region", x_region, y_region)]
+    if x_unseen is not None:
+        parts.append(("unseen", x_unseen, y_unseen))
+    for prefix, x, y in parts:
+        fid = fidelity(f, subnetwork, x, y, classes=classes if y is not None else None)
+        for field in dataclasses.fields(fid):
+            out[f"{prefix}_{field.name}"] = float(np.asarray(getattr(fid, field.name)))
+    return out
