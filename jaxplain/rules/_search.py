@@ -107,8 +107,12 @@ def mine(layers: Mapping[str, np.ndarray], *, labels=None, devices: Sequence | N
         no rows, unknown options or layer pairs, or pairs with a cycle.
 
     Example:
-      >>> rules = mine({"conv": conv_bits, "fc": fc_bits}, k_tail=16)
-      >>> print(rules)  # doctest: +SKIP
+      >>> rng = np.random.default_rng(0)
+      >>> conv, fc = rng.random((500, 8)) < 0.1, rng.random((500, 8)) < 0.1
+      >>> fc[conv[:, 0], :4] = True                  # plant conv[0] -> fc[0..3]
+      >>> rules = mine({"conv": conv, "fc": fc}, k_tail=8)
+      >>> print(rules.rules[0])
+      conv[0] -> fc[0,1,2,3]  support 56  conf 1.00
     """
     config = _config(options)
     data, n = _validate(layers)
