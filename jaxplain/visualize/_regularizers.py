@@ -1,6 +1,7 @@
 """Regularizers and priors: penalties on the rendered images, subtracted from the objective.
 
-Each is a small pytree value with ``__call__(images) -> (batch,)`` penalties (larger = worse):
+Each is a small pytree value with ``__call__(images) -> (batch,)`` penalties (larger = worse);
+weights are leaves, so changing a weight reuses the compiled render. The penalties are
 L2 (Simonyan et al., 2013), total variation (Mahendran & Vedaldi, 2015), a blur / frequency
 penalty (the energy the image loses under a small blur, i.e. its high-frequency energy), and
 the "expert" of activation maximization: minus a data log density -- a Gaussian fitted on data
@@ -30,7 +31,7 @@ def _per_image(v: Array) -> Array:
     return jnp.sum(v.reshape(v.shape[0], -1), axis=1)
 
 
-@_pytree(data=(), meta=("weight", "center"))
+@_pytree(data=("weight",), meta=("center",))
 class L2:
     """``weight * ||x - center||^2`` per image."""
 
@@ -41,7 +42,7 @@ class L2:
         return self.weight * _per_image(jnp.square(images - self.center))
 
 
-@_pytree(data=(), meta=("weight", "beta"))
+@_pytree(data=("weight",), meta=("beta",))
 class TotalVariation:
     """``weight * sum (dx^2 + dy^2)^(beta/2)`` per image (anisotropic grid differences)."""
 
@@ -65,7 +66,7 @@ def blur(images: Float[Array, "b h w c"], sigma: float = 0.5) -> Float[Array, "b
     return sum(k[i] * rows[:, :, i : i + images.shape[2], :] for i in range(3))
 
 
-@_pytree(data=(), meta=("weight", "sigma"))
+@_pytree(data=("weight",), meta=("sigma",))
 class Blur:
     """Frequency penalty ``weight * ||x - blur(x)||^2``: the energy a small blur removes."""
 
@@ -76,7 +77,7 @@ class Blur:
         return self.weight * _per_image(jnp.square(images - blur(images, self.sigma)))
 
 
-@_pytree(data=("mean", "precision_factor"), meta=("weight",))
+@_pytree(data=("mean", "precision_factor", "weight"), meta=())
 class GaussianPrior:
     """Minus the log density (up to a constant) of a Gaussian data model: the "expert".
 
@@ -128,7 +129,7 @@ def gaussian_prior(data: Float[Array, "n *shape"], *, weight: float = 1.0,
     return GaussianPrior(mean, factor, weight)
 
 
-@_pytree(data=(), meta=("log_density", "weight"))
+@_pytree(data=("weight",), meta=("log_density",))
 class LogDensity:
     """A user-provided prior: penalty ``-weight * log_density(images)`` (``(b,)`` values)."""
 
