@@ -138,3 +138,30 @@ def test_linen_batchnorm_in_inference_mode():
     _, acts = jp.capture(f, ["fc", "bn"])(x)
     expected = (acts["fc"] - jnp.arange(5.0)) / jnp.sqrt(jnp.arange(1.0, 6.0) + 1e-5)
     np.testing.assert_allclose(acts["bn"], expected, rtol=1e-4, atol=1e-5)
+
+
+@jax.custom_vjp
+def clip_gradient(x):
+    return x
+
+
+clip_gradient.defvjp(lambda x: (x, None), lambda _, g: (jnp.clip(g, -0.1, 0.1),))
+
+
+def test_custom_vjp_custom_jvp_and_control_flow_pass_through():
+    w = jax.random.normal(jax.random.key(0), (4, 4))
+
+    def f(x):
+        with jax.named_scope("enc"):
+            h = jax.nn.relu(clip_gradient(x @ w))
+        h = jax.lax.cond(h.sum() > 0, lambda v: v * 2.0, lambda v: v, h)
+        h = jax.lax.fori_loop(0, 2, lambda i, v: jnp.tanh(v), h)
+        return jax.nn.log_softmax(h)
+
+    x = jax.random.normal(jax.random.key(1), (3, 4))
+    same = jp.intervene(f, {"enc": lambda v: v})
+    np.testing.assert_allclose(same(x), f(x), rtol=1e-6)
+    loss = lambda fn: lambda v: fn(v)[:, 0].sum()  # noqa: E731
+    np.testing.assert_allclose(jax.grad(loss(same))(x), jax.grad(loss(f))(x), rtol=1e-5)
+    _, acts = jp.capture(f, "enc")(x)
+    np.testing.assert_allclose(acts["enc"], jax.nn.relu(x @ w), rtol=1e-6)
