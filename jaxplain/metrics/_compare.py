@@ -152,7 +152,10 @@ def compare(
 
 
 def random_attribution(key: Array) -> Callable[..., Array]:
-    """A control method: uniform noise shaped like ``x`` (the same for every call with ``key``).
+    """A control method: uniform noise shaped like ``x``, drawn from ``key`` and ``x``'s values.
+
+    The same inputs give the same map; any change of ``x`` gives an unrelated map, so the
+    control is neither faithful nor continuous.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -161,6 +164,7 @@ def random_attribution(key: Array) -> Callable[..., Array]:
     """
 
     def method(f, x, target):
-        return jax.random.uniform(key, x.shape, x.dtype)
+        seed = jax.lax.bitcast_convert_type(jnp.sum(x).astype(jnp.float32), jnp.uint32)
+        return jax.random.uniform(jax.random.fold_in(key, seed), x.shape, x.dtype)
 
     return method

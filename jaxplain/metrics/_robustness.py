@@ -1,7 +1,8 @@
 """Robustness of explanations: max-sensitivity, continuity and the local Lipschitz estimate.
 
-Each metric evaluates the explanation method on ``samples`` perturbed copies of the batch in one
-vmapped call (``lax.map``-chunked by ``batch_size``) and reduces per example. The perturbations
+Each metric evaluates the explanation method on ``samples`` perturbed copies of the batch, as
+one flat batch per call of the method (``batch_size`` samples per call), and reduces per
+example. The perturbations
 are drawn from the explicit ``key`` as ``(samples, *x.shape)`` arrays:
 ``jax.random.uniform(key, shape, minval=-radius, maxval=radius)`` for max-sensitivity and
 ``stdev * jax.random.normal(key, shape)`` for continuity and the Lipschitz estimate, so a
@@ -15,7 +16,6 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 from jaxtyping import Array, Float, Int
 
 from jaxplain.metrics import _checks as checks
@@ -29,25 +29,50 @@ def _ratio(num: jax.Array, den: jax.Array) -> jax.Array:
     return jnp.where(den > 0, num / safe, jnp.where(num > 0, jnp.inf, 0.0))
 
 
+@functools.partial(jax.jit, static_argnames=("order", "relative"))
+def _score(a0, chunks, eps, *, order, relative):
+    """``max_s ||a_s − a0||_order / (||a0||₂ if relative else ||eps_s||₂)`` per example."""
+    a = jnp.concatenate([c.reshape((-1,) + a0.shape) for c in chunks])
+    num = _norm(a - a0[None], order)
+    den = _norm(a0[None], 2) if relative else _norm(eps, 2)
+    return _ratio(num, den).max(axis=0)
+
+
 def _norm(a: jax.Array, order: int) -> jax.Array:
     """The ``order``-norm of each ``(samples, batch)`` entry over its remaining axes."""
     return jnp.linalg.norm(a.reshape(a.shape[0], a.shape[1], -1), ord=order, axis=-1)
 
 
-@functools.partial(jax.jit, static_argnames=("f", "method", "samples", "noise", "batch_size"))
-def _explain_perturbed(f, method, x, target, key, scale, *, samples, noise, batch_size):
+@functools.partial(jax.jit, static_argnames=("samples", "noise", "chunk"))
+def _inputs(key, scale, x, target, *, samples, noise, chunk):
     shape = (samples,) + x.shape
     if noise == "uniform":
         eps = jax.random.uniform(key, shape, x.dtype, minval=-scale, maxval=scale)
     else:
-        eps = scale * jax.random.normal(key, shape, x.dtype)
+        eps = (scale * jax.random.normal(key, shape)).astype(x.dtype)
+    xs = x[None] + eps
+    chunks = tuple(
+        (xs[s : s + chunk].reshape((-1,) + x.shape[1:]),
+         jnp.tile(target, min(chunk, samples - s)))
+        for s in range(0, samples, chunk)
+    )
+    return eps, chunks
+
+
+def _sensitivity(f, method, x, target, key, scale, *, samples, noise, batch_size, order,
+                 relative):
+    """Explain the perturbed copies and reduce.
+
+    The copies are explained as flat batches of ``batch_size x batch`` inputs per call of
+    ``method`` (so the method's own compiled function is reused: compiling it again under a
+    ``vmap`` costs several times more); the noise, the chunks and the reduction are each one
+    compiled call.
+    """
+    chunk = samples if batch_size is None else min(batch_size, samples)
+    eps, chunks = _inputs(key, scale, x, target, samples=samples, noise=noise, chunk=chunk)
     a0 = method(f, x, target)
-
-    def one(e):
-        return method(f, x + e, target)
-
-    a = jax.vmap(one)(eps) if batch_size is None else lax.map(one, eps, batch_size=batch_size)
-    return a0, a, eps
+    out = tuple(method(f, xc, tc) for xc, tc in chunks)
+    return _score(a0, out, eps, order=order, relative=relative)
 
 
 def _prepare(f, x, target, method, key, scale, scale_name, samples, batch_size):
@@ -105,10 +130,8 @@ def max_sensitivity(
     """
     x, target, batch_size = _prepare(f, x, target, method, key, radius, "radius", samples,
                                      batch_size)
-    a0, a, _ = _explain_perturbed(f, method, x, target, key, float(radius), samples=samples,
-                                  noise="uniform", batch_size=batch_size)
-    num = _norm(a - a0[None], 2)
-    return _ratio(num, _norm(a0[None], 2)).max(axis=0)
+    return _sensitivity(f, method, x, target, key, float(radius), samples=samples,
+                        noise="uniform", batch_size=batch_size, order=2, relative=True)
 
 
 def local_lipschitz(
@@ -140,9 +163,8 @@ def local_lipschitz(
     """
     x, target, batch_size = _prepare(f, x, target, method, key, stdev, "stdev", samples,
                                      batch_size)
-    a0, a, eps = _explain_perturbed(f, method, x, target, key, float(stdev), samples=samples,
-                                    noise="normal", batch_size=batch_size)
-    return _ratio(_norm(a - a0[None], 2), _norm(eps, 2)).max(axis=0)
+    return _sensitivity(f, method, x, target, key, float(stdev), samples=samples,
+                        noise="normal", batch_size=batch_size, order=2, relative=False)
 
 
 def continuity(
@@ -175,6 +197,5 @@ def continuity(
     """
     x, target, batch_size = _prepare(f, x, target, method, key, stdev, "stdev", samples,
                                      batch_size)
-    a0, a, eps = _explain_perturbed(f, method, x, target, key, float(stdev), samples=samples,
-                                    noise="normal", batch_size=batch_size)
-    return _ratio(_norm(a - a0[None], 1), _norm(eps, 2)).max(axis=0)
+    return _sensitivity(f, method, x, target, key, float(stdev), samples=samples,
+                        noise="normal", batch_size=batch_size, order=1, relative=False)

@@ -1,0 +1,137 @@
+"""The metrics section of ``jaxplain demo``: a faithfulness table for the attribution methods."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxplain.metrics._compare import METRICS, compare, random_attribution
+from jaxplain.metrics._faithfulness import deletion
+
+TABLE_METRICS = ("deletion_morf", "deletion_lerf", "insertion", "lerf_change", "sparseness",
+                 "continuity")
+
+
+def attribution_methods(key: jax.Array, *, quick: bool = False) -> dict[str, Callable[..., Any]]:
+    """``{name: method(f, x, target)}`` for the attribution methods this install provides.
+
+    Options are fixed here (IG with 32 Gauss-Legendre steps, SmoothGrad with 16 samples and
+    stdev 0.15, 2x2 occlusion with stride 1, LRP with Zennit's EpsilonPlusFlat composite), and
+    a uniform random map is added as a control. A method missing from
+    :mod:`jaxplain.attribution` is left out; ``quick`` keeps the gradient, gradient x input
+    and integrated gradients only.
+    """
+    from jaxplain import attribution as A
+
+    samples = 8 if quick else 16
+
+    def lrp():
+        from jaxplain.lrp import EpsilonPlusFlat
+
+        return functools.partial(A.lrp, rules=EpsilonPlusFlat())
+
+    makers = {
+        "gradient": lambda: A.gradient,
+        "gradient x input": lambda: A.gradient_x_input,
+        "integrated gradients": lambda: functools.partial(A.integrated_gradients, steps=32),
+        "smoothgrad": lambda: functools.partial(A.smoothgrad, key=key, samples=samples),
+        "deeplift": lambda: A.deeplift,
+        "guided backprop": lambda: A.guided_backprop,
+        "occlusion 2x2": lambda: functools.partial(A.occlusion, window=(2, 2), stride=1),
+        "lrp (epsilon-plus-flat)": lrp,
+    }
+    if quick:
+        makers = {k: makers[k] for k in ("gradient", "gradient x input", "integrated gradients")}
+    methods = {}
+    for name, make in makers.items():
+        try:
+            methods[name] = make()
+        except (AttributeError, ImportError):
+            continue
+    methods["random (control)"] = random_attribution(jax.random.fold_in(key, 1))
+    return methods
+
+
+def faithfulness_table(f, x, target, methods, *, key, steps, samples, progress=None):
+    """Rows ``[method, *metric means]`` (a failing method gets a row of its error) and curves."""
+    progress = progress or (lambda it, desc=None: it)
+    rows, curves, failures = [], {}, {}
+    for name in progress(list(methods), desc="metrics: methods"):
+        method = methods[name]
+        try:
+            table = compare(f, x, target, {name: method}, TABLE_METRICS, key=key, steps=steps,
+                            samples=samples)
+            a = method(f, x, target)
+            curves[name] = np.asarray(deletion(f, x, target, a, steps=steps).values.mean(0))
+        except Exception as e:  # noqa: BLE001 - one failing method must not hide the others
+            failures[name] = f"{type(e).__name__}: {e}"
+            continue
+        rows.append(list(table.rows[0]))
+    return rows, curves, failures
+
+
+def _figure(curves: dict[str, np.ndarray]):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, values in curves.items():
+        frac = np.linspace(0, 1, len(values))
+        ax.plot(frac, values, label=name, ls="--" if "random" in name else "-")
+    ax.set_xlabel("fraction of pixels removed (most relevant first, set to 0)")
+    ax.set_ylabel("mean probability of the predicted class")
+    ax.set_title("Deletion curves on the digits CNN")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def demo_section(ctx):
+    """The faithfulness table (deletion AUC MoRF/LeRF, insertion, LeRF change, sparseness,
+    continuity) and the deletion curves of every available attribution method."""
+    from jaxplain.report import Section
+
+    n, steps, samples = (16, 10, 2) if ctx.quick else (128, 32, 8)
+    x = jnp.asarray(ctx.digits.x_test[:n])
+    target = jnp.argmax(ctx.f(x), axis=-1)
+    key_methods, key_noise = jax.random.split(ctx.key)
+    methods = attribution_methods(key_methods, quick=ctx.quick)
+    rows, curves, failures = faithfulness_table(ctx.f, x, target, methods, key=key_noise,
+                                                steps=steps, samples=samples,
+                                                progress=ctx.progress)
+    header = ["method", *TABLE_METRICS]
+    better = ", ".join(f"{m} {METRICS[m][1]}" for m in TABLE_METRICS)
+    best = {}
+    for j, m in enumerate(TABLE_METRICS, start=1):
+        pick = min if METRICS[m][1] == "lower" else max
+        scored = [r for r in rows if not r[0].startswith("random")]
+        if scored:
+            best[m] = pick(scored, key=lambda r: r[j])[0]
+    lines = [
+        f"Faithfulness of {len(rows)} attribution methods on {n} test digits "
+        f"(predicted class, {steps} deletion steps, {samples} noise samples for continuity).",
+        "Better: " + better + ".",
+    ]
+    lines += [f"best {m}: {name}" for m, name in best.items()]
+    if failures:
+        lines.append("failed: " + "; ".join(f"{k} ({v})" for k, v in failures.items()))
+    sec = Section("Explanation metrics", text="\n".join(lines))
+    sec = sec.with_table(
+        header=header,
+        rows=[[r[0], *(round(float(v), 4) for v in r[1:])] for r in rows],
+        caption="Mean over the images. deletion_*: area under the probability curve as pixels "
+                "are set to 0 (MoRF: most relevant first, lower is better; LeRF: least relevant "
+                "first, higher is better); insertion: area as pixels are restored onto a blurred "
+                "image (higher is better); lerf_change: critical-pathways relative probability "
+                "change after removing the 1..10% least relevant pixels (lower is better); "
+                "sparseness: Gini index; continuity: max ||R(x')-R(x)||_1/||x'-x||_2.",
+    )
+    if curves:
+        sec = sec.with_figure(_figure(curves), caption="Mean deletion (MoRF) curves.")
+    return sec
