@@ -8,4 +8,5 @@ SECTIONS: tuple[str, ...] = (
     "jaxplain.report._foundation:demo_section",
     "jaxplain.rules._demo:demo_section",
     "jaxplain.pathways._demo:demo_section",
+    "jaxplain.metrics._demo:demo_section",
 )
