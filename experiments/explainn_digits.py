@@ -2,13 +2,15 @@
 
 Run from the repository root: ``python experiments/explainn_digits.py``. Writes
 experiments/results/explainn_digits.{md,json} and explainn_digits_rules.png,
-explainn_digits_locality.png.
+explainn_digits_locality.png, explainn_digits_prototypes.png.
 
 1. Filter mode: conv block output (one item per filter, max-pooled, > per-filter 0.9-quantile)
    -> fc1 (unit > its 0.75-quantile), with the class histogram of each rule's rows.
    For comparison, the count of rules with the spec's dense default (fc1 unit > 0).
 2. Locality mode: fc1 -> conv block output with one item per (position, filter); for each rule
    the spatial spread of its tail positions vs random item sets of the same size.
+3. Prototyping with rule neuron groups: activation maximization (jaxplain.visualize.render) of
+   the summed tail Y of a rule vs of each single tail neuron; how many of Y each image turns on.
 """
 
 from __future__ import annotations
@@ -33,6 +35,47 @@ def spread(items, shape):
     """Mean distance of the items' (row, col) positions to their centroid."""
     pos = np.stack(np.unravel_index(np.asarray(items), shape)[:2], axis=1).astype(float)
     return float(np.linalg.norm(pos - pos.mean(0), axis=1).mean())
+
+
+def prototyping(f, rules, site, thresholds, plt, top=4):
+    """Render the summed tail of each top rule and each of its single neurons; count how many
+    tail neurons each rendering drives above their binarization threshold."""
+    import jax
+
+    import jaxplain as jp
+    from jaxplain.visualize import channel, direction, render
+
+    captured = jax.jit(jp.capture(f, site))
+    out, images = [], []
+    for i, rule in enumerate(rules.rules[:top]):
+        tail = np.asarray(rule.tail)
+        vector = np.zeros(len(thresholds), np.float32)
+        vector[tail] = 1.0
+        key = jax.random.key(i)
+        group = render(f, direction(site, vector), key=key, shape=(1, 8, 8, 1), steps=200)
+        singles = render(f, [channel(site, int(t)) for t in tail], key=key, shape=(1, 8, 8, 1),
+                         steps=200)
+        on = lambda img: int((np.asarray(captured(img)[1][site])[0, tail] > thresholds[tail]).sum())
+        single_on = [on(singles.images[k]) for k in range(len(tail))]
+        out.append(dict(rule=str(rule), tail=len(tail), group_image_tail_on=on(group.images),
+                        single_images_tail_on_mean=float(np.mean(single_on)),
+                        single_images_tail_on_max=int(max(single_on))))
+        images.append((group.images[0, ..., 0], singles.images[0, 0, ..., 0], rule))
+    if images:
+        fig, axes = plt.subplots(2, len(images), figsize=(2.2 * len(images), 4.4), squeeze=False)
+        for k, (grp, single, rule) in enumerate(images):
+            axes[0, k].imshow(np.asarray(grp), cmap="gray")
+            axes[0, k].set_title(f"rule {k}: group of {len(rule.tail)}", fontsize=7)
+            axes[1, k].imshow(np.asarray(single), cmap="gray")
+            axes[1, k].set_title(f"single unit {int(rule.tail[0])}", fontsize=7)
+            for ax in axes[:, k]:
+                ax.axis("off")
+        fig.suptitle("Activation maximization: a rule's tail group vs one of its neurons",
+                     fontsize=8)
+        fig.tight_layout()
+        fig.savefig(os.path.join(RESULTS, "explainn_digits_prototypes.png"), dpi=120)
+        plt.close(fig)
+    return out
 
 
 def markdown(table):
@@ -77,7 +120,8 @@ def main():
     local = activations(f, x, [conv], locality=[conv])[conv]
     start = time.perf_counter()
     loc_rules = mine({"fc": layers["fc"], "conv_local": local.items},
-                     pairs=[("fc", "conv_local")], labels=y, max_rules=30, batch_size=32)
+                     pairs=[("fc", "conv_local")], labels=y, k_tail=32, beam=16, k_head=8,
+                     max_rules=12, batch_size=32)
     rng = np.random.default_rng(0)
     on = np.flatnonzero(local.items.any(0) & ~local.items.all(0))
     spreads, randoms = [], []
@@ -104,6 +148,8 @@ def main():
         fig.tight_layout()
         fig.savefig(os.path.join(RESULTS, "explainn_digits_locality.png"), dpi=120)
         plt.close(fig)
+
+    report["prototyping"] = prototyping(f, rules, dense, bins[dense].thresholds, plt)
 
     with open(os.path.join(RESULTS, "explainn_digits.json"), "w") as fh:
         json.dump(report, fh, indent=2)
