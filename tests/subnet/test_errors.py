@@ -1,0 +1,62 @@
+"""Bad input gets clear errors, raised before any optimisation."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from jaxplain import subnet
+from tests.subnet import _nets
+
+
+def _call(x=None, **kw):
+    f, x0, _ = _nets.planted(0.01)
+    kw.setdefault("sites", _nets.SITES)
+    return subnet.extract(f, x0 if x is None else x, key=jax.random.key(0), **kw)
+
+
+def test_unknown_site_names_close_matches():
+    with pytest.raises(ValueError, match="conv2"):
+        _call(sites=["conv1", "convv2"])
+
+
+def test_missing_sites():
+    with pytest.raises(ValueError, match="sites"):
+        _call(sites=None)
+
+
+def test_region_of_one_image():
+    _, x, _ = _nets.planted(0.01)
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        _call(x=x[:1])
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 1.0, 1.5, -0.2])
+def test_sparsity_outside_the_open_unit_interval(sparsity):
+    with pytest.raises(ValueError, match=r"sparsity .*\(0, 1\)"):
+        _call(sparsity=sparsity)
+
+
+def test_mismatched_input_shape():
+    with pytest.raises(ValueError, match="shape"):
+        _call(x=jnp.ones((4, 8, 8, 3)))
+
+
+def test_bad_region_values_and_types():
+    _, x, _ = _nets.planted(0.01)
+    with pytest.raises(ValueError, match="NaN"):
+        _call(x=x.at[0, 0, 0, 0].set(jnp.nan))
+    with pytest.raises(TypeError, match="floating"):
+        _call(x=(x * 16).astype(jnp.int32))
+    with pytest.raises(TypeError, match="array"):
+        _call(x=[[1.0, 2.0]])
+
+
+def test_unknown_and_invalid_options():
+    with pytest.raises(TypeError, match="unknown option"):
+        _call(lamda=1e-3)
+    with pytest.raises(ValueError, match="l1"):
+        _call(l1=-1.0)
+    with pytest.raises(ValueError, match="optimizer"):
+        _call(optimizer="lbfgs")
+    with pytest.raises(ValueError, match="fidelity"):
+        _call(fidelity=1.5)
