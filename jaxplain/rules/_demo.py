@@ -64,7 +64,7 @@ def demo_section(ctx):
     if ctx.quick:
         x, y = x[:400], y[:400]
     layers, (conv, dense), _ = digits_layers(ctx.f, x)
-    options = dict(k_tail=16, beam=16, k_head=8, max_rules=6) if ctx.quick else dict(
+    options = dict(k_tail=16, beam=8, k_head=4, max_rules=4) if ctx.quick else dict(
         k_tail=32, beam=64, k_head=8, max_rules=20)
     rule_set = mine(layers, labels=y, batch_size=32, **options)
     spec = specificity(rule_set) if len(rule_set) else np.zeros(0)

@@ -1,17 +1,13 @@
 """The rules demo section on the digits CNN (quick mode)."""
 
-import jax
 import numpy as np
 
 
-def test_demo_section_mines_class_specific_rules(digits_model):
-    from jaxplain.report import DemoContext, Section
+def test_demo_section_mines_class_specific_rules(demo_context):
+    from jaxplain.report import Section
     from jaxplain.rules._demo import demo_section
 
-    model, variables, f, digits = digits_model
-    ctx = DemoContext(model=model, variables=variables, f=f, digits=digits,
-                      key=jax.random.key(0), quick=True)
-    section = demo_section(ctx)
+    section = demo_section(demo_context)
     assert isinstance(section, Section)
     assert "rules compress the activations" in section.text
 
