@@ -8,5 +8,6 @@ SECTIONS: tuple[str, ...] = (
     "jaxplain.report._foundation:demo_section",
     "jaxplain.rules._demo:demo_section",
     "jaxplain.pathways._demo:demo_section",
+    "jaxplain.visualize._demo:demo_section",
     "jaxplain.metrics._demo:demo_section",
 )
