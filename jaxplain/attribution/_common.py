@@ -131,29 +131,54 @@ def target_gradient(f: Callable, x: jax.Array, target: jax.Array) -> jax.Array:
     return jax.grad(lambda z: selected(f, z, target).sum())(x)
 
 
-def chunked_sum(fn: Callable, xs: Any, batch_size: int | None) -> Any:
-    """``sum_i fn(xs[i])`` over the leading axis, evaluating `batch_size` items at a time.
+def chunked_reduce(chunk_fn: Callable, xs: Any, batch_size: int | None) -> Any:
+    """``sum`` of ``chunk_fn(chunk)`` over chunks of `batch_size` items of `xs` (leading axis).
 
-    Items are vmapped in chunks and the chunks accumulated with ``lax.scan``, so memory holds
-    one chunk whatever the number of items. ``batch_size=None`` evaluates all items at once.
+    `chunk_fn` takes a chunk of items and returns their summed contribution (a pytree). The
+    chunks are accumulated with ``lax.scan``, so memory holds one chunk whatever the number of
+    items; ``batch_size=None`` takes all items as one chunk.
     """
     n = jax.tree_util.tree_leaves(xs)[0].shape[0]
-    add = functools.partial(jax.tree_util.tree_map, jnp.add)
-
-    def total(items):
-        return jax.tree_util.tree_map(lambda a: a.sum(axis=0), jax.vmap(fn)(items))
-
     if batch_size is None or batch_size >= n:
-        return total(xs)
+        return chunk_fn(xs)
+    add = functools.partial(jax.tree_util.tree_map, jnp.add)
     full, rest = divmod(n, batch_size)
     head = jax.tree_util.tree_map(
         lambda a: a[:full * batch_size].reshape((full, batch_size) + a.shape[1:]), xs)
-    one = jax.tree_util.tree_map(lambda a: a[0], xs)
-    init = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(fn, one))
-    acc, _ = jax.lax.scan(lambda a, chunk: (add(a, total(chunk)), None), init, head)
+    first = jax.tree_util.tree_map(lambda a: a[:batch_size], xs)
+    init = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype),
+                                  jax.eval_shape(chunk_fn, first))
+    acc, _ = jax.lax.scan(lambda a, chunk: (add(a, chunk_fn(chunk)), None), init, head)
     if rest:
-        acc = add(acc, total(jax.tree_util.tree_map(lambda a: a[full * batch_size:], xs)))
+        acc = add(acc, chunk_fn(jax.tree_util.tree_map(lambda a: a[full * batch_size:], xs)))
     return acc
+
+
+def chunked_sum(fn: Callable, xs: Any, batch_size: int | None) -> Any:
+    """``sum_i fn(xs[i])`` over the leading axis, vmapping `batch_size` items at a time."""
+    return chunked_reduce(
+        lambda items: jax.tree_util.tree_map(lambda a: a.sum(axis=0), jax.vmap(fn)(items)),
+        xs, batch_size)
+
+
+def folded_gradient_sum(f: Callable, points: Callable, target: jax.Array, xs: Any, weights,
+                        batch_size: int | None, shape: tuple) -> jax.Array:
+    """``sum_k weights[k] * grad f_t(points(xs[k]))``, folding the items into the batch axis.
+
+    Instead of vmapping `f` over the items, each chunk of ``c`` items becomes one batch of
+    ``c * n`` inputs (as Captum does), which keeps `f` a plain batched call.
+    """
+
+    def chunk(items):
+        item, w = items
+        c = w.shape[0]
+        z = jax.vmap(points)(item).reshape((-1,) + shape[1:])
+        per_row = jnp.repeat(w, shape[0])
+        targets = jnp.tile(target, c)
+        g = jax.grad(lambda v: (selected(f, v, targets) * per_row).sum())(z)
+        return g.reshape((c,) + shape).sum(axis=0)
+
+    return chunked_reduce(chunk, (xs, weights), batch_size)
 
 
 def chunked_map(fn: Callable, xs: Any, batch_size: int | None) -> Any:

@@ -52,13 +52,10 @@ def quadrature(method: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
 def _integrated_gradients(f, x, target, baseline, *, steps, method, batch_size):
     alphas, weights = quadrature(method, steps)
     delta = x - baseline
-
-    def step(item):
-        alpha, weight = item
-        return weight * _common.target_gradient(f, baseline + alpha * delta, target)
-
-    items = (jnp.asarray(alphas, x.dtype), jnp.asarray(weights, x.dtype))
-    return delta * _common.chunked_sum(step, items, batch_size)
+    total = _common.folded_gradient_sum(
+        f, lambda alpha: baseline + alpha * delta, target, jnp.asarray(alphas, x.dtype),
+        jnp.asarray(weights, x.dtype), batch_size, x.shape)
+    return delta * total
 
 
 def integrated_gradients(f: Callable, x: Float[Array, "batch *feature"],

@@ -127,3 +127,27 @@ def test_feature_ablation(seed, baseline):
     f, model, x, t = _case(seed, "mlp", "signed")
     ref = _captum(captum_attr.FeatureAblation, model, x, t)
     assert twins.relative_error(A.feature_ablation(f, x, t), ref) <= TOL
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_grad_cam_and_layer_gradient_x_activation(seed):
+    f, model, x, t = _case(seed, "cnn", "nonneg")
+    ref = captum_attr.LayerGradCam(model, model.relu2).attribute(
+        twins.to_torch(x), target=torch.tensor(t), relu_attributions=True)
+    ours = A.grad_cam(f, x, t, site="relu_1", resize=False)
+    assert twins.relative_error(ours, ref.detach().numpy()[:, 0]) <= TOL
+    ref = captum_attr.LayerGradientXActivation(model, model.relu2).attribute(
+        twins.to_torch(x), target=torch.tensor(t))
+    ours = A.activation_x_gradient(f, x, t, site="relu_1")
+    assert twins.relative_error(ours, twins.from_torch(ref)) <= TOL
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_neuron_attribution_matches_neuron_integrated_gradients(seed):
+    f, model, x, _ = _case(seed, "cnn", "signed")
+    neuron = (1, 2, 3)  # (h, w, c) of the second conv's ReLU, NHWC
+    ref = captum_attr.NeuronIntegratedGradients(model, model.relu2).attribute(
+        twins.to_torch(x), neuron_selector=(neuron[2], neuron[0], neuron[1]), n_steps=20)
+    unit = int(np.ravel_multi_index(neuron, (4, 4, 6)))
+    ours = A.integrated_gradients(A.site_output(f, "relu_1"), x, unit, steps=20)
+    assert twins.relative_error(ours, twins.from_torch(ref)) <= TOL
