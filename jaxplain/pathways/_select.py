@@ -18,22 +18,54 @@ def _flat(tree: Mapping) -> Array:
     return jnp.concatenate([v.reshape(first.shape[0], -1) for v in tree.values()], axis=1)
 
 
+def _sortable(values: Float[Array, "batch n"]) -> Array:
+    """float32 -> uint32 keys with the same order (negative floats reversed below positives)."""
+    u = jax.lax.bitcast_convert_type(values.astype(jnp.float32), jnp.uint32)
+    return jnp.where(u >> 31 == 1, ~u, u | jnp.uint32(0x80000000))
+
+
+def _unsortable(keys: Array) -> Array:
+    u = jnp.where(keys >> 31 == 1, keys & jnp.uint32(0x7FFFFFFF), ~keys)
+    return jax.lax.bitcast_convert_type(u, jnp.float32)
+
+
+def _order_statistic(keys: Array, k: int) -> Array:
+    """The k-th smallest key of every row (0-based), by bisection on the 32-bit key space.
+
+    32 rounds of compare-and-count instead of a sort: O(32 n) vectorised work, which beats
+    XLA's comparison sort on CPU by an order of magnitude and is exact.
+    """
+
+    def body(_, bounds):
+        lo, hi = bounds
+        mid = lo + (hi - lo) // 2
+        enough = (keys <= mid[:, None]).sum(axis=1, dtype=jnp.int32) >= k + 1
+        return jnp.where(enough, lo, mid + 1), jnp.where(enough, mid, hi)
+
+    rows = keys.shape[0]
+    lo = jnp.zeros(rows, jnp.uint32)
+    hi = jnp.full(rows, 0xFFFFFFFF, jnp.uint32)
+    return jax.lax.fori_loop(0, 32, body, (lo, hi))[0]
+
+
 def percentile_rows(values: Float[Array, "batch n"], q: float) -> Float[Array, "batch"]:
     """``numpy.percentile(row, q)`` (linear interpolation) of every row, on device.
 
     ``q`` is a Python number: the virtual index ``q / 100 * (n - 1)`` is computed on the host in
-    float64 exactly as NumPy does, so ``floor`` and the interpolation weight match NumPy's, and
-    the interpolation uses NumPy's two-sided formula.
+    float64 exactly as NumPy does, so ``floor`` and the interpolation weight match NumPy's; the
+    two order statistics are found exactly by bisection (no sort), and the interpolation uses
+    NumPy's two-sided formula.
     """
     n = values.shape[1]
     index = (q / 100.0) * (n - 1)
     lo = min(int(math.floor(index)), n - 1)
     hi = min(lo + 1, n - 1)
     w = index - lo
-    s = jnp.sort(values, axis=1)
-    a, b = s[:, lo], s[:, hi]
+    keys = _sortable(values)
+    a = _unsortable(_order_statistic(keys, lo))
     if w == 0.0:
         return a
+    b = _unsortable(_order_statistic(keys, hi))
     diff = b - a
     return a + diff * w if w < 0.5 else b - diff * (1.0 - w)
 

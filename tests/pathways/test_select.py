@@ -125,3 +125,16 @@ def test_errors():
         pw.select(f, x, 0, keep=0.2, method="shapley")
     with pytest.raises(ValueError, match="keep"):
         pw.threshold({"a": jnp.ones((1, 3))}, keep=2)
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 100, 3137])
+def test_percentile_rows_is_numpy_percentile(n):
+    from jaxplain.pathways._select import percentile_rows
+
+    rng = np.random.default_rng(n)
+    v = rng.normal(size=(4, n)).astype(np.float32)
+    v[:, : n // 3] = 0.0
+    v[1, : n // 4] = -0.0
+    for q in (0.0, 10.0, 33.3, 50.0, 70.0, 80.0, 99.9, 100.0):
+        ref = np.percentile(v.astype(np.float64), q, axis=1)
+        np.testing.assert_allclose(percentile_rows(jnp.asarray(v), q), ref, rtol=1e-6, atol=1e-7)
