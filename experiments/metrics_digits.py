@@ -1,0 +1,131 @@
+"""Judge every attribution method on the digits CNN with the same metrics.
+
+Writes ``experiments/results/metrics_digits.md`` and ``.json``:
+
+1. the faithfulness table (deletion AUC MoRF / LeRF, insertion AUC, critical-pathways LeRF
+   change, Gini sparseness, continuity) on test images, for the predicted class;
+2. the cascading parameter-randomization sanity check (Spearman of |map| and SSIM per state);
+3. with ``--roar``: ROAR and KAR accuracies (retraining the CNN for every fraction).
+
+    python experiments/metrics_digits.py [--images 128] [--steps 32] [--roar] [--epochs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _md_table(header, rows) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [c if isinstance(c, str) else f"{c:.4f}" for c in row]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=32)
+    parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--roar", action="store_true", help="also run ROAR/KAR (slow)")
+    parser.add_argument("--roar-methods", default="gradient,integrated gradients,random (control)")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--out", default="experiments/results/metrics_digits")
+    args = parser.parse_args()
+
+    from tqdm.auto import tqdm
+
+    from jaxplain import data, metrics
+    from jaxplain.core import as_function
+    from jaxplain.metrics._demo import TABLE_METRICS, attribution_methods, faithfulness_table
+
+    key = jax.random.key(args.seed)
+    model, variables = data.pretrained()
+    f = as_function(model, variables)
+    digits = data.load_digits()
+    x = jnp.asarray(digits.x_test[: args.images])
+    target = jnp.argmax(f(x), axis=-1)
+    methods = attribution_methods(jax.random.fold_in(key, 0))
+    start = time.time()
+    rows, _, failures = faithfulness_table(
+        f, x, target, methods, key=jax.random.fold_in(key, 1), steps=args.steps,
+        samples=args.samples, progress=lambda it, desc=None: tqdm(it, desc=desc),
+    )
+    faith_s = time.time() - start
+    better = [metrics.METRICS[m][1] for m in TABLE_METRICS]
+
+    sanity = {}
+    sanity_methods = [m for m in ("gradient", "gradient x input", "integrated gradients",
+                                  "guided backprop", "deeplift") if m in methods]
+    for name in tqdm(sanity_methods, desc="randomization"):
+        r = metrics.randomization_check(model, variables, x[:32], methods[name],
+                                        key=jax.random.fold_in(key, 2), target=target[:32])
+        sanity[name] = {
+            "states": list(r.states),
+            "spearman": np.asarray(r.spearman.mean(1)).round(4).tolist(),
+            "spearman_abs": np.asarray(r.spearman_abs.mean(1)).round(4).tolist(),
+            "ssim": np.asarray(r.ssim.mean(1)).round(4).tolist(),
+        }
+
+    retrain = {}
+    if args.roar:
+        for name in args.roar_methods.split(","):
+            if name not in methods:
+                continue
+            kw = dict(key=jax.random.fold_in(key, 3), f=f, digits=digits, epochs=args.epochs)
+            r = metrics.roar(methods[name], fractions=(0.0, 0.1, 0.3, 0.5, 0.7, 0.9), **kw)
+            k = metrics.kar(methods[name], fractions=(0.1, 0.3, 0.5, 0.7, 0.9), **kw)
+            retrain[name] = {
+                "roar": dict(zip(np.asarray(r.fractions).round(2).tolist(),
+                                 np.asarray(r.accuracy).round(4).tolist())),
+                "kar": dict(zip(np.asarray(k.fractions).round(2).tolist(),
+                                np.asarray(k.accuracy).round(4).tolist())),
+            }
+            print(name, retrain[name])
+
+    device = jax.devices()[0]
+    result = {
+        "images": args.images, "steps": args.steps, "samples": args.samples,
+        "device": f"{device.platform} ({device.device_kind})",
+        "faithfulness": {"header": ["method", *TABLE_METRICS], "better": better,
+                         "rows": rows, "seconds": round(faith_s, 1), "failures": failures},
+        "randomization": sanity,
+        "retrain": retrain,
+    }
+    out = pathlib.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+
+    md = [f"# Explanation metrics on the digits CNN ({args.images} test images, "
+          f"{device.platform})", "",
+          "## Faithfulness, sparseness, continuity", "",
+          "Better: " + ", ".join(f"{m} {b}" for m, b in zip(TABLE_METRICS, better)) + ".", "",
+          _md_table(["method", *TABLE_METRICS], rows), ""]
+    if failures:
+        md += ["Failed: " + "; ".join(f"{k}: {v}" for k, v in failures.items()), ""]
+    md += ["## Cascading parameter randomization (mean over 32 images; top layer first)", ""]
+    for name, s in sanity.items():
+        md += [f"**{name}**", "", _md_table(["measure", *s["states"]],
+               [["spearman", *s["spearman"]], ["spearman |.|", *s["spearman_abs"]],
+                ["ssim", *s["ssim"]]]), ""]
+    if retrain:
+        md += [f"## ROAR / KAR (test accuracy, {args.epochs} epochs per retraining)", ""]
+        for name, r in retrain.items():
+            md += [f"**{name}**", "",
+                   _md_table(["q", *map(str, r["roar"])], [["ROAR", *r["roar"].values()]]), "",
+                   _md_table(["q", *map(str, r["kar"])], [["KAR", *r["kar"].values()]]), ""]
+    out.with_suffix(".md").write_text("\n".join(md))
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
