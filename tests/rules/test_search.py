@@ -126,3 +126,17 @@ def test_checkpoint_resume_gives_the_same_rules(tmp_path):
     assert float(resumed.code_length) == float(full.code_length)
     with pytest.raises(ValueError, match="other data"):
         mine({"a": d_a, "b": ~d_b}, checkpoint_dir=str(tmp_path / "ck"), **FAST)
+
+
+def test_three_layers_mine_every_forward_pair_and_respect_pairs():
+    d_a, d_b, truth = planted(4, rules=1, n=1000)
+    d_c = np.random.default_rng(99).random((1000, 24)) < 0.1   # independent of a and b
+    layers = {"a": d_a, "mid": d_c, "b": d_b}   # the planted rule goes a -> b (skips "mid")
+    rules = mine(layers, **FAST)
+    (head, tail), = truth
+    assert [(r.head_layer, r.tail_layer) for r in rules.rules] == [("a", "b")]
+    assert tuple(rules.rules[0].head.tolist()) == head
+    allowed = [("a", "mid"), ("mid", "b")]
+    only = mine(layers, pairs=allowed, **FAST)
+    assert all((r.head_layer, r.tail_layer) in allowed for r in only.rules)
+    assert float(only.code_length) > float(rules.code_length)  # the true head is out of reach
