@@ -164,8 +164,8 @@ def markdown(res) -> str:
         auth = AUTHORS_LERF_CIFAR.get(name)
         lines.append(f"| {name} | " + " | ".join(f"{c:.3f}" for c in r["change"])
                      + f" | {r['auc']:.4f} | " + (" / ".join(f"{a:.3f}" for a in auth) if auth else "") + " |")
-    s = res["sanity"]
-    states = next(iter(s.values()))["states"]
+    s = res.get("sanity", {})
+    states = next(iter(s.values()))["states"] if s else []
     lines += ["", "## Cascading randomization (weights and biases from N(0, 0.1), top layer first)", "",
               "Mean similarity to the original map after randomizing up to each layer. "
               "Authors' columns: ResNet-50 on ImageNet, after the top (linear) layer and after "
@@ -178,7 +178,7 @@ def markdown(res) -> str:
             a = f"{auth[k][0]:.3f} / {auth[k][1]:.3f}" if auth else ""
             lines.append(f"| {name} | {metric} | " + " | ".join(f"{v:.3f}" for v in r[metric]) + f" | {a} |")
         lines.append(f"| {name} | spearman (signed) | " + " | ".join(f"{v:.3f}" for v in r["spearman"]) + " | |")
-    lr = res["linear_regions"]
+    lr = res.get("linear_regions", {})
     lines += ["", "## Local linearity on the trained network", "",
               "Median distance (L2, pixel units in [0,1]) along random unit directions to the first "
               "change of the ReLU on/off pattern (kept units only for the masked net):", ""]
@@ -188,7 +188,7 @@ def markdown(res) -> str:
         lines += ["", "## ROAR (remove top q% pixels, retrain, test accuracy; lower is better)", "",
                   "| method | " + " | ".join(f"q={q:.0%}" for q in rf) + " |", "|---|" + "---|" * len(rf)]
         lines += [f"| {n} | " + " | ".join(f"{a:.3f}" for a in acc) + " |" for n, acc in res["roar"].items()]
-    lines += ["", f"Total time {res['seconds']:.0f} s.", ""]
+    lines += ["", f"Total time {res.get('seconds', 0.0):.0f} s.", ""]
     return "\n".join(lines)
 
 
@@ -212,17 +212,24 @@ def main():
         "n_test": int(len(x)), "device": jax.devices()[0].device_kind, "baseline": baseline,
         "lerf_fractions": fractions.tolist(),
     }
+
+    def save():  # after every stage, so a long run keeps what it finished
+        res["seconds"] = time.perf_counter() - start
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "pathways_digits.json").write_text(json.dumps(res, indent=1))
+        (RESULTS / "pathways_digits.md").write_text(markdown(res))
+
     res["lerf"] = lerf(f, x, t, table, baseline, fractions)
-    res["sanity"] = sanity(model, variables, x[: 32 if args.quick else 200], table, jax.random.fold_in(key, 2))
+    save()
     res["linear_regions"] = linear_regions(f, x[:4 if args.quick else 16], jax.random.fold_in(key, 3))
     print("linear regions", res["linear_regions"])
+    save()
+    res["sanity"] = sanity(model, variables, x[: 32 if args.quick else 200], table, jax.random.fold_in(key, 2))
+    save()
     if args.roar:
         res["roar_fractions"] = [0.0, 0.1, 0.3, 0.5, 0.7, 0.9]
         res["roar"] = roar(table, f, digits, jax.random.fold_in(key, 4), res["roar_fractions"], epochs=5)
-    res["seconds"] = time.perf_counter() - start
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "pathways_digits.json").write_text(json.dumps(res, indent=1))
-    (RESULTS / "pathways_digits.md").write_text(markdown(res))
+        save()
     print(markdown(res))
 
 
