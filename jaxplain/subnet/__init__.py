@@ -8,3 +8,5 @@ from jaxplain.subnet._metrics import Fidelity as Fidelity
 from jaxplain.subnet._metrics import evaluate as evaluate
 from jaxplain.subnet._metrics import fidelity as fidelity
 from jaxplain.subnet._metrics import sparsity as sparsity
+from jaxplain.subnet._plot import plot_chain as plot_chain
+from jaxplain.subnet._plot import plot_feature_maps as plot_feature_maps
