@@ -10,4 +10,5 @@ SECTIONS: tuple[str, ...] = (
     "jaxplain.pathways._demo:demo_section",
     "jaxplain.visualize._demo:demo_section",
     "jaxplain.metrics._demo:demo_section",
+    "jaxplain.subnet._demo:demo_section",
 )
