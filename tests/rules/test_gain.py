@@ -77,3 +77,16 @@ def test_mined_code_length_equals_reference_total(tail_mode):
     gains = sum(float(r.gain) for r in rules.rules)
     assert float(rules.code_length) - float(rules.baseline_code_length) == pytest.approx(gains,
                                                                                         abs=1e-6)
+
+
+def test_search_does_not_retrace():
+    from jaxplain.rules import _kernel
+
+    before = _kernel.score._cache_size()
+    d_a, d_b = _random_layers(4, n=300)
+    assert len(mine({"a": d_a, "b": d_b}, k_tail=8, beam=8, k_head=4)) >= 1
+    compiled = _kernel.score._cache_size()
+    assert compiled - before <= 1            # every batch of the search shares one compilation
+    d_a, d_b = _random_layers(5, n=300)      # same shapes, other data: no new compilation
+    mine({"a": d_a, "b": d_b}, k_tail=8, beam=8, k_head=4)
+    assert _kernel.score._cache_size() == compiled
