@@ -135,6 +135,40 @@ def linear_regions(f, x, key, keep=0.2, directions=32):
     return {k: float(np.median(np.concatenate(v))) for k, v in res.items()}
 
 
+def overlap(f, x, key, keeps=(0.2, 0.1, 0.01), dgr_steps=1000):
+    """Pathway analysis (authors' path_analysis.py): Jaccard between methods and dead share."""
+    t = jnp.argmax(f(x), -1)
+    names = jp.core.relu_sites(f, x)
+    acts = jp.capture(f, list(names))(x)[1]
+    gates1 = pathways.learned_gates(f, x, steps=dgr_steps)
+    gates_r = pathways.learned_gates(f, x, steps=dgr_steps, init="uniform", key=key)
+    greedy = pathways.greedy_masks(f, x, t)
+    out = {"dead_units_in_network": float(np.mean(
+        [float(jnp.mean(jnp.concatenate([(acts[n][i] <= 0).ravel() for n in names]))) for i in range(len(x))]))}
+    for keep in keeps:
+        paths = {
+            "NeuronMCT": pathways.select(f, x, t, keep=keep),
+            "NeuronIntGrad": pathways.select(f, x, t, keep=keep, method="integrated"),
+            "DGR init=1": pathways.threshold(gates1, keep=keep),
+            "DGR init=r": pathways.threshold(gates_r, keep=keep),
+            "Greedy": greedy,
+            "Random": pathways.random_masks(jax.random.fold_in(key, 1), f, x, keep=keep),
+        }
+        row = {}
+        for a, ma in paths.items():
+            row[a] = {
+                "kept": float(pathways.kept_fraction(ma).mean()),
+                "dead_share": float(pathways.dead_share(ma, acts).mean()),
+                "same_prediction": float((jnp.argmax(pathways.apply(f, ma)(x), -1) == t).mean()),
+                "jaccard": {b: float(pathways.jaccard(ma, mb).mean()) for b, mb in paths.items()},
+            }
+        out[f"{keep:g}"] = row
+        print(f"overlap keep={keep:g}: " + ", ".join(
+            f"{a} kept {r['kept']:.3f} dead {r['dead_share']:.2f} J(MCT) {r['jaccard']['NeuronMCT']:.2f}"
+            for a, r in row.items()))
+    return out
+
+
 def roar(table, f, digits, key, fractions, epochs):
     out = {}
     for name in ("Gradient", "IG", "LRP (EpsilonGammaBox)", "PathwayGrad NeuronMCT p=70", "Random"):
@@ -183,6 +217,22 @@ def markdown(res) -> str:
               "Median distance (L2, pixel units in [0,1]) along random unit directions to the first "
               "change of the ReLU on/off pattern (kept units only for the masked net):", ""]
     lines += [f"- {k}: {v:.4f}" for k, v in lr.items()]
+    if "overlap" in res:
+        ov = res["overlap"]
+        lines += ["", "## Pathway overlap (authors' path_analysis.py protocol, 64 test digits)", "",
+                  f"Share of units dead (a <= 0) in the original network: {ov['dead_units_in_network']:.3f}. "
+                  "Greedy is the authors' iterative pruning (99 rounds; keep does not apply). "
+                  "The authors' values are only in the paper's figures (not retrieved).", ""]
+        for keep, row in ov.items():
+            if keep == "dead_units_in_network":
+                continue
+            meths = list(row)
+            lines += [f"keep={keep} (p={100 * (1 - float(keep)):.0f}):", "",
+                      "| path | kept | dead share | same prediction | " + " | ".join(f"J({m})" for m in meths) + " |",
+                      "|---|---|---|---|" + "---|" * len(meths)]
+            lines += [f"| {a} | {r['kept']:.3f} | {r['dead_share']:.3f} | {r['same_prediction']:.3f} | "
+                      + " | ".join(f"{r['jaccard'][m]:.2f}" for m in meths) + " |" for a, r in row.items()]
+            lines.append("")
     if "roar" in res:
         rf = res["roar_fractions"]
         lines += ["", "## ROAR (remove top q% pixels, retrain, test accuracy; lower is better)", "",
@@ -196,6 +246,8 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--roar", action="store_true", help="also run ROAR (retrains models)")
     parser.add_argument("--quick", action="store_true", help="fewer images")
+    parser.add_argument("--stages", default="lerf,linear,sanity,overlap",
+                        help="comma-separated stages; results of earlier runs are kept")
     args = parser.parse_args()
     start = time.perf_counter()
     key = jax.random.key(12)
@@ -207,7 +259,10 @@ def main():
     table = methods(jax.random.fold_in(key, 1))
     baseline = float(np.asarray(digits.x_train).mean())
     fractions = np.array([0.02, 0.05, 0.10, 0.20, 0.30, 0.50])
-    res = {
+    stages = set(args.stages.split(","))
+    previous = RESULTS / "pathways_digits.json"
+    res = json.loads(previous.read_text()) if previous.exists() else {}
+    res |= {
         "accuracy": float((jnp.argmax(f(jnp.asarray(digits.x_test)), -1) == jnp.asarray(digits.y_test)).mean()),
         "n_test": int(len(x)), "device": jax.devices()[0].device_kind, "baseline": baseline,
         "lerf_fractions": fractions.tolist(),
@@ -219,13 +274,19 @@ def main():
         (RESULTS / "pathways_digits.json").write_text(json.dumps(res, indent=1))
         (RESULTS / "pathways_digits.md").write_text(markdown(res))
 
-    res["lerf"] = lerf(f, x, t, table, baseline, fractions)
-    save()
-    res["linear_regions"] = linear_regions(f, x[:4 if args.quick else 16], jax.random.fold_in(key, 3))
-    print("linear regions", res["linear_regions"])
-    save()
-    res["sanity"] = sanity(model, variables, x[: 32 if args.quick else 200], table, jax.random.fold_in(key, 2))
-    save()
+    if "lerf" in stages:
+        res["lerf"] = lerf(f, x, t, table, baseline, fractions)
+        save()
+    if "linear" in stages:
+        res["linear_regions"] = linear_regions(f, x[:4 if args.quick else 16], jax.random.fold_in(key, 3))
+        print("linear regions", res["linear_regions"])
+        save()
+    if "sanity" in stages:
+        res["sanity"] = sanity(model, variables, x[: 32 if args.quick else 200], table, jax.random.fold_in(key, 2))
+        save()
+    if "overlap" in stages:
+        res["overlap"] = overlap(f, x[: 16 if args.quick else 64], jax.random.fold_in(key, 5))
+        save()
     if args.roar:
         res["roar_fractions"] = [0.0, 0.1, 0.3, 0.5, 0.7, 0.9]
         res["roar"] = roar(table, f, digits, jax.random.fold_in(key, 4), res["roar_fractions"], epochs=5)
