@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import jax
 import pytest
 
 
-def test_demo_section_quick(digits_model):
+def test_demo_section_quick(demo_context):
     from jaxplain.metrics._demo import TABLE_METRICS, demo_section
-    from jaxplain.report import DemoContext
 
-    model, variables, f, digits = digits_model
-    ctx = DemoContext(model=model, variables=variables, f=f, digits=digits,
-                      key=jax.random.key(0), quick=True)
-    sec = demo_section(ctx)
+    sec = demo_section(demo_context)
     table = sec.items[0]
     assert table.header == ("method", *TABLE_METRICS)
     rows = {r[0]: dict(zip(TABLE_METRICS, r[1:])) for r in table.rows}
