@@ -23,12 +23,15 @@ def main() -> None:
     help="Folder to write the report (index.html and figures/) into.",
 )
 @click.option("--quick", is_flag=True, help="Reduced settings for every section (seconds each).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sections' PRNG key.")
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed of the sections' PRNG key."
+)
 @click.option(
     "--only",
     multiple=True,
     metavar="SECTION",
-    help="Run only this section, by name (foundation, attribution, rules, ...); repeatable or comma-separated.",
+    help="Run only this section, by name (foundation, attribution, rules, ...); "
+    "repeatable or comma-separated.",
 )
 def demo(out: Path, quick: bool, seed: int, only: tuple[str, ...]) -> None:
     """Train (or load) the default digits CNN, explain it with every family, write a report.
@@ -120,7 +123,8 @@ def _chosen(specs: tuple[str, ...], only: tuple[str, ...]) -> tuple[str, ...]:
     unknown = sorted(wanted - names)
     if unknown:
         raise click.BadParameter(
-            f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(section_name(s) for s in specs)}",
+            f"unknown section(s) {', '.join(unknown)}; "
+            f"choose from {', '.join(section_name(s) for s in specs)}",
             param_hint="--only",
         )
     return tuple(s for s in specs if section_name(s) in wanted)

@@ -37,7 +37,8 @@ def test_demo_quick_writes_the_report_with_every_section(runner, tmp_path):
 
 
 def test_demo_only_runs_the_chosen_sections(runner, tmp_path):
-    result = runner.invoke(main, ["demo", "--quick", "--only", "foundation", "--out", str(tmp_path)])
+    args = ["demo", "--quick", "--only", "foundation", "--out", str(tmp_path)]
+    result = runner.invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "[1/1] foundation" in result.output and "block1/relu_1" in result.output
     assert (tmp_path / "index.html").read_text().count("<section ") == 1

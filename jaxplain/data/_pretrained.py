@@ -53,7 +53,7 @@ class CheckpointInfo:
 
 
 def home(cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """The cache folder: ``cache_dir`` if given, else ``$JAXPLAIN_HOME``, else ``~/.cache/jaxplain``."""
+    """The cache folder: ``cache_dir``, else ``$JAXPLAIN_HOME``, else ``~/.cache/jaxplain``."""
     if cache_dir is None:
         cache_dir = os.environ.get("JAXPLAIN_HOME") or Path.home() / ".cache" / "jaxplain"
     return Path(cache_dir).expanduser().resolve()
@@ -171,7 +171,8 @@ def _restore(path: Path, model: DigitsCNN) -> dict[str, Any]:
         with ocp.StandardCheckpointer() as checkpointer:
             variables = checkpointer.restore(path / _VARIABLES, abstract)
     except Exception as e:  # orbax/tensorstore raise many types on damaged files
-        raise _Unusable(f"orbax cannot restore {path / _VARIABLES}: {type(e).__name__}: {e}") from None
+        reason = f"orbax cannot restore {path / _VARIABLES}: {type(e).__name__}: {e}"
+        raise _Unusable(reason) from None
     if params_checksum(variables) != info.checksum:
         raise _Unusable("the parameters do not match the checksum in the metadata")
     return variables
@@ -184,7 +185,9 @@ def _train_and_save(path: Path, model: DigitsCNN, *, progress: bool) -> dict[str
     variables, history = train(jax.random.key(TRAIN_SEED), digits, model, progress=progress)
     meta = {
         **_recipe(),
-        "test_accuracy": accuracy(lambda x: model.apply(variables, x), digits.x_test, digits.y_test),
+        "test_accuracy": accuracy(
+            lambda x: model.apply(variables, x), digits.x_test, digits.y_test
+        ),
         "checksum": params_checksum(variables),
         "history": history.to_json(),
         "jax_version": jax.__version__,

@@ -12,6 +12,7 @@ import optax
 from jaxtyping import Array, Float, Int
 
 from jaxplain.data._digits import Digits
+from jaxplain.data._model import DigitsCNN
 
 #: The training recipe of the default model (part of its checkpoint's identity).
 EPOCHS = 10
@@ -41,7 +42,8 @@ class TrainHistory:
     def from_json(cls, data: dict[str, Any]) -> TrainHistory:
         """Inverse of :meth:`to_json`; raises ``ValueError`` on a malformed dict."""
         try:
-            fields = {f.name: tuple(float(v) for v in data[f.name]) for f in dataclasses.fields(cls)}
+            names = [f.name for f in dataclasses.fields(cls)]
+            fields = {name: tuple(float(v) for v in data[name]) for name in names}
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"malformed training history {data!r}: {e}") from None
         if len({len(v) for v in fields.values()}) != 1:
@@ -91,8 +93,6 @@ def train(
         >>> len(history.loss)
         1
     """
-    from jaxplain.data._model import DigitsCNN
-
     n = digits.x_train.shape[0]
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
@@ -111,16 +111,15 @@ def train(
         return loss, jnp.mean(jnp.argmax(logits, -1) == y)
 
     @jax.jit
-    def step(params, opt_state, idx):
-        x, y = digits.x_train[idx], digits.y_train[idx]
-        (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x, y)
+    def step(params, opt_state, x_all, y_all, idx):
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+        (loss, acc), grads = grad_fn(params, x_all[idx], y_all[idx])
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss, acc
 
     @jax.jit
-    def test_accuracy(params):
-        logits = model.apply({"params": params}, digits.x_test)
-        return jnp.mean(jnp.argmax(logits, -1) == digits.y_test)
+    def test_accuracy(params, x, y):
+        return jnp.mean(jnp.argmax(model.apply({"params": params}, x), -1) == y)
 
     # One jitted step per minibatch, driven from Python: on XLA:CPU the gradient convolutions
     # run 10-70x slower inside a compiled loop body (lax.scan / while) than as top-level ops.
@@ -132,10 +131,13 @@ def train(
         order = jax.random.permutation(k, n)[: steps * batch_size].reshape(steps, batch_size)
         stats = []
         for idx in order:
-            params, opt_state, loss, acc = step(params, opt_state, idx)
+            params, opt_state, loss, acc = step(
+                params, opt_state, digits.x_train, digits.y_train, idx
+            )
             stats.append((loss, acc))
         loss, acc = jnp.mean(jnp.asarray(stats), axis=0)
-        history.append((float(loss), float(acc), float(test_accuracy(params))))
+        test_acc = test_accuracy(params, digits.x_test, digits.y_test)
+        history.append((float(loss), float(acc), float(test_acc)))
         bar.set_postfix(loss=f"{history[-1][0]:.3f}", test_acc=f"{history[-1][2]:.3f}")
         bar.update()
     bar.close()

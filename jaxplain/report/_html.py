@@ -79,7 +79,9 @@ def write_report(
     sections = tuple(sections)
     for i, s in enumerate(sections):
         if not isinstance(s, Section):
-            raise TypeError(f"sections[{i}] must be a jaxplain.report.Section, got {type(s).__name__}")
+            raise TypeError(
+                f"sections[{i}] must be a jaxplain.report.Section, got {type(s).__name__}"
+            )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     figures = out / "figures"
@@ -151,7 +153,10 @@ def _table_html(table: Table) -> str:
         "<tr>" + "".join(_td(c) for c in row) + "</tr>" for row in table.rows
     )
     cap = f"<caption>{html.escape(table.caption)}</caption>" if table.caption else ""
-    return f'<div class="scroll"><table>{cap}<thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>'
+    return (
+        f'<div class="scroll"><table>{cap}<thead><tr>{head}</tr></thead>'
+        f"<tbody>{rows}</tbody></table></div>"
+    )
 
 
 def _td(value: object) -> str:

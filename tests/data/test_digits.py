@@ -20,7 +20,8 @@ def test_split_shapes_dtypes_and_range(digits):
     for x in (digits.x_train, digits.x_test):
         assert float(x.min()) == 0.0 and float(x.max()) == 1.0
     # sklearn's grey levels are 0..16, scaled by 1/16: every value is a multiple of 1/16.
-    np.testing.assert_array_equal(np.asarray(digits.x_train) * 16, np.round(np.asarray(digits.x_train) * 16))
+    scaled = np.asarray(digits.x_train) * 16
+    np.testing.assert_array_equal(scaled, np.round(scaled))
 
 
 def test_split_is_a_stratified_partition_of_sklearns_digits(digits):
@@ -29,8 +30,10 @@ def test_split_is_a_stratified_partition_of_sklearns_digits(digits):
     raw = sk_load()
     ours = np.concatenate([digits.x_train, digits.x_test])[..., 0] * 16
     labels = np.concatenate([digits.y_train, digits.y_test])
-    key = lambda imgs, ys: sorted(a.tobytes() + bytes([int(y)]) for a, y in zip(imgs.astype(np.uint8), ys))
-    assert key(ours, labels) == key(raw.images, raw.target)  # same multiset of (image, label)
+    def multiset(images, ys):
+        return sorted(a.tobytes() + bytes([int(y)]) for a, y in zip(images.astype(np.uint8), ys))
+
+    assert multiset(ours, labels) == multiset(raw.images, raw.target)
     test_counts = np.bincount(np.asarray(digits.y_test), minlength=10)
     all_counts = np.bincount(raw.target, minlength=10)
     assert np.all(np.abs(test_counts - 0.25 * all_counts) <= 1)
@@ -60,7 +63,8 @@ def test_model_sites_follow_the_contract(digits):
     names = [s.name for s in jaxplain.sites(f, digits.x_test[:3])]
     assert names == ["conv1", "relu", "block1/conv_a", "block1/relu", "block1/conv_b", "block1/add",
                      "block1/relu_1", "block1", "avg_pool", "fc1", "relu_1", "head"]
-    assert jaxplain.core.relu_sites(f, digits.x_test[:3]) == ("relu", "block1/relu", "block1/relu_1", "relu_1")
+    relus = jaxplain.core.relu_sites(f, digits.x_test[:3])
+    assert relus == ("relu", "block1/relu", "block1/relu_1", "relu_1")
 
 
 def test_residual_block_computes_relu_of_x_plus_branch():

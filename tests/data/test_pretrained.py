@@ -141,7 +141,8 @@ def test_damaged_checkpoint_is_retrained_not_loaded(damage, digits_model, jaxpla
 
 def test_leftover_partial_write_is_ignored(digits_model, jaxplain_home, tmp_path, monkeypatch):
     _, variables, _, _ = digits_model
-    shutil.copytree(jaxplain_home / _pretrained.CHECKPOINT_NAME, tmp_path / _pretrained.CHECKPOINT_NAME)
+    name = _pretrained.CHECKPOINT_NAME
+    shutil.copytree(jaxplain_home / name, tmp_path / name)
     partial = tmp_path / f".{_pretrained.CHECKPOINT_NAME}.abc123.partial"
     partial.mkdir()
     (partial / "metadata.json").write_text("{")

@@ -31,7 +31,8 @@ def sections():
         Section("Accuracy & <script>", text="Line one\nline two\n\nSecond paragraph.")
         .with_table(["split", "accuracy"], [["test", 0.97777], ["train <all>", 1.0]], caption="acc")
         .with_figure(_figure("red"), caption="first"),
-        Section("Twice").with_figure(_figure("blue")).with_figure(_figure("green"), caption="third"),
+        Section("Twice").with_figure(_figure("blue"))
+        .with_figure(_figure("green"), caption="third"),
         Section("Twice", text="same title again"),
         Section("Broken (failed)", error="Traceback (most recent call last):\n  ValueError: <bad>"),
     ]

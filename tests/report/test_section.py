@@ -35,7 +35,8 @@ def test_with_methods_return_new_sections_and_leave_the_original():
 def test_table_cells_become_plain_values():
     sec = Section("T").with_table(
         header=("name", "x", "y", "flag"),
-        rows=[["a", np.float32(0.5), jnp.asarray(3), True], ("b", jnp.array([2.25]), np.int64(7), False)],
+        rows=[["a", np.float32(0.5), jnp.asarray(3), True],
+              ("b", jnp.array([2.25]), np.int64(7), False)],
         caption="c",
     )
     table = sec.items[0]
