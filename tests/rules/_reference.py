@@ -43,12 +43,12 @@ def reg(n):
     return math.log2(total)
 
 
-def set_bits(m, k):
-    return universal(k) + lb(m, k)
+def set_bits(m, k, kind="universal"):
+    return universal(k) + lb(m, k) if kind == "universal" else lb(m, k) + reg(m)
 
 
-def rule_bits(m_a, m_b, x, y, pairs=1):
-    return math.log2(pairs) + set_bits(m_a, x) + set_bits(m_b, y)
+def rule_bits(m_a, m_b, x, y, pairs=1, kind="universal"):
+    return math.log2(pairs) + set_bits(m_a, x, kind) + set_bits(m_b, y, kind)
 
 
 def usage(d_a, d_b, head, tail, k):
@@ -67,14 +67,14 @@ def tail_bits(d_a, d_b, head, tail, k, robust=True):
     return bits
 
 
-def total_length(layers, rules, robust=True):
+def total_length(layers, rules, robust=True, kind="universal"):
     """L(D, M) for two layers {'a', 'b'} and rules [(head, tail, k)] from 'a' to 'b'."""
     d_a, d_b = layers
     n = d_a.shape[0]
     cover = np.zeros_like(d_b)
     bits = [universal(len(rules) + 1)]
     for head, tail, k in rules:
-        bits.append(rule_bits(d_a.shape[1], d_b.shape[1], len(head), len(tail)))
+        bits.append(rule_bits(d_a.shape[1], d_b.shape[1], len(head), len(tail), kind=kind))
         bits.append(tail_bits(d_a, d_b, head, tail, k, robust))
         _, used, _ = usage(d_a, d_b, head, tail, k)
         cover[np.ix_(used, list(tail))] = True

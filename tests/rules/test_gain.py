@@ -63,15 +63,19 @@ def test_reference_gain_is_difference_of_total_lengths():
                                       abs=1e-9)
 
 
-@pytest.mark.parametrize("tail_mode", ["robust", "exact"])
-def test_mined_code_length_equals_reference_total(tail_mode):
+@pytest.mark.parametrize("tail_mode, set_code", [("robust", "universal"), ("exact", "universal"),
+                                                ("robust", "premise")])
+def test_mined_code_length_equals_reference_total(tail_mode, set_code):
     d_a, d_b = _random_layers(4, n=300)
-    rules = mine({"a": d_a, "b": d_b}, tail_mode=tail_mode, k_tail=8, beam=8, k_head=4)
+    rules = mine({"a": d_a, "b": d_b}, tail_mode=tail_mode, set_code=set_code, k_tail=8, beam=8,
+                 k_head=4, min_tail_frac=0.5 if set_code == "premise" else 0.0)
     assert len(rules) >= 1
     as_ref = [(tuple(r.head), tuple(r.tail), int(r.min_hits)) for r in rules.rules]
     robust = tail_mode == "robust"
     assert float(rules.code_length) == pytest.approx(
-        ref.total_length((d_a, d_b), as_ref, robust), abs=1e-6)
+        ref.total_length((d_a, d_b), as_ref, robust, set_code), abs=1e-6)
+    if set_code == "premise":   # min_tail_frac=0.5: rules use rows with >= half the tail
+        assert all(2 * int(r.min_hits) >= len(r.tail) for r in rules.rules)
     assert float(rules.baseline_code_length) == pytest.approx(
         ref.total_length((d_a, d_b), [], robust), abs=1e-6)
     gains = sum(float(r.gain) for r in rules.rules)
