@@ -30,6 +30,10 @@ def _md_table(header, rows) -> str:
     return "\n".join(lines)
 
 
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(v) for v in text.split(","))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=128)
@@ -39,6 +43,8 @@ def main() -> None:
     parser.add_argument("--roar", action="store_true", help="also run ROAR/KAR (slow)")
     parser.add_argument("--roar-methods", default="gradient,integrated gradients,random (control)")
     parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--roar-fractions", default="0,0.1,0.3,0.5,0.7,0.9")
+    parser.add_argument("--kar-fractions", default="0.1,0.3,0.5,0.7,0.9")
     parser.add_argument("--out", default="experiments/results/metrics_digits")
     args = parser.parse_args()
 
@@ -82,8 +88,8 @@ def main() -> None:
             if name not in methods:
                 continue
             kw = dict(key=jax.random.fold_in(key, 3), f=f, digits=digits, epochs=args.epochs)
-            r = metrics.roar(methods[name], fractions=(0.0, 0.1, 0.3, 0.5, 0.7, 0.9), **kw)
-            k = metrics.kar(methods[name], fractions=(0.1, 0.3, 0.5, 0.7, 0.9), **kw)
+            r = metrics.roar(methods[name], fractions=_floats(args.roar_fractions), **kw)
+            k = metrics.kar(methods[name], fractions=_floats(args.kar_fractions), **kw)
             retrain[name] = {
                 "roar": dict(zip(np.asarray(r.fractions).round(2).tolist(),
                                  np.asarray(r.accuracy).round(4).tolist())),

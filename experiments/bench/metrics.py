@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import platform
 import time
@@ -106,6 +107,8 @@ def main() -> None:
         "device": f"{device.platform} ({device.device_kind}, {jax.device_count()} device(s))",
         "host": platform.processor() or platform.machine(),
         "jax": jax.__version__,
+        "cpu_count": os.cpu_count(),
+        "load_average_1min": round(os.getloadavg()[0], 2),
         "jaxplain_curves_per_s": round(ours_rate, 1),
         "jaxplain_seconds": round(ours_s, 4),
         "jaxplain_best_batch_size": best,

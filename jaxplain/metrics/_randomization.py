@@ -86,6 +86,24 @@ def _check_inputs(x, method, win_size):
     return x
 
 
+def _layer_order(f, x, params: dict[str, Any]) -> tuple[str, ...]:
+    """Top-level parameter entries in the order the model calls them (input to output).
+
+    A restored checkpoint may hold the params sorted by name, so the order comes from the
+    model's sites (:func:`jaxplain.sites`, the first path component that names an entry);
+    entries the sites do not
+    name follow in dict order.
+    """
+    from jaxplain.core import sites
+
+    seen: list[str] = []
+    for site in sites(f, x[:1]):
+        head = next((part for part in site.name.split("/") if part in params), None)
+        if head is not None and head not in seen:
+            seen.append(head)
+    return tuple(seen) + tuple(name for name in params if name not in seen)
+
+
 def _gaussian_like(tree: Any, key: Array, stdev: float) -> Any:
     leaves, treedef = jax.tree_util.tree_flatten(tree)
     keys = jax.random.split(key, len(leaves))
@@ -109,8 +127,8 @@ def randomization_check(
 ) -> RandomizationResult:
     """Model-parameter randomization: re-explain after re-drawing layers from the top down.
 
-    ``layers`` are the top-level entries of ``variables["params"]`` (module names in the order
-    the model creates them, i.e. input to output). Cascading mode randomizes the last layer,
+    ``layers`` are the top-level entries of ``variables["params"]`` (module names), ordered as
+    the model calls them (from :func:`jaxplain.sites`), input to output. Cascading mode randomizes the last layer,
     then the last two, ... down to all of them; independent mode randomizes one layer at a time
     with the rest intact. Fresh weights come from the model's own initializers
     (``model.init(key, x[:1])``, Adebayo et al.'s re-initialization) or, with ``stdev``, from
@@ -126,7 +144,8 @@ def randomization_check(
         key: PRNG key for the new weights.
         target: Classes to explain, kept for every state; ``None``: the original prediction.
         mode: ``"cascading"`` or ``"independent"``.
-        layers: Layer names, input to output (default: all of ``variables["params"]``).
+        layers: Layer names, input to output (default: all of ``variables["params"]`` in call
+            order).
         stdev: ``None`` for re-initialization, or the standard deviation of Gaussian weights.
         win_size: SSIM window (odd, at most the image size).
 
@@ -149,9 +168,11 @@ def randomization_check(
     x = _check_inputs(x, method, win_size)
     checks.check_choice(mode, "mode", MODES)
     params = _params(variables)
-    if layers is None:
-        layers = tuple(params)
-    layers = tuple(layers)
+
+    from jaxplain.core import as_function
+
+    f0 = as_function(model, variables)
+    layers = _layer_order(f0, x, params) if layers is None else tuple(layers)
     unknown = [name for name in layers if name not in params]
     if unknown or not layers:
         raise ValueError(f"layers must be names from variables['params'] {tuple(params)}, got {layers}")
@@ -159,10 +180,6 @@ def randomization_check(
         raise ValueError(f"stdev must be None or a positive number, got {stdev!r}")
     if stdev is None and not hasattr(model, "init"):
         raise TypeError("model has no init(); pass stdev to draw Gaussian weights instead")
-
-    from jaxplain.core import as_function
-
-    f0 = as_function(model, variables)
     if target is None:
         target = jnp.argmax(f0(x), axis=-1)
     target = checks.check_target(target, x.shape[0], checks.num_classes(f0, x))

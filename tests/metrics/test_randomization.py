@@ -88,6 +88,10 @@ def test_independent_state_of_the_top_layer_equals_the_first_cascading_state(net
     np.testing.assert_allclose(ind.spearman[0], cas.spearman[0], rtol=1e-6)
     # A layer re-drawn alone changes the explanation, but less than all layers at once.
     assert float(ind.spearman[-1].mean()) > float(cas.spearman[-1].mean())
+    # a restored checkpoint may list the params in another order: the call order still wins
+    shuffled = {"params": dict(reversed(list(variables["params"].items())))}
+    again = metrics.randomization_check(model, shuffled, x, _grad, key=key)
+    assert again.states == cas.states == ("head", "fc", "conv2", "conv1")
     gauss = metrics.randomization_check(model, variables, x, _grad, key=key, stdev=0.1,
                                         layers=("conv1", "head"))
     assert gauss.states == ("head", "conv1") and bool(jnp.isfinite(gauss.ssim).all())
