@@ -6,9 +6,12 @@ image at a time, forward hooks that multiply each ReLU call's output by its mask
 that record the gradients, the scores moved to the host and thresholded with
 ``numpy.percentile``, and the same bookkeeping forwards as the authors' ``Pruner``
 (original output, mask initialisation, output-change check). Both run in this process on the
-same device with the same weights (the digits CNN), and the two pathway gradients are compared.
+same kind of device with the same weights, and the two pathway gradients are compared. Models:
+the digits CNN, and with ``--resnet50 SIZE`` a random-weight ResNet-50 (torchvision layout,
+no BatchNorm, 49 ReLU call sites) at SIZE x SIZE, batch ``--resnet-batch`` (the issue's GPU
+setting is ``--resnet50 224 --resnet-batch 32``).
 
-Run: ``python experiments/bench/pathways.py [--images 200] [--keep 0.3]``; writes
+Run: ``python experiments/bench/pathways.py [--images 200] [--keep 0.3] [--resnet50 224]``; writes
 ``experiments/results/bench_pathways.json`` and ``.md``.
 """
 
@@ -63,6 +66,86 @@ class TorchDigitsCNN(nn.Module):
         x = nn.functional.avg_pool2d(x, 2)
         x = x.permute(0, 2, 3, 1).reshape(x.shape[0], -1)  # flatten in NHWC order, as Flax
         return self.head(self.relus[3](self.fc1(x)))
+
+
+# ResNet-50 (torchvision layout: Bottleneck blocks [3, 4, 6, 3], stride on the 3x3 conv),
+# random He-normal weights, no BatchNorm (random-weight timing only). 49 ReLU call sites.
+RESNET50 = ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2))
+
+
+def resnet50_params(key, classes=1000):
+    def he(k, shape):
+        return np.asarray(jax.random.normal(k, shape) * np.sqrt(2.0 / np.prod(shape[:-1])), np.float32)
+
+    keys = iter(jax.random.split(key, 80))
+    p = {"stem": he(next(keys), (7, 7, 3, 64)), "blocks": []}
+    cin = 64
+    for width, depth, stride in RESNET50:
+        for i in range(depth):
+            blk = {"a": he(next(keys), (1, 1, cin, width)), "b": he(next(keys), (3, 3, width, width)),
+                   "c": he(next(keys), (1, 1, width, 4 * width)) * 0.2,
+                   "stride": stride if i == 0 else 1}
+            if i == 0:
+                blk["down"] = he(next(keys), (1, 1, cin, 4 * width))
+            p["blocks"].append(blk)
+            cin = 4 * width
+    p["fc"] = he(next(keys), (cin, classes))
+    return p
+
+
+def resnet50_jax(p):
+    def conv(x, w, stride=1):
+        k = w.shape[0]
+        return jax.lax.conv_general_dilated(x, jnp.asarray(w), (stride, stride), [(k // 2, k // 2)] * 2,
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    def f(x):
+        x = jax.nn.relu(conv(x, p["stem"], 2))
+        x = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1),
+                                  [(0, 0), (1, 1), (1, 1), (0, 0)])
+        for blk in p["blocks"]:
+            h = jax.nn.relu(conv(x, blk["a"]))
+            h = jax.nn.relu(conv(h, blk["b"], blk["stride"]))
+            h = conv(h, blk["c"])
+            skip = conv(x, blk["down"], blk["stride"]) if "down" in blk else x
+            x = jax.nn.relu(h + skip)
+        return x.mean(axis=(1, 2)) @ jnp.asarray(p["fc"])
+
+    return f
+
+
+class TorchResNet50(nn.Module):
+    """The same network in PyTorch, one ``nn.ReLU`` module per call site (49)."""
+
+    def __init__(self, p):
+        super().__init__()
+
+        def conv(w, stride=1):
+            c = nn.Conv2d(w.shape[2], w.shape[3], w.shape[0], stride, w.shape[0] // 2, bias=False)
+            c.weight.data = torch.tensor(w).permute(3, 2, 0, 1).contiguous()
+            return c
+
+        self.stem = conv(p["stem"], 2)
+        self.blocks = nn.ModuleList()
+        for blk in p["blocks"]:
+            m = nn.Module()
+            m.a, m.b, m.c = conv(blk["a"]), conv(blk["b"], blk["stride"]), conv(blk["c"])
+            m.down = conv(blk["down"], blk["stride"]) if "down" in blk else None
+            self.blocks.append(m)
+        self.fc = nn.Linear(*p["fc"].shape, bias=False)
+        self.fc.weight.data = torch.tensor(p["fc"]).T.contiguous()
+        self.relus = nn.ModuleList([nn.ReLU() for _ in range(1 + 3 * len(p["blocks"]))])
+
+    def forward(self, x):
+        r = iter(self.relus)
+        x = next(r)(self.stem(x))
+        x = nn.functional.max_pool2d(x, 3, 2, 1)
+        for m in self.blocks:
+            h = next(r)(m.a(x))
+            h = next(r)(m.b(h))
+            h = m.c(h)
+            x = next(r)(h + (m.down(x) if m.down is not None else x))
+        return self.fc(x.mean(dim=(2, 3)))
 
 
 class HookedPathway:
@@ -133,65 +216,85 @@ def time_jax(f, x, t, keep, repeats):
     return out, compile_s, float(np.median(runs))
 
 
+def compare(f, torch_model, x, keep, repeats, batches, reference_images):
+    """Time both implementations on `x` (NHWC) and compare their pathway gradients."""
+    t = jnp.argmax(f(x), -1)
+    dev = "cuda" if torch.cuda.is_available() else "cpu"  # the reference on the same kind of device
+    ref = HookedPathway(torch_model.to(dev))
+    xt = torch.tensor(np.asarray(x[:reference_images])).permute(0, 3, 1, 2).contiguous().to(dev)
+    torch.set_num_threads(1 if x.shape[1] <= 32 else os.cpu_count())  # 1 thread for tiny images
+    ref(xt[:1], keep)  # warm-up
+    t0 = time.perf_counter()
+    ref_maps = torch.cat([ref(xt[i : i + 1], keep) for i in range(len(xt))])
+    if dev == "cuda":
+        torch.cuda.synchronize()
+    ref_s = (time.perf_counter() - t0) / len(xt)
+    ref_maps = ref_maps.permute(0, 2, 3, 1).cpu().numpy()
+    rows = []
+    for batch in batches:
+        out, compile_s, run_s = time_jax(f, x[:batch], t[:batch], keep, repeats)
+        rows.append({"batch": batch, "compile_s": compile_s, "seconds": run_s,
+                     "images_per_s": batch / run_s})
+    n = min(len(ref_maps), len(out))
+    diff = np.abs(np.asarray(out[:n]) - ref_maps[:n])
+    scale = float(np.abs(ref_maps).max())
+    return {
+        "reference_s_per_image": ref_s, "reference_images_per_s": 1.0 / ref_s,
+        "reference_images": len(xt), "jaxplain": rows,
+        "speedup_largest_batch": rows[-1]["images_per_s"] * ref_s,
+        "max_abs_diff_vs_reference": float(diff.max()), "reference_max_abs": scale,
+        "maps_equal_within_1e-4_rel": float((diff <= 1e-4 * scale).mean()),
+    }
+
+
+def table(name, res, keep):
+    lines = [f"## {name}", "",
+             f"keep={keep} (p={100 * (1 - keep):.0f}); reference timed on {res['reference_images']} images.", "",
+             "| implementation | batch | s per call | images/s | x reference |", "|---|---|---|---|---|",
+             f"| authors' procedure, torch hooks, one image at a time, NumPy percentile | 1 | "
+             f"{res['reference_s_per_image']:.4f} | {res['reference_images_per_s']:.2f} | 1.0 |"]
+    for r in res["jaxplain"]:
+        lines.append(f"| jaxplain.pathways.pathway_gradient (jit, percentile on device) | {r['batch']} | "
+                     f"{r['seconds']:.4f} | {r['images_per_s']:.2f} | "
+                     f"{r['images_per_s'] * res['reference_s_per_image']:.1f} |")
+    lines += ["", f"Pathway gradients vs the torch reference: max |diff| {res['max_abs_diff_vs_reference']:.2e} "
+              f"(max |map| {res['reference_max_abs']:.2e}); {res['maps_equal_within_1e-4_rel']:.2%} of "
+              f"values within 1e-4 of the max. First-call compile excluded (batch "
+              f"{res['jaxplain'][0]['batch']}: {res['jaxplain'][0]['compile_s']:.2f} s).", ""]
+    return lines
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--keep", type=float, default=0.3)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--resnet50", type=int, default=0, metavar="SIZE",
+                        help="also time a random-weight ResNet-50 at SIZE x SIZE (224 on a GPU)")
+    parser.add_argument("--resnet-batch", type=int, default=32)
     args = parser.parse_args()
     torch.manual_seed(0)
+    device = f"{jax.devices()[0].platform.upper()} ({jax.devices()[0].device_kind}; host {cpu_name()}, {os.cpu_count()} cores)"
     model, variables = data.pretrained()
     digits = data.load_digits()
     f = jp.as_function(model, variables)
     x = jnp.asarray(digits.x_test[: args.images])
-    t = jnp.argmax(f(x), -1)
-    device = f"{jax.devices()[0].platform.upper()} ({cpu_name()}, {os.cpu_count()} cores)"
-
-    # Reference: one image at a time, hooks, NumPy percentile on the host.
-    ref = HookedPathway(TorchDigitsCNN(variables["params"]))
-    xt = torch.tensor(np.asarray(x)).permute(0, 3, 1, 2).contiguous()
-    torch.set_num_threads(1)  # one small image per call: one thread is fastest
-    ref(xt[:1], args.keep)  # warm-up
-    t0 = time.perf_counter()
-    ref_maps = torch.cat([ref(xt[i : i + 1], args.keep) for i in range(len(xt))])
-    ref_s = time.perf_counter() - t0
-    ref_maps = ref_maps.permute(0, 2, 3, 1).numpy()
-
-    rows = []
-    for batch in (1, 32, len(x)):
-        xb, tb = x[:batch], t[:batch]
-        out, compile_s, run_s = time_jax(f, xb, tb, args.keep, args.repeats)
-        rows.append({"batch": batch, "compile_s": compile_s, "seconds": run_s,
-                     "images_per_s": batch / run_s})
-        if batch == len(x):
-            diff = np.abs(np.asarray(out) - ref_maps)
-            scale = np.abs(ref_maps).max()
-    ref_ips = len(x) / ref_s
-    res = {
-        "device": device, "images": len(x), "keep": args.keep, "model": "DigitsCNN (8x8x1)",
-        "reference_s_per_image": ref_s / len(x), "reference_images_per_s": ref_ips,
-        "jaxplain": rows, "speedup_full_batch": rows[-1]["images_per_s"] / ref_ips,
-        "max_abs_diff_vs_reference": float(diff.max()), "reference_max_abs": float(scale),
-        "maps_equal_within_1e-4_rel": float((diff <= 1e-4 * scale).mean()),
-    }
-    lines = [
-        "# Pathway gradient benchmark (NeuronMCT + selection + pathway gradient)", "",
-        f"Device: {device}. Model: {res['model']}, {len(x)} test images, keep={args.keep} "
-        f"(p={100 * (1 - args.keep):.0f}).", "",
-        "| implementation | batch | s per call | images/s | x reference |", "|---|---|---|---|---|",
-        f"| authors' procedure, torch hooks, one image at a time, NumPy percentile | 1 | "
-        f"{res['reference_s_per_image']:.4f} | {ref_ips:.1f} | 1.0 |",
-    ]
-    for r in rows:
-        lines.append(f"| jaxplain.pathways.pathway_gradient (jit, percentile on device) | {r['batch']} | "
-                     f"{r['seconds']:.4f} | {r['images_per_s']:.1f} | {r['images_per_s'] / ref_ips:.1f} |")
-    lines += ["", f"Agreement with the torch reference: max |diff| {res['max_abs_diff_vs_reference']:.2e} "
-              f"(max |map| {scale:.2e}); {res['maps_equal_within_1e-4_rel']:.2%} of pixels within "
-              "1e-4 relative. Compile time of the first call is excluded (batch 1: "
-              f"{rows[0]['compile_s']:.2f} s).",
-              "Timings share a 2-core machine with other jobs; ratios come from one run.", ""]
+    results = {"device": device, "keep": args.keep}
+    results["digits"] = compare(f, TorchDigitsCNN(variables["params"]), x, args.keep, args.repeats,
+                                (1, 32, len(x)), len(x))
+    lines = ["# Pathway gradient benchmark (NeuronMCT + selection + pathway gradient)", "",
+             f"Device: {device}. Both implementations timed in this run, same weights.", ""]
+    lines += table(f"DigitsCNN (8x8x1), {len(x)} test images", results["digits"], args.keep)
+    if args.resnet50:
+        params = resnet50_params(jax.random.key(0))
+        xr = jax.random.normal(jax.random.key(1), (args.resnet_batch, args.resnet50, args.resnet50, 3))
+        results["resnet50"] = compare(resnet50_jax(params), TorchResNet50(params), xr, args.keep,
+                                      max(1, args.repeats // 2), (1, args.resnet_batch), min(4, args.resnet_batch))
+        results["resnet50"]["size"] = args.resnet50
+        lines += table(f"ResNet-50, random weights, {args.resnet50}x{args.resnet50}x3", results["resnet50"], args.keep)
+    lines += ["Timings on a shared machine; ratios come from one run.", ""]
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "bench_pathways.json").write_text(json.dumps(res, indent=1))
+    (RESULTS / "bench_pathways.json").write_text(json.dumps(results, indent=1))
     (RESULTS / "bench_pathways.md").write_text("\n".join(lines))
     print("\n".join(lines))
 
