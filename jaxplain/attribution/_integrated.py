@@ -86,7 +86,7 @@ def integrated_gradients(f: Callable, x: Float[Array, "batch *feature"],
       >>> import jax.numpy as jnp
       >>> from jaxplain.attribution import integrated_gradients
       >>> f = lambda x: (x ** 2) @ jnp.ones((2, 1))
-      >>> integrated_gradients(f, jnp.array([[1.0, 2.0]]), 0, steps=8)
+      >>> integrated_gradients(f, jnp.array([[1.0, 2.0]]), 0, steps=8).round(4)
       Array([[1., 4.]], dtype=float32)
 
     References:

@@ -95,7 +95,7 @@ def occlusion(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array,
       >>> from jaxplain.attribution import occlusion
       >>> f = lambda x: x.sum(axis=1, keepdims=True)
       >>> occlusion(f, jnp.array([[1.0, 2.0, 3.0]]), 0, window=(2,))
-      Array([[3. , 4. , 5. ]], dtype=float32)
+      Array([[3., 4., 5.]], dtype=float32)
 
     References:
       Zeiler, Fergus. Visualizing and Understanding Convolutional Networks. ECCV 2014.

@@ -61,9 +61,10 @@ def shapley_sampling(f: Callable, x: Float[Array, "batch *feature"],
     Example:
       >>> import jax, jax.numpy as jnp
       >>> from jaxplain.attribution import shapley_sampling
-      >>> f = lambda x: x[:, :1] * x[:, 1:]                 # a pure interaction
-      >>> shapley_sampling(f, jnp.array([[2.0, 3.0]]), 0, key=jax.random.key(0), samples=64)
-      Array([[3., 3.]], dtype=float32)
+      >>> f = lambda x: x[:, :1] * x[:, 1:]                 # a pure interaction: 3 and 3
+      >>> phi = shapley_sampling(f, jnp.array([[2.0, 3.0]]), 0, key=jax.random.key(0), samples=64)
+      >>> float(phi.sum())                                  # f(x) - f(0), exactly
+      6.0
 
     References:
       Strumbelj, Kononenko. An efficient explanation of individual classifications using game

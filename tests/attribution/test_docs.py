@@ -1,0 +1,16 @@
+"""The docstring examples of the attribution modules run and print what they say."""
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = ["_gradient", "_integrated", "_smoothgrad", "_perturbation", "_shapley", "_surrogate",
+           "_modified", "_lrp", "_lrp_rules", "_site"]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    module = importlib.import_module(f"jaxplain.attribution.{name}")
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
