@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import os
 import warnings
 from collections.abc import Callable
@@ -21,7 +20,6 @@ import numpy as np
 
 import jaxplain as jp
 from jaxplain.subnet import _optimize, _threshold
-from jaxplain.subnet._objective import gated
 from jaxplain.subnet._types import Options, SubNetwork
 
 
@@ -112,6 +110,9 @@ def extract(f: Callable, x_region: jax.Array, *, sites, key: jax.Array,
       >>> sub = jp.subnet.extract(f, x, sites="hidden", key=jax.random.key(3), steps=200,
       ...                         finetune_steps=50)
       >>> bool(sub.region_agreement == 1.0)
+      True
+      >>> f_sub = jp.subnet.apply(f, sub)   # the pruned function
+      >>> bool((f_sub(x).argmax(-1) == f(x).argmax(-1)).all())
       True
 
     References:
@@ -238,8 +239,12 @@ def apply(f: Callable, subnetwork: SubNetwork) -> Callable:
     """The pruned function: ``f`` with each site's value multiplied by the sub-network's
     ``mask * gate * score`` (removed units exactly 0); pure and jit-able, weights untouched.
 
-    Example:
-      >>> # f_sub = jp.subnet.apply(f, sub); f_sub(x) has f(x)'s shape
+    Args:
+      f: The full model the sub-network was extracted from.
+      subnetwork: From :func:`extract`.
+
+    Returns:
+      ``f_sub`` with ``f_sub(x)`` shaped like ``f(x)`` (see :func:`extract`'s example).
     """
     if not isinstance(subnetwork, SubNetwork):
         raise TypeError(f"subnetwork must be a jaxplain.subnet.SubNetwork (from extract); got "
