@@ -212,6 +212,10 @@ def markdown(res) -> str:
             a = f"{auth[k][0]:.3f} / {auth[k][1]:.3f}" if auth else ""
             lines.append(f"| {name} | {metric} | " + " | ".join(f"{v:.3f}" for v in r[metric]) + f" | {a} |")
         lines.append(f"| {name} | spearman (signed) | " + " | ".join(f"{v:.3f}" for v in r["spearman"]) + " | |")
+    if s:
+        lines += ["", "Grad*Input and IG multiply by the input: the digits' background pixels are exactly 0, "
+                  "so those pixels are 0 in every map and the rank correlation of |map| stays high "
+                  "whatever the weights; SSIM and signed Spearman show the randomization."]
     lr = res.get("linear_regions", {})
     lines += ["", "## Local linearity on the trained network", "",
               "Median distance (L2, pixel units in [0,1]) along random unit directions to the first "
