@@ -3,7 +3,6 @@
 import functools
 
 import jax
-import jax.extend  # noqa: F401
 import jax.numpy as jnp
 import numpy as np
 import pytest

@@ -1,7 +1,6 @@
 """Pruning-derived pathways (DGR gates, greedy, random), overlap statistics, and NeuronIntGrad."""
 
 import jax
-import jax.extend  # noqa: F401
 import jax.numpy as jnp
 import numpy as np
 import pytest

@@ -1,7 +1,6 @@
 """Selection: one global NumPy-style percentile per example, strict `>`, dead units dropped."""
 
 import jax
-import jax.extend  # noqa: F401  (the kernel's tracer uses it)
 import jax.numpy as jnp
 import numpy as np
 import pytest
