@@ -249,3 +249,62 @@ def test_rules_are_hashable_values():
     f, _ = mlp_case(1)
     with pytest.raises(TypeError, match="rules"):
         lrp(f, np.ones((1, 6), np.float32), 0, rules="epsilon")
+
+
+def test_batchnorm_is_folded_into_the_preceding_layer():
+    import flax.linen as nn
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = nn.Conv(4, (3, 3), name="conv")(x)
+            x = nn.BatchNorm(use_running_average=True, name="bn")(x)
+            x = nn.relu(x)
+            return nn.Dense(3, name="head")(x.reshape(x.shape[0], -1))
+
+    import jaxplain as jp
+
+    x = np.random.default_rng(14).normal(size=(3, 4, 4, 1)).astype(np.float32)
+    net = Net()
+    variables = net.init(jax.random.key(0), x)
+    rng = np.random.default_rng(15)
+    stats = {"mean": rng.normal(size=4).astype(np.float32),
+             "var": rng.uniform(0.5, 2.0, size=4).astype(np.float32)}
+    params = dict(variables["params"])
+    params["bn"] = {"scale": rng.uniform(0.5, 1.5, size=4).astype(np.float32),
+                    "bias": rng.normal(size=4).astype(np.float32)}
+    variables = {"params": params, "batch_stats": {"bn": stats}}
+    f = jp.as_function(net, variables)
+    # the same network with BatchNorm folded by hand into the convolution
+    s = params["bn"]["scale"] / np.sqrt(stats["var"] + 1e-5)
+    w = np.asarray(params["conv"]["kernel"]) * s
+    b = (np.asarray(params["conv"]["bias"]) - stats["mean"]) * s + params["bn"]["bias"]
+    wd, bd = np.asarray(params["head"]["kernel"]), np.asarray(params["head"]["bias"])
+
+    def folded(z):
+        h = jax.lax.conv_general_dilated(z, jnp.asarray(w), (1, 1), "SAME",
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC")) + b
+        return jax.nn.relu(h).reshape(z.shape[0], -1) @ wd + bd
+
+    np.testing.assert_allclose(f(x), folded(x), rtol=1e-4, atol=1e-5)
+    target = np.asarray(f(x)).argmax(1)
+    for rule in (Epsilon(0.1), AlphaBeta(2.0, 1.0), EpsilonPlusFlat()):
+        assert _rel_err(lrp(f, x, target, rules=rule),
+                        np.asarray(lrp(folded, x, target, rules=rule), np.float64)) < 1e-4
+
+
+def test_max_pooling_conserves_relevance():
+    rng = np.random.default_rng(16)
+    w1 = jnp.asarray(rng.normal(size=(3, 3, 1, 3)), jnp.float32)
+    wd = jnp.asarray(rng.normal(size=(12, 4)), jnp.float32)
+
+    def f(x):
+        h = jax.nn.relu(jax.lax.conv_general_dilated(x, w1, (1, 1), "SAME",
+                                                     dimension_numbers=("NHWC", "HWIO", "NHWC")))
+        h = jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+        return h.reshape(x.shape[0], -1) @ wd
+
+    x = rng.uniform(size=(4, 4, 4, 1)).astype(np.float32)
+    target = np.asarray(f(x)).argmax(1)
+    total = np.asarray(lrp(f, x, target, rules=Epsilon(1e-9))).reshape(4, -1).sum(1)
+    np.testing.assert_allclose(total, 1.0, rtol=1e-4)
