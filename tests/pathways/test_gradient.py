@@ -153,3 +153,11 @@ def test_compiles_once_and_composes_with_jit():
     # Per-example independence: the batch result equals a loop over single examples.
     loop = jnp.concatenate([pw.pathway_gradient(f0, x[i : i + 1], 0, keep=0.2) for i in range(len(x))])
     np.testing.assert_allclose(pw.pathway_gradient(f0, x, 0, keep=0.2), loop, rtol=1e-5, atol=1e-6)
+
+
+def test_composes_with_vmap():
+    f0, _, x = _models.model("mlp", seed=4)
+    groups = x.reshape(2, 2, -1)
+    got = jax.vmap(lambda xb: pw.pathway_gradient(f0, xb, 0, keep=0.2))(groups)
+    want = jnp.stack([pw.pathway_gradient(f0, xb, 0, keep=0.2) for xb in groups])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
