@@ -93,8 +93,10 @@ class Options:
     def __post_init__(self):
         object.__setattr__(self, "l1", _as_tuple("l1", self.l1))
         object.__setattr__(self, "threshold", _as_tuple("threshold", self.threshold))
-        if self.gate_l1 is not None:
-            _as_tuple("gate_l1", self.gate_l1)
+        if self.gate_l1 is not None and not (
+                isinstance(self.gate_l1, (int, float)) and math.isfinite(self.gate_l1)
+                and self.gate_l1 >= 0):
+            raise ValueError(f"gate_l1 must be None or a number >= 0, got {self.gate_l1!r}")
         if self.sparsity is not None and not (
                 isinstance(self.sparsity, (int, float)) and 0.0 < self.sparsity < 1.0):
             raise ValueError(f"sparsity must be a share of units to remove in the open interval "
