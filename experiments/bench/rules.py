@@ -110,9 +110,11 @@ def bench_gains(n, m, k_tail, heads, repeats=3):
             min(plain), device[0].gain, rel_tol=1e-9, abs_tol=1e-6)):
         raise AssertionError(f"kernel gain {device[0].gain} vs reference {min(plain)}")
     words = search.words
-    # Minimum traffic of the fused kernel: per prefix step, the (k+1) usage masks and the k
-    # new-ones masks of each candidate are read once (uint32 words).
-    bytes_moved = len(seeds) * k * (2 * k + 1) * words * 4
+    # Minimum traffic of the fused kernel: per prefix step, the (w+1) usage masks and the w
+    # new-ones masks of each candidate are read once (uint32 words); w = K/2 for the first
+    # half of the prefixes, K after (see _kernel.score).
+    widths = [k // 2] * (k // 2) + [k] * (k - k // 2) if k >= 8 else [k] * k
+    bytes_moved = len(seeds) * sum(2 * w + 1 for w in widths) * words * 4
     return dict(rows=n, units=m, k_tail=k, heads=len(seeds), candidates=candidates,
                 kernel_s=device_time, numpy_s=numpy_time,
                 kernel_candidates_per_s=candidates / device_time,
