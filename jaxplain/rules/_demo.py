@@ -79,7 +79,6 @@ def demo_section(ctx):
                      f"({spec.max():.0%} one class); most shared: "
                      f"{rule_set.rules[int(np.argmin(spec))]} ({spec.min():.0%}).")
     text = "\n".join(lines)
-    print(text)
     table = rule_set.to_table()
     section = Section("Rules (ExplaiNN)", text=text).with_table(
         header=table.header, rows=table.rows[:10],
