@@ -242,6 +242,11 @@ def markdown(res) -> str:
         lines += ["", "## ROAR (remove top q% pixels, retrain, test accuracy; lower is better)", "",
                   "| method | " + " | ".join(f"q={q:.0%}" for q in rf) + " |", "|---|" + "---|" * len(rf)]
         lines += [f"| {n} | " + " | ".join(f"{a:.3f}" for a in acc) + " |" for n, acc in res["roar"].items()]
+        lines += ["", "Each row retrains DigitsCNN from scratch for 5 epochs per q (q=0: unmodified "
+                  "data). On 8x8 digits random removal hurts most at large q: removing the most "
+                  "relevant pixels of any saliency method leaves the stroke outline, which still "
+                  "identifies the digit (the known ROAR leakage); here the pathway gradient does not "
+                  "separate from the gradient, unlike the authors' CIFAR-10/Birdsnap curves."]
     lines += ["", f"Total time {res.get('seconds', 0.0):.0f} s.", ""]
     return "\n".join(lines)
 
@@ -295,6 +300,7 @@ def main():
         res["roar_fractions"] = [0.0, 0.1, 0.3, 0.5, 0.7, 0.9]
         res["roar"] = roar(table, f, digits, jax.random.fold_in(key, 4), res["roar_fractions"], epochs=5)
         save()
+    save()
     print(markdown(res))
 
 
