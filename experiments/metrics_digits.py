@@ -91,10 +91,9 @@ def main() -> None:
             r = metrics.roar(methods[name], fractions=_floats(args.roar_fractions), **kw)
             k = metrics.kar(methods[name], fractions=_floats(args.kar_fractions), **kw)
             retrain[name] = {
-                "roar": dict(zip(np.asarray(r.fractions).round(2).tolist(),
-                                 np.asarray(r.accuracy).round(4).tolist())),
-                "kar": dict(zip(np.asarray(k.fractions).round(2).tolist(),
-                                np.asarray(k.accuracy).round(4).tolist())),
+                kind: {round(float(q), 3): round(float(acc), 4)
+                       for q, acc in zip(res.fractions, res.accuracy)}
+                for kind, res in (("roar", r), ("kar", k))
             }
             print(name, retrain[name])
 
