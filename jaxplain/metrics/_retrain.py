@@ -36,8 +36,8 @@ class RetrainResult:
     accuracy: Float[Array, " q"]
 
 
-@functools.partial(jax.jit, static_argnames=("count", "keep"))
-def replace_top(x, maps, fill, *, count, keep):
+@functools.partial(jax.jit, static_argnames=("keep",))
+def replace_top(x, maps, fill, count, *, keep):
     """Replace the ``count`` most relevant pixels (by ``|map|``, channels summed) by ``fill``.
 
     With ``keep=True`` the ``count`` most relevant pixels are kept and all others replaced.
@@ -83,8 +83,8 @@ def _retrain(method, keep, f, digits, key, fractions, epochs, model, learning_ra
         count = P.fraction_counts(n, (q[i],))[0]
         modified = dataclasses.replace(
             digits,
-            x_train=replace_top(digits.x_train, maps_train, fill, count=count, keep=keep),
-            x_test=replace_top(digits.x_test, maps_test, fill, count=count, keep=keep),
+            x_train=replace_top(digits.x_train, maps_train, fill, count, keep=keep),
+            x_test=replace_top(digits.x_test, maps_test, fill, count, keep=keep),
         )
         _, history = data.train(key, modified, model, epochs=epochs,
                                 learning_rate=learning_rate, progress=False)

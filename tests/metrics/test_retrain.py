@@ -17,8 +17,8 @@ def test_replace_top_changes_exactly_int_q_hw_pixels():
     maps = jax.random.normal(jax.random.key(1), x.shape)
     for q in (0.0, 0.1, 0.3, 0.55, 1.0):
         count = int(q * 64)
-        removed = replace_top(x, maps, jnp.zeros(1), count=count, keep=False)
-        kept = replace_top(x, maps, jnp.zeros(1), count=count, keep=True)
+        removed = replace_top(x, maps, jnp.zeros(1), count, keep=False)
+        kept = replace_top(x, maps, jnp.zeros(1), count, keep=True)
         np.testing.assert_array_equal((removed == 0).sum((1, 2, 3)), count)
         np.testing.assert_array_equal((kept != 0).sum((1, 2, 3)), count)
         # the removed pixels are the ones with the largest |map|
