@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+
+@jax.jit
+def has_nan(a: jax.Array) -> jax.Array:
+    """Whether ``a`` holds a NaN (one compiled dispatch)."""
+    return jnp.isnan(a).any()
 
 
 def is_concrete(a: Any) -> bool:
@@ -26,7 +33,7 @@ def check_batch(x: Any, name: str = "x") -> jax.Array:
         )
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(f"{name} must be a floating array, got dtype {x.dtype}")
-    if is_concrete(x) and bool(jnp.isnan(x).any()):
+    if is_concrete(x) and bool(has_nan(x)):
         raise ValueError(f"{name} contains NaN")
     return x
 
@@ -40,7 +47,7 @@ def check_like(a: Any, x: jax.Array, name: str) -> jax.Array:
         raise ValueError(f"{name} must have the shape of x {x.shape}, got {a.shape}")
     if not jnp.issubdtype(a.dtype, jnp.floating):
         a = a.astype(x.dtype)
-    if is_concrete(a) and bool(jnp.isnan(a).any()):
+    if is_concrete(a) and bool(has_nan(a)):
         raise ValueError(f"{name} contains NaN")
     return a
 
@@ -65,11 +72,21 @@ def check_target(target: Any, batch: int, classes: int | None = None) -> jax.Arr
 
 
 def num_classes(f: Any, x: jax.Array) -> int:
-    """The number of logits ``f`` returns, from its abstract evaluation (no FLOPs)."""
-    out = jax.eval_shape(f, jax.ShapeDtypeStruct(x.shape, x.dtype))
-    if not hasattr(out, "shape") or len(out.shape) != 2 or out.shape[0] != x.shape[0]:
+    """The number of logits ``f`` returns, from its abstract evaluation (no FLOPs).
+
+    Cached per ``(f, shape, dtype)`` like ``jit``'s own cache (``f`` is a static argument of
+    every metric anyway), so repeated calls do not trace ``f`` again.
+    """
+    return _num_classes(f, tuple(x.shape), jnp.dtype(x.dtype))
+
+
+@functools.lru_cache(maxsize=256)
+def _num_classes(f: Any, shape: tuple[int, ...], dtype: Any) -> int:
+    out = jax.eval_shape(f, jax.ShapeDtypeStruct(shape, dtype))
+    shape_in = shape
+    if not hasattr(out, "shape") or len(out.shape) != 2 or out.shape[0] != shape[0]:
         shape = getattr(out, "shape", type(out).__name__)
-        raise ValueError(f"f must map x {x.shape} to logits (batch, classes), got {shape}")
+        raise ValueError(f"f must map x {shape_in} to logits (batch, classes), got {shape}")
     return int(out.shape[1])
 
 

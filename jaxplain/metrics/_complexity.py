@@ -18,7 +18,7 @@ def _flat_abs(attribution: Any) -> jax.Array:
     a = jnp.asarray(attribution)
     if a.ndim < 2:
         raise ValueError(f"attribution must have a batch axis first, got shape {a.shape}")
-    if checks.is_concrete(a) and bool(jnp.isnan(a).any()):
+    if checks.is_concrete(a) and bool(checks.has_nan(a)):
         raise ValueError("attribution contains NaN")
     return jnp.abs(a.reshape(a.shape[0], -1)).astype(jnp.result_type(a.dtype, jnp.float32))
 
