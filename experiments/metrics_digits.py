@@ -77,9 +77,8 @@ def main() -> None:
                                         key=jax.random.fold_in(key, 2), target=target[:32])
         sanity[name] = {
             "states": list(r.states),
-            "spearman": np.asarray(r.spearman.mean(1)).round(4).tolist(),
-            "spearman_abs": np.asarray(r.spearman_abs.mean(1)).round(4).tolist(),
-            "ssim": np.asarray(r.ssim.mean(1)).round(4).tolist(),
+            **{m: [round(float(v), 4) for v in getattr(r, m).mean(1)]
+               for m in ("spearman", "spearman_abs", "ssim")},
         }
 
     retrain = {}
