@@ -12,6 +12,7 @@ import functools
 from collections.abc import Callable, Mapping
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxplain import core
@@ -91,7 +92,7 @@ def resolve(f: Callable, x, sites) -> tuple[tuple, int]:
             f"sites must be None, a name, a glob, a list/tuple of names or a predicate; "
             f"got {type(sites).__name__}."
         ) from None
-    return _resolve(f, shape, jax.numpy.dtype(x.dtype), key)
+    return _resolve(f, shape, jnp.dtype(x.dtype), key)
 
 
 def check_target(target, batch: int, n_classes: int):
@@ -119,8 +120,6 @@ def check_target(target, batch: int, n_classes: int):
 
 def targets(f: Callable, x, target):
     """Inside a trace: ``target`` as an int32 ``(batch,)`` array (``None``: predicted class)."""
-    import jax.numpy as jnp
-
     if target is None:
         return jnp.argmax(jax.lax.stop_gradient(f(x)), axis=-1).astype(jnp.int32)
     return jnp.broadcast_to(jnp.asarray(target, jnp.int32), (x.shape[0],))
