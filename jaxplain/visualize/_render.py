@@ -177,7 +177,7 @@ def render(f: Callable[[Array], Array], objective: Objective | Sequence[Objectiv
         axis ``n``.
 
     Example:
-        >>> objs = [channel("block1/relu", i) for i in range(16)]
+        >>> objs = [channel("block1/relu_1", i) for i in range(16)]
         >>> out = render(f, objs, key=jax.random.key(0), shape=(1, 8, 8, 1), steps=128,
         ...              param=Fourier(), transforms=(Jitter(1),))
         >>> out.images.shape
