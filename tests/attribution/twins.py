@@ -1,4 +1,4 @@
-"""Tiny JAX networks and their PyTorch twins (same weights) for agreement with Captum.
+"""Tiny JAX networks and their PyTorch twins (same weights) for agreement with Captum and Zennit.
 
 The JAX networks are plain functions of NHWC batches; the torch twins take NCHW batches and
 flatten in NHWC order, so both compute the same numbers. Torch is imported lazily: tests that
@@ -34,9 +34,11 @@ def mlp(params, *, bias=True):
     return f
 
 
-def cnn_params(seed: int, channels=2, classes=5):
+def cnn_params(seed: int, channels=2, classes=5, *, batchnorm=False):
+    """Weights of :func:`cnn`; with `batchnorm`, inference-mode BatchNorm statistics after each
+    convolution as ``(scale, shift, mean, var)``."""
     rng = np.random.default_rng(seed)
-    return {
+    params = {
         "conv1": (rng.normal(0, 0.5, (3, 3, channels, 4)).astype(np.float32),
                   rng.normal(0, 0.1, (4,)).astype(np.float32)),
         "conv2": (rng.normal(0, 0.3, (3, 3, 4, 6)).astype(np.float32),
@@ -44,6 +46,12 @@ def cnn_params(seed: int, channels=2, classes=5):
         "dense": (rng.normal(0, 0.3, (2 * 2 * 6, classes)).astype(np.float32),
                   rng.normal(0, 0.1, (classes,)).astype(np.float32)),
     }
+    if batchnorm:
+        for name, c in (("bn1", 4), ("bn2", 6)):
+            params[name] = tuple(v.astype(np.float32) for v in (
+                rng.uniform(0.5, 1.5, c), rng.normal(0, 0.2, c), rng.normal(0, 0.3, c),
+                rng.uniform(0.5, 2.0, c)))
+    return params
 
 
 def _pool(x, kind):
@@ -53,18 +61,26 @@ def _pool(x, kind):
     return jax.lax.reduce_window(x, 0.0, jax.lax.add, window, window, "VALID") / 4.0
 
 
-def cnn(params, *, pool="max"):
-    """conv3x3 - relu - pool2 - conv3x3 - relu - avgpool2 - dense on (n, 8, 8, C) NHWC."""
-    p = {k: (jnp.asarray(w), jnp.asarray(b)) for k, (w, b) in params.items()}
+BN_EPS = 1e-5  # torch's BatchNorm2d default
+
+
+def cnn(params, *, pool="max", last_pool="avg"):
+    """conv3x3 - [bn] - relu - pool2 - conv3x3 - [bn] - relu - pool2 - dense on (n, 8, 8, C)
+    NHWC; `pool` and `last_pool` are ``"max"`` or ``"avg"``, BatchNorm where `params` has it."""
+    p = {k: tuple(jnp.asarray(v) for v in vs) for k, vs in params.items()}
     dn = ("NHWC", "HWIO", "NHWC")
 
+    def block(x, conv, bn):
+        w, b = p[conv]
+        x = jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=dn) + b
+        if bn in p:
+            scale, shift, mean, var = p[bn]
+            x = (x - mean) * (scale * jax.lax.rsqrt(var + BN_EPS)) + shift
+        return jax.nn.relu(x)
+
     def f(x):
-        w, b = p["conv1"]
-        x = jax.nn.relu(jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=dn) + b)
-        x = _pool(x, pool)
-        w, b = p["conv2"]
-        x = jax.nn.relu(jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=dn) + b)
-        x = _pool(x, "avg")
+        x = _pool(block(x, "conv1", "bn1"), pool)
+        x = _pool(block(x, "conv2", "bn2"), last_pool)
         w, b = p["dense"]
         return x.reshape(x.shape[0], -1) @ w + b
 
@@ -85,32 +101,47 @@ def torch_mlp(params):
     return torch.nn.Sequential(*layers).eval()
 
 
-def torch_cnn(params, *, pool="max"):
+def torch_cnn(params, *, pool="max", last_pool="avg"):
+    """The twin of :func:`cnn`; modules are registered in forward order (as Zennit's
+    SequentialMergeBatchNorm canonizer expects)."""
     import torch
+
+    def conv(name):
+        w, b = params[name]
+        layer = torch.nn.Conv2d(w.shape[2], w.shape[3], 3, padding=1)
+        layer.weight.data = torch.tensor(w.transpose(3, 2, 0, 1).copy())
+        layer.bias.data = torch.tensor(b)
+        return layer
+
+    def batchnorm(name):
+        scale, shift, mean, var = params[name]
+        layer = torch.nn.BatchNorm2d(len(scale), eps=BN_EPS)
+        layer.weight.data, layer.bias.data = torch.tensor(scale), torch.tensor(shift)
+        layer.running_mean.data, layer.running_var.data = torch.tensor(mean), torch.tensor(var)
+        return layer
+
+    def pooling(kind):
+        return torch.nn.MaxPool2d(2) if kind == "max" else torch.nn.AvgPool2d(2)
 
     class Net(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            w1, b1 = params["conv1"]
-            w2, b2 = params["conv2"]
-            wd, bd = params["dense"]
-            self.conv1 = torch.nn.Conv2d(w1.shape[2], w1.shape[3], 3, padding=1)
-            self.conv1.weight.data = torch.tensor(w1.transpose(3, 2, 0, 1).copy())
-            self.conv1.bias.data = torch.tensor(b1)
+            self.conv1 = conv("conv1")
+            self.bn1 = batchnorm("bn1") if "bn1" in params else torch.nn.Identity()
             self.relu1 = torch.nn.ReLU()
-            self.pool1 = torch.nn.MaxPool2d(2) if pool == "max" else torch.nn.AvgPool2d(2)
-            self.conv2 = torch.nn.Conv2d(w2.shape[2], w2.shape[3], 3, padding=1)
-            self.conv2.weight.data = torch.tensor(w2.transpose(3, 2, 0, 1).copy())
-            self.conv2.bias.data = torch.tensor(b2)
+            self.pool1 = pooling(pool)
+            self.conv2 = conv("conv2")
+            self.bn2 = batchnorm("bn2") if "bn2" in params else torch.nn.Identity()
             self.relu2 = torch.nn.ReLU()
-            self.pool2 = torch.nn.AvgPool2d(2)
+            self.pool2 = pooling(last_pool)
+            wd, bd = params["dense"]
             self.dense = torch.nn.Linear(*wd.shape)
             self.dense.weight.data = torch.tensor(wd.T.copy())
             self.dense.bias.data = torch.tensor(bd)
 
         def forward(self, x):
-            x = self.pool1(self.relu1(self.conv1(x)))
-            x = self.pool2(self.relu2(self.conv2(x)))
+            x = self.pool1(self.relu1(self.bn1(self.conv1(x))))
+            x = self.pool2(self.relu2(self.bn2(self.conv2(x))))
             return self.dense(x.permute(0, 2, 3, 1).reshape(x.shape[0], -1))
 
     return Net().eval()
