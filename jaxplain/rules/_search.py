@@ -123,8 +123,9 @@ def mine(layers: Mapping[str, np.ndarray], *, labels=None, devices: Sequence | N
         search = _Search(data, n, pairs, config, devices)
         # Stopping criteria may differ between a killed run and its resumption.
         same_search = dataclasses.replace(config, max_rules=None, time_budget=None)
-        stamp = _checkpoint.fingerprint([same_search, pairs, n]
-                                        + [search.packed[k] for k in search.names])
+        # The unpadded data: a search may resume on another number of devices.
+        stamp = _checkpoint.fingerprint([same_search, pairs, n] + [
+            part for name, array in data.items() for part in (name, array.shape, array)])
         if checkpoint_dir is not None:
             for pair, head, tail, min_hits, gain in _checkpoint.load(checkpoint_dir, stamp):
                 search.accept(pair, head, tail, min_hits, gain, None)
@@ -240,10 +241,10 @@ class _Search:
         self.words = _bits.num_words(n, len(devices))
         self.scan_words = len(devices) == 1 and devices[0].platform == "cpu"
         valid = _bits.pack(np.ones((n, 1), bool), self.words)
-        self.packed = {k: _bits.pack(a, self.words) for k, a in self.data.items()}
+        packed = {k: _bits.pack(a, self.words) for k, a in self.data.items()}
         self.device_head = {k: self._put(np.concatenate([p, valid]), True)
-                            for k, p in self.packed.items()}
-        self.device_data = {k: self._put(p, True) for k, p in self.packed.items()}
+                            for k, p in packed.items()}
+        self.device_data = {k: self._put(p, True) for k, p in packed.items()}
         self.device_residual = dict(self.device_data)
         self.log2_fact = self._put(_codes.log2_factorial_table(n))
         self.regret_tab = self._put(_codes.regret_table())

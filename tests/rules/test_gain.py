@@ -6,6 +6,7 @@ import pytest
 
 from jaxplain.rules import _bits, _search, mine
 from tests.rules import _reference as ref
+from tests.rules._planted import planted
 
 
 def _random_layers(seed, n=240, m_a=9, m_b=11):
@@ -46,6 +47,28 @@ def test_batched_gain_equals_numpy_reference(seed, tail_mode):
         rows, used, hits = ref.usage(d_a, d_b, cand.head, cand.tail, cand.min_hits)
         zeros = int((len(cand.tail) - hits[used]).sum())
         assert cand.counts == (rows.sum(), used.sum(), zeros)
+
+
+def test_accept_checks_the_gain_against_the_real_drop_in_code_length():
+    # The search recomputes L(D, M) from scratch on every acceptance: a gain off by 1e-5 bits
+    # (10x the tolerance) or device counts off by one row raise.
+    d_a, d_b, ((head, _),) = planted(6, rules=1)
+    empty = np.zeros_like(d_b)
+    with jax.enable_x64(True):
+        search = _search_with_cover(d_a, d_b, empty, "robust", 8)
+        cand, = search.score(0, [head])
+        rule = (cand.head, cand.tail, cand.min_hits)
+        real = ref.total_length((d_a, d_b), [rule]) - ref.total_length((d_a, d_b), [])
+        assert cand.gain == pytest.approx(real, abs=1e-9) and cand.gain < 0
+        search.accept(0, *rule, cand.gain, cand.counts)
+        assert search.total - search.baseline == pytest.approx(real, abs=1e-9)
+        with pytest.raises(AssertionError, match="real change"):
+            _search_with_cover(d_a, d_b, empty, "robust", 8).accept(0, *rule, cand.gain + 1e-5,
+                                                                    cand.counts)
+        support, usage, zeros = cand.counts
+        with pytest.raises(AssertionError, match="device counts"):
+            _search_with_cover(d_a, d_b, empty, "robust", 8).accept(0, *rule, cand.gain,
+                                                                    (support, usage + 1, zeros))
 
 
 def test_reference_gain_is_difference_of_total_lengths():
