@@ -22,7 +22,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxplain.core._capture import program_of
+from jaxplain.core._capture import compiled, program_of, selector_key
 from jaxplain.core._program import Lit, Node, Program, run
 from jaxplain.core._select import matches
 from jaxplain.core._sites import Site, SiteMap
@@ -264,24 +264,28 @@ def rewrite_backward(f: Callable, rules) -> Callable:
       Array([[ 1., -0.]], dtype=float32)
     """
 
-    def g(x):
-        program, site_map = program_of(f, x)
-        plan = _plan(program, site_map, rules)
+    if isinstance(rules, Sequence) and not isinstance(rules, str):
+        rules = tuple((selector_key(e[0]), e[1]) if isinstance(e, tuple) and len(e) == 2 else e
+                      for e in rules)
+    return compiled(_rewritten, f, rules)
 
-        def replace(i, node, env):
-            entry = plan.get(i)
-            if entry is None:
-                return None
-            kind = entry[0]
-            if kind == "skip":  # inside a linear group: computed at the group's last node
-                return [None] * len(node.outs)
-            if kind == "linear":
-                _, rule, chain, name = entry
-                return _linear_place(program, chain, name, rule, env)
-            if kind == "activation":
-                return _activation_place(program, node, entry[1], env)
-            return _add_place(node, entry[1], env)
 
-        return run(program, x, replace=replace)[0]
+def _rewritten(f: Callable, rules, x):
+    program, site_map = program_of(f, x)
+    plan = _plan(program, site_map, rules)
 
-    return jax.jit(g)
+    def replace(i, node, env):
+        entry = plan.get(i)
+        if entry is None:
+            return None
+        kind = entry[0]
+        if kind == "skip":  # inside a linear group: computed at the group's last node
+            return [None] * len(node.outs)
+        if kind == "linear":
+            _, rule, chain, name = entry
+            return _linear_place(program, chain, name, rule, env)
+        if kind == "activation":
+            return _activation_place(program, node, entry[1], env)
+        return _add_place(node, entry[1], env)
+
+    return run(program, x, replace=replace)[0]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import types
 from collections.abc import Callable, Mapping
 
 import jax
@@ -80,6 +82,36 @@ def _resolve(program: Program, site_map: SiteMap, names) -> tuple[str, ...]:
     return select(site_map.sites, names)
 
 
+def selector_key(selector):
+    """`selector` in a hashable form that `select` accepts (a list of names becomes a tuple)."""
+    if isinstance(selector, str) or callable(selector):
+        return selector
+    try:
+        return tuple(selector)
+    except TypeError:
+        raise TypeError("a site selector must be a name, a glob, a sequence of them or a "
+                        f"predicate (name, site) -> bool; got {selector!r}") from None
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(impl: Callable, f: Callable, key) -> Callable:
+    return jax.jit(functools.partial(impl, f, key))
+
+
+def compiled(impl: Callable, f: Callable, key, *, cacheable: bool = True) -> Callable:
+    """``jax.jit(partial(impl, f, key))``, one compiled function per equal ``(impl, f, key)``.
+
+    So that ``capture(f, "relu")(x)`` called again in a loop reuses the compiled program, as
+    ``jax.jit`` does for a static argument. An unhashable `f` or `key`, or ``cacheable=False``
+    (the key holds closures, which may hold traced values), gets a fresh function.
+    """
+    try:
+        hash((f, key))
+    except TypeError:
+        cacheable = False
+    return _compiled(impl, f, key) if cacheable else jax.jit(functools.partial(impl, f, key))
+
+
 def relu_sites(f: Callable, x) -> tuple[str, ...]:
     """Names of the post-ReLU activation sites of `f`, in program order."""
     return tuple(s.name for s in sites(f, x) if s.kind == "activation" and s.op == "relu")
@@ -104,14 +136,14 @@ def capture(f: Callable, names: Selector) -> Callable:
       >>> acts["relu"].tolist()
       [[0.0, 2.0]]
     """
+    return compiled(_capture, f, selector_key(names))
 
-    def g(x):
-        program, site_map = program_of(f, x)
-        chosen = _resolve(program, site_map, names)
-        y, env = run(program, x)
-        return y, {n: env[site_map.ids[n]] for n in chosen}
 
-    return jax.jit(g)
+def _capture(f: Callable, names, x):
+    program, site_map = program_of(f, x)
+    chosen = _resolve(program, site_map, names)
+    y, env = run(program, x)
+    return y, {n: env[site_map.ids[n]] for n in chosen}
 
 
 def intervene(f: Callable, edits: Mapping[str, Callable]) -> Callable:
@@ -137,24 +169,28 @@ def intervene(f: Callable, edits: Mapping[str, Callable]) -> Callable:
         if not callable(fn):
             raise TypeError(f"edits[{key!r}] must be callable value -> value; got {type(fn).__name__}")
 
-    def h(x):
-        program, site_map = program_of(f, x)
-        by_id: dict[int, list[Callable]] = {}
-        for selector, fn in edits.items():
-            for name in _resolve(program, site_map, selector):
-                by_id.setdefault(site_map.ids[name], []).append((name, fn))
+    pairs = tuple((selector_key(selector), fn) for selector, fn in edits.items())
+    closure_free = all(isinstance(fn, types.FunctionType) and fn.__closure__ is None
+                       for _, fn in pairs)
+    return compiled(_intervene, f, pairs, cacheable=closure_free)
 
-        def after(i, node, outs):
-            for k, ref in enumerate(node.outs):
-                for name, fn in by_id.get(ref, ()):
-                    with jax.named_scope("/".join(site_map.root + (name + EDIT_MARK,))):
-                        new = fn(outs[k])
-                    if jnp.shape(new) != jnp.shape(outs[k]):
-                        raise ValueError(f"The intervention at site {name!r} returned shape "
-                                         f"{jnp.shape(new)}; expected {jnp.shape(outs[k])}.")
-                    outs[k] = jnp.asarray(new, dtype=outs[k].dtype)
-            return outs
 
-        return run(program, x, after=after if by_id else None)[0]
+def _intervene(f: Callable, pairs: tuple, x):
+    program, site_map = program_of(f, x)
+    by_id: dict[int, list[tuple[str, Callable]]] = {}
+    for selector, fn in pairs:
+        for name in _resolve(program, site_map, selector):
+            by_id.setdefault(site_map.ids[name], []).append((name, fn))
 
-    return jax.jit(h)
+    def after(i, node, outs):
+        for k, ref in enumerate(node.outs):
+            for name, fn in by_id.get(ref, ()):
+                with jax.named_scope("/".join(site_map.root + (name + EDIT_MARK,))):
+                    new = fn(outs[k])
+                if jnp.shape(new) != jnp.shape(outs[k]):
+                    raise ValueError(f"The intervention at site {name!r} returned shape "
+                                     f"{jnp.shape(new)}; expected {jnp.shape(outs[k])}.")
+                outs[k] = jnp.asarray(new, dtype=outs[k].dtype)
+        return outs
+
+    return run(program, x, after=after if by_id else None)[0]

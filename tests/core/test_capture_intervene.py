@@ -106,6 +106,51 @@ def test_second_call_does_not_retrace():
     assert len(calls) == 1
 
 
+class _Compiles:
+    """Counts XLA compilations while active (jax.monitoring's compile-duration events)."""
+
+    def __enter__(self):
+        self.count = 0
+        self._listener = lambda event, *_, **__: setattr(
+            self, "count", self.count + ("backend_compile" in event))
+        jax.monitoring.register_event_duration_secs_listener(self._listener)
+        return self
+
+    def __exit__(self, *exc):
+        jax.monitoring.unregister_event_duration_listener(self._listener)
+
+
+class Sign:  # a rule equal by value to any other Sign
+    def activation(self, op, x, y, g):
+        return jnp.sign(g) * (x > 0)
+
+    def __eq__(self, other):
+        return isinstance(other, Sign)
+
+    def __hash__(self):
+        return hash(Sign)
+
+
+def test_calling_a_fresh_verb_again_does_not_recompile(linen):
+    _, _, f = linen
+    verbs = [lambda: jp.capture(f, ["relu", "head"]),
+             lambda: jp.intervene(f, {"block1/relu": jnp.zeros_like}),
+             lambda: jp.rewrite_backward(f, [("block1/*", Sign())])]
+    other, smaller = X + 1.0, X[:2]
+    for make in verbs:
+        jax.block_until_ready(make()(X))
+        with _Compiles() as compiles:
+            jax.block_until_ready(make()(other))
+        assert compiles.count == 0
+    with _Compiles() as compiles:  # the counter sees compilations: a new shape compiles
+        jax.block_until_ready(jp.capture(f, ["relu", "head"])(smaller))
+    assert compiles.count > 0
+    # an edit that closes over an array is compiled afresh, so it sees the new array
+    for value in (0.0, 2.0):
+        out = jp.intervene(f, {"head": lambda v: jnp.full_like(v, value)})(X)
+        np.testing.assert_allclose(out, value)
+
+
 def test_adapters_match_their_models():
     from flax import nnx
     nnx_model = models.NNXMLP(nnx.Rngs(0))
