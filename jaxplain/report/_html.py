@@ -120,6 +120,7 @@ def write_report(
     fd, tmp = tempfile.mkstemp(prefix=".index.", suffix=".html", dir=out)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(page)
+    os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the page from a web server or other users
     os.replace(tmp, index)
     return index
 

@@ -93,6 +93,11 @@ def test_rewriting_replaces_stale_figures(sections, tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
+def test_page_is_readable_by_everyone(sections, tmp_path):
+    index = write_report(sections, tmp_path, title="t")
+    assert index.stat().st_mode & 0o777 == 0o644
+
+
 def test_non_sections_are_refused(tmp_path):
     with pytest.raises(TypeError, match=r"sections\[1\]"):
         write_report([Section("a"), "b"], tmp_path, title="t")
