@@ -24,6 +24,8 @@ def planted(seed, *, n=1000, m_a=24, m_b=32, rules=3, destructive=0.1, additive=
     for _ in range(rules):
         h = int(rng.integers(head_sizes[0], head_sizes[1] + 1))
         t = int(rng.integers(tail_sizes[0], tail_sizes[1] + 1))
+        if h > len(heads_pool) or t > len(tails_pool):
+            raise ValueError(f"{rules} disjoint rules do not fit in {m_a} x {m_b} items")
         head, heads_pool = np.sort(heads_pool[:h]), heads_pool[h:]
         tail, tails_pool = np.sort(tails_pool[:t]), tails_pool[t:]
         rows = rng.random(n) < rng.uniform(*support)

@@ -12,14 +12,15 @@ from tests.rules._planted import match, planted
 FAST = dict(k_tail=16, beam=16, k_head=8, batch_size=16)
 
 
-@pytest.mark.parametrize("tail_mode, destructive, additive, on, planted_rules", [
-    ("robust", 0.1, 0.01, 0.9, 3), ("robust", 0.2, 0.01, 0.9, 3), ("robust", 0.2, 0.05, 0.9, 3),
-    ("robust", 0.1, 0.05, 0.9, 5), ("exact", 0.0, 0.01, 1.0, 3), ("exact", 0.0, 0.05, 1.0, 3)])
-def test_planted_rules_are_recovered(tail_mode, destructive, additive, on, planted_rules):
+@pytest.mark.parametrize("tail_mode, destructive, additive, on, planted_rules, m_b", [
+    ("robust", 0.1, 0.01, 0.9, 3, 32), ("robust", 0.2, 0.01, 0.9, 3, 32),
+    ("robust", 0.2, 0.05, 0.9, 3, 32), ("robust", 0.1, 0.05, 0.9, 5, 48),
+    ("exact", 0.0, 0.01, 1.0, 3, 32), ("exact", 0.0, 0.05, 1.0, 3, 32)])
+def test_planted_rules_are_recovered(tail_mode, destructive, additive, on, planted_rules, m_b):
     # Destructive noise flips planted 1 -> 0, additive noise every 0 -> 1 (spec §6's grid).
     # Exact tails ("exact") only fit blocks without destructive noise.
     d_a, d_b, truth = planted(0, destructive=destructive, additive=additive, on=on,
-                              rules=planted_rules)
+                              rules=planted_rules, m_b=m_b)
     rules = mine({"a": d_a, "b": d_b}, tail_mode=tail_mode, **FAST)
     for (head, tail), (found, jaccard) in zip(truth, match(rules, truth)):
         assert found is not None and found[0] == head, (head, tail, found)   # heads exact
@@ -49,7 +50,10 @@ def test_single_planted_rule_is_found_first(seed, density, destructive, additive
     rules = mine({"a": d_a, "b": d_b}, max_rules=1, **FAST)
     (head, tail), = truth
     (_, jaccard), = match(rules, truth)
-    assert tuple(rules.rules[0].head.tolist()) == head
+    found = tuple(rules.rules[0].head.tolist())
+    # The head exactly, or (sparse backgrounds) a cheaper sub-head on exactly the same rows.
+    rows = lambda h: d_a[:, list(h)].all(axis=1)
+    assert found == head or (set(found) < set(head) and (rows(found) == rows(head)).all())
     assert set(rules.rules[0].tail.tolist()) <= set(tail) and jaccard >= 0.8
 
 

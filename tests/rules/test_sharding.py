@@ -1,5 +1,5 @@
-"""Rows sharded over 8 emulated CPU devices give the identical rule set (in a subprocess,
-because the device-count flag must be set before JAX starts)."""
+"""Rows sharded over 8 emulated CPU devices give the identical rule set, and a checkpoint
+resumes across device counts (in a subprocess: the device-count flag must precede JAX's start)."""
 
 import os
 import subprocess
@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 SCRIPT = textwrap.dedent("""
+    import tempfile
     import jax, numpy as np
     from jaxplain.rules import mine
     from tests.rules._planted import planted
@@ -21,6 +22,11 @@ SCRIPT = textwrap.dedent("""
     assert len(one) >= 3, str(one)
     assert key(one) == key(eight), (key(one), key(eight))
     assert float(one.code_length) == float(eight.code_length)
+    # A search checkpointed on one device resumes on eight to the same rules.
+    directory = tempfile.mkdtemp()
+    mine(layers, devices=jax.devices()[:1], checkpoint_dir=directory, max_rules=2, **opts)
+    resumed = mine(layers, devices=jax.devices(), checkpoint_dir=directory, **opts)
+    assert key(resumed) == key(one), (key(resumed), key(one))
     print("identical", len(one))
 """)
 
