@@ -189,8 +189,9 @@ class Composite:
     """Rules assigned to linear layers by site filter, plus a conserving residual-add rule.
 
     A layer gets the rule of the first matching entry of `layers` (a name, a glob, a tuple of
-    them, or a predicate on the layer name), else `first` if it consumes the model's input,
-    else `conv` or `dense` by its kind, else `default`; None means the plain gradient there.
+    them, or a predicate on the layer name), else `first` if it consumes the model's input and
+    its kind is in `first_ops`, else `conv` or `dense` by its kind, else `default`; None means
+    the plain gradient there.
     Residual additions ``y = a + b`` split relevance in proportion, ``R_a = a R / stab(y)``
     (Zennit's Norm rule), so that it is conserved.
 
@@ -206,12 +207,13 @@ class Composite:
     dense: Any = None
     layers: tuple = ()
     stabilizer: float = 1e-6
+    first_ops: tuple = ("conv", "dense")
 
     def rule_for(self, layer) -> Any:
         for selector, rule in self.layers:
             if _matches(selector, layer.name):
                 return rule
-        if layer.is_input and self.first is not None:
+        if layer.is_input and self.first is not None and layer.op in self.first_ops:
             return self.first
         by_kind = {"conv": self.conv, "dense": self.dense}.get(layer.op)
         return by_kind if by_kind is not None else self.default
@@ -247,8 +249,10 @@ def EpsilonAlpha2Beta1Flat(epsilon: float = 1e-6) -> Composite:  # noqa: N802
 
 def EpsilonGammaBox(low: float | tuple = 0.0, high: float | tuple = 1.0,  # noqa: N802
                     epsilon: float = 1e-6, gamma: float = 0.25) -> Composite:
-    """ZBox on the input layer, gamma on convolutions, epsilon on dense layers."""
-    return Composite(first=ZBox(low, high), conv=Gamma(gamma), dense=Epsilon(epsilon))
+    """ZBox on the input layer if it is a convolution (as Zennit's preset: a dense input layer
+    gets epsilon), gamma on the other convolutions, epsilon on dense layers."""
+    return Composite(first=ZBox(low, high), conv=Gamma(gamma), dense=Epsilon(epsilon),
+                     first_ops=("conv",))
 
 
 def as_composite(rules: Any) -> Composite:

@@ -1,0 +1,152 @@
+"""LRP agrees with Zennit 0.5 on twin networks (same weights): max relative error <= 1e-4.
+
+Zennit's relevance is the input gradient under a composite started from the one-hot target
+(its ``Gradient`` attributor). A single jaxplain rule is compared with a Zennit composite that
+puts that rule on every linear layer and nothing elsewhere (activations and pooling keep their
+gradient, our convention); the presets are compared with Zennit's presets as they are, except
+on average pooling, where the conventions differ (see the xfail test and docs/attribution.md).
+"""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from tests.attribution import _zennit, twins  # noqa: E402
+
+zennit = _zennit.load()
+if zennit is None:
+    pytest.skip("zennit is not installed", allow_module_level=True)
+
+from zennit import composites as ZC  # noqa: E402
+from zennit.canonizers import SequentialMergeBatchNorm  # noqa: E402
+from zennit.types import Activation, AvgPool  # noqa: E402
+
+from jaxplain import lrp as L  # noqa: E402
+from jaxplain.attribution import lrp  # noqa: E402
+
+torch.set_num_threads(1)
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+TOL = 1e-4
+SEEDS = (0, 1)
+KINDS = ("signed", "nonneg")
+BOX = (-4.0, 4.0)  # bounds holding both kinds of inputs
+
+_NETS = {  # name -> (JAX net, torch twin, input shape) from the seed's weights
+    "mlp": lambda s: (twins.mlp(twins.mlp_params(s)), twins.torch_mlp(twins.mlp_params(s)), (6, 10)),
+    "cnn_max": lambda s: (twins.cnn(twins.cnn_params(s), last_pool="max"),
+                          twins.torch_cnn(twins.cnn_params(s), last_pool="max"), (4, 8, 8, 2)),
+    "cnn_avg": lambda s: (twins.cnn(twins.cnn_params(s)), twins.torch_cnn(twins.cnn_params(s)),
+                          (4, 8, 8, 2)),
+    "cnn_bn": lambda s: (twins.cnn(twins.cnn_params(s, batchnorm=True), last_pool="max"),
+                         twins.torch_cnn(twins.cnn_params(s, batchnorm=True), last_pool="max"),
+                         (4, 8, 8, 2)),
+}
+_CACHE = {}
+
+
+def cases(net):
+    """(f, torch twin, x, target) over the seeds, both kinds of input, and two targets: one
+    class per example, and the lowest logit (mostly negative)."""
+    for seed in SEEDS:
+        if (net, seed) not in _CACHE:
+            _CACHE[net, seed] = _NETS[net](seed)
+        f, model, shape = _CACHE[net, seed]
+        for kind in KINDS:
+            x = twins.inputs(seed, shape, kind)
+            for target in (np.arange(shape[0]) % 5, np.asarray(f(x)).argmin(1)):
+                yield f, model, x, target
+
+
+def worst(net, rules, composite):
+    """The max relative error per example of ours vs Zennit's over all cases of `net`."""
+    return max(twins.relative_error(lrp(f, x, t, rules=rules), _zennit.relevance(model, x, t, composite))
+               for f, model, x, t in cases(net))
+
+
+RULES = [L.Epsilon(1e-6), L.Epsilon(1.0), L.ZPlus(), L.AlphaBeta(1.0, 0.0), L.AlphaBeta(2.0, 1.0),
+         L.Flat(), L.WSquare(), L.Gamma(0.25)]
+
+
+@pytest.mark.parametrize("rule", RULES, ids=repr)
+@pytest.mark.parametrize("net", ["mlp", "cnn_max", "cnn_avg"])
+def test_each_rule_on_every_linear_layer(rule, net):
+    assert worst(net, rule, _zennit.everywhere(rule)) <= TOL
+
+
+@pytest.mark.parametrize("net", ["mlp", "cnn_avg"])
+def test_large_epsilon_with_a_negative_target_logit_has_zennits_sign_convention(net):
+    rule = L.Epsilon(1.0)
+    for f, model, x, _ in cases(net):
+        logits = np.asarray(f(x))
+        t = logits.argmin(1)
+        assert (logits[np.arange(len(t)), t] < 0).all()
+        ours = lrp(f, x, t, rules=rule)
+        assert twins.relative_error(ours, _zennit.relevance(model, x, t, _zennit.everywhere(rule))) <= TOL
+        # the test can tell the conventions apart: z + eps (instead of z + eps sign(z)) differs
+        plus_eps = ZC.LayerMapComposite([(zennit.types.Linear, zennit.rules.Epsilon(lambda z: z + 1.0))])
+        assert twins.relative_error(ours, _zennit.relevance(model, x, t, plus_eps)) > 1e-2
+
+
+@pytest.mark.parametrize("net,low,high", [
+    ("mlp", *BOX),
+    ("cnn_max", *BOX),
+    ("cnn_avg", (-4.0, -3.0), (3.5, 4.0)),  # one bound per channel
+])
+def test_zbox_on_the_first_layer(net, low, high):
+    first, rest = L.ZBox(low, high), L.Epsilon(0.1)
+    assert worst(net, L.Composite(first=first, default=rest), _zennit.everywhere(rest, first=first)) <= TOL
+
+
+PRESETS = {
+    "EpsilonPlusFlat": (L.EpsilonPlusFlat(), ZC.EpsilonPlusFlat, {}),
+    "EpsilonAlpha2Beta1": (L.EpsilonAlpha2Beta1(), ZC.EpsilonAlpha2Beta1, {}),
+    "EpsilonPlus": (L.EpsilonPlus(), ZC.EpsilonPlus, {}),
+    "EpsilonAlpha2Beta1Flat": (L.EpsilonAlpha2Beta1Flat(), ZC.EpsilonAlpha2Beta1Flat, {}),
+    "EpsilonGammaBox": (L.EpsilonGammaBox(*BOX), ZC.EpsilonGammaBox, dict(low=BOX[0], high=BOX[1])),
+}
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("net", ["mlp", "cnn_max"])
+def test_presets_equal_zennits_presets(preset, net):
+    ours, theirs, kwargs = PRESETS[preset]
+    assert worst(net, ours, theirs(**kwargs)) <= TOL
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_presets_on_average_pooling_equal_zennits_with_gradient_pooling(preset):
+    ours, theirs, kwargs = PRESETS[preset]
+    # Zennit's presets put Norm on AvgPool and Pass on activations; None there is the gradient
+    gradient_there = [(AvgPool, None), (Activation, None)]
+    assert worst("cnn_avg", ours, theirs(layer_map=gradient_there, **kwargs)) <= TOL
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "average pooling passes relevance by its plain gradient (the conventions spec); Zennit's "
+    "presets use their Norm rule there, which also conserves relevance behind ReLUs. Matching "
+    "needs a pooling place in jaxplain.rewrite_backward (docs/attribution.md)"))
+@pytest.mark.parametrize("preset", ["EpsilonPlusFlat", "EpsilonAlpha2Beta1"])
+def test_presets_on_average_pooling_equal_zennits_presets(preset):
+    ours, theirs, kwargs = PRESETS[preset]
+    assert worst("cnn_avg", ours, theirs(**kwargs)) <= TOL
+
+
+@pytest.mark.parametrize("case", ["EpsilonPlusFlat", "EpsilonGammaBox", L.Epsilon(0.5),
+                                  L.AlphaBeta(2.0, 1.0), L.WSquare()], ids=str)
+def test_batchnorm_equals_zennits_merged_batchnorm(case):
+    canonizers = [SequentialMergeBatchNorm()]
+    if isinstance(case, str):
+        ours, theirs, kwargs = PRESETS[case]
+        composite = theirs(canonizers=canonizers, **kwargs)
+    else:
+        ours, composite = case, _zennit.everywhere(case, canonizers=canonizers)
+    assert worst("cnn_bn", ours, composite) <= TOL
+
+
+def test_batchnorm_without_zennits_canonizer_differs():
+    """Zennit's presets pass relevance through an unmerged BatchNorm unchanged (Pass); we fold
+    BatchNorm into the convolution, i.e. equal Zennit with SequentialMergeBatchNorm only."""
+    f, model, x, t = next(cases("cnn_bn"))
+    ours = lrp(f, x, t, rules=L.EpsilonPlusFlat())
+    assert twins.relative_error(ours, _zennit.relevance(model, x, t, ZC.EpsilonPlusFlat())) > 1e-2
