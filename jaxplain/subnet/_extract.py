@@ -130,7 +130,7 @@ def extract(f: Callable, x_region: jax.Array, *, sites, key: jax.Array,
     fingerprint = {"sites": list(names), "shape": list(x.shape), "options": repr(opts),
                    "region_sum": float(np.sum(np.asarray(x), dtype=np.float64))}
     run = functools.partial(_optimize.run, f, checkpoint_every=opts.checkpoint_every,
-                            fingerprint=fingerprint, loop=opts.resolved_loop, block=opts.block)
+                            fingerprint=fingerprint)
     l1 = jnp.asarray(opts.l1, jnp.float32)
     # The compiled stages see the L1 grid as data: other weights of the same count reuse them.
     static = dataclasses.replace(opts, l1=(0.0,) * len(opts.l1), gate_l1=None,

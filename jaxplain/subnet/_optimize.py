@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxplain.subnet._layout import fast_convolutions
 from jaxplain.subnet._objective import objective
 
 
@@ -64,69 +65,59 @@ def _keep_best(state, params, loss, agree, target):
                 best_loss=pick(loss, state["best_loss"]))
 
 
-def _run_one(state, masks, l1, gate_l1, target, *, f, x, logp, length, phase, unrolled):
-    tx = phase.transform()
-    loss_fn = lambda p: objective(  # noqa: E731
-        p, f, x, logp, masks, l1, gate_l1, gate_penalty=phase.gate_penalty,
-        train_gates=phase.train_gates)
+def _loss(params, masks, l1, gate_l1, f, x, logp, phase):
+    return objective(params, f, x, logp, masks, l1, gate_l1, gate_penalty=phase.gate_penalty,
+                     train_gates=phase.train_gates)
 
-    def project(params):
-        scores = {n: jnp.where(masks[n], jnp.clip(s, 0.0, phase.score_max), 0.0)
-                  for n, s in params["scores"].items()}
-        return {"scores": scores, "theta": params["theta"]}
 
-    def step(state, _):
-        params = state["params"]
-        (loss, (kl, agree)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-        state = _keep_best(state, params, loss, agree, target)
-        updates, opt = tx.update(grads, state["opt"], params)
-        row = jnp.stack([loss, kl, agree]).astype(jnp.float32)
-        history = jax.lax.dynamic_update_slice(state["history"], row[None], (state["step"], 0))
-        return dict(state, params=project(optax.apply_updates(params, updates)), opt=opt,
-                    history=history, step=state["step"] + 1), None
+def _step(state, masks, l1, gate_l1, target, *, f, x, logp, phase):
+    """One optimisation step of one candidate: Adam (or SGD), then the projection."""
+    params = state["params"]
+    (loss, (kl, agree)), grads = jax.value_and_grad(_loss, has_aux=True)(
+        params, masks, l1, gate_l1, f, x, logp, phase)
+    state = _keep_best(state, params, loss, agree, target)
+    updates, opt = phase.transform().update(grads, state["opt"], params)
+    params = optax.apply_updates(params, updates)
+    scores = {n: jnp.where(masks[n], jnp.clip(s, 0.0, phase.score_max), 0.0)
+              for n, s in params["scores"].items()}
+    row = jnp.stack([loss, kl, agree]).astype(jnp.float32)
+    history = jax.lax.dynamic_update_slice(state["history"], row[None], (state["step"], 0))
+    return dict(state, params={"scores": scores, "theta": params["theta"]}, opt=opt,
+                history=history, step=state["step"] + 1)
 
-    if unrolled:  # straight-line code: XLA:CPU runs convolutions inside loops far slower
-        for _ in range(length):
-            state, _ = step(state, None)
-    else:
-        state, _ = jax.lax.scan(step, state, None, length=length)
-    loss, (_, agree) = loss_fn(state["params"])
+
+def _finish(state, masks, l1, gate_l1, target, *, f, x, logp, phase):
+    """The last iterate is a candidate for the best one too."""
+    loss, (_, agree) = _loss(state["params"], masks, l1, gate_l1, f, x, logp, phase)
     return _keep_best(state, state["params"], loss, agree, target)
 
 
-@functools.partial(jax.jit, static_argnames=("f", "length", "phase", "unrolled"))
-def _run_chunk(state, masks, l1, gate_l1, target, x, logp, *, f, length, phase, unrolled):
-    run = lambda s, m, a, b: _run_one(s, m, a, b, target, f=f, x=x, logp=logp,  # noqa: E731
-                                      length=length, phase=phase, unrolled=unrolled)
-    return jax.vmap(run)(state, masks, l1, gate_l1)
-
-
-def _advance(state, args, steps, f, phase, loop, block):
-    """``steps`` steps: one ``lax.scan`` (``loop="scan"``), or jit-compiled blocks of
-    ``block`` unrolled steps called from Python (``loop="unrolled"``)."""
-    if loop == "scan":
-        return _run_chunk(state, *args, f=f, length=steps, phase=phase, unrolled=False)
-    done = 0
-    while done < steps:
-        length = min(block, steps - done)
-        state = _run_chunk(state, *args, f=f, length=length, phase=phase, unrolled=True)
-        done += length
-    return state
+@functools.partial(jax.jit, static_argnames=("f", "length", "phase", "fast"))
+def _run_chunk(state, masks, l1, gate_l1, target, x, logp, *, f, length, phase, fast=True):
+    """``length`` steps of every candidate (leading axis) as one ``lax.scan`` over a vmapped
+    step; ``fast``: convolutions in XLA:CPU's fast layout (see :mod:`._layout`)."""
+    static = dict(f=f, x=x, logp=logp, phase=phase)
+    step = jax.vmap(lambda s, m, a, b: _step(s, m, a, b, target, **static))
+    body = lambda s, _: (step(s, masks, l1, gate_l1), None)  # noqa: E731
+    state, _ = jax.lax.scan(fast_convolutions(body) if fast else body, state, None,
+                            length=length)
+    finish = jax.vmap(lambda s, m, a, b: _finish(s, m, a, b, target, **static))
+    return finish(state, masks, l1, gate_l1)
 
 
 def run(f: Callable, state: dict, masks: dict, l1: jax.Array, gate_l1: jax.Array,
         target: float, x: jax.Array, logp: jax.Array, *, steps: int, phase: Phase,
         checkpoint_dir: str | None = None, checkpoint_every: int = 100,
-        fingerprint: dict | None = None, loop: str = "scan", block: int = 10) -> dict:
+        fingerprint: dict | None = None) -> dict:
     """Runs ``steps`` steps for a batch of candidates (leading axis of every argument but
-    ``x``, ``logp``, ``target``), in one scan (or unrolled blocks), optionally in checkpointed
-    chunks; returns the state."""
+    ``x``, ``logp``, ``target``) in one jit-compiled scan, or in checkpointed chunks of
+    ``checkpoint_every`` steps; returns the state."""
     target = jnp.asarray(target - 1e-6, jnp.float32)
     if steps == 0:
         return state
     args = (masks, l1, gate_l1, target, x, logp)
     if checkpoint_dir is None:
-        return _advance(state, args, steps, f, phase, loop, block)
+        return _run_chunk(state, *args, f=f, length=steps, phase=phase)
     import orbax.checkpoint as ocp
 
     directory = os.path.abspath(checkpoint_dir)
@@ -138,7 +129,7 @@ def run(f: Callable, state: dict, masks: dict, l1: jax.Array, gate_l1: jax.Array
         state = manager.restore(done, args=ocp.args.StandardRestore(state))
     while done < steps:
         length = min(checkpoint_every, steps - done)
-        state = _advance(state, args, length, f, phase, loop, block)
+        state = _run_chunk(state, *args, f=f, length=length, phase=phase)
         done += length
         manager.save(done, args=ocp.args.StandardSave(state))
     manager.wait_until_finished()

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from jaxplain.subnet._layout import fast_convolutions
 from jaxplain.subnet._objective import agreement, gated, gated_capture, kl_divergence
 
 
@@ -96,7 +97,8 @@ def closure(f: Callable, mult: dict, x: jax.Array, key: jax.Array) -> dict[str, 
         masks = {n: m != 0 for n, m in mult.items()}
         limit = len(mult) + 1
         init = (masks, jnp.asarray(True), jnp.asarray(0))
-        return jax.lax.while_loop(lambda c: c[1] & (c[2] < limit), body, init)[0]
+        return jax.lax.while_loop(lambda c: c[1] & (c[2] < limit), fast_convolutions(body),
+                                  init)[0]
 
     return jax.vmap(one)(mult)
 

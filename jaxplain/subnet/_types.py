@@ -62,11 +62,6 @@ class Options:
             same directory resumes from the latest one. ``None`` runs each phase as a single
             jit-compiled ``lax.scan``.
         checkpoint_every: Steps between checkpoints (when ``checkpoint_dir`` is set).
-        loop: ``"scan"``: each phase is one jit-compiled ``lax.scan``; ``"unrolled"``: jit-compiled
-            blocks of ``block`` unrolled steps called from Python (XLA:CPU runs convolutions
-            inside loop bodies several times slower than in straight-line code: we measured
-            about 7x on the digits-size CNNs); ``"auto"``: ``"unrolled"`` on CPU, else ``"scan"``.
-        block: Steps per compiled block with ``loop="unrolled"``.
     """
 
     l1: float | tuple[float, ...] = DEFAULT_L1
@@ -87,8 +82,6 @@ class Options:
     closure: bool = True
     checkpoint_dir: str | None = None
     checkpoint_every: int = 100
-    loop: str = "auto"
-    block: int = 1
 
     def __post_init__(self):
         object.__setattr__(self, "l1", _as_tuple("l1", self.l1))
@@ -103,13 +96,13 @@ class Options:
                              f"(0, 1), e.g. 0.95, got {self.sparsity!r}")
         if not 0.0 <= self.fidelity <= 1.0:
             raise ValueError(f"fidelity must be in [0, 1], got {self.fidelity!r}")
-        for name in ("steps", "finetune_steps", "checkpoint_every", "block"):
+        for name in ("steps", "finetune_steps", "checkpoint_every"):
             value = getattr(self, name)
             low = 0 if name.endswith("steps") else 1
             if not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
         choices = {"gate_penalty": ("sigmoid", "gated_l1"), "optimizer": ("adam", "sgd"),
-                   "finetune_gates": ("value", "one"), "loop": ("auto", "scan", "unrolled")}
+                   "finetune_gates": ("value", "one")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -118,13 +111,6 @@ class Options:
         if not (self.learning_rate > 0 and self.score_max > 0 and self.score_init > 0):
             raise ValueError("learning_rate, score_max and score_init must be > 0, got "
                              f"{self.learning_rate!r}, {self.score_max!r}, {self.score_init!r}")
-
-    @property
-    def resolved_loop(self) -> str:
-        """``loop`` with ``"auto"`` resolved for the default backend."""
-        if self.loop != "auto":
-            return self.loop
-        return "unrolled" if jax.default_backend() == "cpu" else "scan"
 
     @property
     def gate_weights(self) -> tuple[float, ...]:
