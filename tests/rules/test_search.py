@@ -1,7 +1,10 @@
 """Rule search: planted-rule recovery, no rules on independent data, errors, RuleSet, pairs."""
 
+import dataclasses
+
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -57,7 +60,7 @@ def test_single_planted_rule_is_found_first(seed, density, destructive, additive
     assert set(rules.rules[0].tail.tolist()) <= set(tail) and jaccard >= 0.8
 
 
-def test_rule_set_is_an_immutable_pytree_with_text_and_histograms():
+def test_rule_set_is_an_immutable_pytree_with_text_and_histograms(tmp_path):
     d_a, d_b, truth = planted(1, rules=2)
     labels = np.zeros(d_a.shape[0], np.int64)
     labels[d_a[:, list(truth[0][0])].all(1)] = 1  # class 1 = rows with the first head
@@ -69,8 +72,17 @@ def test_rule_set_is_an_immutable_pytree_with_text_and_histograms():
     assert again.dropped == rules.dropped and again.num_rows == rules.num_rows
     doubled = jax.tree.map(lambda v: v * 2, rules)
     assert float(doubled.code_length) == 2 * float(rules.code_length)
-    with pytest.raises(Exception):
+    assert str(jax.jit(lambda rs: rs)(rules)) == str(rules)           # passes through jit
+    with ocp.StandardCheckpointer() as checkpointer:                   # and through orbax
+        checkpointer.save(tmp_path / "rules", rules)
+    with ocp.StandardCheckpointer() as checkpointer:
+        restored = checkpointer.restore(tmp_path / "rules", rules)
+    assert isinstance(restored, RuleSet) and str(restored) == str(rules)
+    np.testing.assert_array_equal(restored.class_histograms, rules.class_histograms)
+    with pytest.raises(dataclasses.FrozenInstanceError):
         rules.code_length = 0.0
+    with pytest.raises(ValueError, match="read-only"):
+        rules.rules[0].head[0] = 99
     first = rules.rules[0]
     text = str(first)
     assert text.startswith(f"a[{','.join(map(str, first.head.tolist()))}] -> b[")
