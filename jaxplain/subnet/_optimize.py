@@ -19,7 +19,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from jaxplain.subnet._layout import fast_convolutions
@@ -150,8 +149,3 @@ def _check_fingerprint(directory: str, fingerprint: dict) -> None:
         with open(path, "w") as fh:
             json.dump(fingerprint, fh)
 
-
-def history(state: dict) -> dict[str, np.ndarray]:
-    """``{"loss", "kl", "agreement"}``: ``(candidates, steps)`` host arrays."""
-    h = np.asarray(state["history"])
-    return {"loss": h[..., 0], "kl": h[..., 1], "agreement": h[..., 2]}
