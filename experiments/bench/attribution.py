@@ -1,27 +1,36 @@
-"""Images/s of jaxplain's attribution methods vs Captum on the same small CNN (same weights).
+"""Images/s of jaxplain's attribution methods vs Captum and Zennit on the same small CNN.
 
 Run:  python experiments/bench/attribution.py [--batch 32] [--repeats 5] [--out PATH]
 
 The CNN (16x16x3 inputs: conv3x3-16, relu, maxpool2, conv3x3-32, relu, avgpool2, dense-10)
 is built twice, in JAX (NHWC) and in PyTorch (NCHW) from the same NumPy weights; the script
-checks that both give the same attributions before timing. Timings are the median of
-`--repeats` calls after a warm-up call (jaxplain's first call compiles; it is reported apart).
-Results are printed and written as a Markdown table with the device named.
+checks that both give the same attributions before timing. Gradient, IG and DeepLIFT are
+compared with Captum; LRP (EpsilonPlusFlat) with Zennit when it is installed, whose preset is
+given the plain gradient at average pooling and activations (our convention; Zennit's own
+preset uses its Norm rule at average pooling, and that error is reported too). Timings are the
+median of `--repeats` calls after a warm-up call (jaxplain's first call compiles; it is
+reported apart). Results are printed and written as a Markdown table with the device and the
+machine's load average named.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import statistics
+import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxplain import attribution as A
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from jaxplain import attribution as A  # noqa: E402
+from jaxplain.lrp import EpsilonPlusFlat  # noqa: E402
 
 HW, C, CLASSES = 16, 3, 10
 
@@ -91,6 +100,25 @@ def timed(fn, repeats):
     return first, statistics.median(times)
 
 
+def _error(a, ref):
+    """Max over examples of max|a - ref| / max|ref|."""
+    a, ref = np.asarray(a).reshape(len(a), -1), np.asarray(ref).reshape(len(ref), -1)
+    return float((np.abs(a - ref).max(1) / np.abs(ref).max(1)).max())
+
+
+def _zennit_composites():
+    """Zennit's EpsilonPlusFlat with the plain gradient at average pooling and activations
+    (jaxplain's convention) and unmodified, or None when Zennit is not installed."""
+    from tests.attribution import _zennit
+
+    if _zennit.load() is None:
+        return None
+    from zennit.composites import EpsilonPlusFlat as ZennitEpsilonPlusFlat
+    from zennit.types import Activation, AvgPool
+
+    return ZennitEpsilonPlusFlat(layer_map=[(AvgPool, None), (Activation, None)]), ZennitEpsilonPlusFlat()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=32)
@@ -104,6 +132,7 @@ def main():
 
     threads = os.cpu_count() or 1
     torch.set_num_threads(threads)
+    load_start = os.getloadavg()[0]
     w = weights()
     f, model = jax_cnn(w), torch_cnn(w)
     rng = np.random.default_rng(1)
@@ -112,43 +141,66 @@ def main():
     xj, tj = jnp.asarray(x), jnp.asarray(t)
     xt, tt = torch.tensor(x.transpose(0, 3, 1, 2).copy()), torch.tensor(t)
 
-    cases = {
-        "gradient": (lambda: A.gradient(f, xj, tj),
-                     lambda: captum_attr.Saliency(model).attribute(xt, target=tt, abs=False)),
+    cases = {  # name: (peer, ours, theirs, context to run theirs in)
+        "gradient": ("Captum", lambda: A.gradient(f, xj, tj),
+                     lambda: captum_attr.Saliency(model).attribute(xt, target=tt, abs=False),
+                     contextlib.nullcontext()),
         "integrated gradients, 50 steps": (
-            lambda: A.integrated_gradients(f, xj, tj, steps=50),
-            lambda: captum_attr.IntegratedGradients(model).attribute(xt, target=tt, n_steps=50)),
-        "deeplift": (lambda: A.deeplift(f, xj, tj),
-                     lambda: captum_attr.DeepLift(model).attribute(xt, target=tt)),
+            "Captum", lambda: A.integrated_gradients(f, xj, tj, steps=50),
+            lambda: captum_attr.IntegratedGradients(model).attribute(xt, target=tt, n_steps=50),
+            contextlib.nullcontext()),
+        "deeplift": ("Captum", lambda: A.deeplift(f, xj, tj),
+                     lambda: captum_attr.DeepLift(model).attribute(xt, target=tt),
+                     contextlib.nullcontext()),
     }
+    composites = _zennit_composites()
+    if composites is not None:
+        from zennit.attribution import Gradient
+
+        onehot = torch.eye(CLASSES)[tt]
+        attributor = Gradient(model, composites[0])  # its hooks are registered for its row only
+        cases["LRP EpsilonPlusFlat"] = ("Zennit", lambda: A.lrp(f, xj, tj, rules=EpsilonPlusFlat()),
+                                        lambda: attributor(xt, onehot)[1], attributor)
     device = f"{platform.processor() or platform.machine()} CPU, {threads} threads " \
              f"(jax {jax.__version__} on {jax.devices()[0].platform}, torch {torch.__version__})"
     rows = []
-    for name, (ours, theirs) in cases.items():
+    for name, (peer, ours, theirs, context) in cases.items():
         start = time.perf_counter()
         a = np.asarray(ours())  # the first call traces and compiles
         first = time.perf_counter() - start
-        b = theirs().detach().numpy().transpose(0, 2, 3, 1)
-        err = float((np.abs(a - b).reshape(len(a), -1).max(1)
-                     / np.abs(b).reshape(len(b), -1).max(1)).max())
-        _, ours_s = timed(lambda: jax.block_until_ready(ours()), args.repeats)
-        _, theirs_s = timed(theirs, args.repeats)
-        rows.append((name, args.batch / ours_s, args.batch / theirs_s, theirs_s / ours_s, first, err))
-        print(f"{name:32s} jaxplain {args.batch / ours_s:9.1f} img/s   captum {args.batch / theirs_s:9.1f} "
+        with context:
+            err = _error(a, theirs().detach().numpy().transpose(0, 2, 3, 1))
+            _, ours_s = timed(lambda: jax.block_until_ready(ours()), args.repeats)
+            _, theirs_s = timed(theirs, args.repeats)
+        rows.append((name, peer, args.batch / ours_s, args.batch / theirs_s, theirs_s / ours_s, first, err))
+        print(f"{name:32s} jaxplain {args.batch / ours_s:9.1f} img/s   {peer} {args.batch / theirs_s:9.1f} "
               f"img/s   ratio {theirs_s / ours_s:5.2f}x   (first call {first:.2f} s, max rel err {err:.1e})")
+    if composites is None:
+        notes = ["Zennit is not installed: no LRP row."]
+    else:
+        with Gradient(model, composites[1]) as unmodified:
+            own = unmodified(xt, onehot)[1].detach().numpy().transpose(0, 2, 3, 1)
+        err = _error(A.lrp(f, xj, tj, rules=EpsilonPlusFlat()), own)
+        notes = ["LRP: Zennit's EpsilonPlusFlat with `layer_map=[(AvgPool, None), (Activation, None)]`, "
+                 "i.e. the plain gradient there (jaxplain's convention); against Zennit's unmodified "
+                 f"preset (its Norm rule at average pooling) the max relative error is {err:.1e}."]
+    load = f"{load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
+    print(f"load average (1 min): {load}")
 
     lines = [
-        "# Attribution benchmark: jaxplain vs Captum (small CNN, CPU)",
+        "# Attribution benchmark: jaxplain vs Captum and Zennit (small CNN, CPU)",
         "",
-        f"Device: {device}. Batch {args.batch} of 16x16x3 images; CNN conv3x3-16, relu, maxpool2, "
-        "conv3x3-32, relu, avgpool2, dense-10, same weights in both. Median of "
-        f"{args.repeats} calls after a warm-up; ratio = Captum time / jaxplain time (> 1: "
+        f"Device: {device}; load average (1 min) {load}. Batch {args.batch} of 16x16x3 images; CNN "
+        "conv3x3-16, relu, maxpool2, conv3x3-32, relu, avgpool2, dense-10, same weights in both. "
+        f"Median of {args.repeats} calls after a warm-up; ratio = peer time / jaxplain time (> 1: "
         "jaxplain faster). The first jaxplain call includes compilation.",
         "",
-        "| method | jaxplain img/s | Captum img/s | ratio | jaxplain first call (s) | max rel. error |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| method | peer | jaxplain img/s | peer img/s | ratio | jaxplain first call (s) | max rel. error |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
-    lines += [f"| {n} | {o:.1f} | {c:.1f} | {r:.2f}x | {fc:.2f} | {e:.1e} |" for n, o, c, r, fc, e in rows]
+    lines += [f"| {n} | {p} | {o:.1f} | {c:.1f} | {r:.2f}x | {fc:.2f} | {e:.1e} |"
+              for n, p, o, c, r, fc, e in rows]
+    lines += [""] + notes
     lines += ["", "Produced by `python experiments/bench/attribution.py`."]
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as fh:
