@@ -8,9 +8,10 @@ checks that both give the same attributions before timing. Gradient, IG and Deep
 compared with Captum; LRP (EpsilonPlusFlat) with Zennit when it is installed, whose preset is
 given the plain gradient at average pooling and activations (our convention; Zennit's own
 preset uses its Norm rule at average pooling, and that error is reported too). Timings are the
-median of `--repeats` calls after a warm-up call (jaxplain's first call compiles; it is
-reported apart). Results are printed and written as a Markdown table with the device and the
-machine's load average named.
+median of `--repeats` rounds after a warm-up, each round one jaxplain call and one peer call
+(so that both see the same load on a shared machine; the ratio is the median per-round ratio);
+jaxplain's first call compiles and is reported apart. Results are printed and written as a
+Markdown table with the device and the machine's load average named.
 """
 
 from __future__ import annotations
@@ -88,16 +89,19 @@ def torch_cnn(w):
     return Net().eval()
 
 
-def timed(fn, repeats):
+def _seconds(fn):
     start = time.perf_counter()
     fn()
-    first = time.perf_counter() - start
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return first, statistics.median(times)
+    return time.perf_counter() - start
+
+
+def paired(ours, theirs, repeats):
+    """Median seconds per call of each after a warm-up, and the median of the per-round ratios
+    theirs/ours: the calls alternate, so that both see the same load on a shared machine."""
+    ours(), theirs()
+    rounds = [(_seconds(ours), _seconds(theirs)) for _ in range(repeats)]
+    return (statistics.median(o for o, _ in rounds), statistics.median(t for _, t in rounds),
+            statistics.median(t / o for o, t in rounds))
 
 
 def _error(a, ref):
@@ -170,11 +174,10 @@ def main():
         first = time.perf_counter() - start
         with context:
             err = _error(a, theirs().detach().numpy().transpose(0, 2, 3, 1))
-            _, ours_s = timed(lambda: jax.block_until_ready(ours()), args.repeats)
-            _, theirs_s = timed(theirs, args.repeats)
-        rows.append((name, peer, args.batch / ours_s, args.batch / theirs_s, theirs_s / ours_s, first, err))
+            ours_s, theirs_s, ratio = paired(lambda: jax.block_until_ready(ours()), theirs, args.repeats)
+        rows.append((name, peer, args.batch / ours_s, args.batch / theirs_s, ratio, first, err))
         print(f"{name:32s} jaxplain {args.batch / ours_s:9.1f} img/s   {peer} {args.batch / theirs_s:9.1f} "
-              f"img/s   ratio {theirs_s / ours_s:5.2f}x   (first call {first:.2f} s, max rel err {err:.1e})")
+              f"img/s   ratio {ratio:5.2f}x   (first call {first:.2f} s, max rel err {err:.1e})")
     if composites is None:
         notes = ["Zennit is not installed: no LRP row."]
     else:
@@ -192,8 +195,9 @@ def main():
         "",
         f"Device: {device}; load average (1 min) {load}. Batch {args.batch} of 16x16x3 images; CNN "
         "conv3x3-16, relu, maxpool2, conv3x3-32, relu, avgpool2, dense-10, same weights in both. "
-        f"Median of {args.repeats} calls after a warm-up; ratio = peer time / jaxplain time (> 1: "
-        "jaxplain faster). The first jaxplain call includes compilation.",
+        f"Median of {args.repeats} rounds after a warm-up, each round one jaxplain call then one peer "
+        "call; ratio = median over rounds of peer time / jaxplain time (> 1: jaxplain faster). The "
+        "first jaxplain call includes compilation.",
         "",
         "| method | peer | jaxplain img/s | peer img/s | ratio | jaxplain first call (s) | max rel. error |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
