@@ -10,7 +10,8 @@ explainn_digits_locality.png, explainn_digits_prototypes.png.
 2. Locality mode: fc1 -> conv block output with one item per (position, filter); for each rule
    the spatial spread of its tail positions vs random item sets of the same size.
 3. Prototyping with rule neuron groups: activation maximization (jaxplain.visualize.render) of
-   the summed tail Y of a rule vs of each single tail neuron; how many of Y each image turns on.
+   the summed tail Y of a rule (``rule_objective``) vs of each single tail neuron; how many of
+   Y each image turns on.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from jaxplain import data  # noqa: E402
-from jaxplain.rules import activations, mine, specificity  # noqa: E402
+from jaxplain.rules import activations, mine, rule_objective, specificity  # noqa: E402
 from jaxplain.rules._demo import digits_layers, rules_figure  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -43,16 +44,15 @@ def prototyping(f, rules, site, thresholds, plt, top=4):
     import jax
 
     import jaxplain as jp
-    from jaxplain.visualize import channel, direction, render
+    from jaxplain.visualize import channel, render
 
     captured = jax.jit(jp.capture(f, site))
     out, images = [], []
     for i, rule in enumerate(rules.rules[:top]):
         tail = np.asarray(rule.tail)
-        vector = np.zeros(len(thresholds), np.float32)
-        vector[tail] = 1.0
         key = jax.random.key(i)
-        group = render(f, direction(site, vector), key=key, shape=(1, 8, 8, 1), steps=200)
+        group = render(f, rule_objective(rule, {rule.tail_layer: site}), key=key,
+                       shape=(1, 8, 8, 1), steps=200)
         singles = render(f, [channel(site, int(t)) for t in tail], key=key, shape=(1, 8, 8, 1),
                          steps=200)
         on = lambda img: int((np.asarray(captured(img)[1][site])[0, tail] > thresholds[tail]).sum())

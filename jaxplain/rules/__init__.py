@@ -10,3 +10,4 @@ from jaxplain.rules._search import mine as mine
 from jaxplain.rules._binarize import Binarized as Binarized
 from jaxplain.rules._binarize import activations as activations
 from jaxplain.rules._binarize import binarize as binarize
+from jaxplain.rules._prototype import rule_objective as rule_objective
