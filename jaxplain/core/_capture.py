@@ -73,12 +73,25 @@ def analyze_for(f: Callable, x) -> SiteMap:
     return program_of(f, x)[1]
 
 
+_WHY_OPAQUE = {
+    "scan": "a `scan` loop body: it has one value per iteration",
+    "while": "a `while_loop` body: it has one value per iteration",
+    "cond": "a `cond` branch: it has a value only when that branch runs",
+    "custom_jvp_call": "a function with a custom derivative (`jax.custom_jvp`), whose rule "
+                       "would be bypassed by an edit inside it",
+    "custom_vjp_call": "a function with a custom derivative (`jax.custom_vjp`), whose rule "
+                       "would be bypassed by an edit inside it",
+}
+
+
 def _resolve(program: Program, site_map: SiteMap, names) -> tuple[str, ...]:
+    root = "/".join(site_map.root) + "/" if site_map.root else ""
+    opaque = {scope[len(root):]: prim for scope, prim in program.opaque_scopes.items()
+              if scope.startswith(root)}
     for name in ([names] if isinstance(names, str) else list(names) if not callable(names) else []):
-        if isinstance(name, str) and name in program.loop_scopes and name not in site_map.ids:
-            raise ValueError(f"Site {name!r} lies inside a `{program.loop_scopes[name]}` loop body: "
-                             "a site inside a loop has one value per iteration and is not supported. "
-                             "Choose a site outside the loop.")
+        if isinstance(name, str) and name in opaque and name not in site_map.ids:
+            raise ValueError(f"Site {name!r} lies inside {_WHY_OPAQUE[opaque[name]]}; such sites "
+                             "are not supported. Choose a site outside it.")
     return select(site_map.sites, names)
 
 

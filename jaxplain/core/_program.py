@@ -1,7 +1,9 @@
 """A traced model as a flat program: nested jits inlined, name stacks made absolute.
 
 `trace(f, spec)` turns `f` into a :class:`Program`, a list of :class:`Node` equations over integer
-value ids. The kernel verbs (capture, intervene, rewrite_backward) re-run that program with the
+value ids. Calls (nested `jit`, `jax.checkpoint` / `nn.remat`) are inlined; control flow and
+functions with a custom derivative stay one node each, and the scopes inside them are recorded
+so that asking for a site there gets a clear refusal. The kernel verbs (capture, intervene, rewrite_backward) re-run that program with the
 primitives' own `bind`, so the result is a pure function that jit, vmap, grad and jvp see as
 ordinary JAX code.
 """
@@ -19,10 +21,12 @@ import jax
 import jax.extend
 import numpy as np
 
-# Call primitives whose body is inlined (their semantics are "run this jaxpr").
-_INLINE = frozenset({"jit", "pjit", "closed_call", "core_call"})
-# Control flow keeps its body: sites inside it are refused with a clear error.
-_LOOPS = frozenset({"scan", "while", "cond"})
+# Call primitives whose body is inlined (their semantics are "run this jaxpr"; a checkpoint's
+# rematerialisation policy is dropped: values and gradients are unchanged, memory is not saved).
+_INLINE = frozenset({"jit", "pjit", "closed_call", "core_call", "remat2", "checkpoint"})
+# Kept as one node: control flow, and custom derivatives (whose rule must stay in charge). Sites
+# inside them are refused with a clear error.
+_OPAQUE = frozenset({"scan", "while", "cond", "custom_jvp_call", "custom_vjp_call"})
 # `jax.nn` activations that stay one node when they appear as a named jit.
 _ACTIVATION_JITS = frozenset({
     "relu", "relu6", "sigmoid", "silu", "swish", "softplus", "elu", "celu", "selu",
@@ -30,6 +34,9 @@ _ACTIVATION_JITS = frozenset({
 })
 _ACTIVATION_PRIMS = {"tanh": "tanh", "logistic": "sigmoid"}
 _TRANSFORM_MARK = re.compile(r"^[\w.]*\(.*\)$")
+# Scope suffix under which `intervene` computes a site's new value, so that a later trace of the
+# edited function still finds the site (and sees the edited value).
+EDIT_MARK = "@edit"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +86,7 @@ class Program:
     output_ids: tuple  # of int ids or Lit
     out_tree: Any
     avals: dict  # id -> ShapedArray
-    loop_scopes: dict  # scope name inside a loop body -> loop primitive name
+    opaque_scopes: dict  # scope name inside an opaque node (see _OPAQUE) -> its primitive name
     depends: frozenset  # ids that depend on the input
 
 
@@ -99,7 +106,7 @@ def _relu_body(jaxpr) -> bool:
         return False
     eqn = eqns[0]
     if eqn.primitive.name in _INLINE:
-        return _relu_body(eqn.params["jaxpr"].jaxpr)
+        return _relu_body(_body(eqn)[0])
     if eqn.primitive.name != "max":
         return False
     lits = [v for v in eqn.invars if isinstance(v, jax.extend.core.Literal)]
@@ -111,8 +118,7 @@ def _activation_of(eqn) -> str | None:
     if name in _ACTIVATION_PRIMS:
         return _ACTIVATION_PRIMS[name]
     if name in _INLINE and eqn.params.get("name") in _ACTIVATION_JITS:
-        inner = eqn.params["jaxpr"].jaxpr
-        return "relu" if _relu_body(inner) else eqn.params["name"]
+        return "relu" if _relu_body(_body(eqn)[0]) else eqn.params["name"]
     if name == "custom_jvp_call" and _relu_body(eqn.params["call_jaxpr"].jaxpr):
         return "relu"
     if name == "max" and _relu_body_eqn(eqn):
@@ -123,6 +129,14 @@ def _activation_of(eqn) -> str | None:
 def _relu_body_eqn(eqn) -> bool:
     lits = [v for v in eqn.invars if isinstance(v, jax.extend.core.Literal)]
     return len(lits) == 1 and np.ndim(lits[0].val) == 0 and float(lits[0].val) == 0.0
+
+
+def _body(eqn) -> tuple:
+    """(jaxpr, consts) of an inlined call (a jit's ClosedJaxpr, or a checkpoint's open Jaxpr)."""
+    body = eqn.params["jaxpr"]
+    if isinstance(body, jax.extend.core.ClosedJaxpr):
+        return body.jaxpr, body.consts
+    return body, ()
 
 
 def _sub_jaxprs(params):
@@ -140,7 +154,7 @@ class _Builder:
         self.nodes: list[Node] = []
         self.consts: dict = {}
         self.avals: dict = {}
-        self.loop_scopes: dict = {}
+        self.opaque_scopes: dict = {}
         self._next = 0
 
     def fresh(self, aval) -> int:
@@ -163,33 +177,42 @@ class _Builder:
             stack = prefix + _clean_stack(eqn.source_info.name_stack)
             activation = _activation_of(eqn)
             if eqn.primitive.name in _INLINE and activation is None:
-                closed = eqn.params["jaxpr"]
-                outs = self.inline(closed.jaxpr, closed.consts, [read(v) for v in eqn.invars], stack)
+                outs = self.inline(*_body(eqn), [read(v) for v in eqn.invars], stack)
                 for var, ref in zip(eqn.outvars, outs):
                     env[var] = ref
                 continue
-            if eqn.primitive.name in _LOOPS:
-                self._note_loop_scopes(eqn, stack)
+            if eqn.primitive.name in _OPAQUE:
+                self._note_opaque_scopes(eqn, stack, eqn.primitive.name)
             outs = tuple(self.fresh(v.aval) for v in eqn.outvars)
             for var, ref in zip(eqn.outvars, outs):
                 env[var] = ref
             self.nodes.append(Node(eqn, tuple(read(v) for v in eqn.invars), outs, stack, activation))
         return [read(v) for v in jaxpr.outvars]
 
-    def _note_loop_scopes(self, eqn, stack):
+    def _note_opaque_scopes(self, eqn, stack, outer: str):
         for inner in _sub_jaxprs(eqn.params):
             for sub in inner.eqns:
                 full = stack + _clean_stack(sub.source_info.name_stack)
                 for k in range(len(stack) + 1, len(full) + 1):
-                    self.loop_scopes.setdefault("/".join(full[:k]), eqn.primitive.name)
-                if sub.primitive.name in _LOOPS | _INLINE:
-                    self._note_loop_scopes(sub, full)
+                    self.opaque_scopes.setdefault("/".join(full[:k]), outer)
+                if sub.primitive.name in _OPAQUE | _INLINE:
+                    self._note_opaque_scopes(sub, full, outer)
+
+
+def _edit_scope(node: Node) -> tuple | None:
+    """The stack up to the intervention mark when `node` computes an intervention's value."""
+    k = next((k for k, part in enumerate(node.stack) if part.endswith(EDIT_MARK)), None)
+    return None if k is None else node.stack[: k + 1]
 
 
 def _depends(nodes, input_id) -> frozenset:
+    """Ids of the values computed from the input or from an intervention's new value (the last
+    node of its scope), so that an edit setting a site to a constant still feeds later sites."""
     live = {input_id}
-    for node in nodes:
-        if any(isinstance(r, int) and r in live for r in node.ins):
+    for k, node in enumerate(nodes):
+        scope = _edit_scope(node)
+        result = scope is not None and (k + 1 == len(nodes) or _edit_scope(nodes[k + 1]) != scope)
+        if result or any(isinstance(r, int) and r in live for r in node.ins):
             live.update(node.outs)
     return frozenset(live)
 
@@ -207,7 +230,7 @@ def _build(f: Callable, spec: jax.ShapeDtypeStruct) -> Program:
         output_ids=tuple(outs),
         out_tree=jax.tree_util.tree_structure(out_shape),
         avals=builder.avals,
-        loop_scopes=builder.loop_scopes,
+        opaque_scopes=builder.opaque_scopes,
         depends=_depends(nodes, input_id),
     )
 

@@ -4,7 +4,7 @@ Names come from the model's own structure, read off the name stack of each equat
 
 * a scope (a Flax Linen module path, a `jax.named_scope`, an attribute path set by the NNX and
   Equinox adapters) is a site of kind ``"module"``; its value is the output of the last equation
-  inside it. A capitalised root element shared by every named equation (a Linen model's class
+  inside it that depends on the input (a scope holding only weight computations is no site). A capitalised root element shared by every named equation (a Linen model's class
   name, e.g. ``Net``) is dropped, so ``Net/block1/conv_a`` is the site ``block1/conv_a``.
 * activations, residual adds (two input-dependent operands) and pools called directly in a
   scope's body get derived names below that scope: ``relu``, ``relu_1``, ``block1/add``,
@@ -19,13 +19,10 @@ from collections import Counter
 
 import numpy as np
 
-from jaxplain.core._program import Lit, Node, Program
+from jaxplain.core._program import EDIT_MARK, Lit, Node, Program
 
 _LINEAR = {"dot_general": "linear", "conv_general_dilated": "conv"}
 _AFFINE_OPS = frozenset({"add", "sub", "mul", "div"})
-# Scope suffix under which `intervene` computes a site's new value, so that a later trace of the
-# edited function still finds the site (and sees the edited value).
-EDIT_MARK = "@edit"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,11 +150,12 @@ def analyze(program: Program) -> SiteMap:
             edited["/".join(stack[:edit] + (stack[edit][: -len(EDIT_MARK)],))] = node.outs[0]
             continue
         for k in range(1, len(stack) + 1):
-            scope_last[stack[:k]] = i
             if k == len(stack) or not stack[k].isdigit():
                 is_module.add(stack[:k])
-        if node.outs[0] not in program.depends:  # weights and values an edit made constant
+        if node.outs[0] not in program.depends:  # weights, and constants hoisted out of loops
             continue
+        for k in range(1, len(stack) + 1):
+            scope_last[stack[:k]] = i
         if i in absorbed:
             continue
         if node.activation is not None:

@@ -85,6 +85,18 @@ def test_capture_and_intervene_compose(linen):
     assert not np.allclose(acts["block1/conv_b"], base["block1/conv_b"])
 
 
+def test_sites_after_a_constant_edit_keep_their_names_and_see_the_edit(linen):
+    model, variables, f = linen
+    zeroed = jp.intervene(f, {"block1/relu": jnp.zeros_like})
+    assert [s.name for s in jp.sites(zeroed, X)] == [s.name for s in jp.sites(f, X)]
+    _, acts = jp.capture(zeroed, ["block1/conv_b", "block1/add"])(X)
+    bias = variables["params"]["block1"]["conv_b"]["bias"]  # conv_b of zeros is its bias
+    np.testing.assert_allclose(acts["block1/conv_b"], jnp.broadcast_to(bias, (3, 6, 6, 4)),
+                               rtol=1e-6)
+    _, base = jp.capture(f, "relu")(X)
+    np.testing.assert_allclose(acts["block1/add"], base["relu"] + bias, rtol=1e-5, atol=1e-6)
+
+
 def test_second_call_does_not_retrace():
     calls = []
     w = jnp.ones((4, 2))

@@ -1,5 +1,6 @@
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import jaxplain as jp
@@ -47,21 +48,81 @@ def test_bad_interventions_and_adapters():
         jp.as_function(42)
 
 
-def test_site_inside_a_loop_is_refused():
-    w = jnp.ones((3, 3))
+W3 = jnp.ones((3, 3))
 
-    def f(x):
-        def body(h, _):
-            with jax.named_scope("cell"):
-                h = jnp.tanh(h @ w)
-            return h, None
 
-        return jax.lax.scan(body, x, None, length=2)[0]
+def _cell(h):
+    with jax.named_scope("cell"):
+        return jnp.tanh(h @ W3)
 
+
+@jax.custom_vjp
+def _cell_vjp(h):
+    return _cell(h)
+
+
+_cell_vjp.defvjp(lambda h: (_cell(h), h), lambda h, g: (g,))
+
+
+@jax.custom_jvp
+def _cell_jvp(h):
+    return _cell(h)
+
+
+_cell_jvp.defjvp(lambda p, t: (_cell(p[0]), t[0]))
+
+OPAQUE = {
+    "scan": (lambda x: jax.lax.scan(lambda h, _: (_cell(h), None), x, None, length=2)[0],
+             "inside a `scan` loop body"),
+    "while": (lambda x: jax.lax.while_loop(lambda c: c[0] < 2, lambda c: (c[0] + 1, _cell(c[1])),
+                                           (0, x))[1], "inside a `while_loop` body"),
+    "cond": (lambda x: jax.lax.cond(x.sum() > 0, _cell, lambda h: h, x), "inside a `cond` branch"),
+    "custom_vjp": (_cell_vjp, r"inside a function with a custom derivative \(`jax.custom_vjp`\)"),
+    "custom_jvp": (_cell_jvp, r"inside a function with a custom derivative \(`jax.custom_jvp`\)"),
+}
+
+
+@pytest.mark.parametrize("kind", list(OPAQUE))
+def test_site_inside_control_flow_or_a_custom_derivative_is_refused(kind):
+    f, message = OPAQUE[kind]
     x = jnp.ones((2, 3))
     assert [s.name for s in jp.sites(f, x)] == []
-    with pytest.raises(ValueError, match="inside a `scan` loop body"):
+    with pytest.raises(ValueError, match=f"Site 'cell' lies {message}"):
         jp.capture(f, "cell")(x)
-    # the loop itself runs unchanged
+    with pytest.raises(ValueError, match="Choose a site outside it"):
+        jp.intervene(f, {"cell": lambda v: v})(x)
+    # the construct itself runs unchanged, with its own derivative (the custom rules differ
+    # from tanh's derivative); a while_loop has forward-mode derivatives only
     y, _ = jp.capture(f, [])(x)
-    assert jnp.allclose(y, f(x))
+    np.testing.assert_allclose(y, f(x), rtol=1e-6)
+    if kind == "while":
+        derivative = lambda fn: jax.jvp(fn, (x,), (x,))[1]  # noqa: E731
+    else:
+        derivative = lambda fn: jax.grad(lambda v: fn(v).sum())(x)  # noqa: E731
+    np.testing.assert_allclose(derivative(jp.intervene(f, {})), derivative(f), rtol=1e-6)
+
+
+def test_linen_scan_body_is_refused_by_its_module_path():
+    import flax.linen as nn
+
+    class Cell(nn.Module):
+        @nn.compact
+        def __call__(self, h, _):
+            return nn.tanh(nn.Dense(3, name="dense")(h)), None
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = nn.Dense(3, name="inp")(x)
+            scan = nn.scan(Cell, variable_broadcast="params", split_rngs={"params": False},
+                           length=2)
+            return nn.Dense(2, name="head")(scan(name="cells")(x, None)[0])
+
+    x = jnp.ones((2, 3))
+    model = Net()
+    f = jp.as_function(model, model.init(jax.random.key(0), x))
+    # the bias reshape hoisted out of the loop is no site (it does not depend on the input)
+    assert [s.name for s in jp.sites(f, x)] == ["inp", "head"]
+    for name in ["cells", "cells/dense"]:
+        with pytest.raises(ValueError, match=f"Site '{name}' lies inside a `scan` loop body"):
+            jp.capture(f, name)(x)

@@ -89,3 +89,30 @@ def test_select_language():
         jp.core.select(sites, "block1/conva")
     with pytest.raises(ValueError, match="Unknown site"):
         jp.core.select(sites, "nothing*")
+
+
+def test_checkpointed_modules_are_inlined_with_their_values_and_gradients():
+    import flax.linen as nn
+
+    class Block(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.relu(nn.Dense(5, name="dense")(x))
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(2, name="head")(nn.remat(Block)(name="block")(x))
+
+    model = Net()
+    x = jax.random.normal(jax.random.key(0), (3, 4))
+    variables = model.init(jax.random.key(1), x)
+    f = jp.as_function(model, variables)
+    assert names(f, x) == ["block/dense", "block/relu", "block", "head"]
+    _, acts = jp.capture(f, ["block/dense", "block"])(x)
+    _, state = model.apply(variables, x, capture_intermediates=True)
+    inter = state["intermediates"]["block"]
+    np.testing.assert_allclose(acts["block/dense"], inter["dense"]["__call__"][0], rtol=1e-5)
+    np.testing.assert_allclose(acts["block"], inter["__call__"][0], rtol=1e-5)
+    grad = lambda fn: jax.grad(lambda v: fn(v)[:, 1].sum())(x)  # noqa: E731
+    np.testing.assert_allclose(grad(jp.intervene(f, {"*": lambda v: v})), grad(f), rtol=1e-5)
