@@ -17,6 +17,7 @@ import optax
 from jaxtyping import Array
 
 from jaxplain.core import capture
+from jaxplain.visualize._layout import cpu_canonical_convs
 from jaxplain.visualize._objectives import (Channel, Direction, Diversity, Neuron, Objective,
                                             Scaled, Sum, stack)
 from jaxplain.visualize._param import Pixel
@@ -103,7 +104,7 @@ def _render_one(objective, param, regularizers, key, *, f, shape, steps, transfo
     names = objective.sites()
     g = capture(f, list(names)) if names else (lambda x: (f(x), {}))
 
-    def evaluate(params, k):
+    def evaluate(objective, param, regularizers, params, k):
         images = param.image(params, shape)
         seen = apply_transforms(transforms, k, images) if k is not None else images
         y, acts = g(seen)
@@ -111,18 +112,20 @@ def _render_one(objective, param, regularizers, key, *, f, shape, steps, transfo
         penalty = sum((jnp.sum(r(images)) for r in regularizers), jnp.zeros(()))
         return penalty - value, value
 
+    # The loop body's convolution gradients in XLA:CPU's fast layout (see _layout).
+    gradient = cpu_canonical_convs(jax.value_and_grad(evaluate, argnums=3, has_aux=True))
     k_init, k_steps = jax.random.split(key)
     params = param.init(k_init, shape)
 
     def step(carry, k):
         params, state = carry
-        (_, value), grads = jax.value_and_grad(evaluate, has_aux=True)(params, k)
+        (_, value), grads = gradient(objective, param, regularizers, params, k)
         updates, state = optimizer.update(grads, state, params)
         return (optax.apply_updates(params, updates), state), value
 
     (params, _), trace = jax.lax.scan(step, (params, optimizer.init(params)),
                                       jax.random.split(k_steps, steps))
-    _, value = evaluate(params, None)
+    _, value = evaluate(objective, param, regularizers, params, None)
     return Rendering(param.image(params, shape), params, trace, value)
 
 
