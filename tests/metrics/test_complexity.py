@@ -62,3 +62,23 @@ def test_errors():
     with pytest.raises(ValueError, match="baseline must be a number or an array"):
         metrics.completeness(lambda x: x, jnp.ones((1, 2)), 0, jnp.ones((1, 2)),
                              baseline="zeros")
+
+
+def test_jit_and_vmap_equal_eager():
+    a = jax.random.normal(jax.random.key(1), (3, 4, 4, 2))
+    for fn in (metrics.sparseness, metrics.complexity):
+        eager = fn(a)
+        np.testing.assert_allclose(jax.jit(fn)(a), eager, rtol=1e-6)
+        # vmap over a stack of batches gives each batch's values
+        stacked = jax.vmap(fn)(jnp.stack([a, 2.0 * a[::-1]]))
+        np.testing.assert_allclose(stacked[0], eager, rtol=1e-6)
+        np.testing.assert_allclose(stacked[1], eager[::-1], rtol=1e-5)   # scale-invariant
+    w = jnp.array([[1.0, 2.0], [-3.0, 0.5]])
+    f = lambda x: jnp.tanh(x @ w)  # noqa: E731
+    x = jax.random.normal(jax.random.key(2), (5, 2))
+    r = jax.random.normal(jax.random.key(3), (5, 2))
+    eager = metrics.completeness(f, x, 1, r, baseline=0.5)
+    np.testing.assert_allclose(eager, r.sum(1) - (f(x)[:, 1] - f(jnp.full((1, 2), 0.5))[0, 1]),
+                               rtol=1e-5)
+    jitted = jax.jit(lambda x, r: metrics.completeness(f, x, 1, r, baseline=0.5))(x, r)
+    np.testing.assert_allclose(jitted, eager, rtol=1e-6)

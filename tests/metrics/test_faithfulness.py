@@ -144,6 +144,19 @@ def test_lerf_change_matches_reference_and_plumbing():
     assert _perturb.fraction_counts(64, q) == (0, 0, 3, 6, 32)
 
 
+def test_insertion_and_lerf_change_chunked_equal_unchunked():
+    f = _tiny_cnn()
+    x = jax.random.uniform(jax.random.key(11), (5, 8, 8, 2))
+    a = jax.random.normal(jax.random.key(12), x.shape)
+    full = metrics.insertion(f, x, 2, a, steps=5)
+    np.testing.assert_allclose(metrics.insertion(f, x, 2, a, steps=5, batch_size=3).values,
+                               full.values, rtol=1e-6, atol=1e-7)
+    q = (0.05, 0.2)
+    np.testing.assert_allclose(metrics.pixel_perturbation(f, x, a, fractions=q, batch_size=2),
+                               metrics.pixel_perturbation(f, x, a, fractions=q),
+                               rtol=1e-5, atol=1e-7)
+
+
 def test_lerf_removes_exactly_the_planned_pixels():
     # The map is the pixel index, so LeRF removes pixels 0, 1, 2, ... in order; the model's
     # logit counts the ones left, so p reveals how many were removed.

@@ -69,6 +69,16 @@ def test_lipschitz_of_gradient_x_input_on_a_linear_model_is_bounded_by_the_weigh
     assert lip.max() > 0.8 * w.max() * 0.5
 
 
+def test_the_explicit_key_fixes_the_noise():
+    x = jax.random.normal(jax.random.key(6), (3, 4))
+    for fn in (metrics.max_sensitivity, metrics.continuity, metrics.local_lipschitz):
+        a = fn(_mlp, x, 0, _gxi, key=jax.random.key(7), samples=4)
+        np.testing.assert_array_equal(fn(_mlp, x, 0, _gxi, key=jax.random.key(7), samples=4), a)
+        assert not np.allclose(fn(_mlp, x, 0, _gxi, key=jax.random.key(8), samples=4), a)
+        jitted = jax.jit(lambda x, k: fn(_mlp, x, 0, _gxi, key=k, samples=4))
+        np.testing.assert_allclose(jitted(x, jax.random.key(7)), a, rtol=1e-5)
+
+
 def test_errors():
     x = jnp.ones((2, 4))
     with pytest.raises(TypeError, match="key must be a PRNG key"):
