@@ -1,4 +1,10 @@
-"""jaxplain: a functional interpretability engine for JAX."""
+"""jaxplain: a functional interpretability engine for JAX.
+
+The kernel's verbs are re-exported here; the method families are subpackages, imported on
+first use (``jaxplain.attribution.gradient`` works after a plain ``import jaxplain``).
+"""
+
+import importlib
 
 from jaxplain.core import as_function as as_function
 from jaxplain.core import capture as capture
@@ -8,3 +14,16 @@ from jaxplain.core import sites as sites
 from jaxplain.core import Site as Site
 
 __version__ = "0.1.0"
+
+_SUBPACKAGES = ("attribution", "concepts", "core", "data", "lrp", "metrics", "pathways", "report",
+                "rules", "subnet", "visualize")
+
+
+def __getattr__(name: str):
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"jaxplain.{name}")
+    raise AttributeError(f"module 'jaxplain' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), *_SUBPACKAGES})
