@@ -1,5 +1,6 @@
 """Network dissection IoU on hand-made masks."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -31,6 +32,25 @@ def test_quantile_threshold_and_resizing():
     assert got[0, 0] > 0.95 and got[1, 0] < 0.3
     small = concepts.iou(acts[:, ::2, ::2], masks, quantile=0.8)  # resized to 6x6
     assert small.shape == (2, 1) and np.all((0 <= small) & (small <= 1))
+
+
+def test_dissect_finds_the_unit_that_draws_each_concept():
+    # A "model" whose site is the image itself with its channels swapped: unit 0 shows concept 1
+    # and unit 1 concept 0, so dissection must pair them crosswise with IoU 1.
+    def f(x):
+        with jax.named_scope("site"):
+            h = x[..., ::-1] * 1.0
+        return jnp.mean(h, axis=(1, 2))
+
+    rng = np.random.default_rng(1)
+    masks = rng.uniform(size=(5, 6, 6, 2)) > 0.7
+    # Zero off the mask, so any quantile below the masks' share thresholds at 0: exact masks.
+    x = jnp.asarray(masks * (1.0 + rng.uniform(size=masks.shape)), jnp.float32)
+    got = np.asarray(concepts.dissect(f, x, masks, site="site", quantile=0.5))
+    np.testing.assert_allclose(got, np.asarray(concepts.iou(x[..., ::-1], masks, quantile=0.5)))
+    assert got.shape == (2, 2)
+    np.testing.assert_allclose([got[0, 1], got[1, 0]], 1.0)
+    assert got[0, 0] < 0.5 and got[1, 1] < 0.5
 
 
 def test_errors():
