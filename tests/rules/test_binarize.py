@@ -87,3 +87,22 @@ def test_activations_captures_in_batches_and_binarizes_like_binarize():
     pooled = activations(f, x, names, batch_size=16)
     np.testing.assert_array_equal(pooled[names[0]].items, binarize(conv).items)
     assert pooled[names[0]].shape == (4,)
+
+
+def test_locality_items_recover_a_planted_local_rule():
+    # When dense unit 2 fires, filter 1 fires in a 2 x 2 patch: mined in locality mode, the
+    # rule's tail is exactly that patch of that filter.
+    from jaxplain.rules import mine
+
+    rng = np.random.default_rng(2)
+    dense, conv = rng.random((600, 8)), rng.random((600, 6, 6, 4))
+    fires = dense[:, 2] > np.quantile(dense[:, 2], 0.8)
+    conv[np.ix_(fires, [1, 2], [3, 4], [1])] += 1.0
+    local = binarize(conv, conv_mode="locality", conv_quantile=0.8)
+    layers = {"fc": binarize(dense, quantile=0.8).items, "conv_local": local.items}
+    rules = mine(layers, pairs=[("fc", "conv_local")], k_tail=16, beam=8, k_head=4)
+    assert len(rules) >= 1
+    first = rules.rules[0]
+    assert first.head.tolist() == [2]
+    cells = sorted(zip(*np.unravel_index(first.tail, local.shape)))
+    assert cells == [(1, 3, 1), (1, 4, 1), (2, 3, 1), (2, 4, 1)]
