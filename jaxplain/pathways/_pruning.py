@@ -25,10 +25,13 @@ def _gated_logits(f, x, gates):
     return core.intervene(f, {n: (lambda v, g=g: v * g.astype(v.dtype)) for n, g in gates.items()})(x)
 
 
-@functools.partial(
-    jax.jit, static_argnames=("f", "specs", "steps", "learning_rate", "momentum", "l1", "max_gate")
-)
-def _learned_gates(f, x, init, specs, steps, learning_rate, momentum, l1, max_gate):
+def _rows(mask, like):
+    return mask.reshape((-1,) + (1,) * (like.ndim - 1))
+
+
+def _descend(f, x, init, l1, steps, learning_rate, momentum, max_gate):
+    """One DGR run per example: ``(best gates, best loss)``, the loss ``inf`` where no
+    iteration kept the original prediction. ``l1``: ``(batch,)``."""
     p_orig = jax.nn.softmax(jax.lax.stop_gradient(f(x)), axis=-1)
     label = jnp.argmax(p_orig, axis=-1)
 
@@ -44,24 +47,43 @@ def _learned_gates(f, x, init, specs, steps, learning_rate, momentum, l1, max_ga
         gates, state, best, best_loss = carry
         grads, (loss, pred) = jax.grad(losses, has_aux=True)(gates)
         better = (pred == label) & (loss < best_loss)
-        best = {
-            n: jnp.where(better.reshape((-1,) + (1,) * (g.ndim - 1)), gates[n], g)
-            for n, g in best.items()
-        }
+        best = {n: jnp.where(_rows(better, g), gates[n], g) for n, g in best.items()}
         best_loss = jnp.where(better, loss, best_loss)
         updates, state = opt.update(grads, state, gates)
         gates = jax.tree.map(lambda g: jnp.clip(g, 0.0, max_gate), optax.apply_updates(gates, updates))
         return (gates, state, best, best_loss), None
 
     carry = (init, opt.init(init), init, jnp.full(x.shape[0], jnp.inf, jnp.float32))
-    (_, _, best, _), _ = jax.lax.scan(step, carry, None, length=steps)
-    return best
+    (_, _, best, best_loss), _ = jax.lax.scan(step, carry, None, length=steps)
+    return best, best_loss
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("f", "steps", "learning_rate", "momentum", "l1", "max_gate", "retries"),
+)
+def _learned_gates(f, x, init, steps, learning_rate, momentum, l1, max_gate, retries):
+    run = functools.partial(_descend, f, x, init, steps=steps, learning_rate=learning_rate,
+                            momentum=momentum, max_gate=max_gate)
+    l1s = jnp.full(x.shape[0], l1, jnp.float32)
+    best, loss = run(l1=l1s)
+
+    def again(state):  # rerun with l1 / 10 where no iteration kept the prediction
+        i, l1s, best, loss = state
+        l1s = jnp.where(jnp.isinf(loss), l1s / 10, l1s)
+        new, new_loss = run(l1=l1s)
+        redo = jnp.isinf(loss)
+        best = {n: jnp.where(_rows(redo, g), new[n], g) for n, g in best.items()}
+        return i + 1, l1s, best, jnp.where(redo, new_loss, loss)
+
+    more = lambda state: (state[0] < retries) & jnp.isinf(state[3]).any()  # noqa: E731
+    return jax.lax.while_loop(more, again, (0, l1s, best, loss))[2]
 
 
 def learned_gates(
     f: Callable, x: Float[Array, "batch *features"], *, sites=None, steps: int = 1000,
     learning_rate: float = 0.01, momentum: float = 0.9, l1: float = 0.01, init: str = "ones",
-    key: PRNGKeyArray | None = None, max_gate: float = 100.0,
+    key: PRNGKeyArray | None = None, max_gate: float = 100.0, retries: int = 100,
 ) -> dict[str, Float[Array, "batch *site"]]:
     """DGR / CDRP pathway gates learned with the pruning objective, one gate per unit.
 
@@ -71,13 +93,16 @@ def learned_gates(
 
     (``p`` the original softmax, ``q`` the gated one) with SGD with momentum, clamping the gates
     to ``[0, max_gate]`` after each step. Returned are, per example, the gates with the lowest
-    loss among the iterations whose prediction equals the original one. Threshold them into a
-    pathway with :func:`threshold`, the same global-percentile rule as contributions.
+    loss among the iterations whose prediction equals the original one. Where no iteration
+    keeps it, the run is repeated from the same initial gates with ``l1`` divided by 10, up to
+    ``retries`` times (the authors' DGR init=r; with ``init="ones"`` the first iteration is the
+    original network, so it never retries); examples that never keep it return the initial
+    gates. Threshold the gates into a pathway with :func:`threshold`, the same
+    global-percentile rule as contributions.
 
     Gates are per unit (channel x position), not per channel as in the original CDRP, to match
     the authors' comparison. ``init="uniform"`` (the paper's DGR init=r) starts from
-    Uniform[0, 1) and needs ``key``; the authors' retries with a smaller ``l1`` when no
-    iteration keeps the class are not reproduced (such examples return the initial gates).
+    Uniform[0, 1) and needs ``key``.
 
     Args:
       f, x, sites: as in :func:`select`.
@@ -85,6 +110,7 @@ def learned_gates(
         authors': 1000 steps, lr 0.01, momentum 0.9, lambda 0.01, clamp 100).
       init: ``"ones"`` or ``"uniform"``.
       key: PRNG key for ``init="uniform"``.
+      retries: how many times to rerun with ``l1 / 10`` (the authors: 100).
 
     Returns:
       ``{site: gates}`` shaped like each site's value.
@@ -99,15 +125,16 @@ def learned_gates(
         raise ValueError("init='uniform' needs key=jax.random.key(...).")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int; got {steps!r}.")
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ValueError(f"retries must be a non-negative int; got {retries!r}.")
     specs, _ = _checks.resolve(f, x, sites)
     if init == "ones":
         gates = {n: jnp.ones(shape, jnp.float32) for n, shape, _ in specs}
     else:
         keys = jax.random.split(key, len(specs))
         gates = {n: jax.random.uniform(k, shape) for k, (n, shape, _) in zip(keys, specs)}
-    return _learned_gates(
-        f, x, gates, specs, steps, float(learning_rate), float(momentum), float(l1), float(max_gate)
-    )
+    return _learned_gates(f, x, gates, steps, float(learning_rate), float(momentum), float(l1),
+                          float(max_gate), retries)
 
 
 @functools.partial(jax.jit, static_argnames=("f", "specs", "rounds", "step"))

@@ -60,6 +60,71 @@ def test_greedy_matches_the_authors_loop():
     assert mismatch <= max(2, total // 500)
 
 
+def _dgr_reference(fwd, x, gates, steps, lr, momentum, l1):
+    """One example at a time: the authors' cdrp/main.py loop (SGD + momentum by hand, clamp)."""
+    best_all = []
+    for b in range(len(x)):
+        xb = x[b : b + 1]
+        p = jax.nn.softmax(fwd(xb)[0], -1)
+        label = int(jnp.argmax(p))
+
+        def loss(g):
+            q = jax.nn.softmax(fwd(xb, g)[0], -1)
+            return (-(p * jnp.log(q + 1e-20)).sum() + l1 * sum(jnp.abs(k).sum() for k in g)), q
+
+        g = [k[b : b + 1] for k in gates]
+        buf = [jnp.zeros_like(k) for k in g]
+        best, best_loss = g, np.inf
+        for _ in range(steps):
+            (value, q), grad = jax.value_and_grad(loss, has_aux=True)(g)
+            if int(jnp.argmax(q)) == label and float(value) < best_loss:
+                best, best_loss = g, float(value)
+            buf = [momentum * u + d for u, d in zip(buf, grad)]  # torch.optim.SGD, dampening 0
+            g = [jnp.clip(k - lr * u, 0.0, 100.0) for k, u in zip(g, buf)]
+        best_all.append(best)
+    return [jnp.concatenate([bb[k] for bb in best_all]) for k in range(len(gates))]
+
+
+def test_learned_gates_match_the_authors_loop():
+    f, fwd, x = _models.model("mlp", seed=8)
+    names = jp.core.relu_sites(f, x)
+    steps, l1 = 40, 0.05
+    got = pw.learned_gates(f, x, steps=steps, l1=l1)
+    ones = [jnp.ones(z.shape) for z in fwd(x)[1]]
+    ref = _dgr_reference(fwd, x, ones, steps, 0.01, 0.9, l1)
+    for name, r in zip(names, ref):
+        np.testing.assert_allclose(got[name], r, rtol=1e-4, atol=1e-5)
+    assert float(jnp.abs(ref[0] - 1.0).max()) > 0.1  # the gates moved, so the match means something
+
+
+def _needs_big_gate(x):
+    """Logits (0.9 g0 + 0.5, 2 g1) with gates g on relu(x) = (1, 1): class 1, kept only if the
+    gate of unit 1 stays large; with both gates near 0 the prediction is class 0."""
+    return jax.nn.relu(x) @ jnp.array([[0.9, 0.0], [0.0, 2.0]]) + jnp.array([0.5, 0.0])
+
+
+def test_learned_gates_retry_with_smaller_l1():
+    x = jnp.ones((1, 2))
+    site = jp.core.relu_sites(_needs_big_gate, x)[0]
+    gated = lambda g: jnp.argmax(  # noqa: E731
+        jp.intervene(_needs_big_gate, {site: lambda v: v * g[site]})(x), -1)
+    # A key whose Uniform[0, 1) initial gates change the prediction (so iteration 0 does not count).
+    key = next(k for k in (jax.random.key(i) for i in range(50))
+               if int(gated({site: jax.random.uniform(jax.random.split(k, 1)[0], (1, 2))})[0]) != 1)
+    opts = dict(init="uniform", key=key, steps=200, l1=100.0)
+    # With l1 = 100 the gates collapse to 0 and no iteration keeps class 1: the initial gates return.
+    stuck = pw.learned_gates(_needs_big_gate, x, retries=0, **opts)
+    assert int(gated(stuck)[0]) != 1
+    # Dividing l1 by 10 per retry finds gates that keep the prediction.
+    found = pw.learned_gates(_needs_big_gate, x, retries=5, **opts)
+    assert int(gated(found)[0]) == 1
+    # init="ones" starts from the original network, which keeps the prediction: no retry.
+    ones = [pw.learned_gates(_needs_big_gate, x, steps=50, l1=100.0, retries=r)[site] for r in (0, 5)]
+    np.testing.assert_array_equal(ones[0], ones[1])
+    with pytest.raises(ValueError, match="retries"):
+        pw.learned_gates(_needs_big_gate, x, retries=-1)
+
+
 def test_learned_gates_keep_the_prediction_and_shrink():
     f, fwd, x = _models.model("mlp", seed=7)
     gates = pw.learned_gates(f, x, steps=150, l1=0.05)
