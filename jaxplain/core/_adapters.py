@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 
 
 def as_function(model, variables=None, **apply_kwargs) -> Callable:
@@ -24,7 +25,9 @@ def as_function(model, variables=None, **apply_kwargs) -> Callable:
       under ``jax.named_scope`` of their attribute paths (on a copy: the model is not changed),
       so their sites are named ``lin1``, ``blocks/0``, ``layers/2``. NNX models are put in
       evaluation mode (BatchNorm uses running averages, Dropout is off); Equinox modules are
-      vmapped over the batch unless ``per_example=False``.
+      vmapped over the batch unless ``per_example=False``. A Linen or NNX ``f`` raises
+      ValueError when its array output's first axis is not the batch size of ``x`` (e.g. a
+      single example given without its batch axis).
 
     Example:
       >>> import jax, jax.numpy as jnp, flax.linen as nn, jaxplain as jp
@@ -84,7 +87,21 @@ class _LinenFunction:
     kwargs: dict
 
     def __call__(self, x):
-        return self.model.apply(self.variables, x, **self.kwargs)
+        return _batch_first(x, self.model.apply(self.variables, x, **self.kwargs), "Flax Linen")
+
+
+def _batch_first(x, y, kind: str):
+    """`y`, after checking that an array output keeps `x`'s batch size on its first axis.
+
+    Linen and NNX layers accept inputs without a batch axis, so a single example (or an input
+    of the wrong rank) may run and return an output of another batch size. Pytree outputs (a
+    model returning auxiliary values) are passed as they are.
+    """
+    if hasattr(y, "shape") and (jnp.ndim(x) == 0 or jnp.ndim(y) == 0 or y.shape[0] != x.shape[0]):
+        raise ValueError(f"The {kind} model maps x of shape {tuple(jnp.shape(x))} to an output of "
+                         f"shape {tuple(y.shape)}: the batch sizes differ. x must be a batch, the "
+                         "model's per-example shape with a batch axis in front.")
+    return y
 
 
 def _nnx_function(model, kwargs) -> Callable:
@@ -117,7 +134,7 @@ def _nnx_function(model, kwargs) -> Callable:
             setattr(parent, last, wrapped)
 
     def f(x):
-        return copy(x, **kwargs)
+        return _batch_first(x, copy(x, **kwargs), "Flax NNX")
 
     return f
 

@@ -199,7 +199,12 @@ def _intervene(f: Callable, pairs: tuple, x):
         for k, ref in enumerate(node.outs):
             for name, fn in by_id.get(ref, ()):
                 with jax.named_scope("/".join(site_map.root + (name + EDIT_MARK,))):
-                    new = fn(outs[k])
+                    try:
+                        new = fn(outs[k])
+                    except (TypeError, ValueError) as err:  # e.g. a mask of another batch size
+                        raise type(err)(f"The intervention at site {name!r} failed on its value "
+                                        f"of shape {tuple(outs[k].shape)} ({outs[k].dtype}): "
+                                        f"{err}") from err
                 if jnp.shape(new) != jnp.shape(outs[k]):
                     raise ValueError(f"The intervention at site {name!r} returned shape "
                                      f"{jnp.shape(new)}; expected {jnp.shape(outs[k])}.")

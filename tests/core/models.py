@@ -1,4 +1,4 @@
-"""Small models of every supported kind, shared by the kernel tests."""
+"""Small models of every supported kind, shared by the kernel tests, and a compile counter."""
 
 import equinox as eqx
 import flax.linen as nn
@@ -66,3 +66,17 @@ def plain_function(seed=0):
             return h @ w2
 
     return f, (w1, b1, w2)
+
+
+class Compiles:
+    """Counts XLA compilations while active (jax.monitoring's compile-duration events)."""
+
+    def __enter__(self):
+        self.count = 0
+        self._listener = lambda event, *_, **__: setattr(
+            self, "count", self.count + ("backend_compile" in event))
+        jax.monitoring.register_event_duration_secs_listener(self._listener)
+        return self
+
+    def __exit__(self, *exc):
+        jax.monitoring.unregister_event_duration_listener(self._listener)

@@ -32,6 +32,28 @@ def test_bad_inputs_are_named():
         jp.sites(f, [[1.0]])
 
 
+def test_input_without_its_batch_axis_is_named():
+    from flax import nnx
+    import flax.linen as nn
+
+    nnx_f = jp.as_function(models.NNXMLP(nnx.Rngs(0)))
+    dense = nn.Dense(3)
+    linen_f = jp.as_function(dense, dense.init(jax.random.key(0), jnp.ones((1, 4))))
+    for kind, f in [("Flax NNX", nnx_f), ("Flax Linen", linen_f)]:
+        assert f(jnp.ones((2, 4))).shape == (2, 3)
+        with pytest.raises(ValueError, match=rf"The {kind} model maps x of shape \(4,\) to an "
+                                             r"output of shape \(3,\): the batch sizes differ"):
+            jp.sites(f, jnp.ones((4,)))
+
+
+def test_intervention_with_another_batch_size_names_the_site():
+    f = f_linen()
+    mask = jnp.ones((5, 1, 1, 4))  # made for a batch of 5
+    with pytest.raises(TypeError, match=r"The intervention at site 'conv1' failed on its value of "
+                                        r"shape \(3, 6, 6, 4\) \(float32\)"):
+        jp.intervene(f, {"conv1": lambda v: v * mask})(jnp.ones((3, 6, 6, 1)))
+
+
 def test_bad_interventions_and_adapters():
     f = f_linen()
     x = jnp.ones((1, 6, 6, 1))
