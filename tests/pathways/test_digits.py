@@ -32,5 +32,19 @@ def test_digits_pathways(digits_model):
 def test_demo_section(demo_context):
     from jaxplain.pathways._demo import demo_section
 
+    from jaxplain.report._section import Figure, Table
+
     section = demo_section(demo_context)
     assert "keep=0.2" in section.text and "Critical pathways" in section.text
+    (table,) = [i for i in section.items if isinstance(i, Table)]
+    (figure,) = [i for i in section.items if isinstance(i, Figure)]
+    assert figure.png.startswith(b"\x89PNG")
+    # The kept fraction per layer agrees with a fresh selection on the same digits.
+    x = jnp.asarray(demo_context.digits.x_test[:8])
+    masks = pw.select(demo_context.f, x, jnp.argmax(demo_context.f(x), -1), keep=0.2)
+    assert table.header[2:-1] == tuple(f"kept {s}" for s in masks)
+    (row,) = table.rows
+    assert row[0] == "0.2"
+    want = [pw.kept_fraction(masks).mean()] + [pw.kept_fraction({s: m}).mean() for s, m in masks.items()]
+    np.testing.assert_allclose([float(v) for v in row[1:-1]], want, atol=1e-3)
+    assert 0.0 <= float(row[-1]) <= 1.0

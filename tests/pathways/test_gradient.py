@@ -128,7 +128,8 @@ def test_local_linearity_and_larger_linear_region(kind, seed):
             assert abs(step - s * float((pg * d).sum())) <= tol
     masked_med = float(jnp.median(jnp.concatenate(masked_r)))
     plain_med = float(jnp.median(jnp.concatenate(plain_r)))
-    assert masked_med > (5.0 if kind == "mlp" else 1.5) * plain_med, (masked_med, plain_med)
+    # The spec's check: at least 5x (measured here: 14x to 200x on these five model/seed pairs).
+    assert masked_med > 5.0 * plain_med, (masked_med, plain_med)
 
 
 def test_max_abs_channel():

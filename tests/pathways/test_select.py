@@ -118,8 +118,14 @@ def test_errors():
         pw.pathway_gradient(f, x, jnp.array([0, 1, -1, 2]), keep=0.2)
     with pytest.raises(ValueError, match="shape"):
         pw.contributions(f, x, jnp.array([0, 1]))
-    with pytest.raises(ValueError, match="relu_9"):
+    with pytest.raises(ValueError, match="relu_9.*Did you mean"):
         pw.select(f, x, 0, keep=0.2, sites="relu_9")
+    with pytest.raises(ValueError, match="Unknown site 'nothing/\\*'"):
+        pw.pathway_gradient(f, x, 0, keep=0.2, sites="nothing/*")
+    with pytest.raises(ValueError, match="selects no site"):
+        pw.contributions(f, x, 0, sites=lambda name, site: False)
+    with pytest.raises(ValueError, match="no post-ReLU"):
+        pw.select(lambda x: jnp.tanh(x) @ jnp.ones((20, 3)), x, 0, keep=0.2)
     with pytest.raises(ValueError, match="method"):
         pw.select(f, x, 0, keep=0.2, method="shapley")
     with pytest.raises(ValueError, match="keep"):
