@@ -7,6 +7,7 @@ program:
   weights, together with the elementwise affine-by-constant ops that follow it (bias add,
   BatchNorm in inference mode), folded into one effective weight and bias;
 * activations (relu in all its spellings, tanh, sigmoid, ...);
+* pools (max pooling; average pooling with its division by the window size);
 * residual adds of two input-dependent values.
 
 Each such place runs under a ``jax.custom_vjp`` whose backward asks the rule; a rule that has no
@@ -25,7 +26,7 @@ import jax.numpy as jnp
 from jaxplain.core._capture import compiled, program_of, selector_key
 from jaxplain.core._program import Lit, Node, Program, run
 from jaxplain.core._select import matches
-from jaxplain.core._sites import Site, SiteMap
+from jaxplain.core._sites import Site, SiteMap, pool_op
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,6 +195,41 @@ def _activation_place(program: Program, node: Node, rule, env) -> list:
     return [place(env[node.ins[pos]], others)]
 
 
+def _pool_place(program: Program, chain: tuple, op: str, rule, env) -> list:
+    node = program.nodes[chain[0]]
+    steps, consts, current = [], [], node.outs[0]
+    for j in chain[1:]:
+        nj = program.nodes[j]
+        pos = 0 if nj.ins[0] == current else 1
+        steps.append((nj, pos))
+        consts.append(_operand(nj.ins[1 - pos], env))
+        current = nj.outs[0]
+
+    def forward(v, cs):
+        value = node.bind(v)[0]
+        for (nj, pos), c in zip(steps, cs):
+            value = nj.bind(*([value, c] if pos == 0 else [c, value]))[0]
+        return value
+
+    @jax.custom_vjp
+    def place(v, cs):
+        return forward(v, cs)
+
+    def fwd(v, cs):
+        y = forward(v, cs)
+        return y, (v, y, cs)
+
+    def bwd(res, g):
+        v, y, cs = res
+        gx = rule.pool(op, v, y, g)
+        if gx is None:
+            gx = jax.vjp(lambda u: forward(u, cs), v)[1](g)[0]
+        return gx, jax.tree_util.tree_map(jnp.zeros_like, cs)
+
+    place.defvjp(fwd, bwd)
+    return [place(env[node.ins[0]], consts)]
+
+
 def _add_place(node: Node, rule, env) -> list:
     @jax.custom_vjp
     def place(a, b):
@@ -220,7 +256,14 @@ def _plan(program: Program, site_map: SiteMap, rules) -> dict[int, tuple]:
     for i, name in site_map.node_names.items():
         node = program.nodes[i]
         site = by_name.get(name) or Site(name, (), node.outs and program.avals[node.outs[0]].dtype, "linear", node.prim)
-        if i in site_map.groups:
+        if pool_op(node) is not None:
+            rule = _pick(rules, site, "pool")
+            if rule is not None:
+                chain = site_map.groups[i]
+                for j in chain[:-1]:
+                    plan[j] = ("skip",)
+                plan[chain[-1]] = ("pool", rule, chain, pool_op(node))
+        elif i in site_map.groups:
             rule = _pick(rules, site, "linear")
             if rule is not None:
                 chain = site_map.groups[i]
@@ -248,8 +291,10 @@ def rewrite_backward(f: Callable, rules) -> Callable:
       rules: one rule object applied everywhere, or a sequence of ``(selector, rule)`` pairs
         (first match wins; the selector is matched against the place's site name). A rule may
         define any of ``linear(layer: LinearLayer, x, g) -> gx``,
-        ``activation(op, x, y, g) -> gx`` and ``add(a, b, y, g) -> (ga, gb)``; returning ``None``
-        or lacking the method means the plain gradient there. Rules see whole batches.
+        ``activation(op, x, y, g) -> gx``, ``pool(op, x, y, g) -> gx`` (``op`` is
+        ``"max_pool"`` or ``"avg_pool"``; ``y`` is the pooled value, after an average pool's
+        division) and ``add(a, b, y, g) -> (ga, gb)``; returning ``None`` or lacking the method
+        means the plain gradient there. Rules see whole batches.
 
     Returns:
       ``g`` with ``g(x) == f(x)`` whose ``jax.vjp``/``jax.grad`` use the rules.
@@ -286,6 +331,9 @@ def _rewritten(f: Callable, rules, x):
             return _linear_place(program, chain, name, rule, env)
         if kind == "activation":
             return _activation_place(program, node, entry[1], env)
+        if kind == "pool":
+            _, rule, chain, op = entry
+            return _pool_place(program, chain, op, rule, env)
         return _add_place(node, entry[1], env)
 
     return run(program, x, replace=replace)[0]

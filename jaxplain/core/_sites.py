@@ -52,7 +52,7 @@ class SiteMap:
     sites: tuple[Site, ...]
     ids: dict  # name -> value id
     node_names: dict  # node index -> derived/own site name (activations, adds, linear groups)
-    groups: dict  # node index of a linear op -> tuple of node indices of its affine chain
+    groups: dict  # node index of a linear op or a pool -> node indices of it and its affine chain
     root: tuple  # the dropped root scope (e.g. ("Net",) for a Linen model), or ()
 
 
@@ -114,7 +114,7 @@ def _root(program: Program) -> tuple[str, ...]:
     return ()
 
 
-def _pool_op(node: Node) -> str | None:
+def pool_op(node: Node) -> str | None:
     if node.prim == "reduce_window_max":
         return "max_pool"
     if node.prim == "reduce_window_sum":
@@ -166,11 +166,14 @@ def analyze(program: Program) -> SiteMap:
             name = name_for(stack, "add")
             derived.append((i, name, "add", "add", node.outs[0]))
             node_names[i] = name
-        elif _pool_op(node) is not None:
-            chain = affine_chain(program, i, consumers, same_stack=True)
+        elif pool_op(node) is not None:
+            chain = affine_chain(program, i, consumers, same_stack=True)[:2]
+            if pool_op(node) != "avg_pool" or program.nodes[chain[-1]].prim != "div":
+                chain = chain[:1]  # only an average pool's division by the window belongs to it
             absorbed.update(chain[1:])
-            name = name_for(stack, _pool_op(node))
-            derived.append((i, name, "pool", _pool_op(node), program.nodes[chain[-1]].outs[0]))
+            name = name_for(stack, pool_op(node))
+            derived.append((i, name, "pool", pool_op(node), program.nodes[chain[-1]].outs[0]))
+            node_names[i], groups[i] = name, chain
         elif node.prim in _LINEAR:
             operands = [r for r in node.ins if not _is_const(program, r)]
             if len(operands) != 1:

@@ -130,3 +130,35 @@ def test_rewrite_backward_under_jit_vmap_and_forward_unchanged():
     vmapped = jax.vmap(jax.grad(lambda v: g(v[None])[0, 2]))(x)
     np.testing.assert_allclose(jitted, eager, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(vmapped, eager, rtol=1e-5, atol=1e-6)
+
+
+def test_pool_rules_replace_the_pooling_gradient():
+    import flax.linen as nn
+
+    seen = {}
+
+    class Spread:  # every input of a window gets the window's whole cotangent
+        def pool(self, op, x, y, g):
+            seen[op] = (x, y)
+            return jnp.repeat(jnp.repeat(g, 2, axis=1), 2, axis=2)
+
+    x = jax.random.normal(jax.random.key(2), (2, 4, 4, 3))
+    weights = jax.random.normal(jax.random.key(3), (2, 2, 2, 3))
+    for op, pool in [("avg_pool", nn.avg_pool), ("max_pool", nn.max_pool)]:
+        f = lambda v, pool=pool: (pool(v, (2, 2), (2, 2)) * weights).sum((1, 2, 3))  # noqa: E731
+        assert [(s.name, s.op) for s in jp.sites(f, x)] == [(op, op)]
+        # the site is the pool alone, not the product by the weights that follows it
+        np.testing.assert_allclose(jp.capture(f, op)(x)[1][op], pool(x, (2, 2), (2, 2)), rtol=1e-6)
+        g = jp.rewrite_backward(f, Spread())
+        np.testing.assert_allclose(g(x), f(x), rtol=1e-6)
+        with jax.disable_jit():  # so that the rule may keep concrete values
+            got = jax.grad(lambda v: g(v).sum())(x)
+        np.testing.assert_allclose(got, np.repeat(np.repeat(weights, 2, 1), 2, 2), rtol=1e-6)
+        np.testing.assert_allclose(seen[op][1], pool(x, (2, 2), (2, 2)), rtol=1e-6)
+        assert not np.allclose(got, jax.grad(lambda v: f(v).sum())(x))
+    # a rule without `pool`, or a selector that misses the pool, keeps the plain gradient
+    f = lambda v: (nn.avg_pool(v, (2, 2), (2, 2)) * weights).sum((1, 2, 3))  # noqa: E731
+    plain = jax.grad(lambda v: f(v).sum())(x)
+    for rules in [Guided(), [("max_pool", Spread())]]:
+        np.testing.assert_allclose(jax.grad(lambda v: jp.rewrite_backward(f, rules)(v).sum())(x),
+                                   plain, rtol=1e-6)
