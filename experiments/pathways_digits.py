@@ -226,7 +226,9 @@ def markdown(res) -> str:
         lines += ["", "## Pathway overlap (authors' path_analysis.py protocol, 64 test digits)", "",
                   f"Share of units dead (a <= 0) in the original network: {ov['dead_units_in_network']:.3f}. "
                   "Greedy is the authors' iterative pruning (99 rounds; keep does not apply). "
-                  "The authors' values are only in the paper's figures (not retrieved).", ""]
+                  "The authors' values are only in the paper's figures (not retrieved). Where a "
+                  "path keeps fewer units than `keep` (DGR init=r at p=80/90), most of its values "
+                  "are exactly 0 (gates clamped at 0), so tau = 0 and the ties drop.", ""]
         for keep, row in ov.items():
             if keep == "dead_units_in_network":
                 continue
