@@ -1,0 +1,34 @@
+"""docs/getting_started.md's examples run and hold; docs/index.md links every page."""
+
+import contextlib
+import io
+import pathlib
+import re
+
+DOCS = pathlib.Path(__file__).resolve().parents[2] / "docs"
+
+
+def test_getting_started_examples_run(jaxplain_home, digits_model, monkeypatch, tmp_path):
+    monkeypatch.setenv("JAXPLAIN_HOME", str(jaxplain_home))  # the session's model, not ~/.cache
+    monkeypatch.chdir(tmp_path)  # the report example writes ./my-report
+    text = (DOCS / "getting_started.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert len(blocks) == 2
+    namespace: dict = {}
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        for block in blocks:
+            exec(compile(block, "getting_started.md", "exec"), namespace)  # noqa: S102
+    assert float(out.getvalue()) >= 0.97  # the documented accuracy
+    digits = namespace["digits"]
+    assert (digits.x_train.shape, digits.x_test.shape) == ((1347, 8, 8, 1), (450, 8, 8, 1))
+    index = tmp_path / "my-report" / "index.html"
+    assert namespace["path"].resolve() == index and len(list((index.parent / "figures").iterdir())) == 1
+    assert "My method" in index.read_text()
+
+
+def test_index_links_every_page_and_every_link_resolves():
+    text = (DOCS / "index.md").read_text()
+    links = set(re.findall(r"\]\(([^)#]+\.md)\)", text))
+    pages = {p.name for p in DOCS.glob("*.md")} - {"index.md"}
+    assert links == pages
