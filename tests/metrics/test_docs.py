@@ -2,6 +2,7 @@
 
 import doctest
 import importlib
+import pathlib
 import re
 
 import pytest
@@ -20,7 +21,7 @@ def test_docstring_examples(name):
 def test_every_public_name_is_documented():
     import jaxplain.metrics as M
 
-    text = open("docs/metrics.md", encoding="utf-8").read()
+    text = (pathlib.Path(__file__).parents[2] / "docs" / "metrics.md").read_text(encoding="utf-8")
     public = [n for n in dir(M) if not n.startswith("_")]
     missing = [n for n in public if not re.search(rf"[`.]{n}\b", text)]
     assert not missing, f"docs/metrics.md does not mention {missing}"
