@@ -1,11 +1,13 @@
-"""The examples of docs/kernel.md run against the current code and print what the page says."""
+"""The examples of docs/kernel.md and the README's kernel tour run against the current code and
+print what their comments say."""
 
 import contextlib
 import io
 import pathlib
 import re
 
-DOC = pathlib.Path(__file__).resolve().parents[2] / "docs" / "kernel.md"
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+DOC = ROOT / "docs" / "kernel.md"
 
 
 def expected_outputs(block: str) -> list[str]:
@@ -13,12 +15,14 @@ def expected_outputs(block: str) -> list[str]:
     the comment lines right below it."""
     lines, out = block.splitlines(), []
     for k, line in enumerate(lines):
-        if not line.startswith("print("):
+        if not line.lstrip().startswith("print("):
             continue
         code, _, comment = line.partition("#")
         below = []
         for nxt in lines[k + 1:]:
             if not nxt.startswith("#"):
+                if nxt.startswith(" ") and not below:  # the rest of a loop body
+                    continue
                 break
             below.append(nxt[1:])
         out.append(comment if comment.strip() else " ".join(below))
@@ -38,3 +42,14 @@ def test_kernel_page_examples_run_and_print_what_their_comments_say():
         squash = lambda text: re.sub(r"\s+", "", text)  # noqa: E731
         assert [squash(p) for p in printed] == [squash(e) for e in expected]
     assert namespace["saliency"].shape == (4, 8, 8, 1)
+
+
+def test_readme_tour_prints_what_it_says():
+    tour = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)[0]
+    out = io.StringIO()
+    namespace: dict = {}
+    with contextlib.redirect_stdout(out):
+        exec(compile(tour, "README.md", "exec"), namespace)  # noqa: S102
+    squash = lambda text: re.sub(r"\s+", "", text)  # noqa: E731
+    assert squash(out.getvalue()) == squash("".join(expected_outputs(tour)))
+    assert namespace["saliency"].shape == namespace["guided"].shape == (4, 8, 8, 1)
