@@ -91,8 +91,11 @@ def contributions(
       ``{site name: scores}``, each shaped like the site's value ``(batch, ...)``, >= 0.
 
     Example:
-      >>> scores = jaxplain.pathways.contributions(f, x, 3)  # doctest: +SKIP
-      >>> {k: v.shape for k, v in scores.items()}  # doctest: +SKIP
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxplain import pathways
+      >>> f = lambda x: jax.nn.relu(x) @ jnp.array([[1.0, 0.0], [3.0, 1.0]])  # y_0 = a_0 + 3 a_1
+      >>> pathways.contributions(f, jnp.array([[2.0, 1.0]]), 0)["relu"].tolist()
+      [[2.0, 3.0]]
 
     References:
       Khakzar et al., "Neural Response Interpretation through the Lens of Critical Pathways",

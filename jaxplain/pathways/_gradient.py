@@ -129,8 +129,14 @@ def pathway_gradient(
       :func:`max_abs_channel`.
 
     Example:
-      >>> pg = jaxplain.pathways.pathway_gradient(f, x, y, keep=0.2)  # doctest: +SKIP
-      >>> maps = jaxplain.pathways.max_abs_channel(pg)   # (batch, H, W)  # doctest: +SKIP
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxplain import pathways
+      >>> f = lambda x: jax.nn.relu(x) @ jnp.array([[1.0, 0.0], [3.0, 1.0]])  # y_0 = a_0 + 3 a_1
+      >>> x = jnp.array([[2.0, 1.0]])
+      >>> pathways.pathway_gradient(f, x, 0, keep=0.5).tolist()  # only a_1 on the path
+      [[0.0, 3.0]]
+      >>> pathways.pathway_gradient(f, x, 0, keep=1.0).tolist()  # the plain gradient
+      [[1.0, 3.0]]
 
     References:
       Khakzar et al., "Neural Response Interpretation through the Lens of Critical Pathways",
@@ -167,6 +173,12 @@ def max_abs_channel(maps: Float[Array, "batch H W C"]) -> Float[Array, "batch H 
     Returns:
       ``(batch, H, W)`` signed maps; divide by ``max |.|`` and show ``|.|`` to match the
       authors' figures.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxplain import pathways
+      >>> pathways.max_abs_channel(jnp.array([[[[1.0, -3.0, 2.0]]]])).tolist()
+      [[[-3.0]]]
     """
     idx = jnp.argmax(jnp.abs(maps), axis=-1)[..., None]
     return jnp.take_along_axis(maps, idx, axis=-1)[..., 0]

@@ -148,8 +148,12 @@ def select(
       ``{site: bool mask}``, each shaped like the site's value for this batch.
 
     Example:
-      >>> masks = jaxplain.pathways.select(f, x, y, keep=0.2)  # doctest: +SKIP
-      >>> float(jaxplain.pathways.kept_fraction(masks).mean())  # doctest: +SKIP
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxplain import pathways
+      >>> f = lambda x: jax.nn.relu(x) @ jnp.array([[1.0, 0.0], [3.0, 1.0]])  # scores (2, 3)
+      >>> masks = pathways.select(f, jnp.array([[2.0, 1.0]]), 0, keep=0.5)  # tau = 2.5
+      >>> masks["relu"].tolist(), pathways.kept_fraction(masks).tolist()
+      ([[False, True]], [0.5])
 
     References:
       Khakzar et al., CVPR 2021.
