@@ -70,11 +70,13 @@ def main() -> None:
     better = [metrics.METRICS[m][1] for m in TABLE_METRICS]
 
     sanity = {}
+    n_sanity = min(32, args.images)
     sanity_methods = [m for m in ("gradient", "gradient x input", "integrated gradients",
                                   "guided backprop", "deeplift") if m in methods]
     for name in tqdm(sanity_methods, desc="randomization"):
-        r = metrics.randomization_check(model, variables, x[:32], methods[name],
-                                        key=jax.random.fold_in(key, 2), target=target[:32])
+        r = metrics.randomization_check(model, variables, x[:n_sanity], methods[name],
+                                        key=jax.random.fold_in(key, 2),
+                                        target=target[:n_sanity])
         sanity[name] = {
             "states": list(r.states),
             **{m: [round(float(v), 4) for v in getattr(r, m).mean(1)]
@@ -116,7 +118,8 @@ def main() -> None:
           _md_table(["method", *TABLE_METRICS], rows), ""]
     if failures:
         md += ["Failed: " + "; ".join(f"{k}: {v}" for k, v in failures.items()), ""]
-    md += ["## Cascading parameter randomization (mean over 32 images; top layer first)", ""]
+    md += [f"## Cascading parameter randomization (mean over {n_sanity} images; top layer first)",
+           ""]
     for name, s in sanity.items():
         md += [f"**{name}**", "", _md_table(["measure", *s["states"]],
                [["spearman", *s["spearman"]], ["spearman |.|", *s["spearman_abs"]],
