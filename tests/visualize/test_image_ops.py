@@ -48,6 +48,12 @@ def test_colour_decorrelation_is_the_covariance_square_root():
     z = jnp.asarray(RNG.normal(size=(1, 2, 2, 3)), jnp.float32)
     np.testing.assert_allclose(p.image(z, None) - 0.5, np.asarray(z) @ s.T, rtol=1e-5,
                                atol=1e-6)
+    # In Fourier space the colour map applies after the inverse transform.
+    shape = (1, 4, 4, 3)
+    params = vis.Fourier(std=1.0).init(KEY, shape)
+    grey = np.asarray(vis.Fourier(squash="none").image(params, shape)) - 0.5
+    coloured = vis.Fourier(colour=jnp.asarray(s), squash="none").image(params, shape) - 0.5
+    np.testing.assert_allclose(coloured, grey @ s.T, rtol=1e-4, atol=1e-6)
 
 
 def test_transforms_identity_cases_and_exact_moves():

@@ -100,6 +100,17 @@ def test_gaussian_prior_pulls_towards_the_data():
     assert float(expert.value) > float(expert.trace[0])
 
 
+def test_user_log_density_pulls_towards_its_mode():
+    mode = jnp.asarray(digits_images(1))
+    prior = vis.LogDensity(lambda x: -jnp.sum((x - mode) ** 2, axis=(1, 2, 3)), weight=1.0)
+    off = dataclasses.replace(prior, weight=0.0)
+    kw = dict(key=KEY, shape=(1, 8, 8, 1), steps=60, learning_rate=0.1)
+    free = vis.render(F, vis.class_logit(3), regularizers=(off,), **kw)
+    expert = vis.render(F, vis.class_logit(3), regularizers=(prior,), **kw)
+    dist = lambda r: float(jnp.sum((r.images[0] - mode) ** 2))
+    assert dist(expert) < 0.5 * dist(free)
+
+
 def test_code_space_stays_in_the_generators_range():
     # A generator that can only draw vertical stripes: image[y, x] = sigmoid(z[x]).
     gen = lambda z: jnp.broadcast_to(jax.nn.sigmoid(z)[:, None, :, None], (z.shape[0], 8, 8, 1))
