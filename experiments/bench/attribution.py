@@ -5,9 +5,8 @@ Run:  python experiments/bench/attribution.py [--batch 32] [--repeats 5] [--out 
 The CNN (16x16x3 inputs: conv3x3-16, relu, maxpool2, conv3x3-32, relu, avgpool2, dense-10)
 is built twice, in JAX (NHWC) and in PyTorch (NCHW) from the same NumPy weights; the script
 checks that both give the same attributions before timing. Gradient, IG and DeepLIFT are
-compared with Captum; LRP (EpsilonPlusFlat) with Zennit when it is installed, whose preset is
-given the plain gradient at average pooling and activations (our convention; Zennit's own
-preset uses its Norm rule at average pooling, and that error is reported too). Timings are the
+compared with Captum; LRP (EpsilonPlusFlat) with Zennit's own preset when Zennit is
+installed. Timings are the
 median of `--repeats` rounds after a warm-up, each round one jaxplain call and one peer call
 (so that both see the same load on a shared machine; the ratio is the median per-round ratio);
 jaxplain's first call compiles and is reported apart. Results are printed and written as a
@@ -110,17 +109,15 @@ def _error(a, ref):
     return float((np.abs(a - ref).max(1) / np.abs(ref).max(1)).max())
 
 
-def _zennit_composites():
-    """Zennit's EpsilonPlusFlat with the plain gradient at average pooling and activations
-    (jaxplain's convention) and unmodified, or None when Zennit is not installed."""
+def _zennit_preset():
+    """Zennit's EpsilonPlusFlat composite, or None when Zennit is not installed."""
     from tests.attribution import _zennit
 
     if _zennit.load() is None:
         return None
     from zennit.composites import EpsilonPlusFlat as ZennitEpsilonPlusFlat
-    from zennit.types import Activation, AvgPool
 
-    return ZennitEpsilonPlusFlat(layer_map=[(AvgPool, None), (Activation, None)]), ZennitEpsilonPlusFlat()
+    return ZennitEpsilonPlusFlat()
 
 
 def main():
@@ -157,12 +154,12 @@ def main():
                      lambda: captum_attr.DeepLift(model).attribute(xt, target=tt),
                      contextlib.nullcontext()),
     }
-    composites = _zennit_composites()
-    if composites is not None:
+    preset = _zennit_preset()
+    if preset is not None:
         from zennit.attribution import Gradient
 
         onehot = torch.eye(CLASSES)[tt]
-        attributor = Gradient(model, composites[0])  # its hooks are registered for its row only
+        attributor = Gradient(model, preset)  # its hooks are registered for its row only
         cases["LRP EpsilonPlusFlat"] = ("Zennit", lambda: A.lrp(f, xj, tj, rules=EpsilonPlusFlat()),
                                         lambda: attributor(xt, onehot)[1], attributor)
     device = f"{platform.processor() or platform.machine()} CPU, {threads} threads " \
@@ -178,15 +175,8 @@ def main():
         rows.append((name, peer, args.batch / ours_s, args.batch / theirs_s, ratio, first, err))
         print(f"{name:32s} jaxplain {args.batch / ours_s:9.1f} img/s   {peer} {args.batch / theirs_s:9.1f} "
               f"img/s   ratio {ratio:5.2f}x   (first call {first:.2f} s, max rel err {err:.1e})")
-    if composites is None:
-        notes = ["Zennit is not installed: no LRP row."]
-    else:
-        with Gradient(model, composites[1]) as unmodified:
-            own = unmodified(xt, onehot)[1].detach().numpy().transpose(0, 2, 3, 1)
-        err = _error(A.lrp(f, xj, tj, rules=EpsilonPlusFlat()), own)
-        notes = ["LRP: Zennit's EpsilonPlusFlat with `layer_map=[(AvgPool, None), (Activation, None)]`, "
-                 "i.e. the plain gradient there (jaxplain's convention); against Zennit's unmodified "
-                 f"preset (its Norm rule at average pooling) the max relative error is {err:.1e}."]
+    notes = ["LRP: Zennit's EpsilonPlusFlat preset, unmodified." if preset is not None
+             else "Zennit is not installed: no LRP row."]
     load = f"{load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
     print(f"load average (1 min): {load}")
 

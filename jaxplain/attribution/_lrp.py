@@ -31,9 +31,9 @@ def lrp(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, "batc
     The relevance of the output is the one-hot of the target (times the target logit with
     `scale_by_logit`). It flows back through every linear layer (dense or convolution, with
     BatchNorm and other per-channel affine ops folded in) by that layer's rule, through
-    activations, pooling and reshapes by their plain gradient (a ReLU passes relevance where
-    its input is > 0, average pooling gives each input 1/k), and through residual additions in
-    proportion to the two summands, so that it is conserved.
+    residual additions and average pools in proportion to their inputs (Zennit's Norm rule), so
+    that it is conserved, and through activations, max pools and reshapes by their plain
+    gradient (a ReLU passes relevance where its input is > 0, a max pool to the maximum).
 
     Args:
       f: the model, mapping a batch to logits ``(n, classes)``; any JAX function (a Flax or

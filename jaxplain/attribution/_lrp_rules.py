@@ -192,8 +192,10 @@ class Composite:
     them, or a predicate on the layer name), else `first` if it consumes the model's input and
     its kind is in `first_ops`, else `conv` or `dense` by its kind, else `default`; None means
     the plain gradient there.
-    Residual additions ``y = a + b`` split relevance in proportion, ``R_a = a R / stab(y)``
-    (Zennit's Norm rule), so that it is conserved.
+    Residual additions ``y = a + b`` split relevance in proportion, ``R_a = a R / stab(y)``,
+    and so do average pools, ``R_i = x_i R_window / stab(sum of the window)`` (Zennit's Norm
+    rule, which its presets put on sums and average pools), so that relevance is conserved; max
+    pools pass relevance to the window's maximum (their gradient).
 
     Example:
       >>> from jaxplain.lrp import Composite, Epsilon, EpsilonPlusFlat, Flat, ZPlus
@@ -225,6 +227,11 @@ class Composite:
     def add(self, a, b, y, g):
         s = g / stabilize(y, self.stabilizer)
         return a * s, b * s
+
+    def pool(self, op, x, y, g, pullback):
+        if op != "avg_pool":
+            return None
+        return x * pullback(g / stabilize(y, self.stabilizer))
 
 
 def EpsilonPlus(epsilon: float = 1e-6) -> Composite:  # noqa: N802 (Zennit's preset names)

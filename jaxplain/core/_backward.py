@@ -221,9 +221,10 @@ def _pool_place(program: Program, chain: tuple, op: str, rule, env) -> list:
 
     def bwd(res, g):
         v, y, cs = res
-        gx = rule.pool(op, v, y, g)
+        pullback = jax.vjp(lambda u: forward(u, cs), v)[1]
+        gx = rule.pool(op, v, y, g, lambda c: pullback(c)[0])
         if gx is None:
-            gx = jax.vjp(lambda u: forward(u, cs), v)[1](g)[0]
+            gx = pullback(g)[0]
         return gx, jax.tree_util.tree_map(jnp.zeros_like, cs)
 
     place.defvjp(fwd, bwd)
@@ -291,9 +292,10 @@ def rewrite_backward(f: Callable, rules) -> Callable:
       rules: one rule object applied everywhere, or a sequence of ``(selector, rule)`` pairs
         (first match wins; the selector is matched against the place's site name). A rule may
         define any of ``linear(layer: LinearLayer, x, g) -> gx``,
-        ``activation(op, x, y, g) -> gx``, ``pool(op, x, y, g) -> gx`` (``op`` is
+        ``activation(op, x, y, g) -> gx``, ``pool(op, x, y, g, pullback) -> gx`` (``op`` is
         ``"max_pool"`` or ``"avg_pool"``; ``y`` is the pooled value, after an average pool's
-        division) and ``add(a, b, y, g) -> (ga, gb)``; returning ``None`` or lacking the method
+        division; ``pullback(c)`` is the plain gradient for ``x`` of a cotangent ``c`` of ``y``)
+        and ``add(a, b, y, g) -> (ga, gb)``; returning ``None`` or lacking the method
         means the plain gradient there. Rules see whole batches.
 
     Returns:

@@ -82,12 +82,14 @@ def rule(ours):
 
 
 def everywhere(ours, *, first=None, canonizers=None):
-    """A Zennit composite with `ours` on every linear layer (and `first` on the first one), no
-    rule elsewhere: activations and pooling keep their gradient, as in jaxplain."""
+    """A Zennit composite with `ours` on every linear layer (and `first` on the first one) and
+    Zennit's Norm rule on average pools (as its presets and jaxplain's composites); activations
+    and max pools keep their gradient."""
     from zennit.composites import LayerMapComposite, SpecialFirstLayerMapComposite
-    from zennit.types import Linear
+    from zennit.rules import Norm
+    from zennit.types import AvgPool, Linear
 
-    layer_map = [(Linear, rule(ours))]
+    layer_map = [(AvgPool, Norm()), (Linear, rule(ours))]
     if first is None:
         return LayerMapComposite(layer_map=layer_map, canonizers=canonizers)
     return SpecialFirstLayerMapComposite(layer_map=layer_map, first_map=[(Linear, rule(first))],

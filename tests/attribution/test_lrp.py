@@ -77,7 +77,9 @@ def _reference_rule(rule, a, mat, b, R):
 
 
 def reference_lrp(layers, x, target, rule_for):
-    """layers: ("linear", name, op, mat, b) | ("relu",) | ("fixed", matrix); float64."""
+    """layers: ("linear", name, op, mat, b) | ("relu",) | ("avg_pool", matrix); float64.
+
+    Average pools redistribute in proportion to their inputs (Zennit's Norm rule)."""
     a = np.asarray(x, np.float64).reshape(len(x), -1)
     inputs = []
     for layer in layers:
@@ -96,7 +98,7 @@ def reference_lrp(layers, x, target, rule_for):
         elif layer[0] == "relu":
             R = R * (a_in > 0)
         else:
-            R = R @ layer[1].T
+            R = a_in * ((R / _stab(a_in @ layer[1])) @ layer[1].T)
     return R.reshape(np.shape(x))
 
 
@@ -140,7 +142,7 @@ def cnn_case(seed):
     layers = [
         ("linear", "conv1", "conv", (lambda fn: _conv_matrix(fn(w1), 4, 4)), np.tile(b1, 16)),
         ("relu",),
-        ("fixed", _pool_matrix(4, 4, 3)),
+        ("avg_pool", _pool_matrix(4, 4, 3)),
         ("linear", "conv2", "conv", (lambda fn: _conv_matrix(fn(w2), 2, 2)), np.tile(b2, 4)),
         ("relu",),
         ("linear", "dense", "dense", (lambda fn: fn(wd)), bd),
@@ -291,6 +293,23 @@ def test_batchnorm_is_folded_into_the_preceding_layer():
     for rule in (Epsilon(0.1), AlphaBeta(2.0, 1.0), EpsilonPlusFlat()):
         assert _rel_err(lrp(f, x, target, rules=rule),
                         np.asarray(lrp(folded, x, target, rules=rule), np.float64)) < 1e-4
+
+
+def test_average_pooling_conserves_relevance():
+    rng = np.random.default_rng(17)
+    w1 = jnp.asarray(rng.normal(size=(3, 3, 1, 3)), jnp.float32)
+    wd = jnp.asarray(rng.normal(size=(12, 4)), jnp.float32)
+
+    def f(x):
+        h = jax.nn.relu(jax.lax.conv_general_dilated(x, w1, (1, 1), "SAME",
+                                                     dimension_numbers=("NHWC", "HWIO", "NHWC")))
+        h = jax.lax.reduce_window(h, 0.0, jax.lax.add, (1, 2, 2, 1), (1, 2, 2, 1), "VALID") / 4.0
+        return h.reshape(x.shape[0], -1) @ wd
+
+    x = rng.normal(size=(4, 4, 4, 1)).astype(np.float32)  # signed: some ReLUs in a window are dead
+    target = np.asarray(f(x)).argmax(1)
+    total = np.asarray(lrp(f, x, target, rules=Epsilon(1e-9))).reshape(4, -1).sum(1)
+    np.testing.assert_allclose(total, 1.0, rtol=1e-4)
 
 
 def test_max_pooling_conserves_relevance():

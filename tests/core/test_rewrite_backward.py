@@ -138,8 +138,8 @@ def test_pool_rules_replace_the_pooling_gradient():
     seen = {}
 
     class Spread:  # every input of a window gets the window's whole cotangent
-        def pool(self, op, x, y, g):
-            seen[op] = (x, y)
+        def pool(self, op, x, y, g, pullback):
+            seen[op] = (x, y, g, pullback(g))
             return jnp.repeat(jnp.repeat(g, 2, axis=1), 2, axis=2)
 
     x = jax.random.normal(jax.random.key(2), (2, 4, 4, 3))
@@ -155,6 +155,9 @@ def test_pool_rules_replace_the_pooling_gradient():
             got = jax.grad(lambda v: g(v).sum())(x)
         np.testing.assert_allclose(got, np.repeat(np.repeat(weights, 2, 1), 2, 2), rtol=1e-6)
         np.testing.assert_allclose(seen[op][1], pool(x, (2, 2), (2, 2)), rtol=1e-6)
+        # the pullback handed to the rule is the plain gradient of the pool
+        plain = jax.vjp(lambda v, pool=pool: pool(v, (2, 2), (2, 2)), x)[1](seen[op][2])[0]
+        np.testing.assert_allclose(seen[op][3], plain, rtol=1e-6)
         assert not np.allclose(got, jax.grad(lambda v: f(v).sum())(x))
     # a rule without `pool`, or a selector that misses the pool, keeps the plain gradient
     f = lambda v: (nn.avg_pool(v, (2, 2), (2, 2)) * weights).sum((1, 2, 3))  # noqa: E731
