@@ -33,7 +33,8 @@ _ACTIVATION_JITS = frozenset({
     "leaky_relu", "hard_tanh", "gelu", "mish", "log_sigmoid", "tanh",
 })
 _ACTIVATION_PRIMS = {"tanh": "tanh", "logistic": "sigmoid"}
-_TRANSFORM_MARK = re.compile(r"^[\w.]*\(.*\)$")
+# JAX writes a transformation around the scope that follows it: "vmap(blocks/0)/lin".
+_TRANSFORM_MARK = re.compile(r"\w+\(([^()]*)\)")
 # Scope suffix under which `intervene` computes a site's new value, so that a later trace of the
 # edited function still finds the site (and sees the edited value).
 EDIT_MARK = "@edit"
@@ -91,12 +92,12 @@ class Program:
 
 
 def _clean_stack(name_stack) -> tuple[str, ...]:
-    parts = []
-    for part in str(name_stack).split("/"):
-        if not part or _TRANSFORM_MARK.match(part) or "." in part:
-            continue
-        parts.append(part)
-    return tuple(parts)
+    """The scope names of a name stack: transformation marks unwrapped, and library class names
+    (``eqx.nn.Linear``, with a dot) dropped."""
+    text, previous = str(name_stack), None
+    while text != previous:  # nested marks: "jvp(vmap(blocks/0))"
+        previous, text = text, _TRANSFORM_MARK.sub(r"\1", text)
+    return tuple(part for part in text.split("/") if part and "." not in part)
 
 
 def _relu_body(jaxpr) -> bool:

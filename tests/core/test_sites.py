@@ -116,3 +116,34 @@ def test_checkpointed_modules_are_inlined_with_their_values_and_gradients():
     np.testing.assert_allclose(acts["block"], inter["__call__"][0], rtol=1e-5)
     grad = lambda fn: jax.grad(lambda v: fn(v)[:, 1].sum())(x)  # noqa: E731
     np.testing.assert_allclose(grad(jp.intervene(f, {"*": lambda v: v})), grad(f), rtol=1e-5)
+
+
+def test_nested_equinox_modules_are_named_by_their_attribute_paths():
+    import equinox as eqx
+
+    class Block(eqx.Module):
+        lin: eqx.nn.Linear
+
+        def __call__(self, x):
+            return jax.nn.relu(self.lin(x)) + x
+
+    class Net(eqx.Module):  # a user's class: Equinox puts no scope of its own around it
+        blocks: tuple
+        head: eqx.nn.Linear
+
+        def __call__(self, x):
+            for block in self.blocks:
+                x = block(x)
+            return self.head(x)
+
+    k = jax.random.split(jax.random.key(0), 3)
+    net = Net((Block(eqx.nn.Linear(4, 4, key=k[0])), Block(eqx.nn.Linear(4, 4, key=k[1]))),
+              eqx.nn.Linear(4, 2, key=k[2]))
+    f = jp.as_function(net)
+    x = jax.random.normal(jax.random.key(1), (3, 4))
+    assert names(f, x) == ["blocks/0/lin", "blocks/0/relu", "blocks/0/add", "blocks/0",
+                           "blocks/1/lin", "blocks/1/relu", "blocks/1/add", "blocks/1", "head"]
+    _, acts = jp.capture(f, ["blocks/0", "blocks/1/lin"])(x)
+    first = jax.vmap(net.blocks[0])(x)
+    np.testing.assert_allclose(acts["blocks/0"], first, rtol=1e-6)
+    np.testing.assert_allclose(acts["blocks/1/lin"], jax.vmap(net.blocks[1].lin)(first), rtol=1e-6)
