@@ -9,7 +9,8 @@ reuses one compiled function: the channel index is a pytree leaf, so it does not
 Both are timed after a warm-up call (compile times are reported apart) in paired rounds, and
 the ratio is the median of the per-round ratios, so a load change on a shared machine hits
 both ways; wall-clock and process CPU time are both recorded. The images of the two ways agree
-(checked). An ablation repeats the rounds with the loop body's convolutions left in their
+(checked). A pixels-only run (no Fourier, transforms or TV) times the network alone, and
+an ablation repeats the rounds with the loop body's convolutions left in their
 original layout (``jaxplain.visualize._layout`` disabled), which is what XLA:CPU runs slowly in
 a ``while`` loop. Writes experiments/results/bench_featvis_<platform>.json and .md.
 """
@@ -87,6 +88,14 @@ def main(argv=None):
     main_rows = _summary(_rounds(batched, looped, args.rounds))
     load = os.getloadavg()[0]
 
+    # Pixels, no transforms or regularizers: the convolutions alone.
+    pkw = dict(shape=kw["shape"], steps=args.steps, param=vis.Pixel(std=0.5),
+               learning_rate=0.1)
+    pixel_rows = _summary(_rounds(
+        lambda: vis.render(f, objs, key=key, **pkw).images,
+        lambda: [vis.render(f, objs[i], key=keys[i], **pkw).images for i in range(n)],
+        args.ablation_rounds))
+
     # Ablation: the same rounds with the loop body's convolutions in their original layout.
     rewrite = _render.cpu_canonical_convs
     _render.cpu_canonical_convs = lambda fn: fn
@@ -102,9 +111,10 @@ def main(argv=None):
               "channels": n, "steps": args.steps, "rounds": args.rounds,
               **main_rows, "compile_batched_s": compile_batched,
               "compile_single_s": compile_single, "max_abs_image_difference": agree,
-              "without_layout_rewrite": plain_rows, "cpu_count": os.cpu_count(),
+              "pixels_only": pixel_rows, "without_layout_rewrite": plain_rows,
+              "cpu_count": os.cpu_count(),
               "load_average_1min": load}
-    m, p = main_rows, plain_rows
+    m, p, q = main_rows, plain_rows, pixel_rows
     print(f"device: {result['device']} ({os.cpu_count()} CPU cores visible, load {load:.1f})")
     print(f"render {n} channels of {args.site}, {args.steps} steps, Fourier + jitter + TV")
     print(f"  vmapped, one call : {m['batched_wall_s']:8.3f} s wall {m['batched_cpu_s']:8.3f} s "
@@ -113,6 +123,8 @@ def main(argv=None):
           f"CPU  (first call incl. compile {compile_single:.2f} s)")
     print(f"  ratio loop / vmap : {m['ratio_wall']:8.2f}x wall {m['ratio_cpu']:8.2f}x CPU   "
           f"max |image difference| {agree:.2e}")
+    print(f"pixels only: vmapped {q['batched_cpu_s']:.3f} s CPU, loop {q['looped_cpu_s']:.3f} s "
+          f"CPU, ratio {q['ratio_cpu']:.2f}x (CPU)")
     print(f"without the layout rewrite: vmapped {p['batched_wall_s']:.3f} s, loop "
           f"{p['looped_wall_s']:.3f} s, ratio {p['ratio_wall']:.2f}x (wall)")
 
@@ -136,6 +148,11 @@ def main(argv=None):
             f"Wall ratio per round: {rounds}. First calls including compilation: vmapped "
             f"{compile_batched:.2f} s, single {compile_single:.2f} s. Images agree to "
             f"{agree:.1e}.\n\n"
+            "Pixels only (no Fourier, transforms or TV: the network's convolutions alone): "
+            f"vmapped {q['batched_wall_s']:.3f} s wall / {q['batched_cpu_s']:.3f} s CPU, one "
+            f"per call {q['looped_wall_s']:.3f} s / {q['looped_cpu_s']:.3f} s, ratio "
+            f"{q['ratio_wall']:.2f}x wall / {q['ratio_cpu']:.2f}x CPU "
+            f"({args.ablation_rounds} rounds).\n\n"
             "Ablation, the loop body's convolutions in their original layout (the gradient of "
             "an NHWC/HWIO convolution has its kernel's in/out axes swapped; XLA:CPU "
             "canonicalizes that only outside `while` loops and otherwise runs a generic loop "
