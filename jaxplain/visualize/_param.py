@@ -111,7 +111,9 @@ class Fourier:
 
     The scaling whitens natural-image statistics (power ~ 1/f^2), so a gradient step moves
     all frequencies about equally in "natural" units: the optimum is the same as in pixel space
-    but the path avoids high-frequency noise.
+    but the path avoids high-frequency noise. Adam normalizes each coefficient's step, which
+    leaves the update spectrum ~ the scaling itself; where pixel gradients are already smooth
+    (tiny images) use a larger ``decay`` or plain gradient ascent (docs/visualize.md).
 
     Args:
         std: standard deviation of the random spectrum start.
