@@ -3,9 +3,9 @@
 `trace(f, spec)` turns `f` into a :class:`Program`, a list of :class:`Node` equations over integer
 value ids. Calls (nested `jit`, `jax.checkpoint` / `nn.remat`) are inlined; control flow and
 functions with a custom derivative stay one node each, and the scopes inside them are recorded
-so that asking for a site there gets a clear refusal. The kernel verbs (capture, intervene, rewrite_backward) re-run that program with the
-primitives' own `bind`, so the result is a pure function that jit, vmap, grad and jvp see as
-ordinary JAX code.
+so that asking for a site there gets a clear refusal. The kernel verbs (capture, intervene,
+rewrite_backward) re-run that program with the primitives' own `bind`, so the result is a pure
+function that jit, vmap, grad and jvp see as ordinary JAX code.
 """
 
 from __future__ import annotations

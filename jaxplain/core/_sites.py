@@ -4,8 +4,9 @@ Names come from the model's own structure, read off the name stack of each equat
 
 * a scope (a Flax Linen module path, a `jax.named_scope`, an attribute path set by the NNX and
   Equinox adapters) is a site of kind ``"module"``; its value is the output of the last equation
-  inside it that depends on the input (a scope holding only weight computations is no site). A capitalised root element shared by every named equation (a Linen model's class
-  name, e.g. ``Net``) is dropped, so ``Net/block1/conv_a`` is the site ``block1/conv_a``.
+  inside it that depends on the input (a scope holding only weight computations is no site).
+  A capitalised root element shared by every named equation (a Linen model's class name, e.g.
+  ``Net``) is dropped, so ``Net/block1/conv_a`` is the site ``block1/conv_a``.
 * activations, residual adds (two input-dependent operands) and pools called directly in a
   scope's body get derived names below that scope: ``relu``, ``relu_1``, ``block1/add``,
   ``avg_pool``; linear layers outside any scope get ``linear``/``conv`` names. Numbering follows

@@ -23,7 +23,8 @@ def test_getting_started_examples_run(jaxplain_home, digits_model, monkeypatch, 
     digits = namespace["digits"]
     assert (digits.x_train.shape, digits.x_test.shape) == ((1347, 8, 8, 1), (450, 8, 8, 1))
     index = tmp_path / "my-report" / "index.html"
-    assert namespace["path"].resolve() == index and len(list((index.parent / "figures").iterdir())) == 1
+    assert namespace["path"].resolve() == index
+    assert len(list((index.parent / "figures").iterdir())) == 1
     assert "My method" in index.read_text()
 
 
