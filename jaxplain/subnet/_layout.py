@@ -1,12 +1,12 @@
 """Convolutions in XLA:CPU's fast layout, so that loop bodies with convolutions run fast.
 
-XLA:CPU runs a convolution on its fast (Eigen) path only when the input is NHWC, the kernel
-HWIO and the output NHWC. Outside a loop it transposes other layouts into that one by itself;
-inside the body of a ``lax.scan`` or ``while_loop`` it does not, and the convolution falls back
-to a generic loop nest. The backward pass of an HWIO convolution is a convolution with an HWOI
+XLA:CPU runs a convolution fast when the input is NHWC, the kernel HWIO and the output NHWC.
+Outside a loop it transposes other layouts into that one by itself; inside the body of a
+``lax.scan`` or ``while_loop`` it does not (observed with jax 0.10.2), and the convolution runs
+several times slower. The backward pass of an HWIO convolution is a convolution with an HWOI
 kernel (JAX's transpose rule swaps the kernel's feature axes), so every gradient step of a
-convolutional network inside a scan hit the slow path: we measured 20-40x slower convolutions
-(jax 0.10.2, XLA:CPU) on digits-size CNNs, and JAX issue #12868 reports the same for NCW.
+convolutional network inside a scan hit the slow path: 20-40x slower convolutions at digits-CNN
+sizes in our benchmarks (JAX issue #12868 reports the same for NCW inputs).
 
 :func:`fast_convolutions` re-runs a function's jaxpr with every convolution written in the fast
 layout: explicit transposes of its operands, a convolution with NHWC / HWIO / NHWC dimension
