@@ -1,0 +1,53 @@
+"""The chain diagram shows the kept units of each layer; the feature maps are the sub-network's
+own values of the kept filters."""
+
+import jax.numpy as jnp
+import matplotlib
+import numpy as np
+
+import jaxplain as jp
+from jaxplain import subnet
+from tests.subnet import _nets
+from tests.subnet.test_equivalence import _subnetwork
+
+matplotlib.use("Agg")
+
+SITES = ("stem", "conv_a", "conv_b")
+KEPT = {"stem": (1, 4, 6), "conv_a": (), "conv_b": (0, 2, 3, 5, 7)}
+
+
+def _sub():
+    masks = {n: jnp.zeros(8, bool).at[jnp.asarray(KEPT[n], int)].set(True) for n in SITES}
+    scores = {n: jnp.where(masks[n], jnp.linspace(0.5, 2.0, 8), 0.0) for n in SITES}
+    return _subnetwork(SITES, 8, masks=masks, scores=scores)
+
+
+def test_chain_diagram_has_one_node_per_kept_unit():
+    fig = subnet.plot_chain(_sub(), max_units=4)
+    ax = fig.axes[0]
+    nodes = [c for c in ax.collections if len(c.get_offsets()) == 1]
+    assert len(nodes) == 3 + 0 + 4  # conv_b shows its 4 largest of 5
+    texts = [t.get_text() for t in ax.texts]
+    assert "stem\n3/8 kept" in texts and "conv_b\n5/8 kept (+1 more)" in texts
+    assert "removed" in texts  # conv_a has no kept unit
+    # conv_b's shown units are its largest multipliers: 7, 5, 3, 2 (scores grow with the index)
+    shown = {t.get_text() for t in ax.texts if t.get_position()[0] == 2 and t.get_text().isdigit()}
+    assert shown == {"7", "5", "3", "2"}
+    matplotlib.pyplot.close(fig)
+
+
+def test_feature_maps_are_the_subnetworks_values_of_kept_filters():
+    f = _nets.residual_net(_nets.residual_params())
+    x, _ = _nets.region(per_class=2)
+    sub = _sub()
+    fig = subnet.plot_feature_maps(f, sub, x, max_images=3, max_units=6)
+    axes = np.asarray(fig.axes).reshape(3, 7)
+    _, values = jp.capture(subnet.apply(f, sub), ["stem", "conv_b"])(x[:3])
+    # Columns after the input: stem's kept filters by multiplier (6, 4, 1), then conv_b's (7, 5, 3).
+    columns = [("stem", 6), ("stem", 4), ("stem", 1), ("conv_b", 7), ("conv_b", 5), ("conv_b", 3)]
+    for r in range(3):
+        for j, (n, c) in enumerate(columns, start=1):
+            shown = axes[r, j].get_images()[0].get_array()
+            np.testing.assert_allclose(np.asarray(shown), np.asarray(values[n][r, ..., c]),
+                                       rtol=1e-6)
+    matplotlib.pyplot.close(fig)
