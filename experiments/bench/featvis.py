@@ -11,7 +11,7 @@ the ratio is the median of the per-round ratios, so a load change on a shared ma
 both ways; wall-clock and process CPU time are both recorded. The images of the two ways agree
 (checked). A pixels-only run (no Fourier, transforms or TV) times the network alone, and
 an ablation repeats the rounds with the loop body's convolutions left in their
-original layout (``jaxplain.visualize._layout`` disabled), which is what XLA:CPU runs slowly in
+original layout (``jaxplain.core._layout`` disabled), which is what XLA:CPU runs slowly in
 a ``while`` loop. Writes experiments/results/bench_featvis_<platform>.json and .md.
 """
 
@@ -97,13 +97,13 @@ def main(argv=None):
         args.ablation_rounds))
 
     # Ablation: the same rounds with the loop body's convolutions in their original layout.
-    rewrite = _render.cpu_canonical_convs
-    _render.cpu_canonical_convs = lambda fn: fn
+    rewrite = _render.fast_convolutions
+    _render.fast_convolutions = lambda fn: fn
     jax.clear_caches()
     try:
         plain_rows = _summary(_rounds(batched, looped, args.ablation_rounds))
     finally:
-        _render.cpu_canonical_convs = rewrite
+        _render.fast_convolutions = rewrite
         jax.clear_caches()
 
     device = jax.devices()[0]

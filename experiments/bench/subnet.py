@@ -15,7 +15,7 @@ losses agree. Models:
 
 jaxplain runs each phase as one jit-compiled ``lax.scan`` (the library's path); two
 diagnostics show where CPU time goes: the same scan without the fast-layout rewrite of the
-convolutions (``jaxplain.subnet._layout``), and jit-compiled single steps called from Python.
+convolutions (``jaxplain.core._layout``), and jit-compiled single steps called from Python.
 Timing is in paired rounds (torch, then jaxplain, per round) and the ratio is the median of
 the per-round ratios, so a load change on a shared machine hits both sides. On a CPU torch gets
 the faster of 1 thread and all cores (its OpenMP threads spin-wait on a loaded machine).

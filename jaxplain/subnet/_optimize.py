@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxplain.subnet._layout import fast_convolutions
+from jaxplain.core._layout import fast_convolutions
 from jaxplain.subnet._objective import objective
 
 
@@ -94,7 +94,7 @@ def _finish(state, masks, l1, gate_l1, target, *, f, x, logp, phase):
 @functools.partial(jax.jit, static_argnames=("f", "length", "phase", "fast"))
 def _run_chunk(state, masks, l1, gate_l1, target, x, logp, *, f, length, phase, fast=True):
     """``length`` steps of every candidate (leading axis) as one ``lax.scan`` over a vmapped
-    step; ``fast``: convolutions in XLA:CPU's fast layout (see :mod:`._layout`)."""
+    step; ``fast``: convolutions in XLA:CPU's fast layout (see :mod:`jaxplain.core._layout`)."""
     static = dict(f=f, x=x, logp=logp, phase=phase)
     step = jax.vmap(lambda s, m, a, b: _step(s, m, a, b, target, **static))
     body = lambda s, _: (step(s, masks, l1, gate_l1), None)  # noqa: E731

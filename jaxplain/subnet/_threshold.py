@@ -8,7 +8,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxplain.subnet._layout import fast_convolutions
+from jaxplain.core._layout import fast_convolutions
 from jaxplain.subnet._objective import agreement, gated, gated_capture, kl_divergence
 
 

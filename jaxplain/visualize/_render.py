@@ -17,7 +17,7 @@ import optax
 from jaxtyping import Array
 
 from jaxplain.core import capture
-from jaxplain.visualize._layout import cpu_canonical_convs
+from jaxplain.core._layout import fast_convolutions
 from jaxplain.visualize._objectives import (Channel, Direction, Diversity, Neuron, Objective,
                                             Scaled, Sum, stack)
 from jaxplain.visualize._param import Pixel
@@ -112,8 +112,8 @@ def _render_one(objective, param, regularizers, key, *, f, shape, steps, transfo
         penalty = sum((jnp.sum(r(images)) for r in regularizers), jnp.zeros(()))
         return penalty - value, value
 
-    # The loop body's convolution gradients in XLA:CPU's fast layout (see _layout).
-    gradient = cpu_canonical_convs(jax.value_and_grad(evaluate, argnums=3, has_aux=True))
+    # The loop body's convolution gradients in XLA:CPU's fast layout (see jaxplain.core._layout).
+    gradient = fast_convolutions(jax.value_and_grad(evaluate, argnums=3, has_aux=True))
     k_init, k_steps = jax.random.split(key)
     params = param.init(k_init, shape)
 

@@ -1,13 +1,18 @@
-"""Convolutions in XLA:CPU's fast layout inside loops.
+"""Convolutions in XLA:CPU's fast layout, so that loop bodies with convolutions run fast.
 
 XLA:CPU runs a convolution with its fast (Eigen) kernel only when the input and output are
-``(batch, *spatial, feature)`` and the kernel ``(*spatial, in, out)``. It rewrites other layouts
-into that one by transposing the operands, but only in the program's top level, not in a
-``while`` body. The gradient of an ordinary NHWC/HWIO convolution is a convolution whose kernel
-has its ``in`` and ``out`` axes swapped, so inside ``lax.scan`` (the render loop) it falls to a
-generic loop nest, several times slower. :func:`cpu_canonical_convs` transposes the operands
-explicitly (the same rewrite, made before XLA sees the loop) on CPU only; other platforms run
-the function unchanged.
+``(batch, *spatial, feature)`` and the kernel ``(*spatial, in, out)``. Outside a loop it
+transposes other layouts into that one by itself; inside the body of a ``lax.scan`` or
+``while_loop`` it does not (observed with jax 0.10.2: XLA's convolution canonicalization walks
+only the entry computation). The backward pass of an ordinary NHWC / HWIO convolution is a
+convolution whose kernel has its ``in`` and ``out`` axes swapped, so every gradient step of a
+convolutional network inside a scan fell to a generic loop nest: 4-40x slower at digits-CNN
+sizes in our benchmarks (feature visualization's render loop, NeuroChains' optimization).
+
+:func:`fast_convolutions` re-runs a function's jaxpr with every convolution written in the fast
+layout: explicit transposes of its operands, a convolution with NHWC / HWIO / NHWC dimension
+numbers, and a transpose of the result back. The arithmetic is the same; only the layout
+changes, and only on CPU (``jax.lax.platform_dependent``): other platforms run ``fn`` as it is.
 """
 
 from __future__ import annotations
@@ -81,7 +86,7 @@ def _rewritten(fn: Callable, *args):
     return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(shapes), outs)
 
 
-def cpu_canonical_convs(fn: Callable) -> Callable:
+def fast_convolutions(fn: Callable) -> Callable:
     """``fn`` with every convolution (including those of its gradients) in the fast layout on CPU.
 
     Values are unchanged (the operands are only transposed); on other platforms ``fn`` runs as
