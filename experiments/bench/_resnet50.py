@@ -4,8 +4,8 @@ with the same weights, for the GPU benchmarks (attribution, pathways).
 The torchvision layout (Bottleneck blocks [3, 4, 6, 3], stride on the 3x3 convolution), He-normal
 weights, no BatchNorm and no biases (random-weight timing only); 49 ReLU call sites, each its own
 ``nn.ReLU`` module in the twin. With ``zennit_sums=True`` the twin adds each residual through its
-own ``zennit.layer.Sum`` module, so that Zennit's presets apply their Norm rule there, as
-jaxplain's LRP composites do at residual additions.
+own ``zennit.layer.Sum`` module, so that Zennit's presets apply their Norm rule there (and at
+the global average pool, an ``nn.AdaptiveAvgPool2d``), as jaxplain's LRP composites do.
 """
 
 from __future__ import annotations
@@ -84,6 +84,7 @@ class TorchResNet50(nn.Module):
         self.fc = nn.Linear(*p["fc"].shape, bias=False)
         self.fc.weight.data = torch.tensor(p["fc"]).T.contiguous()
         self.relus = nn.ModuleList([nn.ReLU() for _ in range(1 + 3 * len(p["blocks"]))])
+        self.pool = nn.AdaptiveAvgPool2d(1)  # a module, so that Zennit's presets see it
 
     def forward(self, x):
         r = iter(self.relus)
@@ -95,4 +96,4 @@ class TorchResNet50(nn.Module):
             h = m.c(h)
             skip = m.down(x) if m.down is not None else x
             x = next(r)(h + skip if m.sum is None else m.sum(torch.stack([h, skip], dim=-1)))
-        return self.fc(x.mean(dim=(2, 3)))
+        return self.fc(self.pool(x).flatten(1))

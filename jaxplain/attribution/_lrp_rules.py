@@ -193,8 +193,9 @@ class Composite:
     its kind is in `first_ops`, else `conv` or `dense` by its kind, else `default`; None means
     the plain gradient there.
     Residual additions ``y = a + b`` split relevance in proportion, ``R_a = a R / stab(y)``,
-    and so do average pools, ``R_i = x_i R_window / stab(sum of the window)`` (Zennit's Norm
-    rule, which its presets put on sums and average pools), so that relevance is conserved; max
+    and so do average pools and global means, ``R_i = x_i R_window / stab(sum of the window)``
+    (Zennit's Norm rule, which its presets put on sums and average pools, adaptive ones
+    included), so that relevance is conserved; max
     pools pass relevance to the window's maximum (their gradient).
 
     Example:
@@ -229,7 +230,7 @@ class Composite:
         return a * s, b * s
 
     def pool(self, op, x, y, g, pullback):
-        if op != "avg_pool":
+        if op not in ("avg_pool", "mean"):
             return None
         return x * pullback(g / stabilize(y, self.stabilizer))
 

@@ -7,7 +7,8 @@ program:
   weights, together with the elementwise affine-by-constant ops that follow it (bias add,
   BatchNorm in inference mode), folded into one effective weight and bias;
 * activations (relu in all its spellings, tanh, sigmoid, ...);
-* pools (max pooling; average pooling with its division by the window size);
+* pools (max pooling; average pooling with its division by the window size; a mean over the
+  axes between the batch and the last, e.g. global average pooling);
 * residual adds of two input-dependent values.
 
 Each such place runs under a ``jax.custom_vjp`` whose backward asks the rule; a rule that has no
@@ -293,8 +294,8 @@ def rewrite_backward(f: Callable, rules) -> Callable:
         (first match wins; the selector is matched against the place's site name). A rule may
         define any of ``linear(layer: LinearLayer, x, g) -> gx``,
         ``activation(op, x, y, g) -> gx``, ``pool(op, x, y, g, pullback) -> gx`` (``op`` is
-        ``"max_pool"`` or ``"avg_pool"``; ``y`` is the pooled value, after an average pool's
-        division; ``pullback(c)`` is the plain gradient for ``x`` of a cotangent ``c`` of ``y``)
+        ``"max_pool"``, ``"avg_pool"`` or ``"mean"``; ``y`` is the pooled value, after an
+        average's division; ``pullback(c)`` is the plain gradient for ``x`` of a cotangent ``c`` of ``y``)
         and ``add(a, b, y, g) -> (ga, gb)``; returning ``None`` or lacking the method
         means the plain gradient there. Rules see whole batches.
 

@@ -116,10 +116,16 @@ def _root(program: Program) -> tuple[str, ...]:
 
 
 def pool_op(node: Node) -> str | None:
+    """``"max_pool"``, ``"avg_pool"`` (windows), ``"mean"`` (a sum over axes strictly between
+    the batch and the last, e.g. global average pooling of NHWC features), or None."""
     if node.prim == "reduce_window_max":
         return "max_pool"
     if node.prim == "reduce_window_sum":
         return "avg_pool"
+    if node.prim == "reduce_sum":
+        axes, rank = tuple(node.eqn.params["axes"]), len(node.eqn.invars[0].aval.shape)
+        if axes and all(0 < a < rank - 1 for a in axes):
+            return "mean"
     return None
 
 
@@ -168,12 +174,14 @@ def analyze(program: Program) -> SiteMap:
             derived.append((i, name, "add", "add", node.outs[0]))
             node_names[i] = name
         elif pool_op(node) is not None:
+            op = pool_op(node)
             chain = affine_chain(program, i, consumers, same_stack=True)[:2]
-            if pool_op(node) != "avg_pool" or program.nodes[chain[-1]].prim != "div":
-                chain = chain[:1]  # only an average pool's division by the window belongs to it
+            if op == "max_pool" or program.nodes[chain[-1]].prim != "div":
+                chain = chain[:1]  # only an average's division by the window belongs to it
             absorbed.update(chain[1:])
-            name = name_for(stack, pool_op(node))
-            derived.append((i, name, "pool", pool_op(node), program.nodes[chain[-1]].outs[0]))
+            name = name_for(stack, op)
+            if op != "mean":  # a mean is a place for backward rules, not a site
+                derived.append((i, name, "pool", op, program.nodes[chain[-1]].outs[0]))
             node_names[i], groups[i] = name, chain
         elif node.prim in _LINEAR:
             operands = [r for r in node.ins if not _is_const(program, r)]

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import jaxplain as jp
 from jaxplain.attribution import lrp
 from jaxplain.lrp import (AlphaBeta, Composite, Epsilon, EpsilonAlpha2Beta1, EpsilonPlusFlat, Flat,
                           Gamma, WSquare, ZBox, ZPlus, stabilize)
@@ -308,6 +309,23 @@ def test_average_pooling_conserves_relevance():
 
     x = rng.normal(size=(4, 4, 4, 1)).astype(np.float32)  # signed: some ReLUs in a window are dead
     target = np.asarray(f(x)).argmax(1)
+    total = np.asarray(lrp(f, x, target, rules=Epsilon(1e-9))).reshape(4, -1).sum(1)
+    np.testing.assert_allclose(total, 1.0, rtol=1e-4)
+
+
+def test_global_mean_conserves_relevance():
+    rng = np.random.default_rng(18)
+    w1 = jnp.asarray(rng.normal(size=(3, 3, 1, 3)), jnp.float32)
+    wd = jnp.asarray(rng.normal(size=(3, 4)), jnp.float32)
+
+    def f(x):  # conv, relu, global average pooling (as a ResNet's head), dense
+        h = jax.nn.relu(jax.lax.conv_general_dilated(x, w1, (1, 1), "SAME",
+                                                     dimension_numbers=("NHWC", "HWIO", "NHWC")))
+        return h.mean(axis=(1, 2)) @ wd
+
+    x = rng.normal(size=(4, 5, 5, 1)).astype(np.float32)  # signed: dead ReLUs under the mean
+    target = np.asarray(f(x)).argmax(1)
+    assert [s.name for s in jp.sites(f, x)] == ["conv", "relu", "linear"]  # the mean: no site
     total = np.asarray(lrp(f, x, target, rules=Epsilon(1e-9))).reshape(4, -1).sum(1)
     np.testing.assert_allclose(total, 1.0, rtol=1e-4)
 

@@ -133,6 +133,40 @@ def test_average_pooling_conserves_relevance_as_zennits_norm_rule():
     np.testing.assert_allclose(total, 1.0, rtol=1e-4)
 
 
+def _global_pool_twins(seed):
+    """conv3x3, ReLU, global average pooling, dense: JAX (mean over H, W) and torch
+    (``AdaptiveAvgPool2d``, which Zennit's presets give their Norm rule)."""
+    rng = np.random.default_rng(seed)
+    w, b = rng.normal(size=(3, 3, 2, 6)).astype(np.float32) * 0.5, rng.normal(size=6).astype(np.float32) * 0.2
+    wd, bd = rng.normal(size=(6, 5)).astype(np.float32), rng.normal(size=5).astype(np.float32) * 0.2
+
+    def f(x):
+        import jax
+
+        h = jax.nn.relu(jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                                                     dimension_numbers=("NHWC", "HWIO", "NHWC")) + b)
+        return h.mean(axis=(1, 2)) @ wd + bd
+
+    conv = torch.nn.Conv2d(2, 6, 3, padding=1)
+    conv.weight.data, conv.bias.data = torch.tensor(w.transpose(3, 2, 0, 1).copy()), torch.tensor(b)
+    dense = torch.nn.Linear(6, 5)
+    dense.weight.data, dense.bias.data = torch.tensor(wd.T.copy()), torch.tensor(bd)
+    model = torch.nn.Sequential(conv, torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), dense).eval()
+    return f, model
+
+
+@pytest.mark.parametrize("preset", ["EpsilonPlusFlat", "EpsilonAlpha2Beta1", "EpsilonPlus"])
+def test_global_average_pooling_equals_zennits_adaptive_pool(preset):
+    ours, theirs, kwargs = PRESETS[preset]
+    for seed in SEEDS:
+        f, model = _global_pool_twins(seed)
+        x = twins.inputs(seed, (4, 6, 6, 2), "signed")
+        for t in (np.arange(4) % 5, np.asarray(f(x)).argmin(1)):
+            got = lrp(f, x, t, rules=ours)
+            assert twins.relative_error(got, _zennit.relevance(model, x, t, theirs(**kwargs))) <= TOL
+
+
 @pytest.mark.parametrize("case", ["EpsilonPlusFlat", "EpsilonGammaBox", L.Epsilon(0.5),
                                   L.AlphaBeta(2.0, 1.0), L.WSquare()], ids=str)
 def test_batchnorm_equals_zennits_merged_batchnorm(case):
