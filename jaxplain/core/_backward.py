@@ -168,14 +168,11 @@ def _foldable(program: Program, chain: tuple) -> bool:
     return True
 
 
-def _activation_place(program: Program, node: Node, rule, env) -> list:
-    pos = _dependent_position(program, node)
-    others = [_operand(r, env) for k, r in enumerate(node.ins) if k != pos]
-
-    def forward(v, cs):
-        args = list(cs)
-        args.insert(pos, v)
-        return node.bind(*args)[0]
+def _one_operand_place(forward: Callable, ask: Callable, v, cs):
+    """``forward(v, cs)`` under a custom VJP whose cotangent for ``v`` is
+    ``ask(v, y, g, pullback)``, or the plain gradient where that returns None (``pullback(c)``
+    is the plain gradient for ``v`` of a cotangent ``c`` of ``y``); the constants ``cs`` get
+    none."""
 
     @jax.custom_vjp
     def place(v, cs):
@@ -187,13 +184,29 @@ def _activation_place(program: Program, node: Node, rule, env) -> list:
 
     def bwd(res, g):
         v, y, cs = res
-        gx = rule.activation(node.activation, v, y, g)
+        pullback = jax.vjp(lambda u: forward(u, cs), v)[1]
+        gx = ask(v, y, g, lambda c: pullback(c)[0])
         if gx is None:
-            gx = jax.vjp(lambda u: forward(u, cs), v)[1](g)[0]
+            gx = pullback(g)[0]
         return gx, jax.tree_util.tree_map(jnp.zeros_like, cs)
 
     place.defvjp(fwd, bwd)
-    return [place(env[node.ins[pos]], others)]
+    return place(v, cs)
+
+
+def _activation_place(program: Program, node: Node, rule, env) -> list:
+    pos = _dependent_position(program, node)
+    others = [_operand(r, env) for k, r in enumerate(node.ins) if k != pos]
+
+    def forward(v, cs):
+        args = list(cs)
+        args.insert(pos, v)
+        return node.bind(*args)[0]
+
+    def ask(v, y, g, pullback):
+        return rule.activation(node.activation, v, y, g)
+
+    return [_one_operand_place(forward, ask, env[node.ins[pos]], others)]
 
 
 def _pool_place(program: Program, chain: tuple, op: str, rule, env) -> list:
@@ -212,24 +225,10 @@ def _pool_place(program: Program, chain: tuple, op: str, rule, env) -> list:
             value = nj.bind(*([value, c] if pos == 0 else [c, value]))[0]
         return value
 
-    @jax.custom_vjp
-    def place(v, cs):
-        return forward(v, cs)
+    def ask(v, y, g, pullback):
+        return rule.pool(op, v, y, g, pullback)
 
-    def fwd(v, cs):
-        y = forward(v, cs)
-        return y, (v, y, cs)
-
-    def bwd(res, g):
-        v, y, cs = res
-        pullback = jax.vjp(lambda u: forward(u, cs), v)[1]
-        gx = rule.pool(op, v, y, g, lambda c: pullback(c)[0])
-        if gx is None:
-            gx = pullback(g)[0]
-        return gx, jax.tree_util.tree_map(jnp.zeros_like, cs)
-
-    place.defvjp(fwd, bwd)
-    return [place(env[node.ins[0]], consts)]
+    return [_one_operand_place(forward, ask, env[node.ins[0]], consts)]
 
 
 def _add_place(node: Node, rule, env) -> list:
