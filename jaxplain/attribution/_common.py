@@ -78,6 +78,8 @@ def check_target(f: Callable, x: jax.Array, target: Any, name: str = "target") -
                              f"class indices in [0, {classes - 1}] (f has {classes} outputs)")
     if jnp.ndim(t) not in (0, 1) or (jnp.ndim(t) == 1 and t.shape[0] != x.shape[0]):
         raise ValueError(f"{name} must be a scalar or have shape ({x.shape[0]},); got shape {jnp.shape(t)}")
+    if isinstance(t, np.ndarray):  # concrete: one host-to-device copy, no device ops
+        return jnp.asarray(np.broadcast_to(t.astype(np.int32), (x.shape[0],)))
     return jnp.broadcast_to(jnp.asarray(t, jnp.int32), (x.shape[0],))
 
 
