@@ -216,9 +216,10 @@ def _lerf_change(f, x, target, attribution, value, *, counts, kind, absolute, bl
                  batch_size):
     base = P.resolve_baseline(x, kind, value, blur_sigma)
     rank = P.ranks(P.feature_scores(attribution, absolute), "lerf")
-    p = P.evaluate_counts(f, x, base, rank, target, (0,) + counts, False, "probability",
-                          batch_size)
-    return jnp.abs(p[:, :1] - p[:, 1:]) / p[:, :1]
+    logp = P.evaluate_counts(f, x, base, rank, target, (0,) + counts, False, "log_probability",
+                             batch_size)
+    # |p - p~| / p as |1 - p~/p| in log space: finite where p itself underflows to 0
+    return jnp.abs(1.0 - jnp.exp(logp[:, 1:] - logp[:, :1]))
 
 
 def pixel_perturbation(

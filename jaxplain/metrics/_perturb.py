@@ -117,9 +117,11 @@ def split_baseline(baseline: Any, x: jax.Array) -> tuple[str | None, jax.Array |
 
 
 def readout(logits: jax.Array, target: jax.Array, output: str) -> jax.Array:
-    """The target's probability or logit per row of ``logits`` ``(k, classes)``."""
+    """The target's probability, log-probability or logit per row of ``logits`` ``(k, classes)``."""
     if output == "probability":
         logits = jax.nn.softmax(logits, axis=-1)
+    elif output == "log_probability":
+        logits = jax.nn.log_softmax(logits, axis=-1)
     return logits[:, target]
 
 

@@ -171,6 +171,17 @@ def test_lerf_removes_exactly_the_planned_pixels():
     np.testing.assert_allclose(got[0], expected, rtol=1e-5)
 
 
+def test_lerf_change_is_finite_where_the_target_probability_underflows():
+    # p_c(x) = sigmoid(-120) underflows to 0 in float32; the relative change is still exact:
+    # removing the one weighted pixel moves the logit from -120 to -121.
+    x = jnp.ones((1, 4))
+    f = lambda x: jnp.stack([x @ jnp.array([1.0, 0.0, 0.0, 0.0]) - 121.0, jnp.zeros(len(x))], 1)  # noqa
+    assert float(jax.nn.softmax(f(x))[0, 0]) == 0.0
+    got = np.asarray(metrics.pixel_perturbation(f, x, jnp.array([[0.0, 1.0, 2.0, 3.0]]),
+                                                target=0, fractions=(0.25,)))
+    np.testing.assert_allclose(got, [[1 - np.exp(-1.0)]], rtol=1e-5)
+
+
 def test_errors_name_the_argument():
     f, _, _ = _linear()
     x = jnp.ones((2, 12))
