@@ -46,7 +46,7 @@ X = twins.inputs(0, (4, 8, 8, 2), "nonneg")
 T = np.array([0, 1, 2, 3])
 
 
-def _close(a, b, rtol=1e-4):
+def assert_close(a, b, rtol=1e-4):
     a, b = np.asarray(a), np.asarray(b)
     scale = max(np.abs(b).max(), 1e-6)
     np.testing.assert_allclose(a, b, rtol=0, atol=rtol * scale)
@@ -59,7 +59,7 @@ def test_jit_equals_eager_and_finite(name):
     assert np.isfinite(np.asarray(eager)).all()
     assert np.abs(np.asarray(eager)).max() > 0
     jitted = jax.jit(lambda x, t: method(F, x, t, **opts))(X, T)
-    _close(jitted, eager)
+    assert_close(jitted, eager)
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
@@ -68,13 +68,13 @@ def test_vmap_equals_loop(name):
     xs, ts = X.reshape(2, 2, 8, 8, 2), T.reshape(2, 2)
     mapped = jax.vmap(lambda x, t: method(F, x, t, **opts))(xs, ts)
     looped = np.stack([np.asarray(method(F, xs[i], ts[i], **opts)) for i in range(2)])
-    _close(mapped, looped)
+    assert_close(mapped, looped)
 
 
 @pytest.mark.parametrize("name", sorted(n for n in REGISTRY if REGISTRY[n][2]))
 def test_chunked_equals_unchunked(name):
     method, opts, chunked = REGISTRY[name]
-    _close(method(F, X, T, **opts, **chunked), method(F, X, T, **opts))
+    assert_close(method(F, X, T, **opts, **chunked), method(F, X, T, **opts))
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
@@ -164,4 +164,4 @@ class _Unhashable:
 
 def test_traced_target_inside_user_jit():
     out = jax.jit(lambda t: A.integrated_gradients(F, X, t, steps=4))(jnp.asarray(T))
-    _close(out, A.integrated_gradients(F, X, T, steps=4))
+    assert_close(out, A.integrated_gradients(F, X, T, steps=4))

@@ -34,7 +34,7 @@ class NnxMLP(nnx.Module):
         return self.head(nnx.relu(self.l1(x.reshape(x.shape[0], -1))))
 
 
-def _check(f, sites, leaves_before, leaves_after):
+def assert_extracts_faithfully(f, sites, leaves_before, leaves_after):
     x, _ = _nets.region((2, 5))
     sub = subnet.extract(f, x, sites=sites, key=jax.random.key(0), l1=3e-3, steps=300,
                          finetune_steps=100)
@@ -49,11 +49,11 @@ def test_equinox_model():
     model = EqxMLP(jax.random.key(0))
     leaves = lambda: [np.asarray(v) for v in jax.tree.leaves(eqx.filter(model, eqx.is_array))]  # noqa: E731
     before = leaves()
-    _check(jp.as_function(model), ["relu", "relu_1"], before, leaves)
+    assert_extracts_faithfully(jp.as_function(model), ["relu", "relu_1"], before, leaves)
 
 
 def test_nnx_model():
     model = NnxMLP(nnx.Rngs(0))
     leaves = lambda: [np.asarray(v) for v in jax.tree.leaves(nnx.state(model))]  # noqa: E731
     before = leaves()
-    _check(jp.as_function(model), ["l1"], before, leaves)
+    assert_extracts_faithfully(jp.as_function(model), ["l1"], before, leaves)
