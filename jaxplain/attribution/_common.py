@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxplain.core._pools import block_pools
+
 
 def is_traced(value: Any) -> bool:
     """True when `value` is a JAX tracer (its concrete values are unknown)."""
@@ -129,8 +131,11 @@ def selected(f: Callable, x: jax.Array, target: jax.Array) -> jax.Array:
 
 
 def target_gradient(f: Callable, x: jax.Array, target: jax.Array) -> jax.Array:
-    """The gradient of the sum over the batch of the target logits, shaped like `x`."""
-    return jax.grad(lambda z: selected(f, z, target).sum())(x)
+    """The gradient of the sum over the batch of the target logits, shaped like `x`.
+
+    Tiling pools are differentiated as block reductions on CPU (:mod:`jaxplain.core._pools`):
+    the same gradient, computed faster by XLA:CPU."""
+    return jax.grad(lambda z: selected(block_pools(f), z, target).sum())(x)
 
 
 def chunked_reduce(chunk_fn: Callable, xs: Any, batch_size: int | None) -> Any:
@@ -168,8 +173,10 @@ def folded_gradient_sum(f: Callable, points: Callable, target: jax.Array, xs: An
     """``sum_k weights[k] * grad f_t(points(xs[k]))``, folding the items into the batch axis.
 
     Instead of vmapping `f` over the items, each chunk of ``c`` items becomes one batch of
-    ``c * n`` inputs (as Captum does), which keeps `f` a plain batched call.
+    ``c * n`` inputs (as Captum does), which keeps `f` a plain batched call. Pools as in
+    :func:`target_gradient`.
     """
+    f = block_pools(f)
 
     def chunk(items):
         item, w = items

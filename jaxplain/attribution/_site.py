@@ -20,6 +20,7 @@ from jaxtyping import Array, Float, Int
 from jaxplain.attribution import _common
 from jaxplain.attribution._integrated import quadrature
 from jaxplain.core import capture, intervene
+from jaxplain.core._pools import block_pools
 
 
 def _activation(f, site, x):
@@ -39,10 +40,12 @@ def _check_site(f, x, site) -> tuple:
 
 
 def _site_gradient(f, site, x, target, activation):
-    """d sum_i f(x)[i, t_i] / d site value, shaped like `activation`."""
+    """d sum_i f(x)[i, t_i] / d site value, shaped like `activation` (pools as in
+    :func:`_common.target_gradient`)."""
 
     def out(delta):
-        return _common.selected(intervene(f, {site: lambda v: v + delta}), x, target).sum()
+        shifted = block_pools(intervene(f, {site: lambda v: v + delta}))
+        return _common.selected(shifted, x, target).sum()
 
     return jax.grad(out)(jnp.zeros_like(activation))
 

@@ -11,6 +11,7 @@ import numpy as np
 from jaxplain import subnet
 from jaxplain.subnet import _optimize
 from jaxplain.subnet._extract import _phase, _search_init
+from tests._jaxpr import primitives
 from tests.subnet import _nets
 
 
@@ -53,19 +54,5 @@ def test_each_phase_is_one_scan_with_the_whole_optimisation_inside():
                 if e.primitive.name in ("pjit", "jit")]
     scans = [e for e in inner.eqns if e.primitive.name == "scan"]
     assert len(scans) == 1 and scans[0].params["length"] == 50
-    body = _primitives(scans[0].params["jaxpr"].jaxpr)
+    body = primitives(scans[0].params["jaxpr"].jaxpr)
     assert "conv_general_dilated" in body  # the model's forward and backward, every step
-
-
-def _primitives(jaxpr) -> set:
-    """The primitives of `jaxpr` and of the jaxprs inside it (e.g. the per-platform branches of
-    the fast-layout rewrite)."""
-    names = set()
-    for e in jaxpr.eqns:
-        names.add(e.primitive.name)
-        for value in e.params.values():
-            for sub in value if isinstance(value, tuple) else (value,):
-                inner = getattr(sub, "jaxpr", sub)
-                if hasattr(inner, "eqns"):
-                    names |= _primitives(inner)
-    return names

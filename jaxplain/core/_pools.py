@@ -1,0 +1,100 @@
+"""Tiling pools as block reductions, so that their gradients run fast on XLA:CPU.
+
+A max or sum pool whose windows tile its input (stride equal to the window, no padding, no
+dilation) is a reduction over blocks: reshape each window into a trailing axis and reduce it.
+XLA:CPU differentiates the ``reduce_window`` form slowly: the gradient of a max pool is a
+``select_and_scatter`` and that of a sum pool a padded window sum, which together took 45 % of
+a gradient step of a small CNN in our benchmark (``experiments/bench/attribution.py``;
+jax 0.10.2). The block form's gradients are a broadcast and a one-hot select.
+
+:func:`block_pools` re-runs a function's jaxpr with every tiling ``reduce_window_max`` and
+``reduce_window_sum`` written as a block reduction. The values are the same, and so are the
+gradients: a max pool's gradient goes to the first maximum of each window in row-major order,
+as XLA's ``select_and_scatter`` and PyTorch's max pool do (``jnp.max`` would split it among
+ties). Windows that overlap, pad or dilate are left as they are; so is everything off CPU.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxplain.core._reinterpret import on_cpu
+
+
+def _blocks(x: jax.Array, window: tuple) -> jax.Array:
+    """``(*s)`` with ``s[d] = n[d] * window[d]`` -> ``(*n, prod(window))``, one window a row."""
+    split = [size for s, k in zip(x.shape, window) for size in (s // k, k)]
+    nd = x.ndim
+    y = x.reshape(split).transpose([*range(0, 2 * nd, 2), *range(1, 2 * nd, 2)])
+    return y.reshape(y.shape[:nd] + (-1,))
+
+
+def _unblocks(y: jax.Array, window: tuple) -> jax.Array:
+    """The inverse of :func:`_blocks`: ``(*n, prod(window))`` -> ``(*(n * window))``."""
+    nd = len(window)
+    blocks = y.shape[:nd]
+    y = y.reshape(blocks + tuple(window))
+    y = y.transpose([a for d in range(nd) for a in (d, nd + d)])
+    return y.reshape(tuple(n * k for n, k in zip(blocks, window)))
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def block_max(x: jax.Array, window: tuple) -> jax.Array:
+    """The max over each tiling window of `x`: ``(*(n * window))`` -> ``(*n)``."""
+    return _blocks(x, window).max(-1)
+
+
+@block_max.defjvp
+def _block_max_jvp(window, primals, tangents):
+    rows = _blocks(primals[0], window)
+    first = jax.nn.one_hot(rows.argmax(-1), rows.shape[-1], dtype=bool)  # first maximum
+    # Linear in the tangent, so reverse mode transposes it into a one-hot scatter.
+    tangent = jnp.where(first, _blocks(tangents[0], window), 0).sum(-1)
+    return rows.max(-1), tangent
+
+
+def _tiling(eqn, x) -> tuple | None:
+    """The window of a ``reduce_window_*`` equation that tiles `x` (after trimming the
+    remainder a VALID window drops), or None."""
+    p = eqn.params
+    window, strides = tuple(p["window_dimensions"]), tuple(p["window_strides"])
+    if window != strides or any(tuple(pad) != (0, 0) for pad in p["padding"]):
+        return None
+    if any(d != 1 for d in (*p["base_dilation"], *p["window_dilation"])):
+        return None
+    if not jnp.issubdtype(x.dtype, jnp.floating) or np.prod(window) == 1:
+        return None
+    return window
+
+
+def _trimmed(x: jax.Array, window: tuple) -> jax.Array:
+    return x[tuple(slice(0, s - s % k) for s, k in zip(x.shape, window))]
+
+
+def _max_pool(eqn, x):
+    window = _tiling(eqn, x)
+    return None if window is None else [block_max(_trimmed(x, window), window)]
+
+
+def _sum_pool(eqn, x):
+    window = _tiling(eqn, x)
+    return None if window is None else [_blocks(_trimmed(x, window), window).sum(-1)]
+
+
+#: The rewrites of :func:`block_pools`, by primitive.
+REWRITES = {"reduce_window_max": _max_pool, "reduce_window_sum": _sum_pool}
+
+
+def block_pools(fn: Callable) -> Callable:
+    """``fn`` with every tiling max / sum pool computed as a block reduction on CPU.
+
+    Same values and gradients (first maximum of a window, as ``select_and_scatter``); faster
+    gradients on XLA:CPU. Other platforms run ``fn`` as it is. Apply it before differentiating:
+    ``jax.grad(block_pools(f))``.
+    """
+    return on_cpu(fn, REWRITES)

@@ -1,0 +1,73 @@
+"""Re-run a function from its jaxpr with some equations replaced: the machinery of the CPU
+rewrites (:mod:`jaxplain.core._layout`, :mod:`jaxplain.core._pools`).
+
+A rewrite maps a primitive name to ``rewrite(eqn, *inputs) -> outputs or None``; ``None`` keeps
+the equation as it is. Nested ``jit`` / ``closed_call`` / ``checkpoint`` bodies are evaluated
+inline, so their equations are rewritten too; the bodies of loops, branches and custom
+derivatives are bound unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import jax
+import jax.extend
+
+# Call primitives whose body is evaluated inline (their meaning is "run this jaxpr").
+_INLINE = frozenset({"jit", "pjit", "closed_call", "core_call", "remat2", "checkpoint"})
+
+Rewrite = Callable[..., "list | None"]
+
+
+def _bind(eqn, ins) -> list:
+    params = eqn.primitive.get_bind_params(eqn.params)
+    subfuns = ()
+    if isinstance(params, tuple):  # older JAX: (subfuns, params)
+        subfuns, params = params
+    out = eqn.primitive.bind(*subfuns, *ins, **params)
+    return out if eqn.primitive.multiple_results else [out]
+
+
+def _eval(jaxpr, consts, args, rewrites: Mapping[str, Rewrite]) -> list:
+    env = {}
+
+    def read(v):
+        return v.val if isinstance(v, jax.extend.core.Literal) else env[v]
+
+    env.update(zip(jaxpr.constvars, consts))
+    env.update(zip(jaxpr.invars, args))
+    for eqn in jaxpr.eqns:
+        ins = [read(v) for v in eqn.invars]
+        name = eqn.primitive.name
+        outs = rewrites[name](eqn, *ins) if name in rewrites else None
+        if outs is None and name in _INLINE:
+            inner = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
+            if isinstance(inner, jax.extend.core.ClosedJaxpr):
+                outs = _eval(inner.jaxpr, inner.consts, ins, rewrites)
+            else:
+                outs = _eval(inner, (), ins, rewrites)
+        if outs is None:
+            outs = _bind(eqn, ins)
+        env.update(zip(eqn.outvars, outs))
+    return [read(v) for v in jaxpr.outvars]
+
+
+def reinterpret(fn: Callable, rewrites: Mapping[str, Rewrite], *args):
+    """``fn(*args)`` computed from its jaxpr with `rewrites` applied (same output pytree)."""
+    flat, tree = jax.tree_util.tree_flatten(args)
+    closed, shapes = jax.make_jaxpr(lambda *a: fn(*jax.tree_util.tree_unflatten(tree, a)),
+                                    return_shape=True)(*flat)
+    outs = _eval(closed.jaxpr, closed.consts, flat, rewrites)
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(shapes), outs)
+
+
+def on_cpu(fn: Callable, rewrites: Mapping[str, Rewrite]) -> Callable:
+    """``fn`` reinterpreted with `rewrites` on CPU; on other platforms ``fn`` as it is
+    (``jax.lax.platform_dependent``)."""
+
+    def wrapped(*args):
+        return jax.lax.platform_dependent(*args, cpu=lambda *a: reinterpret(fn, rewrites, *a),
+                                          default=fn)
+
+    return wrapped

@@ -1,0 +1,103 @@
+"""block_pools: tiling max / sum pools rewritten as block reductions keep their values and their
+gradients (the first maximum of a window takes a max pool's gradient, ties included), forward and
+reverse mode, under jit and vmap; pools that do not tile are left alone."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxplain.core._pools import REWRITES, block_pools
+from jaxplain.core._reinterpret import reinterpret
+from tests._jaxpr import primitives
+
+# (input shape, window, strides, padding)
+TILING = [
+    ((3, 8, 8, 4), (1, 2, 2, 1), (1, 2, 2, 1), "VALID"),      # NHWC 2x2
+    ((2, 3, 9, 9), (1, 1, 3, 3), (1, 1, 3, 3), "VALID"),      # NCHW 3x3
+    ((2, 7, 10, 3), (1, 2, 3, 1), (1, 2, 3, 1), "VALID"),     # a remainder row is dropped
+    ((4, 12, 5), (1, 4, 1), (1, 4, 1), "VALID"),              # 1-d
+]
+
+
+def _pooled(op, window, strides, padding, shape):
+    """x (shape) -> (batch,): a pool of tanh(x) read out with fixed, non-uniform weights (so
+    that gradients differ per window)."""
+    init, reducer = (-jnp.inf, jax.lax.max) if op == "max" else (0.0, jax.lax.add)
+    pool = lambda z: jax.lax.reduce_window(jnp.tanh(z), init, reducer, window, strides, padding)
+    out = jax.eval_shape(pool, jax.ShapeDtypeStruct(shape, jnp.float32)).shape
+    weights = jax.random.normal(jax.random.key(7), out[1:])
+    return lambda x: (pool(x) * weights).reshape(len(x), -1).sum(1)
+
+
+def _ties(shape):
+    """Inputs with many equal values in each window (small integers)."""
+    return jnp.asarray(np.random.default_rng(0).integers(0, 2, shape), jnp.float32)
+
+
+@pytest.mark.parametrize("op", ["max", "sum"])
+@pytest.mark.parametrize("shape, window, strides, padding", TILING)
+def test_values_and_gradients_are_unchanged(op, shape, window, strides, padding):
+    f = _pooled(op, window, strides, padding, shape)
+    for x in (jax.random.normal(jax.random.key(1), shape), _ties(shape)):
+        fast = block_pools(f)
+        np.testing.assert_allclose(fast(x), f(x), rtol=1e-6, atol=1e-6)
+        g, gf = jax.grad(lambda z: f(z).sum())(x), jax.grad(lambda z: fast(z).sum())(x)
+        if op == "max":  # one-hot selections: exactly the same gradient, ties included
+            np.testing.assert_array_equal(gf, g)
+        else:
+            np.testing.assert_allclose(gf, g, rtol=1e-6, atol=1e-7)
+        t = jax.random.normal(jax.random.key(2), shape)
+        np.testing.assert_allclose(jax.jvp(fast, (x,), (t,))[1], jax.jvp(f, (x,), (t,))[1],
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_a_max_pool_gradient_goes_to_the_first_maximum_of_a_window():
+    x = jnp.array([[[1.0, 3.0], [3.0, 0.0]]])[..., None]  # (1, 2, 2, 1): two maxima
+    pool = lambda z: jax.lax.reduce_window(z, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1),
+                                           "VALID").sum()
+    g = jax.grad(block_pools(pool))(x)
+    np.testing.assert_array_equal(g[0, ..., 0], [[0.0, 1.0], [0.0, 0.0]])
+
+
+def test_under_jit_and_vmap():
+    shape, *pool = TILING[0]
+    f = _pooled("max", *pool, shape)
+    x = _ties((5,) + shape)
+    grad = lambda z: jax.grad(lambda v: f(v).sum())(z)
+    fast = lambda z: jax.grad(lambda v: block_pools(f)(v).sum())(z)
+    np.testing.assert_array_equal(jax.vmap(fast)(x), jnp.stack([grad(xi) for xi in x]))
+    np.testing.assert_array_equal(jax.jit(jax.vmap(fast))(x), jax.jit(jax.vmap(grad))(x))
+
+
+def test_flax_pools_in_a_model():
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = nn.relu(nn.Conv(6, (3, 3))(x))
+            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+            x = nn.relu(nn.Conv(8, (3, 3))(x))
+            x = nn.avg_pool(x, (2, 2), strides=(2, 2))
+            return nn.Dense(3)(x.reshape(len(x), -1))
+
+    x = jax.random.uniform(jax.random.key(3), (4, 8, 8, 2))
+    params = Net().init(jax.random.key(0), x)
+    f = lambda z: Net().apply(params, z)
+    loss = lambda fn: lambda z: fn(z)[:, 1].sum()
+    np.testing.assert_allclose(jax.grad(loss(block_pools(f)))(x), jax.grad(loss(f))(x),
+                               rtol=1e-5, atol=1e-7)
+    assert "select_and_scatter_add" in primitives(jax.make_jaxpr(jax.grad(loss(f)))(x))
+    assert not {"select_and_scatter_add", "reduce_window_sum"} & primitives(
+        jax.make_jaxpr(jax.grad(loss(lambda z: reinterpret(f, REWRITES, z))))(x))
+
+
+def test_pools_that_do_not_tile_are_left_alone():
+    for window, strides, padding in (((1, 3, 3, 1), (1, 2, 2, 1), "VALID"),    # overlapping
+                                     ((1, 2, 2, 1), (1, 2, 2, 1), "SAME")):    # padded
+        x = jax.random.normal(jax.random.key(4), (2, 7, 7, 3))
+        f = _pooled("max", window, strides, padding, x.shape)
+        rewritten = jax.grad(lambda z: reinterpret(f, REWRITES, z).sum())
+        assert "select_and_scatter_add" in primitives(jax.make_jaxpr(rewritten)(x))
+        np.testing.assert_array_equal(jax.grad(lambda z: block_pools(f)(z).sum())(x),
+                                      jax.grad(lambda z: f(z).sum())(x))
