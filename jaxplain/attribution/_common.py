@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxplain.core._layout import fast_convolutions
 from jaxplain.core._pools import block_pools
 
 
@@ -143,7 +144,9 @@ def chunked_reduce(chunk_fn: Callable, xs: Any, batch_size: int | None) -> Any:
 
     `chunk_fn` takes a chunk of items and returns their summed contribution (a pytree). The
     chunks are accumulated with ``lax.scan``, so memory holds one chunk whatever the number of
-    items; ``batch_size=None`` takes all items as one chunk.
+    items; ``batch_size=None`` takes all items as one chunk. The scan body's convolutions are
+    put in XLA:CPU's fast layout (:mod:`jaxplain.core._layout`), which XLA does not do itself
+    inside a loop.
     """
     n = jax.tree_util.tree_leaves(xs)[0].shape[0]
     if batch_size is None or batch_size >= n:
@@ -155,7 +158,8 @@ def chunked_reduce(chunk_fn: Callable, xs: Any, batch_size: int | None) -> Any:
     first = jax.tree_util.tree_map(lambda a: a[:batch_size], xs)
     init = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype),
                                   jax.eval_shape(chunk_fn, first))
-    acc, _ = jax.lax.scan(lambda a, chunk: (add(a, chunk_fn(chunk)), None), init, head)
+    acc, _ = jax.lax.scan(fast_convolutions(lambda a, chunk: (add(a, chunk_fn(chunk)), None)),
+                          init, head)
     if rest:
         acc = add(acc, chunk_fn(jax.tree_util.tree_map(lambda a: a[full * batch_size:], xs)))
     return acc
@@ -191,10 +195,11 @@ def folded_gradient_sum(f: Callable, points: Callable, target: jax.Array, xs: An
 
 
 def chunked_map(fn: Callable, xs: Any, batch_size: int | None) -> Any:
-    """``stack([fn(x) for x in xs])`` evaluating `batch_size` items at a time."""
+    """``stack([fn(x) for x in xs])`` evaluating `batch_size` items at a time (convolutions as
+    in :func:`chunked_reduce`)."""
     if batch_size is None:
         return jax.vmap(fn)(xs)
-    return jax.lax.map(fn, xs, batch_size=batch_size)
+    return jax.lax.map(fast_convolutions(fn), xs, batch_size=batch_size)
 
 
 def group_mask(feature_mask: Any, x: jax.Array, name: str = "feature_mask") -> tuple[jax.Array, int]:

@@ -3,12 +3,13 @@ rewrites (:mod:`jaxplain.core._layout`, :mod:`jaxplain.core._pools`).
 
 A rewrite maps a primitive name to ``rewrite(eqn, *inputs) -> outputs or None``; ``None`` keeps
 the equation as it is. Nested ``jit`` / ``closed_call`` / ``checkpoint`` bodies are evaluated
-inline, so their equations are rewritten too; the bodies of loops, branches and custom
-derivatives are bound unchanged.
+inline and ``cond`` branches are re-traced, so their equations are rewritten too; the bodies of
+loops and custom derivatives are bound unchanged.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 
 import jax
@@ -41,16 +42,24 @@ def _eval(jaxpr, consts, args, rewrites: Mapping[str, Rewrite]) -> list:
         ins = [read(v) for v in eqn.invars]
         name = eqn.primitive.name
         outs = rewrites[name](eqn, *ins) if name in rewrites else None
+        if outs is None and name == "cond":  # e.g. the per-platform branches of another rewrite
+            branches = [functools.partial(_eval_closed, b, rewrites=rewrites)
+                        for b in eqn.params["branches"]]
+            outs = jax.lax.switch(ins[0], branches, *ins[1:])
         if outs is None and name in _INLINE:
             inner = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
-            if isinstance(inner, jax.extend.core.ClosedJaxpr):
-                outs = _eval(inner.jaxpr, inner.consts, ins, rewrites)
-            else:
-                outs = _eval(inner, (), ins, rewrites)
+            outs = _eval_closed(inner, *ins, rewrites=rewrites)
         if outs is None:
             outs = _bind(eqn, ins)
         env.update(zip(eqn.outvars, outs))
     return [read(v) for v in jaxpr.outvars]
+
+
+def _eval_closed(jaxpr, *args, rewrites: Mapping[str, Rewrite]) -> list:
+    """:func:`_eval` of a Jaxpr or ClosedJaxpr."""
+    if isinstance(jaxpr, jax.extend.core.ClosedJaxpr):
+        return _eval(jaxpr.jaxpr, jaxpr.consts, args, rewrites)
+    return _eval(jaxpr, (), args, rewrites)
 
 
 def reinterpret(fn: Callable, rewrites: Mapping[str, Rewrite], *args):

@@ -4,6 +4,8 @@ jit equals eager, vmap equals a loop, chunked equals unchunked, a second call do
 finite outputs; plus the clear errors on bad input.
 """
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -75,6 +77,17 @@ def test_vmap_equals_loop(name):
 def test_chunked_equals_unchunked(name):
     method, opts, chunked = REGISTRY[name]
     assert_close(method(F, X, T, **opts, **chunked), method(F, X, T, **opts))
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="a CPU rewrite")
+@pytest.mark.parametrize("name", sorted(n for n in REGISTRY if REGISTRY[n][2]))
+def test_chunked_loops_keep_convolutions_in_the_fast_layout(name):
+    # inside a loop XLA:CPU leaves a gradient's convolution with its kernel's in/out axes
+    # swapped ("..._01oi->..."), several times slower; the chunk loops rewrite it
+    method, opts, chunked = REGISTRY[name]
+    run = jax.jit(lambda x, t: method(F, x, t, **opts, **chunked))
+    labels = set(re.findall(r"dim_labels=([^,\s]+)", run.lower(X, T).compile().as_text()))
+    assert labels == {"b01f_01io->b01f"}, labels
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))

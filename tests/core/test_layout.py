@@ -89,3 +89,19 @@ def test_every_convolution_in_a_loop_is_in_the_fast_layout():
         assert _loop_layouts(jax.grad(loss), x) != {FAST}
         # ... and with it only the fast one is left, forward and backward
         assert _loop_layouts(fast_convolutions(jax.grad(loss)), x) == {FAST}
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the rewrite applies on CPU only")
+def test_cond_branches_are_rewritten_with_their_values_kept():
+    conv, x = _conv_loss(CASES[1][:3], *CASES[1][3:])
+
+    def loss(x):  # the branch taken depends on the data; each holds a convolution
+        return jax.lax.cond(x.sum() > 0, conv, lambda z: 2.0 * conv(-z), x)
+
+    for sign in (1.0, -1.0):
+        xs = jnp.abs(x) * sign
+        plain = jax.value_and_grad(loss)(xs)
+        fast = fast_convolutions(jax.value_and_grad(loss))(xs)
+        np.testing.assert_allclose(fast[0], plain[0], rtol=1e-5)
+        np.testing.assert_allclose(fast[1], plain[1], rtol=1e-4, atol=1e-5)
+    assert _loop_layouts(fast_convolutions(jax.grad(loss)), x) == {FAST}
