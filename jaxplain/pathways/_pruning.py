@@ -18,6 +18,7 @@ import optax
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from jaxplain import core
+from jaxplain.core._layout import fast_convolutions
 from jaxplain.pathways import _checks, _contributions, _select
 
 
@@ -54,7 +55,8 @@ def _descend(f, x, init, l1, steps, learning_rate, momentum, max_gate):
         return (gates, state, best, best_loss), None
 
     carry = (init, opt.init(init), init, jnp.full(x.shape[0], jnp.inf, jnp.float32))
-    (_, _, best, best_loss), _ = jax.lax.scan(step, carry, None, length=steps)
+    # the step's convolution gradients in XLA:CPU's fast layout (see jaxplain.core._layout)
+    (_, _, best, best_loss), _ = jax.lax.scan(fast_convolutions(step), carry, None, length=steps)
     return best, best_loss
 
 
@@ -152,7 +154,7 @@ def _greedy(f, x, target, specs, rounds, step):
             for n, s in scores.items()
         }
 
-    return jax.lax.fori_loop(0, rounds, body, masks)
+    return jax.lax.fori_loop(0, rounds, fast_convolutions(body), masks)
 
 
 def greedy_masks(
