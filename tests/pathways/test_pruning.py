@@ -1,5 +1,7 @@
 """Pruning-derived pathways (DGR gates, greedy, random), overlap statistics, and NeuronIntGrad."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -149,3 +151,19 @@ def test_overlap_statistics_by_hand():
     np.testing.assert_allclose(pw.kept_fraction(a), [3 / 6, 1 / 6])
     with pytest.raises(ValueError, match="same sites"):
         pw.jaccard(a, {"s": b["s"]})
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="a CPU rewrite")
+def test_loops_keep_convolution_gradients_in_the_fast_layout():
+    # inside a loop XLA:CPU leaves a gradient's convolution with its kernel's in/out axes swapped
+    # ("..._01oi->..."), several times slower; the DGR, greedy and integrated loops rewrite it
+    f, _, x = _models.model("cnn", seed=1)
+    calls = {
+        "learned_gates": lambda x: pw.learned_gates(f, x, steps=3),
+        "greedy_masks": lambda x: pw.greedy_masks(f, x, 0, rounds=3),
+        "integrated_contributions": lambda x: pw.integrated_contributions(f, x, 0, steps=3,
+                                                                          batch_size=2),
+    }
+    for name, call in calls.items():
+        labels = set(re.findall(r"dim_labels=([^,\s]+)", jax.jit(call).lower(x).compile().as_text()))
+        assert labels == {"b01f_01io->b01f"}, (name, labels)
