@@ -45,7 +45,7 @@ def check_x(x: Any) -> jax.Array:
                         "Convert it with x.astype(jnp.float32).")
     if jnp.ndim(x) < 1:
         raise ValueError(f"x must have a batch axis first; got a scalar of shape {jnp.shape(x)}")
-    return x if is_traced(x) else jnp.asarray(x)
+    return x if isinstance(x, jax.Array) else jnp.asarray(x)
 
 
 @functools.lru_cache(maxsize=512)
@@ -81,6 +81,8 @@ def check_target(f: Callable, x: jax.Array, target: Any, name: str = "target") -
                              f"class indices in [0, {classes - 1}] (f has {classes} outputs)")
     if jnp.ndim(t) not in (0, 1) or (jnp.ndim(t) == 1 and t.shape[0] != x.shape[0]):
         raise ValueError(f"{name} must be a scalar or have shape ({x.shape[0]},); got shape {jnp.shape(t)}")
+    if isinstance(target, jax.Array) and target.dtype == jnp.int32 and target.shape == x.shape[:1]:
+        return target  # already on the device as it should be: no copy
     if isinstance(t, np.ndarray):  # concrete: one host-to-device copy, no device ops
         return jnp.asarray(np.broadcast_to(t.astype(np.int32), (x.shape[0],)))
     return jnp.broadcast_to(jnp.asarray(t, jnp.int32), (x.shape[0],))
