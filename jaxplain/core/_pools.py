@@ -3,9 +3,9 @@
 A max or sum pool whose windows tile its input (stride equal to the window, no padding, no
 dilation) is a reduction over blocks: reshape each window into a trailing axis and reduce it.
 XLA:CPU differentiates the ``reduce_window`` form slowly: the gradient of a max pool is a
-``select_and_scatter`` and that of a sum pool a padded window sum, which together took 45 % of
-a gradient step of a small CNN in our benchmark (``experiments/bench/attribution.py``;
-jax 0.10.2). The block form's gradients are a broadcast and a one-hot select.
+``select_and_scatter`` and that of a sum pool a padded window sum, which together took 32-44 %
+of a gradient step of a small CNN in our benchmark (``experiments/bench/attribution.py``,
+batch 32 to 1600; jax 0.10.2). The block form's gradients are a broadcast and a one-hot select.
 
 :func:`block_pools` re-runs a function's jaxpr with every tiling ``reduce_window_max`` and
 ``reduce_window_sum`` written as a block reduction. The values are the same, and so are the
