@@ -16,6 +16,7 @@ from jaxtyping import Array, Float, Int
 
 from jaxplain.attribution import _common
 from jaxplain.core import rewrite_backward
+from jaxplain.core._pools import block_pools
 
 # Elementwise activations DeepLIFT rescales, with their functions for the fallback derivative.
 _ACTIVATIONS = {
@@ -77,7 +78,7 @@ class Deconv:
 @functools.partial(jax.jit, static_argnames=("f",))
 def _deeplift(f, x, target, baseline):
     n = x.shape[0]
-    k = rewrite_backward(f, Rescale())
+    k = block_pools(rewrite_backward(f, Rescale()))  # pools as in _common.target_gradient
     both = jnp.concatenate([x, baseline])
     targets = jnp.concatenate([target, target])
     weights = jnp.concatenate([jnp.ones((n,), x.dtype), jnp.zeros((n,), x.dtype)])
