@@ -34,15 +34,6 @@ def _blocks(x: jax.Array, window: tuple) -> jax.Array:
     return y.reshape(y.shape[:nd] + (-1,))
 
 
-def _unblocks(y: jax.Array, window: tuple) -> jax.Array:
-    """The inverse of :func:`_blocks`: ``(*n, prod(window))`` -> ``(*(n * window))``."""
-    nd = len(window)
-    blocks = y.shape[:nd]
-    y = y.reshape(blocks + tuple(window))
-    y = y.transpose([a for d in range(nd) for a in (d, nd + d)])
-    return y.reshape(tuple(n * k for n, k in zip(blocks, window)))
-
-
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
 def block_max(x: jax.Array, window: tuple) -> jax.Array:
     """The max over each tiling window of `x`: ``(*(n * window))`` -> ``(*n)``."""
