@@ -15,7 +15,7 @@ GPU setting is ``--resnet50 224 --resnet-batch 32`` (with a CUDA build of jax an
 
 Run: ``python experiments/bench/pathways.py [--images 200] [--keep 0.3] [--rounds 5]
 [--resnet50 224]``; writes
-``experiments/results/bench_pathways.json`` and ``.md``.
+``experiments/results/bench_pathways_<cpu|gpu>.json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -289,8 +289,9 @@ def main():
         lines += table(f"ResNet-50, random weights, {args.resnet50}x{args.resnet50}x3", results["resnet50"], args.keep)
     lines += ["Timings on a shared machine, both sides in the same paired rounds.", ""]
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "bench_pathways.json").write_text(json.dumps(results, indent=1))
-    (RESULTS / "bench_pathways.md").write_text("\n".join(lines))
+    stem = f"bench_pathways_{jax.devices()[0].platform}"
+    (RESULTS / f"{stem}.json").write_text(json.dumps(results, indent=1))
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines))
     print("\n".join(lines))
 
 

@@ -79,9 +79,10 @@ def numpy_best_rule(d_a, d_b, cover, head, k_tail, rule_table, new_rule_bits, mi
     return best, evaluated
 
 
-def bench_gains(n, m, k_tail, heads, rounds=3, sample=4):
+def bench_gains(n, m, k_tail, heads, rounds=3, sample=4, plain_prefixes=24):
     """Kernel vs NumPy in paired rounds (a shared machine's load hits both alike): each round
-    times one kernel call on ``heads`` heads and NumPy on ``sample`` evenly spaced of them."""
+    times one kernel call on ``heads`` heads and NumPy on ``sample`` evenly spaced of them; the
+    plain per-candidate reference scores the first ``plain_prefixes`` tail prefixes of one head."""
     d_a, d_b, _ = planted(0, n=n, m_a=m, m_b=m, rules=4)
     config = _search.SearchConfig(k_tail=k_tail, batch_size=heads)
     k = min(k_tail, d_b.shape[1])
@@ -117,7 +118,7 @@ def bench_gains(n, m, k_tail, heads, rounds=3, sample=4):
     head = seeds[0]
     rows = da[:, list(head)].all(1)
     order = np.argsort(-db[rows].sum(0), kind="stable")[:k]
-    start, plain, last = time.perf_counter(), [], min(k, 24)  # it is slow: cap the prefixes
+    start, plain, last = time.perf_counter(), [], min(k, plain_prefixes)  # it is slow: cap them
     for j in range(1, last + 1):
         tail = tuple(sorted(order[:j].tolist()))
         plain += [_reference.gain(da, db, cover, 0, head, tail, kk) for kk in range(1, j + 1)]
@@ -209,6 +210,11 @@ def main():
     parser.add_argument("--gain-size", type=int, nargs=4, metavar=("ROWS", "UNITS", "K", "HEADS"),
                         help="kernel benchmark size (default 5000 128 32 32)")
     parser.add_argument("--rounds", type=int, default=3, help="paired kernel/NumPy rounds")
+    parser.add_argument("--numpy-heads", type=int, default=4,
+                        help="heads the NumPy reference scores per round (its time is scaled up "
+                             "to all heads; ~11 s per head at the --full size)")
+    parser.add_argument("--plain-prefixes", type=int, default=24,
+                        help="tail prefixes the plain per-candidate reference scores")
     parser.add_argument("--tag", help="results file suffix: bench_rules_<platform>_<tag>.json "
                                       "(default: 'full' with --full, none otherwise)")
     args = parser.parse_args()
@@ -232,7 +238,8 @@ def main():
     print(f"device: {name}  (load average {report['load_average_1min']} on "
           f"{report['cpu_count']} CPUs)")
     if args.only != "mining":
-        gains = bench_gains(*gain_size, rounds=args.rounds)
+        gains = bench_gains(*gain_size, rounds=args.rounds, sample=args.numpy_heads,
+                            plain_prefixes=args.plain_prefixes)
         peak, source = peak_bandwidth(device)
         gains["peak_bandwidth_bytes_per_s"], gains["peak_bandwidth_source"] = peak, source
         gains["bandwidth_fraction"] = None if peak is None else gains["kernel_bytes_per_s"] / peak

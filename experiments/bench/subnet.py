@@ -226,7 +226,8 @@ def torch_loop(forward, widths, x_nhwc):
 
 def jax_loops(f, x, sites, widths, steps, diagnostics):
     """``({variant: run() -> seconds}, first loss)``: the search phase of ``extract`` (one
-    L1 weight), as the library runs it, and with ``diagnostics`` the two other loops."""
+    L1 weight), as the library runs it, and with ``diagnostics`` python-stepped single steps and
+    (on CPU, where the rewrite applies) the scan without the layout rewrite."""
     opts = subnet.Options(l1=L1, steps=steps)
     logp, state, masks = _search_init(x, f=f, names=sites, units=widths, opts=opts)
     phase = _phase(opts, search=True)
@@ -243,8 +244,10 @@ def jax_loops(f, x, sites, widths, steps, diagnostics):
         return s
 
     variants = {"scan": lambda: scan(True)}
+    if diagnostics and not GPU:  # the layout rewrite applies on CPU only
+        variants["scan_without_layout_rewrite"] = lambda: scan(False)
     if diagnostics:
-        variants.update(scan_without_layout_rewrite=lambda: scan(False), python_stepped=stepped)
+        variants["python_stepped"] = stepped
     runs, first = {}, None
     for name, fn in variants.items():
         out = jax.block_until_ready(fn())  # compile
