@@ -48,13 +48,22 @@ def _order_statistic(keys: Array, k: int) -> Array:
     return jax.lax.fori_loop(0, 32, body, (lo, hi))[0]
 
 
+def _next_order_statistic(keys: Array, kth: Array, k: int) -> Array:
+    """The (k+1)-th smallest key of every row, given the k-th ``kth``: ``kth`` itself when
+    more than k + 1 keys are ``<= kth`` (a tie), else the smallest key above it; one pass."""
+    column = kth[:, None]
+    ties = (keys <= column).sum(axis=1, dtype=jnp.int32) >= k + 2
+    above = jnp.min(jnp.where(keys > column, keys, jnp.uint32(0xFFFFFFFF)), axis=1)
+    return jnp.where(ties, kth, above)
+
+
 def percentile_rows(values: Float[Array, "batch n"], q: float) -> Float[Array, "batch"]:
     """``numpy.percentile(row, q)`` (linear interpolation) of every row, on device.
 
     ``q`` is a Python number: the virtual index ``q / 100 * (n - 1)`` is computed on the host in
     float64 exactly as NumPy does, so ``floor`` and the interpolation weight match NumPy's; the
-    two order statistics are found exactly by bisection (no sort), and the interpolation uses
-    NumPy's two-sided formula.
+    lower order statistic is found exactly by bisection (no sort), the next one from it in one
+    more pass, and the interpolation uses NumPy's two-sided formula.
     """
     n = values.shape[1]
     index = (q / 100.0) * (n - 1)
@@ -62,10 +71,11 @@ def percentile_rows(values: Float[Array, "batch n"], q: float) -> Float[Array, "
     hi = min(lo + 1, n - 1)
     w = index - lo
     keys = _sortable(values)
-    a = _unsortable(_order_statistic(keys, lo))
+    a_key = _order_statistic(keys, lo)
+    a = _unsortable(a_key)
     if w == 0.0:
         return a
-    b = _unsortable(_order_statistic(keys, hi))
+    b = _unsortable(_next_order_statistic(keys, a_key, lo) if hi == lo + 1 else a_key)
     diff = b - a
     return a + diff * w if w < 0.5 else b - diff * (1.0 - w)
 
