@@ -31,9 +31,10 @@ def lrp(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, "batc
     The relevance of the output is the one-hot of the target (times the target logit with
     `scale_by_logit`). It flows back through every linear layer (dense or convolution, with
     BatchNorm and other per-channel affine ops folded in) by that layer's rule, through
-    residual additions and average pools in proportion to their inputs (Zennit's Norm rule), so
-    that it is conserved, and through activations, max pools and reshapes by their plain
-    gradient (a ReLU passes relevance where its input is > 0, a max pool to the maximum).
+    residual additions and average pools in proportion to their inputs (Zennit's Norm rule),
+    through activations unchanged (Zennit's Pass rule; ``Composite(activations="gradient")``
+    multiplies by the derivative instead), so that it is conserved, and through max pools and
+    reshapes by their plain gradient (a max pool sends a window's relevance to its maximum).
 
     Args:
       f: the model, mapping a batch to logits ``(n, classes)``; any JAX function (a Flax or

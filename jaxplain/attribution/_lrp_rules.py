@@ -192,6 +192,12 @@ class Composite:
     them, or a predicate on the layer name), else `first` if it consumes the model's input and
     its kind is in `first_ops`, else `conv` or `dense` by its kind, else `default`; None means
     the plain gradient there.
+    Activations (ReLU, tanh, sigmoid, GELU, ...) pass relevance through unchanged by default
+    (``activations="pass"``, Zennit's Pass rule, which its presets put on every activation): an
+    elementwise activation belongs to its neuron, so ``R(z) = R(h(z))`` and relevance is
+    conserved through it. ``activations="gradient"`` multiplies by the derivative instead (on a
+    ReLU network the same wherever relevance reaches no dead unit, i.e. behind every rule that
+    multiplies by its input: all but Flat and WSquare).
     Residual additions ``y = a + b`` split relevance in proportion, ``R_a = a R / stab(y)``,
     and so do average pools and global means, ``R_i = x_i R_window / stab(sum of the window)``
     (Zennit's Norm rule, which its presets put on sums and average pools, adaptive ones
@@ -211,6 +217,12 @@ class Composite:
     layers: tuple = ()
     stabilizer: float = 1e-6
     first_ops: tuple = ("conv", "dense")
+    activations: str = "pass"
+
+    def __post_init__(self):
+        if self.activations not in ("pass", "gradient"):
+            raise ValueError("activations must be 'pass' or 'gradient'; got "
+                             f"{self.activations!r}")
 
     def rule_for(self, layer) -> Any:
         for selector, rule in self.layers:
@@ -224,6 +236,9 @@ class Composite:
     def linear(self, layer, x, g):
         rule = self.rule_for(layer)
         return None if rule is None else rule.linear(layer, x, g)
+
+    def activation(self, op, x, y, g):
+        return g if self.activations == "pass" else None
 
     def add(self, a, b, y, g):
         s = g / stabilize(y, self.stabilizer)

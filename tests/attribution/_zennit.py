@@ -82,14 +82,14 @@ def rule(ours):
 
 
 def everywhere(ours, *, first=None, canonizers=None):
-    """A Zennit composite with `ours` on every linear layer (and `first` on the first one) and
-    Zennit's Norm rule on average pools (as its presets and jaxplain's composites); activations
-    and max pools keep their gradient."""
+    """A Zennit composite with `ours` on every linear layer (and `first` on the first one),
+    Zennit's Norm rule on average pools and its Pass rule on activations (as its presets and
+    jaxplain's composites); max pools keep their gradient."""
     from zennit.composites import LayerMapComposite, SpecialFirstLayerMapComposite
-    from zennit.rules import Norm
-    from zennit.types import AvgPool, Linear
+    from zennit.rules import Norm, Pass
+    from zennit.types import Activation, AvgPool, Linear
 
-    layer_map = [(AvgPool, Norm()), (Linear, rule(ours))]
+    layer_map = [(Activation, Pass()), (AvgPool, Norm()), (Linear, rule(ours))]
     if first is None:
         return LayerMapComposite(layer_map=layer_map, canonizers=canonizers)
     return SpecialFirstLayerMapComposite(layer_map=layer_map, first_map=[(Linear, rule(first))],
@@ -104,5 +104,5 @@ def relevance(model, x, target, composite):
 
     t = torch.as_tensor(np.asarray(target))
     with Gradient(model=model, composite=composite) as attributor:
-        _, rel = attributor(twins.to_torch(x), lambda out: torch.eye(out.shape[1])[t])
+        _, rel = attributor(twins.to_torch(x), lambda out: torch.eye(out.shape[1], dtype=out.dtype)[t])
     return twins.from_torch(rel)

@@ -77,10 +77,11 @@ def _reference_rule(rule, a, mat, b, R):
     raise AssertionError(rule)
 
 
-def reference_lrp(layers, x, target, rule_for):
+def reference_lrp(layers, x, target, rule_for, activations="pass"):
     """layers: ("linear", name, op, mat, b) | ("relu",) | ("avg_pool", matrix); float64.
 
-    Average pools redistribute in proportion to their inputs (Zennit's Norm rule)."""
+    Average pools redistribute in proportion to their inputs (Zennit's Norm rule); ReLUs pass
+    relevance unchanged (Zennit's Pass) or, with ``activations="gradient"``, where ``z > 0``."""
     a = np.asarray(x, np.float64).reshape(len(x), -1)
     inputs = []
     for layer in layers:
@@ -97,7 +98,7 @@ def reference_lrp(layers, x, target, rule_for):
         if layer[0] == "linear":
             R = _reference_rule(rule_for(layer[1], layer[2], k == 0), a_in, layer[3], layer[4], R)
         elif layer[0] == "relu":
-            R = R * (a_in > 0)
+            R = R if activations == "pass" else R * (a_in > 0)
         else:
             R = a_in * ((R / _stab(a_in @ layer[1])) @ layer[1].T)
     return R.reshape(np.shape(x))
@@ -173,6 +174,22 @@ def test_rule_matches_numpy_transcription(rule, case):
         assert _rel_err(ours, ref) < 2e-4, (rule, target)
 
 
+@pytest.mark.parametrize("rule", [Flat(), WSquare(), Epsilon(1e-6)], ids=repr)
+def test_gradient_at_activations_matches_numpy_transcription(rule):
+    """``activations="gradient"`` masks relevance at dead ReLUs; behind Flat and WSquare (which
+    do not multiply by their input) relevance reaches dead units, so it differs from Pass."""
+    f, layers = cnn_case(3)
+    x = np.random.default_rng(4).normal(size=(5, 4, 4, 1)).astype(np.float32)
+    target = np.asarray(f(x)).argmax(1)
+    ours = lrp(f, x, target, rules=Composite(default=rule, activations="gradient"))
+    ref = reference_lrp(layers, x, target, lambda name, op, first: rule, activations="gradient")
+    assert _rel_err(ours, ref) < 2e-4
+    passed = reference_lrp(layers, x, target, lambda name, op, first: rule)
+    assert (_rel_err(ours, passed) > 1e-2) == (not isinstance(rule, Epsilon))
+    with pytest.raises(ValueError, match="activations"):
+        Composite(activations="identity")
+
+
 def test_large_epsilon_negative_logit_exposes_the_sign_convention():
     f, layers = mlp_case(5)
     x = np.random.default_rng(6).normal(size=(8, 6)).astype(np.float32)
@@ -220,6 +237,21 @@ def test_conservation_on_bias_free_nets():
     logits = np.asarray(f(x))[np.arange(6), target]
     total = np.asarray(lrp(f, x, target, rules=Epsilon(1e-9), scale_by_logit=True)).sum(1)
     np.testing.assert_allclose(total, logits, rtol=1e-4)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "silu"])
+def test_smooth_activations_pass_relevance_so_it_is_conserved(activation):
+    """Relevance passes an activation unchanged, so a bias-free net conserves it whatever the
+    activation; multiplying by the derivative instead (``activations="gradient"``) does not."""
+    from tests.attribution import twins
+
+    f = twins.mlp(twins.mlp_params(13), bias=False, activation=activation)
+    x = np.random.default_rng(14).normal(size=(6, 10)).astype(np.float32)
+    target = np.asarray(f(x)).argmax(1)
+    total = np.asarray(lrp(f, x, target, rules=Epsilon(1e-9))).sum(1)
+    np.testing.assert_allclose(total, 1.0, rtol=1e-4)
+    gradient = Composite(default=Epsilon(1e-9), activations="gradient")
+    assert np.abs(np.asarray(lrp(f, x, target, rules=gradient)).sum(1) - 1.0).max() > 1e-2
 
 
 def test_residual_add_conserves_relevance():

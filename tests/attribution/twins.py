@@ -18,9 +18,21 @@ def mlp_params(seed: int, sizes=(10, 16, 12, 5)):
              rng.normal(0, 0.1, (o,)).astype(np.float32)) for i, o in zip(sizes[:-1], sizes[1:])]
 
 
-def mlp(params, *, bias=True):
-    """A ReLU MLP ``x -> logits`` as a plain JAX function (hashable, stable identity)."""
+# activation name -> (JAX function, torch module class name)
+ACTIVATIONS = {
+    "relu": (jax.nn.relu, "ReLU"),
+    "tanh": (jnp.tanh, "Tanh"),
+    "sigmoid": (jax.nn.sigmoid, "Sigmoid"),
+    "gelu": (lambda x: jax.nn.gelu(x, approximate=False), "GELU"),
+    "silu": (jax.nn.silu, "SiLU"),
+}
+
+
+def mlp(params, *, bias=True, activation="relu"):
+    """An MLP ``x -> logits`` (ReLU or another of ``ACTIVATIONS``) as a plain JAX function
+    (hashable, stable identity)."""
     layers = [(jnp.asarray(w), jnp.asarray(b) if bias else None) for w, b in params]
+    h = ACTIVATIONS[activation][0]
 
     def f(x):
         for k, (w, b) in enumerate(layers):
@@ -28,7 +40,7 @@ def mlp(params, *, bias=True):
             if b is not None:
                 x = x + b
             if k < len(layers) - 1:
-                x = jax.nn.relu(x)
+                x = h(x)
         return x
 
     return f
@@ -87,7 +99,7 @@ def cnn(params, *, pool="max", last_pool="avg"):
     return f
 
 
-def torch_mlp(params):
+def torch_mlp(params, *, activation="relu"):
     import torch
 
     layers = []
@@ -97,7 +109,7 @@ def torch_mlp(params):
         lin.bias.data = torch.tensor(b)
         layers.append(lin)
         if k < len(params) - 1:
-            layers.append(torch.nn.ReLU())
+            layers.append(getattr(torch.nn, ACTIVATIONS[activation][1])())
     return torch.nn.Sequential(*layers).eval()
 
 
