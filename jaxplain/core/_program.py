@@ -21,6 +21,8 @@ import jax
 import jax.extend
 import numpy as np
 
+from jaxplain.core import _written_out
+
 # Call primitives whose body is inlined (their semantics are "run this jaxpr"; a checkpoint's
 # rematerialisation policy is dropped: values and gradients are unchanged, memory is not saved).
 _INLINE = frozenset({"jit", "pjit", "closed_call", "core_call", "remat2", "checkpoint"})
@@ -30,7 +32,8 @@ _OPAQUE = frozenset({"scan", "while", "cond", "custom_jvp_call", "custom_vjp_cal
 # `jax.nn` activations that stay one node when they appear as a named jit.
 _ACTIVATION_JITS = frozenset({
     "relu", "relu6", "sigmoid", "silu", "swish", "softplus", "elu", "celu", "selu",
-    "leaky_relu", "hard_tanh", "gelu", "mish", "log_sigmoid", "tanh",
+    "leaky_relu", "hard_tanh", "gelu", "mish", "log_sigmoid", "tanh", "hard_sigmoid",
+    "hard_silu", "hard_swish", "soft_sign", "squareplus", "sparse_plus",
 })
 _ACTIVATION_PRIMS = {"tanh": "tanh", "logistic": "sigmoid"}
 # JAX writes a transformation around the scope that follows it: "vmap(blocks/0)/lin".
@@ -122,6 +125,11 @@ def _activation_of(eqn) -> str | None:
         return "relu" if _relu_body(_body(eqn)[0]) else eqn.params["name"]
     if name == "custom_jvp_call" and _relu_body(eqn.params["call_jaxpr"].jaxpr):
         return "relu"
+    if name == "custom_jvp_call":  # e.g. relu6: a custom derivative around a named jit
+        inner = eqn.params["call_jaxpr"].jaxpr.eqns
+        if (len(inner) == 1 and inner[0].primitive.name in _INLINE
+                and inner[0].params.get("name") in _ACTIVATION_JITS):
+            return inner[0].params["name"]
     if name == "max" and _relu_body_eqn(eqn):
         return "relu"
     return None
@@ -174,8 +182,21 @@ class _Builder:
             self.consts[env[var]] = value
         for var, ref in zip(jaxpr.invars, ins):
             env[var] = ref
-        for eqn in jaxpr.eqns:
+        eqns, last_use, skip_to = jaxpr.eqns, None, 0
+        for k, eqn in enumerate(eqns):
+            if k < skip_to:  # inside a spelled-out activation, computed as one node
+                continue
             stack = prefix + _clean_stack(eqn.source_info.name_stack)
+            if last_use is None:
+                last_use = _written_out.last_uses(jaxpr)
+            found = _written_out.match(eqns, k, last_use)
+            if found is not None:
+                length, invar, outvar, template = found
+                env[outvar] = self.fresh(outvar.aval)
+                self.nodes.append(Node(template, (read(invar),), (env[outvar],), stack,
+                                       _activation_of(template)))
+                skip_to = k + length
+                continue
             activation = _activation_of(eqn)
             if eqn.primitive.name in _INLINE and activation is None:
                 outs = self.inline(*_body(eqn), [read(v) for v in eqn.invars], stack)

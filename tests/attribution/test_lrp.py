@@ -239,7 +239,7 @@ def test_conservation_on_bias_free_nets():
     np.testing.assert_allclose(total, logits, rtol=1e-4)
 
 
-@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "silu"])
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "silu", "gelu", "gelu_tanh"])
 def test_smooth_activations_pass_relevance_so_it_is_conserved(activation):
     """Relevance passes an activation unchanged, so a bias-free net conserves it whatever the
     activation; multiplying by the derivative instead (``activations="gradient"``) does not."""

@@ -114,7 +114,7 @@ def test_presets_equal_zennits_presets(preset, net):
     assert worst(net, ours, theirs(**kwargs)) <= TOL
 
 
-SMOOTH = ("tanh", "sigmoid", "silu")
+SMOOTH = ("tanh", "sigmoid", "silu", "gelu", "gelu_tanh")
 
 
 def smooth_worst(activation, ours, theirs):

@@ -18,13 +18,14 @@ def mlp_params(seed: int, sizes=(10, 16, 12, 5)):
              rng.normal(0, 0.1, (o,)).astype(np.float32)) for i, o in zip(sizes[:-1], sizes[1:])]
 
 
-# activation name -> (JAX function, torch module class name)
+# activation name -> (JAX function, torch module class name, its keyword arguments)
 ACTIVATIONS = {
-    "relu": (jax.nn.relu, "ReLU"),
-    "tanh": (jnp.tanh, "Tanh"),
-    "sigmoid": (jax.nn.sigmoid, "Sigmoid"),
-    "gelu": (lambda x: jax.nn.gelu(x, approximate=False), "GELU"),
-    "silu": (jax.nn.silu, "SiLU"),
+    "relu": (jax.nn.relu, "ReLU", {}),
+    "tanh": (jnp.tanh, "Tanh", {}),
+    "sigmoid": (jax.nn.sigmoid, "Sigmoid", {}),
+    "gelu": (lambda x: jax.nn.gelu(x, approximate=False), "GELU", {}),
+    "gelu_tanh": (jax.nn.gelu, "GELU", {"approximate": "tanh"}),
+    "silu": (jax.nn.silu, "SiLU", {}),
 }
 
 
@@ -109,7 +110,8 @@ def torch_mlp(params, *, activation="relu"):
         lin.bias.data = torch.tensor(b)
         layers.append(lin)
         if k < len(params) - 1:
-            layers.append(getattr(torch.nn, ACTIVATIONS[activation][1])())
+            _, name, kwargs = ACTIVATIONS[activation]
+            layers.append(getattr(torch.nn, name)(**kwargs))
     return torch.nn.Sequential(*layers).eval()
 
 
