@@ -1,4 +1,4 @@
-"""The ``jaxplain`` command: ``jaxplain demo`` and ``jaxplain sites``."""
+"""The ``jaxplain`` command: ``jaxplain demo``, ``jaxplain explain`` and ``jaxplain sites``."""
 
 from __future__ import annotations
 
@@ -43,7 +43,6 @@ def demo(out: Path, quick: bool, seed: int, only: tuple[str, ...]) -> None:
 
     matplotlib.use("Agg")
     from jaxplain.report._demo_sections import SECTIONS
-    from jaxplain.report import section_name
 
     specs = _chosen(SECTIONS, only)
 
@@ -54,7 +53,7 @@ def demo(out: Path, quick: bool, seed: int, only: tuple[str, ...]) -> None:
 
     import jaxplain
     from jaxplain import data
-    from jaxplain.report import DemoContext, run_section, write_report
+    from jaxplain.report import DemoContext
 
     digits = data.load_digits()
     model, variables = data.pretrained(progress=True)
@@ -68,12 +67,105 @@ def demo(out: Path, quick: bool, seed: int, only: tuple[str, ...]) -> None:
         model=model,
         variables=variables,
         f=f,
-        digits=digits,
+        data=digits,
         key=jax.random.key(seed),
         quick=quick,
         progress=functools.partial(tqdm, leave=False),
         history=info.history,
     )
+    _report(ctx, specs, out, "jaxplain demo: explaining a digits CNN")
+
+
+@main.command()
+@click.argument("model_spec", metavar="MODEL")
+@click.option(
+    "--data",
+    "data_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="An .npz with 'x' (batch first; images NHWC) and optional int labels 'y', or "
+    "'x_train', 'x_test' and optional 'y_train', 'y_test'.",
+)
+@click.option(
+    "--checkpoint",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="Passed to MODEL (then a function of one argument) to restore your weights.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("jaxplain-report"),
+    show_default=True,
+    help="Folder to write the report (index.html and figures/) into.",
+)
+@click.option("--quick", is_flag=True, help="Reduced settings for every section.")
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed of the sections' PRNG key."
+)
+@click.option(
+    "--only",
+    multiple=True,
+    metavar="SECTION",
+    help="Run only this section, by name (foundation, attribution, rules, pathways, metrics); "
+    "repeatable or comma-separated.",
+)
+def explain(model_spec: str, data_path: Path, checkpoint: Path | None, out: Path, quick: bool,
+            seed: int, only: tuple[str, ...]) -> None:
+    """Explain your own classifier on your data: the demo's report for any model.
+
+    MODEL is 'package.module:name' (importable from the current folder): a model function
+    f(x) -> logits, a Flax NNX or Equinox module, a (Linen module, variables) pair, or a
+    function returning one of those (called with the --checkpoint path when given). The
+    sections that need no model-specific choice run: the model and its sites, attribution,
+    ExplaiNN rules and critical pathways (both need ReLU sites), and the explanation metrics.
+    """
+    import sys
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import functools
+
+    import jax
+    from tqdm.auto import tqdm
+
+    from jaxplain.report import DemoContext
+    from jaxplain.report._demo_sections import EXPLAIN_SECTIONS
+    from jaxplain.report._user import load_data, load_model
+
+    specs = _chosen(EXPLAIN_SECTIONS, only)
+    sys.path.insert(0, str(Path.cwd()))
+    try:
+        model, variables, f = load_model(model_spec, checkpoint)
+        data, labelled = load_data(data_path, f)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from e
+    acc = float((jax.numpy.argmax(jax.jit(f)(data.x_test), -1) == data.y_test).mean())
+    click.echo(f"Model: {model_spec} ({type(model).__name__})")
+    click.echo(f"Data: {data_path} ({len(data.x_train)} training / {len(data.x_test)} test "
+               f"examples of shape {data.x_test.shape[1:]})")
+    click.echo(f"Test accuracy: {acc:.2%}" if labelled else
+               "No labels in the data: the model's predictions stand in for them.")
+    ctx = DemoContext(
+        model=model,
+        variables=variables,
+        f=f,
+        data=data,
+        key=jax.random.key(seed),
+        quick=quick,
+        progress=functools.partial(tqdm, leave=False),
+        name=f"{data_path.name}" + ("" if labelled else " (labels: the model's predictions)"),
+        noun="examples",
+    )
+    _report(ctx, specs, out, f"jaxplain explain: {model_spec}")
+
+
+def _report(ctx, specs: tuple[str, ...], out: Path, title: str) -> None:
+    """Run the sections (a failing one is reported and marked), write the report, and exit
+    with status 1 when a section failed."""
+    from jaxplain.report import run_section, section_name, write_report
+
     sections, failed = [], []
     for i, spec in enumerate(specs, 1):
         name = section_name(spec)
@@ -91,7 +183,7 @@ def demo(out: Path, quick: bool, seed: int, only: tuple[str, ...]) -> None:
                 click.echo(section.text)
             click.echo(f"({elapsed:.1f} s)")
 
-    path = write_report(sections, out, title="jaxplain demo: explaining a digits CNN")
+    path = write_report(sections, out, title=title)
     click.echo(f"\nReport: {path.resolve()}")
     if failed:
         click.secho(f"{len(failed)} section(s) failed: {', '.join(failed)}", fg="red", err=True)

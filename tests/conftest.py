@@ -33,7 +33,7 @@ def demo_context(digits_model, jaxplain_home):
         model=model,
         variables=variables,
         f=f,
-        digits=digits,
+        data=digits,
         key=jax.random.key(0),
         quick=True,
         history=data.checkpoint_info(jaxplain_home).history,

@@ -1,4 +1,4 @@
-"""The attribution section of ``jaxplain demo``: heatmaps of every method on a few digits."""
+"""The attribution section of the report: heatmaps of every method on a few test examples."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def _methods(key, quick: bool) -> dict:
+def _methods(key, quick: bool, x, grad_cam_site) -> dict:
     from jaxplain import attribution as A
     from jaxplain.lrp import EpsilonPlusFlat
 
     steps, samples = (16, 8) if quick else (50, 32)
-    return {
+    methods = {
         "gradient": lambda f, x, t: A.gradient(f, x, t),
         "gradient x input": lambda f, x, t: A.gradient_x_input(f, x, t),
         f"integrated gradients ({steps})": lambda f, x, t: A.integrated_gradients(f, x, t, steps=steps),
@@ -22,16 +22,39 @@ def _methods(key, quick: bool) -> dict:
         "deeplift": lambda f, x, t: A.deeplift(f, x, t),
         "guided backprop": lambda f, x, t: A.guided_backprop(f, x, t),
         "lrp eps-plus-flat": lambda f, x, t: A.lrp(f, x, t, rules=EpsilonPlusFlat()),
-        "occlusion 2x2": lambda f, x, t: A.occlusion(f, x, t, window=(2, 2)),
-        f"kernel shap 2x2 ({4 * samples})": lambda f, x, t: A.kernel_shap(
-            f, x, t, feature_mask=_superpixels(), key=key, samples=4 * samples),
-        "grad-cam block1": lambda f, x, t: A.grad_cam(f, x, t, site="block1"),
     }
+    window, mask = _patches(x.shape[1:])
+    label = "x".join(map(str, window))
+    methods[f"occlusion {label}"] = lambda f, x, t: A.occlusion(f, x, t, window=window)
+    methods[f"kernel shap {label} ({4 * samples})"] = lambda f, x, t: A.kernel_shap(
+        f, x, t, feature_mask=mask, key=key, samples=4 * samples)
+    if grad_cam_site is not None:
+        methods[f"grad-cam {grad_cam_site}"] = lambda f, x, t: A.grad_cam(
+            f, x, t, site=grad_cam_site)
+    return methods
 
 
-def _superpixels():
-    """2x2-pixel superpixels of an 8x8 digit: 16 groups."""
-    return (np.arange(8)[:, None] // 2 * 4 + np.arange(8)[None, :] // 2)[:, :, None]
+def _patches(shape):
+    """``(window, feature mask)`` for one example's ``shape``: square patches of a
+    quarter of the image side (2x2 on 8x8 digits: 16 groups) shared by all channels, or runs of
+    features of a vector."""
+    if len(shape) == 3:
+        h, w, _ = shape
+        side = max(1, min(h, w) // 4)
+        cols = -(-w // side)
+        mask = (np.arange(h)[:, None] // side * cols + np.arange(w)[None, :] // side)[:, :, None]
+        return (side, side), mask
+    size = int(np.prod(shape))
+    run = max(1, size // 16)
+    return (run,), (np.arange(size) // run).reshape(shape)
+
+
+def grad_cam_site(f, x):
+    """The last module site with a spatial (NHWC) value, else None (no Grad-CAM)."""
+    from jaxplain.core import sites
+
+    spatial = [s.name for s in sites(f, x[:1]) if s.kind == "module" and len(s.shape) == 4]
+    return spatial[-1] if spatial else None
 
 
 def _figure(x, maps: dict, labels):
@@ -40,16 +63,16 @@ def _figure(x, maps: dict, labels):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from jaxplain.report._display import show_input, show_map
+
     names = list(maps)
     rows, cols = x.shape[0], len(names) + 1
     fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols, 1.3 * rows), squeeze=False)
     for i in range(rows):
-        axes[i, 0].imshow(x[i, ..., 0], cmap="gray")
+        show_input(axes[i, 0], x[i])
         axes[i, 0].set_ylabel(f"class {labels[i]}", fontsize=7)
         for j, name in enumerate(names, start=1):
-            a = np.asarray(maps[name][i]).sum(axis=-1)
-            bound = max(np.abs(a).max(), 1e-12)
-            axes[i, j].imshow(a, cmap="bwr", vmin=-bound, vmax=bound)
+            show_map(axes[i, j], maps[name][i])
         if i == 0:
             axes[i, 0].set_title("input", fontsize=7)
             for j, name in enumerate(names, start=1):
@@ -63,16 +86,16 @@ def _figure(x, maps: dict, labels):
 
 def demo_section(ctx):
     """A grid of heatmaps (one column per method, red positive, blue negative) for a few test
-    digits, with the time per image and the completeness of the methods that promise it."""
+    examples, with the time per example and the completeness of the methods that promise it."""
     from jaxplain import attribution as A
     from jaxplain.report import Section
 
     n = 4 if ctx.quick else 8
-    x = jnp.asarray(ctx.digits.x_test[:n])
+    x = jnp.asarray(ctx.data.x_test[:n])
     target = jnp.argmax(ctx.f(x), axis=-1)
     maps, rows = {}, []
-    for name, method in ctx.progress(list(_methods(ctx.key, ctx.quick).items()),
-                                     desc="attribution: methods"):
+    methods = _methods(ctx.key, ctx.quick, x, grad_cam_site(ctx.f, x))
+    for name, method in ctx.progress(list(methods.items()), desc="attribution: methods"):
         a = jax.block_until_ready(method(ctx.f, x, target))  # compiles
         start = time.perf_counter()
         a = jax.block_until_ready(method(ctx.f, x, target))
@@ -86,7 +109,7 @@ def demo_section(ctx):
     ig_delta = np.abs(np.asarray(A.completeness_delta(ctx.f, x, target, maps[ig_name]))).max()
     dl_delta = np.abs(np.asarray(A.completeness_delta(ctx.f, x, target, maps["deeplift"]))).max()
     text = "\n".join([
-        f"Attributions of the predicted class for {n} test digits with {len(maps)} methods.",
+        f"Attributions of the predicted class for {n} test {ctx.noun} with {len(maps)} methods.",
         f"Completeness (sum of attributions vs f(x) - f(0), mean {np.mean(logits - base):.3f}): "
         f"integrated gradients max |delta| {ig_delta:.2e}, DeepLIFT {dl_delta:.2e}.",
         "LRP (one-hot output relevance) sums to about 1 per image when relevance is conserved: "

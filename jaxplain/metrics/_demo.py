@@ -1,4 +1,4 @@
-"""The metrics section of ``jaxplain demo``: a faithfulness table for the attribution methods."""
+"""The metrics section of the report: a faithfulness table for the attribution methods."""
 
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ def faithfulness_table(f, x, target, methods, *, key, steps, samples, progress=N
     return rows, curves, failures
 
 
-def _figure(curves: dict[str, np.ndarray]):
+def _figure(curves: dict[str, np.ndarray], name: str):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -86,7 +86,7 @@ def _figure(curves: dict[str, np.ndarray]):
         ax.plot(frac, values, label=name, ls="--" if "random" in name else "-")
     ax.set_xlabel("fraction of pixels removed (most relevant first, set to 0)")
     ax.set_ylabel("mean probability of the predicted class")
-    ax.set_title("Deletion curves on the digits CNN")
+    ax.set_title(f"Deletion curves on {name}")
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
@@ -98,7 +98,7 @@ def demo_section(ctx):
     from jaxplain.report import Section
 
     n, steps, samples = (16, 10, 2) if ctx.quick else (128, 32, 8)
-    x = jnp.asarray(ctx.digits.x_test[:n])
+    x = jnp.asarray(ctx.data.x_test[:n])
     target = jnp.argmax(ctx.f(x), axis=-1)
     key_methods, key_noise = jax.random.split(ctx.key)
     methods = attribution_methods(key_methods, quick=ctx.quick)
@@ -114,7 +114,7 @@ def demo_section(ctx):
         if scored:
             best[m] = pick(scored, key=lambda r: r[j])[0]
     lines = [
-        f"Faithfulness of {len(rows)} attribution methods on {n} test digits "
+        f"Faithfulness of {len(rows)} attribution methods on {n} test {ctx.noun} "
         f"(predicted class, {steps} deletion steps, {samples} noise samples for continuity).",
         "Better: " + better + ".",
     ]
@@ -133,5 +133,5 @@ def demo_section(ctx):
                 "sparseness: Gini index; continuity: max ||R(x')-R(x)||_1/||x'-x||_2.",
     )
     if curves:
-        sec = sec.with_figure(_figure(curves), caption="Mean deletion (MoRF) curves.")
+        sec = sec.with_figure(_figure(curves, ctx.name), caption="Mean deletion (MoRF) curves.")
     return sec

@@ -1,4 +1,4 @@
-"""The pathways section of ``jaxplain demo``: pathway gradients next to gradients on digits."""
+"""The pathways section of the report: pathway gradients next to gradients."""
 
 from __future__ import annotations
 
@@ -19,14 +19,15 @@ def _figure(x, maps, titles):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from jaxplain.report._display import show_input, show_map
+
     rows = len(x)
     fig, axes = plt.subplots(rows, 1 + len(maps), figsize=(1.6 * (1 + len(maps)), 1.6 * rows))
     axes = np.atleast_2d(axes)
     for i in range(rows):
-        axes[i, 0].imshow(np.asarray(x[i, ..., 0]), cmap="gray")
+        show_input(axes[i, 0], x[i])
         for j, m in enumerate(maps):
-            a = np.abs(np.asarray(m[i]))
-            axes[i, 1 + j].imshow(a / max(a.max(), 1e-12), cmap="hot", vmin=0, vmax=1)
+            show_map(axes[i, 1 + j], m[i], signed=False)
         for ax in axes[i]:
             ax.set_xticks([])
             ax.set_yticks([])
@@ -36,13 +37,18 @@ def _figure(x, maps, titles):
     return fig
 
 
+def _display(maps):
+    """Images: the paper's one-channel display (signed value of largest magnitude per pixel)."""
+    return pathways.max_abs_channel(maps)[..., None] if maps.ndim == 4 else maps
+
+
 def demo_section(ctx):
     """Pathway gradient maps beside gradient maps, and the kept fraction per layer."""
     from jaxplain.report import Section
 
     n = 8 if ctx.quick else 64
     keeps = (0.2,) if ctx.quick else (0.3, 0.2, 0.05)
-    x = jnp.asarray(ctx.digits.x_test[:n])
+    x = jnp.asarray(ctx.data.x_test[:n])
     t = jnp.argmax(ctx.f(x), axis=-1)
     rows, lines = [], []
     for keep in ctx.progress(keeps, desc="pathways"):
@@ -54,15 +60,12 @@ def demo_section(ctx):
         rows.append([f"{keep:g}", f"{total:.3f}"] + [f"{per_site[s]:.3f}" for s in masks]
                     + [f"{same:.3f}"])
         lines.append(f"keep={keep:g}: kept {total:.1%} of units; masked net keeps the "
-                     f"prediction on {same:.1%} of {n} test digits")
+                     f"prediction on {same:.1%} of {n} test {ctx.noun}")
     pg = pathways.pathway_gradient(ctx.f, x, t, keep=0.2)
     grad = _gradient(ctx.f, x, t)
     show = min(4, n)
-    fig = _figure(
-        x[:show],
-        [pathways.max_abs_channel(grad[:show]), pathways.max_abs_channel(pg[:show])],
-        ["gradient", "pathway grad."],
-    )
+    fig = _figure(x[:show], [_display(grad[:show]), _display(pg[:show])],
+                  ["gradient", "pathway grad."])
     text = ("Critical pathways (Khakzar et al., CVPR 2021): units scored by |activation x "
             "gradient| of the predicted logit, one global percentile per example, masks applied "
             "in the forward pass; the pathway gradient is the input gradient of that masked, "

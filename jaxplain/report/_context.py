@@ -20,10 +20,15 @@ class DemoContext:
     """The inputs of a demo section ``demo_section(ctx) -> Section``.
 
     Attributes:
-        model: The default model (a Flax Linen :class:`jaxplain.data.DigitsCNN`).
-        variables: Its trained variables.
-        f: ``jaxplain.as_function(model, variables)``: ``(batch, 8, 8, 1)`` -> ``(batch, 10)``.
-        digits: The :class:`jaxplain.data.Digits` data set.
+        model: The model (``jaxplain demo``: a Flax Linen :class:`jaxplain.data.DigitsCNN`;
+            ``jaxplain explain``: what the user's factory returned).
+        variables: Its trained variables (None when the model is a plain function).
+        f: ``jaxplain.as_function(model, variables)``: ``(batch, ...)`` -> ``(batch, classes)``;
+            for the demo ``(batch, 8, 8, 1)`` -> ``(batch, 10)``.
+        data: The data set: ``x_train``, ``y_train``, ``x_test``, ``y_test`` (the demo's
+            :class:`jaxplain.data.Digits`).
+        name: What the data are, for the report's text.
+        noun: What one example is called in the text (``"digits"``, ``"examples"``).
         key: A PRNG key for the section's randomness (``jaxplain demo --seed``).
         quick: Use a reduced setting (the test suite runs the demo this way; keep each
             section under ~15 s on two CPU cores).
@@ -35,8 +40,10 @@ class DemoContext:
     model: Any
     variables: Any
     f: Callable[[Any], Any]
-    digits: Any
+    data: Any
     key: Any
     quick: bool = False
     progress: Callable[..., Iterable[Any]] = no_progress
     history: Any = None
+    name: str = "scikit-learn's 8x8 digits"
+    noun: str = "digits"

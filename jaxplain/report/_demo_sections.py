@@ -1,4 +1,5 @@
-"""The sections of ``jaxplain demo``, in report order, as ``"module:function"`` strings.
+"""The sections of ``jaxplain demo`` and ``jaxplain explain``, in report order, as
+``"module:function"`` strings.
 
 Each names a function ``demo_section(ctx: DemoContext) -> Section``. To add a family's section,
 append one line here.
@@ -12,4 +13,13 @@ SECTIONS: tuple[str, ...] = (
     "jaxplain.visualize._demo:demo_section",
     "jaxplain.metrics._demo:demo_section",
     "jaxplain.subnet._demo:demo_section",
+)
+
+#: The sections of ``jaxplain explain``: those that need no choice specific to the model.
+EXPLAIN_SECTIONS: tuple[str, ...] = (
+    "jaxplain.report._foundation:demo_section",
+    "jaxplain.attribution._demo:demo_section",
+    "jaxplain.rules._demo:demo_section",
+    "jaxplain.pathways._demo:demo_section",
+    "jaxplain.metrics._demo:demo_section",
 )

@@ -7,31 +7,33 @@ import math
 import numpy as np
 
 from jaxplain.report._context import DemoContext
+from jaxplain.report._display import show_input
 from jaxplain.report._section import Section
 
 
 def demo_section(ctx: DemoContext) -> Section:
-    """Sample digits, the training curve, the test accuracy and the table of the model's sites."""
+    """Sample examples, the training curve, the test accuracy and the table of the model's
+    sites."""
     import jax
 
     import jaxplain
 
-    digits = ctx.digits
-    x_test, y_test = np.asarray(digits.x_test), np.asarray(digits.y_test)
-    predicted = np.argmax(np.asarray(jax.jit(ctx.f)(digits.x_test)), axis=-1)
+    data = ctx.data
+    x_test, y_test = np.asarray(data.x_test), np.asarray(data.y_test)
+    predicted = np.argmax(np.asarray(jax.jit(ctx.f)(data.x_test)), axis=-1)
     acc = float(np.mean(predicted == y_test))
-    sites = jaxplain.sites(ctx.f, digits.x_test[:1])
+    sites = jaxplain.sites(ctx.f, data.x_test[:1])
     text = (
-        f"{type(ctx.model).__name__} on scikit-learn's 8x8 digits "
-        f"({digits.x_train.shape[0]} training / {x_test.shape[0]} test images): "
+        f"{type(ctx.model).__name__} on {ctx.name} "
+        f"({data.x_train.shape[0]} training / {x_test.shape[0]} test {ctx.noun}): "
         f"test accuracy {acc:.2%} ({int(np.sum(predicted != y_test))} errors).\n"
         f"{len(sites)} sites: " + ", ".join(s.name for s in sites) + "."
     )
     section = Section("The model and its sites", text=text)
     section = section.with_figure(
         _samples_figure(x_test, y_test, predicted),
-        caption="Top: the first ten test digits. Bottom: up to ten misclassified test digits "
-        "(red). Titles read label / prediction.",
+        caption=f"Top: the first ten test {ctx.noun}. Bottom: up to ten misclassified test "
+        f"{ctx.noun} (red). Titles read label / prediction.",
     )
     if ctx.history is not None:
         section = section.with_figure(
@@ -59,7 +61,7 @@ def _samples_figure(x, y, predicted, cols: int = 10):
             ax.axis("off")
             if c < len(indices):
                 i = indices[c]
-                ax.imshow(x[i, ..., 0], cmap="gray_r", vmin=0, vmax=1)
+                show_input(ax, x[i], cmap="gray_r", vmin=x.min(), vmax=x.max())
                 color = "black" if predicted[i] == y[i] else "red"
                 ax.set_title(f"{y[i]} / {predicted[i]}", fontsize=8, color=color)
     return fig

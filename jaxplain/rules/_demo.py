@@ -1,4 +1,4 @@
-"""The rules section of ``jaxplain demo``: ExplaiNN rules between a conv block and fc1."""
+"""The rules section of the report: ExplaiNN rules between two ReLU layers."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from jaxplain.rules._ruleset import rule_rows, specificity
 from jaxplain.rules._search import mine
 
 
-def digits_layers(f, x, *, dense_quantile=0.75, batch_size=256):
-    """Binarized ``{"conv": ..., "fc": ...}`` items of the last conv and dense ReLU sites.
+def rule_layers(f, x, *, dense_quantile=0.75, batch_size=256):
+    """Binarized items ``{site: ...}`` of two ReLU sites: the last spatial (NHWC) one and the
+    last dense one, or the last two when the model has no spatial ReLU site.
 
     Conv filters are on above their 0.9-quantile of max-pooled activation (the spec's default).
     The dense units of the digits CNN are on (> 0) in ~80% of the samples, too dense for rules
@@ -25,10 +26,13 @@ def digits_layers(f, x, *, dense_quantile=0.75, batch_size=256):
     probe = jnp.asarray(x[:2])
     shapes = {s.name: s.shape for s in sites(f, probe)}
     relus = relu_sites(f, probe)
-    conv = [s for s in relus if len(shapes[s]) == 4][-1]
-    dense = [s for s in relus if len(shapes[s]) == 2][-1]
-    bins = activations(f, x, [conv, dense], batch_size=batch_size, quantile=dense_quantile)
-    return {"conv": bins[conv].items, "fc": bins[dense].items}, (conv, dense), bins
+    spatial = [s for s in relus if len(shapes[s]) == 4]
+    dense = [s for s in relus if len(shapes[s]) == 2]
+    pair = (spatial[-1], dense[-1]) if spatial and dense else tuple(relus[-2:])
+    if len(pair) < 2:
+        raise ValueError(f"rules need two ReLU sites; the model has {list(relus)}.")
+    bins = activations(f, x, list(pair), batch_size=batch_size, quantile=dense_quantile)
+    return {name: bins[name].items for name in pair}, pair, bins
 
 
 def rules_figure(rule_set, layers, x, labels, *, top=6):
@@ -38,40 +42,50 @@ def rules_figure(rule_set, layers, x, labels, *, top=6):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from jaxplain.report._display import show_input
+
     shown = rule_set.rules[:top]
     fig, axes = plt.subplots(2, max(len(shown), 1), figsize=(2.2 * max(len(shown), 1), 4.4),
                              squeeze=False)
     classes = int(labels.max()) + 1
     for i, rule in enumerate(shown):
         rows = rule_rows(rule, layers)
-        axes[0, i].imshow(np.asarray(x)[rows].mean(axis=0)[..., 0], cmap="gray")
+        show_input(axes[0, i], np.asarray(x)[rows].mean(axis=0))
         axes[0, i].set_title(f"rule {i}\n{len(rule.head)} -> {len(rule.tail)}", fontsize=8)
         axes[0, i].axis("off")
         axes[1, i].bar(np.arange(classes), np.bincount(labels[rows], minlength=classes))
         axes[1, i].set_xticks(np.arange(classes))
         axes[1, i].tick_params(labelsize=6)
-    fig.suptitle("ExplaiNN rules: mean digit of the rows using each rule, and their classes",
+    fig.suptitle("ExplaiNN rules: mean input of the rows using each rule, and their classes",
                  fontsize=9)
     fig.tight_layout()
     return fig
 
 
+def _described(f, x, name) -> str:
+    from jaxplain.core import sites
+
+    rank = next(len(s.shape) for s in sites(f, x[:1]) if s.name == name)
+    what = ("one item per filter, on above its 0.9-quantile of max-pooled activation"
+            if rank == 4 else "one item per unit, on above its 0.75-quantile")
+    return f"site {name!r} ({what})"
+
+
 def demo_section(ctx):
-    """Mine rules from the last conv block (filters, 0.9-quantile) to fc1 on the digits."""
+    """Mine rules from the last spatial ReLU site (filters, 0.9-quantile) to the last dense one
+    (on the digits: the conv block to fc1)."""
     from jaxplain.report import Section
 
-    x, y = np.asarray(ctx.digits.x_train), np.asarray(ctx.digits.y_train)
+    x, y = np.asarray(ctx.data.x_train), np.asarray(ctx.data.y_train)
     if ctx.quick:
         x, y = x[:400], y[:400]
-    layers, (conv, dense), _ = digits_layers(ctx.f, x)
+    layers, (head, tail), _ = rule_layers(ctx.f, x)
     options = dict(k_tail=16, beam=8, k_head=4, max_rules=4) if ctx.quick else dict(
         k_tail=32, beam=64, k_head=8, max_rules=20)
     rule_set = mine(layers, labels=y, batch_size=32, **options)
     spec = specificity(rule_set) if len(rule_set) else np.zeros(0)
-    lines = [f"Rules X -> Y from conv site {conv!r} (one item per filter, on above its "
-             f"0.9-quantile of max-pooled activation) to dense site {dense!r} (unit above its "
-             "0.75-quantile), "
-             f"mined on {len(x)} training digits by MDL.",
+    lines = [f"Rules X -> Y from {_described(ctx.f, x, head)} to {_described(ctx.f, x, tail)}, "
+             f"mined on {len(x)} training {ctx.noun} by MDL.",
              f"{len(rule_set)} rules compress the activations to {rule_set.compression:.1f}% "
              "of the independent code."]
     if len(rule_set):

@@ -18,19 +18,19 @@ def demo_section(ctx):
     matplotlib.use("Agg")
     from jaxplain.report import Section
 
-    y = np.asarray(ctx.digits.y_test)
+    y = np.asarray(ctx.data.y_test)
     idx = [np.flatnonzero(y == c) for c in PAIR]
     region = np.concatenate([i[:10] for i in idx])
     unseen = np.concatenate([i[10:] for i in idx])
-    x, xu = ctx.digits.x_test[region], ctx.digits.x_test[unseen]
+    x, xu = ctx.data.x_test[region], ctx.data.x_test[unseen]
     if ctx.quick:
         options = {"l1": 1e-2, "threshold": 0.05, "steps": 150, "finetune_steps": 50}
     else:
         options = {"l1": (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)}
     for _ in ctx.progress([0], desc="NeuroChains sub-network"):
         sub = subnet.extract(ctx.f, x, sites=list(SITES), key=ctx.key, **options)
-    m = subnet.evaluate(ctx.f, sub, x, xu, y_region=ctx.digits.y_test[region],
-                        y_unseen=ctx.digits.y_test[unseen], classes=PAIR)
+    m = subnet.evaluate(ctx.f, sub, x, xu, y_region=ctx.data.y_test[region],
+                        y_unseen=ctx.data.y_test[unseen], classes=PAIR)
     rows = [[n, f"{k}/{t}", f"{float(sub.gates[n]):.2f}"]
             for (n, k), t in zip(sub.kept_units.items(), sub.total_units.values())]
     text = (

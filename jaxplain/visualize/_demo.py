@@ -115,7 +115,7 @@ def demo_section(ctx):
     from jaxplain.report import Section
 
     steps = 48 if ctx.quick else 256
-    x = jnp.asarray(ctx.digits.x_test[: 100 if ctx.quick else 450])
+    x = jnp.asarray(ctx.data.x_test[: 100 if ctx.quick else 450])
     results, grp, group_images = render_layers(ctx.f, x, key=ctx.key, steps=steps,
                                                jitter=not ctx.quick)
     rows = summary_rows(results)

@@ -59,13 +59,13 @@ def test_foundation_section(demo_context):
     ctx = demo_context
     section = load_section(SECTIONS[0])(ctx)
     assert isinstance(section, Section) and not section.failed
-    predicted = np.argmax(np.asarray(ctx.f(ctx.digits.x_test)), -1)
-    acc = np.mean(predicted == np.asarray(ctx.digits.y_test))
+    predicted = np.argmax(np.asarray(ctx.f(ctx.data.x_test)), -1)
+    acc = np.mean(predicted == np.asarray(ctx.data.y_test))
     assert f"test accuracy {acc:.2%}" in section.text
     tables = [i for i in section.items if hasattr(i, "rows")]
     figures = [i for i in section.items if hasattr(i, "png")]
     assert len(tables) == 1 and len(figures) == 3  # samples, training curve, sites
-    sites = jaxplain.sites(ctx.f, ctx.digits.x_test[:1])
+    sites = jaxplain.sites(ctx.f, ctx.data.x_test[:1])
     assert [r[0] for r in tables[0].rows] == [s.name for s in sites]
     assert [r[4] for r in tables[0].rows] == [math.prod(s.shape[1:]) for s in sites]
     assert ("block1/add", "add", "add", "8x8x16", 1024) in tables[0].rows

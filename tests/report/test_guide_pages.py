@@ -13,7 +13,7 @@ def test_getting_started_examples_run(jaxplain_home, digits_model, monkeypatch, 
     monkeypatch.chdir(tmp_path)  # the report example writes ./my-report
     text = (DOCS / "getting_started.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
-    assert len(blocks) == 2
+    assert len(blocks) == 3  # jaxplain explain's model module, the default, a report
     namespace: dict = {}
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
@@ -26,6 +26,7 @@ def test_getting_started_examples_run(jaxplain_home, digits_model, monkeypatch, 
     assert namespace["path"].resolve() == index
     assert len(list((index.parent / "figures").iterdir())) == 1
     assert "My method" in index.read_text()
+    assert callable(namespace["restore"])  # the explain example's factory
 
 
 def test_index_links_every_page_and_every_link_resolves():

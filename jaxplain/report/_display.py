@@ -1,0 +1,38 @@
+"""One example or one attribution map on a matplotlib axis, whatever the input's shape."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def is_image(example) -> bool:
+    """True for one ``(h, w, channels)`` example (NHWC without the batch)."""
+    return np.ndim(example) == 3
+
+
+def show_input(ax, example, *, cmap: str = "gray", vmin=None, vmax=None) -> None:
+    """``(h, w, 1)``: grey levels; ``(h, w, 3)``: RGB scaled to [0, 1]; other channel counts:
+    their mean; a vector ``(d,)``: a bar chart; anything else: flattened to bars."""
+    x = np.asarray(example, np.float64)
+    if is_image(x) and x.shape[-1] == 3:
+        span = x.max() - x.min()
+        ax.imshow((x - x.min()) / span if span > 0 else np.zeros_like(x))
+    elif is_image(x):
+        ax.imshow(x[..., 0] if x.shape[-1] == 1 else x.mean(-1), cmap=cmap, vmin=vmin, vmax=vmax)
+    else:
+        ax.bar(np.arange(x.size), x.ravel(), width=1.0, color="0.4")
+
+
+def show_map(ax, attribution, *, signed: bool = True) -> None:
+    """An attribution shaped like one example: images summed over channels (blue-white-red
+    around 0 when ``signed``, else its magnitude over its maximum), vectors as bars."""
+    a = np.asarray(attribution, np.float64)
+    a = a.sum(-1) if is_image(a) else a.ravel()
+    if not signed:
+        a = np.abs(a) / max(np.abs(a).max(), 1e-12)
+    if a.ndim == 2:
+        bound = max(np.abs(a).max(), 1e-12)
+        ax.imshow(a, cmap="bwr" if signed else "hot", vmin=-bound if signed else 0,
+                  vmax=bound if signed else 1)
+    else:
+        ax.bar(np.arange(a.size), a, width=1.0, color=np.where(a >= 0, "tab:red", "tab:blue"))

@@ -1,0 +1,98 @@
+"""A user's model and data for ``jaxplain explain``: loaded from an import path and an .npz."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+
+class ReportData(NamedTuple):
+    """The examples the report's sections use (``x_*`` batch first, ``y_*`` int labels)."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+def _is_factory(obj) -> bool:
+    """A function (not a model) that takes no required argument."""
+    if not inspect.isfunction(obj):
+        return False
+    return not any(p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                   for p in inspect.signature(obj).parameters.values())
+
+
+def load_model(spec: str, checkpoint: str | Path | None = None):
+    """``(model, variables, f)`` from ``"package.module:name"``.
+
+    ``name`` is a model (a plain function ``f(x) -> logits``, a Flax NNX or Equinox module), a
+    ``(linen_module, variables)`` pair, or a function returning one of those: called with no
+    argument, or with ``checkpoint`` (as a string) when one is given.
+    """
+    import jaxplain
+
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ValueError(f"MODEL must look like 'package.module:name'; got {spec!r}.")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ValueError(f"cannot import {module_name!r} (from MODEL {spec!r}): {e}") from e
+    for part in attribute.split("."):
+        if not hasattr(obj, part):
+            raise ValueError(f"{module_name!r} has no attribute {attribute!r} (MODEL {spec!r}).")
+        obj = getattr(obj, part)
+    if checkpoint is not None:
+        if not callable(obj):
+            raise ValueError(f"--checkpoint needs MODEL to be a function of the checkpoint path; "
+                             f"{spec!r} is a {type(obj).__name__}.")
+        obj = obj(str(checkpoint))
+    elif _is_factory(obj):
+        obj = obj()
+    model, variables = obj if isinstance(obj, tuple) and len(obj) == 2 else (obj, None)
+    return model, variables, jaxplain.as_function(model, variables)
+
+
+def load_data(path: str | Path, f) -> tuple[ReportData, bool]:
+    """The examples of an ``.npz`` (``x`` and optional ``y``, or ``x_train``, ``x_test`` and
+    optional ``y_train``, ``y_test``) and whether the labels came from the file.
+
+    With one ``x`` it serves as both training and test examples; without labels the model's
+    predictions stand in for them. Raises ValueError on missing or misshapen arrays and when
+    ``f`` does not map a batch to ``(batch, classes)`` logits.
+    """
+    with np.load(path) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    if "x" in arrays:
+        x_train = x_test = arrays["x"]
+        y_train = y_test = arrays.get("y")
+    elif "x_train" in arrays and "x_test" in arrays:
+        x_train, x_test = arrays["x_train"], arrays["x_test"]
+        y_train, y_test = arrays.get("y_train"), arrays.get("y_test")
+    else:
+        raise ValueError(f"{path}: expected an array 'x' (or 'x_train' and 'x_test'); found "
+                         f"{sorted(arrays) or 'none'}.")
+    for name, x in (("x_train", x_train), ("x_test", x_test)):
+        if x.ndim < 2 or len(x) < 2 or not np.issubdtype(x.dtype, np.number):
+            raise ValueError(f"{path}: {name} must be numeric, batch first, with at least two "
+                             f"examples; got {x.dtype} {x.shape}.")
+    x_train, x_test = x_train.astype(np.float32), x_test.astype(np.float32)
+    logits = np.asarray(f(x_test[:2]))
+    if logits.ndim != 2 or logits.shape[0] != 2:
+        raise ValueError(f"the model must map a batch (n, ...) to logits (n, classes); it maps "
+                         f"{x_test[:2].shape} to {logits.shape}.")
+    labelled = y_train is not None and y_test is not None
+    if not labelled:
+        y_train = np.argmax(np.asarray(f(x_train)), axis=-1)
+        y_test = np.argmax(np.asarray(f(x_test)), axis=-1)
+    for name, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+        y = np.asarray(y)
+        if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer):
+            raise ValueError(f"{path}: y_{name} must be int labels shaped ({len(x)},); got "
+                             f"{y.dtype} {y.shape}.")
+    return ReportData(x_train, np.asarray(y_train), x_test, np.asarray(y_test)), labelled

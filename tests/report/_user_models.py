@@ -1,0 +1,41 @@
+"""Models a user would point ``jaxplain explain`` at (random weights): import paths for tests."""
+
+import equinox as eqx
+import flax.linen as nn
+import flax.serialization
+import jax
+import jax.numpy as jnp
+
+
+class SmallCNN(nn.Module):
+    """8x8x3 images -> 4 classes: conv-relu, conv-relu, average pool, dense-relu, dense."""
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(nn.Conv(6, (3, 3), name="conv1")(x))
+        x = nn.relu(nn.Conv(8, (3, 3), name="conv2")(x))
+        x = nn.avg_pool(x, (2, 2), (2, 2))
+        x = nn.relu(nn.Dense(16, name="fc")(x.reshape(x.shape[0], -1)))
+        return nn.Dense(4, name="head")(x)
+
+
+def cnn():
+    """A factory: ``(Linen module, variables)``."""
+    model = SmallCNN()
+    return model, model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+
+
+def cnn_from(path):
+    """A factory of the checkpoint path: the CNN with the variables saved at ``path``."""
+    model, template = cnn()
+    with open(path, "rb") as fh:
+        return model, flax.serialization.from_bytes(template, fh.read())
+
+
+#: An Equinox module (a model object, not a factory) on 12-feature vectors.
+mlp = eqx.nn.MLP(12, 3, 16, 2, activation=jax.nn.relu, key=jax.random.key(1))
+
+
+def logits_of_wrong_rank(x):
+    """A plain function that returns one number per example (not (batch, classes))."""
+    return x.reshape(x.shape[0], -1).sum(-1)

@@ -1,0 +1,102 @@
+"""``jaxplain explain``: the report of the demo for a user's model and data."""
+
+import re
+
+import flax.serialization
+import jax
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from jaxplain.cli import main
+from jaxplain.report import _demo_sections, section_name
+from jaxplain.report._user import load_data, load_model
+from tests.report import _user_models
+
+
+@pytest.fixture
+def images(tmp_path):
+    """40 random 8x8 RGB images with labels, as an .npz."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "images.npz"
+    np.savez(path, x=rng.uniform(size=(40, 8, 8, 3)).astype(np.float32),
+             y=rng.integers(0, 4, 40))
+    return path
+
+
+def _run(args):
+    return CliRunner().invoke(main, ["explain", *args], catch_exceptions=False)
+
+
+def test_explain_quick_writes_every_section_for_a_linen_factory(images, tmp_path):
+    out = tmp_path / "report"
+    result = _run(["tests.report._user_models:cnn", "--data", str(images), "--quick",
+                   "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    model, variables, f = load_model("tests.report._user_models:cnn")
+    predicted = np.argmax(np.asarray(f(np.load(images)["x"])), -1)
+    accuracy = np.mean(predicted == np.load(images)["y"])
+    assert f"Test accuracy: {accuracy:.2%}" in result.output
+    html = (out / "index.html").read_text()
+    specs = _demo_sections.EXPLAIN_SECTIONS
+    assert html.count("<section ") == len(specs) and 'class="failed"' not in html
+    for i, spec in enumerate(specs, 1):
+        assert f"[{i}/{len(specs)}] {section_name(spec)}" in result.output
+    assert "test examples" in html and "grad-cam conv2" in html and "occlusion 2x2" in html
+    assert "Rules X -&gt; Y from site &#x27;relu_1&#x27; (one item per filter" in html
+    for src in re.findall(r'src="([^"]+)"', html):
+        assert (out / src).stat().st_size > 0
+
+
+def test_explain_an_equinox_model_on_vectors_without_labels(tmp_path):
+    data = tmp_path / "vectors.npz"
+    np.savez(data, x=np.random.default_rng(1).normal(size=(30, 12)).astype(np.float32))
+    result = _run(["tests.report._user_models:mlp", "--data", str(data), "--quick",
+                   "--only", "attribution,rules,pathways", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert "the model's predictions stand in for them" in result.output
+    html = (tmp_path / "r" / "index.html").read_text()
+    assert html.count("<section ") == 3 and 'class="failed"' not in html
+    assert "occlusion 1" in html and "grad-cam" not in html  # vectors: no spatial site
+    assert "from site &#x27;relu&#x27; (one item per unit" in html
+
+
+def test_explain_restores_a_checkpoint(images, tmp_path):
+    model, variables = _user_models.cnn()
+    scaled = jax.tree_util.tree_map(lambda v: 2.0 * v, variables)
+    ckpt = tmp_path / "weights.msgpack"
+    ckpt.write_bytes(flax.serialization.to_bytes(scaled))
+    _, restored, f = load_model("tests.report._user_models:cnn_from", ckpt)
+    np.testing.assert_array_equal(restored["params"]["head"]["kernel"],
+                                  scaled["params"]["head"]["kernel"])
+    result = _run(["tests.report._user_models:cnn_from", "--checkpoint", str(ckpt), "--data",
+                   str(images), "--quick", "--only", "foundation", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("no_colon", "must look like 'package.module:name'"),
+    ("tests.report.nowhere:cnn", "cannot import 'tests.report.nowhere'"),
+    ("tests.report._user_models:absent", "has no attribute 'absent'"),
+])
+def test_bad_model_specs_are_usage_errors(spec, message, images):
+    result = _run([spec, "--data", str(images)])
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_bad_data_is_refused(tmp_path):
+    _, _, f = load_model("tests.report._user_models:cnn")
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, images=np.zeros((4, 8, 8, 3), np.float32))
+    with pytest.raises(ValueError, match="expected an array 'x'"):
+        load_data(bad, f)
+    np.savez(bad, x=np.zeros((4, 8, 8, 3), np.float32), y=np.zeros(3, int))
+    with pytest.raises(ValueError, match=r"y_train must be int labels shaped \(4,\)"):
+        load_data(bad, f)
+    np.savez(bad, x=np.zeros((1, 8, 8, 3), np.float32))
+    with pytest.raises(ValueError, match="at least two examples"):
+        load_data(bad, f)
+    np.savez(bad, x=np.zeros((4, 8, 8, 3), np.float32))
+    _, _, g = load_model("tests.report._user_models:logits_of_wrong_rank")
+    with pytest.raises(ValueError, match=r"logits \(n, classes\)"):
+        load_data(bad, g)
