@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from jaxplain import data  # noqa: E402
 from jaxplain.rules import activations, mine, rule_objective, specificity  # noqa: E402
-from jaxplain.rules._demo import digits_layers, rules_figure  # noqa: E402
+from jaxplain.rules._demo import rule_layers, rules_figure  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -98,7 +98,7 @@ def main():
     report = {"rows": int(len(x))}
 
     # 1. Filter mode with class histograms.
-    layers, (conv, dense), bins = digits_layers(f, x)
+    layers, (conv, dense), bins = rule_layers(f, x)
     start = time.perf_counter()
     rules = mine(layers, labels=y, k_tail=32, beam=64, k_head=8, batch_size=32)
     report["filter_mode"] = dict(conv_site=conv, dense_site=dense, seconds=time.perf_counter()
@@ -108,7 +108,7 @@ def main():
     report["filter_mode"]["class_specific_rules(>=90% one class)"] = int((spec >= 0.9).sum())
     report["filter_mode"]["shared_rules(<60% one class)"] = int((spec < 0.6).sum())
     dense_default = activations(f, x, [dense], quantile=None)[dense].items
-    plain = mine({"conv": layers["conv"], "fc": dense_default}, k_tail=32, beam=64, k_head=8,
+    plain = mine({conv: layers[conv], dense: dense_default}, k_tail=32, beam=64, k_head=8,
                  batch_size=32)
     report["filter_mode"]["rules_with_dense_default_gt0"] = len(plain)
     report["filter_mode"]["dense_default_density"] = float(dense_default.mean())
@@ -119,8 +119,8 @@ def main():
     # 2. Locality mode: fc1 -> (position, filter) items of the conv block.
     local = activations(f, x, [conv], locality=[conv])[conv]
     start = time.perf_counter()
-    loc_rules = mine({"fc": layers["fc"], "conv_local": local.items},
-                     pairs=[("fc", "conv_local")], labels=y, k_tail=32, beam=16, k_head=8,
+    loc_rules = mine({dense: layers[dense], f"{conv} (local)": local.items},
+                     pairs=[(dense, f"{conv} (local)")], labels=y, k_tail=32, beam=16, k_head=8,
                      max_rules=12, batch_size=32)
     rng = np.random.default_rng(0)
     on = np.flatnonzero(local.items.any(0) & ~local.items.all(0))

@@ -14,25 +14,39 @@ def main() -> None:
     """jaxplain: functional interpretability for JAX models."""
 
 
+def _report_options(sections: str):
+    """The options ``demo`` and ``explain`` share: --out, --quick, --seed and --only."""
+    options = (
+        click.option(
+            "--out",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=Path("jaxplain-report"),
+            show_default=True,
+            help="Folder to write the report (index.html and figures/) into.",
+        ),
+        click.option("--quick", is_flag=True,
+                     help="Reduced settings for every section (seconds each)."),
+        click.option(
+            "--seed", type=int, default=0, show_default=True, help="Seed of the sections' PRNG key."
+        ),
+        click.option(
+            "--only",
+            multiple=True,
+            metavar="SECTION",
+            help=f"Run only this section, by name ({sections}); repeatable or comma-separated.",
+        ),
+    )
+
+    def decorate(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
 @main.command()
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("jaxplain-report"),
-    show_default=True,
-    help="Folder to write the report (index.html and figures/) into.",
-)
-@click.option("--quick", is_flag=True, help="Reduced settings for every section (seconds each).")
-@click.option(
-    "--seed", type=int, default=0, show_default=True, help="Seed of the sections' PRNG key."
-)
-@click.option(
-    "--only",
-    multiple=True,
-    metavar="SECTION",
-    help="Run only this section, by name (foundation, attribution, rules, ...); "
-    "repeatable or comma-separated.",
-)
+@_report_options("foundation, attribution, rules, ...")
 def demo(out: Path, quick: bool, seed: int, only: tuple[str, ...]) -> None:
     """Train (or load) the default digits CNN, explain it with every family, write a report.
 
@@ -46,14 +60,8 @@ def demo(out: Path, quick: bool, seed: int, only: tuple[str, ...]) -> None:
 
     specs = _chosen(SECTIONS, only)
 
-    import functools
-
-    import jax
-    from tqdm.auto import tqdm
-
     import jaxplain
     from jaxplain import data
-    from jaxplain.report import DemoContext
 
     digits = data.load_digits()
     model, variables = data.pretrained(progress=True)
@@ -63,17 +71,8 @@ def demo(out: Path, quick: bool, seed: int, only: tuple[str, ...]) -> None:
     click.echo(f"Model: {type(model).__name__} from {info.path}")
     click.echo(f"Test accuracy: {acc:.2%} on {digits.x_test.shape[0]} held-out digits")
 
-    ctx = DemoContext(
-        model=model,
-        variables=variables,
-        f=f,
-        data=digits,
-        key=jax.random.key(seed),
-        quick=quick,
-        progress=functools.partial(tqdm, leave=False),
-        history=info.history,
-    )
-    _report(ctx, specs, out, "jaxplain demo: explaining a digits CNN")
+    _report(specs, out, "jaxplain demo: explaining a digits CNN", seed=seed, quick=quick,
+            model=model, variables=variables, f=f, data=digits, history=info.history)
 
 
 @main.command()
@@ -92,24 +91,7 @@ def demo(out: Path, quick: bool, seed: int, only: tuple[str, ...]) -> None:
     default=None,
     help="Passed to MODEL (then a function of one argument) to restore your weights.",
 )
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("jaxplain-report"),
-    show_default=True,
-    help="Folder to write the report (index.html and figures/) into.",
-)
-@click.option("--quick", is_flag=True, help="Reduced settings for every section.")
-@click.option(
-    "--seed", type=int, default=0, show_default=True, help="Seed of the sections' PRNG key."
-)
-@click.option(
-    "--only",
-    multiple=True,
-    metavar="SECTION",
-    help="Run only this section, by name (foundation, attribution, rules, pathways, metrics); "
-    "repeatable or comma-separated.",
-)
+@_report_options("foundation, attribution, rules, pathways, metrics")
 def explain(model_spec: str, data_path: Path, checkpoint: Path | None, out: Path, quick: bool,
             seed: int, only: tuple[str, ...]) -> None:
     """Explain your own classifier on your data: the demo's report for any model.
@@ -125,12 +107,8 @@ def explain(model_spec: str, data_path: Path, checkpoint: Path | None, out: Path
     import matplotlib
 
     matplotlib.use("Agg")
-    import functools
-
     import jax
-    from tqdm.auto import tqdm
 
-    from jaxplain.report import DemoContext
     from jaxplain.report._demo_sections import EXPLAIN_SECTIONS
     from jaxplain.report._user import load_data, load_model
 
@@ -147,24 +125,24 @@ def explain(model_spec: str, data_path: Path, checkpoint: Path | None, out: Path
                f"examples of shape {data.x_test.shape[1:]})")
     click.echo(f"Test accuracy: {acc:.2%}" if labelled else
                "No labels in the data: the model's predictions stand in for them.")
-    ctx = DemoContext(
-        model=model,
-        variables=variables,
-        f=f,
-        data=data,
-        key=jax.random.key(seed),
-        quick=quick,
-        progress=functools.partial(tqdm, leave=False),
-        name=f"{data_path.name}" + ("" if labelled else " (labels: the model's predictions)"),
-        noun="examples",
-    )
-    _report(ctx, specs, out, f"jaxplain explain: {model_spec}")
+    _report(specs, out, f"jaxplain explain: {model_spec}", seed=seed, quick=quick,
+            model=model, variables=variables, f=f, data=data, noun="examples",
+            name=data_path.name + ("" if labelled else " (labels: the model's predictions)"))
 
 
-def _report(ctx, specs: tuple[str, ...], out: Path, title: str) -> None:
-    """Run the sections (a failing one is reported and marked), write the report, and exit
-    with status 1 when a section failed."""
-    from jaxplain.report import run_section, section_name, write_report
+def _report(specs: tuple[str, ...], out: Path, title: str, *, seed: int, quick: bool,
+            **context) -> None:
+    """Run the sections on a ``DemoContext(**context)`` (a failing one is reported and
+    marked), write the report, and exit with status 1 when a section failed."""
+    import functools
+
+    import jax
+    from tqdm.auto import tqdm
+
+    from jaxplain.report import DemoContext, run_section, section_name, write_report
+
+    ctx = DemoContext(key=jax.random.key(seed), quick=quick,
+                      progress=functools.partial(tqdm, leave=False), **context)
 
     sections, failed = [], []
     for i, spec in enumerate(specs, 1):

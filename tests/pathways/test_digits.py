@@ -40,7 +40,7 @@ def test_demo_section(demo_context):
     (figure,) = [i for i in section.items if isinstance(i, Figure)]
     assert figure.png.startswith(b"\x89PNG")
     # The kept fraction per layer agrees with a fresh selection on the same digits.
-    x = jnp.asarray(demo_context.digits.x_test[:8])
+    x = jnp.asarray(demo_context.data.x_test[:8])
     masks = pw.select(demo_context.f, x, jnp.argmax(demo_context.f(x), -1), keep=0.2)
     assert table.header[2:-1] == tuple(f"kept {s}" for s in masks)
     (row,) = table.rows

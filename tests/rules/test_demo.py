@@ -14,11 +14,11 @@ def test_demo_section_mines_class_specific_rules(demo_context):
 
 def test_digits_rules_have_class_structure(digits_model):
     from jaxplain.rules import mine, specificity
-    from jaxplain.rules._demo import digits_layers
+    from jaxplain.rules._demo import rule_layers
 
     _, _, f, digits = digits_model
     x, y = np.asarray(digits.x_train[:400]), np.asarray(digits.y_train[:400])
-    layers, (conv, dense), bins = digits_layers(f, x)
+    layers, (conv, dense), bins = rule_layers(f, x)
     assert bins[conv].items.shape == (400, 16) and bins[dense].items.shape == (400, 64)
     rules = mine(layers, labels=y, k_tail=16, beam=16, k_head=8, max_rules=4, batch_size=32)
     assert len(rules) >= 1 and rules.compression < 100.0

@@ -49,17 +49,17 @@ def test_rendered_group_turns_on_its_rule_tail(digits_model):
     # The prototype of a rule's tail drives (nearly) all of the group above its binarization
     # threshold at once; a control group of as many other units does not.
     from jaxplain.rules import mine
-    from jaxplain.rules._demo import digits_layers
+    from jaxplain.rules._demo import rule_layers
     from jaxplain.visualize import channel, render
 
     _, _, f, digits = digits_model
     x = np.asarray(digits.x_train[:400])
-    layers, (conv, dense), bins = digits_layers(f, x)
+    layers, (conv, dense), bins = rule_layers(f, x)
     rules = mine(layers, k_tail=16, beam=16, k_head=8, max_rules=1, batch_size=32)
     rule = rules.rules[0]
     tail = np.asarray(rule.tail)
-    others = np.setdiff1d(np.arange(layers["fc"].shape[1]), tail)[: len(tail)]
-    group = rule_objective(rule, {"conv": conv, "fc": dense})
+    others = np.setdiff1d(np.arange(layers[dense].shape[1]), tail)[: len(tail)]
+    group = rule_objective(rule, {conv: conv, dense: dense})
     out = render(f, [group, channel(dense, others)], key=jax.random.key(0), shape=(1, 8, 8, 1),
                  steps=128)
     _, acts = jp.capture(f, [dense])(out.images[:, 0])
