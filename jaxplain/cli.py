@@ -91,16 +91,16 @@ def demo(out: Path, quick: bool, seed: int, only: tuple[str, ...]) -> None:
     default=None,
     help="Passed to MODEL (then a function of one argument) to restore your weights.",
 )
-@_report_options("foundation, attribution, rules, pathways, metrics")
+@_report_options("foundation, attribution, rules, ...")
 def explain(model_spec: str, data_path: Path, checkpoint: Path | None, out: Path, quick: bool,
             seed: int, only: tuple[str, ...]) -> None:
     """Explain your own classifier on your data: the demo's report for any model.
 
     MODEL is 'package.module:name' (importable from the current folder): a model function
     f(x) -> logits, a Flax NNX or Equinox module, a (Linen module, variables) pair, or a
-    function returning one of those (called with the --checkpoint path when given). The
-    sections that need no model-specific choice run: the model and its sites, attribution,
-    ExplaiNN rules and critical pathways (both need ReLU sites), and the explanation metrics.
+    function returning one of those (called with the --checkpoint path when given). Every
+    section of the demo runs, choosing its sites from the model: rules, pathways and
+    sub-networks use the ReLU sites, feature visualization the spatial ones (images only).
     """
     import sys
 
@@ -109,10 +109,10 @@ def explain(model_spec: str, data_path: Path, checkpoint: Path | None, out: Path
     matplotlib.use("Agg")
     import jax
 
-    from jaxplain.report._demo_sections import EXPLAIN_SECTIONS
+    from jaxplain.report._demo_sections import SECTIONS
     from jaxplain.report._user import load_data, load_model
 
-    specs = _chosen(EXPLAIN_SECTIONS, only)
+    specs = _chosen(SECTIONS, only)
     sys.path.insert(0, str(Path.cwd()))
     try:
         model, variables, f = load_model(model_spec, checkpoint)

@@ -1,8 +1,9 @@
 """The sections of ``jaxplain demo`` and ``jaxplain explain``, in report order, as
 ``"module:function"`` strings.
 
-Each names a function ``demo_section(ctx: DemoContext) -> Section``. To add a family's section,
-append one line here.
+Each names a function ``demo_section(ctx: DemoContext) -> Section`` that picks its sites and
+settings from the model it is given (the defaults' own on the digits CNN). To add a family's
+section, append one line here.
 """
 
 SECTIONS: tuple[str, ...] = (
@@ -13,13 +14,4 @@ SECTIONS: tuple[str, ...] = (
     "jaxplain.visualize._demo:demo_section",
     "jaxplain.metrics._demo:demo_section",
     "jaxplain.subnet._demo:demo_section",
-)
-
-#: The sections of ``jaxplain explain``: those that need no choice specific to the model.
-EXPLAIN_SECTIONS: tuple[str, ...] = (
-    "jaxplain.report._foundation:demo_section",
-    "jaxplain.attribution._demo:demo_section",
-    "jaxplain.rules._demo:demo_section",
-    "jaxplain.pathways._demo:demo_section",
-    "jaxplain.metrics._demo:demo_section",
 )

@@ -1,4 +1,4 @@
-"""The NeuroChains section of ``jaxplain demo``: a sub-network for a pair of digit classes."""
+"""The NeuroChains section of the report: a sub-network for a pair of classes."""
 
 from __future__ import annotations
 
@@ -11,15 +11,35 @@ SITES = ("conv1", "block1/conv_a", "block1/conv_b", "fc1")
 PAIR = (3, 8)
 
 
+def sites_and_pair(ctx) -> tuple[tuple[str, ...], tuple[int, int]]:
+    """The default DigitsCNN: its convolutions and fc1, digits 3 vs 8. Another model: every
+    ReLU site (one score per unit, which removes a filter where it follows a convolution) and
+    the two classes with the most test examples (at least 11 each: 10 in the region)."""
+    from jaxplain.core import relu_sites
+    from jaxplain.data import DigitsCNN
+
+    if isinstance(ctx.model, DigitsCNN):
+        return SITES, PAIR
+    y = np.asarray(ctx.data.y_test)
+    classes, counts = np.unique(y, return_counts=True)
+    top = classes[np.argsort(-counts, kind="stable")[:2]]
+    if len(top) < 2 or np.sort(counts)[-2] < 11:
+        raise ValueError("a sub-network needs two classes with at least 11 test examples each; "
+                         f"the counts are {dict(zip(classes.tolist(), counts.tolist()))}.")
+    return tuple(relu_sites(ctx.f, ctx.data.x_test[:2])), (int(top[0]), int(top[1]))
+
+
 def demo_section(ctx):
-    """Extracts the sparsest sub-network keeping all region labels, for digits 3 vs 8."""
+    """Extracts the sparsest sub-network keeping all region labels for a pair of classes
+    (digits 3 vs 8 in the demo)."""
     import matplotlib
 
     matplotlib.use("Agg")
     from jaxplain.report import Section
 
+    sites, pair = sites_and_pair(ctx)
     y = np.asarray(ctx.data.y_test)
-    idx = [np.flatnonzero(y == c) for c in PAIR]
+    idx = [np.flatnonzero(y == c) for c in pair]
     region = np.concatenate([i[:10] for i in idx])
     unseen = np.concatenate([i[10:] for i in idx])
     x, xu = ctx.data.x_test[region], ctx.data.x_test[unseen]
@@ -28,26 +48,28 @@ def demo_section(ctx):
     else:
         options = {"l1": (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)}
     for _ in ctx.progress([0], desc="NeuroChains sub-network"):
-        sub = subnet.extract(ctx.f, x, sites=list(SITES), key=ctx.key, **options)
+        sub = subnet.extract(ctx.f, x, sites=list(sites), key=ctx.key, **options)
     m = subnet.evaluate(ctx.f, sub, x, xu, y_region=ctx.data.y_test[region],
-                        y_unseen=ctx.data.y_test[unseen], classes=PAIR)
+                        y_unseen=ctx.data.y_test[unseen], classes=pair)
     rows = [[n, f"{k}/{t}", f"{float(sub.gates[n]):.2f}"]
             for (n, k), t in zip(sub.kept_units.items(), sub.total_units.values())]
     text = (
         f"NeuroChains (Zhao et al., ICLR 2021 submission / TMLR 2022): a sub-network of exact "
-        f"filter copies for digits {PAIR[0]} vs {PAIR[1]} (region: 20 test images), found by "
+        f"filter copies for classes {pair[0]} vs {pair[1]} (region: 20 test {ctx.noun}), found by "
         f"optimising one score per unit and one gate per layer (KL to the full net + L1), then "
         f"thresholding and fine-tuning the scores.\n"
         f"Kept {m['kept_units']}/{m['total_units']} units ({100 * m['removed']:.1f}% removed), "
         f"{m['kept_layers']}/{m['total_layers']} layers; label agreement with the full net "
         f"{100 * m['region_agreement']:.0f}% on the region (KL {m['region_kl']:.3f}) and "
-        f"{100 * m['unseen_agreement']:.1f}% on {len(unseen)} unseen images of the same classes "
+        f"{100 * m['unseen_agreement']:.1f}% on {len(unseen)} unseen {ctx.noun} of the same classes "
         f"(KL {m['unseen_kl']:.3f}); 2-class accuracy on them {100 * m['unseen_accuracy_restricted']:.1f}%"
         f" (full net {100 * m['unseen_accuracy_full']:.1f}%).")
-    return (Section("Sub-network (NeuroChains)", text=text)
-            .with_table(header=["site", "kept units", "gate"], rows=rows,
-                        caption="Kept units per scored site and the layer gates.")
-            .with_figure(subnet.plot_chain(sub), caption="The chain: kept units per layer, "
-                         "coloured by gate x score.")
-            .with_figure(subnet.plot_feature_maps(ctx.f, sub, x[::5]),
-                         caption="Feature maps of the kept filters on region images."))
+    section = (Section("Sub-network (NeuroChains)", text=text)
+               .with_table(header=["site", "kept units", "gate"], rows=rows,
+                           caption="Kept units per scored site and the layer gates.")
+               .with_figure(subnet.plot_chain(sub), caption="The chain: kept units per layer, "
+                            "coloured by gate x score."))
+    if np.ndim(x) != 4:
+        return section
+    return section.with_figure(subnet.plot_feature_maps(ctx.f, sub, x[::5]),
+                               caption="Feature maps of the kept filters on region images.")

@@ -1,5 +1,5 @@
-"""The feature-visualization section of ``jaxplain demo``: channel grids of two digits-CNN
-layers and the NMF neuron groups of the residual block."""
+"""The feature-visualization section of the report: channel grids of two layers and the NMF
+neuron groups of the last (on the digits CNN: ``relu`` and the residual block)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,21 @@ from jaxplain.visualize._render import render
 from jaxplain.visualize._transforms import Jitter
 
 LAYERS = ("relu", "block1/relu_1")
-GROUP_SITE = "block1/relu_1"
+GROUP_SITE = LAYERS[-1]  # the NMF groups of the experiment (experiments/featvis_digits.py)
+
+
+def spatial_layers(f, x) -> tuple[str, ...]:
+    """The first and the last spatial (NHWC) ReLU site (``LAYERS`` on the digits CNN)."""
+    from jaxplain.core import relu_sites, sites
+
+    if np.ndim(x) != 4:
+        raise ValueError(f"feature visualization renders images (NHWC); the inputs are shaped "
+                         f"{np.shape(x)}.")
+    shapes = {s.name: s.shape for s in sites(f, x[:1])}
+    spatial = [s for s in relu_sites(f, x[:1]) if len(shapes[s]) == 4]
+    if not spatial:
+        raise ValueError("feature visualization needs a spatial ReLU site; the model has none.")
+    return tuple(dict.fromkeys((spatial[0], spatial[-1])))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,7 +40,7 @@ class LayerResult:
     """Rendered channels of one site and how they compare with the data."""
 
     site: str
-    images: np.ndarray      # (channels, h, w)
+    images: np.ndarray      # (channels, h, w, input channels)
     value: np.ndarray       # (channels,) channel mean on the rendered image
     data_best: np.ndarray   # (channels,) the largest channel mean over the data set
     start: np.ndarray       # (channels,) the value at the first step
@@ -34,7 +48,7 @@ class LayerResult:
 
 def render_layers(f, x_data, *, key, steps, layers=LAYERS, groups=4, nmf_steps=300,
                   jitter=True):
-    """Render every channel of ``layers`` and the NMF groups of ``GROUP_SITE`` in one call.
+    """Render every channel of ``layers`` and the NMF groups of the last of them in one call.
 
     A channel objective is the direction of a unit vector, so every visualization here is a
     sum of one direction per site (zero on the other sites): all of them share one structure
@@ -44,21 +58,21 @@ def render_layers(f, x_data, *, key, steps, layers=LAYERS, groups=4, nmf_steps=3
     """
     x_data = jnp.asarray(x_data)
     shape = (1, *x_data.shape[1:])
-    sites = tuple(dict.fromkeys((*layers, GROUP_SITE)))
+    sites, group_site = tuple(layers), layers[-1]
     _, acts = capture(f, list(sites))(x_data)
     width = {s: acts[s].shape[-1] for s in sites}
-    grp = neuron_groups(f, x_data, site=GROUP_SITE, groups=groups, key=jax.random.fold_in(key, 1),
+    grp = neuron_groups(f, x_data, site=group_site, groups=groups, key=jax.random.fold_in(key, 1),
                         steps=nmf_steps)
 
     def combo(site, vector):
         return sum(direction(s, vector if s == site else jnp.zeros(width[s])) for s in sites)
 
     objectives = [combo(s, jnp.eye(width[s])[i]) for s in layers for i in range(width[s])]
-    objectives += [combo(GROUP_SITE, d) for d in grp.directions]
+    objectives += [combo(group_site, d) for d in grp.directions]
     transforms = (Jitter(1),) if jitter else ()
     out = render(f, objectives, key=key, shape=shape, steps=steps, param=Fourier(std=0.5),
                  transforms=transforms, regularizers=(TotalVariation(0.002),), learning_rate=0.1)
-    images = np.asarray(out.images[:, 0, ..., 0])
+    images = np.asarray(out.images[:, 0])
     value, start = np.asarray(out.value), np.asarray(out.trace[:, 0])
     results, at = [], 0
     for s in layers:
@@ -77,6 +91,8 @@ def grid_figure(results, grp, group_images):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from jaxplain.report._display import show_input
+
     cols = max(max(len(r.images) for r in results), len(group_images))
     rows = len(results) + 1
     fig, axes = plt.subplots(rows, cols, figsize=(0.9 * cols, 1.05 * rows), squeeze=False)
@@ -84,12 +100,12 @@ def grid_figure(results, grp, group_images):
         ax.axis("off")
     for r, res in enumerate(results):
         for c, img in enumerate(res.images):
-            axes[r, c].imshow(img, cmap="gray", vmin=0, vmax=1)
+            show_input(axes[r, c], img, vmin=0, vmax=1)
             axes[r, c].set_title(f"{c}", fontsize=6)
         axes[r, 0].text(-0.5, 0.5, res.site, fontsize=7, ha="right", va="center",
                         transform=axes[r, 0].transAxes)
     for c, img in enumerate(group_images):
-        axes[-1, c].imshow(img, cmap="gray", vmin=0, vmax=1)
+        show_input(axes[-1, c], img, vmin=0, vmax=1)
         top = np.argsort(-np.asarray(grp.directions[c]))[:3]
         axes[-1, c].set_title("ch " + ",".join(map(str, top)), fontsize=6)
     axes[-1, 0].text(-0.5, 0.5, f"NMF groups\n{grp.site}", fontsize=7, ha="right", va="center",
@@ -111,19 +127,21 @@ def summary_rows(results):
 
 
 def demo_section(ctx):
-    """Render all channels of two digits-CNN layers and the NMF groups of the block."""
+    """Render all channels of two layers and the NMF groups of the last (on the digits CNN:
+    ``relu`` and the residual block)."""
     from jaxplain.report import Section
 
     steps = 48 if ctx.quick else 256
     x = jnp.asarray(ctx.data.x_test[: 100 if ctx.quick else 450])
-    results, grp, group_images = render_layers(ctx.f, x, key=ctx.key, steps=steps,
+    layers = spatial_layers(ctx.f, x)
+    results, grp, group_images = render_layers(ctx.f, x, key=ctx.key, steps=steps, layers=layers,
                                                jitter=not ctx.quick)
     rows = summary_rows(results)
-    text = (f"Rendered every channel of {', '.join(LAYERS)} ({steps} Adam steps, decorrelated "
+    text = (f"Rendered every channel of {', '.join(layers)} ({steps} Adam steps, decorrelated "
             f"Fourier parameterization, {'' if ctx.quick else 'jitter, '}TV, one vmapped call); "
-            + "; ".join(f"{r[0]}: {r[3]}/{r[2]} live channels beat every test digit"
+            + "; ".join(f"{r[0]}: {r[3]}/{r[2]} live channels beat all test {ctx.noun}"
                         for r in rows)
-            + f". NMF of {GROUP_SITE} into {grp.directions.shape[0]} groups: relative "
+            + f". NMF of {layers[-1]} into {grp.directions.shape[0]} groups: relative "
             f"reconstruction error {float(grp.error):.3f}.")
     return (Section("Feature visualization and neuron groups", text=text)
             .with_table(["site", "channels", "live", "beat data max", "median value / data max"],

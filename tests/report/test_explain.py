@@ -16,11 +16,11 @@ from tests.report import _user_models
 
 @pytest.fixture
 def images(tmp_path):
-    """40 random 8x8 RGB images with labels, as an .npz."""
+    """60 random 8x8 RGB images with labels of 3 classes, as an .npz."""
     rng = np.random.default_rng(0)
     path = tmp_path / "images.npz"
-    np.savez(path, x=rng.uniform(size=(40, 8, 8, 3)).astype(np.float32),
-             y=rng.integers(0, 4, 40))
+    np.savez(path, x=rng.uniform(size=(60, 8, 8, 3)).astype(np.float32),
+             y=rng.integers(0, 3, 60))
     return path
 
 
@@ -38,7 +38,7 @@ def test_explain_quick_writes_every_section_for_a_linen_factory(images, tmp_path
     accuracy = np.mean(predicted == np.load(images)["y"])
     assert f"Test accuracy: {accuracy:.2%}" in result.output
     html = (out / "index.html").read_text()
-    specs = _demo_sections.EXPLAIN_SECTIONS
+    specs = _demo_sections.SECTIONS
     assert html.count("<section ") == len(specs) and 'class="failed"' not in html
     for i, spec in enumerate(specs, 1):
         assert f"[{i}/{len(specs)}] {section_name(spec)}" in result.output
