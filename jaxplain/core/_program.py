@@ -182,13 +182,11 @@ class _Builder:
             self.consts[env[var]] = value
         for var, ref in zip(jaxpr.invars, ins):
             env[var] = ref
-        eqns, last_use, skip_to = jaxpr.eqns, None, 0
+        eqns, last_use, skip_to = jaxpr.eqns, _written_out.last_uses(jaxpr), 0
         for k, eqn in enumerate(eqns):
             if k < skip_to:  # inside a spelled-out activation, computed as one node
                 continue
             stack = prefix + _clean_stack(eqn.source_info.name_stack)
-            if last_use is None:
-                last_use = _written_out.last_uses(jaxpr)
             found = _written_out.match(eqns, k, last_use)
             if found is not None:
                 length, invar, outvar, template = found
