@@ -85,6 +85,23 @@ def test_deeplift(net, baseline):
         assert twins.relative_error(A.deeplift(f, x, t, baseline=b), ref) <= TOL, (seed, kind)
 
 
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
+def test_deeplift_rescales_smooth_activations_as_captum(activation):
+    """The rescale rule at tanh and sigmoid (Captum's supported non-linearities) agrees with
+    Captum, and the attributions sum to f(x) - f(b) exactly as the rule promises."""
+    for seed, kind in ((0, "signed"), (1, "nonneg")):
+        params = twins.mlp_params(seed)
+        f, model = twins.mlp(params, activation=activation), twins.torch_mlp(params, activation=activation)
+        x = twins.inputs(seed, (6, 10), kind)
+        t = np.arange(6) % 5
+        for b in (np.zeros_like(x), _baseline("random", x, seed)):
+            ref = _captum(captum_attr.DeepLift, model, x, t, baselines=twins.to_torch(b))
+            ours = A.deeplift(f, x, t, baseline=b)
+            assert twins.relative_error(ours, ref) <= TOL, (seed, kind)
+            delta = np.asarray(A.completeness_delta(f, x, t, ours, baseline=b))
+            assert np.abs(delta).max() <= 1e-5, delta
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("net", ["mlp", "cnn"])
 def test_guided_backprop_and_deconvnet(seed, net):

@@ -212,3 +212,14 @@ def test_deeplift_sums_to_delta_on_relu_nets():
     attr = A.deeplift(MLP, X, T, baseline=b)
     delta = A.completeness_delta(MLP, X, T, attr, baseline=b)
     assert np.abs(np.asarray(delta)).max() < 1e-4
+
+
+@pytest.mark.parametrize("activation", ["gelu", "gelu_tanh", "silu"])
+def test_deeplift_sums_to_delta_through_gelu_and_silu(activation):
+    """The rescale rule applies at every activation site, jax.nn.gelu included (one site, not
+    its inner tanh), so DeepLIFT's summation-to-delta holds on these nets too."""
+    f = twins.mlp(twins.mlp_params(2), activation=activation)
+    b = 0.3 * twins.inputs(6, X.shape, "signed")
+    attr = A.deeplift(f, X, T, baseline=b)
+    delta = A.completeness_delta(f, X, T, attr, baseline=b)
+    assert np.abs(np.asarray(delta)).max() < 1e-4
