@@ -5,11 +5,12 @@
 #   bash experiments/bench/gpu.sh run [NAME ...]    # on the GPU machine; default: every benchmark
 #   SMOKE=1 bash experiments/bench/gpu.sh run       # a dry run at tiny sizes, on any machine
 #
-# NAME is one of: featvis rules-gains rules-mining pathways attribution subnet (in this order
-# by default, cheapest first). Each runs under its own time limit (seconds, after the name in
-# BENCHES below) and a failure does not stop the others. The logs and every results file that
-# changed go into $OUT/results.tgz, with a one-line-per-benchmark $OUT/summary.txt (OUT defaults
-# to /tmp/jaxplain-gpu). The machine needs python3 with a CUDA build of jax, torch, flax, optax,
+# NAME is one of: selftest featvis rules-gains rules-mining pathways attribution subnet (in this
+# order by default, cheapest first; selftest runs a few kernel and LRP test files on the
+# machine's CPU, to show at once whether its JAX version breaks the library). Each runs under
+# its own time limit (seconds, after the name in BENCHES below) and a failure does not stop the
+# others. The logs and every results file that changed go into $OUT/results.tgz, with a
+# one-line-per-benchmark $OUT/summary.txt (OUT defaults to /tmp/jaxplain-gpu). The machine needs python3 with a CUDA build of jax, torch, flax, optax,
 # equinox and orbax (PYTHON overrides python3); Captum and Zennit come from .whl/ when present.
 # A smoke run works on a copy of the tree, so the committed results are never overwritten.
 set -u
@@ -22,8 +23,13 @@ wheels() {
   ls -l .whl
 }
 
-# name  limit_s  arguments (GPU sizes)  |  arguments (smoke sizes)
+# name  limit_s  [VAR=value ...] arguments (GPU sizes)  |  arguments (smoke sizes)
+SELFTEST="JAX_PLATFORMS=cpu -m pytest -q -x -p no:cacheprovider tests/core/test_sites.py
+  tests/core/test_capture_intervene.py tests/core/test_rewrite_backward.py
+  tests/core/test_written_out.py tests/attribution/test_lrp.py"
 BENCHES=(
+  "selftest     60  ${SELFTEST//$'\n'/ }
+                    | ${SELFTEST//$'\n'/ }"
   "featvis      45  -m experiments.bench.featvis --rounds 3 --ablation-rounds 1
                     | -m experiments.bench.featvis --steps 4 --rounds 1 --ablation-rounds 1"
   "rules-gains  75  -m experiments.bench.rules --only gains --gain-size 50000 512 64 256 --rounds 2 --numpy-heads 1 --plain-prefixes 8 --tag gains_50000x512
@@ -64,16 +70,18 @@ run() {
     "$py" -c "import sys, jax, torch; print(sys.version.split()[0], 'jax', jax.__version__,
 jax.devices(), 'torch', torch.__version__, torch.cuda.is_available())" 2>&1
   } >"$out/summary.txt"
-  local wanted=("$@") entry name limit args gpu_args smoke_args start rc
+  local wanted=("$@") entry name limit args gpu_args smoke_args start rc words envs
   for entry in "${BENCHES[@]}"; do
     read -r name limit gpu_args <<<"${entry%%|*}"
     smoke_args=${entry#*|}
     if [ ${#wanted[@]} -gt 0 ] && [[ " ${wanted[*]} " != *" $name "* ]]; then continue; fi
     args=$gpu_args
     [ "$smoke" = 1 ] && args=$smoke_args
+    read -ra words <<<"$args"
+    envs=()
+    while [[ ${words[0]:-} == *=* ]]; do envs+=("${words[0]}"); words=("${words[@]:1}"); done
     start=$SECONDS
-    # shellcheck disable=SC2086  # the arguments are words
-    timeout -k 10 "$limit" "$py" $args >"$out/pack/logs/$name.log" 2>&1
+    timeout -k 10 "$limit" env "${envs[@]}" "$py" "${words[@]}" >"$out/pack/logs/$name.log" 2>&1
     rc=$?
     echo "$name rc=$rc $((SECONDS - start))s (limit ${limit}s): $(grep -v "^[[:space:]]*$" "$out/pack/logs/$name.log" | tail -n 1)" \
       | tee -a "$out/summary.txt"
@@ -87,5 +95,5 @@ jax.devices(), 'torch', torch.__version__, torch.cuda.is_available())" 2>&1
 case "${1:-}" in
   prepare) wheels ;;
   run) shift; run "$@" ;;
-  *) sed -n 2,14p "$0"; exit 2 ;;
+  *) sed -n 2,15p "$0"; exit 2 ;;
 esac
