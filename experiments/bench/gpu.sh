@@ -10,8 +10,9 @@
 # machine's CPU, to show at once whether its JAX version breaks the library). Each runs under
 # its own time limit (seconds, after the name in BENCHES below) and a failure does not stop the
 # others. The logs and every results file that changed go into $OUT/results.tgz, with a
-# one-line-per-benchmark $OUT/summary.txt (OUT defaults to /tmp/jaxplain-gpu). The machine needs python3 with a CUDA build of jax, torch, flax, optax,
-# equinox and orbax (PYTHON overrides python3); Captum and Zennit come from .whl/ when present.
+# one-line-per-benchmark $OUT/summary.txt (OUT defaults to /tmp/jaxplain-gpu). The machine
+# needs python3 with a CUDA build of jax, torch, flax, optax, equinox and orbax (PYTHON
+# overrides python3); Captum and Zennit come from .whl/ when present.
 # A smoke run works on a copy of the tree, so the committed results are never overwritten.
 set -u
 cd "$(dirname "$0")/../.."
@@ -95,5 +96,5 @@ jax.devices(), 'torch', torch.__version__, torch.cuda.is_available())" 2>&1
 case "${1:-}" in
   prepare) wheels ;;
   run) shift; run "$@" ;;
-  *) sed -n 2,15p "$0"; exit 2 ;;
+  *) sed -n 2,16p "$0"; exit 2 ;;
 esac
