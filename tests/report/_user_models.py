@@ -39,3 +39,10 @@ mlp = eqx.nn.MLP(12, 3, 16, 2, activation=jax.nn.relu, key=jax.random.key(1))
 def logits_of_wrong_rank(x):
     """A plain function that returns one number per example (not (batch, classes))."""
     return x.reshape(x.shape[0], -1).sum(-1)
+
+
+def cnn_as_function():
+    """A factory returning the model as a plain function (how call arguments are fixed)."""
+    import jaxplain
+
+    return jaxplain.as_function(*cnn())

@@ -100,3 +100,11 @@ def test_bad_data_is_refused(tmp_path):
     _, _, g = load_model("tests.report._user_models:logits_of_wrong_rank")
     with pytest.raises(ValueError, match=r"logits \(n, classes\)"):
         load_data(bad, g)
+
+
+def test_a_factory_may_return_a_plain_function(images):
+    x = np.load(images)["x"][:5]
+    _, variables, f = load_model("tests.report._user_models:cnn_as_function")
+    _, _, g = load_model("tests.report._user_models:cnn")
+    assert variables is None
+    np.testing.assert_array_equal(f(x), g(x))
