@@ -39,9 +39,9 @@ BENCHES=(
                     | -m experiments.bench.rules --only mining --rows 2000 --units 256 --tag smoke"
   "pathways     120 experiments/bench/pathways.py --resnet50 224 --resnet-batch 32 --rounds 3 --repeats 3
                     | experiments/bench/pathways.py --images 8 --rounds 1 --repeats 1 --resnet50 32 --resnet-batch 2"
-  "attribution  200 experiments/bench/attribution.py --repeats 3
+  "attribution  180 experiments/bench/attribution.py --repeats 3
                     | experiments/bench/attribution.py --batch 4 --repeats 1 --resnet50 32 --resnet-batch 2 --ig-images 2"
-  "subnet       220 experiments/bench/subnet.py --resnet50 224 --steps 100 --rounds 3
+  "subnet       200 experiments/bench/subnet.py --resnet50 224 --steps 100 --rounds 3
                     | experiments/bench/subnet.py --steps 3 --rounds 1 --resnet50 32"
 )
 
