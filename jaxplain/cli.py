@@ -113,7 +113,8 @@ def explain(model_spec: str, data_path: Path, checkpoint: Path | None, out: Path
     from jaxplain.report._user import load_data, load_model
 
     specs = _chosen(SECTIONS, only)
-    sys.path.insert(0, str(Path.cwd()))
+    if str(Path.cwd()) not in sys.path:  # MODEL is importable from the current folder
+        sys.path.insert(0, str(Path.cwd()))
     try:
         model, variables, f = load_model(model_spec, checkpoint)
         data, labelled = load_data(data_path, f)

@@ -33,7 +33,7 @@ _OPAQUE = frozenset({"scan", "while", "cond", "custom_jvp_call", "custom_vjp_cal
 _ACTIVATION_JITS = frozenset({
     "relu", "relu6", "sigmoid", "silu", "swish", "softplus", "elu", "celu", "selu",
     "leaky_relu", "hard_tanh", "gelu", "mish", "log_sigmoid", "tanh", "hard_sigmoid",
-    "hard_silu", "hard_swish", "soft_sign", "squareplus", "sparse_plus",
+    "hard_silu", "soft_sign", "squareplus", "sparse_plus",
 })
 _ACTIVATION_PRIMS = {"tanh": "tanh", "logistic": "sigmoid"}
 # JAX writes a transformation around the scope that follows it: "vmap(blocks/0)/lin".

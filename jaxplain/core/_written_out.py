@@ -103,7 +103,10 @@ def last_uses(jaxpr) -> dict:
 def match(eqns, k: int, last_use: dict):
     """``(length, input var, output var, template eqn)`` when a spelled-out activation starts at
     ``eqns[k]``, else None."""
+    first = eqns[k].primitive.name
     for name, index, names in _signatures():
+        if names[0] != first:  # the common case: one string comparison per equation
+            continue
         window = eqns[k:k + len(names)]
         if tuple(e.primitive.name for e in window) != names:
             continue
