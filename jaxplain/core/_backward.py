@@ -318,7 +318,7 @@ def rewrite_backward(f: Callable, rules) -> Callable:
 
 
 def _rewritten(f: Callable, rules, x):
-    program, site_map = program_of(f, x)
+    program, site_map = program_of(f, x, unrolled=True)  # rules apply inside loops too
     plan = _plan(program, site_map, rules)
 
     def replace(i, node, env):

@@ -27,8 +27,9 @@ def check_input(x, name: str = "x"):
                         f"respect to it); got {x.dtype}. Cast it, e.g. x.astype(jnp.float32).")
 
 
-def program_of(f: Callable, x) -> tuple[Program, SiteMap]:
-    """The traced program of `f` at `x`'s shape and its site map (both cached)."""
+def program_of(f: Callable, x, *, unrolled: bool = False) -> tuple[Program, SiteMap]:
+    """The traced program of `f` at `x`'s shape and its site map (both cached); with
+    ``unrolled=True`` the program with its loops unrolled (the same one when it has none)."""
     check_input(x)
     spec = jax.ShapeDtypeStruct(x.shape, x.dtype)
     try:
@@ -36,6 +37,8 @@ def program_of(f: Callable, x) -> tuple[Program, SiteMap]:
     except Exception as err:  # noqa: BLE001 - any failure of f at this shape, re-raised with context
         raise ValueError(f"The model could not be evaluated on an input of shape {tuple(x.shape)} "
                          f"and dtype {x.dtype}: {err}") from err
+    if unrolled and program.unrolled is not None:
+        program = program.unrolled
     cached = _ANALYSES.get(id(program))
     if cached is None or cached[0] is not program:
         cached = (program, analyze(program))
@@ -66,15 +69,12 @@ def sites(f: Callable, x) -> tuple[Site, ...]:
       >>> [s.name for s in jp.sites(f, jnp.ones((4, 3)))]
       ['proj', 'relu']
     """
-    return analyze_for(f, x).sites
-
-
-def analyze_for(f: Callable, x) -> SiteMap:
-    return program_of(f, x)[1]
+    return program_of(f, x, unrolled=True)[1].sites
 
 
 _WHY_OPAQUE = {
-    "scan": "a `scan` loop body: it has one value per iteration",
+    "scan": "a `scan` loop too long to unroll (more than jaxplain.core.UNROLL_BUDGET equations "
+            "in all its iterations)",
     "while": "a `while_loop` body: it has one value per iteration",
     "cond": "a `cond` branch: it has a value only when that branch runs",
     "custom_jvp_call": "a function with a custom derivative (`jax.custom_jvp`), whose rule "
@@ -93,6 +93,20 @@ def _resolve(program: Program, site_map: SiteMap, names) -> tuple[str, ...]:
             raise ValueError(f"Site {name!r} lies inside {_WHY_OPAQUE[opaque[name]]}; such sites "
                              "are not supported. Choose a site outside it.")
     return select(site_map.sites, names)
+
+
+def program_for(f: Callable, x, selectors) -> tuple[Program, SiteMap, tuple[str, ...]]:
+    """``(program, site map, chosen names)`` to run for the sites picked by `selectors` (a
+    sequence of selectors): the program with its loops kept, which compiles faster, unless a
+    chosen site lies inside a loop or is a scope whose value a loop computes."""
+    full, full_map = program_of(f, x, unrolled=True)
+    chosen = tuple(dict.fromkeys(n for s in selectors for n in _resolve(full, full_map, s)))
+    program, site_map = program_of(f, x)
+    if program is not full:
+        from_loop = {r for node in program.nodes if node.prim == "scan" for r in node.outs}
+        if any(name not in site_map.ids or site_map.ids[name] in from_loop for name in chosen):
+            return full, full_map, chosen
+    return program, site_map, chosen
 
 
 def selector_key(selector):
@@ -153,8 +167,7 @@ def capture(f: Callable, names: Selector) -> Callable:
 
 
 def _capture(f: Callable, names, x):
-    program, site_map = program_of(f, x)
-    chosen = _resolve(program, site_map, names)
+    program, site_map, chosen = program_for(f, x, [names])
     y, env = run(program, x)
     return y, {n: env[site_map.ids[n]] for n in chosen}
 
@@ -189,7 +202,7 @@ def intervene(f: Callable, edits: Mapping[str, Callable]) -> Callable:
 
 
 def _intervene(f: Callable, pairs: tuple, x):
-    program, site_map = program_of(f, x)
+    program, site_map, _ = program_for(f, x, [selector for selector, _ in pairs])
     by_id: dict[int, list[tuple[str, Callable]]] = {}
     for selector, fn in pairs:
         for name in _resolve(program, site_map, selector):

@@ -3,7 +3,11 @@
 `trace(f, spec)` turns `f` into a :class:`Program`, a list of :class:`Node` equations over integer
 value ids. Calls (nested `jit`, `jax.checkpoint` / `nn.remat`) are inlined; control flow and
 functions with a custom derivative stay one node each, and the scopes inside them are recorded
-so that asking for a site there gets a clear refusal. The kernel verbs (capture, intervene,
+so that asking for a site there gets a clear refusal. A program with loops also carries
+``unrolled``: the same program with each `scan` (a Flax `nn.scan` over layers, a `fori_loop` with
+static bounds) of at most :data:`UNROLL_BUDGET` equations in all written out, one numbered scope
+per iteration (``blocks/0/dense``); the verbs run it only where they need a site inside a loop,
+since it compiles more slowly. The kernel verbs (capture, intervene,
 rewrite_backward) re-run that program with the primitives' own `bind`, so the result is a pure
 function that jit, vmap, grad and jvp see as ordinary JAX code.
 """
@@ -12,13 +16,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import re
 import weakref
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.extend
+import jax.numpy as jnp
 import numpy as np
 
 from jaxplain.core import _written_out
@@ -29,6 +36,11 @@ _INLINE = frozenset({"jit", "pjit", "closed_call", "core_call", "remat2", "check
 # Kept as one node: control flow, and custom derivatives (whose rule must stay in charge). Sites
 # inside them are refused with a clear error.
 _OPAQUE = frozenset({"scan", "while", "cond", "custom_jvp_call", "custom_vjp_call"})
+# A scan is unrolled when its iterations hold at most this many equations in all (so a deep
+# scan over layers is, a long recurrence over time steps is not: it would compile for minutes).
+UNROLL_BUDGET = 20_000
+# The scope of an unrolled scan's iterations when its body has no scope of its own.
+_LOOP_SCOPE = "scan"
 # `jax.nn` activations that stay one node when they appear as a named jit.
 _ACTIVATION_JITS = frozenset({
     "relu", "relu6", "sigmoid", "silu", "swish", "softplus", "elu", "celu", "selu",
@@ -92,6 +104,7 @@ class Program:
     avals: dict  # id -> ShapedArray
     opaque_scopes: dict  # scope name inside an opaque node (see _OPAQUE) -> its primitive name
     depends: frozenset  # ids that depend on the input
+    unrolled: "Program | None" = None  # the program with its scans unrolled, when it has any
 
 
 def _clean_stack(name_stack) -> tuple[str, ...]:
@@ -158,20 +171,63 @@ def _sub_jaxprs(params):
                 yield v
 
 
+def _size(jaxpr) -> int:
+    """Equations of `jaxpr` once its calls are inlined and its scans unrolled."""
+    total = 0
+    for eqn in jaxpr.eqns:
+        name = eqn.primitive.name
+        if name in _INLINE:
+            total += _size(_body(eqn)[0])
+        elif name == "scan":
+            total += eqn.params["length"] * _size(eqn.params["jaxpr"].jaxpr)
+        else:
+            total += 1
+    return total
+
+
+def _unrollable(eqn) -> bool:
+    length = eqn.params["length"]
+    return 0 < length and length * _size(eqn.params["jaxpr"].jaxpr) <= UNROLL_BUDGET
+
+
+def _common_scope(body) -> str | None:
+    """The one scope every scoped equation of `body` lies in (a Flax ``nn.scan`` module named
+    ``blocks``, a ``jax.named_scope("layer")`` around a loop step), or None."""
+    firsts = {_clean_stack(e.source_info.name_stack)[:1] for e in body.eqns} - {()}
+    return firsts.pop()[0] if len(firsts) == 1 else None
+
+
+def _has_unrollable(jaxpr) -> bool:
+    return any((eqn.primitive.name == "scan" and _unrollable(eqn))
+               or (eqn.primitive.name in _INLINE and _has_unrollable(_body(eqn)[0]))
+               for eqn in jaxpr.eqns)
+
+
+@functools.lru_cache(maxsize=256)
+def _index_template(shape: tuple, dtype: str):
+    """``(a, i) -> a[i]`` traced for an operand of this shape and a scalar index."""
+    return jax.make_jaxpr(lambda a, i: jax.lax.dynamic_index_in_dim(a, i, keepdims=False))(
+        jax.ShapeDtypeStruct(shape, np.dtype(dtype)), jax.ShapeDtypeStruct((), np.int32))
+
+
 class _Builder:
-    def __init__(self):
+    def __init__(self, unroll: bool):
+        self.unroll = unroll
         self.nodes: list[Node] = []
         self.consts: dict = {}
         self.avals: dict = {}
         self.opaque_scopes: dict = {}
         self._next = 0
+        self._loops: Counter = Counter()  # scope -> unrolled scans without a scope of their own
 
     def fresh(self, aval) -> int:
         self._next += 1
         self.avals[self._next] = aval
         return self._next
 
-    def inline(self, jaxpr, consts, ins, prefix):
+    def inline(self, jaxpr, consts, ins, prefix, relabel=lambda stack: stack):
+        """Append the equations of `jaxpr` applied to `ins`, under the scope `prefix` (each
+        equation's own scope passed through `relabel` first); returns the output refs."""
         env: dict = {}
 
         def read(v):
@@ -186,7 +242,7 @@ class _Builder:
         for k, eqn in enumerate(eqns):
             if k < skip_to:  # inside a spelled-out activation, computed as one node
                 continue
-            stack = prefix + _clean_stack(eqn.source_info.name_stack)
+            stack = prefix + relabel(_clean_stack(eqn.source_info.name_stack))
             found = _written_out.match(eqns, k, last_use)
             if found is not None:
                 length, invar, outvar, template = found
@@ -201,6 +257,11 @@ class _Builder:
                 for var, ref in zip(eqn.outvars, outs):
                     env[var] = ref
                 continue
+            if self.unroll and eqn.primitive.name == "scan" and _unrollable(eqn):
+                outs = self._unroll(eqn, [read(v) for v in eqn.invars], stack)
+                for var, ref in zip(eqn.outvars, outs):
+                    env[var] = ref
+                continue
             if eqn.primitive.name in _OPAQUE:
                 self._note_opaque_scopes(eqn, stack, eqn.primitive.name)
             outs = tuple(self.fresh(v.aval) for v in eqn.outvars)
@@ -208,6 +269,46 @@ class _Builder:
                 env[var] = ref
             self.nodes.append(Node(eqn, tuple(read(v) for v in eqn.invars), outs, stack, activation))
         return [read(v) for v in jaxpr.outvars]
+
+    def _apply(self, fn, ins, stack) -> list:
+        """Append the equations of ``fn(*ins)`` (traced at the operands' shapes)."""
+        specs = [jax.ShapeDtypeStruct(self.avals[r].shape, self.avals[r].dtype) if isinstance(r, int)
+                 else jax.ShapeDtypeStruct(np.shape(r.value), jnp.asarray(r.value).dtype) for r in ins]
+        closed = jax.make_jaxpr(fn)(*specs)
+        return self.inline(closed.jaxpr, closed.consts, list(ins), stack)
+
+    def _index(self, ref, i: int, stack) -> int:
+        aval = self.avals[ref]
+        template = _index_template(tuple(aval.shape), np.dtype(aval.dtype).str)
+        return self.inline(template.jaxpr, template.consts, [ref, Lit(np.int32(i))], stack)[0]
+
+    def _unroll(self, eqn, ins, stack) -> list:
+        """The equations of a scan's iterations one after another; returns its output refs."""
+        params = eqn.params
+        length, n_consts, n_carry = params["length"], params["num_consts"], params["num_carry"]
+        body = params["jaxpr"]
+        consts, carry, xs = ins[:n_consts], ins[n_consts:n_consts + n_carry], ins[n_consts + n_carry:]
+        head = _common_scope(body.jaxpr)
+        if head is None:  # iterations scoped "scan/0", "scan/1", a second loop "scan_1/0", ...
+            k = self._loops[stack]
+            self._loops[stack] += 1
+            name = _LOOP_SCOPE if k == 0 else f"{_LOOP_SCOPE}_{k}"
+
+            def scope(s, i):
+                return (name, str(i)) + s
+        else:  # "blocks/0/dense", "blocks/1/dense", ...
+            def scope(s, i):
+                return (head, str(i)) + s[1:]
+        ys = [[None] * length for _ in body.jaxpr.outvars[n_carry:]]
+        for i in (reversed(range(length)) if params["reverse"] else range(length)):
+            x_i = [self._index(x, i, stack) for x in xs]
+            outs = self.inline(body.jaxpr, body.consts, consts + carry + x_i, stack,
+                               relabel=lambda s, i=i: scope(s, i))
+            carry = outs[:n_carry]
+            for k, y in enumerate(outs[n_carry:]):
+                ys[k][i] = y
+        stacked = [self._apply(lambda *a: jnp.stack(a), y, stack)[0] for y in ys]
+        return carry + stacked
 
     def _note_opaque_scopes(self, eqn, stack, outer: str):
         for inner in _sub_jaxprs(eqn.params):
@@ -237,9 +338,8 @@ def _depends(nodes, input_id) -> frozenset:
     return frozenset(live)
 
 
-def _build(f: Callable, spec: jax.ShapeDtypeStruct) -> Program:
-    closed, out_shape = jax.make_jaxpr(f, return_shape=True)(spec)
-    builder = _Builder()
+def _assemble(closed, out_shape, unroll: bool) -> Program:
+    builder = _Builder(unroll)
     input_id = builder.fresh(closed.jaxpr.invars[0].aval)
     outs = builder.inline(closed.jaxpr, closed.consts, [input_id], ())
     nodes = tuple(builder.nodes)
@@ -253,6 +353,14 @@ def _build(f: Callable, spec: jax.ShapeDtypeStruct) -> Program:
         opaque_scopes=builder.opaque_scopes,
         depends=_depends(nodes, input_id),
     )
+
+
+def _build(f: Callable, spec: jax.ShapeDtypeStruct) -> Program:
+    closed, out_shape = jax.make_jaxpr(f, return_shape=True)(spec)
+    program = _assemble(closed, out_shape, unroll=False)
+    if _has_unrollable(closed.jaxpr):
+        program = dataclasses.replace(program, unrolled=_assemble(closed, out_shape, unroll=True))
+    return program
 
 
 _CACHE: "weakref.WeakKeyDictionary[Callable, dict]" = weakref.WeakKeyDictionary()

@@ -57,37 +57,38 @@ class SiteMap:
     root: tuple  # the dropped root scope (e.g. ("Net",) for a Linen model), or ()
 
 
-def _consumers(program: Program) -> Counter:
+def _consumers(program: Program) -> tuple[Counter, dict]:
+    """How many times each value id is used (outputs included), and its first consumer node."""
     count: Counter = Counter()
-    for node in program.nodes:
+    first: dict = {}
+    for j, node in enumerate(program.nodes):
         for r in node.ins:
             if isinstance(r, int):
                 count[r] += 1
+                first.setdefault(r, j)
     for r in program.output_ids:
         if isinstance(r, int):
             count[r] += 1
-    return count
+    return count, first
 
 
 def _is_const(program: Program, ref) -> bool:
     return isinstance(ref, Lit) or ref not in program.depends
 
 
-def affine_chain(program: Program, start: int, consumers: Counter, same_stack: bool) -> tuple[int, ...]:
+def affine_chain(program: Program, start: int, consumers: tuple[Counter, dict],
+                 same_stack: bool) -> tuple[int, ...]:
     """Indices of `start` and the elementwise affine-by-constant nodes that follow it.
 
     The chain continues while the current value has one consumer, that consumer is an
     add/sub/mul/div with a constant other operand (mul/div only by a constant on the right for
-    div), and the result has the same shape (no broadcasting of the batch).
+    div), and the result has the same shape (no broadcasting of the batch). `consumers` is
+    ``_consumers(program)``: the use count and the first consumer of each value id.
     """
+    count, by_input = consumers
     chain = [start]
     current = program.nodes[start].outs[0]
-    by_input = {}
-    for j in range(start + 1, len(program.nodes)):
-        for r in program.nodes[j].ins:
-            if isinstance(r, int):
-                by_input.setdefault(r, j)
-    while consumers[current] == 1 and current in by_input:
+    while count[current] == 1 and current in by_input:
         j = by_input[current]
         node = program.nodes[j]
         if node.prim not in _AFFINE_OPS or len(node.ins) != 2:
