@@ -133,8 +133,14 @@ def _nnx_function(model, kwargs) -> Callable:
         else:
             setattr(parent, last, wrapped)
 
+    # Rebuilt from its arrays at each call, with Variables made in the caller's trace, so that NNX
+    # transforms inside the model (nnx.scan over stacked layers) also run under jit and make_jaxpr.
+    graphdef, state = nnx.split(copy)
+    leaves, treedef = jax.tree_util.tree_flatten(state)
+
     def f(x):
-        return _batch_first(x, copy(x, **kwargs), "Flax NNX")
+        module = nnx.merge(graphdef, jax.tree_util.tree_unflatten(treedef, leaves))
+        return _batch_first(x, module(x, **kwargs), "Flax NNX")
 
     return f
 

@@ -3,6 +3,7 @@
 import equinox as eqx
 import flax.linen as nn
 import jax
+from flax import nnx
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -109,6 +110,50 @@ def test_an_equinox_scan_over_stacked_layers():
     for i in range(DEPTH):
         h = jax.nn.relu(h @ model.layers.weight[i].T + model.layers.bias[i])
         np.testing.assert_allclose(acts[f"layers/{i}/relu"], h, rtol=1e-5, atol=1e-6)
+
+
+class NNXBlock(nnx.Module):
+    def __init__(self, rngs):
+        self.lin = nnx.Linear(8, 8, rngs=rngs)
+
+    def __call__(self, h):
+        return nnx.relu(self.lin(h)) + h
+
+
+class NNXScanned(nnx.Module):
+    """The residual blocks as NNX writes a scan over layers: nnx.vmap to make, nnx.scan to run."""
+
+    def __init__(self, rngs):
+        self.inp = nnx.Linear(4, 8, rngs=rngs)
+
+        @nnx.split_rngs(splits=DEPTH)
+        @nnx.vmap(in_axes=(0,), out_axes=0)
+        def make(rngs):
+            return NNXBlock(rngs)
+
+        self.blocks = make(rngs)
+        self.out = nnx.Linear(8, 3, rngs=rngs)
+
+    def __call__(self, x):
+        @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)
+        def step(h, block):
+            return block(h)
+
+        return self.out(step(self.inp(x), self.blocks))
+
+
+def test_an_nnx_scan_over_layers_is_named_as_the_linen_one(twins):
+    scanned, _, x = twins
+    model = NNXScanned(nnx.Rngs(8))
+    f = jp.as_function(model)
+    assert [s.name for s in jp.sites(f, x)] == [s.name for s in jp.sites(scanned, x)]
+    _, acts = jp.capture(f, "blocks/*/relu")(x)
+    h = model.inp(x)
+    for i in range(DEPTH):
+        relu = jax.nn.relu(h @ model.blocks.lin.kernel[...][i] + model.blocks.lin.bias[...][i])
+        np.testing.assert_allclose(acts[f"blocks/{i}/relu"], relu, rtol=1e-5, atol=1e-6)
+        h = relu + h
+    np.testing.assert_allclose(jax.jit(f)(x), model(x), rtol=1e-5, atol=1e-6)
 
 
 def test_intervening_in_one_iteration_changes_only_that_layer(twins):
