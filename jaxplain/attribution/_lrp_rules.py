@@ -184,6 +184,10 @@ def _matches(selector, name: str) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
+# Activations that mix their inputs (not one output per input): no Pass.
+_MIXING = frozenset({"softmax", "log_softmax"})
+
+
 @dataclasses.dataclass(frozen=True)
 class Composite:
     """Rules assigned to linear layers by site filter, plus a conserving residual-add rule.
@@ -197,7 +201,8 @@ class Composite:
     elementwise activation belongs to its neuron, so ``R(z) = R(h(z))`` and relevance is
     conserved through it. ``activations="gradient"`` multiplies by the derivative instead (on a
     ReLU network the same wherever relevance reaches no dead unit, i.e. behind every rule that
-    multiplies by its input: all but Flat and WSquare).
+    multiplies by its input: all but Flat and WSquare). A softmax (attention weights), which
+    mixes its inputs, always gets its gradient, as in Zennit, whose Pass does not cover it.
     Residual additions ``y = a + b`` split relevance in proportion, ``R_a = a R / stab(y)``,
     and so do average pools and global means, ``R_i = x_i R_window / stab(sum of the window)``
     (Zennit's Norm rule, which its presets put on sums and average pools, adaptive ones
@@ -238,7 +243,7 @@ class Composite:
         return None if rule is None else rule.linear(layer, x, g)
 
     def activation(self, op, x, y, g):
-        return g if self.activations == "pass" else None
+        return g if self.activations == "pass" and op not in _MIXING else None
 
     def add(self, a, b, y, g):
         s = g / stabilize(y, self.stabilizer)

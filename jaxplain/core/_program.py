@@ -45,7 +45,7 @@ _LOOP_SCOPE = "scan"
 _ACTIVATION_JITS = frozenset({
     "relu", "relu6", "sigmoid", "silu", "swish", "softplus", "elu", "celu", "selu",
     "leaky_relu", "hard_tanh", "gelu", "mish", "log_sigmoid", "tanh", "hard_sigmoid",
-    "hard_silu", "soft_sign", "squareplus", "sparse_plus",
+    "hard_silu", "soft_sign", "squareplus", "sparse_plus", "softmax", "log_softmax",
 })
 _ACTIVATION_PRIMS = {"tanh": "tanh", "logistic": "sigmoid"}
 # JAX writes a transformation around the scope that follows it: "vmap(blocks/0)/lin".

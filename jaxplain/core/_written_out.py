@@ -1,7 +1,8 @@
 """Activations that JAX writes out as several equations, found and turned back into one.
 
-``jax.nn.gelu`` (and so Flax's ``nn.gelu``) is not a named call in a trace: its ``tanh`` or
-``erfc`` arithmetic appears inline, so the kernel would see a ``tanh`` activation and an ``add``
+``jax.nn.gelu`` (and so Flax's ``nn.gelu``) and ``jax.nn.softmax`` over the last axis (the
+attention weights of Flax's attention layers) are not named calls in a trace: their arithmetic
+appears inline (for GELU ``tanh`` or ``erfc``), so the kernel would see a ``tanh`` activation and an ``add``
 of two input-dependent values where the model has one GELU. :func:`match` recognises such a run
 of equations by comparing it with a reference trace of the same function at the same shape and
 dtype (same primitives, parameters, literals and wiring, and no intermediate value used
@@ -26,19 +27,23 @@ def _gelu_erf(a):
     return jax.nn.gelu(a, approximate=False)
 
 
+def _softmax(a):
+    return jax.nn.softmax(a, axis=-1)
+
+
 # activation name -> the functions whose traces spell it out
-WRITTEN_OUT = {"gelu": (_gelu_tanh, _gelu_erf)}
+WRITTEN_OUT = {"gelu": (_gelu_tanh, _gelu_erf), "softmax": (_softmax,)}
 
 
 @functools.cache
 def _signatures() -> tuple:
     """``(name, index, primitive names)`` of each spelled-out activation, traced once at a
-    float32 scalar: a cheap first test before the trace at the candidate's own aval."""
-    scalar = jax.ShapeDtypeStruct((), np.float32)
+    float32 vector: a cheap first test before the trace at the candidate's own aval."""
+    vector = jax.ShapeDtypeStruct((2,), np.float32)
     found = []
     for name, fns in WRITTEN_OUT.items():
         for index, fn in enumerate(fns):
-            names = tuple(e.primitive.name for e in jax.make_jaxpr(fn)(scalar).jaxpr.eqns)
+            names = tuple(e.primitive.name for e in jax.make_jaxpr(fn)(vector).jaxpr.eqns)
             if len(names) > 1:  # a single equation is a named call already: nothing to undo
                 found.append((name, index, names))
     return tuple(found)

@@ -66,3 +66,52 @@ def test_named_activations_are_sites(activation):
     sites = jp.sites(lambda x: activation(x @ w) @ w.T, jnp.ones((2, 3)))
     assert [(s.kind, s.op) for s in sites if s.kind == "activation"] == [
         ("activation", activation.__name__)]
+
+
+class Attention(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        h = nn.Dense(4, name="embed")(x)
+        h = h + nn.MultiHeadDotProductAttention(num_heads=2, name="attn")(h)
+        return nn.Dense(3, name="head")(h.mean(axis=1))
+
+
+def test_attention_weights_are_a_softmax_site():
+    model, x = Attention(), jax.random.normal(jax.random.key(2), (2, 5, 3))
+    f = jp.as_function(model, model.init(jax.random.key(3), x))
+    site = {s.name: s for s in jp.sites(f, x)}["attn/softmax"]
+    assert (site.kind, site.op, site.shape) == ("activation", "softmax", (2, 2, 5, 5))  # b h q k
+    y, acts = jp.capture(f, ["attn/query", "attn/key", "attn/softmax"])(x)
+    np.testing.assert_array_equal(y, jax.jit(f)(x))
+    weights = nn.dot_product_attention_weights(acts["attn/query"], acts["attn/key"])
+    np.testing.assert_allclose(acts["attn/softmax"], weights, rtol=1e-6, atol=1e-7)
+    # uniform attention: every query position gets the same mixture of the values
+    uniform = jp.intervene(f, {"attn/softmax": lambda w: jnp.full_like(w, 1 / w.shape[-1])})
+    _, edited = jp.capture(uniform, ["attn"])(x)
+    np.testing.assert_allclose(edited["attn"], edited["attn"][:, :1].repeat(5, axis=1), rtol=1e-5)
+    assert not np.allclose(uniform(x), y)
+
+
+def test_lrp_takes_the_gradient_through_a_softmax():
+    # relevance passes unchanged through elementwise activations only; a softmax mixes its
+    # inputs, so it gets its gradient (as in Zennit), the same as a softmax spelled otherwise
+    ws = jax.random.normal(jax.random.key(4), (4, 3, 3))
+
+    def model(softmax):
+        def f(x):  # (batch, tokens, 3)
+            q, k, v = (x @ w for w in ws[:3])
+            h = softmax(q @ jnp.swapaxes(k, 1, 2)) @ v
+            return jax.nn.relu(h).mean(axis=1) @ ws[3]
+        return f
+
+    def spelled_out(a):
+        e = jnp.exp(a - jax.lax.stop_gradient(a.max(axis=-1, keepdims=True)))
+        return e / e.sum(axis=-1, keepdims=True)
+
+    named, spelled = model(jax.nn.softmax), model(spelled_out)
+    x = jax.random.normal(jax.random.key(5), (2, 4, 3))
+    assert "softmax" in [s.name for s in jp.sites(named, x)]
+    assert "softmax" not in [s.name for s in jp.sites(spelled, x)]
+    rules = jp.lrp.Epsilon(1e-3)
+    np.testing.assert_allclose(jp.attribution.lrp(named, x, 1, rules=rules),
+                               jp.attribution.lrp(spelled, x, 1, rules=rules), rtol=1e-4, atol=1e-6)
