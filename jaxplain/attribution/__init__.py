@@ -5,6 +5,7 @@ from jaxplain.attribution._gradient import gradient_x_input as gradient_x_input
 from jaxplain.attribution._integrated import completeness_delta as completeness_delta
 from jaxplain.attribution._integrated import integrated_gradients as integrated_gradients
 from jaxplain.attribution._lrp import lrp as lrp
+from jaxplain.attribution._modified import conservative_propagation as conservative_propagation
 from jaxplain.attribution._modified import deconvnet as deconvnet
 from jaxplain.attribution._modified import deeplift as deeplift
 from jaxplain.attribution._modified import guided_backprop as guided_backprop

@@ -202,7 +202,8 @@ class Composite:
     conserved through it. ``activations="gradient"`` multiplies by the derivative instead (on a
     ReLU network the same wherever relevance reaches no dead unit, i.e. behind every rule that
     multiplies by its input: all but Flat and WSquare). A softmax (attention weights), which
-    mixes its inputs, always gets its gradient, as in Zennit, whose Pass does not cover it.
+    mixes its inputs, gets its gradient, as in Zennit, whose Pass does not cover it (for
+    transformers see :func:`jaxplain.attribution.conservative_propagation`).
     Residual additions ``y = a + b`` split relevance in proportion, ``R_a = a R / stab(y)``,
     and so do average pools and global means, ``R_i = x_i R_window / stab(sum of the window)``
     (Zennit's Norm rule, which its presets put on sums and average pools, adaptive ones

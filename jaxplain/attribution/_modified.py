@@ -1,7 +1,9 @@
-"""Modified-gradient methods: DeepLIFT (rescale), guided backpropagation, deconvnet.
+"""Modified-gradient methods: DeepLIFT (rescale), guided backpropagation, deconvnet, and
+conservative propagation for transformers.
 
 Each is the gradient of :func:`jaxplain.rewrite_backward` of the model with a small rule that
-replaces the backward pass of the activations; linear layers keep their plain gradient.
+replaces the backward pass of the activations (and of the normalisers); linear layers keep
+their plain gradient.
 """
 
 from __future__ import annotations
@@ -73,6 +75,18 @@ class Deconv:
         if op != "relu":
             return None
         return jnp.maximum(g, 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class HoldConstant:
+    """Attention weights (softmaxes) and normaliser scales (``1/sqrt(var + eps)``) get no
+    gradient: the AH and LN rules of Ali et al. (2022)."""
+
+    def activation(self, op, x, y, g):
+        return jnp.zeros_like(g) if op in ("softmax", "log_softmax") else None
+
+    def normalizer(self, op, x, y, g):
+        return jnp.zeros_like(g)
 
 
 @functools.partial(jax.jit, static_argnames=("f",))
@@ -192,3 +206,47 @@ def deconvnet(f: Callable, x: Float[Array, "batch *feature"],
     x = _common.check_x(x)
     t = _common.check_target(f, x, target)
     return _rule_gradient(f, x, t, rule=Deconv())
+
+
+def conservative_propagation(f: Callable, x: Float[Array, "batch *feature"],
+                             target: Int[Array, "batch"] | int) -> Float[Array, "batch *feature"]:
+    """LRP for transformers: gradient x input with attention weights and LayerNorm scales held
+    constant (Ali et al.'s AH and LN rules).
+
+    ``attr = x * g`` where ``g`` is the gradient of ``f_t`` with no gradient into any softmax
+    (the attention weights ``p`` in ``p @ v``) or normaliser scale (``1/sqrt(var + eps)`` of a
+    LayerNorm or RMSNorm). With those held fixed, a bias-free network of linear layers, ReLUs,
+    attention, normalisation, residual adds and mean pooling is linear in `x` along the ray
+    from 0, so the attributions sum to the target logit (conservation), which plain
+    gradient x input and LRP's gradient through a LayerNorm do not give. It is what LRP-0 with
+    the AH and LN rules computes; on a network with neither it is gradient x input.
+
+    Args:
+      f: the model, mapping a batch to logits ``(n, classes)``; softmaxes are found as
+        :func:`jaxplain.sites` finds them (``jax.nn.softmax`` over the last axis, as Flax's
+        attention layers call it), normalisers as square roots of input-dependent values.
+      x: the inputs, batch first (e.g. ``(n, tokens, features)`` embeddings).
+      target: the class to explain per example, shape ``(n,)``, or one int.
+
+    Returns:
+      An array shaped like `x`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxplain.attribution import conservative_propagation
+      >>> def f(x):   # one attention head over 2 tokens, then a sum: bias-free
+      ...     p = jax.nn.softmax(x @ jnp.swapaxes(x, 1, 2))
+      ...     return (p @ x).sum(axis=(1, 2))[:, None]
+      >>> x = jnp.array([[[1.0, 0.0], [0.0, 2.0]]])
+      >>> a = conservative_propagation(f, x, 0)
+      >>> bool(jnp.allclose(a.sum(), f(x)[0, 0]))
+      True
+
+    References:
+      Ali, Schnake, Eberle, Montavon, Müller, Wolf. XAI for Transformers: Better Explanations
+      through Conservative Propagation. ICML 2022.
+    """
+    _common.check_function(f)
+    x = _common.check_x(x)
+    t = _common.check_target(f, x, target)
+    return x * _rule_gradient(f, x, t, rule=HoldConstant())

@@ -9,7 +9,9 @@ program:
 * activations (relu in all its spellings, tanh, sigmoid, ...);
 * pools (max pooling; average pooling with its division by the window size; a mean over the
   axes between the batch and the last, e.g. global average pooling);
-* residual adds of two input-dependent values.
+* residual adds of two input-dependent values;
+* normalisers: a square root or reciprocal square root of an input-dependent value (the scale
+  of a LayerNorm or RMSNorm).
 
 Each such place runs under a ``jax.custom_vjp`` whose backward asks the rule; a rule that has no
 method for the place, or returns ``None``, gets the plain gradient.
@@ -209,6 +211,16 @@ def _activation_place(program: Program, node: Node, rule, env) -> list:
     return [_one_operand_place(forward, ask, env[node.ins[pos]], others)]
 
 
+def _normalizer_place(node: Node, rule, env) -> list:
+    def forward(v, cs):
+        return node.bind(v)[0]
+
+    def ask(v, y, g, pullback):
+        return rule.normalizer(node.prim, v, y, g)
+
+    return [_one_operand_place(forward, ask, env[node.ins[0]], [])]
+
+
 def _pool_place(program: Program, chain: tuple, op: str, rule, env) -> list:
     node = program.nodes[chain[0]]
     steps, consts, current = [], [], node.outs[0]
@@ -281,6 +293,10 @@ def _plan(program: Program, site_map: SiteMap, rules) -> dict[int, tuple]:
             rule = _pick(rules, site, "add")
             if rule is not None:
                 plan[i] = ("add", rule)
+        elif node.prim in ("rsqrt", "sqrt"):
+            rule = _pick(rules, site, "normalizer")
+            if rule is not None:
+                plan[i] = ("normalizer", rule)
     return plan
 
 
@@ -294,8 +310,9 @@ def rewrite_backward(f: Callable, rules) -> Callable:
         define any of ``linear(layer: LinearLayer, x, g) -> gx``,
         ``activation(op, x, y, g) -> gx``, ``pool(op, x, y, g, pullback) -> gx`` (``op`` is
         ``"max_pool"``, ``"avg_pool"`` or ``"mean"``; ``y`` is the pooled value, after an
-        average's division; ``pullback(c)`` is the plain gradient for ``x`` of a cotangent ``c`` of ``y``)
-        and ``add(a, b, y, g) -> (ga, gb)``; returning ``None`` or lacking the method
+        average's division; ``pullback(c)`` is the plain gradient for ``x`` of a cotangent ``c`` of ``y``),
+        ``add(a, b, y, g) -> (ga, gb)`` and ``normalizer(op, x, y, g) -> gx`` (``op`` is
+        ``"rsqrt"`` or ``"sqrt"`` of an input-dependent ``x``, the scale of a LayerNorm); returning ``None`` or lacking the method
         means the plain gradient there. Rules see whole batches.
 
     Returns:
@@ -336,6 +353,8 @@ def _rewritten(f: Callable, rules, x):
         if kind == "pool":
             _, rule, chain, op = entry
             return _pool_place(program, chain, op, rule, env)
+        if kind == "normalizer":
+            return _normalizer_place(node, entry[1], env)
         return _add_place(node, entry[1], env)
 
     return run(program, x, replace=replace)[0]

@@ -52,7 +52,8 @@ class SiteMap:
 
     sites: tuple[Site, ...]
     ids: dict  # name -> value id
-    node_names: dict  # node index -> derived/own site name (activations, adds, linear groups)
+    node_names: dict  # node index -> derived/own site name (activations, adds, linear groups,
+    # square roots of input-dependent values: normalisers)
     groups: dict  # node index of a linear op or a pool -> node indices of it and its affine chain
     root: tuple  # the dropped root scope (e.g. ("Net",) for a Linen model), or ()
 
@@ -105,6 +106,28 @@ def affine_chain(program: Program, start: int, consumers: tuple[Counter, dict],
         chain.append(j)
         current = node.outs[0]
     return tuple(chain)
+
+
+_ROOTS = frozenset({"rsqrt", "sqrt"})
+_SHAPE_OPS = frozenset({"broadcast_in_dim", "reshape", "squeeze", "expand_dims", "convert_element_type"})
+
+
+def _is_clamp(program: Program, i: int, consumers: tuple[Counter, dict]) -> bool:
+    """True when node `i`, a ``max(v, 0)``, only feeds a square root (through reshapes and affine
+    ops by constants, e.g. ``rsqrt(max(var, 0) + eps)`` in a LayerNorm): a guard, not an
+    activation."""
+    count, first = consumers
+    current = program.nodes[i].outs[0]
+    while count[current] == 1 and current in first:
+        node = program.nodes[first[current]]
+        if node.prim in _ROOTS:
+            return True
+        others = [r for r in node.ins if r != current]
+        if not (node.prim in _SHAPE_OPS or node.prim in _AFFINE_OPS
+                and all(_is_const(program, r) for r in others)):
+            return False
+        current = node.outs[0]
+    return False
 
 
 def _root(program: Program) -> tuple[str, ...]:
@@ -166,10 +189,14 @@ def analyze(program: Program) -> SiteMap:
             scope_last[stack[:k]] = i
         if i in absorbed:
             continue
+        if node.activation == "relu" and _is_clamp(program, i, consumers):
+            continue
         if node.activation is not None:
             name = name_for(stack, node.activation)
             derived.append((i, name, "activation", node.activation, node.outs[0]))
             node_names[i] = name
+        elif node.prim in _ROOTS:  # a normaliser (LayerNorm, RMSNorm): a place for rules, no site
+            node_names[i] = "/".join(stack + (node.prim,))
         elif node.prim == "add" and all(not _is_const(program, r) for r in node.ins):
             name = name_for(stack, "add")
             derived.append((i, name, "add", "add", node.outs[0]))
