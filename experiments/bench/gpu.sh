@@ -27,9 +27,11 @@ wheels() {
 # name  limit_s  [VAR=value ...] arguments (GPU sizes)  |  arguments (smoke sizes)
 SELFTEST="JAX_PLATFORMS=cpu -m pytest -q -x -p no:cacheprovider tests/core/test_sites.py
   tests/core/test_capture_intervene.py tests/core/test_rewrite_backward.py
-  tests/core/test_written_out.py tests/attribution/test_lrp.py"
+  tests/core/test_written_out.py tests/attribution/test_lrp.py
+  tests/core/test_scan.py::test_a_linen_scan_over_layers_has_one_site_per_layer
+  tests/core/test_scan.py::test_rules_apply_inside_the_loop"
 BENCHES=(
-  "selftest     60  ${SELFTEST//$'\n'/ }
+  "selftest     65  ${SELFTEST//$'\n'/ }
                     | ${SELFTEST//$'\n'/ }"
   "featvis      45  -m experiments.bench.featvis --rounds 3 --ablation-rounds 1
                     | -m experiments.bench.featvis --steps 4 --rounds 1 --ablation-rounds 1"
