@@ -91,16 +91,18 @@ def test_without_attention_or_normalisation_it_is_gradient_x_input():
     np.testing.assert_array_equal(conservative_propagation(f, x, TARGET), gradient_x_input(f, x, TARGET))
 
 
-def test_the_docs_example_prints_true():
+def test_the_docs_examples_print_what_they_say():
     import contextlib
     import io
     import pathlib
     import re
 
     page = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "attribution.md").read_text()
-    (block,) = [b for b in re.findall(r"```python\n(.*?)```", page, re.S)
-                if "conservative_propagation" in b]
-    out = io.StringIO()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", page, re.S)
+              if "conservative_propagation" in b or "rollout" in b]
+    assert len(blocks) == 2
+    out, scope = io.StringIO(), {"jax": jax, "jnp": jnp, "jp": jp}
     with contextlib.redirect_stdout(out):
-        exec(compile(block, "attribution.md", "exec"), {"jax": jax, "jnp": jnp, "jp": jp})  # noqa: S102
-    assert out.getvalue().strip() == "True"
+        for block in blocks:
+            exec(compile(block, "attribution.md", "exec"), scope)  # noqa: S102
+    assert out.getvalue().split() == ["True", "(2,", "5,", "5)"]

@@ -5,8 +5,8 @@ import importlib
 
 import pytest
 
-MODULES = ["_gradient", "_integrated", "_smoothgrad", "_perturbation", "_shapley", "_surrogate",
-           "_modified", "_lrp", "_lrp_rules", "_site"]
+MODULES = ["_attention", "_gradient", "_integrated", "_smoothgrad", "_perturbation", "_shapley",
+           "_surrogate", "_modified", "_lrp", "_lrp_rules", "_site"]
 
 
 @pytest.mark.parametrize("name", MODULES)
