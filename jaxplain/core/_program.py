@@ -108,12 +108,12 @@ class Program:
 
 
 def _clean_stack(name_stack) -> tuple[str, ...]:
-    """The scope names of a name stack: transformation marks unwrapped, and library class names
-    (``eqx.nn.Linear``, with a dot) dropped."""
+    """The scope names of a name stack: transformation marks unwrapped, and library names
+    dropped: class names (``eqx.nn.Linear``, with a dot) and ``jnp.einsum`` specs (``btk,tkd->btd``)."""
     text, previous = str(name_stack), None
     while text != previous:  # nested marks: "jvp(vmap(blocks/0))"
         previous, text = text, _TRANSFORM_MARK.sub(r"\1", text)
-    return tuple(part for part in text.split("/") if part and "." not in part)
+    return tuple(part for part in text.split("/") if part and "." not in part and "->" not in part)
 
 
 def _relu_body(jaxpr) -> bool:

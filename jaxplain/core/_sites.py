@@ -180,12 +180,11 @@ def analyze(program: Program) -> SiteMap:
         if edit is not None:  # the output of an intervention: the new value of that site
             edited["/".join(stack[:edit] + (stack[edit][: -len(EDIT_MARK)],))] = node.outs[0]
             continue
-        for k in range(1, len(stack) + 1):
-            if k == len(stack) or not stack[k].isdigit():
-                is_module.add(stack[:k])
         if node.outs[0] not in program.depends:  # weights, and constants hoisted out of loops
             continue
         for k in range(1, len(stack) + 1):
+            if k == len(stack) or not stack[k].isdigit():
+                is_module.add(stack[:k])
             scope_last[stack[:k]] = i
         if i in absorbed:
             continue
