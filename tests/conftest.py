@@ -22,6 +22,16 @@ def digits_model(jaxplain_home):
     return model, variables, jaxplain.as_function(model, variables), data.load_digits()
 
 
+@pytest.fixture(scope="session")
+def digits_vit(jaxplain_home):
+    """``(model, variables, f)``: the embedded DigitsViT, trained into ``jaxplain_home``."""
+    import jaxplain
+    from jaxplain import data
+
+    model, variables = data.pretrained(jaxplain_home, progress=False, architecture="vit")
+    return model, variables, jaxplain.as_function(model, variables)
+
+
 @pytest.fixture
 def demo_context(digits_model, jaxplain_home):
     """A quick-mode ``jaxplain.report.DemoContext`` on the session's model (key 0)."""
@@ -37,4 +47,5 @@ def demo_context(digits_model, jaxplain_home):
         key=jax.random.key(0),
         quick=True,
         history=data.checkpoint_info(jaxplain_home).history,
+        cache_dir=jaxplain_home,
     )

@@ -1,4 +1,5 @@
-"""The embedded default: scikit-learn's digits and a small residual CNN trained on them.
+"""The embedded default: scikit-learn's digits and a small residual CNN trained on them (and a
+small vision transformer, ``pretrained(architecture="vit")``, for the transformer methods).
 
 Example:
     >>> from jaxplain import data
@@ -21,3 +22,5 @@ from jaxplain.data._pretrained import pretrained as pretrained
 from jaxplain.data._train import TrainHistory as TrainHistory
 from jaxplain.data._train import accuracy as accuracy
 from jaxplain.data._train import train as train
+from jaxplain.data._vit import DigitsViT as DigitsViT
+from jaxplain.data._vit import EncoderBlock as EncoderBlock

@@ -1,6 +1,8 @@
-"""The pretrained default model, cached with orbax under ``$JAXPLAIN_HOME``.
+"""The pretrained default models, cached with orbax under ``$JAXPLAIN_HOME``.
 
-A checkpoint is a folder ``<home>/digits_cnn_v<N>/`` holding the orbax-saved variables
+Two architectures are embedded: ``"cnn"`` (:class:`DigitsCNN`, the default of every section)
+and ``"vit"`` (:class:`DigitsViT`, for the transformer methods). A checkpoint is a folder
+``<home>/digits_cnn_v<N>/`` (``digits_vit_v<N>/``) holding the orbax-saved variables
 (``variables/``) and ``metadata.json`` (architecture, recipe, accuracy, training history and a
 SHA-256 of the parameters). It is written into a temporary folder next to it and renamed into
 place, so a reader sees a whole checkpoint or none; one that fails to load, or whose
@@ -25,14 +27,39 @@ import numpy as np
 from jaxplain.data._digits import SPLIT_SEED, load_digits
 from jaxplain.data._model import ARCHITECTURE_VERSION, DigitsCNN
 from jaxplain.data._train import BATCH_SIZE, EPOCHS, LEARNING_RATE, TrainHistory, accuracy, train
+from jaxplain.data._vit import VIT_VERSION, DigitsViT
 
 #: Seed of the default model's initialisation and shuffles.
 TRAIN_SEED = 0
 #: Version of the checkpoint folder layout and metadata format.
 FORMAT_VERSION = 1
-CHECKPOINT_NAME = f"digits_cnn_v{ARCHITECTURE_VERSION}"
 _METADATA = "metadata.json"
 _VARIABLES = "variables"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Architecture:
+    """An embedded model and its training recipe (part of its checkpoint's identity)."""
+
+    model: type
+    version: int
+    folder: str
+    epochs: int
+    learning_rate: float
+
+
+_ARCHITECTURES = {
+    "cnn": _Architecture(DigitsCNN, ARCHITECTURE_VERSION, f"digits_cnn_v{ARCHITECTURE_VERSION}",
+                         EPOCHS, LEARNING_RATE),
+    "vit": _Architecture(DigitsViT, VIT_VERSION, f"digits_vit_v{VIT_VERSION}", 20, 3e-3),
+}
+CHECKPOINT_NAME = _ARCHITECTURES["cnn"].folder
+
+
+def _architecture(name: str) -> _Architecture:
+    if name not in _ARCHITECTURES:
+        raise ValueError(f"architecture must be one of {sorted(_ARCHITECTURES)}; got {name!r}")
+    return _ARCHITECTURES[name]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,18 +97,22 @@ def params_checksum(variables: Any) -> str:
 
 
 def pretrained(
-    cache_dir: str | os.PathLike[str] | None = None, *, progress: bool = True
-) -> tuple[DigitsCNN, dict[str, Any]]:
-    """The default :class:`DigitsCNN` and its trained variables, loaded or trained and cached.
+    cache_dir: str | os.PathLike[str] | None = None, *, progress: bool = True,
+    architecture: str = "cnn",
+) -> tuple[Any, dict[str, Any]]:
+    """The default :class:`DigitsCNN` (or :class:`DigitsViT`) and its trained variables,
+    loaded or trained and cached.
 
     The first call trains the model (about ten seconds on two CPU cores; >= 97% test
-    accuracy) and saves it under :func:`home`; later calls load it. A checkpoint that cannot be
-    restored or whose parameters fail the checksum is reported with a ``RuntimeWarning`` and
-    replaced by a fresh training run.
+    accuracy for the CNN, >= 94% for the ViT) and saves it under :func:`home`; later calls
+    load it. A checkpoint that cannot be restored or whose parameters fail the checksum is
+    reported with a ``RuntimeWarning`` and replaced by a fresh training run.
 
     Args:
         cache_dir: The cache folder; default ``$JAXPLAIN_HOME`` or ``~/.cache/jaxplain``.
         progress: Show a progress bar while training.
+        architecture: ``"cnn"`` (the default model) or ``"vit"`` (a bias-free two-layer
+            vision transformer over 2x2 patches, for the transformer methods).
 
     Returns:
         ``(model, variables)``; ``jaxplain.as_function(model, variables)`` is the classifier.
@@ -92,32 +123,35 @@ def pretrained(
         >>> model.apply(variables, data.load_digits().x_test[:2]).shape
         (2, 10)
     """
-    model = DigitsCNN()
-    path = home(cache_dir) / CHECKPOINT_NAME
+    arch = _architecture(architecture)
+    model = arch.model()
+    path = home(cache_dir) / arch.folder
     if path.exists():
         try:
-            return model, _restore(path, model)
+            return model, _restore(path, model, arch)
         except _Unusable as e:
             warnings.warn(
                 f"the cached model at {path} is unusable ({e}); retraining it",
                 RuntimeWarning,
                 stacklevel=2,
             )
-    return model, _train_and_save(path, model, progress=progress)
+    return model, _train_and_save(path, model, arch, progress=progress)
 
 
-def checkpoint_info(cache_dir: str | os.PathLike[str] | None = None) -> CheckpointInfo:
-    """Reads the metadata of the cached default model (see :func:`pretrained`).
+def checkpoint_info(cache_dir: str | os.PathLike[str] | None = None, *,
+                    architecture: str = "cnn") -> CheckpointInfo:
+    """Reads the metadata of a cached default model (see :func:`pretrained`).
 
     Raises:
         FileNotFoundError: If there is no checkpoint in the cache folder yet.
         ValueError: If its metadata is malformed or belongs to another architecture.
     """
-    path = home(cache_dir) / CHECKPOINT_NAME
+    arch = _architecture(architecture)
+    path = home(cache_dir) / arch.folder
     if not (path / _METADATA).is_file():
         raise FileNotFoundError(f"no checkpoint at {path}; call jaxplain.data.pretrained() first")
     try:
-        return _read_metadata(path)
+        return _read_metadata(path, arch)
     except _Unusable as e:
         raise ValueError(f"the checkpoint metadata in {path} is unusable: {e}") from None
 
@@ -126,27 +160,27 @@ class _Unusable(Exception):
     """A checkpoint that must not be used (the message says why)."""
 
 
-def _recipe() -> dict[str, Any]:
+def _recipe(arch: _Architecture) -> dict[str, Any]:
     return {
-        "architecture": "DigitsCNN",
-        "architecture_version": ARCHITECTURE_VERSION,
+        "architecture": arch.model.__name__,
+        "architecture_version": arch.version,
         "format_version": FORMAT_VERSION,
         "train_seed": TRAIN_SEED,
         "split_seed": SPLIT_SEED,
-        "epochs": EPOCHS,
+        "epochs": arch.epochs,
         "batch_size": BATCH_SIZE,
-        "learning_rate": LEARNING_RATE,
+        "learning_rate": arch.learning_rate,
     }
 
 
-def _read_metadata(path: Path) -> CheckpointInfo:
+def _read_metadata(path: Path, arch: _Architecture) -> CheckpointInfo:
     try:
         meta = json.loads((path / _METADATA).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise _Unusable(f"cannot read {_METADATA}: {e}") from None
     if not isinstance(meta, dict):
         raise _Unusable(f"{_METADATA} is not a JSON object")
-    recipe = _recipe()
+    recipe = _recipe(arch)
     found = {k: meta.get(k) for k in recipe}
     if found != recipe:
         raise _Unusable(f"{_METADATA} records {found}, expected {recipe}")
@@ -161,10 +195,10 @@ def _read_metadata(path: Path) -> CheckpointInfo:
         raise _Unusable(f"{_METADATA} is malformed: {e!r}") from None
 
 
-def _restore(path: Path, model: DigitsCNN) -> dict[str, Any]:
+def _restore(path: Path, model: Any, arch: _Architecture) -> dict[str, Any]:
     import orbax.checkpoint as ocp
 
-    info = _read_metadata(path)
+    info = _read_metadata(path, arch)
     x = load_digits().x_test[:1]
     abstract = jax.eval_shape(model.init, jax.random.key(0), x)
     try:
@@ -178,13 +212,15 @@ def _restore(path: Path, model: DigitsCNN) -> dict[str, Any]:
     return variables
 
 
-def _train_and_save(path: Path, model: DigitsCNN, *, progress: bool) -> dict[str, Any]:
+def _train_and_save(path: Path, model: Any, arch: _Architecture, *,
+                    progress: bool) -> dict[str, Any]:
     import orbax.checkpoint as ocp
 
     digits = load_digits()
-    variables, history = train(jax.random.key(TRAIN_SEED), digits, model, progress=progress)
+    variables, history = train(jax.random.key(TRAIN_SEED), digits, model, epochs=arch.epochs,
+                               learning_rate=arch.learning_rate, progress=progress)
     meta = {
-        **_recipe(),
+        **_recipe(arch),
         "test_accuracy": accuracy(
             lambda x: model.apply(variables, x), digits.x_test, digits.y_test
         ),

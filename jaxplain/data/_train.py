@@ -125,7 +125,8 @@ def train(
     # run 10-70x slower inside a compiled loop body (lax.scan / while) than as top-level ops.
     from tqdm.auto import tqdm
 
-    bar = tqdm(range(epochs), desc="training DigitsCNN", unit="epoch", disable=not progress)
+    bar = tqdm(range(epochs), desc=f"training {type(model).__name__}", unit="epoch",
+               disable=not progress)
     history: list[tuple[float, float, float]] = []
     for k in jax.random.split(key, epochs):
         order = jax.random.permutation(k, n)[: steps * batch_size].reshape(steps, batch_size)

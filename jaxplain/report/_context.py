@@ -35,6 +35,8 @@ class DemoContext:
         progress: ``progress(iterable, desc=...)`` wraps a long loop in a progress bar (tqdm
             in the CLI, a no-op by default).
         history: The model's :class:`jaxplain.data.TrainHistory`, when known.
+        cache_dir: Where a section finds (or trains and caches) another embedded model it
+            needs, e.g. the digits ViT of the transformers section; None: ``$JAXPLAIN_HOME``.
     """
 
     model: Any
@@ -47,3 +49,4 @@ class DemoContext:
     history: Any = None
     name: str = "scikit-learn's 8x8 digits"
     noun: str = "digits"
+    cache_dir: Any = None

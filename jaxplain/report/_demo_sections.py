@@ -9,6 +9,7 @@ section, append one line here.
 SECTIONS: tuple[str, ...] = (
     "jaxplain.report._foundation:demo_section",
     "jaxplain.attribution._demo:demo_section",
+    "jaxplain.report._transformers:demo_section",
     "jaxplain.rules._demo:demo_section",
     "jaxplain.pathways._demo:demo_section",
     "jaxplain.visualize._demo:demo_section",

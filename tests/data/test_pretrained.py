@@ -123,7 +123,8 @@ def test_damaged_checkpoint_is_retrained_not_loaded(damage, digits_model, jaxpla
     history = data.checkpoint_info(jaxplain_home).history
     calls = []
 
-    def fake_train(key, digits, model, *, progress):  # stands in for the 10-epoch run
+    def fake_train(key, digits, model, *, epochs, learning_rate, progress):  # the 10-epoch run
+        assert (epochs, learning_rate) == (_pretrained.EPOCHS, _pretrained.LEARNING_RATE)
         calls.append(key)
         return jax.tree.map(np.array, variables), history
 
@@ -166,3 +167,31 @@ def test_digits_function_is_the_pretrained_classifier(digits_model, jaxplain_hom
     f = data.digits_function(jaxplain_home, progress=False)
     np.testing.assert_allclose(f(digits.x_test[:8]), model.apply(variables, digits.x_test[:8]),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_the_digits_vit_is_cached_accurate_and_conservative(digits_vit, jaxplain_home, monkeypatch):
+    import jax.numpy as jnp
+
+    from jaxplain.attribution import conservative_propagation
+
+    _, variables, f = digits_vit
+    digits = data.load_digits()
+    acc = data.accuracy(f, digits.x_test, digits.y_test)
+    assert acc >= 0.94
+    info = data.checkpoint_info(jaxplain_home, architecture="vit")
+    assert info.test_accuracy == pytest.approx(acc, abs=1e-6)
+    assert info.path.name == f"digits_vit_v{data._vit.VIT_VERSION}"
+    monkeypatch.setattr(_pretrained, "train", lambda *a, **k: pytest.fail("must load, not train"))
+    model, loaded = data.pretrained(jaxplain_home, progress=False, architecture="vit")
+    assert isinstance(model, data.DigitsViT) and _same(loaded, variables)
+    # bias-free: conservative propagation sums to the logit of each test digit
+    x = jnp.asarray(digits.x_test[:16])
+    t = jnp.argmax(f(x), axis=-1)
+    total = conservative_propagation(f, x, t).reshape(16, -1).sum(axis=1)
+    np.testing.assert_allclose(total, np.asarray(f(x))[np.arange(16), np.asarray(t)], rtol=1e-4,
+                               atol=1e-4)
+
+
+def test_unknown_architecture_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="architecture must be one of"):
+        data.pretrained(tmp_path, architecture="mlp")
