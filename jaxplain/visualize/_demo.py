@@ -22,16 +22,18 @@ GROUP_SITE = LAYERS[-1]  # the NMF groups of the experiment (experiments/featvis
 
 
 def spatial_layers(f, x) -> tuple[str, ...]:
-    """The first and the last spatial (NHWC) ReLU site (``LAYERS`` on the digits CNN)."""
+    """The first and the last ReLU site with spatial or token axes, ``(n, ..., channels)``:
+    ``LAYERS`` on the digits CNN, the two MLPs' ReLUs on the digits ViT."""
     from jaxplain.core import relu_sites, sites
 
     if np.ndim(x) != 4:
         raise ValueError(f"feature visualization renders images (NHWC); the inputs are shaped "
                          f"{np.shape(x)}.")
     shapes = {s.name: s.shape for s in sites(f, x[:1])}
-    spatial = [s for s in relu_sites(f, x[:1]) if len(shapes[s]) == 4]
+    spatial = [s for s in relu_sites(f, x[:1]) if len(shapes[s]) >= 3]
     if not spatial:
-        raise ValueError("feature visualization needs a spatial ReLU site; the model has none.")
+        raise ValueError("feature visualization needs a ReLU site with spatial or token axes; "
+                         "the model has none.")
     return tuple(dict.fromkeys((spatial[0], spatial[-1])))
 
 
@@ -77,7 +79,7 @@ def render_layers(f, x_data, *, key, steps, layers=LAYERS, groups=4, nmf_steps=3
     results, at = [], 0
     for s in layers:
         n = width[s]
-        best = np.asarray(jnp.mean(acts[s], axis=(1, 2)).max(axis=0))
+        best = np.asarray(jnp.mean(acts[s], axis=tuple(range(1, acts[s].ndim - 1))).max(axis=0))
         results.append(LayerResult(s, images[at:at + n], value[at:at + n], best,
                                    start[at:at + n]))
         at += n
