@@ -29,6 +29,25 @@ def test_getting_started_examples_run(jaxplain_home, digits_model, monkeypatch, 
     assert callable(namespace["restore"])  # the explain example's factory
 
 
+def test_readme_examples_of_the_embedded_models_run(jaxplain_home, digits_model, digits_vit,
+                                                    monkeypatch):
+    import numpy as np
+
+    monkeypatch.setenv("JAXPLAIN_HOME", str(jaxplain_home))
+    text = (DOCS.parent / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert len(blocks) == 3  # the kernel tour (tests/core/test_kernel_doc.py), the CNN, the ViT
+    namespace: dict = {"jp": __import__("jaxplain")}
+    for block in blocks[1:]:
+        exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102
+    maps, rollout, pixels = namespace["maps"], namespace["rollout"], namespace["pixels"]
+    assert [m.shape for m in maps.values()] == [(4, 4, 16, 16)] * 2
+    assert rollout.shape == (4, 16, 16) and pixels.shape == (4, 8, 8, 1)
+    logits = np.asarray(namespace["vit"](namespace["x"]))[:, 3]
+    np.testing.assert_allclose(np.asarray(pixels).reshape(4, -1).sum(1), logits, rtol=1e-4,
+                               atol=1e-4)
+
+
 def test_index_links_every_page_and_every_link_resolves():
     text = (DOCS / "index.md").read_text()
     links = set(re.findall(r"\]\(([^)#]+\.md)\)", text))
