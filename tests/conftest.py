@@ -6,6 +6,15 @@ import pytest
 jax.config.update("jax_enable_x64", False)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Free the compiled programs of each test module when it ends. XLA:CPU maps memory for
+    every executable it keeps; a whole suite's worth of them passes the kernel's limit on a
+    process's memory maps (vm.max_map_count, 65530 here), and compiling then segfaults."""
+    yield
+    jax.clear_caches()
+
+
 @pytest.fixture(scope="session")
 def jaxplain_home(tmp_path_factory):
     """A fresh cache folder (``JAXPLAIN_HOME``) holding the session's trained default model."""
