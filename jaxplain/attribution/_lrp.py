@@ -35,6 +35,8 @@ def lrp(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, "batc
     through activations unchanged (Zennit's Pass rule; ``Composite(activations="gradient")``
     multiplies by the derivative instead), so that it is conserved, and through max pools and
     reshapes by their plain gradient (a max pool sends a window's relevance to its maximum).
+    Zennit's rules have none for LayerNorm: through one, relevance is not conserved; for
+    transformers use :func:`jaxplain.attribution.conservative_propagation`.
 
     Args:
       f: the model, mapping a batch to logits ``(n, classes)``; any JAX function (a Flax or
