@@ -19,15 +19,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-
-
-def _md_table(header, rows) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        cells = [c if isinstance(c, str) else f"{c:.4f}" for c in row]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -52,7 +43,8 @@ def main() -> None:
 
     from jaxplain import data, metrics
     from jaxplain.core import as_function
-    from jaxplain.metrics._demo import TABLE_METRICS, attribution_methods, faithfulness_table
+    from jaxplain.metrics._demo import (attribution_methods, faithfulness_record,
+                                        faithfulness_table, markdown_table)
 
     key = jax.random.key(args.seed)
     model, variables = data.pretrained()
@@ -66,8 +58,7 @@ def main() -> None:
         f, x, target, methods, key=jax.random.fold_in(key, 1), steps=args.steps,
         samples=args.samples, progress=lambda it, desc=None: tqdm(it, desc=desc),
     )
-    faith_s = time.time() - start
-    better = [metrics.METRICS[m][1] for m in TABLE_METRICS]
+    faithfulness, faithfulness_md = faithfulness_record(rows, failures, time.time() - start)
 
     sanity = {}
     n_sanity = min(32, args.images)
@@ -102,8 +93,7 @@ def main() -> None:
     result = {
         "images": args.images, "steps": args.steps, "samples": args.samples,
         "device": f"{device.platform} ({device.device_kind})",
-        "faithfulness": {"header": ["method", *TABLE_METRICS], "better": better,
-                         "rows": rows, "seconds": round(faith_s, 1), "failures": failures},
+        "faithfulness": faithfulness,
         "randomization": sanity,
         "retrain": retrain,
     }
@@ -113,23 +103,19 @@ def main() -> None:
 
     md = [f"# Explanation metrics on the digits CNN ({args.images} test images, "
           f"{device.platform})", "",
-          "## Faithfulness, sparseness, continuity", "",
-          "Better: " + ", ".join(f"{m} {b}" for m, b in zip(TABLE_METRICS, better)) + ".", "",
-          _md_table(["method", *TABLE_METRICS], rows), ""]
-    if failures:
-        md += ["Failed: " + "; ".join(f"{k}: {v}" for k, v in failures.items()), ""]
+          "## Faithfulness, sparseness, continuity", "", *faithfulness_md]
     md += [f"## Cascading parameter randomization (mean over {n_sanity} images; top layer first)",
            ""]
     for name, s in sanity.items():
-        md += [f"**{name}**", "", _md_table(["measure", *s["states"]],
+        md += [f"**{name}**", "", markdown_table(["measure", *s["states"]],
                [["spearman", *s["spearman"]], ["spearman |.|", *s["spearman_abs"]],
                 ["ssim", *s["ssim"]]]), ""]
     if retrain:
         md += [f"## ROAR / KAR (test accuracy, {args.epochs} epochs per retraining)", ""]
         for name, r in retrain.items():
             md += [f"**{name}**", "",
-                   _md_table(["q", *map(str, r["roar"])], [["ROAR", *r["roar"].values()]]), "",
-                   _md_table(["q", *map(str, r["kar"])], [["KAR", *r["kar"].values()]]), ""]
+                   markdown_table(["q", *map(str, r["roar"])], [["ROAR", *r["roar"].values()]]), "",
+                   markdown_table(["q", *map(str, r["kar"])], [["KAR", *r["kar"].values()]]), ""]
     out.with_suffix(".md").write_text("\n".join(md))
     print("\n".join(md))
 

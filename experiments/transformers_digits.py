@@ -24,14 +24,6 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def _md_table(header, rows) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        cells = [c if isinstance(c, str) else f"{c:.4f}" for c in row]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 def _patch_map(tokens):
     """(n, 16) token relevance -> (n, 8, 8, 1): each value over its 2x2 patch."""
     grid = tokens.reshape(-1, 4, 4)
@@ -76,8 +68,8 @@ def main() -> None:
 
     from tqdm.auto import tqdm
 
-    from jaxplain import as_function, data, metrics
-    from jaxplain.metrics._demo import TABLE_METRICS, faithfulness_table
+    from jaxplain import as_function, data
+    from jaxplain.metrics._demo import faithfulness_record, faithfulness_table, markdown_table
 
     key = jax.random.key(args.seed)
     model, variables = data.pretrained(architecture="vit")
@@ -91,7 +83,7 @@ def main() -> None:
     rows, _, failures = faithfulness_table(
         f, x, target, chosen, key=jax.random.fold_in(key, 1), steps=args.steps,
         samples=args.samples, progress=lambda it, desc=None: tqdm(it, desc=desc))
-    seconds = time.time() - start
+    faithfulness, faithfulness_md = faithfulness_record(rows, failures, time.time() - start)
     logit = np.asarray(f(x))[np.arange(args.images), np.asarray(target)]
     conservation = {}
     for name in ("conservative propagation", "gradient x input", "integrated gradients",
@@ -99,13 +91,11 @@ def main() -> None:
         total = np.asarray(chosen[name](f, x, target)).reshape(args.images, -1).sum(axis=1)
         reference = logit if name != "lrp eps-plus-flat" else np.ones_like(logit)  # one-hot start
         conservation[name] = float(np.median(np.abs(total - reference) / np.abs(reference)))
-    better = [metrics.METRICS[m][1] for m in TABLE_METRICS]
     device = jax.devices()[0]
     result = {
         "images": args.images, "steps": args.steps, "samples": args.samples,
         "device": f"{device.platform} ({device.device_kind})", "vit_test_accuracy": accuracy,
-        "faithfulness": {"header": ["method", *TABLE_METRICS], "better": better, "rows": rows,
-                         "seconds": round(seconds, 1), "failures": failures},
+        "faithfulness": faithfulness,
         "conservation_median_relative_error": conservation,
     }
     out = pathlib.Path(args.out)
@@ -113,14 +103,10 @@ def main() -> None:
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     md = [f"# Transformer explanations on the digits ViT ({args.images} test images, "
           f"{device.platform}; ViT test accuracy {accuracy:.1%})", "",
-          "## Faithfulness, sparseness, continuity (predicted class)", "",
-          "Better: " + ", ".join(f"{m} {b}" for m, b in zip(TABLE_METRICS, better)) + ".", "",
-          _md_table(["method", *TABLE_METRICS], rows), ""]
-    if failures:
-        md += ["Failed: " + "; ".join(f"{k}: {v}" for k, v in failures.items()), ""]
+          "## Faithfulness, sparseness, continuity (predicted class)", "", *faithfulness_md]
     md += ["## Conservation (median over images of |sum of attribution - target| / |target|; "
            "the target is the logit, for LRP the one-hot output relevance 1)", "",
-           _md_table(["method", "median relative error"],
+           markdown_table(["method", "median relative error"],
                      [[k, f"{v:.2e}"] for k, v in conservation.items()]), ""]
     out.with_suffix(".md").write_text("\n".join(md))
     print("\n".join(md))

@@ -57,38 +57,12 @@ def grad_cam_site(f, x):
     return spatial[-1] if spatial else None
 
 
-def _figure(x, maps: dict, labels):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from jaxplain.report._display import show_input, show_map
-
-    names = list(maps)
-    rows, cols = x.shape[0], len(names) + 1
-    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols, 1.3 * rows), squeeze=False)
-    for i in range(rows):
-        show_input(axes[i, 0], x[i])
-        axes[i, 0].set_ylabel(f"class {labels[i]}", fontsize=7)
-        for j, name in enumerate(names, start=1):
-            show_map(axes[i, j], maps[name][i])
-        if i == 0:
-            axes[i, 0].set_title("input", fontsize=7)
-            for j, name in enumerate(names, start=1):
-                axes[i, j].set_title(name, fontsize=6)
-    for ax in axes.ravel():
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.tight_layout()
-    return fig
-
-
 def demo_section(ctx):
     """A grid of heatmaps (one column per method, red positive, blue negative) for a few test
     examples, with the time per example and the completeness of the methods that promise it."""
     from jaxplain import attribution as A
     from jaxplain.report import Section
+    from jaxplain.report._display import map_grid
 
     n = 4 if ctx.quick else 8
     x = jnp.asarray(ctx.data.x_test[:n])
@@ -118,5 +92,5 @@ def demo_section(ctx):
     return (Section("Attribution", text=text)
             .with_table(header=["method", "ms per image (CPU, compiled)", "mean sum of attribution"],
                         rows=rows, caption="Second call (compiled) timings on the demo machine.")
-            .with_figure(_figure(np.asarray(x), maps, np.asarray(target)),
+            .with_figure(map_grid(np.asarray(x), maps, np.asarray(target)),
                          caption="Heatmaps summed over channels (red positive, blue negative)."))

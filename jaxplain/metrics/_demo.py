@@ -74,6 +74,28 @@ def faithfulness_table(f, x, target, methods, *, key, steps, samples, progress=N
     return rows, curves, failures
 
 
+def markdown_table(header, rows) -> str:
+    """A Markdown table; float cells with four decimals."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [c if isinstance(c, str) else f"{c:.4f}" for c in row]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def faithfulness_record(rows, failures, seconds) -> tuple[dict, list[str]]:
+    """The ``faithfulness_table`` results as a JSON-ready dict and as Markdown lines (which way
+    each metric is better, the table, the methods that failed)."""
+    better = [METRICS[m][1] for m in TABLE_METRICS]
+    record = {"header": ["method", *TABLE_METRICS], "better": better, "rows": rows,
+              "seconds": round(seconds, 1), "failures": failures}
+    md = ["Better: " + ", ".join(f"{m} {b}" for m, b in zip(TABLE_METRICS, better)) + ".", "",
+          markdown_table(["method", *TABLE_METRICS], rows), ""]
+    if failures:
+        md += ["Failed: " + "; ".join(f"{k}: {v}" for k, v in failures.items()), ""]
+    return record, md
+
+
 def _figure(curves: dict[str, np.ndarray], name: str):
     import matplotlib
 

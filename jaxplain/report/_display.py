@@ -36,3 +36,35 @@ def show_map(ax, attribution, *, signed: bool = True) -> None:
                   vmax=bound if signed else 1)
     else:
         ax.bar(np.arange(a.size), a, width=1.0, color=np.where(a >= 0, "tab:red", "tab:blue"))
+
+
+def map_grid(x, maps: dict, labels, *, size: float = 1.3):
+    """A figure with one row per example: the input, then one column per map.
+
+    Args:
+      x: the examples, ``(n, ...)``.
+      maps: ``{column title: values}`` with values shaped like `x` (or one example's map per
+        row), or ``{title: (values, signed)}`` to show some unsigned (magnitude) maps.
+      labels: the class of each row, ``(n,)``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = {name: v if isinstance(v, tuple) else (v, True) for name, v in maps.items()}
+    rows, cols = x.shape[0], len(columns) + 1
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows), squeeze=False)
+    for i in range(rows):
+        show_input(axes[i, 0], x[i])
+        axes[i, 0].set_ylabel(f"class {labels[i]}", fontsize=7)
+        for j, (name, (values, signed)) in enumerate(columns.items(), start=1):
+            show_map(axes[i, j], values[i], signed=signed)
+            if i == 0:
+                axes[i, j].set_title(name, fontsize=6)
+    axes[0, 0].set_title("input", fontsize=7)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return fig

@@ -43,37 +43,13 @@ def _token_map(tokens, example_shape):
     return tokens
 
 
-def _figure(x, maps: dict, labels):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from jaxplain.report._display import show_input, show_map
-
-    rows, cols = x.shape[0], len(maps) + 1
-    fig, axes = plt.subplots(rows, cols, figsize=(1.5 * cols, 1.4 * rows), squeeze=False)
-    for i in range(rows):
-        show_input(axes[i, 0], x[i])
-        axes[i, 0].set_ylabel(f"class {labels[i]}", fontsize=7)
-        for j, (name, (values, signed)) in enumerate(maps.items(), start=1):
-            show_map(axes[i, j], values[i], signed=signed)
-            if i == 0:
-                axes[i, j].set_title(name, fontsize=6)
-    axes[0, 0].set_title("input", fontsize=7)
-    for ax in axes.ravel():
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.tight_layout()
-    return fig
-
-
 def demo_section(ctx):
     """Token maps from the attention weights and pixel maps by conservative propagation for a
     few test examples, with the time per example and how well each pixel method sums to the
     logit."""
     from jaxplain import attribution as A
     from jaxplain.report import Section
+    from jaxplain.report._display import map_grid
 
     f, label = _model(ctx)
     if f is None:
@@ -126,6 +102,6 @@ def demo_section(ctx):
             .with_table(header=["method", "ms per example (CPU, compiled)",
                                 "max |sum of attribution - logit|"],
                         rows=rows, caption="Second call (compiled) timings on the demo machine.")
-            .with_figure(_figure(np.asarray(x), maps, np.asarray(target)),
+            .with_figure(map_grid(np.asarray(x), maps, np.asarray(target), size=1.45),
                          caption="Token maps (magnitude) and pixel maps (red positive, blue "
                                  "negative) of the predicted class."))
