@@ -107,7 +107,7 @@ def main() -> None:
     md += ["## Conservation (median over images of |sum of attribution - target| / |target|; "
            "the target is the logit, for LRP the one-hot output relevance 1)", "",
            markdown_table(["method", "median relative error"],
-                     [[k, f"{v:.2e}"] for k, v in conservation.items()]), ""]
+                          [[k, f"{v:.2e}"] for k, v in conservation.items()]), ""]
     out.with_suffix(".md").write_text("\n".join(md))
     print("\n".join(md))
 
