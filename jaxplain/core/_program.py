@@ -7,9 +7,9 @@ so that asking for a site there gets a clear refusal. A program with loops also 
 ``unrolled``: the same program with each `scan` (a Flax `nn.scan` over layers, a `fori_loop` with
 static bounds) of at most :data:`UNROLL_BUDGET` equations in all written out, one numbered scope
 per iteration (``blocks/0/dense``); the verbs run it only where they need a site inside a loop,
-since it compiles more slowly. The kernel verbs (capture, intervene,
-rewrite_backward) re-run that program with the primitives' own `bind`, so the result is a pure
-function that jit, vmap, grad and jvp see as ordinary JAX code.
+since it compiles more slowly. The kernel verbs (capture, intervene, rewrite_backward) re-run
+that program with the primitives' own `bind`, so the result is a pure function that jit, vmap,
+grad and jvp see as ordinary JAX code.
 """
 
 from __future__ import annotations
@@ -109,7 +109,8 @@ class Program:
 
 def _clean_stack(name_stack) -> tuple[str, ...]:
     """The scope names of a name stack: transformation marks unwrapped, and library names
-    dropped: class names (``eqx.nn.Linear``, with a dot) and ``jnp.einsum`` specs (``btk,tkd->btd``)."""
+    dropped: class names (``eqx.nn.Linear``, with a dot) and ``jnp.einsum`` specs
+    (``btk,tkd->btd``)."""
     text, previous = str(name_stack), None
     while text != previous:  # nested marks: "jvp(vmap(blocks/0))"
         previous, text = text, _TRANSFORM_MARK.sub(r"\1", text)
