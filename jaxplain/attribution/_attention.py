@@ -20,9 +20,9 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from jaxplain.attribution import _common
-from jaxplain.core import capture, intervene, sites as list_sites
+from jaxplain.attribution._site import site_gradients
+from jaxplain.core import capture, sites as list_sites
 from jaxplain.core._capture import selector_key
-from jaxplain.core._pools import block_pools
 from jaxplain.core._select import select
 
 _FUSIONS = {"mean": jnp.mean, "max": jnp.max, "min": jnp.min}
@@ -130,12 +130,7 @@ def attention_rollout(f: Callable, x: Float[Array, "batch *feature"], *, sites=N
 @functools.partial(jax.jit, static_argnames=("f", "sites"))
 def _gradient_rollout(f, x, target, *, sites):
     _, acts = capture(f, list(sites))(x)
-
-    def out(deltas):
-        shifted = intervene(f, {name: (lambda v, d=d: v + d) for name, d in zip(sites, deltas)})
-        return _common.selected(block_pools(shifted), x, target).sum()
-
-    grads = jax.grad(out)([jnp.zeros_like(acts[name]) for name in sites])
+    grads = site_gradients(f, sites, x, target, [acts[name] for name in sites])
     tokens = acts[sites[0]].shape[-1]
     relevance = jnp.broadcast_to(jnp.eye(tokens, dtype=x.dtype), (x.shape[0], tokens, tokens))
     for name, g in zip(sites, grads):

@@ -184,8 +184,8 @@ def _matches(selector, name: str) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
-# Activations that mix their inputs (not one output per input): no Pass.
-_MIXING = frozenset({"softmax", "log_softmax"})
+# Activations that mix their inputs (not one output per input): no Pass; attention weights.
+MIXING = frozenset({"softmax", "log_softmax"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -244,7 +244,7 @@ class Composite:
         return None if rule is None else rule.linear(layer, x, g)
 
     def activation(self, op, x, y, g):
-        return g if self.activations == "pass" and op not in _MIXING else None
+        return g if self.activations == "pass" and op not in MIXING else None
 
     def add(self, a, b, y, g):
         s = g / stabilize(y, self.stabilizer)

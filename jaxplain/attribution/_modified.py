@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from jaxplain.attribution import _common
+from jaxplain.attribution._lrp_rules import MIXING
 from jaxplain.core import rewrite_backward
 from jaxplain.core._pools import block_pools
 
@@ -83,7 +84,7 @@ class HoldConstant:
     gradient: the AH and LN rules of Ali et al. (2022)."""
 
     def activation(self, op, x, y, g):
-        return jnp.zeros_like(g) if op in ("softmax", "log_softmax") else None
+        return jnp.zeros_like(g) if op in MIXING else None
 
     def normalizer(self, op, x, y, g):
         return jnp.zeros_like(g)

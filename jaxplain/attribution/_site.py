@@ -39,15 +39,19 @@ def _check_site(f, x, site) -> tuple:
     return _site_shape(f, site, tuple(x.shape), jnp.dtype(x.dtype))
 
 
+def site_gradients(f, sites, x, target, activations) -> list:
+    """d sum_i f(x)[i, t_i] / d value of each of `sites` (all shifted at once), shaped like
+    `activations` (pools as in :func:`_common.target_gradient`)."""
+
+    def out(deltas):
+        shifted = intervene(f, {s: (lambda v, d=d: v + d) for s, d in zip(sites, deltas)})
+        return _common.selected(block_pools(shifted), x, target).sum()
+
+    return jax.grad(out)([jnp.zeros_like(a) for a in activations])
+
+
 def _site_gradient(f, site, x, target, activation):
-    """d sum_i f(x)[i, t_i] / d site value, shaped like `activation` (pools as in
-    :func:`_common.target_gradient`)."""
-
-    def out(delta):
-        shifted = block_pools(intervene(f, {site: lambda v: v + delta}))
-        return _common.selected(shifted, x, target).sum()
-
-    return jax.grad(out)(jnp.zeros_like(activation))
+    return site_gradients(f, [site], x, target, [activation])[0]
 
 
 @functools.partial(jax.jit, static_argnames=("f", "site", "relu", "resize"))

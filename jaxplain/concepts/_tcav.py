@@ -21,7 +21,8 @@ from jaxtyping import Array, ArrayLike, Float, Int
 
 from jaxplain.concepts._linear import fit_linear
 from jaxplain.concepts._stats import ttest_ind
-from jaxplain.core import capture, intervene
+from jaxplain.attribution._site import site_gradients
+from jaxplain.core import capture
 
 
 @functools.partial(jax.tree_util.register_dataclass,
@@ -116,12 +117,7 @@ def _site_gradients(f, x, target, site):
     """Per-example gradient of the target logit with respect to the activation at ``site``."""
     value = _site_values(f, x, site)
     target = jnp.broadcast_to(jnp.asarray(target), (x.shape[0],))
-
-    def total(delta):
-        y = intervene(f, {site: lambda v: v + delta})(x)
-        return jnp.sum(jnp.take_along_axis(y, target[:, None], axis=1))
-
-    return jax.grad(total)(jnp.zeros_like(value))
+    return site_gradients(f, [site], x, target, [value])[0]
 
 
 def _check_target(f, x, target):
