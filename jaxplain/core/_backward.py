@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from jaxplain.core._capture import compiled, program_of, selector_key
 from jaxplain.core._program import Lit, Node, Program, run
 from jaxplain.core._select import matches
-from jaxplain.core._sites import Site, SiteMap, pool_op
+from jaxplain.core._sites import NORMALIZERS, Site, SiteMap, pool_op
 
 
 @dataclasses.dataclass(frozen=True)
@@ -293,7 +293,7 @@ def _plan(program: Program, site_map: SiteMap, rules) -> dict[int, tuple]:
             rule = _pick(rules, site, "add")
             if rule is not None:
                 plan[i] = ("add", rule)
-        elif node.prim in ("rsqrt", "sqrt"):
+        elif node.prim in NORMALIZERS:
             rule = _pick(rules, site, "normalizer")
             if rule is not None:
                 plan[i] = ("normalizer", rule)

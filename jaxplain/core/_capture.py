@@ -95,18 +95,19 @@ def _resolve(program: Program, site_map: SiteMap, names) -> tuple[str, ...]:
     return select(site_map.sites, names)
 
 
-def program_for(f: Callable, x, selectors) -> tuple[Program, SiteMap, tuple[str, ...]]:
-    """``(program, site map, chosen names)`` to run for the sites picked by `selectors` (a
-    sequence of selectors): the program with its loops kept, which compiles faster, unless a
-    chosen site lies inside a loop or is a scope whose value a loop computes."""
+def program_for(f: Callable, x, selectors) -> tuple[Program, SiteMap, list[tuple[str, ...]]]:
+    """``(program, site map, names picked by each selector)`` to run for `selectors` (a
+    sequence): the program with its loops kept, which compiles faster, unless a chosen site
+    lies inside a loop or is a scope whose value a loop computes."""
     full, full_map = program_of(f, x, unrolled=True)
-    chosen = tuple(dict.fromkeys(n for s in selectors for n in _resolve(full, full_map, s)))
+    picked = [_resolve(full, full_map, s) for s in selectors]
     program, site_map = program_of(f, x)
     if program is not full:
         from_loop = {r for node in program.nodes if node.prim == "scan" for r in node.outs}
-        if any(name not in site_map.ids or site_map.ids[name] in from_loop for name in chosen):
-            return full, full_map, chosen
-    return program, site_map, chosen
+        if any(name not in site_map.ids or site_map.ids[name] in from_loop
+               for names in picked for name in names):
+            return full, full_map, picked
+    return program, site_map, picked
 
 
 def selector_key(selector):
@@ -167,7 +168,7 @@ def capture(f: Callable, names: Selector) -> Callable:
 
 
 def _capture(f: Callable, names, x):
-    program, site_map, chosen = program_for(f, x, [names])
+    program, site_map, (chosen,) = program_for(f, x, [names])
     y, env = run(program, x)
     return y, {n: env[site_map.ids[n]] for n in chosen}
 
@@ -202,10 +203,10 @@ def intervene(f: Callable, edits: Mapping[str, Callable]) -> Callable:
 
 
 def _intervene(f: Callable, pairs: tuple, x):
-    program, site_map, _ = program_for(f, x, [selector for selector, _ in pairs])
+    program, site_map, picked = program_for(f, x, [selector for selector, _ in pairs])
     by_id: dict[int, list[tuple[str, Callable]]] = {}
-    for selector, fn in pairs:
-        for name in _resolve(program, site_map, selector):
+    for (_, fn), names in zip(pairs, picked):
+        for name in names:
             by_id.setdefault(site_map.ids[name], []).append((name, fn))
 
     def after(i, node, outs):

@@ -108,7 +108,8 @@ def affine_chain(program: Program, start: int, consumers: tuple[Counter, dict],
     return tuple(chain)
 
 
-_ROOTS = frozenset({"rsqrt", "sqrt"})
+# Square roots of input-dependent values: the scales of LayerNorm/RMSNorm (normalisers).
+NORMALIZERS = frozenset({"rsqrt", "sqrt"})
 _SHAPE_OPS = frozenset({"broadcast_in_dim", "reshape", "squeeze", "expand_dims", "convert_element_type"})
 
 
@@ -120,7 +121,7 @@ def _is_clamp(program: Program, i: int, consumers: tuple[Counter, dict]) -> bool
     current = program.nodes[i].outs[0]
     while count[current] == 1 and current in first:
         node = program.nodes[first[current]]
-        if node.prim in _ROOTS:
+        if node.prim in NORMALIZERS:
             return True
         others = [r for r in node.ins if r != current]
         if not (node.prim in _SHAPE_OPS or node.prim in _AFFINE_OPS
@@ -194,7 +195,7 @@ def analyze(program: Program) -> SiteMap:
             name = name_for(stack, node.activation)
             derived.append((i, name, "activation", node.activation, node.outs[0]))
             node_names[i] = name
-        elif node.prim in _ROOTS:  # a normaliser (LayerNorm, RMSNorm): a place for rules, no site
+        elif node.prim in NORMALIZERS:  # a normaliser (LayerNorm, RMSNorm): a place for rules, no site
             node_names[i] = "/".join(stack + (node.prim,))
         elif node.prim == "add" and all(not _is_const(program, r) for r in node.ins):
             name = name_for(stack, "add")
