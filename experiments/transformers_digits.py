@@ -3,7 +3,7 @@
 Writes ``experiments/results/transformers_digits.md`` and ``.json``: for the predicted class of
 test digits, the deletion AUC (most relevant first, lower is better; least relevant first,
 higher is better), insertion AUC, the critical-pathways LeRF change, sparseness and continuity
-of conservative propagation (Ali et al. 2022), gradient x input, integrated gradients, LRP with
+of conservative propagation (Ali et al. 2022), AttnLRP (Achtibat et al. 2024), gradient x input, integrated gradients, LRP with
 Zennit's EpsilonPlusFlat, attention rollout and gradient-weighted rollout (token maps spread
 over their 2x2 patches), and a random control; plus how far each pixel method's sum is from the
 logit (conservation).
@@ -48,6 +48,7 @@ def methods(key):
 
     return {
         "conservative propagation": A.conservative_propagation,
+        "attnlrp": A.attn_lrp,
         "gradient x input": A.gradient_x_input,
         "integrated gradients": functools.partial(A.integrated_gradients, steps=32),
         "lrp eps-plus-flat": functools.partial(A.lrp, rules=EpsilonPlusFlat()),
@@ -86,7 +87,7 @@ def main() -> None:
     faithfulness, faithfulness_md = faithfulness_record(rows, failures, time.time() - start)
     logit = np.asarray(f(x))[np.arange(args.images), np.asarray(target)]
     conservation = {}
-    for name in ("conservative propagation", "gradient x input", "integrated gradients",
+    for name in ("conservative propagation", "attnlrp", "gradient x input", "integrated gradients",
                  "lrp eps-plus-flat"):
         total = np.asarray(chosen[name](f, x, target)).reshape(args.images, -1).sum(axis=1)
         reference = logit if name != "lrp eps-plus-flat" else np.ones_like(logit)  # one-hot start

@@ -3,6 +3,7 @@
 from jaxplain.attribution._attention import attention_rollout as attention_rollout
 from jaxplain.attribution._attention import attention_sites as attention_sites
 from jaxplain.attribution._attention import gradient_weighted_rollout as gradient_weighted_rollout
+from jaxplain.attribution._attnlrp import attn_lrp as attn_lrp
 from jaxplain.attribution._gradient import gradient as gradient
 from jaxplain.attribution._gradient import gradient_x_input as gradient_x_input
 from jaxplain.attribution._integrated import completeness_delta as completeness_delta

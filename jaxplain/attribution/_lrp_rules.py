@@ -40,7 +40,7 @@ def stabilize(z, eps: float):
     return z + jnp.where(z >= 0, eps, -eps).astype(z.dtype)
 
 
-def _transpose(layer, x, w, s):
+def transpose(layer, x, w, s):
     """``W^T s`` for the layer's linear map with weight `w`, shaped like `x`."""
     return jax.vjp(lambda v: layer.apply(v, w), x)[1](s)[0]
 
@@ -61,7 +61,7 @@ class Epsilon:
 
     def linear(self, layer, x, g):
         s = g / stabilize(layer.apply(x, layer.weight) + layer.bias, self.epsilon)
-        return x * _transpose(layer, x, layer.weight, s)
+        return x * transpose(layer, x, layer.weight, s)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,11 +85,11 @@ class AlphaBeta:
         wp, wn, xp, xn = _pos(w), _neg(w), _pos(x), _neg(x)
         zp = layer.apply(xp, wp) + layer.apply(xn, wn) + _pos(b)
         sp = g / stabilize(zp, self.stabilizer)
-        r = self.alpha * (xp * _transpose(layer, x, wp, sp) + xn * _transpose(layer, x, wn, sp))
+        r = self.alpha * (xp * transpose(layer, x, wp, sp) + xn * transpose(layer, x, wn, sp))
         if self.beta:
             zn = layer.apply(xp, wn) + layer.apply(xn, wp) + _neg(b)
             sn = g / stabilize(zn, self.stabilizer)
-            r = r - self.beta * (xp * _transpose(layer, x, wn, sn) + xn * _transpose(layer, x, wp, sn))
+            r = r - self.beta * (xp * transpose(layer, x, wn, sn) + xn * transpose(layer, x, wp, sn))
         return r
 
 
@@ -125,8 +125,8 @@ class ZBox:
         lo, hi = _bound(self.low, x), _bound(self.high, x)
         z = layer.apply(x, w) - layer.apply(lo, wp) - layer.apply(hi, wn)
         s = g / stabilize(z, self.stabilizer)
-        return (x * _transpose(layer, x, w, s) - lo * _transpose(layer, x, wp, s)
-                - hi * _transpose(layer, x, wn, s))
+        return (x * transpose(layer, x, w, s) - lo * transpose(layer, x, wp, s)
+                - hi * transpose(layer, x, wn, s))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,7 +138,7 @@ class Flat:
     def linear(self, layer, x, g):
         ones, w1 = jnp.ones_like(x), jnp.ones_like(layer.weight)
         s = g / stabilize(layer.apply(ones, w1), self.stabilizer)
-        return _transpose(layer, x, w1, s)
+        return transpose(layer, x, w1, s)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,7 +150,7 @@ class WSquare:
     def linear(self, layer, x, g):
         w2 = layer.weight ** 2
         s = g / stabilize(layer.apply(jnp.ones_like(x), w2) + layer.bias ** 2, self.stabilizer)
-        return _transpose(layer, x, w2, s)
+        return transpose(layer, x, w2, s)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,8 +173,8 @@ class Gamma:
         z_neg = layer.apply(xp, down) + (b + k * _neg(b)) + layer.apply(xn, up)
         sp = jnp.where(z > 0, g, 0) / stabilize(z_pos, self.stabilizer)
         sn = jnp.where(z < 0, g, 0) / stabilize(z_neg, self.stabilizer)
-        return (xp * _transpose(layer, x, up, sp) + xn * _transpose(layer, x, down, sp)
-                + xp * _transpose(layer, x, down, sn) + xn * _transpose(layer, x, up, sn))
+        return (xp * transpose(layer, x, up, sp) + xn * transpose(layer, x, down, sp)
+                + xp * transpose(layer, x, down, sn) + xn * transpose(layer, x, up, sn))
 
 
 def _matches(selector, name: str) -> bool:

@@ -102,7 +102,7 @@ def _deeplift(f, x, target, baseline):
 
 
 @functools.partial(jax.jit, static_argnames=("f", "rule"))
-def _rule_gradient(f, x, target, *, rule):
+def rule_gradient(f, x, target, *, rule):
     return _common.target_gradient(rewrite_backward(f, rule), x, target)
 
 
@@ -174,7 +174,7 @@ def guided_backprop(f: Callable, x: Float[Array, "batch *feature"],
     _common.check_function(f)
     x = _common.check_x(x)
     t = _common.check_target(f, x, target)
-    return _rule_gradient(f, x, t, rule=Guided())
+    return rule_gradient(f, x, t, rule=Guided())
 
 
 def deconvnet(f: Callable, x: Float[Array, "batch *feature"],
@@ -206,7 +206,7 @@ def deconvnet(f: Callable, x: Float[Array, "batch *feature"],
     _common.check_function(f)
     x = _common.check_x(x)
     t = _common.check_target(f, x, target)
-    return _rule_gradient(f, x, t, rule=Deconv())
+    return rule_gradient(f, x, t, rule=Deconv())
 
 
 def conservative_propagation(f: Callable, x: Float[Array, "batch *feature"],
@@ -250,4 +250,4 @@ def conservative_propagation(f: Callable, x: Float[Array, "batch *feature"],
     _common.check_function(f)
     x = _common.check_x(x)
     t = _common.check_target(f, x, target)
-    return x * _rule_gradient(f, x, t, rule=HoldConstant())
+    return x * rule_gradient(f, x, t, rule=HoldConstant())

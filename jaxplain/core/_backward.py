@@ -1,6 +1,6 @@
 """rewrite_backward: the same forward values, a VJP that follows per-layer rules.
 
-LRP, DeepLIFT, guided backprop and deconvnet are rules over three kinds of places in a traced
+LRP, DeepLIFT, guided backprop and deconvnet are rules over these places in a traced
 program:
 
 * linear layers: a dot_general or convolution with one input-dependent operand and constant
@@ -11,7 +11,10 @@ program:
   axes between the batch and the last, e.g. global average pooling);
 * residual adds of two input-dependent values;
 * normalisers: a square root or reciprocal square root of an input-dependent value (the scale
-  of a LayerNorm or RMSNorm).
+  of a LayerNorm or RMSNorm);
+* products of two input-dependent values (``mul``, and ``matmul`` for a dot_general: attention's
+  ``q k^T`` and ``p v``, gated units), when neither depends on the input only through a
+  normaliser (so a LayerNorm's ``(x - mean) * scale`` is no product).
 
 Each such place runs under a ``jax.custom_vjp`` whose backward asks the rule; a rule that has no
 method for the place, or returns ``None``, gets the plain gradient.
@@ -29,7 +32,7 @@ import jax.numpy as jnp
 from jaxplain.core._capture import compiled, program_of, selector_key
 from jaxplain.core._program import Lit, Node, Program, run
 from jaxplain.core._select import matches
-from jaxplain.core._sites import NORMALIZERS, Site, SiteMap, pool_op
+from jaxplain.core._sites import NORMALIZERS, PRODUCTS, Site, SiteMap, pool_op
 
 
 @dataclasses.dataclass(frozen=True)
@@ -243,21 +246,26 @@ def _pool_place(program: Program, chain: tuple, op: str, rule, env) -> list:
     return [_one_operand_place(forward, ask, env[node.ins[0]], consts)]
 
 
-def _add_place(node: Node, rule, env) -> list:
+def _two_operand_place(node: Node, ask: Callable, env) -> list:
+    """``node`` (of two input-dependent operands) under a custom VJP whose cotangents are
+    ``ask(a, b, y, g, pullback)``, or the plain gradient where that returns None."""
+
+    def forward(a, b):
+        return node.bind(a, b)[0]
+
     @jax.custom_vjp
     def place(a, b):
-        return a + b
+        return forward(a, b)
 
     def fwd(a, b):
-        y = a + b
+        y = forward(a, b)
         return y, (a, b, y)
 
     def bwd(res, g):
         a, b, y = res
-        grads = rule.add(a, b, y, g)
-        if grads is None:
-            grads = jax.vjp(jnp.add, a, b)[1](g)
-        return tuple(grads)
+        pullback = jax.vjp(forward, a, b)[1]
+        grads = ask(a, b, y, g, pullback)
+        return tuple(pullback(g) if grads is None else grads)
 
     place.defvjp(fwd, bwd)
     return [place(env[node.ins[0]], env[node.ins[1]])]
@@ -297,6 +305,10 @@ def _plan(program: Program, site_map: SiteMap, rules) -> dict[int, tuple]:
             rule = _pick(rules, site, "normalizer")
             if rule is not None:
                 plan[i] = ("normalizer", rule)
+        elif node.prim in PRODUCTS:
+            rule = _pick(rules, site, "product")
+            if rule is not None:
+                plan[i] = ("product", rule)
     return plan
 
 
@@ -312,7 +324,9 @@ def rewrite_backward(f: Callable, rules) -> Callable:
         ``"max_pool"``, ``"avg_pool"`` or ``"mean"``; ``y`` is the pooled value, after an
         average's division; ``pullback(c)`` is the plain gradient for ``x`` of a cotangent ``c`` of ``y``),
         ``add(a, b, y, g) -> (ga, gb)`` and ``normalizer(op, x, y, g) -> gx`` (``op`` is
-        ``"rsqrt"`` or ``"sqrt"`` of an input-dependent ``x``, the scale of a LayerNorm); returning ``None`` or lacking the method
+        ``"rsqrt"`` or ``"sqrt"`` of an input-dependent ``x``, the scale of a LayerNorm) and
+        ``product(op, a, b, y, g, pullback) -> (ga, gb)`` (``op`` is ``"mul"`` or
+        ``"matmul"``; ``pullback(c)`` is the plain gradient pair); returning ``None`` or lacking the method
         means the plain gradient there. Rules see whole batches.
 
     Returns:
@@ -355,6 +369,10 @@ def _rewritten(f: Callable, rules, x):
             return _pool_place(program, chain, op, rule, env)
         if kind == "normalizer":
             return _normalizer_place(node, entry[1], env)
-        return _add_place(node, entry[1], env)
+        rule = entry[1]
+        if kind == "product":
+            op = PRODUCTS[node.prim]
+            return _two_operand_place(node, lambda a, b, y, g, pb: rule.product(op, a, b, y, g, pb), env)
+        return _two_operand_place(node, lambda a, b, y, g, pb: rule.add(a, b, y, g), env)
 
     return run(program, x, replace=replace)[0]

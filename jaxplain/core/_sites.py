@@ -110,6 +110,8 @@ def affine_chain(program: Program, start: int, consumers: tuple[Counter, dict],
 
 # Square roots of input-dependent values: the scales of LayerNorm/RMSNorm (normalisers).
 NORMALIZERS = frozenset({"rsqrt", "sqrt"})
+# Products of two input-dependent values (attention's q k^T and p v, gates): their rule names.
+PRODUCTS = {"mul": "mul", "dot_general": "matmul"}
 _SHAPE_OPS = frozenset({"broadcast_in_dim", "reshape", "squeeze", "expand_dims", "convert_element_type"})
 
 
@@ -129,6 +131,19 @@ def _is_clamp(program: Program, i: int, consumers: tuple[Counter, dict]) -> bool
             return False
         current = node.outs[0]
     return False
+
+
+def _live(program: Program) -> frozenset:
+    """Input-dependent ids that depend on the input along some path avoiding every normaliser:
+    a value that depends on the input only through a LayerNorm's scale is not live."""
+    live = {program.input_id}
+    for node in program.nodes:
+        if node.prim in NORMALIZERS or not node.outs or node.outs[0] not in program.depends:
+            continue
+        dependent = [r for r in node.ins if isinstance(r, int) and r in program.depends]
+        if not dependent or any(r in live for r in dependent):  # none: an intervention's value
+            live.update(node.outs)
+    return frozenset(live)
 
 
 def _root(program: Program) -> tuple[str, ...]:
@@ -158,6 +173,7 @@ def analyze(program: Program) -> SiteMap:
     """Name the sites of `program` (see the module docstring for the rules)."""
     consumers = _consumers(program)
     root = _root(program)
+    live = _live(program)
     scope_last: dict[tuple, int] = {}
     derived: list[tuple[int, str, str, str, int]] = []  # (node, name, kind, op, value id)
     counters: Counter = Counter()
@@ -197,6 +213,8 @@ def analyze(program: Program) -> SiteMap:
             node_names[i] = name
         elif node.prim in NORMALIZERS:  # a normaliser (LayerNorm, RMSNorm): a place for rules, no site
             node_names[i] = "/".join(stack + (node.prim,))
+        elif node.prim in PRODUCTS and all(isinstance(r, int) and r in live for r in node.ins):
+            node_names[i] = "/".join(stack + (PRODUCTS[node.prim],))  # a place for rules, no site
         elif node.prim == "add" and all(not _is_const(program, r) for r in node.ins):
             name = name_for(stack, "add")
             derived.append((i, name, "add", "add", node.outs[0]))

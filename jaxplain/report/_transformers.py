@@ -1,5 +1,5 @@
-"""The transformers section of the report: attention rollout, gradient-weighted rollout and
-conservative propagation, on the model when it has attention layers, else (``jaxplain demo``)
+"""The transformers section of the report: attention rollout, gradient-weighted rollout,
+conservative propagation and AttnLRP, on the model when it has attention layers, else (``jaxplain demo``)
 on the embedded digits ViT."""
 
 from __future__ import annotations
@@ -44,9 +44,9 @@ def _token_map(tokens, example_shape):
 
 
 def demo_section(ctx):
-    """Token maps from the attention weights and pixel maps by conservative propagation for a
-    few test examples, with the time per example and how well each pixel method sums to the
-    logit."""
+    """Token maps from the attention weights and pixel maps by conservative propagation and
+    AttnLRP for a few test examples, with the time per example and how well each pixel method
+    sums to the logit."""
     from jaxplain import attribution as A
     from jaxplain.report import Section
     from jaxplain.report._display import map_grid
@@ -55,7 +55,8 @@ def demo_section(ctx):
     if f is None:
         return Section("Transformers", text="The model has no attention layers (no softmax site "
                        "of shape (batch, [heads,] tokens, tokens)), so the transformer methods "
-                       "(attention rollout, gradient-weighted rollout, conservative propagation) "
+                       "(attention rollout, gradient-weighted rollout, conservative propagation, "
+                       "AttnLRP) "
                        "do not apply to it.")
     n = 4 if ctx.quick else 8
     x = jnp.asarray(ctx.data.x_test[:n])
@@ -64,6 +65,7 @@ def demo_section(ctx):
         "attention rollout": (lambda: A.attention_rollout(f, x), False),
         "gradient-weighted rollout": (lambda: A.gradient_weighted_rollout(f, x, target), False),
         "conservative propagation": (lambda: A.conservative_propagation(f, x, target), True),
+        "attnlrp": (lambda: A.attn_lrp(f, x, target), True),
         "gradient x input": (lambda: A.gradient_x_input(f, x, target), True),
     }
     results, rows = {}, []
@@ -88,7 +90,7 @@ def demo_section(ctx):
         if name.startswith("gradient"):
             r = r - np.eye(r.shape[-1])
         maps[name] = (np.stack([_token_map(t, x.shape[1:]) for t in r.mean(axis=1)]), False)
-    for name in ("conservative propagation", "gradient x input"):
+    for name in ("conservative propagation", "attnlrp", "gradient x input"):
         maps[name] = (results[name], True)
     text = "\n".join([
         f"Explanations of {label} for {n} test {ctx.noun}, from its {len(sites)} attention "
@@ -96,7 +98,10 @@ def demo_section(ctx):
         "Rollouts are token to token; shown is each input token's share of the mean output token "
         "(the one the head reads). Conservative propagation holds the attention weights and "
         "LayerNorm scales constant in the backward pass (Ali et al. 2022): on a bias-free "
-        "network its pixel attributions sum to the logit, which gradient x input's do not.",
+        "network its pixel attributions sum to the logit, which gradient x input's do not. "
+        "AttnLRP (Achtibat et al. 2024) also holds the LayerNorm scales, but passes relevance "
+        "through the softmaxes (a Taylor expansion at the scores, which absorbs some) and splits "
+        "it evenly between the two factors of q k^T and p v.",
     ])
     return (Section("Transformers", text=text)
             .with_table(header=["method", "ms per example (CPU, compiled)",

@@ -99,10 +99,10 @@ def test_the_docs_examples_print_what_they_say():
 
     page = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "attribution.md").read_text()
     blocks = [b for b in re.findall(r"```python\n(.*?)```", page, re.S)
-              if "conservative_propagation" in b or "rollout" in b]
-    assert len(blocks) == 2
+              if "conservative_propagation" in b or "attn_lrp" in b or "rollout" in b]
+    assert len(blocks) == 3
     out, scope = io.StringIO(), {"jax": jax, "jnp": jnp, "jp": jp}
     with contextlib.redirect_stdout(out):
         for block in blocks:
             exec(compile(block, "attribution.md", "exec"), scope)  # noqa: S102
-    assert out.getvalue().split() == ["True", "(2,", "5,", "5)"]
+    assert out.getvalue().split() == ["True", "(2,", "5,", "6)", "(2,", "5,", "5)"]

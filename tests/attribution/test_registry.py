@@ -32,6 +32,7 @@ REGISTRY = {
     "deconvnet": (A.deconvnet, {}, None),
     "lrp": (A.lrp, {"rules": EpsilonPlusFlat()}, None),
     "conservative_propagation": (A.conservative_propagation, {}, None),
+    "attn_lrp": (A.attn_lrp, {}, None),
     "occlusion": (A.occlusion, {"window": (3, 3), "stride": 2}, {"batch_size": 3}),
     "feature_ablation": (A.feature_ablation, {"feature_mask": SUPERPIXELS}, {"batch_size": 3}),
     "shapley_sampling": (A.shapley_sampling, {"key": KEY, "samples": 3,

@@ -46,6 +46,7 @@ def test_readme_examples_of_the_embedded_models_run(jaxplain_home, digits_model,
     logits = np.asarray(namespace["vit"](namespace["x"]))[:, 3]
     np.testing.assert_allclose(np.asarray(pixels).reshape(4, -1).sum(1), logits, rtol=1e-4,
                                atol=1e-4)
+    assert namespace["relevance"].shape == (4, 8, 8, 1)
 
 
 def test_index_links_every_page_and_every_link_resolves():

@@ -18,7 +18,7 @@ def test_demo_explains_the_digits_vit(demo_context, digits_vit):
     table, figure = section.items
     rows = {row[0]: row for row in table.rows}
     assert set(rows) == {"attention rollout", "gradient-weighted rollout",
-                         "conservative propagation", "gradient x input"}
+                         "conservative propagation", "attnlrp", "gradient x input"}
     assert float(rows["conservative propagation"][2]) < 1e-4 < float(rows["gradient x input"][2])
     assert len(figure.png) > 1000
 
