@@ -1,6 +1,6 @@
 """rewrite_backward: the same forward values, a VJP that follows per-layer rules.
 
-LRP, DeepLIFT, guided backprop and deconvnet are rules over these places in a traced
+LRP, AttnLRP, DeepLIFT, guided backprop and deconvnet are rules over these places in a traced
 program:
 
 * linear layers: a dot_general or convolution with one input-dependent operand and constant
@@ -322,12 +322,12 @@ def rewrite_backward(f: Callable, rules) -> Callable:
         define any of ``linear(layer: LinearLayer, x, g) -> gx``,
         ``activation(op, x, y, g) -> gx``, ``pool(op, x, y, g, pullback) -> gx`` (``op`` is
         ``"max_pool"``, ``"avg_pool"`` or ``"mean"``; ``y`` is the pooled value, after an
-        average's division; ``pullback(c)`` is the plain gradient for ``x`` of a cotangent ``c`` of ``y``),
-        ``add(a, b, y, g) -> (ga, gb)`` and ``normalizer(op, x, y, g) -> gx`` (``op`` is
-        ``"rsqrt"`` or ``"sqrt"`` of an input-dependent ``x``, the scale of a LayerNorm) and
-        ``product(op, a, b, y, g, pullback) -> (ga, gb)`` (``op`` is ``"mul"`` or
-        ``"matmul"``; ``pullback(c)`` is the plain gradient pair); returning ``None`` or lacking the method
-        means the plain gradient there. Rules see whole batches.
+        average's division; ``pullback(c)`` is the plain gradient for ``x`` of a cotangent
+        ``c`` of ``y``), ``add(a, b, y, g) -> (ga, gb)``, ``normalizer(op, x, y, g) -> gx``
+        (``op`` is ``"rsqrt"`` or ``"sqrt"`` of an input-dependent ``x``, the scale of a
+        LayerNorm) and ``product(op, a, b, y, g, pullback) -> (ga, gb)`` (``op`` is ``"mul"``
+        or ``"matmul"``; ``pullback(c)`` is the plain gradient pair); returning ``None`` or
+        lacking the method means the plain gradient there. Rules see whole batches.
 
     Returns:
       ``g`` with ``g(x) == f(x)`` whose ``jax.vjp``/``jax.grad`` use the rules.
