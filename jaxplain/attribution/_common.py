@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxplain.core._layout import fast_convolutions
-from jaxplain.core._pools import block_pools
+from jaxplain.core._cpu import cpu_friendly
 
 
 def is_traced(value: Any) -> bool:
@@ -136,9 +136,9 @@ def selected(f: Callable, x: jax.Array, target: jax.Array) -> jax.Array:
 def target_gradient(f: Callable, x: jax.Array, target: jax.Array) -> jax.Array:
     """The gradient of the sum over the batch of the target logits, shaped like `x`.
 
-    Tiling pools are differentiated as block reductions on CPU (:mod:`jaxplain.core._pools`):
-    the same gradient, computed faster by XLA:CPU."""
-    return jax.grad(lambda z: selected(block_pools(f), z, target).sum())(x)
+    On CPU, tiling pools and few-position convolutions are rewritten first
+    (:mod:`jaxplain.core._cpu`): the same gradient, computed faster by XLA:CPU."""
+    return jax.grad(lambda z: selected(cpu_friendly(f), z, target).sum())(x)
 
 
 def chunked_reduce(chunk_fn: Callable, xs: Any, batch_size: int | None) -> Any:
@@ -179,10 +179,10 @@ def folded_gradient_sum(f: Callable, points: Callable, target: jax.Array, xs: An
     """``sum_k weights[k] * grad f_t(points(xs[k]))``, folding the items into the batch axis.
 
     Instead of vmapping `f` over the items, each chunk of ``c`` items becomes one batch of
-    ``c * n`` inputs (as Captum does), which keeps `f` a plain batched call. Pools as in
+    ``c * n`` inputs (as Captum does), which keeps `f` a plain batched call. CPU rewrites as in
     :func:`target_gradient`.
     """
-    f = block_pools(f)
+    f = cpu_friendly(f)
 
     def chunk(items):
         item, w = items

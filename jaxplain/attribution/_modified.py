@@ -19,7 +19,7 @@ from jaxtyping import Array, Float, Int
 from jaxplain.attribution import _common
 from jaxplain.attribution._lrp_rules import MIXING
 from jaxplain.core import rewrite_backward
-from jaxplain.core._pools import block_pools
+from jaxplain.core._cpu import cpu_friendly
 
 # Elementwise activations DeepLIFT rescales, with their functions for the fallback derivative.
 _ACTIVATIONS = {
@@ -93,7 +93,7 @@ class HoldConstant:
 @functools.partial(jax.jit, static_argnames=("f",))
 def _deeplift(f, x, target, baseline):
     n = x.shape[0]
-    k = block_pools(rewrite_backward(f, Rescale()))  # pools as in _common.target_gradient
+    k = cpu_friendly(rewrite_backward(f, Rescale()))  # as in _common.target_gradient
     both = jnp.concatenate([x, baseline])
     targets = jnp.concatenate([target, target])
     weights = jnp.concatenate([jnp.ones((n,), x.dtype), jnp.zeros((n,), x.dtype)])

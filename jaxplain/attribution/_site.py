@@ -20,7 +20,7 @@ from jaxtyping import Array, Float, Int
 from jaxplain.attribution import _common
 from jaxplain.attribution._integrated import quadrature
 from jaxplain.core import capture, intervene
-from jaxplain.core._pools import block_pools
+from jaxplain.core._cpu import cpu_friendly
 
 
 def _activation(f, site, x):
@@ -41,11 +41,11 @@ def _check_site(f, x, site) -> tuple:
 
 def site_gradients(f, sites, x, target, activations) -> list:
     """d sum_i f(x)[i, t_i] / d value of each of `sites` (all shifted at once), shaped like
-    `activations` (pools as in :func:`_common.target_gradient`)."""
+    `activations` (CPU rewrites as in :func:`_common.target_gradient`)."""
 
     def out(deltas):
         shifted = intervene(f, {s: (lambda v, d=d: v + d) for s, d in zip(sites, deltas)})
-        return _common.selected(block_pools(shifted), x, target).sum()
+        return _common.selected(cpu_friendly(shifted), x, target).sum()
 
     return jax.grad(out)([jnp.zeros_like(a) for a in activations])
 

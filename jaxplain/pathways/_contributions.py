@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from jaxplain import core
+from jaxplain.core._cpu import cpu_friendly
 from jaxplain.core._layout import fast_convolutions
 from jaxplain.pathways import _checks
 
@@ -35,7 +36,7 @@ def taylor_scores(f, x, t, specs, masks=None) -> dict:
                 return lambda v: v * (1 + g[name])
             return lambda v: v * m.astype(v.dtype) * (1 + g[name])
 
-        h = core.intervene(f, {n: fn(n) for n, _, _ in specs})
+        h = cpu_friendly(core.intervene(f, {n: fn(n) for n, _, _ in specs}))
         return _picked(h(x), t).sum()
 
     zeros = {n: jnp.zeros(shape, dtype) for n, shape, dtype in specs}
@@ -50,7 +51,8 @@ def integrated_scores(f, x, t, specs, steps: int, batch_size) -> dict:
 
         def grad_at(alpha, name=name, shape=shape, dtype=dtype):
             def objective(g):
-                h = core.intervene(f, {name: lambda v: v * (alpha.astype(v.dtype) + g)})
+                h = cpu_friendly(core.intervene(
+                    f, {name: lambda v: v * (alpha.astype(v.dtype) + g)}))
                 return _picked(h(x), t).sum()
 
             return jax.grad(objective)(jnp.zeros(shape, dtype))

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
 from jaxplain import core
+from jaxplain.core._cpu import cpu_friendly
 from jaxplain.pathways import _checks, _contributions, _select
 
 
@@ -43,13 +44,13 @@ def _one_hot_vjp(h, x, t):
 
 @functools.partial(jax.jit, static_argnames=("f",))
 def _masked_gradient(f, x, target, masks):
-    return _one_hot_vjp(apply(f, masks), x, _checks.targets(f, x, target))
+    return _one_hot_vjp(cpu_friendly(apply(f, masks)), x, _checks.targets(f, x, target))
 
 
 @functools.partial(jax.jit, static_argnames=("f",))
 def _masked_jvp(f, x, target, masks, direction):
     t = _checks.targets(f, x, target)
-    y, dy = jax.jvp(apply(f, masks), (x,), (direction,))
+    y, dy = jax.jvp(cpu_friendly(apply(f, masks)), (x,), (direction,))
     pick = lambda z: jnp.take_along_axis(z, t[:, None], axis=-1)[:, 0]  # noqa: E731
     return pick(y), pick(dy)
 

@@ -18,12 +18,14 @@ import optax
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from jaxplain import core
+from jaxplain.core._cpu import cpu_friendly
 from jaxplain.core._layout import fast_convolutions
 from jaxplain.pathways import _checks, _contributions, _select
 
 
 def _gated_logits(f, x, gates):
-    return core.intervene(f, {n: (lambda v, g=g: v * g.astype(v.dtype)) for n, g in gates.items()})(x)
+    gated = core.intervene(f, {n: (lambda v, g=g: v * g.astype(v.dtype)) for n, g in gates.items()})
+    return cpu_friendly(gated)(x)  # differentiated in a loop: XLA:CPU's fast forms
 
 
 def _rows(mask, like):

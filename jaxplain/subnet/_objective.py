@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
 import jaxplain as jp
+from jaxplain.core._cpu import cpu_friendly
 
 Params = dict[str, dict[str, Array]]  # {"scores": {site: (c,)}, "theta": {site: ()}}
 
@@ -29,15 +30,20 @@ def _scale(m: Float[Array, " c"]) -> Callable[[Array], Array]:
     return lambda v: v * m.astype(v.dtype)
 
 
-def gated(f: Callable, multipliers: Mapping[str, Float[Array, " c"]]) -> Callable:
-    """``f`` with the value at each site multiplied unit-wise (last axis) by its multiplier."""
+def _gated(f: Callable, multipliers: Mapping[str, Float[Array, " c"]]) -> Callable:
     return jp.intervene(f, {n: _scale(m) for n, m in multipliers.items()})
+
+
+def gated(f: Callable, multipliers: Mapping[str, Float[Array, " c"]]) -> Callable:
+    """``f`` with the value at each site multiplied unit-wise (last axis) by its multiplier
+    (in XLA:CPU's fast forms, :mod:`jaxplain.core._cpu`: it is differentiated in loops)."""
+    return cpu_friendly(_gated(f, multipliers))
 
 
 def gated_capture(f: Callable, multipliers: Mapping[str, Float[Array, " c"]]) -> Callable:
     """Like :func:`gated`, returning ``(y, {site: value})`` too (the values of the gated
     function at the scored sites, through :func:`jaxplain.capture`)."""
-    return jp.capture(gated(f, multipliers), list(multipliers))
+    return cpu_friendly(jp.capture(_gated(f, multipliers), list(multipliers)))
 
 
 def multipliers(params: Params, masks: Mapping[str, Bool[Array, " c"]],

@@ -17,6 +17,7 @@ import optax
 from jaxtyping import Array
 
 from jaxplain.core import capture
+from jaxplain.core._cpu import cpu_friendly
 from jaxplain.core._layout import fast_convolutions
 from jaxplain.visualize._objectives import (Channel, Direction, Diversity, Neuron, Objective,
                                             Scaled, Sum, stack)
@@ -102,7 +103,7 @@ def _validate(f, objective: Objective, shape: tuple[int, ...]) -> None:
 
 def _render_one(objective, param, regularizers, key, *, f, shape, steps, transforms, optimizer):
     names = objective.sites()
-    g = capture(f, list(names)) if names else (lambda x: (f(x), {}))
+    g = cpu_friendly(capture(f, list(names)) if names else (lambda x: (f(x), {})))
 
     def evaluate(objective, param, regularizers, params, k):
         images = param.image(params, shape)
@@ -112,7 +113,8 @@ def _render_one(objective, param, regularizers, key, *, f, shape, steps, transfo
         penalty = sum((jnp.sum(r(images)) for r in regularizers), jnp.zeros(()))
         return penalty - value, value
 
-    # The loop body's convolution gradients in XLA:CPU's fast layout (see jaxplain.core._layout).
+    # The loop body's convolution gradients in XLA:CPU's fast layout (see jaxplain.core._layout),
+    # after the forward pass's own CPU rewrites (jaxplain.core._cpu).
     gradient = fast_convolutions(jax.value_and_grad(evaluate, argnums=3, has_aux=True))
     k_init, k_steps = jax.random.split(key)
     params = param.init(k_init, shape)

@@ -1,0 +1,23 @@
+"""The CPU rewrites applied to a network before it is differentiated.
+
+Two patterns run slowly on XLA:CPU, forward or backward, wherever they appear:
+tiling pools, whose gradients become block reductions (:mod:`jaxplain.core._pools`), and
+convolutions with few positions, which become patch products
+(:mod:`jaxplain.core._patches`). Rewriting the forward pass is enough: the gradients of the
+rewritten forms are fast too. Loop bodies need the layout rewrite as well
+(:func:`jaxplain.core._layout.fast_convolutions`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from jaxplain.core import _layout, _pools
+from jaxplain.core._reinterpret import on_cpu
+
+
+def cpu_friendly(fn: Callable) -> Callable:
+    """``fn`` with tiling pools as block reductions and few-position convolutions as patch
+    products on CPU; the same values (up to rounding) and gradients, and on other platforms
+    ``fn`` as it is. Apply it before differentiating: ``jax.grad(cpu_friendly(f))``."""
+    return on_cpu(fn, {**_pools.REWRITES, **_layout.REWRITES})

@@ -1,0 +1,70 @@
+"""Convolutions with few positions as one patch-matrix product, which XLA:CPU runs fast.
+
+XLA:CPU is slow on convolutions whose output or input has very few spatial positions. One
+example is a 3x3 convolution on a 2x2 map, which is the last stage of a ResNet-50 on 32-64 px
+images. Measured with jax 0.10.2 on 2 cores, batch 20, 512 channels: 191 ms, against 2.5 ms
+for PyTorch and 3.9 ms for the same product written as patches. At 3x3 maps and larger XLA's
+own convolution is as fast or faster.
+
+:func:`patch_product` writes such a convolution as a matrix product. Each kernel offset gives
+one strided slice of the padded (and dilated) input; the slices are stacked into a
+``(batch * positions, kernel positions * in)`` matrix, which is multiplied by the kernel
+reshaped to ``(kernel positions * in, out)``. The values are those of the convolution up to
+float rounding. :func:`few_positions` says when to use it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import jax
+import jax.numpy as jnp
+
+#: A convolution with at most this many output (or input) positions is a patch product.
+MAX_POSITIONS = 4
+
+
+def _out_sizes(lhs_spatial, rhs_spatial, params) -> list[int]:
+    sizes = []
+    for n, k, (lo, hi), s, ld, rd in zip(lhs_spatial, rhs_spatial, params["padding"],
+                                         params["window_strides"], params["lhs_dilation"],
+                                         params["rhs_dilation"]):
+        dilated = (n - 1) * ld + 1 + lo + hi
+        sizes.append((dilated - (k - 1) * rd - 1) // s + 1)
+    return sizes
+
+
+def few_positions(lhs_spatial, rhs_spatial, params) -> bool:
+    """Whether a ``conv_general_dilated`` is better computed by :func:`patch_product`: no
+    feature or batch groups, a kernel of more than one position, and at most
+    :data:`MAX_POSITIONS` output or input positions (spatial sizes as tuples)."""
+    if params["feature_group_count"] != 1 or params["batch_group_count"] != 1:
+        return False
+    out = _out_sizes(lhs_spatial, rhs_spatial, params)
+    if math.prod(rhs_spatial) == 1 or min(out, default=1) < 1:
+        return False
+    return min(math.prod(out), math.prod(lhs_spatial)) <= MAX_POSITIONS
+
+
+def patch_product(lhs: jax.Array, rhs: jax.Array, params: dict) -> jax.Array:
+    """The convolution of ``lhs`` ``(batch, *spatial, in)`` with ``rhs`` ``(*kernel, in, out)``
+    under ``params`` (a ``conv_general_dilated``'s strides, padding and dilations; one feature
+    group), as one matrix product of patches; returns ``(batch, *out_spatial, out)``."""
+    n = lhs.ndim - 2
+    pads = [(0, 0, 0), *((lo, hi, d - 1) for (lo, hi), d in
+                         zip(params["padding"], params["lhs_dilation"])), (0, 0, 0)]
+    x = jax.lax.pad(lhs, jnp.zeros((), lhs.dtype), pads)
+    kernel, strides, rd = rhs.shape[:n], tuple(params["window_strides"]), params["rhs_dilation"]
+    out = [(x.shape[1 + d] - (kernel[d] - 1) * rd[d] - 1) // strides[d] + 1 for d in range(n)]
+    slices = []
+    for offset in itertools.product(*map(range, kernel)):
+        start = [o * r for o, r in zip(offset, rd)]
+        stop = [b + (m - 1) * s + 1 for b, m, s in zip(start, out, strides)]
+        slices.append(jax.lax.slice(x, (0, *start, 0), (x.shape[0], *stop, x.shape[-1]),
+                                    (1, *strides, 1)))
+    patches = jnp.stack(slices, axis=-2).reshape(-1, math.prod(kernel) * lhs.shape[-1])
+    y = jax.lax.dot_general(patches, rhs.reshape(-1, rhs.shape[-1]), (((1,), (0,)), ((), ())),
+                            precision=params.get("precision"),
+                            preferred_element_type=params.get("preferred_element_type"))
+    return y.reshape(lhs.shape[0], *out, rhs.shape[-1])
