@@ -29,6 +29,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxplain.core._cpu import cpu_friendly
 from jaxplain.core._capture import compiled, program_of, selector_key
 from jaxplain.core._program import Lit, Node, Program, run
 from jaxplain.core._select import matches
@@ -113,6 +114,9 @@ def _linear_place(program: Program, chain: tuple, name: str, rule, env) -> list:
 
     def lin(xv, wv):
         return node.bind(*([xv, wv] if x_pos == 0 else [wv, xv]))[0]
+
+    if node.prim == "conv_general_dilated":  # rules differentiate it: XLA:CPU's fast forms
+        lin = cpu_friendly(lin)
 
     def forward(xv, wv, cs):
         return affine(lin(xv, wv), cs)
