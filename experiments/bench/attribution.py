@@ -282,7 +282,8 @@ def main():
         peak = "not reported by the backend" if memory[2] is None else f"{memory[2]:.1f} GiB"
         lines += ["", f"IG-50 on {memory[0]} ResNet-50 images in chunks of {args.ig_batch_size} steps: "
                       f"{memory[1]:.1f} s, peak device memory {peak}."]
-    lines += ["", f"Produced by `python experiments/bench/attribution.py {' '.join(sys.argv[1:])}`.".replace(" `", "`")]
+    command = " ".join(["python experiments/bench/attribution.py", *sys.argv[1:]])
+    lines += ["", f"Produced by `{command}`."]
     out = args.out or os.path.join(os.path.dirname(__file__), "..", "results",
                                    f"bench_attribution_{'gpu' if on_gpu else 'cpu'}.md")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
