@@ -10,3 +10,4 @@ from jaxplain.core._backward import LinearLayer as LinearLayer
 from jaxplain.core._backward import rewrite_backward as rewrite_backward
 from jaxplain.core._adapters import as_function as as_function
 from jaxplain.core._program import UNROLL_BUDGET as UNROLL_BUDGET
+from jaxplain.core._cpu import cpu_friendly as cpu_friendly

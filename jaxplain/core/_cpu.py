@@ -19,5 +19,16 @@ from jaxplain.core._reinterpret import on_cpu
 def cpu_friendly(fn: Callable) -> Callable:
     """``fn`` with tiling pools as block reductions and few-position convolutions as patch
     products on CPU; the same values (up to rounding) and gradients, and on other platforms
-    ``fn`` as it is. Apply it before differentiating: ``jax.grad(cpu_friendly(f))``."""
+    ``fn`` as it is. Apply it before differentiating.
+
+    Args:
+      fn: any function of arrays (a model ``x (batch, ...) -> logits``, or one returning a
+        pytree); loop bodies and custom derivatives inside it are left as they are.
+
+    Returns:
+      A function with ``fn``'s signature; it composes with ``jit``, ``grad``, ``jvp``, ``vmap``.
+
+    Example:
+      >>> g = jax.jit(jax.grad(lambda x: cpu_friendly(f)(x)[:, 3].sum()))  # doctest: +SKIP
+    """
     return on_cpu(fn, {**_pools.REWRITES, **_layout.REWRITES})
