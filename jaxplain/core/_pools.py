@@ -7,8 +7,8 @@ XLA:CPU differentiates the ``reduce_window`` form slowly: the gradient of a max 
 of a gradient step of a small CNN in our benchmark (``experiments/bench/attribution.py``,
 batch 32 to 1600; jax 0.10.2). The block form's gradients are a broadcast and a one-hot select.
 
-:func:`block_pools` re-runs a function's jaxpr with every tiling ``reduce_window_max`` and
-``reduce_window_sum`` written as a block reduction. The values are the same, and so are the
+:data:`REWRITES` (applied by :func:`jaxplain.core.cpu_friendly`) re-run a function's jaxpr
+with every tiling ``reduce_window_max`` and ``reduce_window_sum`` written as a block reduction. The values are the same, and so are the
 gradients: a max pool's gradient goes to the first maximum of each window in row-major order,
 as XLA's ``select_and_scatter`` and PyTorch's max pool do (``jnp.max`` would split it among
 ties). Windows that overlap, pad or dilate are left as they are; so is everything off CPU.
@@ -17,13 +17,10 @@ ties). Windows that overlap, pad or dilate are left as they are; so is everythin
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-from jaxplain.core._reinterpret import on_cpu
 
 
 def _blocks(x: jax.Array, window: tuple) -> jax.Array:
@@ -77,15 +74,5 @@ def _sum_pool(eqn, x):
     return None if window is None else [_blocks(_trimmed(x, window), window).sum(-1)]
 
 
-#: The rewrites of :func:`block_pools`, by primitive.
+#: The rewrites, by primitive (for :func:`jaxplain.core._reinterpret.on_cpu`).
 REWRITES = {"reduce_window_max": _max_pool, "reduce_window_sum": _sum_pool}
-
-
-def block_pools(fn: Callable) -> Callable:
-    """``fn`` with every tiling max / sum pool computed as a block reduction on CPU.
-
-    Same values and gradients (first maximum of a window, as ``select_and_scatter``); faster
-    gradients on XLA:CPU. Other platforms run ``fn`` as it is. Apply it before differentiating:
-    ``jax.grad(block_pools(f))``.
-    """
-    return on_cpu(fn, REWRITES)

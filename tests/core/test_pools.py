@@ -1,4 +1,4 @@
-"""block_pools: tiling max / sum pools rewritten as block reductions keep their values and their
+"""The pool rewrites of cpu_friendly: tiling max / sum pools rewritten as block reductions keep their values and their
 gradients (the first maximum of a window takes a max pool's gradient, ties included), forward and
 reverse mode, under jit and vmap; pools that do not tile are left alone."""
 
@@ -8,9 +8,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxplain.core._pools import REWRITES, block_pools
-from jaxplain.core._reinterpret import reinterpret
+from jaxplain.core._pools import REWRITES
+from jaxplain.core._reinterpret import on_cpu, reinterpret
 from tests._jaxpr import primitives
+
+
+def block_pools(fn):
+    """`fn` with the pool rewrites only (cpu_friendly without its convolution rewrite)."""
+    return on_cpu(fn, REWRITES)
 
 # (input shape, window, strides, padding)
 TILING = [
