@@ -43,8 +43,10 @@ def test_patch_product_equals_the_convolution(seed):
     rng = np.random.default_rng(seed)
     for _ in range(30):
         x, w, params = _random_case(rng)
-        ref = jax.lax.conv_general_dilated(x, w, dimension_numbers=DN[x.ndim - 2], **params)
-        got = patch_product(x, w, params)
+        both = jax.jit(lambda x, w: (  # noqa: B023  (one compilation per case)
+            jax.lax.conv_general_dilated(x, w, dimension_numbers=DN[x.ndim - 2], **params),
+            patch_product(x, w, params)))
+        ref, got = both(x, w)
         assert got.shape == ref.shape, params
         np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * float(jnp.abs(ref).max()),
                                    err_msg=str(params))
@@ -86,13 +88,14 @@ def _convolutions(fn, x) -> int:
 def test_cpu_friendly_keeps_values_and_gradients():
     f, x = _net()
     loss = lambda g: lambda z: jnp.sum(g(z) ** 2)  # noqa: E731
-    np.testing.assert_allclose(cpu_friendly(f)(x), f(x), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(jax.grad(loss(cpu_friendly(f)))(x), jax.grad(loss(f))(x),
+    fast = cpu_friendly(f)
+    np.testing.assert_allclose(jax.jit(fast)(x), f(x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(jax.jit(jax.grad(loss(fast)))(x), jax.grad(loss(f))(x),
                                rtol=1e-4, atol=1e-6)
     t = jax.random.normal(jax.random.key(3), x.shape)
-    np.testing.assert_allclose(jax.jvp(cpu_friendly(f), (x,), (t,))[1],
+    np.testing.assert_allclose(jax.jit(lambda x, t: jax.jvp(fast, (x,), (t,))[1])(x, t),
                                jax.jvp(f, (x,), (t,))[1], rtol=1e-4, atol=1e-6)
-    batched = jax.jit(jax.vmap(jax.grad(loss(cpu_friendly(f)))))(x[:, None])
+    batched = jax.jit(jax.vmap(jax.grad(loss(fast))))(x[:, None])
     np.testing.assert_allclose(batched[:, 0], jax.grad(loss(f))(x), rtol=1e-4, atol=1e-6)
 
 
