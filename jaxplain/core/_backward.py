@@ -29,8 +29,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxplain.core._cpu import cpu_friendly
 from jaxplain.core._capture import compiled, program_of, selector_key
+from jaxplain.core._cpu import cpu_friendly
 from jaxplain.core._program import Lit, Node, Program, run
 from jaxplain.core._select import matches
 from jaxplain.core._sites import NORMALIZERS, PRODUCTS, Site, SiteMap, pool_op

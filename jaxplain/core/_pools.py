@@ -8,10 +8,11 @@ of a gradient step of a small CNN in our benchmark (``experiments/bench/attribut
 batch 32 to 1600; jax 0.10.2). The block form's gradients are a broadcast and a one-hot select.
 
 :data:`REWRITES` (applied by :func:`jaxplain.core.cpu_friendly`) re-run a function's jaxpr
-with every tiling ``reduce_window_max`` and ``reduce_window_sum`` written as a block reduction. The values are the same, and so are the
-gradients: a max pool's gradient goes to the first maximum of each window in row-major order,
-as XLA's ``select_and_scatter`` and PyTorch's max pool do (``jnp.max`` would split it among
-ties). Windows that overlap, pad or dilate are left as they are; so is everything off CPU.
+with every tiling ``reduce_window_max`` and ``reduce_window_sum`` written as a block reduction.
+The values are the same, and so are the gradients: a max pool's gradient goes to the first
+maximum of each window in row-major order, as XLA's ``select_and_scatter`` and PyTorch's max
+pool do (``jnp.max`` would split it among ties). Windows that overlap, pad or dilate are left
+as they are; so is everything off CPU.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
-"""The pool rewrites of cpu_friendly: tiling max / sum pools rewritten as block reductions keep their values and their
-gradients (the first maximum of a window takes a max pool's gradient, ties included), forward and
-reverse mode, under jit and vmap; pools that do not tile are left alone."""
+"""The pool rewrites of cpu_friendly: tiling max / sum pools rewritten as block reductions keep
+their values and their gradients (the first maximum of a window takes a max pool's gradient,
+ties included), forward and reverse mode, under jit and vmap; pools that do not tile are left
+alone."""
 
 import flax.linen as nn
 import jax
