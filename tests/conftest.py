@@ -1,9 +1,43 @@
-"""Shared fixtures: the default digits model, trained once per test session."""
+"""Shared fixtures: the default digits models, trained once per test run.
+
+Under pytest-xdist the workers share one folder of the run (the parent of their temporary
+folders): the trained models, behind a file lock so that one worker trains and the others load,
+and JAX's persistent compilation cache, so that a program one test compiled is not compiled
+again by another test or worker. Neither changes what a test computes.
+"""
+
+import contextlib
+import fcntl
+import os
 
 import jax
 import pytest
 
 jax.config.update("jax_enable_x64", False)
+
+
+def _run_folder(tmp_path_factory):
+    """The folder every process of this test run sees."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config):
+    folder = _run_folder(config._tmp_path_factory)
+    jax.config.update("jax_compilation_cache_dir", str(folder / "xla"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+
+
+@contextlib.contextmanager
+def _exclusive(path):
+    """Hold an exclusive lock on the file `path` (created if missing)."""
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -17,8 +51,10 @@ def _release_compiled_programs():
 
 @pytest.fixture(scope="session")
 def jaxplain_home(tmp_path_factory):
-    """A fresh cache folder (``JAXPLAIN_HOME``) holding the session's trained default model."""
-    return tmp_path_factory.mktemp("jaxplain_home")
+    """A cache folder (``JAXPLAIN_HOME``) of this test run, holding its trained default models."""
+    home = _run_folder(tmp_path_factory) / "jaxplain_home"
+    home.mkdir(exist_ok=True)
+    return home
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +63,8 @@ def digits_model(jaxplain_home):
     import jaxplain
     from jaxplain import data
 
-    model, variables = data.pretrained(jaxplain_home, progress=False)
+    with _exclusive(jaxplain_home / "cnn.lock"):
+        model, variables = data.pretrained(jaxplain_home, progress=False)
     return model, variables, jaxplain.as_function(model, variables), data.load_digits()
 
 
@@ -37,7 +74,8 @@ def digits_vit(jaxplain_home):
     import jaxplain
     from jaxplain import data
 
-    model, variables = data.pretrained(jaxplain_home, progress=False, architecture="vit")
+    with _exclusive(jaxplain_home / "vit.lock"):
+        model, variables = data.pretrained(jaxplain_home, progress=False, architecture="vit")
     return model, variables, jaxplain.as_function(model, variables)
 
 

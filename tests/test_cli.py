@@ -1,6 +1,9 @@
 """The ``jaxplain`` command, end to end on the session's model (quick mode)."""
 
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -37,11 +40,24 @@ def test_demo_quick_writes_the_report_with_every_section(runner, tmp_path):
 
 
 def test_demo_only_runs_the_chosen_sections(runner, tmp_path):
-    args = ["demo", "--quick", "--only", "foundation", "--out", str(tmp_path)]
+    args = ["demo", "--quick", "--only", "foundation", "--no-compile-cache", "--out", str(tmp_path)]
     result = runner.invoke(main, args)
     assert result.exit_code == 0, result.output
+    assert "Compiled programs" not in result.output
     assert "[1/1] foundation" in result.output and "block1/relu_1" in result.output
     assert (tmp_path / "index.html").read_text().count("<section ") == 1
+
+
+def test_demo_keeps_compiled_programs_under_jaxplain_home(jaxplain_home, digits_model, tmp_path):
+    """In a process of its own: the suite's processes already use a compilation cache."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}
+    env.update(JAXPLAIN_HOME=str(jaxplain_home), MPLBACKEND="Agg")
+    command = [sys.executable, "-c", "from jaxplain.cli import main; main()", "demo", "--quick",
+               "--only", "rules", "--out", str(tmp_path)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"Compiled programs cached in {jaxplain_home / 'xla'}" in result.stdout
+    assert any((jaxplain_home / "xla").iterdir())
 
 
 def test_demo_unknown_section_is_a_usage_error(runner, tmp_path):
