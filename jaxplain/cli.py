@@ -66,10 +66,9 @@ def demo(out: Path, quick: bool, seed: int, compile_cache: bool, only: tuple[str
     matplotlib.use("Agg")
     from jaxplain.report._demo_sections import SECTIONS
 
+    specs = _chosen(SECTIONS, only)
     if compile_cache:
         _cache_compiled_programs()
-
-    specs = _chosen(SECTIONS, only)
 
     import jaxplain
     from jaxplain import data
