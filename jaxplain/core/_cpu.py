@@ -2,7 +2,7 @@
 
 Two patterns run slowly on XLA:CPU, forward or backward, wherever they appear:
 tiling pools, whose gradients become block reductions (:mod:`jaxplain.core._pools`), and
-convolutions with few positions, which become patch products
+convolutions with few positions or 1x1 kernels, which become patch products
 (:mod:`jaxplain.core._patches`). Rewriting the forward pass is enough: the gradients of the
 rewritten forms are fast too. Loop bodies need the layout rewrite as well
 (:func:`jaxplain.core._layout.fast_convolutions`).
@@ -17,8 +17,8 @@ from jaxplain.core._reinterpret import on_cpu
 
 
 def cpu_friendly(fn: Callable) -> Callable:
-    """``fn`` with tiling pools as block reductions and few-position convolutions as patch
-    products on CPU; the same values (up to rounding) and gradients, and on other platforms
+    """``fn`` with tiling pools as block reductions and few-position and 1x1 convolutions as
+    patch products on CPU; the same values (up to rounding) and gradients, and on other platforms
     ``fn`` as it is. Apply it before differentiating.
 
     Args:

@@ -13,8 +13,8 @@ sizes in our benchmarks (feature visualization's render loop, NeuroChains' optim
 layout: explicit transposes of its operands, a convolution with NHWC / HWIO / NHWC dimension
 numbers, and a transpose of the result back. The arithmetic is the same; only the layout
 changes, and only on CPU (``jax.lax.platform_dependent``): other platforms run ``fn`` as it is.
-A convolution with few positions (:mod:`jaxplain.core._patches`) becomes a patch product
-instead, in loops and, through :data:`REWRITES`, before differentiating anywhere.
+A convolution with few positions or a 1x1 kernel (:mod:`jaxplain.core._patches`) becomes a
+patch product instead, in loops and, through :data:`REWRITES`, before differentiating anywhere.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxplain.core._patches import few_positions, patch_product
+from jaxplain.core._patches import use_patch_product, patch_product
 from jaxplain.core._reinterpret import on_cpu
 
 
@@ -60,27 +60,28 @@ def _rewritten(eqn, lhs, rhs, patches: bool):
 
 def _conv(eqn, lhs, rhs):
     """A convolution of a loop body: in the fast layout, or a patch product if it has few
-    positions."""
-    return _rewritten(eqn, lhs, rhs, few_positions(*_spatial(eqn, lhs, rhs), eqn.params))
+    positions or a 1x1 kernel."""
+    return _rewritten(eqn, lhs, rhs, use_patch_product(*_spatial(eqn, lhs, rhs), eqn.params))
 
 
-def _few_position_conv(eqn, lhs, rhs):
-    """A convolution with few positions as a patch product; others are left as they are."""
-    if not few_positions(*_spatial(eqn, lhs, rhs), eqn.params):
+def _patch_conv(eqn, lhs, rhs):
+    """A convolution with few positions or a 1x1 kernel as a patch product; others are left as
+    they are."""
+    if not use_patch_product(*_spatial(eqn, lhs, rhs), eqn.params):
         return None
     return _rewritten(eqn, lhs, rhs, patches=True)
 
 
 #: The rewrite that is worth making anywhere, also outside loops (see :mod:`._patches`).
-REWRITES = {"conv_general_dilated": _few_position_conv}
+REWRITES = {"conv_general_dilated": _patch_conv}
 
 
 def fast_convolutions(fn: Callable) -> Callable:
     """``fn`` with every convolution (including those of its gradients) in the fast layout on CPU.
 
-    Values are unchanged (the operands are only transposed; a convolution with few positions is
-    computed as a patch product, equal up to rounding); on other platforms ``fn`` runs as it is
-    (``jax.lax.platform_dependent``). Meant for the body of a loop, where XLA:CPU does not make
+    Values are unchanged (the operands are only transposed; a convolution with few positions or
+    a 1x1 kernel is computed as a patch product, equal up to rounding); on other platforms ``fn``
+    runs as it is (``jax.lax.platform_dependent``). Meant for the body of a loop, where XLA:CPU does not make
     this rewrite itself.
     """
     return on_cpu(fn, {"conv_general_dilated": _conv})

@@ -1,7 +1,7 @@
 """Few-position convolutions as patch products: the same values as XLA's convolution for any
 strides, padding (negative too) and dilations in 1-3 spatial dimensions; the same values and
 gradients through ``cpu_friendly`` and ``fast_convolutions``; and on CPU no convolution left
-for the few-position layers, while larger ones stay convolutions."""
+for the few-position and 1x1 layers, while larger ones stay convolutions."""
 
 import re
 
@@ -12,7 +12,7 @@ import pytest
 
 from jaxplain.core._cpu import cpu_friendly
 from jaxplain.core._layout import fast_convolutions
-from jaxplain.core._patches import few_positions, patch_product
+from jaxplain.core._patches import patch_product, use_patch_product
 
 DN = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC"), 3: ("NDHWC", "DHWIO", "NDHWC")}
 
@@ -57,23 +57,29 @@ def _params(strides=(1, 1), groups=1):
                 rhs_dilation=(1, 1), feature_group_count=groups, batch_group_count=1)
 
 
-def test_few_positions_picks_small_maps_with_real_kernels():
-    assert few_positions((2, 2), (3, 3), _params())                 # 2x2 -> 2x2
-    assert few_positions((4, 4), (3, 3), _params((2, 2)))           # 4x4 -> 2x2
-    assert not few_positions((3, 3), (3, 3), _params())             # 9 positions
-    assert not few_positions((2, 2), (1, 1), dict(_params(), padding=((0, 0), (0, 0))))
-    assert not few_positions((2, 2), (3, 3), _params(groups=2))     # grouped
+def test_patch_products_are_for_small_maps_and_unit_kernels():
+    unpadded = dict(_params(), padding=((0, 0), (0, 0)))
+    assert use_patch_product((2, 2), (3, 3), _params())                 # 2x2 -> 2x2
+    assert use_patch_product((4, 4), (3, 3), _params((2, 2)))           # 4x4 -> 2x2
+    assert not use_patch_product((3, 3), (3, 3), _params())             # 9 positions
+    assert use_patch_product((16, 16), (1, 1), unpadded)                # 1x1: a matrix product
+    assert use_patch_product((16, 16), (1, 1), dict(unpadded, window_strides=(2, 2)))
+    assert not use_patch_product((2, 2), (3, 3), _params(groups=2))     # grouped
+    assert not use_patch_product((16, 16), (1, 1), dict(unpadded, feature_group_count=4))
 
 
 def _net():
-    """A CNN whose second convolution runs on a 2x2 map (few positions), the first on 8x8."""
+    """A CNN with a 3x3 convolution on an 8x8 map, a 1x1 convolution, and a 3x3 convolution on
+    a 2x2 map (few positions)."""
     w1 = jax.random.normal(jax.random.key(0), (3, 3, 2, 8)) * 0.4
-    w2 = jax.random.normal(jax.random.key(1), (3, 3, 8, 6)) * 0.3
+    w2 = jax.random.normal(jax.random.key(1), (3, 3, 32, 6)) * 0.15
+    unit = jax.random.normal(jax.random.key(4), (1, 1, 8, 32)) * 0.4  # XLA keeps it a convolution
     conv = lambda h, w: jax.lax.conv_general_dilated(h, w, (1, 1), "SAME",  # noqa: E731
                                                      dimension_numbers=DN[2])
 
     def f(x):
         h = jax.nn.relu(conv(x, w1))
+        h = jax.nn.relu(conv(h, unit))
         h = jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, 4, 4, 1), (1, 4, 4, 1), "VALID")
         return jnp.tanh(conv(h, w2)).mean((1, 2))
 
@@ -111,8 +117,8 @@ def test_fast_convolutions_keeps_values_and_gradients():
 def test_on_cpu_only_the_large_convolutions_are_left():
     f, x = _net()
     grad = lambda g: jax.grad(lambda z: jnp.sum(g(z) ** 2))  # noqa: E731
-    # forward: two convolutions, of which the 8x8 one is left; the gradient adds each one's
-    # input gradient, and again only the 8x8 layer's stays a convolution
-    assert _convolutions(f, x) == 2 and _convolutions(cpu_friendly(f), x) == 1
-    assert _convolutions(grad(f), x) == 4 and _convolutions(grad(cpu_friendly(f)), x) == 2
+    # forward: three convolutions, of which the 3x3 one on 8x8 maps is left; the gradient adds
+    # each one's input gradient, and again only that layer's stays a convolution
+    assert _convolutions(f, x) == 3 and _convolutions(cpu_friendly(f), x) == 1
+    assert _convolutions(grad(f), x) == 6 and _convolutions(grad(cpu_friendly(f)), x) == 2
     assert _convolutions(fast_convolutions(grad(f)), x) == 2
