@@ -136,7 +136,7 @@ def selected(f: Callable, x: jax.Array, target: jax.Array) -> jax.Array:
 def target_gradient(f: Callable, x: jax.Array, target: jax.Array) -> jax.Array:
     """The gradient of the sum over the batch of the target logits, shaped like `x`.
 
-    On CPU, tiling pools, few-position and 1x1 convolutions are rewritten first
+    On CPU, pools, few-position and 1x1 convolutions are rewritten first
     (:mod:`jaxplain.core._cpu`): the same gradient, computed faster by XLA:CPU."""
     return jax.grad(lambda z: selected(cpu_friendly(f), z, target).sum())(x)
 

@@ -1,7 +1,7 @@
 """The CPU rewrites applied to a network before it is differentiated.
 
-Two patterns run slowly on XLA:CPU, forward or backward, wherever they appear:
-tiling pools, whose gradients become block reductions (:mod:`jaxplain.core._pools`), and
+Two patterns run slowly on XLA:CPU, forward or backward, wherever they appear: pools, whose
+gradients become block reductions or slice selections (:mod:`jaxplain.core._pools`), and
 convolutions with few positions or 1x1 kernels, which become patch products
 (:mod:`jaxplain.core._patches`). Rewriting the forward pass is enough: the gradients of the
 rewritten forms are fast too. Loop bodies need the layout rewrite as well
@@ -17,7 +17,7 @@ from jaxplain.core._reinterpret import on_cpu
 
 
 def cpu_friendly(fn: Callable) -> Callable:
-    """``fn`` with tiling pools as block reductions and few-position and 1x1 convolutions as
+    """``fn`` with pools in forms with fast gradients and few-position and 1x1 convolutions as
     patch products on CPU; the same values (up to rounding) and gradients, and on other platforms
     ``fn`` as it is. Apply it before differentiating.
 

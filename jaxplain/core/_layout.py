@@ -81,7 +81,7 @@ def fast_convolutions(fn: Callable) -> Callable:
 
     Values are unchanged (the operands are only transposed; a convolution with few positions or
     a 1x1 kernel is computed as a patch product, equal up to rounding); on other platforms ``fn``
-    runs as it is (``jax.lax.platform_dependent``). Meant for the body of a loop, where XLA:CPU does not make
-    this rewrite itself.
+    runs as it is (``jax.lax.platform_dependent``). Meant for the body of a loop, where XLA:CPU
+    does not make this rewrite itself.
     """
     return on_cpu(fn, {"conv_general_dilated": _conv})

@@ -1,7 +1,7 @@
-"""The pool rewrites of cpu_friendly: tiling max / sum pools rewritten as block reductions keep
-their values and their gradients (the first maximum of a window takes a max pool's gradient,
-ties included), forward and reverse mode, under jit and vmap; pools that do not tile are left
-alone."""
+"""The pool rewrites of cpu_friendly: tiling max / sum pools rewritten as block reductions, and
+overlapping or padded max pools differentiated through window slices, keep their values and
+their gradients (the first maximum of a window takes a max pool's gradient, ties included),
+forward and reverse mode, under jit and vmap; sum pools that do not tile are left alone."""
 
 import flax.linen as nn
 import jax
@@ -26,12 +26,22 @@ TILING = [
     ((4, 12, 5), (1, 4, 1), (1, 4, 1), "VALID"),              # 1-d
 ]
 
+# (input shape, window, strides, padding, window dilation): max pools whose windows overlap or pad
+OVERLAPPING = [
+    ((2, 9, 9, 3), (1, 3, 3, 1), (1, 2, 2, 1), ((0, 0), (1, 1), (1, 1), (0, 0)), None),  # ResNet
+    ((2, 7, 7, 3), (1, 3, 3, 1), (1, 1, 1, 1), "SAME", None),
+    ((2, 3, 8, 8), (1, 1, 2, 2), (1, 1, 1, 1), "VALID", None),                         # NCHW
+    ((2, 6, 6, 2), (1, 2, 2, 1), (1, 2, 2, 1), "SAME", None),                          # padded
+    ((3, 11, 2), (1, 3, 1), (1, 2, 1), ((0, 0), (2, 1), (0, 0)), (1, 2, 1)),          # dilated
+]
 
-def _pooled(op, window, strides, padding, shape):
+
+def _pooled(op, window, strides, padding, shape, dilation=None):
     """x (shape) -> (batch,): a pool of tanh(x) read out with fixed, non-uniform weights (so
     that gradients differ per window)."""
     init, reducer = (-jnp.inf, jax.lax.max) if op == "max" else (0.0, jax.lax.add)
-    pool = lambda z: jax.lax.reduce_window(jnp.tanh(z), init, reducer, window, strides, padding)
+    pool = lambda z: jax.lax.reduce_window(jnp.tanh(z), init, reducer, window, strides, padding,
+                                           window_dilation=dilation)
     out = jax.eval_shape(pool, jax.ShapeDtypeStruct(shape, jnp.float32)).shape
     weights = jax.random.normal(jax.random.key(7), out[1:])
     return lambda x: (pool(x) * weights).reshape(len(x), -1).sum(1)
@@ -42,15 +52,18 @@ def _ties(shape):
     return jnp.asarray(np.random.default_rng(0).integers(0, 2, shape), jnp.float32)
 
 
-@pytest.mark.parametrize("op", ["max", "sum"])
-@pytest.mark.parametrize("shape, window, strides, padding", TILING)
-def test_values_and_gradients_are_unchanged(op, shape, window, strides, padding):
-    f = _pooled(op, window, strides, padding, shape)
+@pytest.mark.parametrize("op, shape, window, strides, padding, dilation",
+                         [(op, *case, None) for op in ("max", "sum") for case in TILING]
+                         + [("max", *case) for case in OVERLAPPING])
+def test_values_and_gradients_are_unchanged(op, shape, window, strides, padding, dilation):
+    f = _pooled(op, window, strides, padding, shape, dilation)
     for x in (jax.random.normal(jax.random.key(1), shape), _ties(shape)):
         fast = block_pools(f)
         np.testing.assert_allclose(fast(x), f(x), rtol=1e-6, atol=1e-6)
-        g, gf = jax.grad(lambda z: f(z).sum())(x), jax.grad(lambda z: fast(z).sum())(x)
-        if op == "max":  # one-hot selections: exactly the same gradient, ties included
+        # jax has no reverse mode for a dilated max pool: forward mode gives the reference
+        reference = jax.jacfwd if dilation else jax.grad
+        g, gf = reference(lambda z: f(z).sum())(x), jax.grad(lambda z: fast(z).sum())(x)
+        if op == "max" and not dilation:  # one-hot selections: the same gradient, ties included
             np.testing.assert_array_equal(gf, g)
         else:
             np.testing.assert_allclose(gf, g, rtol=1e-6, atol=1e-7)
@@ -59,17 +72,19 @@ def test_values_and_gradients_are_unchanged(op, shape, window, strides, padding)
                                    rtol=1e-5, atol=1e-6)
 
 
-def test_a_max_pool_gradient_goes_to_the_first_maximum_of_a_window():
+@pytest.mark.parametrize("strides", [(1, 2, 2, 1), (1, 1, 1, 1)])  # tiling, overlapping
+def test_a_max_pool_gradient_goes_to_the_first_maximum_of_a_window(strides):
     x = jnp.array([[[1.0, 3.0], [3.0, 0.0]]])[..., None]  # (1, 2, 2, 1): two maxima
-    pool = lambda z: jax.lax.reduce_window(z, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1),
+    pool = lambda z: jax.lax.reduce_window(z, -jnp.inf, jax.lax.max, (1, 2, 2, 1), strides,
                                            "VALID").sum()
     g = jax.grad(block_pools(pool))(x)
     np.testing.assert_array_equal(g[0, ..., 0], [[0.0, 1.0], [0.0, 0.0]])
 
 
-def test_under_jit_and_vmap():
-    shape, *pool = TILING[0]
-    f = _pooled("max", *pool, shape)
+@pytest.mark.parametrize("case", [(*TILING[0], None), OVERLAPPING[0]])
+def test_under_jit_and_vmap(case):
+    shape, *pool = case
+    f = _pooled("max", *pool[:3], shape, pool[3])
     x = _ties((5,) + shape)
     grad = lambda z: jax.grad(lambda v: f(v).sum())(z)
     fast = lambda z: jax.grad(lambda v: block_pools(f)(v).sum())(z)
@@ -98,12 +113,27 @@ def test_flax_pools_in_a_model():
         jax.make_jaxpr(jax.grad(loss(lambda z: reinterpret(f, REWRITES, z))))(x))
 
 
-def test_pools_that_do_not_tile_are_left_alone():
+def test_overlapping_max_pools_are_differentiated_without_select_and_scatter():
+    shape, window, strides, padding, _ = OVERLAPPING[0]
+    x = jax.random.normal(jax.random.key(4), shape)
+    f = _pooled("max", window, strides, padding, shape)
+    plain = jax.grad(lambda z: f(z).sum())
+    assert "select_and_scatter_add" in primitives(jax.make_jaxpr(plain)(x))
+    rewritten = jax.grad(lambda z: reinterpret(f, REWRITES, z).sum())
+    assert "select_and_scatter_add" not in primitives(jax.make_jaxpr(rewritten)(x))
+
+
+def test_pools_the_rewrites_leave_alone():
+    x = jax.random.normal(jax.random.key(4), (2, 7, 7, 3))
     for window, strides, padding in (((1, 3, 3, 1), (1, 2, 2, 1), "VALID"),    # overlapping
                                      ((1, 2, 2, 1), (1, 2, 2, 1), "SAME")):    # padded
-        x = jax.random.normal(jax.random.key(4), (2, 7, 7, 3))
-        f = _pooled("max", window, strides, padding, x.shape)
+        f = _pooled("sum", window, strides, padding, x.shape)
         rewritten = jax.grad(lambda z: reinterpret(f, REWRITES, z).sum())
-        assert "select_and_scatter_add" in primitives(jax.make_jaxpr(rewritten)(x))
-        np.testing.assert_array_equal(jax.grad(lambda z: block_pools(f)(z).sum())(x),
-                                      jax.grad(lambda z: f(z).sum())(x))
+        assert "reduce_window_sum" in primitives(jax.make_jaxpr(rewritten)(x))
+        np.testing.assert_allclose(jax.grad(lambda z: block_pools(f)(z).sum())(x),
+                                   jax.grad(lambda z: f(z).sum())(x), rtol=1e-6)
+    # a max pool over a dilated input
+    f = lambda z: jax.lax.reduce_window(z, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 1, 1, 1),
+                                        "VALID", base_dilation=(1, 2, 2, 1)).sum()
+    rewritten = jax.grad(lambda z: reinterpret(f, REWRITES, z))
+    assert "select_and_scatter_add" in primitives(jax.make_jaxpr(rewritten)(x))
