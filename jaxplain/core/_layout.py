@@ -24,7 +24,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxplain.core._patches import use_patch_product, patch_product
+from jaxplain.core._patches import patch_product, use_patch_product
 from jaxplain.core._reinterpret import on_cpu
 
 

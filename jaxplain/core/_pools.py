@@ -8,11 +8,11 @@ of a gradient step of a small CNN in our benchmark (``experiments/bench/attribut
 batch 32 to 1600; jax 0.10.2). The block form's gradients are a broadcast and a one-hot select.
 
 A max pool whose windows overlap or pad (ResNet's 3x3, stride 2, padding 1) cannot be reshaped
-into blocks; its ``select_and_scatter`` gradient is slower still: 23 ms for 8 maps of 48x48x64
-on 2 cores, against 4.8 ms in PyTorch. :func:`window_max` keeps XLA's forward pass and
+into blocks; its ``select_and_scatter`` gradient is slower still: 36 ms for 8 maps of 48x48x64
+on 2 cores, against 4.4 ms in PyTorch. :func:`window_max` keeps XLA's forward pass and
 differentiates through one strided slice per window offset instead: the first slice that
 reaches the maximum takes the tangent, and the reverse pass is a sum of padded one-hot
-selections (3.9 ms there).
+selections (7.1 ms there).
 
 :data:`REWRITES` (applied by :func:`jaxplain.core.cpu_friendly`) re-run a function's jaxpr
 with every tiling ``reduce_window_max`` and ``reduce_window_sum`` written as a block reduction
