@@ -52,6 +52,20 @@ def use_patch_product(lhs_spatial, rhs_spatial, params) -> bool:
             or min(math.prod(out), math.prod(lhs_spatial)) <= MAX_POSITIONS)
 
 
+def window_slices(x: jax.Array, window, strides, dilation) -> list[jax.Array]:
+    """One strided slice of the (already padded) `x` per offset of a `window` with `strides`
+    and window `dilation` (all per axis of `x`), in row-major order of the offsets; each slice
+    has the shape of the windowed output."""
+    out = [(n - (k - 1) * d - 1) // s + 1
+           for n, k, s, d in zip(x.shape, window, strides, dilation)]
+    slices = []
+    for offset in itertools.product(*map(range, window)):
+        start = [o * d for o, d in zip(offset, dilation)]
+        stop = [b + (m - 1) * s + 1 for b, m, s in zip(start, out, strides)]
+        slices.append(jax.lax.slice(x, start, stop, strides))
+    return slices
+
+
 def patch_product(lhs: jax.Array, rhs: jax.Array, params: dict) -> jax.Array:
     """The convolution of ``lhs`` ``(batch, *spatial, in)`` with ``rhs`` ``(*kernel, in, out)``
     under ``params`` (a ``conv_general_dilated``'s strides, padding and dilations; one feature
@@ -60,16 +74,11 @@ def patch_product(lhs: jax.Array, rhs: jax.Array, params: dict) -> jax.Array:
     pads = [(0, 0, 0), *((lo, hi, d - 1) for (lo, hi), d in
                          zip(params["padding"], params["lhs_dilation"])), (0, 0, 0)]
     x = jax.lax.pad(lhs, jnp.zeros((), lhs.dtype), pads)
-    kernel, strides, rd = rhs.shape[:n], tuple(params["window_strides"]), params["rhs_dilation"]
-    out = [(x.shape[1 + d] - (kernel[d] - 1) * rd[d] - 1) // strides[d] + 1 for d in range(n)]
-    slices = []
-    for offset in itertools.product(*map(range, kernel)):
-        start = [o * r for o, r in zip(offset, rd)]
-        stop = [b + (m - 1) * s + 1 for b, m, s in zip(start, out, strides)]
-        slices.append(jax.lax.slice(x, (0, *start, 0), (x.shape[0], *stop, x.shape[-1]),
-                                    (1, *strides, 1)))
+    kernel = rhs.shape[:n]
+    slices = window_slices(x, (1, *kernel, 1), (1, *params["window_strides"], 1),
+                           (1, *params["rhs_dilation"], 1))
     patches = jnp.stack(slices, axis=-2).reshape(-1, math.prod(kernel) * lhs.shape[-1])
     y = jax.lax.dot_general(patches, rhs.reshape(-1, rhs.shape[-1]), (((1,), (0,)), ((), ())),
                             precision=params.get("precision"),
                             preferred_element_type=params.get("preferred_element_type"))
-    return y.reshape(lhs.shape[0], *out, rhs.shape[-1])
+    return y.reshape(*slices[0].shape[:-1], rhs.shape[-1])

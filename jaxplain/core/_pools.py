@@ -26,11 +26,12 @@ over a dilated input; so is everything off CPU.
 from __future__ import annotations
 
 import functools
-import itertools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxplain.core._patches import window_slices
 
 
 def _blocks(x: jax.Array, window: tuple) -> jax.Array:
@@ -56,17 +57,12 @@ def _block_max_jvp(window, primals, tangents):
     return rows.max(-1), tangent
 
 
-def _window_slices(x: jax.Array, window: tuple, strides: tuple, padding: tuple,
-                   dilation: tuple, fill: float):
-    """One strided slice of `x` padded with `fill` per window offset, in row-major order, each
-    shaped like the pool's output."""
+def _padded_slices(x: jax.Array, window: tuple, strides: tuple, padding: tuple,
+                   dilation: tuple, fill: float) -> list[jax.Array]:
+    """:func:`window_slices` of `x` padded with `fill`: one per window offset, each shaped like
+    the pool's output."""
     x = jax.lax.pad(x, jnp.asarray(fill, x.dtype), [(lo, hi, 0) for lo, hi in padding])
-    out = [(n - (k - 1) * d - 1) // s + 1
-           for n, k, s, d in zip(x.shape, window, strides, dilation)]
-    for offset in itertools.product(*map(range, window)):
-        start = [o * d for o, d in zip(offset, dilation)]
-        stop = [b + (m - 1) * s + 1 for b, m, s in zip(start, out, strides)]
-        yield jax.lax.slice(x, start, stop, strides)
+    return window_slices(x, window, strides, dilation)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3, 4))
@@ -81,11 +77,11 @@ def window_max(x: jax.Array, window: tuple, strides: tuple, padding: tuple,
 @window_max.defjvp
 def _window_max_jvp(window, strides, padding, dilation, primals, tangents):
     y = window_max(primals[0], window, strides, padding, dilation)
-    values = _window_slices(primals[0], window, strides, padding, dilation, -jnp.inf)
+    values = _padded_slices(primals[0], window, strides, padding, dilation, -jnp.inf)
     taken = jnp.zeros(y.shape, bool)
     tangent = jnp.zeros(y.shape, tangents[0].dtype)
     # Linear in the tangent, so reverse mode transposes it into padded one-hot selections.
-    for v, t in zip(values, _window_slices(tangents[0], window, strides, padding, dilation, 0)):
+    for v, t in zip(values, _padded_slices(tangents[0], window, strides, padding, dilation, 0)):
         first = (v == y) & ~taken  # the first offset that reaches the maximum
         taken = taken | first
         tangent = tangent + jnp.where(first, t, 0)
