@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxplain.core._affine import affine_stem
 from jaxplain.core._layout import fast_convolutions
 from jaxplain.core._cpu import cpu_friendly
 
@@ -167,11 +168,24 @@ def chunked_reduce(chunk_fn: Callable, xs: Any, batch_size: int | None) -> Any:
     return acc
 
 
+def sum_leading(a: jax.Array) -> jax.Array:
+    """``a.sum(axis=0)``, for floating `a` as a product with a vector of ones.
+
+    XLA:CPU reduces over a leading axis with a strided inner loop: 50 gradients of 32 x 16 x 16
+    x 16 floats took 20 ms to sum, against 1.3 ms as a matrix-vector product. The product runs
+    at the highest precision (no TF32 on GPUs); on GPU both forms are fast.
+    """
+    if not jnp.issubdtype(a.dtype, jnp.floating):
+        return a.sum(axis=0)
+    ones = jnp.ones((a.shape[0],), a.dtype)
+    flat = a.reshape(a.shape[0], -1)
+    return jnp.dot(ones, flat, precision=jax.lax.Precision.HIGHEST).reshape(a.shape[1:])
+
+
 def chunked_sum(fn: Callable, xs: Any, batch_size: int | None) -> Any:
     """``sum_i fn(xs[i])`` over the leading axis, vmapping `batch_size` items at a time."""
     return chunked_reduce(
-        lambda items: jax.tree_util.tree_map(lambda a: a.sum(axis=0), jax.vmap(fn)(items)),
-        xs, batch_size)
+        lambda items: jax.tree_util.tree_map(sum_leading, jax.vmap(fn)(items)), xs, batch_size)
 
 
 def folded_gradient_sum(f: Callable, points: Callable, target: jax.Array, xs: Any, weights,
@@ -191,9 +205,41 @@ def folded_gradient_sum(f: Callable, points: Callable, target: jax.Array, xs: An
         per_row = jnp.repeat(w, shape[0])
         targets = jnp.tile(target, c)
         g = jax.grad(lambda v: (selected(f, v, targets) * per_row).sum())(z)
-        return g.reshape((c,) + shape).sum(axis=0)
+        return sum_leading(g.reshape((c,) + shape))
 
     return chunked_reduce(chunk, (xs, weights), batch_size)
+
+
+def line_gradient_sum(f: Callable, start: jax.Array, end: jax.Array, target: jax.Array,
+                      alphas: jax.Array, weights: jax.Array, batch_size: int | None) -> jax.Array:
+    """``sum_k weights[k] * grad f_t(start + alphas[k] (end - start))``, shaped like `start`.
+
+    When `f` begins with an affine stem (:func:`jaxplain.core._affine.affine_stem`: a first
+    convolution or dense layer, say), the stem runs on `start` and `end` only: its values at the
+    points are interpolated, and the summed gradient at its frontier is pulled back through it
+    once. The rest of `f` is vmapped over the points, `batch_size` of them at a time.
+    """
+    stem = affine_stem(f, jax.ShapeDtypeStruct(start.shape, start.dtype))
+    if stem is None:
+        delta = end - start
+        return folded_gradient_sum(f, lambda a: start + a * delta, target, alphas, weights,
+                                   batch_size, start.shape)
+    first, last = stem.head(start), stem.head(end)
+    tail = cpu_friendly(jax.vmap(stem.tail))
+
+    def chunk(items):
+        a, w = items
+        points = tuple(u + a.reshape((-1,) + (1,) * u.ndim) * (v - u) for u, v in zip(first, last))
+
+        def total(values):
+            logits = tail(*values)  # (points, batch, classes)
+            picked = jax.vmap(lambda z: jnp.take_along_axis(z, target[:, None], axis=1))(logits)
+            return (picked[..., 0] * w[:, None]).sum()
+
+        return tuple(sum_leading(g) for g in jax.grad(total)(points))
+
+    cotangent = chunked_reduce(chunk, (alphas, weights), batch_size)
+    return jax.vjp(stem.head, start)[1](cotangent)[0]
 
 
 def chunked_map(fn: Callable, xs: Any, batch_size: int | None) -> Any:

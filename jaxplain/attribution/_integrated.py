@@ -51,11 +51,9 @@ def quadrature(method: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
 @functools.partial(jax.jit, static_argnames=("f", "steps", "method", "batch_size"))
 def _integrated_gradients(f, x, target, baseline, *, steps, method, batch_size):
     alphas, weights = quadrature(method, steps)
-    delta = x - baseline
-    total = _common.folded_gradient_sum(
-        f, lambda alpha: baseline + alpha * delta, target, jnp.asarray(alphas, x.dtype),
-        jnp.asarray(weights, x.dtype), batch_size, x.shape)
-    return delta * total
+    total = _common.line_gradient_sum(f, baseline, x, target, jnp.asarray(alphas, x.dtype),
+                                      jnp.asarray(weights, x.dtype), batch_size)
+    return (x - baseline) * total
 
 
 def integrated_gradients(f: Callable, x: Float[Array, "batch *feature"],
