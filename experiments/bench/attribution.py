@@ -7,7 +7,8 @@ always, and a random-weight ResNet-50 (batch 32 at 224x224 by default on a GPU; 
 with ``--resnet50 SIZE``) are built twice, in JAX (NHWC) and in PyTorch (NCHW) from the same
 weights, on the same device; the script checks that both give the same attributions before
 timing. Gradient, IG-50 and DeepLIFT are compared with Captum; LRP (EpsilonPlusFlat) with
-Zennit's own preset when Zennit is installed. On ResNet-50, IG runs in chunks of
+Zennit's own preset when Zennit is installed. On the small CNN IG runs twice, all steps in one
+pass and 10 steps per pass (Captum's ``internal_batch_size``); on ResNet-50 in chunks of
 ``--ig-batch-size`` steps in both, and a memory check runs IG-50 on ``--ig-images`` (256) images.
 Timings are the median of `--repeats` rounds after a warm-up, each round one jaxplain call and
 one peer call (so that both see the same load on a shared machine; the ratio is the median
@@ -122,8 +123,9 @@ def _zennit_preset():
     return ZennitEpsilonPlusFlat()
 
 
-def _cases(f, model, x, t, classes, *, ig_batch_size=None, zennit_model=None):
-    """name -> (peer, ours, theirs, context to run theirs in) for one network, inputs NHWC."""
+def _cases(f, model, x, t, classes, *, ig_batch_sizes=(None,), zennit_model=None):
+    """name -> (peer, ours, theirs, context to run theirs in) for one network, inputs NHWC; one
+    IG row per entry of `ig_batch_sizes` (steps per pass, None: all at once, in both)."""
     import torch
     from captum import attr as captum_attr
 
@@ -135,11 +137,11 @@ def _cases(f, model, x, t, classes, *, ig_batch_size=None, zennit_model=None):
         "gradient": ("Captum", lambda: A.gradient(f, xj, tj),
                      lambda: captum_attr.Saliency(model).attribute(xt, target=tt, abs=False),
                      contextlib.nullcontext()),
-        "integrated gradients, 50 steps": (
-            "Captum", lambda: A.integrated_gradients(f, xj, tj, steps=50, batch_size=ig_batch_size),
-            lambda: captum_attr.IntegratedGradients(model).attribute(
-                xt, target=tt, n_steps=50, internal_batch_size=ig_batch_size and ig_batch_size * len(x)),
-            contextlib.nullcontext()),
+        **{"integrated gradients, 50 steps" + (f", {k} per pass" if k else ""): (
+            "Captum", lambda k=k: A.integrated_gradients(f, xj, tj, steps=50, batch_size=k),
+            lambda k=k: captum_attr.IntegratedGradients(model).attribute(
+                xt, target=tt, n_steps=50, internal_batch_size=k and k * len(x)),
+            contextlib.nullcontext()) for k in ig_batch_sizes},
         "deeplift": ("Captum", lambda: A.deeplift(f, xj, tj),
                      lambda: captum_attr.DeepLift(model).attribute(xt, target=tt),
                      contextlib.nullcontext()),
@@ -229,7 +231,8 @@ def main():
     rng = np.random.default_rng(1)
     x = rng.uniform(size=(args.batch, HW, HW, C)).astype(np.float32)
     t = rng.integers(0, CLASSES, args.batch)
-    rows = _run(_cases(jax_cnn(w), torch_cnn(w).to(dev), x, t, CLASSES), args.batch, args.repeats)
+    rows = _run(_cases(jax_cnn(w), torch_cnn(w).to(dev), x, t, CLASSES, ig_batch_sizes=(None, 10)),
+                args.batch, args.repeats)
 
     size = args.resnet50 if args.resnet50 is not None else (224 if on_gpu else 0)
     resnet_rows, memory = [], None
@@ -243,7 +246,7 @@ def main():
         zennit_twin = TorchResNet50(params, zennit_sums=True).to(dev).eval() \
             if _zennit_preset() is not None else None
         resnet_rows = _run(_cases(f50, TorchResNet50(params).to(dev).eval(), xr, tr, 1000,
-                                  ig_batch_size=args.ig_batch_size, zennit_model=zennit_twin),
+                                  ig_batch_sizes=(args.ig_batch_size,), zennit_model=zennit_twin),
                            args.resnet_batch, args.repeats)
         if args.ig_images:
             memory = (args.ig_images, *_ig_memory(f50, args.ig_images, size, args.ig_batch_size))
