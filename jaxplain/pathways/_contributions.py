@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from jaxplain import core
-from jaxplain.core._cpu import cpu_friendly
+from jaxplain.core._cpu import cpu_friendly, sum_leading
 from jaxplain.core._layout import fast_convolutions
 from jaxplain.pathways import _checks
 
@@ -60,7 +60,7 @@ def integrated_scores(f, x, t, specs, steps: int, batch_size) -> dict:
         # d y / d g at a <- alpha a equals a * dy/da'|_{a' = alpha a}; average over alpha_j = j/T.
         # a loop body: its convolution gradients in XLA:CPU's fast layout (jaxplain.core._layout)
         grads = jax.lax.map(fast_convolutions(grad_at), alphas, batch_size=batch_size)
-        scores[name] = jnp.abs(grads.mean(0))
+        scores[name] = jnp.abs(sum_leading(grads) / grads.shape[0])
     return scores
 
 
