@@ -13,11 +13,12 @@ from jaxtyping import Array, Float, Int
 from jaxplain.attribution import _common
 from jaxplain.attribution._lrp_rules import as_composite
 from jaxplain.core import rewrite_backward
+from jaxplain.core._cpu import cpu_friendly
 
 
 @functools.partial(jax.jit, static_argnames=("f", "rules", "scale"))
 def _lrp(f, x, target, *, rules, scale):
-    y, pullback = jax.vjp(rewrite_backward(f, rules), x)
+    y, pullback = jax.vjp(cpu_friendly(rewrite_backward(f, rules)), x)  # pools: fast CPU forms
     relevance = jax.nn.one_hot(target, y.shape[1], dtype=y.dtype)
     if scale:
         relevance = relevance * y

@@ -238,6 +238,7 @@ def _pool_place(program: Program, chain: tuple, op: str, rule, env) -> list:
         consts.append(_operand(nj.ins[1 - pos], env))
         current = nj.outs[0]
 
+    @cpu_friendly  # rules and the plain gradient differentiate it: XLA:CPU's fast forms
     def forward(v, cs):
         value = node.bind(v)[0]
         for (nj, pos), c in zip(steps, cs):

@@ -7,6 +7,7 @@ import pytest
 
 import jaxplain as jp
 from jaxplain.attribution import lrp
+from jaxplain.attribution._lrp_rules import as_composite
 from jaxplain.lrp import (AlphaBeta, Composite, Epsilon, EpsilonAlpha2Beta1, EpsilonPlusFlat, Flat,
                           Gamma, WSquare, ZBox, ZPlus, stabilize)
 
@@ -358,3 +359,29 @@ def test_pooling_conserves_relevance(pool):
 def test_a_global_mean_is_no_site():
     f = lambda x: jax.nn.relu(x).mean(axis=(1, 2)) @ jnp.ones((1, 2))  # noqa: E731
     assert [s.name for s in jp.sites(f, jnp.ones((2, 3, 3, 1)))] == ["relu", "linear"]
+
+
+@pytest.mark.parametrize("rules", [Epsilon(1e-6), EpsilonPlusFlat()], ids=["one rule", "composite"])
+def test_on_cpu_the_pools_are_block_reductions(rules):
+    """Pools between places and the pools a composite's rule owns both run in XLA:CPU's fast
+    forms (no reduce-window left in the compiled program), with the same relevance."""
+    k = jax.random.split(jax.random.key(7), 3)
+    w1, w2 = jax.random.normal(k[0], (3, 3, 2, 4)), jax.random.normal(k[1], (3, 3, 4, 4))
+    wd = jax.random.normal(k[2], (16, 3))
+    dn = ("NHWC", "HWIO", "NHWC")
+
+    def f(x):
+        x = jax.nn.relu(jax.lax.conv_general_dilated(x, w1, (1, 1), "SAME", dimension_numbers=dn))
+        x = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+        x = jax.nn.relu(jax.lax.conv_general_dilated(x, w2, (1, 1), "SAME", dimension_numbers=dn))
+        x = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, 2, 2, 1), (1, 2, 2, 1), "VALID") / 4
+        return x.reshape(x.shape[0], -1) @ wd
+
+    x = jax.random.uniform(jax.random.key(8), (3, 8, 8, 2))
+    t = jnp.array([0, 1, 2])
+    hlo = jax.jit(lambda x: lrp(f, x, t, rules=rules)).lower(x).compile().as_text()
+    assert "reduce-window" not in hlo and "select-and-scatter" not in hlo
+    composite = as_composite(rules)
+    plain = jax.jit(lambda x: jax.vjp(jp.rewrite_backward(f, composite), x)[1](
+        jax.nn.one_hot(t, 3))[0])
+    np.testing.assert_allclose(lrp(f, x, t, rules=rules), plain(x), rtol=1e-5, atol=1e-7)
