@@ -20,6 +20,8 @@ from jaxtyping import Array, Float, Int
 from jaxplain.attribution import _common
 from jaxplain.attribution._integrated import quadrature
 from jaxplain.core import capture, intervene
+from jaxplain.core._capture import program_of
+from jaxplain.core._channels import input_channel_axis
 from jaxplain.core._cpu import cpu_friendly
 
 
@@ -54,8 +56,8 @@ def _site_gradient(f, site, x, target, activation):
     return site_gradients(f, [site], x, target, [activation])[0]
 
 
-@functools.partial(jax.jit, static_argnames=("f", "site", "relu", "resize"))
-def _grad_cam(f, x, target, *, site, relu, resize):
+@functools.partial(jax.jit, static_argnames=("f", "site", "relu", "resize", "channels"))
+def _grad_cam(f, x, target, *, site, relu, resize, channels):
     a = _activation(f, site, x)
     g = _site_gradient(f, site, x, target, a)
     spatial = tuple(range(1, a.ndim - 1))
@@ -63,7 +65,8 @@ def _grad_cam(f, x, target, *, site, relu, resize):
     if relu:
         cam = jnp.maximum(cam, 0)
     if resize:
-        cam = jax.image.resize(cam, x.shape[:-1], "bilinear")[..., None]
+        size = x.shape[:channels] + x.shape[channels:][1:]
+        cam = jnp.expand_dims(jax.image.resize(cam, size, "bilinear"), channels)
     return cam
 
 
@@ -72,16 +75,19 @@ def grad_cam(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, 
     """Grad-CAM: a site's channels weighted by their spatially averaged gradient.
 
     ``cam = relu(sum_c mean_{hw}(d f_t / d A_c) * A_c)`` at a site ``A`` of shape
-    ``(n, h, w, c)`` (NHWC; any number of spatial axes).
+    ``(n, h, w, c)`` (NHWC; any number of spatial axes; an NCHW site, as in an Equinox model,
+    is presented channels-last by the kernel, see :class:`jaxplain.Site`).
 
     Args:
       f: the model, mapping a batch to logits ``(n, classes)``.
-      x: the inputs, batch first (images NHWC).
+      x: the inputs, batch first (images NHWC, or NCHW for a model whose first convolution
+        reads its channels on axis 1).
       target: the class to explain per example, shape ``(n,)``, or one int.
       site: the name of a convolutional site (see :func:`jaxplain.sites`), e.g. ``"block1"``.
       relu: keep only the positive part, as in the paper (Captum's default is False).
       resize: bilinearly resize the map to the input's spatial shape and return
-        ``(n, H, W, 1)`` (broadcastable to `x`); False returns the site's ``(n, h, w)``.
+        ``(n, H, W, 1)`` (``(n, 1, H, W)`` for NCHW inputs; broadcastable to `x`); False
+        returns the site's ``(n, h, w)``.
 
     Returns:
       The class activation map.
@@ -111,7 +117,9 @@ def grad_cam(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, 
     if resize and len(shape) != x.ndim:
         raise ValueError(f"resize=True needs the site {site!r} (shape {shape}) to have as many "
                          f"axes as x {tuple(x.shape)}; pass resize=False")
-    return _grad_cam(f, x, t, site=site, relu=bool(relu), resize=bool(resize))
+    channels = input_channel_axis(program_of(f, x)[0])
+    channels = x.ndim - 1 if channels is None else channels
+    return _grad_cam(f, x, t, site=site, relu=bool(relu), resize=bool(resize), channels=channels)
 
 
 @functools.partial(jax.jit, static_argnames=("f", "site"))

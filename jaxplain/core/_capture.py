@@ -167,10 +167,16 @@ def capture(f: Callable, names: Selector) -> Callable:
     return compiled(_capture, f, selector_key(names))
 
 
+def _presented(site_map: SiteMap, name: str, value):
+    """A site's value as the kernel presents it: channels last (see :class:`Site`)."""
+    axis = site_map.moved.get(name)
+    return value if axis is None else jnp.moveaxis(value, axis, -1)
+
+
 def _capture(f: Callable, names, x):
     program, site_map, (chosen,) = program_for(f, x, [names])
     y, env = run(program, x)
-    return y, {n: env[site_map.ids[n]] for n in chosen}
+    return y, {n: _presented(site_map, n, env[site_map.ids[n]]) for n in chosen}
 
 
 def intervene(f: Callable, edits: Mapping[str, Callable]) -> Callable:
@@ -212,17 +218,21 @@ def _intervene(f: Callable, pairs: tuple, x):
     def after(i, node, outs):
         for k, ref in enumerate(node.outs):
             for name, fn in by_id.get(ref, ()):
+                value = _presented(site_map, name, outs[k])
                 with jax.named_scope("/".join(site_map.root + (name + EDIT_MARK,))):
                     try:
-                        new = fn(outs[k])
+                        new = fn(value)
                     except (TypeError, ValueError) as err:  # e.g. a mask of another batch size
                         raise type(err)(f"The intervention at site {name!r} failed on its value "
-                                        f"of shape {tuple(outs[k].shape)} ({outs[k].dtype}): "
+                                        f"of shape {tuple(value.shape)} ({value.dtype}): "
                                         f"{err}") from err
-                if jnp.shape(new) != jnp.shape(outs[k]):
-                    raise ValueError(f"The intervention at site {name!r} returned shape "
-                                     f"{jnp.shape(new)}; expected {jnp.shape(outs[k])}.")
-                outs[k] = jnp.asarray(new, dtype=outs[k].dtype)
+                    if jnp.shape(new) != jnp.shape(value):
+                        raise ValueError(f"The intervention at site {name!r} returned shape "
+                                         f"{jnp.shape(new)}; expected {jnp.shape(value)}.")
+                    new = jnp.asarray(new, dtype=value.dtype)
+                    if name in site_map.moved:
+                        new = jnp.moveaxis(new, -1, site_map.moved[name])
+                outs[k] = new
         return outs
 
     return run(program, x, after=after if by_id else None)[0]

@@ -20,6 +20,7 @@ from collections import Counter
 
 import numpy as np
 
+from jaxplain.core._channels import channel_axes
 from jaxplain.core._program import EDIT_MARK, Lit, Node, Program
 
 _LINEAR = {"dot_general": "linear", "conv_general_dilated": "conv"}
@@ -37,6 +38,11 @@ class Site:
       kind: ``"module"``, ``"activation"``, ``"add"``, ``"linear"`` or ``"pool"``.
       op: what computes it: ``"relu"``, ``"tanh"``, ``"conv"``, ``"dense"``, ``"max_pool"``,
         ``"avg_pool"``, ``"add"``, or ``"module"``.
+      channel_axis: the axis of the model's own value that holds the channels (1 for an
+        Equinox or PyTorch-style NCHW convolution, -1 for Flax's NHWC), or None when no
+        convolution or dense layer makes it. A site with its channels neither first nor last is
+        presented channels-last: `shape` and the values that `capture` returns and `intervene`
+        edits have them on the last axis (``(n, h, w, c)``), as every per-channel method expects.
     """
 
     name: str
@@ -44,6 +50,7 @@ class Site:
     dtype: np.dtype
     kind: str
     op: str
+    channel_axis: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -56,6 +63,7 @@ class SiteMap:
     # square roots of input-dependent values: normalisers)
     groups: dict  # node index of a linear op or a pool -> node indices of it and its affine chain
     root: tuple  # the dropped root scope (e.g. ("Net",) for a Linen model), or ()
+    moved: dict  # name -> channel axis, for the sites presented channels-last (see Site)
 
 
 def _consumers(program: Program) -> tuple[Counter, dict]:
@@ -248,13 +256,20 @@ def analyze(program: Program) -> SiteMap:
                for scope, i in scope_last.items() if scope in is_module]
     entries += derived
     entries.sort(key=lambda e: (e[0], e[2] == "module"))
-    sites, ids, seen = [], {}, set()
+    axes = channel_axes(program)
+    sites, ids, moved, seen = [], {}, {}, set()
     for _, name, kind, op, ref in entries:
         if name in seen:
             continue
         seen.add(name)
         aval = program.avals[ref]
-        sites.append(Site(name, tuple(aval.shape), np.dtype(aval.dtype), kind, op))
+        shape, axis = tuple(aval.shape), axes.get(ref)
+        if axis is not None and 0 < axis < len(shape) - 1:
+            moved[name] = axis
+            shape = shape[:axis] + shape[axis + 1:] + shape[axis:axis + 1]
+        elif axis is not None:
+            axis -= len(shape)
+        sites.append(Site(name, shape, np.dtype(aval.dtype), kind, op, axis))
         ids[name] = ref
     ids.update({name: ref for name, ref in edited.items() if name in ids})
-    return SiteMap(tuple(sites), ids, node_names, groups, root)
+    return SiteMap(tuple(sites), ids, node_names, groups, root, moved)

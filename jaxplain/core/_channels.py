@@ -1,0 +1,132 @@
+"""Which axis of each value holds the channels, read off the convolutions and dense layers.
+
+A Flax convolution writes its features last (NHWC); an Equinox one writes them second (NCHW,
+as PyTorch does). The methods that work per channel (Grad-CAM, NeuroChains' filter scores,
+channel objectives, filter binarization, dissection) want them last, so the kernel presents a
+site whose channels sit elsewhere moved to the last axis (see :mod:`jaxplain.core._capture`).
+
+:func:`channel_axes` follows the channel axis forward from where it is made: the output feature
+axis of a convolution, or the one output axis that a dense layer's weight contributes. Ops that
+keep the rank and that axis's size (activations, bias adds, normalisations, pools) keep it;
+transposes, reshapes, broadcasts, squeezes, reductions and concatenations move it; anything
+else forgets it. :func:`input_channel_axis` follows the first convolution's input feature axis
+back to the model's input, through ops that keep the shape and through reshapes and transposes.
+"""
+
+from __future__ import annotations
+
+import math
+
+from jaxplain.core._program import Program
+
+_FORGET = frozenset({"dot_general", "conv_general_dilated", "transpose", "reshape",
+                     "broadcast_in_dim", "squeeze", "concatenate", "scan", "while", "cond",
+                     "gather", "scatter", "scatter-add", "dynamic_slice", "dynamic_update_slice",
+                     "sort", "argsort", "cumsum", "cumprod", "cummax", "rev"})
+_REDUCE = frozenset({"reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "argmax", "argmin"})
+
+
+def _landings(axis: int, old: tuple, new: tuple) -> list[int]:
+    """The axes of shape `new` where `axis` of shape `old` may land after a reshape: those of
+    the same size after the same number of elements (several only when the size is 1)."""
+    size, before = old[axis], math.prod(old[:axis])
+    return [b for b in range(len(new)) if new[b] == size and math.prod(new[:b]) == before]
+
+
+def _reshaped(axis: int, old: tuple, new: tuple) -> int | None:
+    """Where a channel axis lands after a reshape; None when it is split, merged or size 1."""
+    hits = _landings(axis, old, new)
+    return hits[0] if len(hits) == 1 and old[axis] > 1 else None
+
+
+def _dense_axis(eqn, const_index: int) -> int | None:
+    """The output axis of a ``dot_general`` that the constant operand's one free axis gives."""
+    (contract, batch) = eqn.params["dimension_numbers"]
+    ranks = [len(v.aval.shape) for v in eqn.invars]
+    free = [[a for a in range(ranks[k]) if a not in contract[k] and a not in batch[k]]
+            for k in (0, 1)]
+    if len(free[const_index]) != 1:
+        return None
+    return len(batch[0]) + (len(free[0]) if const_index == 1 else 0)
+
+
+def _forward(node, axes: dict, program: Program) -> int | None:
+    eqn, prim = node.eqn, node.prim
+    out_shape = tuple(eqn.outvars[0].aval.shape)
+    ins = [(r, tuple(v.aval.shape)) for r, v in zip(node.ins, eqn.invars)]
+    if prim == "conv_general_dilated":
+        return eqn.params["dimension_numbers"].out_spec[1]
+    if prim == "dot_general":
+        const = [k for k, (r, _) in enumerate(ins) if not isinstance(r, int) or r not in program.depends]
+        return _dense_axis(eqn, const[0]) if len(const) == 1 else None
+    known = [(axes[r], shape) for r, shape in ins if isinstance(r, int) and r in axes]
+    if not known:
+        return None
+    axis, shape = known[0]
+    if prim == "transpose":
+        return tuple(eqn.params["permutation"]).index(axis)
+    if prim == "reshape":
+        return _reshaped(axis, shape, out_shape)
+    if prim == "broadcast_in_dim":
+        return eqn.params["broadcast_dimensions"][axis]
+    if prim == "squeeze":
+        dims = eqn.params["dimensions"]
+        return None if axis in dims else axis - sum(d < axis for d in dims)
+    if prim in _REDUCE:
+        dims = eqn.params["axes"]
+        return None if axis in dims else axis - sum(d < axis for d in dims)
+    if prim == "concatenate":
+        return axis if len(out_shape) == len(shape) else None
+    if prim in _FORGET or len(out_shape) != len(shape) or out_shape[axis] != shape[axis]:
+        return None
+    return axis
+
+
+def channel_axes(program: Program) -> dict[int, int]:
+    """``{value id: channel axis}`` for the input-dependent values whose channel axis is known."""
+    axes: dict[int, int] = {}
+    for node in program.nodes:
+        if len(node.outs) != 1 or node.outs[0] not in program.depends:
+            continue
+        axis = _forward(node, axes, program)
+        if axis is not None:
+            axes[node.outs[0]] = axis
+    return axes
+
+
+def _backward(node, axis: int) -> list[tuple[int, int]]:
+    """The ``(input id, axis)`` pairs that `axis` of the node's output may come from, for ops
+    that keep the shape, broadcasts, reshapes and transposes (none for other ops)."""
+    eqn = node.eqn
+    out_shape = tuple(eqn.outvars[0].aval.shape)
+    data = [(r, tuple(v.aval.shape)) for r, v in zip(node.ins, eqn.invars) if isinstance(r, int)]
+    if node.prim == "transpose":
+        return [(data[0][0], eqn.params["permutation"][axis])]
+    if node.prim == "reshape":
+        return [(data[0][0], a) for a in _landings(axis, out_shape, data[0][1])]
+    if node.prim == "broadcast_in_dim":
+        dims = tuple(eqn.params["broadcast_dimensions"])
+        return [(data[0][0], dims.index(axis))] if axis in dims else []
+    if node.prim in _FORGET or node.prim in _REDUCE:
+        return []
+    same = [r for r, shape in data if shape == out_shape]
+    return [(same[0], axis)] if len(same) == 1 else []
+
+
+def input_channel_axis(program: Program) -> int | None:
+    """The channel axis of the model's input: the first convolution's input feature axis,
+    followed back to the input; None when there is no convolution or the way back is lost or
+    ambiguous."""
+    producer = {ref: node for node in program.nodes for ref in node.outs}
+    conv = next((node for node in program.nodes if node.prim == "conv_general_dilated"
+                 and isinstance(node.ins[0], int)), None)
+    if conv is None:
+        return None
+    found, todo = set(), [(conv.ins[0], conv.eqn.params["dimension_numbers"].lhs_spec[1])]
+    while todo:
+        ref, axis = todo.pop()
+        if ref == program.input_id:
+            found.add(axis)
+        elif ref in producer:
+            todo.extend(_backward(producer[ref], axis))
+    return found.pop() if len(found) == 1 else None
