@@ -197,3 +197,13 @@ class OneChannel(eqx.Module):
 def test_input_channel_axis_of_a_one_channel_equinox_image():
     f = jp.as_function(OneChannel(eqx.nn.Conv2d(1, 3, 3, key=jax.random.key(0))))
     assert input_channel_axis(program_of(f, XF[:, :1])[0]) == 1
+
+
+def test_channel_visualizations_of_the_wrapped_nchw_twin_match():
+    from jaxplain import visualize as vis
+    objectives = [vis.channel("relu_1", i) for i in range(4)]
+    options = dict(key=jax.random.key(2), shape=(1, 8, 8, 2), steps=16)
+    want = vis.render(nhwc, objectives, **options)
+    got = vis.render(lambda z: nchw(jnp.moveaxis(z, -1, 1)), objectives, **options)
+    np.testing.assert_allclose(got.value, want.value, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(got.images, want.images, rtol=1e-3, atol=1e-4)
