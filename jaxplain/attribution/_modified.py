@@ -41,6 +41,13 @@ class Rescale:
     The first half of the batch holds the inputs, the second the references. At an activation
     ``y = h(z)`` the cotangent of the inputs' half becomes ``g * (y - y_ref) / (z - z_ref)``
     (the ordinary derivative where ``|z - z_ref| < eps``); the references get no gradient.
+
+    At a max pool the output difference is split at ``m = max(y, y_ref)``: ``g * (m - y_ref)``
+    goes to the window's maximum of the input, ``g * (y - m)`` to the window's maximum of the
+    reference, and the sum over both, divided by ``z - z_ref``, is the multiplier (the plain
+    gradient where ``|z - z_ref| < eps``). So a window's contributions sum to
+    ``g * (y - y_ref)``, as through an activation. This is Captum's max-pool rule; overlapping
+    windows that share a maximum add their parts there.
     """
 
     eps: float = 1e-10
@@ -56,6 +63,18 @@ class Rescale:
         safe = jnp.where(jnp.abs(dz) < self.eps, 1.0, dz)
         multiplier = jnp.where(jnp.abs(dz) < self.eps, slope, dy / safe)
         return jnp.concatenate([g[:n] * multiplier, jnp.zeros_like(g[n:])])
+
+    def pool(self, op, x, y, g, pullback):
+        if op != "max_pool":
+            return None
+        n = x.shape[0] // 2
+        top, gx = jnp.maximum(y[:n], y[n:]), g[:n]
+        routed = pullback(jnp.concatenate([gx * (top - y[n:]), gx * (y[:n] - top)]))
+        plain = pullback(jnp.concatenate([gx, jnp.zeros_like(gx)]))[:n]
+        dz = x[:n] - x[n:]
+        small = jnp.abs(dz) < self.eps
+        cotangent = jnp.where(small, plain, (routed[:n] + routed[n:]) / jnp.where(small, 1.0, dz))
+        return jnp.concatenate([cotangent, jnp.zeros_like(cotangent)])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,12 +132,13 @@ def deeplift(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, 
     ``attr = (x - b) * g`` where ``g`` is the gradient of ``f_t`` with every activation's local
     derivative replaced by the difference quotient ``(h(z) - h(z_ref)) / (z - z_ref)`` between
     the input's and the baseline's forward passes. The attributions sum to
-    ``f(x)_t - f(b)_t`` on ReLU networks (summation-to-delta).
+    ``f(x)_t - f(b)_t`` on ReLU networks, with max pools too (summation-to-delta).
 
     Args:
       f: the model, mapping a batch to logits ``(n, classes)``; any JAX function whose
         activations :func:`jaxplain.rewrite_backward` recognises (relu in all its spellings,
-        sigmoid, tanh, ...). Max pooling keeps its plain gradient.
+        sigmoid, tanh, ...). Max pools split each window's difference between the input's and
+        the reference's maxima (Captum's rule).
       x: the inputs, batch first.
       target: the class to explain per example, shape ``(n,)``, or one int.
       baseline: the reference input: None (zeros), a scalar, or an array broadcastable to `x`.
