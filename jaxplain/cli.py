@@ -92,8 +92,8 @@ def demo(out: Path, quick: bool, seed: int, compile_cache: bool, only: tuple[str
     "data_path",
     required=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="An .npz with 'x' (batch first; images NHWC) and optional int labels 'y', or "
-    "'x_train', 'x_test' and optional 'y_train', 'y_test'.",
+    help="An .npz with 'x' (batch first; images NHWC, or NCHW for a channels-first model) "
+    "and optional int labels 'y', or 'x_train', 'x_test' and optional 'y_train', 'y_test'.",
 )
 @click.option(
     "--checkpoint",
@@ -120,7 +120,7 @@ def explain(model_spec: str, data_path: Path, checkpoint: Path | None, out: Path
     import jax
 
     from jaxplain.report._demo_sections import SECTIONS
-    from jaxplain.report._user import load_data, load_model
+    from jaxplain.report._user import channels_last, load_data, load_model
 
     specs = _chosen(SECTIONS, only)
     if compile_cache:
@@ -132,6 +132,10 @@ def explain(model_spec: str, data_path: Path, checkpoint: Path | None, out: Path
         data, labelled = load_data(data_path, f)
     except ValueError as e:
         raise click.UsageError(str(e)) from e
+    f, data, moved = channels_last(f, data)
+    if moved:
+        click.echo("The model reads its images channels first: the report shows and renders "
+                   "them channels last (NHWC).")
     acc = float((jax.numpy.argmax(jax.jit(f)(data.x_test), -1) == data.y_test).mean())
     click.echo(f"Model: {model_spec} ({type(model).__name__})")
     click.echo(f"Data: {data_path} ({len(data.x_train)} training / {len(data.x_test)} test "

@@ -9,6 +9,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from jaxplain.core._capture import program_of
+from jaxplain.core._channels import input_channel_axis
+
 
 class ReportData(NamedTuple):
     """The examples the report's sections use (``x_*`` batch first, ``y_*`` int labels)."""
@@ -96,3 +99,23 @@ def load_data(path: str | Path, f) -> tuple[ReportData, bool]:
             raise ValueError(f"{path}: y_{name} must be int labels shaped ({len(x)},); got "
                              f"{y.dtype} {y.shape}.")
     return ReportData(x_train, np.asarray(y_train), x_test, np.asarray(y_test)), labelled
+
+
+def channels_last(f, data: ReportData) -> tuple[Any, ReportData, bool]:
+    """``(f, data, moved)``: for images that the model reads channels-first (its first
+    convolution takes channels on axis 1, as an Equinox CNN does), the model as a function of
+    NHWC images and the images moved to NHWC, since the report's figures and feature
+    visualization draw and optimise NHWC images; otherwise ``f`` and ``data`` as they are."""
+    import jax.numpy as jnp
+
+    x = data.x_test
+    axis = input_channel_axis(program_of(f, x[:2])[0]) if x.ndim == 4 else None
+    if axis is None or axis == x.ndim - 1:
+        return f, data, False
+
+    def nhwc(z):
+        return f(jnp.moveaxis(z, -1, axis))
+
+    moved = data._replace(x_train=np.moveaxis(data.x_train, axis, -1),
+                          x_test=np.moveaxis(x, axis, -1))
+    return nhwc, moved, True

@@ -46,3 +46,25 @@ def cnn_as_function():
     import jaxplain
 
     return jaxplain.as_function(*cnn())
+
+
+class EquinoxCNN(eqx.Module):
+    """(3, 8, 8) images (channels first) -> 4 classes: conv-relu twice, mean pool, dense."""
+
+    conv1: eqx.nn.Conv2d
+    conv2: eqx.nn.Conv2d
+    head: eqx.nn.Linear
+
+    def __init__(self, key):
+        k1, k2, k3 = jax.random.split(key, 3)
+        self.conv1 = eqx.nn.Conv2d(3, 6, 3, padding=1, key=k1)
+        self.conv2 = eqx.nn.Conv2d(6, 8, 3, padding=1, key=k2)
+        self.head = eqx.nn.Linear(8, 4, key=k3)
+
+    def __call__(self, x):
+        x = jax.nn.relu(self.conv2(jax.nn.relu(self.conv1(x))))
+        return self.head(x.mean(axis=(1, 2)))
+
+
+#: An Equinox CNN reading NCHW images.
+nchw_cnn = EquinoxCNN(jax.random.key(2))

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from jaxplain.cli import main
 from jaxplain.report import _demo_sections, section_name
-from jaxplain.report._user import load_data, load_model
+from jaxplain.report._user import channels_last, load_data, load_model
 from tests.report import _user_models
 
 
@@ -108,3 +108,25 @@ def test_a_factory_may_return_a_plain_function(images):
     _, _, g = load_model("tests.report._user_models:cnn")
     assert variables is None
     np.testing.assert_array_equal(f(x), g(x))
+
+
+def test_explain_a_channels_first_equinox_cnn(tmp_path):
+    """NCHW images for an Equinox CNN: the report runs on the model as a function of NHWC
+    images (the same logits), so its heatmaps and renderings are drawn the right way round."""
+    rng = np.random.default_rng(2)
+    x = rng.uniform(size=(40, 3, 8, 8)).astype(np.float32)
+    data = tmp_path / "nchw.npz"
+    np.savez(data, x=x, y=rng.integers(0, 4, 40))
+    model, variables, f = load_model("tests.report._user_models:nchw_cnn")
+    loaded, _ = load_data(data, f)
+    g, moved, was_moved = channels_last(f, loaded)
+    assert was_moved and moved.x_test.shape == (40, 8, 8, 3)
+    np.testing.assert_allclose(g(moved.x_test), f(x), rtol=1e-5, atol=1e-6)
+    assert channels_last(g, moved)[2] is False  # NHWC already: unchanged
+    result = _run(["tests.report._user_models:nchw_cnn", "--data", str(data), "--quick",
+                   "--only", "attribution,visualize", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert "channels first" in result.output
+    html = (tmp_path / "r" / "index.html").read_text()
+    assert html.count("<section ") == 2 and 'class="failed"' not in html
+    assert "grad-cam conv2" in html
