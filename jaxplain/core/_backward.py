@@ -28,12 +28,13 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxplain.core._capture import compiled, program_of, selector_key
 from jaxplain.core._cpu import cpu_friendly
 from jaxplain.core._program import Lit, Node, Program, run
 from jaxplain.core._select import matches
-from jaxplain.core._sites import NORMALIZERS, PRODUCTS, Site, SiteMap, pool_op
+from jaxplain.core._sites import NORMALIZERS, PRODUCTS, Site, SiteMap, order_preserving
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +48,7 @@ class LinearLayer:
       bias: the effective bias, broadcastable to the layer's output (zeros when there is none).
       apply: ``apply(x, w)`` computes the linear map without bias, for any weight `w` shaped like
         `weight` (rules call it with modified weights, e.g. their positive part).
-      is_input: True when the layer consumes the model's input directly.
+      is_input: True when the layer consumes the model's input (directly or through reshapes).
     """
 
     name: str
@@ -78,16 +79,32 @@ def _dependent_position(program: Program, node: Node) -> int:
     return next(k for k, r in enumerate(node.ins) if isinstance(r, int) and r in program.depends)
 
 
-def _out_axis(node: Node, x_pos: int, w_ndim: int, out_ndim: int) -> int | None:
-    """The axis of the weight that maps to the output's last axis, or None."""
-    if x_pos != 0:
-        return None
+def _layer_axes(program: Program, chain: tuple) -> tuple[int, int, int] | None:
+    """``(weight axis, output axis, k)`` for the linear layer that starts `chain`: the weight's
+    axis of output channels, the axis that holds them in the layer's output (last for a dense
+    layer, a convolution's output feature axis: 1 for NCHW), and how many transposes right
+    after the op belong to the layer (``W @ x`` under ``vmap``, as in Equinox's Linear, gives
+    ``(out, batch)`` and a transpose). None when the layer has no single such axis."""
+    node = program.nodes[chain[0]]
+    x_pos = _dependent_position(program, node)
+    w_ref = node.ins[1 - x_pos]
+    w_ndim = len(program.avals[w_ref].shape) if isinstance(w_ref, int) else np.ndim(w_ref.value)
     if node.prim == "dot_general":
-        (_, rc), (lb, rb) = node.eqn.params["dimension_numbers"]
-        free = [a for a in range(w_ndim) if a not in rc]
-        return free[0] if not lb and not rb and len(free) == 1 else None
-    spec = node.eqn.params["dimension_numbers"]
-    return spec.rhs_spec[0] if spec.out_spec[1] == out_ndim - 1 else None
+        contract, batch = (part[1 - x_pos] for part in node.eqn.params["dimension_numbers"])
+        free = [a for a in range(w_ndim) if a not in contract]
+        if batch or len(free) != 1:
+            return None
+        axes = (free[0], len(program.avals[node.outs[0]].shape) - 1 if x_pos == 0 else 0)
+    elif x_pos == 0:
+        spec = node.eqn.params["dimension_numbers"]
+        axes = (spec.rhs_spec[0], spec.out_spec[1])
+    else:
+        return None
+    k, out_axis = 0, axes[1]
+    while k + 1 < len(chain) and program.nodes[chain[k + 1]].prim == "transpose":
+        out_axis = tuple(program.nodes[chain[k + 1]].eqn.params["permutation"]).index(out_axis)
+        k += 1
+    return axes[0], out_axis, k
 
 
 def _linear_place(program: Program, chain: tuple, name: str, rule, env) -> list:
@@ -95,42 +112,54 @@ def _linear_place(program: Program, chain: tuple, name: str, rule, env) -> list:
     x_pos = _dependent_position(program, node)
     w = _operand(node.ins[1 - x_pos], env)
     x = env[node.ins[x_pos]]
-    out_aval = program.avals[node.outs[0]]
-    axis = _out_axis(node, x_pos, jnp.ndim(w), len(out_aval.shape))
-    steps = []  # (node, position of the running value)
-    current = node.outs[0]
-    for j in chain[1:]:
+    axis, out_axis, k = _layer_axes(program, chain) or (None, -1, 0)
+    transposes = [program.nodes[j] for j in chain[1:k + 1]]
+    out_aval = program.avals[program.nodes[chain[k]].outs[0]]
+    out_axis %= max(len(out_aval.shape), 1)
+    steps = []  # (node, position of the running value; None for a shape op)
+    current = program.nodes[chain[k]].outs[0]
+    for j in chain[k + 1:]:
         nj = program.nodes[j]
-        steps.append((nj, 0 if nj.ins[0] == current else 1))
+        steps.append((nj, None if len(nj.ins) == 1 else 0 if nj.ins[0] == current else 1))
         current = nj.outs[0]
-    channels = out_aval.shape[-1] if out_aval.shape else 1
+    channels = out_aval.shape[out_axis] if out_aval.shape else 1
+    # Probes of the affine ops, one value per channel; full-sized where shape ops (which fix
+    # their sizes) are among them.
+    probe = (out_aval.shape if any(pos is None for _, pos in steps)
+             else tuple(channels if a == out_axis else 1 for a in range(len(out_aval.shape))))
+    one_per_channel = tuple(slice(None) if a == out_axis else slice(0, 1)
+                            for a in range(len(out_aval.shape)))
     # Every array the custom VJP needs is an argument (never a closure), so that it may be traced.
-    consts = [_operand(nj.ins[1 - pos], env) for nj, pos in steps]
+    consts = [None if pos is None else _operand(nj.ins[1 - pos], env) for nj, pos in steps]
 
     def affine(value, cs):
-        for (nj, pos), c in zip(steps, cs):
-            value = nj.bind(*([value, c] if pos == 0 else [c, value]))[0]
-        return value
+        return _apply_steps(steps, value, cs)
 
-    def lin(xv, wv):
+    def op_alone(xv, wv):
         return node.bind(*([xv, wv] if x_pos == 0 else [wv, xv]))[0]
 
     if node.prim == "conv_general_dilated":  # rules differentiate it: XLA:CPU's fast forms
-        lin = cpu_friendly(lin)
+        op_alone = cpu_friendly(op_alone)
+
+    def lin(xv, wv):
+        value = op_alone(xv, wv)
+        for t in transposes:
+            value = t.bind(value)[0]
+        return value
 
     def forward(xv, wv, cs):
         return affine(lin(xv, wv), cs)
 
     def effective(wv, cs):
         if not steps:
-            return wv, jnp.zeros((channels,), out_aval.dtype)
-        shape = (1,) * (len(out_aval.shape) - 1) + (channels,)
-        c = affine(jnp.zeros(shape, out_aval.dtype), cs)
-        scale = jnp.reshape(affine(jnp.ones(shape, out_aval.dtype), cs) - c, (-1,))
+            return wv, jnp.zeros(probe, out_aval.dtype)[one_per_channel]
+        c = affine(jnp.zeros(probe, out_aval.dtype), cs)[one_per_channel]
+        scale = affine(jnp.ones(probe, out_aval.dtype), cs)[one_per_channel] - c
+        scale = jnp.reshape(scale, (-1,))
         scale = jnp.reshape(scale, [channels if a == axis else 1 for a in range(jnp.ndim(wv))])
         return wv * scale, c
 
-    is_input = node.ins[x_pos] == program.input_id
+    is_input = _reads_input(program, node.ins[x_pos])
     op = "dense" if node.prim == "dot_general" else "conv"
 
     @jax.custom_vjp
@@ -152,26 +181,45 @@ def _linear_place(program: Program, chain: tuple, name: str, rule, env) -> list:
     return [place(x, w, consts)]
 
 
+def _apply_steps(steps: list, value, consts: list):
+    """`value` through the ops of `steps` (``(node, position of the running value)``, the
+    position None for a one-operand shape op), each two-operand op with its constant."""
+    for (node, pos), c in zip(steps, consts):
+        value = node.bind(*([value] if pos is None else [value, c] if pos == 0 else [c, value]))[0]
+    return value
+
+
+def _reads_input(program: Program, ref) -> bool:
+    """True when `ref` is the model's input, or the input through order-preserving shape ops
+    (the ``x[None]`` of a layer under ``vmap``)."""
+    made_by = {n.outs[0]: n for n in program.nodes if n.outs}
+    while ref in made_by and len(made_by[ref].ins) == 1 and order_preserving(made_by[ref]):
+        ref = made_by[ref].ins[0]
+    return ref == program.input_id
+
+
 def _operand(ref, env):
     return jnp.asarray(ref.value) if isinstance(ref, Lit) else env[ref]
 
 
 def _foldable(program: Program, chain: tuple) -> bool:
-    """True when the affine ops after the layer act per output channel (last axis), so they
-    fold into the layer's weight and bias (e.g. bias add, BatchNorm)."""
-    node = program.nodes[chain[0]]
-    x_pos = _dependent_position(program, node)
-    w_ref = node.ins[1 - x_pos]
-    w_ndim = len(program.avals[w_ref].shape) if isinstance(w_ref, int) else jnp.ndim(w_ref.value)
-    out_ndim = len(program.avals[node.outs[0]].shape)
-    if _out_axis(node, x_pos, w_ndim, out_ndim) is None:
+    """True when the affine ops after the layer act per output channel (whichever axis holds
+    them), so they fold into the layer's weight and bias (e.g. bias add, BatchNorm)."""
+    axes = _layer_axes(program, chain)
+    if axes is None:
         return False
-    current = node.outs[0]
-    for j in chain[1:]:
+    _, out_axis, k = axes
+    current = program.nodes[chain[k]].outs[0]
+    out_ndim = len(program.avals[current].shape)
+    for j in chain[k + 1:]:
         nj = program.nodes[j]
+        if len(nj.ins) == 1:  # a shape op of a round trip
+            current = nj.outs[0]
+            continue
         other = nj.ins[1] if nj.ins[0] == current else nj.ins[0]
         shape = program.avals[other].shape if isinstance(other, int) else jnp.shape(other.value)
-        if any(d != 1 for d in tuple(shape)[:-1]):
+        shape = (1,) * (out_ndim - len(shape)) + tuple(shape)
+        if any(d != 1 for a, d in enumerate(shape) if a != out_axis):
             return False
         current = nj.outs[0]
     return True
@@ -231,19 +279,16 @@ def _normalizer_place(node: Node, rule, env) -> list:
 def _pool_place(program: Program, chain: tuple, op: str, rule, env) -> list:
     node = program.nodes[chain[0]]
     steps, consts, current = [], [], node.outs[0]
-    for j in chain[1:]:
+    for j in chain[1:]:  # shape ops (one operand), then the division by the window size
         nj = program.nodes[j]
-        pos = 0 if nj.ins[0] == current else 1
+        pos = None if len(nj.ins) == 1 else 0 if nj.ins[0] == current else 1
         steps.append((nj, pos))
-        consts.append(_operand(nj.ins[1 - pos], env))
+        consts.append(None if pos is None else _operand(nj.ins[1 - pos], env))
         current = nj.outs[0]
 
     @cpu_friendly  # rules and the plain gradient differentiate it: XLA:CPU's fast forms
     def forward(v, cs):
-        value = node.bind(v)[0]
-        for (nj, pos), c in zip(steps, cs):
-            value = nj.bind(*([value, c] if pos == 0 else [c, value]))[0]
-        return value
+        return _apply_steps(steps, node.bind(v)[0], cs)
 
     def ask(v, y, g, pullback):
         return rule.pool(op, v, y, g, pullback)
@@ -282,13 +327,13 @@ def _plan(program: Program, site_map: SiteMap, rules) -> dict[int, tuple]:
     for i, name in site_map.node_names.items():
         node = program.nodes[i]
         site = by_name.get(name) or Site(name, (), node.outs and program.avals[node.outs[0]].dtype, "linear", node.prim)
-        if pool_op(node) is not None:
+        if i in site_map.pools:
             rule = _pick(rules, site, "pool")
             if rule is not None:
                 chain = site_map.groups[i]
                 for j in chain[:-1]:
                     plan[j] = ("skip",)
-                plan[chain[-1]] = ("pool", rule, chain, pool_op(node))
+                plan[chain[-1]] = ("pool", rule, chain, site_map.pools[i])
         elif i in site_map.groups:
             rule = _pick(rules, site, "linear")
             if rule is not None:

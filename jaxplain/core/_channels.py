@@ -90,7 +90,7 @@ def channel_axes(program: Program) -> dict[int, int]:
             continue
         axis = _forward(node, axes, program)
         if axis is not None:
-            axes[node.outs[0]] = axis
+            axes[node.outs[0]] = int(axis)  # jaxpr params may hold NumPy ints
     return axes
 
 
@@ -129,4 +129,4 @@ def input_channel_axis(program: Program) -> int | None:
             found.add(axis)
         elif ref in producer:
             todo.extend(_backward(producer[ref], axis))
-    return found.pop() if len(found) == 1 else None
+    return int(found.pop()) if len(found) == 1 else None

@@ -64,6 +64,7 @@ class SiteMap:
     groups: dict  # node index of a linear op or a pool -> node indices of it and its affine chain
     root: tuple  # the dropped root scope (e.g. ("Net",) for a Linen model), or ()
     moved: dict  # name -> channel axis, for the sites presented channels-last (see Site)
+    pools: dict  # node index of a pool -> its op (see ``pool_op``)
 
 
 def _consumers(program: Program) -> tuple[Counter, dict]:
@@ -91,7 +92,9 @@ def affine_chain(program: Program, start: int, consumers: tuple[Counter, dict],
 
     The chain continues while the current value has one consumer, that consumer is an
     add/sub/mul/div with a constant other operand (mul/div only by a constant on the right for
-    div), and the result has the same shape (no broadcasting of the batch). `consumers` is
+    div), and the result has the same shape (no broadcasting of the batch); shape ops that come
+    back to the same shape (``_round_trip``) belong to it too, and so do transposes right after
+    a linear op. `consumers` is
     ``_consumers(program)``: the use count and the first consumer of each value id.
     """
     count, by_input = consumers
@@ -100,9 +103,19 @@ def affine_chain(program: Program, start: int, consumers: tuple[Counter, dict],
     while count[current] == 1 and current in by_input:
         j = by_input[current]
         node = program.nodes[j]
-        if node.prim not in _AFFINE_OPS or len(node.ins) != 2:
-            break
         if same_stack and node.stack != program.nodes[start].stack:
+            break
+        trip = _round_trip(program, j, consumers)
+        if trip:
+            chain += trip
+            current = program.nodes[trip[-1]].outs[0]
+            continue
+        if node.prim == "transpose" and program.nodes[start].prim in _LINEAR and all(
+                program.nodes[k].prim == "transpose" for k in chain[1:]):
+            chain.append(j)  # ``W @ x`` under vmap: (out, batch), then batch first
+            current = node.outs[0]
+            continue
+        if node.prim not in _AFFINE_OPS or len(node.ins) != 2:
             break
         other = node.ins[1] if node.ins[0] == current else node.ins[0]
         if not _is_const(program, other) or node.ins[0] == node.ins[1]:
@@ -114,6 +127,59 @@ def affine_chain(program: Program, start: int, consumers: tuple[Counter, dict],
         chain.append(j)
         current = node.outs[0]
     return tuple(chain)
+
+
+def order_preserving(node: Node) -> bool:
+    """True for a reshape, squeeze or expand_dims, or a broadcast that adds size-1 axes: ops
+    that keep the values in their row-major order."""
+    if node.prim == "broadcast_in_dim":
+        dims = tuple(node.eqn.params["broadcast_dimensions"])
+        size = lambda v: int(np.prod(v.aval.shape))  # noqa: E731
+        return list(dims) == sorted(dims) and size(node.eqn.outvars[0]) == size(node.eqn.invars[0])
+    return node.prim in ("squeeze", "expand_dims") or (
+        node.prim == "reshape" and node.eqn.params.get("dimensions") is None)
+
+
+def _round_trip(program: Program, start: int, consumers: tuple[Counter, dict]) -> list[int]:
+    """Indices of the order-preserving shape ops from node `start` on that come back to the
+    shape of its input (e.g. the reshape and squeeze after a convolution under ``vmap``: a
+    no-op), or [] when they do not."""
+    count, by_input = consumers
+    shape = program.avals[program.nodes[start].ins[0]].shape
+    trip, j = [], start
+    while True:
+        node = program.nodes[j]
+        if len(node.ins) != 1 or not order_preserving(node):
+            return []
+        trip.append(j)
+        current = node.outs[0]
+        if program.avals[current].shape == shape:
+            return trip
+        if count[current] != 1 or current not in by_input:
+            return []
+        j = by_input[current]
+
+
+def _average(program: Program, start: int, consumers: tuple[Counter, dict]) -> tuple[int, ...]:
+    """Indices of the sum pool `start`, the shape ops after it (``vmap``'s squeeze and
+    transpose around an Equinox pool) and its division by a constant (the window size): all of
+    an average; or just ``(start,)`` when no such division follows."""
+    count, by_input = consumers
+    chain, current = [start], program.nodes[start].outs[0]
+    while count[current] == 1 and current in by_input:
+        j = by_input[current]
+        node = program.nodes[j]
+        if node.stack != program.nodes[start].stack:
+            break
+        if len(node.ins) == 1 and (node.prim == "transpose" or order_preserving(node)):
+            chain.append(j)
+            current = node.outs[0]
+            continue
+        if (node.prim == "div" and node.ins[0] == current and _is_const(program, node.ins[1])
+                and program.avals[node.outs[0]].shape == program.avals[current].shape):
+            return (*chain, j)
+        break
+    return (start,)
 
 
 # Square roots of input-dependent values: the scales of LayerNorm/RMSNorm (normalisers).
@@ -163,16 +229,18 @@ def _root(program: Program) -> tuple[str, ...]:
     return ()
 
 
-def pool_op(node: Node) -> str | None:
-    """``"max_pool"``, ``"avg_pool"`` (windows), ``"mean"`` (a sum over axes strictly between
-    the batch and the last, e.g. global average pooling of NHWC features), or None."""
+def pool_op(node: Node, channel_axis: int | None) -> str | None:
+    """``"max_pool"``, ``"avg_pool"`` (windows), ``"mean"`` (a sum over axes that are neither
+    the batch nor the channels, which are `channel_axis` of the summed value or else its last:
+    e.g. global average pooling of NHWC or NCHW features), or None."""
     if node.prim == "reduce_window_max":
         return "max_pool"
     if node.prim == "reduce_window_sum":
         return "avg_pool"
     if node.prim == "reduce_sum":
         axes, rank = tuple(node.eqn.params["axes"]), len(node.eqn.invars[0].aval.shape)
-        if axes and all(0 < a < rank - 1 for a in axes):
+        channels = rank - 1 if channel_axis is None else channel_axis % rank
+        if axes and all(0 < a != channels for a in axes):
             return "mean"
     return None
 
@@ -190,6 +258,8 @@ def analyze(program: Program) -> SiteMap:
     absorbed: set[int] = set()
     is_module: set[tuple] = set()  # scopes that are more than a list of numbered children
     edited: dict[str, int] = {}  # site name -> value id of an intervention's result
+    pools: dict[int, str] = {}
+    axes = channel_axes(program)
 
     def name_for(scope: tuple, base: str) -> str:
         key = (scope, base)
@@ -227,16 +297,13 @@ def analyze(program: Program) -> SiteMap:
             name = name_for(stack, "add")
             derived.append((i, name, "add", "add", node.outs[0]))
             node_names[i] = name
-        elif pool_op(node) is not None:
-            op = pool_op(node)
-            chain = affine_chain(program, i, consumers, same_stack=True)[:2]
-            if op == "max_pool" or program.nodes[chain[-1]].prim != "div":
-                chain = chain[:1]  # only an average's division by the window belongs to it
+        elif (op := pool_op(node, axes.get(node.ins[0]) if isinstance(node.ins[0], int) else None)):
+            chain = (i,) if op == "max_pool" else _average(program, i, consumers)
             absorbed.update(chain[1:])
             name = name_for(stack, op)
             if op != "mean":  # a mean is a place for backward rules, not a site
                 derived.append((i, name, "pool", op, program.nodes[chain[-1]].outs[0]))
-            node_names[i], groups[i] = name, chain
+            node_names[i], groups[i], pools[i] = name, chain, op
         elif node.prim in _LINEAR:
             operands = [r for r in node.ins if not _is_const(program, r)]
             if len(operands) != 1:
@@ -256,7 +323,6 @@ def analyze(program: Program) -> SiteMap:
                for scope, i in scope_last.items() if scope in is_module]
     entries += derived
     entries.sort(key=lambda e: (e[0], e[2] == "module"))
-    axes = channel_axes(program)
     sites, ids, moved, seen = [], {}, {}, set()
     for _, name, kind, op, ref in entries:
         if name in seen:
@@ -272,4 +338,4 @@ def analyze(program: Program) -> SiteMap:
         sites.append(Site(name, shape, np.dtype(aval.dtype), kind, op, axis))
         ids[name] = ref
     ids.update({name: ref for name, ref in edited.items() if name in ids})
-    return SiteMap(tuple(sites), ids, node_names, groups, root, moved)
+    return SiteMap(tuple(sites), ids, node_names, groups, root, moved, pools)

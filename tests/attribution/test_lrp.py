@@ -385,3 +385,55 @@ def test_on_cpu_the_pools_are_block_reductions(rules):
     plain = jax.jit(lambda x: jax.vjp(jp.rewrite_backward(f, composite), x)[1](
         jax.nn.one_hot(t, 3))[0])
     np.testing.assert_allclose(lrp(f, x, t, rules=rules), plain(x), rtol=1e-5, atol=1e-7)
+
+
+def test_an_equinox_mlp_gets_the_rules_of_its_plain_twin():
+    """Under vmap, Equinox's Linear computes ``W @ x`` then moves the batch first: the layer,
+    the transpose and the bias add are one layer, so biases enter the rules' denominators."""
+    import equinox as eqx
+
+    class MLP(eqx.Module):
+        layers: tuple
+
+        def __call__(self, x):
+            return self.layers[1](jax.nn.relu(self.layers[0](x)))
+
+    keys = jax.random.split(jax.random.key(3), 4)
+    layers = (eqx.nn.Linear(6, 5, key=keys[0]), eqx.nn.Linear(5, 3, key=keys[1]))
+    layers = tuple(eqx.tree_at(lambda l: l.bias, l, jax.random.normal(k, l.bias.shape))
+                   for l, k in zip(layers, keys[2:]))
+
+    def twin(x):
+        h = jax.nn.relu(x @ layers[0].weight.T + layers[0].bias)
+        return h @ layers[1].weight.T + layers[1].bias
+
+    f = jp.as_function(MLP(layers))
+    x = np.random.default_rng(18).normal(size=(4, 6)).astype(np.float32)
+    np.testing.assert_allclose(f(x), twin(x), rtol=1e-5, atol=1e-5)
+    target = np.asarray(f(x)).argmax(1)
+    for rule in (Epsilon(1e-6), ZPlus(), AlphaBeta(2.0, 1.0), EpsilonPlusFlat()):
+        np.testing.assert_allclose(lrp(f, x, target, rules=rule), lrp(twin, x, target, rules=rule),
+                                   rtol=1e-4, atol=1e-6, err_msg=repr(rule))
+
+
+def test_equinox_pools_conserve_relevance():
+    """Equinox's pools run on moved, 5-d copies of the features under vmap; the division by the
+    window after the squeeze and transpose still belongs to the average (else a quarter of the
+    relevance would be lost in it)."""
+    import equinox as eqx
+
+    class CNN(eqx.Module):
+        conv: eqx.nn.Conv2d
+        head: eqx.nn.Linear
+
+        def __call__(self, x):  # one (2, 8, 8) image
+            h = eqx.nn.MaxPool2d(2, 2)(jax.nn.relu(self.conv(x)))
+            return self.head(eqx.nn.AvgPool2d(2, 2)(h).reshape(-1))
+
+    keys = jax.random.split(jax.random.key(5), 3)
+    f = jp.as_function(CNN(eqx.nn.Conv2d(2, 3, 3, padding=1, use_bias=False, key=keys[0]),
+                           eqx.nn.Linear(12, 4, use_bias=False, key=keys[1])))
+    x = jax.random.normal(keys[2], (3, 2, 8, 8))
+    for rule in (Epsilon(1e-9), ZPlus()):
+        relevance = lrp(f, x, jnp.array([0, 1, 2]), rules=rule)
+        np.testing.assert_allclose(relevance.sum((1, 2, 3)), 1.0, rtol=1e-4, err_msg=repr(rule))

@@ -97,6 +97,17 @@ def test_grad_cam_of_the_nchw_twin_is_the_nhwc_map_moved():
                                    rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("rule", ["Epsilon", "ZPlus", "EpsilonPlusFlat", "EpsilonAlpha2Beta1", "Gamma"])
+def test_lrp_rules_fold_biases_and_pool_means_on_the_channel_axis(rule):
+    from jaxplain import lrp as rules
+    from jaxplain.attribution import lrp
+    t = jnp.array([0, 1, 2, 0, 1])
+    want = lrp(nhwc, X, t, rules=getattr(rules, rule)())
+    for f in (nchw, jp.as_function(EqxNet())):
+        got = lrp(f, XF, t, rules=getattr(rules, rule)())
+        np.testing.assert_allclose(jnp.moveaxis(got, 1, -1), want, rtol=1e-4, atol=1e-6)
+
+
 def test_filter_binarization_agrees_across_layouts():
     want = jp.rules.activations(nhwc, X, ["conv1", "relu_1"], conv_quantile=0.5)
     got = jp.rules.activations(nchw, XF, ["conv1", "relu_1"], conv_quantile=0.5)
