@@ -437,3 +437,47 @@ def test_equinox_pools_conserve_relevance():
     for rule in (Epsilon(1e-9), ZPlus()):
         relevance = lrp(f, x, jnp.array([0, 1, 2]), rules=rule)
         np.testing.assert_allclose(relevance.sum((1, 2, 3)), 1.0, rtol=1e-4, err_msg=repr(rule))
+
+
+def test_an_equinox_batchnorm_is_folded_into_its_convolution():
+    """An NCHW convolution under vmap (x[None], reshape and squeeze around it), then an
+    inference-mode Equinox BatchNorm: one layer, as the same network folded by hand."""
+    import equinox as eqx
+
+    class Net(eqx.Module):
+        conv: eqx.nn.Conv2d
+        bn: eqx.nn.BatchNorm
+        head: eqx.nn.Linear
+
+        def __call__(self, x, state):  # one (2, 6, 6) image
+            h, state = self.bn(self.conv(x), state)
+            return self.head(jax.nn.relu(h).mean((1, 2))), state
+
+    class Inference(eqx.Module):
+        net: Net
+        state: eqx.nn.State
+
+        def __call__(self, x):
+            return self.net(x, self.state)[0]
+
+    keys = jax.random.split(jax.random.key(6), 3)
+    net, state = eqx.nn.make_with_state(Net)(
+        eqx.nn.Conv2d(2, 4, 3, padding=1, key=keys[0]),
+        eqx.nn.BatchNorm(4, axis_name="batch", inference=True, mode="ema"),
+        eqx.nn.Linear(4, 3, key=keys[1]))
+    mean, var = jnp.linspace(-0.5, 0.5, 4), jnp.linspace(0.5, 2.0, 4)
+    state = state.set(net.bn.ema_state_index, (mean, var))
+    f = jp.as_function(Inference(net, state))
+    s = 1 / jnp.sqrt(var + net.bn.eps)
+    w, b = net.conv.weight * s[:, None, None, None], (net.conv.bias[:, 0, 0] - mean) * s
+
+    def folded(z):
+        h = jax.lax.conv_general_dilated(z, w, (1, 1), "SAME", dimension_numbers=("NCHW", "OIHW", "NCHW"))
+        return jax.nn.relu(h + b[:, None, None]).mean((2, 3)) @ net.head.weight.T + net.head.bias
+
+    x = jax.random.normal(keys[2], (3, 2, 6, 6))
+    np.testing.assert_allclose(f(x), folded(x), rtol=1e-5, atol=1e-6)
+    target = np.asarray(f(x)).argmax(1)
+    for rule in (Epsilon(0.1), AlphaBeta(2.0, 1.0), EpsilonPlusFlat()):
+        np.testing.assert_allclose(lrp(f, x, target, rules=rule), lrp(folded, x, target, rules=rule),
+                                   rtol=1e-4, atol=1e-6, err_msg=repr(rule))
