@@ -222,3 +222,25 @@ def test_batchnorm_without_zennits_canonizer_differs():
     f, model, x, t = next(cases("cnn_bn"))
     ours = lrp(f, x, t, rules=L.EpsilonPlusFlat())
     assert twins.relative_error(ours, _zennit.relevance(model, x, t, ZC.EpsilonPlusFlat())) > 1e-2
+
+
+@pytest.mark.parametrize("case", ["EpsilonPlusFlat", "EpsilonAlpha2Beta1", "EpsilonGammaBox",
+                                  L.Epsilon(0.5), L.ZPlus()], ids=str)
+def test_an_nchw_network_equals_zennit_on_its_torch_twin(case):
+    """The CNN written channels first, as PyTorch would (with BatchNorm: merged by Zennit's
+    canonizer, folded by us): the biases and BatchNorm fold on axis 1."""
+    canonizers = [SequentialMergeBatchNorm()]
+    if isinstance(case, str):
+        ours, theirs, kwargs = PRESETS[case]
+        composite = theirs(canonizers=canonizers, **kwargs)
+    else:
+        ours, composite = case, _zennit.everywhere(case, canonizers=canonizers)
+    for seed in SEEDS:
+        params = twins.cnn_params(seed, batchnorm=True)
+        f = twins.cnn(params, last_pool="max", layout="NCHW")
+        model = twins.torch_cnn(params, last_pool="max")
+        for kind in KINDS:
+            x = twins.inputs(seed, (4, 8, 8, 2), kind)
+            t = np.arange(4) % 5
+            got = np.moveaxis(np.asarray(lrp(f, np.moveaxis(x, -1, 1), t, rules=ours)), 1, -1)
+            assert twins.relative_error(got, _zennit.relevance(model, x, t, composite)) <= TOL

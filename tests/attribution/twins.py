@@ -67,8 +67,7 @@ def cnn_params(seed: int, channels=2, classes=5, *, batchnorm=False):
     return params
 
 
-def _pool(x, kind):
-    window = (1, 2, 2, 1)
+def _pool(x, kind, window=(1, 2, 2, 1)):
     if kind == "max":
         return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, window, window, "VALID")
     return jax.lax.reduce_window(x, 0.0, jax.lax.add, window, window, "VALID") / 4.0
@@ -77,23 +76,32 @@ def _pool(x, kind):
 BN_EPS = 1e-5  # torch's BatchNorm2d default
 
 
-def cnn(params, *, pool="max", last_pool="avg"):
+def cnn(params, *, pool="max", last_pool="avg", layout="NHWC"):
     """conv3x3 - [bn] - relu - pool2 - conv3x3 - [bn] - relu - pool2 - dense on (n, 8, 8, C)
-    NHWC; `pool` and `last_pool` are ``"max"`` or ``"avg"``, BatchNorm where `params` has it."""
+    NHWC; `pool` and `last_pool` are ``"max"`` or ``"avg"``, BatchNorm where `params` has it.
+    With ``layout="NCHW"`` the same network on (n, C, 8, 8) images, written as the torch twin
+    is (OIHW kernels, per-channel constants on axis 1, channels moved last to flatten)."""
     p = {k: tuple(jnp.asarray(v) for v in vs) for k, vs in params.items()}
-    dn = ("NHWC", "HWIO", "NHWC")
+    nchw = layout == "NCHW"
+    dn = ("NCHW", "OIHW", "NCHW") if nchw else ("NHWC", "HWIO", "NHWC")
+    window = (1, 1, 2, 2) if nchw else (1, 2, 2, 1)
+
+    def per_channel(v):
+        return v[:, None, None] if nchw else v
 
     def block(x, conv, bn):
         w, b = p[conv]
-        x = jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=dn) + b
+        w = w.transpose(3, 2, 0, 1) if nchw else w
+        x = jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=dn) + per_channel(b)
         if bn in p:
-            scale, shift, mean, var = p[bn]
+            scale, shift, mean, var = map(per_channel, p[bn])
             x = (x - mean) * (scale * jax.lax.rsqrt(var + BN_EPS)) + shift
         return jax.nn.relu(x)
 
     def f(x):
-        x = _pool(block(x, "conv1", "bn1"), pool)
-        x = _pool(block(x, "conv2", "bn2"), last_pool)
+        x = _pool(block(x, "conv1", "bn1"), pool, window)
+        x = _pool(block(x, "conv2", "bn2"), last_pool, window)
+        x = x.transpose(0, 2, 3, 1) if nchw else x
         w, b = p["dense"]
         return x.reshape(x.shape[0], -1) @ w + b
 
