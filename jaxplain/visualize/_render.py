@@ -17,8 +17,10 @@ import optax
 from jaxtyping import Array
 
 from jaxplain.core import capture
+from jaxplain.core._channels import input_channel_axis
 from jaxplain.core._cpu import cpu_friendly
 from jaxplain.core._layout import fast_convolutions
+from jaxplain.core._program import trace
 from jaxplain.visualize._objectives import (Channel, Direction, Diversity, Neuron, Objective,
                                             Scaled, Sum, stack)
 from jaxplain.visualize._param import Pixel
@@ -68,6 +70,25 @@ def _site_shapes(f: Callable, names: tuple[str, ...], shape: tuple[int, ...]):
     g = capture(f, list(names))
     _, acts = jax.eval_shape(g, jax.ShapeDtypeStruct(shape, jnp.float32))
     return {k: v.shape for k, v in acts.items()}
+
+
+def _check_layout(f: Callable, shape: tuple[int, ...]) -> None:
+    """Refuse a model that reads its images channels first (its first convolution's input
+    feature axis is 1), whether `shape` is given NCHW or NHWC: renderings are NHWC images."""
+    if len(shape) != 4:
+        return
+    k, h, w, c = shape
+    for candidate in (shape, (k, c, h, w)):
+        try:
+            program = trace(f, jax.ShapeDtypeStruct(candidate, jnp.float32))
+        except Exception:  # noqa: BLE001 - not the model's shape: try the other layout
+            continue
+        if input_channel_axis(program) == 1:
+            raise ValueError(
+                "this model reads its images channels first (NCHW); render optimises NHWC "
+                "images: pass `lambda z: f(jnp.moveaxis(z, -1, 1))` as the model and "
+                "shape=(k, h, w, c)")
+        return
 
 
 def _validate(f, objective: Objective, shape: tuple[int, ...]) -> None:
@@ -163,7 +184,8 @@ def render(f: Callable[[Array], Array], objective: Objective | Sequence[Objectiv
     and rendered with ``vmap`` in the same compiled call.
 
     Args:
-        f: the model, a pure function from a batch (NHWC) to logits.
+        f: the model, a pure function from a batch (NHWC) to logits; a channels-first model is
+            refused (render ``lambda z: f(jnp.moveaxis(z, -1, 1))``).
         objective: an :class:`Objective` or a sequence of them (same structure).
         key: PRNG key (start point and the transforms' draws).
         shape: the image batch rendered *per objective*, ``(k, h, w, c)``; ``k >= 2`` to use a
@@ -212,6 +234,7 @@ def render(f: Callable[[Array], Array], objective: Objective | Sequence[Objectiv
     for r in (*transforms, *regularizers):
         if not callable(r):
             raise TypeError(f"transforms and regularizers must be callable values, got {r!r}")
+    _check_layout(f, shape)
     _validate(f, objective, shape)
     optimizer = _adam(float(learning_rate)) if optimizer is None else optimizer
     return _render(objective, param, regularizers, key, f=f, shape=shape, steps=steps,
