@@ -11,13 +11,20 @@ keep the rank and that axis's size (activations, bias adds, normalisations, pool
 transposes, reshapes, broadcasts, squeezes, reductions and concatenations move it; anything
 else forgets it. :func:`input_channel_axis` follows the first convolution's input feature axis
 back to the model's input, through ops that keep the shape and through reshapes and transposes.
+:func:`channels_last_view` uses it to give the methods that perturb or draw NHWC images (the
+faithfulness metrics, the report) a channels-first model as a function of NHWC images.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Callable
 
-from jaxplain.core._program import Program
+import jax
+import jax.numpy as jnp
+
+from jaxplain.core._program import Program, trace
 
 _FORGET = frozenset({"dot_general", "conv_general_dilated", "transpose", "reshape",
                      "broadcast_in_dim", "squeeze", "concatenate", "scan", "while", "cond",
@@ -130,3 +137,27 @@ def input_channel_axis(program: Program) -> int | None:
         elif ref in producer:
             todo.extend(_backward(producer[ref], axis))
     return int(found.pop()) if len(found) == 1 else None
+
+
+@dataclasses.dataclass(frozen=True)
+class ChannelsLast:
+    """``f`` as a function of channels-last images ``(n, h, w, c)``, for a model that reads its
+    images with the channels on ``axis``. Equal for equal ``(f, axis)``, so that ``jit``'s
+    caches, keyed by the function, hold across calls."""
+
+    f: Callable
+    axis: int
+
+    def __call__(self, z):
+        return self.f(jnp.moveaxis(z, -1, self.axis))
+
+
+def channels_last_view(f: Callable, x) -> tuple[Callable, int | None]:
+    """``(ChannelsLast(f, axis), axis)`` when `f` reads the image batch `x` (4-d) with its
+    channels on an axis other than the last (``axis``, 1 for NCHW), else ``(f, None)``."""
+    if jnp.ndim(x) != 4:
+        return f, None
+    axis = input_channel_axis(trace(f, jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x))))
+    if axis is None or axis == 3:
+        return f, None
+    return ChannelsLast(f, axis), axis

@@ -68,6 +68,7 @@ def _run(f, x, target, attribution, steps, order, baseline, output, absolute, bl
     x, attribution, target, kind, value, batch_size = _prepare(
         f, x, target, attribution, steps, order, baseline, output, batch_size
     )
+    f, x, attribution, value = P.channels_last(f, x, attribution, value)
     n = math.prod(P.feature_shape(x.shape))
     return _curve(
         f, x, target, attribution, value, counts=P.step_counts(n, steps), n=n, insert=insert,
@@ -93,7 +94,8 @@ def deletion(
     """The deletion curve: the target's probability as features are removed by relevance.
 
     Features are ranked per example by ``attribution`` (for NHWC images a feature is a pixel:
-    its channels are summed for ranking and replaced together). After step ``k`` of ``steps``
+    its channels are summed for ranking and replaced together; so for the NCHW images of a
+    channels-first model, whose first convolution reads channels on axis 1). After step ``k`` of ``steps``
     the first ``floor(k n / steps)`` features are set to the baseline. With ``order="morf"``
     (most relevant first) a faithful explanation drops the curve fast (small area); with
     ``"lerf"`` (least relevant first) it keeps it high (large area).
@@ -273,6 +275,7 @@ def pixel_perturbation(
     target = checks.check_target(target, x.shape[0], checks.num_classes(f, x))
     q = checks.check_fractions(fractions)
     kind, value = P.split_baseline(baseline, x)
+    f, x, attribution, value = P.channels_last(f, x, attribution, value)
     n = math.prod(P.feature_shape(x.shape))
     return _lerf_change(
         f, x, target, attribution, value, counts=P.fraction_counts(n, q), kind=kind,

@@ -16,6 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxplain.core._channels import channels_last_view
+
 BASELINES = ("zeros", "mean", "blur")
 ORDERS = ("morf", "lerf")
 OUTPUTS = ("probability", "logit")
@@ -89,6 +91,19 @@ def resolve_baseline(
         axes = (1, 2) if x.ndim == 4 else tuple(range(1, x.ndim))
         return jnp.broadcast_to(x.mean(axis=axes, keepdims=True), x.shape)
     return blur(x, blur_sigma)
+
+
+def channels_last(f, x: jax.Array, attribution: jax.Array, value: jax.Array | None):
+    """``(f, x, attribution, value)`` for a model that reads its images channels first: the
+    model as a function of NHWC images (:func:`jaxplain.core._channels.channels_last_view`)
+    and the arrays moved to NHWC, so that a pixel is ranked and replaced with all its
+    channels; otherwise as given."""
+    f, axis = channels_last_view(f, x)
+    if axis is None:
+        return f, x, attribution, value
+    if value is not None and value.ndim:
+        value = jnp.moveaxis(jnp.broadcast_to(value, x.shape), axis, -1)
+    return f, jnp.moveaxis(x, axis, -1), jnp.moveaxis(attribution, axis, -1), value
 
 
 def split_baseline(baseline: Any, x: jax.Array) -> tuple[str | None, jax.Array | None]:

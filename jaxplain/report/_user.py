@@ -9,8 +9,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from jaxplain.core._capture import program_of
-from jaxplain.core._channels import input_channel_axis
+from jaxplain.core._channels import channels_last_view
 
 
 class ReportData(NamedTuple):
@@ -106,16 +105,10 @@ def channels_last(f, data: ReportData) -> tuple[Any, ReportData, bool]:
     convolution takes channels on axis 1, as an Equinox CNN does), the model as a function of
     NHWC images and the images moved to NHWC, since the report's figures and feature
     visualization draw and optimise NHWC images; otherwise ``f`` and ``data`` as they are."""
-    import jax.numpy as jnp
-
     x = data.x_test
-    axis = input_channel_axis(program_of(f, x[:2])[0]) if x.ndim == 4 else None
-    if axis is None or axis == x.ndim - 1:
+    g, axis = channels_last_view(f, x[:2])
+    if axis is None:
         return f, data, False
-
-    def nhwc(z):
-        return f(jnp.moveaxis(z, -1, axis))
-
     moved = data._replace(x_train=np.moveaxis(data.x_train, axis, -1),
                           x_test=np.moveaxis(x, axis, -1))
-    return nhwc, moved, True
+    return g, moved, True

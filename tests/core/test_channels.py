@@ -228,3 +228,18 @@ def test_rendering_for_a_channels_first_model_asks_for_the_wrapper():
             with pytest.raises(ValueError, match="channels first"):
                 vis.render(f, vis.channel("relu_1", 0), shape=shape, **options)
     vis.render(nhwc, vis.channel("relu_1", 0), shape=(1, 8, 8, 2), **options)  # NHWC: renders
+
+
+def test_deletion_curves_treat_nchw_pixels_as_pixels():
+    from jaxplain import metrics
+    from jaxplain.attribution import gradient_x_input
+    t = jnp.argmax(nhwc(X), -1)
+    a = gradient_x_input(nhwc, X, t)
+    base = jnp.linspace(-1.0, 1.0, 2)
+    want = metrics.deletion(nhwc, X, t, a, steps=8, baseline=base)
+    for f in (nchw, jp.as_function(EqxNet())):
+        got = metrics.deletion(f, XF, t, jnp.moveaxis(a, -1, 1), steps=8, baseline=base[:, None, None])
+        np.testing.assert_allclose(got.values, want.values, rtol=1e-4, atol=1e-6)
+        lerf = metrics.pixel_perturbation(f, XF, jnp.moveaxis(a, -1, 1), fractions=(0.1, 0.3))
+        np.testing.assert_allclose(lerf, metrics.pixel_perturbation(nhwc, X, a, fractions=(0.1, 0.3)),
+                                   rtol=1e-4, atol=1e-6)
