@@ -207,13 +207,16 @@ def test_global_average_pooling_equals_zennits_adaptive_pool(preset):
 @pytest.mark.parametrize("case", ["EpsilonPlusFlat", "EpsilonGammaBox", L.Epsilon(0.5),
                                   L.AlphaBeta(2.0, 1.0), L.WSquare()], ids=str)
 def test_batchnorm_equals_zennits_merged_batchnorm(case):
+    assert worst("cnn_bn", *_with_merged_batchnorm(case)) <= TOL
+
+
+def _with_merged_batchnorm(case):
+    """(our rules, Zennit's composite with SequentialMergeBatchNorm) for a preset name or a rule."""
     canonizers = [SequentialMergeBatchNorm()]
     if isinstance(case, str):
         ours, theirs, kwargs = PRESETS[case]
-        composite = theirs(canonizers=canonizers, **kwargs)
-    else:
-        ours, composite = case, _zennit.everywhere(case, canonizers=canonizers)
-    assert worst("cnn_bn", ours, composite) <= TOL
+        return ours, theirs(canonizers=canonizers, **kwargs)
+    return case, _zennit.everywhere(case, canonizers=canonizers)
 
 
 def test_batchnorm_without_zennits_canonizer_differs():
@@ -229,12 +232,7 @@ def test_batchnorm_without_zennits_canonizer_differs():
 def test_an_nchw_network_equals_zennit_on_its_torch_twin(case):
     """The CNN written channels first, as PyTorch would (with BatchNorm: merged by Zennit's
     canonizer, folded by us): the biases and BatchNorm fold on axis 1."""
-    canonizers = [SequentialMergeBatchNorm()]
-    if isinstance(case, str):
-        ours, theirs, kwargs = PRESETS[case]
-        composite = theirs(canonizers=canonizers, **kwargs)
-    else:
-        ours, composite = case, _zennit.everywhere(case, canonizers=canonizers)
+    ours, composite = _with_merged_batchnorm(case)
     for seed in SEEDS:
         params = twins.cnn_params(seed, batchnorm=True)
         f = twins.cnn(params, last_pool="max", layout="NCHW")
