@@ -164,12 +164,13 @@ def pathway_jvp(
     return masked_jvp(f, x, target, masks, direction)
 
 
-@jax.jit
-def max_abs_channel(maps: Float[Array, "batch H W C"]) -> Float[Array, "batch H W"]:
+@functools.partial(jax.jit, static_argnames="axis")
+def max_abs_channel(maps: Float[Array, "batch H W C"], axis: int = -1) -> Float[Array, "batch H W"]:
     """The paper's one-channel display: per pixel, the signed channel value of largest |.|.
 
     Args:
       maps: NHWC maps (e.g. a pathway gradient).
+      axis: the channel axis (1 for the NCHW maps of a channels-first model's input).
 
     Returns:
       ``(batch, H, W)`` signed maps; divide by ``max |.|`` and show ``|.|`` to match the
@@ -181,5 +182,5 @@ def max_abs_channel(maps: Float[Array, "batch H W C"]) -> Float[Array, "batch H 
       >>> pathways.max_abs_channel(jnp.array([[[[1.0, -3.0, 2.0]]]])).tolist()
       [[[-3.0]]]
     """
-    idx = jnp.argmax(jnp.abs(maps), axis=-1)[..., None]
-    return jnp.take_along_axis(maps, idx, axis=-1)[..., 0]
+    idx = jnp.expand_dims(jnp.argmax(jnp.abs(maps), axis=axis), axis)
+    return jnp.squeeze(jnp.take_along_axis(maps, idx, axis=axis), axis)

@@ -135,6 +135,7 @@ def test_local_linearity_and_larger_linear_region(kind, seed):
 def test_max_abs_channel():
     maps = jnp.array([[[[1.0, -3.0, 2.0], [0.5, 0.2, -0.1]]]])
     assert pw.max_abs_channel(maps).tolist() == [[[-3.0, 0.5]]]
+    assert pw.max_abs_channel(jnp.moveaxis(maps, -1, 1), axis=1).tolist() == [[[-3.0, 0.5]]]
 
 
 def test_compiles_once_and_composes_with_jit():
