@@ -107,7 +107,7 @@ def _layer_axes(program: Program, chain: tuple) -> tuple[int, int, int] | None:
     return axes[0], out_axis, k
 
 
-def _linear_place(program: Program, chain: tuple, name: str, rule, env) -> list:
+def _linear_place(program: Program, chain: tuple, name: str, is_input: bool, rule, env) -> list:
     node = program.nodes[chain[0]]
     x_pos = _dependent_position(program, node)
     w = _operand(node.ins[1 - x_pos], env)
@@ -159,7 +159,6 @@ def _linear_place(program: Program, chain: tuple, name: str, rule, env) -> list:
         scale = jnp.reshape(scale, [channels if a == axis else 1 for a in range(jnp.ndim(wv))])
         return wv * scale, c
 
-    is_input = _reads_input(program, node.ins[x_pos])
     op = "dense" if node.prim == "dot_general" else "conv"
 
     @jax.custom_vjp
@@ -189,13 +188,15 @@ def _apply_steps(steps: list, value, consts: list):
     return value
 
 
-def _reads_input(program: Program, ref) -> bool:
-    """True when `ref` is the model's input, or the input through order-preserving shape ops
-    (the ``x[None]`` of a layer under ``vmap``)."""
-    made_by = {n.outs[0]: n for n in program.nodes if n.outs}
-    while ref in made_by and len(made_by[ref].ins) == 1 and order_preserving(made_by[ref]):
-        ref = made_by[ref].ins[0]
-    return ref == program.input_id
+def _input_views(program: Program) -> set:
+    """The model's input and its views through order-preserving shape ops (the ``x[None]`` of a
+    layer under ``vmap``): what a layer that consumes the input reads."""
+    views = {program.input_id}
+    for node in program.nodes:
+        reads = node.ins[0] if len(node.ins) == 1 else None
+        if isinstance(reads, int) and reads in views and order_preserving(node):
+            views.update(node.outs)
+    return views
 
 
 def _operand(ref, env):
@@ -323,6 +324,7 @@ def _two_operand_place(node: Node, ask: Callable, env) -> list:
 
 def _plan(program: Program, site_map: SiteMap, rules) -> dict[int, tuple]:
     by_name = {s.name: s for s in site_map.sites}
+    inputs = _input_views(program)
     plan: dict[int, tuple] = {}
     for i, name in site_map.node_names.items():
         node = program.nodes[i]
@@ -342,7 +344,8 @@ def _plan(program: Program, site_map: SiteMap, rules) -> dict[int, tuple]:
                     chain = chain[:1]
                 for j in chain[:-1]:
                     plan[j] = ("skip",)
-                plan[chain[-1]] = ("linear", rule, chain, name)
+                x_ref = node.ins[_dependent_position(program, node)]
+                plan[chain[-1]] = ("linear", rule, chain, name, x_ref in inputs)
         elif node.activation is not None:
             rule = _pick(rules, site, "activation")
             if rule is not None:
@@ -410,8 +413,8 @@ def _rewritten(f: Callable, rules, x):
         if kind == "skip":  # inside a linear group: computed at the group's last node
             return [None] * len(node.outs)
         if kind == "linear":
-            _, rule, chain, name = entry
-            return _linear_place(program, chain, name, rule, env)
+            _, rule, chain, name, is_input = entry
+            return _linear_place(program, chain, name, is_input, rule, env)
         if kind == "activation":
             return _activation_place(program, node, entry[1], env)
         if kind == "pool":

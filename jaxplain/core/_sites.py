@@ -16,6 +16,7 @@ Names come from the model's own structure, read off the name stack of each equat
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import Counter
 
 import numpy as np
@@ -133,9 +134,9 @@ def order_preserving(node: Node) -> bool:
     """True for a reshape, squeeze or expand_dims, or a broadcast that adds size-1 axes: ops
     that keep the values in their row-major order."""
     if node.prim == "broadcast_in_dim":
-        dims = tuple(node.eqn.params["broadcast_dimensions"])
-        size = lambda v: int(np.prod(v.aval.shape))  # noqa: E731
-        return list(dims) == sorted(dims) and size(node.eqn.outvars[0]) == size(node.eqn.invars[0])
+        dims = list(node.eqn.params["broadcast_dimensions"])
+        sizes = {math.prod(v.aval.shape) for v in (*node.eqn.invars, *node.eqn.outvars)}
+        return dims == sorted(dims) and len(sizes) == 1
     return node.prim in ("squeeze", "expand_dims") or (
         node.prim == "reshape" and node.eqn.params.get("dimensions") is None)
 

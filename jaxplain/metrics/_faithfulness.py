@@ -95,10 +95,10 @@ def deletion(
 
     Features are ranked per example by ``attribution`` (for NHWC images a feature is a pixel:
     its channels are summed for ranking and replaced together; so for the NCHW images of a
-    channels-first model, whose first convolution reads channels on axis 1). After step ``k`` of ``steps``
-    the first ``floor(k n / steps)`` features are set to the baseline. With ``order="morf"``
-    (most relevant first) a faithful explanation drops the curve fast (small area); with
-    ``"lerf"`` (least relevant first) it keeps it high (large area).
+    channels-first model, whose first convolution reads channels on axis 1). After step ``k``
+    of ``steps`` the first ``floor(k n / steps)`` features are set to the baseline. With
+    ``order="morf"`` (most relevant first) a faithful explanation drops the curve fast (small
+    area); with ``"lerf"`` (least relevant first) it keeps it high (large area).
 
     All ``batch x (steps + 1)`` perturbed inputs are built on device and evaluated in one
     vmapped call of ``f`` (chunked over examples by ``batch_size``); ``f`` is a static argument
