@@ -25,12 +25,13 @@ class Binarized(NamedTuple):
 
 
 def binarize(acts, *, threshold=0.0, quantile=None, conv_mode="filter", pool="max",
-             conv_quantile=0.9) -> Binarized:
+             conv_quantile=0.9, channel_axis=-1) -> Binarized:
     """Turn activations into boolean items, one threshold per item.
 
     Dense ``(n, d)`` activations: item i is on iff ``a_i > threshold`` (default 0, i.e. ReLU
     active), or above its own ``quantile`` over the data when ``quantile`` is given.
-    Conv ``(n, h, w, c)`` activations (NHWC):
+    Conv ``(n, h, w, c)`` activations (NHWC; pass ``channel_axis=1`` for ``(n, c, h, w)`` maps
+    of a channels-first model, which are read as their NHWC transpose):
 
     - ``conv_mode="filter"``: one item per filter; the map is pooled over space (``pool`` "max"
       or "mean") and the filter is on iff the pooled value exceeds the filter's
@@ -43,6 +44,9 @@ def binarize(acts, *, threshold=0.0, quantile=None, conv_mode="filter", pool="ma
 
     Args:
       acts: float ``(n, d)`` or ``(n, h, w, c)`` activations over a data set.
+      channel_axis: the axis of ``acts`` that holds the filters of a conv map (``-1`` or ``3``
+        for NHWC, ``1`` for NCHW). Activations captured with :func:`jaxplain.capture` or
+        :func:`activations` are already channels-last, whatever the model's layout.
 
     Returns:
       ``Binarized(items, thresholds, shape)``.
@@ -66,6 +70,10 @@ def binarize(acts, *, threshold=0.0, quantile=None, conv_mode="filter", pool="ma
         raise ValueError(f"pool must be 'max' or 'mean', got {pool!r}")
     q = quantile
     if acts.ndim == 4:
+        if channel_axis not in (1, 3, -1, -3):
+            raise ValueError(f"channel_axis must be 1 (NCHW) or -1 (NHWC) for conv activations, "
+                             f"got {channel_axis!r}")
+        acts = np.moveaxis(acts, channel_axis, -1)
         q = conv_quantile
         if conv_mode == "filter":
             acts = acts.max(axis=(1, 2)) if pool == "max" else acts.mean(axis=(1, 2))

@@ -42,7 +42,22 @@ def test_conv_locality_mode_has_one_item_per_position_and_filter():
     np.testing.assert_allclose(thresholds, np.quantile(acts.reshape(50, -1), 0.8, axis=0))
 
 
+@pytest.mark.parametrize("conv_mode", ["filter", "locality"])
+def test_channels_first_maps_give_the_items_of_their_nhwc_transpose(conv_mode):
+    rng = np.random.default_rng(2)
+    nhwc = rng.random((40, 3, 2, 5)) * np.arange(1.0, 6.0)   # filters on different scales
+    nchw = np.transpose(nhwc, (0, 3, 1, 2))
+    want = binarize(nhwc, conv_mode=conv_mode, conv_quantile=0.7)
+    got = binarize(nchw, conv_mode=conv_mode, conv_quantile=0.7, channel_axis=1)
+    np.testing.assert_array_equal(got.items, want.items)
+    np.testing.assert_array_equal(got.thresholds, want.thresholds)
+    assert got.shape == want.shape
+    # Read as NHWC, the same array would have 2 "filters" (its last axis) instead of 5.
+    assert binarize(nchw, conv_mode=conv_mode, conv_quantile=0.7).shape[-1] == 2
+
+
 @pytest.mark.parametrize("kwargs, error", [
+    (dict(acts=np.zeros((2, 2, 2, 2)), channel_axis=2), ValueError),
     (dict(acts=np.zeros((2, 3, 4))), ValueError),
     (dict(acts=np.zeros((0, 3))), ValueError),
     (dict(acts=np.array([[np.nan]])), ValueError),
