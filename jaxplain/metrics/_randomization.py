@@ -5,6 +5,13 @@ explaining what the model learned. Each check re-explains the same inputs and ta
 randomized model and scores the similarity to the original explanation: Spearman rank
 correlation of the signed maps and of their absolute values, and SSIM of the maps scaled by
 their max ``|.|`` (the protocol of the critical-pathways sanity checks).
+
+The weights of any model kind are seen the same way: the model's floating-point array leaves,
+each with its path below the root (``conv1/kernel`` in Linen params, ``layers/0/weight`` in an
+Equinox module, ``layers/0/kernel`` in an NNX module's ``nnx.Param`` state). A layer is a path
+prefix; the model is rebuilt from new leaves (Linen: new variables; Equinox: the module's pytree
+unflattened, as ``eqx.tree_at`` does; NNX: ``nnx.merge`` of the graph definition and the new
+state) and explained through :func:`jaxplain.as_function`.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ from jaxplain.metrics import _checks as checks
 from jaxplain.metrics._similarity import spearman, ssim
 
 MODES = ("cascading", "independent")
+_KINDS = {"linen": "a Flax Linen module", "nnx": "a Flax NNX module",
+          "equinox": "an Equinox module"}
 
 
 @functools.partial(
@@ -47,75 +56,240 @@ class RandomizationResult:
     ssim: Float[Array, "states batch"]
 
 
-def _to_map(a: jax.Array) -> jax.Array:
-    """NHWC attributions to ``(batch, H, W)`` maps (channels summed), scaled by max ``|.|``."""
-    m = a.sum(-1)
+def _to_map(a: jax.Array, channel_axis: int) -> jax.Array:
+    """Image attributions to ``(batch, H, W)`` maps (channels summed), scaled by max ``|.|``."""
+    m = a.sum(channel_axis)
     top = jnp.abs(m).max(axis=(1, 2), keepdims=True)
     return m / jnp.where(top > 0, top, 1.0)
 
 
-@functools.partial(jax.jit, static_argnames=("win_size",))
-def _similarities(a0, a, win_size):
-    m0, m = _to_map(a0), _to_map(a)
+@functools.partial(jax.jit, static_argnames=("win_size", "channel_axis"))
+def _similarities(a0, a, win_size, channel_axis):
+    m0, m = _to_map(a0, channel_axis), _to_map(a, channel_axis)
     return (spearman(m0, m), spearman(jnp.abs(m0), jnp.abs(m)),
             ssim(m0, m, data_range=2.0, win_size=win_size))
 
 
-def _explain(model, variables, x, target, method):
-    from jaxplain.core import as_function
-
-    return method(as_function(model, variables), x, target)
-
-
-def _params(variables: Any) -> dict[str, Any]:
-    if not isinstance(variables, dict) and not hasattr(variables, "keys"):
-        raise TypeError(f"variables must be a Flax variables dict, got {type(variables).__name__}")
-    if "params" not in variables:
-        raise ValueError(f"variables must hold a 'params' collection, got keys {list(variables)}")
-    return dict(variables["params"])
-
-
-def _check_inputs(x, method, win_size):
+def _check_inputs(x, method):
     x = checks.check_batch(x)
     if x.ndim != 4:
-        raise ValueError(f"x must be NHWC images (batch, H, W, C), got shape {x.shape}")
+        raise ValueError(f"x must be NHWC images (batch, H, W, C), or NCHW (batch, C, H, W) for "
+                         f"a channels-first model, got shape {x.shape}")
     checks.check_method(method)
-    checks.check_positive_int(win_size, "win_size", 3)
-    if win_size % 2 == 0 or win_size > min(x.shape[1:3]):
-        raise ValueError(f"win_size must be odd and at most {min(x.shape[1:3])}, got {win_size}")
     return x
 
 
-def _layer_order(f, x, params: dict[str, Any]) -> tuple[str, ...]:
-    """Top-level parameter entries in the order the model calls them (input to output).
+def _channel_axis(f, x) -> int:
+    """The axis of ``x`` that holds the channels: read off the model's first convolution
+    (:func:`jaxplain.core._channels.channels_last_view`; 1 for NCHW), else the last."""
+    from jaxplain.core._channels import channels_last_view
 
-    A restored checkpoint may hold the params sorted by name, so the order comes from the
-    model's sites (:func:`jaxplain.sites`, the first path component that names an entry);
-    entries the sites do not
-    name follow in dict order.
+    _, axis = channels_last_view(f, x)
+    return 3 if axis is None else axis
+
+
+def _check_window(win_size, x, channel_axis):
+    checks.check_positive_int(win_size, "win_size", 3)
+    side = min(x.shape[d] for d in (1, 2, 3) if d != channel_axis)
+    if win_size % 2 == 0 or win_size > side:
+        raise ValueError(f"win_size must be odd and at most {side}, got {win_size}")
+
+
+def _params(variables: Any, name: str = "variables") -> Any:
+    if not isinstance(variables, dict) and not hasattr(variables, "keys"):
+        raise TypeError(f"{name} must be a Flax variables dict, got {type(variables).__name__}")
+    if "params" not in variables:
+        raise ValueError(f"{name} must hold a 'params' collection, got keys {list(variables)}")
+    return variables["params"]
+
+
+def _part(key: Any) -> Any:
+    for attr in ("key", "idx", "name"):  # DictKey, SequenceKey, GetAttrKey
+        if hasattr(key, attr):
+            return getattr(key, attr)
+    return str(key)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Weights:
+    """A model's leaves, with the path of each leaf that is a weight (a floating-point array;
+    ``None`` for other leaves), and how to make the model's function from new leaves."""
+
+    kind: str
+    leaves: tuple
+    paths: tuple[tuple[Any, ...] | None, ...]
+    rebuild: Callable[[list], Callable]
+
+
+def _model_kind(model: Any) -> str:
+    from jaxplain.core._adapters import _kind
+
+    kind = _kind(model)
+    if kind not in _KINDS:
+        raise TypeError(
+            "model must be a Flax Linen module (with its variables), a Flax NNX module or an "
+            f"Equinox module, got {type(model).__name__}: a plain function has no weights to "
+            "randomize")
+    return kind
+
+
+def _weights(model: Any, variables: Any, *, name: str = "model") -> _Weights:
+    """The weights of `model` (with `variables` for Linen); `name` is the argument's name."""
+    from jaxplain.core import as_function
+
+    kind = _model_kind(model)
+    if kind == "linen":
+        tree = _params(variables, "variables" if name == "model" else name)
+    elif variables is not None:
+        raise ValueError(f"variables must be None for {_KINDS[kind]} (its weights are its "
+                         f"own fields), got {type(variables).__name__}")
+    elif kind == "equinox":
+        tree = model
+    else:
+        from flax import nnx
+
+        graphdef, tree, rest = nnx.split(model, nnx.Param, ...)
+    flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    paths = []
+    for path, leaf in flat:
+        floating = hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.inexact)
+        parts = tuple(_part(k) for k in path)
+        if kind == "nnx" and parts[-1:] == ("value",):  # a Variable's value
+            parts = parts[:-1]
+        paths.append(parts if floating and parts else None)
+    leaves = tuple(leaf for _, leaf in flat)
+
+    if kind == "linen":
+        def rebuild(new):
+            return as_function(model, {**variables, "params": treedef.unflatten(new)})
+    elif kind == "equinox":
+        def rebuild(new):
+            return as_function(treedef.unflatten(new))
+    else:
+        def rebuild(new):
+            return as_function(nnx.merge(graphdef, treedef.unflatten(new), rest))
+    return _Weights(kind, leaves, tuple(paths), rebuild)
+
+
+def _name(parts: tuple[Any, ...]) -> str:
+    return "/".join(str(p) for p in parts)
+
+
+def _top_level(parts: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The layer of a weight path: its first component, with the list indices that follow
+    (``layers/0`` for ``layers/0/weight``: a list of layers is not one layer)."""
+    k = 1
+    while k < len(parts) - 1 and isinstance(parts[k], int) and not isinstance(parts[k], bool):
+        k += 1
+    return parts[:k]
+
+
+def _layer_leaves(weights: _Weights, layers: Sequence[str] | None) -> dict[str, tuple[int, ...]]:
+    """``{layer name: indices of its weight leaves}``; default: the top-level layers."""
+    found: dict[str, list[int]] = {}
+    for i, parts in enumerate(weights.paths):
+        if parts is not None:
+            found.setdefault(_name(_top_level(parts)), []).append(i)
+    valid = tuple(found)
+    where = ("variables['params']" if weights.kind == "linen"
+             else f"the fields of {_KINDS[weights.kind]}")
+    if not valid:
+        raise ValueError(f"model has no weights to randomize: no floating-point arrays in {where}")
+    if layers is None:
+        return {name: tuple(idx) for name, idx in found.items()}
+    if isinstance(layers, str):
+        layers = (layers,)
+    out = {}
+    for layer in layers:
+        if not isinstance(layer, str):
+            raise TypeError(f"layers must be a sequence of names (str) from {valid}, got {layer!r}")
+        want = tuple(layer.split("/"))
+        out[layer] = tuple(i for i, parts in enumerate(weights.paths) if parts is not None
+                           and tuple(map(str, parts[:len(want)])) == want)
+    bad = [name for name, idx in out.items() if not idx]
+    if bad or not out:
+        raise ValueError(f"layers must be names from {where} {valid} (or paths below them, such "
+                         f"as '{valid[0]}/...'), got {tuple(layers)}; "
+                         f"unknown: {tuple(bad)}")
+    return out
+
+
+def _layer_order(f, x, layers: Sequence[str]) -> tuple[str, ...]:
+    """`layers` in the order the model calls them (input to output).
+
+    A restored checkpoint may hold the params sorted by name, and an Equinox module lists its
+    fields in declaration order, so the order comes from the model's sites
+    (:func:`jaxplain.sites`: the first layer whose path appears in a site's name, earliest
+    first); layers the sites do not name follow in the order given.
     """
     from jaxplain.core import sites
 
+    split = {name: tuple(name.split("/")) for name in layers}
     seen: list[str] = []
     for site in sites(f, x[:1]):
-        head = next((part for part in site.name.split("/") if part in params), None)
-        if head is not None and head not in seen:
-            seen.append(head)
-    return tuple(seen) + tuple(name for name in params if name not in seen)
+        parts = tuple(site.name.split("/"))
+        hit = next((name for start in range(len(parts)) for name, want in split.items()
+                    if parts[start:start + len(want)] == want), None)
+        if hit is not None and hit not in seen:
+            seen.append(hit)
+    return tuple(seen) + tuple(name for name in layers if name not in seen)
 
 
-def _gaussian_like(tree: Any, key: Array, stdev: float) -> Any:
-    leaves, treedef = jax.tree_util.tree_flatten(tree)
-    keys = jax.random.split(key, len(leaves))
-    return treedef.unflatten(
-        [stdev * jax.random.normal(k, l.shape, l.dtype) for k, l in zip(keys, leaves)]
-    )
+def _fresh_leaves(model, weights: _Weights, fresh, x, key, stdev, layers) -> Callable:
+    """``new(name, i) -> [new leaves of layer `name`]``, the `i`-th layer randomized."""
+    if stdev is not None:
+        if fresh is not None:
+            raise ValueError("pass fresh or stdev, not both: fresh gives the new weights, stdev "
+                             "draws them from N(0, stdev²)")
+        if isinstance(stdev, bool) or not isinstance(stdev, (int, float)) or stdev <= 0:
+            raise ValueError(f"stdev must be None or a positive number, got {stdev!r}")
+
+        def gaussian(name, i):
+            idx = layers[name]
+            keys = jax.random.split(jax.random.fold_in(key, i), len(idx))
+            return [float(stdev) * jax.random.normal(k, weights.leaves[j].shape,
+                                                     weights.leaves[j].dtype)
+                    for k, j in zip(keys, idx)]
+
+        return gaussian
+    if fresh is None:
+        if weights.kind != "linen":
+            raise ValueError(
+                f"fresh or stdev is needed for {_KINDS[weights.kind]}, which has no "
+                "initializer to re-draw from: pass fresh= (the same architecture built with "
+                "another key, e.g. Net(key=jax.random.key(1))) or stdev= for N(0, stdev²) "
+                "weights")
+        if not hasattr(model, "init"):
+            raise TypeError("model has no init(); pass fresh= (new variables) or stdev to draw "
+                            "Gaussian weights instead")
+        fresh = model.init(key, x[:1])
+    if weights.kind == "linen":
+        other = _weights(model, fresh, name="fresh")
+    else:
+        if _model_kind(fresh) != weights.kind:
+            raise TypeError(f"fresh must be {_KINDS[weights.kind]} like model, got "
+                            f"{type(fresh).__name__}")
+        other = _weights(fresh, None, name="fresh")
+    by_path = {p: leaf for p, leaf in zip(other.paths, other.leaves) if p is not None}
+    for j in sorted({j for idx in layers.values() for j in idx}):
+        path, leaf = weights.paths[j], weights.leaves[j]
+        got = by_path.get(path)
+        if got is None or got.shape != leaf.shape:
+            found = "missing" if got is None else f"of shape {got.shape}"
+            raise ValueError(f"fresh must have the architecture of model: its weight "
+                             f"{_name(path)} is {found}, expected shape {leaf.shape}")
+
+    def copied(name, i):
+        return [jnp.asarray(by_path[weights.paths[j]], weights.leaves[j].dtype)
+                for j in layers[name]]
+
+    return copied
 
 
 def randomization_check(
     model: Any,
     variables: Any,
-    x: Float[Array, "batch h w c"],
+    x: Float[Array, "batch _ _ _"],
     method: Callable[..., Array],
     *,
     key: Array,
@@ -123,30 +297,56 @@ def randomization_check(
     mode: str = "cascading",
     layers: Sequence[str] | None = None,
     stdev: float | None = None,
+    fresh: Any = None,
     win_size: int = 5,
 ) -> RandomizationResult:
     """Model-parameter randomization: re-explain after re-drawing layers from the top down.
 
-    ``layers`` are the top-level entries of ``variables["params"]`` (module names), ordered as
-    the model calls them (from :func:`jaxplain.sites`), input to output. Cascading mode randomizes the last layer,
-    then the last two, ... down to all of them; independent mode randomizes one layer at a time
-    with the rest intact. Fresh weights come from the model's own initializers
-    (``model.init(key, x[:1])``, Adebayo et al.'s re-initialization) or, with ``stdev``, from
-    ``N(0, stdev²)`` for weights and biases alike (the critical-pathways code uses 0.1). Other
-    collections (e.g. ``batch_stats``) stay as they are.
+    The same call serves every model kind. A *layer* is a path below the model's root: by
+    default the top-level entries that hold weights (floating-point arrays), with lists of
+    layers split into their items, ordered as the model calls them (from
+    :func:`jaxplain.sites`), input to output:
+
+    - Flax Linen (``variables`` given): the top-level entries of ``variables["params"]``
+      (module names such as ``conv1``); other collections (``batch_stats``) stay as they are.
+    - Equinox (``variables=None``): the module's top-level fields, e.g. ``conv1``, or
+      ``layers/0``, ``layers/1`` for a list or tuple field (``eqx.nn.Sequential``,
+      ``eqx.nn.MLP``). Every floating-point array below a layer is re-drawn; static fields and
+      functions are kept.
+    - Flax NNX (``variables=None``): the same, over the module's ``nnx.Param`` state
+      (``nnx.split``/``nnx.merge``); batch statistics and RNG state stay as they are.
+
+    ``layers`` may also name deeper paths (``block1/conv_a``, ``conv1/weight``) to randomize
+    part of a layer. Cascading mode randomizes the last layer, then the last two, ... down to
+    all of them; independent mode randomizes one layer at a time with the rest intact.
+
+    New weights come from ``fresh``, the same architecture with other weights (Adebayo et al.'s
+    re-initialization): for Linen new variables, default ``model.init(key, x[:1])``; for
+    Equinox and NNX, which have no ``init``, the module built again with another key, e.g.
+    ``fresh=CNN(key=jax.random.key(1))``. With ``stdev`` they are drawn from ``N(0, stdev²)``
+    instead, for weights and biases alike (the critical-pathways code uses 0.1), layer by layer
+    in the order of the states.
+
+    The maps compared are the attributions with their channels summed. The channel axis of
+    ``x`` is read off the model's first convolution, so an Equinox CNN's NCHW images are summed
+    over axis 1 (as the faithfulness metrics do); without a convolution it is the last axis.
 
     Args:
-        model: A Flax Linen module (anything :func:`jaxplain.as_function` accepts with
-            ``variables``, and with ``init`` when ``stdev`` is ``None``).
-        variables: Its variables, with a ``params`` collection.
-        x: ``(batch, H, W, C)`` images.
+        model: A Flax Linen module (with ``variables``), a Flax NNX module or an Equinox
+            module.
+        variables: The Linen variables, with a ``params`` collection; ``None`` for NNX and
+            Equinox modules.
+        x: ``(batch, H, W, C)`` images, or ``(batch, C, H, W)`` for a channels-first model.
         method: ``method(f, x, target) -> attribution`` shaped like ``x``.
         key: PRNG key for the new weights.
         target: Classes to explain, kept for every state; ``None``: the original prediction.
         mode: ``"cascading"`` or ``"independent"``.
-        layers: Layer names, input to output (default: all of ``variables["params"]`` in call
-            order).
-        stdev: ``None`` for re-initialization, or the standard deviation of Gaussian weights.
+        layers: Layer names (paths joined by ``/``), input to output (default: all top-level
+            layers in call order).
+        stdev: ``None`` for the weights of ``fresh``, or the standard deviation of Gaussian
+            weights.
+        fresh: The source of new weights when ``stdev`` is ``None``: Linen variables of the
+            same model, or a module of the same kind and architecture as ``model``.
         win_size: SSIM window (odd, at most the image size).
 
     Returns:
@@ -162,43 +362,51 @@ def randomization_check(
         >>> r.states, r.ssim.round(3).tolist()
         (('layers_1',), [[1.0, 1.0]])
 
+        An Equinox CNN reads NCHW images; its fresh copy is the same class built with another
+        key:
+
+        >>> import equinox as eqx
+        >>> def cnn(key):
+        ...     k1, k2 = jax.random.split(key)
+        ...     return eqx.nn.Sequential([eqx.nn.Conv2d(2, 4, 3, key=k1),
+        ...                               eqx.nn.Lambda(lambda h: h.mean((1, 2))),
+        ...                               eqx.nn.Linear(4, 3, key=k2)])
+        >>> x = jax.random.normal(jax.random.key(2), (2, 2, 6, 6))
+        >>> grad = lambda f, x, t: jax.grad(lambda x: f(x)[jnp.arange(len(x)), t].sum())(x)
+        >>> r = randomization_check(cnn(jax.random.key(0)), None, x, grad,
+        ...                         key=jax.random.key(1), fresh=cnn(jax.random.key(1)))
+        >>> r.states, r.ssim.shape
+        (('layers/2', 'layers/0'), (2, 2))
+
     References:
         Adebayo et al., "Sanity Checks for Saliency Maps", NeurIPS 2018.
     """
-    x = _check_inputs(x, method, win_size)
+    x = _check_inputs(x, method)
     checks.check_choice(mode, "mode", MODES)
-    params = _params(variables)
-
-    from jaxplain.core import as_function
-
-    f0 = as_function(model, variables)
-    layers = _layer_order(f0, x, params) if layers is None else tuple(layers)
-    unknown = [name for name in layers if name not in params]
-    if unknown or not layers:
-        raise ValueError(f"layers must be names from variables['params'] {tuple(params)}, got {layers}")
-    if stdev is not None and (not isinstance(stdev, (int, float)) or stdev <= 0):
-        raise ValueError(f"stdev must be None or a positive number, got {stdev!r}")
-    if stdev is None and not hasattr(model, "init"):
-        raise TypeError("model has no init(); pass stdev to draw Gaussian weights instead")
+    weights = _weights(model, variables)
+    chosen = _layer_leaves(weights, layers)
+    f0 = weights.rebuild(list(weights.leaves))
+    axis = _channel_axis(f0, x)
+    _check_window(win_size, x, axis)
+    names = _layer_order(f0, x, tuple(chosen)) if layers is None else tuple(chosen)
+    init_key, draw_key = jax.random.split(key)
+    new_leaves = _fresh_leaves(model, weights, fresh, x,
+                               draw_key if stdev is not None else init_key, stdev, chosen)
     if target is None:
         target = jnp.argmax(f0(x), axis=-1)
     target = checks.check_target(target, x.shape[0], checks.num_classes(f0, x))
-    a0 = method(f0, x, target)
+    a0 = checks.check_like(method(f0, x, target), x, "the attribution of method")
 
-    init_key, draw_key = jax.random.split(key)
-    fresh = dict(model.init(init_key, x[:1])["params"]) if stdev is None else None
-    current = dict(params)
-    names, rows = [], []
-    for i, name in enumerate(reversed(layers)):
-        new = (fresh[name] if fresh is not None
-               else _gaussian_like(params[name], jax.random.fold_in(draw_key, i), float(stdev)))
+    current = list(weights.leaves)
+    rows = []
+    for i, name in enumerate(reversed(names)):
         if mode == "independent":
-            current = dict(params)
-        current[name] = new
-        a = _explain(model, {**variables, "params": current}, x, target, method)
-        rows.append(_similarities(a0, a, win_size))
-        names.append(name)
-    return RandomizationResult(tuple(names), *(jnp.stack(c) for c in zip(*rows)))
+            current = list(weights.leaves)
+        for j, leaf in zip(chosen[name], new_leaves(name, i)):
+            current[j] = leaf
+        a = method(weights.rebuild(current), x, target)
+        rows.append(_similarities(a0, a, win_size, axis))
+    return RandomizationResult(tuple(reversed(names)), *(jnp.stack(c) for c in zip(*rows)))
 
 
 def data_randomization_check(
@@ -218,7 +426,7 @@ def data_randomization_check(
     The model is trained from scratch with :func:`jaxplain.data.train` on ``digits`` whose
     training labels are permuted (so nothing is learnable), and the same inputs and targets
     are explained with it. A method that explains the learned function must give dissimilar
-    maps.
+    maps. Flax Linen only, since :func:`jaxplain.data.train` trains Linen modules.
 
     Args:
         model: The Linen module (retrained from scratch; e.g. ``DigitsCNN()``).
@@ -239,11 +447,22 @@ def data_randomization_check(
     """
     from jaxplain import data
     from jaxplain.core import as_function
+    from jaxplain.core._adapters import _kind
 
-    x = _check_inputs(x, method, win_size)
+    kind = _kind(model)
+    if kind != "linen":
+        what = _KINDS.get(kind, f"a {type(model).__name__}")
+        raise TypeError(
+            f"model must be a Flax Linen module: data_randomization_check retrains it with "
+            f"jaxplain.data.train, which trains Linen modules only, got {what}. For other "
+            "models, train a copy on shuffled labels yourself and compare the two maps with "
+            "metrics.spearman and metrics.ssim")
+    x = _check_inputs(x, method)
     checks.check_positive_int(epochs, "epochs")
     digits = data.load_digits() if digits is None else digits
     f0 = as_function(model, variables)
+    axis = _channel_axis(f0, x)
+    _check_window(win_size, x, axis)
     if target is None:
         target = jnp.argmax(f0(x), axis=-1)
     target = checks.check_target(target, x.shape[0], checks.num_classes(f0, x))
@@ -253,6 +472,6 @@ def data_randomization_check(
     )
     random_vars, _ = data.train(train_key, shuffled, model, epochs=epochs, progress=False)
     a0 = method(f0, x, target)
-    a = _explain(model, random_vars, x, target, method)
+    a = method(as_function(model, random_vars), x, target)
     return RandomizationResult(("shuffled labels",),
-                               *(c[None] for c in _similarities(a0, a, win_size)))
+                               *(c[None] for c in _similarities(a0, a, win_size, axis)))

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import hypothesis.extra.numpy as hnp
+import equinox as eqx
 import flax.linen as nn
+import hypothesis.extra.numpy as hnp
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,7 +13,8 @@ import scipy.stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxplain import metrics
+from jaxplain import as_function, metrics
+from tests.core.test_channels import B1, B2, D, W1, W2, XF, EqxNet, X
 from tests.metrics._reference import np_ssim
 
 
@@ -133,3 +135,200 @@ def test_label_randomization_changes_gradients_not_edges():
     assert grad.states == ("shuffled labels",)
     np.testing.assert_allclose(edges.spearman, 1.0, atol=1e-6)
     assert float(grad.spearman_abs.mean()) < 0.6
+
+
+# --- Equinox and NNX models -------------------------------------------------------------------
+
+
+class _LinenTwin(nn.Module):
+    """The NHWC Linen twin of ``EqxNet`` (tests/core/test_channels.py)."""
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.relu(nn.Conv(4, (3, 3), padding="SAME", name="conv1")(x))
+        h = nn.relu(nn.Conv(4, (3, 3), padding="SAME", name="conv2")(h) + h)
+        return h.mean(axis=(1, 2)) @ D
+
+
+def _linen_variables(w1, b1, w2, b2):
+    return {"params": {"conv1": {"kernel": w1, "bias": b1}, "conv2": {"kernel": w2, "bias": b2}}}
+
+
+def _eqx_twin(w1, b1, w2, b2):
+    """``EqxNet`` with the NHWC weights (HWIO kernels) moved to its OIHW layout."""
+    
+    return eqx.tree_at(lambda m: (m.conv1.weight, m.conv1.bias, m.conv2.weight, m.conv2.bias),
+                       EqxNet(), (w1.transpose(3, 2, 0, 1), b1[:, None, None],
+                                  w2.transpose(3, 2, 0, 1), b2[:, None, None]))
+
+
+def _nnx_twin(w1, b1, w2, b2):
+    from flax import nnx
+
+    class Net(nnx.Module):
+        def __init__(self):
+            self.conv1 = nnx.Conv(2, 4, (3, 3), padding="SAME", rngs=nnx.Rngs(0))
+            self.conv2 = nnx.Conv(4, 4, (3, 3), padding="SAME", rngs=nnx.Rngs(0))
+            self.conv1.kernel[...], self.conv1.bias[...] = w1, b1
+            self.conv2.kernel[...], self.conv2.bias[...] = w2, b2
+
+        def __call__(self, x):
+            h = nnx.relu(self.conv1(x))
+            h = nnx.relu(self.conv2(h) + h)
+            return h.mean(axis=(1, 2)) @ D
+
+    return Net()
+
+
+def _new_weights(seed):
+    k = jax.random.split(jax.random.key(seed), 4)
+    return (jax.random.normal(k[0], W1.shape) * 0.5, jax.random.normal(k[1], B1.shape) * 0.1,
+            jax.random.normal(k[2], W2.shape) * 0.3, jax.random.normal(k[3], B2.shape) * 0.1)
+
+
+def _assert_same_result(got, want):
+    assert got.states == want.states
+    for field in ("spearman", "spearman_abs", "ssim"):
+        np.testing.assert_allclose(getattr(got, field), getattr(want, field), rtol=1e-4,
+                                   atol=1e-4, err_msg=field)
+
+
+@pytest.mark.parametrize("mode", ["cascading", "independent"])
+def test_an_equinox_cnn_reading_nchw_scores_as_its_nhwc_linen_twin(mode):
+    from jaxplain.attribution import gradient_x_input
+
+    ours, new = (W1, B1, W2, B2), _new_weights(7)
+    np.testing.assert_allclose(as_function(_eqx_twin(*ours))(XF), _LinenTwin().apply(
+        _linen_variables(*ours), X), rtol=1e-5, atol=1e-5)
+    kw = dict(key=jax.random.key(0), mode=mode)
+    for method in (_grad, gradient_x_input):
+        want = metrics.randomization_check(_LinenTwin(), _linen_variables(*ours), X, method,
+                                           fresh=_linen_variables(*new), **kw)
+        got = metrics.randomization_check(_eqx_twin(*ours), None, XF, method,
+                                          fresh=_eqx_twin(*new), **kw)
+        assert want.states == ("conv2", "conv1") and want.ssim.shape == (2, 5)
+        _assert_same_result(got, want)
+        assert float(want.ssim.min()) < 0.9              # the re-drawn layers do change the maps
+    # an input-only map of the NCHW images: unchanged whatever the weights (SSIM 1)
+    edges = metrics.randomization_check(_eqx_twin(*ours), None, XF, _edges, stdev=0.1, win_size=7,
+                                        **kw)
+    np.testing.assert_allclose(edges.ssim, 1.0, atol=1e-6)
+
+
+def test_an_nnx_model_scores_as_its_linen_twin():
+    ours, new = (W1, B1, W2, B2), _new_weights(8)
+    kw = dict(key=jax.random.key(0))
+    want = metrics.randomization_check(_LinenTwin(), _linen_variables(*ours), X, _grad,
+                                       fresh=_linen_variables(*new), **kw)
+    got = metrics.randomization_check(_nnx_twin(*ours), None, X, _grad, fresh=_nnx_twin(*new),
+                                      **kw)
+    _assert_same_result(got, want)
+    gauss = metrics.randomization_check(_nnx_twin(*ours), None, X, _grad, stdev=0.1,
+                                        layers=("conv2/kernel",), **kw)
+    assert gauss.states == ("conv2/kernel",) and float(gauss.ssim.mean()) < 0.9
+
+
+def _equinox_linear(key):
+    """A linear model of (4, 4, 1) images whose fields are declared out of call order:
+    logits = head(body[1](body[0](x)))."""
+    
+    class Linear(eqx.Module):
+        head: eqx.nn.Linear
+        body: tuple
+
+        def __call__(self, x):
+            h = x.reshape(-1)
+            for layer in self.body:
+                h = layer(h)
+            return self.head(h)
+
+    k = jax.random.split(key, 3)
+    return Linear(eqx.nn.Linear(5, 3, key=k[0]),
+                  (eqx.nn.Linear(16, 6, key=k[1]), eqx.nn.Linear(6, 5, key=k[2])))
+
+
+def _closed_form_similarity(model, new, states, target):
+    """Spearman (SciPy) and SSIM (NumPy) of the gradient maps of the linear model, whose
+    gradient is the row ``target`` of ``W_head W_body1 W_body0``, whatever the input and the
+    biases; ``states``: for each state, the layers taken from ``new``."""
+    def grad_map(m):
+        w = np.asarray(m.head.weight @ m.body[1].weight @ m.body[0].weight, np.float64)
+        g = w[np.asarray(target)].reshape(-1, 4, 4)
+        return g / np.abs(g).max(axis=(1, 2), keepdims=True)
+
+    m0 = grad_map(model)
+    out = []
+    for swapped in states:
+        m = grad_map(type(model)(
+            new.head if "head" in swapped else model.head,
+            tuple(new.body[i] if f"body/{i}" in swapped else model.body[i] for i in (0, 1))))
+        out.append([(scipy.stats.spearmanr(m0[b].ravel(), m[b].ravel())[0],
+                     np_ssim(m0[b], m[b], 3, 2.0)) for b in range(len(m0))])
+    return np.asarray(out)
+
+
+def test_an_equinox_linear_model_behaves_as_the_closed_form():
+    model, new = _equinox_linear(jax.random.key(0)), _equinox_linear(jax.random.key(1))
+    x = jax.random.uniform(jax.random.key(2), (4, 4, 4, 1))
+    t = jnp.asarray([0, 1, 2, 0])
+    kw = dict(key=jax.random.key(3), target=t, fresh=new, win_size=3)
+    cas = metrics.randomization_check(model, None, x, _grad, **kw)
+    assert cas.states == ("head", "body/1", "body/0")
+    want = _closed_form_similarity(model, new, [{"head"}, {"head", "body/1"},
+                                                {"head", "body/1", "body/0"}], t)
+    np.testing.assert_allclose(cas.spearman, want[..., 0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(cas.ssim, want[..., 1], rtol=1e-4, atol=1e-4)
+    ind = metrics.randomization_check(model, None, x, _grad, mode="independent", **kw)
+    want = _closed_form_similarity(model, new, [{"head"}, {"body/1"}, {"body/0"}], t)
+    np.testing.assert_allclose(ind.spearman, want[..., 0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(ind.ssim, want[..., 1], rtol=1e-4, atol=1e-4)
+    assert float(jnp.abs(want[..., 0]).max()) < 0.99      # every re-drawn layer matters
+    # the gradient of a linear model does not depend on its biases: re-drawn, the map stays
+    biases = metrics.randomization_check(model, None, x, _grad, layers=("body/0/bias", "head/bias"),
+                                         **kw)
+    assert biases.states == ("head/bias", "body/0/bias")
+    np.testing.assert_allclose(biases.spearman, 1.0, atol=1e-5)
+    np.testing.assert_allclose(biases.ssim, 1.0, atol=1e-5)
+    # Gaussian weights: deterministic in the key; independent's top state = cascading's first
+    kw = dict(key=jax.random.key(3), target=t, stdev=0.1, win_size=3)
+    g1 = metrics.randomization_check(model, None, x, _grad, **kw)
+    g2 = metrics.randomization_check(model, None, x, _grad, mode="independent", **kw)
+    np.testing.assert_array_equal(g1.spearman[0], g2.spearman[0])
+    assert float(jnp.abs(g1.spearman[-1]).mean()) < 0.9
+    edges = metrics.randomization_check(model, None, x, _edges, **kw)
+    np.testing.assert_allclose(edges.ssim, 1.0, atol=1e-6)
+    np.testing.assert_allclose(edges.spearman, 1.0, atol=1e-6)
+
+
+def test_errors_for_other_model_kinds():
+    model = _eqx_twin(W1, B1, W2, B2)
+    key = jax.random.key(0)
+    with pytest.raises(TypeError, match="plain function has no weights"):
+        metrics.randomization_check(as_function(model), None, XF, _grad, key=key, stdev=0.1)
+    with pytest.raises(ValueError, match="variables must be None for an Equinox module"):
+        metrics.randomization_check(model, {"params": {}}, XF, _grad, key=key, stdev=0.1)
+    with pytest.raises(ValueError, match="fresh or stdev is needed for an Equinox module"):
+        metrics.randomization_check(model, None, XF, _grad, key=key)
+    with pytest.raises(ValueError, match="not both"):
+        metrics.randomization_check(model, None, XF, _grad, key=key, stdev=0.1, fresh=model)
+    with pytest.raises(ValueError, match=r"layers must be names from the fields of an Equinox "
+                                         r"module \('conv1', 'conv2'\).*unknown: \('conv3',\)"):
+        metrics.randomization_check(model, None, XF, _grad, key=key, stdev=0.1,
+                                    layers=("conv1", "conv3"))
+    with pytest.raises(TypeError, match="fresh must be an Equinox module"):
+        metrics.randomization_check(model, None, XF, _grad, key=key,
+                                    fresh=_nnx_twin(W1, B1, W2, B2))
+    with pytest.raises(ValueError, match="fresh must have the architecture of model: its weight "
+                                         "head/weight is missing"):
+        metrics.randomization_check(_equinox_linear(key), None, X[:, :4, :4, :1], _grad, key=key,
+                                    fresh=model, win_size=3)
+    with pytest.raises(ValueError, match="win_size must be odd and at most 8"):  # H, W of NCHW
+        metrics.randomization_check(model, None, XF, _grad, key=key, stdev=0.1, win_size=9)
+    with pytest.raises(ValueError, match="attribution of method must have the shape of x"):
+        metrics.randomization_check(model, None, XF, lambda f, x, t: x[..., :4], key=key,
+                                    stdev=0.1)
+    with pytest.raises(ValueError, match="no weights to randomize"):
+        metrics.randomization_check(eqx.nn.Lambda(lambda x: x.mean((1, 2))), None, XF, _grad,
+                                    key=key, stdev=0.1)
+    with pytest.raises(TypeError, match="data_randomization_check retrains"):
+        metrics.data_randomization_check(model, None, XF, _grad, key=key)
