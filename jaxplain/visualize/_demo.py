@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxplain.core import capture
+from jaxplain.core._channels import channels_last_view
 from jaxplain.visualize._nmf import neuron_groups
 from jaxplain.visualize._objectives import direction
 from jaxplain.visualize._param import Fourier
@@ -27,8 +28,8 @@ def spatial_layers(f, x) -> tuple[str, ...]:
     from jaxplain.core import relu_sites, sites
 
     if np.ndim(x) != 4:
-        raise ValueError(f"feature visualization renders images (NHWC); the inputs are shaped "
-                         f"{np.shape(x)}.")
+        raise ValueError(f"feature visualization renders images (4-d batches); the inputs are "
+                         f"shaped {np.shape(x)}.")
     shapes = {s.name: s.shape for s in sites(f, x[:1])}
     spatial = [s for s in relu_sites(f, x[:1]) if len(shapes[s]) >= 3]
     if not spatial:
@@ -56,9 +57,16 @@ def render_layers(f, x_data, *, key, steps, layers=LAYERS, groups=4, nmf_steps=3
     sum of one direction per site (zero on the other sites): all of them share one structure
     and render in a single vmapped, compiled call.
 
+    ``x_data`` is in the model's own layout; a channels-first model is explained through its
+    NHWC view (:func:`jaxplain.core._channels.channels_last_view`), so the images come back
+    NHWC, ready to draw.
+
     Returns ``(layer_results, groups_result, group_images)``.
     """
     x_data = jnp.asarray(x_data)
+    f, axis = channels_last_view(f, x_data[:1])
+    if axis is not None:
+        x_data = jnp.moveaxis(x_data, axis, -1)
     shape = (1, *x_data.shape[1:])
     sites, group_site = tuple(layers), layers[-1]
     _, acts = capture(f, list(sites))(x_data)

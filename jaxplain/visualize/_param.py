@@ -150,8 +150,8 @@ class CodeSpace:
 
     Args:
         generator: a pure function from a batch of codes ``(b, *code_shape)`` to images
-            ``(b, h, w, c)`` in the model's input range (e.g. a decoder or GAN generator; close
-            over its weights).
+            ``(b, h, w, c)`` in the model's input range, channels last also for a
+            channels-first model (e.g. a decoder or GAN generator; close over its weights).
         code_shape: shape of one code.
         std: standard deviation of the random start.
     """

@@ -77,19 +77,25 @@ class Blur:
         return self.weight * _per_image(jnp.square(images - blur(images, self.sigma)))
 
 
-@_pytree(data=("mean", "precision_factor", "weight"), meta=())
+@_pytree(data=("mean", "precision_factor", "weight"), meta=("shape",))
 class GaussianPrior:
     """Minus the log density (up to a constant) of a Gaussian data model: the "expert".
 
     ``penalty(x) = weight * 0.5 * ||U^T (x - mean)||^2`` with ``U U^T = Sigma^-1``. Build it with
-    :func:`gaussian_prior` from data.
+    :func:`gaussian_prior` from data; ``shape`` is one example's shape there (``()``: unchecked).
     """
 
     mean: Any
     precision_factor: Any
     weight: float = 1.0
+    shape: tuple[int, ...] = ()
 
     def __call__(self, images: Array) -> Array:
+        if self.shape and tuple(images.shape[1:]) != self.shape:
+            raise ValueError(
+                f"this prior was fitted on examples shaped {self.shape}, the images are shaped "
+                f"{tuple(images.shape[1:])}; render's regularizers see NHWC images, so fit it on "
+                "NHWC data (jnp.moveaxis(x, 1, -1) for a channels-first model's images)")
         d = images.reshape(images.shape[0], -1) - self.mean
         return self.weight * 0.5 * jnp.sum(jnp.square(d @ self.precision_factor), axis=1)
 
@@ -102,7 +108,8 @@ def gaussian_prior(data: Float[Array, "n *shape"], *, weight: float = 1.0,
     invertible with fewer examples than dimensions.
 
     Args:
-        data: examples, batch first, each with the shape of one image.
+        data: examples, batch first, each with the shape of one image as :func:`render`'s
+            regularizers see it: NHWC, also for a channels-first model.
         weight: multiplier of the negative log density in the penalty.
         shrinkage: ``s`` in ``[0, 1]``.
 
@@ -126,12 +133,13 @@ def gaussian_prior(data: Float[Array, "n *shape"], *, weight: float = 1.0,
     cov = (1.0 - shrinkage) * cov + shrinkage * jnp.trace(cov) / d * jnp.eye(d)
     w, v = jnp.linalg.eigh(cov)
     factor = v / jnp.sqrt(jnp.maximum(w, 1e-6 * jnp.max(w)))
-    return GaussianPrior(mean, factor, weight)
+    return GaussianPrior(mean, factor, weight, tuple(data.shape[1:]))
 
 
 @_pytree(data=("weight",), meta=("log_density",))
 class LogDensity:
-    """A user-provided prior: penalty ``-weight * log_density(images)`` (``(b,)`` values)."""
+    """A user-provided prior: penalty ``-weight * log_density(images)`` (``(b,)`` values; the
+    images are NHWC, also for a channels-first model)."""
 
     log_density: Callable[[Array], Array]
     weight: float = 1.0

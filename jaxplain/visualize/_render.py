@@ -2,6 +2,9 @@
 
 The whole optimization is one jitted ``lax.scan`` over steps with an optax optimizer; several
 objectives of one structure render at once with ``vmap`` (a whole layer's channels in one call).
+Images are optimised NHWC; a model that reads its images channels first is run on them through
+its hashable NHWC view (:func:`jaxplain.core._channels.channels_last_view`), and the rendered
+images are handed back in the model's own layout.
 """
 
 from __future__ import annotations
@@ -17,10 +20,9 @@ import optax
 from jaxtyping import Array
 
 from jaxplain.core import capture
-from jaxplain.core._channels import input_channel_axis
+from jaxplain.core._channels import channels_last_view
 from jaxplain.core._cpu import cpu_friendly
 from jaxplain.core._layout import fast_convolutions
-from jaxplain.core._program import trace
 from jaxplain.visualize._objectives import (Channel, Direction, Diversity, Neuron, Objective,
                                             Scaled, Sum, stack)
 from jaxplain.visualize._param import Pixel
@@ -34,8 +36,10 @@ class Rendering:
     """The result of :func:`render` (leading axis ``n`` only when several objectives were given).
 
     Attributes:
-        images: ``([n,] b, h, w, c)`` the visualizations, in the parameterization's range.
-        params: the optimized parameters (pixels, spectrum or codes).
+        images: ``([n,] *shape)`` the visualizations, in the parameterization's range and in the
+            model's own layout (``(b, h, w, c)``, or ``(b, c, h, w)`` for a channels-first
+            model), so ``f(images[i])`` runs them.
+        params: the optimized parameters (pixels, spectrum or codes) of the NHWC images.
         trace: ``([n,] steps)`` the objective at each step (on the transformed images).
         value: ``([n])`` the objective on the final, untransformed images.
     """
@@ -72,23 +76,28 @@ def _site_shapes(f: Callable, names: tuple[str, ...], shape: tuple[int, ...]):
     return {k: v.shape for k, v in acts.items()}
 
 
-def _check_layout(f: Callable, shape: tuple[int, ...]) -> None:
-    """Refuse a model that reads its images channels first (its first convolution's input
-    feature axis is 1), whether `shape` is given NCHW or NHWC: renderings are NHWC images."""
-    if len(shape) != 4:
-        return
-    k, h, w, c = shape
-    for candidate in (shape, (k, c, h, w)):
-        try:
-            program = trace(f, jax.ShapeDtypeStruct(candidate, jnp.float32))
-        except Exception:  # noqa: BLE001 - not the model's shape: try the other layout
-            continue
-        if input_channel_axis(program) == 1:
-            raise ValueError(
-                "this model reads its images channels first (NCHW); render optimises NHWC "
-                "images: pass `lambda z: f(jnp.moveaxis(z, -1, 1))` as the model and "
-                "shape=(k, h, w, c)")
-        return
+def _channels_last(f: Callable, shape: tuple[int, ...]):
+    """``(g, nhwc, axis)``: for a model that reads the batch ``shape`` (4-d, in its own layout)
+    with its channels on ``axis`` (1 for NCHW), its hashable NHWC view ``g`` and ``shape`` moved
+    to NHWC; otherwise ``(f, shape, None)``."""
+    try:
+        g, axis = channels_last_view(f, jax.ShapeDtypeStruct(shape, jnp.float32))
+    except Exception as err:
+        err.add_note(f"render runs f on a batch of shape={shape}, given in f's own layout: "
+                     "(k, c, h, w) for a channels-first model, (k, h, w, c) otherwise")
+        raise
+    if axis is None:
+        return f, shape, None
+    return g, (*shape[:axis], *shape[axis + 1:], shape[axis]), axis
+
+
+def _check_images(param, shape: tuple[int, ...]) -> None:
+    """The parameterization must make NHWC images of ``shape`` (a generator's output, too)."""
+    made = jax.eval_shape(lambda k: param.image(param.init(k, shape), shape), jax.random.key(0))
+    if made.shape != shape:
+        raise ValueError(f"param makes images shaped {made.shape}; render optimises NHWC images "
+                         f"shaped {shape} (a CodeSpace generator returns (k, h, w, c) images, "
+                         "channels last, also for a channels-first model)")
 
 
 def _validate(f, objective: Objective, shape: tuple[int, ...]) -> None:
@@ -184,12 +193,16 @@ def render(f: Callable[[Array], Array], objective: Objective | Sequence[Objectiv
     and rendered with ``vmap`` in the same compiled call.
 
     Args:
-        f: the model, a pure function from a batch (NHWC) to logits; a channels-first model is
-            refused (render ``lambda z: f(jnp.moveaxis(z, -1, 1))``).
+        f: the model, a pure function from a batch to logits. A model that reads its images
+            channels first (its first convolution takes the channels on axis 1, as an Equinox
+            CNN does) is run on the NHWC images through its NHWC view; its sites are presented
+            channels-last, so ``channel(site, i)`` means filter ``i``.
         objective: an :class:`Objective` or a sequence of them (same structure).
         key: PRNG key (start point and the transforms' draws).
-        shape: the image batch rendered *per objective*, ``(k, h, w, c)``; ``k >= 2`` to use a
-            :func:`diversity` term.
+        shape: the image batch rendered *per objective*, in ``f``'s own layout: ``(k, h, w, c)``,
+            or ``(k, c, h, w)`` for a channels-first model; ``k >= 2`` to use a
+            :func:`diversity` term. The parameterization, transforms, regularizers and the
+            objective's image argument work on the NHWC images ``(k, h, w, c)`` either way.
         steps: optimization steps.
         param: the parameterization (:class:`Pixel` by default, :class:`Fourier`,
             :class:`CodeSpace`).
@@ -200,8 +213,8 @@ def render(f: Callable[[Array], Array], objective: Objective | Sequence[Objectiv
         optimizer: any optax optimizer (a hashable value: create it once and reuse it).
 
     Returns:
-        A :class:`Rendering`; with a sequence of ``n`` objectives every field gets a leading
-        axis ``n``.
+        A :class:`Rendering` with ``images`` in ``f``'s own layout (shaped ``shape``); with a
+        sequence of ``n`` objectives every field gets a leading axis ``n``.
 
     Example:
         >>> objs = [channel("block1/relu_1", i) for i in range(16)]
@@ -234,8 +247,12 @@ def render(f: Callable[[Array], Array], objective: Objective | Sequence[Objectiv
     for r in (*transforms, *regularizers):
         if not callable(r):
             raise TypeError(f"transforms and regularizers must be callable values, got {r!r}")
-    _check_layout(f, shape)
+    f, shape, axis = _channels_last(f, shape)
+    _check_images(param, shape)
     _validate(f, objective, shape)
     optimizer = _adam(float(learning_rate)) if optimizer is None else optimizer
-    return _render(objective, param, regularizers, key, f=f, shape=shape, steps=steps,
-                   transforms=transforms, optimizer=optimizer, batched=batched)
+    out = _render(objective, param, regularizers, key, f=f, shape=shape, steps=steps,
+                  transforms=transforms, optimizer=optimizer, batched=batched)
+    if axis is None:
+        return out
+    return dataclasses.replace(out, images=jnp.moveaxis(out.images, -1, axis - 4))

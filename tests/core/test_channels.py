@@ -220,16 +220,6 @@ def test_channel_visualizations_of_the_wrapped_nchw_twin_match():
     np.testing.assert_allclose(got.images, want.images, rtol=1e-3, atol=1e-4)
 
 
-def test_rendering_for_a_channels_first_model_asks_for_the_wrapper():
-    from jaxplain import visualize as vis
-    options = dict(key=jax.random.key(2), steps=2)
-    for f in (nchw, jp.as_function(EqxNet())):
-        for shape in ((1, 2, 8, 8), (1, 8, 8, 2)):  # given NCHW, or NHWC as for other models
-            with pytest.raises(ValueError, match="channels first"):
-                vis.render(f, vis.channel("relu_1", 0), shape=shape, **options)
-    vis.render(nhwc, vis.channel("relu_1", 0), shape=(1, 8, 8, 2), **options)  # NHWC: renders
-
-
 def test_deletion_curves_treat_nchw_pixels_as_pixels():
     from jaxplain import metrics
     from jaxplain.attribution import gradient_x_input
