@@ -107,6 +107,23 @@ def check_baseline(baseline: Any, x: jax.Array, name: str = "baseline") -> jax.A
     return jnp.broadcast_to(jnp.asarray(b, x.dtype), x.shape)
 
 
+def check_baselines(baselines: Any, x: jax.Array, name: str = "baselines") -> jax.Array:
+    """A distribution of reference inputs, shape ``(m, *x.shape[1:])``, in `x`'s dtype."""
+    if baselines is None:
+        raise ValueError(f"{name} is required: an array of reference inputs of shape (m, "
+                         f"{', '.join(map(str, x.shape[1:]))}), m >= 1")
+    b = baselines if hasattr(baselines, "shape") else np.asarray(baselines)
+    if not (jnp.issubdtype(b.dtype, jnp.floating) or jnp.issubdtype(b.dtype, jnp.integer)):
+        raise TypeError(f"{name} must be numeric; got dtype {b.dtype}")
+    if np.ndim(b) != x.ndim or tuple(np.shape(b)[1:]) != tuple(x.shape[1:]) or not np.shape(b)[0]:
+        hint = (" (one baseline b of one example's shape: pass b[None])"
+                if tuple(np.shape(b)) == tuple(x.shape[1:]) else "")
+        raise ValueError(f"{name} must have shape (m, {', '.join(map(str, x.shape[1:]))}), m >= 1: "
+                         f"reference inputs with one example's shape; got shape {np.shape(b)}"
+                         f"{hint}")
+    return jnp.asarray(b, x.dtype)
+
+
 def check_key(key: Any, name: str = "key") -> jax.Array:
     if key is None:
         raise ValueError(f"{name} is required for this randomized method: pass jax.random.key(0) "
@@ -175,12 +192,15 @@ def chunked_sum(fn: Callable, xs: Any, batch_size: int | None) -> Any:
 
 
 def folded_gradient_sum(f: Callable, points: Callable, target: jax.Array, xs: Any, weights,
-                        batch_size: int | None, shape: tuple) -> jax.Array:
-    """``sum_k weights[k] * grad f_t(points(xs[k]))``, folding the items into the batch axis.
+                        batch_size: int | None, shape: tuple, *,
+                        scale: Callable | None = None) -> jax.Array:
+    """``sum_k weights[k] * scale(xs[k]) * grad f_t(points(xs[k]))``, folding the items into
+    the batch axis.
 
     Instead of vmapping `f` over the items, each chunk of ``c`` items becomes one batch of
-    ``c * n`` inputs (as Captum does), which keeps `f` a plain batched call. CPU rewrites as in
-    :func:`target_gradient`.
+    ``c * n`` inputs (as Captum does), which keeps `f` a plain batched call. `scale` (None: 1)
+    maps an item to an array broadcastable to `shape` that multiplies its gradient (GradientSHAP's
+    ``x - b`` differs per item). CPU rewrites as in :func:`target_gradient`.
     """
     f = cpu_friendly(f)
 
@@ -190,8 +210,10 @@ def folded_gradient_sum(f: Callable, points: Callable, target: jax.Array, xs: An
         z = jax.vmap(points)(item).reshape((-1,) + shape[1:])
         per_row = jnp.repeat(w, shape[0])
         targets = jnp.tile(target, c)
-        g = jax.grad(lambda v: (selected(f, v, targets) * per_row).sum())(z)
-        return sum_leading(g.reshape((c,) + shape))
+        g = jax.grad(lambda v: (selected(f, v, targets) * per_row).sum())(z).reshape((c,) + shape)
+        if scale is not None:
+            g = g * jax.vmap(scale)(item)
+        return sum_leading(g)
 
     return chunked_reduce(chunk, (xs, weights), batch_size)
 

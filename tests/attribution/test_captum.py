@@ -195,3 +195,91 @@ def test_deeplift_max_pool_rule_is_captums(seed, baseline):
     np.testing.assert_allclose(head(relu2(x)), f(x), rtol=1e-5, atol=1e-5)
     ours = A.deeplift(head, relu2(x), t, baseline=relu2(b))
     assert twins.relative_error(ours, ref) <= TOL
+
+
+def _distribution(seed, shape, m=3):
+    return (0.5 * np.random.default_rng(seed + 3).normal(size=(m,) + shape[1:])).astype(np.float32)
+
+
+@pytest.mark.parametrize("net", ["mlp", "cnn"])
+def test_deeplift_shap(net):
+    """Captum's DeepLiftShap (DeepLift on every baseline, averaged); average pools as for
+    DeepLift (at max pools Captum's rule breaks the summation, see the max-pool test)."""
+    for seed, kind in ((0, "signed"), (1, "nonneg")):
+        f, model, x, t = _case(seed, net, kind, pool="avg")
+        b = _distribution(seed, x.shape)
+        ref = _captum(captum_attr.DeepLiftShap, model, x, t, baselines=twins.to_torch(b))
+        ours = A.deeplift_shap(f, x, t, baselines=b)
+        assert twins.relative_error(ours, ref) <= TOL, (seed, kind)
+        # the baselines are each used, not their mean
+        mean = A.deeplift(f, x, t, baseline=b.mean(axis=0, keepdims=True))
+        assert twins.relative_error(mean, ref) > 1e-2
+
+
+@pytest.mark.parametrize("net", ["mlp", "cnn"])
+@pytest.mark.parametrize("stdev", [0.0, 0.3])
+def test_gradient_shap_on_the_same_draws(net, stdev, monkeypatch):
+    """Captum's GradientShap is NoiseTunnel's mean of InputBaselineXGradient over noisy copies
+    and drawn baselines; InputBaselineXGradient draws its alphas with ``np.random.uniform``.
+    Fed our draws (noisy inputs, baselines, and, through that call, our alphas), Captum's
+    arithmetic must give our attributions."""
+    import jax
+    import jax.numpy as jnp
+    from captum.attr._core import gradient_shap as captum_gradient_shap
+    from types import SimpleNamespace
+
+    from jaxplain.attribution import _expected
+
+    for seed, kind in ((0, "signed"), (1, "nonneg")):
+        f, model, x, t = _case(seed, net, kind)
+        b, samples, key = _distribution(seed, x.shape, m=4), 6, jax.random.key(seed)
+        ours = A.gradient_shap(f, x, t, key=key, baselines=b, samples=samples, stdev=stdev)
+        items = _expected.draws(key, samples, x.shape[0], b.shape[0], jnp.float32)
+        noisy, base, _ = jax.vmap(lambda item: _expected.sample(
+            jnp.asarray(x), jnp.asarray(b), jnp.float32(stdev), item))(items)
+        flat = (-1,) + x.shape[1:]
+        alphas = np.asarray(items[1], np.float64).reshape(-1)
+        fake = SimpleNamespace(random=SimpleNamespace(uniform=lambda lo, hi, size: alphas[:size]))
+        monkeypatch.setattr(captum_gradient_shap, "np", fake)
+        per_draw = captum_gradient_shap.InputBaselineXGradient(model).attribute(
+            twins.to_torch(np.asarray(noisy).reshape(flat)),
+            baselines=twins.to_torch(np.asarray(base).reshape(flat)),
+            target=torch.tensor(np.tile(t, samples)))
+        monkeypatch.undo()
+        ref = twins.from_torch(per_draw).reshape((samples,) + x.shape).mean(axis=0)
+        assert twins.relative_error(ours, ref) <= TOL, (seed, kind)
+        if stdev:  # Captum multiplies by noisy x - b, not x - b
+            clean = A.gradient_shap(f, x, t, key=key, baselines=b, samples=samples)
+            assert twins.relative_error(clean, ref) > 1e-2
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("interpolation", ["nearest", "bilinear"])
+def test_guided_grad_cam(seed, interpolation):
+    """Captum's GuidedGradCam at the second ReLU (4x4 maps, upsampled to 8x8) and at the
+    first (8x8, no upsampling)."""
+    f, model, x, t = _case(seed, "cnn", "nonneg")
+    for layer, site in ((model.relu2, "relu_1"), (model.relu1, "relu")):
+        ref = twins.from_torch(captum_attr.GuidedGradCam(model, layer).attribute(
+            twins.to_torch(x), target=torch.tensor(t), interpolate_mode=interpolation))
+        ours = A.guided_grad_cam(f, x, t, site=site, interpolation=interpolation)
+        assert twins.relative_error(ours, ref) <= TOL, site
+    other = {"nearest": "bilinear", "bilinear": "nearest"}[interpolation]
+    ours = A.guided_grad_cam(f, x, t, site="relu_1", interpolation=other)
+    ref = twins.from_torch(captum_attr.GuidedGradCam(model, model.relu2).attribute(
+        twins.to_torch(x), target=torch.tensor(t), interpolate_mode=interpolation))
+    assert twins.relative_error(ours, ref) > 1e-2  # the two upsamplings differ
+
+
+@pytest.mark.parametrize("small,large", [((4, 4), (8, 8)), ((3, 5), (8, 7)), ((5, 3), (7, 11)),
+                                         ((2, 6), (2, 6))])
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+def test_upsampling_is_torch_interpolate(small, large, mode):
+    """Guided Grad-CAM's upsampling equals ``torch.nn.functional.interpolate`` (Captum's
+    ``LayerAttribution.interpolate``) at integer and fractional scales."""
+    from jaxplain.attribution._site import upsample
+
+    cam = np.random.default_rng(0).normal(size=(2,) + small).astype(np.float32)
+    ref = torch.nn.functional.interpolate(torch.tensor(cam)[:, None], size=large, mode=mode)
+    np.testing.assert_allclose(upsample(cam, large, mode), ref.numpy()[:, 0], rtol=1e-5,
+                               atol=1e-6)

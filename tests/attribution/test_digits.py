@@ -18,6 +18,12 @@ def test_docs_example_runs(digits_model, jaxplain_home, monkeypatch):
     scope = {}
     exec(compile(block, str(DOC), "exec"), scope)  # noqa: S102 - our own documentation
     assert scope["cam"].shape == (8, 8, 8, 1) and scope["rel"].shape == (8, 8, 8, 1)
+    assert scope["ggc"].shape == scope["gs"].shape == scope["dls"].shape == (8, 8, 8, 1)
+    f, x, t, refs = scope["f"], scope["x"], scope["t"], scope["refs"]
+    t = np.asarray(t)
+    gap = np.asarray(f(x))[np.arange(8), t] - np.asarray(f(refs))[:, t].mean(axis=0)
+    np.testing.assert_allclose(np.asarray(scope["dls"]).reshape(8, -1).sum(1), gap, rtol=0,
+                               atol=1e-4 * np.abs(gap).max())
 
 
 def test_deeplift_and_ig_complete_on_the_residual_cnn(digits_model):

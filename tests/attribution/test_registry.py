@@ -17,6 +17,7 @@ from tests.attribution import twins
 
 KEY = jax.random.key(0)
 SUPERPIXELS = (np.arange(8)[:, None] // 4 * 2 + np.arange(8)[None, :] // 4)[:, :, None]
+BASELINES = 0.5 * twins.inputs(5, (3, 8, 8, 2), "nonneg")  # a distribution of 3 references
 
 # name -> (method, options, chunked option or None)
 REGISTRY = {
@@ -28,6 +29,9 @@ REGISTRY = {
                              {"batch_size": 2}),
     "smoothgrad": (A.smoothgrad, {"key": KEY, "samples": 5}, {"batch_size": 2}),
     "deeplift": (A.deeplift, {"baseline": 0.2}, None),
+    "deeplift_shap": (A.deeplift_shap, {"baselines": BASELINES}, {"batch_size": 2}),
+    "gradient_shap": (A.gradient_shap, {"key": KEY, "baselines": BASELINES, "samples": 5,
+                                        "stdev": 0.1}, {"batch_size": 2}),
     "guided_backprop": (A.guided_backprop, {}, None),
     "deconvnet": (A.deconvnet, {}, None),
     "lrp": (A.lrp, {"rules": EpsilonPlusFlat()}, None),
@@ -40,6 +44,7 @@ REGISTRY = {
     "kernel_shap": (A.kernel_shap, {"feature_mask": SUPERPIXELS}, {"batch_size": 5}),
     "lime": (A.lime, {"key": KEY, "samples": 20, "feature_mask": SUPERPIXELS}, {"batch_size": 6}),
     "grad_cam": (A.grad_cam, {"site": "relu_1"}, None),
+    "guided_grad_cam": (A.guided_grad_cam, {"site": "relu_1"}, None),
     "activation_x_gradient": (A.activation_x_gradient, {"site": "relu_1"}, None),
     "layer_conductance": (A.layer_conductance, {"site": "relu_1", "steps": 5}, {"batch_size": 2}),
 }
@@ -131,15 +136,32 @@ def test_wrong_baseline_shape(method):
         method(F, X, T, baseline=np.zeros((3, 8, 8, 2), np.float32), **opts)
 
 
-@pytest.mark.parametrize("method", [A.smoothgrad, A.shapley_sampling, A.lime])
+@pytest.mark.parametrize("method", [A.gradient_shap, A.deeplift_shap])
+def test_wrong_baselines(method):
+    opts = {"key": KEY} if method is A.gradient_shap else {}
+    for bad in (np.zeros((3, 8, 8, 1), np.float32), np.zeros((0, 8, 8, 2), np.float32),
+                np.zeros((8, 8, 2), np.float32), 0.0):
+        with pytest.raises(ValueError, match=r"baselines must have shape \(m, 8, 8, 2\)"):
+            method(F, X, T, baselines=bad, **opts)
+    with pytest.raises(ValueError, match=r"pass b\[None\]"):  # one baseline, no leading axis
+        method(F, X, T, baselines=np.zeros((8, 8, 2), np.float32), **opts)
+    with pytest.raises(ValueError, match="baselines is required"):
+        method(F, X, T, baselines=None, **opts)
+    with pytest.raises(TypeError, match="baselines must be numeric"):
+        method(F, X, T, baselines=np.zeros((3, 8, 8, 2), bool), **opts)
+
+
+@pytest.mark.parametrize("method", [A.smoothgrad, A.shapley_sampling, A.lime, A.gradient_shap])
 def test_missing_key(method):
+    opts = {"baselines": BASELINES} if method is A.gradient_shap else {}
     with pytest.raises(ValueError, match="key"):
-        method(F, X, T, key=None)
+        method(F, X, T, key=None, **opts)
     with pytest.raises(ValueError, match="key"):
         A.kernel_shap(F, X, T, samples=10, feature_mask=SUPERPIXELS)
 
 
-@pytest.mark.parametrize("method", [A.grad_cam, A.activation_x_gradient, A.layer_conductance])
+@pytest.mark.parametrize("method", [A.grad_cam, A.activation_x_gradient, A.layer_conductance,
+                                    A.guided_grad_cam])
 def test_unknown_site(method):
     with pytest.raises(ValueError, match="relu_1"):
         method(F, X, T, site="relu_2")
@@ -164,6 +186,14 @@ def test_other_bad_options():
         A.gradient(F, X, None)
     with pytest.raises(ValueError, match="spatial"):
         A.grad_cam(F, X, T, site="linear")
+    with pytest.raises(ValueError, match="spatial"):
+        A.guided_grad_cam(F, X, T, site="linear")
+    with pytest.raises(ValueError, match="interpolation"):
+        A.guided_grad_cam(F, X, T, site="relu_1", interpolation="bicubic")
+    with pytest.raises(ValueError, match="stdev"):
+        A.gradient_shap(F, X, T, key=KEY, baselines=BASELINES, stdev=-0.1)
+    with pytest.raises(ValueError, match="samples"):
+        A.gradient_shap(F, X, T, key=KEY, baselines=BASELINES, samples=0)
     with pytest.raises(ValueError, match="14"):
         A.kernel_shap(F, X, T)
     with pytest.raises(TypeError, match="hashable"):
@@ -180,3 +210,15 @@ class _Unhashable:
 def test_traced_target_inside_user_jit():
     out = jax.jit(lambda t: A.integrated_gradients(F, X, t, steps=4))(jnp.asarray(T))
     assert_close(out, A.integrated_gradients(F, X, T, steps=4))
+
+
+def _rows(x):
+    with jax.named_scope("rows"):  # a (n, 8, 16) site of (n, 8, 8, 2) images
+        r = jax.nn.relu(x.reshape(x.shape[0], 8, 16))
+    return r.mean(axis=1) @ jnp.ones((16, 5))
+
+
+def test_guided_grad_cam_needs_a_map_with_the_inputs_axes():
+    with pytest.raises(ValueError, match="guided_grad_cam needs the site 'rows'.*as many axes"):
+        A.guided_grad_cam(_rows, X, T, site="rows")
+    assert A.grad_cam(_rows, X, T, site="rows", resize=False).shape == (4, 8)
