@@ -9,17 +9,27 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def _methods(key, quick: bool, x, grad_cam_site) -> dict:
+DEEPLIFT_SHAP_BASELINES = 8
+
+
+def _methods(key, quick: bool, x, grad_cam_site, references) -> dict:
+    """``{column name: method(f, x, t)}``; `references` ``(m, ...)`` training examples are the
+    baseline distribution of the SHAP methods."""
     from jaxplain import attribution as A
     from jaxplain.lrp import EpsilonPlusFlat
 
     steps, samples = (16, 8) if quick else (50, 32)
+    few = references[:DEEPLIFT_SHAP_BASELINES]
     methods = {
         "gradient": lambda f, x, t: A.gradient(f, x, t),
         "gradient x input": lambda f, x, t: A.gradient_x_input(f, x, t),
         f"integrated gradients ({steps})": lambda f, x, t: A.integrated_gradients(f, x, t, steps=steps),
         f"smoothgrad ({samples})": lambda f, x, t: A.smoothgrad(f, x, t, key=key, samples=samples),
+        f"gradient shap ({samples}, {len(references)} train)": lambda f, x, t: A.gradient_shap(
+            f, x, t, key=key, baselines=references, samples=samples),
         "deeplift": lambda f, x, t: A.deeplift(f, x, t),
+        f"deeplift shap ({len(few)} train)": lambda f, x, t: A.deeplift_shap(
+            f, x, t, baselines=few),
         "guided backprop": lambda f, x, t: A.guided_backprop(f, x, t),
         "lrp eps-plus-flat": lambda f, x, t: A.lrp(f, x, t, rules=EpsilonPlusFlat()),
     }
@@ -30,6 +40,8 @@ def _methods(key, quick: bool, x, grad_cam_site) -> dict:
         f, x, t, feature_mask=mask, key=key, samples=4 * samples)
     if grad_cam_site is not None:
         methods[f"grad-cam {grad_cam_site}"] = lambda f, x, t: A.grad_cam(
+            f, x, t, site=grad_cam_site)
+        methods["guided grad-cam"] = lambda f, x, t: A.guided_grad_cam(
             f, x, t, site=grad_cam_site)
     return methods
 
@@ -68,7 +80,10 @@ def demo_section(ctx):
     x = jnp.asarray(ctx.data.x_test[:n])
     target = jnp.argmax(ctx.f(x), axis=-1)
     maps, rows = {}, []
-    methods = _methods(ctx.key, ctx.quick, x, grad_cam_site(ctx.f, x))
+    pick = jax.random.choice(jax.random.fold_in(ctx.key, 2), len(ctx.data.x_train),
+                             (min(32, len(ctx.data.x_train)),), replace=False)
+    references = jnp.asarray(np.asarray(ctx.data.x_train)[np.asarray(pick)])
+    methods = _methods(ctx.key, ctx.quick, x, grad_cam_site(ctx.f, x), references)
     for name, method in ctx.progress(list(methods.items()), desc="attribution: methods"):
         a = jax.block_until_ready(method(ctx.f, x, target))  # compiles
         start = time.perf_counter()
@@ -82,10 +97,15 @@ def demo_section(ctx):
     ig_name = next(k for k in maps if k.startswith("integrated"))
     ig_delta = np.abs(np.asarray(A.completeness_delta(ctx.f, x, target, maps[ig_name]))).max()
     dl_delta = np.abs(np.asarray(A.completeness_delta(ctx.f, x, target, maps["deeplift"]))).max()
+    shap_name = next(k for k in maps if k.startswith("deeplift shap"))
+    mean_ref = np.asarray(ctx.f(references[:DEEPLIFT_SHAP_BASELINES]))[:, np.asarray(target)].mean(0)
+    shap_delta = np.abs(np.asarray(maps[shap_name]).reshape(n, -1).sum(1) - (logits - mean_ref)).max()
     text = "\n".join([
         f"Attributions of the predicted class for {n} test {ctx.noun} with {len(maps)} methods.",
         f"Completeness (sum of attributions vs f(x) - f(0), mean {np.mean(logits - base):.3f}): "
-        f"integrated gradients max |delta| {ig_delta:.2e}, DeepLIFT {dl_delta:.2e}.",
+        f"integrated gradients max |delta| {ig_delta:.2e}, DeepLIFT {dl_delta:.2e}; "
+        f"DeepLIFT-SHAP against f(x) - mean f(b) over its {DEEPLIFT_SHAP_BASELINES} training "
+        f"baselines {shap_delta:.2e}.",
         "LRP (one-hot output relevance) sums to about 1 per image when relevance is conserved: "
         f"mean {float(np.asarray(maps['lrp eps-plus-flat']).reshape(n, -1).sum(1).mean()):.3f}.",
     ])

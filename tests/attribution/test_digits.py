@@ -45,3 +45,8 @@ def test_demo_section(demo_context):
     section = demo_section(demo_context)
     assert "Completeness" in section.text
     assert len(section.items) == 2
+    names = [row[0] for row in section.items[0].rows]
+    assert any(n.startswith("gradient shap") for n in names) and "guided grad-cam" in names
+    # DeepLIFT-SHAP sums to f(x) - mean f(b) over its training baselines (float32 ReLU net).
+    delta = float(re.search(r"DeepLIFT-SHAP .* baselines ([0-9.e+-]+)\.", section.text)[1])
+    assert delta < 1e-3
