@@ -210,16 +210,6 @@ def test_input_channel_axis_of_a_one_channel_equinox_image():
     assert input_channel_axis(program_of(f, XF[:, :1])[0]) == 1
 
 
-def test_channel_visualizations_of_the_wrapped_nchw_twin_match():
-    from jaxplain import visualize as vis
-    objectives = [vis.channel("relu_1", i) for i in range(4)]
-    options = dict(key=jax.random.key(2), shape=(1, 8, 8, 2), steps=16)
-    want = vis.render(nhwc, objectives, **options)
-    got = vis.render(lambda z: nchw(jnp.moveaxis(z, -1, 1)), objectives, **options)
-    np.testing.assert_allclose(got.value, want.value, rtol=1e-3, atol=1e-4)
-    np.testing.assert_allclose(got.images, want.images, rtol=1e-3, atol=1e-4)
-
-
 def test_deletion_curves_treat_nchw_pixels_as_pixels():
     from jaxplain import metrics
     from jaxplain.attribution import gradient_x_input
