@@ -4,6 +4,10 @@ from jaxplain.attribution._attention import attention_rollout as attention_rollo
 from jaxplain.attribution._attention import attention_sites as attention_sites
 from jaxplain.attribution._attention import gradient_weighted_rollout as gradient_weighted_rollout
 from jaxplain.attribution._attnlrp import attn_lrp as attn_lrp
+from jaxplain.attribution._cam import grad_cam as grad_cam
+from jaxplain.attribution._cam import grad_cam_plus_plus as grad_cam_plus_plus
+from jaxplain.attribution._cam import guided_grad_cam as guided_grad_cam
+from jaxplain.attribution._cam import score_cam as score_cam
 from jaxplain.attribution._expected import deeplift_shap as deeplift_shap
 from jaxplain.attribution._expected import gradient_shap as gradient_shap
 from jaxplain.attribution._gradient import gradient as gradient
@@ -20,8 +24,6 @@ from jaxplain.attribution._perturbation import occlusion as occlusion
 from jaxplain.attribution._shapley import shapley_sampling as shapley_sampling
 from jaxplain.attribution._site import SiteOutput as SiteOutput
 from jaxplain.attribution._site import activation_x_gradient as activation_x_gradient
-from jaxplain.attribution._site import grad_cam as grad_cam
-from jaxplain.attribution._site import guided_grad_cam as guided_grad_cam
 from jaxplain.attribution._site import layer_conductance as layer_conductance
 from jaxplain.attribution._site import site_output as site_output
 from jaxplain.attribution._smoothgrad import smoothgrad as smoothgrad

@@ -41,6 +41,8 @@ def _methods(key, quick: bool, x, grad_cam_site, references) -> dict:
     if grad_cam_site is not None:
         methods[f"grad-cam {grad_cam_site}"] = lambda f, x, t: A.grad_cam(
             f, x, t, site=grad_cam_site)
+        methods["grad-cam++"] = lambda f, x, t: A.grad_cam_plus_plus(f, x, t, site=grad_cam_site)
+        methods["score-cam"] = lambda f, x, t: A.score_cam(f, x, t, site=grad_cam_site)
         methods["guided grad-cam"] = lambda f, x, t: A.guided_grad_cam(
             f, x, t, site=grad_cam_site)
     return methods

@@ -1,7 +1,8 @@
 """Attributions at a site, by composing ``capture``/``intervene`` with gradients.
 
-* :func:`grad_cam`: Grad-CAM maps at a convolutional site, and :func:`guided_grad_cam`, guided
-  backpropagation times that map;
+* the helpers of every site method: a site's value, the target's gradient there, and
+  :func:`upsample`, which resizes maps (the CAM family, in :mod:`jaxplain.attribution._cam`,
+  is built on them);
 * :func:`activation_x_gradient`: unit (neuron/channel) attribution of a site to the output;
 * :func:`layer_conductance`: conductance of a site's units along the IG path;
 * :func:`site_output`: a site's units as a model's outputs, so that any input attribution
@@ -21,10 +22,7 @@ from jaxtyping import Array, Float, Int
 
 from jaxplain.attribution import _common
 from jaxplain.attribution._integrated import quadrature
-from jaxplain.attribution._modified import Guided, rule_gradient
 from jaxplain.core import capture, intervene
-from jaxplain.core._capture import program_of
-from jaxplain.core._channels import input_channel_axis
 from jaxplain.core._cpu import cpu_friendly
 
 
@@ -71,133 +69,6 @@ def upsample(cam: jax.Array, size: tuple, mode: str) -> jax.Array:
     for axis, (small, large) in enumerate(zip(cam.shape[1:], size), start=1):
         cam = jnp.take(cam, np.arange(large) * small // large, axis=axis)
     return cam
-
-
-@functools.partial(jax.jit, static_argnames=("f", "site", "relu", "resize", "channels"))
-def _grad_cam(f, x, target, *, site, relu, resize, channels):
-    a = _activation(f, site, x)
-    g = _site_gradient(f, site, x, target, a)
-    spatial = tuple(range(1, a.ndim - 1))
-    cam = (g.mean(axis=spatial, keepdims=True) * a).sum(axis=-1)
-    if relu:
-        cam = jnp.maximum(cam, 0)
-    if resize is not None:
-        size = x.shape[1:channels] + x.shape[channels:][1:]
-        cam = jnp.expand_dims(upsample(cam, size, resize), channels)
-    return cam
-
-
-def _cam_arguments(f, x, target, site, resize: bool, method: str = "grad_cam") -> tuple:
-    """Grad-CAM's checks: ``(x, target, channel axis of x)``."""
-    _common.check_function(f)
-    x = _common.check_x(x)
-    t = _common.check_target(f, x, target)
-    shape = _check_site(f, x, site)
-    if len(shape) < 3:
-        raise ValueError(f"{method} needs a site with spatial axes (n, h, w, c); site {site!r} has "
-                         f"shape {shape}")
-    if resize and len(shape) != x.ndim:
-        fix = "; pass resize=False" if method == "grad_cam" else ""
-        raise ValueError(f"{method} needs the site {site!r} (shape {shape}) to have as many "
-                         f"axes as x {tuple(x.shape)} to resize its map{fix}")
-    channels = input_channel_axis(program_of(f, x)[0])
-    return x, t, x.ndim - 1 if channels is None else channels
-
-
-def grad_cam(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, "batch"] | int,
-             *, site: str, relu: bool = True, resize: bool = True) -> Float[Array, "batch ..."]:
-    """Grad-CAM: a site's channels weighted by their spatially averaged gradient.
-
-    ``cam = relu(sum_c mean_{hw}(d f_t / d A_c) * A_c)`` at a site ``A`` of shape
-    ``(n, h, w, c)`` (NHWC; any number of spatial axes; an NCHW site, as in an Equinox model,
-    is presented channels-last by the kernel, see :class:`jaxplain.Site`).
-
-    Args:
-      f: the model, mapping a batch to logits ``(n, classes)``.
-      x: the inputs, batch first (images NHWC, or NCHW for a model whose first convolution
-        reads its channels on axis 1).
-      target: the class to explain per example, shape ``(n,)``, or one int.
-      site: the name of a convolutional site (see :func:`jaxplain.sites`), e.g. ``"block1"``.
-      relu: keep only the positive part, as in the paper (Captum's default is False).
-      resize: bilinearly resize the map to the input's spatial shape and return
-        ``(n, H, W, 1)`` (``(n, 1, H, W)`` for NCHW inputs; broadcastable to `x`); False
-        returns the site's ``(n, h, w)``.
-
-    Returns:
-      The class activation map.
-
-    Example:
-      >>> import jax, jax.numpy as jnp
-      >>> from jaxplain.attribution import grad_cam
-      >>> def f(x):
-      ...     with jax.named_scope("features"):             # a 2-channel site
-      ...         feats = jnp.concatenate([x, -x], axis=-1)
-      ...     return feats.mean(axis=(1, 2)) @ jnp.array([[1.0], [0.5]])
-      >>> grad_cam(f, jnp.ones((1, 2, 2, 1)), 0, site="features", resize=False)
-      Array([[[0.125, 0.125],
-              [0.125, 0.125]]], dtype=float32)
-
-    References:
-      Selvaraju et al. Grad-CAM: Visual Explanations from Deep Networks via Gradient-based
-      Localization. ICCV 2017.
-    """
-    x, t, channels = _cam_arguments(f, x, target, site, resize)
-    return _grad_cam(f, x, t, site=site, relu=bool(relu), resize="bilinear" if resize else None,
-                     channels=channels)
-
-
-@functools.partial(jax.jit, static_argnames=("f", "site", "interpolation", "channels"))
-def _guided_grad_cam(f, x, target, *, site, interpolation, channels):
-    cam = _grad_cam(f, x, target, site=site, relu=True, resize=interpolation, channels=channels)
-    return rule_gradient(f, x, target, rule=Guided()) * cam
-
-
-def guided_grad_cam(f: Callable, x: Float[Array, "batch *feature"],
-                    target: Int[Array, "batch"] | int, *, site: str,
-                    interpolation: str = "nearest") -> Float[Array, "batch *feature"]:
-    """Guided Grad-CAM: guided backpropagation times the Grad-CAM map upsampled to the input.
-
-    ``attr = guided_backprop(f, x, t) * up(relu(grad_cam at site))``, the map broadcast over the
-    input's channels (as Captum's ``GuidedGradCam``: the ReLU is always applied, and the map is
-    upsampled with PyTorch's ``"nearest"`` rule by default).
-
-    Args:
-      f: the model, mapping a batch to logits ``(n, classes)``.
-      x: the inputs, batch first (images NHWC, or NCHW for a model whose first convolution
-        reads its channels on axis 1).
-      target: the class to explain per example, shape ``(n,)``, or one int.
-      site: the name of a convolutional site with as many spatial axes as `x` (see
-        :func:`jaxplain.sites`), e.g. ``"block2"``.
-      interpolation: ``"nearest"`` (Captum's default ``interpolate_mode``: output pixel ``i``
-        reads map pixel ``floor(i * h / H)``) or ``"bilinear"`` (half-pixel centres, as
-        PyTorch's ``align_corners=False`` and :func:`grad_cam`'s resize).
-
-    Returns:
-      An array shaped like `x`.
-
-    Example:
-      >>> import jax, jax.numpy as jnp
-      >>> from jaxplain.attribution import guided_grad_cam
-      >>> def f(x):                                         # (n, 4, 4, 1) images
-      ...     with jax.named_scope("features"):             # a 2x2 site, 1 channel
-      ...         feats = jax.nn.relu(x.reshape(-1, 2, 2, 2, 2, 1).sum(axis=(2, 4)))
-      ...     return feats.sum(axis=(1, 2)) @ jnp.array([[1.0]])
-      >>> x = jnp.arange(16.0).reshape(1, 4, 4, 1) - 4.0   # block sums -6, 2, 26, 34
-      >>> guided_grad_cam(f, x, 0, site="features")[0, ..., 0]  # guided backprop: 0 or 1
-      Array([[ 0.,  0.,  2.,  2.],
-             [ 0.,  0.,  2.,  2.],
-             [26., 26., 34., 34.],
-             [26., 26., 34., 34.]], dtype=float32)
-
-    References:
-      Selvaraju et al. Grad-CAM: Visual Explanations from Deep Networks via Gradient-based
-      Localization. ICCV 2017; Springenberg et al. Striving for Simplicity: The All
-      Convolutional Net. ICLR workshop 2015.
-    """
-    if interpolation not in INTERPOLATIONS:
-        raise ValueError(f"interpolation must be one of {INTERPOLATIONS}; got {interpolation!r}")
-    x, t, channels = _cam_arguments(f, x, target, site, True, "guided_grad_cam")
-    return _guided_grad_cam(f, x, t, site=site, interpolation=interpolation, channels=channels)
 
 
 @functools.partial(jax.jit, static_argnames=("f", "site"))

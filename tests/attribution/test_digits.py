@@ -19,6 +19,8 @@ def test_docs_example_runs(digits_model, jaxplain_home, monkeypatch):
     exec(compile(block, str(DOC), "exec"), scope)  # noqa: S102 - our own documentation
     assert scope["cam"].shape == (8, 8, 8, 1) and scope["rel"].shape == (8, 8, 8, 1)
     assert scope["ggc"].shape == scope["gs"].shape == scope["dls"].shape == (8, 8, 8, 1)
+    assert scope["cpp"].shape == scope["scc"].shape == (8, 8, 8, 1)
+    assert np.isfinite(np.asarray(scope["scc"])).all() and np.asarray(scope["cpp"]).max() > 0
     f, x, t, refs = scope["f"], scope["x"], scope["t"], scope["refs"]
     t = np.asarray(t)
     gap = np.asarray(f(x))[np.arange(8), t] - np.asarray(f(refs))[:, t].mean(axis=0)
@@ -47,6 +49,7 @@ def test_demo_section(demo_context):
     assert len(section.items) == 2
     names = [row[0] for row in section.items[0].rows]
     assert any(n.startswith("gradient shap") for n in names) and "guided grad-cam" in names
+    assert {"grad-cam++", "score-cam"} <= set(names)
     # DeepLIFT-SHAP sums to f(x) - mean f(b) over its training baselines (float32 ReLU net).
     delta = float(re.search(r"DeepLIFT-SHAP .* baselines ([0-9.e+-]+)\.", section.text)[1])
     assert delta < 1e-3

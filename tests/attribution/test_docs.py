@@ -6,7 +6,7 @@ import importlib
 import pytest
 
 MODULES = ["_attention", "_gradient", "_integrated", "_smoothgrad", "_perturbation", "_shapley",
-           "_surrogate", "_modified", "_expected", "_lrp", "_lrp_rules", "_site"]
+           "_surrogate", "_modified", "_expected", "_lrp", "_lrp_rules", "_site", "_cam"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -45,6 +45,11 @@ REGISTRY = {
     "lime": (A.lime, {"key": KEY, "samples": 20, "feature_mask": SUPERPIXELS}, {"batch_size": 6}),
     "grad_cam": (A.grad_cam, {"site": "relu_1"}, None),
     "guided_grad_cam": (A.guided_grad_cam, {"site": "relu_1"}, None),
+    "grad_cam_plus_plus": (A.grad_cam_plus_plus, {"site": "relu_1"}, None),
+    "score_cam": (A.score_cam, {"site": "relu_1"}, {"batch_size": 4}),
+    "score_cam_logit_softmax": (A.score_cam, {"site": "relu_1", "score": "logit",
+                                              "normalize": "softmax", "baseline": 0.1},
+                                {"batch_size": 4}),
     "activation_x_gradient": (A.activation_x_gradient, {"site": "relu_1"}, None),
     "layer_conductance": (A.layer_conductance, {"site": "relu_1", "steps": 5}, {"batch_size": 2}),
 }
@@ -128,10 +133,11 @@ def test_non_float_x(name):
 
 
 @pytest.mark.parametrize("method", [A.integrated_gradients, A.deeplift, A.occlusion,
-                                    A.feature_ablation, A.kernel_shap, A.layer_conductance])
+                                    A.feature_ablation, A.kernel_shap, A.layer_conductance,
+                                    A.score_cam])
 def test_wrong_baseline_shape(method):
     opts = {"window": 2} if method is A.occlusion else {}
-    opts |= {"site": "relu_1"} if method is A.layer_conductance else {}
+    opts |= {"site": "relu_1"} if method in (A.layer_conductance, A.score_cam) else {}
     with pytest.raises(ValueError, match="baseline"):
         method(F, X, T, baseline=np.zeros((3, 8, 8, 2), np.float32), **opts)
 
@@ -161,7 +167,7 @@ def test_missing_key(method):
 
 
 @pytest.mark.parametrize("method", [A.grad_cam, A.activation_x_gradient, A.layer_conductance,
-                                    A.guided_grad_cam])
+                                    A.guided_grad_cam, A.grad_cam_plus_plus, A.score_cam])
 def test_unknown_site(method):
     with pytest.raises(ValueError, match="relu_1"):
         method(F, X, T, site="relu_2")
@@ -190,6 +196,15 @@ def test_other_bad_options():
         A.guided_grad_cam(F, X, T, site="linear")
     with pytest.raises(ValueError, match="interpolation"):
         A.guided_grad_cam(F, X, T, site="relu_1", interpolation="bicubic")
+    for method in (A.grad_cam_plus_plus, A.score_cam):
+        with pytest.raises(ValueError, match="spatial"):
+            method(F, X, T, site="linear")
+    with pytest.raises(ValueError, match="normalize"):
+        A.score_cam(F, X, T, site="relu_1", normalize="l1")
+    with pytest.raises(ValueError, match="score"):
+        A.score_cam(F, X, T, site="relu_1", score="margin")
+    with pytest.raises(ValueError, match="batch_size"):
+        A.score_cam(F, X, T, site="relu_1", batch_size=-1)
     with pytest.raises(ValueError, match="stdev"):
         A.gradient_shap(F, X, T, key=KEY, baselines=BASELINES, stdev=-0.1)
     with pytest.raises(ValueError, match="samples"):
