@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from jaxplain.core import capture, intervene
-from jaxplain.visualize._objectives import Objective
+from jaxplain.visualize._objectives import Class, Objective, check_classes, terms
 
 
 @functools.partial(jax.tree_util.register_dataclass,
@@ -78,6 +78,8 @@ def site_attribution(f: Callable[[Array], Array], x: Float[Array, "b ..."], obje
     """
     if not isinstance(objective, Objective):
         raise TypeError(f"objective must be an Objective, got {type(objective).__name__}")
+    if any(isinstance(t, Class) for t in terms(objective)):
+        check_classes(objective, jax.eval_shape(f, x).shape[-1])
     _, acts = capture(f, site)(x)
     value = acts[site]
     names = list(objective.sites())

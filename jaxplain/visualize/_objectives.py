@@ -18,6 +18,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 Acts = Mapping[str, Array]
@@ -216,6 +217,40 @@ def mean_pairwise_similarity(value: Float[Array, "b *site"]) -> Float[Array, ""]
     unit = gram / (jnp.linalg.norm(gram, axis=1, keepdims=True) + 1e-8)
     sim = unit @ unit.T
     return (jnp.sum(sim) - jnp.trace(sim)) / (b * (b - 1))
+
+
+def terms(obj: Objective):
+    """The leaf terms of an objective (through sums and scalings)."""
+    if isinstance(obj, Sum):
+        for t in obj.terms:
+            yield from terms(t)
+    elif isinstance(obj, Scaled):
+        yield from terms(obj.term)
+    else:
+        yield obj
+
+
+def leaf_values(v) -> list[int] | None:
+    """A leaf's values as a flat list, or None for a tracer (validated by the caller's checks)."""
+    try:
+        return np.asarray(v).reshape(-1).tolist()
+    except Exception:
+        return None
+
+
+def check_classes(objective: Objective, n_classes: int) -> None:
+    """Raise ValueError when a class term names a class the model does not have.
+
+    JAX clamps an out-of-range index, so without this check class 9 of a 4-class model would
+    silently be class 3.
+    """
+    for t in terms(objective):
+        if isinstance(t, Class):
+            vals = leaf_values(t.index)
+            if vals is not None and any(not 0 <= int(i) < n_classes for i in vals):
+                kind = "class_probability" if t.probability else "class_logit"
+                raise ValueError(f"{kind}: class index out of range, got {vals}; the model has "
+                                 f"{n_classes} classes (0 to {n_classes - 1})")
 
 
 def _check_site(site: Any) -> str:

@@ -52,6 +52,10 @@ def _to_range(z: Array, squash: str, value_range: tuple[float, float]) -> Array:
 def _colour(z: Array, colour: Array | None) -> Array:
     if colour is None:
         return z
+    c = z.shape[-1]
+    if jnp.shape(colour) != (c, c):
+        raise ValueError(f"colour must be a (c, c) matrix for images with c = {c} channels "
+                         f"(see colour_decorrelation), got shape {jnp.shape(colour)}")
     return jnp.einsum("...c,dc->...d", z, colour)
 
 

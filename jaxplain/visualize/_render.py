@@ -24,7 +24,7 @@ from jaxplain.core._channels import channels_last_view
 from jaxplain.core._cpu import cpu_friendly
 from jaxplain.core._layout import fast_convolutions
 from jaxplain.visualize._objectives import (Channel, Direction, Diversity, Neuron, Objective,
-                                            Scaled, Sum, stack)
+                                            check_classes, leaf_values, stack, terms)
 from jaxplain.visualize._param import Pixel
 from jaxplain.visualize._transforms import apply_transforms
 
@@ -50,23 +50,18 @@ class Rendering:
     value: Array
 
 
-def _terms(obj: Objective):
-    if isinstance(obj, Sum):
-        for t in obj.terms:
-            yield from _terms(t)
-    elif isinstance(obj, Scaled):
-        yield from _terms(obj.term)
-    else:
-        yield obj
+@functools.lru_cache(maxsize=64)
+def _output_shape(f: Callable, shape: tuple[int, ...]) -> tuple[int, ...]:
+    return jax.eval_shape(f, jax.ShapeDtypeStruct(shape, jnp.float32)).shape
 
 
-def _leaf_values(v) -> list[int] | None:
-    try:
-        import numpy as np
-
-        return np.asarray(v).reshape(-1).tolist()
-    except Exception:  # a tracer: validated by the caller's own checks
-        return None
+def _wrong_shape(err: Exception, shape: tuple[int, ...]) -> ValueError:
+    """The model's own error on a batch of ``shape``, as a ValueError that names ``shape``."""
+    new = ValueError(f"f cannot run on a batch of shape={shape} ({type(err).__name__}: {err}); "
+                     "pass shape= as the batch f takes")
+    new.add_note(f"render runs f on a batch of shape={shape}, given in f's own layout: "
+                 "(k, c, h, w) for a channels-first model, (k, h, w, c) otherwise")
+    return new
 
 
 @functools.lru_cache(maxsize=64)
@@ -79,16 +74,20 @@ def _site_shapes(f: Callable, names: tuple[str, ...], shape: tuple[int, ...]):
 def _channels_last(f: Callable, shape: tuple[int, ...]):
     """``(g, nhwc, axis)``: for a model that reads the batch ``shape`` (4-d, in its own layout)
     with its channels on ``axis`` (1 for NCHW), its hashable NHWC view ``g`` and ``shape`` moved
-    to NHWC; otherwise ``(f, shape, None)``."""
+    to NHWC; otherwise ``(f, shape, None)``. A ``shape`` that ``f`` cannot run on is a
+    ValueError naming it, with the model's own error as its cause."""
     try:
         g, axis = channels_last_view(f, jax.ShapeDtypeStruct(shape, jnp.float32))
+        _output_shape(g, _nhwc(shape, axis))
     except Exception as err:
-        err.add_note(f"render runs f on a batch of shape={shape}, given in f's own layout: "
-                     "(k, c, h, w) for a channels-first model, (k, h, w, c) otherwise")
-        raise
+        raise _wrong_shape(err, shape) from err
     if axis is None:
         return f, shape, None
-    return g, (*shape[:axis], *shape[axis + 1:], shape[axis]), axis
+    return g, _nhwc(shape, axis), axis
+
+
+def _nhwc(shape: tuple[int, ...], axis: int | None) -> tuple[int, ...]:
+    return shape if axis is None else (*shape[:axis], *shape[axis + 1:], shape[axis])
 
 
 def _check_images(param, shape: tuple[int, ...]) -> None:
@@ -102,23 +101,24 @@ def _check_images(param, shape: tuple[int, ...]) -> None:
 
 def _validate(f, objective: Objective, shape: tuple[int, ...]) -> None:
     names = objective.sites()
-    terms = list(_terms(objective))
-    if any(isinstance(t, Diversity) for t in terms) and shape[0] < 2:
+    parts = list(terms(objective))
+    check_classes(objective, _output_shape(f, shape)[-1])
+    if any(isinstance(t, Diversity) for t in parts) and shape[0] < 2:
         raise ValueError(f"a diversity term needs at least 2 images per objective; shape[0] is "
                          f"{shape[0]} (pass shape=(k, h, w, c) with k >= 2)")
     if not names:
         return
     shapes = _site_shapes(f, tuple(names), tuple(shape))
-    for t in terms:
+    for t in parts:
         if isinstance(t, (Channel, Neuron)):
             n = shapes[t.site][-1]
-            vals = _leaf_values(t.index)
+            vals = leaf_values(t.index)
             if vals is not None and any(not 0 <= int(i) < n for i in vals):
                 raise ValueError(f"channel index out of range for site {t.site!r} with {n} "
                                  f"channels: got {vals}")
         if isinstance(t, Neuron):
             spatial = shapes[t.site][1:-1]
-            vals = _leaf_values(t.position)
+            vals = leaf_values(t.position)
             if vals is not None:
                 pos = [vals[i:i + len(spatial)] for i in range(0, len(vals), len(spatial))]
                 if any(not all(0 <= p < s for p, s in zip(q, spatial)) for q in pos):

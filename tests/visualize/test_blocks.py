@@ -82,3 +82,9 @@ def test_attribution_between_two_hidden_sites_matches_a_finite_difference():
     np.testing.assert_allclose(a.sum(axis=(1, 2, 3)), want, rtol=1e-4, atol=1e-5)
     with pytest.raises(TypeError, match="Objective"):
         vis.site_attribution(F, X, "conv2", site="relu")
+
+
+def test_site_attribution_to_a_class_the_model_does_not_have_is_an_error():
+    for obj in (vis.class_logit(10), vis.channel("conv2", 1) - vis.class_probability(11)):
+        with pytest.raises(ValueError, match="model has 10 classes"):
+            vis.site_attribution(F, X[:2], obj, site="relu")

@@ -170,3 +170,30 @@ def test_errors():
         vis.render(F, vis.channel("relu_7", 1), **ok)  # unknown site: the kernel names matches
     with pytest.raises(ValueError, match="direction vector"):
         vis.render(F, vis.direction("relu_1", jnp.ones(5)), **ok)
+
+
+def test_a_class_the_model_does_not_have_is_an_error():
+    # JAX clamps an out-of-range index: class 12 of this 10-class model would render class 9.
+    ok = dict(key=KEY, shape=(1, 8, 8, 1), steps=5)
+    for obj in (vis.class_logit(12), vis.class_probability(10), vis.class_logit(-1),
+                vis.channel("relu_1", 1) + 0.5 * vis.class_logit(10)):
+        with pytest.raises(ValueError, match="model has 10 classes"):
+            vis.render(F, obj, **ok)
+    with pytest.raises(ValueError, match=r"got \[0, 12\]"):
+        vis.render(F, [vis.class_logit(0), vis.class_logit(12)], **ok)
+    assert vis.render(F, vis.class_logit(9), **ok).images.shape == (1, 8, 8, 1)
+
+
+def test_a_shape_the_model_cannot_take_is_named():
+    w = jnp.ones((8 * 8 * 1, 3))
+    flat = lambda x: x.reshape(x.shape[0], -1) @ w  # noqa: E731 -- takes 8x8 images only
+    for obj in (vis.class_logit(1), vis.layer("relu")):
+        with pytest.raises(ValueError, match=r"shape=\(1, 4, 4, 1\)") as info:
+            vis.render(flat, obj, key=KEY, shape=(1, 4, 4, 1), steps=2)
+        assert isinstance(info.value.__cause__, TypeError)  # the model's own error, kept
+
+
+def test_a_colour_matrix_of_the_wrong_size_is_named():
+    for param in (vis.Fourier(colour=jnp.eye(2)), vis.Pixel(colour=jnp.eye(3))):
+        with pytest.raises(ValueError, match=r"colour must be a \(c, c\) matrix .* c = 1"):
+            vis.render(F, vis.class_logit(1), key=KEY, shape=(1, 8, 8, 1), steps=2, param=param)
