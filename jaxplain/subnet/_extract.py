@@ -84,8 +84,10 @@ def extract(f: Callable, x_region: jax.Array, *, sites, key: jax.Array,
     units that only inject constants or feed removed units, and the surviving scores are
     fine-tuned on the fixed sub-network (KL only). By default the result is the sparsest
     candidate whose arg-max labels on the region agree with ``f`` on ``fidelity`` (100%) of
-    the samples; ``sparsity=0.95`` asks for a share of removed units instead and ``l1=1e-3``
-    fixes the L1 weight. See :class:`Options` for every option and its default.
+    the samples; ``sparsity=0.95`` asks for a share of removed units instead (the most faithful
+    candidate at that sparsity is returned whatever its agreement, with a warning when it is
+    below ``fidelity``) and ``l1=1e-3`` fixes the L1 weight. See :class:`Options` for every
+    option and its default.
 
     Args:
       f: The model, batch first, mapping inputs to logits (see :func:`jaxplain.as_function`).
@@ -154,6 +156,12 @@ def extract(f: Callable, x_region: jax.Array, *, sites, key: jax.Array,
         warnings.warn(f"no candidate kept the fidelity target {opts.fidelity}; returning the most "
                       f"faithful one (agreement {float(fields['region_agreement']):.3f}). Try "
                       "smaller l1 values.", stacklevel=2)
+    elif not bool(met):
+        warnings.warn(f"at sparsity={opts.sparsity} the most faithful candidate keeps the "
+                      f"arg-max label of only {100 * float(fields['region_agreement']):.0f}% of "
+                      f"the region (fidelity target {opts.fidelity}); it is returned as asked. "
+                      "Ask for a lower sparsity, or pass fidelity= the agreement you accept.",
+                      stacklevel=2)
     return SubNetwork(**fields, sites=names)
 
 

@@ -55,6 +55,20 @@ def _fidelity(sub, x, labels, class_mask, *, f):
                     acc_full, restricted)
 
 
+def _check_classes(name: str, ids: Array, k: int) -> None:
+    """Class ids must be integers in [0, k): JAX would clamp an index, and a label no output
+    can take makes every accuracy silently 0."""
+    if isinstance(ids, jax.core.Tracer):
+        return
+    ids = np.asarray(ids)
+    if not np.issubdtype(ids.dtype, np.integer):
+        raise TypeError(f"{name} must be integer class ids; got dtype {ids.dtype}")
+    bad = np.unique(ids[(ids < 0) | (ids >= k)])
+    if bad.size:
+        raise ValueError(f"{name} must be classes of the model, 0 to {k - 1} ({k} outputs); got "
+                         f"{bad.tolist()}")
+
+
 def fidelity(f: Callable, subnetwork: SubNetwork, x: Array, labels: Array | None = None,
              *, classes: Sequence[int] | None = None) -> Fidelity:
     """Label agreement and KL of the sub-network against ``f`` on ``x`` (and accuracies).
@@ -66,20 +80,28 @@ def fidelity(f: Callable, subnetwork: SubNetwork, x: Array, labels: Array | None
       labels: Optional ``Int[Array, "n"]`` true labels, for the accuracies.
       classes: Optional class ids the restricted accuracy chooses among (the region's classes).
 
+    Raises:
+      ValueError: if a label or a class id is not a class of ``f`` (``0 .. outputs - 1``).
+
     Returns:
       A :class:`Fidelity`.
     """
+    k = jax.eval_shape(f, x).shape[-1]
     if labels is not None:
         labels = jnp.asarray(labels)
         if labels.shape != (x.shape[0],):
             raise ValueError(f"labels must have shape ({x.shape[0]},) to match x; got "
                              f"{labels.shape}")
+        _check_classes("labels", labels, k)
     class_mask = None
     if classes is not None:
         if labels is None:
             raise ValueError("classes needs labels")
-        k = jax.eval_shape(f, x).shape[-1]
-        class_mask = jnp.zeros(k, bool).at[jnp.asarray(list(classes))].set(True)
+        classes = jnp.asarray(list(classes))
+        if classes.ndim != 1 or classes.size == 0:
+            raise ValueError(f"classes must be a non-empty sequence of class ids; got {classes}")
+        _check_classes("classes", classes, k)
+        class_mask = jnp.zeros(k, bool).at[classes].set(True)
     return _fidelity(subnetwork, x, labels, class_mask, f=f)
 
 
@@ -101,7 +123,12 @@ def evaluate(f: Callable, subnetwork: SubNetwork, x_region: Array,
       A flat ``{metric: float}``: the :func:`sparsity` entries, then ``region_agreement``,
       ``region_kl``, ``region_accuracy`` ... and the same with ``unseen_`` when ``x_unseen`` is
       given (NaN accuracies without labels).
+
+    Raises:
+      ValueError: if a label or a class id is not a class of ``f`` (see :func:`fidelity`).
     """
+    if classes is not None:  # checked also where no labels use it
+        _check_classes("classes", np.asarray(list(classes)), jax.eval_shape(f, x_region).shape[-1])
     out: dict[str, float] = dict(sparsity(subnetwork))
     parts = [("region", x_region, y_region)]
     if x_unseen is not None:

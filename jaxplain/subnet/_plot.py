@@ -87,7 +87,8 @@ def plot_feature_maps(f: Callable, subnetwork: SubNetwork, x, *, max_images: int
     Args:
       f: The full model.
       subnetwork: From :func:`extract`.
-      x: Images (NHWC); the first ``max_images`` are shown.
+      x: Images in ``f``'s own layout, NHWC or, for a model that reads them channels first
+        (as an Equinox CNN does), NCHW; the first ``max_images`` are shown.
       max_images: Rows.
       max_units: Columns.
 
@@ -96,7 +97,10 @@ def plot_feature_maps(f: Callable, subnetwork: SubNetwork, x, *, max_images: int
     """
     import matplotlib.pyplot as plt
 
+    from jaxplain.core._channels import channels_last_view
+
     x = x[:max_images]
+    _, axis = channels_last_view(f, x)  # the input's channel axis, when it is not the last
     spatial = [n for n in subnetwork.sites if n in subnetwork.kept_layers]
     _, values = jp.capture(apply(f, subnetwork), spatial)(x)
     spatial = [n for n in spatial if values[n].ndim == 4]
@@ -111,6 +115,8 @@ def plot_feature_maps(f: Callable, subnetwork: SubNetwork, x, *, max_images: int
                              squeeze=False)
     for r in range(rows):
         image = np.asarray(x[r])
+        if axis is not None:
+            image = np.moveaxis(image, axis - 1, -1)
         axes[r, 0].imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray")
         for j, (n, c) in enumerate(columns, start=1):
             axes[r, j].imshow(np.asarray(values[n][r, ..., c]), cmap="magma")

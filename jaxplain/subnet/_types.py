@@ -40,7 +40,9 @@ class Options:
         fidelity: Target share of region samples whose arg-max label the sub-network keeps.
         sparsity: Target share of units removed, in (0, 1); ``None`` searches for the sparsest
             sub-network that keeps ``fidelity``. With a target, thresholding keeps the
-            ``ceil((1 - sparsity) * total)`` largest multipliers instead of using ``threshold``.
+            ``max(1, floor((1 - sparsity) * total))`` largest multipliers instead of using
+            ``threshold``, and the most faithful candidate is returned even when its region
+            agreement is below ``fidelity`` (with a warning).
         threshold: Score threshold tau_s (a unit with score <= tau_s is removed), or a grid; with
             a grid each L1 weight takes the largest tau_s whose thresholded net keeps
             ``fidelity`` before fine-tuning (the spec's adaptive mode).

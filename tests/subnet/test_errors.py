@@ -1,5 +1,7 @@
 """Bad input gets clear errors, raised before any optimisation."""
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import pytest
@@ -60,3 +62,32 @@ def test_unknown_and_invalid_options():
         _call(optimizer="lbfgs")
     with pytest.raises(ValueError, match="fidelity"):
         _call(fidelity=1.5)
+
+
+def _four_paths():
+    """Two classes, each reached through two hidden units that each see one input feature;
+    four hidden units more are dead ends. One kept unit can keep at most half of the labels of
+    a region with one example per feature."""
+    w1 = jnp.concatenate([jnp.eye(4), jnp.zeros((4, 4))], axis=1)
+    w2 = jnp.zeros((8, 2)).at[jnp.asarray([0, 1, 2, 3]), jnp.asarray([0, 0, 1, 1])].set(1.0)
+
+    def f(x):
+        with jax.named_scope("hidden"):
+            h = x @ w1
+        return jax.nn.relu(h) @ w2
+
+    x = jnp.concatenate([jnp.eye(4), 0.5 * jnp.eye(4)])
+    return f, x
+
+
+def test_a_target_sparsity_below_the_fidelity_target_warns():
+    f, x = _four_paths()
+    kw = dict(sites="hidden", key=jax.random.key(0), l1=(1e-3,), steps=100, finetune_steps=20)
+    with pytest.warns(UserWarning, match=r"sparsity=0.9 .* only 50% of the region"):
+        sub = subnet.extract(f, x, sparsity=0.9, **kw)       # keeps 1 of 8 units
+    assert sum(sub.kept_units.values()) == 1 and float(sub.region_agreement) == 0.5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sub = subnet.extract(f, x, sparsity=0.9, fidelity=0.5, **kw)   # 50% is accepted
+        sub = subnet.extract(f, x, sparsity=0.5, **kw)       # 4 units: every label kept
+    assert float(sub.region_agreement) == 1.0

@@ -75,3 +75,24 @@ def test_bad_labels_are_refused():
         subnet.fidelity(f, sub, x, np.zeros(3, int))
     with pytest.raises(ValueError, match="classes needs labels"):
         subnet.fidelity(f, sub, x, classes=(0, 1))
+
+
+def test_labels_and_classes_the_model_does_not_have_are_refused():
+    # JAX would clamp class 10 to class 9 in the mask, and a label no output can take makes
+    # the accuracies silently 0: both are errors naming the model's classes.
+    f, x, sub = _pruned()
+    k = f(x).shape[-1]
+    labels = np.zeros(x.shape[0], int)
+    with pytest.raises(ValueError, match=rf"classes must be classes of the model, 0 to {k - 1}"):
+        subnet.fidelity(f, sub, x, labels, classes=(0, k))
+    with pytest.raises(ValueError, match=r"got \[-1\]"):
+        subnet.fidelity(f, sub, x, labels, classes=(-1, 0))
+    with pytest.raises(ValueError, match=rf"labels must be classes .* got \[{k}\]"):
+        subnet.fidelity(f, sub, x, np.full(x.shape[0], k))
+    with pytest.raises(TypeError, match="integer"):
+        subnet.fidelity(f, sub, x, labels + 0.5)
+    with pytest.raises(ValueError, match="labels must be classes"):
+        subnet.evaluate(f, sub, x, x, y_region=labels, y_unseen=np.full(x.shape[0], k + 3))
+    with pytest.raises(ValueError, match="classes must be classes"):
+        subnet.evaluate(f, sub, x, classes=(0, k + 1))  # even where no labels use them
+    assert float(subnet.fidelity(f, sub, x, labels, classes=(0, k - 1)).accuracy_full) >= 0

@@ -1,6 +1,7 @@
 """The chain diagram shows the kept units of each layer; the feature maps are the sub-network's
 own values of the kept filters."""
 
+import jax
 import jax.numpy as jnp
 import matplotlib
 import numpy as np
@@ -50,4 +51,27 @@ def test_feature_maps_are_the_subnetworks_values_of_kept_filters():
             shown = axes[r, j].get_images()[0].get_array()
             np.testing.assert_allclose(np.asarray(shown), np.asarray(values[n][r, ..., c]),
                                        rtol=1e-6)
+    matplotlib.pyplot.close(fig)
+
+
+def test_feature_maps_of_a_channels_first_model_draw_its_nchw_images():
+    f = _nets.residual_net(_nets.residual_params())
+    nchw = lambda x: f(jnp.moveaxis(x, 1, -1))  # noqa: E731 -- the same net reading NCHW images
+    x, _ = _nets.region(per_class=2)
+    xc = jnp.moveaxis(x, -1, 1)
+    sub = _sub()
+    fig = subnet.plot_feature_maps(nchw, sub, xc, max_images=2, max_units=2)
+    axes = np.asarray(fig.axes).reshape(2, 3)
+    _, values = jp.capture(subnet.apply(f, sub), ["stem"])(x[:2])
+    for r in range(2):
+        np.testing.assert_allclose(np.asarray(axes[r, 0].get_images()[0].get_array()),
+                                   np.asarray(x[r, ..., 0]))
+        np.testing.assert_allclose(np.asarray(axes[r, 1].get_images()[0].get_array()),
+                                   np.asarray(values["stem"][r, ..., 6]), rtol=1e-6)
+    matplotlib.pyplot.close(fig)
+    rgb = jnp.tile(xc[:2], (1, 3, 1, 1))                     # (2, 3, 8, 8), as the user's report
+    w = jnp.ones((1, 3, 1, 1)) / 3                           # OIHW: the mean of RGB
+    grey = lambda z: nchw(jax.lax.conv_general_dilated(z, w, (1, 1), "SAME"))  # noqa: E731
+    fig = subnet.plot_feature_maps(grey, sub, rgb, max_units=2)
+    assert fig.axes[0].get_images()[0].get_array().shape == (8, 8, 3)
     matplotlib.pyplot.close(fig)
