@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxplain.metrics._compare import METRICS, compare, random_attribution
-from jaxplain.metrics._faithfulness import deletion
+from jaxplain.metrics._faithfulness import deletion, insertion
 
 TABLE_METRICS = ("deletion_morf", "deletion_lerf", "insertion", "lerf_change", "sparseness",
                  "continuity")
@@ -56,21 +56,42 @@ def attribution_methods(key: jax.Array, *, quick: bool = False) -> dict[str, Cal
     return methods
 
 
-def faithfulness_table(f, x, target, methods, *, key, steps, samples, progress=None):
-    """Rows ``[method, *metric means]`` (a failing method gets a row of its error) and curves."""
+def insertion_baseline(x, reference=None):
+    """Where the insertion curve starts for inputs like ``x``: ``"blur"`` for NHWC images
+    (RISE's blurred image); for other inputs (vectors, token embeddings), where a blur means
+    nothing, the mean example of ``reference`` (default ``x``), an uninformative input of the
+    data's own scale."""
+    if np.ndim(x) == 4:
+        return "blur"
+    return jnp.mean(jnp.asarray(x if reference is None else reference), axis=0)
+
+
+def faithfulness_table(f, x, target, methods, *, key, steps, samples, progress=None,
+                       baseline_insertion=None):
+    """Rows ``[method, *metric means]`` (a failing method gets a row of its error) and curves.
+
+    ``baseline_insertion`` is the insertion metric's start (``None``:
+    :func:`insertion_baseline` of ``x``); the other metrics are :func:`compare`'s.
+    """
     progress = progress or (lambda it, desc=None: it)
+    if baseline_insertion is None:
+        baseline_insertion = insertion_baseline(x)
+    others = tuple(m for m in TABLE_METRICS if m != "insertion")
     rows, curves, failures = [], {}, {}
     for name in progress(list(methods), desc="metrics: methods"):
         method = methods[name]
         try:
-            table = compare(f, x, target, {name: method}, TABLE_METRICS, key=key, steps=steps,
+            table = compare(f, x, target, {name: method}, others, key=key, steps=steps,
                             samples=samples)
             a = method(f, x, target)
+            values = dict(zip(others, table.rows[0][1:]))
+            values["insertion"] = float(jnp.mean(insertion(
+                f, x, target, a, steps=steps, baseline=baseline_insertion).area))
             curves[name] = np.asarray(deletion(f, x, target, a, steps=steps).values.mean(0))
         except Exception as e:  # noqa: BLE001 - one failing method must not hide the others
             failures[name] = f"{type(e).__name__}: {e}"
             continue
-        rows.append(list(table.rows[0]))
+        rows.append([name, *(values[m] for m in TABLE_METRICS)])
     return rows, curves, failures
 
 
@@ -96,7 +117,7 @@ def faithfulness_record(rows, failures, seconds) -> tuple[dict, list[str]]:
     return record, md
 
 
-def _figure(curves: dict[str, np.ndarray], name: str):
+def _figure(curves: dict[str, np.ndarray], name: str, unit: str):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -106,7 +127,7 @@ def _figure(curves: dict[str, np.ndarray], name: str):
     for name, values in curves.items():
         frac = np.linspace(0, 1, len(values))
         ax.plot(frac, values, label=name, ls="--" if "random" in name else "-")
-    ax.set_xlabel("fraction of pixels removed (most relevant first, set to 0)")
+    ax.set_xlabel(f"fraction of {unit} removed (most relevant first, set to 0)")
     ax.set_ylabel("mean probability of the predicted class")
     ax.set_title(f"Deletion curves on {name}")
     ax.legend(fontsize=7)
@@ -116,7 +137,12 @@ def _figure(curves: dict[str, np.ndarray], name: str):
 
 def demo_section(ctx):
     """The faithfulness table (deletion AUC MoRF/LeRF, insertion, LeRF change, sparseness,
-    continuity) and the deletion curves of every available attribution method."""
+    continuity) and the deletion curves of every available attribution method.
+
+    Insertion starts from a blurred image for images and from the training examples' mean for
+    other inputs. The section fails, naming each method's error, when no attribution method
+    (the random control aside) could be evaluated.
+    """
     from jaxplain.report import Section
 
     n, steps, samples = (16, 10, 2) if ctx.quick else (128, 32, 8)
@@ -124,36 +150,46 @@ def demo_section(ctx):
     target = jnp.argmax(ctx.f(x), axis=-1)
     key_methods, key_noise = jax.random.split(ctx.key)
     methods = attribution_methods(key_methods, quick=ctx.quick)
+    start = insertion_baseline(x, ctx.data.x_train)
+    images = isinstance(start, str)
     rows, curves, failures = faithfulness_table(ctx.f, x, target, methods, key=key_noise,
                                                 steps=steps, samples=samples,
-                                                progress=ctx.progress)
+                                                progress=ctx.progress, baseline_insertion=start)
+    scored = [r for r in rows if not r[0].startswith("random")]
+    if not scored:
+        raise RuntimeError(
+            f"no attribution method could be evaluated on these {ctx.noun} (inputs shaped "
+            f"{tuple(x.shape[1:])}): " + "; ".join(f"{k}: {v}" for k, v in failures.items()))
     header = ["method", *TABLE_METRICS]
     better = ", ".join(f"{m} {METRICS[m][1]}" for m in TABLE_METRICS)
     best = {}
     for j, m in enumerate(TABLE_METRICS, start=1):
         pick = min if METRICS[m][1] == "lower" else max
-        scored = [r for r in rows if not r[0].startswith("random")]
-        if scored:
-            best[m] = pick(scored, key=lambda r: r[j])[0]
+        best[m] = pick(scored, key=lambda r: r[j])[0]
+    control = " and a random control" if len(rows) > len(scored) else ""
     lines = [
-        f"Faithfulness of {len(rows)} attribution methods on {n} test {ctx.noun} "
+        f"Faithfulness of {len(scored)} attribution methods{control} on {n} test {ctx.noun} "
         f"(predicted class, {steps} deletion steps, {samples} noise samples for continuity).",
         "Better: " + better + ".",
     ]
     lines += [f"best {m}: {name}" for m, name in best.items()]
     if failures:
         lines.append("failed: " + "; ".join(f"{k} ({v})" for k, v in failures.items()))
+    unit = "pixels" if images else "features"
+    start_text = ("a blurred image" if images else
+                  "the mean training example (a blur needs images)")
     sec = Section("Explanation metrics", text="\n".join(lines))
     sec = sec.with_table(
         header=header,
         rows=[[r[0], *(round(float(v), 4) for v in r[1:])] for r in rows],
-        caption="Mean over the images. deletion_*: area under the probability curve as pixels "
-                "are set to 0 (MoRF: most relevant first, lower is better; LeRF: least relevant "
-                "first, higher is better); insertion: area as pixels are restored onto a blurred "
-                "image (higher is better); lerf_change: critical-pathways relative probability "
-                "change after removing the 1..10% least relevant pixels (lower is better); "
-                "sparseness: Gini index; continuity: max ||R(x')-R(x)||_1/||x'-x||_2.",
+        caption=f"Mean over the {ctx.noun}. deletion_*: area under the probability curve as "
+                f"{unit} are set to 0 (MoRF: most relevant first, lower is better; LeRF: least "
+                f"relevant first, higher is better); insertion: area as {unit} are restored onto "
+                f"{start_text} (higher is better); lerf_change: critical-pathways relative "
+                f"probability change after removing the 1..10% least relevant {unit} (lower is "
+                "better); sparseness: Gini index; continuity: max ||R(x')-R(x)||_1/||x'-x||_2.",
     )
     if curves:
-        sec = sec.with_figure(_figure(curves, ctx.name), caption="Mean deletion (MoRF) curves.")
+        sec = sec.with_figure(_figure(curves, ctx.name, unit),
+                              caption="Mean deletion (MoRF) curves.")
     return sec
