@@ -8,6 +8,7 @@ second call with the same function and shapes reuses the compiled program.
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +19,7 @@ import numpy as np
 from jaxplain.core._affine import affine_stem
 from jaxplain.core._layout import fast_convolutions
 from jaxplain.core._cpu import cpu_friendly, sum_leading
+from jaxplain.core._outputs import output_activation
 
 
 def is_traced(value: Any) -> bool:
@@ -143,6 +145,23 @@ def check_batch_size(batch_size: Any) -> int | None:
     if batch_size is None:
         return None
     return check_positive_int(batch_size, "batch_size")
+
+
+def warn_if_softmax_output(f: Callable, x: jax.Array, method: str, consequence: str) -> None:
+    """A ``UserWarning`` when `f`'s output is a softmax (or log-softmax) over the classes.
+
+    Methods whose rules promise summation or conservation (DeepLIFT, LRP) cannot take a
+    softmax apart (it mixes its inputs): `consequence` says what goes wrong instead. Called by
+    the public function before tracing; the warning points at the caller's line.
+    """
+    op = output_activation(f, x)
+    if op is None:
+        return
+    warnings.warn(
+        f"{method}: the model's output is a jax.nn.{op} over the classes, which {method}'s "
+        f"rules cannot take apart (a {op} mixes its inputs), so {consequence}. Explain the "
+        f"logits instead: pass the model without its final {op} (as Captum advises).",
+        UserWarning, stacklevel=3)
 
 
 def selected(f: Callable, x: jax.Array, target: jax.Array) -> jax.Array:

@@ -141,7 +141,8 @@ def deeplift_shap(f: Callable, x: Float[Array, "batch *feature"],
     sum to ``f(x)_t - mean_j f(b_j)_t``.
 
     Args:
-      f: the model, mapping a batch to logits ``(n, classes)``; as for :func:`deeplift`.
+      f: the model, mapping a batch to logits ``(n, classes)``; as for :func:`deeplift`
+        (a final softmax gets the same ``UserWarning``).
       x: the inputs, batch first.
       target: the class to explain per example, shape ``(n,)``, or one int.
       baselines: the baseline distribution, shape ``(m, *x.shape[1:])`` (Captum requires
@@ -170,4 +171,6 @@ def deeplift_shap(f: Callable, x: Float[Array, "batch *feature"],
     x = _common.check_x(x)
     t = _common.check_target(f, x, target)
     b = _common.check_baselines(baselines, x)
+    _common.warn_if_softmax_output(f, x, "deeplift_shap", "the attributions do not sum to "
+                                   "f(x)_t - mean_b f(b)_t")
     return _deeplift_shap(f, x, t, b, batch_size=_common.check_batch_size(batch_size))

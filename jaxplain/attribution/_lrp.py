@@ -41,7 +41,8 @@ def lrp(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, "batc
 
     Args:
       f: the model, mapping a batch to logits ``(n, classes)``; any JAX function (a Flax or
-        Equinox model through :func:`jaxplain.as_function`).
+        Equinox model through :func:`jaxplain.as_function`). Pass the logits: relevance
+        started at a final ``jax.nn.softmax`` is not conserved (a ``UserWarning`` says so).
       x: the inputs, batch first (images NHWC).
       target: the class to explain per example, shape ``(n,)``, or one int.
       rules: one rule for every linear layer (``Epsilon()``, ``ZPlus()``, ``AlphaBeta(2, 1)``,
@@ -75,4 +76,6 @@ def lrp(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, "batc
         hash(composite)
     except TypeError as err:
         raise TypeError(f"rules must be hashable values (frozen dataclasses); got {rules!r}") from err
+    _common.warn_if_softmax_output(f, x, "lrp", "relevance is not conserved (the one-hot "
+                                   "relevance through a softmax's gradient sums to about 0)")
     return _lrp(f, x, t, rules=composite, scale=bool(scale_by_logit))

@@ -138,7 +138,9 @@ def deeplift(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, 
       f: the model, mapping a batch to logits ``(n, classes)``; any JAX function whose
         activations :func:`jaxplain.rewrite_backward` recognises (relu in all its spellings,
         sigmoid, tanh, ...). Max pools split each window's difference between the input's and
-        the reference's maxima (Captum's rule).
+        the reference's maxima (Captum's rule). Pass the logits: a final ``jax.nn.softmax``
+        (or log-softmax) has no rescale rule, so the sum is lost; such a model gets a
+        ``UserWarning``.
       x: the inputs, batch first.
       target: the class to explain per example, shape ``(n,)``, or one int.
       baseline: the reference input: None (zeros), a scalar, or an array broadcastable to `x`.
@@ -161,6 +163,8 @@ def deeplift(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, 
     x = _common.check_x(x)
     t = _common.check_target(f, x, target)
     b = _common.check_baseline(baseline, x)
+    _common.warn_if_softmax_output(f, x, "deeplift", "the attributions do not sum to "
+                                   "f(x)_t - f(b)_t")
     return _deeplift(f, x, t, b)
 
 
@@ -246,6 +250,8 @@ def conservative_propagation(f: Callable, x: Float[Array, "batch *feature"],
       f: the model, mapping a batch to logits ``(n, classes)``; softmaxes are found as
         :func:`jaxplain.sites` finds them (``jax.nn.softmax`` over the last axis, as Flax's
         attention layers call it), normalisers as square roots of input-dependent values.
+        Pass the logits: a final softmax would be held constant too, giving zeros (a
+        ``UserWarning`` says so).
       x: the inputs, batch first (e.g. ``(n, tokens, features)`` embeddings).
       target: the class to explain per example, shape ``(n,)``, or one int.
 
@@ -270,4 +276,7 @@ def conservative_propagation(f: Callable, x: Float[Array, "batch *feature"],
     _common.check_function(f)
     x = _common.check_x(x)
     t = _common.check_target(f, x, target)
+    _common.warn_if_softmax_output(f, x, "conservative_propagation", "held constant like the "
+                                   "attention weights, it lets no gradient through and the "
+                                   "attributions are all zero")
     return x * rule_gradient(f, x, t, rule=HoldConstant())

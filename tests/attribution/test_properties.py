@@ -3,6 +3,7 @@ KernelSHAP = exact Shapley values, LIME on a planted linear model, closed forms 
 
 import itertools
 import math
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from jaxplain import attribution as A
+from jaxplain.lrp import Epsilon
 from jaxplain.attribution._integrated import quadrature
 from tests.attribution import twins
 
@@ -237,3 +239,56 @@ def test_deeplift_sums_to_delta_through_gelu_and_silu(activation):
     attr = A.deeplift(f, X, T, baseline=b)
     delta = A.completeness_delta(f, X, T, attr, baseline=b)
     assert np.abs(np.asarray(delta)).max() < 1e-4
+
+
+def _softmax_head_models():
+    w1 = jax.random.normal(jax.random.key(10), (48, 16)) * 0.5
+    w2 = jax.random.normal(jax.random.key(11), (16, 4))
+
+    def logits(x):
+        return jax.nn.relu(x.reshape(len(x), -1) @ w1) @ w2
+
+    def probabilities(x):
+        return jax.nn.softmax(logits(x))
+
+    return logits, probabilities
+
+
+SUMMING = {  # methods whose sum a final softmax breaks, with their options
+    "deeplift": (A.deeplift, {}),
+    "deeplift_shap": (A.deeplift_shap, {"baselines": jnp.zeros((2, 4, 4, 3))}),
+    "lrp": (A.lrp, {"rules": Epsilon(1e-6)}),
+    "conservative_propagation": (A.conservative_propagation, {}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SUMMING))
+def test_a_softmax_output_warns_where_summation_is_promised(name):
+    method, opts = SUMMING[name]
+    logits, probabilities = _softmax_head_models()
+    x = jax.random.uniform(jax.random.key(12), (3, 4, 4, 3))
+    t = np.asarray(logits(x).argmax(-1))
+    with pytest.warns(UserWarning, match=rf"^{name}: the model's output is a jax.nn.softmax.*"
+                                         r"Explain the logits") as record:
+        got = method(probabilities, x, t, **opts)
+    assert record[0].filename == __file__  # points at the caller's line
+    gap = probabilities(x)[np.arange(3), t]
+    if name.startswith("deeplift"):
+        gap = gap - probabilities(jnp.zeros_like(x))[np.arange(3), t]
+    if name != "lrp":  # the sum it promises (lrp's one-hot: 1) is indeed lost
+        assert np.abs(np.asarray(got).reshape(3, -1).sum(1) - gap).max() > 1e-2
+    else:
+        assert np.abs(np.asarray(got).reshape(3, -1).sum(1) - 1.0).max() > 1e-2
+    with pytest.warns(UserWarning, match="log_softmax"):
+        method(lambda z: jax.nn.log_softmax(logits(z)), x, t, **opts)
+
+
+@pytest.mark.parametrize("name", sorted(SUMMING))
+def test_logits_get_no_warning(name):
+    method, opts = SUMMING[name]
+    logits, _ = _softmax_head_models()
+    x = jax.random.uniform(jax.random.key(12), (3, 4, 4, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        method(logits, x, np.asarray(logits(x).argmax(-1)), **opts)
+        method(lambda z: jax.nn.sigmoid(logits(z)), x, 0, **opts)  # rescaled elementwise: fine

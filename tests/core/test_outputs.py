@@ -1,0 +1,82 @@
+"""output_activation / output_is_softmax: a model's output read off its traced program."""
+
+import doctest
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import pytest
+
+import jaxplain as jp
+from jaxplain.core import _outputs
+from jaxplain.core._outputs import output_activation, output_is_softmax
+
+W = jax.random.normal(jax.random.key(0), (6, 4))
+X = jnp.ones((3, 6))
+
+
+def logits(x):
+    return jnp.tanh(x) @ W
+
+
+@pytest.mark.parametrize("f,expected", [
+    (logits, None),
+    (lambda x: jax.nn.softmax(logits(x)), "softmax"),
+    (lambda x: jax.nn.softmax(logits(x), axis=-1), "softmax"),
+    (jax.jit(lambda x: jax.nn.softmax(logits(x))), "softmax"),                # a nested jit
+    (jax.vmap(lambda v: jax.nn.softmax(jnp.tanh(v) @ W)), "softmax"),         # per example
+    (lambda x: jax.nn.softmax(logits(x)).astype(jnp.float16), "softmax"),     # a cast after
+    (lambda x: jax.nn.softmax(logits(x)[:, None, :]).reshape(3, 4), "softmax"),
+    (lambda x: jax.nn.log_softmax(logits(x)), "log_softmax"),
+    (lambda x: jax.nn.softmax(logits(x), axis=0), None),                      # over the batch
+    (lambda x: jax.nn.log_softmax(logits(x), axis=0), None),
+    (lambda x: 2.0 * jax.nn.softmax(logits(x)), None),                        # not as it is
+    (lambda x: jax.nn.sigmoid(logits(x)), None),
+    (lambda x: jax.nn.softmax(logits(x)[:, :2]) @ W[:2, :2], None),           # softmax inside
+])
+def test_the_output_activation_is_read_off_the_program(f, expected):
+    assert output_activation(f, X) == expected
+    assert output_is_softmax(f, X) is (expected == "softmax")
+
+
+def test_a_flax_model_with_a_softmax_head():
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.softmax(nn.Dense(4)(nn.relu(nn.Dense(8)(x))))
+
+    model = Net()
+    f = jp.as_function(model, model.init(jax.random.key(0), X))
+    assert output_is_softmax(f, X)
+
+
+def test_traced_once_per_function_and_shape():
+    calls = []
+
+    def f(x):
+        calls.append(x.shape)
+        return jax.nn.softmax(logits(x))
+
+    assert output_is_softmax(f, X) and output_is_softmax(f, X + 1.0)
+    assert output_is_softmax(f, jax.ShapeDtypeStruct(X.shape, X.dtype))
+    assert len(calls) == 1
+    assert output_is_softmax(f, jnp.ones((1, 6)))
+    assert len(calls) == 2
+
+
+def test_works_on_tracers_inside_jit():
+    f = lambda x: jax.nn.softmax(logits(x))  # noqa: E731
+    seen = []
+
+    @jax.jit
+    def g(x):
+        seen.append(output_is_softmax(f, x))
+        return f(x)
+
+    g(X)
+    assert seen == [True]
+
+
+def test_docstring_examples():
+    result = doctest.testmod(_outputs)
+    assert result.attempted > 0 and result.failed == 0
