@@ -104,7 +104,8 @@ def compare(
     re-run the method on ``samples`` noisy copies).
 
     Args:
-        f: Maps a batch to logits.
+        f: Maps a batch to logits (a model whose output is a ``jax.nn.softmax`` has its
+            probabilities read as they are by the perturbation metrics, not softmaxed again).
         x: ``(batch, *shape)`` inputs.
         target: ``(batch,)`` classes or one int.
         methods: ``{name: method(f, x, target) -> attribution}``.

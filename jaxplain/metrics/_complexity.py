@@ -12,6 +12,7 @@ from jaxtyping import Array, Float, Int
 
 from jaxplain.metrics import _checks as checks
 from jaxplain.metrics import _perturb as P
+from jaxplain.metrics._faithfulness import reading
 
 
 def _flat_abs(attribution: Any) -> jax.Array:
@@ -109,7 +110,8 @@ def completeness(
         target: ``(batch,)`` classes or one int.
         attribution: ``(batch, *shape)``.
         baseline: A number or an array broadcastable to ``x``.
-        output: ``"logit"`` or ``"probability"``.
+        output: ``"logit"`` (the output as given) or ``"probability"`` (its softmax; a
+            model whose output is a ``jax.nn.softmax`` already is read as it is).
 
     Returns:
         ``(batch,)`` signed gaps.
@@ -130,7 +132,7 @@ def completeness(
     _, b = P.split_baseline(baseline, x)
     if b is None:
         raise ValueError(f"baseline must be a number or an array for completeness, got {baseline!r}")
-    return _completeness(f, x, target, attribution, b, output=output)
+    return _completeness(f, x, target, attribution, b, output=reading(f, x, output))
 
 
 def conservation(
@@ -161,4 +163,4 @@ def conservation(
     attribution = checks.check_like(attribution, x, "attribution")
     target = checks.check_target(target, x.shape[0], checks.num_classes(f, x))
     checks.check_choice(output, "output", P.OUTPUTS)
-    return _completeness(f, x, target, attribution, None, output=output)
+    return _completeness(f, x, target, attribution, None, output=reading(f, x, output))

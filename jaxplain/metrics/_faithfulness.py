@@ -11,8 +11,16 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
+from jaxplain.core._outputs import output_is_softmax
 from jaxplain.metrics import _checks as checks
 from jaxplain.metrics import _perturb as P
+
+
+def reading(f, x: jax.Array, output: str) -> str:
+    """How :func:`jaxplain.metrics._perturb.readout` reads `f`'s output for `output`: a model
+    whose output is a softmax already gives the target's probability as it is (``"logit"``
+    reads the output as given), not softmaxed a second time."""
+    return "logit" if output == "probability" and output_is_softmax(f, x) else output
 
 
 @functools.partial(
@@ -44,7 +52,8 @@ def _prepare(f, x, target, attribution, steps, order, baseline, output, batch_si
     checks.check_choice(order, "order", P.ORDERS)
     checks.check_choice(output, "output", P.OUTPUTS)
     kind, value = P.split_baseline(baseline, x)
-    return x, attribution, target, kind, value, checks.check_batch_size(batch_size)
+    output = reading(f, x, output)
+    return x, attribution, target, kind, value, output, checks.check_batch_size(batch_size)
 
 
 @functools.partial(
@@ -65,7 +74,7 @@ def _curve(f, x, target, attribution, value, *, counts, n, insert, order, kind, 
 
 def _run(f, x, target, attribution, steps, order, baseline, output, absolute, blur_sigma,
          batch_size, insert) -> Curve:
-    x, attribution, target, kind, value, batch_size = _prepare(
+    x, attribution, target, kind, value, output, batch_size = _prepare(
         f, x, target, attribution, steps, order, baseline, output, batch_size
     )
     f, x, attribution, value = P.channels_last(f, x, attribution, value)
@@ -105,7 +114,8 @@ def deletion(
     of the internal ``jit``, so repeated calls do not retrace.
 
     Args:
-        f: Maps a batch to logits ``(batch, classes)``.
+        f: Maps a batch to logits ``(batch, classes)``, or to probabilities through a final
+            ``jax.nn.softmax`` (read as they are, see ``output``).
         x: ``(batch, *shape)`` inputs (NHWC images or flat features).
         target: ``(batch,)`` class indices or one int for all.
         attribution: ``(batch, *shape)`` relevance, higher = more relevant.
@@ -114,7 +124,10 @@ def deletion(
         baseline: ``"zeros"``, ``"mean"`` (each image's channel means), ``"blur"`` (a Gaussian
             blur of the image, sigma ``blur_sigma`` pixels), a number, or an array that
             broadcasts to ``x``.
-        output: ``"probability"`` (softmax) or ``"logit"`` of the target.
+        output: ``"probability"`` (the softmax of the logits) or ``"logit"`` (the output as
+            given) of the target. A model whose output is a ``jax.nn.softmax`` over the
+            classes already gives probabilities: ``"probability"`` reads them as they are
+            (no second softmax), and so does ``"logit"``.
         absolute: Rank by ``|attribution|`` (channels summed first) instead of signed values.
         blur_sigma: Standard deviation of the blur baseline, in pixels.
         batch_size: Examples evaluated at once (``None``: all).
@@ -212,14 +225,20 @@ def pixel_flipping(
 
 @functools.partial(
     jax.jit,
-    static_argnames=("f", "counts", "kind", "absolute", "blur_sigma", "batch_size"),
+    static_argnames=("f", "counts", "kind", "absolute", "blur_sigma", "batch_size",
+                     "probabilities"),
 )
 def _lerf_change(f, x, target, attribution, value, *, counts, kind, absolute, blur_sigma,
-                 batch_size):
+                 batch_size, probabilities):
     base = P.resolve_baseline(x, kind, value, blur_sigma)
     rank = P.ranks(P.feature_scores(attribution, absolute), "lerf")
-    logp = P.evaluate_counts(f, x, base, rank, target, (0,) + counts, False, "log_probability",
-                             batch_size)
+    if probabilities:  # the model outputs p itself: its log, 0 clipped to the smallest normal
+        p = P.evaluate_counts(f, x, base, rank, target, (0,) + counts, False, "logit",
+                              batch_size)
+        logp = jnp.log(jnp.maximum(p, jnp.finfo(p.dtype).tiny))
+    else:
+        logp = P.evaluate_counts(f, x, base, rank, target, (0,) + counts, False,
+                                 "log_probability", batch_size)
     # |p - p~| / p as |1 - p~/p| in log space: finite where p itself underflows to 0
     return jnp.abs(1.0 - jnp.exp(logp[:, 1:] - logp[:, :1]))
 
@@ -244,7 +263,9 @@ def pixel_perturbation(
     reports the mean over examples (``result.mean(0)``).
 
     Args:
-        f: Maps a batch to logits.
+        f: Maps a batch to logits; a model whose output is a ``jax.nn.softmax`` over the
+            classes gives ``p`` itself, used as it is (no second softmax; a ``p`` of 0 counts
+            as the smallest normal float).
         x: ``(batch, *shape)`` inputs.
         attribution: ``(batch, *shape)`` relevance maps.
         target: Classes to read out; ``None`` (the protocol's choice) uses ``f``'s prediction.
@@ -275,10 +296,11 @@ def pixel_perturbation(
     target = checks.check_target(target, x.shape[0], checks.num_classes(f, x))
     q = checks.check_fractions(fractions)
     kind, value = P.split_baseline(baseline, x)
+    probabilities = output_is_softmax(f, x)
     f, x, attribution, value = P.channels_last(f, x, attribution, value)
     n = math.prod(P.feature_shape(x.shape))
     return _lerf_change(
         f, x, target, attribution, value, counts=P.fraction_counts(n, q), kind=kind,
         absolute=bool(absolute), blur_sigma=float(blur_sigma),
-        batch_size=checks.check_batch_size(batch_size),
+        batch_size=checks.check_batch_size(batch_size), probabilities=probabilities,
     )

@@ -57,3 +57,23 @@ def test_errors():
         metrics.compare(_f, x, 0, {}, key=jax.random.key(0))
     with pytest.raises(ValueError, match="the attribution of 'bad' must have the shape"):
         metrics.compare(_f, x, 0, {"bad": lambda f, x, t: x[..., 0]}, key=jax.random.key(0))
+
+
+def test_a_softmax_head_gives_the_table_of_its_logits():
+    # The perturbation metrics read a softmax model's probabilities as they are, so the table
+    # equals that of the logits model (whose probabilities they compute): no second softmax.
+    def probs(x):
+        return jax.nn.softmax(_f(x) * 3.0)
+
+    def logits(x):
+        return _f(x) * 3.0
+
+    x = jax.random.uniform(jax.random.key(0), (4, 4, 4, 1))
+    t = jnp.array([0, 1, 1, 0])
+    fixed = jax.random.normal(jax.random.key(2), x.shape)
+    methods = {"fixed": lambda f, x, t: fixed}
+    names = ("deletion_morf", "deletion_lerf", "insertion", "lerf_change")
+    got = metrics.compare(probs, x, t, methods, names, key=jax.random.key(1), steps=8).as_dict()
+    want = metrics.compare(logits, x, t, methods, names, key=jax.random.key(1), steps=8).as_dict()
+    for name in names:
+        assert got["fixed"][name] == pytest.approx(want["fixed"][name], rel=1e-4, abs=1e-6), name

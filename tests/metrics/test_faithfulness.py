@@ -208,3 +208,62 @@ def test_errors_name_the_argument():
         metrics.pixel_perturbation(f, x, a, fractions=(1.5,))
     with pytest.raises(ValueError, match="f must map x"):
         metrics.deletion(lambda x: x.sum(), x, 0, a)
+
+
+def _softmax_head(seed=0):
+    """A logits model and the same model with a softmax output head."""
+    rng = np.random.default_rng(seed)
+    w1 = jnp.asarray(rng.normal(size=(48, 16)) * 0.5, jnp.float32)
+    w2 = jnp.asarray(rng.normal(size=(16, 4)) * 2.0, jnp.float32)
+
+    def logits(x):
+        return jax.nn.relu(x.reshape(len(x), -1) @ w1) @ w2
+
+    return logits, lambda x: jax.nn.softmax(logits(x))
+
+
+def test_a_softmax_head_is_read_as_its_own_probabilities():
+    logits, probs = _softmax_head()
+    x = jax.random.uniform(jax.random.key(1), (4, 4, 4, 3))
+    t = jnp.argmax(logits(x), -1)
+    a = _grad(logits, x, t) * x
+    p_t = np.asarray(probs(x))[np.arange(4), np.asarray(t)]
+    assert p_t.max() > 0.99  # a second softmax would read about 0.47 here
+    for curve in (metrics.deletion, metrics.insertion):
+        got = curve(probs, x, t, a, steps=6)                 # output="probability"
+        want = curve(logits, x, t, a, steps=6)               # the same probabilities
+        np.testing.assert_allclose(got.values, want.values, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got.area, want.area, rtol=1e-5, atol=1e-6)
+        end = 0 if curve is metrics.deletion else -1         # the unperturbed input
+        np.testing.assert_allclose(got.values[:, end], p_t, rtol=1e-5)
+    flipped = metrics.pixel_flipping(probs, x, t, a, steps=6)  # output="logit": as given
+    np.testing.assert_allclose(flipped.values[:, 0], p_t, rtol=1e-5)
+    np.testing.assert_allclose(
+        metrics.pixel_perturbation(probs, x, a, target=t),
+        metrics.pixel_perturbation(logits, x, a, target=t), rtol=1e-4, atol=1e-6)
+    gap = metrics.completeness(probs, x, t, a, output="probability")
+    np.testing.assert_allclose(
+        gap, metrics.completeness(logits, x, t, a, output="probability"), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        metrics.conservation(probs, x, t, a, output="probability"),
+        np.asarray(a).reshape(4, -1).sum(1) - p_t, rtol=1e-5, atol=1e-5)
+
+
+def test_a_softmax_head_under_jit():
+    logits, probs = _softmax_head(1)
+    x = jax.random.uniform(jax.random.key(2), (3, 4, 4, 3))
+    t = np.array([0, 1, 2])
+    a = jax.random.normal(jax.random.key(3), x.shape)
+    want = metrics.deletion(logits, x, t, a, steps=4).values
+    got = jax.jit(lambda x, a: metrics.deletion(probs, x, t, a, steps=4).values)(x, a)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_a_zero_probability_in_the_lerf_change_is_finite():
+    # the model's own p_t underflows to 0 at x and after removal: no change, not NaN
+    x = jnp.ones((1, 4))
+    f = lambda x: jax.nn.softmax(jnp.stack([x @ jnp.array([1.0, 0, 0, 0]) - 200.0,  # noqa: E731
+                                            jnp.zeros(len(x))], 1))
+    got = metrics.pixel_perturbation(f, x, jnp.array([[0.0, 1.0, 2.0, 3.0]]), target=0,
+                                     fractions=(0.25,))
+    np.testing.assert_array_equal(got, [[0.0]])
