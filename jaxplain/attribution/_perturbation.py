@@ -12,16 +12,37 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from jaxplain.attribution import _common
+from jaxplain.core._capture import program_of
+from jaxplain.core._channels import input_channel_axis
 
 
-def _per_axis(value, name: str, example: tuple, fill: Sequence[int]) -> tuple[int, ...]:
-    """An int or a tuple of ints per leading example axis, padded with `fill` on the rest."""
+def _per_axis(value, name: str, example: tuple, fill: Sequence[int],
+              channels: int | None = None) -> tuple[int, ...]:
+    """An int for every axis, or a tuple of ints per axis of an example: a full-rank tuple as
+    given; a shorter one for the leading axes but `channels` (an image's channel axis, None:
+    not known), with `fill` on the axes not given (and on `channels`)."""
     values = (value,) * len(example) if isinstance(value, (int, np.integer)) else tuple(value)
     if len(values) > len(example) or not all(
             isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in values):
         raise ValueError(f"{name} must be a positive int or a tuple of at most {len(example)} "
                          f"positive ints (one per axis of an example {example}); got {value!r}")
-    return tuple(int(v) for v in values) + tuple(fill[len(values):])
+    out = list(fill)
+    axes = [a for a in range(len(example)) if a != channels or len(values) == len(example)]
+    for axis, v in zip(axes, values):
+        out[axis] = int(v)
+    return tuple(int(v) for v in out)
+
+
+def _channel_axis(f: Callable, x: jax.Array, *options) -> int | None:
+    """The channel axis of one example of `x` (0 for NCHW images, 2 for NHWC), read off the
+    model's first convolution as the other image methods do; None when it has none, or when
+    every option is an int or a full-rank tuple (no axis is left to cover whole)."""
+    rank = x.ndim - 1
+    if rank < 2 or all(isinstance(o, (int, np.integer)) or len(tuple(o)) >= rank
+                       for o in options):
+        return None
+    axis = input_channel_axis(program_of(f, x)[0])
+    return None if axis is None or axis < 1 else axis - 1
 
 
 def windows(example: tuple, window: tuple, stride: tuple) -> np.ndarray:
@@ -55,6 +76,12 @@ def _window_mask(start, example: tuple, window: tuple):
     return mask
 
 
+def _shown(value, per_axis: tuple) -> str:
+    """`value` as the user passed it, with what it means per axis where that differs."""
+    given = (value,) if isinstance(value, (int, np.integer)) else tuple(value)
+    return repr(value) if given == per_axis else f"{value!r} (per axis: {per_axis})"
+
+
 @functools.partial(jax.jit, static_argnames=("f", "window", "batch_size"))
 def _occlusion(f, x, target, baseline, starts, counts, *, window, batch_size):
     example = x.shape[1:]
@@ -78,12 +105,18 @@ def occlusion(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array,
 
     Args:
       f: the model, mapping a batch to logits ``(n, classes)``.
-      x: the inputs, batch first (images NHWC).
+      x: the inputs, batch first (images NHWC, or NCHW for a model whose first convolution
+        reads its channels on axis 1).
       target: the class to explain per example, shape ``(n,)``, or one int.
-      window: the window size per axis of an example, e.g. ``(2, 2)`` on NHWC images (trailing
-        axes not given are covered whole, here all channels), or one int for every axis.
-      stride: the step per axis (an int or a tuple like `window`); must not exceed the window
-        where the window is smaller than the axis. Axes not given step by 1.
+      window: the window size per axis of an example, or one int for every axis. A tuple with
+        one size per axis is taken as given; a shorter one, e.g. a spatial ``(h, w)`` on images,
+        sizes the axes other than the channel axis in order (``(h, w, C)`` on NHWC,
+        ``(C, h, w)`` on NCHW: the channel axis is read off the model's first convolution, as
+        Grad-CAM does), and the channel axis and any axes not given are covered whole. Without
+        a convolution a shorter tuple sizes the leading axes.
+      stride: the step per axis (an int or a tuple like `window`, placed the same way); must
+        not exceed the window where the window is smaller than the axis. Axes not given step
+        by 1.
       baseline: the replacement value: a scalar or an array broadcastable to `x`.
       batch_size: the number of windows evaluated at once (None: all).
 
@@ -105,14 +138,18 @@ def occlusion(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array,
     t = _common.check_target(f, x, target)
     b = _common.check_baseline(baseline, x)
     example = tuple(x.shape[1:])
-    win = _per_axis(window, "window", example, example)
-    step = _per_axis(stride, "stride", example, (1,) * len(example))
+    _per_axis(window, "window", example, example)  # bad values: an error before tracing f
+    _per_axis(stride, "stride", example, example)
+    channels = _channel_axis(f, x, window, stride)
+    win = _per_axis(window, "window", example, example, channels)
+    step = _per_axis(stride, "stride", example, (1,) * len(example), channels)
     for axis, (d, w, s) in enumerate(zip(example, win, step)):
         if w > d:
-            raise ValueError(f"window {win} exceeds the example shape {example} on axis {axis}")
+            raise ValueError(f"window {_shown(window, win)} exceeds the example shape {example} "
+                             f"on axis {axis}")
         if s > w and w < d:
-            raise ValueError(f"stride {step} exceeds window {win} on axis {axis}: some positions "
-                             "would never be occluded")
+            raise ValueError(f"stride {_shown(stride, step)} exceeds window {_shown(window, win)} "
+                             f"on axis {axis}: some positions would never be occluded")
     starts = windows(example, win, step)
     counts = _coverage(example, win, starts)
     return _occlusion(f, x, t, b, jnp.asarray(starts), jnp.asarray(counts, x.dtype), window=win,
@@ -145,7 +182,8 @@ def feature_ablation(f: Callable, x: Float[Array, "batch *feature"],
       x: the inputs, batch first.
       target: the class to explain per example, shape ``(n,)``, or one int.
       feature_mask: integer group ids with one example's shape (or broadcastable to it, e.g.
-        ``(8, 8, 1)`` superpixels shared by the channels of NHWC images), shared by the batch.
+        ``(8, 8, 1)`` superpixels shared by the channels of NHWC images, ``(1, 8, 8)`` for
+        NCHW ones), shared by the batch.
         None: every element is its own group. Must be concrete (not traced).
       baseline: the replacement value: a scalar or an array broadcastable to `x`.
       batch_size: the number of groups evaluated at once (None: all).
