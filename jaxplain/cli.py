@@ -92,8 +92,9 @@ def demo(out: Path, quick: bool, seed: int, compile_cache: bool, only: tuple[str
     "data_path",
     required=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="An .npz with 'x' (batch first; images NHWC, or NCHW for a channels-first model) "
-    "and optional int labels 'y', or 'x_train', 'x_test' and optional 'y_train', 'y_test'.",
+    help="An .npz with 'x' (floating point, scaled as the model expects; batch first; images "
+    "NHWC, or NCHW for a channels-first model) and optional int labels 'y', or 'x_train', "
+    "'x_test' and optional 'y_train', 'y_test'.",
 )
 @click.option(
     "--checkpoint",

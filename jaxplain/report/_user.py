@@ -65,8 +65,9 @@ def load_data(path: str | Path, f) -> tuple[ReportData, bool]:
     optional ``y_train``, ``y_test``) and whether the labels came from the file.
 
     With one ``x`` it serves as both training and test examples; without labels the model's
-    predictions stand in for them. Raises ValueError on missing or misshapen arrays and when
-    ``f`` does not map a batch to ``(batch, classes)`` logits.
+    predictions stand in for them. Raises ValueError on missing or misshapen arrays, on integer
+    inputs (uint8 images: the caller scales them, as the model expects) and when ``f`` does not
+    map a batch to ``(batch, classes)`` logits.
     """
     with np.load(path) as npz:
         arrays = {k: npz[k] for k in npz.files}
@@ -83,6 +84,14 @@ def load_data(path: str | Path, f) -> tuple[ReportData, bool]:
         if x.ndim < 2 or len(x) < 2 or not np.issubdtype(x.dtype, np.number):
             raise ValueError(f"{path}: {name} must be numeric, batch first, with at least two "
                              f"examples; got {x.dtype} {x.shape}.")
+        if not np.issubdtype(x.dtype, np.floating):
+            # As every method of the library does: a cast alone would explain the model on
+            # inputs of another scale than it was trained on (0..255 for 0..1), silently.
+            raise ValueError(
+                f"{path}: {'x' if 'x' in arrays else name} has integer dtype {x.dtype} (values {x.min()} to {x.max()}); "
+                "jaxplain explains models of floating-point inputs and does not guess their "
+                "scaling. Convert the data as your model expects it (e.g. x.astype('float32') / "
+                "255 for 8-bit images scaled to [0, 1]) and save the .npz again.")
     x_train, x_test = x_train.astype(np.float32), x_test.astype(np.float32)
     logits = np.asarray(f(x_test[:2]))
     if logits.ndim != 2 or logits.shape[0] != 2:

@@ -130,3 +130,23 @@ def test_explain_a_channels_first_equinox_cnn(tmp_path):
     html = (tmp_path / "r" / "index.html").read_text()
     assert html.count("<section ") == 2 and 'class="failed"' not in html
     assert "grad-cam conv2" in html
+
+
+def test_integer_images_are_refused_not_cast(tmp_path):
+    # A cast alone explained a model trained on [0, 1] on inputs of 0..255, with exit status 0.
+    _, _, f = load_model("tests.report._user_models:cnn")
+    rng = np.random.default_rng(3)
+    data = tmp_path / "u8.npz"
+    np.savez(data, x=rng.integers(0, 256, (12, 8, 8, 3)).astype(np.uint8),
+             y=rng.integers(0, 3, 12))
+    with pytest.raises(ValueError, match=r"x has integer dtype uint8 \(values 0 to 25\d\)"):
+        load_data(data, f)
+    np.savez(data, x_train=np.zeros((4, 8, 8, 3), np.float32),
+             x_test=np.ones((4, 8, 8, 3), np.int32))
+    with pytest.raises(ValueError, match="x_test has integer dtype int32"):
+        load_data(data, f)
+    result = CliRunner().invoke(main, ["explain", "tests.report._user_models:cnn", "--data",
+                                       str(data), "--quick", "--only", "foundation", "--out",
+                                       str(tmp_path / "r")])
+    assert result.exit_code == 2 and "x.astype('float32') / 255" in result.output
+    assert not (tmp_path / "r").exists()
