@@ -24,3 +24,21 @@ def test_digits_rules_have_class_structure(digits_model):
     assert len(rules) >= 1 and rules.compression < 100.0
     # Rules are far more class-concentrated than the class prior (max share ~10%).
     assert specificity(rules).max() > 0.5
+
+
+def test_no_rule_is_called_both_most_specific_and_most_shared():
+    from jaxplain.rules._demo import specificity_text
+
+    # One rule (or all equally specific): it is the most specific, and no rule is shared.
+    text = specificity_text(["A -> B"], [1.0])
+    assert "Most class-specific rule: A -> B (100%" in text and "Most shared" not in text
+    assert text.startswith("1 of 1 rules have at least 90%") and "0 less than 60%" in text
+    text = specificity_text(["A", "B", "C"], [0.95, 0.7, 0.75])
+    assert "Most class-specific rule: A (95%" in text and "Most shared" not in text
+    # Shared rules are named only when below the threshold; the most specific one apart.
+    text = specificity_text(["A", "B", "C"], [0.95, 0.4, 0.75])
+    assert "Most class-specific rule: A (95%" in text and "Most shared: B (40%" in text
+    assert "1 of 3 rules" in text and "1 less than 60%" in text
+    # Every rule shared: none is called class-specific.
+    text = specificity_text(["A", "B"], [0.5, 0.3])
+    assert "Most class-specific" not in text and "Most shared: B (30%" in text
