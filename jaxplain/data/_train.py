@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Mapping
 
 import flax.linen as nn
 import jax
@@ -58,6 +58,24 @@ def accuracy(
     return float(jnp.mean(jnp.argmax(jax.jit(f)(x), axis=-1) == y))
 
 
+def check_params_only(variables: Any, name: str = "variables") -> None:
+    """A ``TypeError`` when `variables` hold collections besides ``params``.
+
+    :func:`train` updates the ``params`` only; a model with other collections (BatchNorm's
+    ``batch_stats``, which must be updated with ``mutable=["batch_stats"]`` in training mode)
+    would fail inside Flax, or train without its statistics.
+    """
+    extra = tuple(c for c in variables if c != "params")
+    if extra:
+        raise TypeError(
+            f"jaxplain.data.train trains Linen models whose only variable collection is "
+            f"'params', but the model's {name} also hold {extra}. Train such a model with your "
+            "own loop (model.apply(variables, x, train=True, mutable=['batch_stats']) and the "
+            "updated statistics kept), or use a model without them (e.g. LayerNorm or "
+            "GroupNorm instead of BatchNorm); for a sanity check, train a copy on shuffled "
+            "labels yourself and compare the maps with metrics.spearman / metrics.ssim")
+
+
 def train(
     key: Array,
     digits: Digits,
@@ -67,20 +85,27 @@ def train(
     batch_size: int = BATCH_SIZE,
     learning_rate: float = LEARNING_RATE,
     progress: bool = True,
+    apply_kwargs: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Any], TrainHistory]:
     """Trains ``model`` (default :class:`DigitsCNN`) on ``digits.x_train`` with Adam.
 
     Each epoch shuffles the training set with a key split from ``key`` and takes one jitted
     Adam step per full minibatch (the remainder is dropped for that epoch).
 
+    Only the ``params`` collection is trained: a model whose ``init`` makes other
+    collections (BatchNorm's ``batch_stats``) is refused with a ``TypeError`` before training.
+
     Args:
         key: PRNG key for the initialisation and the shuffles.
         digits: The data (see :func:`load_digits`).
-        model: A Linen module mapping ``(batch, 8, 8, 1)`` to ``(batch, 10)`` logits.
+        model: A Linen module mapping ``(batch, 8, 8, 1)`` to ``(batch, 10)`` logits (or the
+            batches of ``digits.x_train`` to logits), with ``params`` as its only collection.
         epochs: Passes over the training set (>= 1).
         batch_size: Minibatch size, between 1 and the training-set size.
         learning_rate: Adam's initial step size, cosine-decayed to 0 over the training.
         progress: Show a tqdm progress bar (on stderr) over the epochs.
+        apply_kwargs: Keyword arguments of every ``model.init`` and ``model.apply`` call (e.g.
+            ``{"train": False}`` for a model whose ``train`` flag has no default).
 
     Returns:
         ``(variables, history)``: the trained Flax variables and a :class:`TrainHistory`.
@@ -99,14 +124,21 @@ def train(
     if not isinstance(batch_size, int) or not 1 <= batch_size <= n:
         raise ValueError(f"batch_size must be an int in [1, {n}], got {batch_size!r}")
     model = DigitsCNN() if model is None else model
+    if apply_kwargs is None:
+        apply_kwargs = {}
+    elif not isinstance(apply_kwargs, Mapping):
+        raise TypeError(f"apply_kwargs must be a dict of keyword arguments for model.apply, got "
+                        f"{apply_kwargs!r}")
     steps = n // batch_size
     tx = optax.adam(optax.cosine_decay_schedule(learning_rate, epochs * steps))
     init_key, key = jax.random.split(key)
-    params = model.init(init_key, digits.x_train[:1])["params"]
+    variables = model.init(init_key, digits.x_train[:1], **apply_kwargs)
+    check_params_only(variables, "variables (from model.init)")
+    params = variables["params"]
     opt_state = tx.init(params)
 
     def loss_fn(params, x, y):
-        logits = model.apply({"params": params}, x)
+        logits = model.apply({"params": params}, x, **apply_kwargs)
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
         return loss, jnp.mean(jnp.argmax(logits, -1) == y)
 
@@ -119,7 +151,7 @@ def train(
 
     @jax.jit
     def test_accuracy(params, x, y):
-        return jnp.mean(jnp.argmax(model.apply({"params": params}, x), -1) == y)
+        return jnp.mean(jnp.argmax(model.apply({"params": params}, x, **apply_kwargs), -1) == y)
 
     # One jitted step per minibatch, driven from Python: on XLA:CPU the gradient convolutions
     # run 10-70x slower inside a compiled loop body (lax.scan / while) than as top-level ops.

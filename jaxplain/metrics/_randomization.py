@@ -3,22 +3,27 @@
 An explanation that survives randomizing the weights (or training on shuffled labels) cannot be
 explaining what the model learned. Each check re-explains the same inputs and targets with the
 randomized model and scores the similarity to the original explanation: Spearman rank
-correlation of the signed maps and of their absolute values, and SSIM of the maps scaled by
-their max ``|.|`` (the protocol of the critical-pathways sanity checks).
+correlation of the signed maps and of their absolute values, and, for images, SSIM of the maps
+scaled by their max ``|.|`` (the protocol of the critical-pathways sanity checks). Inputs of any
+other shape (vectors, sequences) are compared by Spearman on the flattened attributions only.
 
 The weights of any model kind are seen the same way: the model's floating-point array leaves,
 each with its path below the root (``conv1/kernel`` in Linen params, ``layers/0/weight`` in an
-Equinox module, ``layers/0/kernel`` in an NNX module's ``nnx.Param`` state). A layer is a path
-prefix; the model is rebuilt from new leaves (Linen: new variables; Equinox: the module's pytree
-unflattened, as ``eqx.tree_at`` does; NNX: ``nnx.merge`` of the graph definition and the new
-state) and explained through :func:`jaxplain.as_function`.
+Equinox module, ``layers/0/kernel`` in an NNX module's ``nnx.Param`` state). State that is not
+a parameter is never re-drawn: Linen's collections other than ``params`` (``batch_stats``),
+NNX's variables other than ``nnx.Param`` (``BatchStat``, RNG state), and every ``eqx.nn.State``
+(and ``StateIndex``) held by an Equinox module. A layer is a path prefix; the model is rebuilt
+from new leaves (Linen: new variables; Equinox: the module's pytree unflattened, as
+``eqx.tree_at`` does; NNX: ``nnx.merge`` of the graph definition and the new state) and
+explained through :func:`jaxplain.as_function`, with the call's keyword arguments
+``apply_kwargs``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -47,17 +52,22 @@ class RandomizationResult:
             layer randomized, for label randomization ``("shuffled labels",)``.
         spearman: ``(states, batch)`` Spearman correlation of the signed maps.
         spearman_abs: ``(states, batch)`` Spearman correlation of ``|map|``.
-        ssim: ``(states, batch)`` SSIM of the maps divided by their max ``|.|``.
+        ssim: ``(states, batch)`` SSIM of the maps divided by their max ``|.|``; ``None`` when
+            the inputs are not images (``x`` not 4-D): SSIM compares 2-D maps, and a vector or
+            a sequence has none.
     """
 
     states: tuple[str, ...]
     spearman: Float[Array, "states batch"]
     spearman_abs: Float[Array, "states batch"]
-    ssim: Float[Array, "states batch"]
+    ssim: Float[Array, "states batch"] | None
 
 
-def _to_map(a: jax.Array, channel_axis: int) -> jax.Array:
-    """Image attributions to ``(batch, H, W)`` maps (channels summed), scaled by max ``|.|``."""
+def _to_map(a: jax.Array, channel_axis: int | None) -> jax.Array:
+    """Image attributions to ``(batch, H, W)`` maps (channels summed), scaled by max ``|.|``;
+    other attributions (``channel_axis=None``) flattened to ``(batch, features)``."""
+    if channel_axis is None:
+        return a.reshape(a.shape[0], -1)
     m = a.sum(channel_axis)
     top = jnp.abs(m).max(axis=(1, 2), keepdims=True)
     return m / jnp.where(top > 0, top, 1.0)
@@ -66,30 +76,53 @@ def _to_map(a: jax.Array, channel_axis: int) -> jax.Array:
 @functools.partial(jax.jit, static_argnames=("win_size", "channel_axis"))
 def _similarities(a0, a, win_size, channel_axis):
     m0, m = _to_map(a0, channel_axis), _to_map(a, channel_axis)
-    return (spearman(m0, m), spearman(jnp.abs(m0), jnp.abs(m)),
-            ssim(m0, m, data_range=2.0, win_size=win_size))
+    image = None if channel_axis is None else ssim(m0, m, data_range=2.0, win_size=win_size)
+    return spearman(m0, m), spearman(jnp.abs(m0), jnp.abs(m)), image
 
 
 def _check_inputs(x, method):
     x = checks.check_batch(x)
-    if x.ndim != 4:
-        raise ValueError(f"x must be NHWC images (batch, H, W, C), or NCHW (batch, C, H, W) for "
-                         f"a channels-first model, got shape {x.shape}")
     checks.check_method(method)
     return x
 
 
-def _channel_axis(f, x) -> int:
-    """The axis of ``x`` that holds the channels: read off the model's first convolution
-    (:func:`jaxplain.core._channels.channels_last_view`; 1 for NCHW), else the last."""
+def _check_apply_kwargs(apply_kwargs: Any) -> dict[str, Any]:
+    if apply_kwargs is None:
+        return {}
+    if not isinstance(apply_kwargs, Mapping) or not all(isinstance(k, str) for k in apply_kwargs):
+        raise TypeError("apply_kwargs must be a dict of keyword arguments for the model's call, "
+                        f"as jaxplain.as_function takes them (e.g. {{'train': False}}), got "
+                        f"{apply_kwargs!r}")
+    return dict(apply_kwargs)
+
+
+def _callable(f, x) -> None:
+    """Traces ``f(x)`` once (no FLOPs), adding the fix to a missing-argument error."""
+    try:
+        jax.eval_shape(f, jax.ShapeDtypeStruct(x.shape, x.dtype))
+    except TypeError as e:
+        if "argument" not in str(e):
+            raise
+        raise TypeError(f"the model cannot be called as model(x): {e}. Pass the call's other "
+                        "arguments with apply_kwargs=, e.g. apply_kwargs={'train': False}") from e
+
+
+def _channel_axis(f, x) -> int | None:
+    """For images (4-D ``x``), the axis that holds the channels: read off the model's first
+    convolution (:func:`jaxplain.core._channels.channels_last_view`; 1 for NCHW), else the last;
+    ``None`` for other inputs, whose maps are the attributions themselves."""
     from jaxplain.core._channels import channels_last_view
 
+    if x.ndim != 4:
+        return None
     _, axis = channels_last_view(f, x)
     return 3 if axis is None else axis
 
 
 def _check_window(win_size, x, channel_axis):
     checks.check_positive_int(win_size, "win_size", 3)
+    if channel_axis is None:  # no SSIM
+        return
     side = min(x.shape[d] for d in (1, 2, 3) if d != channel_axis)
     if win_size % 2 == 0 or win_size > side:
         raise ValueError(f"win_size must be odd and at most {side}, got {win_size}")
@@ -133,23 +166,32 @@ def _model_kind(model: Any) -> str:
     return kind
 
 
-def _weights(model: Any, variables: Any, *, name: str = "model") -> _Weights:
-    """The weights of `model` (with `variables` for Linen); `name` is the argument's name."""
+def _weights(model: Any, variables: Any, apply_kwargs: dict[str, Any], *,
+             name: str = "model") -> _Weights:
+    """The weights of `model` (with `variables` for Linen); `name` is the argument's name.
+
+    Only parameters are weights: Linen's ``params``, NNX's ``nnx.Param``s, and for Equinox the
+    floating-point arrays outside any ``eqx.nn.State`` (which is kept whole, as one leaf)."""
     from jaxplain.core import as_function
 
     kind = _model_kind(model)
+    is_leaf = None
     if kind == "linen":
         tree = _params(variables, "variables" if name == "model" else name)
     elif variables is not None:
         raise ValueError(f"variables must be None for {_KINDS[kind]} (its weights are its "
                          f"own fields), got {type(variables).__name__}")
     elif kind == "equinox":
+        import equinox as eqx
+
         tree = model
+        state_types = (eqx.nn.State, eqx.nn.StateIndex)  # running statistics: kept whole
+        is_leaf = lambda node: isinstance(node, state_types)  # noqa: E731
     else:
         from flax import nnx
 
         graphdef, tree, rest = nnx.split(model, nnx.Param, ...)
-    flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    flat, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_leaf)
     paths = []
     for path, leaf in flat:
         floating = hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.inexact)
@@ -161,13 +203,14 @@ def _weights(model: Any, variables: Any, *, name: str = "model") -> _Weights:
 
     if kind == "linen":
         def rebuild(new):
-            return as_function(model, {**variables, "params": treedef.unflatten(new)})
+            return as_function(model, {**variables, "params": treedef.unflatten(new)},
+                               **apply_kwargs)
     elif kind == "equinox":
         def rebuild(new):
-            return as_function(treedef.unflatten(new))
+            return as_function(treedef.unflatten(new), **apply_kwargs)
     else:
         def rebuild(new):
-            return as_function(nnx.merge(graphdef, treedef.unflatten(new), rest))
+            return as_function(nnx.merge(graphdef, treedef.unflatten(new), rest), **apply_kwargs)
     return _Weights(kind, leaves, tuple(paths), rebuild)
 
 
@@ -175,28 +218,42 @@ def _name(parts: tuple[Any, ...]) -> str:
     return "/".join(str(p) for p in parts)
 
 
-def _top_level(parts: tuple[Any, ...]) -> tuple[Any, ...]:
-    """The layer of a weight path: its first component, with the list indices that follow
-    (``layers/0`` for ``layers/0/weight``: a list of layers is not one layer)."""
-    k = 1
-    while k < len(parts) - 1 and isinstance(parts[k], int) and not isinstance(parts[k], bool):
-        k += 1
-    return parts[:k]
+def _group(paths: tuple, members: Sequence[int], depth: int) -> dict[tuple, list[int]]:
+    """``{layer path: indices}``, a weight's layer being its path up to the component at
+    `depth`, with the list indices that follow (``layers/0`` for ``layers/0/weight``: a list
+    of layers is not one layer)."""
+    found: dict[tuple, list[int]] = {}
+    for i in members:
+        parts, k = paths[i], depth + 1
+        while k < len(parts) - 1 and isinstance(parts[k], int) and not isinstance(parts[k], bool):
+            k += 1
+        found.setdefault(parts[:k], []).append(i)
+    return found
+
+
+def _default_layers(paths: tuple) -> dict[str, tuple[int, ...]]:
+    """The top-level entries that hold weights; while there is only one and it holds
+    sub-layers (a wrapper such as ``Classifier(model, state)``), that entry's children."""
+    groups = _group(paths, [i for i, p in enumerate(paths) if p is not None], 0)
+    while len(groups) == 1:
+        (prefix, members), = groups.items()
+        depths = [len(paths[i]) - len(prefix) for i in members]
+        if min(depths) < 1 or max(depths) < 2:  # a layer's own weights (kernel, bias)
+            break
+        groups = _group(paths, members, len(prefix))
+    return {_name(prefix): tuple(members) for prefix, members in groups.items()}
 
 
 def _layer_leaves(weights: _Weights, layers: Sequence[str] | None) -> dict[str, tuple[int, ...]]:
-    """``{layer name: indices of its weight leaves}``; default: the top-level layers."""
-    found: dict[str, list[int]] = {}
-    for i, parts in enumerate(weights.paths):
-        if parts is not None:
-            found.setdefault(_name(_top_level(parts)), []).append(i)
+    """``{layer name: indices of its weight leaves}``; default: :func:`_default_layers`."""
+    found = _default_layers(weights.paths)
     valid = tuple(found)
     where = ("variables['params']" if weights.kind == "linen"
              else f"the fields of {_KINDS[weights.kind]}")
     if not valid:
         raise ValueError(f"model has no weights to randomize: no floating-point arrays in {where}")
     if layers is None:
-        return {name: tuple(idx) for name, idx in found.items()}
+        return found
     if isinstance(layers, str):
         layers = (layers,)
     out = {}
@@ -235,7 +292,8 @@ def _layer_order(f, x, layers: Sequence[str]) -> tuple[str, ...]:
     return tuple(seen) + tuple(name for name in layers if name not in seen)
 
 
-def _fresh_leaves(model, weights: _Weights, fresh, x, key, stdev, layers) -> Callable:
+def _fresh_leaves(model, weights: _Weights, fresh, x, key, stdev, layers,
+                  apply_kwargs) -> Callable:
     """``new(name, i) -> [new leaves of layer `name`]``, the `i`-th layer randomized."""
     if stdev is not None:
         if fresh is not None:
@@ -262,14 +320,14 @@ def _fresh_leaves(model, weights: _Weights, fresh, x, key, stdev, layers) -> Cal
         if not hasattr(model, "init"):
             raise TypeError("model has no init(); pass fresh= (new variables) or stdev to draw "
                             "Gaussian weights instead")
-        fresh = model.init(key, x[:1])
+        fresh = model.init(key, x[:1], **apply_kwargs)
     if weights.kind == "linen":
-        other = _weights(model, fresh, name="fresh")
+        other = _weights(model, fresh, apply_kwargs, name="fresh")
     else:
         if _model_kind(fresh) != weights.kind:
             raise TypeError(f"fresh must be {_KINDS[weights.kind]} like model, got "
                             f"{type(fresh).__name__}")
-        other = _weights(fresh, None, name="fresh")
+        other = _weights(fresh, None, apply_kwargs, name="fresh")
     by_path = {p: leaf for p, leaf in zip(other.paths, other.leaves) if p is not None}
     for j in sorted({j for idx in layers.values() for j in idx}):
         path, leaf = weights.paths[j], weights.leaves[j]
@@ -286,10 +344,23 @@ def _fresh_leaves(model, weights: _Weights, fresh, x, key, stdev, layers) -> Cal
     return copied
 
 
+def _check_finite(f, x, a, where: str, layer: str | None = None) -> None:
+    """A clear error, naming the randomized layer, when a map is NaN or infinite."""
+    if not checks.is_concrete(a) or bool(jnp.isfinite(a).all()):
+        return
+    logits = "finite" if bool(jnp.isfinite(f(x)).all()) else "not finite either"
+    advice = ("" if layer is None else
+              f" If layer {layer!r} holds scales or statistics that must stay positive, leave "
+              "it out with layers=, or take new weights from fresh= (or a smaller stdev=).")
+    raise ValueError(f"the attribution of method is not finite (NaN or inf) with {where}; the "
+                     f"model's outputs are {logits}: similarities of such maps mean nothing."
+                     + advice)
+
+
 def randomization_check(
     model: Any,
     variables: Any,
-    x: Float[Array, "batch _ _ _"],
+    x: Float[Array, "batch *feature"],
     method: Callable[..., Array],
     *,
     key: Array,
@@ -299,55 +370,72 @@ def randomization_check(
     stdev: float | None = None,
     fresh: Any = None,
     win_size: int = 5,
+    apply_kwargs: Mapping[str, Any] | None = None,
 ) -> RandomizationResult:
     """Model-parameter randomization: re-explain after re-drawing layers from the top down.
 
     The same call serves every model kind. A *layer* is a path below the model's root: by
     default the top-level entries that hold weights (floating-point arrays), with lists of
     layers split into their items, ordered as the model calls them (from
-    :func:`jaxplain.sites`), input to output:
+    :func:`jaxplain.sites`), input to output. A root with a single such entry that holds
+    layers of its own (a wrapper, e.g. an Equinox module holding ``model`` and its
+    ``eqx.nn.State``) is looked through: its layers are that entry's children
+    (``model/conv1``, ``model/head``), recursively.
 
     - Flax Linen (``variables`` given): the top-level entries of ``variables["params"]``
       (module names such as ``conv1``); other collections (``batch_stats``) stay as they are.
     - Equinox (``variables=None``): the module's top-level fields, e.g. ``conv1``, or
       ``layers/0``, ``layers/1`` for a list or tuple field (``eqx.nn.Sequential``,
-      ``eqx.nn.MLP``). Every floating-point array below a layer is re-drawn; static fields and
-      functions are kept.
+      ``eqx.nn.MLP``). Every floating-point array below a layer is re-drawn, except inside an
+      ``eqx.nn.State`` (BatchNorm's running statistics), which is never re-drawn; static
+      fields and functions are kept.
     - Flax NNX (``variables=None``): the same, over the module's ``nnx.Param`` state
       (``nnx.split``/``nnx.merge``); batch statistics and RNG state stay as they are.
 
     ``layers`` may also name deeper paths (``block1/conv_a``, ``conv1/weight``) to randomize
-    part of a layer. Cascading mode randomizes the last layer, then the last two, ... down to
-    all of them; independent mode randomizes one layer at a time with the rest intact.
+    part of a layer. Given names are taken in the order given, which must be input to output:
+    the cascade re-draws the last name first (deeper paths such as ``conv1/bias`` have no site
+    of their own, so their call order cannot always be read). Cascading mode randomizes the last
+    layer, then the last two, ... down to all of them; independent mode randomizes one layer at
+    a time with the rest intact.
 
     New weights come from ``fresh``, the same architecture with other weights (Adebayo et al.'s
-    re-initialization): for Linen new variables, default ``model.init(key, x[:1])``; for
-    Equinox and NNX, which have no ``init``, the module built again with another key, e.g.
-    ``fresh=CNN(key=jax.random.key(1))``. With ``stdev`` they are drawn from ``N(0, stdev²)``
-    instead, for weights and biases alike (the critical-pathways code uses 0.1), layer by layer
-    in the order of the states.
+    re-initialization): for Linen new variables, default ``model.init(key, x[:1],
+    **apply_kwargs)``; for Equinox and NNX, which have no ``init``, the module built again with
+    another key, e.g. ``fresh=CNN(key=jax.random.key(1))``. With ``stdev`` they are drawn from
+    ``N(0, stdev²)`` instead, for weights and biases alike (the critical-pathways code uses
+    0.1), layer by layer in the order of the states. A randomized model whose explanation is not
+    finite raises a ``ValueError`` naming the layer (never a NaN score).
 
-    The maps compared are the attributions with their channels summed. The channel axis of
-    ``x`` is read off the model's first convolution, so an Equinox CNN's NCHW images are summed
-    over axis 1 (as the faithfulness metrics do); without a convolution it is the last axis.
+    For images (4-D ``x``) the maps compared are the attributions with their channels summed.
+    The channel axis of ``x`` is read off the model's first convolution, so an Equinox CNN's
+    NCHW images are summed over axis 1 (as the faithfulness metrics do); without a convolution
+    it is the last axis. Any other batch-first input (vectors, sequences) is compared by
+    Spearman on the flattened attributions, and ``ssim`` is ``None``.
 
     Args:
         model: A Flax Linen module (with ``variables``), a Flax NNX module or an Equinox
             module.
         variables: The Linen variables, with a ``params`` collection; ``None`` for NNX and
             Equinox modules.
-        x: ``(batch, H, W, C)`` images, or ``(batch, C, H, W)`` for a channels-first model.
+        x: A batch: ``(batch, H, W, C)`` images, ``(batch, C, H, W)`` for a channels-first
+            model, or any other ``(batch, ...)`` input.
         method: ``method(f, x, target) -> attribution`` shaped like ``x``.
         key: PRNG key for the new weights.
         target: Classes to explain, kept for every state; ``None``: the original prediction.
         mode: ``"cascading"`` or ``"independent"``.
-        layers: Layer names (paths joined by ``/``), input to output (default: all top-level
-            layers in call order).
+        layers: Layer names (paths joined by ``/``), in the order given, which must be input to
+            output (default: the layers found as above, in call order).
         stdev: ``None`` for the weights of ``fresh``, or the standard deviation of Gaussian
             weights.
         fresh: The source of new weights when ``stdev`` is ``None``: Linen variables of the
             same model, or a module of the same kind and architecture as ``model``.
-        win_size: SSIM window (odd, at most the image size).
+        win_size: SSIM window (odd, at most the image size; unused for inputs that are not
+            images).
+        apply_kwargs: Keyword arguments of the model's call, as
+            :func:`jaxplain.as_function` takes them (``{"train": False}`` for a Linen model
+            whose ``train`` flag has no default): used for the original, every randomized
+            model, and Linen's default ``fresh`` (``model.init``).
 
     Returns:
         A :class:`RandomizationResult`, one state per layer, top layer first.
@@ -378,24 +466,36 @@ def randomization_check(
         >>> r.states, r.ssim.shape
         (('layers/2', 'layers/0'), (2, 2))
 
+        Vectors: an ``eqx.nn.MLP``, compared by Spearman only:
+
+        >>> mlp = eqx.nn.MLP(6, 3, 8, 1, key=jax.random.key(0))
+        >>> v = jax.random.normal(jax.random.key(2), (4, 6))
+        >>> r = randomization_check(mlp, None, v, grad, key=jax.random.key(1), stdev=0.1)
+        >>> r.states, r.spearman.shape, r.ssim
+        (('layers/1', 'layers/0'), (2, 4), None)
+
     References:
         Adebayo et al., "Sanity Checks for Saliency Maps", NeurIPS 2018.
     """
     x = _check_inputs(x, method)
     checks.check_choice(mode, "mode", MODES)
-    weights = _weights(model, variables)
+    apply_kwargs = _check_apply_kwargs(apply_kwargs)
+    weights = _weights(model, variables, apply_kwargs)
     chosen = _layer_leaves(weights, layers)
     f0 = weights.rebuild(list(weights.leaves))
+    _callable(f0, x)
     axis = _channel_axis(f0, x)
     _check_window(win_size, x, axis)
     names = _layer_order(f0, x, tuple(chosen)) if layers is None else tuple(chosen)
     init_key, draw_key = jax.random.split(key)
     new_leaves = _fresh_leaves(model, weights, fresh, x,
-                               draw_key if stdev is not None else init_key, stdev, chosen)
+                               draw_key if stdev is not None else init_key, stdev, chosen,
+                               apply_kwargs)
     if target is None:
         target = jnp.argmax(f0(x), axis=-1)
     target = checks.check_target(target, x.shape[0], checks.num_classes(f0, x))
     a0 = checks.check_like(method(f0, x, target), x, "the attribution of method")
+    _check_finite(f0, x, a0, "the original model")
 
     current = list(weights.leaves)
     rows = []
@@ -404,15 +504,26 @@ def randomization_check(
             current = list(weights.leaves)
         for j, leaf in zip(chosen[name], new_leaves(name, i)):
             current[j] = leaf
-        a = method(weights.rebuild(current), x, target)
+        f = weights.rebuild(current)
+        a = method(f, x, target)
+        where = (f"layer {name!r} re-drawn" if mode == "independent" or i == 0 else
+                 f"layer {name!r} re-drawn, with every layer after it (cascading state {i + 1} "
+                 f"of {len(names)})")
+        _check_finite(f, x, a, where, name)
         rows.append(_similarities(a0, a, win_size, axis))
-    return RandomizationResult(tuple(reversed(names)), *(jnp.stack(c) for c in zip(*rows)))
+    return _result(tuple(reversed(names)), rows)
+
+
+def _result(states: tuple[str, ...], rows: list) -> RandomizationResult:
+    spear, spear_abs, image = zip(*rows)
+    return RandomizationResult(states, jnp.stack(spear), jnp.stack(spear_abs),
+                               None if image[0] is None else jnp.stack(image))
 
 
 def data_randomization_check(
     model: Any,
     variables: Any,
-    x: Float[Array, "batch h w c"],
+    x: Float[Array, "batch *feature"],
     method: Callable[..., Array],
     *,
     key: Array,
@@ -420,24 +531,30 @@ def data_randomization_check(
     target: Int[Array, " batch"] | int | None = None,
     epochs: int = 5,
     win_size: int = 5,
+    apply_kwargs: Mapping[str, Any] | None = None,
 ) -> RandomizationResult:
     """Data randomization: retrain on shuffled labels and compare the explanations.
 
     The model is trained from scratch with :func:`jaxplain.data.train` on ``digits`` whose
     training labels are permuted (so nothing is learnable), and the same inputs and targets
     are explained with it. A method that explains the learned function must give dissimilar
-    maps. Flax Linen only, since :func:`jaxplain.data.train` trains Linen modules.
+    maps. Flax Linen models whose only variable collection is ``params`` only, since
+    :func:`jaxplain.data.train` trains those (a model with BatchNorm, whose ``batch_stats``
+    it does not update, raises a ``TypeError``). Maps are compared as in
+    :func:`randomization_check` (no SSIM for inputs that are not images).
 
     Args:
         model: The Linen module (retrained from scratch; e.g. ``DigitsCNN()``).
         variables: The variables of the model trained on the true labels.
-        x: ``(batch, H, W, C)`` images to explain.
+        x: ``(batch, H, W, C)`` images (or any other batch the model reads) to explain.
         method: ``method(f, x, target) -> attribution``.
         key: PRNG key for the label permutation and the training.
         digits: The data set (default :func:`jaxplain.data.load_digits`).
         target: Classes to explain; ``None``: the original model's prediction.
         epochs: Training epochs on the shuffled labels.
         win_size: SSIM window.
+        apply_kwargs: Keyword arguments of every ``model.init`` / ``model.apply`` call, in
+            training too (e.g. ``{"train": False}``).
 
     Returns:
         A :class:`RandomizationResult` with the single state ``"shuffled labels"``.
@@ -448,6 +565,7 @@ def data_randomization_check(
     from jaxplain import data
     from jaxplain.core import as_function
     from jaxplain.core._adapters import _kind
+    from jaxplain.data._train import check_params_only
 
     kind = _kind(model)
     if kind != "linen":
@@ -457,10 +575,14 @@ def data_randomization_check(
             f"jaxplain.data.train, which trains Linen modules only, got {what}. For other "
             "models, train a copy on shuffled labels yourself and compare the two maps with "
             "metrics.spearman and metrics.ssim")
+    _params(variables)
+    check_params_only(variables, "variables")
     x = _check_inputs(x, method)
+    apply_kwargs = _check_apply_kwargs(apply_kwargs)
     checks.check_positive_int(epochs, "epochs")
     digits = data.load_digits() if digits is None else digits
-    f0 = as_function(model, variables)
+    f0 = as_function(model, variables, **apply_kwargs)
+    _callable(f0, x)
     axis = _channel_axis(f0, x)
     _check_window(win_size, x, axis)
     if target is None:
@@ -470,8 +592,11 @@ def data_randomization_check(
     shuffled = dataclasses.replace(
         digits, y_train=jax.random.permutation(perm_key, digits.y_train)
     )
-    random_vars, _ = data.train(train_key, shuffled, model, epochs=epochs, progress=False)
-    a0 = method(f0, x, target)
-    a = method(as_function(model, random_vars), x, target)
-    return RandomizationResult(("shuffled labels",),
-                               *(c[None] for c in _similarities(a0, a, win_size, axis)))
+    random_vars, _ = data.train(train_key, shuffled, model, epochs=epochs, progress=False,
+                                apply_kwargs=apply_kwargs)
+    a0 = checks.check_like(method(f0, x, target), x, "the attribution of method")
+    _check_finite(f0, x, a0, "the original model")
+    f = as_function(model, random_vars, **apply_kwargs)
+    a = method(f, x, target)
+    _check_finite(f, x, a, "the model trained on shuffled labels")
+    return _result(("shuffled labels",), [_similarities(a0, a, win_size, axis)])

@@ -106,8 +106,10 @@ def test_errors(net):
         metrics.randomization_check(model, variables, x, _grad, key=key, layers=("conv9",))
     with pytest.raises(ValueError, match="mode must be one of"):
         metrics.randomization_check(model, variables, x, _grad, key=key, mode="all")
-    with pytest.raises(ValueError, match="x must be NHWC images"):
-        metrics.randomization_check(model, variables, x.reshape(6, -1), _grad, key=key)
+    with pytest.raises(ValueError, match="x must have a batch axis and at least one feature"):
+        metrics.randomization_check(model, variables, x[:, 0, 0, 0], _grad, key=key)
+    with pytest.raises(TypeError, match="apply_kwargs must be a dict"):
+        metrics.randomization_check(model, variables, x, _grad, key=key, apply_kwargs=("train",))
     with pytest.raises(ValueError, match="'params' collection"):
         metrics.randomization_check(model, {"state": {}}, x, _grad, key=key)
 
@@ -332,3 +334,239 @@ def test_errors_for_other_model_kinds():
                                     key=key, stdev=0.1)
     with pytest.raises(TypeError, match="data_randomization_check retrains"):
         metrics.data_randomization_check(model, None, XF, _grad, key=key)
+
+
+# --- state that is not a parameter, wrappers, vectors, the call's keyword arguments ---------
+
+
+class _BnCNN(eqx.Module):
+    conv: eqx.nn.Conv2d
+    bn: eqx.nn.BatchNorm
+    head: eqx.nn.Linear
+
+    def __init__(self, key):
+        k1, k2 = jax.random.split(key)
+        self.conv = eqx.nn.Conv2d(1, 4, 3, padding=1, key=k1)
+        self.bn = eqx.nn.BatchNorm(4, axis_name="batch", mode="ema")
+        self.head = eqx.nn.Linear(4 * 6 * 6, 3, key=k2)
+
+    def __call__(self, x, state):
+        h, state = self.bn(self.conv(x), state)
+        return self.head(jax.nn.relu(h).reshape(-1)), state
+
+
+class _Classifier(eqx.Module):
+    """The wrapper docs/attribution.md recommends: the CNN and its State, logits only."""
+
+    model: _BnCNN
+    state: eqx.nn.State
+
+    def __call__(self, x):
+        return self.model(x, self.state)[0]
+
+
+def _bn_classifier(seed, trained_stats=False):
+    model, state = eqx.nn.make_with_state(_BnCNN)(jax.random.key(seed))
+    if trained_stats:  # running statistics far from the initial (0, 1)
+        state = state.set(model.bn.ema_state_index, (jnp.asarray([0.3, -0.2, 0.1, 0.5]),
+                                                 jnp.asarray([2.0, 0.5, 3.0, 0.2])))
+    return _Classifier(eqx.nn.inference_mode(model), state)
+
+
+def _reference_scores(f0, fs, x, t, win=None):
+    """Spearman (SciPy) and, with `win`, SSIM (NumPy) of the gradient maps of `fs` against
+    those of `f0`: channels summed and scaled by max |.| for images, flattened otherwise."""
+    def grad_map(f):
+        g = np.asarray(_grad(f, x, t), np.float64)
+        if win is None:
+            return g.reshape(len(g), -1)
+        g = g.sum(1)                                     # NCHW
+        return g / np.abs(g).max(axis=(1, 2), keepdims=True)
+
+    m0 = grad_map(f0)
+    out = []
+    for f in fs:
+        m = grad_map(f)
+        row = []
+        for b in range(len(m0)):
+            rho = scipy.stats.spearmanr(m0[b].ravel(), m[b].ravel())[0]
+            rho_abs = scipy.stats.spearmanr(np.abs(m0[b]).ravel(), np.abs(m[b]).ravel())[0]
+            row.append((rho, rho_abs) + ((np_ssim(m0[b], m[b], win, 2.0),) if win else ()))
+        out.append(row)
+    return np.asarray(out)
+
+
+def test_an_equinox_batchnorm_wrapper_cascades_over_the_cnn_and_keeps_its_state():
+    clf, fresh = _bn_classifier(0, trained_stats=True), _bn_classifier(1)
+    x = jax.random.uniform(jax.random.key(2), (4, 1, 6, 6))
+    t = jnp.asarray([0, 1, 2, 0])
+    r = metrics.randomization_check(clf, None, x, _grad, key=jax.random.key(3), target=t,
+                                    fresh=fresh, win_size=3)
+    # the wrapper is looked through; the State is not a layer
+    assert r.states == ("model/head", "model/bn", "model/conv")
+    # each state = the CNN with its layers from `fresh`, the trained State kept (fresh's State
+    # holds the initial statistics, which would give other maps)
+    swapped = []
+    for k in range(1, 4):
+        names = ("head", "bn", "conv")[:k]
+        model = eqx.tree_at(lambda m: [getattr(m.model, n) for n in names], clf,
+                            [getattr(fresh.model, n) for n in names])
+        swapped.append(as_function(model))
+    want = _reference_scores(as_function(clf), swapped, x, t, win=3)
+    np.testing.assert_allclose(r.spearman, want[..., 0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(r.spearman_abs, want[..., 1], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(r.ssim, want[..., 2], rtol=1e-4, atol=1e-4)
+    # Gaussian weights: the running variance is not drawn, so the maps stay finite
+    g = metrics.randomization_check(clf, None, x, _grad, key=jax.random.key(3), stdev=0.1,
+                                    win_size=3)
+    assert g.states == r.states
+    assert bool(jnp.isfinite(g.ssim).all()) and float(jnp.abs(g.spearman).max()) > 0
+    with pytest.raises(ValueError, match=r"layers must be names from the fields of an Equinox "
+                                         r"module \('model/conv', 'model/bn', 'model/head'\)"):
+        metrics.randomization_check(clf, None, x, _grad, key=jax.random.key(3), stdev=0.1,
+                                    layers=("state",), win_size=3)
+    # NNX's batch statistics are not weights either
+    from flax import nnx
+
+    class NnxBn(nnx.Module):
+        def __init__(self):
+            self.bn = nnx.BatchNorm(1, rngs=nnx.Rngs(0))
+            self.head = nnx.Linear(36, 3, rngs=nnx.Rngs(0))
+
+        def __call__(self, x):
+            return self.head(self.bn(x).reshape(len(x), -1))
+
+    with pytest.raises(ValueError, match=r"unknown: \('bn/mean',\)"):
+        metrics.randomization_check(NnxBn(), None, x.transpose(0, 2, 3, 1), _grad,
+                                    key=jax.random.key(3), stdev=0.1, layers=("bn/mean",),
+                                    win_size=3)
+
+
+def test_non_finite_maps_raise_naming_the_layer(net):
+    model, variables, x = net
+    calls = []
+
+    def breaks_on_the_second_model(f, x, t):
+        calls.append(f)
+        return _grad(f, x, t) * (jnp.nan if len(calls) == 3 else 1.0)
+
+    with pytest.raises(ValueError, match=r"not finite \(NaN or inf\) with layer 'fc' re-drawn, "
+                                         r"with every layer after it \(cascading state 2 of 4\)"):
+        metrics.randomization_check(model, variables, x, breaks_on_the_second_model,
+                                    key=jax.random.key(0))
+    # weights so large that the randomized logits overflow
+    clf = _bn_classifier(0)
+    xf = jax.random.uniform(jax.random.key(2), (2, 1, 6, 6))
+    with pytest.raises(ValueError, match="with layer 'model/bn' re-drawn.*outputs are not finite"):
+        metrics.randomization_check(clf, None, xf, _grad, key=jax.random.key(1), stdev=1e30,
+                                    win_size=3)
+
+
+def _linear_mlp(seed):
+    return eqx.nn.MLP(6, 3, 5, 2, activation=lambda h: h, key=jax.random.key(seed))
+
+
+def test_an_equinox_mlp_on_vectors_behaves_as_the_closed_form():
+    model, new = _linear_mlp(0), _linear_mlp(1)
+    x = jax.random.normal(jax.random.key(2), (5, 6))
+    t = jnp.asarray([0, 1, 2, 0, 1])
+    kw = dict(key=jax.random.key(3), target=t, fresh=new)
+    cas = metrics.randomization_check(model, None, x, _grad, **kw)
+    ind = metrics.randomization_check(model, None, x, _grad, mode="independent", **kw)
+    assert cas.states == ind.states == ("layers/2", "layers/1", "layers/0")
+    assert cas.ssim is None and ind.ssim is None         # no 2-D maps, no SSIM
+
+    def gradient_rows(layers):                           # the gradient: a row of W2 W1 W0
+        w = np.eye(6)
+        for layer in layers:
+            w = np.asarray(layer.weight, np.float64) @ w
+        return w[np.asarray(t)]
+
+    g0 = gradient_rows(model.layers)
+    for got, swaps in ((cas, [{2}, {1, 2}, {0, 1, 2}]), (ind, [{2}, {1}, {0}])):
+        for row, swapped in enumerate(swaps):
+            g = gradient_rows([new.layers[k] if k in swapped else model.layers[k]
+                               for k in range(3)])
+            want = [scipy.stats.spearmanr(g0[b], g[b])[0] for b in range(5)]
+            want_abs = [scipy.stats.spearmanr(np.abs(g0[b]), np.abs(g[b]))[0] for b in range(5)]
+            np.testing.assert_allclose(got.spearman[row], want, rtol=1e-4, atol=1e-4)
+            np.testing.assert_allclose(got.spearman_abs[row], want_abs, rtol=1e-4, atol=1e-4)
+    assert float(jnp.abs(cas.spearman[-1]).mean()) < 0.9
+    # the result is a pytree without an SSIM leaf
+    assert len(jax.tree.leaves(cas)) == 2
+
+
+class _TrainFlag(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool):                  # no default, as in Flax's examples
+        x = nn.Conv(4, (3, 3), name="conv")(x)
+        x = nn.relu(nn.BatchNorm(use_running_average=not train, name="bn")(x))
+        x = nn.Dropout(0.5, deterministic=not train)(x.reshape(len(x), -1))
+        return nn.Dense(3, name="head")(x)
+
+
+def test_a_linen_model_with_a_required_train_flag_runs_with_apply_kwargs():
+    model = _TrainFlag()
+    x = jax.random.uniform(jax.random.key(0), (3, 6, 6, 2))
+    variables = model.init(jax.random.key(1), x, train=False)
+    variables = {**variables, "batch_stats": {"bn": {"mean": jnp.full((4,), 0.4),
+                                                     "var": jnp.full((4,), 3.0)}}}
+    key, t = jax.random.key(2), jnp.asarray([0, 1, 2])
+    with pytest.raises(TypeError, match=r"missing 1 required.*'train'.*apply_kwargs="):
+        metrics.randomization_check(model, variables, x, _grad, key=key, target=t)
+    kw = dict(key=key, target=t, win_size=3, apply_kwargs={"train": False})
+    r = metrics.randomization_check(model, variables, x, _grad, **kw)
+    assert r.states == ("head", "bn", "conv")
+    # the default fresh is model.init(first half of key, x[:1], train=False); batch_stats stay
+    fresh = model.init(jax.random.split(key)[0], x[:1], train=False)["params"]
+    fs = []
+    for k in range(1, 4):
+        params = dict(variables["params"])
+        params.update({n: fresh[n] for n in ("head", "bn", "conv")[:k]})
+        fs.append(as_function(model, {**variables, "params": params}, train=False))
+    f0 = as_function(model, variables, train=False)
+    nhwc = lambda f: lambda x: f(x.transpose(0, 2, 3, 1))  # noqa: E731 - NCHW reference maps
+    want = _reference_scores(nhwc(f0), [nhwc(f) for f in fs], x.transpose(0, 3, 1, 2), t, win=3)
+    np.testing.assert_allclose(r.spearman, want[..., 0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(r.ssim, want[..., 2], rtol=1e-4, atol=1e-4)
+
+
+def test_data_randomization_refuses_extra_collections_up_front(monkeypatch):
+    import jaxplain.data
+
+    model = _TrainFlag()
+    x = jax.random.uniform(jax.random.key(0), (3, 6, 6, 2))
+    variables = model.init(jax.random.key(1), x, train=False)
+    monkeypatch.setattr(jaxplain.data, "train", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(TypeError, match=r"only variable collection is 'params', but the model's "
+                                        r"variables also hold \('batch_stats',\)"):
+        metrics.data_randomization_check(model, variables, x, _grad, key=jax.random.key(2),
+                                         apply_kwargs={"train": False})
+
+
+class _VectorFlag(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool):
+        h = nn.Dropout(0.5, deterministic=not train)(nn.relu(nn.Dense(16)(x)))
+        return nn.Dense(4)(h)
+
+
+def test_data_randomization_on_vectors_with_apply_kwargs():
+    from jaxplain.data import Digits, train
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 700).astype(np.int32)
+    xs = rng.normal(0, 0.3, (700, 8)).astype(np.float32)
+    xs[np.arange(700), y] += 2.0                        # a planted, learnable feature
+    digits = Digits(*(jnp.asarray(a) for a in (xs[:600], y[:600], xs[600:], y[600:])))
+    model, kw = _VectorFlag(), dict(apply_kwargs={"train": False})
+    variables, history = train(jax.random.key(0), digits, model, epochs=4, progress=False, **kw)
+    assert history.test_accuracy[-1] > 0.9
+    x = digits.x_test[:6]
+    r = metrics.data_randomization_check(model, variables, x, _grad, key=jax.random.key(1),
+                                         digits=digits, epochs=4, **kw)
+    ident = metrics.data_randomization_check(model, variables, x, lambda f, x, t: x * x,
+                                             key=jax.random.key(1), digits=digits, epochs=1, **kw)
+    assert r.states == ("shuffled labels",) and r.ssim is None and r.spearman.shape == (1, 6)
+    assert float(r.spearman.mean()) < 0.6
+    np.testing.assert_allclose(ident.spearman, 1.0, atol=1e-6)
