@@ -30,6 +30,7 @@ from jaxplain.attribution._site import (INTERPOLATIONS, _activation, _check_site
                                         upsample)
 from jaxplain.core._capture import program_of
 from jaxplain.core._channels import input_channel_axis
+from jaxplain.core._outputs import output_is_softmax
 
 NORMALIZATIONS = ("softmax", None)
 SCORES = ("probability", "logit")
@@ -329,7 +330,8 @@ def score_cam(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array,
       site: the name of a convolutional site with as many spatial axes as `x` (see
         :func:`jaxplain.sites`), e.g. ``"block2"``.
       baseline: what a masked-out pixel becomes: a scalar or an array broadcastable to `x`.
-      score: ``"probability"`` (the softmax over the classes) or ``"logit"``.
+      score: ``"probability"`` (the softmax over the classes; a model whose output is already
+        a softmax is read as it is) or ``"logit"``.
       normalize: None, or ``"softmax"`` over the channels.
       relu: keep only the positive part of the map, as in the paper.
       resize: bilinearly resize the map to the input's spatial shape and return
@@ -366,6 +368,8 @@ def score_cam(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array,
         raise ValueError(f"normalize must be one of {NORMALIZATIONS}; got {normalize!r}")
     x, t, channels = _cam_arguments(f, x, target, site, True, "score_cam")
     b = _common.check_baseline(baseline, x)
+    if score == "probability" and output_is_softmax(f, x):
+        score = "logit"  # the model's outputs are probabilities already: read them as they are
     return _score_cam(f, x, t, b, site=site, score=score, normalize=normalize, relu=bool(relu),
                       resize="bilinear" if resize else None,
                       batch_size=_common.check_batch_size(batch_size), channels=channels)

@@ -245,6 +245,15 @@ def test_score_cam_finds_the_planted_channel(baseline):
         assert (cam.reshape(4, -1).argmax(axis=1) % 8 < 4).all()
 
 
+def test_a_probability_head_is_read_as_it_is():
+    """A model that outputs softmax probabilities gets the same map as its logits twin (no
+    second softmax)."""
+    x = jnp.asarray(twins.inputs(5, (4, 8, 8, 1), "nonneg") * 0.5 + 0.5)
+    probabilities = lambda z: jax.nn.softmax(_planted(z), axis=-1)
+    want = A.score_cam(_planted, x, 0, site="features")
+    assert_close(A.score_cam(probabilities, x, 0, site="features"), want, 1e-5)
+
+
 def test_a_softmax_of_probabilities_is_nearly_class_blind():
     """Why it is not the default: increases in [-1, 1] give softmax weights within e² of each
     other, so the planted map keeps much of the channel that class 0 never reads."""

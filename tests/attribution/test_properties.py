@@ -259,6 +259,7 @@ SUMMING = {  # methods whose sum a final softmax breaks, with their options
     "deeplift_shap": (A.deeplift_shap, {"baselines": jnp.zeros((2, 4, 4, 3))}),
     "lrp": (A.lrp, {"rules": Epsilon(1e-6)}),
     "conservative_propagation": (A.conservative_propagation, {}),
+    "attn_lrp": (A.attn_lrp, {}),
 }
 
 
