@@ -19,6 +19,7 @@ from jaxplain.metrics._robustness import continuity, max_sensitivity
 class _Options:
     steps: int
     baseline: Any
+    insertion_baseline: Any
     samples: int
     batch_size: int | None
 
@@ -31,7 +32,10 @@ def _deletion(order):
 
 
 def _insertion(f, x, t, a, method, key, o):
-    return insertion(f, x, t, a, steps=o.steps, batch_size=o.batch_size).area
+    start = o.insertion_baseline
+    if start is None:  # RISE's blur for images; a blur means nothing for vectors or tokens
+        start = "blur" if x.ndim == 4 else "zeros"
+    return insertion(f, x, t, a, steps=o.steps, baseline=start, batch_size=o.batch_size).area
 
 
 def _lerf(f, x, t, a, method, key, o):
@@ -92,13 +96,14 @@ def compare(
     key: Array,
     steps: int = 20,
     baseline: Any = "zeros",
+    insertion_baseline: Any = None,
     samples: int = 5,
     batch_size: int | None = None,
 ) -> Table:
     """Evaluate every method with every metric on the same inputs; mean over the batch.
 
     Metric names (see :data:`METRICS`): ``deletion_morf`` / ``deletion_lerf`` (area under the
-    deletion curve, most / least relevant first), ``insertion`` (area, blur baseline),
+    deletion curve, most / least relevant first), ``insertion`` (area; from a blur of images),
     ``lerf_change`` (critical-pathways LeRF change averaged over 1..10%), ``sparseness``
     (Gini), ``complexity`` (entropy), ``continuity`` and ``max_sensitivity`` (these two
     re-run the method on ``samples`` noisy copies).
@@ -113,6 +118,9 @@ def compare(
         key: PRNG key for the noise metrics (the same key for every method).
         steps: Steps of the deletion / insertion curves.
         baseline: Replacement value of the deletion and LeRF metrics.
+        insertion_baseline: Where the insertion curve starts (any ``baseline`` of
+            :func:`insertion`); None: ``"blur"`` for ``(batch, H, W, C)`` images (RISE),
+            ``"zeros"`` for other inputs.
         samples: Perturbations for continuity and max-sensitivity.
         batch_size: Chunking of the perturbation metrics.
 
@@ -138,7 +146,7 @@ def compare(
     unknown = [m for m in metrics if m not in METRICS]
     if unknown or not metrics:
         raise ValueError(f"metrics must be names from {tuple(METRICS)}, got {metrics}")
-    options = _Options(checks.check_positive_int(steps, "steps"), baseline,
+    options = _Options(checks.check_positive_int(steps, "steps"), baseline, insertion_baseline,
                        checks.check_positive_int(samples, "samples"),
                        checks.check_batch_size(batch_size))
     rows = []

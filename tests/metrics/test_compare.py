@@ -49,6 +49,21 @@ def test_table_rows_equal_direct_calls():
     assert table.better[names.index("deletion_morf")] == "lower"
 
 
+def test_insertion_starts_from_zeros_for_vectors_and_as_asked():
+    x = jax.random.uniform(jax.random.key(0), (4, 16))
+    t = jnp.array([0, 1, 1, 0])
+    a = _gxi(_f, x, t)
+    table = metrics.compare(_f, x, t, {"gxi": _gxi}, ("insertion",), key=jax.random.key(1),
+                            steps=8)
+    zeros = metrics.insertion(_f, x, t, a, steps=8, baseline="zeros").area.mean()
+    assert table.rows[0][1] == pytest.approx(float(zeros), rel=1e-5)
+    table = metrics.compare(_f, x, t, {"gxi": _gxi}, ("insertion",), key=jax.random.key(1),
+                            steps=8, insertion_baseline=0.5)
+    half = metrics.insertion(_f, x, t, a, steps=8, baseline=0.5).area.mean()
+    assert table.rows[0][1] == pytest.approx(float(half), rel=1e-5)
+    assert abs(float(half) - float(zeros)) > 1e-3
+
+
 def test_errors():
     x = jnp.ones((2, 4, 4, 1))
     with pytest.raises(ValueError, match="metrics must be names from"):
