@@ -168,9 +168,15 @@ def capture(f: Callable, names: Selector) -> Callable:
 
 
 def _presented(site_map: SiteMap, name: str, value):
-    """A site's value as the kernel presents it: channels last (see :class:`Site`)."""
-    axis = site_map.moved.get(name)
-    return value if axis is None else jnp.moveaxis(value, axis, -1)
+    """A site's value as the kernel presents it: batch first, channels last (see :class:`Site`)."""
+    perm = site_map.moved.get(name)
+    return value if perm is None else jnp.transpose(value, perm)
+
+
+def _restored(site_map: SiteMap, name: str, value):
+    """A presented value put back in the model's own layout (the inverse of `_presented`)."""
+    perm = site_map.moved.get(name)
+    return value if perm is None else jnp.transpose(value, tuple(perm.index(a) for a in range(len(perm))))
 
 
 def _capture(f: Callable, names, x):
@@ -230,8 +236,7 @@ def _intervene(f: Callable, pairs: tuple, x):
                         raise ValueError(f"The intervention at site {name!r} returned shape "
                                          f"{jnp.shape(new)}; expected {jnp.shape(value)}.")
                     new = jnp.asarray(new, dtype=value.dtype)
-                    if name in site_map.moved:
-                        new = jnp.moveaxis(new, -1, site_map.moved[name])
+                    new = _restored(site_map, name, new)
                 outs[k] = new
         return outs
 

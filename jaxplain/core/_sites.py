@@ -21,6 +21,7 @@ from collections import Counter
 
 import numpy as np
 
+from jaxplain.core._batch import SHARED, batch_axes, mixes_batch
 from jaxplain.core._channels import channel_axes
 from jaxplain.core._program import EDIT_MARK, Lit, Node, Program
 
@@ -34,13 +35,17 @@ class Site:
 
     Attributes:
       name: the site's name, path elements joined by "/" (e.g. ``"block1/conv_a"``).
-      shape: the value's shape for the traced batch (batch axis first).
+      shape: the value's shape for the traced batch, batch axis first (a value that ``vmap``
+        keeps with the batch elsewhere, e.g. ``(features, batch, tokens)`` inside an Equinox
+        layer vmapped over tokens, is presented as the model's code sees it: the value where
+        ``vmap`` has moved the batch to the front, or else the value with its batch axis moved
+        first).
       dtype: the value's dtype.
       kind: ``"module"``, ``"activation"``, ``"add"``, ``"linear"`` or ``"pool"``.
       op: what computes it: ``"relu"``, ``"tanh"``, ``"conv"``, ``"dense"``, ``"max_pool"``,
         ``"avg_pool"``, ``"add"``, or ``"module"``.
-      channel_axis: the axis of the model's own value that holds the channels (1 for an
-        Equinox or PyTorch-style NCHW convolution, -1 for Flax's NHWC), or None when no
+      channel_axis: the axis of the model's own value (batch first) that holds the channels (1
+        for an Equinox or PyTorch-style NCHW convolution, -1 for Flax's NHWC), or None when no
         convolution or dense layer makes it. A site with its channels neither first nor last is
         presented channels-last: `shape` and the values that `capture` returns and `intervene`
         edits have them on the last axis (``(n, h, w, c)``), as every per-channel method expects.
@@ -64,8 +69,10 @@ class SiteMap:
     # square roots of input-dependent values: normalisers)
     groups: dict  # node index of a linear op or a pool -> node indices of it and its affine chain
     root: tuple  # the dropped root scope (e.g. ("Net",) for a Linen model), or ()
-    moved: dict  # name -> channel axis, for the sites presented channels-last (see Site)
+    moved: dict  # name -> the permutation that presents its value (batch first, channels
+    # last; see Site), for the sites whose value the model keeps in another layout
     pools: dict  # node index of a pool -> its op (see ``pool_op``)
+    mixes_batch: bool = False  # an output depends on a value computed over the whole batch
 
 
 def _consumers(program: Program) -> tuple[Counter, dict]:
@@ -161,26 +168,40 @@ def _round_trip(program: Program, start: int, consumers: tuple[Counter, dict]) -
         j = by_input[current]
 
 
-def _average(program: Program, start: int, consumers: tuple[Counter, dict]) -> tuple[int, ...]:
-    """Indices of the sum pool `start`, the shape ops after it (``vmap``'s squeeze and
-    transpose around an Equinox pool) and its division by a constant (the window size): all of
-    an average; or just ``(start,)`` when no such division follows."""
+def _relayout(program: Program, node: Node) -> bool:
+    """True for a transpose, or an order-preserving shape op that only adds or drops axes of
+    size 1: the same values, laid out again (as ``vmap`` does around a layer)."""
+    if node.prim == "transpose":
+        return True
+    if len(node.ins) != 1 or not order_preserving(node):
+        return False
+    sizes = [[d for d in program.avals[r].shape if d != 1] for r in (node.ins[0], node.outs[0])]
+    return sizes[0] == sizes[1]
+
+
+def _pool_chain(program: Program, start: int, consumers: tuple[Counter, dict]) -> tuple[int, ...]:
+    """Indices of the pool `start` and what belongs to it: the shape ops after it in its scope
+    (``vmap``'s squeeze and transpose around an Equinox pool, which pools a 5-d copy of the
+    features) and, for a sum pool, its division by a constant (the window size): all of an
+    average. A sum pool with no such division is just ``(start,)``."""
     count, by_input = consumers
     chain, current = [start], program.nodes[start].outs[0]
+    summed = program.nodes[start].prim != "reduce_window_max"
     while count[current] == 1 and current in by_input:
         j = by_input[current]
         node = program.nodes[j]
         if node.stack != program.nodes[start].stack:
             break
-        if len(node.ins) == 1 and (node.prim == "transpose" or order_preserving(node)):
+        if len(node.ins) == 1 and (_relayout(program, node) or summed and order_preserving(node)):
             chain.append(j)
             current = node.outs[0]
             continue
-        if (node.prim == "div" and node.ins[0] == current and _is_const(program, node.ins[1])
+        if (summed and node.prim == "div" and node.ins[0] == current
+                and _is_const(program, node.ins[1])
                 and program.avals[node.outs[0]].shape == program.avals[current].shape):
             return (*chain, j)
         break
-    return (start,)
+    return (start,) if summed else tuple(chain)
 
 
 # Square roots of input-dependent values: the scales of LayerNorm/RMSNorm (normalisers).
@@ -261,6 +282,7 @@ def analyze(program: Program) -> SiteMap:
     edited: dict[str, int] = {}  # site name -> value id of an intervention's result
     pools: dict[int, str] = {}
     axes = channel_axes(program)
+    batch = batch_axes(program)
 
     def name_for(scope: tuple, base: str) -> str:
         key = (scope, base)
@@ -299,7 +321,7 @@ def analyze(program: Program) -> SiteMap:
             derived.append((i, name, "add", "add", node.outs[0]))
             node_names[i] = name
         elif (op := pool_op(node, axes.get(node.ins[0]) if isinstance(node.ins[0], int) else None)):
-            chain = (i,) if op == "max_pool" else _average(program, i, consumers)
+            chain = (i,) if op == "max_pool" else _pool_chain(program, i, consumers)
             absorbed.update(chain[1:])
             name = name_for(stack, op)
             if op != "mean":  # a mean is a place for backward rules, not a site
@@ -329,14 +351,49 @@ def analyze(program: Program) -> SiteMap:
         if name in seen:
             continue
         seen.add(name)
+        ref = _batch_first(program, ref, batch, consumers)
         aval = program.avals[ref]
-        shape, axis = tuple(aval.shape), axes.get(ref)
-        if axis is not None and 0 < axis < len(shape) - 1:
-            moved[name] = axis
-            shape = shape[:axis] + shape[axis + 1:] + shape[axis:axis + 1]
-        elif axis is not None:
-            axis -= len(shape)
+        shape, perm, axis = _layout(tuple(aval.shape), batch.get(ref), axes.get(ref))
+        if perm != tuple(range(len(shape))):
+            moved[name] = perm
         sites.append(Site(name, shape, np.dtype(aval.dtype), kind, op, axis))
         ids[name] = ref
     ids.update({name: ref for name, ref in edited.items() if name in ids})
-    return SiteMap(tuple(sites), ids, node_names, groups, root, moved, pools)
+    return SiteMap(tuple(sites), ids, node_names, groups, root, moved, pools,
+                   mixes_batch(program, batch))
+
+
+def _batch_first(program: Program, ref: int, batch: dict, consumers: tuple[Counter, dict]) -> int:
+    """`ref`, or the value that `vmap` makes of it with the batch axis first: ``vmap`` moves the
+    batch of a layer's result to the front only where the vmapped function returns, which may
+    be after the layer's scope has ended (an Equinox ``Linear`` without a bias, vmapped over
+    tokens: ``(features, batch, tokens)``, then a transpose). Followed through transposes and
+    size-1 reshapes that are the value's only use, so that editing the later value is editing
+    this one."""
+    count, by_input = consumers
+    current = ref
+    while batch.get(current) not in (0, None, SHARED):
+        if count[current] != 1 or current not in by_input:
+            return ref
+        node = program.nodes[by_input[current]]
+        if len(node.ins) != 1 or not _relayout(program, node):
+            return ref
+        current = node.outs[0]
+    return current if batch.get(current) == 0 else ref
+
+
+def _layout(shape: tuple, batch, channels) -> tuple[tuple, tuple, int | None]:
+    """``(presented shape, permutation, channel axis)`` of a value of `shape` whose batch axis
+    is `batch` (an int, or not known) and channel axis `channels`: the batch moved first, then
+    channels that are neither first nor last moved last; the channel axis is counted in the
+    batch-first value (positive where it was moved, negative from the end otherwise)."""
+    order = list(range(len(shape)))
+    if isinstance(batch, int) and batch != 0 and batch != channels:
+        order.remove(batch)
+        order.insert(0, batch)
+    axis = None if channels is None else order.index(channels)
+    if axis is not None and 0 < axis < len(shape) - 1:
+        order.append(order.pop(axis))
+    elif axis is not None:
+        axis -= len(shape)
+    return tuple(shape[a] for a in order), tuple(order), axis
