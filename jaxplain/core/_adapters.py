@@ -16,9 +16,11 @@ def as_function(model, variables=None, **apply_kwargs) -> Callable:
       model: a Flax Linen module (with `variables`), a Flax NNX module, an Equinox module, or a
         plain callable (returned as is).
       variables: the Linen variables (``{"params": ..., "batch_stats": ...}``); only for Linen.
-      **apply_kwargs: keyword arguments for the call, e.g. ``train=False`` or
-        ``use_running_average=True`` so that BatchNorm runs in inference mode (Linen), or
-        ``per_example=False`` for an Equinox module that already takes a batch.
+      **apply_kwargs: keyword arguments for every call of the model, e.g. ``train=False`` or
+        ``use_running_average=True`` so that BatchNorm runs in inference mode (a Linen module,
+        or an NNX model whose ``__call__`` takes the flag: given at call time, it wins over the
+        evaluation mode), or ``per_example=False`` for an Equinox module that already takes a
+        batch.
 
     Returns:
       ``f`` with ``f(x)`` the model's output for the batch ``x``. NNX and Equinox submodules run

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import types
+import warnings
 from collections.abc import Callable, Mapping
 
 import jax
@@ -14,6 +15,14 @@ from jaxplain.core._select import Selector, select, unknown_site_error
 from jaxplain.core._sites import EDIT_MARK, Site, SiteMap, analyze
 
 _ANALYSES: "dict[int, tuple[Program, SiteMap]]" = {}
+
+
+_MIXES_BATCH = (
+    "The model's output for one example depends on the other examples of the batch: a value "
+    "inside it is computed over the batch axis (e.g. a BatchNorm using batch statistics), so "
+    "per-example explanations of it mix examples. Run the model in inference mode, e.g. "
+    "as_function(linen_model, variables, train=False) or as_function(nnx_model, "
+    "use_running_average=True) for a flag its __call__ takes.")
 
 
 def check_input(x, name: str = "x"):
@@ -42,6 +51,8 @@ def program_of(f: Callable, x, *, unrolled: bool = False) -> tuple[Program, Site
     cached = _ANALYSES.get(id(program))
     if cached is None or cached[0] is not program:
         cached = (program, analyze(program))
+        if cached[1].mixes_batch:
+            warnings.warn(_MIXES_BATCH, stacklevel=3)
         if len(_ANALYSES) > 256:
             _ANALYSES.clear()
         _ANALYSES[id(program)] = cached

@@ -10,7 +10,9 @@ Names come from the model's own structure, read off the name stack of each equat
 * activations, residual adds (two input-dependent operands) and pools called directly in a
   scope's body get derived names below that scope: ``relu``, ``relu_1``, ``block1/add``,
   ``avg_pool``; linear layers outside any scope get ``linear``/``conv`` names. Numbering follows
-  program order, so names are stable for a given model.
+  program order, so names are stable for a given model. An activation or add of values
+  computed over the whole batch (the ``max(var, 0)`` of a BatchNorm using batch statistics)
+  has no batch axis and is no site: per-example methods never pick it.
 """
 
 from __future__ import annotations
@@ -306,7 +308,10 @@ def analyze(program: Program) -> SiteMap:
             scope_last[stack[:k]] = i
         if i in absorbed:
             continue
+        shared = batch.get(node.outs[0]) == SHARED  # computed over the batch: no batch axis
         if node.activation == "relu" and _is_clamp(program, i, consumers):
+            continue
+        if node.activation is not None and shared:  # e.g. max(var, 0) of batch statistics
             continue
         if node.activation is not None:
             name = name_for(stack, node.activation)
@@ -318,7 +323,8 @@ def analyze(program: Program) -> SiteMap:
             node_names[i] = "/".join(stack + (PRODUCTS[node.prim],))  # a place for rules, no site
         elif node.prim == "add" and all(not _is_const(program, r) for r in node.ins):
             name = name_for(stack, "add")
-            derived.append((i, name, "add", "add", node.outs[0]))
+            if not shared:  # a sum of batch statistics is a place for rules, no site
+                derived.append((i, name, "add", "add", node.outs[0]))
             node_names[i] = name
         elif (op := pool_op(node, axes.get(node.ins[0]) if isinstance(node.ins[0], int) else None)):
             chain = (i,) if op == "max_pool" else _pool_chain(program, i, consumers)

@@ -2,6 +2,8 @@
 vmapped over tokens inside the adapter's vmap over the batch), the kernel presents the value as
 the model's code sees it, so every per-example method gets one row per example."""
 
+import warnings
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -144,6 +146,7 @@ def test_a_value_used_twice_is_presented_with_its_batch_axis_moved_first():
     np.testing.assert_allclose(edited, h0 + jnp.tanh(h0), rtol=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore:The model's output for one example depends")
 def test_batch_axes_follow_dot_generals_and_reductions():
     w = jnp.ones((5, 4))
 
@@ -162,3 +165,33 @@ def test_batch_axes_follow_dot_generals_and_reductions():
     assert by_prim["dot_general"] == 1
     assert by_prim["reduce_sum"] == SHARED
     assert by_prim["sub"] == 1 and by_prim["transpose"] == 0
+
+
+def _nnx_batchnorm_net():
+    from flax import nnx
+
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.conv = nnx.Conv(3, 4, (3, 3), rngs=rngs)
+            self.bn = nnx.BatchNorm(4, rngs=rngs)
+            self.head = nnx.Linear(4, 3, rngs=rngs)
+
+        def __call__(self, x, use_running_average: bool = False):  # batch statistics by default
+            h = nnx.relu(self.bn(self.conv(x), use_running_average=use_running_average))
+            return self.head(h.mean((1, 2)))
+
+    return Net(nnx.Rngs(0))
+
+
+def test_batch_statistics_are_no_relu_sites_and_the_mixing_is_reported():
+    x = jax.random.uniform(_K[0], (4, 8, 8, 3))
+    f = jp.as_function(_nnx_batchnorm_net())  # the call-time default: batch statistics
+    with pytest.warns(UserWarning, match="depends on the other examples"):
+        sites = jp.sites(f, x)
+    assert [s.name for s in sites] == ["conv", "bn", "relu", "head"]  # no "bn/relu" of shape (4,)
+    assert jp.core.relu_sites(f, x) == ("relu",)
+    inference = jp.as_function(_nnx_batchnorm_net(), use_running_average=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert [s.name for s in jp.sites(inference, x)] == ["conv", "bn", "relu", "head"]
+        jp.sites(f, x[:1])  # one example: nothing to mix
