@@ -375,8 +375,9 @@ def rewrite_backward(f: Callable, rules) -> Callable:
         define any of ``linear(layer: LinearLayer, x, g) -> gx``,
         ``activation(op, x, y, g) -> gx``, ``pool(op, x, y, g, pullback) -> gx`` (``op`` is
         ``"max_pool"``, ``"avg_pool"`` or ``"mean"``; ``y`` is the pooled value, after an
-        average's division; ``pullback(c)`` is the plain gradient for ``x`` of a cotangent
-        ``c`` of ``y``), ``add(a, b, y, g) -> (ga, gb)``, ``normalizer(op, x, y, g) -> gx``
+        average's division and the shape ops ``vmap`` adds around an Equinox pool;
+        ``pullback(c)`` is the plain gradient for ``x`` of a cotangent ``c`` of ``y``),
+        ``add(a, b, y, g) -> (ga, gb)``, ``normalizer(op, x, y, g) -> gx``
         (``op`` is ``"rsqrt"`` or ``"sqrt"`` of an input-dependent ``x``, the scale of a
         LayerNorm) and ``product(op, a, b, y, g, pullback) -> (ga, gb)`` (``op`` is ``"mul"``
         or ``"matmul"``; ``pullback(c)`` is the plain gradient pair); returning ``None`` or

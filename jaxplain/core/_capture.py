@@ -187,7 +187,8 @@ def _presented(site_map: SiteMap, name: str, value):
 def _restored(site_map: SiteMap, name: str, value):
     """A presented value put back in the model's own layout (the inverse of `_presented`)."""
     perm = site_map.moved.get(name)
-    return value if perm is None else jnp.transpose(value, tuple(perm.index(a) for a in range(len(perm))))
+    return value if perm is None else jnp.transpose(value, tuple(sorted(range(len(perm)),
+                                                                        key=perm.__getitem__)))
 
 
 def _capture(f: Callable, names, x):

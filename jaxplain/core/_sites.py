@@ -181,11 +181,17 @@ def _relayout(program: Program, node: Node) -> bool:
     return sizes[0] == sizes[1]
 
 
+def _rank(program: Program, node: Node, k: int) -> int:
+    """The rank of the node's input (`k` = 0) or output (`k` = 1)."""
+    return len(program.avals[node.ins[0] if k == 0 else node.outs[0]].shape)
+
+
 def _pool_chain(program: Program, start: int, consumers: tuple[Counter, dict]) -> tuple[int, ...]:
     """Indices of the pool `start` and what belongs to it: the shape ops after it in its scope
     (``vmap``'s squeeze and transpose around an Equinox pool, which pools a 5-d copy of the
-    features) and, for a sum pool, its division by a constant (the window size): all of an
-    average. A sum pool with no such division is just ``(start,)``."""
+    features; for a max pool, transposes and ops that drop size-1 axes, never one that adds
+    them, as the next Equinox pool does) and, for a sum pool, its division by a constant (the
+    window size): all of an average. A sum pool with no such division is just ``(start,)``."""
     count, by_input = consumers
     chain, current = [start], program.nodes[start].outs[0]
     summed = program.nodes[start].prim != "reduce_window_max"
@@ -194,7 +200,9 @@ def _pool_chain(program: Program, start: int, consumers: tuple[Counter, dict]) -
         node = program.nodes[j]
         if node.stack != program.nodes[start].stack:
             break
-        if len(node.ins) == 1 and (_relayout(program, node) or summed and order_preserving(node)):
+        narrowing = summed or _rank(program, node, 1) <= _rank(program, node, 0)
+        if len(node.ins) == 1 and (summed and order_preserving(node)
+                                   or _relayout(program, node) and narrowing):
             chain.append(j)
             current = node.outs[0]
             continue
@@ -327,7 +335,7 @@ def analyze(program: Program) -> SiteMap:
                 derived.append((i, name, "add", "add", node.outs[0]))
             node_names[i] = name
         elif (op := pool_op(node, axes.get(node.ins[0]) if isinstance(node.ins[0], int) else None)):
-            chain = (i,) if op == "max_pool" else _pool_chain(program, i, consumers)
+            chain = _pool_chain(program, i, consumers)
             absorbed.update(chain[1:])
             name = name_for(stack, op)
             if op != "mean":  # a mean is a place for backward rules, not a site

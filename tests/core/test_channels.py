@@ -162,6 +162,44 @@ def test_an_equinox_convolutional_model_is_seen_as_its_nhwc_twin():
                                rtol=1e-4, atol=1e-5)
 
 
+class EqxPools(eqx.Module):
+    conv1: eqx.nn.Conv2d
+
+    def __init__(self):
+        self.conv1 = eqx.tree_at(lambda c: (c.weight, c.bias),
+                                 eqx.nn.Conv2d(2, 4, 3, padding=1, key=jax.random.key(0)),
+                                 (W1.transpose(3, 2, 0, 1), B1[:, None, None]))
+
+    def __call__(self, x):  # one (2, 8, 8) image; Equinox pools a 5-d copy under vmap
+        h = eqx.nn.MaxPool2d(2, 2)(jax.nn.relu(self.conv1(x)))
+        return eqx.nn.AvgPool2d(2, 2)(h).mean(axis=(1, 2)) @ D
+
+
+def pools_nhwc(x):
+    with jax.named_scope("conv1"):
+        h = _conv(x, W1, "NHWC") + B1
+    h = jax.lax.reduce_window(jax.nn.relu(h), -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+    h = jax.lax.reduce_window(h, 0.0, jax.lax.add, (1, 2, 2, 1), (1, 2, 2, 1), "VALID") / 4.0
+    return h.mean(axis=(1, 2)) @ D
+
+
+def test_equinox_max_and_average_pools_are_four_dimensional_sites():
+    f = jp.as_function(EqxPools())
+    np.testing.assert_allclose(f(XF), pools_nhwc(X), rtol=1e-5, atol=1e-5)
+    shapes = {s.name: (s.shape, s.op) for s in jp.sites(f, XF)}
+    want = {s.name: (s.shape, s.op) for s in jp.sites(pools_nhwc, X)}
+    assert shapes["max_pool"] == want["max_pool"] == ((5, 4, 4, 4), "max_pool")
+    assert shapes["avg_pool"] == want["avg_pool"] == ((5, 2, 2, 4), "avg_pool")
+    _, got = jp.capture(f, ["max_pool", "avg_pool"])(XF)
+    _, ref = jp.capture(pools_nhwc, ["max_pool", "avg_pool"])(X)
+    for name in ref:
+        np.testing.assert_allclose(got[name], ref[name], rtol=1e-5, atol=1e-5, err_msg=name)
+    t = jnp.argmax(pools_nhwc(X), -1)
+    np.testing.assert_allclose(grad_cam(f, XF, t, site="max_pool"),
+                               jnp.moveaxis(grad_cam(pools_nhwc, X, t, site="max_pool"), -1, 1),
+                               rtol=1e-4, atol=1e-5)
+
+
 def _channel_axes(f, x):
     return {s.name: (s.shape, s.channel_axis) for s in jp.sites(f, x)}
 
