@@ -359,13 +359,17 @@ def analyze(program: Program) -> SiteMap:
     entries = [(i, "/".join(scope), "module", "module", program.nodes[i].outs[0])
                for scope, i in scope_last.items() if scope in is_module]
     entries += derived
-    entries.sort(key=lambda e: (e[0], e[2] == "module"))
+    producer = {ref: i for i, node in enumerate(program.nodes) for ref in node.outs}
+    entries = [(i, name, kind, op, _batch_first(program, ref, batch, consumers))
+               for i, name, kind, op, ref in entries]
+    # in the order the values are computed; on one value, a derived site before its scope and
+    # a scope before its parent (``mlp/layers/2``, then ``mlp``)
+    entries.sort(key=lambda e: (producer[e[4]], e[2] == "module", -e[1].count("/")))
     sites, ids, moved, seen = [], {}, {}, set()
     for _, name, kind, op, ref in entries:
         if name in seen:
             continue
         seen.add(name)
-        ref = _batch_first(program, ref, batch, consumers)
         aval = program.avals[ref]
         shape, perm, axis = _layout(tuple(aval.shape), batch.get(ref), axes.get(ref))
         if perm != tuple(range(len(shape))):

@@ -243,9 +243,9 @@ def test_fori_loops_nested_and_repeated_scans():
     x = jax.random.normal(jax.random.key(5), (2, 6))
     names = [s.name for s in jp.sites(f, x)]
     assert names == ["layer/0/relu", "layer/0", "layer/1/relu", "layer/1",
-                     "scan/0/scan/0/tanh", "scan/0/scan/0", "scan/0/scan/1/tanh", "scan/0",
-                     "scan/0/scan/1", "scan/1/scan/0/tanh", "scan/1/scan/0", "scan/1/scan/1/tanh",
-                     "scan/1", "scan/1/scan/1", "scan_1/0/sigmoid", "scan_1/0"]
+                     "scan/0/scan/0/tanh", "scan/0/scan/0", "scan/0/scan/1/tanh", "scan/0/scan/1",
+                     "scan/0", "scan/1/scan/0/tanh", "scan/1/scan/0", "scan/1/scan/1/tanh",
+                     "scan/1/scan/1", "scan/1", "scan_1/0/sigmoid", "scan_1/0"]
     _, acts = jp.capture(f, ["layer/1/relu", "scan/1/scan/0/tanh"])(x)
     h = jax.nn.relu(jax.nn.relu(x @ WH) @ WH)
     np.testing.assert_allclose(acts["layer/1/relu"], h, rtol=1e-5)

@@ -147,3 +147,27 @@ def test_nested_equinox_modules_are_named_by_their_attribute_paths():
     first = jax.vmap(net.blocks[0])(x)
     np.testing.assert_allclose(acts["blocks/0"], first, rtol=1e-6)
     np.testing.assert_allclose(acts["blocks/1/lin"], jax.vmap(net.blocks[1].lin)(first), rtol=1e-6)
+
+
+def test_sites_are_listed_in_the_order_their_values_are_computed_parents_after_children():
+    import equinox as eqx
+
+    class Net(eqx.Module):
+        mlp: eqx.nn.MLP
+        head: eqx.nn.Linear
+
+        def __call__(self, x):
+            return self.head(self.mlp(x))
+
+    class Wrapped(eqx.Module):
+        model: Net
+
+        def __call__(self, x):
+            return self.model(x)
+
+    k1, k2 = jax.random.split(jax.random.key(0))
+    net = Net(eqx.nn.MLP(4, 5, 8, 2, key=k1), eqx.nn.Linear(5, 3, key=k2))
+    x = jnp.ones((2, 4))
+    assert names(jp.as_function(net), x) == [
+        "mlp/layers/0", "mlp/relu", "mlp/layers/1", "mlp/relu_1", "mlp/layers/2", "mlp", "head"]
+    assert names(jp.as_function(Wrapped(net)), x)[-3:] == ["model/mlp", "model/head", "model"]
