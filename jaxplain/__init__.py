@@ -8,6 +8,7 @@ import importlib
 
 from jaxplain.core import as_function as as_function
 from jaxplain.core import capture as capture
+from jaxplain.core import clear_caches as clear_caches
 from jaxplain.core import intervene as intervene
 from jaxplain.core import rewrite_backward as rewrite_backward
 from jaxplain.core import sites as sites

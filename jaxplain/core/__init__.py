@@ -11,3 +11,4 @@ from jaxplain.core._backward import rewrite_backward as rewrite_backward
 from jaxplain.core._adapters import as_function as as_function
 from jaxplain.core._program import UNROLL_BUDGET as UNROLL_BUDGET
 from jaxplain.core._cpu import cpu_friendly as cpu_friendly
+from jaxplain.core._caches import clear_caches as clear_caches

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import types
 import warnings
+import weakref
 from collections.abc import Callable, Mapping
 
 import jax
@@ -14,7 +15,9 @@ from jaxplain.core._program import Program, run, trace
 from jaxplain.core._select import Selector, select, unknown_site_error
 from jaxplain.core._sites import EDIT_MARK, Site, SiteMap, analyze
 
-_ANALYSES: "dict[int, tuple[Program, SiteMap]]" = {}
+# program -> its site map; weak, so that a program (and the weights it holds as constants) goes
+# with the trace cache entry of its function
+_ANALYSES: "weakref.WeakKeyDictionary[Program, SiteMap]" = weakref.WeakKeyDictionary()
 
 
 _MIXES_BATCH = (
@@ -48,15 +51,12 @@ def program_of(f: Callable, x, *, unrolled: bool = False) -> tuple[Program, Site
                          f"and dtype {x.dtype}: {err}") from err
     if unrolled and program.unrolled is not None:
         program = program.unrolled
-    cached = _ANALYSES.get(id(program))
-    if cached is None or cached[0] is not program:
-        cached = (program, analyze(program))
-        if cached[1].mixes_batch:
+    site_map = _ANALYSES.get(program)
+    if site_map is None:
+        site_map = _ANALYSES[program] = analyze(program)
+        if site_map.mixes_batch:
             warnings.warn(_MIXES_BATCH, stacklevel=3)
-        if len(_ANALYSES) > 256:
-            _ANALYSES.clear()
-        _ANALYSES[id(program)] = cached
-    return cached
+    return program, site_map
 
 
 def sites(f: Callable, x) -> tuple[Site, ...]:

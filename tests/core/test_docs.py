@@ -6,7 +6,7 @@ import importlib
 import pytest
 
 MODULES = ["jaxplain.core._capture", "jaxplain.core._backward", "jaxplain.core._adapters",
-           "jaxplain.core._select"]
+           "jaxplain.core._select", "jaxplain.core._caches"]
 
 
 @pytest.mark.parametrize("name", MODULES)

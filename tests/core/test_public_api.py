@@ -7,7 +7,7 @@ import sys
 import pytest
 
 PUBLIC = {
-    "": ["sites", "capture", "intervene", "rewrite_backward", "as_function", "Site"],
+    "": ["sites", "capture", "intervene", "rewrite_backward", "as_function", "Site", "clear_caches"],
     "attribution": ["gradient", "gradient_x_input", "integrated_gradients", "smoothgrad",
                     "deeplift", "guided_backprop", "occlusion", "feature_ablation",
                     "shapley_sampling", "lrp", "grad_cam"],
