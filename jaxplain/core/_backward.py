@@ -387,8 +387,9 @@ def rewrite_backward(f: Callable, rules) -> Callable:
       ``g`` with ``g(x) == f(x)`` whose ``jax.vjp``/``jax.grad`` use the rules.
 
     Example (guided backprop: pass only positive gradients through active ReLUs):
-      >>> import jax, jax.numpy as jnp, jaxplain as jp
-      >>> class Guided:
+      >>> import dataclasses, jax, jax.numpy as jnp, jaxplain as jp
+      >>> @dataclasses.dataclass(frozen=True)  # equal by value: a fresh Guided() reuses the program
+      ... class Guided:
       ...     def activation(self, op, x, y, g):
       ...         return g * (x > 0) * (g > 0)
       >>> f = lambda x: jax.nn.relu(x * jnp.array([1.0, -1.0])) @ jnp.array([[1.0], [-2.0]])

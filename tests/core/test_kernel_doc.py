@@ -53,3 +53,6 @@ def test_readme_tour_prints_what_it_says():
     squash = lambda text: re.sub(r"\s+", "", text)  # noqa: E731
     assert squash(out.getvalue()) == squash("".join(expected_outputs(tour)))
     assert namespace["saliency"].shape == namespace["guided"].shape == (4, 8, 8, 1)
+    # the tour's rule is equal by value, so a fresh instance reuses the compiled function
+    rewrite, f, rule = namespace["jp"].rewrite_backward, namespace["f"], namespace["Guided"]
+    assert rewrite(f, rule()) is rewrite(f, rule())
