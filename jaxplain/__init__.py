@@ -4,8 +4,6 @@ The kernel's verbs are re-exported here; the method families are subpackages, im
 first use (``jaxplain.attribution.gradient`` works after a plain ``import jaxplain``).
 """
 
-import importlib
-
 from jaxplain.core import as_function as as_function
 from jaxplain.core import capture as capture
 from jaxplain.core import clear_caches as clear_caches
@@ -22,6 +20,8 @@ _SUBPACKAGES = ("attribution", "concepts", "core", "data", "lrp", "metrics", "pa
 
 def __getattr__(name: str):
     if name in _SUBPACKAGES:
+        import importlib  # here, not at the top: the public namespace holds only the API
+
         return importlib.import_module(f"jaxplain.{name}")
     raise AttributeError(f"module 'jaxplain' has no attribute {name!r}")
 

@@ -39,3 +39,18 @@ def test_unknown_attribute_is_an_attribute_error():
     with pytest.raises(AttributeError, match="no attribute 'atribution'"):
         jaxplain.atribution  # noqa: B018
     assert {"attribution", "sites"} <= set(dir(jaxplain))
+
+
+def test_the_namespace_holds_only_the_api_and_the_subpackages():
+    # A fresh interpreter: here, other tests may have imported modules such as jaxplain.cli.
+    code = """
+import json, jaxplain
+names = sorted(n for n in dir(jaxplain) if not n.startswith("_"))
+print(json.dumps([names, hasattr(jaxplain, "importlib"), callable(jaxplain.pathways.select)]))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    names, leaked, lazy = json.loads(out.stdout.strip().splitlines()[-1])
+    import jaxplain
+
+    assert set(names) == set(PUBLIC[""]) | set(jaxplain._SUBPACKAGES)  # no helper module leaks
+    assert not leaked and lazy  # and the subpackages still load on first use
