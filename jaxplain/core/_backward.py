@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxplain.core._batch import batch_axes
 from jaxplain.core._capture import compiled, program_of, selector_key
 from jaxplain.core._cpu import cpu_friendly
 from jaxplain.core._program import Lit, Node, Program, run
@@ -226,6 +227,29 @@ def _foldable(program: Program, chain: tuple) -> bool:
     return True
 
 
+def _batch_first(ask: Callable, v_axis, y_axis) -> Callable:
+    """`ask(v, y, g, pullback)` given its values batch first, as rules expect them (DeepLIFT
+    splits ``[x; baseline]`` on the first axis), where ``vmap`` keeps the batch of ``v`` on
+    axis `v_axis` and that of ``y`` (and ``g``) on `y_axis` (an Equinox ``W @ x`` without a bias
+    and its activation: ``(features, batch)``); its answer is moved back."""
+    v_axis, y_axis = (a if isinstance(a, int) else 0 for a in (v_axis, y_axis))
+    if v_axis == y_axis == 0:
+        return ask
+
+    def front(a, axis):
+        return jnp.moveaxis(a, axis, 0)
+
+    def back(a, axis):
+        return jnp.moveaxis(a, 0, axis)
+
+    def moved(v, y, g, pullback):
+        gx = ask(front(v, v_axis), front(y, y_axis), front(g, y_axis),
+                 lambda c: front(pullback(back(c, y_axis)), v_axis))
+        return None if gx is None else back(gx, v_axis)
+
+    return moved
+
+
 def _one_operand_place(forward: Callable, ask: Callable, v, cs):
     """``forward(v, cs)`` under a custom VJP whose cotangent for ``v`` is
     ``ask(v, y, g, pullback)``, or the plain gradient where that returns None (``pullback(c)``
@@ -252,7 +276,7 @@ def _one_operand_place(forward: Callable, ask: Callable, v, cs):
     return place(v, cs)
 
 
-def _activation_place(program: Program, node: Node, rule, env) -> list:
+def _activation_place(program: Program, node: Node, rule, env, batch: dict) -> list:
     pos = _dependent_position(program, node)
     others = [_operand(r, env) for k, r in enumerate(node.ins) if k != pos]
 
@@ -264,20 +288,22 @@ def _activation_place(program: Program, node: Node, rule, env) -> list:
     def ask(v, y, g, pullback):
         return rule.activation(node.activation, v, y, g)
 
+    ask = _batch_first(ask, batch.get(node.ins[pos]), batch.get(node.outs[0]))
     return [_one_operand_place(forward, ask, env[node.ins[pos]], others)]
 
 
-def _normalizer_place(node: Node, rule, env) -> list:
+def _normalizer_place(node: Node, rule, env, batch: dict) -> list:
     def forward(v, cs):
         return node.bind(v)[0]
 
     def ask(v, y, g, pullback):
         return rule.normalizer(node.prim, v, y, g)
 
+    ask = _batch_first(ask, batch.get(node.ins[0]), batch.get(node.outs[0]))
     return [_one_operand_place(forward, ask, env[node.ins[0]], [])]
 
 
-def _pool_place(program: Program, chain: tuple, op: str, rule, env) -> list:
+def _pool_place(program: Program, chain: tuple, op: str, rule, env, batch: dict) -> list:
     node = program.nodes[chain[0]]
     steps, consts, current = [], [], node.outs[0]
     for j in chain[1:]:  # shape ops (one operand), then the division by the window size
@@ -294,6 +320,7 @@ def _pool_place(program: Program, chain: tuple, op: str, rule, env) -> list:
     def ask(v, y, g, pullback):
         return rule.pool(op, v, y, g, pullback)
 
+    ask = _batch_first(ask, batch.get(node.ins[0]), batch.get(program.nodes[chain[-1]].outs[0]))
     return [_one_operand_place(forward, ask, env[node.ins[0]], consts)]
 
 
@@ -381,7 +408,9 @@ def rewrite_backward(f: Callable, rules) -> Callable:
         (``op`` is ``"rsqrt"`` or ``"sqrt"`` of an input-dependent ``x``, the scale of a
         LayerNorm) and ``product(op, a, b, y, g, pullback) -> (ga, gb)`` (``op`` is ``"mul"``
         or ``"matmul"``; ``pullback(c)`` is the plain gradient pair); returning ``None`` or
-        lacking the method means the plain gradient there. Rules see whole batches.
+        lacking the method means the plain gradient there. Rules see whole batches, batch
+        first at activations, pools and normalisers (also where ``vmap`` keeps the value's
+        batch axis elsewhere).
 
     Returns:
       ``g`` with ``g(x) == f(x)`` whose ``jax.vjp``/``jax.grad`` use the rules.
@@ -406,6 +435,7 @@ def rewrite_backward(f: Callable, rules) -> Callable:
 def _rewritten(f: Callable, rules, x):
     program, site_map = program_of(f, x, unrolled=True)  # rules apply inside loops too
     plan = _plan(program, site_map, rules)
+    batch = batch_axes(program) if plan else {}
 
     def replace(i, node, env):
         entry = plan.get(i)
@@ -418,12 +448,12 @@ def _rewritten(f: Callable, rules, x):
             _, rule, chain, name, is_input = entry
             return _linear_place(program, chain, name, is_input, rule, env)
         if kind == "activation":
-            return _activation_place(program, node, entry[1], env)
+            return _activation_place(program, node, entry[1], env, batch)
         if kind == "pool":
             _, rule, chain, op = entry
-            return _pool_place(program, chain, op, rule, env)
+            return _pool_place(program, chain, op, rule, env, batch)
         if kind == "normalizer":
-            return _normalizer_place(node, entry[1], env)
+            return _normalizer_place(node, entry[1], env, batch)
         rule = entry[1]
         if kind == "product":
             op = PRODUCTS[node.prim]

@@ -194,3 +194,22 @@ def test_batch_statistics_are_no_relu_sites_and_the_mixing_is_reported():
         warnings.simplefilter("error")
         assert [s.name for s in jp.sites(inference, x)] == ["conv", "bn", "relu", "head"]
         jp.sites(f, x[:1])  # one example: nothing to mix
+
+
+def test_rules_see_batch_first_values_where_vmap_keeps_the_batch_elsewhere():
+    """A bias-free Equinox MLP computes ``W @ x`` and its ReLU as ``(features, batch)``; DeepLIFT
+    splits ``[x; baseline]`` on the first axis, so it needs them batch first."""
+    mlp = eqx.nn.MLP(4, 3, 8, 2, use_bias=False, use_final_bias=False, key=_K[0])
+    f = jp.as_function(mlp)
+
+    def twin(x):
+        for layer in mlp.layers[:-1]:
+            x = jax.nn.relu(x @ layer.weight.T)
+        return x @ mlp.layers[-1].weight.T
+
+    x = jax.random.normal(_K[1], (5, 4))
+    baseline = jnp.zeros_like(x)
+    got = jp.attribution.deeplift(f, x, 0, baseline=baseline)
+    np.testing.assert_allclose(got, jp.attribution.deeplift(twin, x, 0, baseline=baseline),
+                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(got.sum(1), f(x)[:, 0] - f(baseline)[:, 0], rtol=1e-4, atol=1e-6)
