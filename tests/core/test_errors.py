@@ -105,6 +105,9 @@ OPAQUE = {
 }
 
 
+# The cond branches on a sum over the whole batch, so jaxplain rightly warns that the
+# output mixes examples; that is not what this test is about.
+@pytest.mark.filterwarnings("ignore:The model's output for one example depends")
 @pytest.mark.parametrize("kind", list(OPAQUE))
 def test_site_inside_control_flow_or_a_custom_derivative_is_refused(kind):
     f, message = OPAQUE[kind]
