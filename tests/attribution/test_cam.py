@@ -15,6 +15,7 @@ import jaxplain as jp
 from jaxplain import attribution as A
 from jaxplain.attribution import _cam
 from tests.attribution import twins
+from tests.attribution.test_registry import _rows  # a (n, 8, 16) site of images
 from tests.core.test_channels import XF, EqxNet, nchw, nhwc
 from tests.core.test_channels import X as X_TWIN
 
@@ -297,12 +298,6 @@ def test_channels_first_score_cam_upsamples_a_smaller_site():
         want = method(F, X, T, site="relu_1")
         got = method(f_first, x_first, T, site="relu_1")
         np.testing.assert_allclose(got, jnp.moveaxis(want, -1, 1), rtol=1e-4, atol=1e-6)
-
-
-def _rows(x):
-    with jax.named_scope("rows"):  # a (n, 8, 16) site of (n, 8, 8, 2) images
-        r = jax.nn.relu(x.reshape(x.shape[0], 8, 16))
-    return r.mean(axis=1) @ jnp.ones((16, 5))
 
 
 def test_errors():
