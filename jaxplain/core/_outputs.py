@@ -6,8 +6,10 @@ such rule, so they need the logits. The faithfulness metrics read "the target's 
 by applying a softmax to the output; on a model that outputs probabilities already that would
 be a second softmax. :func:`output_activation` tells them, from the traced program: the last
 operation before the output (through dtype casts and reshapes that keep the class axis) is a
-softmax or log-softmax over the last axis, as :func:`jaxplain.sites` finds them (``jax.nn.softmax``
-written out inline, or a ``jit`` named ``softmax`` / ``log_softmax``).
+softmax or log-softmax over the last axis: ``jax.nn.softmax`` / ``log_softmax`` (inline, or a
+``jit`` named after them) as :func:`jaxplain.sites` finds them, or one written by hand,
+``e / e.sum(-1, keepdims=True)`` with ``e = exp(z)`` (or ``exp(z - max)``), and
+``z - log(sum(exp(z)))`` (or ``z - logsumexp(z)``).
 """
 
 from __future__ import annotations
@@ -18,12 +20,15 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
-from jaxplain.core._program import Program, trace
+from jaxplain.core._program import Lit, Program, trace
 
 # Ops that change neither the values nor the meaning of the class axis.
 _PASS = frozenset({"convert_element_type", "copy", "copy_p", "reshape", "squeeze",
                    "reduce_precision"})
 _SOFTMAXES = ("softmax", "log_softmax")
+# Ops between a hand-written softmax's normaliser and the division or subtraction that uses it.
+_SHAPING = frozenset({"broadcast_in_dim", "reshape", "convert_element_type", "expand_dims",
+                      "stop_gradient", "abs"})
 
 _CACHE: "weakref.WeakKeyDictionary[Callable, dict]" = weakref.WeakKeyDictionary()
 
@@ -39,6 +44,84 @@ def _over_last_axis(node) -> bool:
     return False
 
 
+def _data(node) -> list[int]:
+    return [r for r in node.ins if isinstance(r, int)]
+
+
+def _same(a, b, producer, depth: int = 64) -> bool:
+    """True when values `a` and `b` are one, or computed by the same ops from the same inputs
+    (a model that writes ``exp(z(x)) / sum(exp(z(x)))`` computes ``z(x)`` twice)."""
+    if a == b:
+        return True
+    na, nb = producer.get(a), producer.get(b)
+    if depth == 0 or na is None or nb is None or na.prim != nb.prim or len(na.ins) != len(nb.ins):
+        return False
+    if na.eqn.params != nb.eqn.params:
+        return False
+    return all(_same(p, q, producer, depth - 1) if isinstance(p, int) and isinstance(q, int)
+               else _same_literal(p, q) for p, q in zip(na.ins, nb.ins))
+
+
+def _same_literal(p, q) -> bool:
+    if p is q:
+        return True
+    return (isinstance(p, Lit) and isinstance(q, Lit) and np.shape(p.value) == ()
+            and np.shape(q.value) == () and bool(p.value == q.value))
+
+
+def _exp_input(ref, producer) -> int | None:
+    """`u` when `ref` is ``exp(u)``, else None."""
+    node = producer.get(ref)
+    return node.ins[0] if node is not None and node.prim == "exp" else None
+
+
+def _sum_of_exp(ref, producer, rank: int) -> int | None:
+    """`u` when `ref` is ``sum(exp(u))`` over the last of `rank` axes (through reshapes and
+    broadcasts), else None."""
+    node = producer.get(ref)
+    while node is not None and node.prim in _SHAPING and len(_data(node)) == 1:
+        node = producer.get(_data(node)[0])
+    if node is None or node.prim != "reduce_sum" or tuple(node.eqn.params["axes"]) != (rank - 1,):
+        return None
+    return _exp_input(node.ins[0], producer)
+
+
+def _logs_sum_of_exp_of(z: int, ref, producer, rank: int) -> bool:
+    """True when `ref` is ``log(sum(exp(w)))`` over the last axis, plus any shift, with `w` being
+    `z` or ``z - shift`` (``logsumexp(z)`` written out, by hand or by ``jax.nn.logsumexp``)."""
+    pending, seen = [ref], set()
+    while pending:
+        node = producer.get(pending.pop())
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if node.prim == "log" and isinstance(node.ins[0], int):
+            w = _sum_of_exp(node.ins[0], producer, rank)
+            shifted = producer.get(w)
+            if w is not None and (_same(w, z, producer) or (
+                    shifted is not None and shifted.prim == "sub" and _same(shifted.ins[0], z, producer))):
+                return True
+        elif node.prim in _SHAPING or node.prim == "add":
+            pending.extend(_data(node))
+    return False
+
+
+def _by_hand(node, producer) -> str | None:
+    """``"softmax"`` / ``"log_softmax"`` when `node` ends one written out by hand over the last
+    axis: ``exp(u) / sum(exp(u))`` or ``z - log(sum(exp(z - shift))) [- shift]``."""
+    rank = len(node.eqn.outvars[0].aval.shape)
+    if rank == 0 or len(_data(node)) != 2:
+        return None
+    a, b = node.ins
+    if node.prim == "div":
+        u = _exp_input(a, producer)
+        v = _sum_of_exp(b, producer, rank)
+        return "softmax" if u is not None and v is not None and _same(u, v, producer) else None
+    if node.prim == "sub":
+        return "log_softmax" if _logs_sum_of_exp_of(a, b, producer, rank) else None
+    return None
+
+
 def _activation(program: Program) -> str | None:
     if len(program.output_ids) != 1 or not isinstance(program.output_ids[0], int):
         return None
@@ -50,7 +133,11 @@ def _activation(program: Program) -> str | None:
         if node.activation in _SOFTMAXES:
             ok = _over_last_axis(node) and program.avals[node.outs[0]].shape[-1:] == classes
             return node.activation if ok else None
-        data = [r for r in node.ins if isinstance(r, int)]
+        if node.prim in ("div", "sub"):
+            written = _by_hand(node, producer)
+            same_classes = program.avals[node.outs[0]].shape[-1:] == classes
+            return written if same_classes else None
+        data = _data(node)
         if node.prim not in _PASS or len(data) != 1:
             return None
         ref = data[0]

@@ -19,6 +19,16 @@ def logits(x):
     return jnp.tanh(x) @ W
 
 
+def _stable_softmax(z):
+    e = jnp.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def _stable_log_softmax(z):
+    m = jax.lax.stop_gradient(z.max(-1, keepdims=True))
+    return z - m - jnp.log(jnp.sum(jnp.exp(z - m), -1, keepdims=True))
+
+
 @pytest.mark.parametrize("f,expected", [
     (logits, None),
     (lambda x: jax.nn.softmax(logits(x)), "softmax"),
@@ -33,6 +43,16 @@ def logits(x):
     (lambda x: 2.0 * jax.nn.softmax(logits(x)), None),                        # not as it is
     (lambda x: jax.nn.sigmoid(logits(x)), None),
     (lambda x: jax.nn.softmax(logits(x)[:, :2]) @ W[:2, :2], None),           # softmax inside
+    # written by hand
+    (lambda x: jnp.exp(logits(x)) / jnp.exp(logits(x)).sum(-1, keepdims=True), "softmax"),
+    (lambda x: _stable_softmax(logits(x)), "softmax"),
+    (lambda x: jnp.exp(logits(x)) / jnp.exp(logits(x)).sum(0, keepdims=True), None),
+    (lambda x: jnp.exp(logits(x)) / jnp.exp(2 * logits(x)).sum(-1, keepdims=True), None),
+    (lambda x: logits(x) - jax.nn.logsumexp(logits(x), -1, keepdims=True), "log_softmax"),
+    (lambda x: logits(x) - jnp.log(jnp.exp(logits(x)).sum(-1))[:, None], "log_softmax"),
+    (lambda x: _stable_log_softmax(logits(x)), "log_softmax"),
+    (lambda x: logits(x) - jax.nn.logsumexp(logits(x), 0, keepdims=True), None),
+    (lambda x: logits(x) - logits(x).mean(-1, keepdims=True), None),
 ])
 def test_the_output_activation_is_read_off_the_program(f, expected):
     assert output_activation(f, X) == expected
