@@ -1,4 +1,10 @@
-"""Input checks shared by the metrics: raised before tracing, naming the argument."""
+"""Input checks shared by the metrics: raised before tracing, naming the argument.
+
+Value checks (NaN, target range) run whenever the value is concrete, also inside a user's
+``jax.jit`` when the array is closed over rather than an argument: a closed-over array is
+concrete, but any ``jnp`` operation on it inside ``jit`` is staged out and returns a tracer, so
+the checks evaluate under :func:`jax.ensure_compile_time_eval`. Tracers are not checked.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +17,18 @@ import numpy as np
 
 
 @jax.jit
-def has_nan(a: jax.Array) -> jax.Array:
-    """Whether ``a`` holds a NaN (one compiled dispatch)."""
+def _has_nan(a: jax.Array) -> jax.Array:
     return jnp.isnan(a).any()
+
+
+def has_nan(a: jax.Array) -> jax.Array:
+    """Whether ``a`` holds a NaN (one compiled dispatch).
+
+    Concrete even inside an enclosing ``jit`` when ``a`` is concrete (a closed-over array), so
+    ``bool(has_nan(a))`` works wherever :func:`is_concrete` holds.
+    """
+    with jax.ensure_compile_time_eval():
+        return _has_nan(a)
 
 
 def is_concrete(a: Any) -> bool:
@@ -57,18 +72,18 @@ def check_target(target: Any, batch: int, classes: int | None = None) -> jax.Arr
     t = jnp.asarray(target)
     if not jnp.issubdtype(t.dtype, jnp.integer):
         raise TypeError(f"target must be an int scalar or an int array (batch,), got dtype {t.dtype}")
-    if t.ndim == 0:
-        t = jnp.broadcast_to(t, (batch,))
-    if t.shape != (batch,):
+    if t.ndim not in (0, 1) or (t.ndim == 1 and t.shape != (batch,)):
         raise ValueError(f"target must be a scalar or have shape ({batch},), got {t.shape}")
-    if classes is not None and is_concrete(t):
-        lo, hi = int(t.min()), int(t.max())
+    if classes is not None and t.size and is_concrete(t):
+        # Host-side: jnp's min/max on a closed-over array inside jit would return tracers.
+        values = np.asarray(t)
+        lo, hi = int(values.min()), int(values.max())
         if lo < 0 or hi >= classes:
             raise ValueError(
                 f"target must lie in [0, {classes}) (f returns {classes} logits), "
                 f"got values in [{lo}, {hi}]"
             )
-    return t.astype(jnp.int32)
+    return jnp.broadcast_to(t, (batch,)).astype(jnp.int32)
 
 
 def num_classes(f: Any, x: jax.Array) -> int:

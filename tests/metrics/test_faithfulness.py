@@ -132,6 +132,47 @@ def test_chunked_jit_vmap_and_no_retrace():
     assert _faithfulness._curve._cache_size() == before
 
 
+_CLOSED_OVER = {
+    "deletion": lambda f, x, t, a: metrics.deletion(f, x, t, a, steps=4).area,
+    "insertion": lambda f, x, t, a: metrics.insertion(f, x, t, a, steps=4).area,
+    "pixel_flipping": lambda f, x, t, a: metrics.pixel_flipping(f, x, t, a, steps=4).area,
+    "pixel_perturbation": lambda f, x, t, a: metrics.pixel_perturbation(f, x, a, target=t),
+    "completeness": lambda f, x, t, a: metrics.completeness(f, x, t, a),
+    "conservation": lambda f, x, t, a: metrics.conservation(f, x, t, a),
+    "continuity": lambda f, x, t, a: metrics.continuity(f, x, t, _grad, key=jax.random.key(0),
+                                                        samples=2),
+    "max_sensitivity": lambda f, x, t, a: metrics.max_sensitivity(
+        f, x, t, _grad, key=jax.random.key(0), samples=2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_CLOSED_OVER))
+def test_a_closed_over_concrete_target_works_under_jit_and_is_range_checked(name):
+    # A concrete jax array closed over by a jitted function is not a tracer, but jnp ops on it
+    # inside jit are staged out: the range check used to fail on int(t.min()).
+    run = _CLOSED_OVER[name]
+    f = _tiny_cnn()
+    x = jax.random.uniform(jax.random.key(7), (3, 8, 8, 2))
+    a = jax.random.normal(jax.random.key(8), x.shape)
+    t = jnp.argmax(f(x), axis=-1)
+    eager = run(f, x, t, a)
+    jitted = jax.jit(lambda x, a: run(f, x, t, a))(x, a)
+    np.testing.assert_allclose(jitted, eager, rtol=1e-5, atol=1e-6)
+    closed_x = jax.jit(lambda a: run(f, x, t, a))(a)       # x and t closed over
+    np.testing.assert_allclose(closed_x, eager, rtol=1e-5, atol=1e-6)
+    bad = jnp.array([0, 1, 4])                              # f returns 4 logits
+    with pytest.raises(ValueError, match=r"target must lie in \[0, 4\).*\[0, 4\]"):
+        jax.jit(lambda x, a: run(f, x, bad, a))(x, a)
+
+
+def test_a_closed_over_input_with_nan_is_still_rejected_under_jit():
+    f = _tiny_cnn()
+    x = jax.random.uniform(jax.random.key(7), (2, 8, 8, 2)).at[0, 0, 0, 0].set(jnp.nan)
+    a = jnp.ones(x.shape)
+    with pytest.raises(ValueError, match="x contains NaN"):
+        jax.jit(lambda a: metrics.deletion(f, x, 0, a, steps=4).area)(a)
+
+
 def test_lerf_change_matches_reference_and_plumbing():
     f = _tiny_cnn()
     x = jax.random.uniform(jax.random.key(9), (3, 8, 8, 2))
