@@ -142,3 +142,50 @@ def check_method(method: Any, name: str = "method") -> Any:
     if not callable(method):
         raise TypeError(f"{name} must be callable as {name}(f, x, target) -> attribution, got {method!r}")
     return method
+
+
+_WRAP = ("data.Digits(x_train=..., y_train=..., x_test=..., y_test=...) (jaxplain.data.Digits: "
+         "arrays (n, *feature) and int labels (n,))")
+
+
+def check_digits(digits: Any) -> Any:
+    """``digits`` if it holds ``x_train``, ``y_train``, ``x_test``, ``y_test`` arrays."""
+    fields = ("x_train", "y_train", "x_test", "y_test")
+    if not all(hasattr(getattr(digits, k, None), "shape") for k in fields):
+        raise TypeError(f"digits must be your training data wrapped as {_WRAP}, "
+                        f"got {type(digits).__name__}")
+    return digits
+
+
+def check_digits_fit(digits: Any, defaulted: bool, caller: str, *,
+                     feature_shape: tuple[int, ...] | None = None,
+                     f: Any = None, classes: int | None = None) -> None:
+    """Refuses, up front, data that the model cannot be trained on or cannot read.
+
+    ``feature_shape``: the model's input shape without the batch axis (the shape of ``x``);
+    ``f``: a function that must accept ``digits.x_train`` (abstractly evaluated, no FLOPs);
+    ``classes``: the model's number of logits, which must exceed every label.
+    """
+    data_shape = tuple(digits.x_train.shape[1:])
+    source = ("the embedded 8x8 digits (the default of digits=)" if defaulted else
+              "the digits= data")
+    fix = (f"Pass the data your model was trained on as digits={_WRAP}." if defaulted else
+           "Pass data whose images have the model's input shape and labels below its number "
+           "of classes.")
+    problem = None
+    if feature_shape is not None and tuple(feature_shape) != data_shape:
+        problem = (f"the model reads inputs shaped {tuple(feature_shape)} (x without its batch "
+                   f"axis) but the images of {source} are shaped {data_shape}")
+    elif f is not None:
+        try:
+            jax.eval_shape(f, jax.ShapeDtypeStruct((1,) + data_shape, digits.x_train.dtype))
+        except Exception as e:  # noqa: BLE001 - any failure means f cannot read these images
+            problem = (f"f cannot read the images of {source}, shaped {data_shape} "
+                       f"({type(e).__name__}: {str(e).splitlines()[0][:200]})")
+    if problem is None and classes is not None and is_concrete(digits.y_train):
+        top = int(np.asarray(digits.y_train).max())
+        if top >= classes:
+            problem = (f"the model returns {classes} logits but the labels of {source} go up "
+                       f"to {top}")
+    if problem is not None:
+        raise ValueError(f"{caller}: {problem}. {fix}")

@@ -324,7 +324,12 @@ def data_randomization_check(
         x: ``(batch, H, W, C)`` images (or any other batch the model reads) to explain.
         method: ``method(f, x, target) -> attribution``.
         key: PRNG key for the label permutation and the training.
-        digits: The data set (default :func:`jaxplain.data.load_digits`).
+        digits: The training data, a :class:`jaxplain.data.Digits` (default: the embedded
+            8x8 digits, :func:`jaxplain.data.load_digits`, which fit only a model reading
+            ``(batch, 8, 8, 1)`` with at least 10 classes). For your own model wrap your own
+            arrays: ``data.Digits(x_train=..., y_train=..., x_test=..., y_test=...)``. Data
+            whose images are not shaped like ``x`` (without the batch axis), or whose labels
+            reach the model's number of classes, raise a ``ValueError`` before training.
         target: Classes to explain; ``None``: the original model's prediction.
         epochs: Training epochs on the shuffled labels.
         win_size: SSIM window.
@@ -355,14 +360,20 @@ def data_randomization_check(
     x = _check_inputs(x, method)
     apply_kwargs = _check_apply_kwargs(apply_kwargs)
     checks.check_positive_int(epochs, "epochs")
-    digits = data.load_digits() if digits is None else digits
+    defaulted = digits is None
+    digits = checks.check_digits(data.load_digits() if defaulted else digits)
     f0 = as_function(model, variables, **apply_kwargs)
+    checks.check_digits_fit(digits, defaulted, "data_randomization_check retrains the model",
+                            feature_shape=x.shape[1:])
     _callable(f0, x)
     axis = _channel_axis(f0, x)
     _check_window(win_size, x, axis)
     if target is None:
         target = jnp.argmax(f0(x), axis=-1)
-    target = checks.check_target(target, x.shape[0], checks.num_classes(f0, x))
+    classes = checks.num_classes(f0, x)
+    checks.check_digits_fit(digits, defaulted, "data_randomization_check retrains the model",
+                            classes=classes)
+    target = checks.check_target(target, x.shape[0], classes)
     perm_key, train_key = jax.random.split(key)
     shuffled = dataclasses.replace(
         digits, y_train=jax.random.permutation(perm_key, digits.y_train)

@@ -63,12 +63,15 @@ def _retrain(method, keep, f, digits, key, fractions, epochs, model, learning_ra
     q = checks.check_fractions(fractions)
     checks.check_positive_int(epochs, "epochs")
     checks.check_positive_int(chunk, "chunk")
-    digits = data.load_digits() if digits is None else digits
+    defaulted = digits is None
+    digits = checks.check_digits(data.load_digits() if defaulted else digits)
     if f is None:
         model_default, variables = data.pretrained()
         from jaxplain.core import as_function
 
         f = as_function(model_default, variables)
+    checks.check_digits_fit(digits, defaulted, f"{'kar' if keep else 'roar'} explains "
+                            "digits.x_train with f", f=f)
     maps_train = _maps(f, method, digits.x_train, chunk)
     maps_test = _maps(f, method, digits.x_test, chunk)
     fill = digits.x_train.mean(axis=(0, 1, 2))
@@ -118,7 +121,11 @@ def roar(
         method: ``method(f, x, target) -> attribution`` shaped like ``x``.
         key: PRNG key for the retraining (initialization and shuffles).
         f: The model whose maps rank the pixels (default: the pretrained digits CNN).
-        digits: The data set (default :func:`jaxplain.data.load_digits`).
+        digits: The data set, a :class:`jaxplain.data.Digits` of 4-D ``(n, H, W, C)``
+            images (default: the embedded 8x8 digits, :func:`jaxplain.data.load_digits`).
+            With your own ``f``, wrap your own arrays:
+            ``data.Digits(x_train=..., y_train=..., x_test=..., y_test=...)``; an ``f`` that
+            cannot read ``digits.x_train`` raises a ``ValueError`` before any work.
         fractions: Fractions ``q`` in ``[0, 1]``; ``q = 0`` retrains on unmodified data.
         epochs: Training epochs per retraining (keep it small: one model per ``q``).
         model: The Linen module retrained (default ``DigitsCNN``).

@@ -570,3 +570,46 @@ def test_data_randomization_on_vectors_with_apply_kwargs():
     assert r.states == ("shuffled labels",) and r.ssim is None and r.spearman.shape == (1, 6)
     assert float(r.spearman.mean()) < 0.6
     np.testing.assert_allclose(ident.spearman, 1.0, atol=1e-6)
+
+
+class _OwnCNN(nn.Module):
+    classes: int = 4
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(nn.Conv(4, (3, 3))(x))
+        return nn.Dense(self.classes)(x.reshape(x.shape[0], -1))
+
+
+@pytest.mark.parametrize("side, classes, passed, match", [
+    (12, 4, False, r"inputs shaped \(12, 12, 1\).*the embedded 8x8 digits \(the default of "
+                   r"digits=\)"),
+    (8, 4, False, r"returns 4 logits but the labels of the embedded 8x8 digits \(the default "
+                  r"of digits=\) go up to 9"),
+    (12, 4, True, r"inputs shaped \(12, 12, 1\).*the images of the digits= data are shaped "
+                  r"\(8, 8, 1\)"),
+])
+def test_data_randomization_refuses_data_the_model_cannot_train_on_up_front(
+        monkeypatch, side, classes, passed, match):
+    import jaxplain.data
+
+    model = _OwnCNN(classes)
+    x = jax.random.uniform(jax.random.key(0), (3, side, side, 1))
+    variables = model.init(jax.random.key(1), x)
+    kw = dict(digits=jaxplain.data.load_digits()) if passed else {}
+    monkeypatch.setattr(jaxplain.data, "train", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(ValueError, match=match) as info:
+        metrics.data_randomization_check(model, variables, x, _grad, key=jax.random.key(2), **kw)
+    if not passed:
+        assert "digits=data.Digits(x_train=..., y_train=..., x_test=..., y_test=...)" in str(
+            info.value)
+
+
+def test_data_randomization_refuses_digits_that_are_not_a_data_set():
+    model = _OwnCNN(10)
+    x = jax.random.uniform(jax.random.key(0), (3, 8, 8, 1))
+    variables = model.init(jax.random.key(1), x)
+    with pytest.raises(TypeError, match=r"digits must be your training data wrapped as "
+                                        r"data\.Digits\(x_train=\.\.\."):
+        metrics.data_randomization_check(model, variables, x, _grad, key=jax.random.key(2),
+                                         digits=(x, jnp.zeros(3, jnp.int32)))

@@ -69,6 +69,21 @@ def test_roar_and_kar_find_the_planted_pixels():
     assert float(kept.accuracy[0]) > 0.9                  # the 10 kept pixels suffice
 
 
+def test_an_own_f_without_digits_is_refused_up_front_naming_digits(monkeypatch):
+    import jaxplain.data
+
+    w = jnp.ones((144, 4))
+    f = lambda x: x.reshape(len(x), 144) @ w           # a model of 12x12 images
+    monkeypatch.setattr(jaxplain.data, "train", lambda *a, **k: pytest.fail("trained"))
+    for run in (metrics.roar, metrics.kar):
+        with pytest.raises(ValueError, match=r"f cannot read the images of the embedded 8x8 "
+                                             r"digits \(the default of digits=\), shaped "
+                                             r"\(8, 8, 1\)") as info:
+            run(_oracle, key=jax.random.key(0), f=f)
+        assert "digits=data.Digits(x_train=..., y_train=..., x_test=..., y_test=...)" in str(
+            info.value)
+
+
 def test_errors():
     with pytest.raises(ValueError, match="fractions must be"):
         metrics.roar(_oracle, key=jax.random.key(0), fractions=(-0.1,))
