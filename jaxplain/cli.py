@@ -92,9 +92,9 @@ def demo(out: Path, quick: bool, seed: int, compile_cache: bool, only: tuple[str
     "data_path",
     required=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="An .npz with 'x' (floating point, scaled as the model expects; batch first; images "
-    "NHWC, or NCHW for a channels-first model) and optional int labels 'y', or 'x_train', "
-    "'x_test' and optional 'y_train', 'y_test'.",
+    help="An .npz with 'x' (finite floating point, scaled as the model expects; batch first; "
+    "images NHWC, or NCHW for a channels-first model) and optional int labels 'y' (in [0, "
+    "classes)), or 'x_train', 'x_test' and optional 'y_train', 'y_test'.",
 )
 @click.option(
     "--checkpoint",
@@ -121,7 +121,7 @@ def explain(model_spec: str, data_path: Path, checkpoint: Path | None, out: Path
     import jax
 
     from jaxplain.report._demo_sections import SECTIONS
-    from jaxplain.report._user import channels_last, load_data, load_model
+    from jaxplain.report._user import ModelCallError, channels_last, load_data, load_model
 
     specs = _chosen(SECTIONS, only)
     if compile_cache:
@@ -130,7 +130,12 @@ def explain(model_spec: str, data_path: Path, checkpoint: Path | None, out: Path
         sys.path.insert(0, str(Path.cwd()))
     try:
         model, variables, f = load_model(model_spec, checkpoint)
-        data, labelled = load_data(data_path, f)
+        data, labelled = load_data(data_path, f, model=model_spec)
+    except ModelCallError as e:
+        hint = ("" if checkpoint is not None else
+                f"; if {model_spec} builds or restores a model from a checkpoint, pass "
+                "--checkpoint PATH")
+        raise click.UsageError(f"{e}{hint}") from e
     except ValueError as e:
         raise click.UsageError(str(e)) from e
     f, data, moved = channels_last(f, data)

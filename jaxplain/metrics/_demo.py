@@ -124,9 +124,9 @@ def _figure(curves: dict[str, np.ndarray], name: str, unit: str):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for name, values in curves.items():
+    for method, values in curves.items():
         frac = np.linspace(0, 1, len(values))
-        ax.plot(frac, values, label=name, ls="--" if "random" in name else "-")
+        ax.plot(frac, values, label=method, ls="--" if "random" in method else "-")
     ax.set_xlabel(f"fraction of {unit} removed (most relevant first, set to 0)")
     ax.set_ylabel("mean probability of the predicted class")
     ax.set_title(f"Deletion curves on {name}")

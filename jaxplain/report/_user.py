@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import sys
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from jaxplain.core._channels import channels_last_view
+
+
+class ModelCallError(ValueError):
+    """The model raised when first called on the data (wrong input shape, a model factory
+    called as if it were the model, ...); the message names the model, the input shape and the
+    underlying error."""
 
 
 class ReportData(NamedTuple):
@@ -57,17 +64,50 @@ def load_model(spec: str, checkpoint: str | Path | None = None):
     elif _is_factory(obj):
         obj = obj()
     model, variables = obj if isinstance(obj, tuple) and len(obj) == 2 else (obj, None)
+    if variables is None:
+        _refuse_bare_linen(model, spec)
     return model, variables, jaxplain.as_function(model, variables)
 
 
-def load_data(path: str | Path, f) -> tuple[ReportData, bool]:
+def _refuse_bare_linen(model, spec: str) -> None:
+    """A Flax Linen module class or instance alone has no weights to explain: say how to hand
+    them over (an easy slip is to name the class, which would then be called with ``x``)."""
+    linen = sys.modules.get("flax.linen")  # a Linen model has imported it already
+    if linen is None:
+        return
+    if isinstance(model, type) and issubclass(model, linen.Module):
+        what = f"the Flax Linen Module class {model.__name__}"
+    elif isinstance(model, linen.Module):
+        what = f"a Flax Linen {type(model).__name__} module without its variables"
+    else:
+        return
+    raise ValueError(
+        f"MODEL {spec!r} is {what}; point MODEL at a function that returns the module and its "
+        "variables, e.g. 'def model(): m = MyModule(); return m, m.init(key, x)' (or that "
+        "restores them: 'def model(path): ...' with --checkpoint PATH), or at a function "
+        "returning logits, e.g. jaxplain.as_function(module, variables).")
+
+
+def _first_call(f, x: np.ndarray, model: str) -> np.ndarray:
+    """``f`` of the first two examples of ``x`` as an array; an exception of the model becomes
+    a :class:`ModelCallError`."""
+    try:
+        return np.asarray(f(x[:2]))
+    except Exception as e:  # noqa: BLE001 - any error of the user's model, named and re-raised
+        raise ModelCallError(f"calling {model} on x of shape {x.shape} (its first 2 examples) "
+                             f"failed: {type(e).__name__}: {e}") from e
+
+
+def load_data(path: str | Path, f, *, model: str = "the model") -> tuple[ReportData, bool]:
     """The examples of an ``.npz`` (``x`` and optional ``y``, or ``x_train``, ``x_test`` and
     optional ``y_train``, ``y_test``) and whether the labels came from the file.
 
     With one ``x`` it serves as both training and test examples; without labels the model's
     predictions stand in for them. Raises ValueError on missing or misshapen arrays, on integer
-    inputs (uint8 images: the caller scales them, as the model expects) and when ``f`` does not
-    map a batch to ``(batch, classes)`` logits.
+    inputs (uint8 images: the caller scales them, as the model expects), on non-finite inputs
+    (NaN or inf), on labels outside ``[0, classes)`` and when ``f`` does not map a batch to
+    ``(batch, classes)`` logits; :class:`ModelCallError` (a ValueError naming ``model``, the
+    input shape and the error) when ``f`` raises on the first two test examples.
     """
     with np.load(path) as npz:
         arrays = {k: npz[k] for k in npz.files}
@@ -92,8 +132,14 @@ def load_data(path: str | Path, f) -> tuple[ReportData, bool]:
                 "jaxplain explains models of floating-point inputs and does not guess their "
                 "scaling. Convert the data as your model expects it (e.g. x.astype('float32') / "
                 "255 for 8-bit images scaled to [0, 1]) and save the .npz again.")
+        bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
+        if bad:
+            raise ValueError(
+                f"{path}: {'x' if 'x' in arrays else name} has {bad} non-finite values (NaN or "
+                f"inf) out of {np.size(x)}; jaxplain explains a model on finite inputs only. "
+                "Remove or repair those examples and save the .npz again.")
     x_train, x_test = x_train.astype(np.float32), x_test.astype(np.float32)
-    logits = np.asarray(f(x_test[:2]))
+    logits = _first_call(f, x_test, model)
     if logits.ndim != 2 or logits.shape[0] != 2:
         raise ValueError(f"the model must map a batch (n, ...) to logits (n, classes); it maps "
                          f"{x_test[:2].shape} to {logits.shape}.")
@@ -106,6 +152,11 @@ def load_data(path: str | Path, f) -> tuple[ReportData, bool]:
         if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer):
             raise ValueError(f"{path}: y_{name} must be int labels shaped ({len(x)},); got "
                              f"{y.dtype} {y.shape}.")
+        classes = logits.shape[1]
+        if y.size and (y.min() < 0 or y.max() >= classes):
+            given = "y" if "x" in arrays else f"y_{name}"
+            raise ValueError(f"{path}: {given} must be int labels in [0, {classes}) (the model "
+                             f"has {classes} logits); got values {y.min()} to {y.max()}.")
     return ReportData(x_train, np.asarray(y_train), x_test, np.asarray(y_test)), labelled
 
 

@@ -78,3 +78,19 @@ def test_a_section_in_which_every_method_fails_is_marked_failed(monkeypatch):
     assert sec.failed and "(failed)" in sec.title
     assert "no attribution method could be evaluated" in sec.error
     assert "broken: ValueError: this method cannot read these inputs" in sec.error
+
+
+def test_deletion_figure_is_titled_after_the_data_not_the_last_method():
+    # The loop over the curves reused the name of the data: "Deletion curves on random (control)".
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from jaxplain.metrics._demo import _figure
+
+    curves = {"gradient": np.linspace(1, 0, 5), "random (control)": np.linspace(1, 0.5, 5)}
+    fig = _figure(curves, "scikit-learn's 8x8 digits", "pixels")
+    ax = fig.axes[0]
+    assert ax.get_title() == "Deletion curves on scikit-learn's 8x8 digits"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == list(curves)
+    assert [line.get_linestyle() for line in ax.get_lines()] == ["-", "--"]
+    plt.close(fig)

@@ -150,3 +150,114 @@ def test_integer_images_are_refused_not_cast(tmp_path):
                                        str(tmp_path / "r")])
     assert result.exit_code == 2 and "x.astype('float32') / 255" in result.output
     assert not (tmp_path / "r").exists()
+
+
+def test_labels_outside_the_models_classes_are_refused(images, tmp_path):
+    # Labels 10..12 for a 4-logit model gave "test accuracy 0.00%" and exit status 0.
+    _, _, f = load_model("tests.report._user_models:cnn")
+    x = np.load(images)["x"]
+    data = tmp_path / "labels.npz"
+    np.savez(data, x=x, y=np.arange(len(x)) % 3 + 10)
+    with pytest.raises(ValueError, match=r"y must be int labels in \[0, 4\) \(the model has 4 "
+                                         r"logits\); got values 10 to 12"):
+        load_data(data, f)
+    np.savez(data, x_train=x, y_train=np.zeros(len(x), int), x_test=x[:5],
+             y_test=np.array([0, 1, 2, 3, -1]))
+    with pytest.raises(ValueError, match=r"y_test must be int labels in \[0, 4\).* -1 to 3"):
+        load_data(data, f)
+    result = _run(["tests.report._user_models:cnn", "--data", str(data), "--quick", "--only",
+                   "foundation", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "int labels in [0, 4)" in result.output
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_non_finite_inputs_are_refused(value, tmp_path):
+    # All-NaN x ran through, with the model's (NaN) predictions as labels, and exit status 0.
+    _, _, f = load_model("tests.report._user_models:cnn")
+    x = np.random.default_rng(4).uniform(size=(12, 8, 8, 3)).astype(np.float32)
+    x[3, 1, 2, 0] = value
+    data = tmp_path / "x.npz"
+    np.savez(data, x=x)
+    with pytest.raises(ValueError, match=r"x has 1 non-finite values \(NaN or inf\) out of 2304"):
+        load_data(data, f)
+    np.savez(data, x_train=x[5:], x_test=x)
+    with pytest.raises(ValueError, match="x_test has 1 non-finite"):
+        load_data(data, f)
+    result = _run(["tests.report._user_models:cnn", "--data", str(data), "--quick", "--only",
+                   "foundation", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "finite inputs only" in result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_data_the_model_cannot_take_is_a_clean_usage_error(tmp_path):
+    # 6x6 images for an 8x8 CNN: a raw Flax ScopeParamShapeError traceback, exit status 1.
+    data = tmp_path / "small.npz"
+    np.savez(data, x=np.zeros((10, 6, 6, 3), np.float32))
+    result = _run(["tests.report._user_models:cnn", "--data", str(data), "--quick", "--only",
+                   "foundation", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2, result.output
+    assert ("calling tests.report._user_models:cnn on x of shape (10, 6, 6, 3) (its first 2 "
+            "examples) failed: ScopeParamShapeError") in result.output
+    assert "pass --checkpoint" in result.output  # no checkpoint given: the hint, too
+    assert "Traceback" not in result.output and not (tmp_path / "r").exists()
+
+
+def test_a_checkpoint_factory_without_checkpoint_says_to_pass_it(images, tmp_path):
+    # cnn_from(path) was called as the model, with x as the path: a traceback in user code.
+    result = _run(["tests.report._user_models:cnn_from", "--data", str(images), "--quick",
+                   "--only", "foundation", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2, result.output
+    assert "calling tests.report._user_models:cnn_from on x of shape (60, 8, 8, 3)" in result.output
+    assert "failed: TypeError" in result.output
+    assert ("if tests.report._user_models:cnn_from builds or restores a model from a "
+            "checkpoint, pass --checkpoint PATH") in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "r").exists()
+
+
+def test_a_model_that_fails_with_its_checkpoint_gets_no_checkpoint_hint(tmp_path):
+    model, variables = _user_models.cnn()
+    ckpt = tmp_path / "weights.msgpack"
+    ckpt.write_bytes(flax.serialization.to_bytes(variables))
+    data = tmp_path / "small.npz"
+    np.savez(data, x=np.zeros((10, 6, 6, 3), np.float32))
+    result = _run(["tests.report._user_models:cnn_from", "--checkpoint", str(ckpt), "--data",
+                   str(data), "--quick", "--only", "foundation", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "ScopeParamShapeError" in result.output
+    assert "pass --checkpoint" not in result.output
+
+
+#: A Linen module without its variables (for the test below; MODEL may name it).
+bare_linen = _user_models.SmallCNN()
+
+
+@pytest.mark.parametrize("spec, what", [
+    ("tests.report._user_models:SmallCNN", "the Flax Linen Module class SmallCNN"),
+    (f"{__name__}:bare_linen", "a Flax Linen SmallCNN module without its variables"),
+])
+def test_a_bare_linen_module_says_how_to_wrap_it(spec, what, images, tmp_path):
+    # MODEL naming the class called the class with x: "__init__() takes 1 positional argument".
+    with pytest.raises(ValueError, match=what):
+        load_model(spec)
+    result = _run([spec, "--data", str(images), "--quick", "--only", "foundation", "--out",
+                   str(tmp_path / "r")])
+    assert result.exit_code == 2, result.output
+    assert what in result.output and "jaxplain.as_function(module, variables)" in result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_getting_started_model_module_saves_what_it_restores(tmp_path):
+    # The guide's mymodel.py restored weights.msgpack but never showed how to write it.
+    import pathlib
+
+    guide = pathlib.Path(__file__).resolve().parents[2] / "docs" / "getting_started.md"
+    block = re.findall(r"```python\n(.*?)```", guide.read_text(), flags=re.S)[0]
+    namespace: dict = {}
+    exec(compile(block, "getting_started.md", "exec"), namespace)  # noqa: S102
+    model = namespace["CNN"]()
+    variables = model.init(jax.random.key(7), np.zeros((1, 32, 32, 3), np.float32))
+    path = tmp_path / "weights.msgpack"
+    namespace["save"](variables, str(path))
+    restored_model, restored = namespace["restore"](str(path))
+    assert type(restored_model) is type(model)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, restored, variables)
