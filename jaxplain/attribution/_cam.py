@@ -45,6 +45,16 @@ def _cam_arguments(f, x, target, site, resize: bool, method: str = "grad_cam") -
     if len(shape) < 3:
         raise ValueError(f"{method} needs a site with spatial axes (n, h, w, c); site {site!r} has "
                          f"shape {shape}")
+    if method == "score_cam" and len(shape) != x.ndim:
+        # its masks are the site's channels upsampled to the input, whatever `resize` says
+        raise ValueError(f"score_cam masks the input with each of the site's channels upsampled "
+                         f"to the input's spatial shape, so it needs a spatial site with the "
+                         f"input's layout, (n, *spatial, c) with as many axes as x "
+                         f"{tuple(x.shape)}; got site {site!r} of shape {shape}"
+                         + ("" if resize else " (resize=False only keeps the returned map at "
+                            "the site's size; the masks are upsampled all the same)")
+                         + "; on a token site, grad_cam and grad_cam_plus_plus with resize=False "
+                         "return the map over the tokens")
     if resize and len(shape) != x.ndim:
         fix = "; pass resize=False" if method in ("grad_cam", "grad_cam_plus_plus") else ""
         raise ValueError(f"{method} needs the site {site!r} (shape {shape}) to have as many "
@@ -336,7 +346,7 @@ def score_cam(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array,
       relu: keep only the positive part of the map, as in the paper.
       resize: bilinearly resize the map to the input's spatial shape and return
         ``(n, H, W, 1)`` (``(n, 1, H, W)`` for NCHW inputs); False returns the site's
-        ``(n, h, w)``.
+        ``(n, h, w)``. The masks are upsampled to the input either way.
       batch_size: the number of channels evaluated at once, each a batch of `x`'s size
         (None: all). Score-CAM calls `f` on one masked batch per channel.
 
@@ -366,7 +376,7 @@ def score_cam(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array,
         raise ValueError(f"score must be one of {SCORES}; got {score!r}")
     if normalize not in NORMALIZATIONS:
         raise ValueError(f"normalize must be one of {NORMALIZATIONS}; got {normalize!r}")
-    x, t, channels = _cam_arguments(f, x, target, site, True, "score_cam")
+    x, t, channels = _cam_arguments(f, x, target, site, resize, "score_cam")
     b = _common.check_baseline(baseline, x)
     if score == "probability" and output_is_softmax(f, x):
         score = "logit"  # the model's outputs are probabilities already: read them as they are

@@ -32,15 +32,81 @@ def _model(ctx):
     return f, f"the embedded digits ViT (2 scanned encoder blocks, 4 heads, {acc:.1%} test accuracy)"
 
 
-def _token_map(tokens, example_shape):
+def _rows_read(f, x, target, site) -> np.ndarray:
+    """How much the target logits depend on each output token of the attention `site`: the sum
+    over examples, heads and columns of ``|d f_t / d A|`` at its weights ``A`` (row ``i`` of
+    ``A`` only makes output token ``i``), shape ``(tokens,)``."""
+    from jaxplain import capture, intervene
+
+    weights = capture(f, [site])(x)[1][site]
+
+    def read(d):
+        y = intervene(f, {site: lambda a: a + d})(x)
+        return y[jnp.arange(x.shape[0]), target].sum()
+
+    g = jnp.abs(jax.grad(read)(jnp.zeros_like(weights)))
+    g = g.reshape(g.shape[0], -1, g.shape[-2], g.shape[-1])
+    return np.asarray(g.sum(axis=(0, 1, 3)), np.float64)
+
+
+def _read_row(f, x, target, site) -> tuple[int | None, str]:
+    """The output token the head reads, or None for the mean over all of them, and why."""
+    try:
+        rows = _rows_read(f, x, target, site)
+    except Exception as e:  # noqa: BLE001 - the section falls back to the mean, and says so
+        return None, (f"shown is each input token's share of the mean output token (whether "
+                      f"the head reads a single token could not be tested: {type(e).__name__})")
+    read = np.flatnonzero(rows > 1e-6 * max(rows.max(), 1e-30))
+    if read.size == 1:
+        k = int(read[0])
+        return k, (f"shown is row {k}, each input token's share of output token {k}: the "
+                   f"logits read only that token of the last attention layer ({site}; every "
+                   f"other row of its weights has zero gradient), as a ViT's head reads its "
+                   f"[CLS] token")
+    return None, (f"shown is each input token's share of the mean output token: the logits "
+                  f"read {read.size} of the {rows.size} output tokens of the last attention layer "
+                  f"({site}; rows of its weights with nonzero gradient), e.g. through a mean "
+                  f"pool")
+
+
+def _grid(tokens: int, example_shape) -> tuple[int, int] | None:
+    """``(side, extra)``: the patch grid's side when `tokens` (less `extra` of 0 or 1 [CLS]
+    tokens) is a square number tiling an image of `example_shape`, else None."""
+    if len(example_shape) != 3:
+        return None
+    for extra in (0, 1):
+        side = int(round(np.sqrt(tokens - extra)))
+        if side > 0 and side * side == tokens - extra and example_shape[0] % side == 0 \
+                and example_shape[1] % side == 0:
+            return side, extra
+    return None
+
+
+def _token_map(tokens, example_shape, cls: int = 0):
     """Token relevance ``(t,)`` as a map over the input: the patch grid of a square number of
-    tokens tiling an image, else the tokens themselves."""
-    t = tokens.shape[0]
-    side = int(round(np.sqrt(t)))
-    if len(example_shape) == 3 and side * side == t and example_shape[0] % side == 0:
-        scale = example_shape[0] // side, example_shape[1] // side
-        return np.kron(tokens.reshape(side, side), np.ones(scale))[..., None]
-    return tokens
+    tokens tiling an image (without the [CLS] token `cls` when there is one more), else the
+    tokens themselves."""
+    grid = _grid(tokens.shape[0], example_shape)
+    if grid is None:
+        return tokens
+    side, extra = grid
+    patches = np.delete(tokens, cls) if extra else tokens
+    scale = example_shape[0] // side, example_shape[1] // side
+    return np.kron(patches.reshape(side, side), np.ones(scale))[..., None]
+
+
+def _layout(grid, cls: int, read_row: int | None, shares: list) -> str:
+    """How the token maps are drawn, for the section's text."""
+    if grid is None:
+        return " Each token is one bar."
+    side, extra = grid
+    if not extra:
+        return f" The {side * side} tokens are drawn on the {side}x{side} patch grid."
+    which = ("the [CLS] token the head reads" if read_row is not None
+             else "taken for a [CLS] token as it is the one beyond the square grid")
+    return (f" The {side * side} patch tokens are drawn on the {side}x{side} patch grid, without "
+            f"token {cls} ({which}), whose own share of the map's magnitude averages "
+            f"{' and '.join(shares)}.")
 
 
 def demo_section(ctx):
@@ -82,23 +148,31 @@ def demo_section(ctx):
         else:
             row.append("(token to token)")
     sites = A.attention_sites(f, x)
-    maps = {}
+    read_row, read = _read_row(f, x, target, sites[-1])
+    grid = _grid(results["attention rollout"].shape[-1], x.shape[1:])
+    cls = 0 if read_row is None else read_row
+    maps, shares = {}, []
     for name in ("attention rollout", "gradient-weighted rollout"):
-        # each input token's share of the mean output token (the one the head reads); the
+        # each input token's share of the output token the head reads (or of their mean); the
         # gradient-weighted rollout without the identity it starts from
         r = results[name]
         if name.startswith("gradient"):
             r = r - np.eye(r.shape[-1])
-        maps[name] = (np.stack([_token_map(t, x.shape[1:]) for t in r.mean(axis=1)]), False)
+        r = r.mean(axis=1) if read_row is None else r[:, read_row]
+        maps[name] = (np.stack([_token_map(t, x.shape[1:], cls) for t in r]), False)
+        if grid is not None and grid[1]:
+            share = np.abs(r[:, cls]) / np.maximum(np.abs(r).sum(axis=1), 1e-12)
+            shares.append(f"{share.mean():.0%} ({name})")
     for name in ("conservative propagation", "attnlrp", "gradient x input"):
         maps[name] = (results[name], True)
     text = "\n".join([
         f"Explanations of {label} for {n} test {ctx.noun}, from its {len(sites)} attention "
         f"weight sites ({', '.join(sites)}).",
-        "Rollouts are token to token; shown is each input token's share of the mean output token "
-        "(the one the head reads). Conservative propagation holds the attention weights and "
-        "LayerNorm scales constant in the backward pass (Ali et al. 2022): on a bias-free "
-        "network its pixel attributions sum to the logit, which gradient x input's do not. "
+        f"Rollouts are token to token; {read}.{_layout(grid, cls, read_row, shares)}",
+        "Conservative propagation holds the attention weights and "
+        "LayerNorm scales constant in the backward pass (Ali et al. 2022): on a network "
+        "without biases and with ReLU (or no) MLP activations its pixel attributions sum to the "
+        "logit, which gradient x input's do not (a GELU breaks the sum). "
         "AttnLRP (Achtibat et al. 2024) also holds the LayerNorm scales, but passes relevance "
         "through the softmaxes (a Taylor expansion at the scores, which absorbs some) and splits "
         "it evenly between the two factors of q k^T and p v.",

@@ -305,8 +305,16 @@ def test_errors():
         A.score_cam(F, X, T, site="relu_1", score="log_probability")
     with pytest.raises(ValueError, match="normalize must be one of"):
         A.score_cam(F, X, T, site="relu_1", normalize="sum")
-    with pytest.raises(ValueError, match="score_cam needs the site 'rows'.*as many axes"):
-        A.score_cam(_rows, X, T, site="rows")
+    # Score-CAM's masks are the site's upsampled channels: resize=False cannot help, and the
+    # message says so rather than blaming the resize
+    for resize in (True, False):
+        with pytest.raises(ValueError, match=r"score_cam masks the input with each of the "
+                           r"site's channels upsampled.*spatial site with the input's layout.*"
+                           r"as many axes as x \(3, 8, 8, 2\); got site 'rows' of shape "
+                           r"\(3, 8, 16\)") as error:
+            A.score_cam(_rows, X, T, site="rows", resize=resize)
+        assert ("resize=False only keeps" in str(error.value)) is not resize
+        assert "to resize its map" not in str(error.value)
     with pytest.raises(ValueError, match="pass resize=False"):
         A.grad_cam_plus_plus(_rows, X, T, site="rows")
     assert A.grad_cam_plus_plus(_rows, X, T, site="rows", resize=False).shape == (3, 8)
