@@ -12,13 +12,22 @@ def test_concepts_page_examples_run(jaxplain_home, digits_model, monkeypatch):
     monkeypatch.setenv("JAXPLAIN_HOME", str(jaxplain_home))  # the session's model
     text = (DOCS / "concepts.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
-    assert len(blocks) == 3  # tcav, the lower-level pieces, dissection
+    assert len(blocks) == 4  # tcav significant, tcav not significant, lower-level, dissection
     namespace: dict = {}
     for block in blocks:
         exec(compile(block, "concepts.md", "exec"), namespace)  # noqa: S102
-    r, s, score = namespace["r"], namespace["s"], namespace["score"]
-    assert 0.0 <= float(r.score) <= 1.0 and 0.0 <= float(r.p_value) <= 1.0
-    assert s.shape == (namespace["x3"].shape[0],)
+    r, r3, s, score = (namespace[k] for k in ("r", "r3", "s", "score"))
+    # What the page says: the loop concept is significant for class 6 at relu_1 (every concept
+    # CAV raises the 6 logit), and not significant for class 3.
+    claimed = [re.search(rf"float\({n}\.score\).*# \(([\d.]+), ([\d.]+), (True|False)\)", text)
+               for n in ("r", "r3")]
+    for result, m in zip((r, r3), claimed):
+        np.testing.assert_allclose(float(result.score), float(m.group(1)), atol=0.02)
+        np.testing.assert_allclose(float(result.p_value), float(m.group(2)), atol=0.01)
+        assert bool(result.significant) is (m.group(3) == "True")
+    assert bool(r.significant) and float(r.score) > 0.9 and float(r.p_value) < 0.03
+    assert not bool(r3.significant)
+    assert s.shape == (namespace["x6"].shape[0],)
     np.testing.assert_allclose(float(score), float(np.mean(np.asarray(s) > 0)))
     scores, same = namespace["scores"], namespace["same"]
     assert scores.shape == (16, 2)
