@@ -34,7 +34,7 @@ def attention_sites(f: Callable, x, sites=None) -> tuple[str, ...]:
     Args:
       f: the model.
       x: an example batch.
-      sites: None (every softmax site of shape ``(batch, [heads,] t, t)``), or a selector.
+      sites: None (every softmax site of shape ``(batch, [heads...,] t, t)``), or a selector.
 
     Returns:
       Site names; ValueError when there are none, or a chosen site is not square in its last
@@ -42,7 +42,7 @@ def attention_sites(f: Callable, x, sites=None) -> tuple[str, ...]:
     """
     found = list_sites(f, x)
     if sites is None:
-        names = tuple(s.name for s in found if s.op == "softmax" and len(s.shape) in (3, 4)
+        names = tuple(s.name for s in found if s.op == "softmax" and len(s.shape) >= 3
                       and s.shape[-1] == s.shape[-2])
         if not names:
             raise ValueError("found no attention weights in f: no softmax site of shape "
@@ -54,7 +54,7 @@ def attention_sites(f: Callable, x, sites=None) -> tuple[str, ...]:
     shapes = {by_name[n].shape for n in names}
     for name in names:
         shape = by_name[name].shape
-        if len(shape) not in (3, 4) or shape[-1] != shape[-2] or shape[0] != x.shape[0]:
+        if len(shape) < 3 or shape[-1] != shape[-2] or shape[0] != x.shape[0]:
             raise ValueError(f"site {name!r} has shape {shape}; attention weights must be "
                              "(batch, [heads,] tokens, tokens) with as many queries as keys")
     if len({s[-1] for s in shapes}) > 1:
@@ -63,8 +63,9 @@ def attention_sites(f: Callable, x, sites=None) -> tuple[str, ...]:
 
 
 def _fused(a, heads: str):
-    """(n, [h,] t, t) -> (n, t, t), fusing the heads."""
-    return _FUSIONS[heads](a, axis=1) if a.ndim == 4 else a
+    """(n, [h...,] t, t) -> (n, t, t), fusing the heads (``jax.nn.dot_product_attention``'s
+    weights are ``(n, groups, heads per group, t, t)``)."""
+    return _FUSIONS[heads](a.reshape(a.shape[0], -1, *a.shape[-2:]), axis=1)
 
 
 def _check_options(residual, heads):

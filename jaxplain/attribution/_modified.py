@@ -103,7 +103,7 @@ class HoldConstant:
     gradient: the AH and LN rules of Ali et al. (2022)."""
 
     def activation(self, op, x, y, g):
-        return jnp.zeros_like(g) if op in MIXING else None
+        return jnp.zeros_like(x) if op in MIXING else None
 
     def normalizer(self, op, x, y, g):
         return jnp.zeros_like(g)

@@ -61,6 +61,17 @@ def _combine(found: list) -> int | str | None:
     return None
 
 
+def _through_softmax(eqn, axis: int) -> int:
+    """Where a softmax template's (``jaxplain.core._written_out``) output holds its input's
+    `axis`: moved by the transpose of its input, when it computes the softmax vmapped over an
+    axis as ``jax.nn.dot_product_attention`` does, else kept."""
+    body = eqn.params["jaxpr"].jaxpr
+    for inner in body.eqns:
+        if inner.primitive.name == "transpose" and inner.invars[0] is body.invars[0]:
+            return tuple(inner.params["permutation"]).index(axis)
+    return axis
+
+
 def _forward(node, states: dict, program: Program) -> int | str | None:
     eqn, prim = node.eqn, node.prim
     out_shape = tuple(eqn.outvars[0].aval.shape)
@@ -107,6 +118,8 @@ def _forward(node, states: dict, program: Program) -> int | str | None:
         elif prim in _REDUCE:
             dims = eqn.params["axes"]
             found.append(SHARED if axis in dims else axis - sum(d < axis for d in dims))
+        elif node.activation == "softmax" and prim in ("jit", "pjit"):
+            found.append(_through_softmax(eqn, axis))
         elif prim == "concatenate":
             same = len(out_shape) == len(shape) and eqn.params["dimension"] != axis
             found.append(axis if same else None)

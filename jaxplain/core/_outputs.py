@@ -148,7 +148,7 @@ def output_activation(f: Callable, x) -> str | None:
     """``"softmax"`` or ``"log_softmax"`` when `f`'s output at `x`'s shape comes straight out
     of one over the classes (the last axis), else None. Traced once per function, input shape
     and dtype (only ``x.shape`` and ``x.dtype`` are used; `x` may be a tracer)."""
-    key = (tuple(x.shape), np.dtype(x.dtype).str)
+    key = (tuple(x.shape), np.dtype(x.dtype))
     try:
         per_f = _CACHE.setdefault(f, {})
     except TypeError:  # not weak-referenceable: trace every time

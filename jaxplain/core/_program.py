@@ -205,7 +205,7 @@ def _has_unrollable(jaxpr) -> bool:
 
 
 @functools.lru_cache(maxsize=256)
-def _index_template(shape: tuple, dtype: str):
+def _index_template(shape: tuple, dtype: np.dtype):
     """``(a, i) -> a[i]`` traced for an operand of this shape and a scalar index."""
     return jax.make_jaxpr(lambda a, i: jax.lax.dynamic_index_in_dim(a, i, keepdims=False))(
         jax.ShapeDtypeStruct(shape, np.dtype(dtype)), jax.ShapeDtypeStruct((), np.int32))
@@ -246,9 +246,9 @@ class _Builder:
             stack = prefix + relabel(_clean_stack(eqn.source_info.name_stack))
             found = _written_out.match(eqns, k, last_use)
             if found is not None:
-                length, invar, outvar, template = found
+                length, invars, outvar, template = found
                 env[outvar] = self.fresh(outvar.aval)
-                self.nodes.append(Node(template, (read(invar),), (env[outvar],), stack,
+                self.nodes.append(Node(template, tuple(read(v) for v in invars), (env[outvar],), stack,
                                        _activation_of(template)))
                 skip_to = k + length
                 continue
@@ -280,7 +280,7 @@ class _Builder:
 
     def _index(self, ref, i: int, stack) -> int:
         aval = self.avals[ref]
-        template = _index_template(tuple(aval.shape), np.dtype(aval.dtype).str)
+        template = _index_template(tuple(aval.shape), np.dtype(aval.dtype))
         return self.inline(template.jaxpr, template.consts, [ref, Lit(np.int32(i))], stack)[0]
 
     def _unroll(self, eqn, ins, stack) -> list:
@@ -373,7 +373,7 @@ def trace(f: Callable, spec: jax.ShapeDtypeStruct) -> Program:
     Programs whose constants are tracers (`f` closes over values of an enclosing transformation)
     are never cached, so no tracer outlives its trace.
     """
-    key = (tuple(spec.shape), np.dtype(spec.dtype).str)
+    key = (tuple(spec.shape), np.dtype(spec.dtype))
     try:
         per_f = _CACHE.setdefault(f, {})
     except TypeError:  # not weak-referenceable: trace every time

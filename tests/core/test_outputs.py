@@ -1,6 +1,7 @@
 """output_activation / output_is_softmax: a model's output read off its traced program."""
 
 import doctest
+import functools
 
 import flax.linen as nn
 import jax
@@ -100,3 +101,24 @@ def test_works_on_tracers_inside_jit():
 def test_docstring_examples():
     result = doctest.testmod(_outputs)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_a_bfloat16_model_is_traced_at_its_own_dtype():
+    # the cache key once spelled bfloat16 as numpy's "<V2", which traced at a void dtype
+    f = lambda x: jax.nn.softmax(jnp.tanh(x) @ W.astype(jnp.bfloat16))  # noqa: E731
+    assert output_is_softmax(f, X.astype(jnp.bfloat16))
+    assert output_activation(lambda x: jnp.tanh(x) @ W.astype(jnp.bfloat16),
+                             X.astype(jnp.bfloat16)) is None
+
+
+def test_deeplift_and_lrp_run_on_a_bfloat16_model():
+    from jaxplain.attribution import deeplift, lrp
+    from jaxplain.lrp import Epsilon
+    w = jax.random.normal(jax.random.key(1), (6, 5))
+    f32 = lambda x: jax.nn.relu(x @ w) @ W[:5]  # noqa: E731
+    f16 = lambda x: jax.nn.relu(x @ w.astype(jnp.bfloat16)) @ W[:5].astype(jnp.bfloat16)  # noqa: E731
+    x = jax.random.normal(jax.random.key(2), (3, 6))
+    for method in (deeplift, functools.partial(lrp, rules=Epsilon())):
+        low, full = method(f16, x.astype(jnp.bfloat16), 0), method(f32, x, 0)
+        assert low.dtype == jnp.bfloat16
+        assert jnp.allclose(low.astype(jnp.float32), full, atol=0.1, rtol=0.05)
