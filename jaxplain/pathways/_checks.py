@@ -2,8 +2,9 @@
 
 Everything here runs on the host before tracing: the selected sites (names and shapes for the
 batch being explained), the number of classes, and the range of ``keep`` and ``target``.
-Resolution traces ``f`` once per (function, input shape, selector) and is cached, so repeated
-direct calls do not re-trace the model.
+Resolution traces ``f`` once per (function, input shape, selector) through the kernel (so a
+model that fails at ``x``'s shape raises the kernel's "could not be evaluated" ``ValueError``)
+and is cached, so repeated direct calls do not re-trace the model.
 """
 
 from __future__ import annotations
@@ -16,6 +17,55 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxplain import core
+from jaxplain.attribution import _common
+
+
+def check_function(f: Callable) -> None:
+    """The check every method shares (``jaxplain.attribution``): ``f`` is a hashable model
+    function, not a model object; a Flax or Equinox module is refused with the way to wrap it
+    (``jaxplain.as_function``)."""
+    _common.check_function(f)
+
+
+def check_x(x):
+    """``x`` as a floating array with a batch axis first; rejects NaN or inf when concrete.
+
+    Array-likes (lists, NumPy arrays) are accepted; a tracer (inside the user's ``jit`` or
+    ``vmap``) passes with its shape and dtype checked only.
+    """
+    if not hasattr(x, "dtype"):
+        try:
+            x = jnp.asarray(np.asarray(x))
+        except (TypeError, ValueError) as err:
+            raise TypeError(
+                f"x must be an array (a batch of inputs, batch axis first); got "
+                f"{type(x).__name__}, which is not array-like: {err}"
+            ) from err
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(
+            f"x must be a floating-point array (the model is differentiated with respect to it); "
+            f"got dtype {x.dtype}. Convert it with x.astype(jnp.float32)."
+        )
+    shape = tuple(np.shape(x))
+    if len(shape) < 2:
+        raise ValueError(
+            f"x must be a batch with the batch axis first (e.g. NHWC images); got shape {shape}. "
+            "Add a batch axis with x[None]."
+        )
+    if not isinstance(x, jax.core.Tracer):
+        if isinstance(x, np.ndarray):
+            finite = bool(np.isfinite(x).all())
+        else:
+            with jax.ensure_compile_time_eval():  # a closed-over array inside the user's jit
+                finite = bool(jnp.isfinite(x).all())
+        if not finite:
+            bad = np.argwhere(~np.isfinite(np.asarray(x)).reshape(shape[0], -1).all(axis=1)).ravel()
+            raise ValueError(
+                f"x contains NaN or infinite values (examples {bad[:10].tolist()}"
+                f"{' ...' if len(bad) > 10 else ''} of {shape[0]}); the model's logits there are "
+                "not finite and no pathway can be scored. Clean or drop those inputs."
+            )
+    return x
 
 
 def check_keep(keep) -> float:
@@ -43,13 +93,13 @@ def _selector_key(selector):
 @functools.lru_cache(maxsize=256)
 def _resolve(f: Callable, shape: tuple, dtype, selector) -> tuple[tuple, int]:
     spec = jax.ShapeDtypeStruct(shape, dtype)
+    all_sites = core.sites(f, spec)  # first: the kernel wraps a model that fails at this shape
     out = jax.eval_shape(f, spec)
     if len(out.shape) != 2 or out.shape[0] != shape[0]:
         raise ValueError(
             f"f must map a batch of shape {shape} to logits of shape (batch, classes); "
             f"got output shape {out.shape}."
         )
-    all_sites = core.sites(f, spec)
     if selector is None:
         names = tuple(core.relu_sites(f, spec))
         if not names:
@@ -73,17 +123,12 @@ def resolve(f: Callable, x, sites) -> tuple[tuple, int]:
 
     Args:
       f: the model function, batch in, logits ``(batch, classes)`` out.
-      x: the input batch (an array or a tracer; only its shape and dtype are used).
+      x: the input batch, already through :func:`check_x` (only its shape and dtype are used).
       sites: ``None`` (every post-ReLU activation, ``jaxplain.core.relu_sites``) or any selector
         accepted by ``jaxplain.core.select`` (a name, a glob, a list of names, a predicate).
     """
-    if not callable(f):
-        raise TypeError(f"f must be a callable mapping a batch to logits; got {type(f).__name__}.")
+    check_function(f)
     shape = tuple(np.shape(x))
-    if len(shape) < 2:
-        raise ValueError(
-            f"x must be a batch with the batch axis first (e.g. NHWC images); got shape {shape}."
-        )
     key = _selector_key(sites)
     try:
         hash(key)

@@ -106,6 +106,8 @@ def contributions(
       Khakzar et al., "Neural Response Interpretation through the Lens of Critical Pathways",
       CVPR 2021.
     """
+    _checks.check_function(f)
+    x = _checks.check_x(x)
     specs, n_classes = _checks.resolve(f, x, sites)
     target = _checks.check_target(target, x.shape[0], n_classes)
     return _contributions(f, x, target, specs)
@@ -138,6 +140,8 @@ def integrated_contributions(
       Khakzar et al., CVPR 2021; Sundararajan et al., "Axiomatic Attribution for Deep
       Networks", ICML 2017.
     """
+    _checks.check_function(f)
+    x = _checks.check_x(x)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int; got {steps!r}.")
     specs, n_classes = _checks.resolve(f, x, sites)

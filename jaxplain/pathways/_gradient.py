@@ -31,6 +31,7 @@ def apply(f: Callable, masks: Mapping[str, Bool[Array, "batch *site"]]) -> Calla
       A pure function ``x -> logits`` for inputs with the masks' batch size; it composes with
       ``jit``, ``grad``, ``jvp`` and ``vmap`` like ``f``.
     """
+    _checks.check_function(f)
     masks = _checks.check_masks(masks)
     return core.intervene(
         f, {name: (lambda v, m=m: v * m.astype(v.dtype)) for name, m in masks.items()}
@@ -73,6 +74,8 @@ def masked_gradient(
     Use it for masks from any source (contribution pathways, learned gates, greedy, random);
     :func:`pathway_gradient` selects the masks and calls this in one compiled function.
     """
+    _checks.check_function(f)
+    x = _checks.check_x(x)
     masks = _checks.check_masks(masks)
     _check_batch(x, masks)
     _, n_classes = _checks.resolve(f, x, tuple(masks))
@@ -88,6 +91,8 @@ def masked_jvp(
 
     Inside the masked network's linear region, ``y^m_t(x + d) = y^m_t(x) + jvp(d)`` exactly.
     """
+    _checks.check_function(f)
+    x = _checks.check_x(x)
     masks = _checks.check_masks(masks)
     _check_batch(x, masks)
     if jnp.shape(direction) != jnp.shape(x):
@@ -143,6 +148,8 @@ def pathway_gradient(
       Khakzar et al., "Neural Response Interpretation through the Lens of Critical Pathways",
       CVPR 2021.
     """
+    _checks.check_function(f)
+    x = _checks.check_x(x)
     keep = _checks.check_keep(keep)
     _select.check_method(method, steps)
     specs, n_classes = _checks.resolve(f, x, sites)
@@ -160,6 +167,8 @@ def pathway_jvp(
     Equals ``sum(pathway_gradient(...) * direction)`` per example, without materialising the
     gradient; returns ``(y^m_t(x), d y^m_t(x)[direction])``.
     """
+    _checks.check_function(f)
+    x = _checks.check_x(x)
     masks = _select.select(f, x, target, keep=keep, sites=sites, method=method, steps=steps)
     return masked_jvp(f, x, target, masks, direction)
 

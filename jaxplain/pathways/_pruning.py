@@ -123,6 +123,8 @@ def learned_gates(
       Wang et al., "Interpret Neural Networks by Identifying Critical Data Routing Paths",
       CVPR 2018; Khakzar et al., CVPR 2021.
     """
+    _checks.check_function(f)
+    x = _checks.check_x(x)
     if init not in ("ones", "uniform"):
         raise ValueError(f"init must be 'ones' or 'uniform'; got {init!r}.")
     if init == "uniform" and key is None:
@@ -171,6 +173,8 @@ def greedy_masks(
     0 in the masked net) and dead units come back every round. The result meets the pruning
     objective with a path made largely of dead units; the paper calls such paths misleading.
     """
+    _checks.check_function(f)
+    x = _checks.check_x(x)
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise ValueError(f"rounds must be a positive int; got {rounds!r}.")
     if rounds > 1 and not 0.0 < step * (rounds - 1) <= 100.0:
@@ -198,6 +202,8 @@ def random_masks(
     sites=None,
 ) -> dict[str, Bool[Array, "batch *site"]]:
     """Random pathway: per example and site, drop ``int((1 - keep) * units)`` random units."""
+    _checks.check_function(f)
+    x = _checks.check_x(x)
     keep = _checks.check_keep(keep)
     specs, _ = _checks.resolve(f, x, sites)
     return _random(key, specs, keep)

@@ -168,6 +168,8 @@ def select(
     References:
       Khakzar et al., CVPR 2021.
     """
+    _checks.check_function(f)
+    x = _checks.check_x(x)
     keep = _checks.check_keep(keep)
     check_method(method, steps)
     specs, n_classes = _checks.resolve(f, x, sites)
