@@ -149,7 +149,7 @@ def explain(model_spec: str, data_path: Path, checkpoint: Path | None, out: Path
     click.echo(f"Test accuracy: {acc:.2%}" if labelled else
                "No labels in the data: the model's predictions stand in for them.")
     _report(specs, out, f"jaxplain explain: {model_spec}", seed=seed, quick=quick,
-            model=model, variables=variables, f=f, data=data, noun="examples",
+            model=model, variables=variables, f=f, data=data, noun="examples", labelled=labelled,
             name=data_path.name + ("" if labelled else " (labels: the model's predictions)"))
 
 

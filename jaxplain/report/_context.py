@@ -37,6 +37,9 @@ class DemoContext:
         history: The model's :class:`jaxplain.data.TrainHistory`, when known.
         cache_dir: Where a section finds (or trains and caches) another embedded model it
             needs, e.g. the digits ViT of the transformers section; None: ``$JAXPLAIN_HOME``.
+        labelled: Whether ``data``'s labels are true labels; False when they are the model's
+            own predictions (``jaxplain explain`` on data without labels), so that no accuracy
+            or error is reported.
     """
 
     model: Any
@@ -50,3 +53,4 @@ class DemoContext:
     name: str = "scikit-learn's 8x8 digits"
     noun: str = "digits"
     cache_dir: Any = None
+    labelled: bool = True

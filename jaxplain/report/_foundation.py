@@ -21,20 +21,25 @@ def demo_section(ctx: DemoContext) -> Section:
     data = ctx.data
     x_test, y_test = np.asarray(data.x_test), np.asarray(data.y_test)
     predicted = np.argmax(np.asarray(jax.jit(ctx.f)(data.x_test)), axis=-1)
-    acc = float(np.mean(predicted == y_test))
     sites = jaxplain.sites(ctx.f, data.x_test[:1])
+    if ctx.labelled:
+        accuracy = (f"test accuracy {float(np.mean(predicted == y_test)):.2%} "
+                    f"({int(np.sum(predicted != y_test))} errors)")
+        caption = (f"Top: the first ten test {ctx.noun}. Bottom: up to ten misclassified test "
+                   f"{ctx.noun} (red). Titles read label / prediction.")
+    else:
+        accuracy = "test accuracy n/a (labels are the model's predictions)"
+        caption = (f"Top: the first ten test {ctx.noun}, titled with the model's prediction. "
+                   "Bottom: no errors to show, as the data have no labels.")
     text = (
         f"{type(ctx.model).__name__} on {ctx.name} "
         f"({data.x_train.shape[0]} training / {x_test.shape[0]} test {ctx.noun}): "
-        f"test accuracy {acc:.2%} ({int(np.sum(predicted != y_test))} errors).\n"
+        f"{accuracy}.\n"
         f"{len(sites)} sites: " + ", ".join(s.name for s in sites) + "."
     )
     section = Section("The model and its sites", text=text)
     section = section.with_figure(
-        _samples_figure(x_test, y_test, predicted),
-        caption=f"Top: the first ten test {ctx.noun}. Bottom: up to ten misclassified test "
-        f"{ctx.noun} (red). Titles read label / prediction.",
-    )
+        _samples_figure(x_test, y_test, predicted, labelled=ctx.labelled), caption=caption)
     if ctx.history is not None:
         section = section.with_figure(
             _history_figure(ctx.history), caption="Training loss and accuracy per epoch."
@@ -51,7 +56,9 @@ def demo_section(ctx: DemoContext) -> Section:
     return section.with_figure(_sites_figure(sites), caption="Units per example at each site.")
 
 
-def _samples_figure(x, y, predicted, cols: int = 10):
+def _samples_figure(x, y, predicted, cols: int = 10, *, labelled: bool = True):
+    """Two rows: the first `cols` examples, then up to `cols` misclassified ones; an empty
+    second row says why ("no errors", or "no labels" when the labels are the predictions)."""
     import matplotlib.pyplot as plt
 
     rows = [np.arange(min(cols, len(x))), np.flatnonzero(predicted != y)[:cols]]
@@ -63,7 +70,13 @@ def _samples_figure(x, y, predicted, cols: int = 10):
                 i = indices[c]
                 show_input(ax, x[i], cmap="gray_r", vmin=x.min(), vmax=x.max())
                 color = "black" if predicted[i] == y[i] else "red"
-                ax.set_title(f"{y[i]} / {predicted[i]}", fontsize=8, color=color)
+                title = f"{y[i]} / {predicted[i]}" if labelled else f"{predicted[i]}"
+                ax.set_title(title, fontsize=8, color=color)
+    if not len(rows[1]):
+        note = ("no errors" if labelled
+                else "no labels: the model's predictions stand in for them")
+        axes[1, 0].text(0.0, 0.5, note, transform=axes[1, 0].transAxes, fontsize=9,
+                        ha="left", va="center")
     return fig
 
 

@@ -74,6 +74,62 @@ def test_foundation_section(demo_context):
     assert sum(hasattr(i, "png") for i in without_history.items) == 2
 
 
+def test_foundation_section_without_labels_reports_no_accuracy(demo_context):
+    ctx = type(demo_context)(**{**demo_context.__dict__, "labelled": False, "history": None})
+    section = load_section(SECTIONS[0])(ctx)
+    assert "test accuracy n/a (labels are the model's predictions)" in section.text
+    assert "%" not in section.text and "errors" not in section.text
+    assert "no errors to show" in section.items[0].caption
+
+
+def _texts(fig):
+    return [t.get_text() for ax in fig.axes for t in ax.texts]
+
+
+def test_samples_figure_says_when_there_are_no_errors():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from jaxplain.report._foundation import _samples_figure
+
+    x = np.random.default_rng(0).uniform(size=(12, 8, 8, 1)).astype(np.float32)
+    y = np.arange(12) % 3
+    perfect = _samples_figure(x, y, y)
+    assert _texts(perfect) == ["no errors"]
+    wrong = y.copy()
+    wrong[4] = (y[4] + 1) % 3
+    one_error = _samples_figure(x, y, wrong)
+    assert _texts(one_error) == []
+    assert one_error.axes[10].get_title() == f"{y[4]} / {wrong[4]}"
+    unlabelled = _samples_figure(x, y, y, labelled=False)
+    assert _texts(unlabelled) == ["no labels: the model's predictions stand in for them"]
+    assert unlabelled.axes[0].get_title() == f"{y[0]}"
+    plt.close("all")
+
+
+@pytest.mark.parametrize("with_labels", [True, False])
+def test_explain_tells_the_report_whether_the_labels_are_true(with_labels, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from jaxplain import cli
+
+    rng = np.random.default_rng(0)
+    arrays = {"x": rng.uniform(size=(8, 8, 8, 3)).astype(np.float32)}
+    if with_labels:
+        arrays["y"] = rng.integers(0, 4, 8)
+    np.savez(tmp_path / "images.npz", **arrays)
+    seen = {}
+    monkeypatch.setattr(cli, "_report", lambda specs, out, title, **context: seen.update(context))
+    result = CliRunner().invoke(cli.main, [
+        "explain", "tests.report._user_models:cnn", "--data", str(tmp_path / "images.npz"),
+        "--no-compile-cache", "--only", "foundation", "--out", str(tmp_path / "report")],
+        catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert seen["labelled"] is with_labels
+
+
 @pytest.mark.parametrize("name", ["jaxplain.report", "jaxplain.report._section",
                                   "jaxplain.report._html"])
 def test_docstring_examples(name):
