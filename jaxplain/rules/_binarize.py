@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import jax
@@ -24,7 +25,25 @@ class Binarized(NamedTuple):
     shape: tuple
 
 
-def binarize(acts, *, threshold=0.0, quantile=None, conv_mode="filter", pool="max",
+def _thresholded(acts: np.ndarray, threshold, q) -> tuple[np.ndarray, np.ndarray]:
+    """``(acts > t, t)`` for 2-D ``acts`` with ``t`` the per-column ``q`` quantile, or
+    ``threshold`` (default 0) broadcast over the columns when ``q`` is None."""
+    acts = acts.astype(np.float64)
+    if q is not None:
+        if not 0.0 <= q <= 1.0:
+            raise ValueError(f"quantile must be in [0, 1], got {q}")
+        thresholds = np.quantile(acts, q, axis=0)
+    else:
+        threshold = 0.0 if threshold is None else threshold
+        try:
+            thresholds = np.broadcast_to(np.asarray(threshold, np.float64), acts.shape[1:]).copy()
+        except ValueError:
+            raise ValueError(f"threshold must be a scalar or one value per item ({acts.shape[1]}"
+                             f" items), got shape {np.shape(threshold)}") from None
+    return acts > thresholds, thresholds
+
+
+def binarize(acts, *, threshold=None, quantile=None, conv_mode="filter", pool="max",
              conv_quantile=0.9, channel_axis=-1) -> Binarized:
     """Turn activations into boolean items, one threshold per item.
 
@@ -40,16 +59,27 @@ def binarize(acts, *, threshold=0.0, quantile=None, conv_mode="filter", pool="ma
       item, so rules can show where a filter is expected to fire; items are ordered as the
       flattened ``(h, w, c)`` map.
 
-    ``conv_quantile=None`` uses ``threshold`` for conv items as well.
+    Conv maps take their quantile from ``conv_quantile``, never from ``quantile`` (which is for
+    dense activations, and raises for a conv map); ``conv_quantile=None`` thresholds conv items
+    at ``threshold`` instead. To binarize held-out data with the thresholds of a training
+    binarization ``train``, pass ``threshold=train.thresholds`` (with ``conv_quantile=None``,
+    the same ``conv_mode`` and ``pool`` for a conv map).
 
     Args:
       acts: float ``(n, d)`` or ``(n, h, w, c)`` activations over a data set.
+      threshold: a scalar or one value per item (default 0); not combined with a quantile.
+      quantile: dense activations only: each unit's threshold is this quantile over the data.
+      conv_mode, pool, conv_quantile: conv maps only, as above.
       channel_axis: the axis of ``acts`` that holds the filters of a conv map (``-1`` or ``3``
         for NHWC, ``1`` for NCHW). Activations captured with :func:`jaxplain.capture` or
         :func:`activations` are already channels-last, whatever the model's layout.
 
     Returns:
       ``Binarized(items, thresholds, shape)``.
+
+    Raises:
+      ValueError: ``quantile`` for a conv map, ``threshold`` for a conv map while
+        ``conv_quantile`` is set, or both ``threshold`` and ``quantile`` for dense activations.
 
     Example:
       >>> items, thresholds, _ = binarize(np.array([[0.0, 2.0], [1.0, 0.0]]))
@@ -68,83 +98,165 @@ def binarize(acts, *, threshold=0.0, quantile=None, conv_mode="filter", pool="ma
         raise ValueError(f"conv_mode must be 'filter' or 'locality', got {conv_mode!r}")
     if pool not in ("max", "mean"):
         raise ValueError(f"pool must be 'max' or 'mean', got {pool!r}")
-    q = quantile
-    if acts.ndim == 4:
-        if channel_axis not in (1, 3, -1, -3):
-            raise ValueError(f"channel_axis must be 1 (NCHW) or -1 (NHWC) for conv activations, "
-                             f"got {channel_axis!r}")
-        acts = np.moveaxis(acts, channel_axis, -1)
-        q = conv_quantile
-        if conv_mode == "filter":
-            acts = acts.max(axis=(1, 2)) if pool == "max" else acts.mean(axis=(1, 2))
-            shape = acts.shape[1:]
-        else:
-            shape = acts.shape[1:]
-            acts = acts.reshape(acts.shape[0], -1)
+    if acts.ndim == 2:
+        if threshold is not None and quantile is not None:
+            raise ValueError(f"pass either threshold= or quantile=, not both (got threshold="
+                             f"{threshold!r}, quantile={quantile!r})")
+        items, thresholds = _thresholded(acts, threshold, quantile)
+        return Binarized(items, thresholds, tuple(acts.shape[1:]))
+    if quantile is not None:
+        raise ValueError(
+            f"quantile={quantile!r} applies to dense (n, d) activations; a conv map of shape "
+            f"{acts.shape} is thresholded per item at conv_quantile= (now {conv_quantile!r}): "
+            f"pass conv_quantile={quantile!r} instead.")
+    if threshold is not None and conv_quantile is not None:
+        raise ValueError(
+            f"threshold= is used for a conv map only with conv_quantile=None (now conv_quantile="
+            f"{conv_quantile!r}, which would set the thresholds instead): pass "
+            f"conv_quantile=None to threshold the conv items at threshold=.")
+    if channel_axis not in (1, 3, -1, -3):
+        raise ValueError(f"channel_axis must be 1 (NCHW) or -1 (NHWC) for conv activations, "
+                         f"got {channel_axis!r}")
+    acts = np.moveaxis(acts, channel_axis, -1)
+    shape = acts.shape[1:] if conv_mode == "locality" else acts.shape[-1:]
+    if conv_mode == "filter":
+        acts = acts.max(axis=(1, 2)) if pool == "max" else acts.mean(axis=(1, 2))
     else:
-        shape = acts.shape[1:]
-    acts = acts.astype(np.float64)
-    if q is not None:
-        if not 0.0 <= q <= 1.0:
-            raise ValueError(f"quantile must be in [0, 1], got {q}")
-        thresholds = np.quantile(acts, q, axis=0)
-    else:
-        thresholds = np.broadcast_to(np.asarray(threshold, np.float64), acts.shape[1:]).copy()
-    return Binarized(acts > thresholds, thresholds, tuple(shape))
+        acts = acts.reshape(acts.shape[0], -1)
+    items, thresholds = _thresholded(acts, threshold, conv_quantile)
+    return Binarized(items, thresholds, tuple(shape))
 
 
-def activations(f, x, sites, *, batch_size=256, threshold=0.0, quantile=None,
-                conv_quantile=0.9, pool="max", locality=()):
+def _resolve_sites(f, x, sites, locality) -> tuple[list[str], set[str]]:
+    """The site names that ``sites`` selects (a sequence in its own order, each glob's matches
+    in program order) and those of them that ``locality`` selects."""
+    from jaxplain.core import select
+    from jaxplain.core import sites as model_sites
+
+    known = model_sites(f, x)
+    if isinstance(sites, str) or callable(sites):
+        names = list(select(known, sites))
+    else:
+        names = []
+        for pattern in sites:
+            if not isinstance(pattern, str):
+                raise TypeError(f"sites must be a site name, a glob, a sequence of them or a "
+                                f"predicate (name, site) -> bool; got the element {pattern!r}")
+            names += [n for n in select(known, pattern) if n not in names]
+    if not names:
+        raise ValueError(f"sites {sites!r} selects no site")
+    if isinstance(locality, str) or callable(locality) or len(locality):
+        local = set(select(known, locality))
+        unknown = sorted(local - set(names))
+        if unknown:
+            raise ValueError(f"locality selects {unknown}, which are not among the selected "
+                             f"sites {names}")
+    else:
+        local = set()
+    return names, local
+
+
+def activations(f, x, sites, *, batch_size=256, threshold=None, quantile=None,
+                conv_quantile=0.9, pool="max", locality=(), thresholds_from=None):
     """Capture activations at ``sites`` over a data set in batches and binarize each site.
 
     Conv sites are pooled per batch (filter mode), so memory stays bounded; sites named in
-    ``locality`` keep every (position, filter) item. Thresholds follow ``binarize``.
+    ``locality`` keep every (position, filter) item. Thresholds follow ``binarize``: dense
+    sites use ``threshold`` or ``quantile``, conv sites ``conv_quantile`` (or ``threshold``
+    when it is None). With ``thresholds_from`` (the result of an earlier call, e.g. on the
+    training data) each site reuses those thresholds instead of computing new ones, so
+    held-out data is binarized exactly as the data the rules were mined on.
 
     Args:
       f: the model function ``x -> logits``.
       x: inputs ``(n, ...)``.
-      sites: site names (a list, in the order the layers should be mined).
+      sites: which sites, in the selection language of :func:`jaxplain.capture`: a name, a
+        glob (``"block2/*"``), a sequence of them (in the order the layers should be mined;
+        a glob's matches in program order), or a predicate ``(name, site) -> bool``.
       batch_size: samples per forward pass.
       threshold, quantile, conv_quantile, pool: as in ``binarize``.
-      locality: site names binarized with ``conv_mode="locality"``.
+      locality: the sites binarized with ``conv_mode="locality"`` (same selection forms).
+      thresholds_from: ``{site: Binarized}`` from an earlier call with the same ``pool`` and
+        ``locality``; every selected site must be in it. Not combined with ``threshold``,
+        ``quantile`` or ``conv_quantile``.
 
     Returns:
-      ``{site: Binarized}`` in the order of ``sites``; feed ``{k: v.items ...}`` to ``mine``.
+      ``{site: Binarized}`` for every selected site, in selection order; feed
+      ``{k: v.items ...}`` to ``mine``.
+
+    Raises:
+      ValueError: a selector that picks no site (with close matches), ``locality`` outside
+        ``sites``, ``quantile`` when every site is a conv map (use ``conv_quantile``), or
+        ``thresholds_from`` without a site or with another item shape.
 
     Example:
-      >>> layers = activations(f, digits.x_train, ["block1/relu_1", "relu_1"])  # doctest: +SKIP
-      >>> rules = mine({k: v.items for k, v in layers.items()})                  # doctest: +SKIP
+      >>> train = activations(f, digits.x_train, ["block1/relu_1", "relu_1"])   # doctest: +SKIP
+      >>> rules = mine({k: v.items for k, v in train.items()})                    # doctest: +SKIP
+      >>> test = activations(f, digits.x_test, list(train), thresholds_from=train)  # doctest: +SKIP
     """
     from jaxplain.core import capture
 
-    sites = [sites] if isinstance(sites, str) else list(sites)
-    unknown = [s for s in locality if s not in sites]
-    if unknown:
-        raise ValueError(f"locality names {unknown} are not among sites {sites}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if pool not in ("max", "mean"):
         raise ValueError(f"pool must be 'max' or 'mean', got {pool!r}")
-    captured = jax.jit(capture(f, sites))
+    if threshold is not None and quantile is not None:
+        raise ValueError(f"pass either threshold= or quantile=, not both (got threshold="
+                         f"{threshold!r}, quantile={quantile!r})")
+    if thresholds_from is not None:
+        if not isinstance(thresholds_from, Mapping):
+            raise TypeError(f"thresholds_from must be the {{site: Binarized}} mapping of an "
+                            f"earlier activations call, got {type(thresholds_from).__name__}")
+        if threshold is not None or quantile is not None or conv_quantile != 0.9:
+            raise ValueError("thresholds_from= reuses the earlier thresholds; leave threshold=, "
+                             "quantile= and conv_quantile= unset")
+    x = np.asarray(x)
+    if x.ndim == 0 or x.shape[0] == 0:
+        raise ValueError(f"x must be a non-empty batch of inputs, got shape {x.shape}")
+    names, local = _resolve_sites(f, jnp.asarray(x[:batch_size]), sites, locality)
+    captured = capture(f, tuple(names))
 
     def reduce(name, value):
-        if value.ndim == 4 and name not in locality:
+        if value.ndim == 4 and name not in local:
             return value.max(axis=(1, 2)) if pool == "max" else value.mean(axis=(1, 2))
         return value.reshape(value.shape[0], -1)
 
-    chunks, shapes = {s: [] for s in sites}, {}
-    x = np.asarray(x)
+    chunks, shapes = {s: [] for s in names}, {}
     for start in range(0, x.shape[0], batch_size):
         _, values = captured(jnp.asarray(x[start:start + batch_size]))
-        for s in sites:
+        for s in names:
             shapes[s] = tuple(values[s].shape[1:])
             chunks[s].append(np.asarray(reduce(s, values[s])))
+    conv = {s: len(shapes[s]) == 3 for s in names}
+    if quantile is not None and all(conv.values()):
+        raise ValueError(f"quantile= applies to dense (n, d) sites, but every selected site "
+                         f"{names} is a conv map, thresholded at conv_quantile= (now "
+                         f"{conv_quantile!r}): pass conv_quantile={quantile!r} instead.")
     out = {}
-    for s in sites:
+    for s in names:
         acts = np.concatenate(chunks[s])
-        conv = len(shapes[s]) == 3
-        # Conv items are already pooled (or flattened): threshold them as binarize does.
-        items = binarize(acts, threshold=threshold, quantile=conv_quantile if conv else quantile)
-        shape = (shapes[s] if s in locality else shapes[s][-1:]) if conv else items.shape
-        out[s] = Binarized(items.items, items.thresholds, shape)
+        shape = (shapes[s] if s in local else shapes[s][-1:]) if conv[s] else acts.shape[1:]
+        if thresholds_from is not None:
+            items, thresholds = _reused(thresholds_from, s, acts, tuple(shape), s in local)
+        else:
+            # Conv items are already pooled (or flattened): threshold them as binarize does.
+            items, thresholds = _thresholded(acts, threshold,
+                                             conv_quantile if conv[s] else quantile)
+        out[s] = Binarized(items, thresholds, tuple(shape))
     return out
+
+
+def _reused(previous, site, acts, shape, local) -> tuple[np.ndarray, np.ndarray]:
+    """Items of ``acts`` (2-D, pooled or flattened) at the thresholds of ``previous[site]``."""
+    if site not in previous:
+        raise ValueError(f"thresholds_from has no thresholds for site {site!r} (it has "
+                         f"{list(previous)}); binarize that site on the training data too")
+    old = previous[site]
+    if not isinstance(old, Binarized):
+        raise TypeError(f"thresholds_from[{site!r}] must be a Binarized, got {type(old).__name__}")
+    if tuple(old.shape) != shape:
+        hint = (" (binarized there in locality mode: pass the same locality= as then)"
+                if len(old.shape) != len(shape) else "")
+        raise ValueError(f"site {site!r} has items of shape {shape} here but {tuple(old.shape)} "
+                         f"in thresholds_from{hint}")
+    return _thresholded(acts, np.asarray(old.thresholds), None)

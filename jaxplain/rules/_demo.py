@@ -31,6 +31,9 @@ def rule_layers(f, x, *, dense_quantile=0.75, batch_size=256):
     pair = (spatial[-1], dense[-1]) if spatial and dense else tuple(relus[-2:])
     if len(pair) < 2:
         raise ValueError(f"rules need two ReLU sites; the model has {list(relus)}.")
+    # quantile= is for the non-conv sites; a pair of conv maps has none (activations raises).
+    if all(len(shapes[s]) == 4 for s in pair):
+        dense_quantile = None
     bins = activations(f, x, list(pair), batch_size=batch_size, quantile=dense_quantile)
     return {name: bins[name].items for name in pair}, pair, bins
 

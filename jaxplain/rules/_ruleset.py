@@ -29,6 +29,9 @@ class Rule:
       min_hits: the usage threshold k chosen by MDL.
       confidence: the fraction of ones in the block ``T_X x Y`` (mean P(y | X) over y in Y).
       gain: the change in total code length when the rule was accepted (bits, negative).
+
+    ``str(rule)`` reads ``conv[3] -> fc[5,9]  support 200  usage 15/200  conf 0.15``: 200
+    head rows, of which the rule holds on 15 (class histograms count those 15).
     """
 
     head: np.ndarray
@@ -45,7 +48,8 @@ class Rule:
         head = ",".join(str(int(i)) for i in self.head)
         tail = ",".join(str(int(i)) for i in self.tail)
         return (f"{self.head_layer}[{head}] -> {self.tail_layer}[{tail}]  "
-                f"support {int(self.support)}  conf {float(self.confidence):.2f}")
+                f"support {int(self.support)}  usage {int(self.usage)}/{int(self.support)}  "
+                f"conf {float(self.confidence):.2f}")
 
 
 class Table(NamedTuple):
@@ -102,13 +106,16 @@ class RuleSet:
         return Table(header, rows)
 
     def __str__(self) -> str:
+        """A header line, then one line per rule: ``str(rule)`` and, with class histograms,
+        ``usage classes 1:80% 3:20%``, the top classes of the rule's usage rows (not of all
+        its support rows)."""
         lines = [f"RuleSet: {len(self.rules)} rules on {self.num_rows} rows, "
                  f"L = {float(self.code_length):.1f} bits = {self.compression:.2f}% of "
                  f"{float(self.baseline_code_length):.1f} bits"]
         for i, rule in enumerate(self.rules):
             line = f"  {rule}"
             if self.class_histograms is not None:
-                line += f"  classes {_top_classes(self.class_histograms[i])}"
+                line += f"  usage classes {_top_classes(self.class_histograms[i])}"
             lines.append(line)
         return "\n".join(lines)
 

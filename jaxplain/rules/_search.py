@@ -112,7 +112,7 @@ def mine(layers: Mapping[str, np.ndarray], *, labels=None, devices: Sequence | N
       >>> fc[conv[:, 0], :4] = True                  # plant conv[0] -> fc[0..3]
       >>> rules = mine({"conv": conv, "fc": fc}, k_tail=8)
       >>> print(rules.rules[0])
-      conv[0] -> fc[0,1,2,3]  support 56  conf 1.00
+      conv[0] -> fc[0,1,2,3]  support 56  usage 56/56  conf 1.00
     """
     config = _config(options)
     data, n = _validate(layers)

@@ -64,6 +64,8 @@ def test_channels_first_maps_give_the_items_of_their_nhwc_transpose(conv_mode):
     (dict(acts=np.zeros((2, 3)), quantile=1.5), ValueError),
     (dict(acts=np.zeros((2, 2, 2, 2)), conv_mode="pixels"), ValueError),
     (dict(acts=np.array([["a"]])), TypeError),
+    (dict(acts=np.zeros((2, 3)), threshold=0.5, quantile=0.5), ValueError),
+    (dict(acts=np.zeros((2, 3)), threshold=np.zeros(4)), ValueError),
 ])
 def test_bad_input(kwargs, error):
     with pytest.raises(error):
@@ -121,3 +123,114 @@ def test_locality_items_recover_a_planted_local_rule():
     assert first.head.tolist() == [2]
     cells = sorted(zip(*np.unravel_index(first.tail, local.shape)))
     assert cells == [(1, 3, 1), (1, 4, 1), (2, 3, 1), (2, 4, 1)]
+
+
+def test_quantile_on_a_conv_map_raises_naming_conv_quantile():
+    # quantile= is the dense option; on a conv map it used to be ignored silently (0.9 used).
+    acts = np.random.default_rng(4).random((100, 4, 4, 3))
+    with pytest.raises(ValueError, match=r"pass conv_quantile=0.5 instead"):
+        binarize(acts, quantile=0.5)
+    with pytest.raises(ValueError, match=r"conv_quantile="):
+        binarize(acts, quantile=0.5, conv_quantile=None)
+    assert binarize(acts, conv_quantile=0.5).items.mean() == 0.5
+    # threshold= on a conv map is used only with conv_quantile=None, never ignored.
+    with pytest.raises(ValueError, match=r"conv_quantile=None"):
+        binarize(acts, threshold=0.5)
+    items = binarize(acts, threshold=0.5, conv_quantile=None).items
+    np.testing.assert_array_equal(items, acts.max(axis=(1, 2)) > 0.5)
+
+
+def test_activations_expands_globs_lists_and_predicates_like_capture():
+    import jaxplain as jp
+
+    f, _, _ = _tiny_cnn()
+    x = np.asarray(jax.random.normal(jax.random.key(5), (20, 8, 8, 1)))
+    conv, dense = jp.core.relu_sites(f, x[:2])
+    _, full = jp.capture(f, "*")(x)
+    everything = activations(f, x, "*", conv_quantile=0.5)
+    assert list(everything) == [s.name for s in jp.sites(f, x)]   # every site, program order
+    for name, value in full.items():
+        value = np.asarray(value)
+        want = binarize(value, conv_quantile=0.5) if value.ndim == 4 else binarize(
+            value.reshape(len(value), -1))
+        np.testing.assert_array_equal(everything[name].items, want.items)
+    relus = activations(f, x, "relu*")
+    assert list(relus) == [conv, dense]
+    # A sequence keeps its own order; a predicate picks as in capture.
+    assert list(activations(f, x, [dense, "relu"])) == [dense, conv]
+    picked = activations(f, x, lambda name, site: site.op == "relu", locality="relu")
+    assert list(picked) == [conv, dense] and picked[conv].shape == (4, 4, 4)
+    with pytest.raises(ValueError, match="Did you mean"):
+        activations(f, x, "rleu")
+    with pytest.raises(ValueError, match="not among the selected sites"):
+        activations(f, x, [dense], locality=[conv])
+
+
+def test_quantile_for_conv_sites_only_raises_in_activations():
+    f, _, _ = _tiny_cnn()
+    x = np.asarray(jax.random.normal(jax.random.key(6), (12, 8, 8, 1)))
+    with pytest.raises(ValueError, match="pass conv_quantile=0.5 instead"):
+        activations(f, x, "relu", quantile=0.5)
+    import jaxplain as jp
+
+    got = activations(f, x, "relu*", quantile=0.5)                 # one dense site: fine
+    dense = np.asarray(jp.capture(f, "relu_1")(x)[1]["relu_1"])
+    np.testing.assert_array_equal(got["relu_1"].items, binarize(dense, quantile=0.5).items)
+
+
+@pytest.mark.parametrize("locality", [(), ("relu",)])
+def test_held_out_data_reuses_the_training_thresholds(locality):
+    # thresholds_from= binarizes held-out data as the documented manual recipe does:
+    # binarize(acts, threshold=train[s].thresholds, conv_quantile=None) per site.
+    import jaxplain as jp
+
+    f, _, _ = _tiny_cnn()
+    x = np.asarray(jax.random.normal(jax.random.key(7), (60, 8, 8, 1)))
+    train_x, test_x = x[:40], x[40:] * 1.5               # shifted data: new quantiles differ
+    train = activations(f, train_x, "relu*", quantile=0.75, conv_quantile=0.8,
+                        locality=locality)
+    test = activations(f, test_x, list(train), locality=locality, thresholds_from=train,
+                       batch_size=7)
+    _, full = jp.capture(f, list(train))(test_x)
+    for s, b in train.items():
+        acts = np.asarray(full[s])
+        if acts.ndim == 4:
+            mode = "locality" if s in locality else "filter"
+            manual = binarize(acts, threshold=b.thresholds, conv_quantile=None, conv_mode=mode)
+        else:
+            manual = binarize(acts, threshold=b.thresholds)
+        np.testing.assert_array_equal(test[s].items, manual.items)
+        np.testing.assert_array_equal(test[s].thresholds, b.thresholds)
+        assert test[s].shape == b.shape
+    fresh = activations(f, test_x, "relu*", quantile=0.75, conv_quantile=0.8, locality=locality)
+    assert any((fresh[s].thresholds != train[s].thresholds).any() for s in train)
+
+
+def test_thresholds_from_errors_say_how_to_fix():
+    f, _, _ = _tiny_cnn()
+    x = np.asarray(jax.random.normal(jax.random.key(8), (10, 8, 8, 1)))
+    train = activations(f, x, "relu")
+    with pytest.raises(ValueError, match="no thresholds for site 'relu_1'"):
+        activations(f, x, "relu*", thresholds_from=train)
+    with pytest.raises(ValueError, match="locality mode"):
+        activations(f, x, "relu", locality="relu", thresholds_from=train)
+    with pytest.raises(ValueError, match="leave threshold="):
+        activations(f, x, "relu", quantile=0.5, thresholds_from=train)
+    with pytest.raises(TypeError, match="Binarized"):
+        activations(f, x, "relu", thresholds_from={"relu": train["relu"].thresholds})
+
+
+def test_docs_held_out_example_runs(digits_model):
+    # docs/rules.md's held-out recipe runs on the digits CNN and gives the manual recipe's items.
+    import pathlib
+    import re
+
+    _, _, f, digits = digits_model
+    text = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "rules.md").read_text()
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S)
+                if "thresholds_from=" in b]
+    namespace = {"f": f, "digits": digits}
+    exec(compile(block, "rules.md", "exec"), namespace)  # noqa: S102
+    train, test = namespace["train"], namespace["test"]
+    assert test["relu_1"].items.shape == (digits.x_test.shape[0], 64)
+    np.testing.assert_array_equal(test["relu_1"].thresholds, train["relu_1"].thresholds)

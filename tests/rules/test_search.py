@@ -86,7 +86,9 @@ def test_rule_set_is_an_immutable_pytree_with_text_and_histograms(tmp_path):
     first = rules.rules[0]
     text = str(first)
     assert text.startswith(f"a[{','.join(map(str, first.head.tolist()))}] -> b[")
-    assert f"support {int(first.support)}" in text and "conf " in text
+    usage = f"usage {int(first.usage)}/{int(first.support)}"
+    assert f"support {int(first.support)}  {usage}  conf " in text
+    assert f"{usage}  conf {float(first.confidence):.2f}  usage classes " in str(rules)
     table = rules.to_table()
     assert len(table.rows) == len(rules) and table.header[-1] == "top classes"
     # Class histograms count the usage rows: the first planted rule is class-specific.
@@ -146,3 +148,19 @@ def test_three_layers_mine_every_forward_pair_and_respect_pairs():
     only = mine(layers, pairs=allowed, **FAST)
     assert all((r.head_layer, r.tail_layer) in allowed for r in only.rules)
     assert float(only.code_length) > float(rules.code_length)  # the true head is out of reach
+
+
+def test_text_shows_usage_next_to_the_usage_class_histogram():
+    # A rule that holds on 15 of its 200 head rows, all class 1: the text must not read as a
+    # class-1-specific head (the histogram counts the 15 usage rows only).
+    from jaxplain.rules import Rule
+
+    rule = Rule(head=np.array([3]), tail=np.array([5, 9]), support=np.array(200),
+                usage=np.array(15), min_hits=np.array(2), confidence=np.array(0.15),
+                gain=np.array(-4.0), head_layer="conv", tail_layer="fc")
+    assert str(rule) == "conv[3] -> fc[5,9]  support 200  usage 15/200  conf 0.15"
+    rules = RuleSet(rules=(rule,), code_length=np.array(90.0),
+                    baseline_code_length=np.array(100.0),
+                    class_histograms=np.array([[0, 15, 0, 0]]), num_rows=500)
+    assert str(rules).splitlines()[1] == (
+        "  conv[3] -> fc[5,9]  support 200  usage 15/200  conf 0.15  usage classes 1:100%")
