@@ -28,8 +28,7 @@ from jaxplain.attribution import _common
 from jaxplain.attribution._modified import Guided, rule_gradient
 from jaxplain.attribution._site import (INTERPOLATIONS, _activation, _check_site, _site_gradient,
                                         upsample)
-from jaxplain.core._capture import program_of
-from jaxplain.core._channels import input_channel_axis
+from jaxplain.core._channels import image_channel_axis
 from jaxplain.core._outputs import output_is_softmax
 
 NORMALIZATIONS = ("softmax", None)
@@ -59,7 +58,7 @@ def _cam_arguments(f, x, target, site, resize: bool, method: str = "grad_cam") -
         fix = "; pass resize=False" if method in ("grad_cam", "grad_cam_plus_plus") else ""
         raise ValueError(f"{method} needs the site {site!r} (shape {shape}) to have as many "
                          f"axes as x {tuple(x.shape)} to resize its map{fix}")
-    channels = input_channel_axis(program_of(f, x)[0])
+    channels = image_channel_axis(f, x)
     return x, t, x.ndim - 1 if channels is None else channels
 
 

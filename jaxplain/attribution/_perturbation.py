@@ -12,8 +12,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from jaxplain.attribution import _common
-from jaxplain.core._capture import program_of
-from jaxplain.core._channels import input_channel_axis
+from jaxplain.core._channels import image_channel_axis
 
 
 def _per_axis(value, name: str, example: tuple, fill: Sequence[int],
@@ -41,7 +40,7 @@ def _channel_axis(f: Callable, x: jax.Array, *options) -> int | None:
     if rank < 2 or all(isinstance(o, (int, np.integer)) or len(tuple(o)) >= rank
                        for o in options):
         return None
-    axis = input_channel_axis(program_of(f, x)[0])
+    axis = image_channel_axis(f, x)
     return None if axis is None or axis < 1 else axis - 1
 
 

@@ -139,6 +139,22 @@ def input_channel_axis(program: Program) -> int | None:
     return int(found.pop()) if len(found) == 1 else None
 
 
+def image_channel_axis(f: Callable, x) -> int | None:
+    """:func:`input_channel_axis` of `f` at the shape and dtype of `x`. At a batch of one the
+    axes of size one (a grey NCHW image ``(1, 1, h, w)``) can leave the way back ambiguous; then
+    `f` is traced again at a batch of two, where it is not (when `f` takes such a batch)."""
+    from jaxplain.core._capture import program_of  # it imports this module, through _sites
+
+    shape, dtype = tuple(jnp.shape(x)), jnp.result_type(x)
+    axis = input_channel_axis(program_of(f, jax.ShapeDtypeStruct(shape, dtype))[0])
+    if axis is None and shape and shape[0] == 1:
+        try:
+            axis = input_channel_axis(trace(f, jax.ShapeDtypeStruct((2,) + shape[1:], dtype)))
+        except Exception:  # noqa: BLE001 - a model with a fixed batch: the answer stays unknown
+            return None
+    return axis
+
+
 @dataclasses.dataclass(frozen=True)
 class ChannelsLast:
     """``f`` as a function of channels-last images ``(n, h, w, c)``, for a model that reads its
@@ -157,7 +173,7 @@ def channels_last_view(f: Callable, x) -> tuple[Callable, int | None]:
     channels on an axis other than the last (``axis``, 1 for NCHW), else ``(f, None)``."""
     if jnp.ndim(x) != 4:
         return f, None
-    axis = input_channel_axis(trace(f, jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x))))
+    axis = image_channel_axis(f, x)
     if axis is None or axis == 3:
         return f, None
     return ChannelsLast(f, axis), axis

@@ -248,6 +248,18 @@ def test_input_channel_axis_of_a_one_channel_equinox_image():
     assert input_channel_axis(program_of(f, XF[:, :1])[0]) == 1
 
 
+def test_one_grey_nchw_image_is_read_channels_first():
+    # at a batch of one the way back from the conv passes axes of size one only: ambiguous
+    from jaxplain.attribution import occlusion
+    from jaxplain.core._channels import channels_last_view, image_channel_axis
+    f = jp.as_function(OneChannel(eqx.nn.Conv2d(1, 3, 3, padding=1, key=jax.random.key(0))))
+    one = XF[:1, :1]
+    assert image_channel_axis(f, one) == 1 and channels_last_view(f, one)[1] == 1
+    two = XF[:2, :1]
+    np.testing.assert_allclose(occlusion(f, one, 0, window=(2, 2)),
+                               occlusion(f, two, 0, window=(2, 2))[:1], rtol=1e-5, atol=1e-6)
+
+
 def test_deletion_curves_treat_nchw_pixels_as_pixels():
     from jaxplain import metrics
     from jaxplain.attribution import gradient_x_input
