@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxplain.core._adapters import refuse_module
 from jaxplain.core._affine import affine_stem
 from jaxplain.core._layout import fast_convolutions
 from jaxplain.core._cpu import cpu_friendly, sum_leading
@@ -28,6 +29,7 @@ def is_traced(value: Any) -> bool:
 
 
 def check_function(f: Callable, name: str = "f") -> None:
+    refuse_module(f, name)
     if not callable(f):
         raise TypeError(f"{name} must be a callable mapping a batch to logits; got {type(f).__name__}")
     try:

@@ -58,6 +58,25 @@ def as_function(model, variables=None, **apply_kwargs) -> Callable:
                     f"{type(model).__name__}")
 
 
+def refuse_module(f, name: str = "f") -> None:
+    """TypeError, saying how to wrap it, when `f` is a Flax Linen module (or module class) or an
+    Equinox module given where a function of a batch is expected (a Flax NNX module is one)."""
+    import flax.linen as nn
+
+    if isinstance(f, type) and issubclass(f, nn.Module):
+        raise TypeError(f"{name} is the Flax Linen module class {f.__name__}, not a function of a "
+                        f"batch: build it and init its variables, then pass "
+                        f"jaxplain.as_function({f.__name__}(...), variables)")
+    kind = _kind(f)
+    if kind == "linen":
+        raise TypeError(f"{name} is a Flax Linen module ({type(f).__name__}), not a function of "
+                        f"a batch: pass jaxplain.as_function(model, variables)")
+    if kind == "equinox":
+        raise TypeError(f"{name} is an Equinox module ({type(f).__name__}), not a function of a "
+                        f"batch: pass jaxplain.as_function(model), which maps it over the batch "
+                        f"(per_example=False when it takes a batch already)")
+
+
 def _kind(model) -> str:
     try:
         import flax.linen as nn

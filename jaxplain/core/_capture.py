@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 import jax
 import jax.numpy as jnp
 
+from jaxplain.core._adapters import refuse_module
 from jaxplain.core._program import Program, run, trace
 from jaxplain.core._select import Selector, select, unknown_site_error
 from jaxplain.core._sites import EDIT_MARK, Site, SiteMap, analyze
@@ -42,6 +43,7 @@ def check_input(x, name: str = "x"):
 def program_of(f: Callable, x, *, unrolled: bool = False) -> tuple[Program, SiteMap]:
     """The traced program of `f` at `x`'s shape and its site map (both cached); with
     ``unrolled=True`` the program with its loops unrolled (the same one when it has none)."""
+    refuse_module(f)
     check_input(x)
     spec = jax.ShapeDtypeStruct(x.shape, x.dtype)
     try:

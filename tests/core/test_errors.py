@@ -126,3 +126,25 @@ def test_site_inside_control_flow_or_a_custom_derivative_is_refused(kind):
     else:
         derivative = lambda fn: jax.grad(lambda v: fn(v).sum())(x)  # noqa: E731
     np.testing.assert_allclose(derivative(jp.intervene(f, {})), derivative(f), rtol=1e-6)
+
+
+def test_a_module_given_for_the_function_says_how_to_wrap_it():
+    import equinox as eqx
+    import flax.linen as nn
+
+    from jaxplain.attribution import gradient
+
+    x = jnp.ones((2, 3))
+    linen = nn.Dense(2)
+    equinox = eqx.nn.Linear(3, 2, key=jax.random.key(0))
+    cases = [(linen, "as_function(model, variables)"), (nn.Dense, "as_function(Dense(...)"),
+             (equinox, "as_function(model)")]
+    for module, hint in cases:
+        for call in (lambda: jp.sites(module, x), lambda: jp.capture(module, "dense")(x),
+                     lambda: gradient(module, x, 0)):
+            with pytest.raises(TypeError, match=r"not a function of a batch") as err:
+                call()
+            assert hint in str(err.value)
+    # wrapped, they run
+    assert jp.as_function(equinox)(x).shape == (2, 2)
+    assert gradient(jp.as_function(linen, linen.init(jax.random.key(0), x)), x, 0).shape == x.shape
