@@ -55,7 +55,17 @@ def check_x(x: Any) -> jax.Array:
 
 @functools.lru_cache(maxsize=512)
 def _output_shape(f: Callable, shape: tuple, dtype: Any) -> tuple:
-    return tuple(jax.eval_shape(f, jax.ShapeDtypeStruct(shape, dtype)).shape)
+    try:
+        out = jax.eval_shape(f, jax.ShapeDtypeStruct(shape, dtype))
+    except Exception as err:  # noqa: BLE001 - any failure of f at this shape, re-raised with context
+        raise ValueError(f"The model could not be evaluated on an input of shape {shape} and "
+                         f"dtype {dtype}: {err}") from err
+    if not hasattr(out, "shape"):
+        shapes = jax.tree.map(lambda a: tuple(a.shape), out)
+        raise TypeError(f"f must return one array, the logits (batch, classes); got a "
+                        f"{type(out).__name__} of shapes {shapes}. Return the logits only (a "
+                        f"model that also returns its state: wrap it, or run it in inference mode)")
+    return tuple(out.shape)
 
 
 def output_shape(f: Callable, x: jax.Array) -> tuple:

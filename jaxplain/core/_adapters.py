@@ -43,6 +43,11 @@ def as_function(model, variables=None, **apply_kwargs) -> Callable:
         if variables is None:
             raise ValueError("as_function(model, variables): a Flax Linen module needs its variables "
                              "(the dict returned by model.init).")
+        if apply_kwargs.get("mutable"):
+            raise ValueError("as_function(model, variables, mutable=...): apply would return "
+                             "(output, updated variables), not a function of the batch; run the "
+                             "model in inference mode instead, e.g. train=False or "
+                             "use_running_average=True, so that no collection is updated")
         return _LinenFunction(model, variables, apply_kwargs)
     if variables is not None:
         raise ValueError(f"variables are only used for Flax Linen modules; got them for a {kind} model.")

@@ -148,3 +148,21 @@ def test_a_module_given_for_the_function_says_how_to_wrap_it():
     # wrapped, they run
     assert jp.as_function(equinox)(x).shape == (2, 2)
     assert gradient(jp.as_function(linen, linen.init(jax.random.key(0), x)), x, 0).shape == x.shape
+
+
+def test_a_function_that_returns_more_than_the_logits_is_named():
+    import flax.linen as nn
+
+    from jaxplain.attribution import gradient, integrated_gradients
+
+    x = jnp.ones((2, 3))
+    w = jnp.ones((3, 2))
+    for method in (gradient, integrated_gradients):
+        with pytest.raises(TypeError, match=r"f must return one array.*tuple of shapes"):
+            method(lambda z: (z @ w, z), x, 0)
+        with pytest.raises(ValueError, match=r"could not be evaluated on an input of shape \(2, 3\)"):
+            method(lambda z: z @ jnp.ones((4, 2)), x, 0)
+    model = nn.BatchNorm(use_running_average=False)
+    variables = model.init(jax.random.key(0), x)
+    with pytest.raises(ValueError, match="inference mode"):
+        jp.as_function(model, variables, mutable=["batch_stats"])
