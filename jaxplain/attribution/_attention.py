@@ -122,7 +122,7 @@ def attention_rollout(f: Callable, x: Float[Array, "batch *feature"], *, sites=N
       Abnar, Zuidema. Quantifying Attention Flow in Transformers. ACL 2020.
     """
     _common.check_function(f)
-    x = _common.check_x(x)
+    x = _common.check_x(x, token_ids=True)  # nothing is differentiated: ids are fine
     _check_options(residual, heads)
     names = attention_sites(f, x, sites)
     return _rollout(f, x, sites=names, residual=float(residual), heads=heads)

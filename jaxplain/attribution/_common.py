@@ -41,13 +41,19 @@ def check_function(f: Callable, name: str = "f") -> None:
         ) from err
 
 
-def check_x(x: Any) -> jax.Array:
-    """`x` as a floating-point JAX array with a batch axis, or a clear error."""
+def check_x(x: Any, *, token_ids: bool = False) -> jax.Array:
+    """`x` as a floating-point JAX array with a batch axis (or integer token ids, where
+    `token_ids`), or a clear error."""
     if not hasattr(x, "dtype"):
         x = np.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
+    if token_ids and jnp.issubdtype(x.dtype, jnp.integer):
+        pass
+    elif not jnp.issubdtype(x.dtype, jnp.floating):
+        ids = (" For a model of token ids, explain a function of the embeddings instead (the "
+               "attribution guide's section on token models)."
+               if jnp.issubdtype(x.dtype, jnp.integer) else "")
         raise TypeError(f"x must be a floating-point array (a batch of inputs); got dtype {x.dtype}. "
-                        "Convert it with x.astype(jnp.float32).")
+                        f"Convert it with x.astype(jnp.float32).{ids}")
     if jnp.ndim(x) < 1:
         raise ValueError(f"x must have a batch axis first; got a scalar of shape {jnp.shape(x)}")
     return x if isinstance(x, jax.Array) else jnp.asarray(x)

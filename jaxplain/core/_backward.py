@@ -433,6 +433,10 @@ def rewrite_backward(f: Callable, rules) -> Callable:
 
 
 def _rewritten(f: Callable, rules, x):
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"rewrite_backward changes the gradient with respect to x, which needs a "
+                        f"floating x; got {x.dtype} (for token ids, rewrite a function of the "
+                        f"embeddings)")
     program, site_map = program_of(f, x, unrolled=True)  # rules apply inside loops too
     plan = _plan(program, site_map, rules)
     batch = batch_axes(program) if plan else {}

@@ -30,14 +30,15 @@ _MIXES_BATCH = (
 
 
 def check_input(x, name: str = "x"):
-    """Validate a model input: an array with a batch axis and a floating dtype."""
+    """Validate a model input: an array with a batch axis and a floating or integer dtype
+    (token ids: sites, capture and intervene differentiate nothing)."""
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
         raise TypeError(f"{name} must be an array with a batch axis first; got {type(x).__name__}")
     if x.ndim < 1:
         raise ValueError(f"{name} must have a batch axis first; got a scalar of shape {x.shape}")
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(f"{name} must have a floating dtype (the model is differentiated with "
-                        f"respect to it); got {x.dtype}. Cast it, e.g. x.astype(jnp.float32).")
+    if not (jnp.issubdtype(x.dtype, jnp.floating) or jnp.issubdtype(x.dtype, jnp.integer)):
+        raise TypeError(f"{name} must have a floating dtype, or an integer one for token ids; "
+                        f"got {x.dtype}. Cast it, e.g. x.astype(jnp.float32).")
 
 
 def program_of(f: Callable, x, *, unrolled: bool = False) -> tuple[Program, SiteMap]:

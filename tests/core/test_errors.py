@@ -23,8 +23,8 @@ def test_unknown_site_lists_close_matches():
 
 def test_bad_inputs_are_named():
     f = f_linen()
-    with pytest.raises(TypeError, match="floating dtype"):
-        jp.sites(f, jnp.ones((1, 6, 6, 1), jnp.int32))
+    with pytest.raises(TypeError, match="floating dtype, or an integer one"):
+        jp.sites(f, jnp.ones((1, 6, 6, 1), bool))
     with pytest.raises(ValueError, match="batch axis"):
         jp.sites(f, jnp.float32(1.0))
     with pytest.raises(ValueError, match="could not be evaluated on an input of shape"):
@@ -166,3 +166,41 @@ def test_a_function_that_returns_more_than_the_logits_is_named():
     variables = model.init(jax.random.key(0), x)
     with pytest.raises(ValueError, match="inference mode"):
         jp.as_function(model, variables, mutable=["batch_stats"])
+
+
+def test_token_ids_reach_the_kernel_but_not_a_gradient():
+    import flax.linen as nn
+
+    from jaxplain.attribution import attention_rollout, gradient
+
+    class Tokens(nn.Module):
+        def setup(self):
+            self.embed = nn.Embed(16, 8)
+            self.attn = nn.MultiHeadDotProductAttention(num_heads=2)
+            self.head = nn.Dense(2)
+
+        def __call__(self, ids):
+            return self.from_embeddings(self.embed(ids))
+
+        def from_embeddings(self, h):  # the same model after its embedding
+            return self.head((h + self.attn(h)).mean(1))
+
+    ids = jax.random.randint(jax.random.key(0), (3, 5), 0, 16)
+    model = Tokens()
+    variables = model.init(jax.random.key(1), ids)
+    f = jp.as_function(model, variables)
+    embed = variables["params"]["embed"]["embedding"][ids]
+    g = jp.as_function(model, variables, method="from_embeddings")
+    assert "attn/softmax" in {s.name for s in jp.sites(f, ids)}
+    _, got = jp.capture(f, "attn/softmax")(ids)
+    _, want = jp.capture(g, "attn/softmax")(embed)
+    np.testing.assert_allclose(got["attn/softmax"], want["attn/softmax"], atol=1e-6)
+    out = jp.intervene(f, {"attn/softmax": lambda a: jnp.zeros_like(a)})(ids)
+    np.testing.assert_allclose(out, jp.intervene(g, {"attn/softmax": lambda a: jnp.zeros_like(a)})(embed),
+                               atol=1e-6)
+    assert not np.allclose(out, f(ids))
+    np.testing.assert_allclose(attention_rollout(f, ids), attention_rollout(g, embed), atol=1e-6)
+    with pytest.raises(TypeError, match="function of the embeddings"):
+        gradient(f, ids, 0)
+    with pytest.raises(TypeError, match="floating x"):
+        jp.rewrite_backward(f, "relu")(ids)
