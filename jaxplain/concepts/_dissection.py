@@ -6,10 +6,10 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, Bool, Float
 
 from jaxplain.core import capture
+from jaxplain.core._channels import channels_last_view
 
 
 def iou(acts: Float[Array, "b h w units"], masks: Bool[Array, "b H W concepts"], *,
@@ -63,10 +63,57 @@ def iou(acts: Float[Array, "b h w units"], masks: Bool[Array, "b H W concepts"],
     return jnp.where(union > 0, inter / jnp.where(union > 0, union, 1.0), 0.0)
 
 
+def _masks_channels_last(masks: Array, x_shape: tuple[int, ...], axis: int | None) -> Array:
+    """``masks`` given in ``x``'s layout (channels on ``axis``, or last) moved to NHWC; a layout
+    that contradicts ``x``'s at ``x``'s own resolution is a ValueError saying how to fix it."""
+    if masks.ndim != 4 or masks.shape[0] != x_shape[0]:
+        raise ValueError(f"masks must be a 4-D boolean batch in x's layout with one map per "
+                         f"concept and b = {x_shape[0]} images (x has shape {x_shape}), got "
+                         f"shape {masks.shape}")
+    if axis is None:  # channels last: x (b, H, W, c), masks (b, H, W, concepts)
+        hw = tuple(x_shape[1:3])
+        if tuple(masks.shape[1:3]) != hw and tuple(masks.shape[2:]) == hw:
+            raise ValueError(
+                f"masks shaped {masks.shape} look channels-first (b, concepts, H, W), but the "
+                f"model reads x {x_shape} channels last: pass masks as (b, H, W, concepts), "
+                "e.g. jnp.moveaxis(masks, 1, -1)")
+        return masks
+    hw = tuple(d for i, d in enumerate(x_shape) if i not in (0, axis))
+    spatial = tuple(d for i, d in enumerate(masks.shape) if i not in (0, axis))
+    if spatial != hw and tuple(masks.shape[1:3]) == hw:
+        raise ValueError(
+            f"masks shaped {masks.shape} look channels-last (b, H, W, concepts), but the model "
+            f"reads x {x_shape} with its channels on axis {axis}: pass masks in x's layout, "
+            f"with the concepts on axis {axis}, e.g. jnp.moveaxis(masks, -1, {axis})")
+    return jnp.moveaxis(masks, axis, -1)
+
+
 def dissect(f: Callable[[Array], Array], x: Float[Array, "b H W c"],
             masks: Bool[Array, "b H W concepts"], *, site: str, quantile: float = 0.995
             ) -> Float[Array, "units concepts"]:
-    """Network dissection of ``site``: :func:`iou` of its activations on ``x`` with ``masks``."""
-    masks = np.asarray(masks)
+    """Network dissection of ``site``: :func:`iou` of its activations on ``x`` with ``masks``.
+
+    Args:
+        f: the model, a pure function from a batch to logits.
+        x: images in the model's own layout: ``(b, H, W, c)``, or ``(b, c, H, W)`` for a
+            channels-first model (one whose first convolution reads the channels on axis 1).
+        masks: boolean concept masks in ``x``'s layout, one map per concept where ``x`` has its
+            channels: ``(b, H', W', concepts)``, or ``(b, concepts, H', W')`` for a
+            channels-first model, at any resolution ``(H', W')``. Masks at ``x``'s resolution
+            whose layout contradicts ``x``'s are a ValueError.
+        site: the site to dissect (presented channels-last, so its units are on the last axis).
+        quantile: per-unit quantile used as threshold.
+
+    Returns:
+        ``(units, concepts)`` IoU values in ``[0, 1]``. Runs eagerly or under ``jax.jit``.
+
+    Example:
+        >>> masks = jnp.concatenate([x > 0.5, x <= 0.5], axis=-1)    # (b, 8, 8, 2) for NHWC x
+        >>> scores = dissect(f, x, masks, site="block1/relu_1")      # (16 units, 2 concepts)
+    """
+    x, masks = jnp.asarray(x), jnp.asarray(masks)
+    if x.ndim == 4:
+        _, axis = channels_last_view(f, jax.ShapeDtypeStruct(x.shape, x.dtype))
+        masks = _masks_channels_last(masks, tuple(x.shape), axis)
     _, acts = capture(f, site)(x)
     return iou(acts[site], masks, quantile=quantile)

@@ -24,6 +24,7 @@ from jaxplain.visualize._param import CodeSpace as CodeSpace
 from jaxplain.visualize._param import Fourier as Fourier
 from jaxplain.visualize._param import Pixel as Pixel
 from jaxplain.visualize._param import colour_decorrelation as colour_decorrelation
+from jaxplain.visualize._regularizers import L1 as L1
 from jaxplain.visualize._regularizers import L2 as L2
 from jaxplain.visualize._regularizers import Blur as Blur
 from jaxplain.visualize._regularizers import GaussianPrior as GaussianPrior

@@ -4,6 +4,7 @@ neuron groups of the last (on the digits CNN: ``relu`` and the residual block)."
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -80,8 +81,11 @@ def render_layers(f, x_data, *, key, steps, layers=LAYERS, groups=4, nmf_steps=3
     objectives = [combo(s, jnp.eye(width[s])[i]) for s in layers for i in range(width[s])]
     objectives += [combo(group_site, d) for d in grp.directions]
     transforms = (Jitter(1),) if jitter else ()
-    out = render(f, objectives, key=key, shape=shape, steps=steps, param=Fourier(std=0.5),
-                 transforms=transforms, regularizers=(TotalVariation(0.002),), learning_rate=0.1)
+    with warnings.catch_warnings():  # dead channels are reported per layer (LayerResult.start)
+        warnings.filterwarnings("ignore", message="render: objectives .* stayed exactly 0")
+        out = render(f, objectives, key=key, shape=shape, steps=steps, param=Fourier(std=0.5),
+                     transforms=transforms, regularizers=(TotalVariation(0.002),),
+                     learning_rate=0.1)
     images = np.asarray(out.images[:, 0])
     value, start = np.asarray(out.value), np.asarray(out.trace[:, 0])
     results, at = [], 0

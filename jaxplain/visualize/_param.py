@@ -7,7 +7,8 @@ preconditions gradient ascent towards low frequencies (Olah et al., 2017); colou
 maps decorrelated channels through the square root of the data's colour covariance; a code-space
 parameterization optimizes the input of a generator (Nguyen et al., 2016).
 
-All are frozen dataclasses registered as pytrees (arrays such as the colour matrix are leaves).
+All are frozen dataclasses registered as pytrees: arrays such as the colour matrix and the
+floats ``std`` and ``decay`` are leaves, so new values reuse the compiled render.
 """
 
 from __future__ import annotations
@@ -29,6 +30,14 @@ def _pytree(data: tuple[str, ...], meta: tuple[str, ...]):
         return jax.tree_util.register_dataclass(cls, data_fields=list(data), meta_fields=list(meta))
 
     return wrap
+
+
+def check_image_shape(what: str, shape: tuple[int, ...]) -> None:
+    """Raise ValueError unless ``shape`` is an NHWC image batch (what ``what`` works on)."""
+    if len(shape) != 4:
+        raise ValueError(
+            f"{what}: NHWC images (k, h, w, c) needed, got shape {tuple(shape)}; for flat "
+            "(non-image) inputs use Pixel(), the L1 / L2 / prior regularizers and no transforms")
 
 
 def _check_common(squash: str, value_range: tuple[float, float]) -> None:
@@ -59,15 +68,43 @@ def _colour(z: Array, colour: Array | None) -> Array:
     return jnp.einsum("...c,dc->...d", z, colour)
 
 
-def colour_decorrelation(images: Float[Array, "n h w c"]) -> Float[Array, "c c"]:
+def colour_decorrelation(images: Float[Array, "n h w c"], *, channel_axis: int | None = None
+                         ) -> Float[Array, "c c"]:
     """The square root of the channels' covariance in ``images`` (for ``colour=`` below).
 
     Optimizing in decorrelated colour space and mapping through this matrix gives the colours
     the correlations they have in the data.
+
+    Args:
+        images: a 4-D image batch, NHWC by default.
+        channel_axis: the axis that holds the channels. ``None`` (default): the last axis,
+            which must then hold 1 to 4 channels (grey, RGB, RGBA; this catches channels-first
+            data, whose last axis is the image width); ``1`` for NCHW images; any int to take
+            that axis as the channels whatever their number.
+
+    Returns:
+        The ``(c, c)`` matrix, for the NHWC images :func:`render` optimises.
+
+    Example:
+        >>> colour = colour_decorrelation(x_nchw, channel_axis=1)      # (3, 3)
+        >>> param = Fourier(colour=colour)
     """
     images = jnp.asarray(images)
     if images.ndim != 4:
-        raise ValueError(f"images must be NHWC (4-D), got shape {images.shape}")
+        raise ValueError(f"images must be a 4-D image batch (NHWC, or pass channel_axis=), got "
+                         f"shape {images.shape}")
+    if channel_axis is None:
+        if images.shape[-1] > 4:
+            raise ValueError(
+                f"images shaped {images.shape} have {images.shape[-1]} channels on their last "
+                "axis; colour_decorrelation reads NHWC images with 1 to 4 channels. For "
+                "channels-first (NCHW) images pass channel_axis=1; for images with another "
+                "number of channels pass channel_axis=-1")
+    else:
+        if not -4 <= channel_axis < 4 or channel_axis in (0, -4):
+            raise ValueError(f"channel_axis must name a non-batch axis of the 4-D images "
+                             f"(1, 2, 3 or -1, -2, -3), got {channel_axis!r}")
+        images = jnp.moveaxis(images, channel_axis, -1)
     pix = images.reshape(-1, images.shape[-1])
     cov = jnp.cov(pix, rowvar=False).reshape(images.shape[-1], images.shape[-1])
     w, v = jnp.linalg.eigh(cov)
@@ -75,7 +112,7 @@ def colour_decorrelation(images: Float[Array, "n h w c"]) -> Float[Array, "c c"]
     return sqrt / jnp.max(jnp.linalg.norm(sqrt, axis=0))
 
 
-@_pytree(data=("colour",), meta=("std", "squash", "value_range"))
+@_pytree(data=("colour", "std"), meta=("squash", "value_range"))
 class Pixel:
     """Optimize pixel values directly (then colour map and squash to ``value_range``).
 
@@ -109,7 +146,7 @@ def _frequency_scale(h: int, w: int, decay: float) -> Array:
     return 1.0 / jnp.maximum(freq, 1.0 / max(h, w)) ** decay
 
 
-@_pytree(data=("colour",), meta=("std", "decay", "squash", "value_range"))
+@_pytree(data=("colour", "std", "decay"), meta=("squash", "value_range"))
 class Fourier:
     """Optimize the image's 2-D real spectrum, scaled by ``1 / max(f, 1/size) ** decay``.
 
@@ -135,10 +172,12 @@ class Fourier:
         _check_common(self.squash, self.value_range)
 
     def init(self, key: Array, shape: tuple[int, ...]) -> Array:
+        check_image_shape("Fourier", shape)
         b, h, w, c = shape
         return self.std * jax.random.normal(key, (2, b, c, h, w // 2 + 1))
 
     def image(self, params: Array, shape: tuple[int, ...]) -> Array:
+        check_image_shape("Fourier", shape)
         h, w = shape[1], shape[2]
         scale = _frequency_scale(h, w, self.decay)
         scale = scale / jnp.sqrt(jnp.mean(scale**2))
@@ -148,7 +187,7 @@ class Fourier:
         return _to_range(_colour(z, self.colour), self.squash, self.value_range)
 
 
-@_pytree(data=(), meta=("generator", "code_shape", "std"))
+@_pytree(data=("std",), meta=("generator", "code_shape"))
 class CodeSpace:
     """Optimize the input ``z`` of a generator: ``image = generator(z)`` (AM in code space).
 

@@ -2,10 +2,11 @@
 
 Each is a small pytree value with ``__call__(images) -> (batch,)`` penalties (larger = worse);
 weights are leaves, so changing a weight reuses the compiled render. The penalties are
-L2 (Simonyan et al., 2013), total variation (Mahendran & Vedaldi, 2015), a blur / frequency
-penalty (the energy the image loses under a small blur, i.e. its high-frequency energy), and
-the "expert" of activation maximization: minus a data log density -- a Gaussian fitted on data
-(Montavon et al., 2018, AM with an expert) or any user function.
+L2 (Simonyan et al., 2013), L1 (sparse deviations from a grey centre), total variation
+(Mahendran & Vedaldi, 2015), a blur / frequency penalty (the energy the image loses under a
+small blur, i.e. its high-frequency energy), and the "expert" of activation maximization:
+minus a data log density -- a Gaussian fitted on data (Montavon et al., 2018, AM with an
+expert) or any user function.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
+
+from jaxplain.visualize._param import check_image_shape
 
 
 def _pytree(data: tuple[str, ...], meta: tuple[str, ...]):
@@ -33,13 +36,33 @@ def _per_image(v: Array) -> Array:
 
 @_pytree(data=("weight",), meta=("center",))
 class L2:
-    """``weight * ||x - center||^2`` per image."""
+    """``weight * ||x - center||^2`` per image (any input shape)."""
 
     weight: float = 1.0
     center: float = 0.5
 
     def __call__(self, images: Array) -> Array:
         return self.weight * _per_image(jnp.square(images - self.center))
+
+
+@_pytree(data=("weight",), meta=("center",))
+class L1:
+    """``weight * ||x - center||_1`` per image: the sum of absolute deviations from ``center``.
+
+    Its gradient is ``weight * sign(x - center)``, the same pull however close a pixel is, so
+    it favours images that differ from ``center`` in few pixels (sparse), where :class:`L2`
+    leaves many small deviations. Works on any input shape (images or flat vectors).
+
+    Example:
+        >>> L1(0.5)(jnp.array([[0.0, 1.0, 0.75]]))      # 0.5 * (0.5 + 0.5 + 0.25)
+        Array([0.625], dtype=float32)
+    """
+
+    weight: float = 1.0
+    center: float = 0.5
+
+    def __call__(self, images: Array) -> Array:
+        return self.weight * _per_image(jnp.abs(images - self.center))
 
 
 @_pytree(data=("weight",), meta=("beta",))
@@ -50,6 +73,7 @@ class TotalVariation:
     beta: float = 1.0
 
     def __call__(self, images: Array) -> Array:
+        check_image_shape("TotalVariation", images.shape)
         dy = images[:, 1:, :-1, :] - images[:, :-1, :-1, :]
         dx = images[:, :-1, 1:, :] - images[:, :-1, :-1, :]
         tv = (dx * dx + dy * dy + 1e-8) ** (self.beta / 2.0)
@@ -58,6 +82,7 @@ class TotalVariation:
 
 def blur(images: Float[Array, "b h w c"], sigma: float = 0.5) -> Float[Array, "b h w c"]:
     """Separable Gaussian blur (3x3 support, reflect-padded) of an NHWC batch."""
+    check_image_shape("blur", images.shape)
     t = jnp.arange(-1.0, 2.0)
     k = jnp.exp(-0.5 * (t / sigma) ** 2)
     k = k / jnp.sum(k)
@@ -74,6 +99,7 @@ class Blur:
     sigma: float = 0.5
 
     def __call__(self, images: Array) -> Array:
+        check_image_shape("Blur", images.shape)
         return self.weight * _per_image(jnp.square(images - blur(images, self.sigma)))
 
 

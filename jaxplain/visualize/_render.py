@@ -4,18 +4,21 @@ The whole optimization is one jitted ``lax.scan`` over steps with an optax optim
 objectives of one structure render at once with ``vmap`` (a whole layer's channels in one call).
 Images are optimised NHWC; a model that reads its images channels first is run on them through
 its hashable NHWC view (:func:`jaxplain.core._channels.channels_last_view`), and the rendered
-images are handed back in the model's own layout.
+images are handed back in the model's own layout. The model reads them in ``dtype`` (float32
+by default); the parameters stay at least float32.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jaxtyping import Array
 
@@ -25,7 +28,7 @@ from jaxplain.core._cpu import cpu_friendly
 from jaxplain.core._layout import fast_convolutions
 from jaxplain.visualize._objectives import (Channel, Direction, Diversity, Neuron, Objective,
                                             check_classes, leaf_values, stack, terms)
-from jaxplain.visualize._param import Pixel
+from jaxplain.visualize._param import Pixel, check_image_shape
 from jaxplain.visualize._transforms import apply_transforms
 
 
@@ -51,36 +54,58 @@ class Rendering:
 
 
 @functools.lru_cache(maxsize=64)
-def _output_shape(f: Callable, shape: tuple[int, ...]) -> tuple[int, ...]:
-    return jax.eval_shape(f, jax.ShapeDtypeStruct(shape, jnp.float32)).shape
+def _output_shape(f: Callable, shape: tuple[int, ...], dtype: np.dtype) -> tuple[int, ...]:
+    return jax.eval_shape(f, jax.ShapeDtypeStruct(shape, dtype)).shape
 
 
-def _wrong_shape(err: Exception, shape: tuple[int, ...]) -> ValueError:
-    """The model's own error on a batch of ``shape``, as a ValueError that names ``shape``."""
-    new = ValueError(f"f cannot run on a batch of shape={shape} ({type(err).__name__}: {err}); "
-                     "pass shape= as the batch f takes")
+_FLOATS = ("float32", "float64", "bfloat16", "float16")
+
+
+def _runs_on(f: Callable, shape: tuple[int, ...], dtype: np.dtype) -> bool:
+    try:
+        g, axis = channels_last_view(f, jax.ShapeDtypeStruct(shape, dtype))
+        _output_shape(g, _nhwc(shape, axis), dtype)
+    except Exception:
+        return False
+    return True
+
+
+def _cannot_run(err: Exception, f: Callable, shape: tuple[int, ...], dtype: np.dtype
+                ) -> ValueError:
+    """The model's own error on a batch of ``shape`` and ``dtype``, as a ValueError that names
+    ``dtype`` when ``f`` runs on another float dtype, else ``shape``."""
+    others = [jnp.dtype(d) for d in _FLOATS if jnp.dtype(d) != dtype]
+    others = [d for d in others if jax.dtypes.canonicalize_dtype(d) == d]  # float64 needs x64
+    fits = next((d for d in others if _runs_on(f, shape, d)), None)
+    if fits is not None:
+        return ValueError(f"f cannot run on a {dtype} batch ({type(err).__name__}: {err}) but "
+                          f"runs on {fits} ones; pass dtype=jnp.{fits} (render optimises "
+                          "float32 images unless dtype= says otherwise)")
+    new = ValueError(f"f cannot run on a batch of shape={shape}, dtype={dtype} "
+                     f"({type(err).__name__}: {err}); pass shape= as the batch f takes (and "
+                     "dtype= for a model that does not take float32 inputs)")
     new.add_note(f"render runs f on a batch of shape={shape}, given in f's own layout: "
                  "(k, c, h, w) for a channels-first model, (k, h, w, c) otherwise")
     return new
 
 
 @functools.lru_cache(maxsize=64)
-def _site_shapes(f: Callable, names: tuple[str, ...], shape: tuple[int, ...]):
+def _site_shapes(f: Callable, names: tuple[str, ...], shape: tuple[int, ...], dtype: np.dtype):
     g = capture(f, list(names))
-    _, acts = jax.eval_shape(g, jax.ShapeDtypeStruct(shape, jnp.float32))
+    _, acts = jax.eval_shape(g, jax.ShapeDtypeStruct(shape, dtype))
     return {k: v.shape for k, v in acts.items()}
 
 
-def _channels_last(f: Callable, shape: tuple[int, ...]):
+def _channels_last(f: Callable, shape: tuple[int, ...], dtype: np.dtype):
     """``(g, nhwc, axis)``: for a model that reads the batch ``shape`` (4-d, in its own layout)
     with its channels on ``axis`` (1 for NCHW), its hashable NHWC view ``g`` and ``shape`` moved
-    to NHWC; otherwise ``(f, shape, None)``. A ``shape`` that ``f`` cannot run on is a
-    ValueError naming it, with the model's own error as its cause."""
+    to NHWC; otherwise ``(f, shape, None)``. A ``shape`` or ``dtype`` that ``f`` cannot run on
+    is a ValueError naming it, with the model's own error as its cause."""
     try:
-        g, axis = channels_last_view(f, jax.ShapeDtypeStruct(shape, jnp.float32))
-        _output_shape(g, _nhwc(shape, axis))
+        g, axis = channels_last_view(f, jax.ShapeDtypeStruct(shape, dtype))
+        _output_shape(g, _nhwc(shape, axis), dtype)
     except Exception as err:
-        raise _wrong_shape(err, shape) from err
+        raise _cannot_run(err, f, shape, dtype) from err
     if axis is None:
         return f, shape, None
     return g, _nhwc(shape, axis), axis
@@ -88,6 +113,20 @@ def _channels_last(f: Callable, shape: tuple[int, ...]):
 
 def _nhwc(shape: tuple[int, ...], axis: int | None) -> tuple[int, ...]:
     return shape if axis is None else (*shape[:axis], *shape[axis + 1:], shape[axis])
+
+
+def _check_dtype(dtype: Any) -> np.dtype:
+    try:
+        dtype = jnp.dtype(dtype)
+    except TypeError as err:
+        raise TypeError(f"dtype must be a floating dtype such as jnp.float32, got {dtype!r}"
+                        ) from err
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"dtype must be a floating dtype such as jnp.float32, got {dtype}")
+    if jax.dtypes.canonicalize_dtype(dtype) != dtype:
+        raise ValueError(f"dtype={dtype} needs 64-bit JAX: jax.config.update('jax_enable_x64', "
+                         "True), or render inside jax.enable_x64(True)")
+    return dtype
 
 
 def _check_images(param, shape: tuple[int, ...]) -> None:
@@ -99,16 +138,17 @@ def _check_images(param, shape: tuple[int, ...]) -> None:
                          "channels last, also for a channels-first model)")
 
 
-def _validate(f, objective: Objective, shape: tuple[int, ...]) -> None:
+def _validate(f, objective: Objective, shape: tuple[int, ...], dtype: np.dtype,
+              batched: bool) -> None:
     names = objective.sites()
     parts = list(terms(objective))
-    check_classes(objective, _output_shape(f, shape)[-1])
+    check_classes(objective, _output_shape(f, shape, dtype)[-1])
     if any(isinstance(t, Diversity) for t in parts) and shape[0] < 2:
         raise ValueError(f"a diversity term needs at least 2 images per objective; shape[0] is "
                          f"{shape[0]} (pass shape=(k, h, w, c) with k >= 2)")
     if not names:
         return
-    shapes = _site_shapes(f, tuple(names), tuple(shape))
+    shapes = _site_shapes(f, tuple(names), tuple(shape), dtype)
     for t in parts:
         if isinstance(t, (Channel, Neuron)):
             n = shapes[t.site][-1]
@@ -118,8 +158,18 @@ def _validate(f, objective: Objective, shape: tuple[int, ...]) -> None:
                                  f"channels: got {vals}")
         if isinstance(t, Neuron):
             spatial = shapes[t.site][1:-1]
+            given = jnp.shape(t.position)
+            if given[-1:] != (len(spatial),) or len(given) != 1 + batched:
+                got = leaf_values(t.position)
+                got = (f"shape {given}" if got is None or batched
+                       else tuple(got) if given else got[0])
+                raise ValueError(
+                    f"neuron position for site {t.site!r} must have {len(spatial)} "
+                    f"coordinate(s), one per spatial axis of the site's shape {shapes[t.site]} "
+                    f"(batch, *spatial, channels); got position {got}"
+                    + (" (a dense site takes position=())" if not spatial else ""))
             vals = leaf_values(t.position)
-            if vals is not None:
+            if vals is not None and spatial:
                 pos = [vals[i:i + len(spatial)] for i in range(0, len(vals), len(spatial))]
                 if any(not all(0 <= p < s for p, s in zip(q, spatial)) for q in pos):
                     raise ValueError(f"neuron position out of range for site {t.site!r} with "
@@ -131,23 +181,35 @@ def _validate(f, objective: Objective, shape: tuple[int, ...]) -> None:
                                  f"(one per channel), got shape {jnp.shape(t.vector)}")
 
 
-def _render_one(objective, param, regularizers, key, *, f, shape, steps, transforms, optimizer):
+def _render_one(objective, param, regularizers, key, learning_rate, *, f, shape, dtype, steps,
+                transforms, optimizer):
     names = objective.sites()
     g = cpu_friendly(capture(f, list(names)) if names else (lambda x: (f(x), {})))
+    # The parameters and the images the regularizers see are at least float32 (a bfloat16
+    # model's images are optimised in float32); the model reads them in ``dtype``.
+    work = jnp.promote_types(dtype, jnp.float32)
+
+    def image(param, params):
+        return param.image(params, shape).astype(work)
 
     def evaluate(objective, param, regularizers, params, k):
-        images = param.image(params, shape)
+        images = image(param, params)
         seen = apply_transforms(transforms, k, images) if k is not None else images
+        seen = seen.astype(dtype)
         y, acts = g(seen)
-        value = objective(acts, y, seen)
-        penalty = sum((jnp.sum(r(images)) for r in regularizers), jnp.zeros(()))
+        value = objective(acts, y, seen).astype(work)
+        penalty = sum((jnp.sum(r(images)) for r in regularizers), jnp.zeros((), work))
         return penalty - value, value
 
     # The loop body's convolution gradients in XLA:CPU's fast layout (see jaxplain.core._layout),
     # after the forward pass's own CPU rewrites (jaxplain.core._cpu).
     gradient = fast_convolutions(jax.value_and_grad(evaluate, argnums=3, has_aux=True))
     k_init, k_steps = jax.random.split(key)
-    params = param.init(k_init, shape)
+    params = jax.tree_util.tree_map(
+        lambda p: p.astype(work) if jnp.issubdtype(p.dtype, jnp.floating) else p,
+        param.init(k_init, shape))
+    # Adam's step size is traced, so a new learning_rate reuses the compiled loop.
+    optimizer = optax.adam(learning_rate) if optimizer is None else optimizer
 
     def step(carry, k):
         params, state = carry
@@ -158,32 +220,59 @@ def _render_one(objective, param, regularizers, key, *, f, shape, steps, transfo
     (params, _), trace = jax.lax.scan(step, (params, optimizer.init(params)),
                                       jax.random.split(k_steps, steps))
     _, value = evaluate(objective, param, regularizers, params, None)
-    return Rendering(param.image(params, shape), params, trace, value)
+    return Rendering(image(param, params).astype(dtype), params, trace, value)
 
 
-@functools.lru_cache(maxsize=16)
-def _adam(learning_rate: float) -> optax.GradientTransformation:
-    return optax.adam(learning_rate)  # one value per rate, so repeated calls reuse the compile
-
-
-@functools.partial(jax.jit, static_argnames=("f", "shape", "steps", "transforms", "optimizer",
-                                             "batched"))
-def _render(objective, param, regularizers, key, *, f, shape, steps, transforms, optimizer,
-            batched):
-    run = functools.partial(_render_one, f=f, shape=shape, steps=steps, transforms=transforms,
-                            optimizer=optimizer)
+@functools.partial(jax.jit, static_argnames=("f", "shape", "dtype", "steps", "transforms",
+                                             "optimizer", "batched"))
+def _render(objective, param, regularizers, key, learning_rate, *, f, shape, dtype, steps,
+            transforms, optimizer, batched):
+    run = functools.partial(_render_one, f=f, shape=shape, dtype=dtype, steps=steps,
+                            transforms=transforms, optimizer=optimizer)
     if not batched:
-        return run(objective, param, regularizers, key)
+        return run(objective, param, regularizers, key, learning_rate)
     n = jax.tree_util.tree_leaves(objective)[0].shape[0]
     keys = jax.random.split(key, n)
-    return jax.vmap(run, in_axes=(0, None, None, 0))(objective, param, regularizers, keys)
+    return jax.vmap(run, in_axes=(0, None, None, 0, None))(objective, param, regularizers, keys,
+                                                           learning_rate)
+
+
+def _describe(objective: Objective) -> str:
+    """A short name of an objective's terms, e.g. ``channel('relu', ...)``."""
+    parts = []
+    for t in terms(objective):
+        kind = type(t).__name__.lower()
+        if kind == "class":
+            kind = "class_probability" if t.probability else "class_logit"
+        site = getattr(t, "site", None)
+        parts.append(f"{kind}({site!r})" if site is not None else f"{kind}(...)")
+    return " + ".join(parts)
+
+
+def _warn_if_dead(out: Rendering, objective: Objective, batched: bool) -> None:
+    """Warn when the objective was exactly 0 at every step and at the end (eager calls only)."""
+    if isinstance(out.trace, jax.core.Tracer) or isinstance(out.value, jax.core.Tracer):
+        return
+    trace, value = np.asarray(out.trace), np.asarray(out.value)
+    dead = np.all(trace == 0, axis=-1) & (value == 0)
+    if not np.any(dead):
+        return
+    which = (f"objectives {np.flatnonzero(dead).tolist()} of {dead.size} "
+             if batched else "the objective ")
+    warnings.warn(
+        f"render: {which}({_describe(objective)}) stayed exactly 0 at every step: no gradient "
+        "reached the images, which are only the start noise. A dead unit, e.g. a ReLU unit that "
+        "the start images never activate. Try another start (a larger param std such as "
+        "Pixel(std=1.0), or another key), or the pre-activation site (the convolution or "
+        "dense layer before the ReLU)", RuntimeWarning, stacklevel=3)
 
 
 def render(f: Callable[[Array], Array], objective: Objective | Sequence[Objective], *,
            key: Array, shape: Sequence[int], steps: int = 256, param: Any = None,
            transforms: Sequence[Callable] = (), regularizers: Sequence[Callable] = (),
            learning_rate: float = 0.05,
-           optimizer: optax.GradientTransformation | None = None) -> Rendering:
+           optimizer: optax.GradientTransformation | None = None,
+           dtype: Any = jnp.float32) -> Rendering:
     """Render inputs that maximize ``objective`` (minus the regularizers) by gradient ascent.
 
     Each step: parameters -> images (``param``) -> random transforms (with that step's key) ->
@@ -209,12 +298,22 @@ def render(f: Callable[[Array], Array], objective: Objective | Sequence[Objectiv
         transforms: e.g. ``(Jitter(1), Scale(), Rotate())``; hashable values.
         regularizers: penalties such as ``(L2(0.01), TotalVariation(0.05), Blur(1.0))`` or a
             :func:`gaussian_prior`.
-        learning_rate: Adam's step size when ``optimizer`` is None.
+        learning_rate: Adam's step size when ``optimizer`` is None (traced: a new value
+            reuses the compiled loop).
         optimizer: any optax optimizer (a hashable value: create it once and reuse it).
+        dtype: the floating dtype of the images ``f`` reads, e.g. ``jnp.float64`` for a model
+            whose weights are float64 (with ``jax_enable_x64``) or ``jnp.bfloat16``. The
+            parameters, regularizers and ``trace`` stay at least float32; ``images`` come back
+            in ``dtype``. A model that cannot run on float32 inputs but runs on another float
+            dtype is a ValueError naming ``dtype=``.
 
     Returns:
         A :class:`Rendering` with ``images`` in ``f``'s own layout (shaped ``shape``); with a
         sequence of ``n`` objectives every field gets a leading axis ``n``.
+
+    Warns:
+        RuntimeWarning: (eager calls) when an objective is exactly 0 at every step, a dead unit
+            whose images are only the start noise.
 
     Example:
         >>> objs = [channel("block1/relu_1", i) for i in range(16)]
@@ -242,17 +341,19 @@ def render(f: Callable[[Array], Array], objective: Objective | Sequence[Objectiv
     param = Pixel() if param is None else param
     transforms = tuple(transforms)
     if transforms and len(shape) != 4:
-        raise ValueError(f"transforms need NHWC images, got shape {shape}")
+        check_image_shape("transforms", shape)
     regularizers = tuple(regularizers)
     for r in (*transforms, *regularizers):
         if not callable(r):
             raise TypeError(f"transforms and regularizers must be callable values, got {r!r}")
-    f, shape, axis = _channels_last(f, shape)
+    dtype = _check_dtype(dtype)
+    f, shape, axis = _channels_last(f, shape, dtype)
     _check_images(param, shape)
-    _validate(f, objective, shape)
-    optimizer = _adam(float(learning_rate)) if optimizer is None else optimizer
-    out = _render(objective, param, regularizers, key, f=f, shape=shape, steps=steps,
-                  transforms=transforms, optimizer=optimizer, batched=batched)
+    _validate(f, objective, shape, dtype, batched)
+    out = _render(objective, param, regularizers, key, learning_rate, f=f, shape=shape,
+                  dtype=dtype, steps=steps, transforms=transforms, optimizer=optimizer,
+                  batched=batched)
+    _warn_if_dead(out, objective, batched)
     if axis is None:
         return out
     return dataclasses.replace(out, images=jnp.moveaxis(out.images, -1, axis - 4))

@@ -17,6 +17,8 @@ import jax.numpy as jnp
 from jax.scipy.ndimage import map_coordinates
 from jaxtyping import Array, Float
 
+from jaxplain.visualize._param import check_image_shape
+
 
 def _affine(image: Float[Array, "h w c"], matrix: Array) -> Float[Array, "h w c"]:
     """Resample ``image`` so output pixel p shows input pixel ``c + matrix @ (p - c)`` (bilinear)."""
@@ -41,6 +43,7 @@ class Jitter:
 
     def __call__(self, key: Array, images: Array) -> Array:
         p = self.pixels
+        check_image_shape("Jitter", images.shape)
         if p == 0:
             return images
         b, h, w, c = images.shape
@@ -69,6 +72,7 @@ class Scale:
                              f"{self.factors!r}")
 
     def __call__(self, key: Array, images: Array) -> Array:
+        check_image_shape("Scale", images.shape)
         s = jax.random.choice(key, jnp.asarray(self.factors, images.dtype), (images.shape[0],))
         return jax.vmap(lambda im, f: _affine(im, jnp.eye(2, dtype=im.dtype) / f))(images, s)
 
@@ -84,6 +88,7 @@ class Rotate:
             raise ValueError(f"degrees must be a non-empty tuple, got {self.degrees!r}")
 
     def __call__(self, key: Array, images: Array) -> Array:
+        check_image_shape("Rotate", images.shape)
         rad = jnp.asarray([math.radians(d) for d in self.degrees], images.dtype)
         a = jax.random.choice(key, rad, (images.shape[0],))
 
