@@ -23,6 +23,7 @@ import optax
 from jaxtyping import Array
 
 from jaxplain.core import capture
+from jaxplain.core._adapters import refuse_module
 from jaxplain.core._channels import channels_last_view
 from jaxplain.core._cpu import cpu_friendly
 from jaxplain.core._layout import fast_convolutions
@@ -347,6 +348,7 @@ def render(f: Callable[[Array], Array], objective: Objective | Sequence[Objectiv
         if not callable(r):
             raise TypeError(f"transforms and regularizers must be callable values, got {r!r}")
     dtype = _check_dtype(dtype)
+    refuse_module(f)
     f, shape, axis = _channels_last(f, shape, dtype)
     _check_images(param, shape)
     _validate(f, objective, shape, dtype, batched)

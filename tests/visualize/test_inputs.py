@@ -197,3 +197,10 @@ def test_learning_rate_and_parameterization_floats_reuse_the_compiled_loop():
     assert _render._render._cache_size() == before
     vis.render(f, obj, param=vis.Fourier(squash="clip"), **kw)
     assert _render._render._cache_size() > before  # the counter does see a new structure
+
+
+def test_a_module_given_for_f_says_how_to_wrap_it():
+    import equinox as eqx
+    net = eqx.nn.Linear(4, 2, key=KEY)
+    with pytest.raises(TypeError, match=r"Equinox module .*as_function\(model\)"):
+        vis.render(net, vis.channel("linear", 0), key=KEY, shape=(1, 4), steps=2)
