@@ -8,9 +8,11 @@ References:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
+import re
 import warnings
 from collections.abc import Callable
 
@@ -19,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxplain as jp
+from jaxplain.core._capture import _MIXES_BATCH, program_of
 from jaxplain.subnet import _optimize, _threshold
 from jaxplain.subnet._types import Options, SubNetwork
 
@@ -67,6 +70,22 @@ def _take(tree, i):
     return jax.tree.map(lambda a: a[i], tree)
 
 
+@contextlib.contextmanager
+def _batch_warning_once(f: Callable, x: jax.Array):
+    """Warns at the caller of :func:`extract` when ``f``'s output for one sample depends on the
+    others (batch statistics), then silences that warning inside the block: the kernel warns
+    once per traced program, and extract traces ``f`` several times."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=re.escape(_MIXES_BATCH[:60]))
+        mixes_batch = program_of(f, x)[1].mixes_batch
+    if mixes_batch:
+        # stacklevel: this generator, contextlib's __enter__, extract, its caller.
+        warnings.warn(_MIXES_BATCH, stacklevel=4)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=re.escape(_MIXES_BATCH[:60]))
+        yield
+
+
 def _subdir(opts: Options, name: str) -> str | None:
     return None if opts.checkpoint_dir is None else os.path.join(opts.checkpoint_dir, name)
 
@@ -85,9 +104,9 @@ def extract(f: Callable, x_region: jax.Array, *, sites, key: jax.Array,
     fine-tuned on the fixed sub-network (KL only). By default the result is the sparsest
     candidate whose arg-max labels on the region agree with ``f`` on ``fidelity`` (100%) of
     the samples; ``sparsity=0.95`` asks for a share of removed units instead (the most faithful
-    candidate at that sparsity is returned whatever its agreement, with a warning when it is
-    below ``fidelity``) and ``l1=1e-3`` fixes the L1 weight. See :class:`Options` for every
-    option and its default.
+    non-empty candidate of about that size is returned whatever its agreement, with a warning
+    when it is below ``fidelity``) and ``l1=1e-3`` fixes the L1 weight. See :class:`Options`
+    for every option and its default.
 
     Args:
       f: The model, batch first, mapping inputs to logits (see :func:`jaxplain.as_function`).
@@ -127,31 +146,32 @@ def extract(f: Callable, x_region: jax.Array, *, sites, key: jax.Array,
         raise TypeError(f"unknown option for extract: {err}; the options are the fields of "
                         f"jaxplain.subnet.Options") from None
     x = _check_region(x_region)
-    names = resolve_sites(f, x, sites)
-    units = tuple(s.shape[-1] for s in jp.sites(f, x) if s.name in names)
-    fingerprint = {"sites": list(names), "shape": list(x.shape), "options": repr(opts),
-                   "region_sum": float(np.sum(np.asarray(x), dtype=np.float64))}
-    run = functools.partial(_optimize.run, f, checkpoint_every=opts.checkpoint_every,
-                            fingerprint=fingerprint)
-    l1 = jnp.asarray(opts.l1, jnp.float32)
-    # The compiled stages see the L1 grid as data: other weights of the same count reuse them.
-    static = dataclasses.replace(opts, l1=(0.0,) * len(opts.l1), gate_l1=None,
-                                 checkpoint_dir=None)
+    with _batch_warning_once(f, x):
+        names = resolve_sites(f, x, sites)
+        units = tuple(s.shape[-1] for s in jp.sites(f, x) if s.name in names)
+        fingerprint = {"sites": list(names), "shape": list(x.shape), "options": repr(opts),
+                       "region_sum": float(np.sum(np.asarray(x), dtype=np.float64))}
+        run = functools.partial(_optimize.run, f, checkpoint_every=opts.checkpoint_every,
+                                fingerprint=fingerprint)
+        l1 = jnp.asarray(opts.l1, jnp.float32)
+        # The compiled stages see the L1 grid as data: other weights of the same count reuse them.
+        static = dataclasses.replace(opts, l1=(0.0,) * len(opts.l1), gate_l1=None,
+                                     checkpoint_dir=None)
 
-    # 1. Score-and-gate search: one vmapped scan over the L1 grid.
-    logp, state, all_units = _search_init(x, f=f, names=names, units=units, opts=static)
-    state = run(state, all_units, l1, jnp.asarray(opts.gate_weights, jnp.float32),
-                opts.fidelity, x, logp, steps=opts.steps, phase=_phase(opts, search=True),
-                checkpoint_dir=_subdir(opts, "search"))
+        # 1. Score-and-gate search: one vmapped scan over the L1 grid.
+        logp, state, all_units = _search_init(x, f=f, names=names, units=units, opts=static)
+        state = run(state, all_units, l1, jnp.asarray(opts.gate_weights, jnp.float32),
+                    opts.fidelity, x, logp, steps=opts.steps, phase=_phase(opts, search=True),
+                    checkpoint_dir=_subdir(opts, "search"))
 
-    # 2. Thresholding and the dependency closure; 3. fine-tuning (KL only, structure fixed).
-    masks, taus, state = _candidates(state["best"], x, logp, key, f=f, opts=static)
-    zeros = jnp.zeros((len(opts.l1),), jnp.float32)
-    state = run(state, masks, zeros, zeros, opts.fidelity, x, logp, steps=opts.finetune_steps,
-                phase=_phase(opts, search=False), checkpoint_dir=_subdir(opts, "finetune"))
+        # 2. Thresholding and the dependency closure; 3. fine-tuning (KL only, structure fixed).
+        masks, taus, state = _candidates(state["best"], x, logp, key, f=f, opts=static)
+        zeros = jnp.zeros((len(opts.l1),), jnp.float32)
+        state = run(state, masks, zeros, zeros, opts.fidelity, x, logp, steps=opts.finetune_steps,
+                    phase=_phase(opts, search=False), checkpoint_dir=_subdir(opts, "finetune"))
 
-    # 4. The sparsest candidate that keeps the fidelity target (or the most faithful one).
-    fields, met = _choose(state["best"], masks, taus, l1, x, logp, f=f, opts=static)
+        # 4. The sparsest candidate that keeps the fidelity target (or the most faithful one).
+        fields, met = _choose(state["best"], masks, taus, l1, x, logp, f=f, opts=static)
     if opts.sparsity is None and not bool(met):
         warnings.warn(f"no candidate kept the fidelity target {opts.fidelity}; returning the most "
                       f"faithful one (agreement {float(fields['region_agreement']):.3f}). Try "
@@ -162,6 +182,10 @@ def extract(f: Callable, x_region: jax.Array, *, sites, key: jax.Array,
                       f"the region (fidelity target {opts.fidelity}); it is returned as asked. "
                       "Ask for a lower sparsity, or pass fidelity= the agreement you accept.",
                       stacklevel=2)
+    if int(_threshold.count(fields["masks"])) == 0:
+        warnings.warn("the sub-network is empty: no kept unit connects the input to the output "
+                      "(every candidate was removed by thresholding and the dependency closure). "
+                      "Ask for a lower sparsity or smaller l1 values.", stacklevel=2)
     return SubNetwork(**fields, sites=names)
 
 
@@ -188,19 +212,24 @@ def _candidates(best, x, logp, key, *, f, opts: Options):
     """One thresholded, closed sub-network per L1 weight and its fine-tuning start state:
     ``(masks {site: (L, c)}, taus (L,), state)``."""
     n_l1 = len(opts.l1)
+    eff = _threshold.effective(best)
     if opts.sparsity is not None:
-        grid = [_threshold.by_rank(best, opts.sparsity, opts.gate_threshold)]
+        grid = [None]
         thresholds = jnp.asarray([jnp.nan], jnp.float32)
+        if opts.closure:  # grown until the closed sub-network has the target size
+            kept = _threshold.by_rank_closed(f, best, x, key, opts.sparsity, opts.gate_threshold)
+        else:
+            kept = _threshold.by_rank(best, opts.sparsity, opts.gate_threshold)
+        flat = eff
     else:
         grid = [_threshold.by_threshold(best, tau, opts.gate_threshold) for tau in opts.threshold]
         thresholds = jnp.asarray(opts.threshold, jnp.float32)
-    eff = _threshold.effective(best)
-    # All (threshold, L1) candidates as one batch: (T * L, c).
-    flat = {n: jnp.concatenate([jnp.where(m[n], eff[n], 0.0) for m in grid]) for n in eff}
-    if opts.closure:
-        kept = _threshold.closure(f, flat, x, key)
-    else:
-        kept = {n: v != 0 for n, v in flat.items()}
+        # All (threshold, L1) candidates as one batch: (T * L, c).
+        flat = {n: jnp.concatenate([jnp.where(m[n], eff[n], 0.0) for m in grid]) for n in eff}
+        if opts.closure:
+            kept = _threshold.closure(f, flat, x, key)
+        else:
+            kept = {n: v != 0 for n, v in flat.items()}
     mult = {n: jnp.where(kept[n], flat[n], 0.0) for n in flat}
     agree = _threshold.evaluate(f, mult, x, logp)[0].reshape(len(grid), n_l1)
     ok = agree >= opts.fidelity - 1e-6
@@ -228,18 +257,29 @@ def _choose(tuned, masks, taus, l1, x, logp, *, f, opts: Options):
     kept = _threshold.count(masks)
     feasible = agree >= opts.fidelity - 1e-6
     if opts.sparsity is None:
-        # Lexicographic: feasible first, then fewest kept units, then lowest KL.
-        order = jnp.lexsort((kl, kept, ~feasible))
+        # The sparsest feasible one (then the lowest KL); if none is feasible, the most faithful
+        # non-empty one.
+        sparsest = jnp.lexsort((kl, kept, ~feasible))[0]
+        faithful = jnp.lexsort((kept, kl, -agree, kept == 0))[0]
+        i = jnp.where(jnp.any(feasible), sparsest, faithful)
     else:
-        order = jnp.lexsort((kept, kl, -agree))
-    i = order[0]
+        # Non-empty first, then the closest to the target size from above (the closure may
+        # have had to add units to connect the chain), then the most faithful.
+        total = sum(m.shape[-1] for m in masks.values())
+        excess = jnp.maximum(kept - _threshold.target_units(opts.sparsity, total), 0)
+        i = jnp.lexsort((kept, kl, -agree, excess, kept == 0))[0]
     chosen_masks = _take(masks, i)
     scores = {n: jnp.where(chosen_masks[n], tuned["scores"][n][i], 0.0) for n in masks}
     gates = {n: jnp.where(jnp.any(chosen_masks[n]), jax.nn.sigmoid(tuned["theta"][n][i]), 0.0)
              for n in masks}
     fields = {"masks": chosen_masks, "scores": scores, "gates": gates,
               "region_agreement": agree[i], "region_kl": kl[i],
-              "l1": l1[i], "threshold": taus[i]}
+              "l1": l1[i], "threshold": taus[i],
+              # The same units as a plain 0/1 mask (no scores, no gates): what "exact copies"
+              # alone would keep.
+              "unscaled_agreement": _threshold.evaluate(
+                  f, {n: m[None].astype(jnp.float32) for n, m in chosen_masks.items()}, x,
+                  logp)[0][0]}
     return fields, feasible[i]
 
 

@@ -24,23 +24,97 @@ def by_threshold(params: dict, tau: float, gate_threshold: float) -> dict[str, j
             for n, s in params["scores"].items()}
 
 
-def by_rank(params: dict, sparsity: float, gate_threshold: float) -> dict[str, jax.Array]:
-    """Keep the ``max(1, floor((1 - sparsity) * total))`` units with the largest
-    ``gate * score`` (per candidate, over all sites), skipping layers whose gate is closed."""
-    names = list(params["scores"])
+def target_units(sparsity: float, total: int) -> int:
+    """Units a target ``sparsity`` keeps of ``total``: ``max(1, floor((1 - sparsity) * total))``."""
+    return max(1, math.floor((1.0 - sparsity) * total + 1e-9))
+
+
+def _ranking(params: dict, gate_threshold: float) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``(multiplier, rank, eligible)`` over all units of all sites (last axis, in site order):
+    rank 0 is the largest ``gate * score``; a unit is eligible when its score is positive and
+    its layer's gate open (ties broken by position)."""
     eff = effective(params)
     open_ = by_threshold(params, -1.0, gate_threshold)
-    flat = jnp.concatenate([jnp.where(open_[n], eff[n], -1.0) for n in names], axis=-1)
-    total = flat.shape[-1]
-    keep = max(1, math.floor((1.0 - sparsity) * total + 1e-9))
-    ranks = jnp.argsort(jnp.argsort(-flat, axis=-1), axis=-1)  # ties broken by position
-    kept = (ranks < keep) & (flat > 0)
+    flat = jnp.concatenate([jnp.where(open_[n], eff[n], -1.0) for n in eff], axis=-1)
+    ranks = jnp.argsort(jnp.argsort(-flat, axis=-1), axis=-1)
+    return jnp.maximum(flat, 0.0), ranks, flat > 0
+
+
+def _split(flat: jax.Array, params: dict) -> dict[str, jax.Array]:
+    """The inverse of concatenating the sites' unit axes."""
     out, start = {}, 0
-    for n in names:
-        size = params["scores"][n].shape[-1]
-        out[n] = kept[..., start:start + size]
+    for n, s in params["scores"].items():
+        size = s.shape[-1]
+        out[n] = flat[..., start:start + size]
         start += size
     return out
+
+
+def by_rank(params: dict, sparsity: float, gate_threshold: float) -> dict[str, jax.Array]:
+    """Keep the :func:`target_units` units with the largest ``gate * score`` (per candidate,
+    over all sites), skipping layers whose gate is closed."""
+    _, ranks, eligible = _ranking(params, gate_threshold)
+    keep = target_units(sparsity, ranks.shape[-1])
+    return _split((ranks < keep) & eligible, params)
+
+
+def by_rank_closed(f: Callable, params: dict, x: jax.Array, key: jax.Array, sparsity: float,
+                   gate_threshold: float) -> dict[str, jax.Array]:
+    """:func:`by_rank` followed by the dependency :func:`closure`, growing the ranked prefix
+    until the closed sub-network keeps at least :func:`target_units` units (traceable).
+
+    The top-ranked units need not form a path from the input to the output: at a high target
+    sparsity they can all sit in layers that every path crosses elsewhere (say three units of a
+    residual branch and none of the stem), and the closure then removes every one of them.
+    So the ranked prefix ``b`` grows by the shortfall, ``b <- b + (target - kept)``, until the
+    closure keeps ``target`` units (or every eligible unit is in), and a bisection then finds
+    the shortest prefix that still does. The result can exceed the target by the units that
+    connect the chain; it is empty only when no eligible unit connects the input to the output.
+
+    Args:
+      f: The model.
+      params: ``{"scores": {site: (k, c)}, "theta": {site: (k,)}}`` of ``k`` candidates.
+      x: The region.
+      key: PRNG key of the closure's probes.
+      sparsity: The target share of removed units.
+      gate_threshold: A layer whose gate is below it is never kept.
+
+    Returns:
+      The kept masks ``{site: Bool[k, c]}``.
+    """
+    mult, ranks, eligible = _ranking(params, gate_threshold)
+    target = target_units(sparsity, ranks.shape[-1])
+    close = _closer(f, x, key)
+
+    def one(mult, ranks, eligible):
+        def kept(b):
+            masks = close(_split(jnp.where((ranks < b) & eligible, mult, 0.0), params))
+            return count(masks), masks
+
+        available = jnp.sum(eligible)
+
+        def grow(carry):  # (lo, hi, kept at hi, masks at hi); kept at lo < target
+            _, hi, n, _ = carry
+            b = jnp.minimum(hi + jnp.maximum(target - n, 1), available)
+            return (hi, b, *kept(b))
+
+        def bisect(carry):
+            lo, hi, n, masks = carry
+            mid = (lo + hi) // 2
+            n_mid, masks_mid = kept(mid)
+            enough = n_mid >= target
+            return (jnp.where(enough, lo, mid), jnp.where(enough, mid, hi),
+                    *jax.tree.map(lambda a, b: jnp.where(enough, a, b), (n_mid, masks_mid),
+                                  (n, masks)))
+
+        b = jnp.asarray(target, jnp.int32)
+        carry = jax.lax.while_loop(lambda c: (c[2] < target) & (c[1] < available), grow,
+                                   (b, b, *kept(b)))
+        carry = jax.lax.while_loop(lambda c: (c[1] - c[0] > 1) & (c[2] >= target), bisect,
+                                   carry)
+        return carry[3]
+
+    return jax.vmap(one)(mult, ranks, eligible)
 
 
 def _closure_round(f, mult, x, tangent, cotangents):
@@ -68,20 +142,8 @@ def _probe(key: jax.Array, stream: int, shape: tuple, dtype) -> jax.Array:
     return (h.astype(jnp.float32) / 2.0**32 - 0.5).reshape(shape).astype(dtype)
 
 
-def closure(f: Callable, mult: dict, x: jax.Array, key: jax.Array) -> dict[str, jax.Array]:
-    """Removes, until nothing changes, kept units (multiplier != 0) that no longer depend on
-    the input or no longer reach the output (traceable; runs inside jit).
-
-    Args:
-      f: The model.
-      mult: ``{site: Float[candidates, c]}`` multipliers of a batch of candidates.
-      x: The region.
-      key: PRNG key of the random probes.
-
-    Returns:
-      The kept masks ``{site: Bool[candidates, c]}``.
-    """
-
+def _closer(f: Callable, x: jax.Array, key: jax.Array) -> Callable[[dict], dict]:
+    """The closure of one candidate: ``{site: Float[c]}`` multipliers to kept masks."""
     out = jax.eval_shape(f, x)
     tangent = _probe(key, 0, x.shape, x.dtype)
     cotangents = _probe(key, 1, (2,) + out.shape, out.dtype)
@@ -100,7 +162,23 @@ def closure(f: Callable, mult: dict, x: jax.Array, key: jax.Array) -> dict[str, 
         return jax.lax.while_loop(lambda c: c[1] & (c[2] < limit), fast_convolutions(body),
                                   init)[0]
 
-    return jax.vmap(one)(mult)
+    return one
+
+
+def closure(f: Callable, mult: dict, x: jax.Array, key: jax.Array) -> dict[str, jax.Array]:
+    """Removes, until nothing changes, kept units (multiplier != 0) that no longer depend on
+    the input or no longer reach the output (traceable; runs inside jit).
+
+    Args:
+      f: The model.
+      mult: ``{site: Float[candidates, c]}`` multipliers of a batch of candidates.
+      x: The region.
+      key: PRNG key of the random probes.
+
+    Returns:
+      The kept masks ``{site: Bool[candidates, c]}``.
+    """
+    return jax.vmap(_closer(f, x, key))(mult)
 
 
 def evaluate(f, mult, x, logp):

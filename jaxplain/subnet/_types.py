@@ -41,8 +41,10 @@ class Options:
         sparsity: Target share of units removed, in (0, 1); ``None`` searches for the sparsest
             sub-network that keeps ``fidelity``. With a target, thresholding keeps the
             ``max(1, floor((1 - sparsity) * total))`` largest multipliers instead of using
-            ``threshold``, and the most faithful candidate is returned even when its region
-            agreement is below ``fidelity`` (with a warning).
+            ``threshold`` (with ``closure``, more of the ranking when the closure would remove
+            some of them: enough to connect the input to the output), and the non-empty
+            candidate closest to that size, then the most faithful, is returned even when its
+            region agreement is below ``fidelity`` (with a warning).
         threshold: Score threshold tau_s (a unit with score <= tau_s is removed), or a grid; with
             a grid each L1 weight takes the largest tau_s whose thresholded net keeps
             ``fidelity`` before fine-tuning (the spec's adaptive mode).
@@ -129,18 +131,24 @@ class SubNetwork:
 
     The sub-network computes ``f`` with the value ``v`` at each site replaced by
     ``v * multiplier`` where ``multiplier = mask * gate * score`` (one entry per unit, the
-    value's last axis); the weights of ``f`` are never changed. A pytree: it passes through
-    ``jit`` and orbax unchanged.
+    value's last axis): the kept filters are exact copies of the weights of ``f`` (never
+    changed), their outputs scaled by the learnt multipliers, which are often far from 1 and
+    part of the explanation. A plain 0/1 mask of the same units can lose many labels (see
+    ``unscaled_agreement``). A pytree: it passes through ``jit`` and orbax unchanged.
 
     Attributes:
         masks: ``{site: Bool[c]}``, True for the kept units.
         scores: ``{site: Float[c]}``, the fine-tuned non-negative scores (0 where removed).
-        gates: ``{site: Float[]}``, the layer gates in [0, 1] (0 where the layer is removed).
+        gates: ``{site: Float[]}``, the layer gate after the sigmoid, ``sigmoid(theta)`` in
+            (0, 1) for a kept layer (often ~0.99), and exactly 0.0 for a layer with no kept
+            unit.
         region_agreement: Share of the region whose arg-max label the sub-network keeps.
         region_kl: Mean KL(original softmax || sub-network softmax) over the region, in nats.
         l1: The L1 weight of the chosen candidate.
         threshold: The score threshold of the chosen candidate (NaN with a target sparsity).
         sites: The site names, in the network's order (static).
+        unscaled_agreement: Share of the region whose arg-max label the same kept units keep
+            as a plain 0/1 mask (multiplier 1, no scores or gates); ``None`` when not measured.
     """
 
     masks: dict[str, Bool[Array, " c"]]
@@ -151,6 +159,7 @@ class SubNetwork:
     l1: Float[Array, ""]
     threshold: Float[Array, ""]
     sites: tuple[str, ...] = dataclasses.field(metadata={"static": True})
+    unscaled_agreement: Float[Array, ""] | None = None
 
     def multipliers(self) -> dict[str, Float[Array, " c"]]:
         """``{site: mask * gate * score}``, the factor applied to each unit's value."""
@@ -178,7 +187,8 @@ class SubNetwork:
         return 1.0 - kept / total
 
     def summary(self) -> str:
-        """A few lines: kept units per site, kept layers, fidelity on the region."""
+        """A few lines: kept units per site, kept layers, fidelity on the region (and that of
+        the same units as an unscaled 0/1 mask, when measured)."""
         lines = [f"{n}: {k}/{t} units kept" for (n, k), t in
                  zip(self.kept_units.items(), self.total_units.values())]
         kept, total = sum(self.kept_units.values()), sum(self.total_units.values())
@@ -186,4 +196,7 @@ class SubNetwork:
                      f"{len(self.kept_layers)}/{len(self.sites)} layers; region agreement "
                      f"{100 * float(self.region_agreement):.1f}%, KL "
                      f"{float(self.region_kl):.2e} nats (l1={float(self.l1):g})")
+        if self.unscaled_agreement is not None:
+            lines.append(f"the same units unscaled (a 0/1 mask, no scores or gates): region "
+                         f"agreement {100 * float(self.unscaled_agreement):.1f}%")
         return "\n".join(lines)

@@ -46,8 +46,9 @@ def test_scores_and_gates_are_the_only_trainables(recovered):
     sub, _, _ = recovered
     leaves = jax.tree_util.tree_leaves_with_path(sub)
     names = {jax.tree_util.keystr(p[:1]) for p, _ in leaves}
+    # The other leaves are statistics of the chosen candidate, not trained.
     assert names == {".masks", ".scores", ".gates", ".region_agreement", ".region_kl", ".l1",
-                     ".threshold"}
+                     ".threshold", ".unscaled_agreement"}
     for site in sub.sites:  # removed units are exactly zero, kept ones positive
         m, s = np.asarray(sub.masks[site]), np.asarray(sub.scores[site])
         assert np.all(s[~m] == 0) and np.all(s[m] > 0)
