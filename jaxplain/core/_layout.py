@@ -12,7 +12,8 @@ sizes in our benchmarks (feature visualization's render loop, NeuroChains' optim
 :func:`fast_convolutions` re-runs a function's jaxpr with every convolution written in the fast
 layout: explicit transposes of its operands, a convolution with NHWC / HWIO / NHWC dimension
 numbers, and a transpose of the result back. The arithmetic is the same; only the layout
-changes, and only on CPU (``jax.lax.platform_dependent``): other platforms run ``fn`` as it is.
+changes, and only when the default backend is the CPU (``_reinterpret.on_cpu``): on other
+platforms ``fn`` runs as it is.
 A convolution with few positions or a 1x1 kernel (:mod:`jaxplain.core._patches`) becomes a
 patch product instead, in loops and, through :data:`REWRITES`, before differentiating anywhere.
 """
@@ -81,7 +82,7 @@ def fast_convolutions(fn: Callable) -> Callable:
 
     Values are unchanged (the operands are only transposed; a convolution with few positions or
     a 1x1 kernel is computed as a patch product, equal up to rounding); on other platforms ``fn``
-    runs as it is (``jax.lax.platform_dependent``). Meant for the body of a loop, where XLA:CPU
+    runs as it is (:func:`jaxplain.core._reinterpret.on_cpu`). Meant for the body of a loop, where XLA:CPU
     does not make this rewrite itself.
     """
     return on_cpu(fn, {"conv_general_dilated": _conv})

@@ -72,11 +72,20 @@ def reinterpret(fn: Callable, rewrites: Mapping[str, Rewrite], *args):
 
 
 def on_cpu(fn: Callable, rewrites: Mapping[str, Rewrite]) -> Callable:
-    """``fn`` reinterpreted with `rewrites` on CPU; on other platforms ``fn`` as it is
-    (``jax.lax.platform_dependent``)."""
+    """``fn`` reinterpreted with `rewrites` when JAX's default backend is the CPU, else ``fn``
+    as it is (GPU and TPU programs are unchanged).
+
+    The choice is made when ``fn`` is traced, not per platform inside the program
+    (``jax.lax.platform_dependent``): such a branch is not free under differentiation. The
+    gradient of integrated gradients with respect to a small CNN's weights (training through an
+    explanation) took 60 ms through one, 6 ms with the choice made up front (10 ms without the
+    rewrites). A CPU computation on a machine whose default backend is a GPU runs ``fn`` as it
+    is: the same values, without the CPU speed-ups.
+    """
 
     def wrapped(*args):
-        return jax.lax.platform_dependent(*args, cpu=lambda *a: reinterpret(fn, rewrites, *a),
-                                          default=fn)
+        if jax.default_backend() != "cpu":
+            return fn(*args)
+        return reinterpret(fn, rewrites, *args)
 
     return wrapped
