@@ -113,31 +113,18 @@ def explain(model_spec: str, data_path: Path, checkpoint: Path | None, out: Path
     section of the demo runs, choosing its sites from the model: rules, pathways and
     sub-networks use the ReLU sites, feature visualization the spatial ones (images only).
     """
-    import sys
-
     import matplotlib
 
     matplotlib.use("Agg")
     import jax
 
     from jaxplain.report._demo_sections import SECTIONS
-    from jaxplain.report._user import ModelCallError, channels_last, load_data, load_model
+    from jaxplain.report._user import channels_last
 
     specs = _chosen(SECTIONS, only)
     if compile_cache:
         _cache_compiled_programs()
-    if str(Path.cwd()) not in sys.path:  # MODEL is importable from the current folder
-        sys.path.insert(0, str(Path.cwd()))
-    try:
-        model, variables, f = load_model(model_spec, checkpoint)
-        data, labelled = load_data(data_path, f, model=model_spec)
-    except ModelCallError as e:
-        hint = ("" if checkpoint is not None else
-                f"; if {model_spec} builds or restores a model from a checkpoint, pass "
-                "--checkpoint PATH")
-        raise click.UsageError(f"{e}{hint}") from e
-    except ValueError as e:
-        raise click.UsageError(str(e)) from e
+    model, variables, f, data, labelled = _user_model_and_data(model_spec, data_path, checkpoint)
     f, data, moved = channels_last(f, data)
     if moved:
         click.echo("The model reads its images channels first: the report shows and renders "
@@ -151,6 +138,27 @@ def explain(model_spec: str, data_path: Path, checkpoint: Path | None, out: Path
     _report(specs, out, f"jaxplain explain: {model_spec}", seed=seed, quick=quick,
             model=model, variables=variables, f=f, data=data, noun="examples", labelled=labelled,
             name=data_path.name + ("" if labelled else " (labels: the model's predictions)"))
+
+
+def _user_model_and_data(model_spec: str, data_path: Path, checkpoint: Path | None) -> tuple:
+    """``(model, variables, f, data, labelled)`` of MODEL and --data, bad ones as usage errors."""
+    import sys
+
+    from jaxplain.report._user import ModelCallError, load_data, load_model
+
+    if str(Path.cwd()) not in sys.path:  # MODEL is importable from the current folder
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        model, variables, f = load_model(model_spec, checkpoint)
+        data, labelled = load_data(data_path, f, model=model_spec)
+    except ModelCallError as e:
+        hint = ("" if checkpoint is not None else
+                f"; if {model_spec} builds or restores a model from a checkpoint, pass "
+                "--checkpoint PATH")
+        raise click.UsageError(f"{e}{hint}") from e
+    except ValueError as e:
+        raise click.UsageError(str(e)) from e
+    return model, variables, f, data, labelled
 
 
 def _cache_compiled_programs() -> None:
@@ -206,15 +214,30 @@ def _report(specs: tuple[str, ...], out: Path, title: str, *, seed: int, quick: 
 
 
 @main.command()
-def sites() -> None:
-    """Print the default model's sites (name, kind, op, shape per example)."""
+@click.argument("model_spec", metavar="[MODEL]", required=False)
+@click.option("--data", "data_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="With MODEL: an .npz as for 'jaxplain explain' (its 'x' or "
+              "'x_test' gives the input shape).")
+@click.option("--checkpoint", type=click.Path(exists=True, path_type=Path), default=None,
+              help="With MODEL: passed to it to restore your weights, as for 'jaxplain explain'.")
+def sites(model_spec: str | None, data_path: Path | None, checkpoint: Path | None) -> None:
+    """Print a model's sites (name, kind, op, shape per example): the default digits CNN's,
+    or, given MODEL (as for 'jaxplain explain') and --data, your model's."""
     import jaxplain
     from jaxplain import data
 
-    digits = data.load_digits()
-    f = data.digits_function(progress=True)
+    if model_spec is None:
+        if data_path is not None or checkpoint is not None:
+            raise click.UsageError("--data and --checkpoint are for a MODEL of your own")
+        x = data.load_digits().x_test[:2]
+        f = data.digits_function(progress=True)
+    else:
+        if data_path is None:
+            raise click.UsageError("MODEL needs --data: the sites are read at its input shape")
+        _, _, f, own, _ = _user_model_and_data(model_spec, data_path, checkpoint)
+        x = own.x_test[:2]
     rows = [(s.name, s.kind, s.op, "x".join(map(str, s.shape[1:])))
-            for s in jaxplain.sites(f, digits.x_test[:1])]
+            for s in jaxplain.sites(f, x)]
     widths = [max(len(r[i]) for r in rows + [("site", "kind", "op", "shape")]) for i in range(4)]
     for row in [("site", "kind", "op", "shape"), *rows]:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())

@@ -1,7 +1,9 @@
 """The kernel: sites, capture, intervene, rewrite_backward, and model adapters."""
 
+from jaxplain.core._capture import BatchMixingWarning as BatchMixingWarning
 from jaxplain.core._capture import capture as capture
 from jaxplain.core._capture import intervene as intervene
+from jaxplain.core._capture import mixes_batch as mixes_batch
 from jaxplain.core._capture import relu_sites as relu_sites
 from jaxplain.core._capture import sites as sites
 from jaxplain.core._select import select as select

@@ -21,12 +21,17 @@ from jaxplain.core._sites import EDIT_MARK, Site, SiteMap, analyze
 _ANALYSES: "weakref.WeakKeyDictionary[Program, SiteMap]" = weakref.WeakKeyDictionary()
 
 
-_MIXES_BATCH = (
-    "The model's output for one example depends on the other examples of the batch: a value "
-    "inside it is computed over the batch axis (e.g. a BatchNorm using batch statistics), so "
-    "per-example explanations of it mix examples. Run the model in inference mode, e.g. "
-    "as_function(linen_model, variables, train=False) or as_function(nnx_model, "
-    "use_running_average=True) for a flag its __call__ takes.")
+class BatchMixingWarning(UserWarning):
+    """The model's output for one example depends on the other examples of its batch (a value
+    computed over the batch axis, e.g. batch statistics). Filter it by this category."""
+
+    def __init__(self, message: str = (
+            "The model's output for one example depends on the other examples of the batch: a "
+            "value inside it is computed over the batch axis (e.g. a BatchNorm using batch "
+            "statistics), so per-example explanations of it mix examples. Run the model in "
+            "inference mode, e.g. as_function(linen_model, variables, train=False) or "
+            "as_function(nnx_model, use_running_average=True) for a flag its __call__ takes.")):
+        super().__init__(message)
 
 
 def check_input(x, name: str = "x"):
@@ -58,8 +63,17 @@ def program_of(f: Callable, x, *, unrolled: bool = False) -> tuple[Program, Site
     if site_map is None:
         site_map = _ANALYSES[program] = analyze(program)
         if site_map.mixes_batch:
-            warnings.warn(_MIXES_BATCH, stacklevel=3)
+            warnings.warn(BatchMixingWarning(), stacklevel=3)
     return program, site_map
+
+
+def mixes_batch(f: Callable, x) -> bool:
+    """True when `f`'s output for one example of `x` (a batch, or its shape and dtype) depends on
+    the others: a value inside it is computed over the batch axis. Traced once per shape, and
+    without warning (the kernel's verbs warn with :class:`BatchMixingWarning`)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BatchMixingWarning)
+        return program_of(f, x)[1].mixes_batch
 
 
 def sites(f: Callable, x) -> tuple[Site, ...]:

@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import functools
 import os
-import re
 import warnings
 from collections.abc import Callable
 
@@ -21,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxplain as jp
-from jaxplain.core._capture import _MIXES_BATCH, program_of
+from jaxplain.core import BatchMixingWarning, mixes_batch
 from jaxplain.subnet import _optimize, _threshold
 from jaxplain.subnet._types import Options, SubNetwork
 
@@ -75,14 +74,11 @@ def _batch_warning_once(f: Callable, x: jax.Array):
     """Warns at the caller of :func:`extract` when ``f``'s output for one sample depends on the
     others (batch statistics), then silences that warning inside the block: the kernel warns
     once per traced program, and extract traces ``f`` several times."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=re.escape(_MIXES_BATCH[:60]))
-        mixes_batch = program_of(f, x)[1].mixes_batch
-    if mixes_batch:
+    if mixes_batch(f, x):
         # stacklevel: this generator, contextlib's __enter__, extract, its caller.
-        warnings.warn(_MIXES_BATCH, stacklevel=4)
+        warnings.warn(BatchMixingWarning(), stacklevel=4)
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=re.escape(_MIXES_BATCH[:60]))
+        warnings.simplefilter("ignore", BatchMixingWarning)
         yield
 
 

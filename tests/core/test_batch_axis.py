@@ -185,9 +185,10 @@ def _nnx_batchnorm_net():
 def test_batch_statistics_are_no_relu_sites_and_the_mixing_is_reported():
     x = jax.random.uniform(_K[0], (4, 8, 8, 3))
     f = jp.as_function(_nnx_batchnorm_net())  # the call-time default: batch statistics
-    with pytest.warns(UserWarning, match="depends on the other examples"):
-        sites = jp.sites(f, x)
-    assert [s.name for s in sites] == ["conv", "bn", "relu", "head"]  # no "bn/relu" of shape (4,)
+    assert jp.core.mixes_batch(f, x) and not jp.core.mixes_batch(f, x[:1])
+    with pytest.warns(jp.core.BatchMixingWarning, match="depends on the other examples"):
+        sites = jp.sites(f, x[:2])
+    assert [s.name for s in sites] == ["conv", "bn", "relu", "head"]  # no "bn/relu" of shape (2,)
     assert jp.core.relu_sites(f, x) == ("relu",)
     inference = jp.as_function(_nnx_batchnorm_net(), use_running_average=True)
     with warnings.catch_warnings():

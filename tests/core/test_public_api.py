@@ -17,7 +17,8 @@ PUBLIC = {
     "pathways": ["select", "pathway_gradient"],
     "data": ["load_digits", "pretrained", "digits_function", "DigitsCNN"],
     "report": ["Section", "write_report", "DemoContext"],
-    "core": ["select", "relu_sites", "LinearLayer", "cpu_friendly"],
+    "core": ["select", "relu_sites", "LinearLayer", "cpu_friendly", "mixes_batch",
+             "BatchMixingWarning"],
 }
 
 

@@ -261,3 +261,21 @@ def test_getting_started_model_module_saves_what_it_restores(tmp_path):
     restored_model, restored = namespace["restore"](str(path))
     assert type(restored_model) is type(model)
     jax.tree_util.tree_map(np.testing.assert_array_equal, restored, variables)
+
+
+def test_sites_lists_a_user_models_sites(images):
+    import jaxplain as jp
+
+    result = CliRunner().invoke(main, ["sites", "tests.report._user_models:cnn", "--data",
+                                       str(images)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[0].split() == ["site", "kind", "op", "shape"]
+    _, _, f = load_model("tests.report._user_models:cnn")
+    x = np.load(images)["x"][:2]
+    want = [(s.name, "x".join(map(str, s.shape[1:]))) for s in jp.sites(f, x)]
+    assert [(line.split()[0], line.split()[-1]) for line in lines[1:]] == want
+    missing = CliRunner().invoke(main, ["sites", "tests.report._user_models:cnn"])
+    assert missing.exit_code == 2 and "needs --data" in missing.output
+    stray = CliRunner().invoke(main, ["sites", "--data", str(images)])
+    assert stray.exit_code == 2 and "MODEL of your own" in stray.output
