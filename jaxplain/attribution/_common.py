@@ -296,10 +296,13 @@ def chunked_map(fn: Callable, xs: Any, batch_size: int | None) -> Any:
 
 
 def group_mask(feature_mask: Any, x: jax.Array, name: str = "feature_mask") -> tuple[jax.Array, int]:
-    """A feature mask relabelled to groups 0..G-1, broadcast to one example's shape, and G.
+    """A feature mask relabelled to groups 0..G-1, and G.
 
-    `feature_mask` holds integer group ids with one example's shape (or broadcastable to it);
-    None makes every element of an example its own group.
+    `feature_mask` holds integer group ids with one example's shape (or broadcastable to it),
+    shared by the batch; or, with as many axes as `x`, one mask per example (batch axis of
+    size ``n`` or 1; variable-length sequences). Groups are numbered over the whole mask, so an
+    example may lack some. The result has one example's shape, or ``x``'s for a mask per
+    example. None makes every element of an example its own group.
     """
     example = tuple(x.shape[1:])
     if feature_mask is None:
@@ -311,13 +314,24 @@ def group_mask(feature_mask: Any, x: jax.Array, name: str = "feature_mask") -> t
     m = np.asarray(feature_mask)
     if not np.issubdtype(m.dtype, np.integer):
         raise TypeError(f"{name} must hold integer group ids; got dtype {m.dtype}")
+    target = tuple(x.shape) if m.ndim == x.ndim else example
     try:
-        shape = np.broadcast_shapes(m.shape, example)
+        shape = np.broadcast_shapes(m.shape, target)
     except ValueError:
         shape = None
-    if shape != example:
-        raise ValueError(f"{name} must have one example's shape {example} (or broadcast to it); "
+    if shape != target:
+        raise ValueError(f"{name} must have one example's shape {example} (or broadcast to it), "
+                         f"or x's {tuple(x.shape)} for one mask per example (batch axis n or 1); "
                          f"got shape {m.shape}")
     ids, relabelled = np.unique(m, return_inverse=True)
-    relabelled = np.broadcast_to(relabelled.reshape(m.shape), example)
+    relabelled = np.broadcast_to(relabelled.reshape(m.shape), target)
     return jnp.asarray(relabelled, jnp.int32), int(ids.size)
+
+
+def spread(values: jax.Array, mask: jax.Array, x: jax.Array) -> jax.Array:
+    """Per-group values ``(G, n)`` given to the members of each group, shaped like `x`, for a
+    `mask` of :func:`group_mask` (one example's shape, or `x`'s: one mask per example)."""
+    if mask.ndim == x.ndim:
+        rows = jnp.arange(x.shape[0]).reshape((-1,) + (1,) * (x.ndim - 1))
+        return values.T[rows, mask]
+    return jnp.moveaxis(values[mask], -1, 0)

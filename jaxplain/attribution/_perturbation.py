@@ -182,8 +182,9 @@ def feature_ablation(f: Callable, x: Float[Array, "batch *feature"],
       target: the class to explain per example, shape ``(n,)``, or one int.
       feature_mask: integer group ids with one example's shape (or broadcastable to it, e.g.
         ``(8, 8, 1)`` superpixels shared by the channels of NHWC images, ``(1, 8, 8)`` for
-        NCHW ones), shared by the batch.
-        None: every element is its own group. Must be concrete (not traced).
+        NCHW ones), shared by the batch; or one mask per example, with `x`'s number of axes
+        (batch axis n or 1; ids over the whole mask, as Captum reads it). None: every element
+        is its own group. Must be concrete (not traced).
       baseline: the replacement value: a scalar or an array broadcastable to `x`.
       batch_size: the number of groups evaluated at once (None: all).
 

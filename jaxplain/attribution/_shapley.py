@@ -30,7 +30,7 @@ def _shapley_sampling(f, x, target, baseline, mask, key, *, groups, samples, bat
     after = jnp.take_along_axis(values, (ranks + 1)[:, :, None], axis=1)
     before = jnp.take_along_axis(values, ranks[:, :, None], axis=1)
     phi = (after - before).mean(axis=0)  # (groups, n)
-    return jnp.moveaxis(phi[mask], -1, 0)
+    return _common.spread(phi, mask, x)
 
 
 def shapley_sampling(f: Callable, x: Float[Array, "batch *feature"],
@@ -51,7 +51,9 @@ def shapley_sampling(f: Callable, x: Float[Array, "batch *feature"],
       samples: the number of random orderings.
       baseline: the value of an absent feature: a scalar or an array broadcastable to `x`.
       feature_mask: integer group ids with one example's shape (or broadcastable to it), shared
-        by the batch; None: every element is its own group. Members of a group share its value.
+        by the batch, or one mask per example with `x`'s number of axes (an example's orderings
+        skip the groups it lacks); None: every element is its own group. Members of a group
+        share its value.
       batch_size: the number of model evaluations (each over the whole batch) run at once;
         there are ``samples * (groups + 1)``. None: all at once.
 

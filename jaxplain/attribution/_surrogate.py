@@ -44,7 +44,7 @@ def _kernel_shap(f, x, target, baseline, mask, coalitions, weights, *, groups, b
         rhs = (y - v0 - z[:, -1:] * (v1 - v0)) * jnp.sqrt(weights)[:, None]
         rest = _lstsq(a, rhs)  # (G - 1, n)
         phi = jnp.concatenate([rest, (v1 - v0 - rest.sum(axis=0))[None]], axis=0)
-    return jnp.moveaxis(phi[mask], -1, 0)
+    return _common.spread(phi, mask, x)
 
 
 def _shapley_kernel(groups: int, size: np.ndarray) -> np.ndarray:
@@ -88,7 +88,8 @@ def kernel_shap(f: Callable, x: Float[Array, "batch *feature"], target: Int[Arra
         members) and fits them with equal weights.
       baseline: the value of an absent feature: a scalar or an array broadcastable to `x`.
       feature_mask: integer group ids with one example's shape (or broadcastable to it), shared
-        by the batch; None: every element is its own group.
+        by the batch, or one mask per example with `x`'s number of axes (a group an example
+        lacks gets 0); None: every element is its own group.
       batch_size: the number of coalitions evaluated at once (None: all).
 
     Returns:
@@ -140,7 +141,7 @@ def _lime(f, x, target, baseline, mask, key, kernel_width, ridge, *, groups, sam
     a = jnp.concatenate([design, penalty], axis=0)
     rhs = jnp.concatenate([y * w[:, None], jnp.zeros((groups, y.shape[1]), x.dtype)], axis=0)
     coef = _lstsq(a, rhs)[1:]  # (G, n)
-    return jnp.moveaxis(coef[mask], -1, 0)
+    return _common.spread(coef, mask, x)
 
 
 def lime(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, "batch"] | int, *,
@@ -161,7 +162,8 @@ def lime(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, "bat
       samples: the number of coalitions.
       baseline: the value of an absent feature: a scalar or an array broadcastable to `x`.
       feature_mask: integer group ids with one example's shape (or broadcastable to it), shared
-        by the batch (superpixels); None: every element is its own group.
+        by the batch (superpixels), or one mask per example with `x`'s number of axes;
+        None: every element is its own group.
       kernel_width: the width of the exponential kernel (LIME's image default, 0.25).
       ridge: the L2 penalty on the coefficients (not the intercept).
       batch_size: the number of coalitions evaluated at once (None: all).

@@ -148,6 +148,16 @@ def test_feature_ablation(seed, baseline):
 
 
 @pytest.mark.parametrize("seed", SEEDS)
+def test_feature_ablation_with_a_mask_per_example(seed):
+    # one mask per example (variable-length inputs), as Captum takes it: ids over the whole mask
+    f, model, x, t = _case(seed, "mlp", "signed")
+    rng = np.random.default_rng(seed)
+    mask = rng.integers(0, 4, x.shape)
+    ref = _captum(captum_attr.FeatureAblation, model, x, t, feature_mask=torch.tensor(mask))
+    assert twins.relative_error(A.feature_ablation(f, x, t, feature_mask=mask), ref) <= TOL
+
+
+@pytest.mark.parametrize("seed", SEEDS)
 def test_grad_cam_and_layer_gradient_x_activation(seed):
     f, model, x, t = _case(seed, "cnn", "nonneg")
     ref = captum_attr.LayerGradCam(model, model.relu2).attribute(
