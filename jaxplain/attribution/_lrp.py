@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -13,6 +14,8 @@ from jaxtyping import Array, Float, Int
 from jaxplain.attribution import _common
 from jaxplain.attribution._lrp_rules import as_composite
 from jaxplain.core import rewrite_backward
+from jaxplain.core._backward import linear_layer_names
+from jaxplain.core._select import unknown_site_error
 from jaxplain.core._cpu import cpu_friendly
 
 
@@ -23,6 +26,18 @@ def _lrp(f, x, target, *, rules, scale):
     if scale:
         relevance = relevance * y
     return pullback(relevance)[0]
+
+
+def _check_selectors(f: Callable, x: jax.Array, composite) -> None:
+    """ValueError, with close matches, for a layer name or glob of `composite` that names no
+    linear layer of `f` (a typo would leave its layers to the default rule, silently)."""
+    selectors = composite.selectors()
+    if not selectors:
+        return
+    layers = linear_layer_names(f, x)
+    for selector in selectors:
+        if not any(fnmatch.fnmatchcase(name, selector) for name in layers):
+            raise unknown_site_error(selector, layers, what="linear layer (in rules)")
 
 
 def lrp(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, "batch"] | int, *,
@@ -76,6 +91,7 @@ def lrp(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, "batc
         hash(composite)
     except TypeError as err:
         raise TypeError(f"rules must be hashable values (frozen dataclasses); got {rules!r}") from err
+    _check_selectors(f, x, composite)
     _common.warn_if_softmax_output(f, x, "lrp", "relevance is not conserved (the one-hot "
                                    "relevance through a softmax's gradient sums to about 0)")
     return _lrp(f, x, t, rules=composite, scale=bool(scale_by_logit))

@@ -33,6 +33,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def stabilize(z, eps: float):
@@ -43,6 +44,11 @@ def stabilize(z, eps: float):
 def transpose(layer, x, w, s):
     """``W^T s`` for the layer's linear map with weight `w`, shaped like `x`."""
     return jax.vjp(lambda v: layer.apply(v, w), x)[1](s)[0]
+
+
+def _check_stabilizer(value) -> None:
+    if not value >= 0:
+        raise ValueError(f"stabilizer must be >= 0; got {value}")
 
 
 def _pos(v):
@@ -58,6 +64,10 @@ class Epsilon:
     """LRP-epsilon (``epsilon=0`` is LRP-0); the bias counts in the denominator."""
 
     epsilon: float = 1e-6
+
+    def __post_init__(self):
+        if not self.epsilon >= 0:
+            raise ValueError(f"Epsilon needs epsilon >= 0 (a stabiliser); got {self.epsilon}")
 
     def linear(self, layer, x, g):
         s = g / stabilize(layer.apply(x, layer.weight) + layer.bias, self.epsilon)
@@ -103,26 +113,44 @@ class ZPlus:
         return AlphaBeta(1.0, 0.0, self.stabilizer).linear(layer, x, g)
 
 
-def _bound(value, x):
-    return jnp.broadcast_to(jnp.asarray(value, x.dtype), x.shape)
+def _bound(value, x, axis: int | None, name: str):
+    """A ZBox bound shaped like `x`: a float, or one value per channel put on the layer's
+    input axis `axis` (the channels of NHWC or NCHW images), or any array that broadcasts."""
+    v = jnp.asarray(value, x.dtype)
+    if v.ndim == 1 and axis is not None and v.shape[0] == x.shape[axis] > 1:
+        v = v.reshape([-1 if a == axis % x.ndim else 1 for a in range(x.ndim)])
+    try:
+        return jnp.broadcast_to(v, x.shape)
+    except ValueError as err:
+        raise ValueError(f"ZBox {name} of shape {v.shape} does not fit the layer's input "
+                         f"{x.shape}: give a float or one value per input channel "
+                         f"({x.shape[axis] if axis is not None else '?'})") from err
 
 
 @dataclasses.dataclass(frozen=True)
 class ZBox:
     """LRP-z^B for inputs bounded in ``[low, high]`` (deep Taylor for pixels).
 
-    `low` and `high` are floats, or tuples broadcast against an example's trailing axes (one
-    value per channel of NHWC images). The bias cancels (``b - b+ - b- = 0``) as in Zennit.
+    `low` and `high` are floats, or tuples of one value per channel of the layer's input (on
+    its channel axis: last for NHWC images, second for NCHW ones), or arrays that broadcast to
+    it. They bound the values the layer reads: after any input normalisation the model does.
+    The bias cancels (``b - b+ - b- = 0``) as in Zennit.
     """
 
     low: float | tuple = 0.0
     high: float | tuple = 1.0
     stabilizer: float = 1e-6
 
+    def __post_init__(self):
+        _check_stabilizer(self.stabilizer)
+        if not np.all(np.asarray(self.low) <= np.asarray(self.high)):
+            raise ValueError(f"ZBox needs low <= high; got low={self.low}, high={self.high}")
+
     def linear(self, layer, x, g):
         w = layer.weight
         wp, wn = _pos(w), _neg(w)
-        lo, hi = _bound(self.low, x), _bound(self.high, x)
+        axis = getattr(layer, "in_axis", None)
+        lo, hi = _bound(self.low, x, axis, "low"), _bound(self.high, x, axis, "high")
         z = layer.apply(x, w) - layer.apply(lo, wp) - layer.apply(hi, wn)
         s = g / stabilize(z, self.stabilizer)
         return (x * transpose(layer, x, w, s) - lo * transpose(layer, x, wp, s)
@@ -164,6 +192,11 @@ class Gamma:
     gamma: float = 0.25
     stabilizer: float = 1e-6
 
+    def __post_init__(self):
+        _check_stabilizer(self.stabilizer)
+        if not self.gamma >= 0:
+            raise ValueError(f"Gamma needs gamma >= 0; got {self.gamma}")
+
     def linear(self, layer, x, g):
         w, b, k = layer.weight, layer.bias, self.gamma
         up, down = w + k * _pos(w), w + k * _neg(w)
@@ -175,6 +208,16 @@ class Gamma:
         sn = jnp.where(z < 0, g, 0) / stabilize(z_neg, self.stabilizer)
         return (xp * transpose(layer, x, up, sp) + xn * transpose(layer, x, down, sp)
                 + xp * transpose(layer, x, down, sn) + xn * transpose(layer, x, up, sn))
+
+
+def check_rule(rule: Any, where: str = "rules") -> None:
+    """TypeError unless `rule` is an LRP rule instance (an object with ``linear``)."""
+    if isinstance(rule, type):
+        raise TypeError(f"{where} is the class {rule.__name__}; pass an instance, "
+                        f"{rule.__name__}()")
+    if not hasattr(rule, "linear"):
+        raise TypeError(f"{where} must be an LRP rule (Epsilon(), ZPlus(), AlphaBeta(2, 1), ...); "
+                        f"got {rule!r}")
 
 
 def _matches(selector, name: str) -> bool:
@@ -229,6 +272,28 @@ class Composite:
         if self.activations not in ("pass", "gradient"):
             raise ValueError("activations must be 'pass' or 'gradient'; got "
                              f"{self.activations!r}")
+        for entry in self.layers:
+            if not (isinstance(entry, tuple) and len(entry) == 2):
+                raise TypeError("layers must hold (selector, rule) pairs, e.g. "
+                                f"layers=(('conv1', ZPlus()),); got the entry {entry!r}")
+            check_rule(entry[1], f"the rule for {entry[0]!r}")
+        for name in ("default", "first", "conv", "dense"):
+            if getattr(self, name) is not None:
+                check_rule(getattr(self, name), name)
+        unknown = set(self.first_ops) - {"conv", "dense"}
+        if unknown:
+            raise ValueError(f"first_ops must name 'conv' and/or 'dense'; got {self.first_ops!r}")
+        _check_stabilizer(self.stabilizer)
+
+    def selectors(self) -> tuple[str, ...]:
+        """The names and globs of `layers` (predicates left out)."""
+        found = []
+        for selector, _ in self.layers:
+            if isinstance(selector, str):
+                found.append(selector)
+            elif not callable(selector):
+                found.extend(selector)
+        return tuple(found)
 
     def rule_for(self, layer) -> Any:
         for selector, rule in self.layers:
@@ -290,11 +355,12 @@ def as_composite(rules: Any) -> Composite:
         return rules
     if isinstance(rules, (list, tuple)):
         pairs = tuple(rules)
-        if not all(isinstance(p, tuple) and len(p) == 2 and hasattr(p[1], "linear") for p in pairs):
-            raise TypeError("rules as a sequence must hold (selector, rule) pairs; got "
-                            f"{rules!r}")
+        if not all(isinstance(p, tuple) and len(p) == 2 for p in pairs):
+            raise TypeError("rules as a sequence must hold (selector, rule) pairs, e.g. "
+                            f"[('conv1', ZPlus())]; got {rules!r}")
         return Composite(layers=tuple((tuple(s) if isinstance(s, list) else s, r) for s, r in pairs))
-    if not hasattr(rules, "linear"):
+    if isinstance(rules, type) or not hasattr(rules, "linear"):
+        check_rule(rules)
         raise TypeError("rules must be an LRP rule (Epsilon(), ZPlus(), AlphaBeta(2, 1), ...), a "
                         f"Composite, or (selector, rule) pairs; got {rules!r}")
     return Composite(default=rules)

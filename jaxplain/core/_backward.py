@@ -49,7 +49,10 @@ class LinearLayer:
       bias: the effective bias, broadcastable to the layer's output (zeros when there is none).
       apply: ``apply(x, w)`` computes the linear map without bias, for any weight `w` shaped like
         `weight` (rules call it with modified weights, e.g. their positive part).
-      is_input: True when the layer consumes the model's input (directly or through reshapes).
+      is_input: True when the layer consumes the model's input (directly, or through
+        reshapes and elementwise affine maps with constants: an input normalisation).
+      in_axis: the axis of its input that holds the features it reads (a convolution's input
+        channels, 1 for NCHW; a dense layer's contracted axis), or None when there are several.
     """
 
     name: str
@@ -58,6 +61,7 @@ class LinearLayer:
     bias: Any
     apply: Callable
     is_input: bool
+    in_axis: int | None = None
 
     def __call__(self, x):
         return self.apply(x, self.weight) + self.bias
@@ -161,6 +165,11 @@ def _linear_place(program: Program, chain: tuple, name: str, is_input: bool, rul
         return wv * scale, c
 
     op = "dense" if node.prim == "dot_general" else "conv"
+    if op == "conv":
+        in_axis = node.eqn.params["dimension_numbers"].lhs_spec[1] if x_pos == 0 else None
+    else:
+        contracted = node.eqn.params["dimension_numbers"][0][x_pos]
+        in_axis = int(contracted[0]) if len(contracted) == 1 else None
 
     @jax.custom_vjp
     def place(xv, wv, cs):
@@ -172,7 +181,7 @@ def _linear_place(program: Program, chain: tuple, name: str, is_input: bool, rul
     def bwd(res, g):
         xv, wv, cs = res
         weight, bias = effective(wv, cs)
-        gx = rule.linear(LinearLayer(name, op, weight, bias, lin, is_input), xv, g)
+        gx = rule.linear(LinearLayer(name, op, weight, bias, lin, is_input, in_axis), xv, g)
         if gx is None:
             gx = jax.vjp(lambda v: forward(v, wv, cs), xv)[1](g)[0]
         return gx, jnp.zeros_like(wv), jax.tree_util.tree_map(jnp.zeros_like, cs)
@@ -191,13 +200,26 @@ def _apply_steps(steps: list, value, consts: list):
 
 def _input_views(program: Program) -> set:
     """The model's input and its views through order-preserving shape ops (the ``x[None]`` of a
-    layer under ``vmap``): what a layer that consumes the input reads."""
+    layer under ``vmap``) and elementwise affine maps with constants (an input normalisation,
+    ``(x - mean) / std``): what a layer that consumes the input reads."""
     views = {program.input_id}
     for node in program.nodes:
         reads = node.ins[0] if len(node.ins) == 1 else None
         if isinstance(reads, int) and reads in views and order_preserving(node):
             views.update(node.outs)
+        elif node.prim in _AFFINE_WITH_CONSTANT and len(node.ins) == 2:
+            data = [r for r in node.ins if isinstance(r, int) and r in program.depends]
+            affine = (len(data) == 1 and data[0] in views
+                      and (node.prim != "div" or node.ins[0] == data[0])
+                      and program.avals[node.outs[0]].shape == program.avals[data[0]].shape)
+            if affine:
+                views.update(node.outs)
     return views
+
+
+# Two-operand ops that are affine in the input when the other operand is a constant (a division
+# only as ``x / c``).
+_AFFINE_WITH_CONSTANT = frozenset({"add", "sub", "mul", "div"})
 
 
 def _operand(ref, env):
@@ -347,6 +369,13 @@ def _two_operand_place(node: Node, ask: Callable, env) -> list:
 
     place.defvjp(fwd, bwd)
     return [place(env[node.ins[0]], env[node.ins[1]])]
+
+
+def linear_layer_names(f: Callable, x) -> tuple[str, ...]:
+    """The names rules see as ``LinearLayer.name`` for `f` at `x`'s shape, in program order."""
+    program, site_map = program_of(f, x, unrolled=True)
+    return tuple(dict.fromkeys(name for i, name in sorted(site_map.node_names.items())
+                               if i in site_map.groups and i not in site_map.pools))
 
 
 def _plan(program: Program, site_map: SiteMap, rules) -> dict[int, tuple]:

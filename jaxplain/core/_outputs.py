@@ -128,14 +128,23 @@ def _activation(program: Program) -> str | None:
     producer = {ref: node for node in program.nodes for ref in node.outs}
     ref = program.output_ids[0]
     classes = program.avals[ref].shape[-1:] if program.avals[ref].shape else None
+    logged = False  # a log passed on the way: jnp.log(jax.nn.softmax(z)) is a log-softmax
     while ref in producer:
         node = producer[ref]
+        if node.activation == "softmax" and logged:
+            ok = _over_last_axis(node) and program.avals[node.outs[0]].shape[-1:] == classes
+            return "log_softmax" if ok else None
+        if node.prim == "log" and not logged and len(_data(node)) == 1:
+            logged, ref = True, _data(node)[0]
+            continue
         if node.activation in _SOFTMAXES:
             ok = _over_last_axis(node) and program.avals[node.outs[0]].shape[-1:] == classes
             return node.activation if ok else None
         if node.prim in ("div", "sub"):
             written = _by_hand(node, producer)
             same_classes = program.avals[node.outs[0]].shape[-1:] == classes
+            if logged:
+                return "log_softmax" if written == "softmax" and same_classes else None
             return written if same_classes else None
         data = _data(node)
         if node.prim not in _PASS or len(data) != 1:

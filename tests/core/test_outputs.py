@@ -54,6 +54,10 @@ def _stable_log_softmax(z):
     (lambda x: _stable_log_softmax(logits(x)), "log_softmax"),
     (lambda x: logits(x) - jax.nn.logsumexp(logits(x), 0, keepdims=True), None),
     (lambda x: logits(x) - logits(x).mean(-1, keepdims=True), None),
+    (lambda x: jnp.log(jax.nn.softmax(logits(x))), "log_softmax"),
+    (lambda x: jnp.log(_stable_softmax(logits(x))), "log_softmax"),
+    (lambda x: jnp.log(jax.nn.sigmoid(logits(x))), None),
+    (lambda x: jnp.log(jnp.log(jax.nn.softmax(logits(x)))), None),
 ])
 def test_the_output_activation_is_read_off_the_program(f, expected):
     assert output_activation(f, X) == expected
