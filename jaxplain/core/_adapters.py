@@ -64,15 +64,25 @@ def as_function(model, variables=None, **apply_kwargs) -> Callable:
 
 
 def refuse_module(f, name: str = "f") -> None:
-    """TypeError, saying how to wrap it, when `f` is a Flax Linen module (or module class) or an
-    Equinox module given where a function of a batch is expected (a Flax NNX module is one)."""
+    """TypeError, saying how to wrap it, when `f` is a Flax Linen, Flax NNX or Equinox module
+    (or a module class) given where a function of a batch is expected. An NNX module does run
+    on a batch, but as itself its sites lose their attribute names and a BatchNorm in training
+    mode updates its statistics while the kernel traces it."""
     import flax.linen as nn
 
     if isinstance(f, type) and issubclass(f, nn.Module):
         raise TypeError(f"{name} is the Flax Linen module class {f.__name__}, not a function of a "
                         f"batch: build it and init its variables, then pass "
                         f"jaxplain.as_function({f.__name__}(...), variables)")
+    if isinstance(f, type) and _class_kind(f) is not None:
+        raise TypeError(f"{name} is the {_class_kind(f)} module class {f.__name__}, not a "
+                        f"function of a batch: build the model, then pass "
+                        f"jaxplain.as_function({f.__name__}(...))")
     kind = _kind(f)
+    if kind == "nnx":
+        raise TypeError(f"{name} is a Flax NNX module ({type(f).__name__}): pass "
+                        f"jaxplain.as_function(model), which names its sites by attribute and "
+                        f"runs it in evaluation mode")
     if kind == "linen":
         raise TypeError(f"{name} is a Flax Linen module ({type(f).__name__}), not a function of "
                         f"a batch: pass jaxplain.as_function(model, variables)")
@@ -80,6 +90,18 @@ def refuse_module(f, name: str = "f") -> None:
         raise TypeError(f"{name} is an Equinox module ({type(f).__name__}), not a function of a "
                         f"batch: pass jaxplain.as_function(model), which maps it over the batch "
                         f"(per_example=False when it takes a batch already)")
+
+
+def _class_kind(cls: type) -> str | None:
+    """"Flax NNX" or "Equinox" when `cls` is a module class of theirs, else None."""
+    from flax import nnx
+    import equinox as eqx
+
+    if issubclass(cls, nnx.Module):
+        return "Flax NNX"
+    if issubclass(cls, eqx.Module):
+        return "Equinox"
+    return None
 
 
 def _kind(model) -> str:

@@ -52,6 +52,9 @@ def check_x(x):
             f"x must be a batch with the batch axis first (e.g. NHWC images); got shape {shape}. "
             "Add a batch axis with x[None]."
         )
+    if shape[0] == 0:
+        raise ValueError(f"x must hold at least one example; got an empty batch of shape {shape} "
+                         "(x[y == c] for a class c with no examples?)")
     if not isinstance(x, jax.core.Tracer):
         if isinstance(x, np.ndarray):
             finite = bool(np.isfinite(x).all())

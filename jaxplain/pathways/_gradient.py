@@ -191,5 +191,8 @@ def max_abs_channel(maps: Float[Array, "batch H W C"], axis: int = -1) -> Float[
       >>> pathways.max_abs_channel(jnp.array([[[[1.0, -3.0, 2.0]]]])).tolist()
       [[[-3.0]]]
     """
+    if jnp.ndim(maps) != 4:
+        raise ValueError(f"max_abs_channel takes image maps (batch, H, W, C) or (batch, C, H, W); "
+                         f"got shape {jnp.shape(maps)}, which has no channel axis to collapse")
     idx = jnp.expand_dims(jnp.argmax(jnp.abs(maps), axis=axis), axis)
     return jnp.squeeze(jnp.take_along_axis(maps, idx, axis=axis), axis)

@@ -82,6 +82,17 @@ def _batch_warning_once(f: Callable, x: jax.Array):
         yield
 
 
+def _warn_if_one_class(f: Callable, x: jax.Array) -> None:
+    """Warns at the caller of :func:`extract` when `f` predicts one class on the whole region:
+    a sub-network that always answers it keeps every label without explaining anything."""
+    predicted = np.unique(np.asarray(jnp.argmax(f(x), axis=-1)))
+    if predicted.size == 1:
+        warnings.warn(f"f predicts class {int(predicted[0])} for every example of x_region: a "
+                      "sub-network that always answers it keeps all their labels (agreement 1) "
+                      "without telling them apart. NeuroChains' regions hold examples of two or "
+                      "more classes, e.g. near a decision boundary.", stacklevel=3)
+
+
 def _subdir(opts: Options, name: str) -> str | None:
     return None if opts.checkpoint_dir is None else os.path.join(opts.checkpoint_dir, name)
 
@@ -143,6 +154,7 @@ def extract(f: Callable, x_region: jax.Array, *, sites, key: jax.Array,
                         f"jaxplain.subnet.Options") from None
     x = _check_region(x_region)
     with _batch_warning_once(f, x):
+        _warn_if_one_class(f, x)
         names = resolve_sites(f, x, sites)
         units = tuple(s.shape[-1] for s in jp.sites(f, x) if s.name in names)
         fingerprint = {"sites": list(names), "shape": list(x.shape), "options": repr(opts),

@@ -120,9 +120,12 @@ def evaluate(f: Callable, subnetwork: SubNetwork, x_region: Array,
     """Sparsity and fidelity on the region and on unseen data, reported together.
 
     Returns:
-      A flat ``{metric: float}``: the :func:`sparsity` entries, then ``region_agreement``,
-      ``region_kl``, ``region_accuracy`` ... and the same with ``unseen_`` when ``x_unseen`` is
-      given (NaN accuracies without labels).
+      A flat ``{metric: float}``: the :func:`sparsity` entries (``kept_units``,
+      ``total_units``, ``kept_layers``, ``total_layers``, ``removed``), then for the region
+      ``region_agreement`` (share of arg-max labels kept), ``region_kl`` (nats),
+      ``region_accuracy`` (the sub-network's), ``region_accuracy_full`` (the full network's)
+      and ``region_accuracy_restricted`` (the sub-network's, arg-max over `classes`), and the
+      same with ``unseen_`` when ``x_unseen`` is given (NaN accuracies without labels).
 
     Raises:
       ValueError: if a label or a class id is not a class of ``f`` (see :func:`fidelity`).

@@ -204,3 +204,17 @@ def test_token_ids_reach_the_kernel_but_not_a_gradient():
         gradient(f, ids, 0)
     with pytest.raises(TypeError, match="floating x"):
         jp.rewrite_backward(f, "relu")(ids)
+
+
+def test_an_nnx_module_or_a_module_class_says_how_to_wrap_it():
+    import equinox as eqx
+    from flax import nnx
+
+    model = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
+    x = jnp.ones((2, 3))
+    with pytest.raises(TypeError, match=r"Flax NNX module \(Linear\).*as_function\(model\)"):
+        jp.sites(model, x)
+    for cls, kind in ((nnx.Linear, "Flax NNX"), (eqx.nn.Linear, "Equinox")):
+        with pytest.raises(TypeError, match=f"the {kind} module class Linear"):
+            jp.sites(cls, x)
+    np.testing.assert_allclose(jp.as_function(model)(x), model(x))

@@ -104,3 +104,15 @@ def test_the_shared_function_check_runs_first(name, monkeypatch):
     call = (lambda: pw.apply(_Unhashable(), {})) if name == "apply" else _calls(_Unhashable(), x)[name]
     with pytest.raises(TypeError, match="^f must be hashable"):
         call()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_an_empty_batch_is_refused(name):
+    f, _, x = _models.model("mlp", seed=0)
+    with pytest.raises(ValueError, match="at least one example"):
+        _calls(f, x[:0])[name]()
+
+
+def test_max_abs_channel_refuses_maps_without_a_channel_axis():
+    with pytest.raises(ValueError, match="no channel axis"):
+        pw.max_abs_channel(jnp.ones((3, 20)))

@@ -91,3 +91,15 @@ def test_a_target_sparsity_below_the_fidelity_target_warns():
         sub = subnet.extract(f, x, sparsity=0.9, fidelity=0.5, **kw)   # 50% is accepted
         sub = subnet.extract(f, x, sparsity=0.5, **kw)       # 4 units: every label kept
     assert float(sub.region_agreement) == 1.0
+
+
+def test_a_region_of_one_predicted_class_warns_at_the_caller():
+    f, x = _four_paths()
+    one = x[jnp.asarray([0, 1, 4, 5])]                       # features 0 and 1: class 0 only
+    kw = dict(sites="hidden", key=jax.random.key(0), l1=(1e-3,), steps=20, finetune_steps=5)
+    with pytest.warns(UserWarning, match="predicts class 0 for every example") as record:
+        subnet.extract(f, one, **kw)
+    assert any(r.filename == __file__ for r in record if "predicts class" in str(r.message))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        subnet.extract(f, x, **kw)                           # two classes: no warning
