@@ -18,6 +18,7 @@ import numpy as np
 
 from jaxplain.core._adapters import refuse_module
 from jaxplain.core._affine import affine_stem
+from jaxplain.core._capture import model_error_hint
 from jaxplain.core._layout import fast_convolutions
 from jaxplain.core._cpu import cpu_friendly, sum_leading
 from jaxplain.core._outputs import output_activation
@@ -65,7 +66,7 @@ def _output_shape(f: Callable, shape: tuple, dtype: Any) -> tuple:
         out = jax.eval_shape(f, jax.ShapeDtypeStruct(shape, dtype))
     except Exception as err:  # noqa: BLE001 - any failure of f at this shape, re-raised with context
         raise ValueError(f"The model could not be evaluated on an input of shape {shape} and "
-                         f"dtype {dtype}: {err}") from err
+                         f"dtype {dtype}: {err}{model_error_hint(err)}") from err
     if not hasattr(out, "shape"):
         shapes = jax.tree.map(lambda a: tuple(a.shape), out)
         raise TypeError(f"f must return one array, the logits (batch, classes); got a "

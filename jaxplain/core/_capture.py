@@ -46,6 +46,14 @@ def check_input(x, name: str = "x"):
                         f"got {x.dtype}. Cast it, e.g. x.astype(jnp.float32).")
 
 
+def model_error_hint(err: Exception) -> str:
+    """A hint for a model error with a known cause, or ""."""
+    if "unbound axis name" in str(err):
+        return (" (an Equinox BatchNorm in training mode reads batch statistics over a named "
+                "axis: explain the model in inference mode, eqx.nn.inference_mode(model))")
+    return ""
+
+
 def program_of(f: Callable, x, *, unrolled: bool = False) -> tuple[Program, SiteMap]:
     """The traced program of `f` at `x`'s shape and its site map (both cached); with
     ``unrolled=True`` the program with its loops unrolled (the same one when it has none)."""
@@ -56,7 +64,7 @@ def program_of(f: Callable, x, *, unrolled: bool = False) -> tuple[Program, Site
         program = trace(f, spec)
     except Exception as err:  # noqa: BLE001 - any failure of f at this shape, re-raised with context
         raise ValueError(f"The model could not be evaluated on an input of shape {tuple(x.shape)} "
-                         f"and dtype {x.dtype}: {err}") from err
+                         f"and dtype {x.dtype}: {err}{model_error_hint(err)}") from err
     if unrolled and program.unrolled is not None:
         program = program.unrolled
     site_map = _ANALYSES.get(program)

@@ -218,3 +218,18 @@ def test_an_nnx_module_or_a_module_class_says_how_to_wrap_it():
         with pytest.raises(TypeError, match=f"the {kind} module class Linear"):
             jp.sites(cls, x)
     np.testing.assert_allclose(jp.as_function(model)(x), model(x))
+
+
+def test_an_equinox_batchnorm_in_training_mode_gets_a_hint():
+    import equinox as eqx
+
+    class Net(eqx.Module):
+        bn: eqx.nn.BatchNorm
+
+        def __call__(self, x, state):
+            return self.bn(x, state)[0]
+
+    net, state = eqx.nn.make_with_state(Net)(eqx.nn.BatchNorm(3, "batch", mode="batch"))
+    f = jp.as_function(eqx.Partial(lambda m, s, x: m(x, s), net, state))
+    with pytest.raises(ValueError, match=r"inference mode, eqx.nn.inference_mode\(model\)"):
+        jp.sites(f, jnp.ones((2, 3)))
