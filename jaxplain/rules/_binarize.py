@@ -1,4 +1,13 @@
-"""From activations to items: binarize dense units, conv filters, or conv (filter, position)s."""
+"""From activations to items: binarize dense units, conv filters, or conv (filter, position)s.
+
+An activation with more than one axis per sample is a **map**: ``(n, length, c)`` (a 1-D conv
+or a sequence of token features), ``(n, h, w, c)`` (a 2-D conv), any ``(n, *positions, c)``,
+channels last as :func:`jaxplain.capture` presents sites. A map's items are its channels
+(filter mode, pooled over the positions) or its (position, channel)s (locality mode), never
+one item per flattened value. The rule is the value's rank, not the op that made it: the
+site metadata cannot tell a ReLU after a 1-D conv from one after a token-wise dense layer,
+and a unit applied at every position is a 1 x 1 convolution either way.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +26,8 @@ class Binarized(NamedTuple):
       items: bool ``(n, d)``; rows are samples, columns are items.
       thresholds: float ``(d,)``; item i is on iff its (pooled) activation > thresholds[i].
       shape: the per-sample item layout: ``(units,)``, ``(channels,)`` in filter mode, or
-        ``(height, width, channels)`` in locality mode (items are that array flattened).
+        the map's ``(*positions, channels)`` in locality mode (``(length, channels)`` or
+        ``(height, width, channels)``; items are that array flattened).
     """
 
     items: np.ndarray
@@ -49,15 +59,18 @@ def binarize(acts, *, threshold=None, quantile=None, conv_mode="filter", pool="m
 
     Dense ``(n, d)`` activations: item i is on iff ``a_i > threshold`` (default 0, i.e. ReLU
     active), or above its own ``quantile`` over the data when ``quantile`` is given.
-    Conv ``(n, h, w, c)`` activations (NHWC; pass ``channel_axis=1`` for ``(n, c, h, w)`` maps
-    of a channels-first model, which are read as their NHWC transpose):
+    Conv maps ``(n, *positions, c)`` -- ``(n, length, c)`` for a 1-D conv or a sequence of
+    token features, ``(n, h, w, c)`` for a 2-D conv -- are read channels-last (pass
+    ``channel_axis=1`` for the ``(n, c, *positions)`` maps of a channels-first model, which
+    are read as their channels-last transpose):
 
-    - ``conv_mode="filter"``: one item per filter; the map is pooled over space (``pool`` "max"
-      or "mean") and the filter is on iff the pooled value exceeds the filter's
-      ``conv_quantile`` over the data (default 0.9: on in about the top 10% of samples).
+    - ``conv_mode="filter"``: one item per filter; the map is pooled over its positions
+      (``pool`` "max" or "mean") and the filter is on iff the pooled value exceeds the
+      filter's ``conv_quantile`` over the data (default 0.9: on in about the top 10% of
+      samples).
     - ``conv_mode="locality"``: one item per (position, filter), thresholded the same way per
       item, so rules can show where a filter is expected to fire; items are ordered as the
-      flattened ``(h, w, c)`` map.
+      flattened ``(*positions, c)`` map (``(length, c)`` or ``(h, w, c)``).
 
     Conv maps take their quantile from ``conv_quantile``, never from ``quantile`` (which is for
     dense activations, and raises for a conv map); ``conv_quantile=None`` thresholds conv items
@@ -66,13 +79,15 @@ def binarize(acts, *, threshold=None, quantile=None, conv_mode="filter", pool="m
     the same ``conv_mode`` and ``pool`` for a conv map).
 
     Args:
-      acts: float ``(n, d)`` or ``(n, h, w, c)`` activations over a data set.
+      acts: float ``(n, d)`` dense or ``(n, *positions, c)`` conv-map activations
+        (``(n, length, c)``, ``(n, h, w, c)``) over a data set.
       threshold: a scalar or one value per item (default 0); not combined with a quantile.
       quantile: dense activations only: each unit's threshold is this quantile over the data.
       conv_mode, pool, conv_quantile: conv maps only, as above.
-      channel_axis: the axis of ``acts`` that holds the filters of a conv map (``-1`` or ``3``
-        for NHWC, ``1`` for NCHW). Activations captured with :func:`jaxplain.capture` or
-        :func:`activations` are already channels-last, whatever the model's layout.
+      channel_axis: the axis of ``acts`` that holds the filters of a conv map (``-1`` or
+        ``acts.ndim - 1`` for channels-last, ``1`` for channels-first). Activations captured
+        with :func:`jaxplain.capture` or :func:`activations` are already channels-last,
+        whatever the model's layout.
 
     Returns:
       ``Binarized(items, thresholds, shape)``.
@@ -89,9 +104,10 @@ def binarize(acts, *, threshold=None, quantile=None, conv_mode="filter", pool="m
     acts = np.asarray(acts)
     if not np.issubdtype(acts.dtype, np.floating) and not np.issubdtype(acts.dtype, np.integer):
         raise TypeError(f"acts must be a numeric array, got dtype {acts.dtype}")
-    if acts.ndim not in (2, 4) or acts.shape[0] == 0:
-        raise ValueError(f"acts must be (n, d) dense or (n, h, w, c) conv activations with n > 0, "
-                         f"got shape {acts.shape}")
+    if acts.ndim < 2 or acts.shape[0] == 0:
+        raise ValueError(f"acts must be (n, d) dense or (n, *positions, c) conv-map activations "
+                         f"(e.g. (n, length, c) or (n, h, w, c)) with n > 0, got shape "
+                         f"{acts.shape}")
     if np.isnan(acts).any():
         raise ValueError("acts contains NaN")
     if conv_mode not in ("filter", "locality"):
@@ -114,17 +130,26 @@ def binarize(acts, *, threshold=None, quantile=None, conv_mode="filter", pool="m
             f"threshold= is used for a conv map only with conv_quantile=None (now conv_quantile="
             f"{conv_quantile!r}, which would set the thresholds instead): pass "
             f"conv_quantile=None to threshold the conv items at threshold=.")
-    if channel_axis not in (1, 3, -1, -3):
-        raise ValueError(f"channel_axis must be 1 (NCHW) or -1 (NHWC) for conv activations, "
-                         f"got {channel_axis!r}")
+    last = acts.ndim - 1
+    if not isinstance(channel_axis, (int, np.integer)) or channel_axis not in (1, -last, last,
+                                                                                -1):
+        raise ValueError(f"channel_axis must be 1 (channels first) or -1 (channels last) for "
+                         f"conv activations of shape {acts.shape}, got {channel_axis!r}")
     acts = np.moveaxis(acts, channel_axis, -1)
     shape = acts.shape[1:] if conv_mode == "locality" else acts.shape[-1:]
-    if conv_mode == "filter":
-        acts = acts.max(axis=(1, 2)) if pool == "max" else acts.mean(axis=(1, 2))
-    else:
-        acts = acts.reshape(acts.shape[0], -1)
-    items, thresholds = _thresholded(acts, threshold, conv_quantile)
+    items, thresholds = _thresholded(_map_items(acts, conv_mode == "locality", pool),
+                                     threshold, conv_quantile)
     return Binarized(items, thresholds, tuple(shape))
+
+
+def _map_items(acts, local: bool, pool: str):
+    """A channels-last map ``(n, *positions, c)`` as 2-D items: pooled over the positions to
+    ``(n, c)`` (filter mode), or flattened to ``(n, positions x c)`` (locality mode). Works
+    on NumPy and JAX arrays."""
+    if local:
+        return acts.reshape(acts.shape[0], -1)
+    positions = tuple(range(1, acts.ndim - 1))
+    return acts.max(axis=positions) if pool == "max" else acts.mean(axis=positions)
 
 
 def _resolve_sites(f, x, sites, locality) -> tuple[list[str], set[str]]:
@@ -160,7 +185,10 @@ def activations(f, x, sites, *, batch_size=256, threshold=None, quantile=None,
                 conv_quantile=0.9, pool="max", locality=(), thresholds_from=None):
     """Capture activations at ``sites`` over a data set in batches and binarize each site.
 
-    Conv sites are pooled per batch (filter mode), so memory stays bounded; sites named in
+    A site whose value has more than one axis per sample is a conv map, channels last as
+    :func:`jaxplain.capture` presents it: ``(n, length, c)`` (a 1-D conv, or token features of
+    a sequence model) or ``(n, h, w, c)``. Conv sites are pooled over their positions per
+    batch (filter mode: one item per channel), so memory stays bounded; sites named in
     ``locality`` keep every (position, filter) item. Thresholds follow ``binarize``: dense
     sites use ``threshold`` or ``quantile``, conv sites ``conv_quantile`` (or ``threshold``
     when it is None). With ``thresholds_from`` (the result of an earlier call, e.g. on the
@@ -217,9 +245,9 @@ def activations(f, x, sites, *, batch_size=256, threshold=None, quantile=None,
     captured = capture(f, tuple(names))
 
     def reduce(name, value):
-        if value.ndim == 4 and name not in local:
-            return value.max(axis=(1, 2)) if pool == "max" else value.mean(axis=(1, 2))
-        return value.reshape(value.shape[0], -1)
+        if value.ndim <= 2:
+            return value.reshape(value.shape[0], -1)
+        return _map_items(value, name in local, pool)
 
     chunks, shapes = {s: [] for s in names}, {}
     for start in range(0, x.shape[0], batch_size):
@@ -227,7 +255,7 @@ def activations(f, x, sites, *, batch_size=256, threshold=None, quantile=None,
         for s in names:
             shapes[s] = tuple(values[s].shape[1:])
             chunks[s].append(np.asarray(reduce(s, values[s])))
-    conv = {s: len(shapes[s]) == 3 for s in names}
+    conv = {s: len(shapes[s]) >= 2 for s in names}   # a map: (*positions, c) per sample
     if quantile is not None and all(conv.values()):
         raise ValueError(f"quantile= applies to dense (n, d) sites, but every selected site "
                          f"{names} is a conv map, thresholded at conv_quantile= (now "

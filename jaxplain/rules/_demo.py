@@ -26,13 +26,13 @@ def rule_layers(f, x, *, dense_quantile=0.75, batch_size=256):
     probe = jnp.asarray(x[:2])
     shapes = {s.name: s.shape for s in sites(f, probe)}
     relus = relu_sites(f, probe)
-    spatial = [s for s in relus if len(shapes[s]) == 4]
+    spatial = [s for s in relus if len(shapes[s]) >= 3]   # conv maps, 1-D or 2-D
     dense = [s for s in relus if len(shapes[s]) == 2]
     pair = (spatial[-1], dense[-1]) if spatial and dense else tuple(relus[-2:])
     if len(pair) < 2:
         raise ValueError(f"rules need two ReLU sites; the model has {list(relus)}.")
     # quantile= is for the non-conv sites; a pair of conv maps has none (activations raises).
-    if all(len(shapes[s]) == 4 for s in pair):
+    if all(len(shapes[s]) >= 3 for s in pair):
         dense_quantile = None
     bins = activations(f, x, list(pair), batch_size=batch_size, quantile=dense_quantile)
     return {name: bins[name].items for name in pair}, pair, bins
@@ -70,7 +70,7 @@ def _described(f, x, name) -> str:
 
     rank = next(len(s.shape) for s in sites(f, x[:1]) if s.name == name)
     what = ("one item per filter, on above its 0.9-quantile of max-pooled activation"
-            if rank == 4 else "one item per unit, on above its 0.75-quantile")
+            if rank >= 3 else "one item per unit, on above its 0.75-quantile")
     return f"site {name!r} ({what})"
 
 

@@ -22,7 +22,8 @@ def rule_objective(rule: Rule, sites: Mapping[str, str], *, part: str = "tail",
     Items of a filter-mode or dense layer are channels (last axis) of their site: the
     objective is the sum of the group's channels, each averaged over space
     (``visualize.channel`` with an index array). Items of a locality-mode layer are
-    (position, filter) neurons: give the layer's ``Binarized.shape`` ``(h, w, c)`` in
+    (position, filter) neurons: give the layer's ``Binarized.shape`` (``(h, w, c)``, or
+    ``(length, c)`` for a 1-D map) in
     ``layouts`` and the objective sums those single neurons (``visualize.neuron``).
 
     Args:
@@ -60,10 +61,11 @@ def rule_objective(rule: Rule, sites: Mapping[str, str], *, part: str = "tail",
         if layout is None or len(layout) == 1:
             terms.append(channel(sites[layer], items))
             continue
-        if len(layout) != 3 or items.max() >= np.prod(layout):
-            raise ValueError(f"layouts[{layer!r}] must be the (h, w, c) item layout of a "
-                             f"locality layer holding items up to {items.max()}, got {layout}")
-        row, col, filt = np.unravel_index(items, tuple(layout))
+        if items.max() >= np.prod(layout):
+            raise ValueError(f"layouts[{layer!r}] must be the (*positions, c) item layout of a "
+                             f"locality layer ((length, c) or (h, w, c)) holding items up to "
+                             f"{items.max()}, got {layout}")
+        *position, filt = np.unravel_index(items, tuple(layout))
         terms.append(neuron(sites[layer], filt.astype(np.int32),
-                            np.stack([row, col]).astype(np.int32)))
+                            np.stack(position).astype(np.int32)))
     return sum(terms[1:], terms[0])

@@ -72,6 +72,10 @@ class RuleSet:
         when ``labels`` were given to ``mine``, else None.
       dropped: per layer, the constant columns left out of the search (static).
       num_rows: the number of rows (samples) mined (static).
+      stopped_by: why the search ended before no rule compressed (static): None when it ran
+        to the end (``complete``), ``"time_budget"`` when ``time_budget`` ran out (more rules
+        may compress: the candidate being searched was dropped), ``"max_rules"`` when it
+        accepted ``max_rules`` rules (more were not looked for).
     """
 
     rules: tuple
@@ -80,11 +84,17 @@ class RuleSet:
     class_histograms: np.ndarray | None = None
     dropped: tuple = dataclasses.field(metadata=dict(static=True), default=())
     num_rows: int = dataclasses.field(metadata=dict(static=True), default=0)
+    stopped_by: str | None = dataclasses.field(metadata=dict(static=True), default=None)
 
     @property
     def compression(self) -> float:
         """``L% = 100 * L(D, M) / L(D, {})``."""
         return 100.0 * float(self.code_length) / float(self.baseline_code_length)
+
+    @property
+    def complete(self) -> bool:
+        """Whether the search ran until no rule compressed (not stopped by a limit)."""
+        return self.stopped_by is None
 
     def __len__(self) -> int:
         return len(self.rules)
@@ -108,10 +118,15 @@ class RuleSet:
     def __str__(self) -> str:
         """A header line, then one line per rule: ``str(rule)`` and, with class histograms,
         ``usage classes 1:80% 3:20%``, the top classes of the rule's usage rows (not of all
-        its support rows)."""
+        its support rows; classes under 0.5% are left out). A search stopped by a limit says
+        so at the end of the header: ``INCOMPLETE: stopped by time_budget``."""
         lines = [f"RuleSet: {len(self.rules)} rules on {self.num_rows} rows, "
                  f"L = {float(self.code_length):.1f} bits = {self.compression:.2f}% of "
                  f"{float(self.baseline_code_length):.1f} bits"]
+        if self.stopped_by is not None:
+            more = ("more rules may compress" if self.stopped_by == "time_budget"
+                    else "more were not looked for")
+            lines[0] += f"  INCOMPLETE: stopped by {self.stopped_by} ({more})"
         for i, rule in enumerate(self.rules):
             line = f"  {rule}"
             if self.class_histograms is not None:
@@ -125,7 +140,10 @@ def _top_classes(histogram: np.ndarray, top: int = 3) -> str:
     if total == 0:
         return "-"
     order = np.argsort(-histogram, kind="stable")[:top]
-    return " ".join(f"{int(c)}:{histogram[c] / total:.0%}" for c in order if histogram[c] > 0)
+    shares = [(int(c), f"{histogram[c] / total:.0%}") for c in order]
+    # A class that rounds to 0% says nothing; the top class always shows.
+    return " ".join(f"{c}:{share}" for i, (c, share) in enumerate(shares)
+                    if i == 0 or share != "0%")
 
 
 def specificity(rule_set: RuleSet) -> np.ndarray:

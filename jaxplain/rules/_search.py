@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
@@ -40,7 +41,9 @@ class SearchConfig:
       min_tail_frac: floor on the usage threshold k as a fraction of |Y| (0: MDL decides).
       batch_size: candidates scored per device call (padded: one compilation per layer pair).
       tolerance: accepted gain vs. recomputed drop in total code length (bits), checked always.
-      time_budget: stop after this many seconds (None: no limit).
+      time_budget: stop after about this many seconds (None: no limit), checked before every
+        device call; the rule being searched is dropped, the result says
+        ``stopped_by="time_budget"`` and a ``RuntimeWarning`` is issued.
     """
 
     pairs: tuple | None = None
@@ -69,6 +72,10 @@ class _Candidate(NamedTuple):
 
     def key(self):
         return (self.gain, self.rule_bits, self.head, self.tail)
+
+
+class _OutOfTime(Exception):
+    """Raised between device calls once ``time_budget`` has run out."""
 
 
 class _Accepted(NamedTuple):
@@ -100,7 +107,9 @@ def mine(layers: Mapping[str, np.ndarray], *, labels=None, devices: Sequence | N
       **options: fields of ``SearchConfig`` (pairs, tail_mode, k_tail, max_head, ...).
 
     Returns:
-      A ``RuleSet`` with the rules in acceptance order and the code lengths in bits.
+      A ``RuleSet`` with the rules in acceptance order and the code lengths in bits; its
+      ``stopped_by`` says whether ``time_budget`` or ``max_rules`` ended the search early
+      (``complete`` is False then; a ``RuntimeWarning`` is issued for ``time_budget``).
 
     Raises:
       ValueError: fewer than two layers, non-boolean or non-2-D layers, different row counts,
@@ -129,11 +138,27 @@ def mine(layers: Mapping[str, np.ndarray], *, labels=None, devices: Sequence | N
         if checkpoint_dir is not None:
             for pair, head, tail, min_hits, gain in _checkpoint.load(checkpoint_dir, stamp):
                 search.accept(pair, head, tail, min_hits, gain, None)
-        start = time.monotonic()
-        while config.max_rules is None or len(search.accepted) < config.max_rules:
-            if config.time_budget is not None and time.monotonic() - start > config.time_budget:
+        if config.time_budget is not None:
+            search.deadline = time.monotonic() + config.time_budget
+        stopped_by = None
+        while True:
+            if config.max_rules is not None and len(search.accepted) >= config.max_rules:
+                stopped_by = "max_rules"
                 break
-            best = search.best_candidate()
+            try:
+                search.check_time()
+                best = search.best_candidate()
+            except _OutOfTime:
+                # The candidate being searched is dropped: the accepted rules stay a prefix
+                # of the unlimited search's (a checkpoint resumes it exactly).
+                stopped_by = "time_budget"
+                warnings.warn(
+                    f"mine stopped at time_budget={config.time_budget} s with "
+                    f"{len(search.accepted)} rules; more rules may compress (the RuleSet has "
+                    f"stopped_by='time_budget', complete=False). Raise time_budget, or pass "
+                    f"checkpoint_dir= to resume the search later.", RuntimeWarning,
+                    stacklevel=2)
+                break
             if best is None or not best[1].gain < -config.eps:
                 break
             pair, cand = best
@@ -143,7 +168,7 @@ def mine(layers: Mapping[str, np.ndarray], *, labels=None, devices: Sequence | N
                                  search.max_tail)
             if callback is not None:
                 callback(search.rule(search.accepted[-1]))
-        return search.result(labels)
+        return search.result(labels, stopped_by)
 
 
 def _config(options) -> SearchConfig:
@@ -251,8 +276,15 @@ class _Search:
         self.pair_bits = math.log2(len(pairs)) if pairs else 0.0
         self.max_tail = max(self.data[b].shape[1] for _, b in pairs) if pairs else 1
         self.accepted: list[_Accepted] = []
+        self.deadline = None   # time.monotonic() at which the time_budget runs out
         self.baseline = math.fsum([_codes.universal(1)] + self._column_bits())
         self.total = self.baseline
+
+    def check_time(self):
+        """Raise ``_OutOfTime`` once the deadline has passed (checked before each device call,
+        so a search overruns its budget by at most one call, or its first compilation)."""
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise _OutOfTime
 
     def _put(self, array, rows=False):
         return jax.device_put(array, self.rows_sharding if rows else self.replicated)
@@ -297,6 +329,7 @@ class _Search:
         residual_counts = self._put(self.residual_counts[b].astype(np.int32))
         out = []
         for chunk, size, width in self._batches(heads):
+            self.check_time()
             arr = self._pad_heads(chunk, size, width, m_a)
             sizes = np.array([len(h) for h in chunk] + [1] * (size - len(chunk)), np.int32)
             valid = np.arange(size) < len(chunk)
@@ -323,6 +356,7 @@ class _Search:
         m_a = self.data[a].shape[1]
         out = []
         for chunk, size, width in self._batches([p.head for p in parents]):
+            self.check_time()
             arr = self._pad_heads(chunk, size, width, m_a)
             rows = _kernel.head_rows(self.device_head[a], self._put(arr))
             support = np.asarray(_kernel.cooccurrence(rows, self.device_data[a]))
@@ -415,7 +449,7 @@ class _Search:
                     confidence=_frozen(acc.confidence, np.float64),
                     gain=_frozen(acc.gain, np.float64), head_layer=a, tail_layer=b)
 
-    def result(self, labels) -> RuleSet:
+    def result(self, labels, stopped_by=None) -> RuleSet:
         hist = None
         if labels is not None:
             classes = int(labels.max()) + 1
@@ -424,4 +458,5 @@ class _Search:
         return RuleSet(rules=tuple(self.rule(r) for r in self.accepted),
                        code_length=_frozen(self.total, np.float64),
                        baseline_code_length=_frozen(self.baseline, np.float64),
-                       class_histograms=hist, dropped=self.dropped, num_rows=self.n)
+                       class_histograms=hist, dropped=self.dropped, num_rows=self.n,
+                       stopped_by=stopped_by)

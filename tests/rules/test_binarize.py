@@ -58,7 +58,8 @@ def test_channels_first_maps_give_the_items_of_their_nhwc_transpose(conv_mode):
 
 @pytest.mark.parametrize("kwargs, error", [
     (dict(acts=np.zeros((2, 2, 2, 2)), channel_axis=2), ValueError),
-    (dict(acts=np.zeros((2, 3, 4))), ValueError),
+    (dict(acts=np.zeros((2, 3, 4)), channel_axis=0), ValueError),
+    (dict(acts=np.zeros((3,))), ValueError),
     (dict(acts=np.zeros((0, 3))), ValueError),
     (dict(acts=np.array([[np.nan]])), ValueError),
     (dict(acts=np.zeros((2, 3)), quantile=1.5), ValueError),

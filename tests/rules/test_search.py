@@ -164,3 +164,70 @@ def test_text_shows_usage_next_to_the_usage_class_histogram():
                     class_histograms=np.array([[0, 15, 0, 0]]), num_rows=500)
     assert str(rules).splitlines()[1] == (
         "  conv[3] -> fc[5,9]  support 200  usage 15/200  conf 0.15  usage classes 1:100%")
+
+
+def test_empty_class_buckets_are_not_printed():
+    # "usage classes 0:99% 2:0% 1:0%" said nothing with its 0% buckets.
+    from jaxplain.rules import Rule
+
+    rule = Rule(head=np.array([0]), tail=np.array([1]), support=np.array(1000),
+                usage=np.array(1000), min_hits=np.array(1), confidence=np.array(1.0),
+                gain=np.array(-4.0), head_layer="a", tail_layer="b")
+    hist = np.array([[990, 2, 8], [996, 3, 1], [4, 3, 3]])
+    rules = RuleSet(rules=(rule,) * 3, code_length=np.array(90.0),
+                    baseline_code_length=np.array(100.0), class_histograms=hist, num_rows=1000)
+    lines = str(rules).splitlines()[1:]
+    assert [line.split("usage classes ")[1] for line in lines] == [
+        "0:99% 2:1%", "0:100%", "0:40% 1:30% 2:30%"]
+    assert [row[-1] for row in rules.to_table().rows] == ["0:99% 2:1%", "0:100%",
+                                                          "0:40% 1:30% 2:30%"]
+    # With many classes the top class shows even when it rounds to 0%.
+    many = RuleSet(rules=(rule,), code_length=np.array(90.0),
+                   baseline_code_length=np.array(100.0),
+                   class_histograms=np.ones((1, 300), np.int64), num_rows=300)
+    assert str(many).splitlines()[1].endswith("usage classes 0:0%")
+
+
+def test_a_search_stopped_by_its_time_budget_says_so(monkeypatch):
+    import warnings
+
+    from jaxplain.rules import _search
+
+    d_a, d_b, _ = planted(5, rules=3)
+    layers = {"a": d_a, "b": d_b}
+    full = mine(layers, **FAST)
+    assert full.complete and full.stopped_by is None and "INCOMPLETE" not in str(full)
+    assert len(full) >= 2
+    # A fake clock that moves 100 s per accepted rule: the budget runs out after one rule.
+    clock = [0.0]
+    monkeypatch.setattr(_search, "time", type("Clock", (), {"monotonic": lambda: clock[0]}))
+    tick = lambda rule: clock.__setitem__(0, clock[0] + 100.0)
+    with pytest.warns(RuntimeWarning, match=r"time_budget=50 s with 1 rules; more rules may"):
+        cut = mine(layers, time_budget=50, callback=tick, **FAST)
+    assert not cut.complete and cut.stopped_by == "time_budget"
+    assert [str(r) for r in cut.rules] == [str(full.rules[0])]        # a prefix of the full
+    header = str(cut).splitlines()[0]
+    assert header.endswith("INCOMPLETE: stopped by time_budget (more rules may compress)")
+    leaves, treedef = jax.tree.flatten(cut)
+    assert jax.tree.unflatten(treedef, leaves).stopped_by == "time_budget"
+    # The budget is also checked between device calls inside one rule's search.
+    clock[0] = 0.0
+    calls = []
+    real = _search._kernel.score
+
+    def slow(*args, **kwargs):
+        calls.append(1)
+        clock[0] += 100.0
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_search._kernel, "score", slow)
+    with pytest.warns(RuntimeWarning, match="with 0 rules"):
+        none = mine(layers, time_budget=50, **FAST)
+    assert len(none) == 0 and none.stopped_by == "time_budget" and len(calls) == 1
+    monkeypatch.undo()
+    # max_rules is recorded but not warned about: the user asked for it.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        capped = mine(layers, max_rules=1, **FAST)
+    assert capped.stopped_by == "max_rules" and not capped.complete
+    assert "INCOMPLETE: stopped by max_rules" in str(capped)
