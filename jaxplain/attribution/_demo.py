@@ -116,7 +116,8 @@ def demo_section(ctx):
         f"integrated gradients max |delta| {ig_delta:.2e}, DeepLIFT {dl_delta:.2e}; "
         f"DeepLIFT-SHAP against f(x) - mean f(b) over its {DEEPLIFT_SHAP_BASELINES} training "
         f"baselines {shap_delta:.2e}.",
-        "LRP (one-hot output relevance) sums to about 1 per image when relevance is conserved: "
+        f"LRP (one-hot output relevance) sums to about 1 for each of the {ctx.noun} when "
+        "relevance is conserved: "
         f"mean {float(np.asarray(maps['lrp eps-plus-flat']).reshape(n, -1).sum(1).mean()):.3f}.",
     ])
     return (Section("Attribution", text=text)
@@ -124,4 +125,18 @@ def demo_section(ctx):
                                 "compiled)", "mean sum of attribution"], rows=rows,
                         caption=f"Median of {TIMING_REPEATS} compiled calls on the demo machine.")
             .with_figure(map_grid(np.asarray(x), maps, np.asarray(target)),
-                         caption="Heatmaps summed over channels (red positive, blue negative)."))
+                         caption=map_caption(x.shape[1:])))
+
+
+def map_caption(example_shape) -> str:
+    """The caption of the attribution maps of inputs shaped ``example_shape`` (one example):
+    channels are summed only for images."""
+    colours = "red positive, blue negative"
+    if len(example_shape) == 3:
+        return f"Heatmaps summed over channels ({colours})."
+    if len(example_shape) == 2 and example_shape[1] > 1:
+        return (f"Maps of each ({example_shape[0]} positions, {example_shape[1]} channels) "
+                f"input: one row per channel, positions left to right ({colours}).")
+    if len(example_shape) == 2:
+        return f"Attribution per position, position index under the bars ({colours})."
+    return f"Attribution per feature, feature index under the bars ({colours})."

@@ -10,32 +10,73 @@ def is_image(example) -> bool:
     return np.ndim(example) == 3
 
 
+def feature_ticks(ax, size: int, *, count: int = 5) -> None:
+    """A few labelled x ticks (at most ``count``, the first and the last included) at the
+    indices ``0 .. size - 1`` of a plot over features or positions, so a reader can tell which
+    bar is feature 3."""
+    ticks = np.unique(np.linspace(0, size - 1, min(size, count)).round().astype(int))
+    ax.set_xticks(ticks, [str(t) for t in ticks], fontsize=5)
+    ax.set_yticks([])
+
+
+def _no_ticks(ax) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
 def show_input(ax, example, *, cmap: str = "gray", vmin=None, vmax=None) -> None:
     """``(h, w, 1)``: grey levels; ``(h, w, 3)``: RGB scaled to [0, 1]; other channel counts:
-    their mean; a vector ``(d,)``: a bar chart; anything else: flattened to bars."""
+    their mean; a sequence ``(length, channels)``: one line per channel over the positions (an
+    image of channels x positions beyond 4 channels); a vector ``(d,)``: a bar chart with a few
+    feature-index ticks; anything else: flattened to bars."""
     x = np.asarray(example, np.float64)
     if is_image(x) and x.shape[-1] == 3:
         span = x.max() - x.min()
         ax.imshow((x - x.min()) / span if span > 0 else np.zeros_like(x))
+        _no_ticks(ax)
     elif is_image(x):
         ax.imshow(x[..., 0] if x.shape[-1] == 1 else x.mean(-1), cmap=cmap, vmin=vmin, vmax=vmax)
+        _no_ticks(ax)
+    elif x.ndim == 2 and x.shape[1] <= 4:
+        for channel in x.T:
+            ax.plot(np.arange(x.shape[0]), channel, lw=0.8)
+        ax.set_xlim(-0.5, x.shape[0] - 0.5)
+        feature_ticks(ax, x.shape[0])
+    elif x.ndim == 2:
+        ax.imshow(x.T, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto", interpolation="nearest")
+        feature_ticks(ax, x.shape[0])
     else:
         ax.bar(np.arange(x.size), x.ravel(), width=1.0, color="0.4")
+        feature_ticks(ax, x.size)
 
 
 def show_map(ax, attribution, *, signed: bool = True) -> None:
     """An attribution shaped like one example: images summed over channels (blue-white-red
-    around 0 when ``signed``, else its magnitude over its maximum), vectors as bars."""
+    around 0 when ``signed``, else its magnitude over its maximum); a sequence
+    ``(length, channels)`` as an image of channels (rows) x positions, or bars over the
+    positions for one channel; vectors as bars with a few feature-index ticks."""
     a = np.asarray(attribution, np.float64)
-    a = a.sum(-1) if is_image(a) else a.ravel()
+    if is_image(a):
+        a = a.sum(-1)
+    elif a.ndim == 2 and a.shape[1] == 1:
+        a = a[:, 0]
+    elif a.ndim != 2:
+        a = a.ravel()
     if not signed:
         a = np.abs(a) / max(np.abs(a).max(), 1e-12)
     if a.ndim == 2:
         bound = max(np.abs(a).max(), 1e-12)
-        ax.imshow(a, cmap="bwr" if signed else "hot", vmin=-bound if signed else 0,
-                  vmax=bound if signed else 1)
+        sequence = not is_image(attribution)  # (length, channels): channels as rows
+        ax.imshow(a.T if sequence else a, cmap="bwr" if signed else "hot",
+                  vmin=-bound if signed else 0, vmax=bound if signed else 1,
+                  aspect="auto" if sequence else None, interpolation="nearest")
+        if sequence:
+            feature_ticks(ax, a.shape[0])
+        else:
+            _no_ticks(ax)
     else:
         ax.bar(np.arange(a.size), a, width=1.0, color=np.where(a >= 0, "tab:red", "tab:blue"))
+        feature_ticks(ax, a.size)
 
 
 def map_grid(x, maps: dict, labels, *, size: float = 1.3):
@@ -63,8 +104,5 @@ def map_grid(x, maps: dict, labels, *, size: float = 1.3):
             if i == 0:
                 axes[i, j].set_title(name, fontsize=6)
     axes[0, 0].set_title("input", fontsize=7)
-    for ax in axes.ravel():
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.tight_layout()
+    fig.tight_layout()  # show_input and show_map set the ticks: none on images
     return fig

@@ -63,6 +63,8 @@ def load_model(spec: str, checkpoint: str | Path | None = None):
         obj = obj(str(checkpoint))
     elif _is_factory(obj):
         obj = obj()
+    else:
+        _refuse_module_class(obj, spec)
     model, variables = obj if isinstance(obj, tuple) and len(obj) == 2 else (obj, None)
     if variables is None:
         _refuse_bare_linen(model, spec)
@@ -86,6 +88,25 @@ def _refuse_bare_linen(model, spec: str) -> None:
         "variables, e.g. 'def model(): m = MyModule(); return m, m.init(key, x)' (or that "
         "restores them: 'def model(path): ...' with --checkpoint PATH), or at a function "
         "returning logits, e.g. jaxplain.as_function(module, variables).")
+
+
+def _refuse_module_class(obj, spec: str) -> None:
+    """A Flax NNX or Equinox module class named as MODEL would be called with ``x`` as its
+    constructor's argument: say to point MODEL at a function returning an instance. (A Linen
+    class is refused by :func:`_refuse_bare_linen`, which also asks for its variables.)"""
+    if not isinstance(obj, type):
+        return
+    nnx, eqx = sys.modules.get("flax.nnx"), sys.modules.get("equinox")
+    if nnx is not None and issubclass(obj, nnx.Module):
+        kind, example = "Flax NNX Module", f"return {obj.__name__}(nnx.Rngs(0))"
+    elif eqx is not None and issubclass(obj, eqx.Module):
+        kind, example = "Equinox Module", f"return {obj.__name__}(key=jax.random.key(0))"
+    else:
+        return
+    raise ValueError(
+        f"MODEL {spec!r} is the {kind} class {obj.__name__}, not an instance of it; point MODEL "
+        f"at a function returning an instance, e.g. 'def model(): {example}' (with your trained "
+        "weights: 'def model(path): ...' that restores them, and --checkpoint PATH).")
 
 
 def _first_call(f, x: np.ndarray, model: str) -> np.ndarray:
@@ -149,12 +170,14 @@ def load_data(path: str | Path, f, *, model: str = "the model") -> tuple[ReportD
         y_test = np.argmax(np.asarray(f(x_test)), axis=-1)
     for name, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
         y = np.asarray(y)
+        given = "y" if "x" in arrays else f"y_{name}"  # the key in the file
         if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer):
-            raise ValueError(f"{path}: y_{name} must be int labels shaped ({len(x)},); got "
-                             f"{y.dtype} {y.shape}.")
+            one_hot = (" (one-hot labels? save y.argmax(-1) instead)"
+                       if y.shape == (len(x), logits.shape[1]) else "")
+            raise ValueError(f"{path}: {given} must be int labels shaped ({len(x)},); got "
+                             f"{y.dtype} {y.shape}{one_hot}.")
         classes = logits.shape[1]
         if y.size and (y.min() < 0 or y.max() >= classes):
-            given = "y" if "x" in arrays else f"y_{name}"
             raise ValueError(f"{path}: {given} must be int labels in [0, {classes}) (the model "
                              f"has {classes} logits); got values {y.min()} to {y.max()}.")
     return ReportData(x_train, np.asarray(y_train), x_test, np.asarray(y_test)), labelled

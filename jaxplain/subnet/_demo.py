@@ -62,14 +62,18 @@ def demo_section(ctx):
         f"{m['kept_layers']}/{m['total_layers']} layers; label agreement with the full net "
         f"{100 * m['region_agreement']:.0f}% on the region (KL {m['region_kl']:.3f}) and "
         f"{100 * m['unseen_agreement']:.1f}% on {len(unseen)} unseen {ctx.noun} of the same classes "
-        f"(KL {m['unseen_kl']:.3f}); 2-class accuracy on them {100 * m['unseen_accuracy_restricted']:.1f}%"
-        f" (full net {100 * m['unseen_accuracy_full']:.1f}%).")
+        f"(KL {m['unseen_kl']:.3f}); " + (
+            f"2-class accuracy on them {100 * m['unseen_accuracy_restricted']:.1f}% (full net "
+            f"{100 * m['unseen_accuracy_full']:.1f}%)." if ctx.labelled else
+            "2-class accuracy n/a (no labels: the classes and the region are the model's "
+            "predictions)."))
     section = (Section("Sub-network (NeuroChains)", text=text)
                .with_table(header=["site", "kept units", "gate"], rows=rows,
                            caption="Kept units per scored site and the layer gates.")
                .with_figure(subnet.plot_chain(sub), caption="The chain: kept units per layer, "
                             "coloured by gate x score."))
-    if np.ndim(x) != 4:
-        return section
-    return section.with_figure(subnet.plot_feature_maps(ctx.f, sub, x[::5]),
-                               caption="Feature maps of the kept filters on region images.")
+    return section.with_figure(
+        subnet.plot_feature_maps(ctx.f, sub, x[::5]),
+        caption=f"The sub-network's values of its kept units on region {ctx.noun}: a map per "
+                "kept filter of a spatial site, a line over the positions per kept filter of a "
+                "1-D convolution, bars of the kept units of a dense site (ticks name them).")

@@ -80,20 +80,46 @@ def plot_chain(subnetwork: SubNetwork, *, max_units: int = 12, ax=None, title: s
 
 def plot_feature_maps(f: Callable, subnetwork: SubNetwork, x, *, max_images: int = 4,
                       max_units: int = 10):
-    """The sub-network's feature maps of its kept filters (spatial sites only) on region
-    images: one row per image, one column per kept filter (largest multipliers first, in layer
-    order), each map normalised on its own.
+    """The sub-network's values of its kept units on region examples: one row per example,
+    then one column per kept filter of a spatial site (largest multipliers first, in layer
+    order) or one column per dense site, each normalised on its own.
+
+    How a site is drawn follows its value per example: a spatial map ``(h, w, channels)``
+    (images) as one image per kept filter; a 1-D map ``(length, channels)`` (sequences, 1-D
+    convolutions) as one line over the positions per kept filter; a vector ``(units,)`` (an
+    MLP's dense layers) as one column of bars, the kept units' values (largest multipliers
+    first, at most ``max_units``; the ticks name the units). The input column shows an image,
+    a sequence's channels as lines, or a vector's features as bars. Sites of other ranks
+    (3-D convolutions) are left out.
 
     Args:
       f: The full model.
       subnetwork: From :func:`extract`.
-      x: Images in ``f``'s own layout, NHWC or, for a model that reads them channels first
-        (as an Equinox CNN does), NCHW; the first ``max_images`` are shown.
+      x: Examples in ``f``'s own layout: images NHWC or, for a model that reads them channels
+        first (as an Equinox CNN does), NCHW; sequences ``(n, length, channels)``; vectors
+        ``(n, features)``. The first ``max_images`` are shown.
       max_images: Rows.
-      max_units: Columns.
+      max_units: Columns after the input (and bars per dense site's column).
 
     Returns:
       The matplotlib figure.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> import matplotlib; matplotlib.use("Agg")
+      >>> from jaxplain import subnet
+      >>> w1, w2 = jnp.ones((5, 4)), jnp.ones((4, 2))
+      >>> def f(x):
+      ...     with jax.named_scope("dense"):
+      ...         h = x @ w1
+      ...     return jax.nn.relu(h) @ w2
+      >>> sub = subnet.SubNetwork(masks={"dense": jnp.array([1, 0, 1, 1], bool)},
+      ...     scores={"dense": jnp.ones(4)}, gates={"dense": jnp.ones(())},
+      ...     region_agreement=jnp.ones(()), region_kl=jnp.zeros(()), l1=jnp.zeros(()),
+      ...     threshold=jnp.zeros(()), sites=("dense",))
+      >>> fig = subnet.plot_feature_maps(f, sub, jnp.ones((2, 5)))
+      >>> [t.get_text() for t in fig.axes[1].get_xticklabels()]
+      ['0', '2', '3']
     """
     import matplotlib.pyplot as plt
 
@@ -101,30 +127,61 @@ def plot_feature_maps(f: Callable, subnetwork: SubNetwork, x, *, max_images: int
 
     x = x[:max_images]
     _, axis = channels_last_view(f, x)  # the input's channel axis, when it is not the last
-    spatial = [n for n in subnetwork.sites if n in subnetwork.kept_layers]
-    _, values = jp.capture(apply(f, subnetwork), spatial)(x)
-    spatial = [n for n in spatial if values[n].ndim == 4]
+    kept_sites = [n for n in subnetwork.sites if n in subnetwork.kept_layers]
+    _, values = jp.capture(apply(f, subnetwork), kept_sites)(x)
     mult = {n: np.asarray(v) for n, v in subnetwork.multipliers().items()}
-    columns = []
-    for n in spatial:
+    columns = []  # (site, filter) for a map, (site, units) for a dense site's bars
+    for n in kept_sites:
         kept = np.flatnonzero(np.asarray(subnetwork.masks[n]))
-        columns += [(n, int(c)) for c in kept[np.argsort(-mult[n][kept])]]
+        kept = kept[np.argsort(-mult[n][kept], kind="stable")]
+        if values[n].ndim in (3, 4):
+            columns += [(n, int(c)) for c in kept]
+        elif values[n].ndim == 2:
+            columns.append((n, kept[:max_units]))
     columns = columns[:max_units]
     rows = x.shape[0]
     fig, axes = plt.subplots(rows, len(columns) + 1, figsize=(1.3 * (len(columns) + 1), 1.4 * rows),
                              squeeze=False)
     for r in range(rows):
-        image = np.asarray(x[r])
+        example = np.asarray(x[r])
         if axis is not None:
-            image = np.moveaxis(image, axis - 1, -1)
-        axes[r, 0].imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray")
+            example = np.moveaxis(example, axis - 1, -1)
+        _show_example(axes[r, 0], example)
         for j, (n, c) in enumerate(columns, start=1):
-            axes[r, j].imshow(np.asarray(values[n][r, ..., c]), cmap="magma")
+            ax, v = axes[r, j], np.asarray(values[n][r])
+            if isinstance(c, int) and v.ndim == 3:
+                ax.imshow(v[..., c], cmap="magma")
+            elif isinstance(c, int):
+                ax.plot(np.arange(v.shape[0]), v[:, c], color="tab:purple", lw=1)
+            else:
+                ax.bar(np.arange(len(c)), v[c], width=0.8, color="tab:purple")
             if r == 0:
-                axes[r, j].set_title(f"{n} {c}\n({mult[n][c]:.2f})", fontsize=7)
+                ax.set_title(f"{n} {c}\n({mult[n][c]:.2f})" if isinstance(c, int) else
+                             f"{n}\n{len(c)} of {int(np.asarray(subnetwork.masks[n]).sum())} "
+                             "kept", fontsize=7)
     axes[0, 0].set_title("input", fontsize=7)
     for a in axes.ravel():
         a.set_xticks([])
         a.set_yticks([])
+    if np.ndim(x) == 2:  # vectors: a few feature indices under the input's bars
+        ticks = np.unique(np.linspace(0, x.shape[1] - 1, min(x.shape[1], 5)).round().astype(int))
+        for a in axes[:, 0]:
+            a.set_xticks(ticks, [str(t) for t in ticks], fontsize=5)
+    for j, (n, c) in enumerate(columns, start=1):
+        if not isinstance(c, int):  # name the dense units under their bars
+            for a in axes[:, j]:
+                a.set_xticks(np.arange(len(c)), [str(u) for u in c], fontsize=5)
     fig.tight_layout()
     return fig
+
+
+def _show_example(ax, example: np.ndarray) -> None:
+    """One input: an image ``(h, w, c)``, a sequence ``(length, c)`` as one line per channel,
+    or anything else as bars of its flattened features."""
+    if example.ndim == 3:
+        ax.imshow(example[..., 0] if example.shape[-1] == 1 else example, cmap="gray")
+    elif example.ndim == 2:
+        for ch in range(example.shape[-1]):
+            ax.plot(np.arange(example.shape[0]), example[:, ch], lw=0.8)
+    else:
+        ax.bar(np.arange(example.size), example.ravel(), width=1.0, color="0.4")

@@ -21,22 +21,41 @@ from jaxplain.visualize._transforms import Jitter
 
 LAYERS = ("relu", "block1/relu_1")
 GROUP_SITE = LAYERS[-1]  # the NMF groups of the experiment (experiments/featvis_digits.py)
+TITLE = "Feature visualization and neuron groups"
 
 
 def spatial_layers(f, x) -> tuple[str, ...]:
     """The first and the last ReLU site with spatial or token axes, ``(n, ..., channels)``:
-    ``LAYERS`` on the digits CNN, the two MLPs' ReLUs on the digits ViT."""
+    ``LAYERS`` on the digits CNN, the two MLPs' ReLUs on the digits ViT.
+
+    Raises:
+        ValueError: If ``x`` is not a batch of images (4-d) or the model has no such site
+            (:func:`not_applicable` says which).
+    """
+    reason = not_applicable(f, x)
+    if reason:
+        raise ValueError(f"feature visualization {reason}.")
+    return _spatial(f, x)
+
+
+def _spatial(f, x) -> tuple[str, ...]:
     from jaxplain.core import relu_sites, sites
 
-    if np.ndim(x) != 4:
-        raise ValueError(f"feature visualization renders images (4-d batches); the inputs are "
-                         f"shaped {np.shape(x)}.")
     shapes = {s.name: s.shape for s in sites(f, x[:1])}
     spatial = [s for s in relu_sites(f, x[:1]) if len(shapes[s]) >= 3]
-    if not spatial:
-        raise ValueError("feature visualization needs a ReLU site with spatial or token axes; "
-                         "the model has none.")
-    return tuple(dict.fromkeys((spatial[0], spatial[-1])))
+    return tuple(dict.fromkeys((spatial[0], spatial[-1]))) if spatial else ()
+
+
+def not_applicable(f, x) -> str | None:
+    """Why feature visualization does not apply to ``f`` on inputs like ``x`` (a phrase), or
+    None when it does: it renders images (4-d batches) through ReLU sites with spatial or
+    token axes."""
+    if np.ndim(x) != 4:
+        return (f"renders images (4-d batches, NHWC or NCHW); the inputs are shaped "
+                f"{np.shape(x)}")
+    if not _spatial(f, x):
+        return "needs a ReLU site with spatial or token axes; the model has none"
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,6 +166,10 @@ def demo_section(ctx):
 
     steps = 48 if ctx.quick else 256
     x = jnp.asarray(ctx.data.x_test[: 100 if ctx.quick else 450])
+    reason = not_applicable(ctx.f, x)
+    if reason:  # vectors, sequences: a note, as the transformers section gives, not a failure
+        return Section(TITLE, text=f"Feature visualization {reason}, so it does not apply to "
+                                   f"these {ctx.noun} (one is shaped {tuple(x.shape[1:])}).")
     layers = spatial_layers(ctx.f, x)
     results, grp, group_images = render_layers(ctx.f, x, key=ctx.key, steps=steps, layers=layers,
                                                jitter=not ctx.quick)
@@ -157,7 +180,7 @@ def demo_section(ctx):
                         for r in rows)
             + f". NMF of {layers[-1]} into {grp.directions.shape[0]} groups: relative "
             f"reconstruction error {float(grp.error):.3f}.")
-    return (Section("Feature visualization and neuron groups", text=text)
+    return (Section(TITLE, text=text)
             .with_table(["site", "channels", "live", "beat data max", "median value / data max"],
                         rows, caption="A channel is live if it is active at the start image; "
                                       "'beat data max': its rendered input activates it more "

@@ -5,6 +5,7 @@ import flax.linen as nn
 import flax.serialization
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
 
 class SmallCNN(nn.Module):
@@ -68,3 +69,13 @@ class EquinoxCNN(eqx.Module):
 
 #: An Equinox CNN reading NCHW images.
 nchw_cnn = EquinoxCNN(jax.random.key(2))
+
+
+class NnxMLP(nnx.Module):
+    """A Flax NNX module class (MODEL may name it by mistake: it needs an instance)."""
+
+    def __init__(self, rngs: nnx.Rngs):
+        self.lin = nnx.Linear(12, 3, rngs=rngs)
+
+    def __call__(self, x):
+        return self.lin(x)

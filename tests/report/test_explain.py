@@ -52,12 +52,19 @@ def test_explain_an_equinox_model_on_vectors_without_labels(tmp_path):
     data = tmp_path / "vectors.npz"
     np.savez(data, x=np.random.default_rng(1).normal(size=(30, 12)).astype(np.float32))
     result = _run(["tests.report._user_models:mlp", "--data", str(data), "--quick",
-                   "--only", "attribution,rules,pathways", "--out", str(tmp_path / "r")])
+                   "--only", "attribution,rules,pathways,visualize", "--out", str(tmp_path / "r")])
+    # feature visualization (images only) failed with a traceback, so every such run exited 1
     assert result.exit_code == 0, result.output
     assert "the model's predictions stand in for them" in result.output
     html = (tmp_path / "r" / "index.html").read_text()
-    assert html.count("<section ") == 3 and 'class="failed"' not in html
+    assert html.count("<section ") == 4 and 'class="failed"' not in html
+    assert "Traceback" not in result.output
+    assert ("Feature visualization renders images (4-d batches, NHWC or NCHW); the inputs are "
+            "shaped (30, 12), so it does not apply to these examples") in result.output
     assert "occlusion 1" in html and "grad-cam" not in html  # vectors: no spatial site
+    # the attribution text and caption speak of examples and features, not images and channels
+    assert "sums to about 1 for each of the examples" in html and "per image" not in html
+    assert "feature index under the bars" in html and "over channels" not in html
     assert "from site &#x27;relu&#x27; (one item per unit" in html
 
 
@@ -91,7 +98,7 @@ def test_bad_data_is_refused(tmp_path):
     with pytest.raises(ValueError, match="expected an array 'x'"):
         load_data(bad, f)
     np.savez(bad, x=np.zeros((4, 8, 8, 3), np.float32), y=np.zeros(3, int))
-    with pytest.raises(ValueError, match=r"y_train must be int labels shaped \(4,\)"):
+    with pytest.raises(ValueError, match=r"y must be int labels shaped \(4,\)"):
         load_data(bad, f)
     np.savez(bad, x=np.zeros((1, 8, 8, 3), np.float32))
     with pytest.raises(ValueError, match="at least two examples"):
