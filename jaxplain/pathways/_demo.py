@@ -25,12 +25,9 @@ def _figure(x, maps, titles):
     fig, axes = plt.subplots(rows, 1 + len(maps), figsize=(1.6 * (1 + len(maps)), 1.6 * rows))
     axes = np.atleast_2d(axes)
     for i in range(rows):
-        show_input(axes[i, 0], x[i])
+        show_input(axes[i, 0], x[i])  # both set their ticks: none on images, features on bars
         for j, m in enumerate(maps):
             show_map(axes[i, 1 + j], m[i], signed=False)
-        for ax in axes[i]:
-            ax.set_xticks([])
-            ax.set_yticks([])
     for j, title in enumerate(["input"] + titles):
         axes[0, j].set_title(title, fontsize=8)
     fig.tight_layout()

@@ -116,3 +116,14 @@ def test_an_empty_batch_is_refused(name):
 def test_max_abs_channel_refuses_maps_without_a_channel_axis():
     with pytest.raises(ValueError, match="no channel axis"):
         pw.max_abs_channel(jnp.ones((3, 20)))
+
+
+def test_the_demo_figure_keeps_feature_ticks_on_vector_inputs():
+    from jaxplain.pathways._demo import _figure
+
+    x = np.linspace(0.0, 1.0, 40).reshape(2, 20)
+    fig = _figure(x, [x, -x], ["a", "b"])
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert labels and labels[0] == "0"
+    image = _figure(np.ones((1, 8, 8, 1)), [np.ones((1, 8, 8, 1))], ["a"])
+    assert all(not ax.get_xticks().size for ax in image.axes[:2])
