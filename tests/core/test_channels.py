@@ -116,6 +116,7 @@ def test_filter_binarization_agrees_across_layouts():
         assert got[name].shape == (4,)
 
 
+@pytest.mark.filterwarnings("ignore:f predicts class:UserWarning")  # the layouts are compared, not the region
 def test_neurochains_scores_filters_in_both_layouts():
     region = jnp.concatenate([X, X[::-1] * 0.5])
     options = dict(sites=["conv1", "conv2"], key=jax.random.key(1), l1=3e-3, steps=150,

@@ -13,7 +13,7 @@ def test_getting_started_examples_run(jaxplain_home, digits_model, monkeypatch, 
     monkeypatch.chdir(tmp_path)  # the report example writes ./my-report
     text = (DOCS / "getting_started.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
-    assert len(blocks) == 3  # jaxplain explain's model module, the default, a report
+    assert len(blocks) == 4  # jaxplain explain's model modules (Linen, NNX), the default, a report
     namespace: dict = {}
     out = io.StringIO()
     with contextlib.redirect_stdout(out):

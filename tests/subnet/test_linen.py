@@ -4,6 +4,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import jaxplain as jp
 from jaxplain import subnet
@@ -30,6 +31,7 @@ class Net(nn.Module):
         return nn.Dense(10, name="head")(x)
 
 
+@pytest.mark.filterwarnings("ignore:f predicts class:UserWarning")  # the adapter is tested, not the region
 def test_linen_model_with_batchnorm_target_sparsity_and_frozen_variables():
     x, _ = _nets.region((3, 8))
     model = Net()

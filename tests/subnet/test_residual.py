@@ -2,11 +2,13 @@
 
 import jax
 import numpy as np
+import pytest
 
 from jaxplain import subnet
 from tests.subnet import _nets
 
 
+@pytest.mark.filterwarnings("ignore:f predicts class:UserWarning")  # the dead branch is tested, not the region
 def test_zero_branch_is_removed_and_fidelity_kept():
     f = _nets.residual_net(_nets.residual_params(zero_branch=True))
     x, _ = _nets.region()
