@@ -1,4 +1,9 @@
-"""KernelSHAP and LIME: weighted linear surrogates fitted on feature-group coalitions."""
+"""KernelSHAP and LIME: weighted linear surrogates fitted on feature-group coalitions.
+
+With one feature mask per example, every example is fitted on its own groups: coalitions are
+drawn over the groups it has (an example's k-th group draws the same numbers whatever the
+other examples hold, so a batch gives what each example gives alone), and groups it lacks get 0.
+"""
 
 from __future__ import annotations
 
@@ -17,21 +22,73 @@ from jaxplain.attribution import _common
 EXACT_LIMIT = 14  # groups up to which kernel_shap enumerates every coalition
 
 
+def _present(mask: jax.Array, x: jax.Array, groups: int) -> np.ndarray:
+    """``(n, G)`` the groups each example has for a mask per example; ``(1, G)`` all True for
+    a mask shared by the batch."""
+    if mask.ndim < x.ndim:
+        return np.ones((1, groups), bool)
+    present = np.zeros((x.shape[0], groups), bool)
+    rows = np.arange(x.shape[0])[:, None]
+    present[rows, np.asarray(mask).reshape(x.shape[0], -1)] = True
+    return present
+
+
+def _in_example_order(draws: jax.Array, present: np.ndarray) -> jax.Array:
+    """Per-group draws ``(s, G)`` (column k: an example's k-th group) laid on each example's
+    groups: ``(s, n, G)``; the entries of groups an example lacks are filler, to be masked."""
+    return draws[:, jnp.clip(jnp.cumsum(present, axis=1) - 1, 0)]
+
+
+def _uniforms(key, samples: int, groups: int) -> jax.Array:
+    """``(samples, groups)`` uniforms, column k drawn from its own key."""
+    column = lambda k: jax.random.uniform(jax.random.fold_in(key, k), (samples,))
+    return jax.vmap(column, out_axes=1)(jnp.arange(groups))
+
+
+def _on(z: jax.Array, mask: jax.Array) -> jax.Array:
+    """Which elements a coalition keeps: `z` ``(G,)`` shared or ``(n, G)`` one per example."""
+    if z.ndim == 2:
+        rows = jnp.arange(z.shape[0]).reshape((-1,) + (1,) * (mask.ndim - 1))
+        return z[rows, mask]
+    return z[mask]
+
+
 def _coalition_values(f, x, target, baseline, mask, coalitions, batch_size):
-    """``f_t`` with the groups on in each coalition taken from `x`, the rest from `baseline`."""
+    """``f_t`` with the groups on in each coalition taken from `x`, the rest from `baseline`;
+    `coalitions` is ``(m, G)`` shared or ``(m, n, G)`` one per example. Returns ``(m, n)``."""
 
     def value(z):
-        return _common.selected(f, jnp.where(z[mask], x, baseline), target)
+        return _common.selected(f, jnp.where(_on(z, mask), x, baseline), target)
 
-    return _common.chunked_map(value, coalitions, batch_size)  # (m, n)
+    return _common.chunked_map(value, coalitions, batch_size)
 
 
 def _lstsq(a, y):
     return jnp.linalg.lstsq(a, y, rcond=None)[0]
 
 
+def _per_example(fit, z, y, *args):
+    """`fit` on coalitions ``(m, G)`` shared by the batch (one solve, ``y`` ``(m, n)``), or
+    vmapped over examples for coalitions ``(m, n, G)``; returns ``(G, n)``."""
+    if z.ndim == 2:
+        return fit(z, y, *args)
+    one = lambda zi, yi, *a: fit(zi, yi[:, None], *a)[:, 0]
+    return jax.vmap(one, in_axes=(1, 1) + (0,) * len(args), out_axes=1)(z, y, *args)
+
+
+def _efficient_fit(z, y, v0, v1, weights, free, last):
+    """Weighted least squares of ``y - v0 ~ z @ phi`` under ``sum(phi) = v1 - v0``: the groups
+    in `free` ``(G,)`` are fitted, `last` takes the remainder, the rest get 0. `z` ``(m, G)``,
+    `y` ``(m, k)``, `v0` and `v1` ``(k,)``; returns ``(G, k)``."""
+    sw = jnp.sqrt(weights)[:, None]
+    z_last = jnp.take(z, last, axis=1)[:, None]
+    rest = _lstsq((z - z_last) * free * sw, (y - v0 - z_last * (v1 - v0)) * sw) * free[:, None]
+    return rest + jax.nn.one_hot(last, z.shape[1], dtype=z.dtype)[:, None] * (v1 - v0 - rest.sum(0))
+
+
 @functools.partial(jax.jit, static_argnames=("f", "groups", "batch_size"))
-def _kernel_shap(f, x, target, baseline, mask, coalitions, weights, *, groups, batch_size):
+def _kernel_shap(f, x, target, baseline, mask, coalitions, weights, free, last, *, groups,
+                 batch_size):
     v0 = _common.selected(f, baseline, target)
     v1 = _common.selected(f, x, target)
     if groups == 1:
@@ -39,11 +96,8 @@ def _kernel_shap(f, x, target, baseline, mask, coalitions, weights, *, groups, b
     else:
         y = _coalition_values(f, x, target, baseline, mask, coalitions, batch_size)
         z = coalitions.astype(x.dtype)
-        # efficiency as a constraint: eliminate the last group, phi_G = (v1 - v0) - sum(rest)
-        a = (z[:, :-1] - z[:, -1:]) * jnp.sqrt(weights)[:, None]
-        rhs = (y - v0 - z[:, -1:] * (v1 - v0)) * jnp.sqrt(weights)[:, None]
-        rest = _lstsq(a, rhs)  # (G - 1, n)
-        phi = jnp.concatenate([rest, (v1 - v0 - rest.sum(axis=0))[None]], axis=0)
+        fit = lambda z, y, v0, v1, free, last: _efficient_fit(z, y, v0, v1, weights, free, last)
+        phi = _per_example(fit, z, y, v0, v1, free.astype(x.dtype), last)
     return _common.spread(phi, mask, x)
 
 
@@ -58,13 +112,27 @@ def _all_coalitions(groups: int) -> tuple[np.ndarray, np.ndarray]:
     return z, _shapley_kernel(groups, z.sum(axis=1))
 
 
-def _sampled_coalitions(key, groups: int, samples: int):
-    sizes = np.arange(1, groups)
-    p = (groups - 1) / (sizes * (groups - sizes))
-    k_size, k_perm = jax.random.split(key)
-    size = jax.random.choice(k_size, jnp.asarray(sizes), (samples,), p=jnp.asarray(p / p.sum()))
-    ranks = jax.vmap(lambda k: jax.random.permutation(k, groups))(jax.random.split(k_perm, samples))
-    return ranks < size[:, None], jnp.ones((samples,), jnp.float32)
+def _size_cdf(counts: np.ndarray, groups: int) -> np.ndarray:
+    """``(n, G - 1)`` cumulative probabilities of coalition sizes 1..G-1 under the Shapley
+    kernel, for examples with `counts` groups each (sizes past an example's count: none)."""
+    size = np.arange(1, max(groups, 2))
+    c = counts[:, None].astype(np.float64)
+    p = np.where(size < c, (c - 1) / (size * np.maximum(c - size, 1)), 0.0)
+    p[counts <= 1, 0] = 1.0  # one group: no proper coalition; any size fits nothing
+    return np.cumsum(p / p.sum(axis=1, keepdims=True), axis=1)
+
+
+def _sampled_coalitions(key, present: np.ndarray, samples: int) -> jax.Array:
+    """``(samples, n, G)`` coalitions per example (``n`` = 1 for a shared mask): a size drawn
+    by Shapley kernel weight, then that many of the example's groups, uniformly."""
+    counts, groups = present.sum(axis=1), present.shape[1]
+    k_size, k_member = jax.random.split(key)
+    r = jax.random.uniform(k_size, (samples, 1, 1))
+    size = 1 + jnp.sum(r >= jnp.asarray(_size_cdf(counts, groups), jnp.float32)[None, :, :-1],
+                       axis=-1)  # (samples, n)
+    u = jnp.where(present, _in_example_order(_uniforms(k_member, samples, groups), present), 2.0)
+    rank = jnp.argsort(jnp.argsort(u, axis=-1), axis=-1)
+    return rank < size[..., None]
 
 
 def kernel_shap(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, "batch"] | int,
@@ -110,6 +178,7 @@ def kernel_shap(f: Callable, x: Float[Array, "batch *feature"], target: Int[Arra
     t = _common.check_target(f, x, target)
     b = _common.check_baseline(baseline, x)
     mask, groups = _common.group_mask(feature_mask, x)
+    present = _present(mask, x, groups)
     if samples is None:
         if groups > EXACT_LIMIT:
             raise ValueError(f"kernel_shap enumerates all coalitions when samples is None, which "
@@ -117,31 +186,51 @@ def kernel_shap(f: Callable, x: Float[Array, "batch *feature"], target: Int[Arra
                              "coarser feature_mask, or samples=... and key=...")
         z, w = _all_coalitions(groups) if groups > 1 else (np.zeros((1, 1), bool), np.ones(1))
         coalitions, weights = jnp.asarray(z), jnp.asarray(w, x.dtype)
+        if len(present) > 1:  # each example fitted apart, on the groups it has
+            coalitions = jnp.broadcast_to(coalitions[:, None], (len(z),) + present.shape)
     else:
         key = _common.check_key(key)
         samples = _common.check_positive_int(samples, "samples")
-        if groups > 1:
-            coalitions, weights = _sampled_coalitions(key, groups, samples)
-        else:
-            coalitions, weights = jnp.zeros((1, 1), bool), jnp.ones((1,))
-    return _kernel_shap(f, x, t, b, mask, coalitions, weights.astype(x.dtype), groups=groups,
+        coalitions = _sampled_coalitions(key, present, samples)
+        if len(present) == 1:
+            coalitions = coalitions[:, 0]
+        weights = jnp.ones((samples,), x.dtype)
+    last = groups - 1 - np.argmax(present[:, ::-1], axis=1)  # each example's last group
+    free = present & (np.arange(groups) != last[:, None])
+    if len(present) == 1:
+        free, last = free[0], last[0]
+    return _kernel_shap(f, x, t, b, mask, coalitions, weights, jnp.asarray(free),
+                        jnp.asarray(last, jnp.int32), groups=groups,
                         batch_size=_common.check_batch_size(batch_size))
 
 
-@functools.partial(jax.jit, static_argnames=("f", "groups", "samples", "batch_size"))
-def _lime(f, x, target, baseline, mask, key, kernel_width, ridge, *, groups, samples, batch_size):
-    z = jax.random.bernoulli(key, 0.5, (samples, groups)).at[0].set(True)  # the input itself first
-    y = _coalition_values(f, x, target, baseline, mask, z, batch_size)
-    zf = z.astype(x.dtype)
-    # cosine distance between the coalition and the all-on vector, exponential kernel
-    distance = 1.0 - jnp.sqrt(zf.sum(axis=1) / groups)
+def _lime_fit(z, y, count, kernel_width, ridge):
+    """Ridge fit of ``y ~ c + z @ beta`` weighted by ``exp(-d^2 / kernel_width^2)``, ``d`` the
+    cosine distance of each coalition to the all-on one over `count` groups. `z` ``(m, G)``,
+    `y` ``(m, k)``; returns ``beta`` ``(G, k)``."""
+    samples, groups = z.shape
+    distance = 1.0 - jnp.sqrt(z.sum(axis=1) / count)
     w = jnp.sqrt(jnp.exp(-(distance ** 2) / kernel_width ** 2))
-    design = jnp.concatenate([jnp.ones((samples, 1), x.dtype), zf], axis=1) * w[:, None]
-    penalty = jnp.sqrt(ridge) * jnp.eye(groups + 1, dtype=x.dtype)[1:]  # intercept unpenalized
+    design = jnp.concatenate([jnp.ones((samples, 1), z.dtype), z], axis=1) * w[:, None]
+    penalty = jnp.sqrt(ridge) * jnp.eye(groups + 1, dtype=z.dtype)[1:]  # intercept unpenalized
     a = jnp.concatenate([design, penalty], axis=0)
-    rhs = jnp.concatenate([y * w[:, None], jnp.zeros((groups, y.shape[1]), x.dtype)], axis=0)
-    coef = _lstsq(a, rhs)[1:]  # (G, n)
-    return _common.spread(coef, mask, x)
+    rhs = jnp.concatenate([y * w[:, None], jnp.zeros((groups, y.shape[1]), z.dtype)], axis=0)
+    return _lstsq(a, rhs)[1:]
+
+
+@functools.partial(jax.jit, static_argnames=("f", "samples", "batch_size"))
+def _lime(f, x, target, baseline, mask, key, present, kernel_width, ridge, *, samples,
+          batch_size):
+    draws = _uniforms(key, samples, present.shape[1]).at[0].set(0.0)  # the input itself first
+    if present.shape[0] == 1:
+        z, count = draws < 0.5, present.sum().astype(x.dtype)
+    else:
+        z = (_in_example_order(draws, present) < 0.5) & present  # (samples, n, G)
+        count = present.sum(axis=1).astype(x.dtype)
+    y = _coalition_values(f, x, target, baseline, mask, z, batch_size)
+    fit = lambda z, y, count: _lime_fit(z, y, count, kernel_width, ridge)
+    coef = _per_example(fit, z.astype(x.dtype), y, count)
+    return _common.spread(coef * present.T, mask, x)
 
 
 def lime(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, "batch"] | int, *,
@@ -191,7 +280,7 @@ def lime(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, "bat
     for name, value in (("kernel_width", kernel_width), ("ridge", ridge)):
         if not _common.is_traced(value) and (jnp.ndim(value) != 0 or not float(value) >= 0):
             raise ValueError(f"{name} must be a float >= 0; got {value!r}")
-    return _lime(f, x, t, b, mask, key, jnp.asarray(kernel_width, x.dtype),
-                 jnp.asarray(ridge, x.dtype), groups=groups,
+    return _lime(f, x, t, b, mask, key, jnp.asarray(_present(mask, x, groups)),
+                 jnp.asarray(kernel_width, x.dtype), jnp.asarray(ridge, x.dtype),
                  samples=_common.check_positive_int(samples, "samples", 2),
                  batch_size=_common.check_batch_size(batch_size))

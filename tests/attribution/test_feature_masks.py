@@ -32,6 +32,8 @@ def _one_member_each(a, mask):
 @pytest.mark.parametrize("method,kw,target", [
     (A.feature_ablation, {}, 1),
     (A.kernel_shap, {}, 1),                                              # exact
+    (A.kernel_shap, {"key": jax.random.key(2), "samples": 24}, 1),       # sampled per example
+    (A.lime, {"key": jax.random.key(3), "samples": 32}, 1),
     (A.shapley_sampling, {"key": jax.random.key(0), "samples": 16}, 0),  # additive: exact
 ])
 def test_a_mask_per_example_gives_each_example_its_own_groups(method, kw, target):
@@ -47,6 +49,7 @@ def test_a_mask_per_example_gives_each_example_its_own_groups(method, kw, target
 
 @pytest.mark.parametrize("method,kw", [
     (A.kernel_shap, {}),
+    (A.kernel_shap, {"key": jax.random.key(1), "samples": 12}),
     (A.shapley_sampling, {"key": jax.random.key(1), "samples": 8}),
 ])
 def test_efficiency_holds_per_example_over_its_own_groups(method, kw):
