@@ -29,7 +29,7 @@ from jaxplain.attribution._modified import Guided, rule_gradient
 from jaxplain.attribution._site import (INTERPOLATIONS, _activation, _check_site, _site_gradient,
                                         upsample)
 from jaxplain.core._channels import image_channel_axis
-from jaxplain.core._outputs import output_is_softmax
+from jaxplain.core._outputs import probability_as_given
 
 NORMALIZATIONS = ("softmax", None)
 SCORES = ("probability", "logit")
@@ -340,7 +340,8 @@ def score_cam(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array,
         :func:`jaxplain.sites`), e.g. ``"block2"``.
       baseline: what a masked-out pixel becomes: a scalar or an array broadcastable to `x`.
       score: ``"probability"`` (the softmax over the classes; a model whose output is already
-        a softmax is read as it is) or ``"logit"``.
+        a softmax or a sigmoid is read as it is; one output without a sigmoid is refused) or
+        ``"logit"``.
       normalize: None, or ``"softmax"`` over the channels.
       relu: keep only the positive part of the map, as in the paper.
       resize: bilinearly resize the map to the input's spatial shape and return
@@ -377,7 +378,11 @@ def score_cam(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array,
         raise ValueError(f"normalize must be one of {NORMALIZATIONS}; got {normalize!r}")
     x, t, channels = _cam_arguments(f, x, target, site, resize, "score_cam")
     b = _common.check_baseline(baseline, x)
-    if score == "probability" and output_is_softmax(f, x):
+    k = _check_site(f, x, site)[-1]
+    c = min(batch_size or k, k)
+    _common.check_batch_of(f, x, c * x.shape[0], f"x masked by {c} channels at a time")
+    asked, instead = "score='probability'", "score='logit'"
+    if score == "probability" and probability_as_given(f, x, asked, instead):
         score = "logit"  # the model's outputs are probabilities already: read them as they are
     return _score_cam(f, x, t, b, site=site, score=score, normalize=normalize, relu=bool(relu),
                       resize="bilinear" if resize else None,

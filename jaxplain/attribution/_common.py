@@ -45,6 +45,14 @@ def check_function(f: Callable, name: str = "f") -> None:
 def check_x(x: Any, *, token_ids: bool = False) -> jax.Array:
     """`x` as a floating-point JAX array with a batch axis (or integer token ids, where
     `token_ids`), or a clear error."""
+    if isinstance(x, dict) or (isinstance(x, (tuple, list))
+                               and any(hasattr(v, "shape") for v in x)):
+        raise TypeError(
+            f"x must be one array, the batch of inputs; got a {type(x).__name__} of inputs. "
+            "jaxplain explains a function of one array: for a model of several inputs, explain "
+            "one with a closure over the others (f = lambda image: model(image, meta)), or all "
+            "at once as one flat array split inside f (the attribution guide, 'Models with "
+            "several inputs').")
     if not hasattr(x, "dtype"):
         x = np.asarray(x)
     if token_ids and jnp.issubdtype(x.dtype, jnp.integer):
@@ -75,6 +83,24 @@ def _output_shape(f: Callable, shape: tuple, dtype: Any) -> tuple:
     return tuple(out.shape)
 
 
+def check_batch_of(f: Callable, x: Any, m: int, how: str) -> None:
+    """Refuse clearly a model that cannot take the batch of `m` inputs a method evaluates it on
+    (`how` says what the batch holds); `x` (or its shape and dtype) is the caller's batch."""
+    n = x.shape[0]
+    if m == n:
+        return
+    try:
+        _output_shape(f, (m,) + tuple(x.shape[1:]), jnp.dtype(x.dtype))
+    except ValueError as err:
+        raise ValueError(
+            f"This method evaluates f on {how}: a batch of {m} inputs, not x's {n}, and f fails "
+            "on it. A model that closes over arrays with a batch axis of their own (a second "
+            "input, a padding mask) only takes batches of that size: explain it with a method "
+            "that evaluates f on x's batch (the gradient family, LRP, occlusion, ablation, "
+            "Shapley sampling, KernelSHAP, LIME), or pass its other inputs inside x (the "
+            f"attribution guide, 'Models with several inputs'). The failure: {err}") from None
+
+
 def output_shape(f: Callable, x: jax.Array) -> tuple:
     """The shape of ``f(x)`` (cached per function and input shape)."""
     return _output_shape(f, tuple(x.shape), jnp.dtype(x.dtype))
@@ -84,12 +110,19 @@ def check_target(f: Callable, x: jax.Array, target: Any, name: str = "target") -
     """`target` as an int32 array of shape ``(batch,)``; range-checked when concrete."""
     out = output_shape(f, x)
     if len(out) != 2 or out[0] != x.shape[0]:
+        one = (" For one output per example (a regression), explain lambda x: f(x)[:, None] "
+               "with target 0." if out == tuple(x.shape[:1]) else "")
         raise ValueError(f"f must map a batch of shape {tuple(x.shape)} to logits of shape "
-                         f"({x.shape[0]}, classes); got an output of shape {out}")
+                         f"({x.shape[0]}, classes); got an output of shape {out}.{one}")
     classes = out[1]
     if target is None:
+        one = " (f has one output: target=0)" if classes == 1 else ""
         raise ValueError(f"{name} is required: an int class index per example, shape ({x.shape[0]},) "
-                         "or a scalar")
+                         f"or a scalar{one}")
+    if callable(target):
+        raise TypeError(f"{name} must be class indices, not a function: to explain another "
+                        "quantity of the output, explain a function that returns it, e.g. "
+                        "lambda x: g(f(x))[:, None] with target 0.")
     if is_traced(target):
         if not jnp.issubdtype(target.dtype, jnp.integer):
             raise TypeError(f"{name} must be an integer array; got dtype {target.dtype}")
@@ -174,7 +207,7 @@ def warn_if_softmax_output(f: Callable, x: jax.Array, method: str, consequence: 
     the public function before tracing; the warning points at the caller's line.
     """
     op = output_activation(f, x)
-    if op is None:
+    if op not in ("softmax", "log_softmax"):
         return
     warnings.warn(
         f"{method}: the model's output is a jax.nn.{op} over the classes, which {method}'s "
@@ -240,6 +273,10 @@ def folded_gradient_sum(f: Callable, points: Callable, target: jax.Array, xs: An
     maps an item to an array broadcastable to `shape` that multiplies its gradient (GradientSHAP's
     ``x - b`` differs per item). CPU rewrites as in :func:`target_gradient`.
     """
+    items = jax.tree_util.tree_leaves(xs)[0].shape[0]
+    folded = shape[0] * min(batch_size or items, items)
+    check_batch_of(f, jax.ShapeDtypeStruct(shape, weights.dtype), folded,
+                   "each example's samples or steps folded into the batch")
     f = cpu_friendly(f)
 
     def chunk(items):

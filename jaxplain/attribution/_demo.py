@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -64,9 +65,12 @@ def _patches(shape):
 
 
 def grad_cam_site(f, x):
-    """The last module site with a spatial (NHWC) value, else None (no Grad-CAM)."""
+    """The last module site with a spatial (NHWC) value, for images (NHWC) only, else None (no
+    Grad-CAM: its map is resized to the input)."""
     from jaxplain.core import sites
 
+    if x.ndim != 4:
+        return None
     spatial = [s.name for s in sites(f, x[:1]) if s.kind == "module" and len(s.shape) == 4]
     return spatial[-1] if spatial else None
 
@@ -97,29 +101,42 @@ def demo_section(ctx):
     references = jnp.asarray(np.asarray(ctx.data.x_train)[np.asarray(pick)])
     methods = _methods(ctx.key, ctx.quick, x, grad_cam_site(ctx.f, x), references)
     for name, method in ctx.progress(list(methods.items()), desc="attribution: methods"):
-        a = jax.block_until_ready(method(ctx.f, x, target))  # compiles
+        try:
+            a = jax.block_until_ready(method(ctx.f, x, target))  # compiles
+        except Exception as err:  # noqa: BLE001 - one method's failure on a user's model is
+            # reported in its row; the other methods' maps still make the section
+            warnings.warn(f"attribution: {name} failed on this model: {err}", stacklevel=2)
+            rows.append([name, "failed", f"{type(err).__name__}: {str(err)[:120]}"])
+            continue
         ms = 1000 * np.median([_seconds(method, ctx.f, x, target) for _ in range(TIMING_REPEATS)]) / n
         maps[name] = a
         total = np.asarray(a).reshape(n, -1).sum(axis=1)
         rows.append([name, f"{ms:.2f}", f"{total.mean():+.4f}"])
     logits = np.asarray(ctx.f(x))[np.arange(n), np.asarray(target)]
     base = np.asarray(ctx.f(jnp.zeros_like(x)))[np.arange(n), np.asarray(target)]
-    ig_name = next(k for k in maps if k.startswith("integrated"))
-    ig_delta = np.abs(np.asarray(A.completeness_delta(ctx.f, x, target, maps[ig_name]))).max()
-    dl_delta = np.abs(np.asarray(A.completeness_delta(ctx.f, x, target, maps["deeplift"]))).max()
-    shap_name = next(k for k in maps if k.startswith("deeplift shap"))
-    mean_ref = np.asarray(ctx.f(references[:DEEPLIFT_SHAP_BASELINES]))[:, np.asarray(target)].mean(0)
-    shap_delta = np.abs(np.asarray(maps[shap_name]).reshape(n, -1).sum(1) - (logits - mean_ref)).max()
-    text = "\n".join([
-        f"Attributions of the predicted class for {n} test {ctx.noun} with {len(maps)} methods.",
-        f"Completeness (sum of attributions vs f(x) - f(0), mean {np.mean(logits - base):.3f}): "
-        f"integrated gradients max |delta| {ig_delta:.2e}, DeepLIFT {dl_delta:.2e}; "
-        f"DeepLIFT-SHAP against f(x) - mean f(b) over its {DEEPLIFT_SHAP_BASELINES} training "
-        f"baselines {shap_delta:.2e}.",
-        f"LRP (one-hot output relevance) sums to about 1 for each of the {ctx.noun} when "
-        "relevance is conserved: "
-        f"mean {float(np.asarray(maps['lrp eps-plus-flat']).reshape(n, -1).sum(1).mean()):.3f}.",
-    ])
+    found = lambda prefix: next((maps[k] for k in maps if k.startswith(prefix)), None)
+    gaps = []
+    for label, a in (("integrated gradients", found("integrated")), ("DeepLIFT", maps.get("deeplift"))):
+        if a is not None:
+            delta = np.abs(np.asarray(A.completeness_delta(ctx.f, x, target, a))).max()
+            gaps.append(f"{label} max |delta| {delta:.2e}")
+    lines = [f"Attributions of the predicted class for {n} test {ctx.noun} with {len(maps)} "
+             "methods" + (f" ({len(rows) - len(maps)} failed on this model, see the table)."
+                          if len(rows) > len(maps) else ".")]
+    if gaps:
+        lines.append(f"Completeness (sum of attributions vs f(x) - f(0), mean "
+                     f"{np.mean(logits - base):.3f}): {', '.join(gaps)}.")
+    if found("deeplift shap") is not None:
+        mean_ref = np.asarray(ctx.f(references[:DEEPLIFT_SHAP_BASELINES]))[:, np.asarray(target)].mean(0)
+        shap_delta = np.abs(np.asarray(found("deeplift shap")).reshape(n, -1).sum(1)
+                            - (logits - mean_ref)).max()
+        lines.append(f"DeepLIFT-SHAP against f(x) - mean f(b) over its {DEEPLIFT_SHAP_BASELINES} "
+                     f"training baselines: max |delta| {shap_delta:.2e}.")
+    if found("lrp") is not None:
+        lines.append(f"LRP (one-hot output relevance) sums to about 1 for each of the {ctx.noun} "
+                     "when relevance is conserved: "
+                     f"mean {float(np.asarray(found('lrp')).reshape(n, -1).sum(1).mean()):.3f}.")
+    text = "\n".join(lines)
     return (Section("Attribution", text=text)
             .with_table(header=["method", f"ms per example ({jax.default_backend().upper()}, "
                                 "compiled)", "mean sum of attribution"], rows=rows,

@@ -171,6 +171,9 @@ def deeplift_shap(f: Callable, x: Float[Array, "batch *feature"],
     x = _common.check_x(x)
     t = _common.check_target(f, x, target)
     b = _common.check_baselines(baselines, x)
+    c = min(batch_size or len(b), len(b))
+    _common.check_batch_of(f, x, 2 * c * x.shape[0], "x and its baselines stacked, "
+                           f"{c} baselines of each example at a time")
     _common.warn_if_softmax_output(f, x, "deeplift_shap", "the attributions do not sum to "
                                    "f(x)_t - mean_b f(b)_t")
     return _deeplift_shap(f, x, t, b, batch_size=_common.check_batch_size(batch_size))

@@ -137,6 +137,8 @@ def _activation(program: Program) -> str | None:
         if node.prim == "log" and not logged and len(_data(node)) == 1:
             logged, ref = True, _data(node)[0]
             continue
+        if node.activation == "sigmoid" and not logged:  # elementwise: any axis
+            return "sigmoid"
         if node.activation in _SOFTMAXES:
             ok = _over_last_axis(node) and program.avals[node.outs[0]].shape[-1:] == classes
             return node.activation if ok else None
@@ -155,7 +157,8 @@ def _activation(program: Program) -> str | None:
 
 def output_activation(f: Callable, x) -> str | None:
     """``"softmax"`` or ``"log_softmax"`` when `f`'s output at `x`'s shape comes straight out
-    of one over the classes (the last axis), else None. Traced once per function, input shape
+    of one over the classes (the last axis), ``"sigmoid"`` when it comes out of
+    ``jax.nn.sigmoid`` (multi-label), else None. Traced once per function, input shape
     and dtype (only ``x.shape`` and ``x.dtype`` are used; `x` may be a tracer)."""
     key = (tuple(x.shape), np.dtype(x.dtype))
     try:
@@ -179,3 +182,27 @@ def output_is_softmax(f: Callable, x) -> bool:
       False
     """
     return output_activation(f, x) == "softmax"
+
+
+def output_is_probability(f: Callable, x) -> bool:
+    """True when `f`'s outputs are probabilities already: a softmax over the classes, or a
+    sigmoid per output (multi-label or one-logit binary models)."""
+    return output_activation(f, x) in ("softmax", "sigmoid")
+
+
+def probability_as_given(f: Callable, x, asked: str, instead: str | None = None) -> bool:
+    """For a reading of the target's probability (`asked` says what asked for it, `instead`
+    the option that reads the output as it is): True to read `f`'s output as it is (a softmax
+    or a sigmoid), False to take the softmax of its logits. Refuses a model with one output,
+    whose softmax is always 1."""
+    if output_is_probability(f, x):
+        return True
+    out = jax.eval_shape(f, jax.ShapeDtypeStruct(tuple(x.shape), x.dtype))
+    if getattr(out, "shape", (None,))[-1:] == (1,):
+        remedy = f"pass {instead} to read the output as it is (a regression, or a one-logit " \
+                 "binary classifier), or " if instead else ""
+        raise ValueError(
+            f"{asked} reads the softmax of the logits over the classes, but the model has one "
+            f"output, whose softmax is always 1: {remedy}end the model in jax.nn.sigmoid, whose "
+            "output is read as the probability it is.")
+    return False

@@ -28,7 +28,9 @@ def unknown_site_error(name: str, known: Iterable[str], what: str = "site") -> V
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.4)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     return ValueError(
-        f"Unknown {what} {name!r}.{hint} Known sites: {', '.join(known) or '(none)'}."
+        f"Unknown {what} {name!r}.{hint} Known sites: {', '.join(known) or '(none)'}. (Sites "
+        "are the values computed from x: a layer that reads only constants, such as a second "
+        "input closed over by f, is not one.)"
     )
 
 

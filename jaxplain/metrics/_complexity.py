@@ -111,7 +111,8 @@ def completeness(
         attribution: ``(batch, *shape)``.
         baseline: A number or an array broadcastable to ``x``.
         output: ``"logit"`` (the output as given) or ``"probability"`` (its softmax; a
-            model whose output is a ``jax.nn.softmax`` already is read as it is).
+            model whose output is a ``jax.nn.softmax`` or ``jax.nn.sigmoid`` already is read
+            as it is).
 
     Returns:
         ``(batch,)`` signed gaps.

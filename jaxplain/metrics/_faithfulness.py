@@ -11,16 +11,29 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from jaxplain.core._outputs import output_is_softmax
+from jaxplain.attribution._common import check_batch_of
+from jaxplain.core._outputs import probability_as_given
 from jaxplain.metrics import _checks as checks
 from jaxplain.metrics import _perturb as P
 
 
 def reading(f, x: jax.Array, output: str) -> str:
     """How :func:`jaxplain.metrics._perturb.readout` reads `f`'s output for `output`: a model
-    whose output is a softmax already gives the target's probability as it is (``"logit"``
-    reads the output as given), not softmaxed a second time."""
-    return "logit" if output == "probability" and output_is_softmax(f, x) else output
+    whose output is a softmax or a sigmoid already gives the target's probability as it is
+    (``"logit"`` reads the output as given), not softmaxed a second time; a model with one
+    output is refused a softmax."""
+    asked, instead = "output='probability'", "output='logit'"
+    if output == "probability" and probability_as_given(f, x, asked, instead):
+        return "logit"
+    return output
+
+
+def _perturbed_copies(f, x, m: int) -> None:
+    """Refuse clearly a model that cannot take the batch of `m` perturbed copies of one example
+    these metrics evaluate per example (a batch tied to x's size pairs rows wrongly even when
+    `m` equals it)."""
+    check_batch_of(f, x, m if m != x.shape[0] else m + 1,
+                   "each example's perturbed copies, one batch per example")
 
 
 @functools.partial(
@@ -77,10 +90,13 @@ def _run(f, x, target, attribution, steps, order, baseline, output, absolute, bl
     x, attribution, target, kind, value, output, batch_size = _prepare(
         f, x, target, attribution, steps, order, baseline, output, batch_size
     )
+    given_f, given_x = f, x
     f, x, attribution, value = P.channels_last(f, x, attribution, value)
     n = math.prod(P.feature_shape(x.shape))
+    counts = P.step_counts(n, steps)
+    _perturbed_copies(given_f, given_x, len(counts))
     return _curve(
-        f, x, target, attribution, value, counts=P.step_counts(n, steps), n=n, insert=insert,
+        f, x, target, attribution, value, counts=counts, n=n, insert=insert,
         order=order, kind=kind, output=output, absolute=bool(absolute),
         blur_sigma=float(blur_sigma), batch_size=batch_size,
     )
@@ -115,7 +131,7 @@ def deletion(
 
     Args:
         f: Maps a batch to logits ``(batch, classes)``, or to probabilities through a final
-            ``jax.nn.softmax`` (read as they are, see ``output``).
+            ``jax.nn.softmax`` or ``jax.nn.sigmoid`` (read as they are, see ``output``).
         x: ``(batch, *shape)`` inputs (NHWC images or flat features).
         target: ``(batch,)`` class indices or one int for all.
         attribution: ``(batch, *shape)`` relevance, higher = more relevant.
@@ -126,8 +142,9 @@ def deletion(
             broadcasts to ``x``.
         output: ``"probability"`` (the softmax of the logits) or ``"logit"`` (the output as
             given) of the target. A model whose output is a ``jax.nn.softmax`` over the
-            classes already gives probabilities: ``"probability"`` reads them as they are
-            (no second softmax), and so does ``"logit"``.
+            classes or a ``jax.nn.sigmoid`` already gives probabilities: ``"probability"``
+            reads them as they are (no second softmax), and so does ``"logit"``. A model with
+            one output and no sigmoid (a regression) takes ``"logit"``.
         absolute: Rank by ``|attribution|`` (channels summed first) instead of signed values.
         blur_sigma: Standard deviation of the blur baseline, in pixels.
         batch_size: Examples evaluated at once (``None``: all).
@@ -264,7 +281,7 @@ def pixel_perturbation(
 
     Args:
         f: Maps a batch to logits; a model whose output is a ``jax.nn.softmax`` over the
-            classes gives ``p`` itself, used as it is (no second softmax; a ``p`` of 0 counts
+            classes or a ``jax.nn.sigmoid`` gives ``p`` itself, used as it is (no second softmax; a ``p`` of 0 counts
             as the smallest normal float).
         x: ``(batch, *shape)`` inputs.
         attribution: ``(batch, *shape)`` relevance maps.
@@ -296,7 +313,8 @@ def pixel_perturbation(
     target = checks.check_target(target, x.shape[0], checks.num_classes(f, x))
     q = checks.check_fractions(fractions)
     kind, value = P.split_baseline(baseline, x)
-    probabilities = output_is_softmax(f, x)
+    probabilities = probability_as_given(f, x, "the lerf change")
+    _perturbed_copies(f, x, len(q) + 1)
     f, x, attribution, value = P.channels_last(f, x, attribution, value)
     n = math.prod(P.feature_shape(x.shape))
     return _lerf_change(

@@ -326,3 +326,16 @@ def test_errors():
         A.score_cam(F, X, T, site="relu_1", baseline=np.zeros((2, 8, 8, 2), np.float32))
     with pytest.raises(TypeError, match="site must be one site name"):
         A.grad_cam_plus_plus(F, X, T, site=["relu_1"])
+
+
+def test_score_cam_reads_a_sigmoid_as_it_is_and_refuses_a_softmax_of_one_output():
+    x = jnp.asarray(twins.inputs(5, (4, 8, 8, 1), "nonneg") * 0.5 + 0.5)
+    t = np.zeros(4, np.int32)
+    labels = lambda x: jax.nn.sigmoid(_planted(x))
+    as_given = A.score_cam(labels, x, t, site="features")                 # score="probability"
+    np.testing.assert_allclose(as_given, A.score_cam(labels, x, t, site="features", score="logit"))
+    one = lambda x: _planted(x)[:, :1]
+    with pytest.raises(ValueError, match="one output, whose softmax is always 1.*score='logit'"):
+        A.score_cam(one, x, t, site="features")
+    cam = np.asarray(A.score_cam(one, x, t, site="features", score="logit"))[..., 0]
+    assert (cam[:, :, :4].mean(axis=(1, 2)) > 2 * cam[:, :, 4:].mean(axis=(1, 2))).all()

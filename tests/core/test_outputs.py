@@ -42,7 +42,7 @@ def _stable_log_softmax(z):
     (lambda x: jax.nn.softmax(logits(x), axis=0), None),                      # over the batch
     (lambda x: jax.nn.log_softmax(logits(x), axis=0), None),
     (lambda x: 2.0 * jax.nn.softmax(logits(x)), None),                        # not as it is
-    (lambda x: jax.nn.sigmoid(logits(x)), None),
+    (lambda x: jax.nn.sigmoid(logits(x)), "sigmoid"),                         # multi-label
     (lambda x: jax.nn.softmax(logits(x)[:, :2]) @ W[:2, :2], None),           # softmax inside
     # written by hand
     (lambda x: jnp.exp(logits(x)) / jnp.exp(logits(x)).sum(-1, keepdims=True), "softmax"),
@@ -57,6 +57,8 @@ def _stable_log_softmax(z):
     (lambda x: jnp.log(jax.nn.softmax(logits(x))), "log_softmax"),
     (lambda x: jnp.log(_stable_softmax(logits(x))), "log_softmax"),
     (lambda x: jnp.log(jax.nn.sigmoid(logits(x))), None),
+    (lambda x: jax.nn.log_sigmoid(logits(x)), None),
+    (lambda x: 2.0 * jax.nn.sigmoid(logits(x)), None),
     (lambda x: jnp.log(jnp.log(jax.nn.softmax(logits(x)))), None),
 ])
 def test_the_output_activation_is_read_off_the_program(f, expected):

@@ -308,3 +308,36 @@ def test_a_zero_probability_in_the_lerf_change_is_finite():
     got = metrics.pixel_perturbation(f, x, jnp.array([[0.0, 1.0, 2.0, 3.0]]), target=0,
                                      fractions=(0.25,))
     np.testing.assert_array_equal(got, [[0.0]])
+
+
+def test_a_sigmoid_head_is_read_as_its_own_probabilities():
+    # multi-label: each output a probability of its own, not to be softmaxed over the labels
+    logits, _ = _softmax_head()
+    labels = lambda x: jax.nn.sigmoid(logits(x))
+    x = jax.random.uniform(jax.random.key(1), (4, 4, 4, 3))
+    t = np.array([0, 1, 2, 0])
+    a = jax.random.normal(jax.random.key(3), x.shape)
+    p_t = np.asarray(labels(x))[np.arange(4), t]
+    got = metrics.deletion(labels, x, t, a, steps=4)                      # output="probability"
+    np.testing.assert_allclose(got.values[:, 0], p_t, rtol=1e-6)
+    np.testing.assert_allclose(got.values, metrics.deletion(labels, x, t, a, steps=4,
+                                                            output="logit").values)
+    change = metrics.pixel_perturbation(labels, x, a, target=t, fractions=(0.25,))
+    removed = metrics.deletion(labels, x, t, a, steps=4, order="lerf", absolute=True)
+    np.testing.assert_allclose(change[:, 0], np.abs(p_t - np.asarray(removed.values[:, 1])) / p_t,
+                               rtol=1e-4)
+
+
+@pytest.mark.parametrize("metric", [metrics.deletion, metrics.insertion, metrics.pixel_perturbation])
+def test_one_output_is_refused_a_softmax(metric):
+    w = jnp.arange(12.0).reshape(12, 1) / 12
+    regression = lambda x: x.reshape(len(x), -1) @ w
+    x = jax.random.uniform(jax.random.key(0), (3, 2, 2, 3))
+    a = jnp.ones_like(x)
+    with pytest.raises(ValueError, match="one output, whose softmax is always 1"):
+        metric(regression, x, a, target=0) if metric is metrics.pixel_perturbation else \
+            metric(regression, x, 0, a)
+    if metric is not metrics.pixel_perturbation:  # read as it is on request
+        curve = metric(regression, x, 0, a, steps=2, output="logit")
+        end = 0 if metric is metrics.deletion else -1
+        np.testing.assert_allclose(curve.values[:, end], regression(x)[:, 0], rtol=1e-6)
