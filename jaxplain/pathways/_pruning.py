@@ -56,7 +56,9 @@ def _descend(f, x, init, l1, steps, learning_rate, momentum, max_gate):
         gates = jax.tree.map(lambda g: jnp.clip(g, 0.0, max_gate), optax.apply_updates(gates, updates))
         return (gates, state, best, best_loss), None
 
-    carry = (init, opt.init(init), init, jnp.full(x.shape[0], jnp.inf, jnp.float32))
+    # the best-loss carry in the loss's own dtype (float64 for a float64 model)
+    loss_dtype = jax.eval_shape(losses, init)[1][0].dtype
+    carry = (init, opt.init(init), init, jnp.full(x.shape[0], jnp.inf, loss_dtype))
     # the step's convolution gradients in XLA:CPU's fast layout (see jaxplain.core._layout)
     (_, _, best, best_loss), _ = jax.lax.scan(fast_convolutions(step), carry, None, length=steps)
     return best, best_loss
@@ -69,7 +71,9 @@ def _descend(f, x, init, l1, steps, learning_rate, momentum, max_gate):
 def _learned_gates(f, x, init, steps, learning_rate, momentum, l1, max_gate, retries):
     run = functools.partial(_descend, f, x, init, steps=steps, learning_rate=learning_rate,
                             momentum=momentum, max_gate=max_gate)
-    l1s = jnp.full(x.shape[0], l1, jnp.float32)
+    # the penalty in the loss's dtype: the logits' and the gates' (float64 for a float64 model)
+    dtype = jnp.result_type(jax.eval_shape(f, x).dtype, *jax.tree.leaves(init))
+    l1s = jnp.full(x.shape[0], l1, dtype)
     best, loss = run(l1=l1s)
 
     def again(state):  # rerun with l1 / 10 where no iteration kept the prediction
