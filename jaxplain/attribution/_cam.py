@@ -378,6 +378,7 @@ def score_cam(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array,
         raise ValueError(f"normalize must be one of {NORMALIZATIONS}; got {normalize!r}")
     x, t, channels = _cam_arguments(f, x, target, site, resize, "score_cam")
     b = _common.check_baseline(baseline, x)
+    batch_size = _common.check_batch_size(batch_size)
     k = _check_site(f, x, site)[-1]
     c = min(batch_size or k, k)
     _common.check_batch_of(f, x, c * x.shape[0], f"x masked by {c} channels at a time")

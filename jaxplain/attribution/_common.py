@@ -334,7 +334,7 @@ def chunked_map(fn: Callable, xs: Any, batch_size: int | None) -> Any:
 
 
 def group_mask(feature_mask: Any, x: jax.Array, name: str = "feature_mask") -> tuple[jax.Array, int]:
-    """A feature mask relabelled to groups 0..G-1, and G.
+    """A feature mask relabelled to groups 0..G-1 (a NumPy int32 array), and G.
 
     `feature_mask` holds integer group ids with one example's shape (or broadcastable to it),
     shared by the batch; or, with as many axes as `x`, one mask per example (batch axis of
@@ -345,7 +345,7 @@ def group_mask(feature_mask: Any, x: jax.Array, name: str = "feature_mask") -> t
     example = tuple(x.shape[1:])
     if feature_mask is None:
         size = int(np.prod(example, dtype=np.int64))
-        return jnp.arange(size, dtype=jnp.int32).reshape(example), size
+        return np.arange(size, dtype=np.int32).reshape(example), size
     if is_traced(feature_mask):
         raise TypeError(f"{name} must be a concrete array (its groups decide the number of "
                         "evaluations); got a traced value. Pass it from outside jit.")
@@ -362,8 +362,8 @@ def group_mask(feature_mask: Any, x: jax.Array, name: str = "feature_mask") -> t
                          f"or x's {tuple(x.shape)} for one mask per example (batch axis n or 1); "
                          f"got shape {m.shape}")
     ids, relabelled = np.unique(m, return_inverse=True)
-    relabelled = np.broadcast_to(relabelled.reshape(m.shape), target)
-    return jnp.asarray(relabelled, jnp.int32), int(ids.size)
+    relabelled = np.broadcast_to(relabelled.reshape(m.shape).astype(np.int32), target)
+    return np.ascontiguousarray(relabelled), int(ids.size)
 
 
 def spread(values: jax.Array, mask: jax.Array, x: jax.Array) -> jax.Array:

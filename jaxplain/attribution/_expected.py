@@ -171,6 +171,7 @@ def deeplift_shap(f: Callable, x: Float[Array, "batch *feature"],
     x = _common.check_x(x)
     t = _common.check_target(f, x, target)
     b = _common.check_baselines(baselines, x)
+    batch_size = _common.check_batch_size(batch_size)
     c = min(batch_size or len(b), len(b))
     _common.check_batch_of(f, x, 2 * c * x.shape[0], "x and its baselines stacked, "
                            f"{c} baselines of each example at a time")

@@ -181,9 +181,11 @@ def kernel_shap(f: Callable, x: Float[Array, "batch *feature"], target: Int[Arra
     present = _present(mask, x, groups)
     if samples is None:
         if groups > EXACT_LIMIT:
+            across = (" (ids are counted over the whole mask: reuse 0..k-1 in every "
+                      "example)" if len(present) > 1 else "")
             raise ValueError(f"kernel_shap enumerates all coalitions when samples is None, which "
-                             f"needs at most {EXACT_LIMIT} feature groups; got {groups}. Pass a "
-                             "coarser feature_mask, or samples=... and key=...")
+                             f"needs at most {EXACT_LIMIT} feature groups; got {groups}{across}. "
+                             "Pass a coarser feature_mask, or samples=... and key=...")
         z, w = _all_coalitions(groups) if groups > 1 else (np.zeros((1, 1), bool), np.ones(1))
         coalitions, weights = jnp.asarray(z), jnp.asarray(w, x.dtype)
         if len(present) > 1:  # each example fitted apart, on the groups it has

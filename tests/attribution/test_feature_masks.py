@@ -74,3 +74,23 @@ def test_lime_reads_each_examples_groups():
 def test_a_mask_of_another_shape_is_named():
     with pytest.raises(ValueError, match=r"one mask per example \(batch axis n or 1\)"):
         A.feature_ablation(f, X, 0, feature_mask=MASK[:2])
+
+
+@pytest.mark.parametrize("method,kw", [
+    (A.kernel_shap, {}),
+    (A.kernel_shap, {"key": jax.random.key(0), "samples": 12}),
+    (A.lime, {"key": jax.random.key(0), "samples": 12}),
+    (A.feature_ablation, {}),
+])
+def test_a_concrete_mask_with_a_batch_axis_works_under_jit(method, kw):
+    mask = MASK[:1]  # batch axis 1: shared, given with x's number of axes
+    eager = method(f, X, 1, feature_mask=mask, **kw)
+    np.testing.assert_allclose(jax.jit(lambda x: method(f, x, 1, feature_mask=mask, **kw))(X), eager,
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_exact_kernel_shap_says_ids_count_over_the_whole_mask():
+    x = jnp.ones((2, 8))
+    mask = np.stack([np.arange(8), np.arange(8) + 8])  # 8 groups each, 16 ids in all
+    with pytest.raises(ValueError, match="got 16 .ids are counted over the whole mask"):
+        A.kernel_shap(lambda x: x @ jnp.ones((8, 1)), x, 0, feature_mask=mask)
