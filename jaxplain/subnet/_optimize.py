@@ -42,7 +42,10 @@ class Phase:
 
 
 def init_state(params: dict, steps: int, phase: Phase) -> dict[str, Any]:
-    """The scan state of one candidate (vmap it for a batch of candidates)."""
+    """The scan state of one candidate (vmap it for a batch of candidates).
+
+    ``best_loss`` starts as float32; :func:`run` widens it to the loss's dtype (float64 for a
+    float64 model) before the scan, as the loss is not known here."""
     return {
         "params": params,
         "opt": phase.transform().init(params),
@@ -80,7 +83,8 @@ def _step(state, masks, l1, gate_l1, target, *, f, x, logp, phase):
     scores = {n: jnp.where(masks[n], jnp.clip(s, 0.0, phase.score_max), 0.0)
               for n, s in params["scores"].items()}
     row = jnp.stack([loss, kl, agree]).astype(jnp.float32)
-    history = jax.lax.dynamic_update_slice(state["history"], row[None], (state["step"], 0))
+    step = state["step"]  # both indices one integer dtype (a Python 0 is int64 under x64)
+    history = jax.lax.dynamic_update_slice(state["history"], row[None], (step, jnp.zeros_like(step)))
     return dict(state, params={"scores": scores, "theta": params["theta"]}, opt=opt,
                 history=history, step=state["step"] + 1)
 
@@ -91,11 +95,21 @@ def _finish(state, masks, l1, gate_l1, target, *, f, x, logp, phase):
     return _keep_best(state, state["params"], loss, agree, target)
 
 
+def _step_dtypes(state, masks, l1, gate_l1, target, x, logp, *, f, phase):
+    """``state`` in the dtypes one step returns, the scan's carry: ``best_loss`` takes the
+    loss's dtype (float64 for a float64 model, where ``init_state`` gives float32)."""
+    static = dict(f=f, x=x, logp=logp, phase=phase)
+    step = jax.vmap(lambda s, m, a, b: _step(s, m, a, b, target, **static))
+    out = jax.eval_shape(step, state, masks, l1, gate_l1)
+    return jax.tree.map(lambda s, o: jnp.asarray(s, o.dtype), state, out)
+
+
 @functools.partial(jax.jit, static_argnames=("f", "length", "phase", "fast"))
 def _run_chunk(state, masks, l1, gate_l1, target, x, logp, *, f, length, phase, fast=True):
     """``length`` steps of every candidate (leading axis) as one ``lax.scan`` over a vmapped
     step; ``fast``: convolutions in XLA:CPU's fast layout (see :mod:`jaxplain.core._layout`)."""
     static = dict(f=f, x=x, logp=logp, phase=phase)
+    state = _step_dtypes(state, masks, l1, gate_l1, target, x, logp, f=f, phase=phase)
     step = jax.vmap(lambda s, m, a, b: _step(s, m, a, b, target, **static))
     body = lambda s, _: (step(s, masks, l1, gate_l1), None)  # noqa: E731
     state, _ = jax.lax.scan(fast_convolutions(body) if fast else body, state, None,
@@ -115,6 +129,8 @@ def run(f: Callable, state: dict, masks: dict, l1: jax.Array, gate_l1: jax.Array
     if steps == 0:
         return state
     args = (masks, l1, gate_l1, target, x, logp)
+    # the carry's dtypes before the scan (and before a restore, whose template it is)
+    state = _step_dtypes(state, *args, f=f, phase=phase)
     if checkpoint_dir is None:
         return _run_chunk(state, *args, f=f, length=steps, phase=phase)
     import orbax.checkpoint as ocp
