@@ -64,7 +64,11 @@ def lrp(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, "batc
         ``ZBox(0, 1)``, ``Flat()``, ``WSquare()``, ``Gamma()``), a
         :class:`~jaxplain.lrp.Composite` (e.g. ``EpsilonPlusFlat()``), or ``(selector, rule)``
         pairs matched against layer names. Rules are hashable values: equal rules reuse the
-        compiled function.
+        compiled function. A single rule is ``Composite(default=rule)``: average pools and
+        residual additions keep the Composite's own stabiliser (1e-6, as Zennit's Norm rule),
+        whatever the rule's epsilon; for exact conservation in float64 pass
+        ``Composite(default=Epsilon(0.0), stabilizer=0.0)``. ``Epsilon(0.0)`` (LRP-0) gives
+        a unit whose pre-activation is exactly 0 no relevance.
       scale_by_logit: start from ``onehot * f(x)`` instead of the one-hot.
 
     Returns:

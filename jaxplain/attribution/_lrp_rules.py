@@ -41,6 +41,18 @@ def stabilize(z, eps: float):
     return z + jnp.where(z >= 0, eps, -eps).astype(z.dtype)
 
 
+def share(g, z, eps: float):
+    """``g / stab(z)``, and 0 where the stabilised denominator is 0.
+
+    With ``eps > 0`` the denominator never is 0 and this is the plain quotient; with
+    ``eps = 0`` (LRP-0) a unit whose ``z`` is exactly 0 (a dead unit, zero inputs, no bias)
+    passes on no relevance, the usual convention, instead of ``0 / 0 = nan``.
+    """
+    d = stabilize(z, eps)
+    zero = d == 0
+    return jnp.where(zero, 0, g / jnp.where(zero, 1, d))
+
+
 def transpose(layer, x, w, s):
     """``W^T s`` for the layer's linear map with weight `w`, shaped like `x`."""
     return jax.vjp(lambda v: layer.apply(v, w), x)[1](s)[0]
@@ -61,7 +73,14 @@ def _neg(v):
 
 @dataclasses.dataclass(frozen=True)
 class Epsilon:
-    """LRP-epsilon (``epsilon=0`` is LRP-0); the bias counts in the denominator."""
+    """LRP-epsilon (``epsilon=0`` is LRP-0); the bias counts in the denominator.
+
+    With ``epsilon=0`` a unit whose ``z = W a + b`` is exactly 0 passes on no relevance (0,
+    not ``nan``). `epsilon` is this rule's own: average pools, means and residual additions
+    keep the stabiliser of their :class:`Composite` (``stabilizer``, 1e-6 by default, as
+    Zennit's Norm rule keeps its own next to any Epsilon). For relevance conserved to the
+    last digit in float64 set both, ``Composite(default=Epsilon(0.0), stabilizer=0.0)``.
+    """
 
     epsilon: float = 1e-6
 
@@ -70,7 +89,7 @@ class Epsilon:
             raise ValueError(f"Epsilon needs epsilon >= 0 (a stabiliser); got {self.epsilon}")
 
     def linear(self, layer, x, g):
-        s = g / stabilize(layer.apply(x, layer.weight) + layer.bias, self.epsilon)
+        s = share(g, layer.apply(x, layer.weight) + layer.bias, self.epsilon)
         return x * transpose(layer, x, layer.weight, s)
 
 
@@ -94,11 +113,11 @@ class AlphaBeta:
         w, b = layer.weight, layer.bias
         wp, wn, xp, xn = _pos(w), _neg(w), _pos(x), _neg(x)
         zp = layer.apply(xp, wp) + layer.apply(xn, wn) + _pos(b)
-        sp = g / stabilize(zp, self.stabilizer)
+        sp = share(g, zp, self.stabilizer)
         r = self.alpha * (xp * transpose(layer, x, wp, sp) + xn * transpose(layer, x, wn, sp))
         if self.beta:
             zn = layer.apply(xp, wn) + layer.apply(xn, wp) + _neg(b)
-            sn = g / stabilize(zn, self.stabilizer)
+            sn = share(g, zn, self.stabilizer)
             r = r - self.beta * (xp * transpose(layer, x, wn, sn) + xn * transpose(layer, x, wp, sn))
         return r
 
@@ -152,7 +171,7 @@ class ZBox:
         axis = getattr(layer, "in_axis", None)
         lo, hi = _bound(self.low, x, axis, "low"), _bound(self.high, x, axis, "high")
         z = layer.apply(x, w) - layer.apply(lo, wp) - layer.apply(hi, wn)
-        s = g / stabilize(z, self.stabilizer)
+        s = share(g, z, self.stabilizer)
         return (x * transpose(layer, x, w, s) - lo * transpose(layer, x, wp, s)
                 - hi * transpose(layer, x, wn, s))
 
@@ -165,7 +184,7 @@ class Flat:
 
     def linear(self, layer, x, g):
         ones, w1 = jnp.ones_like(x), jnp.ones_like(layer.weight)
-        s = g / stabilize(layer.apply(ones, w1), self.stabilizer)
+        s = share(g, layer.apply(ones, w1), self.stabilizer)
         return transpose(layer, x, w1, s)
 
 
@@ -177,7 +196,7 @@ class WSquare:
 
     def linear(self, layer, x, g):
         w2 = layer.weight ** 2
-        s = g / stabilize(layer.apply(jnp.ones_like(x), w2) + layer.bias ** 2, self.stabilizer)
+        s = share(g, layer.apply(jnp.ones_like(x), w2) + layer.bias ** 2, self.stabilizer)
         return transpose(layer, x, w2, s)
 
 
@@ -204,8 +223,8 @@ class Gamma:
         z = layer.apply(x, w) + b
         z_pos = layer.apply(xp, up) + (b + k * _pos(b)) + layer.apply(xn, down)
         z_neg = layer.apply(xp, down) + (b + k * _neg(b)) + layer.apply(xn, up)
-        sp = jnp.where(z > 0, g, 0) / stabilize(z_pos, self.stabilizer)
-        sn = jnp.where(z < 0, g, 0) / stabilize(z_neg, self.stabilizer)
+        sp = share(jnp.where(z > 0, g, 0), z_pos, self.stabilizer)
+        sn = share(jnp.where(z < 0, g, 0), z_neg, self.stabilizer)
         return (xp * transpose(layer, x, up, sp) + xn * transpose(layer, x, down, sp)
                 + xp * transpose(layer, x, down, sn) + xn * transpose(layer, x, up, sn))
 
@@ -252,6 +271,15 @@ class Composite:
     (Zennit's Norm rule, which its presets put on sums and average pools, adaptive ones
     included), so that relevance is conserved; max
     pools pass relevance to the window's maximum (their gradient).
+
+    ``stabilizer`` is that Norm rule's ``stab`` (sums and pools), apart from the rules' own
+    epsilons as in Zennit, whose presets keep ``Norm(stabilizer=1e-6)`` whatever their
+    ``epsilon``: a single rule such as ``Epsilon(1e-12)`` becomes ``Composite(default=rule)``
+    and keeps 1e-6 there, which lets a window's sum lose a share of about ``1e-6 / sum`` of its
+    relevance (below float32's resolution, visible in float64). Pass ``stabilizer=0.0`` for
+    exact conservation (a window or sum that is exactly 0 then passes on no relevance). An
+    epsilon is not carried over because a large one (``Epsilon(0.25)``, to absorb noise) would
+    distort the pools' proportions.
 
     Example:
       >>> from jaxplain.lrp import Composite, Epsilon, EpsilonPlusFlat, Flat, ZPlus
@@ -312,13 +340,13 @@ class Composite:
         return g if self.activations == "pass" and op not in MIXING else None
 
     def add(self, a, b, y, g):
-        s = g / stabilize(y, self.stabilizer)
+        s = share(g, y, self.stabilizer)
         return a * s, b * s
 
     def pool(self, op, x, y, g, pullback):
         if op not in ("avg_pool", "mean"):
             return None
-        return x * pullback(g / stabilize(y, self.stabilizer))
+        return x * pullback(share(g, y, self.stabilizer))
 
 
 def EpsilonPlus(epsilon: float = 1e-6) -> Composite:  # noqa: N802 (Zennit's preset names)
