@@ -22,18 +22,44 @@ def _smoothgrad(f, x, target, key, stdev, *, samples, kind, method, options, bat
     span = (x.max(axis=axes, keepdims=True) - x.min(axis=axes, keepdims=True))
     sigma = stdev * span
 
-    def sample(k):
+    def attribute(k):
         noisy = x + sigma * jax.random.normal(k, x.shape, x.dtype)
-        a = method(f, noisy, target, **dict(options))
+        return method(f, noisy, target, **dict(options))
+
+    keys = jax.random.split(key, samples)
+    # VarGrad as the variance of a - a_0 (a_0 the first sample's attribution): the same
+    # variance, without the cancellation of E[a^2] - E[a]^2 when |E[a]| >> std (which went
+    # negative in float32); clamped at 0 against the rounding that remains.
+    shift = attribute(keys[0]) if kind == "vargrad" else 0.0
+
+    def sample(k):
+        a = attribute(k) - shift
         return a, a * a
 
-    first, second = _common.chunked_sum(sample, jax.random.split(key, samples), batch_size)
+    first, second = _common.chunked_sum(sample, keys, batch_size)
     mean, mean_sq = first / samples, second / samples
     if kind == "smoothgrad":
         return mean
     if kind == "smoothgrad_sq":
         return mean_sq
-    return mean_sq - mean * mean
+    return jnp.maximum(mean_sq - mean * mean, 0)
+
+
+def _check_method(method) -> None:
+    """TypeError unless `method` is an attribution function (not a model, not a name)."""
+    if isinstance(method, str):
+        from jaxplain import attribution
+
+        hint = (f"method=jaxplain.attribution.{method}"
+                if callable(getattr(attribution, method, None)) else
+                "e.g. method=jaxplain.attribution.integrated_gradients")
+        raise TypeError(f"method must be an attribution function, not its name: pass {hint} "
+                        f"(got the string {method!r}).")
+    if not callable(method):
+        raise TypeError("method must be an attribution function method(f, x, target, "
+                        "**method_options) -> attributions shaped like x, e.g. "
+                        f"jaxplain.attribution.integrated_gradients; got {type(method).__name__}.")
+    _common.check_function(method, "method")  # hashable: a static argument
 
 
 def smoothgrad(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, "batch"] | int,
@@ -44,8 +70,11 @@ def smoothgrad(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array
 
     With ``a_k = method(f, x + eps_k, target)`` and ``eps_k ~ N(0, sigma^2)``:
     smoothgrad ``mean_k a_k``, smoothgrad_sq ``mean_k a_k^2``, vargrad
-    ``mean_k a_k^2 - (mean_k a_k)^2``. As in the SmoothGrad paper, the noise level is relative:
-    ``sigma = stdev * (max(x_i) - min(x_i))`` per example.
+    ``mean_k a_k^2 - (mean_k a_k)^2`` (the population variance, as Captum's; computed shifted
+    by the first sample, ``d_k = a_k - a_1``, as ``mean_k d_k^2 - (mean_k d_k)^2``, which
+    stays accurate and non-negative when the attributions are large and barely vary; this
+    costs vargrad one more evaluation of `method`). As in the SmoothGrad paper, the noise
+    level is relative: ``sigma = stdev * (max(x_i) - min(x_i))`` per example.
 
     Args:
       f: the model, mapping a batch to logits ``(n, classes)``.
@@ -77,7 +106,7 @@ def smoothgrad(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array
       Lack Sensitivity to Parameter Randomization. arXiv:1810.03307, 2018 (VarGrad).
     """
     _common.check_function(f)
-    _common.check_function(method, "method")
+    _check_method(method)
     x = _common.check_x(x)
     t = _common.check_target(f, x, target)
     key = _common.check_key(key)

@@ -84,7 +84,8 @@ def _step(state, masks, l1, gate_l1, target, *, f, x, logp, phase):
               for n, s in params["scores"].items()}
     row = jnp.stack([loss, kl, agree]).astype(jnp.float32)
     step = state["step"]  # both indices one integer dtype (a Python 0 is int64 under x64)
-    history = jax.lax.dynamic_update_slice(state["history"], row[None], (step, jnp.zeros_like(step)))
+    history = jax.lax.dynamic_update_slice(state["history"], row[None],
+                                           (step, jnp.zeros_like(step)))
     return dict(state, params={"scores": scores, "theta": params["theta"]}, opt=opt,
                 history=history, step=state["step"] + 1)
 
