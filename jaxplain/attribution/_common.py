@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxplain.core._adapters import refuse_module
-from jaxplain.core._affine import affine_stem
+from jaxplain.core._affine import AffineStem, affine_stem
 from jaxplain.core._capture import model_error_hint
 from jaxplain.core._layout import fast_convolutions
 from jaxplain.core._cpu import cpu_friendly, sum_leading
@@ -262,6 +262,34 @@ def chunked_sum(fn: Callable, xs: Any, batch_size: int | None) -> Any:
         lambda items: jax.tree_util.tree_map(sum_leading, jax.vmap(fn)(items)), xs, batch_size)
 
 
+def sum_second(a: jax.Array) -> jax.Array:
+    """``a.sum(axis=1)``: the items folded behind each example of a batch-first ``(n, c, ...)``.
+
+    XLA:CPU reduces an inner axis at the speed of a matrix-vector product (unlike the leading
+    axis, :func:`jaxplain.core._cpu.sum_leading`), and the batch axis stays where a sharding
+    put it."""
+    return a.sum(axis=1)
+
+
+def takes_batch(f: Callable, x: Any, m: int) -> bool:
+    """Whether `f` evaluates on a batch of `m` inputs shaped like those of `x` (or its shape
+    and dtype); a model closing over arrays with `x`'s batch axis does not."""
+    if m == x.shape[0]:
+        return True
+    try:
+        _output_shape(f, (m,) + tuple(x.shape[1:]), jnp.dtype(x.dtype))
+    except ValueError:
+        return False
+    return True
+
+
+def fold(a: jax.Array) -> jax.Array:
+    """``(n, c, ...) -> (n * c, ...)``: `c` items per example folded into the batch, example
+    by example, so that a batch split over devices stays split (folding item-major,
+    ``(c, n, ...)``, would interleave the split axis and make XLA gather the whole batch)."""
+    return a.reshape((a.shape[0] * a.shape[1],) + a.shape[2:])
+
+
 def folded_gradient_sum(f: Callable, points: Callable, target: jax.Array, xs: Any, weights,
                         batch_size: int | None, shape: tuple, *,
                         scale: Callable | None = None) -> jax.Array:
@@ -269,28 +297,50 @@ def folded_gradient_sum(f: Callable, points: Callable, target: jax.Array, xs: An
     the batch axis.
 
     Instead of vmapping `f` over the items, each chunk of ``c`` items becomes one batch of
-    ``c * n`` inputs (as Captum does), which keeps `f` a plain batched call. `scale` (None: 1)
-    maps an item to an array broadcastable to `shape` that multiplies its gradient (GradientSHAP's
-    ``x - b`` differs per item). CPU rewrites as in :func:`target_gradient`.
+    ``n * c`` inputs (as Captum does), which keeps `f` a plain batched call. The batch is folded
+    example-major (:func:`fold`), so it stays sharded like `x`. `scale` (None: 1) maps an item
+    to an array broadcastable to `shape` that multiplies its gradient (GradientSHAP's ``x - b``
+    differs per item). CPU rewrites as in :func:`target_gradient`.
     """
     items = jax.tree_util.tree_leaves(xs)[0].shape[0]
     folded = shape[0] * min(batch_size or items, items)
     check_batch_of(f, jax.ShapeDtypeStruct(shape, weights.dtype), folded,
                    "each example's samples or steps folded into the batch")
     f = cpu_friendly(f)
+    per_item = functools.partial(jax.vmap, in_axes=0, out_axes=1)  # (n, c, ...)
 
     def chunk(items):
         item, w = items
-        c = w.shape[0]
-        z = jax.vmap(points)(item).reshape((-1,) + shape[1:])
-        per_row = jnp.repeat(w, shape[0])
-        targets = jnp.tile(target, c)
-        g = jax.grad(lambda v: (selected(f, v, targets) * per_row).sum())(z).reshape((c,) + shape)
+        n, c = shape[0], w.shape[0]
+        z = fold(per_item(points)(item))
+        per_row = jnp.tile(w, n)
+        targets = jnp.repeat(target, c)
+        g = jax.grad(lambda v: (selected(f, v, targets) * per_row).sum())(z)
+        g = g.reshape((n, c) + shape[1:])
         if scale is not None:
-            g = g * jax.vmap(scale)(item)
-        return sum_leading(g)
+            g = g * per_item(lambda i: jnp.broadcast_to(scale(i), shape))(item)
+        return sum_second(g)
 
     return chunked_reduce(chunk, (xs, weights), batch_size)
+
+
+def _folded_stem(f: Callable, stem: AffineStem, start: jax.Array, c: int) -> AffineStem | None:
+    """`f`'s affine stem traced at a batch of ``n * c`` inputs, when its frontier values are
+    those of `stem` (batch ``n``) folded: the same split, each value batch-first. None when `f`
+    does not take that batch or the frontier does not fold so."""
+    n = start.shape[0]
+    if c == 1:
+        return stem
+    if not takes_batch(f, start, n * c):
+        return None
+    big = affine_stem(f, jax.ShapeDtypeStruct((n * c,) + tuple(start.shape[1:]), start.dtype))
+    if big is None or big.frontier != stem.frontier or big.in_head != stem.in_head:
+        return None
+    for r in stem.frontier:
+        small, large = stem.program.avals[r].shape, big.program.avals[r].shape
+        if not small or small[0] != n or tuple(large) != (n * c,) + tuple(small[1:]):
+            return None
+    return big
 
 
 def line_gradient_sum(f: Callable, start: jax.Array, end: jax.Array, target: jax.Array,
@@ -300,7 +350,9 @@ def line_gradient_sum(f: Callable, start: jax.Array, end: jax.Array, target: jax
     When `f` begins with an affine stem (:func:`jaxplain.core._affine.affine_stem`: a first
     convolution or dense layer, say), the stem runs on `start` and `end` only: its values at the
     points are interpolated, and the summed gradient at its frontier is pulled back through it
-    once. The rest of `f` is vmapped over the points, `batch_size` of them at a time.
+    once. The rest of `f` runs on the points folded into the batch, example-major as in
+    :func:`folded_gradient_sum`, `batch_size` of them at a time (vmapped over the points where
+    the frontier does not fold).
     """
     stem = affine_stem(f, jax.ShapeDtypeStruct(start.shape, start.dtype))
     if stem is None:
@@ -308,10 +360,20 @@ def line_gradient_sum(f: Callable, start: jax.Array, end: jax.Array, target: jax
         return folded_gradient_sum(f, lambda a: start + a * delta, target, alphas, weights,
                                    batch_size, start.shape)
     first, last = stem.head(start), stem.head(end)
-    tail = cpu_friendly(jax.vmap(stem.tail))
+    n = start.shape[0]
 
-    def chunk(items):
-        a, w = items
+    def folded(a, w, big):
+        tail = cpu_friendly(big.tail)
+        c = a.shape[0]
+        points = tuple(fold(u[:, None] + a.reshape((1, c) + (1,) * (u.ndim - 1)) * (v - u)[:, None])
+                       for u, v in zip(first, last))
+        targets, per_row = jnp.repeat(target, c), jnp.tile(w, n)
+        grads = jax.grad(lambda values: (jnp.take_along_axis(
+            tail(*values), targets[:, None], axis=1)[:, 0] * per_row).sum())(points)
+        return tuple(sum_second(g.reshape((n, c) + g.shape[1:])) for g in grads)
+
+    def vmapped(a, w):
+        tail = cpu_friendly(jax.vmap(stem.tail))
         points = tuple(u + a.reshape((-1,) + (1,) * u.ndim) * (v - u) for u, v in zip(first, last))
 
         def total(values):
@@ -320,6 +382,11 @@ def line_gradient_sum(f: Callable, start: jax.Array, end: jax.Array, target: jax
             return (picked[..., 0] * w[:, None]).sum()
 
         return tuple(sum_leading(g) for g in jax.grad(total)(points))
+
+    def chunk(items):
+        a, w = items
+        big = _folded_stem(f, stem, start, a.shape[0])
+        return vmapped(a, w) if big is None else folded(a, w, big)
 
     cotangent = chunked_reduce(chunk, (alphas, weights), batch_size)
     return jax.vjp(stem.head, start)[1](cotangent)[0]

@@ -12,7 +12,6 @@ from jaxtyping import Array, Float, Int
 
 from jaxplain.attribution import _common
 from jaxplain.attribution._modified import _deeplift
-from jaxplain.core._cpu import sum_leading
 
 
 def draws(key: jax.Array, samples: int, n: int, m: int, dtype) -> tuple:
@@ -117,14 +116,13 @@ def gradient_shap(f: Callable, x: Float[Array, "batch *feature"],
 
 @functools.partial(jax.jit, static_argnames=("f", "batch_size"))
 def _deeplift_shap(f, x, target, baselines, *, batch_size):
-    n = x.shape[0]
-
-    def chunk(bs):  # c baselines: one DeepLIFT pass over a batch of c * n pairs
+    def chunk(bs):  # c baselines: DeepLIFT on each example's c pairs, vmapped over examples
         c = bs.shape[0]
-        xs = jnp.broadcast_to(x[None], (c,) + x.shape).reshape((c * n,) + x.shape[1:])
-        refs = jnp.broadcast_to(bs[:, None], (c,) + x.shape).reshape(xs.shape)
-        attr = _deeplift(f, xs, jnp.tile(target, c), refs)
-        return sum_leading(attr.reshape((c,) + x.shape))
+
+        def pairs(xi, ti):
+            return _deeplift(f, jnp.broadcast_to(xi, bs.shape), jnp.full((c,), ti), bs)
+
+        return _common.sum_second(jax.vmap(pairs)(x, target))
 
     return _common.chunked_reduce(chunk, baselines, batch_size) / baselines.shape[0]
 
@@ -175,6 +173,8 @@ def deeplift_shap(f: Callable, x: Float[Array, "batch *feature"],
     c = min(batch_size or len(b), len(b))
     _common.check_batch_of(f, x, 2 * c * x.shape[0], "x and its baselines stacked, "
                            f"{c} baselines of each example at a time")
+    _common.check_batch_of(f, x, 2 * c, f"each example and {c} of its baselines stacked "
+                           "(vmapped over the examples)")
     _common.warn_if_softmax_output(f, x, "deeplift_shap", "the attributions do not sum to "
                                    "f(x)_t - mean_b f(b)_t")
     return _deeplift_shap(f, x, t, b, batch_size=_common.check_batch_size(batch_size))

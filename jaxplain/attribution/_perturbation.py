@@ -81,17 +81,48 @@ def _shown(value, per_axis: tuple) -> str:
     return repr(value) if given == per_axis else f"{value!r} (per axis: {per_axis})"
 
 
+def _drop_sum(f, x, target, baseline, member, items, batch_size):
+    """``sum_k drop_k * member(items[k])``, where ``drop_k = f(x)_t - f(x')_t`` and ``x'`` is
+    `x` with the positions of ``member(items[k])`` (a bool array of one example's shape, or of
+    `x`'s: one per example) set to the baseline.
+
+    Each chunk of ``c`` items is one batch of ``n * c`` inputs folded example-major
+    (:func:`jaxplain.attribution._common.fold`), so a batch sharded over devices stays
+    sharded; a model that takes only `x`'s batch has `f` vmapped over the items instead.
+    """
+    n, example = x.shape[0], x.shape[1:]
+    reference = _common.selected(f, x, target)
+    chunk = min(batch_size or len(items), len(items))
+    if not _common.takes_batch(f, x, n * chunk) or (
+            len(items) % chunk and not _common.takes_batch(f, x, n * (len(items) % chunk))):
+        def one(item):
+            where = member(item)
+            drop = reference - _common.selected(f, jnp.where(where, baseline, x), target)
+            return drop.reshape((-1,) + (1,) * len(example)) * where
+
+        return _common.chunked_sum(one, items, batch_size)
+
+    def folded(chunk_items):
+        c = chunk_items.shape[0]
+        where = jax.vmap(member)(chunk_items)  # (c, *example) or (c, n, *example)
+        shared = where.ndim == x.ndim
+        per_example = where[None] if shared else jnp.moveaxis(where, 0, 1)  # (1 or n, c, ...)
+        z = jnp.where(per_example, baseline[:, None], x[:, None])
+        out = _common.selected(f, _common.fold(z), jnp.repeat(target, c)).reshape(n, c)
+        drops = reference[:, None] - out
+        if shared:  # one product over the items: (n, c) x (c, features)
+            flat = where.reshape(c, -1).astype(drops.dtype)
+            return jnp.dot(drops, flat, precision=jax.lax.Precision.HIGHEST).reshape(x.shape)
+        return _common.sum_second(drops.reshape((n, c) + (1,) * len(example)) * per_example)
+
+    return _common.chunked_reduce(folded, items, batch_size)
+
+
 @functools.partial(jax.jit, static_argnames=("f", "window", "batch_size"))
 def _occlusion(f, x, target, baseline, starts, counts, *, window, batch_size):
     example = x.shape[1:]
-    reference = _common.selected(f, x, target)
-
-    def one(start):
-        mask = _window_mask(start, example, window)
-        drop = reference - _common.selected(f, jnp.where(mask, baseline, x), target)
-        return drop.reshape((-1,) + (1,) * len(example)) * mask
-
-    return _common.chunked_sum(one, starts, batch_size) / counts
+    member = lambda start: _window_mask(start, example, window)  # noqa: E731
+    return _drop_sum(f, x, target, baseline, member, starts, batch_size) / counts
 
 
 def occlusion(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, "batch"] | int,
@@ -157,15 +188,8 @@ def occlusion(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array,
 
 @functools.partial(jax.jit, static_argnames=("f", "groups", "batch_size"))
 def _feature_ablation(f, x, target, baseline, mask, *, groups, batch_size):
-    example = x.shape[1:]
-    reference = _common.selected(f, x, target)
-
-    def one(group):
-        member = mask == group
-        drop = reference - _common.selected(f, jnp.where(member, baseline, x), target)
-        return drop.reshape((-1,) + (1,) * len(example)) * member
-
-    return _common.chunked_sum(one, jnp.arange(groups, dtype=jnp.int32), batch_size)
+    groups = jnp.arange(groups, dtype=jnp.int32)
+    return _drop_sum(f, x, target, baseline, lambda group: mask == group, groups, batch_size)
 
 
 def feature_ablation(f: Callable, x: Float[Array, "batch *feature"],
