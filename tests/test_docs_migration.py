@@ -66,14 +66,15 @@ def test_several_inputs_concatenated_values_sum_to_the_gap(several):
     np.testing.assert_allclose(dl, gap, rtol=1e-4, atol=1e-6)
 
 
-def test_layer_ig_recipe_is_the_path_integral_at_the_site(migration):
-    """The recipe equals Gauss-Legendre IG at the site written out step by step; the plain
-    closure over x is refused there, and tiling x instead of repeating it pairs rows wrongly."""
+def test_layer_ig_is_the_path_integral_at_the_site(migration):
+    """layer_integrated_gradients equals Gauss-Legendre IG at the site written out step by step
+    (x reaches the output around the site through the skip connection), chunked or not."""
     import jaxplain as jp
 
     s = migration
     f, x, t, site = s["f"], s["x"], s["t"], s["site"]
-    a_x, a_b = s["a_x"], s["a_b"]
+    a_x = jp.capture(f, site)(x)[1][site]
+    a_b = jp.capture(f, site)(jnp.zeros_like(x))[1][site]
     grad = jax.grad(lambda a: jp.intervene(f, {site: lambda v: a})(x)[jnp.arange(4), t].sum())
     nodes, weights = np.polynomial.legendre.leggauss(32)
     path = sum(w / 2 * grad(a_b + (1 + z) / 2 * (a_x - a_b)) for z, w in zip(nodes, weights))
@@ -81,14 +82,5 @@ def test_layer_ig_recipe_is_the_path_integral_at_the_site(migration):
     scale = np.abs(want).max()
     assert s["layer_ig"].shape == (4, 6, 6, 4)
     assert np.abs(np.asarray(s["layer_ig"]) - want).max() <= 1e-5 * scale
-    chunked = A.integrated_gradients(s["at_site"], a_x, t, baseline=a_b, steps=32, batch_size=5)
+    chunked = A.layer_integrated_gradients(f, x, t, site=site, steps=32, batch_size=5)
     assert np.abs(np.asarray(chunked) - want).max() <= 1e-5 * scale
-    with pytest.raises(ValueError, match="folded into the batch"):
-        A.integrated_gradients(lambda a: jp.intervene(f, {site: lambda v: a})(x), a_x, t,
-                               baseline=a_b, steps=32)
-
-    def tiled(a):
-        return jp.intervene(f, {site: lambda v: a})(jnp.tile(x, (a.shape[0] // 4, 1, 1, 1)))
-
-    wrong = np.asarray(A.integrated_gradients(tiled, a_x, t, baseline=a_b, steps=32))
-    assert np.abs(wrong - want).max() > 1e-2 * scale

@@ -25,6 +25,7 @@ from jaxplain.attribution._shapley import shapley_sampling as shapley_sampling
 from jaxplain.attribution._site import SiteOutput as SiteOutput
 from jaxplain.attribution._site import activation_x_gradient as activation_x_gradient
 from jaxplain.attribution._site import layer_conductance as layer_conductance
+from jaxplain.attribution._site import layer_integrated_gradients as layer_integrated_gradients
 from jaxplain.attribution._site import site_output as site_output
 from jaxplain.attribution._smoothgrad import smoothgrad as smoothgrad
 from jaxplain.attribution._surrogate import kernel_shap as kernel_shap

@@ -5,6 +5,8 @@
   is built on them);
 * :func:`activation_x_gradient`: unit (neuron/channel) attribution of a site to the output;
 * :func:`layer_conductance`: conductance of a site's units along the IG path;
+* :func:`layer_integrated_gradients`: integrated gradients of the model as a function of a
+  site's value;
 * :func:`site_output`: a site's units as a model's outputs, so that any input attribution
   method explains a chosen neuron instead of a logit.
 """
@@ -164,6 +166,82 @@ def layer_conductance(f: Callable, x: Float[Array, "batch *feature"],
     _check_site(f, x, site)
     return _layer_conductance(f, x, t, b, site=site, steps=int(steps), method=method,
                               batch_size=_common.check_batch_size(batch_size))
+
+
+def _replaced_gradient(f, site, x, target, value):
+    """d sum_i f(x)[i, t_i] / d `value`, with `value` put in place of the site's own."""
+
+    def out(v):
+        replaced = intervene(f, {site: lambda _: v})
+        return _common.selected(cpu_friendly(replaced), x, target).sum()
+
+    return jax.grad(out)(value)
+
+
+@functools.partial(jax.jit, static_argnames=("f", "site", "steps", "method", "batch_size"))
+def _layer_integrated_gradients(f, x, target, baseline, *, site, steps, method, batch_size):
+    alphas, weights = quadrature(method, steps)
+    a_x, a_b = _activation(f, site, x), _activation(f, site, baseline)
+    delta = a_x - a_b
+
+    def step(item):
+        alpha, weight = item
+        return weight * _replaced_gradient(f, site, x, target, a_b + alpha * delta)
+
+    items = (jnp.asarray(alphas, x.dtype), jnp.asarray(weights, x.dtype))
+    return delta * _common.chunked_sum(step, items, batch_size)
+
+
+def layer_integrated_gradients(f: Callable, x: Float[Array, "batch *feature"],
+                               target: Int[Array, "batch"] | int, *, site: str, baseline=None,
+                               steps: int = 50, method: str = "gausslegendre",
+                               batch_size: int | None = None) -> Array:
+    """Integrated gradients of the model as a function of a site's value (Captum's
+    ``LayerIntegratedGradients``).
+
+    ``attr = (A(x) - A(b)) * integral_0^1 (d f_t / d A)(A(b) + a (A(x) - A(b))) da``: the
+    site's value ``A`` goes along the straight line between its values at the baseline and at
+    the input, and is put in place of the site's own while the input stays `x` (what reaches
+    the output around the site, a skip connection say, sees `x`). Quadrature as in
+    :func:`integrated_gradients`. When all of the model's computation passes through the site,
+    the units' attributions sum to about ``f(x)_t - f(b)_t``.
+
+    Args:
+      f: the model, mapping a batch to logits ``(n, classes)``.
+      x: the inputs, batch first.
+      target: the class to explain per example, shape ``(n,)``, or one int.
+      site: a site name (see :func:`jaxplain.sites`).
+      baseline: the reference input (the site's start is its value there): None (zeros), a
+        scalar, or an array broadcastable to `x`.
+      steps: the number of quadrature points.
+      method: the quadrature, as in :func:`integrated_gradients`.
+      batch_size: the number of steps evaluated at once (None: all).
+
+    Returns:
+      An array shaped like the site's value.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxplain.attribution import layer_integrated_gradients
+      >>> def f(x):
+      ...     with jax.named_scope("hidden"):
+      ...         h = x * jnp.array([1.0, 2.0])
+      ...     return (h ** 2).sum(axis=1, keepdims=True)
+      >>> layer_integrated_gradients(f, jnp.array([[1.0, 1.0]]), 0, site="hidden").round(4)
+      Array([[1., 4.]], dtype=float32)
+
+    References:
+      Sundararajan, Taly, Yan. Axiomatic Attribution for Deep Networks. ICML 2017; Kokhlikyan
+      et al. Captum. arXiv:2009.07896, 2020 (LayerIntegratedGradients).
+    """
+    _common.check_function(f)
+    x = _common.check_x(x)
+    t = _common.check_target(f, x, target)
+    b = _common.check_baseline(baseline, x)
+    quadrature(method, steps)
+    _check_site(f, x, site)
+    return _layer_integrated_gradients(f, x, t, b, site=site, steps=int(steps), method=method,
+                                       batch_size=_common.check_batch_size(batch_size))
 
 
 @dataclasses.dataclass(frozen=True)

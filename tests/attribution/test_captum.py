@@ -293,3 +293,14 @@ def test_upsampling_is_torch_interpolate(small, large, mode):
     ref = torch.nn.functional.interpolate(torch.tensor(cam)[:, None], size=large, mode=mode)
     np.testing.assert_allclose(upsample(cam, large, mode), ref.numpy()[:, 0], rtol=1e-5,
                                atol=1e-6)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_layer_integrated_gradients(seed):
+    f, model, x, t = _case(seed, "cnn", "signed")
+    b = np.full(x.shape, 0.1, np.float32)
+    ref = captum_attr.LayerIntegratedGradients(model, model.relu2).attribute(
+        twins.to_torch(x), baselines=twins.to_torch(b), target=torch.tensor(t), n_steps=20)
+    ours = A.layer_integrated_gradients(f, x, t, site="relu_1", baseline=b, steps=20,
+                                        batch_size=7)
+    assert twins.relative_error(ours, twins.from_torch(ref)) <= TOL

@@ -52,6 +52,8 @@ REGISTRY = {
                                 {"batch_size": 4}),
     "activation_x_gradient": (A.activation_x_gradient, {"site": "relu_1"}, None),
     "layer_conductance": (A.layer_conductance, {"site": "relu_1", "steps": 5}, {"batch_size": 2}),
+    "layer_integrated_gradients": (A.layer_integrated_gradients, {"site": "relu_1", "steps": 5},
+                                   {"batch_size": 2}),
 }
 
 PARAMS = twins.cnn_params(0)
@@ -134,10 +136,11 @@ def test_non_float_x(name):
 
 @pytest.mark.parametrize("method", [A.integrated_gradients, A.deeplift, A.occlusion,
                                     A.feature_ablation, A.kernel_shap, A.layer_conductance,
-                                    A.score_cam])
+                                    A.layer_integrated_gradients, A.score_cam])
 def test_wrong_baseline_shape(method):
     opts = {"window": 2} if method is A.occlusion else {}
-    opts |= {"site": "relu_1"} if method in (A.layer_conductance, A.score_cam) else {}
+    sited = (A.layer_conductance, A.layer_integrated_gradients, A.score_cam)
+    opts |= {"site": "relu_1"} if method in sited else {}
     with pytest.raises(ValueError, match="baseline"):
         method(F, X, T, baseline=np.zeros((3, 8, 8, 2), np.float32), **opts)
 
@@ -167,7 +170,8 @@ def test_missing_key(method):
 
 
 @pytest.mark.parametrize("method", [A.grad_cam, A.activation_x_gradient, A.layer_conductance,
-                                    A.guided_grad_cam, A.grad_cam_plus_plus, A.score_cam])
+                                    A.layer_integrated_gradients, A.guided_grad_cam,
+                                    A.grad_cam_plus_plus, A.score_cam])
 def test_unknown_site(method):
     with pytest.raises(ValueError, match="relu_1"):
         method(F, X, T, site="relu_2")
