@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxplain.core import _written_out
+from jaxplain.core._reinterpret import bind
 
 # Call primitives whose body is inlined (their semantics are "run this jaxpr"; a checkpoint's
 # rematerialisation policy is dropped: values and gradients are unchanged, memory is not saved).
@@ -78,18 +79,14 @@ class Node:
 
     def bind(self, *args):
         """Apply the equation to `args` under its name stack (so re-traces keep the names)."""
-        params = self.eqn.primitive.get_bind_params(self.eqn.params)
-        subfuns = ()
-        if isinstance(params, tuple):  # older JAX: (subfuns, params)
-            subfuns, params = params
         with contextlib.ExitStack() as stack:
             if self.stack:
                 stack.enter_context(jax.named_scope("/".join(self.stack)))
             manager = getattr(getattr(self.eqn, "ctx", None), "manager", None)
             if manager is not None:
                 stack.enter_context(manager)
-            out = self.eqn.primitive.bind(*subfuns, *args, **params)
-        return list(out) if self.eqn.primitive.multiple_results else [out]
+            return bind(self.eqn, args)
+
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
