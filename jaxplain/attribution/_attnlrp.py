@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from jaxplain.attribution import _common
-from jaxplain.attribution._lrp_rules import MIXING, stabilize, transpose
+from jaxplain.attribution._lrp_rules import MIXING, share, transpose
 from jaxplain.attribution._modified import rule_gradient
 
 
@@ -38,7 +38,7 @@ class AttnLRPRules:
 
     def linear(self, layer, x, g):
         z = layer(x)
-        return transpose(layer, x, layer.weight, g * z / stabilize(z, self.epsilon))
+        return transpose(layer, x, layer.weight, z * share(g, z, self.epsilon))
 
     def activation(self, op, x, y, g):
         if op == "relu" or op in MIXING:  # the identity rule is the gradient; softmax: see above

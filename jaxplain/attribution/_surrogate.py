@@ -255,7 +255,8 @@ def lime(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, "bat
       feature_mask: integer group ids with one example's shape (or broadcastable to it), shared
         by the batch (superpixels), or one mask per example with `x`'s number of axes;
         None: every element is its own group.
-      kernel_width: the width of the exponential kernel (LIME's image default, 0.25).
+      kernel_width: the width of the exponential kernel, on distances in coalition space
+        (``lime_image`` weights by ``sqrt(exp(-d^2 / 0.25^2))``: ``kernel_width=0.25·√2``).
       ridge: the L2 penalty on the coefficients (not the intercept).
       batch_size: the number of coalitions evaluated at once (None: all).
 

@@ -237,5 +237,18 @@ def _equinox_function(model, kwargs) -> Callable:
         scoped = eqx.tree_at(where, scoped, replace=_Scoped(where(scoped), scope))
 
     if per_example:
-        return lambda x: jax.vmap(lambda xi: scoped(xi, **kwargs))(x)
+        def f(x):
+            try:
+                return jax.vmap(lambda xi: scoped(xi, **kwargs))(x)
+            except Exception as err:  # noqa: BLE001 - re-raised, with a hint where one fits
+                batched = [k for k, v in kwargs.items()
+                           if jnp.ndim(v) >= 1 and jnp.shape(v)[0] == jnp.shape(x)[0]]
+                if not batched:
+                    raise
+                raise ValueError(
+                    f"{err}\nas_function passes keyword arguments whole to every example of an "
+                    f"Equinox model (it maps the model over x only), and {batched} has a leading "
+                    "axis the size of the batch: per-example inputs go inside x (the attribution "
+                    "guide, 'Models with several inputs').") from err
+        return f
     return lambda x: scoped(x, **kwargs)

@@ -22,12 +22,13 @@ class _Options:
     insertion_baseline: Any
     samples: int
     batch_size: int | None
+    output: str
 
 
 def _deletion(order):
     def metric(f, x, t, a, method, key, o):
         return deletion(f, x, t, a, steps=o.steps, order=order, baseline=o.baseline,
-                        batch_size=o.batch_size).area
+                        output=o.output, batch_size=o.batch_size).area
     return metric
 
 
@@ -35,7 +36,8 @@ def _insertion(f, x, t, a, method, key, o):
     start = o.insertion_baseline
     if start is None:  # RISE's blur for images; a blur means nothing for vectors or tokens
         start = "blur" if x.ndim == 4 else "zeros"
-    return insertion(f, x, t, a, steps=o.steps, baseline=start, batch_size=o.batch_size).area
+    return insertion(f, x, t, a, steps=o.steps, baseline=start, output=o.output,
+                     batch_size=o.batch_size).area
 
 
 def _lerf(f, x, t, a, method, key, o):
@@ -99,6 +101,7 @@ def compare(
     insertion_baseline: Any = None,
     samples: int = 5,
     batch_size: int | None = None,
+    output: str = "probability",
 ) -> Table:
     """Evaluate every method with every metric on the same inputs; mean over the batch.
 
@@ -126,6 +129,8 @@ def compare(
         samples: Perturbations for continuity and max-sensitivity (5: fewer than their own
             default of 10).
         batch_size: Chunking of the perturbation metrics.
+        output: What the deletion and insertion curves read, as in :func:`deletion`:
+            ``"probability"`` or ``"logit"`` (a regression model's one output takes it).
 
     Returns:
         A :class:`Table`.
@@ -151,7 +156,7 @@ def compare(
         raise ValueError(f"metrics must be names from {tuple(METRICS)}, got {metrics}")
     options = _Options(checks.check_positive_int(steps, "steps"), baseline, insertion_baseline,
                        checks.check_positive_int(samples, "samples"),
-                       checks.check_batch_size(batch_size))
+                       checks.check_batch_size(batch_size), output)
     rows = []
     for name, method in methods.items():
         a = checks.check_like(method(f, x, target), x, f"the attribution of {name!r}")

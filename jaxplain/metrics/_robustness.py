@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
+from jaxplain.attribution._common import check_batch_of
 from jaxplain.metrics import _checks as checks
 
 Method = Callable[[Callable[[Array], Array], Array, Array], Array]
@@ -69,6 +70,7 @@ def _sensitivity(f, method, x, target, key, scale, *, samples, noise, batch_size
     compiled call.
     """
     chunk = samples if batch_size is None else min(batch_size, samples)
+    check_batch_of(f, x, chunk * x.shape[0], f"each example's noisy copies, {chunk} at a time")
     eps, chunks = _inputs(key, scale, x, target, samples=samples, noise=noise, chunk=chunk)
     a0 = method(f, x, target)
     out = tuple(method(f, xc, tc) for xc, tc in chunks)
