@@ -116,6 +116,17 @@ def activation_x_gradient(f: Callable, x: Float[Array, "batch *feature"],
     return _activation_x_gradient(f, x, t, site=site)
 
 
+def _path_arguments(f, x, target, site, baseline, steps, method) -> tuple:
+    """The checks of the site methods along the IG path: ``(x, target, baseline)``."""
+    _common.check_function(f)
+    x = _common.check_x(x)
+    t = _common.check_target(f, x, target)
+    b = _common.check_baseline(baseline, x)
+    quadrature(method, steps)
+    _check_site(f, x, site)
+    return x, t, b
+
+
 @functools.partial(jax.jit, static_argnames=("f", "site", "steps", "method", "batch_size"))
 def _layer_conductance(f, x, target, baseline, *, site, steps, method, batch_size):
     alphas, weights = quadrature(method, steps)
@@ -158,12 +169,7 @@ def layer_conductance(f: Callable, x: Float[Array, "batch *feature"],
     References:
       Dhamdhere, Sundararajan, Yan. How Important Is a Neuron? ICLR 2019.
     """
-    _common.check_function(f)
-    x = _common.check_x(x)
-    t = _common.check_target(f, x, target)
-    b = _common.check_baseline(baseline, x)
-    quadrature(method, steps)
-    _check_site(f, x, site)
+    x, t, b = _path_arguments(f, x, target, site, baseline, steps, method)
     return _layer_conductance(f, x, t, b, site=site, steps=int(steps), method=method,
                               batch_size=_common.check_batch_size(batch_size))
 
@@ -234,12 +240,7 @@ def layer_integrated_gradients(f: Callable, x: Float[Array, "batch *feature"],
       Sundararajan, Taly, Yan. Axiomatic Attribution for Deep Networks. ICML 2017; Kokhlikyan
       et al. Captum. arXiv:2009.07896, 2020 (LayerIntegratedGradients).
     """
-    _common.check_function(f)
-    x = _common.check_x(x)
-    t = _common.check_target(f, x, target)
-    b = _common.check_baseline(baseline, x)
-    quadrature(method, steps)
-    _check_site(f, x, site)
+    x, t, b = _path_arguments(f, x, target, site, baseline, steps, method)
     return _layer_integrated_gradients(f, x, t, b, site=site, steps=int(steps), method=method,
                                        batch_size=_common.check_batch_size(batch_size))
 
