@@ -23,6 +23,7 @@ method for the place, or returns ``None``, gets the plain gradient.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -33,6 +34,7 @@ import numpy as np
 from jaxplain.core._batch import batch_axes
 from jaxplain.core._capture import compiled, program_of, selector_key
 from jaxplain.core._cpu import cpu_friendly
+from jaxplain.core import _program
 from jaxplain.core._program import Lit, Node, Program, run
 from jaxplain.core._select import matches
 from jaxplain.core._sites import NORMALIZERS, PRODUCTS, Site, SiteMap, order_preserving
@@ -421,6 +423,55 @@ def _plan(program: Program, site_map: SiteMap, rules) -> dict[int, tuple]:
     return plan
 
 
+_CONVS = frozenset({"dot_general", "conv_general_dilated"})
+_POOLS = frozenset({"reduce_window_max", "reduce_window_sum", "reduce_window", "reduce_max"})
+
+
+def _body_places(jaxpr) -> set[str]:
+    """The kinds of places (rule methods) that equations of `jaxpr`, or of the jaxprs inside
+    it, could be: an upper bound, used to say which rules a loop left whole does not apply."""
+    kinds = set()
+    for eqn in jaxpr.eqns:
+        name = eqn.primitive.name
+        if _program._activation_of(eqn) is not None:
+            kinds.add("activation")
+        if name in _CONVS:
+            kinds.add("linear")
+        if name in _POOLS:
+            kinds.add("pool")
+        if name == "add":
+            kinds.add("add")
+        if name in NORMALIZERS:
+            kinds.add("normalizer")
+        if name in PRODUCTS:
+            kinds.add("product")
+        for sub in _program._sub_jaxprs(eqn.params):
+            kinds |= _body_places(sub)
+    return kinds
+
+
+def _warn_loops_left_whole(program: Program, rules) -> None:
+    """Warn for each input-dependent loop over the unroll budget, left as one node, inside
+    which the rules have a method for a place: the loop's backward pass is the plain one."""
+    for node in program.nodes:
+        if node.prim != "scan" or not any(isinstance(r, int) and r in program.depends
+                                          for r in node.ins):
+            continue
+        body = node.eqn.params["jaxpr"].jaxpr
+        name = "/".join(node.stack + (_program._common_scope(body) or _program._LOOP_SCOPE,))
+        site = Site(name, (), program.avals[node.outs[0]].dtype, "module", "scan")
+        kinds = sorted(k for k in _body_places(body) if _pick(rules, site, k) is not None)
+        if kinds:
+            size = node.eqn.params["length"] * _program._size(body)
+            warnings.warn(
+                f"rewrite_backward: the loop '{name}' ({node.eqn.params['length']} steps, "
+                f"{size} equations in all) is over jaxplain.core.UNROLL_BUDGET "
+                f"({_program.UNROLL_BUDGET}) and stays one node, so the rules' "
+                f"{', '.join(kinds)} methods are not applied inside it: its backward pass is the "
+                f"plain gradient, and sums such as LRP's conservation or DeepLIFT's "
+                f"summation-to-delta do not hold there.", UserWarning, stacklevel=4)
+
+
 def rewrite_backward(f: Callable, rules) -> Callable:
     """`f` with identical forward values and a VJP that follows `rules`.
 
@@ -467,6 +518,7 @@ def _rewritten(f: Callable, rules, x):
                         f"floating x; got {x.dtype} (for token ids, rewrite a function of the "
                         f"embeddings)")
     program, site_map = program_of(f, x, unrolled=True)  # rules apply inside loops too
+    _warn_loops_left_whole(program, rules)
     plan = _plan(program, site_map, rules)
     batch = batch_axes(program) if plan else {}
 

@@ -262,6 +262,8 @@ class _Builder:
                 continue
             if eqn.primitive.name in _OPAQUE:
                 self._note_opaque_scopes(eqn, stack, eqn.primitive.name)
+            if eqn.primitive.name == "scan" and not _unrollable(eqn):
+                self._note_steps(eqn, stack)
             outs = tuple(self.fresh(v.aval) for v in eqn.outvars)
             for var, ref in zip(eqn.outvars, outs):
                 env[var] = ref
@@ -307,6 +309,23 @@ class _Builder:
                 ys[k][i] = y
         stacked = [self._apply(lambda *a: jnp.stack(a), y, stack)[0] for y in ys]
         return carry + stacked
+
+    def _note_steps(self, eqn, stack):
+        """Record the numbered scopes a scan left whole would have had unrolled
+        (``blocks/3``, ``blocks/3/lin``), so that asking for one says why it is no site."""
+        body = eqn.params["jaxpr"].jaxpr
+        head = _common_scope(body)
+        if head is None:  # the name its iterations would get were it the next loop unrolled
+            k = self._loops[stack]
+            head, rest = (_LOOP_SCOPE if k == 0 else f"{_LOOP_SCOPE}_{k}"), lambda s: s
+        else:
+            rest = lambda s: s[1:]  # noqa: E731
+        inner = {rest(_clean_stack(e.source_info.name_stack)) for e in body.eqns}
+        for i in range(eqn.params["length"]):
+            for scope in inner | {()}:
+                full = stack + (head, str(i)) + scope
+                for k in range(len(stack) + 2, len(full) + 1):
+                    self.opaque_scopes.setdefault("/".join(full[:k]), "scan")
 
     def _note_opaque_scopes(self, eqn, stack, outer: str):
         for inner in _sub_jaxprs(eqn.params):
