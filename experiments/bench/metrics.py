@@ -113,9 +113,10 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--batch-sizes", default="none,1,2,4,8",
+    parser.add_argument("--batch-sizes", default="none,51,102,204,408",
                         help="comma-separated batch_size settings of jaxplain to time "
-                             "(examples per chunk; 'none' = all at once); the fastest is used")
+                             "(perturbed images per model call, multiples of steps + 1; 'none' = "
+                             "all at once); the fastest is used")
     parser.add_argument("--rounds", type=int, default=16,
                         help="paired rounds; each times jaxplain and the floor on all images and "
                              "the loop on images/rounds of them")
@@ -151,7 +152,7 @@ def main() -> None:
     if bs is None:
         floor = jax.jit(f)
     else:
-        floor = jax.jit(lambda z: jax.lax.map(f, z.reshape((-1, bs * k) + z.shape[1:])))
+        floor = jax.jit(lambda z: jax.lax.map(f, z.reshape((-1, bs) + z.shape[1:])))
     floor_logits = np.asarray(floor(inputs)).reshape(args.images, k, -1)
     floor_p = np.asarray(jax.nn.softmax(floor_logits, axis=-1))[np.arange(args.images), :, tn]
     floor_diff = float(np.abs(floor_p - curve).max())

@@ -126,7 +126,7 @@ def deletion(
     area); with ``"lerf"`` (least relevant first) it keeps it high (large area).
 
     All ``batch x (steps + 1)`` perturbed inputs are built on device and evaluated in one
-    vmapped call of ``f`` (chunked over examples by ``batch_size``); ``f`` is a static argument
+    vmapped call of ``f`` (chunked by ``batch_size`` perturbed inputs); ``f`` is a static argument
     of the internal ``jit``, so repeated calls do not retrace.
 
     Args:
@@ -147,7 +147,8 @@ def deletion(
             one output and no sigmoid (a regression) takes ``"logit"``.
         absolute: Rank by ``|attribution|`` (channels summed first) instead of signed values.
         blur_sigma: Standard deviation of the blur baseline, in pixels.
-        batch_size: Examples evaluated at once (``None``: all).
+        batch_size: Perturbed inputs evaluated at once (``None``: all ``batch x (steps + 1)``),
+            which bounds memory whatever the number of steps.
 
     Returns:
         A :class:`Curve` with ``fractions (steps + 1,)``, ``values (batch, steps + 1)`` and
@@ -290,7 +291,8 @@ def pixel_perturbation(
         baseline: As in :func:`deletion` (the protocol sets pixels to 0 in normalised space).
         absolute: Rank by ``|attribution|`` (the reference choice) or by signed values.
         blur_sigma: For ``baseline="blur"``.
-        batch_size: Examples evaluated at once (``None``: all).
+        batch_size: Perturbed inputs evaluated at once (``None``: all
+            ``batch x (len(fractions) + 1)``).
 
     Returns:
         ``(batch, len(fractions))`` relative probability changes.

@@ -1,8 +1,8 @@
 """The shared engine of the perturbation metrics: rank features, mask, evaluate in one batch.
 
 Every example's features are ranked once; the images for all removal counts of all examples are
-built with ``jnp.where`` from the rank array and evaluated by ``f`` in one vmapped (or
-``lax.map``-chunked) call, so a deletion curve costs one forward pass over
+built with ``jnp.where`` from the rank array and evaluated by ``f`` in one vmapped call (or
+chunks of ``batch_size`` images), so a deletion curve costs one forward pass over
 ``batch x (steps + 1)`` images and nothing per step in Python.
 """
 
@@ -14,8 +14,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
+from jaxplain.attribution._common import chunked_map
 from jaxplain.core._channels import channels_last_view
 
 BASELINES = ("zeros", "mean", "blur")
@@ -154,20 +154,20 @@ def evaluate_counts(
     """``(batch, len(counts))`` outputs with the first ``counts[k]`` ranked features changed.
 
     Deletion (``insert=False``) sets them to ``base``; insertion starts from ``base`` and puts
-    them back from ``x``.
+    them back from ``x``. The ``batch x len(counts)`` perturbed inputs are evaluated
+    `batch_size` at a time (None: all at once), so memory is bounded whatever the steps.
     """
     grid = feature_shape(x.shape)
     c = jnp.asarray(counts, jnp.int32)
 
-    def one(args):
-        xi, bi, ri, ti = args
-        masks = (ri[None, :] < c[:, None]).reshape((len(counts),) + grid)
-        if xi.ndim == 3:
-            masks = masks[..., None]
-        chosen, other = (xi, bi) if insert else (bi, xi)
-        return readout(f(jnp.where(masks, chosen[None], other[None])), ti, output)
+    def value(item):  # example i with its first c[k] ranked features changed
+        i, k = item
+        mask = (rank[i] < c[k]).reshape(grid)
+        if x.ndim == 4:
+            mask = mask[..., None]
+        chosen, other = (x[i], base[i]) if insert else (base[i], x[i])
+        return readout(f(jnp.where(mask, chosen, other)[None]), target[i], output)[0]
 
-    args = (x, base, rank, target)
-    if batch_size is None:
-        return jax.vmap(lambda *a: one(a))(*args)
-    return lax.map(one, args, batch_size=batch_size)
+    n, m = x.shape[0], len(counts)
+    items = (jnp.repeat(jnp.arange(n), m), jnp.tile(jnp.arange(m), n))
+    return chunked_map(value, items, batch_size).reshape(n, m)
