@@ -122,17 +122,22 @@ def _size_cdf(counts: np.ndarray, groups: int) -> np.ndarray:
     return np.cumsum(p / p.sum(axis=1, keepdims=True), axis=1)
 
 
+@functools.partial(jax.jit, static_argnames=("samples",))
+def _draw_coalitions(key, cdf, present, *, samples):
+    k_size, k_member = jax.random.split(key)
+    r = jax.random.uniform(k_size, (samples, 1, 1))
+    size = 1 + jnp.sum(r >= cdf[None, :, :-1], axis=-1)  # (samples, n)
+    u = jnp.where(present, _in_example_order(_uniforms(k_member, samples, present.shape[1]),
+                                             present), 2.0)
+    rank = jnp.argsort(jnp.argsort(u, axis=-1), axis=-1)
+    return rank < size[..., None]
+
+
 def _sampled_coalitions(key, present: np.ndarray, samples: int) -> jax.Array:
     """``(samples, n, G)`` coalitions per example (``n`` = 1 for a shared mask): a size drawn
     by Shapley kernel weight, then that many of the example's groups, uniformly."""
-    counts, groups = present.sum(axis=1), present.shape[1]
-    k_size, k_member = jax.random.split(key)
-    r = jax.random.uniform(k_size, (samples, 1, 1))
-    size = 1 + jnp.sum(r >= jnp.asarray(_size_cdf(counts, groups), jnp.float32)[None, :, :-1],
-                       axis=-1)  # (samples, n)
-    u = jnp.where(present, _in_example_order(_uniforms(k_member, samples, groups), present), 2.0)
-    rank = jnp.argsort(jnp.argsort(u, axis=-1), axis=-1)
-    return rank < size[..., None]
+    cdf = _size_cdf(present.sum(axis=1), present.shape[1]).astype(np.float32)
+    return _draw_coalitions(key, cdf, present, samples=samples)
 
 
 def kernel_shap(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, "batch"] | int,
