@@ -18,6 +18,7 @@ import numpy as np
 
 from jaxplain.core._adapters import refuse_module
 from jaxplain.core._affine import AffineStem, affine_stem
+from jaxplain.core._backward import unruled_products
 from jaxplain.core._capture import model_error_hint
 from jaxplain.core._layout import fast_convolutions
 from jaxplain.core._cpu import cpu_friendly, sum_leading
@@ -216,6 +217,23 @@ def warn_if_softmax_output(f: Callable, x: jax.Array, method: str, consequence: 
         UserWarning, stacklevel=3)
 
 
+def warn_if_products(f: Callable, x: jax.Array, rules: Any, method: str,
+                     consequence: str) -> None:
+    """A ``UserWarning`` when `f` multiplies two input-dependent values (an LSTM's or GRU's
+    gates, attention) at places where `rules` pass the plain gradient, which hands the whole
+    relevance to both factors: `consequence` says what then fails."""
+    names = unruled_products(f, x, rules)
+    if not names:
+        return
+    shown = ", ".join(repr(n) for n in names[:3]) + (", ..." if len(names) > 3 else "")
+    warnings.warn(
+        f"{method}: the model multiplies two values that both depend on x ({shown}: gates or "
+        f"attention), and {method}'s rules pass the plain gradient through such a product, "
+        f"which gives its whole relevance to both factors, so {consequence}. attn_lrp splits a "
+        "product's relevance between its factors (the uniform rule) and conserves it.",
+        UserWarning, stacklevel=3)
+
+
 def selected(f: Callable, x: jax.Array, target: jax.Array) -> jax.Array:
     """``f(x)[i, target[i]]`` for every example, shape ``(batch,)``."""
     logits = f(x)
@@ -297,29 +315,48 @@ def folded_gradient_sum(f: Callable, points: Callable, target: jax.Array, xs: An
     the batch axis.
 
     Instead of vmapping `f` over the items, each chunk of ``c`` items becomes one batch of
-    ``n * c`` inputs (as Captum does), which keeps `f` a plain batched call. The batch is folded
-    example-major (:func:`fold`), so it stays sharded like `x`. `scale` (None: 1) maps an item
-    to an array broadcastable to `shape` that multiplies its gradient (GradientSHAP's ``x - b``
-    differs per item). CPU rewrites as in :func:`target_gradient`.
+    ``n * c`` inputs (as Captum does), which keeps `f` a plain batched call. `points` maps an
+    item to inputs of `shape`; `scale` (None: 1) maps an item to an array broadcastable to
+    `shape` that multiplies its gradient (GradientSHAP's ``x - b`` differs per item). As
+    :func:`folded_gradients`, which takes the chunk's points at once.
+    """
+    per_item = functools.partial(jax.vmap, out_axes=1)  # (n, c, ...)
+
+    def chunk_points(item):
+        scales = None if scale is None else per_item(
+            lambda i: jnp.broadcast_to(scale(i), shape))(item)
+        return per_item(points)(item), scales
+
+    return folded_gradients(f, chunk_points, target, xs, weights, batch_size, shape)
+
+
+def folded_gradients(f: Callable, chunk_points: Callable, target: jax.Array, xs: Any, weights,
+                     batch_size: int | None, shape: tuple) -> jax.Array:
+    """``sum_k weights[k] * scale_k * grad f_t(points_k)`` over the items `xs`, their gradients
+    taken on one batch of ``n * c`` inputs per chunk of ``c`` items.
+
+    `chunk_points` maps a chunk of items to ``(points, scale)``: the inputs, shape
+    ``(n, c, *shape[1:])``, example-major, and an array broadcastable to it (or None: 1). The
+    batch is folded example by example (:func:`fold`), so it stays sharded like `x`; a method
+    whose points come from per-item draws (random noise) can lay them out batch-first once,
+    where vmapping per item would transpose every intermediate. CPU rewrites as in
+    :func:`target_gradient`.
     """
     items = jax.tree_util.tree_leaves(xs)[0].shape[0]
     folded = shape[0] * min(batch_size or items, items)
     check_batch_of(f, jax.ShapeDtypeStruct(shape, weights.dtype), folded,
                    "each example's samples or steps folded into the batch")
     f = cpu_friendly(f)
-    per_item = functools.partial(jax.vmap, in_axes=0, out_axes=1)  # (n, c, ...)
 
     def chunk(items):
         item, w = items
         n, c = shape[0], w.shape[0]
-        z = fold(per_item(points)(item))
+        z, scales = chunk_points(item)
         per_row = jnp.tile(w, n)
         targets = jnp.repeat(target, c)
-        g = jax.grad(lambda v: (selected(f, v, targets) * per_row).sum())(z)
+        g = jax.grad(lambda v: (selected(f, v, targets) * per_row).sum())(fold(z))
         g = g.reshape((n, c) + shape[1:])
-        if scale is not None:
-            g = g * per_item(lambda i: jnp.broadcast_to(scale(i), shape))(item)
-        return sum_second(g)
+        return sum_second(g if scales is None else g * scales)
 
     return chunked_reduce(chunk, (xs, weights), batch_size)
 

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from jaxplain.attribution import _common
-from jaxplain.attribution._modified import _deeplift
+from jaxplain.attribution._modified import Rescale, _deeplift
 
 
 def draws(key: jax.Array, samples: int, n: int, m: int, dtype) -> tuple:
@@ -38,21 +38,23 @@ def sample(x: jax.Array, baselines: jax.Array, stdev: jax.Array, item: tuple) ->
     return noisy, baselines[index], alpha.reshape((-1,) + (1,) * (x.ndim - 1))
 
 
-@functools.partial(jax.jit, static_argnames=("f", "samples", "batch_size"))
-def _gradient_shap(f, x, target, baselines, key, stdev, *, samples, batch_size):
+@functools.partial(jax.jit, static_argnames=("f", "samples", "noise", "batch_size"))
+def _gradient_shap(f, x, target, baselines, key, stdev, *, samples, noise, batch_size):
     items = draws(key, samples, x.shape[0], baselines.shape[0], x.dtype)
+    n, ones = x.shape[0], (1,) * (x.ndim - 1)
 
-    def point(item):
-        noisy, base, alpha = sample(x, baselines, stdev, item)
-        return base + alpha * (noisy - base)
-
-    def difference(item):
-        noisy, base, _ = sample(x, baselines, stdev, item)
-        return noisy - base
+    def chunk_points(item):  # the chunk's draws laid out example-major, (n, c, ...)
+        index, alpha, keys = item
+        noisy = x[:, None]
+        if noise:  # each sample's noise drawn as sample() draws it, then put batch-first
+            normal = jax.vmap(lambda k: jax.random.normal(k, x.shape, x.dtype))(keys)
+            noisy = noisy + stdev * jnp.swapaxes(normal, 0, 1)
+        base = baselines[index.T]
+        difference = noisy - base
+        return base + alpha.T.reshape((n, -1) + ones) * difference, difference
 
     weights = jnp.full((samples,), 1.0 / samples, x.dtype)
-    return _common.folded_gradient_sum(f, point, target, items, weights, batch_size, x.shape,
-                                       scale=difference)
+    return _common.folded_gradients(f, chunk_points, target, items, weights, batch_size, x.shape)
 
 
 def gradient_shap(f: Callable, x: Float[Array, "batch *feature"],
@@ -109,8 +111,9 @@ def gradient_shap(f: Callable, x: Float[Array, "batch *feature"],
     b = _common.check_baselines(baselines, x)
     if not _common.is_traced(stdev) and (jnp.ndim(stdev) != 0 or not float(stdev) >= 0):
         raise ValueError(f"stdev must be a float >= 0; got {stdev!r}")
+    noise = _common.is_traced(stdev) or float(stdev) != 0  # no noise: no draws to make
     return _gradient_shap(f, x, t, b, key, jnp.asarray(stdev, x.dtype),
-                          samples=_common.check_positive_int(samples, "samples"),
+                          samples=_common.check_positive_int(samples, "samples"), noise=noise,
                           batch_size=_common.check_batch_size(batch_size))
 
 
@@ -175,6 +178,8 @@ def deeplift_shap(f: Callable, x: Float[Array, "batch *feature"],
                            f"{c} baselines of each example at a time")
     _common.check_batch_of(f, x, 2 * c, f"each example and {c} of its baselines stacked "
                            "(vmapped over the examples)")
+    _common.warn_if_products(f, x, Rescale(), "deeplift_shap", "the attributions do not sum "
+                             "to f(x)_t - mean_b f(b)_t")
     _common.warn_if_softmax_output(f, x, "deeplift_shap", "the attributions do not sum to "
                                    "f(x)_t - mean_b f(b)_t")
     return _deeplift_shap(f, x, t, b, batch_size=_common.check_batch_size(batch_size))
