@@ -98,4 +98,5 @@ def lrp(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, "batc
     _check_selectors(f, x, composite)
     _common.warn_if_softmax_output(f, x, "lrp", "relevance is not conserved (the one-hot "
                                    "relevance through a softmax's gradient sums to about 0)")
+    _common.warn_if_products(f, x, composite, "lrp", "relevance is not conserved")
     return _lrp(f, x, t, rules=composite, scale=bool(scale_by_logit))

@@ -164,6 +164,8 @@ def deeplift(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, 
     t = _common.check_target(f, x, target)
     b = _common.check_baseline(baseline, x)
     _common.check_batch_of(f, x, 2 * x.shape[0], "x and its baselines stacked")
+    _common.warn_if_products(f, x, Rescale(), "deeplift", "the attributions do not sum to "
+                             "f(x)_t - f(b)_t")
     _common.warn_if_softmax_output(f, x, "deeplift", "the attributions do not sum to "
                                    "f(x)_t - f(b)_t")
     return _deeplift(f, x, t, b)

@@ -380,6 +380,17 @@ def linear_layer_names(f: Callable, x) -> tuple[str, ...]:
                                if i in site_map.groups and i not in site_map.pools))
 
 
+def unruled_products(f: Callable, x, rules) -> tuple[str, ...]:
+    """The places of `f` (at `x`'s shape) that multiply two input-dependent values (gates,
+    attention's ``q k^T``) and that `rules` leave to the plain gradient, by site name."""
+    program, site_map = program_of(f, x, unrolled=True)
+    plan = _plan(program, site_map, rules)
+    return tuple(dict.fromkeys(
+        name for i, name in sorted(site_map.node_names.items())
+        if program.nodes[i].prim in PRODUCTS and i not in plan and i not in site_map.groups
+        and i not in site_map.pools and program.nodes[i].activation is None))
+
+
 def _plan(program: Program, site_map: SiteMap, rules) -> dict[int, tuple]:
     by_name = {s.name: s for s in site_map.sites}
     inputs = _input_views(program)
