@@ -146,6 +146,8 @@ def resolve(f: Callable, x, sites) -> tuple[tuple, int]:
 def check_target(target, batch: int, n_classes: int):
     """Check a concrete ``target`` (int or ``(batch,)`` ints) against the class count.
 
+    Returns it as an int32 ``(batch,)`` array, so that an int and an array of targets reach the
+    compiled function as the same type and compile once (as ``jaxplain.attribution`` does).
     ``None`` (the predicted class) and traced targets pass through unchecked.
     """
     if target is None:
@@ -163,7 +165,10 @@ def check_target(target, batch: int, n_classes: int):
             f"target out of range: f has {n_classes} classes, so targets must lie in "
             f"[0, {n_classes - 1}]; got {t.tolist()}."
         )
-    return target
+    if (isinstance(target, jax.Array) and target.dtype == jnp.int32 and target.shape == (batch,)
+            and not target.weak_type):  # jnp.full(n, 3) is weakly typed: another compile
+        return target  # already on the device as it should be: no copy
+    return jnp.asarray(np.broadcast_to(t.astype(np.int32), (batch,)))
 
 
 def targets(f: Callable, x, target):

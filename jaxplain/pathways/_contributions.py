@@ -14,12 +14,18 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, Int
 
 from jaxplain import core
-from jaxplain.core._cpu import cpu_friendly, sum_leading
-from jaxplain.core._layout import fast_convolutions
+from jaxplain.attribution._common import chunked_sum
+from jaxplain.core._cpu import cpu_friendly
 from jaxplain.pathways import _checks
+
+
+DEFAULT_BATCH_SIZE = 4
+"""IG steps evaluated at once by default: memory is about this many forward/backward passes of
+the batch, whatever ``steps`` is."""
 
 
 def _picked(y, t):
@@ -44,7 +50,12 @@ def taylor_scores(f, x, t, specs, masks=None) -> dict:
 
 
 def integrated_scores(f, x, t, specs, steps: int, batch_size) -> dict:
-    """Per-site integrated gradients of the target logit w.r.t. the site (traced)."""
+    """Per-site integrated gradients of the target logit w.r.t. the site (traced).
+
+    The ``steps + 1`` alphas are evaluated ``batch_size`` at a time (vmapped; ``None``: all at
+    once) and summed in a ``lax.scan`` (``chunked_sum``), so memory holds one chunk of gradients
+    whatever ``steps`` is.
+    """
     alphas = jnp.arange(steps + 1, dtype=jnp.float32) / steps
     scores = {}
     for name, shape, dtype in specs:
@@ -58,10 +69,22 @@ def integrated_scores(f, x, t, specs, steps: int, batch_size) -> dict:
             return jax.grad(objective)(jnp.zeros(shape, dtype))
 
         # d y / d g at a <- alpha a equals a * dy/da'|_{a' = alpha a}; average over alpha_j = j/T.
-        # a loop body: its convolution gradients in XLA:CPU's fast layout (jaxplain.core._layout)
-        grads = jax.lax.map(fast_convolutions(grad_at), alphas, batch_size=batch_size)
-        scores[name] = jnp.abs(sum_leading(grads) / grads.shape[0])
+        # The scan body's convolution gradients run in XLA:CPU's fast layout (chunked_reduce).
+        total = chunked_sum(grad_at, alphas, batch_size)
+        scores[name] = jnp.abs(total / (steps + 1))
     return scores
+
+
+def check_batch_size(batch_size) -> int | None:
+    """``batch_size`` (alphas per pass) as a positive int or ``None``."""
+    if batch_size is None:
+        return None
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(
+            f"batch_size must be a positive int (the number of IG steps evaluated at once) or "
+            f"None (all at once); got {batch_size!r}."
+        )
+    return int(batch_size)
 
 
 @functools.partial(jax.jit, static_argnames=("f", "specs"))
@@ -115,7 +138,7 @@ def contributions(
 
 def integrated_contributions(
     f: Callable, x: Float[Array, "batch *features"], target: Int[Array, "batch"] | int | None,
-    *, sites=None, steps: int = 10, batch_size: int | None = None,
+    *, sites=None, steps: int = 10, batch_size: int | None = DEFAULT_BATCH_SIZE,
 ) -> dict[str, Float[Array, "batch *site"]]:
     """Integrated-gradient neuron contributions (the paper's "NeuronIntGrad").
 
@@ -130,8 +153,12 @@ def integrated_contributions(
     Args:
       f, x, target, sites: as in :func:`contributions`.
       steps: ``T``, the number of intervals (``T + 1`` gradient evaluations per site).
-      batch_size: how many alphas to evaluate at once (``lax.map``); ``None`` runs them one by
-        one, which keeps memory at one forward/backward pass.
+      batch_size: how many of the ``T + 1`` alphas to evaluate at once, each over the whole
+        batch (as everywhere in ``jaxplain``); ``None`` evaluates all of them in one pass. The
+        chunks are summed in a ``lax.scan``, so memory is about ``batch_size`` forward/backward
+        passes whatever ``steps`` is; the default 4 bounds it for large ``steps``, 1 gives the
+        least memory, ``None`` the fewest passes. The scores do not depend on it (to float
+        rounding).
 
     Returns:
       ``{site name: scores}`` shaped like each site's value.
@@ -144,6 +171,7 @@ def integrated_contributions(
     x = _checks.check_x(x)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int; got {steps!r}.")
+    batch_size = check_batch_size(batch_size)
     specs, n_classes = _checks.resolve(f, x, sites)
     target = _checks.check_target(target, x.shape[0], n_classes)
     return _integrated(f, x, target, specs, steps, batch_size)

@@ -102,13 +102,13 @@ def masked_jvp(
     return _masked_jvp(f, x, target, dict(masks), direction)
 
 
-@functools.partial(jax.jit, static_argnames=("f", "specs", "keep", "method", "steps"))
-def _pathway_gradient(f, x, target, specs, keep, method, steps):
+@functools.partial(jax.jit, static_argnames=("f", "specs", "keep", "method", "steps", "batch_size"))
+def _pathway_gradient(f, x, target, specs, keep, method, steps, batch_size):
     t = _checks.targets(f, x, target)
     if method == "taylor":
         scores = _contributions.taylor_scores(f, x, t, specs)
     else:
-        scores = _contributions.integrated_scores(f, x, t, specs, steps, None)
+        scores = _contributions.integrated_scores(f, x, t, specs, steps, batch_size)
     masks = _select.threshold_scores(scores, keep)
     return _one_hot_vjp(apply(f, masks), x, t)
 
@@ -116,6 +116,7 @@ def _pathway_gradient(f, x, target, specs, keep, method, steps):
 def pathway_gradient(
     f: Callable, x: Float[Array, "batch *features"], target: Int[Array, "batch"] | int | None,
     *, keep: float, sites=None, method: str = "taylor", steps: int = 10,
+    batch_size: int | None = _contributions.DEFAULT_BATCH_SIZE,
 ) -> Float[Array, "batch *features"]:
     """Pathway gradient: ``d y^m_target / dx`` with the critical-pathway masks in the forward.
 
@@ -128,7 +129,7 @@ def pathway_gradient(
     gradient with a masked backward only. With ``keep=1`` it equals ``jax.grad`` of the logit.
 
     Args:
-      f, x, target, keep, sites, method, steps: as in :func:`select`.
+      f, x, target, keep, sites, method, steps, batch_size: as in :func:`select`.
 
     Returns:
       Signed gradient shaped like ``x``. For the paper's one-channel display use
@@ -152,15 +153,19 @@ def pathway_gradient(
     x = _checks.check_x(x)
     keep = _checks.check_keep(keep)
     _select.check_method(method, steps)
+    batch_size = _contributions.check_batch_size(batch_size)
+    if method != "integrated":
+        batch_size = None  # unused: one compiled function whatever its value
     specs, n_classes = _checks.resolve(f, x, sites)
     target = _checks.check_target(target, x.shape[0], n_classes)
-    return _pathway_gradient(f, x, target, specs, keep, method, steps)
+    return _pathway_gradient(f, x, target, specs, keep, method, steps, batch_size)
 
 
 def pathway_jvp(
     f: Callable, x: Float[Array, "batch *features"], target: Int[Array, "batch"] | int | None,
     direction: Float[Array, "batch *features"], *, keep: float, sites=None,
     method: str = "taylor", steps: int = 10,
+    batch_size: int | None = _contributions.DEFAULT_BATCH_SIZE,
 ) -> tuple[Float[Array, "batch"], Float[Array, "batch"]]:
     """Directional derivative of the masked target logit along ``direction`` (forward mode).
 
@@ -169,7 +174,8 @@ def pathway_jvp(
     """
     _checks.check_function(f)
     x = _checks.check_x(x)
-    masks = _select.select(f, x, target, keep=keep, sites=sites, method=method, steps=steps)
+    masks = _select.select(f, x, target, keep=keep, sites=sites, method=method, steps=steps,
+                            batch_size=batch_size)
     return masked_jvp(f, x, target, masks, direction)
 
 

@@ -116,13 +116,13 @@ def threshold(scores: Mapping[str, Float[Array, "batch *site"]], *, keep: float)
     return _threshold(dict(scores), keep)
 
 
-@functools.partial(jax.jit, static_argnames=("f", "specs", "keep", "method", "steps"))
-def _select(f, x, target, specs, keep, method, steps):
+@functools.partial(jax.jit, static_argnames=("f", "specs", "keep", "method", "steps", "batch_size"))
+def _select(f, x, target, specs, keep, method, steps, batch_size):
     t = _checks.targets(f, x, target)
     if method == "taylor":
         scores = _contributions.taylor_scores(f, x, t, specs)
     else:
-        scores = _contributions.integrated_scores(f, x, t, specs, steps, None)
+        scores = _contributions.integrated_scores(f, x, t, specs, steps, batch_size)
     return threshold_scores(scores, keep)
 
 
@@ -136,6 +136,7 @@ def check_method(method: str, steps: int) -> None:
 def select(
     f: Callable, x: Float[Array, "batch *features"], target: Int[Array, "batch"] | int | None,
     *, keep: float, sites=None, method: str = "taylor", steps: int = 10,
+    batch_size: int | None = _contributions.DEFAULT_BATCH_SIZE,
 ) -> dict[str, Bool[Array, "batch *site"]]:
     """Critical-pathway masks for each example: contributions, then one global percentile.
 
@@ -153,6 +154,8 @@ def select(
       sites: ``None`` for every post-ReLU activation, or a selector of ``jaxplain.core.select``.
       method: ``"taylor"`` or ``"integrated"``.
       steps: IG intervals for ``method="integrated"``.
+      batch_size: for ``method="integrated"``, how many of the ``steps + 1`` IG steps are
+        evaluated at once (``None``: all); see :func:`integrated_contributions`.
 
     Returns:
       ``{site: bool mask}``, each shaped like the site's value for this batch.
@@ -172,9 +175,12 @@ def select(
     x = _checks.check_x(x)
     keep = _checks.check_keep(keep)
     check_method(method, steps)
+    batch_size = _contributions.check_batch_size(batch_size)
+    if method != "integrated":
+        batch_size = None  # unused: one compiled function whatever its value
     specs, n_classes = _checks.resolve(f, x, sites)
     target = _checks.check_target(target, x.shape[0], n_classes)
-    return _select(f, x, target, specs, keep, method, steps)
+    return _select(f, x, target, specs, keep, method, steps, batch_size)
 
 
 def kept_fraction(masks: Mapping[str, Bool[Array, "batch *site"]]) -> Float[Array, "batch"]:

@@ -127,3 +127,32 @@ def test_the_demo_figure_keeps_feature_ticks_on_vector_inputs():
     assert labels and labels[0] == "0"
     image = _figure(np.ones((1, 8, 8, 1)), [np.ones((1, 8, 8, 1))], ["a"])
     assert all(not ax.get_xticks().size for ax in image.axes[:2])
+
+
+@pytest.mark.parametrize("name", ["contributions", "integrated_contributions", "select",
+                                  "pathway_gradient", "masked_gradient", "greedy_masks"])
+def test_an_int_target_and_an_array_of_targets_compile_once(name):
+    # the target reaches the compiled function as an int32 (batch,) array whatever its form
+    f, _, x = _models.model("mlp", seed=0)
+    masks = {"relu": jnp.ones((x.shape[0], 64), bool)}
+    call = {
+        "contributions": lambda t: pw.contributions(f, x, t),
+        "integrated_contributions": lambda t: pw.integrated_contributions(f, x, t, steps=2),
+        "select": lambda t: pw.select(f, x, t, keep=0.2),
+        "pathway_gradient": lambda t: pw.pathway_gradient(f, x, t, keep=0.2),
+        "masked_gradient": lambda t: pw.masked_gradient(f, x, t, masks),
+        "greedy_masks": lambda t: pw.greedy_masks(f, x, t, rounds=2),
+    }[name]
+    others = [jnp.array([1, 2, 0, 4]), np.array([3, 3, 3, 3]), 0, np.int64(2),
+              jnp.arange(4, dtype=jnp.int16), jnp.full((x.shape[0],), 3)]
+    first = jax.block_until_ready(call(3))
+    compiles = []
+    listener = lambda event, *_, **__: compiles.append(event) if "backend_compile" in event else None  # noqa: E731
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        outs = [jax.block_until_ready(call(t)) for t in others]
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert not compiles, f"{name} compiled again for another target form: {compiles}"
+    for a, b in zip(jax.tree_util.tree_leaves(first), jax.tree_util.tree_leaves(outs[-1])):
+        np.testing.assert_array_equal(a, b)
