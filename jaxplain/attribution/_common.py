@@ -23,6 +23,7 @@ from jaxplain.core._capture import model_error_hint
 from jaxplain.core._layout import fast_convolutions
 from jaxplain.core._cpu import cpu_friendly, sum_leading
 from jaxplain.core._outputs import output_activation
+from jaxplain.core._reinterpret import zeros_varying_like
 
 
 def is_traced(value: Any) -> bool:
@@ -137,7 +138,8 @@ def check_target(f: Callable, x: jax.Array, target: Any, name: str = "target") -
                              f"class indices in [0, {classes - 1}] (f has {classes} outputs)")
     if jnp.ndim(t) not in (0, 1) or (jnp.ndim(t) == 1 and t.shape[0] != x.shape[0]):
         raise ValueError(f"{name} must be a scalar or have shape ({x.shape[0]},); got shape {jnp.shape(t)}")
-    if isinstance(target, jax.Array) and target.dtype == jnp.int32 and target.shape == x.shape[:1]:
+    if (isinstance(target, jax.Array) and target.dtype == jnp.int32
+            and target.shape == x.shape[:1] and not target.weak_type):
         return target  # already on the device as it should be: no copy
     if isinstance(t, np.ndarray):  # concrete: one host-to-device copy, no device ops
         return jnp.asarray(np.broadcast_to(t.astype(np.int32), (x.shape[0],)))
@@ -265,8 +267,7 @@ def chunked_reduce(chunk_fn: Callable, xs: Any, batch_size: int | None) -> Any:
     head = jax.tree_util.tree_map(
         lambda a: a[:full * batch_size].reshape((full, batch_size) + a.shape[1:]), xs)
     first = jax.tree_util.tree_map(lambda a: a[:batch_size], xs)
-    init = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype),
-                                  jax.eval_shape(chunk_fn, first))
+    init = jax.tree_util.tree_map(zeros_varying_like, jax.eval_shape(chunk_fn, first))
     acc, _ = jax.lax.scan(fast_convolutions(lambda a, chunk: (add(a, chunk_fn(chunk)), None)),
                           init, head)
     if rest:

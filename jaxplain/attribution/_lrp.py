@@ -17,12 +17,14 @@ from jaxplain.core import rewrite_backward
 from jaxplain.core._backward import linear_layer_names
 from jaxplain.core._select import unknown_site_error
 from jaxplain.core._cpu import cpu_friendly
+from jaxplain.core._reinterpret import match_varying
 
 
 @functools.partial(jax.jit, static_argnames=("f", "rules", "scale"))
 def _lrp(f, x, target, *, rules, scale):
     y, pullback = jax.vjp(cpu_friendly(rewrite_backward(f, rules)), x)  # pools: fast CPU forms
     relevance = jax.nn.one_hot(target, y.shape[1], dtype=y.dtype)
+    relevance = match_varying([y, relevance])[0][1]  # in a shard_map: per device, as y is
     if scale:
         relevance = relevance * y
     return pullback(relevance)[0]

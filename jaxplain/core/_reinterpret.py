@@ -14,6 +14,7 @@ import functools
 from collections.abc import Callable, Mapping
 
 import jax
+import jax.numpy as jnp
 import jax.extend
 
 
@@ -43,6 +44,20 @@ def _vary(values, axes: frozenset, varying=None) -> list:
     with jax.sharding.use_abstract_mesh(mesh):
         return [a if v >= axes else jax.lax.pcast(a, tuple(sorted(axes - v)), to="varying")
                 for a, v in zip(values, varying)]
+
+
+def zeros_varying_like(struct) -> jax.Array:
+    """Zeros of `struct`'s shape and dtype (a ``jax.ShapeDtypeStruct`` of ``jax.eval_shape``),
+    varying along the `jax.shard_map` axes it varies along: the start of a loop's accumulator
+    whose steps add values that vary per device."""
+    zeros = jnp.zeros(struct.shape, struct.dtype)
+    mat = getattr(struct, "manual_axis_type", None)
+    axes = frozenset(getattr(mat, "varying", None) or getattr(struct, "vma", None) or ())
+    if not axes:
+        return zeros
+    mesh = jax.sharding.get_abstract_mesh()
+    with jax.sharding.use_abstract_mesh(struct.sharding.mesh if mesh.empty else mesh):
+        return jax.lax.pcast(zeros, tuple(sorted(axes)), to="varying")
 
 
 def match_varying(args) -> tuple[list, frozenset]:

@@ -94,3 +94,26 @@ def test_outside_a_shard_map_nothing_is_cast():
     f, x = _cnn()
     traced = jax.make_jaxpr(lambda z: attribution.deeplift(f, z, 1))(x)
     assert "pvary" not in primitives(traced)
+
+
+_MASK = np.arange(36).reshape(6, 6, 1) // 9
+_KEY = jax.random.key(0)
+MORE = {  # methods whose loops carry an accumulator, or that build the relevance themselves
+    "integrated_gradients_chunked": lambda f, z, u: attribution.integrated_gradients(
+        f, z, u, steps=8, batch_size=3),
+    "smoothgrad_chunked": lambda f, z, u: attribution.smoothgrad(f, z, u, key=_KEY, samples=4,
+                                                                 batch_size=2),
+    "occlusion_chunked": lambda f, z, u: attribution.occlusion(f, z, u, window=(2, 2), stride=2,
+                                                               batch_size=3),
+    "lrp_one_target": lambda f, z, u: attribution.lrp(f, z, 1, rules=EpsilonPlusFlat()),
+    "kernel_shap": lambda f, z, u: attribution.kernel_shap(f, z, u, feature_mask=_MASK),
+    "deletion": lambda f, z, u: jp.metrics.deletion(f, z, u, z, steps=4, batch_size=5).values,
+}
+
+
+@pytest.mark.parametrize("method", sorted(MORE))
+def test_chunked_and_one_target_methods_in_a_shard_map(method):
+    f, x = _cnn()
+    t, fn = jnp.array([0, 1, 2]), MORE[method]
+    np.testing.assert_allclose(_in_shard_map(lambda z, u: fn(f, z, u), x, t), fn(f, x, t),
+                               rtol=1e-5, atol=1e-6)
