@@ -201,7 +201,7 @@ def activations(f, x, sites, *, batch_size=256, threshold=None, quantile=None,
       sites: which sites, in the selection language of :func:`jaxplain.capture`: a name, a
         glob (``"block2/*"``), a sequence of them (in the order the layers should be mined;
         a glob's matches in program order), or a predicate ``(name, site) -> bool``.
-      batch_size: samples per forward pass.
+      batch_size: samples per forward pass; ``None``: all of ``x`` in one pass.
       threshold, quantile, conv_quantile, pool: as in ``binarize``.
       locality: the sites binarized with ``conv_mode="locality"`` (same selection forms).
       thresholds_from: ``{site: Binarized}`` from an earlier call with the same ``pool`` and
@@ -213,7 +213,8 @@ def activations(f, x, sites, *, batch_size=256, threshold=None, quantile=None,
       ``{k: v.items ...}`` to ``mine``.
 
     Raises:
-      ValueError: a selector that picks no site (with close matches), ``locality`` outside
+      ValueError: a ``batch_size`` that is not None or an int >= 1, a selector that picks no
+        site (with close matches), ``locality`` outside
         ``sites``, ``quantile`` when every site is a conv map (use ``conv_quantile``), or
         ``thresholds_from`` without a site or with another item shape.
 
@@ -224,8 +225,10 @@ def activations(f, x, sites, *, batch_size=256, threshold=None, quantile=None,
     """
     from jaxplain.core import capture
 
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(
+            batch_size, (int, np.integer)) or batch_size < 1):
+        raise ValueError(f"batch_size must be None (all samples in one forward pass) or an int "
+                         f">= 1 (samples per forward pass), got {batch_size!r}")
     if pool not in ("max", "mean"):
         raise ValueError(f"pool must be 'max' or 'mean', got {pool!r}")
     if threshold is not None and quantile is not None:
@@ -241,6 +244,7 @@ def activations(f, x, sites, *, batch_size=256, threshold=None, quantile=None,
     x = np.asarray(x)
     if x.ndim == 0 or x.shape[0] == 0:
         raise ValueError(f"x must be a non-empty batch of inputs, got shape {x.shape}")
+    batch_size = x.shape[0] if batch_size is None else int(batch_size)
     names, local = _resolve_sites(f, jnp.asarray(x[:batch_size]), sites, locality)
     captured = capture(f, tuple(names))
 

@@ -107,7 +107,10 @@ def demo_section(ctx):
     layers, (head, tail), _ = rule_layers(ctx.f, x)
     options = dict(k_tail=16, beam=8, k_head=4, max_rules=4) if ctx.quick else dict(
         k_tail=32, beam=64, k_head=8, max_rules=20)
-    rule_set = mine(layers, labels=y, batch_size=32, **options)
+    from jaxplain.report._context import no_progress
+
+    rule_set = mine(layers, labels=y, batch_size=32, progress=ctx.progress is not no_progress,
+                    **options)
     spec = specificity(rule_set) if len(rule_set) else np.zeros(0)
     lines = [f"Rules X -> Y from {_described(ctx.f, x, head)} to {_described(ctx.f, x, tail)}, "
              f"mined on {len(x)} training {ctx.noun} by MDL.",

@@ -20,6 +20,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxplain.rules import _bits, _checkpoint, _codes, _kernel
+from jaxplain.rules._progress import NO_PROGRESS, search_progress
 from jaxplain.rules._ruleset import Rule, RuleSet, _frozen
 
 
@@ -94,7 +95,7 @@ class _Accepted(NamedTuple):
 
 def mine(layers: Mapping[str, np.ndarray], *, labels=None, devices: Sequence | None = None,
          checkpoint_dir: str | None = None, callback: Callable | None = None,
-         **options) -> RuleSet:
+         progress: bool = False, **options) -> RuleSet:
     """Mine rules ``X -> Y`` between layers that best compress binarized activations (MDL).
 
     Args:
@@ -103,7 +104,12 @@ def mine(layers: Mapping[str, np.ndarray], *, labels=None, devices: Sequence | N
       devices: devices to shard the rows over (None: all of ``jax.devices()``).
       checkpoint_dir: save accepted rules with orbax after each acceptance and resume from
         there if the directory already holds this search.
-      callback: called with each accepted ``Rule`` (progress reporting).
+      callback: called with each accepted ``Rule``.
+      progress: show the search as it runs (tqdm, on stderr): a bar per search level (the
+        heads of one size for one layer pair) counting the heads scored, kernel batch by
+        kernel batch, with the best gain so far, and a line per accepted rule. A search at the
+        spec's defaults can take many minutes per rule; this shows where it is. The rules are
+        the same with and without.
       **options: fields of ``SearchConfig`` (pairs, tail_mode, k_tail, max_head, ...).
 
     Returns:
@@ -128,8 +134,10 @@ def mine(layers: Mapping[str, np.ndarray], *, labels=None, devices: Sequence | N
     pairs = _pairs(config.pairs, list(data))
     labels = _labels(labels, n)
     devices = list(jax.devices() if devices is None else devices)
+    report = search_progress(progress)
     with jax.enable_x64(True):
         search = _Search(data, n, pairs, config, devices)
+        search.report = report
         # Stopping criteria may differ between a killed run and its resumption.
         same_search = dataclasses.replace(config, max_rules=None, time_budget=None)
         # The unpadded data: a search may resume on another number of devices.
@@ -140,35 +148,46 @@ def mine(layers: Mapping[str, np.ndarray], *, labels=None, devices: Sequence | N
                 search.accept(pair, head, tail, min_hits, gain, None)
         if config.time_budget is not None:
             search.deadline = time.monotonic() + config.time_budget
-        stopped_by = None
-        while True:
-            if config.max_rules is not None and len(search.accepted) >= config.max_rules:
-                stopped_by = "max_rules"
-                break
-            try:
-                search.check_time()
-                best = search.best_candidate()
-            except _OutOfTime:
-                # The candidate being searched is dropped: the accepted rules stay a prefix
-                # of the unlimited search's (a checkpoint resumes it exactly).
-                stopped_by = "time_budget"
-                warnings.warn(
-                    f"mine stopped at time_budget={config.time_budget} s with "
-                    f"{len(search.accepted)} rules; more rules may compress (the RuleSet has "
-                    f"stopped_by='time_budget', complete=False). Raise time_budget, or pass "
-                    f"checkpoint_dir= to resume the search later.", RuntimeWarning,
-                    stacklevel=2)
-                break
-            if best is None or not best[1].gain < -config.eps:
-                break
-            pair, cand = best
-            search.accept(pair, cand.head, cand.tail, cand.min_hits, cand.gain, cand.counts)
-            if checkpoint_dir is not None:
-                _checkpoint.save(checkpoint_dir, search.accepted, stamp, config.max_head,
-                                 search.max_tail)
-            if callback is not None:
-                callback(search.rule(search.accepted[-1]))
-        return search.result(labels, stopped_by)
+        try:
+            return _greedy(search, config, checkpoint_dir, stamp, callback, labels)
+        finally:
+            report.close()
+
+
+def _greedy(search, config, checkpoint_dir, stamp, callback, labels) -> RuleSet:
+    """Accept the best candidate until none compresses (or a limit stops the search)."""
+    stopped_by = None
+    while True:
+        if config.max_rules is not None and len(search.accepted) >= config.max_rules:
+            stopped_by = "max_rules"
+            break
+        try:
+            search.check_time()
+            best = search.best_candidate()
+        except _OutOfTime:
+            # The candidate being searched is dropped: the accepted rules stay a prefix
+            # of the unlimited search's (a checkpoint resumes it exactly).
+            stopped_by = "time_budget"
+            warnings.warn(
+                f"mine stopped at time_budget={config.time_budget} s with "
+                f"{len(search.accepted)} rules; more rules may compress (the RuleSet has "
+                f"stopped_by='time_budget', complete=False). Raise time_budget, or pass "
+                f"checkpoint_dir= to resume the search later.", RuntimeWarning,
+                stacklevel=3)   # at mine's caller
+            break
+        if best is None or not best[1].gain < -config.eps:
+            break
+        pair, cand = best
+        search.accept(pair, cand.head, cand.tail, cand.min_hits, cand.gain, cand.counts)
+        if checkpoint_dir is not None:
+            _checkpoint.save(checkpoint_dir, search.accepted, stamp, config.max_head,
+                             search.max_tail)
+        rule = search.rule(search.accepted[-1])
+        search.report.accepted(len(search.accepted), rule,
+                               100.0 * search.total / search.baseline)
+        if callback is not None:
+            callback(rule)
+    return search.result(labels, stopped_by)
 
 
 def _config(options) -> SearchConfig:
@@ -277,6 +296,7 @@ class _Search:
         self.max_tail = max(self.data[b].shape[1] for _, b in pairs) if pairs else 1
         self.accepted: list[_Accepted] = []
         self.deadline = None   # time.monotonic() at which the time_budget runs out
+        self.report = NO_PROGRESS   # mine(progress=True) sets a SearchProgress
         self.baseline = math.fsum([_codes.universal(1)] + self._column_bits())
         self.total = self.baseline
 
@@ -341,6 +361,8 @@ class _Search:
                                 min_tail_frac=float(self.config.min_tail_frac),
                                 scan_words=self.scan_words)
             res = jax.tree.map(np.asarray, res)
+            gains = res["gain"][: len(chunk)]
+            self.report.scored(len(chunk), float(gains.min()) if len(chunk) else math.inf)
             for i, head in enumerate(chunk):
                 size_y = int(res["size"][i])
                 tail = tuple(sorted(int(y) for y in res["tail"][i, :size_y]))
@@ -372,9 +394,11 @@ class _Search:
         a = self.pairs[pair][0]
         freq = self.data[a].sum(0)
         seeds = [(int(x),) for x in np.flatnonzero(freq >= self.min_support)]
+        rule = len(self.accepted) + 1
+        self.report.level(rule, self.pairs[pair], 1, len(seeds))
         pool = [c for c in self.score(pair, seeds) if np.isfinite(c.gain)]
         parents, seen = sorted(pool, key=_Candidate.key)[: self.config.beam], set(seeds)
-        for _ in range(1, self.config.max_head):
+        for size in range(2, self.config.max_head + 1):
             if not parents:
                 break
             children, owner = [], []
@@ -384,6 +408,7 @@ class _Search:
                         seen.add(head)
                         children.append(head)
                         owner.append(parent)
+            self.report.level(rule, self.pairs[pair], size, len(children))
             scored = self.score(pair, children)
             improved = [c for c, p in zip(scored, owner) if c.gain < p.gain]
             pool += improved

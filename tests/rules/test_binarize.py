@@ -107,6 +107,23 @@ def test_activations_captures_in_batches_and_binarizes_like_binarize():
     assert pooled[names[0]].shape == (4,)
 
 
+def test_activations_batch_size_none_is_one_pass_and_bad_values_say_what_is_expected():
+    import jaxplain as jp
+
+    f, _, _ = _tiny_cnn()
+    x = np.asarray(jax.random.normal(jax.random.key(4), (23, 8, 8, 1)))
+    names = jp.core.relu_sites(f, x[:2])
+    whole = activations(f, x, names, batch_size=None, quantile=0.5)
+    split = activations(f, x, names, batch_size=5, quantile=0.5)
+    for s in names:
+        np.testing.assert_array_equal(whole[s].items, split[s].items)
+        np.testing.assert_array_equal(whole[s].thresholds, split[s].thresholds)
+    assert activations(f, x, names, batch_size=np.int64(100))[names[1]].items.shape == (23, 6)
+    for bad in (0, -3, 0.5, 2.0, "8", True):
+        with pytest.raises(ValueError, match=r"batch_size must be None .* or an int >= 1"):
+            activations(f, x, names, batch_size=bad)
+
+
 def test_locality_items_recover_a_planted_local_rule():
     # When dense unit 2 fires, filter 1 fires in a 2 x 2 patch: mined in locality mode, the
     # rule's tail is exactly that patch of that filter.

@@ -3,13 +3,34 @@
 import numpy as np
 
 
-def test_demo_section_mines_class_specific_rules(demo_context):
+def test_demo_section_mines_class_specific_rules(demo_context, monkeypatch):
     from jaxplain.report import Section
-    from jaxplain.rules._demo import demo_section
+    from jaxplain.rules import _demo
 
-    section = demo_section(demo_context)
+    calls = []
+    real = _demo.mine
+    monkeypatch.setattr(_demo, "mine", lambda *a, **k: calls.append(k) or real(*a, **k))
+    section = _demo.demo_section(demo_context)
     assert isinstance(section, Section)
     assert "rules compress the activations" in section.text
+    assert calls[0]["progress"] is False          # the default DemoContext shows nothing
+
+
+def test_demo_section_shows_the_search_when_the_cli_shows_progress(demo_context, monkeypatch):
+    import dataclasses
+    import functools
+
+    from tqdm.auto import tqdm
+
+    from jaxplain.rules import _demo
+
+    calls = []
+    real = _demo.mine
+    monkeypatch.setattr(_demo, "mine", lambda *a, **k: calls.append(k) or real(*a, **k))
+    # What the jaxplain CLI passes (cli._report).
+    ctx = dataclasses.replace(demo_context, progress=functools.partial(tqdm, leave=False))
+    _demo.demo_section(ctx)
+    assert calls[0]["progress"] is True
 
 
 def test_digits_rules_have_class_structure(digits_model):
