@@ -47,8 +47,10 @@ def demo_section(ctx):
         options = {"l1": 1e-2, "threshold": 0.05, "steps": 150, "finetune_steps": 50}
     else:
         options = {"l1": (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)}
-    for _ in ctx.progress([0], desc="NeuroChains sub-network"):
-        sub = subnet.extract(ctx.f, x, sites=list(sites), key=ctx.key, **options)
+    from jaxplain.report._context import no_progress
+
+    sub = subnet.extract(ctx.f, x, sites=list(sites), key=ctx.key,
+                         progress=ctx.progress is not no_progress, **options)
     m = subnet.evaluate(ctx.f, sub, x, xu, y_region=ctx.data.y_test[region],
                         y_unseen=ctx.data.y_test[unseen], classes=pair)
     rows = [[n, f"{k}/{t}", f"{float(sub.gates[n]):.2f}"]

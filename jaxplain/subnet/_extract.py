@@ -98,7 +98,7 @@ def _subdir(opts: Options, name: str) -> str | None:
 
 
 def extract(f: Callable, x_region: jax.Array, *, sites, key: jax.Array,
-            **options) -> SubNetwork:
+            progress: bool = False, **options) -> SubNetwork:
     """Extracts a sparse sub-network of ``f`` that keeps its outputs on a local region.
 
     Every unit (last axis) of every chosen site gets a non-negative score ``s`` and every site
@@ -121,6 +121,11 @@ def extract(f: Callable, x_region: jax.Array, *, sites, key: jax.Array,
       sites: Which sites to score, as :func:`jaxplain.core.select` reads it (a name, a glob, a
         list, a predicate); e.g. the convolution and dense outputs before their activations.
       key: PRNG key (random probes of the dependency closure).
+      progress: Show the optimisation as it runs: a tqdm bar (on stderr) per phase (search,
+        fine-tuning), updated after every ``checkpoint_every`` steps with each candidate's
+        loss, region label agreement and share of units whose score is exactly 0 (one value
+        per L1 weight). Each phase then runs as chunks of ``checkpoint_every`` steps; the
+        result is the same as without.
       **options: Fields of :class:`Options`.
 
     Returns:
@@ -152,7 +157,12 @@ def extract(f: Callable, x_region: jax.Array, *, sites, key: jax.Array,
     except TypeError as err:
         raise TypeError(f"unknown option for extract: {err}; the options are the fields of "
                         f"jaxplain.subnet.Options") from None
+    if not isinstance(progress, bool):
+        raise TypeError(f"progress must be True or False, got {progress!r}")
     x = _check_region(x_region)
+    n_l1 = len(opts.l1)
+    search_bar = f"subnet search ({_count(n_l1, 'L1 weight')})" if progress else None
+    tune_bar = f"subnet fine-tune ({_count(n_l1, 'candidate')})" if progress else None
     with _batch_warning_once(f, x):
         _warn_if_one_class(f, x)
         names = resolve_sites(f, x, sites)
@@ -170,13 +180,15 @@ def extract(f: Callable, x_region: jax.Array, *, sites, key: jax.Array,
         logp, state, all_units = _search_init(x, f=f, names=names, units=units, opts=static)
         state = run(state, all_units, l1, jnp.asarray(opts.gate_weights, jnp.float32),
                     opts.fidelity, x, logp, steps=opts.steps, phase=_phase(opts, search=True),
-                    checkpoint_dir=_subdir(opts, "search"))
+                    checkpoint_dir=_subdir(opts, "search"),
+                    progress=search_bar)
 
         # 2. Thresholding and the dependency closure; 3. fine-tuning (KL only, structure fixed).
         masks, taus, state = _candidates(state["best"], x, logp, key, f=f, opts=static)
         zeros = jnp.zeros((len(opts.l1),), jnp.float32)
         state = run(state, masks, zeros, zeros, opts.fidelity, x, logp, steps=opts.finetune_steps,
-                    phase=_phase(opts, search=False), checkpoint_dir=_subdir(opts, "finetune"))
+                    phase=_phase(opts, search=False), checkpoint_dir=_subdir(opts, "finetune"),
+                    progress=tune_bar)
 
         # 4. The sparsest candidate that keeps the fidelity target (or the most faithful one).
         fields, met = _choose(state["best"], masks, taus, l1, x, logp, f=f, opts=static)
@@ -195,6 +207,10 @@ def extract(f: Callable, x_region: jax.Array, *, sites, key: jax.Array,
                       "(every candidate was removed by thresholding and the dependency closure). "
                       "Ask for a lower sparsity or smaller l1 values.", stacklevel=2)
     return SubNetwork(**fields, sites=names)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _phase(opts: Options, *, search: bool) -> _optimize.Phase:

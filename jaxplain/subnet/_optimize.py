@@ -5,7 +5,8 @@ the same scan in one vmapped, jit-compiled call. Each step projects the scores o
 ``[0, score_max]`` (removed units stay exactly 0) and keeps the best iterate: the lowest loss
 among those whose region arg-max labels keep the fidelity target, or the lowest loss overall if
 none does. With a checkpoint directory the scan runs in chunks, each saved with orbax, and a
-rerun resumes from the latest chunk.
+rerun resumes from the latest chunk; with ``progress`` it runs in the same chunks and a tqdm
+bar reports after each one.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxplain.core._layout import fast_convolutions
@@ -122,35 +124,75 @@ def _run_chunk(state, masks, l1, gate_l1, target, x, logp, *, f, length, phase, 
 def run(f: Callable, state: dict, masks: dict, l1: jax.Array, gate_l1: jax.Array,
         target: float, x: jax.Array, logp: jax.Array, *, steps: int, phase: Phase,
         checkpoint_dir: str | None = None, checkpoint_every: int = 100,
-        fingerprint: dict | None = None) -> dict:
+        fingerprint: dict | None = None, progress: str | None = None) -> dict:
     """Runs ``steps`` steps for a batch of candidates (leading axis of every argument but
-    ``x``, ``logp``, ``target``) in one jit-compiled scan, or in checkpointed chunks of
-    ``checkpoint_every`` steps; returns the state."""
+    ``x``, ``logp``, ``target``) in one jit-compiled scan, or in chunks of
+    ``checkpoint_every`` steps when checkpointing or showing ``progress`` (the bar's
+    description; None: no bar); returns the state."""
     target = jnp.asarray(target - 1e-6, jnp.float32)
     if steps == 0:
         return state
     args = (masks, l1, gate_l1, target, x, logp)
     # the carry's dtypes before the scan (and before a restore, whose template it is)
     state = _step_dtypes(state, *args, f=f, phase=phase)
-    if checkpoint_dir is None:
+    if checkpoint_dir is None and progress is None:
         return _run_chunk(state, *args, f=f, length=steps, phase=phase)
-    import orbax.checkpoint as ocp
+    manager, done = None, 0
+    if checkpoint_dir is not None:
+        import orbax.checkpoint as ocp
 
-    directory = os.path.abspath(checkpoint_dir)
-    os.makedirs(directory, exist_ok=True)
-    _check_fingerprint(directory, fingerprint or {})
-    manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(max_to_keep=1))
-    done = manager.latest_step() or 0
-    if done:
-        state = manager.restore(done, args=ocp.args.StandardRestore(state))
-    while done < steps:
-        length = min(checkpoint_every, steps - done)
-        state = _run_chunk(state, *args, f=f, length=length, phase=phase)
-        done += length
-        manager.save(done, args=ocp.args.StandardSave(state))
-    manager.wait_until_finished()
-    manager.close()
+        directory = os.path.abspath(checkpoint_dir)
+        os.makedirs(directory, exist_ok=True)
+        _check_fingerprint(directory, fingerprint or {})
+        manager = ocp.CheckpointManager(
+            directory, options=ocp.CheckpointManagerOptions(max_to_keep=1))
+        done = manager.latest_step() or 0
+        if done:
+            state = manager.restore(done, args=ocp.args.StandardRestore(state))
+    bar = None if progress is None else _ChunkBar(progress, steps, done)
+    try:
+        while done < steps:
+            length = min(checkpoint_every, steps - done)
+            state = _run_chunk(state, *args, f=f, length=length, phase=phase)
+            done += length
+            if manager is not None:
+                manager.save(done, args=ocp.args.StandardSave(state))
+            if bar is not None:
+                bar.show(state, done)
+    finally:
+        if bar is not None:
+            bar.close()
+    if manager is not None:
+        manager.wait_until_finished()
+        manager.close()
     return state
+
+
+class _ChunkBar:
+    """A tqdm bar over the steps, updated after each chunk with every candidate's loss,
+    region label agreement and share of units whose score is exactly 0 (in the order of the
+    L1 grid), read from the state's history."""
+
+    def __init__(self, desc: str, steps: int, done: int):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=steps, initial=done, desc=desc, unit="step", leave=False)
+        self.done = done
+
+    def show(self, state: dict, done: int) -> None:
+        loss, _, agree = np.asarray(state["history"][:, done - 1]).T
+        scores = state["params"]["scores"]
+        zero = sum(np.asarray(jnp.sum(s == 0, axis=-1)) for s in scores.values())
+        zero = zero / sum(s.shape[-1] for s in scores.values())
+        self.bar.set_postfix_str(
+            f"loss {'/'.join(f'{v:.3g}' for v in loss)}, "
+            f"agree {'/'.join(f'{100 * v:.0f}' for v in agree)}%, "
+            f"units at 0 {'/'.join(f'{100 * v:.0f}' for v in zero)}%", refresh=False)
+        self.bar.update(done - self.done)
+        self.done = done
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def _check_fingerprint(directory: str, fingerprint: dict) -> None:

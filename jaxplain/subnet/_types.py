@@ -64,8 +64,9 @@ class Options:
             and units that no longer influence the output (they feed only removed units).
         checkpoint_dir: Directory for orbax checkpoints of the optimisation; a rerun with the
             same directory resumes from the latest one. ``None`` runs each phase as a single
-            jit-compiled ``lax.scan``.
-        checkpoint_every: Steps between checkpoints (when ``checkpoint_dir`` is set).
+            jit-compiled ``lax.scan`` (in chunks with ``extract(..., progress=True)``).
+        checkpoint_every: Steps between checkpoints (when ``checkpoint_dir`` is set), and
+            between progress reports (``extract(..., progress=True)``).
     """
 
     l1: float | tuple[float, ...] = DEFAULT_L1

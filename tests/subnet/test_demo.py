@@ -1,10 +1,42 @@
 """The demo section runs in quick mode on the default model and reports its numbers."""
 
+import dataclasses
+import functools
+
+import pytest
+
+from jaxplain.subnet import _demo
 from jaxplain.subnet._demo import demo_section
 
 
-def test_demo_section(demo_context):
+def test_demo_section(demo_context, monkeypatch):
+    calls = []
+    real = _demo.subnet.extract
+    monkeypatch.setattr(_demo.subnet, "extract", lambda *a, **k: calls.append(k) or real(*a, **k))
     section = demo_section(demo_context)
+    assert calls[0]["progress"] is False          # the default DemoContext shows nothing
     assert not section.failed
     assert "units" in section.text and "agreement" in section.text
     assert [type(i).__name__ for i in section.items] == ["Table", "Figure", "Figure"]
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_demo_section_shows_the_optimisation_when_the_cli_shows_progress(demo_context,
+                                                                        monkeypatch):
+    from tqdm.auto import tqdm
+
+    calls = []
+
+    def record(*args, **kwargs):
+        calls.append(kwargs)
+        raise _Stop   # stop here: only the arguments are checked
+
+    monkeypatch.setattr(_demo.subnet, "extract", record)
+    # What the jaxplain CLI passes (cli._report).
+    ctx = dataclasses.replace(demo_context, progress=functools.partial(tqdm, leave=False))
+    with pytest.raises(_Stop):
+        demo_section(ctx)
+    assert calls[0]["progress"] is True
