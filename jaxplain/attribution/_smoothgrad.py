@@ -31,12 +31,26 @@ def _smoothgrad(f, x, target, key, stdev, *, samples, kind, method, options, bat
     # variance, without the cancellation of E[a^2] - E[a]^2 when |E[a]| >> std (which went
     # negative in float32); clamped at 0 against the rounding that remains.
     shift = attribute(keys[0]) if kind == "vargrad" else 0.0
+    n, c = x.shape[0], min(batch_size or samples, samples)
+    if _common.takes_batch(f, x, n * c):
+        # each chunk's noisy copies folded behind their example into one batch of n * c, so a
+        # batch split over devices stays split (vmapping the method over the keys would merge
+        # the samples in front of the batch)
+        def chunk(ks):
+            m = ks.shape[0]
+            noisy = x[:, None] + sigma[:, None] * jax.vmap(
+                lambda k: jax.random.normal(k, x.shape, x.dtype), out_axes=1)(ks)
+            a = method(f, _common.fold(noisy), jnp.repeat(target, m), **dict(options))
+            a = a.reshape((n, m) + x.shape[1:]) - (shift if kind != "vargrad" else shift[:, None])
+            return _common.sum_second(a), _common.sum_second(a * a)
 
-    def sample(k):
-        a = attribute(k) - shift
-        return a, a * a
+        first, second = _common.chunked_reduce(chunk, keys, batch_size)
+    else:  # a model tied to x's batch: the method vmapped over the samples
+        def sample(k):
+            a = attribute(k) - shift
+            return a, a * a
 
-    first, second = _common.chunked_sum(sample, keys, batch_size)
+        first, second = _common.chunked_sum(sample, keys, batch_size)
     mean, mean_sq = first / samples, second / samples
     if kind == "smoothgrad":
         return mean

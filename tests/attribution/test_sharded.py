@@ -1,5 +1,5 @@
-"""Methods that fold samples, steps, baselines or windows into the batch, on a batch split over
-4 emulated CPU devices: the same attributions as on one device, split like the input, and each
+"""Methods that fold samples, steps, baselines, noisy copies or windows into the batch, on a
+batch split over 4 emulated CPU devices: the same attributions as on one device, split like the input, and each
 device doing about a quarter of the work (folding item-major made XLA gather the whole batch:
 2.7x to 4x the ideal per-device flops). In a subprocess: the device-count flag must precede
 JAX's start, and the other tests keep one device."""
@@ -42,6 +42,9 @@ SCRIPT = textwrap.dedent("""
                                                       samples=4, stdev=0.1),
         "deeplift_shap": lambda x, t: A.deeplift_shap(cnn, x, t, baselines=refs),
         "occlusion": lambda x, t: A.occlusion(cnn, x, t, window=(2, 2), stride=2),
+        "smoothgrad": lambda x, t: A.smoothgrad(cnn, x, t, key=k[5], samples=4),
+        "vargrad (chunks)": lambda x, t: A.smoothgrad(cnn, x, t, key=k[5], samples=4,
+                                                      kind="vargrad", batch_size=2),
         "feature_ablation": lambda x, t: A.feature_ablation(
             cnn, x, t, feature_mask=np.arange(64).reshape(8, 8, 1) // 8),
     }
