@@ -1,8 +1,8 @@
 """Methods that fold samples, steps, baselines, noisy copies or windows into the batch, on a
 batch split over 4 emulated CPU devices: the same attributions as on one device, split like the
 input, and each device doing about a quarter of the work (folding item-major made XLA gather
-the whole batch: 2.7x to 4x the ideal per-device flops). In a subprocess: the device-count flag must precede
-JAX's start, and the other tests keep one device."""
+the whole batch: 2.7x to 4x the ideal per-device flops). In a subprocess: the device-count
+flag must precede JAX's start, and the other tests keep one device."""
 
 import os
 import subprocess
