@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import types
 import warnings
@@ -13,7 +14,7 @@ import jax.numpy as jnp
 
 from jaxplain.core._adapters import refuse_module
 from jaxplain.core._program import Program, run, trace
-from jaxplain.core._select import Selector, select, unknown_site_error
+from jaxplain.core._select import Selector, _is_glob, select, unknown_site_error
 from jaxplain.core._sites import EDIT_MARK, Site, SiteMap, analyze
 
 # program -> its site map; weak, so that a program (and the weights it holds as constants) goes
@@ -120,13 +121,38 @@ _WHY_OPAQUE = {
 }
 
 
+def _inside(name: str, scopes) -> str | None:
+    """The scope of `scopes` that the site name or glob `name` lies in or names (a glob may
+    name the scope itself or a site below it: ``rnn/cell/*/tanh_1``), or None."""
+    parts = name.split("/")
+    for k in range(len(parts), 0, -1):
+        head = "/".join(parts[:k])
+        if _is_glob(head):
+            hit = next(iter(fnmatch.filter(scopes, head)), None)
+            if hit is not None:
+                return hit
+        elif head in scopes:
+            return head
+    return None
+
+
 def _resolve(program: Program, site_map: SiteMap, names) -> tuple[str, ...]:
     root = "/".join(site_map.root) + "/" if site_map.root else ""
     opaque = {scope[len(root):]: prim for scope, prim in program.opaque_scopes.items()
               if scope.startswith(root)}
     for name in ([names] if isinstance(names, str) else list(names) if not callable(names) else []):
-        if isinstance(name, str) and name in opaque and name not in site_map.ids:
-            raise ValueError(f"Site {name!r} lies inside {_WHY_OPAQUE[opaque[name]]}; such sites "
+        if not isinstance(name, str) or name in site_map.ids:
+            continue
+        if name in site_map.constant:
+            raise ValueError(f"Site {name!r} is a constant at this step of its loop: its value "
+                             "(for an add, one of its operands) does not depend on x there, e.g. "
+                             "a recurrent branch at step 0, whose initial carry is a constant. "
+                             "The other steps have this site.")
+        if _is_glob(name) and any(fnmatch.fnmatchcase(s.name, name) for s in site_map.sites):
+            continue
+        scope = _inside(name, opaque)
+        if scope is not None:
+            raise ValueError(f"Site {name!r} lies inside {_WHY_OPAQUE[opaque[scope]]}; such sites "
                              "are not supported. Choose a site outside it.")
     return select(site_map.sites, names)
 

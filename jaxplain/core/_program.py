@@ -72,6 +72,10 @@ class Node:
     outs: tuple  # of int ids
     stack: tuple[str, ...]
     activation: str | None  # "relu", "tanh", ... when the node is an activation
+    # Inside an unrolled loop step: (loop, at, position) -- the loop (one id per unrolled scan),
+    # the index in `stack` of the step's number, and the node's position among the nodes of one
+    # step, the same in every step (so derived names can be numbered alike in all of them).
+    step: tuple | None = None
 
     @property
     def prim(self) -> str:
@@ -102,6 +106,9 @@ class Program:
     opaque_scopes: dict  # scope name inside an opaque node (see _OPAQUE) -> its primitive name
     depends: frozenset  # ids that depend on the input
     unrolled: "Program | None" = None  # the program with its scans unrolled, when it has any
+    # the step scopes of unrolled loops whose body has no scope of its own (``scan/0``): a list
+    # of iterations, not a module the model names
+    loop_scopes: frozenset = frozenset()
 
 
 def _clean_stack(name_stack) -> tuple[str, ...]:
@@ -188,10 +195,22 @@ def _unrollable(eqn) -> bool:
     return 0 < length and length * _size(eqn.params["jaxpr"].jaxpr) <= UNROLL_BUDGET
 
 
+def _stacks(jaxpr, prefix=()):
+    """The scope of every equation of `jaxpr`, looking through the calls that are inlined
+    (``jax.checkpoint`` / ``nn.remat``, nested jits), whose own equation carries no scope."""
+    for eqn in jaxpr.eqns:
+        stack = prefix + _clean_stack(eqn.source_info.name_stack)
+        if eqn.primitive.name in _INLINE and _activation_of(eqn) is None:
+            yield from _stacks(_body(eqn)[0], stack)
+        else:
+            yield stack
+
+
 def _common_scope(body) -> str | None:
     """The one scope every scoped equation of `body` lies in (a Flax ``nn.scan`` module named
-    ``blocks``, a ``jax.named_scope("layer")`` around a loop step), or None."""
-    firsts = {_clean_stack(e.source_info.name_stack)[:1] for e in body.eqns} - {()}
+    ``blocks``, also inside ``nn.remat``; a ``jax.named_scope("layer")`` around a loop step),
+    or None."""
+    firsts = {stack[:1] for stack in _stacks(body)} - {()}
     return firsts.pop()[0] if len(firsts) == 1 else None
 
 
@@ -217,6 +236,9 @@ class _Builder:
         self.opaque_scopes: dict = {}
         self._next = 0
         self._loops: Counter = Counter()  # scope -> unrolled scans without a scope of their own
+        self._unrolled = 0  # scans unrolled so far (each one's id)
+        self.steps: dict = {}  # step scope of an unrolled scan (``blocks/2``) -> its head
+        self.loop_scopes: set = set()  # step scopes of scans without a scope of their own
 
     def fresh(self, aval) -> int:
         self._next += 1
@@ -251,7 +273,11 @@ class _Builder:
                 continue
             activation = _activation_of(eqn)
             if eqn.primitive.name in _INLINE and activation is None:
-                outs = self.inline(*_body(eqn), [read(v) for v in eqn.invars], stack)
+                # the body's scopes are the call's scope followed by their own, relabelled as
+                # one (inside a loop step: ``remat`` of the scanned module)
+                local = _clean_stack(eqn.source_info.name_stack)
+                outs = self.inline(*_body(eqn), [read(v) for v in eqn.invars], prefix,
+                                   relabel=lambda s, local=local: relabel(local + s))
                 for var, ref in zip(eqn.outvars, outs):
                     env[var] = ref
                 continue
@@ -288,7 +314,7 @@ class _Builder:
         length, n_consts, n_carry = params["length"], params["num_consts"], params["num_carry"]
         body = params["jaxpr"]
         consts, carry, xs = ins[:n_consts], ins[n_consts:n_consts + n_carry], ins[n_consts + n_carry:]
-        head = _common_scope(body.jaxpr)
+        head, prefix, first = _common_scope(body.jaxpr), stack, 0
         if head is None:  # iterations scoped "scan/0", "scan/1", a second loop "scan_1/0", ...
             k = self._loops[stack]
             self._loops[stack] += 1
@@ -297,13 +323,28 @@ class _Builder:
             def scope(s, i):
                 return (name, str(i)) + s
         else:  # "blocks/0/dense", "blocks/1/dense", ...
+            outer = self.steps.get(stack)
+            if outer == head:  # a scan of the steps of a scan of the
+                # same module (``nn.remat_scan``): step j of outer step i is step i * length + j
+                prefix, first = stack[:-2], int(stack[-1]) * length
+
             def scope(s, i):
-                return (head, str(i)) + s[1:]
+                return (head, str(first + i)) + s[1:]
+        self._unrolled += 1
+        loop, at = self._unrolled, len(prefix) + 1
         ys = [[None] * length for _ in body.jaxpr.outvars[n_carry:]]
         for i in (reversed(range(length)) if params["reverse"] else range(length)):
             x_i = [self._index(x, i, stack) for x in xs]
-            outs = self.inline(body.jaxpr, body.consts, consts + carry + x_i, stack,
+            step_scope = prefix + scope((), i)[:2]
+            self.steps[step_scope] = step_scope[-2]
+            if head is None:
+                self.loop_scopes.add(step_scope)
+            start = len(self.nodes)
+            outs = self.inline(body.jaxpr, body.consts, consts + carry + x_i, prefix,
                                relabel=lambda s, i=i: scope(s, i))
+            for k in range(start, len(self.nodes)):  # a nested loop's nodes keep their own
+                if self.nodes[k].step is None:
+                    self.nodes[k] = dataclasses.replace(self.nodes[k], step=(loop, at, k - start))
             carry = outs[:n_carry]
             for k, y in enumerate(outs[n_carry:]):
                 ys[k][i] = y
@@ -320,7 +361,7 @@ class _Builder:
             head, rest = (_LOOP_SCOPE if k == 0 else f"{_LOOP_SCOPE}_{k}"), lambda s: s
         else:
             rest = lambda s: s[1:]  # noqa: E731
-        inner = {rest(_clean_stack(e.source_info.name_stack)) for e in body.eqns}
+        inner = {rest(s) for s in _stacks(body)}
         for i in range(eqn.params["length"]):
             for scope in inner | {()}:
                 full = stack + (head, str(i)) + scope
@@ -369,6 +410,7 @@ def _assemble(closed, out_shape, unroll: bool) -> Program:
         avals=builder.avals,
         opaque_scopes=builder.opaque_scopes,
         depends=_depends(nodes, input_id),
+        loop_scopes=frozenset(builder.loop_scopes),
     )
 
 

@@ -9,8 +9,11 @@ Names come from the model's own structure, read off the name stack of each equat
   ``Net``) is dropped, so ``Net/block1/conv_a`` is the site ``block1/conv_a``.
 * activations, residual adds (two input-dependent operands) and pools called directly in a
   scope's body get derived names below that scope: ``relu``, ``relu_1``, ``block1/add``,
-  ``avg_pool``; linear layers outside any scope get ``linear``/``conv`` names. Numbering follows
-  program order, so names are stable for a given model. An activation or add of values
+  ``avg_pool``; linear layers outside any scope get ``linear``/``conv`` names. Numbering follows program
+  order, so names are stable for a given model. Inside an unrolled loop step, numbering
+  follows the position in the loop body, the same in every step, so ``rnn/cell/*/add_4`` is
+  one quantity; a step where the value is a constant (the recurrent branch at step 0, whose
+  initial carry is zero) lacks that name, and the others keep theirs. An activation or add of values
   computed over the whole batch (the ``max(var, 0)`` of a BatchNorm using batch statistics)
   has no batch axis and is no site: per-example methods never pick it.
 """
@@ -75,6 +78,8 @@ class SiteMap:
     # last; see Site), for the sites whose value the model keeps in another layout
     pools: dict  # node index of a pool -> its op (see ``pool_op``)
     mixes_batch: bool = False  # an output depends on a value computed over the whole batch
+    constant: frozenset = frozenset()  # names that are sites at other steps of a loop but a
+    # constant at theirs (``rnn/cell/0/hi`` when the initial carry is zero)
 
 
 def _consumers(program: Program) -> tuple[Counter, dict]:
@@ -294,7 +299,23 @@ def analyze(program: Program) -> SiteMap:
     axes = channel_axes(program)
     batch = batch_axes(program)
 
-    def name_for(scope: tuple, base: str) -> str:
+    in_loop: dict[str, tuple] = {}  # placeholder name of a node in a loop step -> its key
+    live_templates: set = set()  # scopes inside loop steps, step number as "*", that are sites
+
+    def step_at(node: Node) -> int:
+        """The index of the loop step's number in `node`'s stack once the root is dropped."""
+        return node.step[1] - (len(root) if node.stack[: len(root)] == root else 0)
+
+    def template(node: Node, stack: tuple) -> tuple:
+        at = step_at(node)
+        return (node.step[0],) + stack[:at] + ("*",) + stack[at + 1:]
+
+    def name_for(scope: tuple, base: str, i: int) -> str:
+        node = program.nodes[i]
+        if node.step is not None and step_at(node) < len(scope):  # numbered after the loop
+            placeholder = f"\0{i}"
+            in_loop[placeholder] = (template(node, scope), base, node.step[2], scope)
+            return placeholder
         key = (scope, base)
         k = counters[key]
         counters[key] += 1
@@ -304,6 +325,9 @@ def analyze(program: Program) -> SiteMap:
         if not node.outs:
             continue
         stack = node.stack[len(root):] if node.stack[: len(root)] == root else node.stack
+        if node.step is not None and node.outs[0] in program.depends:
+            live_templates.update(template(node, stack[:k])
+                                  for k in range(step_at(node) + 2, len(stack) + 1))
         edit = next((k for k, part in enumerate(stack) if part.endswith(EDIT_MARK)), None)
         if edit is not None:  # the output of an intervention: the new value of that site
             edited["/".join(stack[:edit] + (stack[edit][: -len(EDIT_MARK)],))] = node.outs[0]
@@ -322,7 +346,7 @@ def analyze(program: Program) -> SiteMap:
         if node.activation is not None and shared:  # e.g. max(var, 0) of batch statistics
             continue
         if node.activation is not None:
-            name = name_for(stack, node.activation)
+            name = name_for(stack, node.activation, i)
             derived.append((i, name, "activation", node.activation, node.outs[0]))
             node_names[i] = name
         elif node.prim in NORMALIZERS:  # a normaliser (LayerNorm, RMSNorm): a place for rules, no site
@@ -330,14 +354,14 @@ def analyze(program: Program) -> SiteMap:
         elif node.prim in PRODUCTS and all(isinstance(r, int) and r in live for r in node.ins):
             node_names[i] = "/".join(stack + (PRODUCTS[node.prim],))  # a place for rules, no site
         elif node.prim == "add" and all(not _is_const(program, r) for r in node.ins):
-            name = name_for(stack, "add")
+            name = name_for(stack, "add", i)
             if not shared:  # a sum of batch statistics is a place for rules, no site
                 derived.append((i, name, "add", "add", node.outs[0]))
             node_names[i] = name
         elif (op := pool_op(node, axes.get(node.ins[0]) if isinstance(node.ins[0], int) else None)):
             chain = _pool_chain(program, i, consumers)
             absorbed.update(chain[1:])
-            name = name_for(stack, op)
+            name = name_for(stack, op, i)
             if op != "mean":  # a mean is a place for backward rules, not a site
                 derived.append((i, name, "pool", op, program.nodes[chain[-1]].outs[0]))
             node_names[i], groups[i], pools[i] = name, chain, op
@@ -352,10 +376,14 @@ def analyze(program: Program) -> SiteMap:
             else:
                 chain = affine_chain(program, i, consumers, same_stack=True)
                 absorbed.update(chain[1:])
-                name = name_for((), _LINEAR[node.prim])
+                name = name_for(stack, _LINEAR[node.prim], i)
                 derived.append((i, name, "linear", op, program.nodes[chain[-1]].outs[0]))
                 node_names[i] = name
 
+    names, constant = _loop_names(program, in_loop, set(node_names), live_templates, root,
+                                  step_at, template)
+    derived = [(i, names.get(name, name), kind, op, ref) for i, name, kind, op, ref in derived]
+    node_names = {i: names.get(name, name) for i, name in node_names.items()}
     entries = [(i, "/".join(scope), "module", "module", program.nodes[i].outs[0])
                for scope, i in scope_last.items() if scope in is_module]
     entries += derived
@@ -378,7 +406,58 @@ def analyze(program: Program) -> SiteMap:
         ids[name] = ref
     ids.update({name: ref for name, ref in edited.items() if name in ids})
     return SiteMap(tuple(sites), ids, node_names, groups, root, moved, pools,
-                   mixes_batch(program, batch))
+                   mixes_batch(program, batch), frozenset(constant - set(ids)))
+
+
+def _loop_names(program: Program, in_loop: dict, named: set, live_templates: set,
+                root: tuple, step_at, template) -> tuple[dict, set]:
+    """Derived names inside unrolled loop steps, and the names that are constants at a step.
+
+    A derived name in a step is numbered by its node's position in the loop body among the
+    positions that get that name at some step (``add``, ``add_1``, ...), so the same position
+    has the same name in every step, and a step where it is a constant simply lacks it.
+
+    Args:
+      program: the unrolled program.
+      in_loop: placeholder name -> (scope template, base, position, scope) of each named node.
+      named: the indices of the nodes that got a derived name.
+      live_templates: the scopes inside loop steps that are sites, as templates.
+      root: the dropped root scope.
+      step_at, template: as in `analyze`.
+
+    Returns:
+      ``(placeholder -> name, names that are constants at their step)``.
+    """
+    positions: dict = {}  # (template, base) -> positions that get that name
+    for key, base, pos, _ in in_loop.values():
+        positions.setdefault((key, base), set()).add(pos)
+    rank = {(key, base, pos): k for (key, base), found in positions.items()
+            for k, pos in enumerate(sorted(found))}
+
+    def numbered(scope: tuple, base: str, k: int) -> str:
+        return "/".join(scope + (base if k == 0 else f"{base}_{k}",))
+
+    names = {placeholder: numbered(scope, base, rank[key, base, pos])
+             for placeholder, (key, base, pos, scope) in in_loop.items()}
+    # the nodes at those positions that are no site at their step (a constant, or an add with
+    # a constant operand), and the scopes of steps that hold only constants where other steps
+    # have a site
+    by_position = {(key[0], pos): (base, k) for (key, base, pos), k in rank.items()}
+    constant = set()
+    for i, node in enumerate(program.nodes):
+        if node.step is None or not node.outs or i in named:
+            continue
+        stack = node.stack[len(root):] if node.stack[: len(root)] == root else node.stack
+        if step_at(node) >= len(stack):
+            continue
+        found = by_position.get((node.step[0], node.step[2]))
+        if found is not None:
+            constant.add(numbered(stack, *found))
+        if node.outs[0] in program.depends:
+            continue
+        constant.update("/".join(stack[:k]) for k in range(step_at(node) + 2, len(stack) + 1)
+                        if template(node, stack[:k]) in live_templates)
+    return names, constant
 
 
 def _batch_first(program: Program, ref: int, batch: dict, consumers: tuple[Counter, dict]) -> int:
