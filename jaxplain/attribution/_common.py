@@ -309,6 +309,40 @@ def fold(a: jax.Array) -> jax.Array:
     return a.reshape((a.shape[0] * a.shape[1],) + a.shape[2:])
 
 
+def folded_values(f: Callable, x: jax.Array, target: jax.Array, inputs: Callable, items: Any,
+                  batch_size: int | None) -> jax.Array:
+    """``(m, n)``: the target's output ``f(z_k)_t`` at each item's inputs, where `inputs` maps
+    a chunk of ``c`` items to their inputs ``(n, c, *x.shape[1:])``, example-major.
+
+    Each chunk of `batch_size` items (None: all) is one batch of ``n * c`` inputs folded example
+    by example (:func:`fold`), so a batch split over devices stays split; a model that takes
+    only `x`'s batch gets the items one at a time, vmapped.
+    """
+    n = x.shape[0]
+    m = jax.tree_util.tree_leaves(items)[0].shape[0]
+    c = min(batch_size or m, m)
+    full, rest = divmod(m, c)
+    if not takes_batch(f, x, n * c) or (rest and not takes_batch(f, x, n * rest)):
+        def one(item):
+            z = inputs(jax.tree_util.tree_map(lambda a: a[None], item))[:, 0]
+            return selected(f, z, target)
+
+        return chunked_map(one, items, batch_size)
+
+    def chunk(chunk_items):
+        k = jax.tree_util.tree_leaves(chunk_items)[0].shape[0]
+        return selected(f, fold(inputs(chunk_items)), jnp.repeat(target, k)).reshape(n, k).T
+
+    if c == m:
+        return chunk(items)
+    head = jax.tree_util.tree_map(lambda a: a[:full * c].reshape((full, c) + a.shape[1:]), items)
+    out = jax.lax.map(fast_convolutions(chunk), head).reshape(full * c, n)
+    if rest:
+        tail = jax.tree_util.tree_map(lambda a: a[full * c:], items)
+        out = jnp.concatenate([out, chunk(tail)])
+    return out
+
+
 def folded_gradient_sum(f: Callable, points: Callable, target: jax.Array, xs: Any, weights,
                         batch_size: int | None, shape: tuple, *,
                         scale: Callable | None = None) -> jax.Array:

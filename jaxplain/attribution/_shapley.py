@@ -18,14 +18,16 @@ def _shapley_sampling(f, x, target, baseline, mask, key, *, groups, samples, bat
     orders = jax.vmap(lambda k: jax.random.permutation(k, groups))(jax.random.split(key, samples))
     ranks = jnp.argsort(orders, axis=1).astype(jnp.int32)
 
-    def value(item):
-        s, k = item
-        present = ranks[s][mask] < k
-        return _common.selected(f, jnp.where(present, x, baseline), target)
+    def inputs(chunk):  # (c,) orderings and prefix lengths -> (n, c, ...) inputs
+        s, k = chunk
+        present = jax.vmap(lambda si, ki: ranks[si][mask] < ki)(s, k)  # (c, [n,] ...)
+        present = present[None] if present.ndim == x.ndim else jnp.moveaxis(present, 0, 1)
+        return jnp.where(present, x[:, None], baseline[:, None])
 
     s_idx, k_idx = jnp.meshgrid(jnp.arange(samples), jnp.arange(groups + 1), indexing="ij")
     items = (s_idx.reshape(-1), k_idx.reshape(-1))
-    values = _common.chunked_map(value, items, batch_size).reshape(samples, groups + 1, -1)
+    values = _common.folded_values(f, x, target, inputs, items, batch_size).reshape(
+        samples, groups + 1, -1)
     # contribution of group g in ordering s: v[s, rank + 1] - v[s, rank]
     after = jnp.take_along_axis(values, (ranks + 1)[:, :, None], axis=1)
     before = jnp.take_along_axis(values, ranks[:, :, None], axis=1)

@@ -57,10 +57,12 @@ def _coalition_values(f, x, target, baseline, mask, coalitions, batch_size):
     """``f_t`` with the groups on in each coalition taken from `x`, the rest from `baseline`;
     `coalitions` is ``(m, G)`` shared or ``(m, n, G)`` one per example. Returns ``(m, n)``."""
 
-    def value(z):
-        return _common.selected(f, jnp.where(_on(z, mask), x, baseline), target)
+    def inputs(zs):  # (c, [n,] G) -> (n, c, ...)
+        on = jax.vmap(lambda z: _on(z, mask))(zs)
+        on = on[None] if on.ndim == x.ndim else jnp.moveaxis(on, 0, 1)
+        return jnp.where(on, x[:, None], baseline[:, None])
 
-    return _common.chunked_map(value, coalitions, batch_size)
+    return _common.folded_values(f, x, target, inputs, coalitions, batch_size)
 
 
 def _lstsq(a, y):

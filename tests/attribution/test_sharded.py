@@ -45,6 +45,12 @@ SCRIPT = textwrap.dedent("""
         "smoothgrad": lambda x, t: A.smoothgrad(cnn, x, t, key=k[5], samples=4),
         "vargrad (chunks)": lambda x, t: A.smoothgrad(cnn, x, t, key=k[5], samples=4,
                                                       kind="vargrad", batch_size=2),
+        "shapley_sampling": lambda x, t: A.shapley_sampling(
+            cnn, x, t, key=k[5], samples=2, feature_mask=np.arange(64).reshape(8, 8, 1) // 8),
+        "kernel_shap": lambda x, t: A.kernel_shap(
+            cnn, x, t, key=k[5], samples=16, feature_mask=np.arange(64).reshape(8, 8, 1) // 8),
+        "lime (chunks)": lambda x, t: A.lime(cnn, x, t, key=k[5], samples=16, batch_size=6,
+                                             feature_mask=np.arange(64).reshape(8, 8, 1) // 8),
         "feature_ablation": lambda x, t: A.feature_ablation(
             cnn, x, t, feature_mask=np.arange(64).reshape(8, 8, 1) // 8),
     }
