@@ -9,7 +9,8 @@ Names come from the model's own structure, read off the name stack of each equat
   ``Net``) is dropped, so ``Net/block1/conv_a`` is the site ``block1/conv_a``.
 * activations, residual adds (two input-dependent operands) and pools called directly in a
   scope's body get derived names below that scope: ``relu``, ``relu_1``, ``block1/add``,
-  ``avg_pool``; linear layers outside any scope get ``linear``/``conv`` names. Numbering follows program
+  ``avg_pool``; linear layers outside any scope (or directly in the step of a loop whose body
+  has no scope, ``scan/0/linear``) get ``linear``/``conv`` names. Numbering follows program
   order, so names are stable for a given model. Inside an unrolled loop step, numbering
   follows the position in the loop body, the same in every step, so ``rnn/cell/*/add_4`` is
   one quantity; a step where the value is a constant (the recurrent branch at step 0, whose
@@ -371,9 +372,9 @@ def analyze(program: Program) -> SiteMap:
                 continue
             groups[i] = affine_chain(program, i, consumers, same_stack=False)
             op = "dense" if node.prim == "dot_general" else "conv"
-            if stack:
+            if stack and node.stack not in program.loop_scopes:
                 node_names[i] = "/".join(stack)
-            else:
+            else:  # outside any scope, or in the step of a loop that has none (``scan/0``)
                 chain = affine_chain(program, i, consumers, same_stack=True)
                 absorbed.update(chain[1:])
                 name = name_for(stack, _LINEAR[node.prim], i)

@@ -214,8 +214,10 @@ def test_a_recurrence_over_time_steps_is_named_by_the_index_of_its_input(reverse
     f, x = _rnn(reverse), jax.random.normal(jax.random.key(4), (2, T, 3))
     # in program order; after the first step the input term and the state term meet in an add
     order = list(reversed(range(T))) if reverse else list(range(T))
-    assert [s.name for s in jp.sites(f, x)] == [f"scan/{order[0]}/tanh", f"scan/{order[0]}"] + [
-        n for t in order[1:] for n in (f"scan/{t}/add", f"scan/{t}/tanh", f"scan/{t}")]
+    assert [s.name for s in jp.sites(f, x)] == [
+        f"scan/{order[0]}/linear", f"scan/{order[0]}/tanh", f"scan/{order[0]}"] + [
+        n for t in order[1:] for n in (f"scan/{t}/linear", f"scan/{t}/linear_1", f"scan/{t}/add",
+                                       f"scan/{t}/tanh", f"scan/{t}")]
     y, acts = jp.capture(f, "scan/*/tanh")(x)
     hs = _hand_rnn(x, reverse)
     np.testing.assert_allclose(y, hs.mean(0), rtol=1e-5)

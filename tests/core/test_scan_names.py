@@ -154,3 +154,33 @@ def test_sites_in_a_loop_over_the_budget_are_refused_saying_why(monkeypatch, lst
             jp.capture(g, name)(x)
     with pytest.raises(ValueError, match="Unknown site"):
         jp.capture(g, "rnn/nothing_*")(x)
+
+
+WI, WH = jnp.linspace(-1, 1, 3 * H).reshape(3, H), jnp.linspace(1, -1, H * H).reshape(H, H)
+
+
+def _cell(h, xt):
+    return jnp.tanh(xt @ WI + h @ WH)
+
+
+def test_a_plain_scan_names_its_matrix_products_as_a_python_loop_does():
+    x = jax.random.normal(jax.random.key(4), (2, T, 3))
+
+    def scanned(x):
+        return jax.lax.scan(lambda h, xt: (_cell(h, xt),) * 2, jnp.zeros((2, H)),
+                            jnp.swapaxes(x, 0, 1))[0]
+
+    def looped(x):
+        h = jnp.zeros((2, H))
+        for t in range(T):
+            h = _cell(h, x[:, t])
+        return h
+
+    names = [s.name for s in jp.sites(scanned, x)]
+    assert [n for n in names if n.startswith("scan/1/")] == [
+        "scan/1/linear", "scan/1/linear_1", "scan/1/add", "scan/1/tanh"]
+    assert [n for n in names if n.startswith("scan/0/")] == ["scan/0/linear", "scan/0/tanh"]
+    _, a = jp.capture(scanned, "scan/*/linear_1")(x)
+    _, b = jp.capture(looped, ["linear_2", "linear_4"])(x)  # h @ WH at steps 1 and 2
+    np.testing.assert_allclose(a["scan/1/linear_1"], b["linear_2"], rtol=1e-6)
+    np.testing.assert_allclose(a["scan/2/linear_1"], b["linear_4"], rtol=1e-6)
