@@ -47,6 +47,8 @@ def _recurrence(steps):
     return f, jax.random.normal(jax.random.key(3), (2, steps, 4))
 
 
+_MASK = np.arange(36).reshape(6, 6, 1) // 9
+_KEY = jax.random.key(0)
 METHODS = {  # (f, x, per-example target) -> array
     "capture": lambda f, x, t: jp.capture(f, "conv1")(x)[1]["conv1"],
     "intervene": lambda f, x, t: jp.intervene(f, {"block1/relu": lambda v: v * 0.5})(x),
@@ -54,6 +56,16 @@ METHODS = {  # (f, x, per-example target) -> array
     "lrp": lambda f, x, t: attribution.lrp(f, x, t, rules=EpsilonPlusFlat()),
     "integrated_gradients": lambda f, x, t: attribution.integrated_gradients(f, x, t, steps=8),
     "grad_cam": lambda f, x, t: attribution.grad_cam(f, x, t, site="block1/relu_1"),
+    # loops that carry an accumulator, and a relevance built from one target for all
+    "integrated_gradients_chunked": lambda f, z, u: attribution.integrated_gradients(
+        f, z, u, steps=8, batch_size=3),
+    "smoothgrad_chunked": lambda f, z, u: attribution.smoothgrad(f, z, u, key=_KEY, samples=4,
+                                                                 batch_size=2),
+    "occlusion_chunked": lambda f, z, u: attribution.occlusion(f, z, u, window=(2, 2), stride=2,
+                                                               batch_size=3),
+    "lrp_one_target": lambda f, z, u: attribution.lrp(f, z, 1, rules=EpsilonPlusFlat()),
+    "kernel_shap": lambda f, z, u: attribution.kernel_shap(f, z, u, feature_mask=_MASK),
+    "deletion": lambda f, z, u: jp.metrics.deletion(f, z, u, z, steps=4, batch_size=5).values,
 }
 
 
@@ -94,26 +106,3 @@ def test_outside_a_shard_map_nothing_is_cast():
     f, x = _cnn()
     traced = jax.make_jaxpr(lambda z: attribution.deeplift(f, z, 1))(x)
     assert "pvary" not in primitives(traced)
-
-
-_MASK = np.arange(36).reshape(6, 6, 1) // 9
-_KEY = jax.random.key(0)
-MORE = {  # methods whose loops carry an accumulator, or that build the relevance themselves
-    "integrated_gradients_chunked": lambda f, z, u: attribution.integrated_gradients(
-        f, z, u, steps=8, batch_size=3),
-    "smoothgrad_chunked": lambda f, z, u: attribution.smoothgrad(f, z, u, key=_KEY, samples=4,
-                                                                 batch_size=2),
-    "occlusion_chunked": lambda f, z, u: attribution.occlusion(f, z, u, window=(2, 2), stride=2,
-                                                               batch_size=3),
-    "lrp_one_target": lambda f, z, u: attribution.lrp(f, z, 1, rules=EpsilonPlusFlat()),
-    "kernel_shap": lambda f, z, u: attribution.kernel_shap(f, z, u, feature_mask=_MASK),
-    "deletion": lambda f, z, u: jp.metrics.deletion(f, z, u, z, steps=4, batch_size=5).values,
-}
-
-
-@pytest.mark.parametrize("method", sorted(MORE))
-def test_chunked_and_one_target_methods_in_a_shard_map(method):
-    f, x = _cnn()
-    t, fn = jnp.array([0, 1, 2]), MORE[method]
-    np.testing.assert_allclose(_in_shard_map(lambda z, u: fn(f, z, u), x, t), fn(f, x, t),
-                               rtol=1e-5, atol=1e-6)
