@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 from jaxplain.core._adapters import refuse_module
 from jaxplain.core._program import Program, run, trace
-from jaxplain.core._select import Selector, _is_glob, select, unknown_site_error
+from jaxplain.core._select import Selector, _is_glob, select
 from jaxplain.core._sites import EDIT_MARK, Site, SiteMap, analyze
 
 # program -> its site map; weak, so that a program (and the weights it holds as constants) goes
