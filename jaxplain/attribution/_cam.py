@@ -258,8 +258,9 @@ def grad_cam_plus_plus(f: Callable, x: Float[Array, "batch *feature"],
 def masks(a, size: tuple, channels: int):
     """Score-CAM's masks: each channel of `a` ``(n, h, w, m)`` bilinearly upsampled to `size`
     and min-max normalized to [0, 1] per example (a constant map gives 0), as
-    ``(m * n, ...)`` channel-major rows with a size-1 axis at `channels`."""
-    m = jnp.moveaxis(a, -1, 0).reshape((-1,) + a.shape[1:-1])
+    ``(n * m, ...)`` example-major rows (each example's channels together, so a batch split
+    over devices stays split) with a size-1 axis at `channels`."""
+    m = jnp.moveaxis(a, -1, 1).reshape((-1,) + a.shape[1:-1])
     m = upsample(m, size, "bilinear")
     axes = tuple(range(1, m.ndim))
     low = m.min(axis=axes, keepdims=True)
@@ -285,10 +286,10 @@ def channel_scores(f, x, target, baseline, a, *, score, batch_size, channels):
 
     def chunk(index):  # (m,) channel indices -> their scores, placed in an (n, c) array
         m = index.shape[0]
-        reps = (m,) + (1,) * (x.ndim - 1)
-        z = jnp.tile(baseline, reps) + masks(a[..., index], size, channels) * jnp.tile(delta, reps)
-        s = _score(f, z, jnp.tile(target, m), score).reshape(m, n)
-        return jnp.zeros((n, k), s.dtype).at[:, index].set(s.T)
+        z = (jnp.repeat(baseline, m, axis=0)
+             + masks(a[..., index], size, channels) * jnp.repeat(delta, m, axis=0))
+        s = _score(f, z, jnp.repeat(target, m), score).reshape(n, m)
+        return jnp.zeros((n, k), s.dtype).at[:, index].set(s)
 
     s = _common.chunked_reduce(chunk, jnp.arange(k), batch_size)
     return s, _score(f, baseline, target, score)

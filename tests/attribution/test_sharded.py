@@ -51,6 +51,7 @@ SCRIPT = textwrap.dedent("""
             cnn, x, t, key=k[5], samples=16, feature_mask=np.arange(64).reshape(8, 8, 1) // 8),
         "lime (chunks)": lambda x, t: A.lime(cnn, x, t, key=k[5], samples=16, batch_size=6,
                                              feature_mask=np.arange(64).reshape(8, 8, 1) // 8),
+        "score_cam (chunks)": lambda x, t: A.score_cam(cnn, x, t, site="relu_1", batch_size=5),
         "feature_ablation": lambda x, t: A.feature_ablation(
             cnn, x, t, feature_mask=np.arange(64).reshape(8, 8, 1) // 8),
     }
