@@ -14,6 +14,8 @@ softmax or log-softmax over the last axis: ``jax.nn.softmax`` / ``log_softmax`` 
 
 from __future__ import annotations
 
+import functools
+
 import weakref
 from collections.abc import Callable
 
@@ -190,6 +192,21 @@ def output_is_probability(f: Callable, x) -> bool:
     return output_activation(f, x) in ("softmax", "sigmoid")
 
 
+def _last_axis(f: Callable, shape: tuple, dtype) -> tuple:
+    """The size of `f`'s output's last axis at an input of `shape` and `dtype`, as a tuple
+    (empty for a scalar); traced once per function, shape and dtype."""
+    try:
+        return _last_axis_cached(f, shape, dtype)
+    except TypeError:  # not hashable: trace every time
+        return _last_axis_cached.__wrapped__(f, shape, dtype)
+
+
+@functools.lru_cache(maxsize=256)
+def _last_axis_cached(f: Callable, shape: tuple, dtype) -> tuple:
+    out = jax.eval_shape(f, jax.ShapeDtypeStruct(shape, dtype))
+    return tuple(getattr(out, "shape", (None,))[-1:])
+
+
 def probability_as_given(f: Callable, x, asked: str, instead: str | None = None) -> bool:
     """For a reading of the target's probability (`asked` says what asked for it, `instead`
     the option that reads the output as it is): True to read `f`'s output as it is (a softmax
@@ -197,8 +214,7 @@ def probability_as_given(f: Callable, x, asked: str, instead: str | None = None)
     whose softmax is always 1."""
     if output_is_probability(f, x):
         return True
-    out = jax.eval_shape(f, jax.ShapeDtypeStruct(tuple(x.shape), x.dtype))
-    if getattr(out, "shape", (None,))[-1:] == (1,):
+    if _last_axis(f, tuple(x.shape), np.dtype(x.dtype)) == (1,):
         remedy = f"pass {instead} to read the output as it is (a regression, or a one-logit " \
                  "binary classifier), or " if instead else ""
         raise ValueError(
