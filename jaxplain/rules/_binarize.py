@@ -11,6 +11,7 @@ and a unit applied at every position is a 1 x 1 convolution either way.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -36,12 +37,23 @@ class Binarized(NamedTuple):
 
 def _thresholded(acts: np.ndarray, threshold, q) -> tuple[np.ndarray, np.ndarray]:
     """``(acts > t, t)`` for 2-D ``acts`` with ``t`` the per-column ``q`` quantile, or
-    ``threshold`` (default 0) broadcast over the columns when ``q`` is None."""
+    ``threshold`` (default 0) broadcast over the columns when ``q`` is None.
+
+    A quantile that ties with its column's maximum (the column reaches its top value in more
+    than ``1 - q`` of the rows, as saturating or quantized activations do) would switch the
+    item off everywhere; its threshold is the next lower value of the column instead, so the
+    item is on where the column is at its maximum."""
     acts = acts.astype(np.float64)
     if q is not None:
         if not 0.0 <= q <= 1.0:
             raise ValueError(f"quantile must be in [0, 1], got {q}")
         thresholds = np.quantile(acts, q, axis=0)
+        top = acts.max(axis=0)
+        tied = np.flatnonzero(thresholds >= top)
+        if tied.size:
+            column = acts[:, tied]
+            below = np.where(column < top[tied], column, -np.inf).max(axis=0)
+            thresholds[tied] = np.where(below > -np.inf, below, thresholds[tied])  # constant
     else:
         threshold = 0.0 if threshold is None else threshold
         try:
@@ -50,6 +62,23 @@ def _thresholded(acts: np.ndarray, threshold, q) -> tuple[np.ndarray, np.ndarray
             raise ValueError(f"threshold must be a scalar or one value per item ({acts.shape[1]}"
                              f" items), got shape {np.shape(threshold)}") from None
     return acts > thresholds, thresholds
+
+
+def _warn_constant(items: np.ndarray, name) -> None:
+    """Warn (at the caller's caller) when items of bool ``(n, d)`` ``items`` are on in no row
+    or in every row; ``name`` is the site, or None."""
+    never, always = int((~items.any(axis=0)).sum()), int(items.all(axis=0).sum())
+    if never + always == 0:
+        return
+    where = "the activations" if name is None else f"site {name!r}"
+    count = (f"all {items.shape[1]}" if never + always == items.shape[1]
+             else f"{never + always} of the {items.shape[1]}")
+    warnings.warn(
+        f"{count} items of {where} are constant over the {items.shape[0]} samples after "
+        f"thresholding ({never} never on, {always} always on); mine drops constant items, so "
+        f"no rule can use them. Dead units are constant anyway; otherwise lower threshold= (or "
+        f"quantile=, conv_quantile=) for items never on, raise it for items always on.",
+        UserWarning, stacklevel=3)
 
 
 def binarize(acts, *, threshold=None, quantile=None, conv_mode="filter", pool="max",
@@ -66,7 +95,11 @@ def binarize(acts, *, threshold=None, quantile=None, conv_mode="filter", pool="m
     - ``conv_mode="filter"``: one item per filter; the map is pooled over its positions
       (``pool`` "max" or "mean") and the filter is on iff the pooled value exceeds the
       filter's ``conv_quantile`` over the data (default 0.9: on in about the top 10% of
-      samples).
+      samples). When that quantile ties with the filter's maximum (it reaches its top value
+      in more than 10% of the samples: saturating or quantized activations), ``>`` would
+      switch it off everywhere, so its threshold is the next lower value it takes instead:
+      it is on where it reaches its maximum (in more than 10% of the samples). The same
+      holds for every quantile threshold, dense ``quantile=`` too.
     - ``conv_mode="locality"``: one item per (position, filter), thresholded the same way per
       item, so rules can show where a filter is expected to fire; items are ordered as the
       flattened ``(*positions, c)`` map (``(length, c)`` or ``(h, w, c)``).
@@ -89,7 +122,8 @@ def binarize(acts, *, threshold=None, quantile=None, conv_mode="filter", pool="m
         whatever the model's layout.
 
     Returns:
-      ``Binarized(items, thresholds, shape)``.
+      ``Binarized(items, thresholds, shape)``. A ``UserWarning`` gives the number of items
+      that are constant (on in no sample, or in every one): ``mine`` drops those.
 
     Raises:
       ValueError: ``quantile`` for a conv map, ``threshold`` for a conv map while
@@ -118,6 +152,7 @@ def binarize(acts, *, threshold=None, quantile=None, conv_mode="filter", pool="m
             raise ValueError(f"pass either threshold= or quantile=, not both (got threshold="
                              f"{threshold!r}, quantile={quantile!r})")
         items, thresholds = _thresholded(acts, threshold, quantile)
+        _warn_constant(items, None)
         return Binarized(items, thresholds, tuple(acts.shape[1:]))
     if quantile is not None:
         raise ValueError(
@@ -138,6 +173,7 @@ def binarize(acts, *, threshold=None, quantile=None, conv_mode="filter", pool="m
     shape = acts.shape[1:] if conv_mode == "locality" else acts.shape[-1:]
     items, thresholds = _thresholded(_map_items(acts, conv_mode == "locality", pool),
                                      threshold, conv_quantile)
+    _warn_constant(items, None)
     return Binarized(items, thresholds, tuple(shape))
 
 
@@ -209,7 +245,8 @@ def activations(f, x, sites, *, batch_size=256, threshold=None, quantile=None,
 
     Returns:
       ``{site: Binarized}`` for every selected site, in selection order; feed
-      ``{k: v.items ...}`` to ``mine``.
+      ``{k: v.items ...}`` to ``mine``. A ``UserWarning`` names each site with constant
+      items and their number.
 
     Raises:
       ValueError: a ``batch_size`` that is not None or an int >= 1, a selector that picks no
@@ -273,6 +310,7 @@ def activations(f, x, sites, *, batch_size=256, threshold=None, quantile=None,
             # Conv items are already pooled (or flattened): threshold them as binarize does.
             items, thresholds = _thresholded(acts, threshold,
                                              conv_quantile if conv[s] else quantile)
+        _warn_constant(items, s)
         out[s] = Binarized(items, thresholds, tuple(shape))
     return out
 

@@ -71,6 +71,7 @@ class RuleSet:
       class_histograms: int ``(len(rules), classes)`` label counts over each rule's usage rows
         when ``labels`` were given to ``mine``, else None.
       dropped: per layer, the constant columns left out of the search (static).
+      widths: per layer, ``(name, columns)`` of the data given to ``mine`` (static).
       num_rows: the number of rows (samples) mined (static).
       stopped_by: why the search ended before no rule compressed (static): None when it ran
         to the end (``complete``), ``"time_budget"`` when ``time_budget`` ran out (more rules
@@ -83,6 +84,7 @@ class RuleSet:
     baseline_code_length: np.ndarray
     class_histograms: np.ndarray | None = None
     dropped: tuple = dataclasses.field(metadata=dict(static=True), default=())
+    widths: tuple = dataclasses.field(metadata=dict(static=True), default=())
     num_rows: int = dataclasses.field(metadata=dict(static=True), default=0)
     stopped_by: str | None = dataclasses.field(metadata=dict(static=True), default=None)
 
@@ -119,7 +121,9 @@ class RuleSet:
         """A header line, then one line per rule: ``str(rule)`` and, with class histograms,
         ``usage classes 1:80% 3:20%``, the top classes of the rule's usage rows (not of all
         its support rows; classes under 0.5% are left out). A search stopped by a limit says
-        so at the end of the header: ``INCOMPLETE: stopped by time_budget``."""
+        so at the end of the header: ``INCOMPLETE: stopped by time_budget``. A layer whose
+        columns were all constant gets a line after the header:
+        ``layer 'a': all 3 columns constant (dropped): no rule can use it``."""
         lines = [f"RuleSet: {len(self.rules)} rules on {self.num_rows} rows, "
                  f"L = {float(self.code_length):.1f} bits = {self.compression:.2f}% of "
                  f"{float(self.baseline_code_length):.1f} bits"]
@@ -127,6 +131,11 @@ class RuleSet:
             more = ("more rules may compress" if self.stopped_by == "time_budget"
                     else "more were not looked for")
             lines[0] += f"  INCOMPLETE: stopped by {self.stopped_by} ({more})"
+        dropped = dict(self.dropped)
+        for name, width in self.widths:
+            if len(dropped.get(name, ())) == width:
+                lines.append(f"  layer {name!r}: all {width} columns constant (dropped): no "
+                             f"rule can use it")
         for i, rule in enumerate(self.rules):
             line = f"  {rule}"
             if self.class_histograms is not None:

@@ -217,6 +217,10 @@ def _validate(layers) -> tuple[dict, int]:
     for name, value in layers.items():
         array = np.asarray(value)
         if array.dtype != np.bool_:
+            numeric = np.issubdtype(array.dtype, np.number)
+            if numeric and array.size and np.isin(array, (0, 1)).all():
+                raise ValueError(f"layer {name!r} has dtype {array.dtype} with only 0/1 values: "
+                                 f"pass layer.astype(bool)")
             raise ValueError(f"layer {name!r} must be boolean (binarize activations first with "
                              f"jaxplain.rules.binarize), got dtype {array.dtype}")
         if array.ndim != 2:
@@ -274,6 +278,15 @@ class _Search:
         self.dropped = tuple((k, tuple(int(i) for i in np.setdiff1d(np.arange(a.shape[1]),
                                                                      self.kept[k])))
                              for k, a in data.items())
+        self.widths = tuple((k, a.shape[1]) for k, a in data.items())
+        for k, a in data.items():
+            if not self.kept[k].size:
+                on = int(a[0].sum())
+                warnings.warn(
+                    f"every column of layer {k!r} is constant ({a.shape[1] - on} never on, {on} "
+                    f"always on over the {n} rows): it is dropped and takes no part in any "
+                    f"rule. Binarize it at a lower threshold (never on) or a higher one (always "
+                    f"on).", UserWarning, stacklevel=3)   # at mine's caller
         self.data = {k: np.ascontiguousarray(a[:, self.kept[k]]) for k, a in data.items()}
         self.cover = {k: np.zeros_like(a) for k, a in self.data.items()}
         self.residual_counts = {k: a.sum(0).astype(np.int64) for k, a in self.data.items()}
@@ -483,5 +496,5 @@ class _Search:
         return RuleSet(rules=tuple(self.rule(r) for r in self.accepted),
                        code_length=_frozen(self.total, np.float64),
                        baseline_code_length=_frozen(self.baseline, np.float64),
-                       class_histograms=hist, dropped=self.dropped, num_rows=self.n,
-                       stopped_by=stopped_by)
+                       class_histograms=hist, dropped=self.dropped, widths=self.widths,
+                       num_rows=self.n, stopped_by=stopped_by)

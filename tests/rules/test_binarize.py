@@ -1,11 +1,13 @@
 """binarize: dense thresholds, per-filter quantiles of pooled conv maps, locality items."""
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxplain.rules import activations, binarize
+from jaxplain.rules import activations, binarize, mine
 
 
 def test_dense_threshold_default_is_relu_active():
@@ -40,6 +42,55 @@ def test_conv_locality_mode_has_one_item_per_position_and_filter():
     index = np.ravel_multi_index((1, 0, 2), shape)
     assert items[:, index].tolist() == (np.arange(50) < 10).tolist()
     np.testing.assert_allclose(thresholds, np.quantile(acts.reshape(50, -1), 0.8, axis=0))
+
+
+def test_a_quantile_tied_with_the_maximum_falls_to_the_next_lower_value():
+    # Filters that fire in ~76% of samples, always at 0.5: the 0.9-quantile of the pooled map
+    # is its maximum 0.5, and '> 0.5' used to switch every filter off everywhere (mine then
+    # found 0 rules). The threshold is now the next lower value, 0: on wherever it fires.
+    rng = np.random.default_rng(0)
+    acts = np.zeros((1000, 6, 6, 4), np.float32)
+    acts[..., :3][rng.random((1000, 6, 6, 3)) < 0.04] = 0.5
+    acts[..., 3] = rng.random((1000, 6, 6))              # filter 3: no ties
+    pooled = acts.max(axis=(1, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                   # no item is constant
+        b = binarize(acts)
+    assert b.thresholds[:3].tolist() == [0.0, 0.0, 0.0]
+    np.testing.assert_array_equal(b.items[:, :3], pooled[:, :3] == 0.5)
+    assert 0.7 < b.items[:, :3].mean() < 0.8
+    assert b.thresholds[3] == np.quantile(pooled[:, 3].astype(np.float64), 0.9)
+    assert b.items[:, 3].sum() == 100
+    # The recorded thresholds reproduce the items ('>' everywhere), e.g. on held-out data.
+    again = binarize(acts, threshold=b.thresholds, conv_quantile=None)
+    np.testing.assert_array_equal(again.items, b.items)
+    # The same for a dense quantile, and for locality items.
+    dense = binarize(pooled, quantile=0.9)
+    np.testing.assert_array_equal(dense.items, b.items)
+    local = binarize(acts[..., :3], conv_mode="locality", conv_quantile=0.99)
+    np.testing.assert_array_equal(local.items, acts[..., :3].reshape(1000, -1) == 0.5)
+    # Mined, the three copied filters give three rules again (0 before).
+    rules = mine({"a": b.items[:, :3], "b": b.items[:, 2::-1].copy()}, k_tail=4)
+    assert len(rules) == 3 and rules.compression < 60
+
+
+def test_constant_items_are_warned_about_with_their_number_and_site():
+    acts = np.zeros((50, 4, 4, 3))
+    acts[:, 0, 0, 1] = np.arange(50)                     # filter 1 varies; 0 and 2 are constant
+    acts[:, :, :, 2] = 1.0
+    with pytest.warns(UserWarning, match=r"2 of the 3 items of the activations are constant "
+                                         r"over the 50 samples after thresholding \(2 never on, "
+                                         r"0 always on\)"):
+        binarize(acts)                                   # quantile: a constant column stays
+    dense = np.stack([np.zeros(50), np.arange(50.0), np.ones(50)], axis=1)
+    with pytest.warns(UserWarning, match=r"2 of the 3 items .* \(1 never on, 1 always on\)"):
+        binarize(dense, threshold=0.5)
+    with pytest.warns(UserWarning, match=r"all 3 items of the activations .* \(3 never on"):
+        binarize(acts, threshold=100.0, conv_quantile=None)
+    f, _, _ = _tiny_cnn()
+    x = np.asarray(jax.random.normal(jax.random.key(9), (12, 8, 8, 1)))
+    with pytest.warns(UserWarning, match=r"all 6 items of site 'relu_1' are constant"):
+        activations(f, x, "relu*", threshold=1e9)
 
 
 @pytest.mark.parametrize("conv_mode", ["filter", "locality"])
@@ -127,8 +178,6 @@ def test_activations_batch_size_none_is_one_pass_and_bad_values_say_what_is_expe
 def test_locality_items_recover_a_planted_local_rule():
     # When dense unit 2 fires, filter 1 fires in a 2 x 2 patch: mined in locality mode, the
     # rule's tail is exactly that patch of that filter.
-    from jaxplain.rules import mine
-
     rng = np.random.default_rng(2)
     dense, conv = rng.random((600, 8)), rng.random((600, 6, 6, 4))
     fires = dense[:, 2] > np.quantile(dense[:, 2], 0.8)

@@ -1,6 +1,7 @@
 """Rule search: planted-rule recovery, no rules on independent data, errors, RuleSet, pairs."""
 
 import dataclasses
+import warnings
 
 import jax
 import numpy as np
@@ -112,7 +113,8 @@ def test_constant_columns_are_dropped_and_reported():
 
 @pytest.mark.parametrize("layers, match_text", [
     ({"a": np.ones((4, 3), bool)}, "at least two layers"),
-    ({"a": np.ones((4, 3)), "b": np.ones((4, 2), bool)}, "must be boolean"),
+    ({"a": np.full((4, 3), 0.5), "b": np.ones((4, 2), bool)}, "must be boolean"),
+    ({"a": np.array([["x"]]), "b": np.ones((1, 2), bool)}, "must be boolean"),
     ({"a": np.ones((4, 3), bool), "b": np.ones((5, 2), bool)}, "same number of rows"),
     ({"a": np.ones((0, 3), bool), "b": np.ones((0, 2), bool)}, "empty data"),
     ({"a": np.ones((4,), bool), "b": np.ones((4, 2), bool)}, "must be 2-D"),
@@ -120,6 +122,40 @@ def test_constant_columns_are_dropped_and_reported():
 def test_bad_layers_raise_clear_errors(layers, match_text):
     with pytest.raises(ValueError, match=match_text):
         mine(layers)
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.float32, np.float64, np.uint8])
+def test_zero_one_matrices_are_refused_with_the_astype_fix(dtype):
+    # Only bool is accepted, but a 0/1 matrix is one .astype(bool) away: the message says so.
+    fc = np.eye(4, dtype=dtype)
+    with pytest.raises(ValueError) as error:
+        mine({"conv": np.eye(4, dtype=bool), "fc": fc})
+    assert str(error.value) == (f"layer 'fc' has dtype {np.dtype(dtype)} with only 0/1 values: "
+                                f"pass layer.astype(bool)")
+    assert len(mine({"conv": np.eye(4, dtype=bool), "fc": fc.astype(bool)})) == 0
+
+
+def test_a_layer_with_only_constant_columns_is_warned_about_and_shown():
+    # All of layer 'a' constant (2 never on, 1 always on): no rule can use it; mine warns
+    # naming the layer and the counts, and str(RuleSet) says so under its header.
+    rng = np.random.default_rng(3)
+    d_a = np.zeros((200, 3), bool)
+    d_a[:, 1] = True
+    d_b = rng.random((200, 4)) < 0.3
+    with pytest.warns(UserWarning, match=r"every column of layer 'a' is constant \(2 never on, "
+                                         r"1 always on over the 200 rows\)"):
+        rules = mine({"a": d_a, "b": d_b}, **FAST)
+    assert rules.widths == (("a", 3), ("b", 4)) and dict(rules.dropped)["a"] == (0, 1, 2)
+    lines = str(rules).splitlines()
+    assert lines[1] == "  layer 'a': all 3 columns constant (dropped): no rule can use it"
+    assert "layer 'b'" not in str(rules)
+    leaves, treedef = jax.tree.flatten(rules)
+    assert str(jax.tree.unflatten(treedef, leaves)) == str(rules)
+    # A layer with only some constant columns (dead units) is reported in .dropped only.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        partial = mine({"a": np.concatenate([d_a, d_b[:, :1]], 1), "b": d_b}, **FAST)
+    assert dict(partial.dropped)["a"] == (0, 1, 2) and "constant" not in str(partial)
 
 
 def test_bad_options_raise_clear_errors():
@@ -189,8 +225,6 @@ def test_empty_class_buckets_are_not_printed():
 
 
 def test_a_search_stopped_by_its_time_budget_says_so(monkeypatch):
-    import warnings
-
     from jaxplain.rules import _search
 
     d_a, d_b, _ = planted(5, rules=3)
