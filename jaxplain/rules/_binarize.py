@@ -64,20 +64,24 @@ def _thresholded(acts: np.ndarray, threshold, q) -> tuple[np.ndarray, np.ndarray
     return acts > thresholds, thresholds
 
 
-def _warn_constant(items: np.ndarray, name) -> None:
+def _warn_constant(items: np.ndarray, values: np.ndarray, name) -> None:
     """Warn (at the caller's caller) when items of bool ``(n, d)`` ``items`` are on in no row
-    or in every row; ``name`` is the site, or None."""
-    never, always = int((~items.any(axis=0)).sum()), int(items.all(axis=0).sum())
+    or in every row although their ``(n, d)`` ``values`` vary: the threshold, not the data,
+    made them constant (a dead unit, constant over the data, is not warned about); ``name``
+    is the site, or None."""
+    off, on = ~items.any(axis=0), items.all(axis=0)
+    varies = values.max(axis=0, initial=-np.inf) > values.min(axis=0, initial=np.inf)
+    never, always = int((off & varies).sum()), int((on & varies).sum())
     if never + always == 0:
         return
     where = "the activations" if name is None else f"site {name!r}"
     count = (f"all {items.shape[1]}" if never + always == items.shape[1]
              else f"{never + always} of the {items.shape[1]}")
     warnings.warn(
-        f"{count} items of {where} are constant over the {items.shape[0]} samples after "
-        f"thresholding ({never} never on, {always} always on); mine drops constant items, so "
-        f"no rule can use them. Dead units are constant anyway; otherwise lower threshold= (or "
-        f"quantile=, conv_quantile=) for items never on, raise it for items always on.",
+        f"{count} items of {where} vary over the {items.shape[0]} samples but are constant "
+        f"after thresholding ({never} never on, {always} always on); mine drops constant "
+        f"items, so no rule can use them. Lower threshold= (or quantile=, conv_quantile=) for "
+        f"items never on, raise it for items always on.",
         UserWarning, stacklevel=3)
 
 
@@ -123,7 +127,8 @@ def binarize(acts, *, threshold=None, quantile=None, conv_mode="filter", pool="m
 
     Returns:
       ``Binarized(items, thresholds, shape)``. A ``UserWarning`` gives the number of items
-      that are constant (on in no sample, or in every one): ``mine`` drops those.
+      whose values vary but that the threshold makes constant (on in no sample, or in every
+      one): ``mine`` drops those.
 
     Raises:
       ValueError: ``quantile`` for a conv map, ``threshold`` for a conv map while
@@ -152,7 +157,7 @@ def binarize(acts, *, threshold=None, quantile=None, conv_mode="filter", pool="m
             raise ValueError(f"pass either threshold= or quantile=, not both (got threshold="
                              f"{threshold!r}, quantile={quantile!r})")
         items, thresholds = _thresholded(acts, threshold, quantile)
-        _warn_constant(items, None)
+        _warn_constant(items, acts, None)
         return Binarized(items, thresholds, tuple(acts.shape[1:]))
     if quantile is not None:
         raise ValueError(
@@ -171,9 +176,9 @@ def binarize(acts, *, threshold=None, quantile=None, conv_mode="filter", pool="m
                          f"conv activations of shape {acts.shape}, got {channel_axis!r}")
     acts = np.moveaxis(acts, channel_axis, -1)
     shape = acts.shape[1:] if conv_mode == "locality" else acts.shape[-1:]
-    items, thresholds = _thresholded(_map_items(acts, conv_mode == "locality", pool),
-                                     threshold, conv_quantile)
-    _warn_constant(items, None)
+    values = _map_items(acts, conv_mode == "locality", pool)
+    items, thresholds = _thresholded(values, threshold, conv_quantile)
+    _warn_constant(items, values, None)
     return Binarized(items, thresholds, tuple(shape))
 
 
@@ -245,8 +250,8 @@ def activations(f, x, sites, *, batch_size=256, threshold=None, quantile=None,
 
     Returns:
       ``{site: Binarized}`` for every selected site, in selection order; feed
-      ``{k: v.items ...}`` to ``mine``. A ``UserWarning`` names each site with constant
-      items and their number.
+      ``{k: v.items ...}`` to ``mine``. A ``UserWarning`` names each site with items that
+      vary but are constant after thresholding, and their number.
 
     Raises:
       ValueError: a ``batch_size`` that is not None or an int >= 1, a selector that picks no
@@ -310,7 +315,7 @@ def activations(f, x, sites, *, batch_size=256, threshold=None, quantile=None,
             # Conv items are already pooled (or flattened): threshold them as binarize does.
             items, thresholds = _thresholded(acts, threshold,
                                              conv_quantile if conv[s] else quantile)
-        _warn_constant(items, s)
+        _warn_constant(items, acts, s)
         out[s] = Binarized(items, thresholds, tuple(shape))
     return out
 

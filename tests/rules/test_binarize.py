@@ -74,22 +74,24 @@ def test_a_quantile_tied_with_the_maximum_falls_to_the_next_lower_value():
     assert len(rules) == 3 and rules.compression < 60
 
 
-def test_constant_items_are_warned_about_with_their_number_and_site():
+def test_items_the_threshold_makes_constant_are_warned_about_dead_units_are_not():
     acts = np.zeros((50, 4, 4, 3))
     acts[:, 0, 0, 1] = np.arange(50)                     # filter 1 varies; 0 and 2 are constant
     acts[:, :, :, 2] = 1.0
-    with pytest.warns(UserWarning, match=r"2 of the 3 items of the activations are constant "
-                                         r"over the 50 samples after thresholding \(2 never on, "
-                                         r"0 always on\)"):
-        binarize(acts)                                   # quantile: a constant column stays
-    dense = np.stack([np.zeros(50), np.arange(50.0), np.ones(50)], axis=1)
-    with pytest.warns(UserWarning, match=r"2 of the 3 items .* \(1 never on, 1 always on\)"):
-        binarize(dense, threshold=0.5)
-    with pytest.warns(UserWarning, match=r"all 3 items of the activations .* \(3 never on"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                   # constant-valued items: no warning
+        binarize(acts)
+        binarize(acts[:, 0, 0, :], threshold=0.5)
+    dense = np.stack([np.arange(50.0), np.arange(50.0), np.zeros(50)], axis=1)
+    with pytest.warns(UserWarning, match=r"2 of the 3 items of the activations vary over the "
+                                         r"50 samples but are constant after thresholding "
+                                         r"\(1 never on, 1 always on\)"):
+        binarize(dense, threshold=np.array([100.0, -1.0, 0.0]))
+    with pytest.warns(UserWarning, match=r"1 of the 3 items .* \(1 never on, 0 always on\)"):
         binarize(acts, threshold=100.0, conv_quantile=None)
     f, _, _ = _tiny_cnn()
     x = np.asarray(jax.random.normal(jax.random.key(9), (12, 8, 8, 1)))
-    with pytest.warns(UserWarning, match=r"all 6 items of site 'relu_1' are constant"):
+    with pytest.warns(UserWarning, match=r"items of site 'relu_1' vary .* but are constant"):
         activations(f, x, "relu*", threshold=1e9)
 
 
