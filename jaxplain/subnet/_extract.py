@@ -21,7 +21,7 @@ import numpy as np
 
 import jaxplain as jp
 from jaxplain.core import BatchMixingWarning, mixes_batch
-from jaxplain.subnet import _optimize, _threshold
+from jaxplain.subnet import _optimize, _placement, _threshold
 from jaxplain.subnet._types import Options, SubNetwork
 
 
@@ -93,6 +93,19 @@ def _warn_if_one_class(f: Callable, x: jax.Array) -> None:
                       "more classes, e.g. near a decision boundary.", stacklevel=3)
 
 
+def _warn_if_shifted(f: Callable, x: jax.Array, names: tuple[str, ...], key: jax.Array) -> None:
+    """Warns at the caller of :func:`extract` when removed units of a scored site would still
+    feed a per-unit constant downstream (a site before its BatchNorm or bias)."""
+    found = _placement.shifted(f, x, names, key)
+    if found:
+        listed = ", ".join(f"{s!r} (next site {t!r}: max |value| {v:.3g})" for s, t, v in found)
+        warnings.warn(f"removed units of {listed} would still feed constants downstream: with "
+                      "the site at 0 the next site is a non-zero constant unit by unit, e.g. a "
+                      "BatchNorm's shift beta - mean * gamma / sqrt(var) or a bias added after "
+                      "the site. Score the values after that shift instead (the BatchNorm "
+                      f"outputs, here {[t for _, t, _ in found]}).", stacklevel=3)
+
+
 def _subdir(opts: Options, name: str) -> str | None:
     return None if opts.checkpoint_dir is None else os.path.join(opts.checkpoint_dir, name)
 
@@ -110,16 +123,20 @@ def extract(f: Callable, x_region: jax.Array, *, sites, key: jax.Array,
     units that only inject constants or feed removed units, and the surviving scores are
     fine-tuned on the fixed sub-network (KL only). By default the result is the sparsest
     candidate whose arg-max labels on the region agree with ``f`` on ``fidelity`` (100%) of
-    the samples; ``sparsity=0.95`` asks for a share of removed units instead (the most faithful
-    non-empty candidate of about that size is returned whatever its agreement, with a warning
-    when it is below ``fidelity``) and ``l1=1e-3`` fixes the L1 weight. See :class:`Options`
-    for every option and its default.
+    the samples; ``sparsity=0.95`` asks for a share of removed units instead: the candidate
+    closest to that size from above (at least that many units whenever they connect the input
+    to the output; a warning when fewer), then the most faithful, is returned whatever its
+    agreement (a warning when it is below ``fidelity``). ``l1=1e-3`` fixes the L1 weight. See
+    :class:`Options` for every option and its default.
 
     Args:
       f: The model, batch first, mapping inputs to logits (see :func:`jaxplain.as_function`).
       x_region: ``Float[Array, "n *shape"]``, the region's samples (n >= 2).
       sites: Which sites to score, as :func:`jaxplain.core.select` reads it (a name, a glob, a
-        list, a predicate); e.g. the convolution and dense outputs before their activations.
+        list, a predicate); e.g. the BatchNorm outputs, or the convolution and dense outputs
+        (bias included) where no BatchNorm follows, before their activations. A site followed
+        by a per-unit shift (a convolution before its BatchNorm) is warned about: its removed
+        units would still feed the shift downstream.
       key: PRNG key (random probes of the dependency closure).
       progress: Show the optimisation as it runs: a tqdm bar (on stderr) per phase (search,
         fine-tuning), updated after every ``checkpoint_every`` steps with each candidate's
@@ -166,6 +183,7 @@ def extract(f: Callable, x_region: jax.Array, *, sites, key: jax.Array,
     with _batch_warning_once(f, x):
         _warn_if_one_class(f, x)
         names = resolve_sites(f, x, sites)
+        _warn_if_shifted(f, x, names, key)
         units = tuple(s.shape[-1] for s in jp.sites(f, x) if s.name in names)
         fingerprint = {"sites": list(names), "shape": list(x.shape), "options": repr(opts),
                        "region_sum": float(np.sum(np.asarray(x), dtype=np.float64))}
@@ -202,7 +220,18 @@ def extract(f: Callable, x_region: jax.Array, *, sites, key: jax.Array,
                       f"the region (fidelity target {opts.fidelity}); it is returned as asked. "
                       "Ask for a lower sparsity, or pass fidelity= the agreement you accept.",
                       stacklevel=2)
-    if int(_threshold.count(fields["masks"])) == 0:
+    kept = int(_threshold.count(fields["masks"]))
+    target = None if opts.sparsity is None else _threshold.target_units(opts.sparsity,
+                                                                         sum(units))
+    if target is not None and 0 < kept < target:
+        warnings.warn(f"at sparsity={opts.sparsity} the target is {target} of {sum(units)} "
+                      f"units, but the sub-network keeps only {kept} (sparsity "
+                      f"{1 - kept / sum(units):.3f}): no candidate connects more units of its "
+                      "open layers from the input to the output (the units of a layer whose "
+                      "gate closed, and those the dependency closure removes, cannot be kept). "
+                      "Ask for a lower sparsity, or pass smaller l1 / gate_l1 values so that "
+                      "fewer gates close.", stacklevel=2)
+    if kept == 0:
         warnings.warn("the sub-network is empty: no kept unit connects the input to the output "
                       "(every candidate was removed by thresholding and the dependency closure). "
                       "Ask for a lower sparsity or smaller l1 values.", stacklevel=2)
@@ -213,9 +242,16 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
+def _floor(opts: Options) -> float:
+    """The smallest score of a kept unit when fine-tuning to a target size: the smallest
+    ``threshold``, so that fine-tuning never removes a unit of the chosen size."""
+    return min(opts.threshold)
+
+
 def _phase(opts: Options, *, search: bool) -> _optimize.Phase:
+    score_min = 0.0 if search or opts.sparsity is None else _floor(opts)
     return _optimize.Phase(opts.gate_penalty, search, opts.optimizer, opts.learning_rate,
-                           opts.score_max)
+                           opts.score_max, score_min)
 
 
 @functools.partial(jax.jit, static_argnames=("f", "names", "units", "opts"))
@@ -236,16 +272,23 @@ def _candidates(best, x, logp, key, *, f, opts: Options):
     """One thresholded, closed sub-network per L1 weight and its fine-tuning start state:
     ``(masks {site: (L, c)}, taus (L,), state)``."""
     n_l1 = len(opts.l1)
-    eff = _threshold.effective(best)
     if opts.sparsity is not None:
         grid = [None]
         thresholds = jnp.asarray([jnp.nan], jnp.float32)
+        # Zero scores are ranked too (by the KL's gain from taking them back) and restart at
+        # the floor: the L1 weight may have left fewer positive scores than the target.
+        gain = _threshold.benefit(f, best, x, logp)
         if opts.closure:  # grown until the closed sub-network has the target size
-            kept = _threshold.by_rank_closed(f, best, x, key, opts.sparsity, opts.gate_threshold)
+            kept = _threshold.by_rank_closed(f, best, x, key, opts.sparsity, opts.gate_threshold,
+                                             gain, _floor(opts))
         else:
-            kept = _threshold.by_rank(best, opts.sparsity, opts.gate_threshold)
-        flat = eff
+            kept = _threshold.by_rank(best, opts.sparsity, opts.gate_threshold, gain,
+                                      _floor(opts))
+        best = dict(best, scores={n: jnp.maximum(s, _floor(opts))
+                                  for n, s in best["scores"].items()})
+        flat = _threshold.effective(best)
     else:
+        eff = _threshold.effective(best)
         grid = [_threshold.by_threshold(best, tau, opts.gate_threshold) for tau in opts.threshold]
         thresholds = jnp.asarray(opts.threshold, jnp.float32)
         # All (threshold, L1) candidates as one batch: (T * L, c).
@@ -287,11 +330,11 @@ def _choose(tuned, masks, taus, l1, x, logp, *, f, opts: Options):
         faithful = jnp.lexsort((kept, kl, -agree, kept == 0))[0]
         i = jnp.where(jnp.any(feasible), sparsest, faithful)
     else:
-        # Non-empty first, then the closest to the target size from above (the closure may
-        # have had to add units to connect the chain), then the most faithful.
+        # Non-empty first, then at least the target size, then the closest to it (the closure
+        # may have had to add units to connect the chain), then the most faithful.
         total = sum(m.shape[-1] for m in masks.values())
-        excess = jnp.maximum(kept - _threshold.target_units(opts.sparsity, total), 0)
-        i = jnp.lexsort((kept, kl, -agree, excess, kept == 0))[0]
+        target = _threshold.target_units(opts.sparsity, total)
+        i = jnp.lexsort((kept, kl, -agree, jnp.abs(kept - target), kept < target, kept == 0))[0]
     chosen_masks = _take(masks, i)
     scores = {n: jnp.where(chosen_masks[n], tuned["scores"][n][i], 0.0) for n in masks}
     gates = {n: jnp.where(jnp.any(chosen_masks[n]), jax.nn.sigmoid(tuned["theta"][n][i]), 0.0)

@@ -1,8 +1,9 @@
 """Optimising scores and gates: one jit-compiled ``lax.scan`` with optax, vmapped over candidates.
 
 Every candidate (one L1 weight of the grid, or one thresholded sub-network to fine-tune) runs
-the same scan in one vmapped, jit-compiled call. Each step projects the scores onto
-``[0, score_max]`` (removed units stay exactly 0) and keeps the best iterate: the lowest loss
+the same scan in one vmapped, jit-compiled call. Each step projects the kept units' scores onto
+``[score_min, score_max]`` (``score_min`` is 0 but when fine-tuning to a target size; removed
+units stay exactly 0) and keeps the best iterate: the lowest loss
 among those whose region arg-max labels keep the fidelity target, or the lowest loss overall if
 none does. With a checkpoint directory the scan runs in chunks, each saved with orbax, and a
 rerun resumes from the latest chunk; with ``progress`` it runs in the same chunks and a tqdm
@@ -36,6 +37,7 @@ class Phase:
     optimizer: str
     learning_rate: float
     score_max: float
+    score_min: float = 0.0
 
     def transform(self) -> optax.GradientTransformation:
         if self.optimizer == "adam":
@@ -82,7 +84,7 @@ def _step(state, masks, l1, gate_l1, target, *, f, x, logp, phase):
     state = _keep_best(state, params, loss, agree, target)
     updates, opt = phase.transform().update(grads, state["opt"], params)
     params = optax.apply_updates(params, updates)
-    scores = {n: jnp.where(masks[n], jnp.clip(s, 0.0, phase.score_max), 0.0)
+    scores = {n: jnp.where(masks[n], jnp.clip(s, phase.score_min, phase.score_max), 0.0)
               for n, s in params["scores"].items()}
     row = jnp.stack([loss, kl, agree]).astype(jnp.float32)
     step = state["step"]  # both indices one integer dtype (a Python 0 is int64 under x64)

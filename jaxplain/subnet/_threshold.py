@@ -29,15 +29,34 @@ def target_units(sparsity: float, total: int) -> int:
     return max(1, math.floor((1.0 - sparsity) * total + 1e-9))
 
 
-def _ranking(params: dict, gate_threshold: float) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """``(multiplier, rank, eligible)`` over all units of all sites (last axis, in site order):
-    rank 0 is the largest ``gate * score``; a unit is eligible when its score is positive and
-    its layer's gate open (ties broken by position)."""
+def benefit(f: Callable, params: dict, x: jax.Array, logp: jax.Array) -> dict[str, jax.Array]:
+    """``{site: Float[k, c]}``: ``-dKL/dm``, how fast the region KL falls as each unit's
+    multiplier ``m = gate * score`` grows, for each of ``k`` candidates (the ranking's order of
+    the units whose score is 0: the first-order gain of taking them back)."""
+
+    def one(m):
+        return jax.grad(lambda m: -kl_divergence(logp, gated(f, m)(x)))(m)
+
+    return jax.vmap(one)(effective(params))
+
+
+def _ranking(params: dict, gate_threshold: float, gain: dict, floor: float
+             ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``(multiplier, rank, eligible)`` over all units of all sites (last axis, in site order).
+
+    Every unit of a layer whose gate is open is eligible, zero scores included: rank 0 is the
+    largest ``gate * score``; the units whose score is 0 follow the positive ones, the largest
+    ``gain`` (:func:`benefit`) first, then by position; closed layers come last. A unit whose
+    score is 0 gets the multiplier ``gate * floor`` (the smallest score a kept unit takes)."""
     eff = effective(params)
+    revived = effective(dict(params, scores={n: jnp.full_like(s, floor)
+                                             for n, s in params["scores"].items()}))
     open_ = by_threshold(params, -1.0, gate_threshold)
-    flat = jnp.concatenate([jnp.where(open_[n], eff[n], -1.0) for n in eff], axis=-1)
-    ranks = jnp.argsort(jnp.argsort(-flat, axis=-1), axis=-1)
-    return jnp.maximum(flat, 0.0), ranks, flat > 0
+    cat = lambda tree: jnp.concatenate([tree[n] for n in eff], axis=-1)  # noqa: E731
+    flat, eligible = cat(eff), cat(open_)
+    order = jnp.lexsort((-cat(gain), -flat, ~eligible), axis=-1)  # the last key sorts first
+    ranks = jnp.argsort(order, axis=-1)
+    return jnp.where(flat > 0, flat, cat(revived)), ranks, eligible
 
 
 def _split(flat: jax.Array, params: dict) -> dict[str, jax.Array]:
@@ -50,16 +69,18 @@ def _split(flat: jax.Array, params: dict) -> dict[str, jax.Array]:
     return out
 
 
-def by_rank(params: dict, sparsity: float, gate_threshold: float) -> dict[str, jax.Array]:
-    """Keep the :func:`target_units` units with the largest ``gate * score`` (per candidate,
-    over all sites), skipping layers whose gate is closed."""
-    _, ranks, eligible = _ranking(params, gate_threshold)
+def by_rank(params: dict, sparsity: float, gate_threshold: float, gain: dict,
+            floor: float) -> dict[str, jax.Array]:
+    """Keep the first :func:`target_units` units of the ranking (per candidate, over all sites:
+    the largest ``gate * score``, then the units whose score is 0 by ``gain``), skipping layers
+    whose gate is closed."""
+    _, ranks, eligible = _ranking(params, gate_threshold, gain, floor)
     keep = target_units(sparsity, ranks.shape[-1])
     return _split((ranks < keep) & eligible, params)
 
 
 def by_rank_closed(f: Callable, params: dict, x: jax.Array, key: jax.Array, sparsity: float,
-                   gate_threshold: float) -> dict[str, jax.Array]:
+                   gate_threshold: float, gain: dict, floor: float) -> dict[str, jax.Array]:
     """:func:`by_rank` followed by the dependency :func:`closure`, growing the ranked prefix
     until the closed sub-network keeps at least :func:`target_units` units (traceable).
 
@@ -68,8 +89,11 @@ def by_rank_closed(f: Callable, params: dict, x: jax.Array, key: jax.Array, spar
     residual branch and none of the stem), and the closure then removes every one of them.
     So the ranked prefix ``b`` grows by the shortfall, ``b <- b + (target - kept)``, until the
     closure keeps ``target`` units (or every eligible unit is in), and a bisection then finds
-    the shortest prefix that still does. The result can exceed the target by the units that
-    connect the chain; it is empty only when no eligible unit connects the input to the output.
+    the shortest prefix that still does. The ranking holds every unit of the open layers, zero
+    scores included (a search with a large L1 weight leaves most scores at exactly 0), so the
+    result has fewer than ``target`` units only when the closure of all of them has; it can
+    exceed the target by the units that connect the chain, and is empty only when no eligible
+    unit connects the input to the output.
 
     Args:
       f: The model.
@@ -78,11 +102,13 @@ def by_rank_closed(f: Callable, params: dict, x: jax.Array, key: jax.Array, spar
       key: PRNG key of the closure's probes.
       sparsity: The target share of removed units.
       gate_threshold: A layer whose gate is below it is never kept.
+      gain: ``{site: (k, c)}``, the order of the units whose score is 0 (:func:`benefit`).
+      floor: Their score in the closure's probes (any positive value).
 
     Returns:
       The kept masks ``{site: Bool[k, c]}``.
     """
-    mult, ranks, eligible = _ranking(params, gate_threshold)
+    mult, ranks, eligible = _ranking(params, gate_threshold, gain, floor)
     target = target_units(sparsity, ranks.shape[-1])
     close = _closer(f, x, key)
 

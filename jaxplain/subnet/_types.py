@@ -39,12 +39,16 @@ class Options:
             lambda_g * sum_u g_u * ||s_u||_1 (the spec's alternative).
         fidelity: Target share of region samples whose arg-max label the sub-network keeps.
         sparsity: Target share of units removed, in (0, 1); ``None`` searches for the sparsest
-            sub-network that keeps ``fidelity``. With a target, thresholding keeps the
-            ``max(1, floor((1 - sparsity) * total))`` largest multipliers instead of using
-            ``threshold`` (with ``closure``, more of the ranking when the closure would remove
-            some of them: enough to connect the input to the output), and the non-empty
-            candidate closest to that size, then the most faithful, is returned even when its
-            region agreement is below ``fidelity`` (with a warning).
+            sub-network that keeps ``fidelity``. With a target, thresholding keeps the first
+            ``max(1, floor((1 - sparsity) * total))`` units of a ranking of every unit of the
+            open layers instead of using ``threshold``: the largest multipliers, then the
+            units whose score the search left at 0, the largest gain ``-dKL/dm`` first, then
+            by position (with ``closure``, more of the ranking when the closure would remove
+            some of them: enough to connect the input to the output). Units taken back at 0
+            restart at the smallest ``threshold``, and fine-tuning keeps every kept score at
+            or above it, so it removes none. The non-empty candidate of at least that size and
+            closest to it (else the largest), then the most faithful, is returned even when its
+            region agreement is below ``fidelity``; each shortfall warns.
         threshold: Score threshold tau_s (a unit with score <= tau_s is removed), or a grid; with
             a grid each L1 weight takes the largest tau_s whose thresholded net keeps
             ``fidelity`` before fine-tuning (the spec's adaptive mode).

@@ -1,4 +1,5 @@
-"""A target sparsity keeps about the promised number of units, never an empty sub-network; the
+"""A target sparsity keeps about the promised number of units (at least that many when they
+connect, zero scores included), never an empty sub-network, and warns when it keeps fewer; the
 batch-dependence warning comes once per extract; the unscaled agreement is reported."""
 
 import warnings
@@ -8,8 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxplain import subnet
-from jaxplain.subnet import _threshold
+from jaxplain.subnet import _extract, _threshold
+from jaxplain.subnet._types import Options
 from tests.subnet import _nets
+
+NO_GAIN = {n: jnp.zeros((1, 24)) for n in _nets.SITES}
 
 
 def _params(top):
@@ -29,13 +33,84 @@ def test_high_target_sparsity_grows_the_ranking_into_a_chain():
                       ("conv3", 0): 2.0})
     sparsity = 0.97  # 72 units: the target is 2
     assert _threshold.target_units(sparsity, 72) == 2
-    naive = _threshold.closure(f, _threshold.by_rank(params, sparsity, 0.5), x,
+    naive = _threshold.closure(f, _threshold.by_rank(params, sparsity, 0.5, NO_GAIN, 0.01), x,
                                jax.random.key(0))
     assert int(_threshold.count(naive)[0]) == 0
-    kept = _threshold.by_rank_closed(f, params, x, jax.random.key(0), sparsity, 0.5)
+    kept = _threshold.by_rank_closed(f, params, x, jax.random.key(0), sparsity, 0.5, NO_GAIN,
+                                     0.01)
     got = {n: np.flatnonzero(np.asarray(kept[n][0])).tolist() for n in _nets.SITES}
     # The shortest ranked prefix whose closure keeps >= 2 units: conv1 0 -> conv2 0, 1 -> conv3 0.
     assert got == {"conv1": [0], "conv2": [0, 1], "conv3": [0]}
+
+
+def _sparse_params(positive):
+    """Candidate scores of the planted net that are exactly 0 but at ``positive`` (a search
+    with a large L1 weight ends so); gates open."""
+    scores = {n: jnp.zeros((1, 24)) for n in _nets.SITES}
+    for n, c in positive:
+        scores[n] = scores[n].at[0, c].set(2.0)
+    return {"scores": scores, "theta": {n: jnp.full((1,), 5.0) for n in _nets.SITES}}
+
+
+def test_ranking_takes_zero_scores_by_gain_to_reach_the_target():
+    f, x, _ = _nets.planted(0.01)
+    chain = [("conv1", 0), ("conv2", 0), ("conv3", 0)]
+    params = _sparse_params(chain)
+    # Only 3 positive scores, target 36 of 72: the old ranking stopped at those 3.
+    kept = _threshold.by_rank_closed(f, params, x, jax.random.key(0), 0.5, 0.5, NO_GAIN, 0.01)
+    assert int(_threshold.count(kept)[0]) == 36
+    # Among the zero scores the largest gain comes first, then the position.
+    gain = dict(NO_GAIN, conv3=NO_GAIN["conv3"].at[0, 7].set(1e-3))
+    top = _threshold.by_rank(params, 1 - 4 / 72, 0.5, gain, 0.01)  # target 4
+    got = {n: np.flatnonzero(np.asarray(top[n][0])).tolist() for n in _nets.SITES}
+    assert got == {"conv1": [0], "conv2": [0], "conv3": [0, 7]}
+    top = _threshold.by_rank(params, 1 - 4 / 72, 0.5, NO_GAIN, 0.01)
+    got = {n: np.flatnonzero(np.asarray(top[n][0])).tolist() for n in _nets.SITES}
+    assert got == {"conv1": [0, 1], "conv2": [0], "conv3": [0]}
+
+
+def test_choice_prefers_candidates_at_or_above_the_target():
+    f, x, _ = _nets.planted(0.01)
+    logp = jax.nn.log_softmax(f(x), axis=-1)
+    # Candidate 0 keeps 6 units, candidate 1 keeps 40; the target is 36 (sparsity 0.5).
+    small = {n: jnp.arange(24) < 2 for n in _nets.SITES}
+    large = dict(small, conv1=jnp.ones(24, bool), conv2=jnp.arange(24) < 14)
+    masks = {n: jnp.stack([small[n], large[n]]) for n in _nets.SITES}
+    tuned = {"scores": {n: jnp.ones((2, 24)) for n in _nets.SITES},
+             "theta": {n: jnp.full((2,), 5.0) for n in _nets.SITES}}
+    opts = Options(sparsity=0.5, l1=(1e-3, 1e-2))
+    fields, _ = _extract._choose(tuned, masks, jnp.zeros(2), jnp.asarray(opts.l1), x, logp,
+                                 f=f, opts=opts)
+    assert int(_threshold.count(fields["masks"])) == 40  # not the 6 closer below
+
+
+def test_extract_keeps_the_target_size_when_most_scores_are_zero():
+    f, x, _ = _nets.planted(0.01)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        # l1=1e-2 leaves most scores at exactly 0: the old ranking, positive scores only,
+        # kept 6 units (sparsity 0.917), silently.
+        sub = subnet.extract(f, x, sites=_nets.SITES, key=jax.random.key(0), sparsity=0.5,
+                             l1=1e-2, **_nets.FAST)
+    # Target 36 of 72; every unit of this net connects, so 36 is the smallest count >= target.
+    assert sum(sub.kept_units.values()) == 36, sub.kept_units
+    assert sub.sparsity == 0.5
+    # Fine-tuning removed none of them: every kept unit has a positive multiplier.
+    mult = sub.multipliers()
+    assert all(bool(jnp.all((mult[n] > 0) == sub.masks[n])) for n in sub.sites)
+    assert not [w for w in caught if "keeps only" in str(w.message)]
+
+
+def test_extract_warns_when_it_keeps_fewer_units_than_the_target():
+    f, x, _ = _nets.planted(0.0)  # only the 6 planted units reach the output
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sub = subnet.extract(f, x, sites=_nets.SITES, key=jax.random.key(0), sparsity=0.5,
+                             l1=1e-2, **_nets.FAST)
+    assert sum(sub.kept_units.values()) == 6
+    short = [w for w in caught if "keeps only 6" in str(w.message)]
+    assert len(short) == 1 and "the target is 36 of 72" in str(short[0].message)
+    assert short[0].filename == __file__
 
 
 def test_extract_at_high_sparsity_is_a_chain_of_about_the_target_size():
