@@ -18,6 +18,7 @@ import numpy as np
 
 from jaxplain import core
 from jaxplain.attribution import _common
+from jaxplain.core._capture import selector_key
 
 
 def check_function(f: Callable) -> None:
@@ -87,12 +88,6 @@ def check_keep(keep) -> float:
     return keep
 
 
-def _selector_key(selector):
-    if isinstance(selector, list):
-        return tuple(selector)
-    return selector
-
-
 @functools.lru_cache(maxsize=256)
 def _resolve(f: Callable, shape: tuple, dtype, selector) -> tuple[tuple, int]:
     spec = jax.ShapeDtypeStruct(shape, dtype)
@@ -132,8 +127,8 @@ def resolve(f: Callable, x, sites) -> tuple[tuple, int]:
     """
     check_function(f)
     shape = tuple(np.shape(x))
-    key = _selector_key(sites)
     try:
+        key = None if sites is None else selector_key(sites)
         hash(key)
     except TypeError:
         raise TypeError(

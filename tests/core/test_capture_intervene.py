@@ -123,6 +123,22 @@ def test_calling_a_fresh_verb_again_does_not_recompile(linen):
         np.testing.assert_allclose(out, value)
 
 
+def test_an_inline_predicate_selector_does_not_recompile_and_its_closure_counts(linen):
+    _, _, f = linen
+    capture = lambda kind: jp.capture(f, lambda n, s: s.kind == kind)  # noqa: E731
+    reference = jp.capture(f, "block1/relu")(X)[1]
+    jax.block_until_ready(capture("activation")(X))
+    with models.Compiles() as compiles:  # a fresh lambda of equal code and closure: reused
+        _, acts = capture("activation")(other := X + 1.0)
+    assert compiles.count == 0
+    np.testing.assert_array_equal(acts["block1/relu"], jp.capture(f, "block1/relu")(other)[1]
+                                  ["block1/relu"])
+    _, modules = capture("module")(X)                # another closed-over value: other sites
+    assert modules and set(modules).isdisjoint(acts)
+    np.testing.assert_array_equal(capture("activation")(X)[1]["block1/relu"],
+                                  reference["block1/relu"])
+
+
 def test_adapters_match_their_models():
     from flax import nnx
     nnx_model = models.NNXMLP(nnx.Rngs(0))
