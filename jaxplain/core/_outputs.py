@@ -10,6 +10,12 @@ softmax or log-softmax over the last axis: ``jax.nn.softmax`` / ``log_softmax`` 
 ``jit`` named after them) as :func:`jaxplain.sites` finds them, or one written by hand,
 ``e / e.sum(-1, keepdims=True)`` with ``e = exp(z)`` (or ``exp(z - max)``), and
 ``z - log(sum(exp(z)))`` (or ``z - logsumexp(z)``).
+
+Patterns miss heads that end in something else (``jnp.clip(jax.nn.softmax(z), 1e-7, 1)``,
+``jnp.exp(jax.nn.log_softmax(z))``, a softmax times 1.0), so the metrics also look at the values:
+:func:`as_probabilities` reads a row that is non-negative and sums to 1 (within the dtype's
+tolerance, :func:`given_probabilities`) as the probabilities it is, and takes the softmax of any
+other row, per row with ``jnp.where`` (no host round trip, so it works under ``jit``).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import weakref
 from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxplain.core._program import Lit, Program, trace
@@ -222,3 +229,37 @@ def probability_as_given(f: Callable, x, asked: str, instead: str | None = None)
             f"output, whose softmax is always 1: {remedy}end the model in jax.nn.sigmoid, whose "
             "output is read as the probability it is.")
     return False
+
+
+# A row sums to 1 within this (float32: clipping 10,000 softmax outputs at 1e-7 adds 1e-3), or
+# within 4 units in the last place of its dtype where that is coarser (bfloat16: 0.03).
+_SUM_TOLERANCE = 1e-3
+
+
+def given_probabilities(z: jax.Array) -> jax.Array:
+    """``(..., 1)`` True for the rows of `z` (over its last axis) that are probabilities already:
+    non-negative, summing to 1 within ``max(1e-3, 4 eps)`` of `z`'s dtype (summed in float32 at
+    least). Log-softmax rows (all <= 0) and logits are not; a logit row that happens to be one
+    (``[1, 0, 0]``) is, and is read as given."""
+    wide = z.astype(jnp.promote_types(z.dtype, jnp.float32))
+    tolerance = max(_SUM_TOLERANCE, 4 * float(jnp.finfo(z.dtype).eps))
+    return ((wide >= 0).all(-1, keepdims=True)
+            & (jnp.abs(wide.sum(-1, keepdims=True) - 1) <= tolerance))
+
+
+def as_probabilities(z: jax.Array, *, log: bool = False) -> jax.Array:
+    """The softmax of `z` over its last axis (``log``: the log-softmax), except the rows that are
+    probabilities already (:func:`given_probabilities`), read as they are (``log``: their log,
+    0 counted as the smallest normal float). Per row with ``jnp.where``: works under ``jit``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> p = as_probabilities(jnp.array([[0.75, 0.25], [3.0, 1.0]]))
+      >>> p[0].tolist(), bool(jnp.array_equal(p[1], jax.nn.softmax(jnp.array([3.0, 1.0]))))
+      ([0.75, 0.25], True)
+    """
+    given = given_probabilities(z)
+    if log:
+        return jnp.where(given, jnp.log(jnp.maximum(z, jnp.finfo(z.dtype).tiny)),
+                         jax.nn.log_softmax(z, axis=-1))
+    return jnp.where(given, z, jax.nn.softmax(z, axis=-1))

@@ -31,6 +31,24 @@ def has_nan(a: jax.Array) -> jax.Array:
         return _has_nan(a)
 
 
+@jax.jit
+def _nonfinite_rows(a: jax.Array) -> jax.Array:
+    return ~jnp.isfinite(a.reshape(a.shape[0], -1)).all(-1)
+
+
+def check_finite(a: jax.Array, name: str) -> None:
+    """A ``ValueError`` naming the examples when a concrete ``a`` ``(batch, ...)`` holds NaN
+    or inf (an infinite map gives NaN scores: Gini, entropy and rankings of inf mean nothing)."""
+    if not is_concrete(a):
+        return
+    with jax.ensure_compile_time_eval():
+        bad = np.flatnonzero(np.asarray(_nonfinite_rows(a)))
+    if bad.size:
+        shown = bad[:8].tolist() + (["..."] if bad.size > 8 else [])
+        raise ValueError(f"{name} contains NaN or inf (examples {shown} of {a.shape[0]}): "
+                         "scores of such a map mean nothing; fix the method that made it")
+
+
 def is_concrete(a: Any) -> bool:
     """True when ``a`` holds values (not a tracer inside a user's ``jit``/``vmap``)."""
     return not isinstance(a, jax.core.Tracer)
@@ -53,17 +71,24 @@ def check_batch(x: Any, name: str = "x") -> jax.Array:
     return x
 
 
-def check_like(a: Any, x: jax.Array, name: str) -> jax.Array:
-    """``a`` as a floating array with exactly ``x``'s shape."""
+def check_like(a: Any, x: jax.Array, name: str, *, broadcast: bool = False) -> jax.Array:
+    """``a`` as a finite floating array with exactly ``x``'s shape; with ``broadcast``, also
+    one of ``x``'s rank and batch size whose other axes are ``x``'s or 1 (a channel-summed
+    map ``(n, H, W, 1)``), returned as given."""
     if not hasattr(a, "shape"):
         raise TypeError(f"{name} must be an array shaped like x {x.shape}, got {type(a).__name__}")
     a = jnp.asarray(a)
-    if a.shape != x.shape:
-        raise ValueError(f"{name} must have the shape of x {x.shape}, got {a.shape}")
+    fits = a.shape == x.shape or (
+        broadcast and a.ndim == x.ndim and a.shape[0] == x.shape[0]
+        and all(m in (1, n) for m, n in zip(a.shape[1:], x.shape[1:])))
+    if not fits:
+        also = ", or that shape with axes of size 1" if broadcast else ""
+        if broadcast and x.ndim == 4:
+            also += f" (channels summed with keepdims=True: {(*x.shape[:3], 1)})"
+        raise ValueError(f"{name} must have the shape of x {x.shape}{also}, got {a.shape}")
     if not jnp.issubdtype(a.dtype, jnp.floating):
         a = a.astype(x.dtype)
-    if is_concrete(a) and bool(has_nan(a)):
-        raise ValueError(f"{name} contains NaN")
+    check_finite(a, name)
     return a
 
 

@@ -33,10 +33,7 @@ def _deletion(order):
 
 
 def _insertion(f, x, t, a, method, key, o):
-    start = o.insertion_baseline
-    if start is None:  # RISE's blur for images; a blur means nothing for vectors or tokens
-        start = "blur" if x.ndim == 4 else "zeros"
-    return insertion(f, x, t, a, steps=o.steps, baseline=start, output=o.output,
+    return insertion(f, x, t, a, steps=o.steps, baseline=o.insertion_baseline, output=o.output,
                      batch_size=o.batch_size).area
 
 

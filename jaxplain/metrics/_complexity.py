@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from jax.scipy.special import xlogy
 from jaxtyping import Array, Float, Int
 
+from jaxplain.core._outputs import as_probabilities
 from jaxplain.metrics import _checks as checks
 from jaxplain.metrics import _perturb as P
 from jaxplain.metrics._faithfulness import reading
@@ -19,8 +20,7 @@ def _flat_abs(attribution: Any) -> jax.Array:
     a = jnp.asarray(attribution)
     if a.ndim < 2:
         raise ValueError(f"attribution must have a batch axis first, got shape {a.shape}")
-    if checks.is_concrete(a) and bool(checks.has_nan(a)):
-        raise ValueError("attribution contains NaN")
+    checks.check_finite(a, "attribution")
     return jnp.abs(a.reshape(a.shape[0], -1)).astype(jnp.result_type(a.dtype, jnp.float32))
 
 
@@ -77,7 +77,7 @@ def complexity(attribution: Float[Array, "batch *shape"]) -> Float[Array, " batc
 
 def _read(logits: jax.Array, target: jax.Array, output: str) -> jax.Array:
     if output == "probability":
-        logits = jax.nn.softmax(logits, axis=-1)
+        logits = as_probabilities(logits)
     return jnp.take_along_axis(logits, target[:, None], axis=1)[:, 0]
 
 
@@ -127,7 +127,7 @@ def completeness(
         Sundararajan, Taly, Yan, "Axiomatic Attribution for Deep Networks", ICML 2017.
     """
     x = checks.check_batch(x)
-    attribution = checks.check_like(attribution, x, "attribution")
+    attribution = checks.check_like(attribution, x, "attribution", broadcast=True)
     target = checks.check_target(target, x.shape[0], checks.num_classes(f, x))
     checks.check_choice(output, "output", P.OUTPUTS)
     _, b = P.split_baseline(baseline, x)
@@ -161,7 +161,7 @@ def conservation(
         Layer-Wise Relevance Propagation", PLoS ONE 2015.
     """
     x = checks.check_batch(x)
-    attribution = checks.check_like(attribution, x, "attribution")
+    attribution = checks.check_like(attribution, x, "attribution", broadcast=True)
     target = checks.check_target(target, x.shape[0], checks.num_classes(f, x))
     checks.check_choice(output, "output", P.OUTPUTS)
     return _completeness(f, x, target, attribution, None, output=reading(f, x, output))

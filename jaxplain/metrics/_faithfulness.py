@@ -28,6 +28,13 @@ def reading(f, x: jax.Array, output: str) -> str:
     return output
 
 
+def _broadcast_attribution(attribution, x: jax.Array) -> jax.Array:
+    """`attribution` shaped like `x`: a map with axes of size 1 (channels summed, ``(n, H, W,
+    1)``) is broadcast, which ranks the pixels as the full map's channel sums would."""
+    attribution = checks.check_like(attribution, x, "attribution", broadcast=True)
+    return jnp.broadcast_to(attribution, x.shape)
+
+
 def _perturbed_copies(f, x, m: int) -> None:
     """Refuse clearly a model that cannot take the batch of `m` perturbed copies of one example
     these metrics evaluate per example (a batch tied to x's size pairs rows wrongly even when
@@ -59,7 +66,7 @@ class Curve:
 
 def _prepare(f, x, target, attribution, steps, order, baseline, output, batch_size):
     x = checks.check_batch(x)
-    attribution = checks.check_like(attribution, x, "attribution")
+    attribution = _broadcast_attribution(attribution, x)
     target = checks.check_target(target, x.shape[0], checks.num_classes(f, x))
     checks.check_positive_int(steps, "steps")
     checks.check_choice(order, "order", P.ORDERS)
@@ -134,17 +141,20 @@ def deletion(
             ``jax.nn.softmax`` or ``jax.nn.sigmoid`` (read as they are, see ``output``).
         x: ``(batch, *shape)`` inputs (NHWC images or flat features).
         target: ``(batch,)`` class indices or one int for all.
-        attribution: ``(batch, *shape)`` relevance, higher = more relevant.
+        attribution: ``(batch, *shape)`` relevance, higher = more relevant; axes of size 1
+            broadcast (a channel-summed ``(batch, H, W, 1)`` map ranks the pixels alike).
         steps: Number of increments (the curve has ``steps + 1`` points).
         order: ``"morf"`` or ``"lerf"``.
         baseline: ``"zeros"``, ``"mean"`` (each image's channel means), ``"blur"`` (a Gaussian
-            blur of the image, sigma ``blur_sigma`` pixels), a number, or an array that
-            broadcasts to ``x``.
+            blur of the image, sigma ``blur_sigma`` pixels; NHWC images only), a number, or an
+            array that broadcasts to ``x``.
         output: ``"probability"`` (the softmax of the logits) or ``"logit"`` (the output as
             given) of the target. A model whose output is a ``jax.nn.softmax`` over the
             classes or a ``jax.nn.sigmoid`` already gives probabilities: ``"probability"``
-            reads them as they are (no second softmax), and so does ``"logit"``. A model with
-            one output and no sigmoid (a regression) takes ``"logit"``.
+            reads them as they are (no second softmax), and so does any output row that is
+            non-negative and sums to 1 (``jnp.clip(jax.nn.softmax(z), 1e-7, 1)``);
+            ``"logit"`` reads every output as given. A model with one output and no sigmoid
+            (a regression) takes ``"logit"``.
         absolute: Rank by ``|attribution|`` (channels summed first) instead of signed values.
         blur_sigma: Standard deviation of the blur baseline, in pixels.
         batch_size: Perturbed inputs evaluated at once (``None``: all ``batch x (steps + 1)``),
@@ -178,7 +188,7 @@ def insertion(
     *,
     steps: int = 50,
     order: str = "morf",
-    baseline: Any = "blur",
+    baseline: Any = None,
     output: str = "probability",
     absolute: bool = False,
     blur_sigma: float = 1.0,
@@ -187,9 +197,10 @@ def insertion(
     """The insertion curve: start from the baseline and put features back by relevance.
 
     The mirror of :func:`deletion`: after step ``k`` the first ``floor(k n / steps)`` ranked
-    features carry ``x``'s values and the rest the baseline (RISE's default is a blurred image).
-    With ``order="morf"`` a faithful explanation raises the curve fast (large area).
-    Arguments and result as in :func:`deletion`.
+    features carry ``x``'s values and the rest the baseline. ``baseline=None`` (the default)
+    starts from a blur of ``(batch, H, W, C)`` images (RISE's default) and from zeros for any
+    other input, where a blur means nothing. With ``order="morf"`` a faithful explanation
+    raises the curve fast (large area). Arguments and result as in :func:`deletion`.
 
     Example:
         >>> import jax.numpy as jnp
@@ -202,8 +213,8 @@ def insertion(
         Petsiuk, Das, Saenko, "RISE: Randomized Input Sampling for Explanation of Black-box
         Models", BMVC 2018.
     """
-    return _run(f, x, target, attribution, steps, order, baseline, output, absolute,
-                blur_sigma, batch_size, insert=True)
+    return _run(f, x, target, attribution, steps, order, P.insertion_start(baseline, x),
+                output, absolute, blur_sigma, batch_size, insert=True)
 
 
 def pixel_flipping(
@@ -309,7 +320,7 @@ def pixel_perturbation(
         CVPR 2021 (protocol of the CAMP-eXplain-AI RoarTorch ``lerf`` code).
     """
     x = checks.check_batch(x)
-    attribution = checks.check_like(attribution, x, "attribution")
+    attribution = _broadcast_attribution(attribution, x)
     if target is None:
         target = jnp.argmax(f(x), axis=-1)
     target = checks.check_target(target, x.shape[0], checks.num_classes(f, x))

@@ -17,6 +17,7 @@ import numpy as np
 
 from jaxplain.attribution._common import chunked_map
 from jaxplain.core._channels import channels_last_view
+from jaxplain.core._outputs import as_probabilities
 
 BASELINES = ("zeros", "mean", "blur")
 ORDERS = ("morf", "lerf")
@@ -106,6 +107,14 @@ def channels_last(f, x: jax.Array, attribution: jax.Array, value: jax.Array | No
     return f, jnp.moveaxis(x, axis, -1), jnp.moveaxis(attribution, axis, -1), value
 
 
+def insertion_start(baseline: Any, x: Any) -> Any:
+    """Where an insertion curve starts: `baseline`, or for ``None`` a blur of ``(batch, H, W,
+    C)`` images (RISE's choice) and zeros for any other input, where a blur means nothing."""
+    if baseline is not None:
+        return baseline
+    return "blur" if np.ndim(x) == 4 else "zeros"
+
+
 def split_baseline(baseline: Any, x: jax.Array) -> tuple[str | None, jax.Array | None]:
     """A baseline argument as (static kind, dynamic array); validates before tracing."""
     if isinstance(baseline, str):
@@ -132,11 +141,11 @@ def split_baseline(baseline: Any, x: jax.Array) -> tuple[str | None, jax.Array |
 
 
 def readout(logits: jax.Array, target: jax.Array, output: str) -> jax.Array:
-    """The target's probability, log-probability or logit per row of ``logits`` ``(k, classes)``."""
-    if output == "probability":
-        logits = jax.nn.softmax(logits, axis=-1)
-    elif output == "log_probability":
-        logits = jax.nn.log_softmax(logits, axis=-1)
+    """The target's probability, log-probability or logit per row of ``logits`` ``(k, classes)``;
+    a row that is probabilities already is read as it is, not softmaxed again
+    (:func:`jaxplain.core._outputs.as_probabilities`)."""
+    if output in ("probability", "log_probability"):
+        logits = as_probabilities(logits, log=output == "log_probability")
     return logits[:, target]
 
 

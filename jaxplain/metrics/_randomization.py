@@ -23,7 +23,7 @@ from jaxtyping import Array, Float, Int
 from jaxplain.metrics import _checks as checks
 from jaxplain.metrics._similarity import spearman, ssim
 from jaxplain.metrics._weights import (KINDS, flax_params, fresh_leaves, layer_leaves,
-                                       layer_order, model_weights)
+                                       layer_order, model_kind, model_weights)
 
 MODES = ("cascading", "independent")
 
@@ -87,15 +87,40 @@ def _check_apply_kwargs(apply_kwargs: Any) -> dict[str, Any]:
     return dict(apply_kwargs)
 
 
-def _callable(f, x) -> None:
-    """Traces ``f(x)`` once (no FLOPs), adding the fix to a missing-argument error."""
+def _callable(f, x, model: Any = None, apply_kwargs: Mapping[str, Any] | None = None) -> None:
+    """Traces ``f(x)`` once (no FLOPs), adding the fix to a missing-argument error, and to the
+    error of an Equinox `model` that takes the batch itself but was mapped over the examples."""
+    batch = jax.ShapeDtypeStruct(x.shape, x.dtype)
     try:
-        jax.eval_shape(f, jax.ShapeDtypeStruct(x.shape, x.dtype))
-    except TypeError as e:
-        if "argument" not in str(e):
-            raise
-        raise TypeError(f"the model cannot be called as model(x): {e}. Pass the call's other "
-                        "arguments with apply_kwargs=, e.g. apply_kwargs={'train': False}") from e
+        jax.eval_shape(f, batch)
+    except Exception as e:  # noqa: BLE001 - re-raised, with a hint where one fits
+        if isinstance(e, TypeError) and "argument" in str(e):
+            raise TypeError(f"the model cannot be called as model(x): {e}. Pass the call's other "
+                            "arguments with apply_kwargs=, e.g. apply_kwargs={'train': False}"
+                            ) from e
+        _takes_the_batch(e, batch, model, apply_kwargs)
+        raise
+
+
+def _takes_the_batch(error: Exception, batch, model: Any, apply_kwargs) -> None:
+    """A ``ValueError`` pointing at ``per_example=False`` when the Equinox `model`, mapped over
+    the examples by default, failed with `error` but runs on the whole `batch` as it is."""
+    from jaxplain.core import as_function
+
+    apply_kwargs = dict(apply_kwargs or {})
+    if model is None or model_kind(model) != "equinox" or "per_example" in apply_kwargs:
+        return
+    try:
+        jax.eval_shape(as_function(model, per_example=False, **apply_kwargs), batch)
+    except Exception:  # noqa: BLE001 - it fails on the batch too: the original error stands
+        return
+    first = str(error).splitlines()[0][:200]
+    raise ValueError(
+        f"the Equinox model fails on one example ({type(error).__name__}: {first}) but runs on "
+        "the whole batch: its __call__ takes a batch itself (e.g. it calls jax.vmap), while "
+        "the check maps it over the examples by default. Pass "
+        "apply_kwargs={'per_example': False}, as jaxplain.as_function(model, "
+        "per_example=False) takes it.") from error
 
 
 def _channel_axis(f, x) -> int | None:
@@ -209,8 +234,10 @@ def randomization_check(
             images).
         apply_kwargs: Keyword arguments of the model's call, as
             :func:`jaxplain.as_function` takes them (``{"train": False}`` for a Linen model
-            whose ``train`` flag has no default): used for the original, every randomized
-            model, and Linen's default ``fresh`` (``model.init``).
+            whose ``train`` flag has no default; ``{"per_example": False}`` for an Equinox
+            module whose ``__call__`` takes the batch itself, which is otherwise mapped over
+            the examples): used for the original, every randomized model, and Linen's default
+            ``fresh`` (``model.init``).
 
     Returns:
         A :class:`RandomizationResult`, one state per layer, top layer first.
@@ -258,7 +285,7 @@ def randomization_check(
     weights = model_weights(model, variables, apply_kwargs)
     chosen = layer_leaves(weights, layers)
     f0 = weights.rebuild(list(weights.leaves))
-    _callable(f0, x)
+    _callable(f0, x, model, apply_kwargs)
     axis = _channel_axis(f0, x)
     _check_window(win_size, x, axis)
     names = layer_order(f0, x, tuple(chosen)) if layers is None else tuple(chosen)

@@ -2,11 +2,13 @@
 
 Each metric evaluates the explanation method on ``samples`` perturbed copies of the batch, as
 one flat batch per call of the method (``batch_size`` samples per call), and reduces per
-example. The perturbations
-are drawn from the explicit ``key`` as ``(samples, *x.shape)`` arrays:
-``jax.random.uniform(key, shape, minval=-radius, maxval=radius)`` for max-sensitivity and
-``stdev * jax.random.normal(key, shape)`` for continuity and the Lipschitz estimate, so a
-reference implementation can regenerate exactly the same inputs.
+example. The perturbations of example ``i`` are drawn from its own key ``jax.random.fold_in(key,
+i)`` as a ``(samples, *x.shape[1:])`` array (:func:`draw_noise`):
+``jax.random.uniform(k, shape, minval=-radius, maxval=radius)`` for max-sensitivity and
+``stdev * jax.random.normal(k, shape)`` for continuity and the Lipschitz estimate. So an
+example's score depends on the key and its place in the batch, not on the other examples or
+the batch size (``x[:k]`` scores as the first ``k`` rows of ``x``), and a reference
+implementation can regenerate exactly the same inputs.
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ Method = Callable[[Callable[[Array], Array], Array, Array], Array]
 
 
 def _ratio(num: jax.Array, den: jax.Array) -> jax.Array:
-    """``num / den`` with ``0 / 0 = 0`` and ``x / 0 = inf`` (never NaN)."""
+    """``num / den`` with ``0 / 0 = 0`` and ``x / 0 = inf``; NaN where either is NaN (a map
+    holding NaN must not score as perfectly robust)."""
     safe = jnp.where(den > 0, den, 1.0)
-    return jnp.where(den > 0, num / safe, jnp.where(num > 0, jnp.inf, 0.0))
+    ratio = jnp.where(den > 0, num / safe, jnp.where(num > 0, jnp.inf, 0.0))
+    return jnp.where(jnp.isnan(num) | jnp.isnan(den), jnp.nan, ratio)
 
 
 @functools.partial(jax.jit, static_argnames=("order", "relative"))
@@ -44,13 +48,19 @@ def _norm(a: jax.Array, order: int) -> jax.Array:
     return jnp.linalg.norm(a.reshape(a.shape[0], a.shape[1], -1), ord=order, axis=-1)
 
 
-@functools.partial(jax.jit, static_argnames=("samples", "noise", "chunk"))
-def _inputs(key, scale, x, target, *, samples, noise, chunk):
-    shape = (samples,) + x.shape
-    if noise == "uniform":
-        eps = jax.random.uniform(key, shape, x.dtype, minval=-scale, maxval=scale)
-    else:
-        eps = (scale * jax.random.normal(key, shape)).astype(x.dtype)
+def draw_noise(key, scale, example: jax.Array, samples: int, kind: str) -> jax.Array:
+    """``(samples, *example.shape)`` perturbations of one example, drawn from `key`."""
+    shape = (samples,) + example.shape
+    if kind == "uniform":
+        return jax.random.uniform(key, shape, example.dtype, minval=-scale, maxval=scale)
+    return (scale * jax.random.normal(key, shape)).astype(example.dtype)
+
+
+@functools.partial(jax.jit, static_argnames=("samples", "noise_kind", "chunk"))
+def _inputs(key, scale, x, target, *, samples, noise_kind, chunk):
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(x.shape[0]))
+    draw = lambda k, xi: draw_noise(k, scale, xi, samples, noise_kind)  # noqa: E731
+    eps = jax.vmap(draw, out_axes=1)(keys, x)                          # (samples, *x.shape)
     xs = x[None] + eps
     chunks = tuple(
         (xs[s : s + chunk].reshape((-1,) + x.shape[1:]),
@@ -71,7 +81,7 @@ def _sensitivity(f, method, x, target, key, scale, *, samples, noise, batch_size
     """
     chunk = samples if batch_size is None else min(batch_size, samples)
     check_batch_of(f, x, chunk * x.shape[0], f"each example's noisy copies, {chunk} at a time")
-    eps, chunks = _inputs(key, scale, x, target, samples=samples, noise=noise, chunk=chunk)
+    eps, chunks = _inputs(key, scale, x, target, samples=samples, noise_kind=noise, chunk=chunk)
     a0 = method(f, x, target)
     out = tuple(method(f, xc, tc) for xc, tc in chunks)
     return _score(a0, out, eps, order=order, relative=relative)
@@ -112,7 +122,8 @@ def max_sensitivity(
         x: ``(batch, *shape)`` inputs.
         target: ``(batch,)`` classes or one int; kept fixed under the perturbations.
         method: ``method(f, x, target) -> attribution`` shaped like ``x``.
-        key: PRNG key for the noise.
+        key: PRNG key for the noise; example ``i``'s comes from ``jax.random.fold_in(key, i)``,
+            so its score does not depend on the other examples.
         radius: Half-width of the uniform noise.
         samples: Number of perturbations.
         batch_size: Perturbations explained at once (``None``: all).

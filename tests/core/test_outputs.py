@@ -6,11 +6,13 @@ import functools
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import jaxplain as jp
 from jaxplain.core import _outputs
-from jaxplain.core._outputs import output_activation, output_is_softmax
+from jaxplain.core._outputs import (as_probabilities, given_probabilities, output_activation,
+                                    output_is_softmax)
 
 W = jax.random.normal(jax.random.key(0), (6, 4))
 X = jnp.ones((3, 6))
@@ -128,3 +130,41 @@ def test_deeplift_and_lrp_run_on_a_bfloat16_model():
         low, full = method(f16, x.astype(jnp.bfloat16), 0), method(f32, x, 0)
         assert low.dtype == jnp.bfloat16
         assert jnp.allclose(low.astype(jnp.float32), full, atol=0.1, rtol=0.05)
+
+
+# Probability heads the program does not show as a softmax: only their values say so.
+_UNSEEN_HEADS = {
+    "clip(softmax)": lambda z: jnp.clip(jax.nn.softmax(z), 1e-7, 1.0),
+    "softmax * 1.0": lambda z: jax.nn.softmax(z) * 1.0,
+    "exp(log_softmax)": lambda z: jnp.exp(jax.nn.log_softmax(z)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_UNSEEN_HEADS))
+def test_probability_rows_are_read_as_given_and_logits_softmaxed(name):
+    z = 3.0 * logits(jax.random.normal(jax.random.key(1), (5, 6)))
+    p = _UNSEEN_HEADS[name](z)
+    assert output_activation(lambda x: _UNSEEN_HEADS[name](logits(x)), X) is None
+    np.testing.assert_array_equal(as_probabilities(p), p)                  # no second softmax
+    np.testing.assert_allclose(as_probabilities(p, log=True), jnp.log(p), rtol=1e-6)
+    np.testing.assert_array_equal(as_probabilities(z), jax.nn.softmax(z))
+    np.testing.assert_array_equal(as_probabilities(z, log=True), jax.nn.log_softmax(z))
+    # per row, under jit: a batch mixing both kinds reads each row as what it is
+    mixed = jnp.concatenate([p[:2], z[2:]])
+    got = jax.jit(as_probabilities)(mixed)
+    np.testing.assert_array_equal(got[:2], p[:2])
+    np.testing.assert_allclose(got[2:], jax.nn.softmax(z[2:]), rtol=1e-6)
+
+
+def test_what_counts_as_probabilities():
+    z = logits(jax.random.normal(jax.random.key(2), (4, 6)))
+    assert not given_probabilities(jax.nn.log_softmax(z)).any()            # all <= 0
+    assert not given_probabilities(jnp.abs(z)).any()
+    assert not given_probabilities(jax.nn.softmax(z) * 1.01).any()         # sums to 1.01
+    assert not given_probabilities(jnp.array([[1.2, -0.2]])).any()          # sums to 1, negative
+    assert not given_probabilities(jnp.array([[jnp.nan, 1.0]])).any()
+    assert given_probabilities(jax.nn.softmax(z)).all()
+    # 1000 classes in bfloat16 are off by several of its 8e-3 ulps and still read as given
+    wide = jax.nn.softmax(5 * jax.random.normal(jax.random.key(3), (64, 1000)).astype(jnp.bfloat16))
+    assert given_probabilities(wide).all()
+    assert given_probabilities(wide).shape == (64, 1)

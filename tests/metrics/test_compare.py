@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 from jaxplain import metrics
@@ -72,13 +71,18 @@ def test_errors():
         metrics.compare(_f, x, 0, {}, key=jax.random.key(0))
     with pytest.raises(ValueError, match="the attribution of 'bad' must have the shape"):
         metrics.compare(_f, x, 0, {"bad": lambda f, x, t: x[..., 0]}, key=jax.random.key(0))
+    with pytest.raises(ValueError, match=r"the attribution of 'inf' contains NaN or inf"):
+        metrics.compare(_f, x, 0, {"inf": lambda f, x, t: x.at[:, 0].set(jnp.inf)},
+                        key=jax.random.key(0))
 
 
-def test_a_softmax_head_gives_the_table_of_its_logits():
+@pytest.mark.parametrize("head", [jax.nn.softmax,                          # seen in the program
+                                  lambda z: jnp.clip(jax.nn.softmax(z), 1e-7, 1.0)])  # by value
+def test_a_softmax_head_gives_the_table_of_its_logits(head):
     # The perturbation metrics read a softmax model's probabilities as they are, so the table
     # equals that of the logits model (whose probabilities they compute): no second softmax.
     def probs(x):
-        return jax.nn.softmax(_f(x) * 3.0)
+        return head(_f(x) * 3.0)
 
     def logits(x):
         return _f(x) * 3.0

@@ -236,7 +236,7 @@ def test_errors_name_the_argument():
     with pytest.raises(ValueError, match="baseline must be one of"):
         metrics.deletion(f, x, 0, a, baseline="gray")
     with pytest.raises(ValueError, match="needs NHWC images"):
-        metrics.insertion(f, x, 0, a)
+        metrics.insertion(f, x, 0, a, baseline="blur")
     with pytest.raises(ValueError, match="does not broadcast"):
         metrics.deletion(f, x, 0, a, baseline=jnp.ones(5))
     with pytest.raises(ValueError, match="steps must be an int >= 1"):
@@ -341,3 +341,92 @@ def test_one_output_is_refused_a_softmax(metric):
         curve = metric(regression, x, 0, a, steps=2, output="logit")
         end = 0 if metric is metrics.deletion else -1
         np.testing.assert_allclose(curve.values[:, end], regression(x)[:, 0], rtol=1e-6)
+
+
+def _unseen_heads(logits):
+    """Probability heads whose program does not end in a softmax the trace recognises."""
+    once = jax.jit(logits)
+    return {
+        "clip(softmax)": lambda x: jnp.clip(jax.nn.softmax(logits(x)), 1e-7, 1.0),
+        "softmax * 1.0": lambda x: jax.nn.softmax(logits(x)) * 1.0,
+        "exp(log_softmax)": lambda x: jnp.exp(jax.nn.log_softmax(logits(x))),
+        "exp(z) / sum(exp(z)), z jitted": lambda x: jnp.exp(once(x)) / jnp.exp(once(x)).sum(
+            -1, keepdims=True),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_unseen_heads(lambda x: x)))
+def test_a_probability_head_the_program_does_not_show_gets_no_second_softmax(name):
+    logits, _ = _softmax_head()
+    probs = _unseen_heads(logits)[name]
+    x = jax.random.uniform(jax.random.key(1), (4, 4, 4, 3))
+    t = jnp.argmax(logits(x), -1)
+    a = _grad(logits, x, t) * x
+    p_t = np.asarray(probs(x))[np.arange(4), np.asarray(t)]
+    twice = np.asarray(jax.nn.softmax(probs(x)))[np.arange(4), np.asarray(t)]
+    assert np.abs(p_t - twice).min() > 0.1                  # a second softmax would show
+    for curve, end in ((metrics.deletion, 0), (metrics.insertion, -1)):
+        got = curve(probs, x, t, a, steps=6)
+        np.testing.assert_allclose(got.values[:, end], p_t, rtol=1e-5)
+        np.testing.assert_allclose(got.values, curve(logits, x, t, a, steps=6).values,
+                                   rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        metrics.completeness(probs, x, t, a, output="probability"),
+        metrics.completeness(logits, x, t, a, output="probability"), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        metrics.pixel_perturbation(probs, x, a, target=t, baseline="blur"),
+        metrics.pixel_perturbation(logits, x, a, target=t, baseline="blur"),
+        rtol=2e-3, atol=1e-6)
+
+
+def test_insertion_starts_from_a_blur_of_images_and_zeros_for_other_inputs():
+    f, _, _ = _linear()
+    v = jax.random.normal(jax.random.key(0), (3, 12))
+    a = jax.random.normal(jax.random.key(1), v.shape)
+    np.testing.assert_array_equal(metrics.insertion(f, v, 0, a, steps=4).values,
+                                  metrics.insertion(f, v, 0, a, steps=4, baseline="zeros").values)
+    g = _tiny_cnn()
+    x = jax.random.uniform(jax.random.key(2), (2, 8, 8, 2))
+    b = jax.random.normal(jax.random.key(3), x.shape)
+    np.testing.assert_array_equal(metrics.insertion(g, x, 0, b, steps=4).values,
+                                  metrics.insertion(g, x, 0, b, steps=4, baseline="blur").values)
+
+
+def test_a_channel_summed_map_ranks_as_the_full_one():
+    f = _tiny_cnn()
+    x = jax.random.uniform(jax.random.key(4), (3, 8, 8, 2))
+    t = jnp.array([0, 3, 1])
+    a = jax.random.normal(jax.random.key(5), x.shape)
+    summed = a.sum(-1, keepdims=True)                       # (3, 8, 8, 1)
+    for fn in (metrics.deletion, metrics.insertion, metrics.pixel_flipping):
+        for absolute in (False, True):
+            got = fn(f, x, t, summed, steps=7, absolute=absolute)
+            want = fn(f, x, t, jnp.broadcast_to(summed, x.shape), steps=7, absolute=absolute)
+            np.testing.assert_array_equal(got.area, want.area)
+        # the pixels rank by their channel sums, as the full map's do
+        np.testing.assert_array_equal(fn(f, x, t, summed, steps=7).values,
+                                      fn(f, x, t, a, steps=7).values)
+    np.testing.assert_array_equal(metrics.pixel_perturbation(f, x, summed, target=t),
+                                  metrics.pixel_perturbation(f, x, a, target=t))
+    np.testing.assert_allclose(metrics.completeness(f, x, t, summed),
+                               metrics.completeness(f, x, t, a), rtol=1e-5, atol=1e-5)
+    for shape in ((3, 8, 8), (3, 8, 8, 3), (1, 8, 8, 2)):   # other ranks and sizes stay refused
+        with pytest.raises(ValueError, match=r"attribution must have the shape of x .*size 1"):
+            metrics.deletion(f, x, t, jnp.ones(shape))
+
+
+@pytest.mark.parametrize("bad", [jnp.inf, -jnp.inf, jnp.nan])
+def test_attributions_with_inf_or_nan_are_refused(bad):
+    f = _tiny_cnn()
+    x = jax.random.uniform(jax.random.key(6), (3, 8, 8, 2))
+    a = jax.random.normal(jax.random.key(7), x.shape).at[1, 2, 3, 0].set(bad)
+    message = r"attribution contains NaN or inf \(examples \[1\] of 3\)"
+    for run in (lambda: metrics.deletion(f, x, 0, a),
+                lambda: metrics.insertion(f, x, 0, a),
+                lambda: metrics.pixel_perturbation(f, x, a),
+                lambda: metrics.completeness(f, x, 0, a),
+                lambda: metrics.conservation(f, x, 0, a),
+                lambda: metrics.sparseness(a),
+                lambda: metrics.complexity(a)):
+        with pytest.raises(ValueError, match=message):
+            run()

@@ -613,3 +613,27 @@ def test_data_randomization_refuses_digits_that_are_not_a_data_set():
                                         r"data\.Digits\(x_train=\.\.\."):
         metrics.data_randomization_check(model, variables, x, _grad, key=jax.random.key(2),
                                          digits=(x, jnp.zeros(3, jnp.int32)))
+
+
+class _MapsItself(eqx.Module):
+    """An Equinox model whose __call__ takes the batch and maps its MLP over it."""
+    mlp: eqx.nn.MLP
+
+    def __call__(self, x):
+        return jax.vmap(self.mlp)(x)
+
+
+def test_an_equinox_model_that_maps_itself_is_pointed_at_per_example_false():
+    model, new = _MapsItself(_linear_mlp(0)), _MapsItself(_linear_mlp(1))
+    x = jax.random.normal(jax.random.key(2), (5, 6))
+    kw = dict(key=jax.random.key(3), target=0, fresh=new)
+    with pytest.raises(ValueError, match=r"fails on one example.*runs on the whole batch.*"
+                                         r"apply_kwargs=\{'per_example': False\}"):
+        metrics.randomization_check(model, None, x, _grad, **kw)
+    got = metrics.randomization_check(model, None, x, _grad, apply_kwargs={"per_example": False},
+                                      **kw)
+    want = metrics.randomization_check(model.mlp, None, x, _grad, **{**kw, "fresh": new.mlp})
+    np.testing.assert_allclose(got.spearman, want.spearman, rtol=1e-6)
+    with pytest.raises(ValueError, match="matmul"):      # fails on the batch too: as it was
+        metrics.randomization_check(_MapsItself(eqx.nn.MLP(7, 3, 5, 2, key=jax.random.key(0))),
+                                    None, x, _grad, **kw)

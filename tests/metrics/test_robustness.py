@@ -40,8 +40,11 @@ def test_match_a_per_sample_reference(samples, batch_size):
     t = jnp.array([0, 1, 2])
     key = jax.random.key(3)
     a0 = np.asarray(_gxi(_mlp, x, t), np.float64)
-    uni = jax.random.uniform(key, (samples,) + x.shape, minval=-0.05, maxval=0.05)
-    gau = 0.2 * jax.random.normal(key, (samples,) + x.shape)
+    # example i's noise: (samples, 4) drawn from its own key fold_in(key, i)
+    keys = [jax.random.fold_in(key, i) for i in range(len(x))]
+    uni = jnp.stack([jax.random.uniform(k, (samples, 4), minval=-0.05, maxval=0.05)
+                     for k in keys], 1)
+    gau = jnp.stack([0.2 * jax.random.normal(k, (samples, 4)) for k in keys], 1)
     sens, cont, lip = [], [], []
     for s in range(samples):
         du = np.asarray(_gxi(_mlp, x + uni[s], t), np.float64) - a0
@@ -57,6 +60,34 @@ def test_match_a_per_sample_reference(samples, batch_size):
                                np.max(cont, 0), rtol=2e-3)
     np.testing.assert_allclose(metrics.local_lipschitz(_mlp, x, t, _gxi, stdev=0.2, **kw),
                                np.max(lip, 0), rtol=2e-3)
+
+
+_ROBUSTNESS = (metrics.max_sensitivity, metrics.continuity, metrics.local_lipschitz)
+
+
+@pytest.mark.parametrize("fn", _ROBUSTNESS)
+def test_an_example_scores_the_same_whatever_else_is_in_the_batch(fn):
+    x = jax.random.normal(jax.random.key(9), (4, 4))
+    t = jnp.array([0, 1, 2, 0])
+    kw = dict(key=jax.random.key(10), samples=3)
+    full = np.asarray(fn(_mlp, x, t, _gxi, **kw))
+    np.testing.assert_allclose(fn(_mlp, x[:1], t[:1], _gxi, **kw), full[:1], rtol=1e-5)
+    np.testing.assert_allclose(fn(_mlp, x[:3], t[:3], _gxi, **kw), full[:3], rtol=1e-5)
+    others = x.at[1:].set(jax.random.normal(jax.random.key(11), (3, 4)))
+    np.testing.assert_allclose(fn(_mlp, others, t, _gxi, **kw)[0], full[0], rtol=1e-5)
+    np.testing.assert_allclose(fn(_mlp, x, t, _gxi, batch_size=2, **kw), full, rtol=1e-4)
+
+
+@pytest.mark.parametrize("fn", _ROBUSTNESS)
+def test_a_map_holding_nan_scores_nan_not_zero(fn):
+    def nan_gradient(f, x, t):  # e.g. a 0/0 inside a method
+        return _grad(f, x, t).at[:, 0].set(jnp.nan)
+
+    x = jax.random.normal(jax.random.key(12), (3, 4))
+    got = np.asarray(fn(_mlp, x, 0, nan_gradient, key=jax.random.key(13), samples=2))
+    assert np.isnan(got).all()
+    still = fn(linear, x, 0, _grad, key=jax.random.key(13), samples=2)  # 0/0 stays 0
+    np.testing.assert_array_equal(still, 0.0)
 
 
 def test_lipschitz_of_gradient_x_input_on_a_linear_model_is_bounded_by_the_weights():
