@@ -520,7 +520,30 @@ def rewrite_backward(f: Callable, rules) -> Callable:
     if isinstance(rules, Sequence) and not isinstance(rules, str):
         rules = tuple((selector_key(e[0]), e[1]) if isinstance(e, tuple) and len(e) == 2 else e
                       for e in rules)
+    _refuse_array_parameters(rules)
     return compiled(_rewritten, f, rules)
+
+
+def _refuse_array_parameters(value, depth: int = 0) -> None:
+    """Raise a TypeError naming the rule whose dataclass field holds a JAX array (traced or
+    not): rules are static, hashed to find the compiled program, so their parameters must be
+    Python numbers. Looks through tuples and nested dataclasses (a Composite's rules)."""
+    if depth > 4:
+        return
+    if isinstance(value, tuple):
+        for item in value:
+            _refuse_array_parameters(item, depth + 1)
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for field in dataclasses.fields(value):
+            item = getattr(value, field.name, None)
+            if isinstance(item, jax.Array):
+                raise TypeError(
+                    f"rule {type(value).__name__}.{field.name} is a JAX array "
+                    f"({'traced' if isinstance(item, jax.core.Tracer) else 'concrete'}): rule "
+                    f"parameters are static (equal rules share one compiled program), so pass "
+                    f"a Python number, e.g. float(value); to sweep a parameter, loop in Python "
+                    f"(each value compiles once) instead of jit or vmap over it.")
+            _refuse_array_parameters(item, depth + 1)
 
 
 def _rewritten(f: Callable, rules, x):

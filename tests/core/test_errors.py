@@ -233,3 +233,23 @@ def test_an_equinox_batchnorm_in_training_mode_gets_a_hint():
     f = jp.as_function(eqx.Partial(lambda m, s, x: m(x, s), net, state))
     with pytest.raises(ValueError, match=r"inference mode, eqx.nn.inference_mode\(model\)"):
         jp.sites(f, jnp.ones((2, 3)))
+
+
+def test_a_rule_parameter_given_as_a_jax_array_is_refused_by_name():
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class Scaled:
+        factor: object
+
+        def activation(self, op, x, y, g):
+            return g * self.factor
+
+    f = lambda x: jax.nn.relu(x) @ jnp.ones((3, 2))  # noqa: E731
+    x = jnp.ones((2, 3))
+    with pytest.raises(TypeError, match=r"rule Scaled.factor is a JAX array \(concrete\).*"
+                                        r"pass a Python number"):
+        jp.rewrite_backward(f, Scaled(jnp.float32(0.5)))
+    with pytest.raises(TypeError, match=r"rule Scaled.factor is a JAX array \(traced\)"):
+        jax.jit(lambda e: jp.rewrite_backward(f, [("*", Scaled(e))])(x))(0.5)
+    assert jp.rewrite_backward(f, Scaled(0.5))(x).shape == (2, 2)   # a Python number works
