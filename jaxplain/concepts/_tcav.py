@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 from collections.abc import Callable, Sequence
 
 import jax
@@ -23,6 +24,10 @@ from jaxplain.concepts._linear import fit_linear
 from jaxplain.concepts._stats import ttest_ind
 from jaxplain.attribution._site import site_gradients
 from jaxplain.core import capture
+
+# Below this training accuracy a concept CAV separates the concept from random examples little
+# better than chance (0.5), so its direction, and the TCAV score along it, mean little.
+LOW_ACCURACY = 0.75
 
 
 @functools.partial(jax.tree_util.register_dataclass,
@@ -89,7 +94,7 @@ def _check_set(name, x):
 
 
 def cav(f: Callable[[Array], Array], concept: Float[Array, "n ..."], random: Float[Array, "m ..."],
-        *, site: str, l2: float = 1e-3, steps: int = 300) -> CAV:
+        *, site: str, l2: float = 1e-3, steps: int = 100) -> CAV:
     """Fit a concept activation vector at ``site`` from concept and random examples.
 
     Args:
@@ -97,7 +102,8 @@ def cav(f: Callable[[Array], Array], concept: Float[Array, "n ..."], random: Flo
         concept: inputs showing the concept.
         random: inputs without it (a random sample).
         site: the site whose activations are separated.
-        l2, steps: the logistic regression's L2 weight and number of Adam steps.
+        l2, steps: the logistic regression's L2 weight and number of L-BFGS steps
+            (:func:`~jaxplain.concepts.fit_linear`).
 
     Returns:
         :class:`CAV` (unit normal to the boundary, towards the concept).
@@ -153,7 +159,7 @@ def tcav_score(f: Callable[[Array], Array], x: Float[Array, "b ..."],
 
 def tcav(f: Callable[[Array], Array], x: Float[Array, "b ..."], target: int | Int[ArrayLike, " b"],
          *, site: str, concept: Float[Array, "n ..."], randoms: Sequence[Float[Array, "m ..."]],
-         alpha: float = 0.05, l2: float = 1e-3, steps: int = 300) -> TCAVResult:
+         alpha: float = 0.05, l2: float = 1e-3, steps: int = 100) -> TCAVResult:
     """TCAV with significance: concept CAVs against each random set, and a t-test against
     random-vs-random CAVs.
 
@@ -173,6 +179,11 @@ def tcav(f: Callable[[Array], Array], x: Float[Array, "b ..."], target: int | In
 
     Returns:
         :class:`TCAVResult`.
+
+    Warns:
+        RuntimeWarning: (eager calls) when a concept CAV's training accuracy is below
+            ``LOW_ACCURACY`` (0.75): the concept is hardly linearly separable from that random
+            set at ``site``, so the scores are not evidence either way.
 
     Example:
         >>> r = tcav(f, x_class3, 3, site="fc1", concept=loops, randoms=[r0, r1, r2, r3])
@@ -207,5 +218,20 @@ def tcav(f: Callable[[Array], Array], x: Float[Array, "b ..."], target: int | In
     scores = jnp.stack([score(c) for c in concept_cavs])
     null = jnp.stack([score(c) for c in null_cavs])
     t, p = ttest_ind(scores, null)
-    return TCAVResult(scores, null, t, p, jnp.stack([c[1] for c in concept_cavs]), site,
-                      float(alpha))
+    accuracies = jnp.stack([c[1] for c in concept_cavs])
+    _warn_if_inaccurate(accuracies, site)
+    return TCAVResult(scores, null, t, p, accuracies, site, float(alpha))
+
+
+def _warn_if_inaccurate(accuracies: Array, site: str) -> None:
+    if isinstance(accuracies, jax.core.Tracer):
+        return
+    acc = np.asarray(accuracies)
+    low = np.flatnonzero(acc < LOW_ACCURACY)
+    if low.size:
+        warnings.warn(
+            f"tcav: the concept CAVs against random sets {low.tolist()} reach only "
+            f"{[round(float(a), 2) for a in acc[low]]} training accuracy (< {LOW_ACCURACY}) at "
+            f"site {site!r}: the concept is hardly separable from random examples there, so their "
+            "TCAV scores are not evidence either way. Try more or clearer concept examples, "
+            "another site, or a smaller l2", RuntimeWarning, stacklevel=3)
