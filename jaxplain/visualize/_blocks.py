@@ -17,8 +17,9 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from jaxplain.core import capture, intervene
-from jaxplain.visualize._objectives import Class, Objective, check_classes, terms
+from jaxplain.core import capture, intervene, sites
+from jaxplain.visualize._objectives import (Class, Objective, check_classes, check_sites,
+                                            terms)
 
 
 @functools.partial(jax.tree_util.register_dataclass,
@@ -69,6 +70,10 @@ def site_attribution(f: Callable[[Array], Array], x: Float[Array, "b ..."], obje
     to the activation at ``site`` (via an additive perturbation there), then multiplied by that
     activation.
 
+    Raises:
+        ValueError: when the objective reads a site computed before ``site`` (it cannot depend
+            on ``site``: the attribution would be all zeros).
+
     Returns:
         An array shaped like the site's value; ``.sum(-1)`` is spatial attribution,
         ``.sum(axis=spatial)`` channel attribution (see :func:`channel_attribution`).
@@ -80,9 +85,10 @@ def site_attribution(f: Callable[[Array], Array], x: Float[Array, "b ..."], obje
         raise TypeError(f"objective must be an Objective, got {type(objective).__name__}")
     if any(isinstance(t, Class) for t in terms(objective)):
         check_classes(objective, jax.eval_shape(f, x).shape[-1])
+    names = list(objective.sites())
+    _check_downstream(f, x, names, site)
     _, acts = capture(f, site)(x)
     value = acts[site]
-    names = list(objective.sites())
 
     def total(delta):
         h = intervene(f, {site: lambda v: v + delta})
@@ -94,6 +100,21 @@ def site_attribution(f: Callable[[Array], Array], x: Float[Array, "b ..."], obje
 
     grad = jax.grad(total)(jnp.zeros_like(value))
     return value * grad
+
+
+def _check_downstream(f, x, names: list[str], site: str) -> None:
+    """Raise ValueError when ``objective`` reads a site computed before ``site``: no gradient
+    flows back from it, so its attribution would be all zeros."""
+    order = [s.name for s in sites(f, jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)))]
+    check_sites([*names, site], tuple(order))
+    upstream = [n for n in names if order.index(n) < order.index(site)]
+    if upstream:
+        first = min(order.index(n) for n in upstream)
+        raise ValueError(
+            f"the objective reads site(s) {upstream}, computed before site={site!r}, so it does "
+            f"not depend on {site!r} and every attribution would be 0: site must come before "
+            f"the objective's sites (before {order[first]!r}: one of {order[:first]}), or the "
+            "objective must read a later site or the logits")
 
 
 def channel_attribution(f: Callable[[Array], Array], x: Float[Array, "b ..."],

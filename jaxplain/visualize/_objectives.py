@@ -13,6 +13,8 @@ names and class-vs-probability choices are static metadata.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
+
+from jaxplain.core._select import unknown_site_error
 
 Acts = Mapping[str, Array]
 
@@ -32,12 +36,33 @@ def _spatial_mean(value: Array) -> Array:
 
 
 class Objective:
-    """Base of all objectives: arithmetic and the evaluation protocol.
+    """Base of all objectives: arithmetic, pytree registration and the evaluation protocol.
 
     Subclasses implement ``sites`` (the site names they read) and ``__call__(acts, logits, x)``
     returning a scalar: the summed objective over the batch of images (each image's gradient is
     then that image's own objective, except for batch terms such as :class:`Diversity`).
+
+    Every subclass is registered as a JAX pytree when it is defined, so it passes through
+    ``jit`` and ``vmap``: a subclass with fields must be a dataclass (frozen, ``eq=False``);
+    fields annotated ``str`` or ``bool`` and fields declared
+    ``dataclasses.field(metadata={"static": True})`` are static metadata (hashable), every other
+    field a leaf (arrays, numbers, nested objectives). A subclass without instance state needs
+    nothing.
+
+    Example:
+        >>> @dataclasses.dataclass(frozen=True, eq=False)
+        ... class Redness(Objective):
+        ...     weight: float = 1.0
+        ...     def sites(self):
+        ...         return ()
+        ...     def __call__(self, acts, logits, x):
+        ...         return self.weight * jnp.sum(x[..., 0] - x[..., 2])
     """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        jax.tree_util.register_pytree_with_keys(
+            cls, _flatten_with_keys, functools.partial(_unflatten, cls), _flatten)
 
     def sites(self) -> tuple[str, ...]:
         raise NotImplementedError
@@ -71,15 +96,54 @@ class Objective:
         return Scaled(-1.0, self)
 
 
-def _pytree(data: tuple[str, ...], meta: tuple[str, ...]):
-    def wrap(cls):
-        cls = dataclasses.dataclass(frozen=True, eq=False)(cls)
-        return jax.tree_util.register_dataclass(cls, data_fields=list(data), meta_fields=list(meta))
+def _split(obj: Objective) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The names of ``obj``'s leaf fields and of its static fields."""
+    cls = type(obj)
+    if dataclasses.is_dataclass(cls):
+        return _fields(cls)
+    if vars(obj):
+        raise TypeError(
+            f"{cls.__name__} is an Objective with instance attributes {sorted(vars(obj))} but "
+            "not a dataclass, so JAX cannot trace it: decorate it with "
+            "@dataclasses.dataclass(frozen=True, eq=False) and declare them as fields (fields "
+            "annotated str or bool are static, the others leaves)")
+    return (), ()
 
-    return wrap
+
+@functools.cache
+def _fields(cls: type) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    # By annotation, not by value: the split must not change when JAX swaps leaves for tracers.
+    data, meta = [], []
+    for field in dataclasses.fields(cls):
+        static = field.metadata.get("static", field.type in (str, bool, "str", "bool"))
+        (meta if static else data).append(field.name)
+    return tuple(data), tuple(meta)
 
 
-@_pytree(data=("weight", "term"), meta=())
+def _flatten(obj):
+    data, meta = _split(obj)
+    return [getattr(obj, k) for k in data], (data, meta, tuple(getattr(obj, k) for k in meta))
+
+
+def _flatten_with_keys(obj):
+    children, aux = _flatten(obj)
+    return [(jax.tree_util.GetAttrKey(k), c) for k, c in zip(aux[0], children)], aux
+
+
+def _unflatten(cls, aux, children):
+    data, meta, values = aux
+    obj = object.__new__(cls)
+    for k, v in (*zip(data, children), *zip(meta, values)):
+        object.__setattr__(obj, k, v)
+    return obj
+
+
+def _pytree(cls):
+    """A built-in objective: a frozen dataclass compared by identity (its leaves are arrays)."""
+    return dataclasses.dataclass(frozen=True, eq=False)(cls)
+
+
+@_pytree
 class Scaled(Objective):
     """``weight * term``; ``weight`` is a leaf, so it stacks across objectives."""
 
@@ -93,7 +157,7 @@ class Scaled(Objective):
         return self.weight * self.term(acts, logits, x)
 
 
-@_pytree(data=("terms",), meta=())
+@_pytree
 class Sum(Objective):
     """The sum of several objectives (flattened: ``a + b + c`` is one ``Sum`` of three)."""
 
@@ -112,7 +176,7 @@ class Sum(Objective):
         return sum(t(acts, logits, x) for t in self.terms)
 
 
-@_pytree(data=("index",), meta=("site",))
+@_pytree
 class Channel(Objective):
     """Mean activation of channel ``index`` (last axis) of ``site`` over space."""
 
@@ -126,7 +190,7 @@ class Channel(Objective):
         return jnp.sum(_spatial_mean(acts[self.site])[:, self.index])
 
 
-@_pytree(data=("index", "position"), meta=("site",))
+@_pytree
 class Neuron(Objective):
     """Activation of one neuron: channel ``index`` at spatial ``position`` of ``site``."""
 
@@ -143,7 +207,7 @@ class Neuron(Objective):
         return jnp.sum(value[(slice(None), *pos, self.index)])
 
 
-@_pytree(data=(), meta=("site",))
+@_pytree
 class Layer(Objective):
     """Mean squared activation of the whole site (the "deep dream" objective)."""
 
@@ -157,7 +221,7 @@ class Layer(Objective):
         return jnp.sum(jnp.mean(jnp.square(value).reshape(value.shape[0], -1), axis=1))
 
 
-@_pytree(data=("vector",), meta=("site",))
+@_pytree
 class Direction(Objective):
     """Projection of the site's activation vectors on ``vector`` (channel space), mean over space.
 
@@ -174,7 +238,7 @@ class Direction(Objective):
         return jnp.sum(_spatial_mean(acts[self.site]) @ self.vector)
 
 
-@_pytree(data=("index",), meta=("probability",))
+@_pytree
 class Class(Objective):
     """The class logit (``probability=False``) or softmax probability of class ``index``."""
 
@@ -189,7 +253,7 @@ class Class(Objective):
         return jnp.sum(scores[:, self.index])
 
 
-@_pytree(data=(), meta=("site",))
+@_pytree
 class Diversity(Objective):
     """Minus the mean pairwise cosine similarity of the batch's Gram-matrix features at ``site``.
 
@@ -253,6 +317,21 @@ def check_classes(objective: Objective, n_classes: int) -> None:
                                  f"{n_classes} classes (0 to {n_classes - 1})")
 
 
+def check_sites(names, known: tuple[str, ...]) -> None:
+    """Raise ValueError for a site an objective reads that is not one of ``known`` (the model's
+    site names): a glob names the sites it matches, any other name the close matches."""
+    for name in names:
+        if name in known:
+            continue
+        hits = fnmatch.filter(known, name)
+        if hits:
+            raise ValueError(
+                f"objective site {name!r} is a pattern, but an objective reads one site by its "
+                f"exact name; it matches {hits}: pass one of them, or sum one objective per "
+                f"site, e.g. sum(layer(s) for s in {hits!r})")
+        raise unknown_site_error(name, known, what="objective site")
+
+
 def _check_site(site: Any) -> str:
     if not isinstance(site, str):
         raise TypeError(f"site must be a site name (str), got {type(site).__name__}: {site!r}")
@@ -269,8 +348,19 @@ def channel(site: str, index: int | ArrayLike) -> Channel:
 
 
 def neuron(site: str, index: int | ArrayLike, position: tuple[int, ...] | ArrayLike) -> Neuron:
-    """Objective: channel ``index`` at spatial ``position`` (e.g. ``(y, x)``) of ``site``."""
-    return Neuron(_check_site(site), index, jnp.asarray(position, jnp.int32))
+    """Objective: channel ``index`` at spatial ``position`` (e.g. ``(y, x)``) of ``site``.
+
+    Raises:
+        ValueError: for a position that is not integral, e.g. ``(3.7, 4.9)`` (it would be
+            truncated to ``(3, 4)``).
+    """
+    given = jnp.asarray(position)
+    if jnp.issubdtype(given.dtype, jnp.inexact):
+        vals = leaf_values(given)
+        if vals is None or any(v != round(v) for v in vals):
+            raise ValueError(f"neuron position must be integers (one index per spatial axis, "
+                             f"e.g. (y, x)), got {position!r}")
+    return Neuron(_check_site(site), index, given.astype(jnp.int32))
 
 
 def layer(site: str) -> Layer:

@@ -22,13 +22,14 @@ import numpy as np
 import optax
 from jaxtyping import Array
 
-from jaxplain.core import capture
+from jaxplain.core import capture, sites
 from jaxplain.core._adapters import refuse_module
 from jaxplain.core._channels import channels_last_view
 from jaxplain.core._cpu import cpu_friendly
 from jaxplain.core._layout import fast_convolutions
 from jaxplain.visualize._objectives import (Channel, Direction, Diversity, Neuron, Objective,
-                                            check_classes, leaf_values, stack, terms)
+                                            check_classes, check_sites, leaf_values, stack,
+                                            terms)
 from jaxplain.visualize._param import Pixel, check_image_shape
 from jaxplain.visualize._transforms import apply_transforms
 
@@ -92,6 +93,7 @@ def _cannot_run(err: Exception, f: Callable, shape: tuple[int, ...], dtype: np.d
 
 @functools.lru_cache(maxsize=64)
 def _site_shapes(f: Callable, names: tuple[str, ...], shape: tuple[int, ...], dtype: np.dtype):
+    check_sites(names, tuple(s.name for s in sites(f, jax.ShapeDtypeStruct(shape, dtype))))
     g = capture(f, list(names))
     _, acts = jax.eval_shape(g, jax.ShapeDtypeStruct(shape, dtype))
     return {k: v.shape for k, v in acts.items()}
@@ -225,14 +227,15 @@ def _render_one(objective, param, regularizers, key, learning_rate, *, f, shape,
 
 
 @functools.partial(jax.jit, static_argnames=("f", "shape", "dtype", "steps", "transforms",
-                                             "optimizer", "batched"))
+                                             "optimizer", "n"))
 def _render(objective, param, regularizers, key, learning_rate, *, f, shape, dtype, steps,
-            transforms, optimizer, batched):
+            transforms, optimizer, n):
+    """``n``: the number of stacked objectives (None: one objective). Static, because a stack
+    of objectives without array fields (``layer``, ``diversity``) has no leaf to read it from."""
     run = functools.partial(_render_one, f=f, shape=shape, dtype=dtype, steps=steps,
                             transforms=transforms, optimizer=optimizer)
-    if not batched:
+    if n is None:
         return run(objective, param, regularizers, key, learning_rate)
-    n = jax.tree_util.tree_leaves(objective)[0].shape[0]
     keys = jax.random.split(key, n)
     return jax.vmap(run, in_axes=(0, None, None, 0, None))(objective, param, regularizers, keys,
                                                            learning_rate)
@@ -328,10 +331,12 @@ def render(f: Callable[[Array], Array], objective: Objective | Sequence[Objectiv
         Olah, Mordvintsev, Schubert. Feature visualization. Distill, 2017.
     """
     batched = not isinstance(objective, Objective)
+    n = None
     if batched:
         if isinstance(objective, (str, bytes)) or not isinstance(objective, Sequence):
             raise TypeError("objective must be an Objective or a sequence of Objectives, got "
                             f"{type(objective).__name__}")
+        n = len(objective)
         objective = stack(objective)
     shape = tuple(int(s) for s in shape)
     if len(shape) < 2 or any(s <= 0 for s in shape):
@@ -353,8 +358,7 @@ def render(f: Callable[[Array], Array], objective: Objective | Sequence[Objectiv
     _check_images(param, shape)
     _validate(f, objective, shape, dtype, batched)
     out = _render(objective, param, regularizers, key, learning_rate, f=f, shape=shape,
-                  dtype=dtype, steps=steps, transforms=transforms, optimizer=optimizer,
-                  batched=batched)
+                  dtype=dtype, steps=steps, transforms=transforms, optimizer=optimizer, n=n)
     _warn_if_dead(out, objective, batched)
     if axis is None:
         return out

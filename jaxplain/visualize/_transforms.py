@@ -60,13 +60,24 @@ class Jitter:
                           jnp.stack([rows[:, :, j:j + w] for j in range(n)]), ox)
 
 
+def _floats(name: str, values) -> tuple[float, ...]:
+    """``values`` (a tuple, a list as Lucent takes, or a 1-D array) as a hashable tuple."""
+    try:
+        return tuple(float(v) for v in values)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be a sequence of numbers such as (0.9, 1.0, 1.1), got "
+                         f"{values!r}") from err
+
+
 @dataclasses.dataclass(frozen=True)
 class Scale:
-    """Zoom each image about its centre by a factor drawn uniformly from ``factors``."""
+    """Zoom each image about its centre by a factor drawn uniformly from ``factors`` (any
+    sequence of numbers, stored as a tuple)."""
 
     factors: tuple[float, ...] = (0.9, 0.95, 1.0, 1.05, 1.1)
 
     def __post_init__(self):
+        object.__setattr__(self, "factors", _floats("factors", self.factors))
         if not self.factors or any(f <= 0 for f in self.factors):
             raise ValueError(f"factors must be a non-empty tuple of positive floats, got "
                              f"{self.factors!r}")
@@ -79,11 +90,14 @@ class Scale:
 
 @dataclasses.dataclass(frozen=True)
 class Rotate:
-    """Rotate each image about its centre by an angle drawn uniformly from ``degrees``."""
+    """Rotate each image about its centre by an angle drawn uniformly from ``degrees`` (any
+    sequence of numbers, stored as a tuple). A positive angle turns the image clockwise as
+    displayed (row 0 at the top), the opposite of Lucent's (kornia's) rotation."""
 
     degrees: tuple[float, ...] = (-5.0, -2.5, 0.0, 2.5, 5.0)
 
     def __post_init__(self):
+        object.__setattr__(self, "degrees", _floats("degrees", self.degrees))
         if not self.degrees:
             raise ValueError(f"degrees must be a non-empty tuple, got {self.degrees!r}")
 

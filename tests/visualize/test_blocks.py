@@ -88,3 +88,16 @@ def test_site_attribution_to_a_class_the_model_does_not_have_is_an_error():
     for obj in (vis.class_logit(10), vis.channel("conv2", 1) - vis.class_probability(11)):
         with pytest.raises(ValueError, match="model has 10 classes"):
             vis.site_attribution(F, X[:2], obj, site="relu")
+
+
+def test_an_objective_upstream_of_the_site_is_an_error():
+    # relu comes before relu_1: the objective cannot depend on relu_1 (its attribution was
+    # silently all zeros).
+    with pytest.raises(ValueError, match=r"reads site\(s\) \['relu'\], computed before "
+                                         r"site='relu_1'.*one of \['conv1'\]"):
+        vis.channel_attribution(F, X[:2], vis.channel("relu", 0), site="relu_1")
+    with pytest.raises(ValueError, match="Unknown objective site 'relu_9'"):
+        vis.site_attribution(F, X[:2], vis.channel("relu_9", 0), site="relu")
+    # The same site, and later ones, are fine.
+    same = vis.channel_attribution(F, X[:2], vis.channel("relu_1", 2), site="relu_1")
+    assert float(jnp.abs(same).max()) > 0

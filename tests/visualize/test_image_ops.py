@@ -123,3 +123,26 @@ def test_errors():
         vis.gaussian_prior(jnp.ones((1, 3)))
     with pytest.raises(ValueError, match="NHWC"):
         vis.colour_decorrelation(jnp.ones((3, 3)))
+
+
+def test_scale_and_rotate_take_lists_as_lucent_does():
+    # Lucent spells these as lists; they used to pass __post_init__ and then fail in jax.jit
+    # (an unhashable static argument).
+    s, r = vis.Scale([0.9, 1, 1.1]), vis.Rotate(list(range(-10, 11)))
+    assert s == vis.Scale((0.9, 1.0, 1.1)) and hash(s) == hash(vis.Scale((0.9, 1.0, 1.1)))
+    assert r.degrees == tuple(float(d) for d in range(-10, 11))
+    assert vis.Rotate(np.array([90.0])) == vis.Rotate((90.0,))
+    with pytest.raises(ValueError, match="sequence of numbers"):
+        vis.Scale(1.1)
+    f = lambda x: jnp.mean(x, axis=(1, 2))
+    out = vis.render(f, vis.class_logit(0), key=KEY, shape=(1, 6, 6, 3), steps=2,
+                     transforms=(s, r))
+    assert out.images.shape == (1, 6, 6, 3)
+
+
+def test_a_positive_rotation_turns_clockwise_as_displayed():
+    # Row 0 at the top: a dot at the top centre goes to the right edge (Lucent, via kornia,
+    # turns counter-clockwise for a positive angle).
+    dot = jnp.zeros((1, 5, 5, 1)).at[0, 0, 2, 0].set(1.0)
+    out = np.asarray(vis.Rotate((90.0,))(KEY, dot))[0, ..., 0]
+    assert np.unravel_index(out.argmax(), out.shape) == (2, 4)

@@ -1,5 +1,7 @@
 """Objectives: values against NumPy formulas, arithmetic, stacking, errors."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -74,3 +76,63 @@ def test_errors():
         vis.stack([vis.channel("a", 1), vis.channel("b", 1)])
     with pytest.raises(TypeError, match="Objective"):
         vis.stack([])
+
+
+class _Redness(vis.Objective):
+    """No fields: no decorator needed."""
+
+    def sites(self):
+        return ()
+
+    def __call__(self, acts, logits, x):
+        return jnp.sum(x[..., 0])
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Weighted(vis.Objective):
+    """An array leaf and a static str field."""
+
+    weights: jax.Array
+    site: str
+
+    def sites(self):
+        return (self.site,)
+
+    def __call__(self, acts, logits, x):
+        return jnp.sum(jnp.mean(acts[self.site], axis=(1, 2)) @ self.weights)
+
+
+def test_user_objectives_are_pytrees_without_registration():
+    # Subclasses used to fail in render's jit ("Error interpreting argument ... as an abstract
+    # array") unless registered by hand.
+    assert jax.tree_util.tree_leaves(_Redness()) == []
+    w = _Weighted(jnp.arange(6.0), "a")
+    leaves, tree = jax.tree_util.tree_flatten(w)
+    assert len(leaves) == 1 and "'a'" in str(tree)  # the site is static
+    np.testing.assert_allclose(float(jax.jit(lambda o: o(ACTS, LOGITS, X))(w)),
+                               float(vis.direction("a", jnp.arange(6.0))(ACTS, LOGITS, X)),
+                               rtol=1e-5)
+    stacked = vis.stack([_Weighted(jnp.eye(6)[i], "a") for i in range(6)])
+    vals = jax.vmap(lambda o: o(ACTS, LOGITS, X))(stacked)
+    np.testing.assert_allclose(vals, _np("a").mean(axis=(1, 2)).sum(0), rtol=1e-5)
+    f = lambda x: jnp.mean(x, axis=(1, 2))
+    out = vis.render(f, 2.0 * _Redness() - vis.class_logit(1), key=jax.random.key(0),
+                     shape=(1, 4, 4, 3), steps=30)
+    img = np.asarray(out.images[0])
+    assert img[..., 0].mean() > 0.7 and img[..., 1].mean() < 0.3
+
+
+def test_a_user_objective_with_plain_attributes_says_to_make_it_a_dataclass():
+    class Plain(_Redness):
+        def __init__(self):
+            self.weight = 2.0
+
+    with pytest.raises(TypeError, match=r"Plain .* not a dataclass.*@dataclasses.dataclass"):
+        jax.tree_util.tree_leaves(Plain())
+
+
+def test_neuron_positions_must_be_integers():
+    with pytest.raises(ValueError, match=r"must be integers.*\(3.7, 4.9\)"):
+        vis.neuron("a", 1, (3.7, 4.9))
+    np.testing.assert_array_equal(vis.neuron("a", 1, (3.0, 4.0)).position, [3, 4])
+    np.testing.assert_array_equal(vis.neuron("a", 1, np.array([1, 2])).position, [1, 2])

@@ -203,3 +203,21 @@ def test_a_colour_matrix_of_the_wrong_size_is_named():
     for param in (vis.Fourier(colour=jnp.eye(2)), vis.Pixel(colour=jnp.eye(3))):
         with pytest.raises(ValueError, match=r"colour must be a \(c, c\) matrix .* c = 1"):
             vis.render(F, vis.class_logit(1), key=KEY, shape=(1, 8, 8, 1), steps=2, param=param)
+
+
+def test_a_list_of_objectives_without_array_fields_renders():
+    # layer / diversity terms have no leaves: the number of objectives used to be read from
+    # the first leaf (IndexError).
+    objs = [vis.layer("relu_1") + vis.diversity("relu")] * 2
+    out = vis.render(F, objs, key=KEY, shape=(2, 8, 8, 1), steps=20)
+    assert out.images.shape == (2, 2, 8, 8, 1) and out.value.shape == (2,)
+    keys = jax.random.split(KEY, 2)
+    one = vis.render(F, objs[1], key=keys[1], shape=(2, 8, 8, 1), steps=20)
+    np.testing.assert_allclose(one.value, out.value[1], rtol=1e-4)
+
+
+def test_an_objective_on_a_glob_or_unknown_site_names_the_sites():
+    with pytest.raises(ValueError, match=r"'relu\*' is a pattern.*\['relu', 'relu_1'\]"):
+        vis.render(F, vis.channel("relu*", 1), key=KEY, shape=(1, 8, 8, 1), steps=2)
+    with pytest.raises(ValueError, match="Unknown objective site 'relu_2'.*Did you mean"):
+        vis.render(F, vis.channel("relu_2", 1), key=KEY, shape=(1, 8, 8, 1), steps=2)
