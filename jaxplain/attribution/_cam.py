@@ -12,7 +12,9 @@ the channel weights ``w_c``:
   the input is masked by each channel's upsampled, normalized map.
 
 Channels-first models work unchanged: the site is read channels-last and the map is put back
-on the input's channel axis (``(n, 1, H, W)`` for NCHW inputs).
+on the input's channel axis (``(n, 1, H, W)`` for NCHW inputs). The weights and the map are
+computed in float32 at least from the site's values and gradients, and the map comes back in
+`x`'s dtype, resized or not.
 """
 
 from __future__ import annotations
@@ -68,20 +70,21 @@ def _input_size(x, channels: int) -> tuple:
 
 
 def _finish(cam, x, *, relu, resize, channels):
-    """`cam` ``(n, h, w)`` through the ReLU and resized onto `x`'s spatial axes (None: kept)."""
+    """`cam` ``(n, h, w)`` through the ReLU and resized onto `x`'s spatial axes (None: kept),
+    in `x`'s dtype."""
     if relu:
         cam = jnp.maximum(cam, 0)
     if resize is not None:
         cam = jnp.expand_dims(upsample(cam, _input_size(x, channels), resize), channels)
-    return cam
+    return cam.astype(x.dtype)
 
 
 @functools.partial(jax.jit, static_argnames=("f", "site", "relu", "resize", "channels"))
 def _grad_cam(f, x, target, *, site, relu, resize, channels):
     a = _activation(f, site, x)
-    g = _site_gradient(f, site, x, target, a)
+    g = _common.widen(_site_gradient(f, site, x, target, a))
     spatial = tuple(range(1, a.ndim - 1))
-    cam = (g.mean(axis=spatial, keepdims=True) * a).sum(axis=-1)
+    cam = (g.mean(axis=spatial, keepdims=True) * _common.widen(a)).sum(axis=-1)
     return _finish(cam, x, relu=relu, resize=resize, channels=channels)
 
 
@@ -130,7 +133,8 @@ def grad_cam(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, 
 @functools.partial(jax.jit, static_argnames=("f", "site", "interpolation", "channels"))
 def _guided_grad_cam(f, x, target, *, site, interpolation, channels):
     cam = _grad_cam(f, x, target, site=site, relu=True, resize=interpolation, channels=channels)
-    return rule_gradient(f, x, target, rule=Guided()) * cam
+    guided = rule_gradient(f, x, target, rule=Guided())
+    return (_common.widen(guided) * _common.widen(cam)).astype(x.dtype)
 
 
 def guided_grad_cam(f: Callable, x: Float[Array, "batch *feature"],
@@ -183,12 +187,15 @@ def guided_grad_cam(f: Callable, x: Float[Array, "batch *feature"],
 
 def plus_plus_weights(a, g):
     """Grad-CAM++'s channel weights ``(n, 1, ..., 1, c)`` from a site's value `a` and the
-    target's gradient `g` there (both ``(n, h, w, c)``)."""
+    target's gradient `g` there (both ``(n, h, w, c)``), in float32 at least.
+
+    ``g² / (2 g² + S g³)`` is taken as ``1 / (2 + S g)`` where ``g != 0`` (0 where either
+    denominator is 0): no ``g³``, which would round and underflow first."""
+    a, g = _common.widen(a), _common.widen(g)
     spatial = tuple(range(1, a.ndim - 1))
-    g2 = g * g
-    denominator = 2 * g2 + a.sum(axis=spatial, keepdims=True) * g2 * g
-    defined = denominator != 0
-    alpha = jnp.where(defined, g2 / jnp.where(defined, denominator, 1), 0)
+    denominator = 2 + a.sum(axis=spatial, keepdims=True) * g
+    defined = (g != 0) & (denominator != 0)
+    alpha = jnp.where(defined, 1 / jnp.where(defined, denominator, 1), 0)
     return (alpha * jnp.maximum(g, 0)).sum(axis=spatial, keepdims=True)
 
 
@@ -196,7 +203,7 @@ def plus_plus_weights(a, g):
 def _grad_cam_plus_plus(f, x, target, *, site, relu, resize, channels):
     a = _activation(f, site, x)
     g = _site_gradient(f, site, x, target, a)
-    cam = (plus_plus_weights(a, g) * a).sum(axis=-1)
+    cam = (plus_plus_weights(a, g) * _common.widen(a)).sum(axis=-1)
     return _finish(cam, x, relu=relu, resize=resize, channels=channels)
 
 
@@ -271,8 +278,9 @@ def masks(a, size: tuple, channels: int):
 
 def _score(f, z, target, score):
     if score == "probability":
-        return _common.selected(lambda v: jax.nn.softmax(f(v), axis=-1), z, target)
-    return _common.selected(f, z, target)
+        return _common.selected(lambda v: jax.nn.softmax(_common.widen(f(v)), axis=-1), z,
+                                target)
+    return _common.widen(_common.selected(f, z, target))
 
 
 def channel_scores(f, x, target, baseline, a, *, score, batch_size, channels):
@@ -282,12 +290,13 @@ def channel_scores(f, x, target, baseline, a, *, score, batch_size, channels):
     `batch_size` of them at a time."""
     n, k = a.shape[0], a.shape[-1]
     size = _input_size(x, channels)
-    delta = x - baseline
+    start = _common.widen(baseline)
+    delta = _common.widen(x) - start
 
     def chunk(index):  # (m,) channel indices -> their scores, placed in an (n, c) array
         m = index.shape[0]
-        z = (jnp.repeat(baseline, m, axis=0)
-             + masks(a[..., index], size, channels) * jnp.repeat(delta, m, axis=0))
+        mask = masks(_common.widen(a[..., index]), size, channels)
+        z = (jnp.repeat(start, m, axis=0) + mask * jnp.repeat(delta, m, axis=0)).astype(x.dtype)
         s = _score(f, z, jnp.repeat(target, m), score).reshape(n, m)
         return jnp.zeros((n, k), s.dtype).at[:, index].set(s)
 
@@ -304,7 +313,8 @@ def _score_cam(f, x, target, baseline, *, site, score, normalize, relu, resize, 
                             channels=channels)
     increase = s - s_b[:, None]
     w = jax.nn.softmax(increase, axis=-1) if normalize == "softmax" else increase
-    cam = (a * w.reshape((w.shape[0],) + (1,) * (a.ndim - 2) + (w.shape[1],))).sum(axis=-1)
+    w = w.reshape((w.shape[0],) + (1,) * (a.ndim - 2) + (w.shape[1],))
+    cam = (_common.widen(a) * w).sum(axis=-1)
     return _finish(cam, x, relu=relu, resize=resize, channels=channels)
 
 

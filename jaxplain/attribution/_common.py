@@ -31,6 +31,17 @@ def is_traced(value: Any) -> bool:
     return isinstance(value, jax.core.Tracer)
 
 
+def wide(dtype: Any) -> jnp.dtype:
+    """The dtype of jaxplain's own arithmetic around a model that runs in `dtype`: `dtype`, or
+    float32 where it is narrower (bfloat16, float16)."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def widen(a: jax.Array) -> jax.Array:
+    """`a` in :func:`wide` of its dtype (`a` itself in float32 or float64)."""
+    return a.astype(wide(a.dtype))
+
+
 def check_function(f: Callable, name: str = "f") -> None:
     refuse_module(f, name)
     if not callable(f):
@@ -60,11 +71,13 @@ def check_x(x: Any, *, token_ids: bool = False) -> jax.Array:
     if token_ids and jnp.issubdtype(x.dtype, jnp.integer):
         pass
     elif not jnp.issubdtype(x.dtype, jnp.floating):
-        ids = (" For a model of token ids, explain a function of the embeddings instead (the "
+        ids = (" If it holds token ids, explain a function of the embeddings instead (the "
                "attribution guide's section on token models)."
-               if jnp.issubdtype(x.dtype, jnp.integer) else "")
+               if jnp.issubdtype(x.dtype, jnp.integer) and jnp.ndim(x) == 2 else "")
         raise TypeError(f"x must be a floating-point array (a batch of inputs); got dtype {x.dtype}. "
-                        f"Convert it with x.astype(jnp.float32).{ids}")
+                        "Convert it as the model saw it in training, e.g. x.astype(jnp.float32) "
+                        "/ 255 for raw pixels of a model trained on [0, 1] (a bare cast explains "
+                        f"the model at another scale).{ids}")
     if jnp.ndim(x) < 1:
         raise ValueError(f"x must have a batch axis first; got a scalar of shape {jnp.shape(x)}")
     return x if isinstance(x, jax.Array) else jnp.asarray(x)
@@ -371,15 +384,18 @@ def folded_gradients(f: Callable, chunk_points: Callable, target: jax.Array, xs:
     taken on one batch of ``n * c`` inputs per chunk of ``c`` items.
 
     `chunk_points` maps a chunk of items to ``(points, scale)``: the inputs, shape
-    ``(n, c, *shape[1:])``, example-major, and an array broadcastable to it (or None: 1). The
-    batch is folded example by example (:func:`fold`), so it stays sharded like `x`; a method
-    whose points come from per-item draws (random noise) can lay them out batch-first once,
-    where vmapping per item would transpose every intermediate. CPU rewrites as in
-    :func:`target_gradient`.
+    ``(n, c, *shape[1:])``, example-major, in the dtype `f` is to see, and an array
+    broadcastable to it (or None: 1). The batch is folded example by example (:func:`fold`),
+    so it stays sharded like `x`; a method whose points come from per-item draws (random
+    noise) can lay them out batch-first once, where vmapping per item would transpose every
+    intermediate. The gradients are weighted and summed in :func:`wide` of their dtype, the
+    dtype of the result. CPU rewrites as in :func:`target_gradient`.
     """
     items = jax.tree_util.tree_leaves(xs)[0].shape[0]
-    folded = shape[0] * min(batch_size or items, items)
-    check_batch_of(f, jax.ShapeDtypeStruct(shape, weights.dtype), folded,
+    c = min(batch_size or items, items)
+    first = jax.tree_util.tree_map(lambda a: a[:c], (xs, weights))
+    z = jax.eval_shape(lambda item: chunk_points(item[0])[0], first)
+    check_batch_of(f, jax.ShapeDtypeStruct(shape, z.dtype), shape[0] * c,
                    "each example's samples or steps folded into the batch")
     f = cpu_friendly(f)
 
@@ -387,10 +403,8 @@ def folded_gradients(f: Callable, chunk_points: Callable, target: jax.Array, xs:
         item, w = items
         n, c = shape[0], w.shape[0]
         z, scales = chunk_points(item)
-        per_row = jnp.tile(w, n)
-        targets = jnp.repeat(target, c)
-        g = jax.grad(lambda v: (selected(f, v, targets) * per_row).sum())(fold(z))
-        g = g.reshape((n, c) + shape[1:])
+        g = jax.grad(lambda v: selected(f, v, jnp.repeat(target, c)).sum())(fold(z))
+        g = widen(g).reshape((n, c) + shape[1:]) * w.reshape((1, c) + (1,) * (len(shape) - 1))
         return sum_second(g if scales is None else g * scales)
 
     return chunked_reduce(chunk, (xs, weights), batch_size)
@@ -415,6 +429,14 @@ def _folded_stem(f: Callable, stem: AffineStem, start: jax.Array, c: int) -> Aff
     return big
 
 
+def _along(a: jax.Array, u: jax.Array, v: jax.Array, axis: int) -> jax.Array:
+    """The points ``u + a_k (v - u)`` for the alphas `a` stacked on `axis`, computed in the
+    alphas' dtype and cast to `u`'s, the dtype `f` sees there."""
+    u, v = jnp.expand_dims(u, axis), jnp.expand_dims(v, axis)
+    a = a.reshape((1,) * axis + (-1,) + (1,) * (u.ndim - axis - 1))
+    return (widen(u) + a * (widen(v) - widen(u))).astype(u.dtype)
+
+
 def line_gradient_sum(f: Callable, start: jax.Array, end: jax.Array, target: jax.Array,
                       alphas: jax.Array, weights: jax.Array, batch_size: int | None) -> jax.Array:
     """``sum_k weights[k] * grad f_t(start + alphas[k] (end - start))``, shaped like `start`.
@@ -424,36 +446,39 @@ def line_gradient_sum(f: Callable, start: jax.Array, end: jax.Array, target: jax
     points are interpolated, and the summed gradient at its frontier is pulled back through it
     once. The rest of `f` runs on the points folded into the batch, example-major as in
     :func:`folded_gradient_sum`, `batch_size` of them at a time (vmapped over the points where
-    the frontier does not fold).
+    the frontier does not fold). The points are interpolated in the dtype of `alphas` (give
+    them in :func:`wide` of `start`'s) and cast to the dtype `f` sees there (the stem's output
+    may be narrower than `start`); the sum comes back in :func:`wide` of `start`'s dtype.
     """
     stem = affine_stem(f, jax.ShapeDtypeStruct(start.shape, start.dtype))
     if stem is None:
-        delta = end - start
-        return folded_gradient_sum(f, lambda a: start + a * delta, target, alphas, weights,
-                                   batch_size, start.shape)
+        u, d = widen(start), widen(end) - widen(start)
+        return folded_gradient_sum(f, lambda a: (u + a * d).astype(start.dtype), target,
+                                   alphas, weights, batch_size, start.shape)
     first, last = stem.head(start), stem.head(end)
     n = start.shape[0]
 
     def folded(a, w, big):
         tail = cpu_friendly(big.tail)
         c = a.shape[0]
-        points = tuple(fold(u[:, None] + a.reshape((1, c) + (1,) * (u.ndim - 1)) * (v - u)[:, None])
-                       for u, v in zip(first, last))
-        targets, per_row = jnp.repeat(target, c), jnp.tile(w, n)
-        grads = jax.grad(lambda values: (jnp.take_along_axis(
-            tail(*values), targets[:, None], axis=1)[:, 0] * per_row).sum())(points)
-        return tuple(sum_second(g.reshape((n, c) + g.shape[1:])) for g in grads)
+        points = tuple(fold(_along(a, u, v, 1)) for u, v in zip(first, last))
+        targets = jnp.repeat(target, c)
+        grads = jax.grad(lambda values: jnp.take_along_axis(
+            tail(*values), targets[:, None], axis=1).sum())(points)
+        return tuple(sum_second(widen(g).reshape((n, c) + g.shape[1:])
+                                * w.reshape((1, c) + (1,) * (g.ndim - 1))) for g in grads)
 
     def vmapped(a, w):
         tail = cpu_friendly(jax.vmap(stem.tail))
-        points = tuple(u + a.reshape((-1,) + (1,) * u.ndim) * (v - u) for u, v in zip(first, last))
+        points = tuple(_along(a, u, v, 0) for u, v in zip(first, last))
 
         def total(values):
             logits = tail(*values)  # (points, batch, classes)
-            picked = jax.vmap(lambda z: jnp.take_along_axis(z, target[:, None], axis=1))(logits)
-            return (picked[..., 0] * w[:, None]).sum()
+            return jax.vmap(lambda z: jnp.take_along_axis(z, target[:, None], axis=1))(
+                logits).sum()
 
-        return tuple(sum_leading(g) for g in jax.grad(total)(points))
+        return tuple(sum_leading(widen(g) * w.reshape((-1,) + (1,) * (g.ndim - 1)))
+                     for g in jax.grad(total)(points))
 
     def chunk(items):
         a, w = items
@@ -461,7 +486,8 @@ def line_gradient_sum(f: Callable, start: jax.Array, end: jax.Array, target: jax
         return vmapped(a, w) if big is None else folded(a, w, big)
 
     cotangent = chunked_reduce(chunk, (alphas, weights), batch_size)
-    return jax.vjp(stem.head, start)[1](cotangent)[0]
+    narrow = tuple(c.astype(u.dtype) for c, u in zip(cotangent, first))
+    return widen(jax.vjp(stem.head, start)[1](narrow)[0])
 
 
 def chunked_map(fn: Callable, xs: Any, batch_size: int | None) -> Any:

@@ -16,7 +16,8 @@ from jaxplain.attribution._modified import Rescale, _deeplift
 
 def draws(key: jax.Array, samples: int, n: int, m: int, dtype) -> tuple:
     """GradientSHAP's random draws per sample: for each of the `n` examples a baseline index
-    in ``[0, m)`` and a point ``alpha`` in [0, 1), and a key for the sample's input noise.
+    in ``[0, m)`` and a point ``alpha`` in [0, 1) of `dtype` (:func:`~._common.wide` of the
+    input's: bfloat16 would hold 128 values), and a key for the sample's input noise.
 
     Returns:
       ``(index (samples, n) int32, alpha (samples, n), noise_key (samples,))``.
@@ -32,29 +33,35 @@ def draws(key: jax.Array, samples: int, n: int, m: int, dtype) -> tuple:
 
 def sample(x: jax.Array, baselines: jax.Array, stdev: jax.Array, item: tuple) -> tuple:
     """One GradientSHAP sample of a batch: ``(noisy x, its baselines, its alphas)`` for one
-    item of :func:`draws`; the noise is ``N(0, stdev^2)``, absolute, as Captum's."""
+    item of :func:`draws`; the noise is ``N(0, stdev^2)``, absolute, as Captum's, drawn and
+    added in :func:`~._common.wide` of `x`'s dtype (a bfloat16 input gets a float32 input's
+    draws)."""
     index, alpha, k = item
-    noisy = x + stdev * jax.random.normal(k, x.shape, x.dtype)
+    noise = jax.random.normal(k, x.shape, _common.wide(x.dtype))
+    noisy = _common.widen(x) + stdev * noise
     return noisy, baselines[index], alpha.reshape((-1,) + (1,) * (x.ndim - 1))
 
 
 @functools.partial(jax.jit, static_argnames=("f", "samples", "noise", "batch_size"))
 def _gradient_shap(f, x, target, baselines, key, stdev, *, samples, noise, batch_size):
-    items = draws(key, samples, x.shape[0], baselines.shape[0], x.dtype)
+    dtype = stdev.dtype  # the draws' and the arithmetic's: float32 at least
+    items = draws(key, samples, x.shape[0], baselines.shape[0], dtype)
     n, ones = x.shape[0], (1,) * (x.ndim - 1)
 
     def chunk_points(item):  # the chunk's draws laid out example-major, (n, c, ...)
         index, alpha, keys = item
-        noisy = x[:, None]
+        noisy = _common.widen(x)[:, None]
         if noise:  # each sample's noise drawn as sample() draws it, then put batch-first
-            normal = jax.vmap(lambda k: jax.random.normal(k, x.shape, x.dtype))(keys)
+            normal = jax.vmap(lambda k: jax.random.normal(k, x.shape, dtype))(keys)
             noisy = noisy + stdev * jnp.swapaxes(normal, 0, 1)
-        base = baselines[index.T]
+        base = _common.widen(baselines)[index.T]
         difference = noisy - base
-        return base + alpha.T.reshape((n, -1) + ones) * difference, difference
+        points = base + alpha.T.reshape((n, -1) + ones) * difference
+        return points.astype(x.dtype), difference
 
-    weights = jnp.full((samples,), 1.0 / samples, x.dtype)
-    return _common.folded_gradients(f, chunk_points, target, items, weights, batch_size, x.shape)
+    weights = jnp.full((samples,), 1.0 / samples, dtype)
+    total = _common.folded_gradients(f, chunk_points, target, items, weights, batch_size, x.shape)
+    return total.astype(x.dtype)
 
 
 def gradient_shap(f: Callable, x: Float[Array, "batch *feature"],
@@ -112,7 +119,7 @@ def gradient_shap(f: Callable, x: Float[Array, "batch *feature"],
     if not _common.is_traced(stdev) and (jnp.ndim(stdev) != 0 or not float(stdev) >= 0):
         raise ValueError(f"stdev must be a float >= 0; got {stdev!r}")
     noise = _common.is_traced(stdev) or float(stdev) != 0  # no noise: no draws to make
-    return _gradient_shap(f, x, t, b, key, jnp.asarray(stdev, x.dtype),
+    return _gradient_shap(f, x, t, b, key, jnp.asarray(stdev, _common.wide(x.dtype)),
                           samples=_common.check_positive_int(samples, "samples"), noise=noise,
                           batch_size=_common.check_batch_size(batch_size))
 
@@ -125,9 +132,10 @@ def _deeplift_shap(f, x, target, baselines, *, batch_size):
         def pairs(xi, ti):
             return _deeplift(f, jnp.broadcast_to(xi, bs.shape), jnp.full((c,), ti), bs)
 
-        return _common.sum_second(jax.vmap(pairs)(x, target))
+        return _common.sum_second(_common.widen(jax.vmap(pairs)(x, target)))
 
-    return _common.chunked_reduce(chunk, baselines, batch_size) / baselines.shape[0]
+    total = _common.chunked_reduce(chunk, baselines, batch_size)
+    return (total / baselines.shape[0]).astype(x.dtype)
 
 
 def deeplift_shap(f: Callable, x: Float[Array, "batch *feature"],

@@ -51,9 +51,10 @@ def quadrature(method: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
 @functools.partial(jax.jit, static_argnames=("f", "steps", "method", "batch_size"))
 def _integrated_gradients(f, x, target, baseline, *, steps, method, batch_size):
     alphas, weights = quadrature(method, steps)
-    total = _common.line_gradient_sum(f, baseline, x, target, jnp.asarray(alphas, x.dtype),
-                                      jnp.asarray(weights, x.dtype), batch_size)
-    return (x - baseline) * total
+    dtype = _common.wide(x.dtype)
+    total = _common.line_gradient_sum(f, baseline, x, target, jnp.asarray(alphas, dtype),
+                                      jnp.asarray(weights, dtype), batch_size)
+    return ((_common.widen(x) - _common.widen(baseline)) * total).astype(x.dtype)
 
 
 def integrated_gradients(f: Callable, x: Float[Array, "batch *feature"],
@@ -101,8 +102,11 @@ def integrated_gradients(f: Callable, x: Float[Array, "batch *feature"],
 
 @functools.partial(jax.jit, static_argnames=("f",))
 def _completeness_delta(f, x, target, baseline, attributions):
-    total = attributions.reshape(x.shape[0], -1).sum(axis=1)
-    return total - (_common.selected(f, x, target) - _common.selected(f, baseline, target))
+    dtype = jnp.promote_types(_common.wide(x.dtype), attributions.dtype)
+    total = attributions.astype(dtype).reshape(x.shape[0], -1).sum(axis=1)
+    gap = (_common.selected(f, x, target).astype(dtype)
+           - _common.selected(f, baseline, target).astype(dtype))
+    return total - gap
 
 
 def completeness_delta(f: Callable, x: Float[Array, "batch *feature"],
@@ -121,7 +125,8 @@ def completeness_delta(f: Callable, x: Float[Array, "batch *feature"],
       baseline: the baseline the attributions used (None: zeros).
 
     Returns:
-      The signed delta per example, shape ``(n,)``.
+      The signed delta per example, shape ``(n,)``, summed and subtracted in float32 at least
+      (the attributions' dtype where wider): a bfloat16 model's delta is not rounded away.
     """
     _common.check_function(f)
     x = _common.check_x(x)
@@ -130,4 +135,5 @@ def completeness_delta(f: Callable, x: Float[Array, "batch *feature"],
     if tuple(jnp.shape(attributions)) != tuple(x.shape):
         raise ValueError(f"attributions must be shaped like x {tuple(x.shape)}; "
                          f"got {tuple(jnp.shape(attributions))}")
-    return _completeness_delta(f, x, t, b, jnp.asarray(attributions, x.dtype))
+    a = attributions if hasattr(attributions, "dtype") else np.asarray(attributions, np.float32)
+    return _completeness_delta(f, x, t, b, jnp.asarray(a))

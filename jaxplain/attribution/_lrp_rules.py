@@ -17,6 +17,10 @@ WSquare    ``(W^2)^T s``, ``s = R / stab(W^2 1 + b^2)``
 Gamma      Zennit's generalized gamma rule (positive and negative outputs apart)
 =========  ===================================================================================
 
+The rules' arithmetic runs in float32 at least (a :class:`Composite` hands its rules the layer,
+its input and the relevance widened, and casts the input relevance back): in float16, a dead
+unit's ``R / stab(0) = R / 1e-6`` would overflow, and 0 times that infinity be ``nan``.
+
 References:
   Bach et al. On Pixel-Wise Explanations for Non-Linear Classifier Decisions by Layer-Wise
   Relevance Propagation. PLoS ONE 2015. Montavon et al. Explaining nonlinear classification
@@ -35,6 +39,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxplain.attribution._common import widen
+
 
 def stabilize(z, eps: float):
     """``z + eps * sign(z)`` with ``sign(0) = +1`` (Zennit's stabilizer)."""
@@ -42,20 +48,33 @@ def stabilize(z, eps: float):
 
 
 def share(g, z, eps: float):
-    """``g / stab(z)``, and 0 where the stabilised denominator is 0.
+    """``g / stab(z)`` in float32 at least, and 0 where the stabilised denominator is 0.
 
     With ``eps > 0`` the denominator never is 0 and this is the plain quotient; with
     ``eps = 0`` (LRP-0) a unit whose ``z`` is exactly 0 (a dead unit, zero inputs, no bias)
     passes on no relevance, the usual convention, instead of ``0 / 0 = nan``.
     """
-    d = stabilize(z, eps)
+    g, d = widen(g), stabilize(widen(z), eps)
     zero = d == 0
     return jnp.where(zero, 0, g / jnp.where(zero, 1, d))
 
 
+def narrow(s, dtype):
+    """`s` cast to `dtype`, clipped to its finite range: a share past float16's 65504 (a dead
+    unit's ``R / 1e-6``) meets only zero weights, where an infinity would give ``0 * inf = nan``."""
+    if s.dtype == dtype:
+        return s
+    big = float(jnp.finfo(dtype).max)
+    return jnp.clip(s, -big, big).astype(dtype)
+
+
 def transpose(layer, x, w, s):
-    """``W^T s`` for the layer's linear map with weight `w`, shaped like `x`."""
-    return jax.vjp(lambda v: layer.apply(v, w), x)[1](s)[0]
+    """``W^T s`` for the layer's linear map with weight `w`, shaped like `x` and in its dtype.
+
+    `s` is cast to the dtype of the map's output (:func:`narrow`): a layer whose product keeps
+    the model's dtype whatever its operands' (``x @ w`` records it) is transposed in that one."""
+    out, pullback = jax.vjp(lambda v: layer.apply(v, w), x)
+    return pullback(narrow(s, out.dtype))[0]
 
 
 def _check_stabilizer(value) -> None:
@@ -334,19 +353,24 @@ class Composite:
 
     def linear(self, layer, x, g):
         rule = self.rule_for(layer)
-        return None if rule is None else rule.linear(layer, x, g)
+        if rule is None:
+            return None
+        wide = dataclasses.replace(layer, weight=widen(layer.weight),
+                                   bias=widen(jnp.asarray(layer.bias)))
+        return rule.linear(wide, widen(x), widen(g)).astype(x.dtype)
 
     def activation(self, op, x, y, g):
         return g if self.activations == "pass" and op not in MIXING else None
 
     def add(self, a, b, y, g):
         s = share(g, y, self.stabilizer)
-        return a * s, b * s
+        return (widen(a) * s).astype(a.dtype), (widen(b) * s).astype(b.dtype)
 
     def pool(self, op, x, y, g, pullback):
         if op not in ("avg_pool", "mean"):
             return None
-        return x * pullback(share(g, y, self.stabilizer))
+        spread = pullback(narrow(share(g, y, self.stabilizer), y.dtype))
+        return (widen(x) * widen(spread)).astype(x.dtype)
 
 
 def EpsilonPlus(epsilon: float = 1e-6) -> Composite:  # noqa: N802 (Zennit's preset names)

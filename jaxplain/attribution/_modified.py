@@ -41,6 +41,8 @@ class Rescale:
     The first half of the batch holds the inputs, the second the references. At an activation
     ``y = h(z)`` the cotangent of the inputs' half becomes ``g * (y - y_ref) / (z - z_ref)``
     (the ordinary derivative where ``|z - z_ref| < eps``); the references get no gradient.
+    The multipliers are computed in float32 at least (`eps` is 0 in float16) and cast to the
+    cotangent's dtype.
 
     At a max pool the output difference is split at ``m = max(y, y_ref)``: ``g * (m - y_ref)``
     goes to the window's maximum of the input, ``g * (y - m)`` to the window's maximum of the
@@ -57,12 +59,13 @@ class Rescale:
         if fn is None:
             return None
         n = x.shape[0] // 2
-        dz = x[:n] - x[n:]
-        dy = y[:n] - y[n:]
-        slope = jax.jvp(fn, (x[:n],), (jnp.ones_like(dz),))[1]
-        safe = jnp.where(jnp.abs(dz) < self.eps, 1.0, dz)
-        multiplier = jnp.where(jnp.abs(dz) < self.eps, slope, dy / safe)
-        return jnp.concatenate([g[:n] * multiplier, jnp.zeros_like(g[n:])])
+        dz = _common.widen(x[:n]) - _common.widen(x[n:])
+        dy = _common.widen(y[:n]) - _common.widen(y[n:])
+        slope = jax.jvp(fn, (x[:n],), (jnp.ones_like(x[:n]),))[1]
+        small = jnp.abs(dz) < self.eps
+        multiplier = jnp.where(small, _common.widen(slope), dy / jnp.where(small, 1, dz))
+        cotangent = (_common.widen(g[:n]) * multiplier).astype(g.dtype)
+        return jnp.concatenate([cotangent, jnp.zeros_like(g[n:])])
 
     def pool(self, op, x, y, g, pullback):
         if op != "max_pool":
@@ -71,9 +74,11 @@ class Rescale:
         top, gx = jnp.maximum(y[:n], y[n:]), g[:n]
         routed = pullback(jnp.concatenate([gx * (top - y[n:]), gx * (y[:n] - top)]))
         plain = pullback(jnp.concatenate([gx, jnp.zeros_like(gx)]))[:n]
-        dz = x[:n] - x[n:]
+        dz = _common.widen(x[:n]) - _common.widen(x[n:])
         small = jnp.abs(dz) < self.eps
-        cotangent = jnp.where(small, plain, (routed[:n] + routed[n:]) / jnp.where(small, 1.0, dz))
+        routed = _common.widen(routed[:n]) + _common.widen(routed[n:])
+        cotangent = jnp.where(small, _common.widen(plain), routed / jnp.where(small, 1, dz))
+        cotangent = cotangent.astype(plain.dtype)
         return jnp.concatenate([cotangent, jnp.zeros_like(cotangent)])
 
 
@@ -117,7 +122,8 @@ def _deeplift(f, x, target, baseline):
     targets = jnp.concatenate([target, target])
     weights = jnp.concatenate([jnp.ones((n,), x.dtype), jnp.zeros((n,), x.dtype)])
     grad = jax.grad(lambda z: (_common.selected(k, z, targets) * weights).sum())(both)
-    return (x - baseline) * grad[:n]
+    difference = _common.widen(x) - _common.widen(baseline)
+    return (difference * _common.widen(grad[:n])).astype(x.dtype)
 
 
 @functools.partial(jax.jit, static_argnames=("f", "rule"))

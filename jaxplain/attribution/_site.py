@@ -9,6 +9,10 @@
   site's value;
 * :func:`site_output`: a site's units as a model's outputs, so that any input attribution
   method explains a chosen neuron instead of a logit.
+
+As everywhere in :mod:`jaxplain.attribution`, the model runs in its own dtype, the methods'
+arithmetic (quadrature, interpolation, sums) in float32 at least, and the result comes back in
+`x`'s dtype, site-shaped or not.
 """
 
 from __future__ import annotations
@@ -76,7 +80,8 @@ def upsample(cam: jax.Array, size: tuple, mode: str) -> jax.Array:
 @functools.partial(jax.jit, static_argnames=("f", "site"))
 def _activation_x_gradient(f, x, target, *, site):
     a = _activation(f, site, x)
-    return a * _site_gradient(f, site, x, target, a)
+    g = _site_gradient(f, site, x, target, a)
+    return (_common.widen(a) * _common.widen(g)).astype(x.dtype)
 
 
 def activation_x_gradient(f: Callable, x: Float[Array, "batch *feature"],
@@ -130,16 +135,17 @@ def _path_arguments(f, x, target, site, baseline, steps, method) -> tuple:
 @functools.partial(jax.jit, static_argnames=("f", "site", "steps", "method", "batch_size"))
 def _layer_conductance(f, x, target, baseline, *, site, steps, method, batch_size):
     alphas, weights = quadrature(method, steps)
-    direction = x - baseline
+    start, direction = _common.widen(baseline), _common.widen(x) - _common.widen(baseline)
 
     def step(item):
         alpha, weight = item
-        z = baseline + alpha * direction
-        a, da = jax.jvp(lambda v: _activation(f, site, v), (z,), (direction,))
-        return weight * _site_gradient(f, site, z, target, a) * da
+        z = (start + alpha * direction).astype(x.dtype)
+        a, da = jax.jvp(lambda v: _activation(f, site, v), (z,), (direction.astype(x.dtype),))
+        return weight * _common.widen(_site_gradient(f, site, z, target, a)) * _common.widen(da)
 
-    items = (jnp.asarray(alphas, x.dtype), jnp.asarray(weights, x.dtype))
-    return _common.chunked_sum(step, items, batch_size)
+    dtype = _common.wide(x.dtype)
+    items = (jnp.asarray(alphas, dtype), jnp.asarray(weights, dtype))
+    return _common.chunked_sum(step, items, batch_size).astype(x.dtype)
 
 
 def layer_conductance(f: Callable, x: Float[Array, "batch *feature"],
@@ -188,14 +194,16 @@ def _replaced_gradient(f, site, x, target, value):
 def _layer_integrated_gradients(f, x, target, baseline, *, site, steps, method, batch_size):
     alphas, weights = quadrature(method, steps)
     a_x, a_b = _activation(f, site, x), _activation(f, site, baseline)
-    delta = a_x - a_b
+    start, delta = _common.widen(a_b), _common.widen(a_x) - _common.widen(a_b)
 
-    def step(item):
+    def step(item):  # the point interpolated in float32 at least, put in at the site's dtype
         alpha, weight = item
-        return weight * _replaced_gradient(f, site, x, target, a_b + alpha * delta)
+        value = (start + alpha * delta).astype(a_x.dtype)
+        return weight * _common.widen(_replaced_gradient(f, site, x, target, value))
 
-    items = (jnp.asarray(alphas, x.dtype), jnp.asarray(weights, x.dtype))
-    return delta * _common.chunked_sum(step, items, batch_size)
+    dtype = jnp.promote_types(_common.wide(x.dtype), delta.dtype)
+    items = (jnp.asarray(alphas, dtype), jnp.asarray(weights, dtype))
+    return (delta * _common.chunked_sum(step, items, batch_size)).astype(x.dtype)
 
 
 def layer_integrated_gradients(f: Callable, x: Float[Array, "batch *feature"],

@@ -18,13 +18,16 @@ KINDS = ("smoothgrad", "smoothgrad_sq", "vargrad")
 @functools.partial(jax.jit, static_argnames=("f", "samples", "kind", "method", "options",
                                              "batch_size"))
 def _smoothgrad(f, x, target, key, stdev, *, samples, kind, method, options, batch_size):
+    # noise drawn and added in float32 at least (a bfloat16 input gets a float32 input's
+    # draws), the noisy copies cast to x's dtype; the moments summed in float32 at least
+    dtype, wide_x = stdev.dtype, _common.widen(x)
     axes = tuple(range(1, x.ndim))
-    span = (x.max(axis=axes, keepdims=True) - x.min(axis=axes, keepdims=True))
+    span = (wide_x.max(axis=axes, keepdims=True) - wide_x.min(axis=axes, keepdims=True))
     sigma = stdev * span
 
     def attribute(k):
-        noisy = x + sigma * jax.random.normal(k, x.shape, x.dtype)
-        return method(f, noisy, target, **dict(options))
+        noisy = (wide_x + sigma * jax.random.normal(k, x.shape, dtype)).astype(x.dtype)
+        return _common.widen(method(f, noisy, target, **dict(options)))
 
     keys = jax.random.split(key, samples)
     # VarGrad as the variance of a - a_0 (a_0 the first sample's attribution): the same
@@ -38,10 +41,12 @@ def _smoothgrad(f, x, target, key, stdev, *, samples, kind, method, options, bat
         # the samples in front of the batch)
         def chunk(ks):
             m = ks.shape[0]
-            noisy = x[:, None] + sigma[:, None] * jax.vmap(
-                lambda k: jax.random.normal(k, x.shape, x.dtype), out_axes=1)(ks)
-            a = method(f, _common.fold(noisy), jnp.repeat(target, m), **dict(options))
-            a = a.reshape((n, m) + x.shape[1:]) - (shift if kind != "vargrad" else shift[:, None])
+            noisy = wide_x[:, None] + sigma[:, None] * jax.vmap(
+                lambda k: jax.random.normal(k, x.shape, dtype), out_axes=1)(ks)
+            a = method(f, _common.fold(noisy.astype(x.dtype)), jnp.repeat(target, m),
+                       **dict(options))
+            a = (_common.widen(a).reshape((n, m) + x.shape[1:])
+                 - (shift if kind != "vargrad" else shift[:, None]))
             return _common.sum_second(a), _common.sum_second(a * a)
 
         first, second = _common.chunked_reduce(chunk, keys, batch_size)
@@ -53,10 +58,10 @@ def _smoothgrad(f, x, target, key, stdev, *, samples, kind, method, options, bat
         first, second = _common.chunked_sum(sample, keys, batch_size)
     mean, mean_sq = first / samples, second / samples
     if kind == "smoothgrad":
-        return mean
+        return mean.astype(x.dtype)
     if kind == "smoothgrad_sq":
-        return mean_sq
-    return jnp.maximum(mean_sq - mean * mean, 0)
+        return mean_sq.astype(x.dtype)
+    return jnp.maximum(mean_sq - mean * mean, 0).astype(x.dtype)
 
 
 def _check_method(method) -> None:
@@ -134,7 +139,7 @@ def smoothgrad(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array
                         f"got {method_options!r}") from err
     if not _common.is_traced(stdev) and (jnp.ndim(stdev) != 0 or not float(stdev) >= 0):
         raise ValueError(f"stdev must be a float >= 0; got {stdev!r}")
-    return _smoothgrad(f, x, t, key, jnp.asarray(stdev, x.dtype),
+    return _smoothgrad(f, x, t, key, jnp.asarray(stdev, _common.wide(x.dtype)),
                        samples=_common.check_positive_int(samples, "samples"), kind=kind,
                        method=method, options=options,
                        batch_size=_common.check_batch_size(batch_size))

@@ -3,6 +3,8 @@
 With one feature mask per example, every example is fitted on its own groups: coalitions are
 drawn over the groups it has (an example's k-th group draws the same numbers whatever the
 other examples hold, so a batch gives what each example gives alone), and groups it lacks get 0.
+The fits run in float32 at least (a bfloat16 model's outputs are upcast; ``jnp.linalg.lstsq``
+takes no bfloat16 or float16), and the coefficients come back in `x`'s dtype.
 """
 
 from __future__ import annotations
@@ -91,16 +93,17 @@ def _efficient_fit(z, y, v0, v1, weights, free, last):
 @functools.partial(jax.jit, static_argnames=("f", "groups", "batch_size"))
 def _kernel_shap(f, x, target, baseline, mask, coalitions, weights, free, last, *, groups,
                  batch_size):
-    v0 = _common.selected(f, baseline, target)
-    v1 = _common.selected(f, x, target)
+    dtype = weights.dtype  # the fit's: float32 at least
+    v0 = _common.selected(f, baseline, target).astype(dtype)
+    v1 = _common.selected(f, x, target).astype(dtype)
     if groups == 1:
         phi = (v1 - v0)[None]
     else:
-        y = _coalition_values(f, x, target, baseline, mask, coalitions, batch_size)
-        z = coalitions.astype(x.dtype)
+        y = _coalition_values(f, x, target, baseline, mask, coalitions, batch_size).astype(dtype)
+        z = coalitions.astype(dtype)
         fit = lambda z, y, v0, v1, free, last: _efficient_fit(z, y, v0, v1, weights, free, last)
-        phi = _per_example(fit, z, y, v0, v1, free.astype(x.dtype), last)
-    return _common.spread(phi, mask, x)
+        phi = _per_example(fit, z, y, v0, v1, free.astype(dtype), last)
+    return _common.spread(phi.astype(x.dtype), mask, x)
 
 
 def _shapley_kernel(groups: int, size: np.ndarray) -> np.ndarray:
@@ -194,7 +197,7 @@ def kernel_shap(f: Callable, x: Float[Array, "batch *feature"], target: Int[Arra
                              f"needs at most {EXACT_LIMIT} feature groups; got {groups}{across}. "
                              "Pass a coarser feature_mask, or samples=... and key=...")
         z, w = _all_coalitions(groups) if groups > 1 else (np.zeros((1, 1), bool), np.ones(1))
-        coalitions, weights = jnp.asarray(z), jnp.asarray(w, x.dtype)
+        coalitions, weights = jnp.asarray(z), jnp.asarray(w, _common.wide(x.dtype))
         if len(present) > 1:  # each example fitted apart, on the groups it has
             coalitions = jnp.broadcast_to(coalitions[:, None], (len(z),) + present.shape)
     else:
@@ -203,7 +206,7 @@ def kernel_shap(f: Callable, x: Float[Array, "batch *feature"], target: Int[Arra
         coalitions = _sampled_coalitions(key, present, samples)
         if len(present) == 1:
             coalitions = coalitions[:, 0]
-        weights = jnp.ones((samples,), x.dtype)
+        weights = jnp.ones((samples,), _common.wide(x.dtype))
     last = groups - 1 - np.argmax(present[:, ::-1], axis=1)  # each example's last group
     free = present & (np.arange(groups) != last[:, None])
     if len(present) == 1:
@@ -230,16 +233,17 @@ def _lime_fit(z, y, count, kernel_width, ridge):
 @functools.partial(jax.jit, static_argnames=("f", "samples", "batch_size"))
 def _lime(f, x, target, baseline, mask, key, present, kernel_width, ridge, *, samples,
           batch_size):
+    dtype = ridge.dtype  # the fit's: float32 at least
     draws = _uniforms(key, samples, present.shape[1]).at[0].set(0.0)  # the input itself first
     if present.shape[0] == 1:
-        z, count = draws < 0.5, present.sum().astype(x.dtype)
+        z, count = draws < 0.5, present.sum().astype(dtype)
     else:
         z = (_in_example_order(draws, present) < 0.5) & present  # (samples, n, G)
-        count = present.sum(axis=1).astype(x.dtype)
-    y = _coalition_values(f, x, target, baseline, mask, z, batch_size)
+        count = present.sum(axis=1).astype(dtype)
+    y = _coalition_values(f, x, target, baseline, mask, z, batch_size).astype(dtype)
     fit = lambda z, y, count: _lime_fit(z, y, count, kernel_width, ridge)
-    coef = _per_example(fit, z.astype(x.dtype), y, count)
-    return _common.spread(coef * present.T, mask, x)
+    coef = _per_example(fit, z.astype(dtype), y, count)
+    return _common.spread((coef * present.T).astype(x.dtype), mask, x)
 
 
 def lime(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, "batch"] | int, *,
@@ -291,6 +295,7 @@ def lime(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, "bat
         if not _common.is_traced(value) and (jnp.ndim(value) != 0 or not float(value) >= 0):
             raise ValueError(f"{name} must be a float >= 0; got {value!r}")
     return _lime(f, x, t, b, mask, key, jnp.asarray(_present(mask, x, groups)),
-                 jnp.asarray(kernel_width, x.dtype), jnp.asarray(ridge, x.dtype),
+                 jnp.asarray(kernel_width, _common.wide(x.dtype)),
+                 jnp.asarray(ridge, _common.wide(x.dtype)),
                  samples=_common.check_positive_int(samples, "samples", 2),
                  batch_size=_common.check_batch_size(batch_size))
