@@ -82,6 +82,25 @@ def _check_stabilizer(value) -> None:
         raise ValueError(f"stabilizer must be >= 0; got {value}")
 
 
+def _static(rule, *names) -> None:
+    """Turn the rule's numeric fields `names` that hold a NumPy or concrete JAX value into
+    Python numbers (nested tuples for arrays), so the rule stays hashable: rules are static,
+    equal rules share one compiled program. A traced value raises a TypeError saying so."""
+    for name in names:
+        value = getattr(rule, name)
+        if isinstance(value, jax.core.Tracer):
+            raise TypeError(
+                f"{type(rule).__name__}.{name} is traced (a value inside jit, vmap or grad): "
+                f"rule parameters are static, equal rules share one compiled program, so pass "
+                f"a Python number; to sweep it, loop in Python (each value compiles once).")
+        if isinstance(value, (jax.Array, np.ndarray, np.generic)):
+            object.__setattr__(rule, name, _nested(np.asarray(value)))
+
+
+def _nested(a: np.ndarray):
+    return a.item() if a.ndim == 0 else tuple(_nested(item) for item in a)
+
+
 def _pos(v):
     return jnp.maximum(v, 0)
 
@@ -104,6 +123,7 @@ class Epsilon:
     epsilon: float = 1e-6
 
     def __post_init__(self):
+        _static(self, "epsilon")
         if not self.epsilon >= 0:
             raise ValueError(f"Epsilon needs epsilon >= 0 (a stabiliser); got {self.epsilon}")
 
@@ -125,6 +145,7 @@ class AlphaBeta:
     stabilizer: float = 1e-6
 
     def __post_init__(self):
+        _static(self, "alpha", "beta", "stabilizer")
         if self.alpha < 0 or self.beta < 0:
             raise ValueError(f"alpha and beta must be >= 0; got alpha={self.alpha}, beta={self.beta}")
 
@@ -146,6 +167,9 @@ class ZPlus:
     """LRP-z+ (deep Taylor for ReLU layers): AlphaBeta(1, 0)."""
 
     stabilizer: float = 1e-6
+
+    def __post_init__(self):
+        _static(self, "stabilizer")
 
     def linear(self, layer, x, g):
         return AlphaBeta(1.0, 0.0, self.stabilizer).linear(layer, x, g)
@@ -180,6 +204,7 @@ class ZBox:
     stabilizer: float = 1e-6
 
     def __post_init__(self):
+        _static(self, "low", "high", "stabilizer")
         _check_stabilizer(self.stabilizer)
         if not np.all(np.asarray(self.low) <= np.asarray(self.high)):
             raise ValueError(f"ZBox needs low <= high; got low={self.low}, high={self.high}")
@@ -201,6 +226,9 @@ class Flat:
 
     stabilizer: float = 1e-6
 
+    def __post_init__(self):
+        _static(self, "stabilizer")
+
     def linear(self, layer, x, g):
         ones, w1 = jnp.ones_like(x), jnp.ones_like(layer.weight)
         s = share(g, layer.apply(ones, w1), self.stabilizer)
@@ -212,6 +240,9 @@ class WSquare:
     """LRP-w^2: relevance spread by squared weights (squared bias in the denominator)."""
 
     stabilizer: float = 1e-6
+
+    def __post_init__(self):
+        _static(self, "stabilizer")
 
     def linear(self, layer, x, g):
         w2 = layer.weight ** 2
@@ -231,6 +262,7 @@ class Gamma:
     stabilizer: float = 1e-6
 
     def __post_init__(self):
+        _static(self, "gamma", "stabilizer")
         _check_stabilizer(self.stabilizer)
         if not self.gamma >= 0:
             raise ValueError(f"Gamma needs gamma >= 0; got {self.gamma}")
@@ -316,6 +348,7 @@ class Composite:
     activations: str = "pass"
 
     def __post_init__(self):
+        _static(self, "stabilizer")
         if self.activations not in ("pass", "gradient"):
             raise ValueError("activations must be 'pass' or 'gradient'; got "
                              f"{self.activations!r}")

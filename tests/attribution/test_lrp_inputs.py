@@ -85,3 +85,24 @@ def test_a_rule_class_or_a_layer_name_that_matches_nothing_is_named():
     np.testing.assert_allclose(lrp(net, X, 0, rules=[("conv*", ZPlus()), ("linear*", Epsilon())]),
                                lrp(net, X, 0, rules=Composite(conv=ZPlus(), dense=Epsilon())),
                                rtol=1e-5)
+
+
+def test_rule_parameters_given_as_arrays_become_numbers_and_traced_ones_are_refused():
+    # Concrete JAX or NumPy values (e.g. from jnp.linspace) are read as numbers: the rule is
+    # hashable and equals the rule of Python numbers, so it reuses that compiled program.
+    for eps in jnp.linspace(0.1, 0.2, 2):
+        rule = Epsilon(eps)
+        assert rule == Epsilon(float(eps)) and isinstance(rule.epsilon, float)
+        np.testing.assert_array_equal(lrp(net, X, 1, rules=rule),
+                                      lrp(net, X, 1, rules=Epsilon(float(eps))))
+    box = ZBox(np.zeros(3, np.float32), jnp.ones(3))              # per-channel arrays
+    assert box == ZBox((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    np.testing.assert_array_equal(lrp(net, X, 1, rules=Composite(first=box, default=Epsilon())),
+                                  lrp(net, X, 1, rules=Composite(first=ZBox(0.0, 1.0),
+                                                                 default=Epsilon())))
+    assert AlphaBeta(jnp.float32(2.0), np.float64(1.0)) == AlphaBeta(2.0, 1.0)
+    for make in (Epsilon, Gamma, ZPlus, lambda e: Composite(default=Epsilon(), stabilizer=e)):
+        with pytest.raises(TypeError, match=r"is traced .* pass a Python number"):
+            jax.jit(lambda e: lrp(net, X, 1, rules=make(e)))(0.1)
+        with pytest.raises(TypeError, match=r"is traced"):
+            jax.vmap(lambda e: lrp(net, X, 1, rules=make(e)))(jnp.array([0.1, 0.2]))
