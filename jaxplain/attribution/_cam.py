@@ -31,7 +31,7 @@ from jaxplain.attribution._modified import Guided, rule_gradient
 from jaxplain.attribution._site import (INTERPOLATIONS, _activation, _check_site, _site_gradient,
                                         upsample)
 from jaxplain.core._channels import image_channel_axis
-from jaxplain.core._outputs import probability_as_given
+from jaxplain.core._outputs import given_probabilities, probability_as_given
 
 NORMALIZATIONS = ("softmax", None)
 SCORES = ("probability", "logit")
@@ -277,10 +277,15 @@ def masks(a, size: tuple, channels: int):
 
 
 def _score(f, z, target, score):
+    """The target's `score` at `z`, ``(n,)`` in float32 at least. ``"probability"`` reads an
+    output row that is probabilities already as it is (:func:`given_probabilities`, within the
+    tolerance of the model's dtype: a clipped softmax that patterns miss) and takes the softmax
+    of any other, as the metrics do."""
+    out = f(z)
+    wide = _common.widen(out)
     if score == "probability":
-        return _common.selected(lambda v: jax.nn.softmax(_common.widen(f(v)), axis=-1), z,
-                                target)
-    return _common.widen(_common.selected(f, z, target))
+        wide = jnp.where(given_probabilities(out), wide, jax.nn.softmax(wide, axis=-1))
+    return jnp.take_along_axis(wide, target[:, None], axis=1)[:, 0]
 
 
 def channel_scores(f, x, target, baseline, a, *, score, batch_size, channels):
@@ -351,8 +356,9 @@ def score_cam(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array,
         :func:`jaxplain.sites`), e.g. ``"block2"``.
       baseline: what a masked-out pixel becomes: a scalar or an array broadcastable to `x`.
       score: ``"probability"`` (the softmax over the classes; a model whose output is already
-        a softmax or a sigmoid is read as it is; one output without a sigmoid is refused) or
-        ``"logit"``.
+        a softmax or a sigmoid is read as it is, and so is any output row that is non-negative
+        and sums to 1, ``jnp.clip(jax.nn.softmax(z), 1e-7, 1)``, as in the metrics; one output
+        without a sigmoid is refused) or ``"logit"``.
       normalize: None, or ``"softmax"`` over the channels.
       relu: keep only the positive part of the map, as in the paper.
       resize: bilinearly resize the map to the input's spatial shape and return

@@ -84,20 +84,22 @@ def _shown(value, per_axis: tuple) -> str:
 def _drop_sum(f, x, target, baseline, member, items, batch_size):
     """``sum_k drop_k * member(items[k])``, where ``drop_k = f(x)_t - f(x')_t`` and ``x'`` is
     `x` with the positions of ``member(items[k])`` (a bool array of one example's shape, or of
-    `x`'s: one per example) set to the baseline.
+    `x`'s: one per example) set to the baseline. The drops and their sum are taken in float32
+    at least (:func:`~._common.wide` of the model's output dtype).
 
     Each chunk of ``c`` items is one batch of ``n * c`` inputs folded example-major
     (:func:`jaxplain.attribution._common.fold`), so a batch sharded over devices stays
     sharded; a model that takes only `x`'s batch has `f` vmapped over the items instead.
     """
     n, example = x.shape[0], x.shape[1:]
-    reference = _common.selected(f, x, target)
+    reference = _common.widen(_common.selected(f, x, target))
     chunk = min(batch_size or len(items), len(items))
     if not _common.takes_batch(f, x, n * chunk) or (
             len(items) % chunk and not _common.takes_batch(f, x, n * (len(items) % chunk))):
         def one(item):
             where = member(item)
-            drop = reference - _common.selected(f, jnp.where(where, baseline, x), target)
+            drop = reference - _common.widen(
+                _common.selected(f, jnp.where(where, baseline, x), target))
             return drop.reshape((-1,) + (1,) * len(example)) * where
 
         return _common.chunked_sum(one, items, batch_size)
@@ -108,7 +110,8 @@ def _drop_sum(f, x, target, baseline, member, items, batch_size):
         shared = where.ndim == x.ndim
         per_example = where[None] if shared else jnp.moveaxis(where, 0, 1)  # (1 or n, c, ...)
         z = jnp.where(per_example, baseline[:, None], x[:, None])
-        out = _common.selected(f, _common.fold(z), jnp.repeat(target, c)).reshape(n, c)
+        out = _common.widen(_common.selected(f, _common.fold(z), jnp.repeat(target, c)))
+        out = out.reshape(n, c)
         drops = reference[:, None] - out
         if shared:  # one product over the items: (n, c) x (c, features)
             flat = where.reshape(c, -1).astype(drops.dtype)
@@ -122,7 +125,8 @@ def _drop_sum(f, x, target, baseline, member, items, batch_size):
 def _occlusion(f, x, target, baseline, starts, counts, *, window, batch_size):
     example = x.shape[1:]
     member = lambda start: _window_mask(start, example, window)  # noqa: E731
-    return _drop_sum(f, x, target, baseline, member, starts, batch_size) / counts
+    total = _drop_sum(f, x, target, baseline, member, starts, batch_size)
+    return (total / counts).astype(x.dtype)
 
 
 def occlusion(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, "batch"] | int,
@@ -151,7 +155,7 @@ def occlusion(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array,
       batch_size: the number of windows evaluated at once (None: all).
 
     Returns:
-      An array shaped like `x`.
+      An array shaped like `x`, in its dtype (the drops are averaged in float32 at least).
 
     Example:
       >>> import jax.numpy as jnp
@@ -182,14 +186,16 @@ def occlusion(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array,
                              f"on axis {axis}: some positions would never be occluded")
     starts = windows(example, win, step)
     counts = _coverage(example, win, starts)
-    return _occlusion(f, x, t, b, jnp.asarray(starts), jnp.asarray(counts, x.dtype), window=win,
+    counts = jnp.asarray(counts, _common.wide(x.dtype))
+    return _occlusion(f, x, t, b, jnp.asarray(starts), counts, window=win,
                       batch_size=_common.check_batch_size(batch_size))
 
 
 @functools.partial(jax.jit, static_argnames=("f", "groups", "batch_size"))
 def _feature_ablation(f, x, target, baseline, mask, *, groups, batch_size):
     groups = jnp.arange(groups, dtype=jnp.int32)
-    return _drop_sum(f, x, target, baseline, lambda group: mask == group, groups, batch_size)
+    drops = _drop_sum(f, x, target, baseline, lambda group: mask == group, groups, batch_size)
+    return drops.astype(x.dtype)
 
 
 def feature_ablation(f: Callable, x: Float[Array, "batch *feature"],
@@ -213,7 +219,7 @@ def feature_ablation(f: Callable, x: Float[Array, "batch *feature"],
       batch_size: the number of groups evaluated at once (None: all).
 
     Returns:
-      An array shaped like `x`.
+      An array shaped like `x`, in its dtype (the drops are taken in float32 at least).
 
     Example:
       >>> import jax.numpy as jnp

@@ -26,13 +26,13 @@ def _shapley_sampling(f, x, target, baseline, mask, key, *, groups, samples, bat
 
     s_idx, k_idx = jnp.meshgrid(jnp.arange(samples), jnp.arange(groups + 1), indexing="ij")
     items = (s_idx.reshape(-1), k_idx.reshape(-1))
-    values = _common.folded_values(f, x, target, inputs, items, batch_size).reshape(
-        samples, groups + 1, -1)
+    values = _common.widen(_common.folded_values(f, x, target, inputs, items, batch_size))
+    values = values.reshape(samples, groups + 1, -1)
     # contribution of group g in ordering s: v[s, rank + 1] - v[s, rank]
     after = jnp.take_along_axis(values, (ranks + 1)[:, :, None], axis=1)
     before = jnp.take_along_axis(values, ranks[:, :, None], axis=1)
     phi = (after - before).mean(axis=0)  # (groups, n)
-    return _common.spread(phi, mask, x)
+    return _common.spread(phi, mask, x).astype(x.dtype)
 
 
 def shapley_sampling(f: Callable, x: Float[Array, "batch *feature"],
@@ -60,7 +60,7 @@ def shapley_sampling(f: Callable, x: Float[Array, "batch *feature"],
         there are ``samples * (groups + 1)``. None: all at once.
 
     Returns:
-      An array shaped like `x`.
+      An array shaped like `x`, in its dtype (the changes are averaged in float32 at least).
 
     Example:
       >>> import jax, jax.numpy as jnp

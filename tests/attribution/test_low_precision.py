@@ -197,6 +197,64 @@ def test_random_draws_do_not_depend_on_the_input_dtype():
     assert relative(gs_bf16, gs) < 1e-2
 
 
+W_INT1 = jnp.asarray(np.random.RandomState(0).randint(-3, 4, (6, 8)), jnp.float32)
+W_INT2 = jnp.asarray(np.random.RandomState(1).randint(-3, 4, (8, 3)), jnp.float32)
+X_INT = jnp.asarray(np.random.RandomState(2).randint(-2, 3, (4, 6)), jnp.float32)
+
+
+def rounded(x):
+    """A ReLU MLP with bfloat16 logits: exact float32 arithmetic (integer inputs and weights),
+    scaled and rounded to bfloat16 once at the end. The same bits in and out of ``jit`` (a
+    product in bfloat16 may keep excess precision inside it), so NumPy can check them."""
+    return (jax.nn.relu(x @ W_INT1) @ W_INT2 * 0.37).astype(BF16)
+
+
+def targets(f, x, t):
+    """``f(x)[i, t[i]]`` in float64."""
+    return np.asarray(f(x), np.float64)[np.arange(len(t)), t]
+
+
+@pytest.mark.parametrize("method", ["feature_ablation", "occlusion"])
+def test_perturbation_drops_are_not_rounded_to_bfloat16(method):
+    # one feature per group (window 1): each gets f(x)_t - f(x without it)_t of the bf16 logits,
+    # whose difference needs more than bfloat16's 8 bits; it came back in bfloat16
+    drops = np.zeros(X_INT.shape)
+    for i in range(6):
+        drops[:, i] = targets(rounded, X_INT, T) - targets(rounded, X_INT.at[:, i].set(0), T)
+    assert not np.array_equal(drops, np.asarray(drops, BF16).astype(np.float64))
+    options = {"window": 1} if method == "occlusion" else {}
+    ours = getattr(A, method)(rounded, X_INT, T, **options)
+    assert ours.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(ours, np.float64), drops, rtol=1e-6)
+
+
+def test_shapley_sampling_adds_up_to_the_bfloat16_gap():
+    # efficiency at float32 x through a bf16 model: the sum of the attributions is the gap of
+    # the model's own (bf16) logits, to float32's rounding; the mean of bf16 differences lost it
+    baseline = 1.0
+    ours = A.shapley_sampling(rounded, X_INT, T, key=jax.random.key(0), samples=8,
+                              baseline=baseline)
+    assert ours.dtype == jnp.float32
+    gap = targets(rounded, X_INT, T) - targets(rounded, jnp.full_like(X_INT, baseline), T)
+    np.testing.assert_allclose(np.asarray(ours, np.float64).sum(axis=1), gap,
+                               atol=1e-6 * np.abs(gap).max())
+
+
+@pytest.mark.parametrize("model", [cnn_f32, cnn_bf16])
+def test_score_cam_reads_a_clipped_softmax_as_probabilities(model):
+    # jnp.clip(softmax(z)) is no softmax to the pattern check: Score-CAM took its softmax again
+    # (0.86 of the map's maximum off on a digits CNN); read by value, in the model's dtype
+    def clipped(x):
+        return jnp.clip(jax.nn.softmax(model(x)), 1e-7, 1)
+
+    t = np.array([0, 1])
+    ours = A.score_cam(clipped, IMAGES, t, site="features")
+    as_given = A.score_cam(clipped, IMAGES, t, site="features", score="logit")
+    np.testing.assert_allclose(np.asarray(ours), np.asarray(as_given), rtol=1e-6)
+    if model is cnn_f32:  # bfloat16 rounds the head's probabilities (4% off the logits' map)
+        assert relative(ours, A.score_cam(model, IMAGES, t, site="features")) < 1e-5
+
+
 METHODS = {
     "gradient": lambda f, x: A.gradient(f, x, 0),
     "gradient_x_input": lambda f, x: A.gradient_x_input(f, x, 0),
@@ -211,6 +269,12 @@ METHODS = {
     "lrp": lambda f, x: A.lrp(f, x, 0, rules=L.EpsilonPlus()),
     "kernel_shap": lambda f, x: A.kernel_shap(f, x, 0, feature_mask=np.arange(36).reshape(6, 6, 1) // 9),
     "lime": lambda f, x: A.lime(f, x, 0, key=jax.random.key(0), samples=8),
+    "occlusion": lambda f, x: A.occlusion(f, x, 0, window=(2, 2)),
+    "feature_ablation": lambda f, x: A.feature_ablation(
+        f, x, 0, feature_mask=np.arange(36).reshape(6, 6, 1) // 9),
+    "shapley_sampling": lambda f, x: A.shapley_sampling(
+        f, x, 0, key=jax.random.key(0), samples=2,
+        feature_mask=np.arange(36).reshape(6, 6, 1) // 9),
     "grad_cam": lambda f, x: A.grad_cam(f, x, 0, site="features"),
     "grad_cam_plus_plus": lambda f, x: A.grad_cam_plus_plus(f, x, 0, site="features"),
     "guided_grad_cam": lambda f, x: A.guided_grad_cam(f, x, 0, site="features"),
