@@ -10,7 +10,8 @@ import jax.numpy as jnp
 from jax.scipy.special import xlogy
 from jaxtyping import Array, Float, Int
 
-from jaxplain.core._outputs import as_probabilities
+from jaxplain.attribution._common import widen
+from jaxplain.core._outputs import given_probabilities
 from jaxplain.metrics import _checks as checks
 from jaxplain.metrics import _perturb as P
 from jaxplain.metrics._faithfulness import reading
@@ -76,18 +77,24 @@ def complexity(attribution: Float[Array, "batch *shape"]) -> Float[Array, " batc
 
 
 def _read(logits: jax.Array, target: jax.Array, output: str) -> jax.Array:
+    """The target's logit or probability per row, in float32 at least. A row that is
+    probabilities already (:func:`given_probabilities`, within the tolerance of the model's
+    dtype) is read as it is; any other gets the softmax, taken in the wider dtype."""
+    wide = widen(logits)
     if output == "probability":
-        logits = as_probabilities(logits)
-    return jnp.take_along_axis(logits, target[:, None], axis=1)[:, 0]
+        wide = jnp.where(given_probabilities(logits), wide, jax.nn.softmax(wide, axis=-1))
+    return jnp.take_along_axis(wide, target[:, None], axis=1)[:, 0]
 
 
 @functools.partial(jax.jit, static_argnames=("f", "output"))
 def _completeness(f, x, target, attribution, baseline, *, output):
     fx = _read(f(x), target, output)
-    fb = 0.0
+    dtype = jnp.promote_types(fx.dtype, attribution.dtype)  # float32 at least
+    gap = fx.astype(dtype)
     if baseline is not None:
         fb = _read(f(jnp.broadcast_to(baseline, x.shape).astype(x.dtype)), target, output)
-    return attribution.reshape(x.shape[0], -1).sum(-1) - (fx - fb)
+        gap = gap - fb.astype(dtype)
+    return attribution.astype(dtype).reshape(x.shape[0], -1).sum(-1) - gap
 
 
 def completeness(
@@ -115,7 +122,9 @@ def completeness(
             as it is).
 
     Returns:
-        ``(batch,)`` signed gaps.
+        ``(batch,)`` signed gaps, summed and subtracted in float32 at least from the upcast
+        attribution and outputs (the attribution's dtype where wider): a bfloat16 model's gap
+        is not rounded to bfloat16.
 
     Example:
         >>> import jax.numpy as jnp

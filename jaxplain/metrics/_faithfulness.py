@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from jaxplain.attribution._common import check_batch_of
+from jaxplain.attribution._common import check_batch_of, widen
 from jaxplain.core._outputs import probability_as_given
 from jaxplain.metrics import _checks as checks
 from jaxplain.metrics import _perturb as P
@@ -50,7 +50,8 @@ def _perturbed_copies(f, x, m: int) -> None:
 )
 @dataclasses.dataclass(frozen=True)
 class Curve:
-    """A perturbation curve per example.
+    """A perturbation curve per example, in float32 at least whatever the model's dtype (the
+    values are its outputs, upcast; the area is summed in the wider dtype).
 
     Attributes:
         fractions: ``(steps + 1,)`` fraction of features removed (deletion) or inserted
@@ -87,7 +88,8 @@ def _curve(f, x, target, attribution, value, *, counts, n, insert, order, kind, 
            absolute, blur_sigma, batch_size):
     base = P.resolve_baseline(x, kind, value, blur_sigma)
     rank = P.ranks(P.feature_scores(attribution, absolute), order)
-    values = P.evaluate_counts(f, x, base, rank, target, counts, insert, output, batch_size)
+    values = widen(P.evaluate_counts(f, x, base, rank, target, counts, insert, output,
+                                     batch_size))
     fractions = jnp.asarray(counts, values.dtype) / n
     return Curve(fractions, values, jnp.trapezoid(values, fractions, axis=-1))
 
@@ -264,10 +266,10 @@ def _lerf_change(f, x, target, attribution, value, *, counts, kind, absolute, bl
     if probabilities:  # the model outputs p itself: its log, 0 clipped to the smallest normal
         p = P.evaluate_counts(f, x, base, rank, target, (0,) + counts, False, "logit",
                               batch_size)
-        logp = jnp.log(jnp.maximum(p, jnp.finfo(p.dtype).tiny))
+        logp = jnp.log(jnp.maximum(widen(p), jnp.finfo(p.dtype).tiny))
     else:
-        logp = P.evaluate_counts(f, x, base, rank, target, (0,) + counts, False,
-                                 "log_probability", batch_size)
+        logp = widen(P.evaluate_counts(f, x, base, rank, target, (0,) + counts, False,
+                                       "log_probability", batch_size))
     # |p - p~| / p as |1 - p~/p| in log space: finite where p itself underflows to 0
     return jnp.abs(1.0 - jnp.exp(logp[:, 1:] - logp[:, :1]))
 
