@@ -31,7 +31,7 @@ from jaxplain.attribution._modified import Guided, rule_gradient
 from jaxplain.attribution._site import (INTERPOLATIONS, _activation, _check_site, _site_gradient,
                                         upsample)
 from jaxplain.core._channels import image_channel_axis
-from jaxplain.core._outputs import given_probabilities, probability_as_given
+from jaxplain.core._outputs import as_probabilities, probability_as_given
 
 NORMALIZATIONS = ("softmax", None)
 SCORES = ("probability", "logit")
@@ -278,13 +278,11 @@ def masks(a, size: tuple, channels: int):
 
 def _score(f, z, target, score):
     """The target's `score` at `z`, ``(n,)`` in float32 at least. ``"probability"`` reads an
-    output row that is probabilities already as it is (:func:`given_probabilities`, within the
+    output row that is probabilities already as it is (:func:`as_probabilities`, within the
     tolerance of the model's dtype: a clipped softmax that patterns miss) and takes the softmax
     of any other, as the metrics do."""
     out = f(z)
-    wide = _common.widen(out)
-    if score == "probability":
-        wide = jnp.where(given_probabilities(out), wide, jax.nn.softmax(wide, axis=-1))
+    wide = as_probabilities(out) if score == "probability" else _common.widen(out)
     return jnp.take_along_axis(wide, target[:, None], axis=1)[:, 0]
 
 

@@ -249,8 +249,10 @@ def given_probabilities(z: jax.Array) -> jax.Array:
 
 def as_probabilities(z: jax.Array, *, log: bool = False) -> jax.Array:
     """The softmax of `z` over its last axis (``log``: the log-softmax), except the rows that are
-    probabilities already (:func:`given_probabilities`), read as they are (``log``: their log,
-    0 counted as the smallest normal float). Per row with ``jnp.where``: works under ``jit``.
+    probabilities already (:func:`given_probabilities`, checked at `z`'s own dtype), read as
+    they are (``log``: their log, 0 counted as the smallest normal float). Computed and
+    returned in `z`'s dtype widened to float32 at least. Per row with ``jnp.where``: works
+    under ``jit``.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -259,7 +261,8 @@ def as_probabilities(z: jax.Array, *, log: bool = False) -> jax.Array:
       ([0.75, 0.25], True)
     """
     given = given_probabilities(z)
+    wide = z.astype(jnp.promote_types(z.dtype, jnp.float32))
     if log:
-        return jnp.where(given, jnp.log(jnp.maximum(z, jnp.finfo(z.dtype).tiny)),
-                         jax.nn.log_softmax(z, axis=-1))
-    return jnp.where(given, z, jax.nn.softmax(z, axis=-1))
+        return jnp.where(given, jnp.log(jnp.maximum(wide, jnp.finfo(wide.dtype).tiny)),
+                         jax.nn.log_softmax(wide, axis=-1))
+    return jnp.where(given, wide, jax.nn.softmax(wide, axis=-1))

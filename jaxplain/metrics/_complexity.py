@@ -11,7 +11,7 @@ from jax.scipy.special import xlogy
 from jaxtyping import Array, Float, Int
 
 from jaxplain.attribution._common import widen
-from jaxplain.core._outputs import given_probabilities
+from jaxplain.core._outputs import as_probabilities
 from jaxplain.metrics import _checks as checks
 from jaxplain.metrics import _perturb as P
 from jaxplain.metrics._faithfulness import reading
@@ -78,11 +78,9 @@ def complexity(attribution: Float[Array, "batch *shape"]) -> Float[Array, " batc
 
 def _read(logits: jax.Array, target: jax.Array, output: str) -> jax.Array:
     """The target's logit or probability per row, in float32 at least. A row that is
-    probabilities already (:func:`given_probabilities`, within the tolerance of the model's
+    probabilities already (:func:`as_probabilities`, within the tolerance of the model's
     dtype) is read as it is; any other gets the softmax, taken in the wider dtype."""
-    wide = widen(logits)
-    if output == "probability":
-        wide = jnp.where(given_probabilities(logits), wide, jax.nn.softmax(wide, axis=-1))
+    wide = as_probabilities(logits) if output == "probability" else widen(logits)
     return jnp.take_along_axis(wide, target[:, None], axis=1)[:, 0]
 
 

@@ -220,7 +220,7 @@ def _planted(x):
     with jax.named_scope("features"):
         h = jnp.concatenate([pooled * LEFT, pooled * (1 - LEFT), 0 * pooled], axis=-1)
     left = x[:, :, :4].mean(axis=(1, 2, 3))
-    return jnp.stack([3 * left + 0 * h.sum(axis=(1, 2, 3)), jnp.ones_like(left)], axis=1)
+    return jnp.stack([3 * left + 0 * h.sum(axis=(1, 2, 3)), 2 * jnp.ones_like(left)], axis=1)
 
 
 @pytest.mark.parametrize("baseline", [0.0, 0.3])
