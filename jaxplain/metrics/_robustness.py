@@ -37,7 +37,9 @@ def _ratio(num: jax.Array, den: jax.Array) -> jax.Array:
 @functools.partial(jax.jit, static_argnames=("order", "relative"))
 def _score(a0, chunks, eps, *, order, relative):
     """``max_s ||a_s − a0||_order / (||a0||₂ if relative else ||eps_s||₂)`` per example."""
-    a = jnp.concatenate([c.reshape((-1,) + a0.shape) for c in chunks])
+    wide = jnp.promote_types(a0.dtype, jnp.float32)
+    a0 = a0.astype(wide)
+    a = jnp.concatenate([c.reshape((-1,) + a0.shape) for c in chunks]).astype(wide)
     num = _norm(a - a0[None], order)
     den = _norm(a0[None], 2) if relative else _norm(eps, 2)
     return _ratio(num, den).max(axis=0)
@@ -49,11 +51,12 @@ def _norm(a: jax.Array, order: int) -> jax.Array:
 
 
 def draw_noise(key, scale, example: jax.Array, samples: int, kind: str) -> jax.Array:
-    """``(samples, *example.shape)`` perturbations of one example, drawn from `key`."""
-    shape = (samples,) + example.shape
+    """``(samples, *example.shape)`` perturbations of one example, drawn from `key` in its dtype
+    widened to float32 at least (a bfloat16 example gets the float32 draws of the same key)."""
+    shape, wide = (samples,) + example.shape, jnp.promote_types(example.dtype, jnp.float32)
     if kind == "uniform":
-        return jax.random.uniform(key, shape, example.dtype, minval=-scale, maxval=scale)
-    return (scale * jax.random.normal(key, shape)).astype(example.dtype)
+        return jax.random.uniform(key, shape, wide, minval=-scale, maxval=scale)
+    return (scale * jax.random.normal(key, shape)).astype(wide)
 
 
 @functools.partial(jax.jit, static_argnames=("samples", "noise_kind", "chunk"))
@@ -61,7 +64,7 @@ def _inputs(key, scale, x, target, *, samples, noise_kind, chunk):
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(x.shape[0]))
     draw = lambda k, xi: draw_noise(k, scale, xi, samples, noise_kind)  # noqa: E731
     eps = jax.vmap(draw, out_axes=1)(keys, x)                          # (samples, *x.shape)
-    xs = x[None] + eps
+    xs = (x[None] + eps).astype(x.dtype)
     chunks = tuple(
         (xs[s : s + chunk].reshape((-1,) + x.shape[1:]),
          jnp.tile(target, min(chunk, samples - s)))

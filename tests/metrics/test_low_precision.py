@@ -97,3 +97,20 @@ def test_pixel_perturbation_of_a_bfloat16_softmax_head_in_float32():
     expected = [np.abs(1 - np.asarray(softmax_head(x.at[:, :k].set(0)), np.float64)[ROWS, T] / p)
                 for k in (2, 4)]
     np.testing.assert_allclose(np.asarray(ours, np.float64), np.stack(expected, 1), atol=1e-6)
+
+
+def test_robustness_draws_the_float32_noise_and_reduces_in_float32_for_bfloat16_inputs():
+    # A bfloat16 input gets the float32 draws of the same key (before: draws in bfloat16, other
+    # numbers altogether) and the norms are taken in float32, so its scores are the float32
+    # input's up to the input's own rounding.
+    v = jnp.asarray(np.random.RandomState(2).normal(size=(3, 3)), jnp.float32)
+    net = lambda x: jnp.tanh(x.astype(jnp.float32) @ W) @ v                  # noqa: E731
+    grad = lambda f, x, t: jax.vmap(jax.grad(lambda u, k: f(u[None])[0, k]))(x, t)  # noqa: E731
+    x = jnp.asarray(np.random.RandomState(4).uniform(-0.5, 0.5, (2, 8)), jnp.float32)
+    x = x.astype(BF16).astype(jnp.float32)                  # exactly representable in bfloat16
+    for score, kw in ((metrics.continuity, dict(stdev=0.05)),
+                      (metrics.max_sensitivity, dict(radius=0.05))):
+        wide = score(net, x, T[:2], grad, key=jax.random.key(3), samples=8, **kw)
+        narrow = score(net, x.astype(BF16), T[:2], grad, key=jax.random.key(3), samples=8, **kw)
+        assert narrow.dtype == jnp.float32 and float(wide.min()) > 0
+        np.testing.assert_allclose(narrow, wide, rtol=0.03)
