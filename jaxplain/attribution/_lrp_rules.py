@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import inspect
 from typing import Any
 
 import jax
@@ -290,11 +291,21 @@ def check_rule(rule: Any, where: str = "rules") -> None:
                         f"got {rule!r}")
 
 
-def _matches(selector, name: str) -> bool:
+def _matches(selector, layer) -> bool:
+    """Whether `selector` picks the linear layer: a name or glob (or a tuple of them) against
+    its name; a predicate of the name alone, or ``(name, layer)`` as the kernel's selectors
+    take ``(name, site)`` (the layer is the :class:`~jaxplain.core.LinearLayer`: ``op`` is
+    ``"conv"`` or ``"dense"``, ``is_input``, ``weight``)."""
     if callable(selector):
-        return bool(selector(name))
+        try:
+            inspect.signature(selector).bind(layer.name, layer)
+        except TypeError:
+            return bool(selector(layer.name))
+        except ValueError:                     # no signature (a builtin): the name alone
+            return bool(selector(layer.name))
+        return bool(selector(layer.name, layer))
     patterns = (selector,) if isinstance(selector, str) else tuple(selector)
-    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+    return any(fnmatch.fnmatchcase(layer.name, p) for p in patterns)
 
 
 # Activations that mix their inputs (not one output per input): no Pass; attention weights.
@@ -306,7 +317,8 @@ class Composite:
     """Rules assigned to linear layers by site filter, plus a conserving residual-add rule.
 
     A layer gets the rule of the first matching entry of `layers` (a name, a glob, a tuple of
-    them, or a predicate on the layer name), else `first` if it consumes the model's input and
+    them, or a predicate: of the layer name, or ``(name, layer)`` with the
+    :class:`~jaxplain.core.LinearLayer`), else `first` if it consumes the model's input and
     its kind is in `first_ops`, else `conv` or `dense` by its kind, else `default`; None means
     the plain gradient there.
     Activations (ReLU, tanh, sigmoid, GELU, ...) pass relevance through unchanged by default
@@ -377,7 +389,7 @@ class Composite:
 
     def rule_for(self, layer) -> Any:
         for selector, rule in self.layers:
-            if _matches(selector, layer.name):
+            if _matches(selector, layer):
                 return rule
         if layer.is_input and self.first is not None and layer.op in self.first_ops:
             return self.first

@@ -106,3 +106,14 @@ def test_rule_parameters_given_as_arrays_become_numbers_and_traced_ones_are_refu
             jax.jit(lambda e: lrp(net, X, 1, rules=make(e)))(0.1)
         with pytest.raises(TypeError, match=r"is traced"):
             jax.vmap(lambda e: lrp(net, X, 1, rules=make(e)))(jnp.array([0.1, 0.2]))
+
+
+def test_composite_predicates_take_the_name_or_the_kernels_name_and_layer_pair():
+    by_name = Composite(layers=((lambda n: n == "conv1", ZPlus()),), default=Epsilon(0.1))
+    by_pair = Composite(layers=((lambda n, layer: layer.op == "conv", ZPlus()),),
+                        default=Epsilon(0.1))
+    by_glob = Composite(layers=(("conv*", ZPlus()),), default=Epsilon(0.1))
+    reference = lrp(net, X, 1, rules=by_glob)
+    np.testing.assert_array_equal(lrp(net, X, 1, rules=by_name), reference)
+    np.testing.assert_array_equal(lrp(net, X, 1, rules=by_pair), reference)
+    assert not np.allclose(reference, lrp(net, X, 1, rules=Epsilon(0.1)))  # ZPlus did apply
