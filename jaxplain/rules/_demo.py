@@ -13,29 +13,47 @@ def rule_layers(f, x, *, dense_quantile=0.75, batch_size=256):
     """Binarized items ``{site: ...}`` of two ReLU sites: the last spatial (NHWC) one and the
     last dense one, or the last two when the model has no spatial ReLU site.
 
-    Conv filters are on above their 0.9-quantile of max-pooled activation (the spec's default).
-    The dense units of the digits CNN are on (> 0) in ~80% of the samples, too dense for rules
-    to compress (spec §8.5), so here a unit is on above its ``dense_quantile`` (our choice;
-    ``None`` gives the spec's > 0). Returns the items, the two site names and the
+    Conv filters are on above their 0.9-quantile of max-pooled activation (the design notes'
+    default). The dense units of the digits CNN are on (> 0) in ~80% of the samples, too dense
+    for rules to compress (docs/rules.md, "Which choices are ours"), so here a unit is on above
+    its ``dense_quantile`` (our choice; ``None`` gives the design notes' > 0). Returns the items, the two site names and the
     ``Binarized`` results.
+
+    Raises:
+        ValueError: If the model has fewer than two ReLU sites (:func:`not_applicable`).
     """
     import jax.numpy as jnp
 
     from jaxplain.core import relu_sites, sites
 
+    reason = not_applicable(f, x)
+    if reason:
+        raise ValueError(f"rules {reason}; mine items of your own with jaxplain.rules.mine.")
     probe = jnp.asarray(x[:2])
     shapes = {s.name: s.shape for s in sites(f, probe)}
     relus = relu_sites(f, probe)
     spatial = [s for s in relus if len(shapes[s]) >= 3]   # conv maps, 1-D or 2-D
     dense = [s for s in relus if len(shapes[s]) == 2]
     pair = (spatial[-1], dense[-1]) if spatial and dense else tuple(relus[-2:])
-    if len(pair) < 2:
-        raise ValueError(f"rules need two ReLU sites; the model has {list(relus)}.")
     # quantile= is for the non-conv sites; a pair of conv maps has none (activations raises).
     if all(len(shapes[s]) >= 3 for s in pair):
         dense_quantile = None
     bins = activations(f, x, list(pair), batch_size=batch_size, quantile=dense_quantile)
     return {name: bins[name].items for name in pair}, pair, bins
+
+
+def not_applicable(f, x) -> str | None:
+    """Why the report's rules do not apply to ``f`` on inputs like ``x`` (a phrase), or None
+    when they do: they are mined from one ReLU site to another."""
+    import jax.numpy as jnp
+
+    from jaxplain.core import relu_sites
+
+    relus = relu_sites(f, jnp.asarray(x[:2]))
+    if len(relus) < 2:
+        return (f"are mined between two ReLU sites; the model has {len(relus)} "
+                f"({', '.join(relus) or 'none'})")
+    return None
 
 
 def rules_figure(rule_set, layers, x, labels, *, top=6):
@@ -104,6 +122,10 @@ def demo_section(ctx):
     x, y = np.asarray(ctx.data.x_train), np.asarray(ctx.data.y_train)
     if ctx.quick:
         x, y = x[:400], y[:400]
+    reason = not_applicable(ctx.f, x)
+    if reason:  # an MLP with one hidden layer: a note, as feature visualization gives, not a failure
+        return Section("Rules (ExplaiNN)", text=f"ExplaiNN rules {reason}, so they do not apply "
+                                                "to this model.")
     layers, (head, tail), _ = rule_layers(ctx.f, x)
     options = dict(k_tail=16, beam=8, k_head=4, max_rules=4) if ctx.quick else dict(
         k_tail=32, beam=64, k_head=8, max_rules=20)

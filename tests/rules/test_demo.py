@@ -63,3 +63,27 @@ def test_no_rule_is_called_both_most_specific_and_most_shared():
     # Every rule shared: none is called class-specific.
     text = specificity_text(["A", "B"], [0.5, 0.3])
     assert "Most class-specific" not in text and "Most shared: B (30%" in text
+
+
+def test_a_model_with_one_relu_gets_a_note_not_a_failure():
+    # An MLP with one hidden layer (getting_started.md's mymlp) failed the section with a
+    # ValueError, so `jaxplain explain` on it exited with status 1.
+    import jax
+    import jax.numpy as jnp
+    import pytest
+
+    from jaxplain.report import DemoContext
+    from jaxplain.report._user import ReportData
+    from jaxplain.rules._demo import demo_section, rule_layers
+
+    w1, w2 = jnp.ones((5, 4)), jnp.ones((4, 3))
+    f = lambda x: jax.nn.relu(x @ w1) @ w2  # noqa: E731
+    x, y = np.zeros((6, 5), np.float32), np.zeros(6, int)
+    ctx = DemoContext(model=f, variables=None, f=f, data=ReportData(x, y, x, y),
+                      key=jax.random.key(0), quick=True, noun="examples")
+    section = demo_section(ctx)
+    assert not section.failed and not section.items
+    assert section.text == ("ExplaiNN rules are mined between two ReLU sites; the model has 1 "
+                            "(relu), so they do not apply to this model.")
+    with pytest.raises(ValueError, match=r"two ReLU sites; the model has 0 \(none\)"):
+        rule_layers(lambda x: x @ w1, x)
