@@ -89,8 +89,8 @@ def _masks_channels_last(masks: Array, x_shape: tuple[int, ...], axis: int | Non
 
 
 def dissect(f: Callable[[Array], Array], x: Float[Array, "b H W c"],
-            masks: Bool[Array, "b H W concepts"], *, site: str, quantile: float = 0.995
-            ) -> Float[Array, "units concepts"]:
+            masks: Bool[Array, "b H W concepts"], *, site: str, quantile: float = 0.995,
+            thresholds: Float[Array, " units"] | None = None) -> Float[Array, "units concepts"]:
     """Network dissection of ``site``: :func:`iou` of its activations on ``x`` with ``masks``.
 
     Args:
@@ -102,7 +102,9 @@ def dissect(f: Callable[[Array], Array], x: Float[Array, "b H W c"],
             channels-first model, at any resolution ``(H', W')``. Masks at ``x``'s resolution
             whose layout contradicts ``x``'s are a ValueError.
         site: the site to dissect (presented channels-last, so its units are on the last axis).
-        quantile: per-unit quantile used as threshold.
+        quantile: per-unit quantile used as threshold when ``thresholds`` is None.
+        thresholds: explicit ``(units,)`` thresholds, as in :func:`iou` (e.g. those of another
+            data set).
 
     Returns:
         ``(units, concepts)`` IoU values in ``[0, 1]``. Runs eagerly or under ``jax.jit``.
@@ -116,4 +118,4 @@ def dissect(f: Callable[[Array], Array], x: Float[Array, "b H W c"],
         _, axis = channels_last_view(f, jax.ShapeDtypeStruct(x.shape, x.dtype))
         masks = _masks_channels_last(masks, tuple(x.shape), axis)
     _, acts = capture(f, site)(x)
-    return iou(acts[site], masks, quantile=quantile)
+    return iou(acts[site], masks, quantile=quantile, thresholds=thresholds)

@@ -53,6 +53,27 @@ def test_dissect_finds_the_unit_that_draws_each_concept():
     assert got[0, 0] < 0.5 and got[1, 1] < 0.5
 
 
+def test_dissect_takes_explicit_thresholds_as_iou_does():
+    # dissect had no thresholds= (concepts.md: "pass thresholds= to use any other rule").
+    def f(x):
+        with jax.named_scope("site"):
+            h = x[..., ::-1] * 1.0
+        return jnp.mean(h, axis=(1, 2))
+
+    rng = np.random.default_rng(2)
+    masks = rng.uniform(size=(5, 6, 6, 2)) > 0.7
+    x = jnp.asarray(masks * (1.0 + rng.uniform(size=masks.shape)), jnp.float32)
+    exact = np.asarray(concepts.dissect(f, x, masks, site="site", thresholds=jnp.zeros(2)))
+    np.testing.assert_allclose([exact[0, 1], exact[1, 0]], 1.0)   # on exactly where drawn
+    high = jnp.array([1.5, 1.8])                   # on in part of each mask, less at 1.8
+    got = np.asarray(concepts.dissect(f, x, masks, site="site", thresholds=high))
+    same = concepts.iou(x[..., ::-1], masks, thresholds=high)
+    np.testing.assert_allclose(got, np.asarray(same))
+    assert 1.0 > got[0, 1] > got[1, 0] > 0.0
+    with pytest.raises(ValueError, match=r"thresholds must have shape \(2,\)"):
+        concepts.dissect(f, x, masks, site="site", thresholds=jnp.zeros(3))
+
+
 def test_errors():
     a = np.zeros((2, 3, 3, 2), np.float32)
     with pytest.raises(TypeError, match="boolean"):
