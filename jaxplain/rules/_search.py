@@ -2,8 +2,8 @@
 
 References:
   Fischer, Oláh, Vreeken. What's in the Box? Exploring the Inner Life of Neural Networks with
-  Robust Rules. ICML 2021. The code and search are reconstructed in ``shared/specs/explainn.md``
-  (see docs/rules.md for which choices are ours).
+  Robust Rules. ICML 2021. The encoding and search are reconstructed from the paper (see
+  docs/rules.md for which choices are ours).
 """
 
 from __future__ import annotations

@@ -37,9 +37,11 @@ def test_readme_examples_of_the_embedded_models_run(jaxplain_home, digits_model,
     text = (DOCS.parent / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
     assert len(blocks) == 3  # the kernel tour (tests/core/test_kernel_doc.py), the CNN, the ViT
-    namespace: dict = {"jp": __import__("jaxplain")}
-    for block in blocks[1:]:
-        exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102
+    namespace: dict = {}
+    for block in blocks[1:]:                 # each block on its own: it imports what it uses
+        fresh: dict = {}
+        exec(compile(block, "README.md", "exec"), fresh)  # noqa: S102
+        namespace.update(fresh)
     maps, rollout, pixels = namespace["maps"], namespace["rollout"], namespace["pixels"]
     assert [m.shape for m in maps.values()] == [(4, 4, 16, 16)] * 2
     assert rollout.shape == (4, 16, 16) and pixels.shape == (4, 8, 8, 1)
