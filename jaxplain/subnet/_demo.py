@@ -65,8 +65,9 @@ def demo_section(ctx):
         f"{100 * m['region_agreement']:.0f}% on the region (KL {m['region_kl']:.3f}) and "
         f"{100 * m['unseen_agreement']:.1f}% on {len(unseen)} unseen {ctx.noun} of the same classes "
         f"(KL {m['unseen_kl']:.3f}); " + (
-            f"2-class accuracy on them {100 * m['unseen_accuracy_restricted']:.1f}% (full net "
-            f"{100 * m['unseen_accuracy_full']:.1f}%)." if ctx.labelled else
+            f"2-class accuracy on them (arg-max over the 2 classes) "
+            f"{100 * m['unseen_accuracy_restricted']:.1f}% (full net, the same way: "
+            f"{100 * m['unseen_accuracy_full_restricted']:.1f}%)." if ctx.labelled else
             "2-class accuracy n/a (no labels: the classes and the region are the model's "
             "predictions)."))
     section = (Section("Sub-network (NeuroChains)", text=text)

@@ -28,6 +28,8 @@ class Fidelity:
       accuracy_full: The full network's accuracy against ``labels`` (NaN without labels).
       accuracy_restricted: Sub-network accuracy with the arg-max restricted to ``classes``
         (e.g. the region's two classes; NaN without labels or classes).
+      accuracy_full_restricted: The full network's accuracy with the arg-max restricted to
+        ``classes``: what ``accuracy_restricted`` compares with (NaN without labels or classes).
     """
 
     agreement: Float[Array, ""]
@@ -35,6 +37,7 @@ class Fidelity:
     accuracy: Float[Array, ""]
     accuracy_full: Float[Array, ""]
     accuracy_restricted: Float[Array, ""]
+    accuracy_full_restricted: Float[Array, ""]
 
 
 @functools.partial(jax.jit, static_argnames=("f",))
@@ -44,15 +47,16 @@ def _fidelity(sub, x, labels, class_mask, *, f):
     nan = jnp.asarray(jnp.nan, jnp.float32)
     if labels is None:
         return Fidelity(agreement(logp, sub_logits), kl_divergence(logp, sub_logits), nan, nan,
-                        nan)
+                        nan, nan)
     acc = jnp.mean(jnp.argmax(sub_logits, -1) == labels)
     acc_full = jnp.mean(jnp.argmax(logits, -1) == labels)
-    restricted = nan
+    restricted = restricted_full = nan
     if class_mask is not None:
-        masked = jnp.where(class_mask, sub_logits, -jnp.inf)
-        restricted = jnp.mean(jnp.argmax(masked, -1) == labels)
+        def among(z):
+            return jnp.mean(jnp.argmax(jnp.where(class_mask, z, -jnp.inf), -1) == labels)
+        restricted, restricted_full = among(sub_logits), among(logits)
     return Fidelity(agreement(logp, sub_logits), kl_divergence(logp, sub_logits), acc,
-                    acc_full, restricted)
+                    acc_full, restricted, restricted_full)
 
 
 def _check_classes(name: str, ids: Array, k: int) -> None:
@@ -123,9 +127,11 @@ def evaluate(f: Callable, subnetwork: SubNetwork, x_region: Array,
       A flat ``{metric: float}``: the :func:`sparsity` entries (``kept_units``,
       ``total_units``, ``kept_layers``, ``total_layers``, ``removed``), then for the region
       ``region_agreement`` (share of arg-max labels kept), ``region_kl`` (nats),
-      ``region_accuracy`` (the sub-network's), ``region_accuracy_full`` (the full network's)
-      and ``region_accuracy_restricted`` (the sub-network's, arg-max over `classes`), and the
-      same with ``unseen_`` when ``x_unseen`` is given (NaN accuracies without labels).
+      ``region_accuracy`` (the sub-network's), ``region_accuracy_full`` (the full network's),
+      ``region_accuracy_restricted`` (the sub-network's, arg-max over `classes`) and
+      ``region_accuracy_full_restricted`` (the full network's, arg-max over `classes`: the
+      number to compare ``region_accuracy_restricted`` with), and the same with ``unseen_``
+      when ``x_unseen`` is given (NaN accuracies without labels).
 
     Raises:
       ValueError: if a label or a class id is not a class of ``f`` (see :func:`fidelity`).

@@ -13,8 +13,14 @@ def test_demo_section(demo_context, monkeypatch):
     calls = []
     real = _demo.subnet.extract
     monkeypatch.setattr(_demo.subnet, "extract", lambda *a, **k: calls.append(k) or real(*a, **k))
+    metrics, evaluate = [], _demo.subnet.evaluate
+    monkeypatch.setattr(_demo.subnet, "evaluate",
+                        lambda *a, **k: metrics.append(evaluate(*a, **k)) or metrics[-1])
     section = demo_section(demo_context)
     assert calls[0]["progress"] is False          # the default DemoContext shows nothing
+    m = metrics[0]   # the 2-class accuracies side by side, both with the arg-max over 2 classes
+    assert (f"{100 * m['unseen_accuracy_restricted']:.1f}% (full net, the same way: "
+            f"{100 * m['unseen_accuracy_full_restricted']:.1f}%)") in section.text
     assert not section.failed
     assert "units" in section.text and "agreement" in section.text
     assert [type(i).__name__ for i in section.items] == ["Table", "Figure", "Figure"]

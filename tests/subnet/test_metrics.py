@@ -31,14 +31,16 @@ def _reference(f, sub, x, labels, classes):
     mult = {n: np.asarray(m) for n, m in sub.multipliers().items()}
     pruned = np.asarray(subnet.apply(f, sub)(x), np.float64)
     logp, logq = _log_softmax(full), _log_softmax(pruned)
-    restricted = np.full_like(pruned, -np.inf)
+    restricted, restricted_full = np.full_like(pruned, -np.inf), np.full_like(full, -np.inf)
     restricted[:, list(classes)] = pruned[:, list(classes)]
+    restricted_full[:, list(classes)] = full[:, list(classes)]
     return {
         "agreement": np.mean(full.argmax(-1) == pruned.argmax(-1)),
         "kl": np.mean(np.sum(np.exp(logp) * (logp - logq), -1)),
         "accuracy": np.mean(pruned.argmax(-1) == labels),
         "accuracy_full": np.mean(full.argmax(-1) == labels),
         "accuracy_restricted": np.mean(restricted.argmax(-1) == labels),
+        "accuracy_full_restricted": np.mean(restricted_full.argmax(-1) == labels),
     }, mult
 
 
@@ -67,6 +69,17 @@ def test_evaluate_reports_sparsity_and_both_sets_together():
         np.testing.assert_allclose(m[f"{prefix}_agreement"], expected["agreement"], atol=1e-6)
         np.testing.assert_allclose(m[f"{prefix}_kl"], expected["kl"], rtol=1e-4, atol=1e-6)
         assert np.isnan(m[f"{prefix}_accuracy"])  # no labels given
+
+
+def test_restricted_accuracy_has_a_full_net_counterpart_to_compare_with():
+    # A sub-network keeping every unit is the full net: its 2-class accuracy must equal the
+    # full net's 2-class accuracy (the report once set it beside the all-class one instead).
+    f = _nets.residual_net(_nets.residual_params())
+    x, _ = _nets.region((2, 7), per_class=12)
+    labels = np.random.default_rng(1).choice([0, 1], size=x.shape[0])  # f has 3 outputs
+    m = subnet.evaluate(f, _subnetwork(SITES, 8), x, y_region=labels, classes=(0, 1))
+    assert m["region_accuracy_restricted"] == m["region_accuracy_full_restricted"]
+    assert m["region_accuracy_full"] == 0 < m["region_accuracy_full_restricted"]  # f says 2
 
 
 def test_bad_labels_are_refused():
