@@ -124,6 +124,7 @@ def plot_feature_maps(f: Callable, subnetwork: SubNetwork, x, *, max_images: int
     import matplotlib.pyplot as plt
 
     from jaxplain.core._channels import channels_last_view
+    from jaxplain.report._display import show_input
 
     x = x[:max_images]
     _, axis = channels_last_view(f, x)  # the input's channel axis, when it is not the last
@@ -146,7 +147,7 @@ def plot_feature_maps(f: Callable, subnetwork: SubNetwork, x, *, max_images: int
         example = np.asarray(x[r])
         if axis is not None:
             example = np.moveaxis(example, axis - 1, -1)
-        _show_example(axes[r, 0], example)
+        show_input(axes[r, 0], example)  # RGB rescaled, other channel counts averaged
         for j, (n, c) in enumerate(columns, start=1):
             ax, v = axes[r, j], np.asarray(values[n][r])
             if isinstance(c, int) and v.ndim == 3:
@@ -173,15 +174,3 @@ def plot_feature_maps(f: Callable, subnetwork: SubNetwork, x, *, max_images: int
                 a.set_xticks(np.arange(len(c)), [str(u) for u in c], fontsize=5)
     fig.tight_layout()
     return fig
-
-
-def _show_example(ax, example: np.ndarray) -> None:
-    """One input: an image ``(h, w, c)``, a sequence ``(length, c)`` as one line per channel,
-    or anything else as bars of its flattened features."""
-    if example.ndim == 3:
-        ax.imshow(example[..., 0] if example.shape[-1] == 1 else example, cmap="gray")
-    elif example.ndim == 2:
-        for ch in range(example.shape[-1]):
-            ax.plot(np.arange(example.shape[0]), example[:, ch], lw=0.8)
-    else:
-        ax.bar(np.arange(example.size), example.ravel(), width=1.0, color="0.4")

@@ -88,3 +88,33 @@ def test_an_mlp_shows_the_kept_units_of_each_dense_site_as_named_bars():
     assert axes[0, 1].get_title() == "lin1\n3 of 3 kept"
     assert [t.get_text() for t in axes[0, 0].get_xticklabels()] == ["0", "5", "10", "14", "19"]
     plt.close(fig)
+
+
+def _conv2d_net(channels):
+    w = jax.random.normal(KEY, (3, 3, channels, 4))
+    head = jax.random.normal(jax.random.fold_in(KEY, 1), (4, 3))
+
+    def f(x):  # (n, 6, 6, channels) -> (n, 3)
+        with jax.named_scope("conv"):
+            h = jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return jax.nn.relu(h).mean(axis=(1, 2)) @ head
+
+    return f
+
+
+def test_images_of_two_channels_and_rgb_out_of_range_are_drawn_as_the_report_draws_inputs():
+    # 2 channels: "TypeError: Invalid shape (6, 6, 2) for image data"; RGB outside [0, 1]: clipped
+    from jaxplain.report._display import show_input
+
+    sub = _sub(("conv",), {"conv": (0, 2)}, units=4)
+    for channels in (2, 3):
+        x = 3.0 * jax.random.normal(jax.random.fold_in(KEY, channels), (2, 6, 6, channels))
+        fig = subnet.plot_feature_maps(_conv2d_net(channels), sub, x)
+        shown = np.asarray(fig.axes[0].images[0].get_array())
+        ref_fig, ref_ax = plt.subplots()
+        show_input(ref_ax, np.asarray(x[0]))
+        np.testing.assert_allclose(shown, np.asarray(ref_ax.images[0].get_array()))
+        assert shown.min() >= 0.0 and shown.max() <= 1.0 if channels == 3 else shown.ndim == 2
+        plt.close(fig)
+        plt.close(ref_fig)
