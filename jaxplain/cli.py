@@ -68,7 +68,7 @@ def demo(out: Path, quick: bool, seed: int, compile_cache: bool, only: tuple[str
 
     specs = _chosen(SECTIONS, only)
     if compile_cache:
-        _cache_compiled_programs()
+        click.echo(_cache_compiled_programs())
 
     import jaxplain
     from jaxplain import data
@@ -94,7 +94,9 @@ def demo(out: Path, quick: bool, seed: int, compile_cache: bool, only: tuple[str
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="An .npz with 'x' (finite floating point, scaled as the model expects; batch first; "
     "images NHWC, or NCHW for a channels-first model) and optional int labels 'y' (in [0, "
-    "classes)), or 'x_train', 'x_test' and optional 'y_train', 'y_test'.",
+    "classes)), or 'x_train', 'x_test' and optional 'y_train', 'y_test' (or 'x_test' and "
+    "'y_test' alone). One 'x' (or 'x_test' alone) is both the training and the test set; the "
+    "model's predictions stand in for labels the file lacks.",
 )
 @click.option(
     "--checkpoint",
@@ -119,52 +121,70 @@ def explain(model_spec: str, data_path: Path, checkpoint: Path | None, out: Path
     import jax
 
     from jaxplain.report._demo_sections import SECTIONS
-    from jaxplain.report._user import channels_last
+    from jaxplain.report._user import channels_last, same_sets
 
     specs = _chosen(SECTIONS, only)
-    if compile_cache:
-        _cache_compiled_programs()
-    model, variables, f, data, labelled = _user_model_and_data(model_spec, data_path, checkpoint)
+    cache = _cache_compiled_programs() if compile_cache else None
+    model, variables, f, data, predicted = _user_model_and_data(model_spec, data_path,
+                                                                checkpoint)
+    if cache:
+        click.echo(cache)
     f, data, moved = channels_last(f, data)
     if moved:
         click.echo("The model reads its images channels first: the report shows and renders "
                    "them channels last (NHWC).")
+    labelled = "test" not in predicted
     acc = float((jax.numpy.argmax(jax.jit(f)(data.x_test), -1) == data.y_test).mean())
+    size = (f"{len(data.x_test)} examples, both the training and the test set,"
+            if same_sets(data) else
+            f"{len(data.x_train)} training / {len(data.x_test)} test examples")
     click.echo(f"Model: {model_spec} ({type(model).__name__})")
-    click.echo(f"Data: {data_path} ({len(data.x_train)} training / {len(data.x_test)} test "
-               f"examples of shape {data.x_test.shape[1:]})")
-    click.echo(f"Test accuracy: {acc:.2%}" if labelled else
-               "No labels in the data: the model's predictions stand in for them.")
+    click.echo(f"Data: {data_path} ({size} of shape {data.x_test.shape[1:]})")
+    if labelled:
+        click.echo(f"Test accuracy: {acc:.2%}")
+    if predicted:
+        click.echo(_PREDICTED[predicted][0])
     _report(specs, out, f"jaxplain explain: {model_spec}", seed=seed, quick=quick,
             model=model, variables=variables, f=f, data=data, noun="examples", labelled=labelled,
-            name=data_path.name + ("" if labelled else " (labels: the model's predictions)"))
+            name=data_path.name + _PREDICTED.get(predicted, ("", ""))[1])
+
+
+#: What the report says where labels are the model's predictions: a line, a suffix of the name.
+_PREDICTED = {
+    ("training", "test"): ("No labels in the data: the model's predictions stand in for them.",
+                           " (labels: the model's predictions)"),
+    ("training",): ("No y_train in the data: the model's predictions stand in for the training "
+                    "labels (the test labels are the file's).",
+                    " (training labels: the model's predictions)"),
+    ("test",): ("No y_test in the data: the model's predictions stand in for the test labels.",
+                " (test labels: the model's predictions)"),
+}
 
 
 def _user_model_and_data(model_spec: str, data_path: Path, checkpoint: Path | None) -> tuple:
-    """``(model, variables, f, data, labelled)`` of MODEL and --data, bad ones as usage errors."""
+    """``(model, variables, f, data, predicted)`` of MODEL and --data (``predicted``: the sets
+    whose labels are the model's predictions), bad ones as usage errors."""
     import sys
 
-    from jaxplain.report._user import ModelCallError, load_data, load_model
+    from jaxplain.report._user import ModelCallError, call_hint, load_data, load_model
 
     if str(Path.cwd()) not in sys.path:  # MODEL is importable from the current folder
         sys.path.insert(0, str(Path.cwd()))
     try:
         model, variables, f = load_model(model_spec, checkpoint)
-        data, labelled = load_data(data_path, f, model=model_spec)
+        data, predicted = load_data(data_path, f, model=model_spec)
     except ModelCallError as e:
-        hint = ("" if checkpoint is not None else
-                f"; if {model_spec} builds or restores a model from a checkpoint, pass "
-                "--checkpoint PATH")
-        raise click.UsageError(f"{e}{hint}") from e
+        raise click.UsageError(f"{e}{call_hint(model_spec, model, checkpoint, e)}") from e
     except ValueError as e:
         raise click.UsageError(str(e)) from e
-    return model, variables, f, data, labelled
+    return model, variables, f, data, predicted
 
 
-def _cache_compiled_programs() -> None:
+def _cache_compiled_programs() -> str:
     """Turn on JAX's persistent compilation cache in ``$JAXPLAIN_HOME/xla``, unless the user
-    chose a folder of their own (``JAX_COMPILATION_CACHE_DIR``). Programs that took at least
-    0.2 s to compile are kept; a second report then spends far less time compiling."""
+    chose a folder of their own (``JAX_COMPILATION_CACHE_DIR``), and say where (the line to
+    print once the arguments are validated). Programs that took at least 0.2 s to compile are
+    kept; a second report then spends far less time compiling."""
     import jax
 
     from jaxplain.data._pretrained import home
@@ -172,7 +192,7 @@ def _cache_compiled_programs() -> None:
     if jax.config.jax_compilation_cache_dir is None:
         jax.config.update("jax_compilation_cache_dir", str(home() / "xla"))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
-    click.echo(f"Compiled programs cached in {jax.config.jax_compilation_cache_dir}")
+    return f"Compiled programs cached in {jax.config.jax_compilation_cache_dir}"
 
 
 def _report(specs: tuple[str, ...], out: Path, title: str, *, seed: int, quick: bool,

@@ -9,6 +9,7 @@ import numpy as np
 from jaxplain.report._context import DemoContext
 from jaxplain.report._display import show_input
 from jaxplain.report._section import Section
+from jaxplain.report._user import same_sets
 
 
 def demo_section(ctx: DemoContext) -> Section:
@@ -31,9 +32,12 @@ def demo_section(ctx: DemoContext) -> Section:
         accuracy = "test accuracy n/a (labels are the model's predictions)"
         caption = (f"Top: the first ten test {ctx.noun}, titled with the model's prediction. "
                    "Bottom: no errors to show, as the data have no labels.")
+    size = (f"{x_test.shape[0]} {ctx.noun}, both the training and the test set"
+            if same_sets(data) else
+            f"{data.x_train.shape[0]} training / {x_test.shape[0]} test {ctx.noun}")
     text = (
         f"{type(ctx.model).__name__} on {ctx.name} "
-        f"({data.x_train.shape[0]} training / {x_test.shape[0]} test {ctx.noun}): "
+        f"({size}): "
         f"{accuracy}.\n"
         f"{len(sites)} sites: " + ", ".join(s.name for s in sites) + "."
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
 import sys
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -36,15 +37,8 @@ def _is_factory(obj) -> bool:
                    for p in inspect.signature(obj).parameters.values())
 
 
-def load_model(spec: str, checkpoint: str | Path | None = None):
-    """``(model, variables, f)`` from ``"package.module:name"``.
-
-    ``name`` is a model (a plain function ``f(x) -> logits``, a Flax NNX or Equinox module), a
-    ``(linen_module, variables)`` pair, or a function returning one of those: called with no
-    argument, or with ``checkpoint`` (as a string) when one is given.
-    """
-    import jaxplain
-
+def _attribute(spec: str) -> Any:
+    """The object MODEL ``"package.module:name"`` names."""
     module_name, sep, attribute = spec.partition(":")
     if not sep or not module_name or not attribute:
         raise ValueError(f"MODEL must look like 'package.module:name'; got {spec!r}.")
@@ -56,19 +50,75 @@ def load_model(spec: str, checkpoint: str | Path | None = None):
         if not hasattr(obj, part):
             raise ValueError(f"{module_name!r} has no attribute {attribute!r} (MODEL {spec!r}).")
         obj = getattr(obj, part)
+    return obj
+
+
+def load_model(spec: str, checkpoint: str | Path | None = None):
+    """``(model, variables, f)`` from ``"package.module:name"``.
+
+    ``name`` is a model (a plain function ``f(x) -> logits``, a Flax NNX or Equinox module), a
+    ``(linen_module, variables)`` pair, or a function returning one of those: called with no
+    argument, or with ``checkpoint`` (as a string) when one is given. An exception of that call
+    becomes a ValueError naming MODEL (and the checkpoint) and the error.
+    """
+    import jaxplain
+
+    obj = _attribute(spec)
     if checkpoint is not None:
         if not callable(obj):
             raise ValueError(f"--checkpoint needs MODEL to be a function of the checkpoint path; "
                              f"{spec!r} is a {type(obj).__name__}.")
-        obj = obj(str(checkpoint))
+        obj = _build(spec, obj, str(checkpoint))
     elif _is_factory(obj):
-        obj = obj()
+        obj = _build(spec, obj)
     else:
         _refuse_module_class(obj, spec)
     model, variables = obj if isinstance(obj, tuple) and len(obj) == 2 else (obj, None)
     if variables is None:
         _refuse_bare_linen(model, spec)
     return model, variables, jaxplain.as_function(model, variables)
+
+
+def _build(spec: str, factory, *checkpoint: str):
+    """``factory(*checkpoint)``; an exception of the user's code becomes a ValueError."""
+    try:
+        return factory(*checkpoint)
+    except Exception as e:  # noqa: BLE001 - any error of the user's code, named and re-raised
+        if not checkpoint:
+            raise ValueError(f"calling MODEL {spec} (a function of no argument, so taken for a "
+                             f"factory of the model) failed: {type(e).__name__}: {e}") from e
+        raise ValueError(
+            f"calling MODEL {spec} with the --checkpoint path {checkpoint[0]!r} failed: "
+            f"{type(e).__name__}: {e}; with --checkpoint, MODEL must be a function of the path "
+            f"that returns the model (if {spec} is the model itself, leave --checkpoint out)."
+        ) from e
+
+
+def call_hint(spec: str, model, checkpoint: str | Path | None, error: ModelCallError) -> str:
+    """What to try after ``model`` (from MODEL ``spec``) raised on the data: a clause to append
+    to ``error``'s message, or ``""``."""
+    cause = error.__cause__
+    obj = _attribute(spec)
+    if (checkpoint is None and model is obj and inspect.isfunction(obj)
+            and len(inspect.signature(obj).parameters) == 1):
+        return (f"; if {spec} builds or restores a model from a checkpoint, pass "
+                "--checkpoint PATH")
+    linen, nnx = sys.modules.get("flax.linen"), sys.modules.get("flax.nnx")
+    missing = re.search(r"missing \d+ required (?:positional |keyword-only )?arguments?: '(\w+)'",
+                        str(cause)) if isinstance(cause, TypeError) else None
+    for kind, variables in ((linen, ", variables"), (nnx, "")):
+        if missing and kind is not None and isinstance(model, kind.Module):
+            name = missing.group(1)
+            value = {"train": "False", "training": "False", "deterministic": "True"}.get(
+                name, "...")
+            return (f"; {type(model).__name__} takes the call argument {name!r}: have MODEL "
+                    f"return jaxplain.as_function(model{variables}, {name}={value}) to fix it")
+    eqx = sys.modules.get("equinox")
+    if eqx is not None and isinstance(model, eqx.Module):
+        return (f"; jaxplain calls an Equinox module on one example at a time (vmapped over the "
+                f"batch): if {type(model).__name__}.__call__ takes a batch, have MODEL return "
+                "jaxplain.as_function(model, per_example=False)")
+    return ""
 
 
 def _refuse_bare_linen(model, spec: str) -> None:
@@ -119,68 +169,111 @@ def _first_call(f, x: np.ndarray, model: str) -> np.ndarray:
                              f"failed: {type(e).__name__}: {e}") from e
 
 
-def load_data(path: str | Path, f, *, model: str = "the model") -> tuple[ReportData, bool]:
-    """The examples of an ``.npz`` (``x`` and optional ``y``, or ``x_train``, ``x_test`` and
-    optional ``y_train``, ``y_test``) and whether the labels came from the file.
+def _arrays(path: str | Path) -> dict[str, np.ndarray]:
+    """The arrays of the ``.npz`` at ``path``; ValueError for anything else (an ``.npy``, a
+    text file, pickled objects)."""
+    what = f"{path}: not an .npz written by np.savez or np.savez_compressed"
+    try:
+        npz = np.load(path)
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise ValueError(f"{what} (it holds a single {type(npz).__name__}"
+                             f"{getattr(npz, 'shape', '')}; save it with np.savez(path, x=x)).")
+        with npz:
+            return {k: npz[k] for k in npz.files}
+    except (OSError, EOFError, ValueError) as e:
+        if str(e).startswith(what):
+            raise
+        raise ValueError(f"{what}: {e}") from e
 
-    With one ``x`` it serves as both training and test examples; without labels the model's
-    predictions stand in for them. Raises ValueError on missing or misshapen arrays, on integer
-    inputs (uint8 images: the caller scales them, as the model expects), on non-finite inputs
-    (NaN or inf), on labels outside ``[0, classes)`` and when ``f`` does not map a batch to
-    ``(batch, classes)`` logits; :class:`ModelCallError` (a ValueError naming ``model``, the
-    input shape and the error) when ``f`` raises on the first two test examples.
-    """
-    with np.load(path) as npz:
-        arrays = {k: npz[k] for k in npz.files}
+
+def _split(path, arrays: dict) -> tuple[str, str, str | None, str | None]:
+    """The keys of ``(x_train, x_test, y_train, y_test)`` in the file: ``x`` (or ``x_test``
+    alone) serves as both sets; ``y_*`` keys may be None (no labels)."""
+    def label(key):
+        return key if key in arrays else None
+
     if "x" in arrays:
-        x_train = x_test = arrays["x"]
-        y_train = y_test = arrays.get("y")
-    elif "x_train" in arrays and "x_test" in arrays:
-        x_train, x_test = arrays["x_train"], arrays["x_test"]
-        y_train, y_test = arrays.get("y_train"), arrays.get("y_test")
-    else:
-        raise ValueError(f"{path}: expected an array 'x' (or 'x_train' and 'x_test'); found "
-                         f"{sorted(arrays) or 'none'}.")
-    for name, x in (("x_train", x_train), ("x_test", x_test)):
+        return "x", "x", label("y"), label("y")
+    if "x_test" in arrays and "x_train" not in arrays:
+        return "x_test", "x_test", label("y_test"), label("y_test")
+    if "x_train" in arrays and "x_test" in arrays:
+        return "x_train", "x_test", label("y_train"), label("y_test")
+    if "x_train" in arrays:
+        raise ValueError(f"{path}: has 'x_train' but no 'x_test', and the report explains test "
+                         "examples; add 'x_test', or save the examples as 'x' (then they serve "
+                         "as both the training and the test set).")
+    raise ValueError(f"{path}: expected an array 'x' (or 'x_train' and 'x_test', or 'x_test' "
+                     f"alone); found {sorted(arrays) or 'none'}.")
+
+
+def load_data(path: str | Path, f, *, model: str = "the model"
+              ) -> tuple[ReportData, tuple[str, ...]]:
+    """The examples of an ``.npz`` and the sets whose labels are the model's predictions.
+
+    The file holds ``x`` and optional ``y``; or ``x_train``, ``x_test`` and optional
+    ``y_train``, ``y_test``; or ``x_test`` and optional ``y_test`` alone. One ``x`` (or
+    ``x_test`` alone) is both the training and the test set. Where a set has no labels, the
+    model's predictions stand in for them: the second value names those sets (``"training"``,
+    ``"test"``; empty when every label is the file's).
+
+    Raises ValueError for a file that is not an ``.npz``, on missing or misshapen arrays
+    (naming the key in the file), on integer inputs (uint8 images: the caller scales them, as
+    the model expects), on non-finite inputs (NaN or inf), on labels outside ``[0, classes)``
+    and when ``f`` does not map a batch to ``(batch, classes)`` logits; :class:`ModelCallError`
+    (a ValueError naming ``model``, the input shape and the error) when ``f`` raises on the
+    first two test examples.
+    """
+    arrays = _arrays(path)
+    keys = _split(path, arrays)
+    for key in dict.fromkeys(keys[:2]):
+        x = arrays[key]
         if x.ndim < 2 or len(x) < 2 or not np.issubdtype(x.dtype, np.number):
-            raise ValueError(f"{path}: {name} must be numeric, batch first, with at least two "
+            raise ValueError(f"{path}: {key} must be numeric, batch first, with at least two "
                              f"examples; got {x.dtype} {x.shape}.")
         if not np.issubdtype(x.dtype, np.floating):
             # As every method of the library does: a cast alone would explain the model on
             # inputs of another scale than it was trained on (0..255 for 0..1), silently.
             raise ValueError(
-                f"{path}: {'x' if 'x' in arrays else name} has integer dtype {x.dtype} (values {x.min()} to {x.max()}); "
+                f"{path}: {key} has integer dtype {x.dtype} (values {x.min()} to {x.max()}); "
                 "jaxplain explains models of floating-point inputs and does not guess their "
                 "scaling. Convert the data as your model expects it (e.g. x.astype('float32') / "
                 "255 for 8-bit images scaled to [0, 1]) and save the .npz again.")
         bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
         if bad:
             raise ValueError(
-                f"{path}: {'x' if 'x' in arrays else name} has {bad} non-finite values (NaN or "
-                f"inf) out of {np.size(x)}; jaxplain explains a model on finite inputs only. "
-                "Remove or repair those examples and save the .npz again.")
-    x_train, x_test = x_train.astype(np.float32), x_test.astype(np.float32)
+                f"{path}: {key} has {bad} non-finite values (NaN or inf) out of {np.size(x)}; "
+                "jaxplain explains a model on finite inputs only. Remove or repair those "
+                "examples and save the .npz again.")
+    x_train, x_test = (arrays[k].astype(np.float32) for k in keys[:2])
     logits = _first_call(f, x_test, model)
     if logits.ndim != 2 or logits.shape[0] != 2:
         raise ValueError(f"the model must map a batch (n, ...) to logits (n, classes); it maps "
                          f"{x_test[:2].shape} to {logits.shape}.")
-    labelled = y_train is not None and y_test is not None
-    if not labelled:
-        y_train = np.argmax(np.asarray(f(x_train)), axis=-1)
-        y_test = np.argmax(np.asarray(f(x_test)), axis=-1)
-    for name, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
-        y = np.asarray(y)
-        given = "y" if "x" in arrays else f"y_{name}"  # the key in the file
+    labels, predicted = [], []
+    for name, x, key in (("training", x_train, keys[2]), ("test", x_test, keys[3])):
+        if key is None:
+            labels.append(np.argmax(np.asarray(f(x)), axis=-1))
+            predicted.append(name)
+            continue
+        y = arrays[key]
         if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer):
             one_hot = (" (one-hot labels? save y.argmax(-1) instead)"
                        if y.shape == (len(x), logits.shape[1]) else "")
-            raise ValueError(f"{path}: {given} must be int labels shaped ({len(x)},); got "
+            raise ValueError(f"{path}: {key} must be int labels shaped ({len(x)},); got "
                              f"{y.dtype} {y.shape}{one_hot}.")
         classes = logits.shape[1]
         if y.size and (y.min() < 0 or y.max() >= classes):
-            raise ValueError(f"{path}: {given} must be int labels in [0, {classes}) (the model "
+            raise ValueError(f"{path}: {key} must be int labels in [0, {classes}) (the model "
                              f"has {classes} logits); got values {y.min()} to {y.max()}.")
-    return ReportData(x_train, np.asarray(y_train), x_test, np.asarray(y_test)), labelled
+        labels.append(y)
+    return ReportData(x_train, labels[0], x_test, labels[1]), tuple(predicted)
+
+
+def same_sets(data) -> bool:
+    """Whether ``data``'s (a :class:`ReportData` or ``jaxplain.data.Digits``) training and test
+    examples are the same (one ``x`` in the file)."""
+    return (data.x_train.shape == data.x_test.shape
+            and bool(np.array_equal(data.x_train, data.x_test)))
 
 
 def channels_last(f, data: ReportData) -> tuple[Any, ReportData, bool]:

@@ -79,3 +79,43 @@ class NnxMLP(nnx.Module):
 
     def __call__(self, x):
         return self.lin(x)
+
+
+def broken_loader(path):
+    """A checkpoint factory whose loading fails."""
+    raise RuntimeError(f"cannot read {path}")
+
+
+def vector_model(x):
+    """A plain model function on 12-feature vectors (one parameter, like a checkpoint factory)."""
+    return x[:, :3]
+
+
+class TrainFlagMLP(nn.Module):
+    """12 features -> 3 classes; ``__call__`` needs ``train`` (as a model with BatchNorm does)."""
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        return nn.Dense(3)(nn.relu(nn.BatchNorm(use_running_average=not train)(x)))
+
+
+def train_flag_mlp():
+    """A factory: ``(TrainFlagMLP, variables)``; called with ``x`` alone it lacks ``train``."""
+    model = TrainFlagMLP()
+    return model, model.init(jax.random.key(0), jnp.zeros((1, 12)), train=False)
+
+
+class BatchedMLP(eqx.Module):
+    """An Equinox module whose ``__call__`` takes a batch ``(n, 12)`` (it vmaps inside)."""
+
+    lin: eqx.nn.Linear
+
+    def __init__(self):
+        self.lin = eqx.nn.Linear(12, 3, key=jax.random.key(3))
+
+    def __call__(self, x):
+        return jax.vmap(self.lin)(x)
+
+
+def batched_mlp():
+    return BatchedMLP()
