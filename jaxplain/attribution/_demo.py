@@ -34,7 +34,7 @@ def _methods(key, quick: bool, x, grad_cam_site, references) -> dict:
         "guided backprop": lambda f, x, t: A.guided_backprop(f, x, t),
         "lrp eps-plus-flat": lambda f, x, t: A.lrp(f, x, t, rules=EpsilonPlusFlat()),
     }
-    window, mask = _patches(x.shape[1:])
+    window, mask = patches(x.shape[1:])
     label = "x".join(map(str, window))
     methods[f"occlusion {label}"] = lambda f, x, t: A.occlusion(f, x, t, window=window)
     methods[f"kernel shap {label} ({4 * samples})"] = lambda f, x, t: A.kernel_shap(
@@ -49,7 +49,7 @@ def _methods(key, quick: bool, x, grad_cam_site, references) -> dict:
     return methods
 
 
-def _patches(shape):
+def patches(shape):
     """``(window, feature mask)`` for one example's ``shape``: square patches of a
     quarter of the image side (2x2 on 8x8 digits: 16 groups) shared by all channels, or runs of
     features of a vector."""

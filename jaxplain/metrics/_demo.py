@@ -14,16 +14,21 @@ from jaxplain.metrics._faithfulness import deletion, insertion
 
 TABLE_METRICS = ("deletion_morf", "deletion_lerf", "insertion", "lerf_change", "sparseness",
                  "continuity")
+#: A map whose mean sparseness (Gini index) is below this is taken for constant.
+CONSTANT_GINI = 1e-3
+
+
+OCCLUSION = "occlusion 2x2"
 
 
 def attribution_methods(key: jax.Array, *, quick: bool = False) -> dict[str, Callable[..., Any]]:
     """``{name: method(f, x, target)}`` for the attribution methods this install provides.
 
     Options are fixed here (IG with 32 Gauss-Legendre steps, SmoothGrad with 16 samples and
-    stdev 0.15, 2x2 occlusion with stride 1, LRP with Zennit's EpsilonPlusFlat composite), and
-    a uniform random map is added as a control. A method missing from
-    :mod:`jaxplain.attribution` is left out; ``quick`` keeps the gradient, gradient x input
-    and integrated gradients only.
+    stdev 0.15, 2x2 occlusion with stride 1 (the digits' window: :func:`fit_occlusion` fits it
+    to other inputs), LRP with Zennit's EpsilonPlusFlat composite), and a uniform random map is
+    added as a control. A method missing from :mod:`jaxplain.attribution` is left out;
+    ``quick`` keeps the gradient, gradient x input and integrated gradients only.
     """
     from jaxplain import attribution as A
 
@@ -41,7 +46,7 @@ def attribution_methods(key: jax.Array, *, quick: bool = False) -> dict[str, Cal
         "smoothgrad": lambda: functools.partial(A.smoothgrad, key=key, samples=samples),
         "deeplift": lambda: A.deeplift,
         "guided backprop": lambda: A.guided_backprop,
-        "occlusion 2x2": lambda: functools.partial(A.occlusion, window=(2, 2), stride=1),
+        OCCLUSION: lambda: functools.partial(A.occlusion, window=(2, 2), stride=1),
         "lrp (epsilon-plus-flat)": lrp,
     }
     if quick:
@@ -54,6 +59,23 @@ def attribution_methods(key: jax.Array, *, quick: bool = False) -> dict[str, Cal
             continue
     methods["random (control)"] = random_attribution(jax.random.fold_in(key, 1))
     return methods
+
+
+def fit_occlusion(methods: dict, shape) -> dict:
+    """``methods`` with :func:`attribution_methods`' 2x2 occlusion replaced, in place in the
+    order, by the window the attribution section uses for one example's ``shape`` (a quarter of
+    the image side, 2x2 on the 8x8 digits; runs of 1/16 of the features of vectors and
+    sequences), stride 1: a 2x2 window does not fit a vector."""
+    if OCCLUSION not in methods:
+        return methods
+    from jaxplain import attribution as A
+    from jaxplain.attribution._demo import patches
+
+    window, _ = patches(tuple(shape))
+    occlusion = functools.partial(A.occlusion, window=window, stride=1)
+    name = "occlusion " + "x".join(map(str, window))
+    return {name if k == OCCLUSION else k: occlusion if k == OCCLUSION else m
+            for k, m in methods.items()}
 
 
 def insertion_baseline(x, reference=None):
@@ -149,7 +171,7 @@ def demo_section(ctx):
     x = jnp.asarray(ctx.data.x_test[:n])
     target = jnp.argmax(ctx.f(x), axis=-1)
     key_methods, key_noise = jax.random.split(ctx.key)
-    methods = attribution_methods(key_methods, quick=ctx.quick)
+    methods = fit_occlusion(attribution_methods(key_methods, quick=ctx.quick), x.shape[1:])
     start = insertion_baseline(x, ctx.data.x_train)
     images = isinstance(start, str)
     rows, curves, failures = faithfulness_table(ctx.f, x, target, methods, key=key_noise,
@@ -162,10 +184,15 @@ def demo_section(ctx):
             f"{tuple(x.shape[1:])}): " + "; ".join(f"{k}: {v}" for k, v in failures.items()))
     header = ["method", *TABLE_METRICS]
     better = ", ".join(f"{m} {METRICS[m][1]}" for m in TABLE_METRICS)
+    # A constant map (sparseness, a Gini index, 0: e.g. LRP's Flat rule on a dense first layer)
+    # ranks no feature above another; its continuity is trivially perfect, so it is no "best".
+    gini = 1 + TABLE_METRICS.index("sparseness")
+    constant = [r[0] for r in scored if abs(r[gini]) < CONSTANT_GINI]
+    ranked = [r for r in scored if r[0] not in constant] or scored
     best = {}
     for j, m in enumerate(TABLE_METRICS, start=1):
         pick = min if METRICS[m][1] == "lower" else max
-        best[m] = pick(scored, key=lambda r: r[j])[0]
+        best[m] = pick(ranked, key=lambda r: r[j])[0]
     control = " and a random control" if len(rows) > len(scored) else ""
     lines = [
         f"Faithfulness of {len(scored)} attribution methods{control} on {n} test {ctx.noun} "
@@ -173,6 +200,9 @@ def demo_section(ctx):
         "Better: " + better + ".",
     ]
     lines += [f"best {m}: {name}" for m, name in best.items()]
+    if constant and len(ranked) < len(scored):
+        lines.append(f"left out of best: {', '.join(constant)} (a constant map, sparseness 0: it "
+                     f"ranks no {'pixel' if images else 'feature'} above another)")
     if failures:
         lines.append("failed: " + "; ".join(f"{k} ({v})" for k, v in failures.items()))
     unit = "pixels" if images else "features"
