@@ -198,16 +198,18 @@ def _cache_compiled_programs() -> str:
 def _report(specs: tuple[str, ...], out: Path, title: str, *, seed: int, quick: bool,
             **context) -> None:
     """Run the sections on a ``DemoContext(**context)`` (a failing one is reported and
-    marked), write the report, and exit with status 1 when a section failed."""
+    marked), write the report, and exit with status 1 when a section failed. Progress bars
+    are shown on a terminal only: redirected to a log, they would fill it."""
     import functools
+    import sys
 
     import jax
     from tqdm.auto import tqdm
 
-    from jaxplain.report import DemoContext, run_section, section_name, write_report
+    from jaxplain.report import DemoContext, no_progress, run_section, section_name, write_report
 
-    ctx = DemoContext(key=jax.random.key(seed), quick=quick,
-                      progress=functools.partial(tqdm, leave=False), **context)
+    bars = functools.partial(tqdm, leave=False) if sys.stderr.isatty() else no_progress
+    ctx = DemoContext(key=jax.random.key(seed), quick=quick, progress=bars, **context)
 
     sections, failed = [], []
     for i, spec in enumerate(specs, 1):

@@ -140,7 +140,8 @@ def demo_section(ctx):
     return (Section("Attribution", text=text)
             .with_table(header=["method", f"ms per example ({jax.default_backend().upper()}, "
                                 "compiled)", "mean sum of attribution"], rows=rows,
-                        caption=f"Median of {TIMING_REPEATS} compiled calls on the demo machine.")
+                        caption=f"Median of {TIMING_REPEATS} compiled calls on the machine that "
+                                "ran the report.")
             .with_figure(map_grid(np.asarray(x), maps, np.asarray(target)),
                          caption=map_caption(x.shape[1:])))
 

@@ -178,9 +178,10 @@ def demo_section(ctx):
         "it evenly between the two factors of q k^T and p v.",
     ])
     return (Section("Transformers", text=text)
-            .with_table(header=["method", "ms per example (CPU, compiled)",
-                                "max |sum of attribution - logit|"],
-                        rows=rows, caption="Second call (compiled) timings on the demo machine.")
+            .with_table(header=["method", f"ms per example ({jax.default_backend().upper()}, "
+                                "compiled)", "max |sum of attribution - logit|"],
+                        rows=rows, caption="Second call (compiled) timings on the machine that "
+                                           "ran the report.")
             .with_figure(map_grid(np.asarray(x), maps, np.asarray(target), size=1.45),
                          caption="Token maps (magnitude) and pixel maps (red positive, blue "
                                  "negative) of the predicted class."))

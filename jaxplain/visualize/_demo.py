@@ -184,7 +184,7 @@ def demo_section(ctx):
             .with_table(["site", "channels", "live", "beat data max", "median value / data max"],
                         rows, caption="A channel is live if it is active at the start image; "
                                       "'beat data max': its rendered input activates it more "
-                                      "than any test digit.")
+                                      f"than any of the test {ctx.noun}.")
             .with_figure(grid_figure(results, grp, group_images),
                          caption="Rows: channels of each layer; last row: NMF neuron groups "
                                  "(top channels in the title)."))

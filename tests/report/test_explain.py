@@ -43,6 +43,10 @@ def test_explain_quick_writes_every_section_for_a_linen_factory(images, tmp_path
     for i, spec in enumerate(specs, 1):
         assert f"[{i}/{len(specs)}] {section_name(spec)}" in result.output
     assert "test examples" in html and "grad-cam conv2" in html and "occlusion 2x2" in html
+    # wording of the user's own report, and no progress bars in output that is not a terminal
+    assert "demo machine" not in html and "test digit" not in html
+    assert "on the machine that ran the report" in html
+    assert "%|" not in result.output and "step/s" not in result.output
     assert "Rules X -&gt; Y from site &#x27;relu_1&#x27; (one item per filter" in html
     for src in re.findall(r'src="([^"]+)"', html):
         assert (out / src).stat().st_size > 0
