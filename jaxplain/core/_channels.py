@@ -10,7 +10,8 @@ axis of a convolution, or the one output axis that a dense layer's weight contri
 keep the rank and that axis's size (activations, bias adds, normalisations, pools) keep it;
 transposes, reshapes, broadcasts, squeezes, reductions and concatenations move it; anything
 else forgets it. :func:`input_channel_axis` follows the first convolution's input feature axis
-back to the model's input, through ops that keep the shape and through reshapes and transposes.
+back to the model's input, through ops that keep the shape, reshapes, transposes, and pools
+and pads that leave the channel axis alone.
 :func:`channels_last_view` uses it to give the methods that perturb or draw NHWC images (the
 faithfulness metrics, the report) a channels-first model as a function of NHWC images.
 """
@@ -31,6 +32,8 @@ _FORGET = frozenset({"dot_general", "conv_general_dilated", "transpose", "reshap
                      "gather", "scatter", "scatter-add", "dynamic_slice", "dynamic_update_slice",
                      "sort", "argsort", "cumsum", "cumprod", "cummax", "rev"})
 _REDUCE = frozenset({"reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "argmax", "argmin"})
+_WINDOWED = frozenset({"reduce_window_sum", "reduce_window_max", "reduce_window_min",
+                       "reduce_window"})
 
 
 def _landings(axis: int, old: tuple, new: tuple) -> list[int]:
@@ -101,9 +104,23 @@ def channel_axes(program: Program) -> dict[int, int]:
     return axes
 
 
+def _untouched(node, axis: int) -> bool:
+    """Whether a pool (``reduce_window*``) or a ``pad`` leaves `axis` as it is: a window of 1
+    with stride 1 and no padding or dilation there (a pool's channel axis)."""
+    p = node.eqn.params
+    if node.prim == "pad":
+        return tuple(p["padding_config"][axis]) == (0, 0, 0)
+    ones = (1,) * len(p["window_dimensions"])
+    return (p["window_dimensions"][axis] == 1 and p["window_strides"][axis] == 1
+            and tuple(p["padding"][axis]) == (0, 0)
+            and (p.get("base_dilation") or ones)[axis] == 1
+            and (p.get("window_dilation") or ones)[axis] == 1)
+
+
 def _backward(node, axis: int) -> list[tuple[int, int]]:
     """The ``(input id, axis)`` pairs that `axis` of the node's output may come from, for ops
-    that keep the shape, broadcasts, reshapes and transposes (none for other ops)."""
+    that keep the shape, broadcasts, reshapes, transposes, and pools and pads along an axis
+    they leave alone (none for other ops)."""
     eqn = node.eqn
     out_shape = tuple(eqn.outvars[0].aval.shape)
     data = [(r, tuple(v.aval.shape)) for r, v in zip(node.ins, eqn.invars) if isinstance(r, int)]
@@ -114,6 +131,8 @@ def _backward(node, axis: int) -> list[tuple[int, int]]:
     if node.prim == "broadcast_in_dim":
         dims = tuple(eqn.params["broadcast_dimensions"])
         return [(data[0][0], dims.index(axis))] if axis in dims else []
+    if node.prim in _WINDOWED or node.prim == "pad":
+        return [(node.ins[0], axis)] if _untouched(node, axis) else []
     if node.prim in _FORGET or node.prim in _REDUCE:
         return []
     same = [r for r, shape in data if shape == out_shape]

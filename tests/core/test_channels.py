@@ -274,3 +274,39 @@ def test_deletion_curves_treat_nchw_pixels_as_pixels():
         lerf = metrics.pixel_perturbation(f, XF, jnp.moveaxis(a, -1, 1), fractions=(0.1, 0.3))
         np.testing.assert_allclose(lerf, metrics.pixel_perturbation(nhwc, X, a, fractions=(0.1, 0.3)),
                                    rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("pool", ["avg", "max", "pad"])
+def test_a_pool_or_pad_before_the_first_conv_keeps_the_inputs_channel_axis(pool):
+    # An NCHW model that pools (or pads) its input before the first convolution: the way back
+    # from that convolution's input channels to the model's input goes through the pool, which
+    # leaves the channel axis alone. It used to be lost, so Grad-CAM resized its map onto (C, H)
+    # (shape (n, 2, 8, 1)) and occlusion slid its 2x2 window over channels and height.
+    def first(z, layout):
+        window = (1, 2, 2, 1) if layout == "NHWC" else (1, 1, 2, 2)
+        if pool == "avg":
+            return jax.lax.reduce_window(z, 0.0, jax.lax.add, window, window, "VALID") / 4
+        if pool == "max":
+            return jax.lax.reduce_window(z, -jnp.inf, jax.lax.max, window, window, "VALID")
+        pads = [(0, 0, 0), (1, 1, 0), (1, 1, 0), (0, 0, 0)]
+        return jax.lax.pad(z, 0.0, pads if layout == "NHWC" else [pads[i] for i in (0, 3, 1, 2)])
+
+    def twin(layout):
+        w = W1 if layout == "NHWC" else W1.transpose(3, 2, 0, 1)
+        axes = (1, 2) if layout == "NHWC" else (2, 3)
+
+        def f(z):
+            with jax.named_scope("conv1"):
+                h = jax.nn.relu(_conv(first(z, layout), w, layout))
+            return h.mean(axis=axes) @ D
+        return f
+
+    x_nchw = jnp.moveaxis(X, -1, 1)
+    assert input_channel_axis(program_of(twin("NCHW"), x_nchw)[0]) == 1
+    cam = grad_cam(twin("NCHW"), x_nchw, 0, site="conv1/relu")
+    assert cam.shape == (5, 1, 8, 8)
+    np.testing.assert_allclose(cam, jnp.moveaxis(grad_cam(twin("NHWC"), X, 0, site="conv1/relu"),
+                                                 -1, 1), rtol=1e-5, atol=1e-6)
+    occluded = jp.attribution.occlusion(twin("NCHW"), x_nchw, 0, window=(2, 2), stride=2)
+    np.testing.assert_allclose(occluded, jnp.moveaxis(jp.attribution.occlusion(
+        twin("NHWC"), X, 0, window=(2, 2), stride=2), -1, 1), rtol=1e-5, atol=1e-6)
