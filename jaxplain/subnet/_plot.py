@@ -78,6 +78,14 @@ def plot_chain(subnetwork: SubNetwork, *, max_units: int = 12, ax=None, title: s
     return fig
 
 
+def _within(columns: list, max_units: int) -> list:
+    """At most `max_units` columns, in layer order: every dense site keeps its one column and
+    the kept filters (``(site, int)`` entries, largest multipliers first) fill the rest."""
+    budget = max_units - sum(not isinstance(c, int) for _, c in columns)
+    maps = [col for col in columns if isinstance(col[1], int)][:max(budget, 0)]
+    return [col for col in columns if not isinstance(col[1], int) or col in maps]
+
+
 def plot_feature_maps(f: Callable, subnetwork: SubNetwork, x, *, max_images: int = 4,
                       max_units: int = 10):
     """The sub-network's values of its kept units on region examples: one row per example,
@@ -99,7 +107,8 @@ def plot_feature_maps(f: Callable, subnetwork: SubNetwork, x, *, max_images: int
         first (as an Equinox CNN does), NCHW; sequences ``(n, length, channels)``; vectors
         ``(n, features)``. The first ``max_images`` are shown.
       max_images: Rows.
-      max_units: Columns after the input (and bars per dense site's column).
+      max_units: Columns after the input (and bars per dense site's column): every kept
+        dense site gets its column, the kept filters fill the others.
 
     Returns:
       The matplotlib figure.
@@ -139,7 +148,7 @@ def plot_feature_maps(f: Callable, subnetwork: SubNetwork, x, *, max_images: int
             columns += [(n, int(c)) for c in kept]
         elif values[n].ndim == 2:
             columns.append((n, kept[:max_units]))
-    columns = columns[:max_units]
+    columns = _within(columns, max_units)
     rows = x.shape[0]
     fig, axes = plt.subplots(rows, len(columns) + 1, figsize=(1.3 * (len(columns) + 1), 1.4 * rows),
                              squeeze=False)

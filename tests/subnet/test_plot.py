@@ -75,3 +75,15 @@ def test_feature_maps_of_a_channels_first_model_draw_its_nchw_images():
     fig = subnet.plot_feature_maps(grey, sub, rgb, max_units=2)
     assert fig.axes[0].get_images()[0].get_array().shape == (8, 8, 3)
     matplotlib.pyplot.close(fig)
+
+
+def test_every_kept_dense_site_keeps_its_column_when_filters_fill_the_figure():
+    from jaxplain.subnet._plot import _within
+    # 9 kept filters of two conv sites, then a dense site: at 10 columns the dense site's bars
+    # used to be cut off whenever the filters reached the limit (the report's Linen CNN).
+    columns = ([("conv1", c) for c in range(5)] + [("conv2", c) for c in range(6)]
+               + [("fc", np.arange(9))])
+    kept = _within(columns, 10)
+    assert len(kept) == 10 and kept[-1][0] == "fc"
+    assert kept[:9] == columns[:9]                      # the filters in order, 9 of 11
+    assert _within(columns[:5] + columns[-1:], 10) == columns[:5] + columns[-1:]
