@@ -174,8 +174,6 @@ def gradient_weighted_rollout(f: Callable, x: Float[Array, "batch *feature"],
       Chefer, Gur, Wolf. Generic Attention-model Explainability for Interpreting Bi-Modal and
       Encoder-Decoder Transformers. ICCV 2021.
     """
-    _common.check_function(f)
-    x = _common.check_x(x)
-    t = _common.check_target(f, x, target)
+    x, t = _common.check_arguments(f, x, target)
     names = attention_sites(f, x, sites)
     return _gradient_rollout(f, x, t, sites=names)

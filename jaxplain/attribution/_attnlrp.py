@@ -94,9 +94,7 @@ def attn_lrp(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, 
       Achtibat, Hatefi, Dreyer, Jain, Wiegand, Lapuschkin, Samek. AttnLRP: Attention-Aware
       Layer-Wise Relevance Propagation for Transformers. ICML 2024.
     """
-    _common.check_function(f)
-    x = _common.check_x(x)
-    t = _common.check_target(f, x, target)
+    x, t = _common.check_arguments(f, x, target)
     _common.warn_if_softmax_output(f, x, "attn_lrp", "the target's relevance is not conserved "
                                    "through it")
     return x * rule_gradient(f, x, t, rule=AttnLRPRules(float(epsilon)))

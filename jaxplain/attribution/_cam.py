@@ -39,9 +39,7 @@ SCORES = ("probability", "logit")
 
 def _cam_arguments(f, x, target, site, resize: bool, method: str = "grad_cam") -> tuple:
     """The CAM methods' checks: ``(x, target, channel axis of x)``."""
-    _common.check_function(f)
-    x = _common.check_x(x)
-    t = _common.check_target(f, x, target)
+    x, t = _common.check_arguments(f, x, target)
     shape = _check_site(f, x, site)
     if len(shape) < 3:
         raise ValueError(f"{method} needs a site with spatial axes (n, h, w, c); site {site!r} has "

@@ -159,6 +159,15 @@ def check_target(f: Callable, x: jax.Array, target: Any, name: str = "target") -
     return jnp.broadcast_to(jnp.asarray(t, jnp.int32), (x.shape[0],))
 
 
+def check_arguments(f: Callable, x: Any, target: Any) -> tuple[jax.Array, jax.Array]:
+    """The checks of the arguments every method takes, in order: `f` (:func:`check_function`),
+    `x` (:func:`check_x`) and `target` (:func:`check_target`). Returns ``(x, target)``: `x` as
+    a JAX array, `target` as int32 of shape ``(batch,)``."""
+    check_function(f)
+    x = check_x(x)
+    return x, check_target(f, x, target)
+
+
 def check_baseline(baseline: Any, x: jax.Array, name: str = "baseline") -> jax.Array:
     """A baseline broadcast to ``x.shape`` (None means zeros)."""
     if baseline is None:

@@ -111,9 +111,7 @@ def gradient_shap(f: Callable, x: Float[Array, "batch *feature"],
       with axiomatic attribution priors and expected gradients. Nature Machine Intelligence
       2021 (arXiv:1906.10670, 2019).
     """
-    _common.check_function(f)
-    x = _common.check_x(x)
-    t = _common.check_target(f, x, target)
+    x, t = _common.check_arguments(f, x, target)
     key = _common.check_key(key)
     b = _common.check_baselines(baselines, x)
     if not _common.is_traced(stdev) and (jnp.ndim(stdev) != 0 or not float(stdev) >= 0):
@@ -176,9 +174,7 @@ def deeplift_shap(f: Callable, x: Float[Array, "batch *feature"],
       (DeepSHAP); Shrikumar, Greenside, Kundaje. Learning Important Features Through
       Propagating Activation Differences. ICML 2017.
     """
-    _common.check_function(f)
-    x = _common.check_x(x)
-    t = _common.check_target(f, x, target)
+    x, t = _common.check_arguments(f, x, target)
     b = _common.check_baselines(baselines, x)
     batch_size = _common.check_batch_size(batch_size)
     c = min(batch_size or len(b), len(b))

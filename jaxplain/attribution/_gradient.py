@@ -46,9 +46,7 @@ def gradient(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, 
       Simonyan, Vedaldi, Zisserman. Deep Inside Convolutional Networks: Visualising Image
       Classification Models and Saliency Maps. ICLR workshop 2014.
     """
-    _common.check_function(f)
-    x = _common.check_x(x)
-    t = _common.check_target(f, x, target)
+    x, t = _common.check_arguments(f, x, target)
     return _gradient(f, x, t, squared=bool(squared), times_input=False)
 
 
@@ -75,7 +73,5 @@ def gradient_x_input(f: Callable, x: Float[Array, "batch *feature"],
       Shrikumar, Greenside, Shcherbina, Kundaje. Not Just a Black Box: Learning Important
       Features Through Propagating Activation Differences. arXiv:1605.01713, 2016.
     """
-    _common.check_function(f)
-    x = _common.check_x(x)
-    t = _common.check_target(f, x, target)
+    x, t = _common.check_arguments(f, x, target)
     return _gradient(f, x, t, squared=False, times_input=True)

@@ -91,9 +91,7 @@ def integrated_gradients(f: Callable, x: Float[Array, "batch *feature"],
     References:
       Sundararajan, Taly, Yan. Axiomatic Attribution for Deep Networks. ICML 2017.
     """
-    _common.check_function(f)
-    x = _common.check_x(x)
-    t = _common.check_target(f, x, target)
+    x, t = _common.check_arguments(f, x, target)
     b = _common.check_baseline(baseline, x)
     quadrature(method, steps)  # validates method and steps before tracing
     return _integrated_gradients(f, x, t, b, steps=int(steps), method=method,
@@ -128,9 +126,7 @@ def completeness_delta(f: Callable, x: Float[Array, "batch *feature"],
       The signed delta per example, shape ``(n,)``, summed and subtracted in float32 at least
       (the attributions' dtype where wider): a bfloat16 model's delta is not rounded away.
     """
-    _common.check_function(f)
-    x = _common.check_x(x)
-    t = _common.check_target(f, x, target)
+    x, t = _common.check_arguments(f, x, target)
     b = _common.check_baseline(baseline, x)
     if tuple(jnp.shape(attributions)) != tuple(x.shape):
         raise ValueError(f"attributions must be shaped like x {tuple(x.shape)}; "

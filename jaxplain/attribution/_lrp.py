@@ -88,9 +88,7 @@ def lrp(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, "batc
       Relevance Propagation. PLoS ONE 2015. Anders et al. Software for Dataset-wide XAI: From
       Local Explanations to Global Insights with Zennit, CoRelAy, and ViRelAy. 2021.
     """
-    _common.check_function(f)
-    x = _common.check_x(x)
-    t = _common.check_target(f, x, target)
+    x, t = _common.check_arguments(f, x, target)
     composite = as_composite(rules)
     try:
         hash(composite)

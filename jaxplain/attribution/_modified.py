@@ -165,9 +165,7 @@ def deeplift(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, 
       Shrikumar, Greenside, Kundaje. Learning Important Features Through Propagating Activation
       Differences. ICML 2017.
     """
-    _common.check_function(f)
-    x = _common.check_x(x)
-    t = _common.check_target(f, x, target)
+    x, t = _common.check_arguments(f, x, target)
     b = _common.check_baseline(baseline, x)
     _common.check_batch_of(f, x, 2 * x.shape[0], "x and its baselines stacked")
     _common.warn_if_products(f, x, Rescale(), "deeplift", "the attributions do not sum to "
@@ -204,9 +202,7 @@ def guided_backprop(f: Callable, x: Float[Array, "batch *feature"],
       Springenberg, Dosovitskiy, Brox, Riedmiller. Striving for Simplicity: The All
       Convolutional Net. ICLR workshop 2015.
     """
-    _common.check_function(f)
-    x = _common.check_x(x)
-    t = _common.check_target(f, x, target)
+    x, t = _common.check_arguments(f, x, target)
     return rule_gradient(f, x, t, rule=Guided())
 
 
@@ -236,9 +232,7 @@ def deconvnet(f: Callable, x: Float[Array, "batch *feature"],
     References:
       Zeiler, Fergus. Visualizing and Understanding Convolutional Networks. ECCV 2014.
     """
-    _common.check_function(f)
-    x = _common.check_x(x)
-    t = _common.check_target(f, x, target)
+    x, t = _common.check_arguments(f, x, target)
     return rule_gradient(f, x, t, rule=Deconv())
 
 
@@ -282,9 +276,7 @@ def conservative_propagation(f: Callable, x: Float[Array, "batch *feature"],
       Ali, Schnake, Eberle, Montavon, Müller, Wolf. XAI for Transformers: Better Explanations
       through Conservative Propagation. ICML 2022.
     """
-    _common.check_function(f)
-    x = _common.check_x(x)
-    t = _common.check_target(f, x, target)
+    x, t = _common.check_arguments(f, x, target)
     _common.warn_if_softmax_output(f, x, "conservative_propagation", "held constant like the "
                                    "attention weights, it lets no gradient through and the "
                                    "attributions are all zero")

@@ -167,9 +167,7 @@ def occlusion(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array,
     References:
       Zeiler, Fergus. Visualizing and Understanding Convolutional Networks. ECCV 2014.
     """
-    _common.check_function(f)
-    x = _common.check_x(x)
-    t = _common.check_target(f, x, target)
+    x, t = _common.check_arguments(f, x, target)
     b = _common.check_baseline(baseline, x)
     example = tuple(x.shape[1:])
     _per_axis(window, "window", example, example)  # bad values: an error before tracing f
@@ -233,9 +231,7 @@ def feature_ablation(f: Callable, x: Float[Array, "batch *feature"],
       Kokhlikyan et al. Captum: A unified and generic model interpretability library for
       PyTorch. arXiv:2009.07896, 2020.
     """
-    _common.check_function(f)
-    x = _common.check_x(x)
-    t = _common.check_target(f, x, target)
+    x, t = _common.check_arguments(f, x, target)
     b = _common.check_baseline(baseline, x)
     mask, groups = _common.group_mask(feature_mask, x)
     return _feature_ablation(f, x, t, b, mask, groups=groups,

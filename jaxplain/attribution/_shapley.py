@@ -75,9 +75,7 @@ def shapley_sampling(f: Callable, x: Float[Array, "batch *feature"],
       theory. JMLR 2010; Castro, Gomez, Tejada. Polynomial calculation of the Shapley value
       based on sampling. Computers & Operations Research 2009.
     """
-    _common.check_function(f)
-    x = _common.check_x(x)
-    t = _common.check_target(f, x, target)
+    x, t = _common.check_arguments(f, x, target)
     key = _common.check_key(key)
     b = _common.check_baseline(baseline, x)
     mask, groups = _common.group_mask(feature_mask, x)

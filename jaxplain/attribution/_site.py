@@ -114,18 +114,14 @@ def activation_x_gradient(f: Callable, x: Float[Array, "batch *feature"],
       Shrikumar et al. Not Just a Black Box. arXiv:1605.01713, 2016 (gradient x input, at a
       layer); Kokhlikyan et al. Captum. arXiv:2009.07896, 2020 (LayerGradientXActivation).
     """
-    _common.check_function(f)
-    x = _common.check_x(x)
-    t = _common.check_target(f, x, target)
+    x, t = _common.check_arguments(f, x, target)
     _check_site(f, x, site)
     return _activation_x_gradient(f, x, t, site=site)
 
 
 def _path_arguments(f, x, target, site, baseline, steps, method) -> tuple:
     """The checks of the site methods along the IG path: ``(x, target, baseline)``."""
-    _common.check_function(f)
-    x = _common.check_x(x)
-    t = _common.check_target(f, x, target)
+    x, t = _common.check_arguments(f, x, target)
     b = _common.check_baseline(baseline, x)
     quadrature(method, steps)
     _check_site(f, x, site)

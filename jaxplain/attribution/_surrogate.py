@@ -183,9 +183,7 @@ def kernel_shap(f: Callable, x: Float[Array, "batch *feature"], target: Int[Arra
     References:
       Lundberg, Lee. A Unified Approach to Interpreting Model Predictions. NeurIPS 2017.
     """
-    _common.check_function(f)
-    x = _common.check_x(x)
-    t = _common.check_target(f, x, target)
+    x, t = _common.check_arguments(f, x, target)
     b = _common.check_baseline(baseline, x)
     mask, groups = _common.group_mask(feature_mask, x)
     present = _present(mask, x, groups)
@@ -285,9 +283,7 @@ def lime(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, "bat
       Ribeiro, Singh, Guestrin. "Why Should I Trust You?": Explaining the Predictions of Any
       Classifier. KDD 2016.
     """
-    _common.check_function(f)
-    x = _common.check_x(x)
-    t = _common.check_target(f, x, target)
+    x, t = _common.check_arguments(f, x, target)
     key = _common.check_key(key)
     b = _common.check_baseline(baseline, x)
     mask, groups = _common.group_mask(feature_mask, x)
