@@ -105,11 +105,7 @@ def masked_jvp(
 @functools.partial(jax.jit, static_argnames=("f", "specs", "keep", "method", "steps", "batch_size"))
 def _pathway_gradient(f, x, target, specs, keep, method, steps, batch_size):
     t = _checks.targets(f, x, target)
-    if method == "taylor":
-        scores = _contributions.taylor_scores(f, x, t, specs)
-    else:
-        scores = _contributions.integrated_scores(f, x, t, specs, steps, batch_size)
-    masks = _select.threshold_scores(scores, keep)
+    masks = _select.pathway_masks(f, x, t, specs, keep, method, steps, batch_size)
     return _one_hot_vjp(apply(f, masks), x, t)
 
 
@@ -149,15 +145,8 @@ def pathway_gradient(
       Khakzar et al., "Neural Response Interpretation through the Lens of Critical Pathways",
       CVPR 2021.
     """
-    _checks.check_function(f)
-    x = _checks.check_x(x)
-    keep = _checks.check_keep(keep)
-    _select.check_method(method, steps)
-    batch_size = _contributions.check_batch_size(batch_size)
-    if method != "integrated":
-        batch_size = None  # unused: one compiled function whatever its value
-    specs, n_classes = _checks.resolve(f, x, sites)
-    target = _checks.check_target(target, x.shape[0], n_classes)
+    x, target, specs, keep, batch_size = _select.select_arguments(
+        f, x, target, keep=keep, sites=sites, method=method, steps=steps, batch_size=batch_size)
     return _pathway_gradient(f, x, target, specs, keep, method, steps, batch_size)
 
 

@@ -116,9 +116,9 @@ def threshold(scores: Mapping[str, Float[Array, "batch *site"]], *, keep: float)
     return _threshold(dict(scores), keep)
 
 
-@functools.partial(jax.jit, static_argnames=("f", "specs", "keep", "method", "steps", "batch_size"))
-def _select(f, x, target, specs, keep, method, steps, batch_size):
-    t = _checks.targets(f, x, target)
+def pathway_masks(f, x, t, specs, keep, method, steps, batch_size) -> dict:
+    """Traced body of :func:`select`, for targets `t` already resolved
+    (:func:`_checks.targets`): the contributions by `method`, then :func:`threshold_scores`."""
     if method == "taylor":
         scores = _contributions.taylor_scores(f, x, t, specs)
     else:
@@ -126,11 +126,33 @@ def _select(f, x, target, specs, keep, method, steps, batch_size):
     return threshold_scores(scores, keep)
 
 
+@functools.partial(jax.jit, static_argnames=("f", "specs", "keep", "method", "steps", "batch_size"))
+def _select(f, x, target, specs, keep, method, steps, batch_size):
+    t = _checks.targets(f, x, target)
+    return pathway_masks(f, x, t, specs, keep, method, steps, batch_size)
+
+
 def check_method(method: str, steps: int) -> None:
     if method not in ("taylor", "integrated"):
         raise ValueError(f"method must be 'taylor' or 'integrated'; got {method!r}.")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int; got {steps!r}.")
+
+
+def select_arguments(f, x, target, *, keep, sites, method, steps, batch_size) -> tuple:
+    """The checks of :func:`select` and :func:`pathway_gradient`, before tracing: ``(x,
+    target, specs, keep, batch_size)``, with `batch_size` None unless ``method="integrated"``
+    uses it (one compiled function whatever its value)."""
+    _checks.check_function(f)
+    x = _checks.check_x(x)
+    keep = _checks.check_keep(keep)
+    check_method(method, steps)
+    batch_size = _contributions.check_batch_size(batch_size)
+    if method != "integrated":
+        batch_size = None
+    specs, n_classes = _checks.resolve(f, x, sites)
+    target = _checks.check_target(target, x.shape[0], n_classes)
+    return x, target, specs, keep, batch_size
 
 
 def select(
@@ -171,15 +193,8 @@ def select(
     References:
       Khakzar et al., CVPR 2021.
     """
-    _checks.check_function(f)
-    x = _checks.check_x(x)
-    keep = _checks.check_keep(keep)
-    check_method(method, steps)
-    batch_size = _contributions.check_batch_size(batch_size)
-    if method != "integrated":
-        batch_size = None  # unused: one compiled function whatever its value
-    specs, n_classes = _checks.resolve(f, x, sites)
-    target = _checks.check_target(target, x.shape[0], n_classes)
+    x, target, specs, keep, batch_size = select_arguments(
+        f, x, target, keep=keep, sites=sites, method=method, steps=steps, batch_size=batch_size)
     return _select(f, x, target, specs, keep, method, steps, batch_size)
 
 
