@@ -14,6 +14,8 @@ from jaxplain.visualize._objectives import Objective as Objective
 from jaxplain.visualize._objectives import channel as channel
 from jaxplain.visualize._objectives import class_logit as class_logit
 from jaxplain.visualize._objectives import class_probability as class_probability
+from jaxplain.visualize._objectives import cosine_direction as cosine_direction
+from jaxplain.visualize._objectives import cosine_direction_neuron as cosine_direction_neuron
 from jaxplain.visualize._objectives import direction as direction
 from jaxplain.visualize._objectives import diversity as diversity
 from jaxplain.visualize._objectives import layer as layer
@@ -35,5 +37,7 @@ from jaxplain.visualize._regularizers import gaussian_prior as gaussian_prior
 from jaxplain.visualize._render import Rendering as Rendering
 from jaxplain.visualize._render import render as render
 from jaxplain.visualize._transforms import Jitter as Jitter
+from jaxplain.visualize._transforms import Pad as Pad
 from jaxplain.visualize._transforms import Rotate as Rotate
 from jaxplain.visualize._transforms import Scale as Scale
+from jaxplain.visualize._transforms import standard_transforms as standard_transforms

@@ -1,10 +1,11 @@
 """Objectives for feature visualization: small composable values on sites.
 
 An objective is a pytree that maps what a model computes on a batch of images -- the values at
-its sites, the logits and the images themselves -- to one scalar to *maximize*. Objectives add
-and scale (``channel("conv1", 3) + 0.5 * layer("fc1")``), and a list of objectives with the same
-structure stacks into one batched objective that :func:`jaxplain.visualize.render` optimizes with
-``vmap`` (all channels of a layer in one call).
+its sites, the logits and the images themselves -- to one scalar to *maximize*. Objectives add,
+scale and divide by numbers (``channel("conv1", 3) + 0.5 * layer("fc1")``, ``obj / 2``), take a
+constant term (``obj + 1``, as Lucent's spelling: no gradient, but counted in the value), and a
+list of objectives with the same structure stacks into one batched objective that
+:func:`jaxplain.visualize.render` optimizes with ``vmap`` (all channels of a layer in one call).
 
 Indices, positions, directions and weights are pytree *leaves* (so they stack and vmap); site
 names and class-vs-probability choices are static metadata.
@@ -71,29 +72,69 @@ class Objective:
         raise NotImplementedError
 
     def __add__(self, other: Any) -> Objective:
-        if not isinstance(other, Objective):
-            return NotImplemented
-        return Sum((self, other))
+        if isinstance(other, Objective):
+            return Sum((self, other))
+        return Sum((self, Constant(_constant("+", other))))
 
     def __radd__(self, other: Any) -> Objective:
-        if isinstance(other, (int, float)) and other == 0:  # sum([...]) starts at 0
-            return self
-        return NotImplemented
+        if isinstance(other, int) and not isinstance(other, bool) and other == 0:
+            return self  # sum([...]) starts at 0
+        return Sum((Constant(_constant("+", other)), self))
 
     def __sub__(self, other: Any) -> Objective:
-        if not isinstance(other, Objective):
-            return NotImplemented
-        return Sum((self, Scaled(-1.0, other)))
+        if isinstance(other, Objective):
+            return Sum((self, Scaled(-1.0, other)))
+        return Sum((self, Constant(-_constant("-", other))))
+
+    def __rsub__(self, other: Any) -> Objective:
+        return Sum((Constant(_constant("-", other)), Scaled(-1.0, self)))
 
     def __mul__(self, weight: Any) -> Objective:
-        if isinstance(weight, Objective):
-            return NotImplemented
-        return Scaled(weight, self)
+        return Scaled(_weight("*", weight), self)
 
     __rmul__ = __mul__
 
+    def __truediv__(self, divisor: Any) -> Objective:
+        return Scaled(1.0 / _weight("/", divisor), self)
+
+    def __rtruediv__(self, other: Any) -> Objective:
+        raise TypeError(f"{type(other).__name__} / objective is not supported (as in Lucent): "
+                        "divide an objective by a number instead (obj / 2)")
+
     def __neg__(self) -> Objective:
         return Scaled(-1.0, self)
+
+
+def _number(op: str, value: Any, what: str) -> Any:
+    """``value`` as a Python float or a scalar array (a leaf: it stacks and vmaps)."""
+    if isinstance(value, (bool, np.bool_, str, bytes)) or not (
+            isinstance(value, (int, float, np.number)) or hasattr(value, "dtype")):
+        raise TypeError(f"objective {op} {type(value).__name__} is not supported: {what}, got "
+                        f"{value!r}")
+    if isinstance(value, (int, float, np.number)):
+        return float(value)
+    if jnp.shape(value) != ():
+        raise TypeError(f"objective {op} array of shape {jnp.shape(value)} is not supported: "
+                        f"{what} (a scalar); for one number per objective, apply it to each "
+                        "objective of the list")
+    return value
+
+
+def _weight(op: str, weight: Any) -> Any:
+    """A weight for ``*`` or ``/``."""
+    if isinstance(weight, Objective):
+        raise TypeError(f"objective {op} objective is not supported (as in Lucent): multiply "
+                        "or divide an objective by a number (0.5 * a, a / 2) and combine "
+                        "objectives with + and -")
+    weight = _number(op, weight, "multiply or divide an objective by a number")
+    if op == "/" and isinstance(weight, float) and weight == 0:
+        raise ZeroDivisionError("objective / 0: divide an objective by a non-zero number")
+    return weight
+
+
+def _constant(op: str, value: Any) -> Any:
+    """A constant term for ``+`` or ``-``."""
+    return _number(op, value, "add or subtract an objective or a number (a constant term)")
 
 
 def _split(obj: Objective) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -177,6 +218,20 @@ class Sum(Objective):
 
 
 @_pytree
+class Constant(Objective):
+    """A constant term ``value`` for each image (``obj + 1``): counted in the objective's value,
+    its gradient is 0. Summed over the batch like every term, so ``k`` images add ``k * value``."""
+
+    value: Any
+
+    def sites(self):
+        return ()
+
+    def __call__(self, acts, logits, x):
+        return jnp.asarray(self.value) * x.shape[0]
+
+
+@_pytree
 class Channel(Objective):
     """Mean activation of channel ``index`` (last axis) of ``site`` over space."""
 
@@ -190,9 +245,19 @@ class Channel(Objective):
         return jnp.sum(_spatial_mean(acts[self.site])[:, self.index])
 
 
+def _at(value: Array, position: Any) -> Array:
+    """``value[:, *position, :]``: ``(b, *spatial, c) -> (b, c)``; ``position=None`` is the
+    centre ``(h // 2, w // 2)`` of the site's spatial shape, as Lucent's default."""
+    spatial = value.shape[1:-1]
+    pos = (tuple(s // 2 for s in spatial) if position is None
+           else tuple(position[i] for i in range(len(spatial))))
+    return value[(slice(None), *pos)]
+
+
 @_pytree
 class Neuron(Objective):
-    """Activation of one neuron: channel ``index`` at spatial ``position`` of ``site``."""
+    """Activation of one neuron: channel ``index`` at spatial ``position`` of ``site`` (``None``:
+    the centre of the site, read off its shape when the objective is evaluated)."""
 
     site: str
     index: Any
@@ -202,9 +267,7 @@ class Neuron(Objective):
         return (self.site,)
 
     def __call__(self, acts, logits, x):
-        value = acts[self.site]
-        pos = tuple(self.position[i] for i in range(value.ndim - 2))
-        return jnp.sum(value[(slice(None), *pos, self.index)])
+        return jnp.sum(_at(acts[self.site], self.position)[:, self.index])
 
 
 @_pytree
@@ -236,6 +299,50 @@ class Direction(Objective):
 
     def __call__(self, acts, logits, x):
         return jnp.sum(_spatial_mean(acts[self.site]) @ self.vector)
+
+
+_EPS = 1e-8
+
+
+def _cosine(value: Float[Array, "*b c"], vector: Float[Array, " c"]) -> Float[Array, "*b"]:
+    """Cosine of each activation vector with ``vector``, ``a.v / (max(|a|, eps) max(|v|, eps))``
+    as ``torch.nn.CosineSimilarity`` (eps 1e-8); finite gradients at ``a = 0``."""
+    def norm(u):
+        return jnp.sqrt(jnp.maximum(jnp.sum(jnp.square(u), axis=-1), _EPS**2))
+
+    return value @ vector / (norm(value) * norm(vector))
+
+
+@_pytree
+class CosineDirection(Objective):
+    """Mean over space of the cosine between ``vector`` and each position's activation vector
+    at ``site`` (Lucent's ``direction``); invariant to the scale of ``vector``."""
+
+    site: str
+    vector: Any
+
+    def sites(self):
+        return (self.site,)
+
+    def __call__(self, acts, logits, x):
+        cos = _cosine(acts[self.site], self.vector)
+        return jnp.sum(jnp.mean(cos.reshape(cos.shape[0], -1), axis=1))
+
+
+@_pytree
+class CosineDirectionNeuron(Objective):
+    """The cosine between ``vector`` and the activation vector at one ``position`` of ``site``
+    (Lucent's ``direction_neuron``; ``None``: the site's centre)."""
+
+    site: str
+    vector: Any
+    position: Any
+
+    def sites(self):
+        return (self.site,)
+
+    def __call__(self, acts, logits, x):
+        return jnp.sum(_cosine(_at(acts[self.site], self.position), self.vector))
 
 
 @_pytree
@@ -347,20 +454,34 @@ def channel(site: str, index: int | ArrayLike) -> Channel:
     return Channel(_check_site(site), index)
 
 
-def neuron(site: str, index: int | ArrayLike, position: tuple[int, ...] | ArrayLike) -> Neuron:
-    """Objective: channel ``index`` at spatial ``position`` (e.g. ``(y, x)``) of ``site``.
-
-    Raises:
-        ValueError: for a position that is not integral, e.g. ``(3.7, 4.9)`` (it would be
-            truncated to ``(3, 4)``).
-    """
+def _position(position: Any) -> Array | None:
+    if position is None:
+        return None
     given = jnp.asarray(position)
     if jnp.issubdtype(given.dtype, jnp.inexact):
         vals = leaf_values(given)
         if vals is None or any(v != round(v) for v in vals):
             raise ValueError(f"neuron position must be integers (one index per spatial axis, "
                              f"e.g. (y, x)), got {position!r}")
-    return Neuron(_check_site(site), index, given.astype(jnp.int32))
+    return given.astype(jnp.int32)
+
+
+def neuron(site: str, index: int | ArrayLike,
+           position: tuple[int, ...] | ArrayLike | None = None) -> Neuron:
+    """Objective: channel ``index`` at spatial ``position`` (e.g. ``(y, x)``) of ``site``.
+
+    ``position=None`` (default) is the site's centre ``(h // 2, w // 2)``, as Lucent's default,
+    taken from the site's shape where the objective is evaluated (so it follows a transform
+    that changes the image size, e.g. :class:`Pad`). On a dense site the position is ``()``.
+
+    Raises:
+        ValueError: for a position that is not integral, e.g. ``(3.7, 4.9)`` (it would be
+            truncated to ``(3, 4)``).
+
+    Example:
+        >>> obj = neuron("conv1", 3)          # == neuron("conv1", 3, (h // 2, w // 2))
+    """
+    return Neuron(_check_site(site), index, _position(position))
 
 
 def layer(site: str) -> Layer:
@@ -374,6 +495,40 @@ def direction(site: str, vector: Float[ArrayLike, " channels"]) -> Direction:
     if vector.ndim != 1:
         raise ValueError(f"vector must be 1-D (one weight per channel), got shape {vector.shape}")
     return Direction(_check_site(site), vector)
+
+
+def _cosine_vector(vector: Any) -> Array:
+    vector = jnp.asarray(vector)
+    if vector.ndim != 1:
+        raise ValueError(f"vector must be 1-D (one weight per channel), got shape {vector.shape}")
+    vals = leaf_values(vector)
+    if vals is not None and not any(vals):
+        raise ValueError("vector must not be all zeros: a cosine with the zero vector is "
+                         "undefined")
+    return vector
+
+
+def cosine_direction(site: str, vector: Float[ArrayLike, " channels"]) -> CosineDirection:
+    """Objective: the cosine similarity of ``vector`` with the activation vector at each
+    position of ``site``, averaged over space (Lucent's ``direction``).
+
+    Unlike :func:`direction` (a raw dot product with the spatially averaged activations, which
+    grows with ``|vector|`` and with the activations), the cosine is in ``[-1, 1]`` per image
+    and does not change when ``vector`` is scaled.
+
+    Example:
+        >>> obj = cosine_direction("block1/relu_1", jnp.eye(16)[3])
+    """
+    return CosineDirection(_check_site(site), _cosine_vector(vector))
+
+
+def cosine_direction_neuron(site: str, vector: Float[ArrayLike, " channels"],
+                            position: tuple[int, ...] | ArrayLike | None = None
+                            ) -> CosineDirectionNeuron:
+    """Objective: the cosine similarity of ``vector`` with the activation vector at one
+    ``position`` (``(y, x)``; default the centre ``(h // 2, w // 2)``) of ``site`` (Lucent's
+    ``direction_neuron``)."""
+    return CosineDirectionNeuron(_check_site(site), _cosine_vector(vector), _position(position))
 
 
 def class_logit(index: int | ArrayLike) -> Class:

@@ -27,9 +27,10 @@ from jaxplain.core._adapters import refuse_module
 from jaxplain.core._channels import channels_last_view
 from jaxplain.core._cpu import cpu_friendly
 from jaxplain.core._layout import fast_convolutions
-from jaxplain.visualize._objectives import (Channel, Direction, Diversity, Neuron, Objective,
-                                            check_classes, check_sites, leaf_values, stack,
-                                            terms)
+from jaxplain.visualize._objectives import (Channel, Constant, CosineDirection,
+                                            CosineDirectionNeuron, Direction, Diversity, Neuron,
+                                            Objective, check_classes, check_sites, leaf_values,
+                                            stack, terms)
 from jaxplain.visualize._param import Pixel, check_image_shape
 from jaxplain.visualize._transforms import apply_transforms
 
@@ -141,8 +142,30 @@ def _check_images(param, shape: tuple[int, ...]) -> None:
                          "channels last, also for a channels-first model)")
 
 
-def _validate(f, objective: Objective, shape: tuple[int, ...], dtype: np.dtype,
-              batched: bool) -> None:
+def _seen_shape(f: Callable, transforms: tuple, shape: tuple[int, ...], dtype: np.dtype
+                ) -> tuple[int, ...]:
+    """The shape of the images ``f`` sees after ``transforms`` (:class:`Pad` enlarges them,
+    ``Jitter(crop=True)`` shrinks them); a size ``f`` cannot run on is a ValueError."""
+    if not transforms:
+        return shape
+    seen = jax.eval_shape(lambda k, x: apply_transforms(transforms, k, x), jax.random.key(0),
+                          jax.ShapeDtypeStruct(shape, dtype)).shape
+    if seen != shape:
+        try:
+            _output_shape(f, seen, dtype)
+        except Exception as err:
+            raise ValueError(
+                f"the transforms change the NHWC images from {shape} to {seen} (Pad enlarges "
+                "them, Jitter(crop=True) shrinks them), but f cannot run on that size "
+                f"({type(err).__name__}: {err}); use transforms that keep the size, or a model "
+                "that takes any image size (e.g. convolutions and a global pooling)") from err
+    return seen
+
+
+def _validate(f, objective: Objective, shape: tuple[int, ...], seen: tuple[int, ...],
+              dtype: np.dtype, batched: bool) -> None:
+    """Check indices, positions and vectors against the sites at the rendered size ``shape``
+    (where ``value`` is taken) and at the size ``seen`` after the transforms (every step)."""
     names = objective.sites()
     parts = list(terms(objective))
     check_classes(objective, _output_shape(f, shape, dtype)[-1])
@@ -151,7 +174,16 @@ def _validate(f, objective: Objective, shape: tuple[int, ...], dtype: np.dtype,
                          f"{shape[0]} (pass shape=(k, h, w, c) with k >= 2)")
     if not names:
         return
-    shapes = _site_shapes(f, tuple(names), tuple(shape), dtype)
+    for size in dict.fromkeys((shape, seen)):
+        where = "" if seen == shape else f" (on the {size} images {_WHO[size == seen]})"
+        _validate_sites(parts, _site_shapes(f, tuple(names), size, dtype), batched, where)
+
+
+_WHO = {False: "render returns, where value is taken",
+        True: "the model sees after the transforms, at every step"}
+
+
+def _validate_sites(parts, shapes, batched: bool, where: str) -> None:
     for t in parts:
         if isinstance(t, (Channel, Neuron)):
             n = shapes[t.site][-1]
@@ -159,7 +191,7 @@ def _validate(f, objective: Objective, shape: tuple[int, ...], dtype: np.dtype,
             if vals is not None and any(not 0 <= int(i) < n for i in vals):
                 raise ValueError(f"channel index out of range for site {t.site!r} with {n} "
                                  f"channels: got {vals}")
-        if isinstance(t, Neuron):
+        if isinstance(t, (Neuron, CosineDirectionNeuron)) and t.position is not None:
             spatial = shapes[t.site][1:-1]
             given = jnp.shape(t.position)
             if given[-1:] != (len(spatial),) or len(given) != 1 + batched:
@@ -169,15 +201,15 @@ def _validate(f, objective: Objective, shape: tuple[int, ...], dtype: np.dtype,
                 raise ValueError(
                     f"neuron position for site {t.site!r} must have {len(spatial)} "
                     f"coordinate(s), one per spatial axis of the site's shape {shapes[t.site]} "
-                    f"(batch, *spatial, channels); got position {got}"
+                    f"(batch, *spatial, channels){where}; got position {got}"
                     + (" (a dense site takes position=())" if not spatial else ""))
             vals = leaf_values(t.position)
             if vals is not None and spatial:
                 pos = [vals[i:i + len(spatial)] for i in range(0, len(vals), len(spatial))]
                 if any(not all(0 <= p < s for p, s in zip(q, spatial)) for q in pos):
                     raise ValueError(f"neuron position out of range for site {t.site!r} with "
-                                     f"spatial shape {spatial}: got {pos}")
-        if isinstance(t, Direction):
+                                     f"spatial shape {spatial}{where}: got {pos}")
+        if isinstance(t, (Direction, CosineDirection, CosineDirectionNeuron)):
             n = shapes[t.site][-1]
             if jnp.shape(t.vector)[-1] != n:
                 raise ValueError(f"direction vector for site {t.site!r} must have {n} entries "
@@ -258,15 +290,18 @@ def _warn_if_dead(out: Rendering, objective: Objective, batched: bool) -> None:
     if isinstance(out.trace, jax.core.Tracer) or isinstance(out.value, jax.core.Tracer):
         return
     trace, value = np.asarray(out.trace), np.asarray(out.value)
-    dead = np.all(trace == 0, axis=-1) & (value == 0)
+    # Unchanged at every step: 0, or the objective's constant terms (obj + 1) alone.
+    offset = any(isinstance(t, Constant) for t in terms(objective))
+    dead = np.all(trace == value[..., None], axis=-1) & ((value == 0) | offset)
     if not np.any(dead):
         return
     which = (f"objectives {np.flatnonzero(dead).tolist()} of {dead.size} "
              if batched else "the objective ")
     warnings.warn(
-        f"render: {which}({_describe(objective)}) stayed exactly 0 at every step: no gradient "
-        "reached the images, which are only the start noise. A dead unit, e.g. a ReLU unit that "
-        "the start images never activate. Try another start (a larger param std such as "
+        f"render: {which}({_describe(objective)}) stayed exactly 0 at every step (apart from "
+        "constant terms): no gradient reached the images, which are only the start noise. A "
+        "dead unit, e.g. a ReLU unit that the start images never activate. Try another start "
+        "(a larger param std such as "
         "Pixel(std=1.0), or another key), or the pre-activation site (the convolution or "
         "dense layer before the ReLU)", RuntimeWarning, stacklevel=3)
 
@@ -356,7 +391,7 @@ def render(f: Callable[[Array], Array], objective: Objective | Sequence[Objectiv
     refuse_module(f)
     f, shape, axis = _channels_last(f, shape, dtype)
     _check_images(param, shape)
-    _validate(f, objective, shape, dtype, batched)
+    _validate(f, objective, shape, _seen_shape(f, transforms, shape, dtype), dtype, batched)
     out = _render(objective, param, regularizers, key, learning_rate, f=f, shape=shape,
                   dtype=dtype, steps=steps, transforms=transforms, optimizer=optimizer, n=n)
     _warn_if_dead(out, objective, batched)
