@@ -72,6 +72,13 @@ def check_x(x):
     return x
 
 
+def check_positive_int(value, name: str) -> int:
+    """``value`` (a count such as ``steps``) checked to be an int >= 1 (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int; got {value!r}.")
+    return value
+
+
 def check_keep(keep) -> float:
     """Return ``keep`` as a Python float after checking it lies in (0, 1]."""
     if isinstance(keep, bool) or not isinstance(keep, (int, float, np.integer, np.floating)):
@@ -171,10 +178,6 @@ def targets(f: Callable, x, target):
     if target is None:
         return jnp.argmax(jax.lax.stop_gradient(f(x)), axis=-1).astype(jnp.int32)
     return jnp.broadcast_to(jnp.asarray(target, jnp.int32), (x.shape[0],))
-
-
-def names_of(site_specs) -> tuple[str, ...]:
-    return tuple(n for n, _, _ in site_specs)
 
 
 def check_masks(masks) -> Mapping:

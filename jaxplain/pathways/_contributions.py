@@ -169,8 +169,7 @@ def integrated_contributions(
     """
     _checks.check_function(f)
     x = _checks.check_x(x)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int; got {steps!r}.")
+    _checks.check_positive_int(steps, "steps")
     batch_size = check_batch_size(batch_size)
     specs, n_classes = _checks.resolve(f, x, sites)
     target = _checks.check_target(target, x.shape[0], n_classes)

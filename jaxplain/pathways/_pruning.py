@@ -133,8 +133,7 @@ def learned_gates(
         raise ValueError(f"init must be 'ones' or 'uniform'; got {init!r}.")
     if init == "uniform" and key is None:
         raise ValueError("init='uniform' needs key=jax.random.key(...).")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int; got {steps!r}.")
+    _checks.check_positive_int(steps, "steps")
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise ValueError(f"retries must be a non-negative int; got {retries!r}.")
     specs, _ = _checks.resolve(f, x, sites)
@@ -179,8 +178,7 @@ def greedy_masks(
     """
     _checks.check_function(f)
     x = _checks.check_x(x)
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-        raise ValueError(f"rounds must be a positive int; got {rounds!r}.")
+    _checks.check_positive_int(rounds, "rounds")
     if rounds > 1 and not 0.0 < step * (rounds - 1) <= 100.0:
         raise ValueError(f"step * (rounds - 1) must lie in (0, 100]; got {step * (rounds - 1)}.")
     specs, n_classes = _checks.resolve(f, x, sites)

@@ -135,8 +135,7 @@ def _select(f, x, target, specs, keep, method, steps, batch_size):
 def check_method(method: str, steps: int) -> None:
     if method not in ("taylor", "integrated"):
         raise ValueError(f"method must be 'taylor' or 'integrated'; got {method!r}.")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int; got {steps!r}.")
+    _checks.check_positive_int(steps, "steps")
 
 
 def select_arguments(f, x, target, *, keep, sites, method, steps, batch_size) -> tuple:
