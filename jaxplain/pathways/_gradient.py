@@ -52,8 +52,7 @@ def _masked_gradient(f, x, target, masks):
 def _masked_jvp(f, x, target, masks, direction):
     t = _checks.targets(f, x, target)
     y, dy = jax.jvp(cpu_friendly(apply(f, masks)), (x,), (direction,))
-    pick = lambda z: jnp.take_along_axis(z, t[:, None], axis=-1)[:, 0]  # noqa: E731
-    return pick(y), pick(dy)
+    return _contributions._picked(y, t), _contributions._picked(dy, t)
 
 
 def _check_batch(x, masks):

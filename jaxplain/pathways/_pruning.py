@@ -17,15 +17,14 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
-from jaxplain import core
 from jaxplain.core._cpu import cpu_friendly
 from jaxplain.core._layout import fast_convolutions
-from jaxplain.pathways import _checks, _contributions, _select
+from jaxplain.pathways import _checks, _contributions, _gradient, _select
 
 
 def _gated_logits(f, x, gates):
-    gated = core.intervene(f, {n: (lambda v, g=g: v * g.astype(v.dtype)) for n, g in gates.items()})
-    return cpu_friendly(gated)(x)  # differentiated in a loop: XLA:CPU's fast forms
+    # differentiated in a loop: XLA:CPU's fast forms
+    return cpu_friendly(_gradient.apply(f, gates))(x)
 
 
 def _rows(mask, like):
