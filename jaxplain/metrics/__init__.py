@@ -24,3 +24,9 @@ from jaxplain.metrics._robustness import local_lipschitz as local_lipschitz
 from jaxplain.metrics._robustness import max_sensitivity as max_sensitivity
 from jaxplain.metrics._similarity import spearman as spearman
 from jaxplain.metrics._similarity import ssim as ssim
+from jaxplain.metrics._correlation import faithfulness_correlation as faithfulness_correlation
+from jaxplain.metrics._monotonicity import monotonicity as monotonicity
+from jaxplain.metrics._monotonicity import monotonicity_correlation as monotonicity_correlation
+from jaxplain.metrics._infidelity import infidelity as infidelity
+from jaxplain.metrics._irof import irof as irof
+from jaxplain.metrics._random_logit import random_logit as random_logit

@@ -107,3 +107,153 @@ def np_ssim(a: np.ndarray, b: np.ndarray, win: int, data_range: float) -> float:
     s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux**2 + uy**2 + c1) * (vx + vy + c2))
     pad = (win - 1) // 2
     return float(s[pad:-pad, pad:-pad].mean())
+
+
+def _grid_mask(chosen: np.ndarray, x_shape: tuple[int, ...]) -> np.ndarray:
+    """A boolean mask over one example's features (pixels of an NHWC image) as a mask of x[i]."""
+    image = len(x_shape) == 4
+    chosen = chosen.reshape(x_shape[1:3] if image else x_shape[1:])
+    return chosen[..., None] if image else chosen
+
+
+def _pixel_scores(a: np.ndarray, image: bool) -> np.ndarray:
+    return (a.sum(-1) if image else a).ravel()
+
+
+def np_pearson(a, b) -> float:
+    a = np.asarray(a, np.float64) - np.mean(a)
+    b = np.asarray(b, np.float64) - np.mean(b)
+    den = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / den) if den > 0 else 0.0
+
+
+def np_faithfulness_correlation(f, x, target, attribution, subsets, *, baseline="zeros",
+                                output="logit"):
+    """Bhatt et al.: per example, Pearson r over subsets of Σ_S a against f(x) − f(x_S←b).
+    ``subsets``: ``(batch, samples, n_features)`` bool, the draws to use."""
+    x = np.asarray(x, np.float64)
+    a = np.asarray(attribution, np.float64)
+    base = np_baseline(x, baseline)
+    out = []
+    for i in range(x.shape[0]):
+        t = int(target[i])
+        y0 = np_score(f, x[i], t, output)
+        score = _pixel_scores(a[i], x.ndim == 4)
+        sums, drops = [], []
+        for chosen in np.asarray(subsets[i], bool):
+            xi = np.where(_grid_mask(chosen, x.shape), base[i], x[i])
+            drops.append(y0 - np_score(f, xi, t, output))
+            sums.append(score[chosen].sum())
+        out.append(np_pearson(sums, drops))
+    return np.array(out)
+
+
+def np_monotonicity(f, x, target, attribution, *, steps, baseline="zeros",
+                    output="probability", absolute=False):
+    """Arya et al.: add features least relevant first onto the baseline; the fraction of the
+    steps − 1 consecutive differences of the output that are >= 0."""
+    x = np.asarray(x, np.float64)
+    a = np.asarray(attribution, np.float64)
+    base = np_baseline(x, baseline)
+    out = []
+    for i in range(x.shape[0]):
+        score = _pixel_scores(a[i], x.ndim == 4)
+        score = np.abs(score) if absolute else score
+        order = np.argsort(score, kind="stable")
+        n = score.size
+        values = []
+        for k in range(1, steps + 1):
+            chosen = np.zeros(n, bool)
+            chosen[order[: k * n // steps]] = True
+            xi = np.where(_grid_mask(chosen, x.shape), x[i], base[i])
+            values.append(np_score(f, xi, int(target[i]), output))
+        out.append(np.mean(np.diff(values) >= 0))
+    return np.array(out)
+
+
+def np_monotonicity_correlation(f, x, target, attribution, noise, *, steps,
+                                output="probability"):
+    """Nguyen & Martínez: Spearman ρ over groups of consecutive |a| rank between the group's
+    Σ|a| and mean_s (f(x with the group's features + noise_s) − f(x))². ``noise``:
+    ``(batch, samples, *x.shape[1:])``, the draws to use."""
+    import scipy.stats
+
+    x = np.asarray(x, np.float64)
+    a = np.asarray(attribution, np.float64)
+    noise = np.asarray(noise, np.float64)
+    out = []
+    for i in range(x.shape[0]):
+        t = int(target[i])
+        y0 = np_score(f, x[i], t, output)
+        score = np.abs(_pixel_scores(a[i], x.ndim == 4))
+        order = np.argsort(score, kind="stable")
+        n = score.size
+        relevance, effect = [], []
+        for g in range(steps):
+            chosen = np.zeros(n, bool)
+            chosen[order[g * n // steps: (g + 1) * n // steps]] = True
+            mask = _grid_mask(chosen, x.shape)
+            changes = [(np_score(f, np.where(mask, x[i] + e, x[i]), t, output) - y0) ** 2
+                       for e in noise[i]]
+            relevance.append(score[chosen].sum())
+            effect.append(np.mean(changes))
+        rho = scipy.stats.spearmanr(relevance, effect)[0]
+        out.append(0.0 if np.isnan(rho) else rho)
+    return np.array(out)
+
+
+def np_irof(f, x, target, attribution, segments, *, baseline="mean", output="probability"):
+    """Rieger & Hansen: remove segments by descending mean relevance; 1 − the trapezoid of
+    y_k / y_0 over k / S. ``segments``: ``(batch, *grid)`` ints."""
+    x = np.asarray(x, np.float64)
+    a = np.asarray(attribution, np.float64)
+    base = np_baseline(x, baseline)
+    out = []
+    for i in range(x.shape[0]):
+        t = int(target[i])
+        seg = np.asarray(segments[i]).ravel()
+        ids = np.unique(seg)
+        score = _pixel_scores(a[i], x.ndim == 4)
+        means = np.array([score[seg == s].mean() for s in ids])
+        order = ids[np.argsort(-means, kind="stable")]
+        values = [np_score(f, x[i], t, output)]
+        removed = np.zeros(seg.size, bool)
+        for s in order:
+            removed |= seg == s
+            xi = np.where(_grid_mask(removed, x.shape), base[i], x[i])
+            values.append(np_score(f, xi, t, output))
+        v = np.array(values) / values[0]
+        out.append(1.0 - np.trapezoid(v, np.arange(len(v)) / ids.size))
+    return np.array(out)
+
+
+def np_infidelity(f, x, target, attribution, noise, *, scaled=True, output="logit"):
+    """Yeh et al.: mean_s (β I_s·a − (f(x) − f(x − I_s)))², β the least-squares scale (1 when
+    not ``scaled``). ``noise``: ``(batch, samples, *x.shape[1:])``, the draws I to use."""
+    x = np.asarray(x, np.float64)
+    a = np.asarray(attribution, np.float64)
+    noise = np.asarray(noise, np.float64)
+    out = []
+    for i in range(x.shape[0]):
+        t = int(target[i])
+        y0 = np_score(f, x[i], t, output)
+        dots = np.array([(e * a[i]).sum() for e in noise[i]])
+        changes = np.array([y0 - np_score(f, x[i] - e, t, output) for e in noise[i]])
+        beta = (dots * changes).sum() / (dots * dots).sum() if scaled else 1.0
+        out.append(np.mean((beta * dots - changes) ** 2))
+    return np.array(out)
+
+
+def np_random_logit(a_target, a_other, *, similarity, win_size=5):
+    """Sixt et al.: per example, the Spearman ρ or the SSIM (maps summed over the last axis
+    and divided by their max |.|) of the two NHWC maps."""
+    import scipy.stats
+
+    out = []
+    for m0, m1 in zip(np.asarray(a_target, np.float64), np.asarray(a_other, np.float64)):
+        if similarity == "spearman":
+            out.append(scipy.stats.spearmanr(m0.sum(-1).ravel(), m1.sum(-1).ravel())[0])
+        else:
+            m0, m1 = m0.sum(-1), m1.sum(-1)
+            out.append(np_ssim(m0 / np.abs(m0).max(), m1 / np.abs(m1).max(), win_size, 2.0))
+    return np.array(out)

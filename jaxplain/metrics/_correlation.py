@@ -1,0 +1,127 @@
+"""Faithfulness correlation: do random subsets' relevance sums predict the output drops?"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int
+
+from jaxplain.metrics import _checks as checks
+from jaxplain.metrics import _draws as D
+from jaxplain.metrics import _perturb as P
+from jaxplain.metrics._faithfulness import _broadcast_attribution, _perturbed_copies, reading
+from jaxplain.metrics._similarity import _pearson
+
+
+def subset(key: jax.Array, n: int, size: int) -> jax.Array:
+    """``(n,)`` bool: `size` features drawn without replacement (the first `size` of a random
+    permutation of ``range(n)``)."""
+    chosen = jax.random.permutation(key, n)[:size]
+    return jnp.zeros(n, bool).at[chosen].set(True)
+
+
+@functools.partial(
+    jax.jit, static_argnames=("f", "samples", "subset_size", "kind", "output", "batch_size"))
+def _correlation(f, x, target, attribution, value, key, *, samples, subset_size, kind, output,
+                 batch_size):
+    base = P.resolve_baseline(x, kind, value, 0.0)
+    scores = P.feature_scores(attribution, absolute=False)
+    grid = P.feature_shape(x.shape)
+    n = scores.shape[-1]
+
+    wide = jnp.promote_types(scores.dtype, jnp.float32)
+
+    def copy(i, j):  # example i with subset j at the baseline, and the subset's relevance
+        chosen = subset(D.item_key(key, i, j), n, subset_size)
+        m = chosen.reshape(grid)
+        m = m[..., None] if x.ndim == 4 else m
+        return jnp.where(m, base[i], x[i]), jnp.where(chosen, scores[i], 0).astype(wide).sum()
+
+    y0, y, sums = D.evaluate_copies(f, x, copy, target, samples, output, batch_size)
+    return _pearson(sums, y0[:, None] - y)
+
+
+def faithfulness_correlation(
+    f: Callable[[Array], Array],
+    x: Float[Array, "batch *shape"],
+    target: Int[Array, " batch"] | int,
+    attribution: Float[Array, "batch *shape"],
+    *,
+    key: Array,
+    subset_size: int,
+    samples: int = 100,
+    baseline: Any = "zeros",
+    output: str = "logit",
+    batch_size: int | None = None,
+) -> Float[Array, " batch"]:
+    """Faithfulness correlation: Pearson's r between a subset's relevance and the output drop.
+
+    For ``samples`` random subsets ``S`` of ``subset_size`` features per example, the features
+    of ``S`` are set to the baseline; the score is the correlation, over the subsets, of
+    ``Σ_{i∈S} a_i`` with ``f_t(x) − f_t(x_{S←baseline})``. 1: the map's sums predict every drop
+    linearly (gradient x input on a linear model, zeros baseline); near 0: unrelated. For NHWC
+    images (and the NCHW images of a channels-first model) a feature is a pixel: its relevance
+    is its channel sum and its channels are replaced together.
+
+    Subset ``j`` of example ``i`` is the first ``subset_size`` entries of
+    ``jax.random.permutation(fold_in(fold_in(key, i), j), n_features)``, so an example's score
+    does not depend on the other examples or on ``batch_size``. All ``batch x samples``
+    perturbed inputs are evaluated in one compiled, vmapped call (``batch_size`` at a time).
+
+    Args:
+        f: Maps a batch to logits ``(batch, classes)`` (or to probabilities, see ``output``).
+        x: ``(batch, *shape)`` inputs.
+        target: ``(batch,)`` class indices or one int for all.
+        attribution: ``(batch, *shape)`` relevance, signed; axes of size 1 broadcast.
+        key: PRNG key of the subsets.
+        subset_size: Features per subset, ``1 <= subset_size < n_features`` (Quantus' default
+            is 224, for 224 x 224 images).
+        samples: Subsets per example (at least 2: a correlation needs two points).
+        baseline: ``"zeros"``, ``"mean"`` (each image's channel means), a number or an array
+            that broadcasts to ``x``.
+        output: ``"logit"`` (the output as given; Quantus' default) or ``"probability"`` (the
+            softmax, or a probability head read as it is, as in :func:`deletion`).
+        batch_size: Perturbed inputs per call of ``f`` (``None``: all ``batch x samples``).
+
+    Returns:
+        ``(batch,)`` correlations in ``[-1, 1]``; 0 where the sums or the drops are constant.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> w = jnp.array([[1.0], [-2.0], [3.0], [0.5]])
+        >>> f = lambda x: x @ w
+        >>> x = jnp.array([[1.0, 2.0, -1.0, 4.0]])
+        >>> r = faithfulness_correlation(f, x, 0, x * w[:, 0], key=jax.random.key(0),
+        ...                              subset_size=2, samples=10)
+        >>> r.round(4).tolist()
+        [1.0]
+
+    References:
+        Bhatt, Weller, Moura, "Evaluating and Aggregating Feature-based Model Explanations",
+        IJCAI 2020.
+    """
+    x = checks.check_batch(x)
+    attribution = _broadcast_attribution(attribution, x)
+    target = checks.check_target(target, x.shape[0], checks.num_classes(f, x))
+    D.check_key(key)
+    samples = checks.check_positive_int(samples, "samples", 2)
+    checks.check_choice(output, "output", P.OUTPUTS)
+    kind, value = D.split_baseline(baseline, x)
+    batch_size = checks.check_batch_size(batch_size)
+    output = reading(f, x, output)
+    given_f, given_x = f, x
+    f, x, attribution, value = P.channels_last(f, x, attribution, value)
+    n = math.prod(P.feature_shape(x.shape))
+    checks.check_positive_int(subset_size, "subset_size")
+    if subset_size >= n:
+        raise ValueError(f"subset_size must be below the number of features {n} (pixels of an "
+                         f"image, elements otherwise): every subset would be all of them; got "
+                         f"{subset_size}")
+    _perturbed_copies(given_f, given_x, samples)
+    return _correlation(f, x, target, attribution, value, key, samples=samples,
+                        subset_size=int(subset_size), kind=kind, output=output,
+                        batch_size=batch_size)
