@@ -157,8 +157,9 @@ def _seen_shape(f: Callable, transforms: tuple, shape: tuple[int, ...], dtype: n
             raise ValueError(
                 f"the transforms change the NHWC images from {shape} to {seen} (Pad enlarges "
                 "them, Jitter(crop=True) shrinks them), but f cannot run on that size "
-                f"({type(err).__name__}: {err}); use transforms that keep the size, or a model "
-                "that takes any image size (e.g. convolutions and a global pooling)") from err
+                f"({type(err).__name__}: {err}); use transforms that keep the size (e.g. "
+                "standard_transforms(size)[1:], without its Pad), or a model that takes any "
+                "image size (e.g. convolutions and a global pooling)") from err
     return seen
 
 
@@ -334,7 +335,10 @@ def render(f: Callable[[Array], Array], objective: Objective | Sequence[Objectiv
         steps: optimization steps.
         param: the parameterization (:class:`Pixel` by default, :class:`Fourier`,
             :class:`CodeSpace`).
-        transforms: e.g. ``(Jitter(1), Scale(), Rotate())``; hashable values.
+        transforms: e.g. ``(Jitter(1), Scale(), Rotate())`` or ``standard_transforms(h)``;
+            hashable values. :class:`Pad` and ``Jitter(crop=True)`` change the size of the
+            images the model sees at each step, so ``f`` must take that size too (a model with
+            a global pooling does); ``value`` is still taken on the returned images.
         regularizers: penalties such as ``(L2(0.01), TotalVariation(0.05), Blur(1.0))`` or a
             :func:`gaussian_prior`.
         learning_rate: Adam's step size when ``optimizer`` is None (traced: a new value
