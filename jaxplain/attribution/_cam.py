@@ -400,4 +400,4 @@ def score_cam(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array,
         score = "logit"  # the model's outputs are probabilities already: read them as they are
     return _score_cam(f, x, t, b, site=site, score=score, normalize=normalize, relu=bool(relu),
                       resize="bilinear" if resize else None,
-                      batch_size=_common.check_batch_size(batch_size), channels=channels)
+                      batch_size=batch_size, channels=channels)
