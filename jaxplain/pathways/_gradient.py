@@ -72,6 +72,16 @@ def masked_gradient(
 
     Use it for masks from any source (contribution pathways, learned gates, greedy, random);
     :func:`pathway_gradient` selects the masks and calls this in one compiled function.
+
+    Args:
+      f: model function, batch in, logits ``(batch, classes)`` out.
+      x: input batch ``(batch, ...)``.
+      target: class per example (int or ``(batch,)``); ``None``: the predicted class.
+      masks: ``{site: mask}``, each shaped like the site's value for this batch
+        ``(batch, ...)``, as :func:`apply` takes them.
+
+    Returns:
+      The gradient, shaped like ``x``.
     """
     _checks.check_function(f)
     x = _checks.check_x(x)
@@ -89,6 +99,13 @@ def masked_jvp(
     """``(y^m_t(x), d y^m_t(x)[direction])`` of the masked network, as ``jax.jvp`` returns them.
 
     Inside the masked network's linear region, ``y^m_t(x + d) = y^m_t(x) + jvp(d)`` exactly.
+
+    Args:
+      f, x, target, masks: as in :func:`masked_gradient`.
+      direction: the tangent, shaped like ``x``.
+
+    Returns:
+      ``(value, derivative)``, each ``(batch,)``.
     """
     _checks.check_function(f)
     x = _checks.check_x(x)
@@ -159,6 +176,13 @@ def pathway_jvp(
 
     Equals ``sum(pathway_gradient(...) * direction)`` per example, without materialising the
     gradient; returns ``(y^m_t(x), d y^m_t(x)[direction])``.
+
+    Args:
+      f, x, target, keep, sites, method, steps, batch_size: as in :func:`select`.
+      direction: the tangent, shaped like ``x``.
+
+    Returns:
+      ``(value, derivative)``, each ``(batch,)``.
     """
     _checks.check_function(f)
     x = _checks.check_x(x)
