@@ -149,7 +149,7 @@ def monotonicity_correlation(
     samples: int = 10,
     noise_scale: float = 0.1,
     steps: int | None = None,
-    output: str = "probability",
+    output: str = "logit",
     batch_size: int | None = None,
 ) -> Float[Array, " batch"]:
     """Monotonicity correlation: Spearman's ρ between ``|relevance|`` and the effect of noise.
@@ -176,7 +176,10 @@ def monotonicity_correlation(
         samples: Noise draws per group (at least 2).
         noise_scale: Standard deviation of the noise.
         steps: Groups, ``2 <= steps <= n_features``; ``None``: one per feature (pixel).
-        output: ``"probability"`` (Quantus' default) or ``"logit"``, as in :func:`deletion`.
+        output: ``"logit"`` (the output as given) or ``"probability"``, as in
+            :func:`deletion`. Quantus reads the probability, but a confident prediction's
+            probability (1.0 in float32) moves by less than its rounding under one pixel's
+            noise, and the effects then rank at random: read the logit.
         batch_size: Perturbed inputs per call of ``f`` (``None``: all).
 
     Returns:
@@ -187,7 +190,7 @@ def monotonicity_correlation(
         >>> w = jnp.array([[1.0], [-4.0], [2.0], [0.5]])
         >>> f = lambda x: x @ w
         >>> monotonicity_correlation(f, jnp.ones((1, 4)), 0, w.T, key=jax.random.key(0),
-        ...                          samples=50, output="logit").tolist()
+        ...                          samples=50).tolist()
         [1.0]
 
     References:

@@ -121,7 +121,7 @@ def test_monotonicity_correlation_ranks_the_features_of_a_linear_model():
     w = np.array([[1.0], [-4.0], [0.25], [2.0], [-0.5], [8.0]])  # w² four times apart
     f = _linear(w)
     x = jax.random.normal(jax.random.key(0), (3, 6))
-    kw = dict(key=jax.random.key(1), samples=200, output="logit")
+    kw = dict(key=jax.random.key(1), samples=200)
     grad = _grad(f, x, 0)
     np.testing.assert_allclose(metrics.monotonicity_correlation(f, x, 0, grad, **kw), 1.0)
     np.testing.assert_allclose(metrics.monotonicity_correlation(f, x, 0, 1 / grad, **kw), -1.0)
@@ -198,7 +198,7 @@ def test_monotonicity_matches_the_reference(cnn_case, kw):
 @pytest.mark.parametrize("steps,output", [(None, "logit"), (8, "probability")])
 def test_monotonicity_correlation_matches_the_reference(cnn_case, steps, output):
     # (one pixel moves a probability by ~1e-5, which float32 resolves to ~1e-3 relative: two
-    # effects that close may swap ranks, so pixels are compared on the logit)
+    # effects that close may swap ranks, so single pixels are compared on the logit only)
     f, x, t, a = cnn_case
     key, samples, scale = jax.random.key(6), 4, 0.2
     got = metrics.monotonicity_correlation(f, x, t, a, key=key, samples=samples,
@@ -328,3 +328,32 @@ def test_errors_name_the_argument():
     with pytest.raises(ValueError, match="at least 2 classes"):
         metrics.random_logit(_linear(np.ones((6, 1))), jnp.ones((2, 6)), 0, _grad, key=key,
                              similarity="spearman")
+
+
+# -- documentation --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["_correlation", "_monotonicity", "_irof", "_infidelity",
+                                  "_random_logit"])
+def test_docstring_examples(name):
+    import doctest
+    import importlib
+
+    module = importlib.import_module(f"jaxplain.metrics.{name}")
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_the_docs_example_runs_and_scores_every_example():
+    import pathlib
+    import re
+
+    text = (pathlib.Path(__file__).parents[2] / "docs" / "metrics.md").read_text(encoding="utf-8")
+    section = text[text.index("## Correlation, monotonicity, IROF"):]
+    block = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    lines = block.splitlines()
+    first = next(i for i, s in enumerate(lines) if s.startswith("metrics."))
+    scope: dict = {}
+    exec("\n".join(lines[:first]), scope)
+    for line in lines[first:]:
+        value = np.asarray(eval(line.split("#")[0].strip(), scope))
+        assert value.shape == (16,) and np.all(np.isfinite(value)), line
