@@ -16,8 +16,8 @@ from jaxplain.metrics._faithfulness import _perturbed_copies, reading
 
 
 @functools.partial(
-    jax.jit, static_argnames=("f", "samples", "noise_scale", "scaled", "output", "batch_size"))
-def _infidelity(f, x, target, attribution, key, *, samples, noise_scale, scaled, output,
+    jax.jit, static_argnames=("f", "samples", "scaled", "output", "batch_size"))
+def _infidelity(f, x, target, attribution, key, noise_scale, *, samples, scaled, output,
                 batch_size):
     def copy(i, j):  # x_i − I_ij, and I_ij · a_i
         noise = D.gaussian(D.item_key(key, i, j), noise_scale, x[i])

@@ -115,8 +115,8 @@ def monotonicity(
 
 
 @functools.partial(
-    jax.jit, static_argnames=("f", "counts", "samples", "noise_scale", "output", "batch_size"))
-def _monotonicity_correlation(f, x, target, attribution, key, *, counts, samples, noise_scale,
+    jax.jit, static_argnames=("f", "counts", "samples", "output", "batch_size"))
+def _monotonicity_correlation(f, x, target, attribution, key, noise_scale, *, counts, samples,
                               output, batch_size):
     scores = P.feature_scores(attribution, absolute=True)
     rank = P.ranks(scores, "lerf")

@@ -277,6 +277,33 @@ def test_first_k_examples_chunks_and_no_retrace(name):
     assert compiled._cache_size() == before
 
 
+def test_a_new_noise_scale_does_not_recompile():
+    f = _tiny_cnn()
+    x = jax.random.uniform(jax.random.key(10), (2, 8, 8, 2))
+    a = jax.random.normal(jax.random.key(11), x.shape)
+    metrics.infidelity(f, x, 0, a, key=_KEY, samples=3, noise_scale=0.1)
+    before = _infidelity._infidelity._cache_size()
+    metrics.infidelity(f, x, 0, a, key=_KEY, samples=3, noise_scale=0.3)
+    assert _infidelity._infidelity._cache_size() == before
+
+
+def test_under_a_users_jit_and_for_a_channels_first_model():
+    f = _tiny_cnn()
+    x = jax.random.uniform(jax.random.key(14), (3, 8, 8, 2))
+    t = jnp.array([0, 1, 2])
+    a = jax.random.normal(jax.random.key(15), x.shape)
+    run = _RUNS["infidelity"][0]
+    np.testing.assert_allclose(jax.jit(lambda x, a: run(f, x, t, a))(x, a), run(f, x, t, a),
+                               rtol=1e-5, atol=1e-7)
+    # An NCHW twin: pixels are ranked, drawn and replaced as the NHWC model's.
+    nchw = lambda z: f(jnp.moveaxis(z, 1, -1))  # noqa: E731
+    to_nchw = lambda z: jnp.moveaxis(z, -1, 1)  # noqa: E731
+    for name in ("faithfulness_correlation", "monotonicity", "irof"):
+        run = _RUNS[name][0]
+        np.testing.assert_allclose(run(nchw, to_nchw(x), t, to_nchw(a)), run(f, x, t, a),
+                                   rtol=1e-5, atol=1e-6, err_msg=name)
+
+
 def test_random_logit_first_k_and_no_retrace():
     f = _tiny_cnn()
     x = jax.random.uniform(jax.random.key(12), (5, 8, 8, 2))
