@@ -12,7 +12,10 @@
 
 As everywhere in :mod:`jaxplain.attribution`, the model runs in its own dtype, the methods'
 arithmetic (quadrature, interpolation, sums) in float32 at least, and the result comes back in
-`x`'s dtype, site-shaped or not.
+`x`'s dtype, site-shaped or not. :func:`activation_x_gradient` and
+:func:`layer_integrated_gradients` differentiate at the site only, so they also take the token
+ids of a model of ids (integer `x`, not uint8), with the embedding as the site; their result is
+then in the site's dtype.
 """
 
 from __future__ import annotations
@@ -37,15 +40,24 @@ def _activation(f, site, x):
 
 
 @functools.lru_cache(maxsize=256)
-def _site_shape(f, site, shape, dtype) -> tuple:
-    return tuple(jax.eval_shape(lambda z: _activation(f, site, z),
-                                jax.ShapeDtypeStruct(shape, dtype)).shape)
+def _site_value(f, site, shape, dtype) -> jax.ShapeDtypeStruct:
+    return jax.eval_shape(lambda z: _activation(f, site, z), jax.ShapeDtypeStruct(shape, dtype))
 
 
 def _check_site(f, x, site) -> tuple:
+    """The shape of `site`'s value at `x`, or a clear error (no site name, no float values)."""
     if not isinstance(site, str):
         raise TypeError(f"site must be one site name (a str, see jaxplain.sites); got {site!r}")
-    return _site_shape(f, site, tuple(x.shape), jnp.dtype(x.dtype))
+    value = _site_value(f, site, tuple(x.shape), jnp.dtype(x.dtype))
+    if not jnp.issubdtype(value.dtype, jnp.floating):
+        raise TypeError(f"site {site!r} holds {value.dtype} values, which have no gradient: pick "
+                        "a site of floating-point values (for token ids, the embedding's)")
+    return tuple(value.shape)
+
+
+def _result_dtype(x, a) -> jnp.dtype:
+    """`x`'s dtype, or the site value `a`'s where `x` holds token ids."""
+    return x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else a.dtype
 
 
 def site_gradients(f, sites, x, target, activations) -> list:
@@ -81,10 +93,11 @@ def upsample(cam: jax.Array, size: tuple, mode: str) -> jax.Array:
 def _activation_x_gradient(f, x, target, *, site):
     a = _activation(f, site, x)
     g = _site_gradient(f, site, x, target, a)
-    return (_common.widen(a) * _common.widen(g)).astype(x.dtype)
+    return (_common.widen(a) * _common.widen(g)).astype(_result_dtype(x, a))
 
 
-def activation_x_gradient(f: Callable, x: Float[Array, "batch *feature"],
+def activation_x_gradient(f: Callable,
+                          x: Float[Array, "batch *feature"] | Int[Array, "batch *feature"],
                           target: Int[Array, "batch"] | int, *, site: str) -> Array:
     """Attribution of a site's units to the output: activation times gradient.
 
@@ -93,12 +106,12 @@ def activation_x_gradient(f: Callable, x: Float[Array, "batch *feature"],
 
     Args:
       f: the model, mapping a batch to logits ``(n, classes)``.
-      x: the inputs, batch first.
+      x: the inputs, batch first; or the token ids of a model of ids (integers, not uint8).
       target: the class to explain per example, shape ``(n,)``, or one int.
-      site: a site name (see :func:`jaxplain.sites`).
+      site: a site name (see :func:`jaxplain.sites`), e.g. the embedding's for token ids.
 
     Returns:
-      An array shaped like the site's value.
+      An array shaped like the site's value, in `x`'s dtype (the site's for token ids).
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -114,14 +127,20 @@ def activation_x_gradient(f: Callable, x: Float[Array, "batch *feature"],
       Shrikumar et al. Not Just a Black Box. arXiv:1605.01713, 2016 (gradient x input, at a
       layer); Kokhlikyan et al. Captum. arXiv:2009.07896, 2020 (LayerGradientXActivation).
     """
-    x, t = _common.check_arguments(f, x, target)
+    x, t = _common.check_site_arguments(f, x, target)
     _check_site(f, x, site)
     return _activation_x_gradient(f, x, t, site=site)
 
 
-def _path_arguments(f, x, target, site, baseline, steps, method) -> tuple:
-    """The checks of the site methods along the IG path: ``(x, target, baseline)``."""
-    x, t = _common.check_arguments(f, x, target)
+def _path_arguments(f, x, target, site, baseline, steps, method, *, ids=False) -> tuple:
+    """The checks of the site methods along the IG path: ``(x, target, baseline)``; with
+    `ids`, `x` and the baseline may be token ids (the path then runs at the site only)."""
+    x, t = (_common.check_site_arguments if ids else _common.check_arguments)(f, x, target)
+    if (jnp.issubdtype(x.dtype, jnp.integer) and baseline is not None
+            and not jnp.issubdtype(jnp.result_type(baseline), jnp.integer)):
+        raise TypeError(f"baseline must be token ids like x (e.g. pad ids, jnp.full_like(x, "
+                        f"pad_id)), whose site value starts the path; got dtype "
+                        f"{jnp.result_type(baseline)}")
     b = _common.check_baseline(baseline, x)
     quadrature(method, steps)
     _check_site(f, x, site)
@@ -199,10 +218,11 @@ def _layer_integrated_gradients(f, x, target, baseline, *, site, steps, method, 
 
     dtype = jnp.promote_types(_common.wide(x.dtype), delta.dtype)
     items = (jnp.asarray(alphas, dtype), jnp.asarray(weights, dtype))
-    return (delta * _common.chunked_sum(step, items, batch_size)).astype(x.dtype)
+    return (delta * _common.chunked_sum(step, items, batch_size)).astype(_result_dtype(x, a_x))
 
 
-def layer_integrated_gradients(f: Callable, x: Float[Array, "batch *feature"],
+def layer_integrated_gradients(f: Callable,
+                               x: Float[Array, "batch *feature"] | Int[Array, "batch *feature"],
                                target: Int[Array, "batch"] | int, *, site: str, baseline=None,
                                steps: int = 50, method: str = "gausslegendre",
                                batch_size: int | None = None) -> Array:
@@ -216,19 +236,23 @@ def layer_integrated_gradients(f: Callable, x: Float[Array, "batch *feature"],
     :func:`integrated_gradients`. When all of the model's computation passes through the site,
     the units' attributions sum to about ``f(x)_t - f(b)_t``.
 
+    Captum's text recipe, ``LayerIntegratedGradients(model, model.embedding)`` on token ids with
+    a baseline of pad ids, is this function on the model of ids with ``site=`` the embedding's
+    and ``baseline=`` the pad ids: ``attr.sum(-1)`` is one score per token.
+
     Args:
       f: the model, mapping a batch to logits ``(n, classes)``.
-      x: the inputs, batch first.
+      x: the inputs, batch first; or the token ids of a model of ids (integers, not uint8).
       target: the class to explain per example, shape ``(n,)``, or one int.
-      site: a site name (see :func:`jaxplain.sites`).
+      site: a site name (see :func:`jaxplain.sites`), e.g. the embedding's for token ids.
       baseline: the reference input (the site's start is its value there): None (zeros), a
-        scalar, or an array broadcastable to `x`.
+        scalar, or an array broadcastable to `x`; ids for ids (e.g. pad ids, or 0 for None).
       steps: the number of quadrature points.
       method: the quadrature, as in :func:`integrated_gradients`.
       batch_size: the number of steps evaluated at once (None: all).
 
     Returns:
-      An array shaped like the site's value.
+      An array shaped like the site's value, in `x`'s dtype (the site's for token ids).
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -244,7 +268,7 @@ def layer_integrated_gradients(f: Callable, x: Float[Array, "batch *feature"],
       Sundararajan, Taly, Yan. Axiomatic Attribution for Deep Networks. ICML 2017; Kokhlikyan
       et al. Captum. arXiv:2009.07896, 2020 (LayerIntegratedGradients).
     """
-    x, t, b = _path_arguments(f, x, target, site, baseline, steps, method)
+    x, t, b = _path_arguments(f, x, target, site, baseline, steps, method, ids=True)
     return _layer_integrated_gradients(f, x, t, b, site=site, steps=int(steps), method=method,
                                        batch_size=_common.check_batch_size(batch_size))
 
