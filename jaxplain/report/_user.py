@@ -232,12 +232,21 @@ def load_data(path: str | Path, f, *, model: str = "the model"
                              f"examples; got {x.dtype} {x.shape}.")
         if not np.issubdtype(x.dtype, np.floating):
             # As every method of the library does: a cast alone would explain the model on
-            # inputs of another scale than it was trained on (0..255 for 0..1), silently.
+            # inputs of another scale than it was trained on (0..255 for 0..1), silently; and
+            # integers of shape (n, L), not uint8, are token ids, which have no gradient.
+            if x.ndim == 2 and x.dtype != np.uint8:
+                fix = ("If they are token ids, explain a model of the embeddings instead: save "
+                       "the embeddings, (n, L, D), as x (e.g. np.savez(path, x=emb, y=y) with "
+                       "emb = model.apply(variables, ids, method='embed')) and give a MODEL "
+                       "whose function starts from them (the attribution guide, 'Token "
+                       "models'). Otherwise convert the data as your model expects it")
+            else:
+                fix = ("Convert the data as your model expects it (e.g. x.astype('float32') / "
+                       "255 for 8-bit images scaled to [0, 1])")
             raise ValueError(
                 f"{path}: {key} has integer dtype {x.dtype} (values {x.min()} to {x.max()}); "
                 "jaxplain explains models of floating-point inputs and does not guess their "
-                "scaling. Convert the data as your model expects it (e.g. x.astype('float32') / "
-                "255 for 8-bit images scaled to [0, 1]) and save the .npz again.")
+                f"scaling. {fix} and save the .npz again.")
         bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
         if bad:
             raise ValueError(

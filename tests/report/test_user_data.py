@@ -103,3 +103,20 @@ def test_the_compile_cache_line_comes_after_validation(tmp_path):
     result = _run(["--data", str(path), "--out", str(tmp_path / "r")])
     assert result.exit_code == 2 and "expected an array 'x'" in result.output
     assert "Compiled programs cached" not in result.output
+
+
+def test_token_ids_are_told_to_save_the_embeddings_and_pixels_to_scale(tmp_path):
+    # int32 ids (n, L) were told "x.astype('float32') / 255 ... for 8-bit images"
+    _, _, f = load_model(MLP)
+    path = tmp_path / "d.npz"
+    np.savez(path, x=np.arange(24, dtype=np.int32).reshape(4, 6) % 20)
+    with pytest.raises(ValueError, match=r"token ids, explain a model of the embeddings instead: "
+                                         r"save the embeddings, \(n, L, D\), as x") as ids:
+        load_data(path, f)
+    assert "255" not in str(ids.value)
+    np.savez(path, x=np.zeros((4, 8, 8, 1), np.uint8))
+    with pytest.raises(ValueError, match=r"astype\('float32'\) / 255") as pixels:
+        load_data(path, f)
+    assert "token ids" not in str(pixels.value)
+    result = _run(["--data", str(path), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "integer dtype uint8" in result.output
