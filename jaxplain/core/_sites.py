@@ -200,7 +200,7 @@ def _pool_chain(program: Program, start: int, consumers: tuple[Counter, dict]) -
     window size): all of an average. A sum pool with no such division is just ``(start,)``."""
     count, by_input = consumers
     chain, current = [start], program.nodes[start].outs[0]
-    summed = program.nodes[start].prim != "reduce_window_max"
+    summed = program.nodes[start].prim not in ("reduce_window_max", "reduce_max")
     while count[current] == 1 and current in by_input:
         j = by_input[current]
         node = program.nodes[j]
@@ -267,19 +267,22 @@ def _root(program: Program) -> tuple[str, ...]:
     return ()
 
 
-def pool_op(node: Node, channel_axis: int | None) -> str | None:
-    """``"max_pool"``, ``"avg_pool"`` (windows), ``"mean"`` (a sum over axes that are neither
-    the batch nor the channels, which are `channel_axis` of the summed value or else its last:
-    e.g. global average pooling of NHWC or NCHW features), or None."""
+def pool_op(node: Node, channel_axis: int | None, batch_axis=0) -> str | None:
+    """``"max_pool"``, ``"avg_pool"`` (windows), or a reduction over axes that are neither the
+    batch (`batch_axis`, 0 when not an int) nor the channels (`channel_axis` of the reduced
+    value, or else its last): ``"max_pool"`` for a max (``h.max(axis=1)``, a text CNN's max
+    over time, or a global max pool), ``"mean"`` for a sum (global average pooling of NHWC or
+    NCHW features); else None."""
     if node.prim == "reduce_window_max":
         return "max_pool"
     if node.prim == "reduce_window_sum":
         return "avg_pool"
-    if node.prim == "reduce_sum":
+    if node.prim in ("reduce_max", "reduce_sum"):
         axes, rank = tuple(node.eqn.params["axes"]), len(node.eqn.invars[0].aval.shape)
         channels = rank - 1 if channel_axis is None else channel_axis % rank
-        if axes and all(0 < a != channels for a in axes):
-            return "mean"
+        batch = batch_axis if isinstance(batch_axis, int) else 0
+        if axes and all(a not in (batch, channels) for a in axes):
+            return "max_pool" if node.prim == "reduce_max" else "mean"
     return None
 
 
@@ -359,7 +362,8 @@ def analyze(program: Program) -> SiteMap:
             if not shared:  # a sum of batch statistics is a place for rules, no site
                 derived.append((i, name, "add", "add", node.outs[0]))
             node_names[i] = name
-        elif (op := pool_op(node, axes.get(node.ins[0]) if isinstance(node.ins[0], int) else None)):
+        elif isinstance(node.ins[0], int) and (
+                op := pool_op(node, axes.get(node.ins[0]), batch.get(node.ins[0]))):
             chain = _pool_chain(program, i, consumers)
             absorbed.update(chain[1:])
             name = name_for(stack, op, i)
