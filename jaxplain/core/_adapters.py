@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import jax
@@ -164,6 +165,9 @@ def _nnx_function(model, kwargs) -> Callable:
             with jax.named_scope(self.scope):
                 return self.inner(*args, **kw)
 
+        def __getattr__(self, name):
+            return _pass_through(self, name, _Scoped)
+
     copy = nnx.clone(model)
     copy.eval()
     paths = [path for path, node in nnx.iter_graph(copy)
@@ -193,6 +197,26 @@ def _nnx_function(model, kwargs) -> Callable:
     return f
 
 
+def _pass_through(wrapper, name: str, scoped: type):
+    """The attribute `name` of the module that `wrapper` (an adapter's ``scoped`` wrapper, with
+    ``inner`` and ``scope``) runs: a method of it runs under the wrapper's scope (e.g.
+    ``self.m.from_embeddings(e)``, or ``nnx.Embed.attend`` for tied weights), a wrapped
+    submodule gets the scopes joined (``m/head``), anything else (arrays, ints) is as is."""
+    inner = vars(wrapper).get("inner")
+    if inner is None or name.startswith("__"):  # while the wrapper is being built or copied
+        raise AttributeError(name)
+    value = getattr(inner, name)
+    if isinstance(value, scoped):
+        return scoped(value.inner, f"{wrapper.scope}/{value.scope}")
+    if callable(value) and getattr(value, "__self__", None) is inner:  # a bound method
+        @functools.wraps(value)
+        def method(*args, **kw):
+            with jax.named_scope(wrapper.scope):
+                return value(*args, **kw)
+        return method
+    return value
+
+
 def _relative_scope(path: tuple, wrapped: set) -> str:
     """`path` relative to its nearest wrapped ancestor (wrappers nest, so scopes concatenate)."""
     for k in range(len(path) - 1, 0, -1):
@@ -213,6 +237,9 @@ def _equinox_function(model, kwargs) -> Callable:
         def __call__(self, *args, **kw):
             with jax.named_scope(self.scope):
                 return self.inner(*args, **kw)
+
+        def __getattr__(self, name):
+            return _pass_through(self, name, _Scoped)
 
     paths = []
 
