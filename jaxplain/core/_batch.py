@@ -12,8 +12,10 @@ variance of a BatchNorm that uses batch statistics), so it is shared by every ex
 
 The rules mirror :mod:`jaxplain.core._channels`: transposes, reshapes, broadcasts, squeezes and
 reductions move the axis; ``dot_general`` and convolutions place it by their dimension numbers;
-ops that keep the rank and the axis's size keep it; gathers, scatters, loops and ops that scan
-or reorder along the batch lose it (the value is then presented as the model computes it).
+ops that keep the rank and the axis's size keep it; a gather of a constant table's rows at
+batched indices (an embedding lookup of token ids) puts it where the indices' batch axis lands;
+other gathers, scatters, loops and ops that scan or reorder along the batch lose it (the value
+is then presented as the model computes it).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from jaxplain.core._program import Program
 #: The state of a value computed over the whole batch: it has no batch axis.
 SHARED = "shared"
 
-_LOSE = frozenset({"gather", "scatter", "scatter-add", "scatter_add", "scatter-mul", "scatter_mul",
+_LOSE = frozenset({"scatter", "scatter-add", "scatter_add", "scatter-mul", "scatter_mul",
                    "scatter-min", "scatter_min", "scatter-max", "scatter_max", "scan", "while",
                    "cond", "sort", "argsort"})
 _ALONG = frozenset({"cumsum", "cumprod", "cummax", "cummin", "cumlogsumexp"})  # param "axis"
@@ -61,6 +63,23 @@ def _combine(found: list) -> int | str | None:
     return None
 
 
+def _gather(eqn, known: list) -> int | str | None:
+    """Where a gather of rows of a constant operand (an embedding table) at input-dependent
+    indices (token ids) holds the indices' batch axis: the output's axes that are not slice
+    offsets are the indices' axes but the last (the index vector), in order. A gather from an
+    input-dependent operand loses the axis."""
+    if len(known) != 1 or known[0][0] != 1:
+        return None
+    _, state, shape = known[0]
+    if state == SHARED:
+        return SHARED
+    if state == len(shape) - 1:  # the batch indexes the table's axes: no batch axis out
+        return None
+    offsets = eqn.params["dimension_numbers"].offset_dims
+    rank = len(eqn.outvars[0].aval.shape)
+    return [a for a in range(rank) if a not in offsets][state]
+
+
 def _through_softmax(eqn, axis: int) -> int:
     """Where a softmax template's (``jaxplain.core._written_out``) output holds its input's
     `axis`: moved by the transpose of its input, when it computes the softmax vmapped over an
@@ -91,6 +110,8 @@ def _forward(node, states: dict, program: Program) -> int | str | None:
         return None
     if prim in _LOSE or len(eqn.outvars) != 1:
         return None
+    if prim == "gather":
+        return _gather(eqn, known)
     if prim == "conv_general_dilated":
         k, state, _ = known[0]
         if k != 0 or state is None:
