@@ -4,20 +4,48 @@ from __future__ import annotations
 
 import hashlib
 import os
+import uuid
+import warnings
 
 import numpy as np
 import orbax.checkpoint as ocp
 
 
-def fingerprint(parts) -> np.ndarray:
-    """A 20-byte digest of the data and options, so a checkpoint only resumes its own search."""
+def fingerprint(data_parts, options: dict) -> dict:
+    """What a resumed search must match: a 20-byte digest of the data, each option's repr.
+
+    Args:
+      data_parts: arrays and values that identify the data (hashed together).
+      options: option name -> value, for the options that change the rules.
+
+    Returns:
+      dict ``"data"`` -> uint8 ``(20,)``, option name -> uint8 ``(len(repr),)``.
+    """
     digest = hashlib.sha1()
-    for part in parts:
+    for part in data_parts:
         digest.update(part.tobytes() if isinstance(part, np.ndarray) else repr(part).encode())
-    return np.frombuffer(digest.digest(), dtype=np.uint8).copy()
+    stamp = {"data": np.frombuffer(digest.digest(), dtype=np.uint8).copy()}
+    for name, value in options.items():
+        stamp[name] = np.frombuffer(repr(value).encode(), dtype=np.uint8).copy()
+    return stamp
 
 
-def save(directory: str, accepted: list, stamp: np.ndarray, max_head: int, max_tail: int):
+def check_writable(directory: str):
+    """Create ``directory`` if needed and a probe file in it, so that an unwritable
+    checkpoint_dir fails before the search rather than at its first save."""
+    try:
+        os.makedirs(directory, exist_ok=True)
+        probe = os.path.join(directory, f".write-probe-{uuid.uuid4().hex}")
+        with open(probe, "x"):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        raise ValueError(f"checkpoint_dir={directory!r} cannot be written ({type(e).__name__}: "
+                         f"{e.strerror or e}); mine saves its rules there after each accepted "
+                         "rule: pass a writable directory, or checkpoint_dir=None") from e
+
+
+def save(directory: str, accepted: list, stamp: dict, max_head: int, max_tail: int):
     """Write the accepted rules (step = their number); keeps the two latest steps."""
     count = len(accepted)
     heads = np.full((count, max_head), -1, np.int32)
@@ -34,27 +62,75 @@ def save(directory: str, accepted: list, stamp: np.ndarray, max_head: int, max_t
         manager.wait_until_finished()
 
 
-def load(directory: str, stamp: np.ndarray):
+def load(directory: str, stamp: dict):
     """The saved rules as ``(pair, head, tail, min_hits, gain)`` tuples, or [] if none.
 
+    A step that cannot be read (a damaged or partly deleted file) is deleted with a
+    ``RuntimeWarning`` and the step before it is used (two are kept).
+
     Raises:
-      ValueError: the checkpoint belongs to a search on other data or with other options.
+      ValueError: the checkpoint belongs to a search on other data or with other options
+        (the message names them), or no step of it can be read.
     """
     path = os.path.abspath(directory)
     if not os.path.isdir(path):
         return []
-    with ocp.CheckpointManager(path) as manager:
-        step = manager.latest_step()
-        if step is None:
-            return []
-        tree = manager.restore(step, args=ocp.args.StandardRestore())
-    if not np.array_equal(np.asarray(tree["stamp"]), stamp):
-        raise ValueError(f"checkpoint_dir={directory!r} holds a search on other data or with "
-                         "other options; use a fresh directory")
-    out = []
+    damaged = []
+    # One unnamed item, fixed up front: orbax would infer it from the first step it reads.
+    with ocp.CheckpointManager(path, item_handlers=ocp.StandardCheckpointHandler()) as manager:
+        for step in sorted(manager.all_steps(), reverse=True):
+            try:
+                saved, rules = _read(manager, step)
+                break
+            except Exception as e:  # orbax, tensorstore and json raise many types on damage
+                damaged.append((step, f"{type(e).__name__}: {e}"[:300]))
+        else:
+            if not damaged:
+                return []
+            raise ValueError(f"checkpoint_dir={directory!r} is damaged: no step of it can be "
+                             f"read ({_steps(damaged)}). Delete the directory to start "
+                             "the search afresh, or pass another checkpoint_dir") from None
+        differ = _differences(saved, stamp)
+        if differ:
+            raise ValueError(f"checkpoint_dir={directory!r} holds a search on other data or "
+                             f"with other options ({'; '.join(differ)}); pass the same ones "
+                             "to resume it, or use a fresh directory")
+        for bad, _ in damaged:   # the resumed search writes these steps again
+            manager.delete(bad)
+    if damaged:
+        warnings.warn(f"checkpoint_dir={directory!r}: {_steps(damaged)} cannot be read and "
+                      f"was deleted; resuming from step {step} (its {step} accepted rules)",
+                      RuntimeWarning, stacklevel=3)   # at mine's caller
+    return rules
+
+
+def _read(manager, step):
+    """The stamp and rules of one step (any error means the step is damaged)."""
+    tree = manager.restore(step, args=ocp.args.StandardRestore())
+    rules = []
     for i in range(step):
         head = tuple(int(v) for v in np.asarray(tree["heads"][i]) if v >= 0)
         tail = tuple(int(v) for v in np.asarray(tree["tails"][i]) if v >= 0)
-        out.append((int(tree["pair"][i]), head, tail, int(tree["min_hits"][i]),
-                    float(tree["gain"][i])))
+        rules.append((int(tree["pair"][i]), head, tail, int(tree["min_hits"][i]),
+                      float(tree["gain"][i])))
+    return tree["stamp"], rules
+
+
+def _steps(damaged) -> str:
+    return "; ".join(f"step {step} ({reason})" for step, reason in damaged)
+
+
+def _differences(saved, stamp: dict) -> list:
+    """What differs between a checkpoint's stamp and this search's, in words."""
+    if not isinstance(saved, dict):
+        return ["it was written by an older jaxplain"]
+    text = lambda a: np.asarray(a, np.uint8).tobytes().decode()
+    out = []
+    if not np.array_equal(np.asarray(saved.get("data")), stamp["data"]):
+        out.append("the layers differ")
+    for name in sorted((set(saved) | set(stamp)) - {"data"}):
+        if name not in saved or name not in stamp:
+            out.append(f"{name} is recorded on one side only")
+        elif text(saved[name]) != text(stamp[name]):
+            out.append(f"{name}={text(saved[name])} there, {text(stamp[name])} here")
     return out

@@ -103,7 +103,9 @@ def mine(layers: Mapping[str, np.ndarray], *, labels=None, devices: Sequence | N
       labels: optional int ``(n,)`` classes; each rule then gets a class histogram of its rows.
       devices: devices to shard the rows over (None: all of ``jax.devices()``).
       checkpoint_dir: save accepted rules with orbax after each acceptance and resume from
-        there if the directory already holds this search.
+        there if the directory already holds this search (one whose options differ only in
+        ``max_rules``, ``time_budget``, ``batch_size`` or ``tolerance``); a damaged latest
+        step falls back to the one before it, with a ``RuntimeWarning``.
       callback: called with each accepted ``Rule``.
       progress: show the search as it runs (tqdm, on stderr): a bar per search level (the
         heads of one size for one layer pair) counting the heads scored, kernel batch by
@@ -119,7 +121,9 @@ def mine(layers: Mapping[str, np.ndarray], *, labels=None, devices: Sequence | N
 
     Raises:
       ValueError: fewer than two layers, non-boolean or non-2-D layers, different row counts,
-        no rows, unknown options or layer pairs, or pairs with a cycle.
+        no rows, unknown options or layer pairs, or pairs with a cycle; a ``checkpoint_dir``
+        that cannot be written (checked before the search), holds another search (the
+        message names what differs) or has no readable step.
 
     Example:
       >>> rng = np.random.default_rng(0)
@@ -138,12 +142,12 @@ def mine(layers: Mapping[str, np.ndarray], *, labels=None, devices: Sequence | N
     with jax.enable_x64(True):
         search = _Search(data, n, pairs, config, devices)
         search.report = report
-        # Stopping criteria may differ between a killed run and its resumption.
-        same_search = dataclasses.replace(config, max_rules=None, time_budget=None)
-        # The unpadded data: a search may resume on another number of devices.
-        stamp = _checkpoint.fingerprint([same_search, pairs, n] + [
-            part for name, array in data.items() for part in (name, array.shape, array)])
+        stamp = _checkpoint.fingerprint(
+            # The unpadded data: a search may resume on another number of devices.
+            [part for name, array in data.items() for part in (name, array.shape, array)],
+            _result_options(config, pairs, search.min_support))
         if checkpoint_dir is not None:
+            _checkpoint.check_writable(checkpoint_dir)
             for pair, head, tail, min_hits, gain in _checkpoint.load(checkpoint_dir, stamp):
                 search.accept(pair, head, tail, min_hits, gain, None)
         if config.time_budget is not None:
@@ -188,6 +192,19 @@ def _greedy(search, config, checkpoint_dir, stamp, callback, labels) -> RuleSet:
         if callback is not None:
             callback(rule)
     return search.result(labels, stopped_by)
+
+
+# Options that leave the rules as they are, so a resumed search may change them: the stopping
+# criteria, the padding of device calls (each head is scored on its own; a test mines with
+# several batch sizes) and the check's tolerance.
+_RESUMABLE = ("max_rules", "time_budget", "batch_size", "tolerance")
+
+
+def _result_options(config, pairs, min_support) -> dict:
+    """The options a checkpoint must match, as resolved (``pairs=None`` = its explicit list)."""
+    options = {f.name: getattr(config, f.name) for f in dataclasses.fields(SearchConfig)
+               if f.name not in _RESUMABLE}
+    return dict(options, pairs=pairs, min_head_support=min_support)
 
 
 def _config(options) -> SearchConfig:
