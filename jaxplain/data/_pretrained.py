@@ -6,17 +6,22 @@ and ``"vit"`` (:class:`DigitsViT`, for the transformer methods). A checkpoint is
 (``variables/``) and ``metadata.json`` (architecture, recipe, accuracy, training history and a
 SHA-256 of the parameters). It is written into a temporary folder next to it and renamed into
 place, so a reader sees a whole checkpoint or none; one that fails to load, or whose
-parameters do not match the recorded checksum, is reported and retrained, never used.
+parameters do not match the recorded checksum, is reported and retrained, never used. The
+folder gets the umask's permissions (a cache can be shared by a group), and training holds a
+lock on the cache folder, so that a second process filling the same cache waits and then
+loads rather than training too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+import uuid
 import warnings
 from pathlib import Path
 from typing import Any
@@ -135,7 +140,11 @@ def pretrained(
                 RuntimeWarning,
                 stacklevel=2,
             )
-    return model, _train_and_save(path, model, arch, progress=progress)
+    with _exclusive(path.parent):
+        if path.exists():  # another process may have trained it while this one waited
+            with contextlib.suppress(_Unusable):
+                return model, _restore(path, model, arch)
+        return model, _train_and_save(path, model, arch, progress=progress)
 
 
 def checkpoint_info(cache_dir: str | os.PathLike[str] | None = None, *,
@@ -154,6 +163,27 @@ def checkpoint_info(cache_dir: str | os.PathLike[str] | None = None, *,
         return _read_metadata(path, arch)
     except _Unusable as e:
         raise ValueError(f"the checkpoint metadata in {path} is unusable: {e}") from None
+
+
+@contextlib.contextmanager
+def _exclusive(folder: Path):
+    """Hold an exclusive ``flock`` on the cache folder, so that of two processes filling it the
+    second waits and then loads; no lock where ``fcntl`` or a lockable folder is unavailable.
+
+    The folder itself is locked, not a lock file: the cache holds nothing but checkpoints, and
+    a folder opened read-only can be locked by a user who may only read it.
+    """
+    with contextlib.ExitStack() as stack:
+        try:
+            import fcntl
+
+            folder.mkdir(parents=True, exist_ok=True)
+            handle = os.open(folder, os.O_RDONLY)
+            stack.callback(os.close, handle)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except (ImportError, OSError):  # Windows, a folder this process cannot create, a file
+            pass                        # system without locks: train unlocked, as before
+        yield
 
 
 class _Unusable(Exception):
@@ -229,7 +259,9 @@ def _train_and_save(path: Path, model: Any, arch: _Architecture, *,
         "jax_version": jax.__version__,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    # Not mkdtemp: its mode 0700 would stay on the renamed folder; mkdir follows the umask.
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.partial"
+    tmp.mkdir()
     try:
         with ocp.StandardCheckpointer() as checkpointer:
             checkpointer.save(tmp / _VARIABLES, variables)
