@@ -245,13 +245,15 @@ class Channel(Objective):
         return jnp.sum(_spatial_mean(acts[self.site])[:, self.index])
 
 
-def _at(value: Array, position: Any) -> Array:
-    """``value[:, *position, :]``: ``(b, *spatial, c) -> (b, c)``; ``position=None`` is the
-    centre ``(h // 2, w // 2)`` of the site's spatial shape, as Lucent's default."""
+def _at(value: Array, position: Any, index: Any = slice(None)) -> Array:
+    """``value[:, *position, index]``: ``(b, *spatial, c) -> (b, c)`` for the whole channel
+    axis, or ``(b, *index.shape)`` with positions and indices paired elementwise (a neuron
+    group); ``position=None`` is the centre ``(h // 2, w // 2)`` of the site's spatial shape, as
+    Lucent's default."""
     spatial = value.shape[1:-1]
     pos = (tuple(s // 2 for s in spatial) if position is None
            else tuple(position[i] for i in range(len(spatial))))
-    return value[(slice(None), *pos)]
+    return value[(slice(None), *pos, index)]
 
 
 @_pytree
@@ -267,7 +269,7 @@ class Neuron(Objective):
         return (self.site,)
 
     def __call__(self, acts, logits, x):
-        return jnp.sum(_at(acts[self.site], self.position)[:, self.index])
+        return jnp.sum(_at(acts[self.site], self.position, self.index))
 
 
 @_pytree
