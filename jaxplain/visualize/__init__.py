@@ -14,8 +14,8 @@ from jaxplain.visualize._objectives import Objective as Objective
 from jaxplain.visualize._objectives import channel as channel
 from jaxplain.visualize._objectives import class_logit as class_logit
 from jaxplain.visualize._objectives import class_probability as class_probability
-from jaxplain.visualize._objectives import cosine_direction as cosine_direction
-from jaxplain.visualize._objectives import cosine_direction_neuron as cosine_direction_neuron
+from jaxplain.visualize._cosine import cosine_direction as cosine_direction
+from jaxplain.visualize._cosine import cosine_direction_neuron as cosine_direction_neuron
 from jaxplain.visualize._objectives import direction as direction
 from jaxplain.visualize._objectives import diversity as diversity
 from jaxplain.visualize._objectives import layer as layer

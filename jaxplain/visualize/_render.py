@@ -27,8 +27,8 @@ from jaxplain.core._adapters import refuse_module
 from jaxplain.core._channels import channels_last_view
 from jaxplain.core._cpu import cpu_friendly
 from jaxplain.core._layout import fast_convolutions
-from jaxplain.visualize._objectives import (Channel, Constant, CosineDirection,
-                                            CosineDirectionNeuron, Direction, Diversity, Neuron,
+from jaxplain.visualize._cosine import CosineDirection, CosineDirectionNeuron
+from jaxplain.visualize._objectives import (Channel, Constant, Direction, Diversity, Neuron,
                                             Objective, check_classes, check_sites, leaf_values,
                                             stack, terms)
 from jaxplain.visualize._param import Pixel, check_image_shape
