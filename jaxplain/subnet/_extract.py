@@ -21,7 +21,7 @@ import numpy as np
 
 import jaxplain as jp
 from jaxplain.core import BatchMixingWarning, mixes_batch
-from jaxplain.subnet import _optimize, _placement, _threshold
+from jaxplain.subnet import _checkpoint, _optimize, _placement, _threshold
 from jaxplain.subnet._types import Options, SubNetwork
 
 
@@ -106,6 +106,17 @@ def _warn_if_shifted(f: Callable, x: jax.Array, names: tuple[str, ...], key: jax
                       f"outputs, here {[t for _, t, _ in found]}).", stacklevel=3)
 
 
+def _resumable(opts: Options, x: jax.Array, names: tuple[str, ...], key: jax.Array,
+               logp: jax.Array) -> dict | None:
+    """Refuses a ``checkpoint_dir`` of another run (or marks a new one as this run's); returns
+    the exact part of the identity, which each phase's directory keeps too."""
+    if opts.checkpoint_dir is None:
+        return None
+    ident = _checkpoint.identity(x, names, key, opts, logp)
+    _checkpoint.check(os.path.abspath(opts.checkpoint_dir), ident)
+    return {k: v for k, v in ident.items() if k != "model"}
+
+
 def _subdir(opts: Options, name: str) -> str | None:
     return None if opts.checkpoint_dir is None else os.path.join(opts.checkpoint_dir, name)
 
@@ -185,10 +196,6 @@ def extract(f: Callable, x_region: jax.Array, *, sites, key: jax.Array,
         names = resolve_sites(f, x, sites)
         _warn_if_shifted(f, x, names, key)
         units = tuple(s.shape[-1] for s in jp.sites(f, x) if s.name in names)
-        fingerprint = {"sites": list(names), "shape": list(x.shape), "options": repr(opts),
-                       "region_sum": float(np.sum(np.asarray(x), dtype=np.float64))}
-        run = functools.partial(_optimize.run, f, checkpoint_every=opts.checkpoint_every,
-                                fingerprint=fingerprint)
         l1 = jnp.asarray(opts.l1, jnp.float32)
         # The compiled stages see the L1 grid as data: other weights of the same count reuse them.
         static = dataclasses.replace(opts, l1=(0.0,) * len(opts.l1), gate_l1=None,
@@ -196,6 +203,8 @@ def extract(f: Callable, x_region: jax.Array, *, sites, key: jax.Array,
 
         # 1. Score-and-gate search: one vmapped scan over the L1 grid.
         logp, state, all_units = _search_init(x, f=f, names=names, units=units, opts=static)
+        run = functools.partial(_optimize.run, f, checkpoint_every=opts.checkpoint_every,
+                                fingerprint=_resumable(opts, x, names, key, logp))
         state = run(state, all_units, l1, jnp.asarray(opts.gate_weights, jnp.float32),
                     opts.fidelity, x, logp, steps=opts.steps, phase=_phase(opts, search=True),
                     checkpoint_dir=_subdir(opts, "search"),

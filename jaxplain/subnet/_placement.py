@@ -50,7 +50,9 @@ def shifted(f: Callable, x: jax.Array, names: tuple[str, ...], key: jax.Array
     units = {s.name: s.shape[-1] for s in known if s.name in names}
 
     def values(x, z):
-        edits = {n: (lambda v, n=n: jnp.broadcast_to(z[n].astype(v.dtype), v.shape))
+        # v * 0 + z, not a constant: the site stays input-dependent, so the kernel still
+        # follows its channel axis downstream (an NCHW model's watched sites keep channels last).
+        edits = {n: (lambda v, n=n: v * jnp.zeros((), v.dtype) + z[n].astype(v.dtype))
                  for n in names}
         return jp.capture(jp.intervene(f, edits), watched)(x)[1]
 
