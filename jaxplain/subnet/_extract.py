@@ -106,15 +106,12 @@ def _warn_if_shifted(f: Callable, x: jax.Array, names: tuple[str, ...], key: jax
                       f"outputs, here {[t for _, t, _ in found]}).", stacklevel=3)
 
 
-def _resumable(opts: Options, x: jax.Array, names: tuple[str, ...], key: jax.Array,
-               logp: jax.Array) -> dict | None:
-    """Refuses a ``checkpoint_dir`` of another run (or marks a new one as this run's); returns
-    the exact part of the identity, which each phase's directory keeps too."""
-    if opts.checkpoint_dir is None:
-        return None
-    ident = _checkpoint.identity(x, names, key, opts, logp)
-    _checkpoint.check(os.path.abspath(opts.checkpoint_dir), ident)
-    return {k: v for k, v in ident.items() if k != "model"}
+def _check_resumable(opts: Options, x: jax.Array, names: tuple[str, ...], key: jax.Array,
+                     logp: jax.Array) -> None:
+    """Refuses a ``checkpoint_dir`` of another run, or marks a new one as this run's."""
+    if opts.checkpoint_dir is not None:
+        _checkpoint.check(os.path.abspath(opts.checkpoint_dir),
+                          _checkpoint.identity(x, names, key, opts, logp))
 
 
 def _subdir(opts: Options, name: str) -> str | None:
@@ -203,8 +200,8 @@ def extract(f: Callable, x_region: jax.Array, *, sites, key: jax.Array,
 
         # 1. Score-and-gate search: one vmapped scan over the L1 grid.
         logp, state, all_units = _search_init(x, f=f, names=names, units=units, opts=static)
-        run = functools.partial(_optimize.run, f, checkpoint_every=opts.checkpoint_every,
-                                fingerprint=_resumable(opts, x, names, key, logp))
+        _check_resumable(opts, x, names, key, logp)
+        run = functools.partial(_optimize.run, f, checkpoint_every=opts.checkpoint_every)
         state = run(state, all_units, l1, jnp.asarray(opts.gate_weights, jnp.float32),
                     opts.fidelity, x, logp, steps=opts.steps, phase=_phase(opts, search=True),
                     checkpoint_dir=_subdir(opts, "search"),

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 from collections.abc import Callable
 from typing import Any
@@ -126,7 +125,7 @@ def _run_chunk(state, masks, l1, gate_l1, target, x, logp, *, f, length, phase, 
 def run(f: Callable, state: dict, masks: dict, l1: jax.Array, gate_l1: jax.Array,
         target: float, x: jax.Array, logp: jax.Array, *, steps: int, phase: Phase,
         checkpoint_dir: str | None = None, checkpoint_every: int = 100,
-        fingerprint: dict | None = None, progress: str | None = None) -> dict:
+        progress: str | None = None) -> dict:
     """Runs ``steps`` steps for a batch of candidates (leading axis of every argument but
     ``x``, ``logp``, ``target``) in one jit-compiled scan, or in chunks of
     ``checkpoint_every`` steps when checkpointing or showing ``progress`` (the bar's
@@ -145,7 +144,6 @@ def run(f: Callable, state: dict, masks: dict, l1: jax.Array, gate_l1: jax.Array
 
         directory = os.path.abspath(checkpoint_dir)
         os.makedirs(directory, exist_ok=True)
-        _check_fingerprint(directory, fingerprint or {})
         manager = ocp.CheckpointManager(
             directory, options=ocp.CheckpointManagerOptions(max_to_keep=1))
         done = manager.latest_step() or 0
@@ -195,18 +193,3 @@ class _ChunkBar:
 
     def close(self) -> None:
         self.bar.close()
-
-
-def _check_fingerprint(directory: str, fingerprint: dict) -> None:
-    path = os.path.join(directory, "neurochains.json")
-    if os.path.exists(path):
-        with open(path) as fh:
-            stored = json.load(fh)
-        if stored != json.loads(json.dumps(fingerprint)):
-            raise ValueError(
-                f"checkpoint_dir {directory!r} holds another optimisation ({stored}); expected "
-                f"{fingerprint}. Use an empty directory or the same inputs and options.")
-    else:
-        with open(path, "w") as fh:
-            json.dump(fingerprint, fh)
-

@@ -84,7 +84,7 @@ def test_a_resumed_run_starts_its_bar_at_the_checkpoint(monkeypatch, tmp_path):
     logp, state, masks = _search_init(x, f=f, names=_nets.SITES, units=(24, 24, 24), opts=opts)
     l1 = jnp.asarray([1e-3], jnp.float32)
     args = (f, state, masks, l1, l1, 1.0, x, logp)
-    common = dict(phase=_phase(opts, search=True), checkpoint_every=10, fingerprint={"run": 1},
+    common = dict(phase=_phase(opts, search=True), checkpoint_every=10,
                   checkpoint_dir=str(tmp_path))
     _optimize.run(*args, steps=20, **common)
     _Recorder.bars = []

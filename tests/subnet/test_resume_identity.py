@@ -1,20 +1,16 @@
 """A checkpoint directory resumes only its own run (the region's bytes, the model, the sites, the
-key and the options that change the result), however the directory is spelled; and the
-BatchNorm-placement check reads an Equinox (NCHW) model's units as its channels."""
+key and the options that change the result), however the directory is spelled."""
 
 import json
 import os
-import warnings
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import jaxplain as jp
 from jaxplain import subnet
-from jaxplain.subnet import _checkpoint, _placement
+from jaxplain.subnet import _checkpoint
 from tests.subnet import _nets
 
 KEY = jax.random.key(0)
@@ -89,52 +85,3 @@ def test_checkpoints_without_an_identity_are_refused(tmp_path):
     os.makedirs(tmp_path / "search")
     with pytest.raises(ValueError, match="without identity.json"):
         subnet.extract(f, x, key=KEY, checkpoint_dir=str(tmp_path), **QUICK)
-
-
-class _Net(eqx.Module):
-    conv: eqx.nn.Conv2d
-    bn: eqx.nn.BatchNorm
-    head: eqx.nn.Linear
-
-    def __call__(self, x, state):
-        h, state = self.bn(self.conv(x), state)
-        return self.head(jax.nn.relu(h).mean(axis=(1, 2))), state
-
-
-class _Inference(eqx.Module):
-    model: _Net
-    state: eqx.nn.State
-
-    def __call__(self, x):
-        return self.model(x, self.state)[0]
-
-
-def _equinox(channels, padding):
-    """An Equinox conv -> BatchNorm (inference, shift 1 .. channels) -> head on 8x8 NCHW
-    images: maps of 8x8 with padding 1, 6x6 without."""
-    k = jax.random.split(jax.random.key(1), 2)
-    net, state = eqx.nn.make_with_state(_Net)(
-        eqx.nn.Conv2d(1, channels, 3, padding=padding, key=k[0]),
-        eqx.nn.BatchNorm(channels, "batch", mode="ema"), eqx.nn.Linear(channels, 3, key=k[1]))
-    net = eqx.tree_at(lambda m: m.bn.bias, eqx.nn.inference_mode(net),
-                      jnp.arange(1.0, channels + 1.0))
-    x = jax.random.normal(jax.random.key(2), (6, 1, 8, 8))
-    return jp.as_function(_Inference(net, state)), x
-
-
-@pytest.mark.parametrize("channels, padding", [(8, 1), (4, 0)], ids=["H=W=C", "H!=C"])
-def test_a_site_before_an_equinox_batchnorm_is_found(channels, padding):
-    f, x = _equinox(channels, padding)
-    assert _placement.shifted(f, x, ("model/conv",), KEY) == [
-        ("model/conv", "model/bn", float(channels))]
-    assert _placement.shifted(f, x, ("model/bn",), KEY) == []
-
-
-def test_extract_warns_about_a_site_before_an_equinox_batchnorm():
-    f, x = _equinox(4, 0)  # raised a broadcasting ValueError: units read off the width axis
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        subnet.extract(f, x, sites="model/conv", key=KEY, steps=0, finetune_steps=0,
-                       fidelity=0.0)
-    shifted = [str(w.message) for w in caught if "still feed constants" in str(w.message)]
-    assert len(shifted) == 1 and "['model/bn']" in shifted[0]
