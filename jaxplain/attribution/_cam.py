@@ -14,7 +14,8 @@ the channel weights ``w_c``:
 Channels-first models work unchanged: the site is read channels-last and the map is put back
 on the input's channel axis (``(n, 1, H, W)`` for NCHW inputs). The weights and the map are
 computed in float32 at least from the site's values and gradients, and the map comes back in
-`x`'s dtype, resized or not.
+`x`'s dtype, resized or not (the site's dtype for the token ids that Grad-CAM and Grad-CAM++
+take: they differentiate at the site only).
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from jaxtyping import Array, Float, Int
 
 from jaxplain.attribution import _common
 from jaxplain.attribution._modified import Guided, rule_gradient
-from jaxplain.attribution._site import (INTERPOLATIONS, _activation, _check_site, _site_gradient,
-                                        upsample)
+from jaxplain.attribution._site import (INTERPOLATIONS, _activation, _check_site, _result_dtype,
+                                        _site_gradient, upsample)
 from jaxplain.core._channels import image_channel_axis
 from jaxplain.core._outputs import as_probabilities, probability_as_given
 
@@ -38,8 +39,10 @@ SCORES = ("probability", "logit")
 
 
 def _cam_arguments(f, x, target, site, resize: bool, method: str = "grad_cam") -> tuple:
-    """The CAM methods' checks: ``(x, target, channel axis of x)``."""
-    x, t = _common.check_arguments(f, x, target)
+    """The CAM methods' checks: ``(x, target, channel axis of x)``. The methods that only
+    differentiate at the site (grad_cam, grad_cam_plus_plus) take token ids as well."""
+    ids = method in ("grad_cam", "grad_cam_plus_plus")
+    x, t = (_common.check_site_arguments if ids else _common.check_arguments)(f, x, target)
     shape = _check_site(f, x, site)
     if len(shape) < 3:
         raise ValueError(f"{method} needs a site with spatial axes (n, h, w, c); site {site!r} has "
@@ -67,14 +70,14 @@ def _input_size(x, channels: int) -> tuple:
     return x.shape[1:channels] + x.shape[channels + 1:]
 
 
-def _finish(cam, x, *, relu, resize, channels):
+def _finish(cam, x, a, *, relu, resize, channels):
     """`cam` ``(n, h, w)`` through the ReLU and resized onto `x`'s spatial axes (None: kept),
-    in `x`'s dtype."""
+    in `x`'s dtype (the site value `a`'s for token ids)."""
     if relu:
         cam = jnp.maximum(cam, 0)
     if resize is not None:
         cam = jnp.expand_dims(upsample(cam, _input_size(x, channels), resize), channels)
-    return cam.astype(x.dtype)
+    return cam.astype(_result_dtype(x, a))
 
 
 @functools.partial(jax.jit, static_argnames=("f", "site", "relu", "resize", "channels"))
@@ -83,7 +86,7 @@ def _grad_cam(f, x, target, *, site, relu, resize, channels):
     g = _common.widen(_site_gradient(f, site, x, target, a))
     spatial = tuple(range(1, a.ndim - 1))
     cam = (g.mean(axis=spatial, keepdims=True) * _common.widen(a)).sum(axis=-1)
-    return _finish(cam, x, relu=relu, resize=resize, channels=channels)
+    return _finish(cam, x, a, relu=relu, resize=resize, channels=channels)
 
 
 def grad_cam(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, "batch"] | int,
@@ -97,7 +100,8 @@ def grad_cam(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, 
     Args:
       f: the model, mapping a batch to logits ``(n, classes)``.
       x: the inputs, batch first (images NHWC, or NCHW for a model whose first convolution
-        reads its channels on axis 1).
+        reads its channels on axis 1); or the token ids of a model of ids (integers, not
+        uint8), with a site after the embedding and ``resize=False``.
       target: the class to explain per example, shape ``(n,)``, or one int.
       site: the name of a convolutional site (see :func:`jaxplain.sites`), e.g. ``"block1"``.
       relu: keep only the positive part, as in the paper (Captum's default is False).
@@ -202,7 +206,7 @@ def _grad_cam_plus_plus(f, x, target, *, site, relu, resize, channels):
     a = _activation(f, site, x)
     g = _site_gradient(f, site, x, target, a)
     cam = (plus_plus_weights(a, g) * _common.widen(a)).sum(axis=-1)
-    return _finish(cam, x, relu=relu, resize=resize, channels=channels)
+    return _finish(cam, x, a, relu=relu, resize=resize, channels=channels)
 
 
 def grad_cam_plus_plus(f: Callable, x: Float[Array, "batch *feature"],
@@ -228,7 +232,8 @@ def grad_cam_plus_plus(f: Callable, x: Float[Array, "batch *feature"],
     Args:
       f: the model, mapping a batch to logits ``(n, classes)``.
       x: the inputs, batch first (images NHWC, or NCHW for a model whose first convolution
-        reads its channels on axis 1).
+        reads its channels on axis 1); or the token ids of a model of ids (integers, not
+        uint8), with a site after the embedding and ``resize=False``.
       target: the class to explain per example, shape ``(n,)``, or one int.
       site: the name of a convolutional site (see :func:`jaxplain.sites`), e.g. ``"block1"``.
       relu: keep only the positive part of the map, as in the paper.
@@ -316,7 +321,7 @@ def _score_cam(f, x, target, baseline, *, site, score, normalize, relu, resize, 
     w = jax.nn.softmax(increase, axis=-1) if normalize == "softmax" else increase
     w = w.reshape((w.shape[0],) + (1,) * (a.ndim - 2) + (w.shape[1],))
     cam = (_common.widen(a) * w).sum(axis=-1)
-    return _finish(cam, x, relu=relu, resize=resize, channels=channels)
+    return _finish(cam, x, a, relu=relu, resize=resize, channels=channels)
 
 
 def score_cam(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, "batch"] | int,
@@ -394,7 +399,9 @@ def score_cam(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array,
     batch_size = _common.check_batch_size(batch_size)
     k = _check_site(f, x, site)[-1]
     c = min(batch_size or k, k)
-    _common.check_batch_of(f, x, c * x.shape[0], f"x masked by {c} channels at a time")
+    _common.check_batch_of(f, x, c * x.shape[0], f"x masked by {c} channels at a time",
+                           instead="pass batch_size=1 (one channel at a time: batches of x's "
+                           "size)")
     asked, instead = "score='probability'", "score='logit'"
     if score == "probability" and probability_as_given(f, x, asked, instead):
         score = "logit"  # the model's outputs are probabilities already: read them as they are

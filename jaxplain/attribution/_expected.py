@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from jaxplain.attribution import _common
-from jaxplain.attribution._modified import Rescale, _deeplift
+from jaxplain.attribution._modified import ON_X_BATCH, Rescale, _deeplift
 
 
 def draws(key: jax.Array, samples: int, n: int, m: int, dtype) -> tuple:
@@ -179,9 +179,9 @@ def deeplift_shap(f: Callable, x: Float[Array, "batch *feature"],
     batch_size = _common.check_batch_size(batch_size)
     c = min(batch_size or len(b), len(b))
     _common.check_batch_of(f, x, 2 * c * x.shape[0], "x and its baselines stacked, "
-                           f"{c} baselines of each example at a time")
+                           f"{c} baselines of each example at a time", instead=ON_X_BATCH)
     _common.check_batch_of(f, x, 2 * c, f"each example and {c} of its baselines stacked "
-                           "(vmapped over the examples)")
+                           "(vmapped over the examples)", instead=ON_X_BATCH)
     _common.warn_if_products(f, x, Rescale(), "deeplift_shap", "the attributions do not sum "
                              "to f(x)_t - mean_b f(b)_t")
     _common.warn_if_softmax_output(f, x, "deeplift_shap", "the attributions do not sum to "

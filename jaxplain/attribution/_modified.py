@@ -21,6 +21,10 @@ from jaxplain.attribution._lrp_rules import MIXING
 from jaxplain.core import rewrite_backward
 from jaxplain.core._cpu import cpu_friendly
 
+#: What works instead of DeepLIFT (and DeepLIFT-SHAP) for a model that only takes x's batch.
+ON_X_BATCH = ("use a method that evaluates f on x's batch: the gradient family, LRP, occlusion, "
+              "feature ablation, Shapley sampling, KernelSHAP or LIME")
+
 # Elementwise activations DeepLIFT rescales, with their functions for the fallback derivative.
 _ACTIVATIONS = {
     "relu": jax.nn.relu,
@@ -167,7 +171,8 @@ def deeplift(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, 
     """
     x, t = _common.check_arguments(f, x, target)
     b = _common.check_baseline(baseline, x)
-    _common.check_batch_of(f, x, 2 * x.shape[0], "x and its baselines stacked")
+    _common.check_batch_of(f, x, 2 * x.shape[0], "x and its baselines stacked",
+                           instead=ON_X_BATCH)
     _common.warn_if_products(f, x, Rescale(), "deeplift", "the attributions do not sum to "
                              "f(x)_t - f(b)_t")
     _common.warn_if_softmax_output(f, x, "deeplift", "the attributions do not sum to "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 from collections.abc import Callable
 
 import jax
@@ -21,7 +22,8 @@ def as_function(model, variables=None, **apply_kwargs) -> Callable:
         ``use_running_average=True`` so that BatchNorm runs in inference mode (a Linen module,
         or an NNX model whose ``__call__`` takes the flag: given at call time, it wins over the
         evaluation mode), or ``per_example=False`` for an Equinox module that already takes a
-        batch.
+        batch. ``method=`` (another entry point) is Linen's: an NNX or Equinox model is called
+        through ``__call__``, so give a module whose ``__call__`` calls that method.
 
     Returns:
       ``f`` with ``f(x)`` the model's output for the batch ``x``. NNX and Equinox submodules run
@@ -52,6 +54,8 @@ def as_function(model, variables=None, **apply_kwargs) -> Callable:
         return _LinenFunction(model, variables, apply_kwargs)
     if variables is not None:
         raise ValueError(f"variables are only used for Flax Linen modules; got them for a {kind} model.")
+    if "method" in apply_kwargs and kind in ("nnx", "equinox"):
+        _refuse_method(model, kind)
     if kind == "nnx":
         return _nnx_function(model, apply_kwargs)
     if kind == "equinox":
@@ -62,6 +66,25 @@ def as_function(model, variables=None, **apply_kwargs) -> Callable:
         return model
     raise TypeError(f"model must be a Flax Linen/NNX module, an Equinox module or a callable; got "
                     f"{type(model).__name__}")
+
+
+def _refuse_method(model, kind: str) -> None:
+    """TypeError, saying how to explain another entry point, when `model` (NNX or Equinox) is
+    given Linen's ``method=`` and its ``__call__`` takes no such argument."""
+    try:
+        params = inspect.signature(type(model).__call__).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: refuse, as a call would fail
+        params = ()
+    if any(p.name == "method" or p.kind is p.VAR_KEYWORD for p in params):
+        return  # its __call__ takes method= itself
+    library = "a Flax NNX" if kind == "nnx" else "an Equinox"
+    subclass = " or a subclass whose __call__ is it" if kind == "nnx" else ""
+    raise TypeError(f"as_function(model, method=...): method= is for Flax Linen's apply; "
+                    f"{library} model ({type(model).__name__}) is called through `__call__`. To "
+                    f"explain another entry point (e.g. from_embeddings), give as_function a "
+                    f"module whose `__call__` calls it (a small wrapper module calling "
+                    f"`self.model.from_embeddings(e)` keeps the site names, below "
+                    f"its attribute: `model/attn`){subclass} (the attribution guide, 'Token models').")
 
 
 def refuse_module(f, name: str = "f") -> None:

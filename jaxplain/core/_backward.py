@@ -34,6 +34,7 @@ import numpy as np
 from jaxplain.core._batch import batch_axes
 from jaxplain.core._capture import compiled, program_of, selector_key
 from jaxplain.core._cpu import cpu_friendly
+from jaxplain.core._pools import first_max
 from jaxplain.core import _program
 from jaxplain.core._program import Lit, Node, Program, run
 from jaxplain.core._select import matches
@@ -337,12 +338,17 @@ def _pool_place(program: Program, chain: tuple, op: str, rule, env, batch: dict)
         consts.append(None if pos is None else _operand(nj.ins[1 - pos], env))
         current = nj.outs[0]
 
+    def pool(v):
+        if node.prim == "reduce_max" and jnp.issubdtype(v.dtype, jnp.floating):
+            return first_max(v, tuple(node.eqn.params["axes"]))  # ties as reduce_window's
+        return node.bind(v)[0]
+
     @cpu_friendly  # rules and the plain gradient differentiate it: XLA:CPU's fast forms
     def forward(v, cs):
-        return _apply_steps(steps, node.bind(v)[0], cs)
+        return _apply_steps(steps, pool(v), cs)
 
     def ask(v, y, g, pullback):
-        return rule.pool(op, v, y, g, pullback)
+        return None if rule is None else rule.pool(op, v, y, g, pullback)
 
     ask = _batch_first(ask, batch.get(node.ins[0]), batch.get(program.nodes[chain[-1]].outs[0]))
     return [_one_operand_place(forward, ask, env[node.ins[0]], consts)]
@@ -400,7 +406,7 @@ def _plan(program: Program, site_map: SiteMap, rules) -> dict[int, tuple]:
         site = by_name.get(name) or Site(name, (), node.outs and program.avals[node.outs[0]].dtype, "linear", node.prim)
         if i in site_map.pools:
             rule = _pick(rules, site, "pool")
-            if rule is not None:
+            if rule is not None or node.prim == "reduce_max":  # a tie goes as reduce_window's
                 chain = site_map.groups[i]
                 for j in chain[:-1]:
                     plan[j] = ("skip",)

@@ -21,6 +21,10 @@ are the gradients: a max pool's gradient goes to the first maximum of each windo
 order, as XLA's ``select_and_scatter`` and PyTorch's max pool do (``jnp.max`` would split it
 among ties). Sum pools that overlap, pad or dilate are left as they are, and so are max pools
 over a dilated input; so is everything off CPU.
+
+:func:`first_max` is the ``reduce_max`` spelling of a max pool (``h.max(axis=1)``, a global max
+pool) with the same gradient: rewrite_backward runs such a pool through it on every platform, so
+a tied maximum (a constant reference's) goes where the ``reduce_window`` spelling sends it.
 """
 
 from __future__ import annotations
@@ -55,6 +59,25 @@ def _block_max_jvp(window, primals, tangents):
     # Linear in the tangent, so reverse mode transposes it into a one-hot scatter.
     tangent = jnp.where(first, _blocks(tangents[0], window), 0).sum(-1)
     return rows.max(-1), tangent
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def first_max(x: jax.Array, axes: tuple) -> jax.Array:
+    """``x.max(axis=axes)`` whose derivative goes to the first maximum over `axes` in row-major
+    order, as a ``reduce_window`` max pool's does (``jnp.max``'s is split among ties)."""
+    return x.max(axis=axes)
+
+
+@first_max.defjvp
+def _first_max_jvp(axes, primals, tangents):
+    def rows(a):  # the reduced axes last, flattened: (*kept, prod(reduced))
+        a = jnp.moveaxis(a, axes, range(a.ndim - len(axes), a.ndim))
+        return a.reshape(a.shape[:a.ndim - len(axes)] + (-1,))
+
+    values = rows(primals[0])
+    first = jax.nn.one_hot(values.argmax(-1), values.shape[-1], dtype=bool)
+    # Linear in the tangent, so reverse mode transposes it into a one-hot scatter.
+    return values.max(-1), jnp.where(first, rows(tangents[0]), 0).sum(-1)
 
 
 def _padded_slices(x: jax.Array, window: tuple, strides: tuple, padding: tuple,

@@ -83,7 +83,9 @@ def _sensitivity(f, method, x, target, key, scale, *, samples, noise, batch_size
     compiled call.
     """
     chunk = samples if batch_size is None else min(batch_size, samples)
-    check_batch_of(f, x, chunk * x.shape[0], f"each example's noisy copies, {chunk} at a time")
+    check_batch_of(f, x, chunk * x.shape[0], f"each example's noisy copies, {chunk} at a time",
+                   instead="pass batch_size=1 (one noisy copy of each example per call of the "
+                   "method: batches of x's size, for a method that evaluates f on x's batch)")
     eps, chunks = _inputs(key, scale, x, target, samples=samples, noise_kind=noise, chunk=chunk)
     a0 = method(f, x, target)
     out = tuple(method(f, xc, tc) for xc, tc in chunks)
