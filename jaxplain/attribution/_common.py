@@ -19,7 +19,7 @@ import numpy as np
 from jaxplain.core._adapters import refuse_module
 from jaxplain.core._affine import AffineStem, affine_stem
 from jaxplain.core._backward import unruled_products
-from jaxplain.core._capture import model_error_hint
+from jaxplain.core._capture import model_error_hint, warn_if_mixes_batch
 from jaxplain.core._layout import fast_convolutions
 from jaxplain.core._cpu import cpu_friendly, sum_leading
 from jaxplain.core._outputs import output_activation
@@ -138,13 +138,17 @@ def output_shape(f: Callable, x: jax.Array) -> tuple:
 
 
 def check_target(f: Callable, x: jax.Array, target: Any, name: str = "target") -> jax.Array:
-    """`target` as an int32 array of shape ``(batch,)``; range-checked when concrete."""
+    """`target` as an int32 array of shape ``(batch,)``; range-checked when concrete. Every
+    method checks its `f` here, so this is where it warns, the first time it meets `f` at this
+    shape, when `f` mixes the examples of the batch (a BatchNorm using batch statistics):
+    :func:`jaxplain.core.mixes_batch`, cached per function and shape."""
     out = output_shape(f, x)
     if len(out) != 2 or out[0] != x.shape[0]:
         one = (" For one output per example (a regression), explain lambda x: f(x)[:, None] "
                "with target 0." if out == tuple(x.shape[:1]) else "")
         raise ValueError(f"f must map a batch of shape {tuple(x.shape)} to logits of shape "
                          f"({x.shape[0]}, classes); got an output of shape {out}.{one}")
+    warn_if_mixes_batch(f, x)
     classes = out[1]
     if target is None:
         one = " (f has one output: target=0)" if classes == 1 else ""

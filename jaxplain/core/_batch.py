@@ -15,7 +15,8 @@ reductions move the axis; ``dot_general`` and convolutions place it by their dim
 ops that keep the rank and the axis's size keep it; a gather of a constant table's rows at
 batched indices (an embedding lookup of token ids) puts it where the indices' batch axis lands;
 other gathers, scatters, loops and ops that scan or reorder along the batch lose it (the value
-is then presented as the model computes it).
+is then presented as the model computes it). An intervention's result takes the batch axis of the
+value it replaces, as in :func:`jaxplain.core._channels.channel_axes`.
 """
 
 from __future__ import annotations
@@ -161,7 +162,8 @@ def batch_axes(program: Program) -> dict[int, int | str]:
     for node in program.nodes:
         if not node.outs or node.outs[0] not in program.depends:
             continue
-        state = _forward(node, states, program)
+        edited = program.edits.get(node.outs[0])
+        state = _forward(node, states, program) if edited is None else edited[1]
         if state is not None:
             states[node.outs[0]] = state if state == SHARED else int(state)
     return states

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import os
+import sys
 import types
 import warnings
 import weakref
@@ -13,13 +15,22 @@ import jax
 import jax.numpy as jnp
 
 from jaxplain.core._adapters import refuse_module
-from jaxplain.core._program import Program, run, trace
+from jaxplain.core._batch import batch_axes
+from jaxplain.core._channels import channel_axes
+from jaxplain.core._program import Program, edit_scope, run, trace
 from jaxplain.core._select import Selector, _is_glob, select
-from jaxplain.core._sites import EDIT_MARK, Site, SiteMap, analyze
+from jaxplain.core._sites import Site, SiteMap, analyze
 
 # program -> its site map; weak, so that a program (and the weights it holds as constants) goes
 # with the trace cache entry of its function
 _ANALYSES: "weakref.WeakKeyDictionary[Program, SiteMap]" = weakref.WeakKeyDictionary()
+# the model functions (or, for one that cannot be weakly referenced, the traced programs)
+# whose batch mixing has been reported: kept apart from the analyses, which `mixes_batch` may
+# build without warning
+_WARNED: weakref.WeakSet = weakref.WeakSet()
+# the packages whose frames a warning skips to point at the user's line
+_INTERNAL = tuple(package + os.sep for package in (
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.path.dirname(jax.__file__)))
 
 
 class BatchMixingWarning(UserWarning):
@@ -55,9 +66,21 @@ def model_error_hint(err: Exception) -> str:
     return ""
 
 
-def program_of(f: Callable, x, *, unrolled: bool = False) -> tuple[Program, SiteMap]:
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning issued by the caller at the first frame outside
+    jaxplain and JAX: the user's line, wherever it reaches the kernel from."""
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_INTERNAL):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def program_of(f: Callable, x, *, unrolled: bool = False,
+               warn: bool = True) -> tuple[Program, SiteMap]:
     """The traced program of `f` at `x`'s shape and its site map (both cached); with
-    ``unrolled=True`` the program with its loops unrolled (the same one when it has none)."""
+    ``unrolled=True`` the program with its loops unrolled (the same one when it has none).
+    Warns (:class:`BatchMixingWarning`, once per model function) when `f` mixes the examples
+    of the batch, unless ``warn=False``."""
     refuse_module(f)
     check_input(x)
     spec = jax.ShapeDtypeStruct(x.shape, x.dtype)
@@ -66,23 +89,45 @@ def program_of(f: Callable, x, *, unrolled: bool = False) -> tuple[Program, Site
     except Exception as err:  # noqa: BLE001 - any failure of f at this shape, re-raised with context
         raise ValueError(f"The model could not be evaluated on an input of shape {tuple(x.shape)} "
                          f"and dtype {x.dtype}: {err}{model_error_hint(err)}") from err
+    traced = program
     if unrolled and program.unrolled is not None:
         program = program.unrolled
     site_map = _ANALYSES.get(program)
     if site_map is None:
         site_map = _ANALYSES[program] = analyze(program)
-        if site_map.mixes_batch:
-            warnings.warn(BatchMixingWarning(), stacklevel=3)
+    if warn and site_map.mixes_batch and _first_report(f, traced):
+        warnings.warn(BatchMixingWarning(), stacklevel=_user_stacklevel())
     return program, site_map
+
+
+def _first_report(f: Callable, program: Program) -> bool:
+    """True, once, for a model that mixes the batch: keyed by `f` (whatever shapes a method
+    evaluates it at, e.g. SmoothGrad's samples folded into the batch), or by its `program`
+    where `f` cannot be weakly referenced."""
+    key = f
+    try:
+        hash(f), weakref.ref(f)
+    except TypeError:  # unhashable, or not weakly referenceable
+        key = program
+    if key in _WARNED:
+        return False
+    _WARNED.add(key)
+    return True
 
 
 def mixes_batch(f: Callable, x) -> bool:
     """True when `f`'s output for one example of `x` (a batch, or its shape and dtype) depends on
     the others: a value inside it is computed over the batch axis. Traced once per shape, and
-    without warning (the kernel's verbs warn with :class:`BatchMixingWarning`)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", BatchMixingWarning)
-        return program_of(f, x)[1].mixes_batch
+    without warning (the kernel's verbs and the attribution methods warn with
+    :class:`BatchMixingWarning` when they first meet such a model, whether or not it was asked
+    here first)."""
+    return program_of(f, x, warn=False)[1].mixes_batch
+
+
+def warn_if_mixes_batch(f: Callable, x) -> None:
+    """Warn (:class:`BatchMixingWarning`) the first time `f` is met when it mixes the examples
+    of `x`'s batch; the analysis is cached per shape, so a later call costs a lookup."""
+    program_of(f, x)
 
 
 def sites(f: Callable, x) -> tuple[Site, ...]:
@@ -324,12 +369,16 @@ def _intervene(f: Callable, pairs: tuple, x):
     for (_, fn), names in zip(pairs, picked):
         for name in names:
             by_id.setdefault(site_map.ids[name], []).append((name, fn))
+    # the layout of each edited value, recorded with its new value (see `edit_scope`)
+    channels, batch = (channel_axes(program), batch_axes(program)) if by_id else ({}, {})
 
     def after(i, node, outs):
         for k, ref in enumerate(node.outs):
             for name, fn in by_id.get(ref, ()):
                 value = _presented(site_map, name, outs[k])
-                with jax.named_scope("/".join(site_map.root + (name + EDIT_MARK,))):
+                scope = edit_scope("/".join(site_map.root + (name,)), channels.get(ref),
+                                   batch.get(ref))
+                with jax.named_scope(scope):
                     try:
                         new = fn(value)
                     except (TypeError, ValueError) as err:  # e.g. a mask of another batch size

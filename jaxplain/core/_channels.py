@@ -9,7 +9,9 @@ site whose channels sit elsewhere moved to the last axis (see :mod:`jaxplain.cor
 axis of a convolution, or the one output axis that a dense layer's weight contributes. Ops that
 keep the rank and that axis's size (activations, bias adds, normalisations, pools) keep it;
 transposes, reshapes, broadcasts, squeezes, reductions and concatenations move it; anything
-else forgets it. :func:`input_channel_axis` follows the first convolution's input feature axis
+else forgets it. An intervention's result takes the channel axis of the value it replaces
+(recorded by ``intervene``, see :func:`jaxplain.core._program.edit_scope`), so an edit, even
+to a constant, never changes the layout of the sites after it. :func:`input_channel_axis` follows the first convolution's input feature axis
 back to the model's input, through ops that keep the shape, reshapes, transposes, and pools
 and pads that leave the channel axis alone.
 :func:`channels_last_view` uses it to give the methods that perturb or draw NHWC images (the
@@ -98,7 +100,8 @@ def channel_axes(program: Program) -> dict[int, int]:
     for node in program.nodes:
         if len(node.outs) != 1 or node.outs[0] not in program.depends:
             continue
-        axis = _forward(node, axes, program)
+        edited = program.edits.get(node.outs[0])
+        axis = _forward(node, axes, program) if edited is None else edited[0]
         if axis is not None:
             axes[node.outs[0]] = int(axis)  # jaxpr params may hold NumPy ints
     return axes

@@ -54,6 +54,9 @@ _TRANSFORM_MARK = re.compile(r"\w+\(([^()]*)\)")
 # Scope suffix under which `intervene` computes a site's new value, so that a later trace of the
 # edited function still finds the site (and sees the edited value).
 EDIT_MARK = "@edit"
+# The scope part below an edit's that records the layout of the value it replaces (see
+# `edit_scope`), which a new value independent of x (``jnp.zeros_like``) does not carry.
+_LAYOUT_MARK = "@layout:"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +112,9 @@ class Program:
     # the step scopes of unrolled loops whose body has no scope of its own (``scan/0``): a list
     # of iterations, not a module the model names
     loop_scopes: frozenset = frozenset()
+    # value id of an intervention's result -> (channel axis, batch axis) of the value it
+    # replaces, as `edit_scope` recorded them (the axis analyses take these over)
+    edits: dict = dataclasses.field(default_factory=dict)
 
 
 def _clean_stack(name_stack) -> tuple[str, ...]:
@@ -378,20 +384,46 @@ class _Builder:
                     self._note_opaque_scopes(sub, full, outer)
 
 
+def edit_scope(name: str, channels: int | None, batch) -> str:
+    """The scope under which `intervene` computes the new value of the site `name` (its path,
+    root included), recording the layout of the value it replaces: its channel axis and its
+    batch axis (an int, the batch analysis's ``"shared"``, or None when unknown). The analyses
+    of the edited function read that layout from here, so an edit never changes it, even one
+    whose value does not depend on x."""
+    axes = ":".join("-" if a is None else str(a) for a in (channels, batch))
+    return f"{name}{EDIT_MARK}/{_LAYOUT_MARK}{axes}"
+
+
 def _edit_scope(node: Node) -> tuple | None:
     """The stack up to the intervention mark when `node` computes an intervention's value."""
     k = next((k for k, part in enumerate(node.stack) if part.endswith(EDIT_MARK)), None)
     return None if k is None else node.stack[: k + 1]
 
 
-def _depends(nodes, input_id) -> frozenset:
-    """Ids of the values computed from the input or from an intervention's new value (the last
-    node of its scope), so that an edit setting a site to a constant still feeds later sites."""
-    live = {input_id}
+def _edit_layout(node: Node) -> tuple:
+    """``(channel axis, batch axis)`` that `edit_scope` recorded in `node`'s stack (None, None
+    for an edit scope without it)."""
+    k = len(_edit_scope(node))
+    part = node.stack[k] if k < len(node.stack) else ""
+    if not part.startswith(_LAYOUT_MARK):
+        return None, None
+    return tuple(None if a == "-" else int(a) if a.lstrip("-").isdigit() else a
+                 for a in part[len(_LAYOUT_MARK):].split(":"))
+
+
+def _edit_results(nodes) -> list[int]:
+    """Indices of the nodes that compute an intervention's result: the last of each run of
+    nodes in one edit scope."""
+    scopes = [_edit_scope(node) for node in nodes] + [None]
+    return [k for k, scope in enumerate(scopes[:-1]) if scope is not None and scopes[k + 1] != scope]
+
+
+def _depends(nodes, input_id, results) -> frozenset:
+    """Ids of the values computed from the input or from an intervention's new value (the
+    nodes `results`), so that an edit setting a site to a constant still feeds later sites."""
+    live, results = {input_id}, set(results)
     for k, node in enumerate(nodes):
-        scope = _edit_scope(node)
-        result = scope is not None and (k + 1 == len(nodes) or _edit_scope(nodes[k + 1]) != scope)
-        if result or any(isinstance(r, int) and r in live for r in node.ins):
+        if k in results or any(isinstance(r, int) and r in live for r in node.ins):
             live.update(node.outs)
     return frozenset(live)
 
@@ -401,6 +433,7 @@ def _assemble(closed, out_shape, unroll: bool) -> Program:
     input_id = builder.fresh(closed.jaxpr.invars[0].aval)
     outs = builder.inline(closed.jaxpr, closed.consts, [input_id], ())
     nodes = tuple(builder.nodes)
+    results = _edit_results(nodes)
     return Program(
         nodes=nodes,
         consts=builder.consts,
@@ -409,8 +442,9 @@ def _assemble(closed, out_shape, unroll: bool) -> Program:
         out_tree=jax.tree_util.tree_structure(out_shape),
         avals=builder.avals,
         opaque_scopes=builder.opaque_scopes,
-        depends=_depends(nodes, input_id),
+        depends=_depends(nodes, input_id, results),
         loop_scopes=frozenset(builder.loop_scopes),
+        edits={nodes[k].outs[0]: _edit_layout(nodes[k]) for k in results if nodes[k].outs},
     )
 
 
