@@ -20,6 +20,7 @@ from jaxplain.core._adapters import refuse_module
 from jaxplain.core._affine import AffineStem, affine_stem
 from jaxplain.core._backward import unruled_products
 from jaxplain.core._capture import model_error_hint, warn_if_mixes_batch
+from jaxplain.core._chunks import auto_chunk
 from jaxplain.core._layout import fast_convolutions
 from jaxplain.core._cpu import cpu_friendly, sum_leading
 from jaxplain.core._outputs import output_activation
@@ -318,12 +319,14 @@ def chunked_reduce(chunk_fn: Callable, xs: Any, batch_size: int | None) -> Any:
 
     `chunk_fn` takes a chunk of items and returns their summed contribution (a pytree). The
     chunks are accumulated with ``lax.scan``, so memory holds one chunk whatever the number of
-    items; ``batch_size=None`` takes all items as one chunk. The scan body's convolutions are
+    items; ``batch_size=None`` picks the chunk (:func:`jaxplain.core._chunks.auto_chunk`: all
+    items on GPU/TPU, on CPU as many as keep a pass fast). The scan body's convolutions are
     put in XLA:CPU's fast layout (:mod:`jaxplain.core._layout`), which XLA does not do itself
     inside a loop.
     """
     n = jax.tree_util.tree_leaves(xs)[0].shape[0]
-    if batch_size is None or batch_size >= n:
+    batch_size = auto_chunk(batch_size, chunk_fn, xs)
+    if batch_size >= n:
         return chunk_fn(xs)
     add = functools.partial(jax.tree_util.tree_map, jnp.add)
     full, rest = divmod(n, batch_size)
@@ -377,13 +380,19 @@ def folded_values(f: Callable, x: jax.Array, target: jax.Array, inputs: Callable
     """``(m, n)``: the target's output ``f(z_k)_t`` at each item's inputs, where `inputs` maps
     a chunk of ``c`` items to their inputs ``(n, c, *x.shape[1:])``, example-major.
 
-    Each chunk of `batch_size` items (None: all) is one batch of ``n * c`` inputs folded example
-    by example (:func:`fold`), so a batch split over devices stays split; a model that takes
-    only `x`'s batch gets the items one at a time, vmapped.
+    Each chunk of `batch_size` items (None: :func:`jaxplain.core._chunks.auto_chunk`) is one
+    batch of ``n * c`` inputs folded example by example (:func:`fold`), so a batch split over
+    devices stays split; a model that takes only `x`'s batch gets the items one at a time,
+    vmapped.
     """
     n = x.shape[0]
     m = jax.tree_util.tree_leaves(items)[0].shape[0]
-    c = min(batch_size or m, m)
+
+    def chunk(chunk_items):
+        k = jax.tree_util.tree_leaves(chunk_items)[0].shape[0]
+        return selected(f, fold(inputs(chunk_items)), jnp.repeat(target, k)).reshape(n, k).T
+
+    c = auto_chunk(batch_size, chunk, items)
     full, rest = divmod(m, c)
     if not takes_batch(f, x, n * c) or (rest and not takes_batch(f, x, n * rest)):
         def one(item):
@@ -391,10 +400,6 @@ def folded_values(f: Callable, x: jax.Array, target: jax.Array, inputs: Callable
             return selected(f, z, target)
 
         return chunked_map(one, items, batch_size)
-
-    def chunk(chunk_items):
-        k = jax.tree_util.tree_leaves(chunk_items)[0].shape[0]
-        return selected(f, fold(inputs(chunk_items)), jnp.repeat(target, k)).reshape(n, k).T
 
     if c == m:
         return chunk(items)
@@ -439,27 +444,27 @@ def folded_gradients(f: Callable, chunk_points: Callable, target: jax.Array, xs:
     so it stays sharded like `x`; a method whose points come from per-item draws (random
     noise) can lay them out batch-first once, where vmapping per item would transpose every
     intermediate. The gradients are weighted and summed in :func:`wide` of their dtype, the
-    dtype of the result. CPU rewrites as in :func:`target_gradient`.
+    dtype of the result. CPU rewrites as in :func:`target_gradient`; `batch_size` None:
+    :func:`jaxplain.core._chunks.auto_chunk`.
     """
-    items = jax.tree_util.tree_leaves(xs)[0].shape[0]
-    c = min(batch_size or items, items)
-    first = jax.tree_util.tree_map(lambda a: a[:c], (xs, weights))
-    z = jax.eval_shape(lambda item: chunk_points(item[0])[0], first)
-    check_batch_of(f, jax.ShapeDtypeStruct(shape, z.dtype), shape[0] * c,
-                   "each example's samples or steps folded into the batch",
-                   instead="pass batch_size=1 (one sample or step of each example at a time: "
-                   "batches of x's size)")
-    f = cpu_friendly(f)
+    given, friendly = f, cpu_friendly(f)
 
     def chunk(items):
         item, w = items
         n, c = shape[0], w.shape[0]
         z, scales = chunk_points(item)
-        g = jax.grad(lambda v: selected(f, v, jnp.repeat(target, c)).sum())(fold(z))
+        g = jax.grad(lambda v: selected(friendly, v, jnp.repeat(target, c)).sum())(fold(z))
         g = widen(g).reshape((n, c) + shape[1:]) * w.reshape((1, c) + (1,) * (len(shape) - 1))
         return sum_second(g if scales is None else g * scales)
 
-    return chunked_reduce(chunk, (xs, weights), batch_size)
+    first = jax.tree_util.tree_map(lambda a: a[:1], (xs, weights))
+    z = jax.eval_shape(lambda item: chunk_points(item[0])[0], first)
+    c = auto_chunk(batch_size, chunk, (xs, weights))
+    check_batch_of(given, jax.ShapeDtypeStruct(shape, z.dtype), shape[0] * c,
+                   "each example's samples or steps folded into the batch",
+                   instead="pass batch_size=1 (one sample or step of each example at a time: "
+                   "batches of x's size)")
+    return chunked_reduce(chunk, (xs, weights), c)
 
 
 def _folded_stem(f: Callable, stem: AffineStem, start: jax.Array, c: int) -> AffineStem | None:
@@ -543,11 +548,12 @@ def line_gradient_sum(f: Callable, start: jax.Array, end: jax.Array, target: jax
 
 
 def chunked_map(fn: Callable, xs: Any, batch_size: int | None) -> Any:
-    """``stack([fn(x) for x in xs])`` evaluating `batch_size` items at a time (convolutions as
-    in :func:`chunked_reduce`)."""
-    if batch_size is None:
+    """``stack([fn(x) for x in xs])`` evaluating `batch_size` items at a time (None:
+    :func:`jaxplain.core._chunks.auto_chunk`; convolutions as in :func:`chunked_reduce`)."""
+    c = auto_chunk(batch_size, fn, xs, per_item=True)
+    if batch_size is None and c == jax.tree_util.tree_leaves(xs)[0].shape[0]:
         return jax.vmap(fn)(xs)
-    return jax.lax.map(fast_convolutions(fn), xs, batch_size=batch_size)
+    return jax.lax.map(fast_convolutions(fn), xs, batch_size=c)
 
 
 def group_mask(feature_mask: Any, x: jax.Array, name: str = "feature_mask") -> tuple[jax.Array, int]:

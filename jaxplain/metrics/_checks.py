@@ -145,7 +145,7 @@ def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
 
 
 def check_batch_size(batch_size: Any) -> int | None:
-    """``None`` (everything at once) or a positive int."""
+    """``None`` (automatic: :func:`jaxplain.core._chunks.auto_chunk`) or a positive int."""
     if batch_size is None:
         return None
     return check_positive_int(batch_size, "batch_size")

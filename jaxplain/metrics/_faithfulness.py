@@ -159,8 +159,9 @@ def deletion(
             (a regression) takes ``"logit"``.
         absolute: Rank by ``|attribution|`` (channels summed first) instead of signed values.
         blur_sigma: Standard deviation of the blur baseline, in pixels.
-        batch_size: Perturbed inputs evaluated at once (``None``: all ``batch x (steps + 1)``),
-            which bounds memory whatever the number of steps.
+        batch_size: Perturbed inputs evaluated at once, which bounds memory whatever the
+            number of steps. ``None`` picks it: all ``batch x (steps + 1)`` on GPU/TPU, on CPU
+            as many as keep a call in cache (:func:`jaxplain.core._chunks.auto_chunk`).
 
     Returns:
         A :class:`Curve` with ``fractions (steps + 1,)``, ``values (batch, steps + 1)`` and
@@ -305,7 +306,7 @@ def pixel_perturbation(
         absolute: Rank by ``|attribution|`` (the reference choice) or by signed values.
         blur_sigma: For ``baseline="blur"``.
         batch_size: Perturbed inputs evaluated at once (``None``: all
-            ``batch x (len(fractions) + 1)``).
+            ``batch x (len(fractions) + 1)`` on GPU/TPU, a cache-sized chunk on CPU).
 
     Returns:
         ``(batch, len(fractions))`` relative probability changes.

@@ -164,7 +164,8 @@ def evaluate_counts(
 
     Deletion (``insert=False``) sets them to ``base``; insertion starts from ``base`` and puts
     them back from ``x``. The ``batch x len(counts)`` perturbed inputs are evaluated
-    `batch_size` at a time (None: all at once), so memory is bounded whatever the steps.
+    `batch_size` at a time (None: :func:`jaxplain.core._chunks.auto_chunk`), so memory is
+    bounded whatever the steps.
     """
     grid = feature_shape(x.shape)
     c = jnp.asarray(counts, jnp.int32)

@@ -52,8 +52,8 @@ def taylor_scores(f, x, t, specs, masks=None) -> dict:
 def integrated_scores(f, x, t, specs, steps: int, batch_size) -> dict:
     """Per-site integrated gradients of the target logit w.r.t. the site (traced).
 
-    The ``steps + 1`` alphas are evaluated ``batch_size`` at a time (vmapped; ``None``: all at
-    once) and summed in a ``lax.scan`` (``chunked_sum``), so memory holds one chunk of gradients
+    The ``steps + 1`` alphas are evaluated ``batch_size`` at a time (vmapped; ``None``:
+    :func:`jaxplain.core._chunks.auto_chunk`) and summed in a ``lax.scan`` (``chunked_sum``), so memory holds one chunk of gradients
     whatever ``steps`` is.
     """
     alphas = jnp.arange(steps + 1, dtype=jnp.float32) / steps
@@ -82,7 +82,8 @@ def check_batch_size(batch_size) -> int | None:
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(
             f"batch_size must be a positive int (the number of IG steps evaluated at once) or "
-            f"None (all at once); got {batch_size!r}."
+            f"None (automatic: all at once on GPU/TPU, a cache-sized chunk on CPU); got "
+            f"{batch_size!r}."
         )
     return int(batch_size)
 
@@ -154,10 +155,10 @@ def integrated_contributions(
       f, x, target, sites: as in :func:`contributions`.
       steps: ``T``, the number of intervals (``T + 1`` gradient evaluations per site).
       batch_size: how many of the ``T + 1`` alphas to evaluate at once, each over the whole
-        batch (as everywhere in ``jaxplain``); ``None`` evaluates all of them in one pass. The
-        chunks are summed in a ``lax.scan``, so memory is about ``batch_size`` forward/backward
-        passes whatever ``steps`` is; the default 4 bounds it for large ``steps``, 1 gives the
-        least memory, ``None`` the fewest passes. The scores do not depend on it (to float
+        batch (as everywhere in ``jaxplain``); ``None`` evaluates all of them in one pass on
+        GPU/TPU and on CPU as many as keep a pass in cache. The chunks are summed in a
+        ``lax.scan``, so memory is about ``batch_size`` forward/backward passes whatever
+        ``steps`` is; the default 4 bounds it for large ``steps``, 1 gives the least memory. The scores do not depend on it (to float
         rounding).
 
     Returns:
