@@ -366,7 +366,8 @@ def score_cam(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array,
         ``(n, H, W, 1)`` (``(n, 1, H, W)`` for NCHW inputs); False returns the site's
         ``(n, h, w)``. The masks are upsampled to the input either way.
       batch_size: the number of channels evaluated at once, each a batch of `x`'s size
-        (None: all). Score-CAM calls `f` on one masked batch per channel.
+        (None: all at once on GPU/TPU, on CPU as many as keep a pass in cache). Score-CAM calls `f`
+        on one masked batch per channel.
 
     Returns:
       The class activation map.

@@ -92,7 +92,7 @@ def gradient_shap(f: Callable, x: Float[Array, "batch *feature"],
       samples: the number of random draws per example (Captum's ``n_samples``, default 5).
       stdev: the standard deviation of the Gaussian noise added to the input (absolute).
       batch_size: the number of samples evaluated in one forward/backward pass (each over the
-        whole batch of `x`); None: all at once.
+        whole batch of `x`); None: all at once on GPU/TPU, on CPU as many as keep a pass in cache.
 
     Returns:
       An array shaped like `x`.
@@ -155,7 +155,8 @@ def deeplift_shap(f: Callable, x: Float[Array, "batch *feature"],
       baselines: the baseline distribution, shape ``(m, *x.shape[1:])`` (Captum requires
         ``m > 1``; ``m = 1`` is :func:`deeplift` with that baseline).
       batch_size: the number of baselines evaluated in one pass (each over the whole batch of
-        `x`, so a pass holds ``batch_size * n`` input-reference pairs); None: all at once.
+        `x`, so a pass holds ``batch_size * n`` input-reference pairs); None: all at once on
+        GPU/TPU, on CPU as many as keep a pass in cache.
 
     Returns:
       An array shaped like `x`.

@@ -75,7 +75,8 @@ def integrated_gradients(f: Callable, x: Float[Array, "batch *feature"],
       method: ``"gausslegendre"``, ``"riemann_trapezoid"``, ``"riemann_left"``,
         ``"riemann_right"`` or ``"riemann_middle"``.
       batch_size: the number of steps evaluated in one forward/backward pass (each over the
-        whole batch of `x`); None evaluates all steps at once. Bounds memory for big models;
+        whole batch of `x`); None: all at once on GPU/TPU, on CPU as many as keep a pass in cache.
+        Bounds memory for big models;
         1 keeps `f`'s batches at `x`'s size where the steps are folded into the batch (a model
         without an affine stem that closes over per-example arrays, e.g. a padding mask).
 

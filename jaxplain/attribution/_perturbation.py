@@ -152,7 +152,8 @@ def occlusion(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array,
         not exceed the window where the window is smaller than the axis. Axes not given step
         by 1.
       baseline: the replacement value: a scalar or an array broadcastable to `x`.
-      batch_size: the number of windows evaluated at once (None: all).
+      batch_size: the number of windows evaluated at once (None: all at once on GPU/TPU, on CPU as
+        many as keep a pass in cache).
 
     Returns:
       An array shaped like `x`, in its dtype (the drops are averaged in float32 at least).
@@ -214,7 +215,8 @@ def feature_ablation(f: Callable, x: Float[Array, "batch *feature"],
         (batch axis n or 1; ids over the whole mask, as Captum reads it). None: every element
         is its own group. Must be concrete (not traced).
       baseline: the replacement value: a scalar or an array broadcastable to `x`.
-      batch_size: the number of groups evaluated at once (None: all).
+      batch_size: the number of groups evaluated at once (None: all at once on GPU/TPU, on CPU as
+        many as keep a pass in cache).
 
     Returns:
       An array shaped like `x`, in its dtype (the drops are taken in float32 at least).

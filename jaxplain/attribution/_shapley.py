@@ -57,7 +57,8 @@ def shapley_sampling(f: Callable, x: Float[Array, "batch *feature"],
         skip the groups it lacks); None: every element is its own group. Members of a group
         share its value.
       batch_size: the number of model evaluations (each over the whole batch) run at once;
-        there are ``samples * (groups + 1)``. None: all at once.
+        there are ``samples * (groups + 1)``. None: all at once on GPU/TPU, on CPU as many as keep a
+        pass in cache.
 
     Returns:
       An array shaped like `x`, in its dtype (the changes are averaged in float32 at least).

@@ -182,7 +182,8 @@ def layer_conductance(f: Callable, x: Float[Array, "batch *feature"],
       baseline: the reference input: None (zeros), a scalar, or an array broadcastable to `x`.
       steps: the number of quadrature points.
       method: the quadrature, as in :func:`integrated_gradients`.
-      batch_size: the number of steps evaluated at once (None: all).
+      batch_size: the number of steps evaluated at once (None: all at once on GPU/TPU, on CPU as
+        many as keep a pass in cache).
 
     Returns:
       An array shaped like the site's value.
@@ -249,7 +250,8 @@ def layer_integrated_gradients(f: Callable,
         scalar, or an array broadcastable to `x`; ids for ids (e.g. pad ids, or 0 for None).
       steps: the number of quadrature points.
       method: the quadrature, as in :func:`integrated_gradients`.
-      batch_size: the number of steps evaluated at once (None: all).
+      batch_size: the number of steps evaluated at once (None: all at once on GPU/TPU, on CPU as
+        many as keep a pass in cache).
 
     Returns:
       An array shaped like the site's value, in `x`'s dtype (the site's for token ids).

@@ -107,7 +107,8 @@ def smoothgrad(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array
         :func:`gradient`); e.g. ``integrated_gradients`` gives noise-averaged IG.
       method_options: keyword options of `method`; values must be hashable (ints, strings,
         floats, tuples), as they are static arguments of the compiled function.
-      batch_size: the number of noisy copies evaluated at once (None: all).
+      batch_size: the number of noisy copies evaluated at once (None: all at once on GPU/TPU, on CPU
+        as many as keep a pass in cache).
 
     Returns:
       An array shaped like `x`.

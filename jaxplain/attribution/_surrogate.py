@@ -168,7 +168,8 @@ def kernel_shap(f: Callable, x: Float[Array, "batch *feature"], target: Int[Arra
       feature_mask: integer group ids with one example's shape (or broadcastable to it), shared
         by the batch, or one mask per example with `x`'s number of axes (a group an example
         lacks gets 0); None: every element is its own group.
-      batch_size: the number of coalitions evaluated at once (None: all).
+      batch_size: the number of coalitions evaluated at once (None: all at once on GPU/TPU, on CPU
+        as many as keep a pass in cache).
 
     Returns:
       An array shaped like `x`; members of a group share its value.
@@ -267,7 +268,8 @@ def lime(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, "bat
       kernel_width: the width of the exponential kernel, on distances in coalition space
         (``lime_image`` weights by ``sqrt(exp(-d^2 / 0.25^2))``: ``kernel_width=0.25·√2``).
       ridge: the L2 penalty on the coefficients (not the intercept).
-      batch_size: the number of coalitions evaluated at once (None: all).
+      batch_size: the number of coalitions evaluated at once (None: all at once on GPU/TPU, on CPU
+        as many as keep a pass in cache).
 
     Returns:
       An array shaped like `x`: each element gets its group's coefficient.

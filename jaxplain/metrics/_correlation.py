@@ -85,7 +85,8 @@ def faithfulness_correlation(
             that broadcasts to ``x``.
         output: ``"logit"`` (the output as given; Quantus' default) or ``"probability"`` (the
             softmax, or a probability head read as it is, as in :func:`deletion`).
-        batch_size: Perturbed inputs per call of ``f`` (``None``: all ``batch x samples``).
+        batch_size: Perturbed inputs per call of ``f`` (``None``: all at once on GPU/TPU, on CPU as
+          many as keep a pass in cache).
 
     Returns:
         ``(batch,)`` correlations in ``[-1, 1]``; 0 where the sums or the drops are constant.

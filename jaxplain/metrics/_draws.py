@@ -70,7 +70,8 @@ def evaluate_copies(
     outputs of ``f(x[i][None])``, ``(batch, m)`` outputs of ``f(input[None])`` and ``aux``
     stacked to ``(batch, m, ...)``. The examples are evaluated as copy ``m`` in the same call as
     their copies, so a copy that changes nothing the model sees reads exactly the example's
-    output (an exact tie stays one); ``batch_size`` inputs per call of ``f`` (None: all)."""
+    output (an exact tie stays one); ``batch_size`` inputs per call of ``f`` (None: all at once on
+    GPU/TPU, on CPU as many as keep a pass in cache)."""
     n = x.shape[0]
 
     def value(item):

@@ -71,7 +71,8 @@ def infidelity(
         scaled: Multiply the attribution by the optimal ``β`` first (Yeh et al.'s code); False
             gives the plain expectation.
         output: ``"logit"`` (the output as given; Quantus' default) or ``"probability"``.
-        batch_size: Perturbed inputs per call of ``f`` (``None``: all ``batch x samples``).
+        batch_size: Perturbed inputs per call of ``f`` (``None``: all at once on GPU/TPU, on CPU as
+          many as keep a pass in cache).
 
     Returns:
         ``(batch,)`` the mean squared error over the draws.

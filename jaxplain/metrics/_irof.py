@@ -104,7 +104,8 @@ def irof(
             paper's choice), ``"zeros"``, a number, or an array broadcastable to ``x``.
         output: ``"probability"`` (Quantus' default) or ``"logit"``, as in :func:`deletion`;
             the curve is divided by ``y_0``, so it wants a positive score.
-        batch_size: Perturbed inputs per call of ``f`` (``None``: all at once).
+        batch_size: Perturbed inputs per call of ``f`` (``None``: all at once on GPU/TPU, on CPU as
+          many as keep a pass in cache).
 
     Returns:
         ``(batch,)`` the area over the normalised curve (``1 − area`` under it).

@@ -84,7 +84,8 @@ def monotonicity(
         output: ``"probability"`` (Quantus' default) or ``"logit"``, as in :func:`deletion`.
         absolute: Order by ``|attribution|`` (Quantus' default) instead of signed values
             (Arya et al.).
-        batch_size: Perturbed inputs per call of ``f`` (``None``: all ``batch x steps``).
+        batch_size: Perturbed inputs per call of ``f`` (``None``: all at once on GPU/TPU, on CPU as
+          many as keep a pass in cache).
 
     Returns:
         ``(batch,)`` fraction of non-decreasing steps in ``[0, 1]``; ``== 1`` is the boolean.
@@ -180,7 +181,8 @@ def monotonicity_correlation(
             :func:`deletion`. Quantus reads the probability, but a confident prediction's
             probability (1.0 in float32) moves by less than its rounding under one pixel's
             noise, and the effects then rank at random: read the logit.
-        batch_size: Perturbed inputs per call of ``f`` (``None``: all).
+        batch_size: Perturbed inputs per call of ``f`` (``None``: all at once on GPU/TPU, on CPU as
+          many as keep a pass in cache).
 
     Returns:
         ``(batch,)`` Spearman correlations in ``[-1, 1]``.

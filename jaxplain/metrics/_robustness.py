@@ -131,7 +131,8 @@ def max_sensitivity(
             so its score does not depend on the other examples.
         radius: Half-width of the uniform noise.
         samples: Number of perturbations.
-        batch_size: Perturbations explained at once (``None``: all).
+        batch_size: Perturbations explained at once (``None``: all at once on GPU/TPU, on CPU as
+          many as keep a pass in cache).
 
     Returns:
         ``(batch,)`` max-sensitivity per example.

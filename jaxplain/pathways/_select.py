@@ -176,7 +176,8 @@ def select(
       method: ``"taylor"`` or ``"integrated"``.
       steps: IG intervals for ``method="integrated"``.
       batch_size: for ``method="integrated"``, how many of the ``steps + 1`` IG steps are
-        evaluated at once (``None``: all); see :func:`integrated_contributions`.
+        evaluated at once (``None``: all at once on GPU/TPU, on CPU as many as keep a pass in
+        cache); see :func:`integrated_contributions`.
 
     Returns:
       ``{site: bool mask}``, each shaped like the site's value for this batch.
