@@ -177,17 +177,48 @@ class ZPlus:
 
 
 def _bound(value, x, axis: int | None, name: str):
-    """A ZBox bound shaped like `x`: a float, or one value per channel put on the layer's
+    """A ZBox bound that broadcasts to `x`: a float, or one value per channel put on the layer's
     input axis `axis` (the channels of NHWC or NCHW images), or any array that broadcasts."""
     v = jnp.asarray(value, x.dtype)
     if v.ndim == 1 and axis is not None and v.shape[0] == x.shape[axis] > 1:
         v = v.reshape([-1 if a == axis % x.ndim else 1 for a in range(x.ndim)])
     try:
-        return jnp.broadcast_to(v, x.shape)
+        jnp.broadcast_shapes(v.shape, x.shape)
     except ValueError as err:
         raise ValueError(f"ZBox {name} of shape {v.shape} does not fit the layer's input "
                          f"{x.shape}: give a float or one value per input channel "
                          f"({x.shape[axis] if axis is not None else '?'})") from err
+    return v
+
+
+def _examples_apart(layer, x) -> bool:
+    """Whether the layer maps the examples on the first axis of its input `x` apart (as in a
+    batch-first model): it reads another axis, and one example gives one example's output."""
+    if not x.ndim or x.shape[0] == 1 or getattr(layer, "in_axis", None) in (None, 0):
+        return False
+    w = jax.ShapeDtypeStruct(jnp.shape(layer.weight), jnp.result_type(layer.weight))
+    full = jax.eval_shape(layer.apply, jax.ShapeDtypeStruct(x.shape, x.dtype), w).shape
+    try:
+        one = jax.eval_shape(layer.apply, jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype), w)
+    except (TypeError, ValueError):
+        return False
+    return bool(full) and one.shape == (1, *full[1:])
+
+
+def _one_example(layer, x, *values) -> list:
+    """`values`, which broadcast to `x`, broadcast to one example of it, ``(1, *x.shape[1:])``,
+    where they are the same for every example and the layer maps the examples apart; else to
+    the whole of `x` (a value given per example stays so).
+
+    ``layer.apply`` of such a value (a ZBox bound, Flat's and WSquare's ones) depends on no
+    input: on the whole batch, XLA folded it into a constant while compiling, a batch-sized
+    convolution in its slow evaluator (EpsilonGammaBox on a narrow ResNet-18 at batch 128:
+    first call 13-14 s, 8-9 s on one example). Computed once, it broadcasts over the batch.
+    """
+    values = [jnp.reshape(v, (1,) * (x.ndim - jnp.ndim(v)) + jnp.shape(v)) for v in values]
+    apart = any(v.shape[0] == 1 for v in values) and _examples_apart(layer, x)
+    return [jnp.broadcast_to(v, (1, *x.shape[1:]) if apart and v.shape[0] == 1 else x.shape)
+            for v in values]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,11 +245,11 @@ class ZBox:
         w = layer.weight
         wp, wn = _pos(w), _neg(w)
         axis = getattr(layer, "in_axis", None)
-        lo, hi = _bound(self.low, x, axis, "low"), _bound(self.high, x, axis, "high")
+        lo, hi = _one_example(layer, x, _bound(self.low, x, axis, "low"),
+                              _bound(self.high, x, axis, "high"))
         z = layer.apply(x, w) - layer.apply(lo, wp) - layer.apply(hi, wn)
-        s = share(g, z, self.stabilizer)
-        return (x * transpose(layer, x, w, s) - lo * transpose(layer, x, wp, s)
-                - hi * transpose(layer, x, wn, s))
+        s = share(g, z, self.stabilizer)  # with W = W+ + W-, two transposes, not three
+        return (x - lo) * transpose(layer, x, wp, s) + (x - hi) * transpose(layer, x, wn, s)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,7 +262,7 @@ class Flat:
         _static(self, "stabilizer")
 
     def linear(self, layer, x, g):
-        ones, w1 = jnp.ones_like(x), jnp.ones_like(layer.weight)
+        [ones], w1 = _one_example(layer, x, jnp.ones((), x.dtype)), jnp.ones_like(layer.weight)
         s = share(g, layer.apply(ones, w1), self.stabilizer)
         return transpose(layer, x, w1, s)
 
@@ -247,7 +278,8 @@ class WSquare:
 
     def linear(self, layer, x, g):
         w2 = layer.weight ** 2
-        s = share(g, layer.apply(jnp.ones_like(x), w2) + layer.bias ** 2, self.stabilizer)
+        [ones] = _one_example(layer, x, jnp.ones((), x.dtype))
+        s = share(g, layer.apply(ones, w2) + layer.bias ** 2, self.stabilizer)
         return transpose(layer, x, w2, s)
 
 
