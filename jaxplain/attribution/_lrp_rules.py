@@ -193,8 +193,10 @@ def _bound(value, x, axis: int | None, name: str):
 
 def _examples_apart(layer, x) -> bool:
     """Whether the layer maps the examples on the first axis of its input `x` apart (as in a
-    batch-first model): it reads another axis, and one example gives one example's output."""
-    if not x.ndim or x.shape[0] == 1 or getattr(layer, "in_axis", None) in (None, 0):
+    batch-first model): they are its batch axis, it reads another axis, and one example gives
+    one example's output."""
+    if (not x.ndim or x.shape[0] == 1 or getattr(layer, "in_axis", None) in (None, 0)
+            or getattr(layer, "batch_axis", None) != 0):
         return False
     w = jax.ShapeDtypeStruct(jnp.shape(layer.weight), jnp.result_type(layer.weight))
     full = jax.eval_shape(layer.apply, jax.ShapeDtypeStruct(x.shape, x.dtype), w).shape

@@ -56,6 +56,8 @@ class LinearLayer:
         reshapes and elementwise affine maps with constants: an input normalisation).
       in_axis: the axis of its input that holds the features it reads (a convolution's input
         channels, 1 for NCHW; a dense layer's contracted axis), or None when there are several.
+      batch_axis: the axis of its input that holds the examples (a convolution's batch
+        dimension; a dense layer's first axis unless it is contracted), or None when unknown.
     """
 
     name: str
@@ -65,6 +67,7 @@ class LinearLayer:
     apply: Callable
     is_input: bool
     in_axis: int | None = None
+    batch_axis: int | None = None
 
     def __call__(self, x):
         return self.apply(x, self.weight) + self.bias
@@ -169,10 +172,12 @@ def _linear_place(program: Program, chain: tuple, name: str, is_input: bool, rul
 
     op = "dense" if node.prim == "dot_general" else "conv"
     if op == "conv":
-        in_axis = node.eqn.params["dimension_numbers"].lhs_spec[1] if x_pos == 0 else None
+        spec = node.eqn.params["dimension_numbers"].lhs_spec
+        in_axis, batch_axis = (spec[1], spec[0]) if x_pos == 0 else (None, None)
     else:
         contracted = node.eqn.params["dimension_numbers"][0][x_pos]
         in_axis = int(contracted[0]) if len(contracted) == 1 else None
+        batch_axis = None if 0 in contracted else 0
 
     @jax.custom_vjp
     def place(xv, wv, cs):
@@ -184,7 +189,8 @@ def _linear_place(program: Program, chain: tuple, name: str, is_input: bool, rul
     def bwd(res, g):
         xv, wv, cs = res
         weight, bias = effective(wv, cs)
-        gx = rule.linear(LinearLayer(name, op, weight, bias, lin, is_input, in_axis), xv, g)
+        layer = LinearLayer(name, op, weight, bias, lin, is_input, in_axis, batch_axis)
+        gx = rule.linear(layer, xv, g)
         if gx is None:
             gx = jax.vjp(lambda v: forward(v, wv, cs), xv)[1](g)[0]
         return gx, jnp.zeros_like(wv), jax.tree_util.tree_map(jnp.zeros_like, cs)

@@ -30,11 +30,18 @@ def _conv(x, w):
 def _layer(op="conv"):
     kw, kb = jax.random.split(jax.random.key(0))
     if op == "conv":
-        w, apply, axis = jax.random.normal(kw, (3, 3, 3, 4)), _conv, 3
+        w, apply, axis, batch = jax.random.normal(kw, (3, 3, 3, 4)), _conv, 3, 0
+    elif op == "conv_hwcn":  # batch last: SAME padding and stride 1 keep a 1-row input 1 row
+        w, apply, axis, batch = jax.random.normal(kw, (3, 3, 3, 4)), _conv_hwcn, 2, 3
     else:  # a dense layer reading the first axis: its examples are on the second
-        w, apply, axis = jax.random.normal(kw, (3, 4)), (lambda v, w: (v.T @ w).T), 0
-    b = 0.1 * jax.random.normal(kb, (4, 1) if op == "dense" else (4,))
-    return LinearLayer("layer", op, w, b, apply, True, axis)
+        w, apply, axis, batch = jax.random.normal(kw, (3, 4)), (lambda v, w: (v.T @ w).T), 0, None
+    b = 0.1 * jax.random.normal(kb, (4,) if op == "conv" else (4, 1))
+    return LinearLayer("layer", op, w, b, apply, True, axis, batch)
+
+
+def _conv_hwcn(x, w):
+    return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                                        dimension_numbers=("HWCN", "HWIO", "HWCN"))
 
 
 def _x(shape):
@@ -84,17 +91,18 @@ def _input_free_outputs(jaxpr, inputs) -> list:
 
 @pytest.mark.parametrize("rule", [ZBox(0.0, 1.0), ZBox((0.0, -1.0, 0.5), (1.0, 2.0, 1.5)),
                                   Flat(), WSquare()], ids=repr)
-@pytest.mark.parametrize("op", ["conv", "dense"])
+@pytest.mark.parametrize("op", ["conv", "conv_hwcn", "dense"])
 def test_input_free_terms_on_one_example(rule, op):
     layer = _layer(op)
-    x = _x((N, 5, 5, 3) if op == "conv" else (3, N))
+    x = _x({"conv": (N, 5, 5, 3), "conv_hwcn": (7, 5, 3, N), "dense": (3, N)}[op])
     g = jax.random.normal(jax.random.key(2), jax.eval_shape(layer, x).shape)
     closed = jax.make_jaxpr(lambda x, g: rule.linear(layer, x, g))(x, g)
     shapes = _input_free_outputs(closed.jaxpr, closed.jaxpr.invars)
     assert shapes, "the rule has no input-free term here: the test tests nothing"
     if op == "conv":  # batch first: one example's worth
         assert all(s[0] == 1 for s in shapes), shapes
-    else:  # the examples are not on the first axis: the whole batch, as before
+    else:  # the examples are not on the first axis (for HWCN a 1-row input would still give
+        # a 1-row output): the whole batch, as before
         assert all(N in s for s in shapes), shapes
     np.testing.assert_allclose(rule.linear(layer, x, g), _whole_batch(rule, layer, x, g),
                                rtol=1e-5, atol=1e-6)
