@@ -12,6 +12,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from jaxplain.attribution._common import check_batch_of, widen
+from jaxplain.core._capture import warn_if_mixes_batch
 from jaxplain.core._outputs import probability_as_given
 from jaxplain.metrics import _checks as checks
 from jaxplain.metrics import _perturb as P
@@ -21,7 +22,9 @@ def reading(f, x: jax.Array, output: str) -> str:
     """How :func:`jaxplain.metrics._perturb.readout` reads `f`'s output for `output`: a model
     whose output is a softmax or a sigmoid already gives the target's probability as it is
     (``"logit"`` reads the output as given), not softmaxed a second time; a model with one
-    output is refused a softmax."""
+    output is refused a softmax. A model that mixes the batch's examples (BatchNorm in training
+    mode) is warned about, as by every attribution method."""
+    warn_if_mixes_batch(f, x)
     asked, instead = "output='probability'", "output='logit'"
     if output == "probability" and probability_as_given(f, x, asked, instead):
         return "logit"
