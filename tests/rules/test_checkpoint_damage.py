@@ -82,20 +82,6 @@ def test_unwritable_checkpoint_dir_fails_before_the_search(layers, tmp_path):
     assert seen == []
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0,
-                    reason="root writes into read-only directories")
-def test_read_only_checkpoint_dir_fails_before_the_search(layers, tmp_path):
-    directory = tmp_path / "ck"
-    directory.mkdir(mode=0o555)
-    seen = []
-    try:
-        with pytest.raises(ValueError, match=r"cannot be written \(PermissionError"):
-            mine(layers, checkpoint_dir=str(directory), callback=seen.append, **FAST)
-    finally:
-        directory.chmod(0o755)
-    assert seen == [] and os.listdir(directory) == []
-
-
 def test_batch_size_and_tolerance_leave_the_rules_and_may_change_on_resume(layers, full,
                                                                          tmp_path):
     for batch_size in (1, 5, 64):
