@@ -13,7 +13,7 @@ from jaxtyping import Array, Float, Int
 from jaxplain.metrics import _checks as checks
 from jaxplain.metrics import _draws as D
 from jaxplain.metrics import _perturb as P
-from jaxplain.metrics._faithfulness import _broadcast_attribution, _perturbed_copies, reading
+from jaxplain.metrics._faithfulness import _perturbed_copies
 from jaxplain.metrics._similarity import _pearson
 
 
@@ -105,15 +105,10 @@ def faithfulness_correlation(
         Bhatt, Weller, Moura, "Evaluating and Aggregating Feature-based Model Explanations",
         IJCAI 2020.
     """
-    x = checks.check_batch(x)
-    attribution = _broadcast_attribution(attribution, x)
-    target = checks.check_target(target, x.shape[0], checks.num_classes(f, x))
+    x, attribution, target, kind, value, output, batch_size = D.prepare(
+        f, x, target, attribution, output, batch_size, baseline)
     D.check_key(key)
     samples = checks.check_positive_int(samples, "samples", 2)
-    checks.check_choice(output, "output", P.OUTPUTS)
-    kind, value = D.split_baseline(baseline, x)
-    batch_size = checks.check_batch_size(batch_size)
-    output = reading(f, x, output)
     given_f, given_x = f, x
     f, x, attribution, value = P.channels_last(f, x, attribution, value)
     n = math.prod(P.feature_shape(x.shape))

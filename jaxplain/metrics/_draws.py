@@ -1,4 +1,5 @@
-"""Per-example random draws and batched evaluation for the sampling metrics.
+"""Shared by the Quantus-family metrics: argument checks, per-example random draws and
+batched evaluation.
 
 Faithfulness correlation, monotonicity correlation and infidelity evaluate ``f`` on ``m``
 perturbed copies of every example. Copy ``j`` of example ``i`` is built from its own key
@@ -16,7 +17,9 @@ import jax
 import jax.numpy as jnp
 
 from jaxplain.attribution._common import chunked_map, widen
+from jaxplain.metrics import _checks as checks
 from jaxplain.metrics import _perturb as P
+from jaxplain.metrics._faithfulness import _broadcast_attribution, reading
 
 
 def split_baseline(baseline: Any, x: jax.Array) -> tuple[str | None, jax.Array | None]:
@@ -25,6 +28,18 @@ def split_baseline(baseline: Any, x: jax.Array) -> tuple[str | None, jax.Array |
         raise ValueError('baseline must be "zeros", "mean", a number or an array broadcastable '
                          f'to x {x.shape}; "blur" is offered by deletion and insertion only')
     return P.split_baseline(baseline, x)
+
+
+def prepare(f, x, target, attribution, output, batch_size, baseline=0.0):
+    """The checked arguments of a perturbation metric: ``x``, the attribution broadcast to it,
+    the targets, the baseline (kind, value), how to read ``f``'s output and ``batch_size``."""
+    x = checks.check_batch(x)
+    attribution = _broadcast_attribution(attribution, x)
+    target = checks.check_target(target, x.shape[0], checks.num_classes(f, x))
+    checks.check_choice(output, "output", P.OUTPUTS)
+    kind, value = split_baseline(baseline, x)
+    batch_size = checks.check_batch_size(batch_size)
+    return x, attribution, target, kind, value, reading(f, x, output), batch_size
 
 
 def check_key(key: Any) -> Any:

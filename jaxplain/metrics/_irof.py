@@ -11,10 +11,9 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from jaxplain.attribution._common import is_traced, widen
-from jaxplain.metrics import _checks as checks
 from jaxplain.metrics import _draws as D
 from jaxplain.metrics import _perturb as P
-from jaxplain.metrics._faithfulness import _broadcast_attribution, _perturbed_copies, reading
+from jaxplain.metrics._faithfulness import _perturbed_copies
 
 
 def relabel(segments: Any, batch: int, grid: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -123,13 +122,8 @@ def irof(
         Rieger, Hansen, "IROF: a low resource evaluation metric for explanation methods",
         ICLR 2020 workshop AI for Affordable Healthcare, arXiv:2003.08747.
     """
-    x = checks.check_batch(x)
-    attribution = _broadcast_attribution(attribution, x)
-    target = checks.check_target(target, x.shape[0], checks.num_classes(f, x))
-    checks.check_choice(output, "output", P.OUTPUTS)
-    kind, value = D.split_baseline(baseline, x)
-    batch_size = checks.check_batch_size(batch_size)
-    output = reading(f, x, output)
+    x, attribution, target, kind, value, output, batch_size = D.prepare(
+        f, x, target, attribution, output, batch_size, baseline)
     given_f, given_x = f, x
     f, x, attribution, value = P.channels_last(f, x, attribution, value)
     labels, counts = relabel(segments, x.shape[0], P.feature_shape(x.shape))

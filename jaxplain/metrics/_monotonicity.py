@@ -14,7 +14,7 @@ from jaxplain.attribution._common import widen
 from jaxplain.metrics import _checks as checks
 from jaxplain.metrics import _draws as D
 from jaxplain.metrics import _perturb as P
-from jaxplain.metrics._faithfulness import _broadcast_attribution, _perturbed_copies, reading
+from jaxplain.metrics._faithfulness import _perturbed_copies
 from jaxplain.metrics._similarity import spearman
 
 
@@ -27,16 +27,6 @@ def _steps(steps: Any, n: int) -> int:
         raise ValueError(f"steps must be at most the number of features {n} (pixels of an "
                          f"image, elements otherwise), got {steps}")
     return int(steps)
-
-
-def _prepare(f, x, target, attribution, output, batch_size, baseline=0.0):
-    x = checks.check_batch(x)
-    attribution = _broadcast_attribution(attribution, x)
-    target = checks.check_target(target, x.shape[0], checks.num_classes(f, x))
-    checks.check_choice(output, "output", P.OUTPUTS)
-    kind, value = D.split_baseline(baseline, x)
-    batch_size = checks.check_batch_size(batch_size)
-    return x, attribution, target, kind, value, reading(f, x, output), batch_size
 
 
 @functools.partial(
@@ -103,7 +93,7 @@ def monotonicity(
         Arya et al., "One Explanation Does Not Fit All: A Toolkit and Taxonomy of AI
         Explainability Techniques", arXiv:1909.03012, 2019 (AIX360's ``monotonicity_metric``).
     """
-    x, attribution, target, kind, value, output, batch_size = _prepare(
+    x, attribution, target, kind, value, output, batch_size = D.prepare(
         f, x, target, attribution, output, batch_size, baseline)
     given_f, given_x = f, x
     f, x, attribution, value = P.channels_last(f, x, attribution, value)
@@ -199,7 +189,7 @@ def monotonicity_correlation(
         Nguyen, Martínez, "On Quantitative Aspects of Model Interpretability",
         arXiv:2007.07584, 2020.
     """
-    x, attribution, target, _, _, output, batch_size = _prepare(
+    x, attribution, target, _, _, output, batch_size = D.prepare(
         f, x, target, attribution, output, batch_size)
     D.check_key(key)
     samples = checks.check_positive_int(samples, "samples", 2)
