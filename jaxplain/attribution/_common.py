@@ -472,13 +472,15 @@ def _folded_stem(f: Callable, stem: AffineStem, start: jax.Array, c: int) -> Aff
     those of `stem` (batch ``n``) folded: the same split, each value batch-first. None when `f`
     does not take that batch or the frontier does not fold so."""
     n = start.shape[0]
-    if c == 1:
-        return stem
-    if not takes_batch(f, start, n * c):
+    if c == 1:  # no other batch to trace, but the frontier must still be batch-first
+        big = stem
+    elif not takes_batch(f, start, n * c):
         return None
-    big = affine_stem(f, jax.ShapeDtypeStruct((n * c,) + tuple(start.shape[1:]), start.dtype))
-    if big is None or big.frontier != stem.frontier or big.in_head != stem.in_head:
-        return None
+    else:
+        big = affine_stem(f, jax.ShapeDtypeStruct((n * c,) + tuple(start.shape[1:]),
+                                                  start.dtype))
+        if big is None or big.frontier != stem.frontier or big.in_head != stem.in_head:
+            return None
     for r in stem.frontier:
         small, large = stem.program.avals[r].shape, big.program.avals[r].shape
         if not small or small[0] != n or tuple(large) != (n * c,) + tuple(small[1:]):

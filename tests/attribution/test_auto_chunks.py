@@ -122,3 +122,23 @@ def test_the_docs_padding_recipe_gives_the_unpadded_attributions_in_one_compilat
                 for s in (0, 4, 8)]
     assert padded.shape == images.shape
     np.testing.assert_allclose(padded, np.concatenate(unpadded), rtol=1e-5, atol=1e-7)
+
+
+def test_one_step_per_pass_on_a_time_major_stem_frontier():
+    """With one IG step per pass (batch_size=1, or the automatic chunk on a big model), a model
+    whose affine stem ends in time-major values (a scan over ``swapaxes(x, 0, 1)`` from a carry
+    computed from x) takes the vmapped path: folding assumed a batch-first frontier and failed
+    to reshape it."""
+    k = jax.random.split(jax.random.key(7), 3)
+    w_in, w_h, w_out = (0.5 * jax.random.normal(k[0], (4, 6)),
+                        0.3 * jax.random.normal(k[1], (6, 6)), jax.random.normal(k[2], (6, 3)))
+
+    def f(x):  # (batch, time, 4)
+        h, _ = jax.lax.scan(lambda h, x_t: (jnp.tanh(x_t @ w_in + h @ w_h), None),
+                            x[:, 0] @ jnp.zeros((4, 6)), jnp.swapaxes(x, 0, 1))
+        return jax.nn.relu(h) @ w_out
+
+    x, t = jax.random.normal(jax.random.key(8), (2, 3, 4)), jnp.array([0, 2])
+    one = A.integrated_gradients(f, x, t, steps=4, batch_size=1)
+    np.testing.assert_allclose(one, A.integrated_gradients(f, x, t, steps=4, batch_size=4),
+                               rtol=1e-5, atol=1e-6)
