@@ -9,6 +9,8 @@ import pytest
 
 from jaxplain import metrics
 from jaxplain.metrics import _perturb
+from tests.metrics._models import grad as _grad
+from tests.metrics._models import tiny_cnn as _tiny_cnn
 from tests.metrics._reference import np_blur, np_curve, np_lerf_change
 
 
@@ -17,23 +19,6 @@ def _linear(n_features=12, classes=3, seed=0):
     w = jnp.asarray(rng.normal(size=(n_features, classes)), jnp.float32)
     b = jnp.asarray(rng.normal(size=(classes,)), jnp.float32)
     return (lambda x: x.reshape(len(x), -1) @ w + b), w, b
-
-
-def _tiny_cnn(seed=0, classes=4):
-    rng = np.random.default_rng(seed)
-    k = jnp.asarray(rng.normal(size=(3, 3, 2, 5)) * 0.5, jnp.float32)
-    w = jnp.asarray(rng.normal(size=(5 * 36, classes)) * 0.2, jnp.float32)
-
-    def f(x):
-        h = jax.lax.conv_general_dilated(x, k, (1, 1), "VALID",
-                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
-        return jax.nn.relu(h).reshape(len(x), -1) @ w
-
-    return f
-
-
-def _grad(f, x, t):
-    return jax.grad(lambda x: f(x)[jnp.arange(len(x)), t].sum())(x)
 
 
 @pytest.mark.parametrize("steps", [12, 5])

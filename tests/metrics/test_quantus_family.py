@@ -14,6 +14,8 @@ import scipy.stats
 from jaxplain import metrics
 from jaxplain.metrics import _correlation, _draws, _infidelity, _irof, _monotonicity
 from jaxplain.metrics import _random_logit
+from tests.metrics._models import grad as _grad
+from tests.metrics._models import tiny_cnn as _tiny_cnn
 from tests.metrics._reference import (np_faithfulness_correlation, np_infidelity, np_irof,
                                       np_monotonicity, np_monotonicity_correlation,
                                       np_random_logit)
@@ -22,23 +24,6 @@ from tests.metrics._reference import (np_faithfulness_correlation, np_infidelity
 def _linear(w):
     w = jnp.asarray(w, jnp.float32)
     return lambda x: x.reshape(len(x), -1) @ w
-
-
-def _tiny_cnn(seed=0, classes=4):
-    rng = np.random.default_rng(seed)
-    k = jnp.asarray(rng.normal(size=(3, 3, 2, 5)) * 0.5, jnp.float32)
-    w = jnp.asarray(rng.normal(size=(5 * 36, classes)) * 0.2, jnp.float32)
-
-    def f(x):
-        h = jax.lax.conv_general_dilated(x, k, (1, 1), "VALID",
-                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
-        return jax.nn.relu(h).reshape(len(x), -1) @ w
-
-    return f
-
-
-def _grad(f, x, t):
-    return jax.grad(lambda x: f(x)[jnp.arange(len(x)), t].sum())(x)
 
 
 def _gxi(f, x, t):
