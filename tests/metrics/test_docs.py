@@ -8,7 +8,7 @@ import re
 import pytest
 
 MODULES = ["_faithfulness", "_robustness", "_randomization", "_similarity", "_complexity",
-           "_compare"]
+           "_compare", "_correlation", "_monotonicity", "_irof", "_infidelity", "_random_logit"]
 
 
 @pytest.mark.parametrize("name", MODULES)

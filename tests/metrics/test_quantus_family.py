@@ -344,17 +344,6 @@ def test_errors_name_the_argument():
 
 # -- documentation --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["_correlation", "_monotonicity", "_irof", "_infidelity",
-                                  "_random_logit"])
-def test_docstring_examples(name):
-    import doctest
-    import importlib
-
-    module = importlib.import_module(f"jaxplain.metrics.{name}")
-    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0
-
-
 def test_the_docs_example_runs_and_scores_every_example():
     import pathlib
     import re
