@@ -82,6 +82,25 @@ def _batch_warning_once(f: Callable, x: jax.Array):
         yield
 
 
+def _check_outputs(f: Callable, x: jax.Array) -> None:
+    """Refuses a model without a class axis of two or more outputs: the softmax of one output is
+    1 for every input, so the objective is 0 and any sub-network, even an empty one, keeps it."""
+    shape = jax.eval_shape(f, x).shape
+    if len(shape) >= 2 and shape[-1] >= 2:
+        return
+    raise ValueError(
+        f"f's output has shape {shape}, but extract keeps class decisions: it minimises the KL "
+        "between softmax(f(x)) and the sub-network's over the last axis, and keeps arg-max "
+        "labels; with one output that softmax is 1 for every input, and an empty sub-network "
+        "would keep it. For a one-logit binary classifier pass "
+        "g = lambda x: jnp.concatenate([jnp.zeros_like(f(x)), f(x)], axis=-1) (its softmax is "
+        "[1 - sigmoid(z), sigmoid(z)]; for a model ending in jax.nn.sigmoid, use "
+        "jnp.log(p) - jnp.log1p(-p) of its output p as z). A regression has no class decision: "
+        "the same wrapper on f(x) - t keeps the decision y > t and sigmoid(y - t), not the value "
+        "of y; sub-networks that keep a regression's values are not supported. See "
+        "docs/targets.md.")
+
+
 def _warn_if_one_class(f: Callable, x: jax.Array) -> None:
     """Warns at the caller of :func:`extract` when `f` predicts one class on the whole region:
     a sub-network that always answers it keeps every label without explaining anything."""
@@ -139,6 +158,10 @@ def extract(f: Callable, x_region: jax.Array, *, sites, key: jax.Array,
 
     Args:
       f: The model, batch first, mapping inputs to logits (see :func:`jaxplain.as_function`).
+        The last axis is read as the logits of one class decision (softmax, arg-max), two or
+        more of them: a one-output model is refused. A multi-output regression or a
+        multi-label head runs, but keeps the softmax over its outputs and which one is
+        largest, not their values (docs/targets.md).
       x_region: ``Float[Array, "n *shape"]``, the region's samples (n >= 2).
       sites: Which sites to score, as :func:`jaxplain.core.select` reads it (a name, a glob, a
         list, a predicate); e.g. the BatchNorm outputs, or the convolution and dense outputs
@@ -189,6 +212,7 @@ def extract(f: Callable, x_region: jax.Array, *, sites, key: jax.Array,
     search_bar = f"subnet search ({_count(n_l1, 'L1 weight')})" if progress else None
     tune_bar = f"subnet fine-tune ({_count(n_l1, 'candidate')})" if progress else None
     with _batch_warning_once(f, x):
+        _check_outputs(f, x)
         _warn_if_one_class(f, x)
         names = resolve_sites(f, x, sites)
         _warn_if_shifted(f, x, names, key)
