@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxplain as jp
+from jaxplain.core._backward import linear_layer_names
 from jaxplain.subnet._threshold import _probe
 
 
@@ -27,9 +28,9 @@ def shifted(f: Callable, x: jax.Array, names: tuple[str, ...], key: jax.Array
     the network's order; same shape, not scored) is flagged when it is a non-zero constant (its
     derivative along a pseudo-random input direction is exactly 0) that depends on ``s`` unit by
     unit (moving the even units of ``s`` moves only even units of ``t``, the odd ones only odd
-    ones, and some move): the signature of a per-unit shift between them. Mixing layers (a
-    convolution or dense layer with a bias) are not flagged: their bias belongs to their own
-    units.
+    ones, and some move): the signature of a per-unit shift between them. Linear layers (a
+    convolution or dense layer with a bias, a depthwise convolution too, though it maps unit
+    to unit) are not flagged: their bias belongs to their own units.
 
     Args:
       f: The model.
@@ -40,9 +41,10 @@ def shifted(f: Callable, x: jax.Array, names: tuple[str, ...], key: jax.Array
     Returns:
       The flagged sites, in order; empty when none is.
     """
-    known = jp.sites(f, x)
+    known, linear = jp.sites(f, x), linear_layer_names(f, x)
     following = {s.name: t.name for s, t in zip(known, known[1:])
-                 if s.name in names and t.name not in names and t.shape == s.shape}
+                 if s.name in names and t.name not in names and t.name not in linear
+                 and t.shape == s.shape}
     if not following:
         return []
     watched = sorted(set(following.values()))

@@ -70,6 +70,23 @@ def test_sites_after_the_shift_and_mixing_layers_are_not_flagged():
     assert _placement.shifted(g, xg, ("relu", "relu_1"), KEY) == []
 
 
+class Depthwise(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(nn.Conv(4, (3, 3), name="stem")(x))
+        x = nn.relu(nn.Conv(4, (3, 3), feature_group_count=4, name="dw")(x))
+        return nn.Dense(3, name="head")(x.mean(axis=(1, 2)))
+
+
+def test_a_site_before_a_depthwise_convolution_is_not_flagged():
+    # A depthwise convolution maps unit to unit, like a shift, but its bias is its own units':
+    # scoring 'relu' before it is right (the trial's warning advised scoring 'dw' instead).
+    x = jax.random.uniform(jax.random.key(0), (8, 8, 8, 1))
+    variables = Depthwise().init(jax.random.key(1), x)
+    f = jp.as_function(Depthwise(), jax.tree.map(lambda a: a + 0.1, variables))
+    assert _placement.shifted(f, x, ("relu",), KEY) == []
+
+
 def test_a_bias_added_after_the_site_is_found():
     w = jax.random.normal(jax.random.key(1), (4, 6))
     b = jnp.linspace(-1.0, 1.0, 6)
