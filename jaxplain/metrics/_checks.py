@@ -94,6 +94,9 @@ def check_like(a: Any, x: jax.Array, name: str, *, broadcast: bool = False) -> j
 
 def check_target(target: Any, batch: int, classes: int | None = None) -> jax.Array:
     """``target`` as an int32 ``(batch,)`` array; a scalar broadcasts; range checked if known."""
+    if target is None:
+        raise ValueError(f"target is required: an int class index per example, shape ({batch},), "
+                         "or a scalar (for example the predicted classes, f(x).argmax(-1))")
     t = jnp.asarray(target)
     if not jnp.issubdtype(t.dtype, jnp.integer):
         raise TypeError(f"target must be an int scalar or an int array (batch,), got dtype {t.dtype}")

@@ -218,6 +218,9 @@ def test_errors_name_the_argument():
         metrics.deletion(f, x, 3, a)
     with pytest.raises(TypeError, match="target must be an int"):
         metrics.deletion(f, x, 0.5, a)
+    for metric in (metrics.deletion, metrics.pixel_flipping):
+        with pytest.raises(ValueError, match="target is required"):
+            metric(f, x, None, a)
     with pytest.raises(ValueError, match="baseline must be one of"):
         metrics.deletion(f, x, 0, a, baseline="gray")
     with pytest.raises(ValueError, match="needs NHWC images"):
