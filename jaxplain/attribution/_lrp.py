@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -13,7 +14,8 @@ from jaxtyping import Array, Float, Int
 from jaxplain.attribution import _common
 from jaxplain.attribution._lrp_rules import as_composite
 from jaxplain.core import rewrite_backward
-from jaxplain.core._backward import linear_layer_names
+from jaxplain.core._backward import _dependent_position, _input_views, linear_layer_names
+from jaxplain.core._capture import program_of
 from jaxplain.core._select import unknown_site_error
 from jaxplain.core._cpu import cpu_friendly
 from jaxplain.core._reinterpret import match_varying
@@ -41,6 +43,26 @@ def _check_selectors(f: Callable, x: jax.Array, composite) -> None:
             raise unknown_site_error(selector, layers, what="linear layer (in rules)")
 
 
+def _warn_if_first_applies_nowhere(f: Callable, x: jax.Array, composite) -> None:
+    """UserWarning when `composite` sets `first` but no linear layer of `f` reads the input
+    (through reshapes and affine maps by constants): the input reaches the first weights through
+    other ops (a gather and ``segment_sum``, a sum, a product), and `first` would be dropped
+    silently."""
+    if composite.first is None:
+        return
+    program, site_map = program_of(f, x, unrolled=True)
+    inputs = _input_views(program)
+    if any(program.nodes[i].ins[_dependent_position(program, program.nodes[i])] in inputs
+           for i in site_map.groups if i not in site_map.pools):
+        return
+    warnings.warn(
+        f"lrp: the rules set first={composite.first!r}, but no linear layer reads the input "
+        f"directly (it reaches the first weights through other ops, e.g. a gather and "
+        f"segment_sum), so that rule applies nowhere; to give a layer that rule, name it: "
+        f"Composite(layers=((name, rule),), ...), with a name of "
+        f"{list(linear_layer_names(f, x))}.", UserWarning, stacklevel=3)
+
+
 def lrp(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, "batch"] | int, *,
         rules: Any, scale_by_logit: bool = False) -> Float[Array, "batch *feature"]:
     """Layer-wise relevance propagation with Zennit's rules.
@@ -48,12 +70,15 @@ def lrp(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, "batc
     The relevance of the output is the one-hot of the target (times the target logit with
     `scale_by_logit`). It flows back through every linear layer (dense or convolution, with
     BatchNorm and other per-channel affine ops folded in) by that layer's rule, through
-    residual additions and average pools in proportion to their inputs (Zennit's Norm rule),
+    residual additions, average pools and other sums of several input-dependent terms (over
+    any axes but the batch, ``segment_sum``, ``cumsum``) in proportion to their inputs
+    (Zennit's Norm rule),
     through activations unchanged (Zennit's Pass rule; ``Composite(activations="gradient")``
     multiplies by the derivative instead), so that it is conserved, and through max pools and
     reshapes by their plain gradient (a max pool sends a window's relevance to its maximum).
     Zennit's rules have none for LayerNorm: through one, relevance is not conserved; for
-    transformers use :func:`jaxplain.attribution.conservative_propagation`.
+    transformers use :func:`jaxplain.attribution.conservative_propagation`. A ``first`` rule
+    that applies to no layer (no linear layer reads the input directly) warns.
 
     Args:
       f: the model, mapping a batch to logits ``(n, classes)``; any JAX function (a Flax or
@@ -95,6 +120,7 @@ def lrp(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, "batc
     except TypeError as err:
         raise TypeError(f"rules must be hashable values (frozen dataclasses); got {rules!r}") from err
     _check_selectors(f, x, composite)
+    _warn_if_first_applies_nowhere(f, x, composite)
     _common.warn_if_softmax_output(f, x, "lrp", "relevance is not conserved (the one-hot "
                                    "relevance through a softmax's gradient sums to about 0)")
     _common.warn_if_products(f, x, composite, "lrp", "relevance is not conserved")

@@ -364,10 +364,11 @@ class Composite:
     mixes its inputs, gets its gradient, as in Zennit, whose Pass does not cover it (for
     transformers see :func:`jaxplain.attribution.conservative_propagation`).
     Residual additions ``y = a + b`` split relevance in proportion, ``R_a = a R / stab(y)``,
-    and so do average pools and global means, ``R_i = x_i R_window / stab(sum of the window)``
-    (Zennit's Norm rule, which its presets put on sums and average pools, adaptive ones
-    included), so that relevance is conserved; max
-    pools pass relevance to the window's maximum (their gradient).
+    and so do average pools, global means and the other sums of several input-dependent terms
+    (a sum over any axes but the batch, ``segment_sum``, ``cumsum``; not the mean, variance or
+    total of a normalisation), ``R_i = x_i R_window / stab(sum of the window)`` (Zennit's Norm
+    rule, which its presets put on sums and average pools, adaptive ones included), so that
+    relevance is conserved; max pools pass relevance to the window's maximum (their gradient).
 
     ``stabilizer`` is that Norm rule's ``stab`` (sums and pools), apart from the rules' own
     epsilons as in Zennit, whose presets keep ``Norm(stabilizer=1e-6)`` whatever their
@@ -450,6 +451,9 @@ class Composite:
             return None
         spread = pullback(narrow(share(g, y, self.stabilizer), y.dtype))
         return (widen(x) * widen(spread)).astype(x.dtype)
+
+    def sum(self, op, x, y, g, pullback):  # any sum of terms: the Norm rule, as a mean's
+        return self.pool("mean", x, y, g, pullback)
 
 
 def EpsilonPlus(epsilon: float = 1e-6) -> Composite:  # noqa: N802 (Zennit's preset names)

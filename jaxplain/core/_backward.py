@@ -9,6 +9,10 @@ program:
 * activations (relu in all its spellings, tanh, sigmoid, ...);
 * pools (max pooling; average pooling with its division by the window size; a mean over the
   axes between the batch and the last, e.g. global average pooling);
+* sums of several input-dependent terms that are no pool: a ``reduce_sum`` over other axes
+  than the batch (a region of a class map, the features), a scatter-add of input-dependent
+  updates (``segment_sum``), a ``cumsum``; neither these nor a mean when it is a statistic of a
+  normalisation (a LayerNorm's mean or variance, a softmax's total);
 * residual adds of two input-dependent values;
 * normalisers: a square root or reciprocal square root of an input-dependent value (the scale
   of a LayerNorm or RMSNorm);
@@ -38,7 +42,7 @@ from jaxplain.core._pools import first_max
 from jaxplain.core import _program
 from jaxplain.core._program import Lit, Node, Program, run
 from jaxplain.core._select import matches
-from jaxplain.core._sites import NORMALIZERS, PRODUCTS, Site, SiteMap, order_preserving
+from jaxplain.core._sites import NORMALIZERS, PRODUCTS, SUMS, Site, SiteMap, order_preserving
 
 
 @dataclasses.dataclass(frozen=True)
@@ -334,8 +338,13 @@ def _normalizer_place(node: Node, rule, env, batch: dict) -> list:
     return [_one_operand_place(forward, ask, env[node.ins[0]], [])]
 
 
-def _pool_place(program: Program, chain: tuple, op: str, rule, env, batch: dict) -> list:
+def _pool_place(program: Program, chain: tuple, op: str, ask_rule, env, batch: dict) -> list:
+    """The pool or sum `chain` (see `_plan`) under a custom VJP that asks
+    ``ask_rule(op, v, y, g, pullback)`` (a rule's ``pool`` or ``sum``; None: the plain gradient,
+    with a max's ties as a ``reduce_window``'s)."""
     node = program.nodes[chain[0]]
+    at = _dependent_position(program, node)  # a scatter-add's updates; others: constants
+    others = [_operand(r, env) for k, r in enumerate(node.ins) if k != at]
     steps, consts, current = [], [], node.outs[0]
     for j in chain[1:]:  # shape ops (one operand), then the division by the window size
         nj = program.nodes[j]
@@ -344,20 +353,22 @@ def _pool_place(program: Program, chain: tuple, op: str, rule, env, batch: dict)
         consts.append(None if pos is None else _operand(nj.ins[1 - pos], env))
         current = nj.outs[0]
 
-    def pool(v):
+    def pool(v, fixed):
         if node.prim == "reduce_max" and jnp.issubdtype(v.dtype, jnp.floating):
             return first_max(v, tuple(node.eqn.params["axes"]))  # ties as reduce_window's
-        return node.bind(v)[0]
+        args = list(fixed)
+        args.insert(at, v)
+        return node.bind(*args)[0]
 
     @cpu_friendly  # rules and the plain gradient differentiate it: XLA:CPU's fast forms
     def forward(v, cs):
-        return _apply_steps(steps, pool(v), cs)
+        return _apply_steps(steps, pool(v, cs[0]), cs[1])
 
     def ask(v, y, g, pullback):
-        return None if rule is None else rule.pool(op, v, y, g, pullback)
+        return None if ask_rule is None else ask_rule(op, v, y, g, pullback)
 
-    ask = _batch_first(ask, batch.get(node.ins[0]), batch.get(program.nodes[chain[-1]].outs[0]))
-    return [_one_operand_place(forward, ask, env[node.ins[0]], consts)]
+    ask = _batch_first(ask, batch.get(node.ins[at]), batch.get(program.nodes[chain[-1]].outs[0]))
+    return [_one_operand_place(forward, ask, env[node.ins[at]], (others, consts))]
 
 
 def _two_operand_place(node: Node, ask: Callable, env) -> list:
@@ -411,12 +422,15 @@ def _plan(program: Program, site_map: SiteMap, rules) -> dict[int, tuple]:
         node = program.nodes[i]
         site = by_name.get(name) or Site(name, (), node.outs and program.avals[node.outs[0]].dtype, "linear", node.prim)
         if i in site_map.pools:
-            rule = _pick(rules, site, "pool")
+            op = site_map.pools[i]
+            method = "sum" if op in SUMS else "pool"
+            rule = _pick(rules, site, method)
             if rule is not None or node.prim == "reduce_max":  # a tie goes as reduce_window's
                 chain = site_map.groups[i]
                 for j in chain[:-1]:
                     plan[j] = ("skip",)
-                plan[chain[-1]] = ("pool", rule, chain, site_map.pools[i])
+                ask = None if rule is None else getattr(rule, method)
+                plan[chain[-1]] = ("pool", ask, chain, op)
         elif i in site_map.groups:
             rule = _pick(rules, site, "linear")
             if rule is not None:
@@ -507,6 +521,8 @@ def rewrite_backward(f: Callable, rules) -> Callable:
         ``"max_pool"``, ``"avg_pool"`` or ``"mean"``; ``y`` is the pooled value, after an
         average's division and the shape ops ``vmap`` adds around an Equinox pool;
         ``pullback(c)`` is the plain gradient for ``x`` of a cotangent ``c`` of ``y``),
+        ``sum(op, x, y, g, pullback) -> gx`` (as ``pool``; ``op`` is ``"reduce_sum"``,
+        ``"scatter_add"`` or ``"cumsum"``, ``x`` the input-dependent terms),
         ``add(a, b, y, g) -> (ga, gb)``, ``normalizer(op, x, y, g) -> gx``
         (``op`` is ``"rsqrt"`` or ``"sqrt"`` of an input-dependent ``x``, the scale of a
         LayerNorm) and ``product(op, a, b, y, g, pullback) -> (ga, gb)`` (``op`` is ``"mul"``

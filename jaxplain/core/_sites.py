@@ -267,23 +267,107 @@ def _root(program: Program) -> tuple[str, ...]:
     return ()
 
 
-def pool_op(node: Node, channel_axis: int | None, batch_axis=0) -> str | None:
-    """``"max_pool"``, ``"avg_pool"`` (windows), or a reduction over axes that are neither the
-    batch (`batch_axis`, 0 when not an int) nor the channels (`channel_axis` of the reduced
-    value, or else its last): ``"max_pool"`` for a max (``h.max(axis=1)``, a text CNN's max
-    over time, or a global max pool), ``"mean"`` for a sum (global average pooling of NHWC or
-    NCHW features); else None."""
+# Sums of several input-dependent terms that are no pool (rules' ``sum`` method; see `pool_op`).
+SUMS = frozenset({"reduce_sum", "scatter_add", "cumsum"})
+_SCATTER_ADDS = frozenset({"scatter-add", "scatter_add"})
+
+
+def pool_op(program: Program, i: int, axes: dict, batch: dict, users: dict) -> str | None:
+    """What node `i` pools or sums, given the channel (`axes`) and batch (`batch`) axes of each
+    value and each value's consumers (`users`), or None.
+
+    Pools: ``"max_pool"``, ``"avg_pool"`` for windows; ``"max_pool"`` for a max, ``"mean"`` for
+    a sum, over axes that are neither the batch nor the channels (the reduced value's channel
+    axis, or else its last): a text CNN's max over time, global max or average pooling.
+    Sums (`SUMS`), of several floating input-dependent terms, each example's apart:
+    ``"reduce_sum"`` over other axes (a region of a class map, the features),
+    ``"scatter_add"`` of input-dependent updates into a constant (``segment_sum``,
+    ``.at[i].add``), ``"cumsum"``. A mean or sum that is a statistic (`_statistic`) is neither.
+    """
+    node = program.nodes[i]
     if node.prim == "reduce_window_max":
         return "max_pool"
     if node.prim == "reduce_window_sum":
         return "avg_pool"
+    source = node.ins[2] if node.prim in _SCATTER_ADDS else node.ins[0]
+    if _is_const(program, source):
+        return None
+    shape = program.avals[source].shape
+    b = batch.get(source)
+    b = b if isinstance(b, int) else 0
+    channels = axes.get(source)
+    channels = len(shape) - 1 if channels is None else channels % max(len(shape), 1)
     if node.prim in ("reduce_max", "reduce_sum"):
-        axes, rank = tuple(node.eqn.params["axes"]), len(node.eqn.invars[0].aval.shape)
-        channels = rank - 1 if channel_axis is None else channel_axis % rank
-        batch = batch_axis if isinstance(batch_axis, int) else 0
-        if axes and all(a not in (batch, channels) for a in axes):
-            return "max_pool" if node.prim == "reduce_max" else "mean"
-    return None
+        reduced = tuple(node.eqn.params["axes"])
+        pooled = bool(reduced) and all(a not in (b, channels) for a in reduced)
+        if node.prim == "reduce_max":
+            return "max_pool" if pooled else None
+        several = b not in reduced and math.prod(shape[a] for a in reduced) > 1
+        op = ("mean" if pooled else "reduce_sum") if several else None
+    elif node.prim == "cumsum":
+        op = "cumsum" if node.eqn.params["axis"] != b and shape[node.eqn.params["axis"]] > 1 else None
+    elif node.prim in _SCATTER_ADDS:
+        apart = all(_is_const(program, r) for r in node.ins[:2]) and _scatter_apart(node, b)
+        op = "scatter_add" if apart else None
+    else:
+        return None
+    if op is None or not np.issubdtype(program.avals[node.outs[0]].dtype, np.floating):
+        return None
+    return None if _statistic(program, i, users) else op
+
+
+def _scatter_apart(node: Node, b: int) -> bool:
+    """True when the scatter-add `node` adds each example's updates (batch axis `b` of its
+    updates) into that example's part of the result: `b` is a window axis of the updates (a
+    ``segment_sum`` vmapped with shared indices), or their scatter axis that the indices batch
+    (vmapped with per-example indices)."""
+    dims = node.eqn.params["dimension_numbers"]
+    if b in dims.update_window_dims:
+        return True
+    rank = len(node.eqn.invars[2].aval.shape)
+    scattered = [a for a in range(rank) if a not in dims.update_window_dims]
+    return scattered.index(b) in dims.scatter_indices_batching_dims
+
+
+def _statistic(program: Program, i: int, users: dict) -> bool:
+    """True when the value of node `i`, a sum, is a statistic of a normalisation: through shape
+    ops and elementwise ops whose other operands are constants (a mean's division by the count,
+    ``+ eps``, a clamp, a ``where``, a ``log``) it is the divisor of a division, goes into a
+    square root, or meets another input-dependent value in a subtraction. So the total of a
+    softmax (``e / e.sum(-1)``, ``x - log(sum(exp(x)))``) or an L1 or L2 normalisation, and the
+    mean and variance of a LayerNorm, RMSNorm or GroupNorm (``x - mean``, ``E[x^2] - E[x]^2``,
+    ``rsqrt(var + eps)``).
+
+    Such a sum summarises a value that flows on beside it, and what it passes back belongs to
+    the normalisation's rule (AttnLRP and conservative propagation hold the scale constant,
+    Zennit has no LayerNorm rule): it is no place and keeps its plain gradient. Every other sum
+    is a sum of terms, each term its contribution, as an average pool's (LRP's Norm rule)."""
+    todo, seen = [program.nodes[i].outs[0]], set()
+    while todo:
+        ref = todo.pop()
+        for j in users.get(ref, ()):
+            node = program.nodes[j]
+            constant = all(_is_const(program, r) for r in node.ins if r != ref)
+            if (node.prim in NORMALIZERS or node.prim == "div" and node.ins[1] == ref
+                    or node.prim == "sub" and not constant):
+                return True
+            elementwise = (constant and node.prim not in _LINEAR and not node.prim.startswith("cum")
+                           and program.avals[node.outs[0]].shape == program.avals[ref].shape)
+            passes = node.prim in _SHAPE_OPS or node.prim == "transpose" or elementwise
+            if passes and node.outs[0] not in seen:
+                seen.add(node.outs[0])
+                todo.append(node.outs[0])
+    return False
+
+
+def _users(program: Program) -> dict:
+    """The indices of the nodes that use each value id, in program order."""
+    found: dict = {}
+    for j, node in enumerate(program.nodes):
+        for r in node.ins:
+            if isinstance(r, int):
+                found.setdefault(r, []).append(j)
+    return found
 
 
 def analyze(program: Program) -> SiteMap:
@@ -302,6 +386,7 @@ def analyze(program: Program) -> SiteMap:
     pools: dict[int, str] = {}
     axes = channel_axes(program)
     batch = batch_axes(program)
+    users = _users(program)
 
     in_loop: dict[str, tuple] = {}  # placeholder name of a node in a loop step -> its key
     live_templates: set = set()  # scopes inside loop steps, step number as "*", that are sites
@@ -362,12 +447,11 @@ def analyze(program: Program) -> SiteMap:
             if not shared:  # a sum of batch statistics is a place for rules, no site
                 derived.append((i, name, "add", "add", node.outs[0]))
             node_names[i] = name
-        elif isinstance(node.ins[0], int) and (
-                op := pool_op(node, axes.get(node.ins[0]), batch.get(node.ins[0]))):
+        elif op := pool_op(program, i, axes, batch, users):
             chain = _pool_chain(program, i, consumers)
             absorbed.update(chain[1:])
             name = name_for(stack, op, i)
-            if op != "mean":  # a mean is a place for backward rules, not a site
+            if op != "mean" and op not in SUMS:  # places for backward rules, not sites
                 derived.append((i, name, "pool", op, program.nodes[chain[-1]].outs[0]))
             node_names[i], groups[i], pools[i] = name, chain, op
         elif node.prim in _LINEAR:
