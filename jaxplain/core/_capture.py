@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import functools
 import os
@@ -13,9 +14,11 @@ from collections.abc import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxplain.core._adapters import refuse_module
 from jaxplain.core._batch import batch_axes
+from jaxplain.core._caches import SameFunction, function_key
 from jaxplain.core._channels import channel_axes
 from jaxplain.core._program import Program, edit_scope, run, trace
 from jaxplain.core._select import Selector, _is_glob, select
@@ -202,12 +205,27 @@ def _resolve(program: Program, site_map: SiteMap, names) -> tuple[str, ...]:
     return select(site_map.sites, names)
 
 
+def _rewritten(f: Callable) -> bool:
+    """Whether `f` is a function that `rewrite_backward` returned (a jit of its implementation)."""
+    inner = getattr(f, "__wrapped__", None)
+    return (isinstance(inner, functools.partial)
+            and getattr(inner.func, "__module__", None) == "jaxplain.core._backward")
+
+
 def program_for(f: Callable, x, selectors) -> tuple[Program, SiteMap, list[tuple[str, ...]]]:
     """``(program, site map, names picked by each selector)`` to run for `selectors` (a
     sequence): the program with its loops kept, which compiles faster, unless a chosen site
     lies inside a loop or is a scope whose value a loop computes."""
     full, full_map = program_of(f, x, unrolled=True)
-    picked = [_resolve(full, full_map, s) for s in selectors]
+    try:
+        picked = [_resolve(full, full_map, s) for s in selectors]
+    except ValueError as err:
+        if not _rewritten(f):
+            raise
+        raise ValueError(f"{err} Here f is a function that rewrite_backward returned: the "
+                         "places its rules act at are custom-VJP calls, which hide the sites "
+                         "inside them. Capture or edit the model itself and rewrite the result, "
+                         "e.g. rewrite_backward(intervene(f, edits), rules).") from err
     program, site_map = program_of(f, x)
     if program is not full:
         from_loop = {r for node in program.nodes if node.prim == "scan" for r in node.outs}
@@ -217,51 +235,14 @@ def program_for(f: Callable, x, selectors) -> tuple[Program, SiteMap, list[tuple
     return program, site_map, picked
 
 
-class _SamePredicate:
-    """A predicate selector compared by what it computes: its code, the values it closes over
-    and its defaults. So an inline ``lambda n, s: s.kind == "activation"``, a new function
-    object on every call, keys the compile caches as the first one did (it recompiled on every
-    call, 290 ms each on a small CNN)."""
-
-    __slots__ = ("fn", "key")
-
-    def __init__(self, fn: types.FunctionType, key):
-        self.fn, self.key = fn, key
-
-    def __call__(self, name, site):
-        return self.fn(name, site)
-
-    def __eq__(self, other):
-        return isinstance(other, _SamePredicate) and self.key == other.key
-
-    def __hash__(self):
-        return hash(self.key)
-
-    def __repr__(self):
-        return repr(self.fn)
-
-
-def _predicate_key(fn):
-    """`fn` keyed by code, closed-over values and defaults when all are hashable, else itself."""
-    if not isinstance(fn, types.FunctionType):
-        return fn
-    cells = tuple(c.cell_contents for c in fn.__closure__ or ())
-    key = (fn.__code__, cells, fn.__defaults__,
-           tuple(sorted((fn.__kwdefaults__ or {}).items())))
-    try:
-        hash(key)
-    except TypeError:
-        return fn
-    return _SamePredicate(fn, key)
-
-
 def selector_key(selector):
     """`selector` in a hashable form that `select` accepts (a list of names becomes a tuple; a
-    predicate is compared by its code and closed-over values, see `_SamePredicate`)."""
+    predicate is compared by what it computes, see `function_key`: an inline ``lambda n, s:
+    s.kind == "activation"`` written in a loop compiles once)."""
     if isinstance(selector, str):
         return selector
     if callable(selector):
-        return _predicate_key(selector)
+        return function_key(selector)
     try:
         return tuple(selector)
     except TypeError:
@@ -334,63 +315,148 @@ def _capture(f: Callable, names, x):
     return y, {n: _presented(site_map, n, env[site_map.ids[n]]) for n in chosen}
 
 
-def intervene(f: Callable, edits: Mapping[str, Callable]) -> Callable:
-    """A new pure function that applies ``fn(value)`` at each chosen site.
+def intervene(f: Callable, edits: Mapping) -> Callable:
+    """A new pure function that replaces the values at the chosen sites.
 
     Args:
       f: a model function, batch first.
-      edits: ``{selector: fn}``; every site picked by a selector gets ``value <- fn(value)``
-        (same shape and dtype). ``fn`` may close over traced arrays (masks, scores, gates).
+      edits: ``{selector: edit}``. Every site a selector picks gets ``value <- fn(value)`` for a
+        function ``fn`` (same shape and dtype; it may close over traced arrays: masks, scores,
+        gates), or ``value <- array`` for an array that broadcasts to the value (activation
+        patching: a clean run's activation, as `capture` returns it), passed to the compiled
+        program as an argument. A value with several names (a scope whose last operation is an
+        activation: ``blk`` and ``blk/relu``) is one value: each entry edits it once, every name
+        sees the result, and entries that pick the same value apply in the order of `edits`,
+        each to the result of the one before.
 
     Returns:
       ``h`` with ``h(x) -> y``, the output of the edited computation; pure and composable.
+      Equal edits reuse the compiled program: functions compared by their code and the values
+      they close over (an inline ``lambda v: v * 0.5`` in a loop compiles once), arrays by
+      shape and dtype.
 
     Example:
       >>> import jax, jax.numpy as jnp, jaxplain as jp
       >>> f = lambda x: jax.nn.relu(x) @ jnp.ones((2, 1))
       >>> jp.intervene(f, {"relu": lambda a: a * jnp.array([1.0, 0.0])})(jnp.array([[1.0, 5.0]]))
       Array([[1.]], dtype=float32)
+      >>> jp.intervene(f, {"relu": jnp.array([[2.0, 0.0]])})(jnp.array([[1.0, 5.0]]))
+      Array([[2.]], dtype=float32)
     """
     if not isinstance(edits, Mapping):
-        raise TypeError(f"edits must be a mapping {{site: fn}}; got {type(edits).__name__}")
-    for key, fn in edits.items():
-        if not callable(fn):
-            raise TypeError(f"edits[{key!r}] must be callable value -> value; got {type(fn).__name__}")
+        raise TypeError(f"edits must be a mapping {{site: fn or array}}; got {type(edits).__name__}")
+    pairs, patches = [], []
+    for selector, edit in edits.items():
+        if not callable(edit):
+            patches.append(_as_patch(selector, edit))
+            edit = _Patch(len(patches) - 1)
+        pairs.append((selector_key(selector), function_key(edit)))
+    cacheable = all(isinstance(edit, (SameFunction, _Patch))
+                    or isinstance(edit, types.FunctionType) and edit.__closure__ is None
+                    for _, edit in pairs)
+    h = compiled(_intervene, f, tuple(pairs), cacheable=cacheable)
+    return functools.partial(h, patches=tuple(patches)) if patches else h
 
-    pairs = tuple((selector_key(selector), fn) for selector, fn in edits.items())
-    closure_free = all(isinstance(fn, types.FunctionType) and fn.__closure__ is None
-                       for _, fn in pairs)
-    return compiled(_intervene, f, pairs, cacheable=closure_free)
+
+@dataclasses.dataclass(frozen=True)
+class _Patch:
+    """An edit that puts ``patches[index]``, an argument of the compiled program, in place."""
+
+    index: int
 
 
-def _intervene(f: Callable, pairs: tuple, x):
+def _as_patch(selector, value):
+    """An array edit, checked: anything with a shape and a numeric dtype (not a bare number,
+    which could mean a scale as well as a value)."""
+    if not (hasattr(value, "shape") and hasattr(value, "dtype")
+            and (jnp.issubdtype(value.dtype, jnp.number) or value.dtype == bool)):
+        raise TypeError(f"edits[{selector!r}] must be callable value -> value, or an array to put "
+                        f"in the site's place; got {type(value).__name__}. For a number write "
+                        "what it means: lambda v: v * 3.0 to scale, jnp.asarray(3.0) to set.")
+    return jnp.asarray(value)
+
+
+def _patched(patch, value):
+    """`patch` in place of `value`: broadcast to its shape, which it may not change."""
+    try:
+        fits = np.broadcast_shapes(patch.shape, value.shape) == value.shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(f"the array of shape {tuple(patch.shape)} does not broadcast to it; pass "
+                         "one of that shape, or one that broadcasts to it (batch first, channels "
+                         "last, as capture returns the site)")
+    return jnp.broadcast_to(patch, value.shape)
+
+
+def _values(program: Program, site_map: SiteMap) -> dict[int, tuple[str, ...]]:
+    """``{value id: names}``: the site names of each value, under the id that the rest of the
+    program reads. Several names may denote one value, a scope and its last operation
+    (``blk`` and ``blk/relu``); in an edited program each name holds its own copy of the new
+    value (see `_edited`), which is still that value."""
+    copied = {node.outs[0]: node.ins[0] for node in program.nodes
+              if node.prim == "copy" and node.outs and node.outs[0] in program.edits
+              and isinstance(node.ins[0], int) and node.ins[0] in program.edits}
+
+    def origin(ref):
+        while ref in copied:
+            ref = copied[ref]
+        return ref
+
+    groups: dict[int, list[str]] = {}
+    for site in site_map.sites:
+        groups.setdefault(origin(site_map.ids[site.name]), []).append(site.name)
+    position = {ref: i for i, node in enumerate(program.nodes) for ref in node.outs}
+    return {max((site_map.ids[n] for n in names), key=lambda r: position.get(r, -1)): tuple(names)
+            for names in groups.values()}
+
+
+def _intervene(f: Callable, pairs: tuple, x, patches=()):
     program, site_map, picked = program_for(f, x, [selector for selector, _ in pairs])
+    values = _values(program, site_map)
+    value_of = {name: ref for ref, names in values.items() for name in names}
     by_id: dict[int, list[tuple[str, Callable]]] = {}
-    for (_, fn), names in zip(pairs, picked):
+    for (_, edit), names in zip(pairs, picked):
+        if isinstance(edit, _Patch):
+            edit = functools.partial(_patched, patches[edit.index])
+        once = {}  # each value once per entry, however many of its names the selector picks
         for name in names:
-            by_id.setdefault(site_map.ids[name], []).append((name, fn))
+            once.setdefault(value_of[name], name)
+        for ref, name in once.items():
+            by_id.setdefault(ref, []).append((name, edit))
     # the layout of each edited value, recorded with its new value (see `edit_scope`)
     channels, batch = (channel_axes(program), batch_axes(program)) if by_id else ({}, {})
 
     def after(i, node, outs):
         for k, ref in enumerate(node.outs):
-            for name, fn in by_id.get(ref, ()):
-                value = _presented(site_map, name, outs[k])
-                scope = edit_scope("/".join(site_map.root + (name,)), channels.get(ref),
-                                   batch.get(ref))
-                with jax.named_scope(scope):
-                    try:
-                        new = fn(value)
-                    except (TypeError, ValueError) as err:  # e.g. a mask of another batch size
-                        raise type(err)(f"The intervention at site {name!r} failed on its value "
-                                        f"of shape {tuple(value.shape)} ({value.dtype}): "
-                                        f"{err}") from err
-                    if jnp.shape(new) != jnp.shape(value):
-                        raise ValueError(f"The intervention at site {name!r} returned shape "
-                                         f"{jnp.shape(new)}; expected {jnp.shape(value)}.")
-                    new = jnp.asarray(new, dtype=value.dtype)
-                    new = _restored(site_map, name, new)
-                outs[k] = new
+            if ref in by_id:
+                outs[k] = _edited(site_map, values[ref], by_id[ref], outs[k],
+                                  (channels.get(ref), batch.get(ref)))
         return outs
 
     return run(program, x, after=after if by_id else None)[0]
+
+
+def _edited(site_map: SiteMap, names: tuple, edits: list, value, layout: tuple):
+    """`value`, the value of the sites `names`, after `edits` (``(name, fn)`` pairs, in order).
+    The new value ends as a copy under the edit scope of each of its names (see `edit_scope`),
+    so that a later trace finds it under every name, also when no operation made it (a
+    constant, an array patch)."""
+    path = lambda name: "/".join(site_map.root + (name,))  # noqa: E731
+    with jax.named_scope(edit_scope(path(names[0]), *layout)):
+        new = _presented(site_map, names[0], value)
+        for name, fn in edits:
+            try:
+                out = fn(new)
+            except (TypeError, ValueError) as err:  # e.g. a mask of another batch size
+                raise type(err)(f"The intervention at site {name!r} failed on its value of "
+                                f"shape {tuple(new.shape)} ({new.dtype}): {err}") from err
+            if jnp.shape(out) != new.shape:
+                raise ValueError(f"The intervention at site {name!r} returned shape "
+                                 f"{jnp.shape(out)}; expected {new.shape}.")
+            new = jnp.asarray(out, dtype=new.dtype)
+        new = jnp.copy(_restored(site_map, names[0], new))
+    for name in names[1:]:
+        with jax.named_scope(edit_scope(path(name), *layout)):
+            new = jnp.copy(new)
+    return new
