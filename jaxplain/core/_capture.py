@@ -66,6 +66,10 @@ def model_error_hint(err: Exception) -> str:
     if "unbound axis name" in str(err):
         return (" (an Equinox BatchNorm in training mode reads batch statistics over a named "
                 "axis: explain the model in inference mode, eqx.nn.inference_mode(model))")
+    if "needs PRNG" in str(err):
+        return (" (the model runs Dropout or another random layer in training mode: explain it "
+                "in inference mode, as_function(model, variables, train=False) for a Linen "
+                "model whose __call__ takes train, or model.eval() for NNX)")
     return ""
 
 

@@ -235,6 +235,21 @@ def test_an_equinox_batchnorm_in_training_mode_gets_a_hint():
         jp.sites(f, jnp.ones((2, 3)))
 
 
+def test_a_linen_model_with_dropout_on_by_default_gets_a_hint():
+    import flax.linen as nn
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x, train: bool = True):
+            return nn.Dense(3)(nn.Dropout(0.5, deterministic=not train)(x))
+
+    x = jnp.ones((2, 4))
+    variables = Net().init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, x)
+    with pytest.raises(ValueError, match=r"needs PRNG.*train=False"):
+        jp.sites(jp.as_function(Net(), variables), x)
+    assert len(jp.sites(jp.as_function(Net(), variables, train=False), x)) >= 1
+
+
 def test_a_rule_parameter_given_as_a_jax_array_is_refused_by_name():
     import dataclasses
 
