@@ -19,6 +19,8 @@ from jaxtyping import Array, Float, Int
 from jaxplain.attribution import _common
 from jaxplain.attribution._lrp_rules import MIXING
 from jaxplain.core import rewrite_backward
+from jaxplain.core._batch import batch_axes
+from jaxplain.core._capture import program_of
 from jaxplain.core._cpu import cpu_friendly
 
 #: What works instead of DeepLIFT (and DeepLIFT-SHAP) for a model that only takes x's batch.
@@ -118,11 +120,37 @@ class HoldConstant:
         return jnp.zeros_like(g)
 
 
+def check_batch_first(f: Callable, both) -> None:
+    """Refuse a model in which an activation or max pool that :class:`Rescale` splits into
+    halves has lost its batch axis (the kernel follows it through the model, see
+    :func:`jaxplain.core._batch.batch_axes`) and does not hold `both`'s batch first either:
+    the halves would be halves of another axis (of a graph's nodes, say)."""
+    program, site_map = program_of(f, both, unrolled=True, warn=False)
+    batch, m = batch_axes(program), both.shape[0]
+    for i, node in enumerate(program.nodes):
+        if node.activation not in _ACTIVATIONS and site_map.pools.get(i) != "max_pool":
+            continue
+        ref = next((r for r in node.ins if isinstance(r, int) and r in program.depends), None)
+        shape = () if ref is None else tuple(program.avals[ref].shape)
+        if ref is None or batch.get(ref) is not None or shape[:1] == (m,):
+            continue
+        name = site_map.node_names.get(i, node.activation or "max_pool")
+        raise ValueError(
+            f"deeplift evaluates f on x and its baselines stacked, a batch of {m}, and splits "
+            f"the value entering {name!r} (shape {shape}) into the inputs' half and the "
+            "references' half along its batch axis; but the batch axis of that value is lost "
+            f"on the way from x (after a loop, sort or gather the kernel cannot follow) and "
+            f"its first axis is not the batch of {m}. Give f a leading batch axis that stays "
+            "first (f = jax.vmap(g) over graphs or sequences, for g mapping one example to its "
+            f"logits), or {ON_X_BATCH[0].lower()}{ON_X_BATCH[1:]}, or integrated_gradients.")
+
+
 @functools.partial(jax.jit, static_argnames=("f",))
 def _deeplift(f, x, target, baseline):
     n = x.shape[0]
-    k = cpu_friendly(rewrite_backward(f, Rescale()))  # as in _common.target_gradient
     both = jnp.concatenate([x, baseline])
+    check_batch_first(f, both)
+    k = cpu_friendly(rewrite_backward(f, Rescale()))  # as in _common.target_gradient
     targets = jnp.concatenate([target, target])
     weights = jnp.concatenate([jnp.ones((n,), x.dtype), jnp.zeros((n,), x.dtype)])
     grad = jax.grad(lambda z: (_common.selected(k, z, targets) * weights).sum())(both)

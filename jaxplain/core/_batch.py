@@ -14,9 +14,18 @@ The rules mirror :mod:`jaxplain.core._channels`: transposes, reshapes, broadcast
 reductions move the axis; ``dot_general`` and convolutions place it by their dimension numbers;
 ops that keep the rank and the axis's size keep it; a gather of a constant table's rows at
 batched indices (an embedding lookup of token ids) puts it where the indices' batch axis lands;
-other gathers, scatters, loops and ops that scan or reorder along the batch lose it (the value
-is then presented as the model computes it). An intervention's result takes the batch axis of the
-value it replaces, as in :func:`jaxplain.core._channels.channel_axes`.
+a gather or scatter at constant indices that leaves the batch axis whole (message passing
+over the nodes of a graph, ``h[src]`` and ``segment_sum`` of a ``(nodes, batch, features)``
+value) puts it where that axis's slice lands; other gathers and scatters, loops and ops that
+scan or reorder along the batch lose it (the value is then presented as the model computes
+it). An intervention's result takes the batch axis of the value it replaces, as in
+:func:`jaxplain.core._channels.channel_axes`.
+
+:func:`mixes_batch` says whether one example's output depends on the others: through a value
+computed over the whole batch, or through an op that moves values along the batch axis (a
+gather or scatter at constant indices into it, a sort, cumulative sum, reversal, shifted slice,
+pad or concatenation along it, a window or convolution over it) -- node classification on one
+graph, ``(nodes, features) -> (nodes, classes)``, is such a model.
 """
 
 from __future__ import annotations
@@ -27,12 +36,15 @@ from jaxplain.core._program import Program
 #: The state of a value computed over the whole batch: it has no batch axis.
 SHARED = "shared"
 
-_LOSE = frozenset({"scatter", "scatter-add", "scatter_add", "scatter-mul", "scatter_mul",
-                   "scatter-min", "scatter_min", "scatter-max", "scatter_max", "scan", "while",
-                   "cond", "sort", "argsort"})
+_SCATTER = frozenset({"scatter", "scatter-add", "scatter_add", "scatter-sub", "scatter_sub",
+                      "scatter-mul", "scatter_mul", "scatter-min", "scatter_min", "scatter-max",
+                      "scatter_max"})
+_LOSE = frozenset({"scan", "while", "cond"})
 _ALONG = frozenset({"cumsum", "cumprod", "cummax", "cummin", "cumlogsumexp"})  # param "axis"
 _REDUCE = frozenset({"reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "reduce_and",
                      "reduce_or", "argmax", "argmin"})
+_WINDOWED = frozenset({"reduce_window_sum", "reduce_window_max", "reduce_window_min",
+                       "reduce_window"})
 
 
 def _dot_general(eqn, states: list) -> int | str | None:
@@ -65,20 +77,78 @@ def _combine(found: list) -> int | str | None:
 
 
 def _gather(eqn, known: list) -> int | str | None:
-    """Where a gather of rows of a constant operand (an embedding table) at input-dependent
-    indices (token ids) holds the indices' batch axis: the output's axes that are not slice
-    offsets are the indices' axes but the last (the index vector), in order. A gather from an
-    input-dependent operand loses the axis."""
-    if len(known) != 1 or known[0][0] != 1:
-        return None
-    _, state, shape = known[0]
-    if state == SHARED:
-        return SHARED
-    if state == len(shape) - 1:  # the batch indexes the table's axes: no batch axis out
-        return None
-    offsets = eqn.params["dimension_numbers"].offset_dims
+    """Where a gather holds the batch axis. Of a constant table (an embedding) at batched
+    indices (token ids): where the indices' batch axis lands, the output's axes that are not
+    slice offsets being the indices' axes but the last (the index vector), in order. Of a
+    batched operand at constant indices: the offset axis of its batch axis, when the gather
+    takes that axis whole (``h[:, src]``, or ``h[src]`` of a ``(nodes, batch, features)``
+    value), or the indices' batching axis paired with it (a vmapped ``take_along_axis``)."""
+    dn = eqn.params["dimension_numbers"]
+    shape = tuple(eqn.invars[0].aval.shape)
     rank = len(eqn.outvars[0].aval.shape)
-    return [a for a in range(rank) if a not in offsets][state]
+    positions = [a for a in range(rank) if a not in dn.offset_dims]  # the indices' axes, in order
+    by = {k: state for k, state, _ in known}
+    found = []
+    if 1 in by:
+        state = by[1]
+        last = len(eqn.invars[1].aval.shape) - 1
+        found.append(state if state is None or state == SHARED  # an index of the table's axes:
+                     else None if state == last else positions[state])  # no batch axis out
+    if 0 in by:
+        state = by[0]
+        if state is None or state == SHARED:
+            found.append(state)
+        elif state in dn.operand_batching_dims:
+            paired = dn.start_indices_batching_dims[list(dn.operand_batching_dims).index(state)]
+            found.append(positions[paired])
+        elif 1 in by or _gathers_along(dn, eqn.params["slice_sizes"], shape, state):
+            found.append(None)
+        else:
+            kept = [a for a in range(len(shape))
+                    if a not in dn.collapsed_slice_dims and a not in dn.operand_batching_dims]
+            found.append(int(dn.offset_dims[kept.index(state)]))
+    return _combine(found)
+
+
+def _gathers_along(dn, slice_sizes, shape: tuple, axis: int) -> bool:
+    """Whether a gather indexes `axis` of its operand (or takes part of it)."""
+    return (axis in dn.start_index_map or axis in dn.collapsed_slice_dims
+            or slice_sizes[axis] != shape[axis])
+
+
+def _scatter(eqn, known: list) -> int | str | None:
+    """Where a scatter at constant indices holds the batch axis: the operand's, and that of
+    the updates where their batch axis is a whole update window axis of an operand axis that is
+    not scattered into (``segment_sum`` of a ``(nodes, batch, features)`` value), or is paired
+    with the operand's batching axis (a vmapped scatter); else (updates written to places along
+    the batch, or batched indices) none."""
+    by = {k: state for k, state, _ in known}
+    if 1 in by:
+        return None
+    found = [by[0]] if 0 in by else []
+    if 2 in by:
+        state = by[2]
+        found.append(state if state is None or state == SHARED else _scattered_to(eqn, state))
+    return _combine(found)
+
+
+def _scattered_to(eqn, axis: int) -> int | None:
+    """The operand axis that the updates' `axis` is a whole window axis of (or is paired
+    with, for a batching axis), or None when the updates' slices along it are scattered."""
+    dn = eqn.params["dimension_numbers"]
+    operand, updates = (tuple(eqn.invars[k].aval.shape) for k in (0, 2))
+    if axis in dn.update_window_dims:
+        window = [a for a in range(len(operand))
+                  if a not in dn.inserted_window_dims and a not in dn.operand_batching_dims]
+        target = window[list(dn.update_window_dims).index(axis)]
+        whole = target not in dn.scatter_dims_to_operand_dims and updates[axis] == operand[target]
+        return int(target) if whole else None
+    scatter_axes = [a for a in range(len(updates)) if a not in dn.update_window_dims]
+    index_axis = scatter_axes.index(axis)  # the indices' axes but the last, in order
+    if index_axis in dn.scatter_indices_batching_dims:
+        paired = list(dn.scatter_indices_batching_dims).index(index_axis)
+        return int(dn.operand_batching_dims[paired])
+    return None
 
 
 def _through_softmax(eqn, axis: int) -> int:
@@ -92,12 +162,17 @@ def _through_softmax(eqn, axis: int) -> int:
     return axis
 
 
+def _known(node, states: dict, program: Program) -> list:
+    """``(operand position, batch state, shape)`` of each input-dependent operand of `node`."""
+    return [(k, states.get(r), tuple(v.aval.shape))
+            for k, (r, v) in enumerate(zip(node.ins, node.eqn.invars))
+            if isinstance(r, int) and r in program.depends]
+
+
 def _forward(node, states: dict, program: Program) -> int | str | None:
     eqn, prim = node.eqn, node.prim
     out_shape = tuple(eqn.outvars[0].aval.shape)
-    dependent = [(k, r, tuple(v.aval.shape)) for k, (r, v) in enumerate(zip(node.ins, eqn.invars))
-                 if isinstance(r, int) and r in program.depends]
-    known = [(k, states.get(r), shape) for k, r, shape in dependent]
+    known = _known(node, states, program)
     if prim == "dot_general":
         per_operand = [None, None]
         for k, state, _ in known:
@@ -113,6 +188,8 @@ def _forward(node, states: dict, program: Program) -> int | str | None:
         return None
     if prim == "gather":
         return _gather(eqn, known)
+    if prim in _SCATTER:
+        return _scatter(eqn, known)
     if prim == "conv_general_dilated":
         k, state, _ = known[0]
         if k != 0 or state is None:
@@ -145,7 +222,8 @@ def _forward(node, states: dict, program: Program) -> int | str | None:
         elif prim == "concatenate":
             same = len(out_shape) == len(shape) and eqn.params["dimension"] != axis
             found.append(axis if same else None)
-        elif prim in _ALONG and eqn.params.get("axis") == axis:
+        elif (prim in _ALONG and eqn.params["axis"] == axis) or (
+                prim == "sort" and eqn.params["dimension"] == axis):
             found.append(None)
         elif len(out_shape) == len(shape) and out_shape[axis] == shape[axis]:
             found.append(axis)  # activations, elementwise ops, pools, slices off the batch axis
@@ -169,15 +247,54 @@ def batch_axes(program: Program) -> dict[int, int | str]:
     return states
 
 
+def _moves(node, states: dict, program: Program) -> bool:
+    """Whether `node` moves values along the batch axis of an operand: its output at one
+    example's place holds (or depends on) other examples' values. Ops at input-dependent
+    indices, and operands whose batch axis is unknown, are not judged."""
+    eqn, prim, params = node.eqn, node.prim, node.eqn.params
+    known = [(k, a, shape) for k, a, shape in _known(node, states, program)
+             if isinstance(a, int)]
+    by = {k: a for k, a, _ in known}
+    dependent = {k for k, r in enumerate(node.ins) if isinstance(r, int) and r in program.depends}
+    if prim == "gather":
+        return 0 in by and 1 not in dependent and _gathers_along(
+            params["dimension_numbers"], params["slice_sizes"], known[0][2], by[0])
+    if prim in _SCATTER:
+        return 2 in by and 1 not in dependent and _scattered_to(eqn, by[2]) is None
+    if prim == "concatenate":  # an operand's examples land at other places
+        sizes = [v.aval.shape[params["dimension"]] for v in eqn.invars]
+        return any(a == params["dimension"] and sum(sizes[:k]) for k, a, _ in known)
+    if prim == "conv_general_dilated":
+        if 0 not in by:
+            return False
+        lhs, rhs = params["dimension_numbers"].lhs_spec, params["dimension_numbers"].rhs_spec
+        kernel = dict(zip(lhs[2:], (eqn.invars[1].aval.shape[d] for d in rhs[2:])))
+        return by[0] == lhs[1] or kernel.get(by[0], 1) > 1
+    for k, a, shape in known:
+        out = tuple(eqn.outvars[0].aval.shape)
+        if ((prim == "sort" and params["dimension"] == a)
+                or (prim in _ALONG and params["axis"] == a)
+                or (prim == "rev" and a in params["dimensions"])
+                or (prim == "pad" and tuple(params["padding_config"][a]) != (0, 0, 0))
+                or (prim in ("slice", "dynamic_slice") and k == 0 and out[a] != shape[a])
+                or (prim == "dynamic_update_slice" and k == 1
+                    and shape[a] != eqn.invars[0].aval.shape[a])
+                or (prim in _WINDOWED and k == 0 and params["window_dimensions"][a] != 1)):
+            return True
+    return False
+
+
 def mixes_batch(program: Program, states: dict) -> bool:
-    """True when an output of `program` depends on a value computed over the whole batch, i.e.
-    the model's output for one example depends on the other examples of a batch (of more than
-    one example: with one, nothing is mixed)."""
+    """True when an output of `program` depends on other examples of the batch than its own:
+    on a value computed over the whole batch, or through an op that moves values along the
+    batch axis (:func:`_moves`). With a batch of one, nothing is mixed."""
     shape = program.avals[program.input_id].shape
     if not shape or shape[0] < 2:
         return False
     mixed = {ref for ref, state in states.items() if state == SHARED}
     for node in program.nodes:
-        if any(isinstance(r, int) and r in mixed for r in node.ins):
+        if (any(isinstance(r, int) and r in mixed for r in node.ins)
+                or (node.outs and node.outs[0] in program.depends
+                    and _moves(node, states, program))):
             mixed.update(node.outs)
     return any(isinstance(r, int) and r in mixed for r in program.output_ids)

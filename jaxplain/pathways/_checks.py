@@ -120,7 +120,22 @@ def _resolve(f: Callable, shape: tuple, dtype, selector) -> tuple[tuple, int]:
                 f"{[s.name for s in all_sites]}."
             )
     by_name = {s.name: s for s in all_sites}
+    for n in names:
+        check_batch_first(n, tuple(by_name[n].shape), shape[0])
     return tuple((n, tuple(by_name[n].shape), by_name[n].dtype) for n in names), out.shape[1]
+
+
+def check_batch_first(name: str, site_shape: tuple, batch: int) -> None:
+    """Refuse a site whose value does not hold the batch first, as the kernel presents every
+    value whose batch axis it follows from ``x``: one percentile per example, and one mask row
+    per example, need it."""
+    if site_shape[:1] != (batch,):
+        raise ValueError(
+            f"site {name!r} has shape {site_shape}, whose first axis is not the batch of {batch}: "
+            "the kernel lost the batch axis of its value on the way from x (after a loop, sort "
+            "or gather it cannot follow), so the pathway cannot be selected per example. Give f "
+            "a leading batch axis that stays first (f = jax.vmap(g) over graphs or sequences, "
+            "for g mapping one example to its logits), or pass sites= without it.")
 
 
 def resolve(f: Callable, x, sites) -> tuple[tuple, int]:

@@ -210,6 +210,15 @@ def _resolve_sites(f, x, sites, locality) -> tuple[list[str], set[str]]:
             names += [n for n in select(known, pattern) if n not in names]
     if not names:
         raise ValueError(f"sites {sites!r} selects no site")
+    shapes = {s.name: tuple(s.shape) for s in known}
+    for name in names:
+        if shapes[name][:1] != x.shape[:1]:
+            raise ValueError(
+                f"site {name!r} has shape {shapes[name]}, whose first axis is not the batch of "
+                f"{x.shape[0]}: the kernel lost the batch axis of its value on the way from x "
+                "(after a loop, sort or gather it cannot follow), so its rows are not examples. "
+                "Give f a leading batch axis that stays first (f = jax.vmap(g) over graphs or "
+                "sequences, for g mapping one example to its logits), or select other sites.")
     if isinstance(locality, str) or callable(locality) or len(locality):
         local = set(select(known, locality))
         unknown = sorted(local - set(names))
@@ -255,7 +264,7 @@ def activations(f, x, sites, *, batch_size=256, threshold=None, quantile=None,
 
     Raises:
       ValueError: a ``batch_size`` that is not None or an int >= 1, a selector that picks no
-        site (with close matches), ``locality`` outside
+        site (with close matches), a site whose first axis is not the batch, ``locality`` outside
         ``sites``, ``quantile`` when every site is a conv map (use ``conv_quantile``), or
         ``thresholds_from`` without a site or with another item shape.
 
