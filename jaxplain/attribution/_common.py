@@ -112,14 +112,16 @@ def _output_shape(f: Callable, shape: tuple, dtype: Any) -> tuple:
 
 def check_batch_of(f: Callable, x: Any, m: int, how: str, *, instead: str | None = None) -> None:
     """Refuse clearly a model that cannot take the batch of `m` inputs it is evaluated on (`how`
-    says what the batch holds); `x` (or its shape and dtype) is the caller's batch. `instead`
-    is what else works for the caller (e.g. ``"pass batch_size=1"``), said before the ways out
-    that work for every caller, method or metric: one example at a time, or one flat input."""
+    says what the batch holds), or that does not map it to `m` rows of outputs (a model of one
+    graph wrapped as ``lambda x: g(x[0])[None]`` passes at a batch of 1 and gives one row at
+    any batch); `x` (or its shape and dtype) is the caller's batch. `instead` is what else
+    works for the caller (e.g. ``"pass batch_size=1"``), said before the ways out that work
+    for every caller, method or metric."""
     n = x.shape[0]
     if m == n:
         return
     try:
-        _output_shape(f, (m,) + tuple(x.shape[1:]), jnp.dtype(x.dtype))
+        out = _output_shape(f, (m,) + tuple(x.shape[1:]), jnp.dtype(x.dtype))
     except ValueError as err:
         ways = ("explain one example at a time, with f closing over that example's arrays with a "
                 "batch axis of 1 (a padding mask of batch 1 broadcasts to any batch; broadcast a "
@@ -131,6 +133,15 @@ def check_batch_of(f: Callable, x: Any, m: int, how: str, *, instead: str | None
             "A model that closes over arrays with a batch axis of their own (a second input, a "
             f"padding mask) only takes batches of that size. {ways[0].upper()}{ways[1:]}. The "
             f"failure: {err}") from None
+    if out[:1] != (m,):
+        ways = ("give f a leading batch axis of independent examples: f = jax.vmap(g), for g "
+                "mapping one example (one graph) to its logits")
+        ways = f"{instead}; or {ways}" if instead else ways
+        raise ValueError(
+            f"f is evaluated here on {how}: a batch of {m} inputs, not x's {n}, and gives an "
+            f"output of shape {out}: f must map a batch of {m} examples to {m} rows of outputs, "
+            "one per example, at any batch size (a model of one graph wrapped as "
+            f"lambda x: g(x[0])[None] reads example 0 only). {ways[0].upper()}{ways[1:]}.")
 
 
 def output_shape(f: Callable, x: jax.Array) -> tuple:
@@ -362,10 +373,10 @@ def takes_batch(f: Callable, x: Any, m: int) -> bool:
     if m == x.shape[0]:
         return True
     try:
-        _output_shape(f, (m,) + tuple(x.shape[1:]), jnp.dtype(x.dtype))
+        out = _output_shape(f, (m,) + tuple(x.shape[1:]), jnp.dtype(x.dtype))
     except ValueError:
         return False
-    return True
+    return out[:1] == (m,)
 
 
 def fold(a: jax.Array) -> jax.Array:
