@@ -111,9 +111,11 @@ def _gather(eqn, known: list) -> int | str | None:
 
 
 def _gathers_along(dn, slice_sizes, shape: tuple, axis: int) -> bool:
-    """Whether a gather indexes `axis` of its operand (or takes part of it)."""
-    return (axis in dn.start_index_map or axis in dn.collapsed_slice_dims
-            or slice_sizes[axis] != shape[axis])
+    """Whether a gather indexes `axis` of its operand (or takes part of it), other than as a
+    batching axis paired with the indices' (``take_along_axis``: each example its own)."""
+    return axis not in dn.operand_batching_dims and (
+        axis in dn.start_index_map or axis in dn.collapsed_slice_dims
+        or slice_sizes[axis] != shape[axis])
 
 
 def _scatter(eqn, known: list) -> int | str | None:

@@ -91,6 +91,7 @@ PER_EXAMPLE = {
     "sort features": lambda x: jnp.sort(x, 1) @ _W,
     "cumsum features": lambda x: jnp.cumsum(x, 1) @ _W,
     "scatter features": lambda x: x.at[:, np.array([0, 0])].add(x[:, 1:]) @ _W,
+    "take_along_axis": lambda x: jnp.take_along_axis(x, np.array([[1], [2], [0], [0]]), 1) @ _W[:1],
 }
 
 
