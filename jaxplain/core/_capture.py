@@ -38,14 +38,22 @@ _INTERNAL = tuple(package + os.sep for package in (
 
 class BatchMixingWarning(UserWarning):
     """The model's output for one example depends on the other examples of its batch (a value
-    computed over the batch axis, e.g. batch statistics). Filter it by this category."""
+    computed over the batch axis, e.g. batch statistics, or values moved along it, e.g.
+    message passing between the rows of x). Filter it by this category."""
 
     def __init__(self, message: str = (
             "The model's output for one example depends on the other examples of the batch: a "
             "value inside it is computed over the batch axis (e.g. a BatchNorm using batch "
-            "statistics), so per-example explanations of it mix examples. Run the model in "
-            "inference mode, e.g. as_function(linen_model, variables, train=False) or "
-            "as_function(nnx_model, use_running_average=True) for a flag its __call__ takes.")):
+            "statistics), or values move along it (a gather, segment_sum or other scatter, "
+            "sort, cumsum, roll or flip over the batch: message passing between the rows of x), "
+            "so per-example explanations of it mix examples. Run the model in inference mode, "
+            "e.g. as_function(linen_model, variables, train=False) or as_function(nnx_model, "
+            "use_running_average=True) for a flag its __call__ takes. For node classification "
+            "on one graph (x of shape (nodes, features), logits (nodes, classes)) the rows are "
+            "not examples: explain jax.vmap(g) over a batch of graphs, or one graph as a batch "
+            "of one, x[None], with each node a separate target through a wrapper such as "
+            "lambda xs: jax.vmap(g)(xs).reshape(len(xs), -1) and target node * classes + "
+            "class.")):
         super().__init__(message)
 
 

@@ -121,4 +121,5 @@ def test_node_classification_warns():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         attribution.gradient(nodes, x, 0)
-    assert any(issubclass(w.category, BatchMixingWarning) for w in caught)
+    mixing = [str(w.message) for w in caught if issubclass(w.category, BatchMixingWarning)]
+    assert mixing and "node classification" in mixing[0] and "jax.vmap(g)" in mixing[0]
