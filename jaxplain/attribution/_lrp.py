@@ -45,9 +45,9 @@ def _check_selectors(f: Callable, x: jax.Array, composite) -> None:
 
 def _warn_if_first_applies_nowhere(f: Callable, x: jax.Array, composite) -> None:
     """UserWarning when `composite` sets `first` but no linear layer of `f` reads the input
-    (through reshapes and affine maps by constants): the input reaches the first weights through
-    other ops (a gather and ``segment_sum``, a sum, a product), and `first` would be dropped
-    silently."""
+    (through layout ops and affine maps by constants, see `_input_views`): the input reaches the
+    first weights through other ops (a gather and ``segment_sum``, a sum, a product), and
+    `first` would be dropped silently."""
     if composite.first is None:
         return
     program, site_map = program_of(f, x, unrolled=True)

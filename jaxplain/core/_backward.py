@@ -27,8 +27,10 @@ method for the place, or returns ``None``, gets the plain gradient.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import fnmatch
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -41,8 +43,11 @@ from jaxplain.core._cpu import cpu_friendly
 from jaxplain.core._pools import first_max
 from jaxplain.core import _program
 from jaxplain.core._program import Lit, Node, Program, run
-from jaxplain.core._select import matches
-from jaxplain.core._sites import NORMALIZERS, PRODUCTS, SUMS, Site, SiteMap, order_preserving
+from jaxplain.core._select import matches, unknown_site_error
+from jaxplain.core._sites import _SCATTER_ADDS, NORMALIZERS, PRODUCTS, SUMS, Site, SiteMap
+
+# The methods a rule may define, one per kind of place (see rewrite_backward).
+RULE_METHODS = ("linear", "activation", "pool", "sum", "add", "normalizer", "product")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,8 +61,9 @@ class LinearLayer:
       bias: the effective bias, broadcastable to the layer's output (zeros when there is none).
       apply: ``apply(x, w)`` computes the linear map without bias, for any weight `w` shaped like
         `weight` (rules call it with modified weights, e.g. their positive part).
-      is_input: True when the layer consumes the model's input (directly, or through
-        reshapes and elementwise affine maps with constants: an input normalisation).
+      is_input: True when the layer consumes the model's input (directly, or through layout
+        ops such as reshapes, ``jnp.repeat``, ``jnp.pad`` and a concatenated constant channel,
+        and elementwise affine maps with constants: an input normalisation).
       in_axis: the axis of its input that holds the features it reads (a convolution's input
         channels, 1 for NCHW; a dense layer's contracted axis), or None when there are several.
       batch_axis: the axis of its input that holds the examples (a convolution's batch
@@ -78,16 +84,39 @@ class LinearLayer:
 
 
 def _pick(rules, site: Site, method: str):
-    if isinstance(rules, Sequence) and not isinstance(rules, str):
-        for entry in rules:
-            if not (isinstance(entry, tuple) and len(entry) == 2):
-                raise TypeError("rules must be one rule object or a sequence of (selector, rule) pairs; "
-                                f"got the entry {entry!r}")
-            selector, rule = entry
-            if matches(selector, site):
-                return rule if hasattr(rule, method) else None
+    """The rule for `method` at `site`: the one rule if it has `method`, else that of the first
+    ``(selector, rule)`` pair whose selector picks `site` and whose rule has `method` (a pair
+    whose rule lacks it is passed over); None: the plain gradient."""
+    if not isinstance(rules, tuple):
+        return rules if hasattr(rules, method) else None
+    return next((rule for selector, rule in rules
+                 if hasattr(rule, method) and matches(selector, site)), None)
+
+
+def _ask(rule, method: str, name: str, args: tuple, like: tuple):
+    """``rule.<method>(*args)`` at the place `name`: None, or cotangents shaped as the inputs
+    `like` (one; two for ``add`` and ``product``). A rule that fails, or answers in other
+    shapes, raises an error naming the place, the rule and the method."""
+    where = f"rewrite_backward: {type(rule).__name__}.{method} at the place {name!r}"
+    try:
+        out = getattr(rule, method)(*args)
+    except Exception as err:  # noqa: BLE001 - re-raised with the place and the rule
+        kind = TypeError if isinstance(err, TypeError) else ValueError
+        raise kind(f"{where} failed: {type(err).__name__}: {err}") from err
+    if out is None:
         return None
-    return rules if hasattr(rules, method) else None
+    outs = (out,) if len(like) == 1 else out
+    if not (isinstance(outs, (tuple, list)) and len(outs) == len(like)):
+        got = f"an array of shape {out.shape}" if hasattr(out, "shape") else type(out).__name__
+        raise TypeError(f"{where} returned {got}; it returns a pair (cotangent of a, cotangent "
+                        f"of b), or None for the plain gradient")
+    for got, want in zip(outs, like):
+        if jnp.shape(got) != jnp.shape(want):
+            raise ValueError(
+                f"{where} returned a cotangent of shape {jnp.shape(got)} for an input of shape "
+                f"{jnp.shape(want)}: a rule returns values shaped like its inputs (batch "
+                f"first, as it received them), or None for the plain gradient")
+    return out
 
 
 def _dependent_position(program: Program, node: Node) -> int:
@@ -194,7 +223,7 @@ def _linear_place(program: Program, chain: tuple, name: str, is_input: bool, rul
         xv, wv, cs = res
         weight, bias = effective(wv, cs)
         layer = LinearLayer(name, op, weight, bias, lin, is_input, in_axis, batch_axis)
-        gx = rule.linear(layer, xv, g)
+        gx = _ask(rule, "linear", name, (layer, xv, g), (xv,))
         if gx is None:
             gx = jax.vjp(lambda v: forward(v, wv, cs), xv)[1](g)[0]
         return gx, jnp.zeros_like(wv), jax.tree_util.tree_map(jnp.zeros_like, cs)
@@ -212,24 +241,29 @@ def _apply_steps(steps: list, value, consts: list):
 
 
 def _input_views(program: Program) -> set:
-    """The model's input and its views through order-preserving shape ops (the ``x[None]`` of a
-    layer under ``vmap``) and elementwise affine maps with constants (an input normalisation,
-    ``(x - mean) / std``): what a layer that consumes the input reads."""
+    """The model's input and its views through layout ops (reshapes, broadcasts such as the
+    ``x[None]`` of a layer under ``vmap`` or a ``jnp.repeat`` upsampling, transposes, slices,
+    flips, casts, a ``jnp.pad``, a concatenation with constants such as a CoordConv channel)
+    and elementwise affine maps with constants (an input normalisation, ``(x - mean) / std``):
+    what a layer that consumes the input reads."""
     views = {program.input_id}
     for node in program.nodes:
-        reads = node.ins[0] if len(node.ins) == 1 else None
-        if isinstance(reads, int) and reads in views and order_preserving(node):
+        data = [r for r in node.ins if isinstance(r, int) and r in program.depends]
+        if not data or any(r not in views for r in data):
+            continue
+        if node.prim in _LAYOUT:
             views.update(node.outs)
-        elif node.prim in _AFFINE_WITH_CONSTANT and len(node.ins) == 2:
-            data = [r for r in node.ins if isinstance(r, int) and r in program.depends]
-            affine = (len(data) == 1 and data[0] in views
-                      and (node.prim != "div" or node.ins[0] == data[0])
-                      and program.avals[node.outs[0]].shape == program.avals[data[0]].shape)
-            if affine:
+        elif node.prim in _AFFINE_WITH_CONSTANT and len(node.ins) == 2 and len(data) == 1:
+            if ((node.prim != "div" or node.ins[0] == data[0])
+                    and program.avals[node.outs[0]].shape == program.avals[data[0]].shape):
                 views.update(node.outs)
     return views
 
 
+# Ops that move, copy, pad or cast the values of their input-dependent operands, any others
+# being constants (a pad's value, a concatenated constant channel).
+_LAYOUT = frozenset({"reshape", "squeeze", "expand_dims", "broadcast_in_dim", "transpose", "rev",
+                     "slice", "pad", "concatenate", "copy", "copy_p", "convert_element_type"})
 # Two-operand ops that are affine in the input when the other operand is a constant (a division
 # only as ``x / c``).
 _AFFINE_WITH_CONSTANT = frozenset({"add", "sub", "mul", "div"})
@@ -311,7 +345,7 @@ def _one_operand_place(forward: Callable, ask: Callable, v, cs):
     return place(v, cs)
 
 
-def _activation_place(program: Program, node: Node, rule, env, batch: dict) -> list:
+def _activation_place(program: Program, node: Node, rule, name: str, env, batch: dict) -> list:
     pos = _dependent_position(program, node)
     others = [_operand(r, env) for k, r in enumerate(node.ins) if k != pos]
 
@@ -321,27 +355,28 @@ def _activation_place(program: Program, node: Node, rule, env, batch: dict) -> l
         return node.bind(*args)[0]
 
     def ask(v, y, g, pullback):
-        return rule.activation(node.activation, v, y, g)
+        return _ask(rule, "activation", name, (node.activation, v, y, g), (v,))
 
     ask = _batch_first(ask, batch.get(node.ins[pos]), batch.get(node.outs[0]))
     return [_one_operand_place(forward, ask, env[node.ins[pos]], others)]
 
 
-def _normalizer_place(node: Node, rule, env, batch: dict) -> list:
+def _normalizer_place(node: Node, rule, name: str, env, batch: dict) -> list:
     def forward(v, cs):
         return node.bind(v)[0]
 
     def ask(v, y, g, pullback):
-        return rule.normalizer(node.prim, v, y, g)
+        return _ask(rule, "normalizer", name, (node.prim, v, y, g), (v,))
 
     ask = _batch_first(ask, batch.get(node.ins[0]), batch.get(node.outs[0]))
     return [_one_operand_place(forward, ask, env[node.ins[0]], [])]
 
 
-def _pool_place(program: Program, chain: tuple, op: str, ask_rule, env, batch: dict) -> list:
-    """The pool or sum `chain` (see `_plan`) under a custom VJP that asks
-    ``ask_rule(op, v, y, g, pullback)`` (a rule's ``pool`` or ``sum``; None: the plain gradient,
-    with a max's ties as a ``reduce_window``'s)."""
+def _pool_place(program: Program, chain: tuple, op: str, rule, method: str, name: str, env,
+                batch: dict) -> list:
+    """The pool or sum `chain` (see `_plan`) under a custom VJP that asks the rule's `method`
+    (``pool`` or ``sum``) ``(op, v, y, g, pullback)``; no rule: the plain gradient, with a max's
+    ties as a ``reduce_window``'s."""
     node = program.nodes[chain[0]]
     at = _dependent_position(program, node)  # a scatter-add's updates; others: constants
     others = [_operand(r, env) for k, r in enumerate(node.ins) if k != at]
@@ -365,15 +400,18 @@ def _pool_place(program: Program, chain: tuple, op: str, ask_rule, env, batch: d
         return _apply_steps(steps, pool(v, cs[0]), cs[1])
 
     def ask(v, y, g, pullback):
-        return None if ask_rule is None else ask_rule(op, v, y, g, pullback)
+        return None if rule is None else _ask(rule, method, name, (op, v, y, g, pullback), (v,))
 
     ask = _batch_first(ask, batch.get(node.ins[at]), batch.get(program.nodes[chain[-1]].outs[0]))
     return [_one_operand_place(forward, ask, env[node.ins[at]], (others, consts))]
 
 
-def _two_operand_place(node: Node, ask: Callable, env) -> list:
-    """``node`` (of two input-dependent operands) under a custom VJP whose cotangents are
-    ``ask(a, b, y, g, pullback)``, or the plain gradient where that returns None."""
+def _two_operand_place(node: Node, rule, method: str, name: str, env) -> list:
+    """``node`` (of two input-dependent operands) under a custom VJP whose cotangents are the
+    rule's ``add(a, b, y, g)`` or ``product(op, a, b, y, g, pullback)``, or the plain gradient
+    where that returns None."""
+    args = (lambda a, b, y, g, pb: (a, b, y, g)) if method == "add" else (
+        lambda a, b, y, g, pb: (PRODUCTS[node.prim], a, b, y, g, pb))
 
     def forward(a, b):
         return node.bind(a, b)[0]
@@ -389,7 +427,7 @@ def _two_operand_place(node: Node, ask: Callable, env) -> list:
     def bwd(res, g):
         a, b, y = res
         pullback = jax.vjp(forward, a, b)[1]
-        grads = ask(a, b, y, g, pullback)
+        grads = _ask(rule, method, name, args(a, b, y, g, pullback), (a, b))
         return tuple(pullback(g) if grads is None else grads)
 
     place.defvjp(fwd, bwd)
@@ -429,8 +467,7 @@ def _plan(program: Program, site_map: SiteMap, rules) -> dict[int, tuple]:
                 chain = site_map.groups[i]
                 for j in chain[:-1]:
                     plan[j] = ("skip",)
-                ask = None if rule is None else getattr(rule, method)
-                plan[chain[-1]] = ("pool", ask, chain, op)
+                plan[chain[-1]] = ("pool", rule, method, chain, op, name)
         elif i in site_map.groups:
             rule = _pick(rules, site, "linear")
             if rule is not None:
@@ -444,19 +481,19 @@ def _plan(program: Program, site_map: SiteMap, rules) -> dict[int, tuple]:
         elif node.activation is not None:
             rule = _pick(rules, site, "activation")
             if rule is not None:
-                plan[i] = ("activation", rule)
+                plan[i] = ("activation", rule, name)
         elif node.prim == "add":
             rule = _pick(rules, site, "add")
             if rule is not None:
-                plan[i] = ("add", rule)
+                plan[i] = ("add", rule, name)
         elif node.prim in NORMALIZERS:
             rule = _pick(rules, site, "normalizer")
             if rule is not None:
-                plan[i] = ("normalizer", rule)
+                plan[i] = ("normalizer", rule, name)
         elif node.prim in PRODUCTS:
             rule = _pick(rules, site, "product")
             if rule is not None:
-                plan[i] = ("product", rule)
+                plan[i] = ("product", rule, name)
     return plan
 
 
@@ -474,8 +511,10 @@ def _body_places(jaxpr) -> set[str]:
             kinds.add("activation")
         if name in _CONVS:
             kinds.add("linear")
-        if name in _POOLS:
+        if name in _POOLS or name == "reduce_sum":  # a mean is a reduce_sum
             kinds.add("pool")
+        if name in SUMS or name in _SCATTER_ADDS:
+            kinds.add("sum")
         if name == "add":
             kinds.add("add")
         if name in NORMALIZERS:
@@ -487,21 +526,30 @@ def _body_places(jaxpr) -> set[str]:
     return kinds
 
 
+def _loops_left_whole(program: Program) -> list[tuple[Node, Site]]:
+    """The input-dependent loops over the unroll budget, left as one node each, with the site
+    that rules see for them (the loop's scope)."""
+    found = []
+    for node in program.nodes:
+        if node.prim == "scan" and any(isinstance(r, int) and r in program.depends
+                                       for r in node.ins):
+            body = node.eqn.params["jaxpr"].jaxpr
+            name = "/".join(node.stack + (_program._common_scope(body) or _program._LOOP_SCOPE,))
+            dtype = program.avals[node.outs[0]].dtype
+            found.append((node, Site(name, (), dtype, "module", "scan")))
+    return found
+
+
 def _warn_loops_left_whole(program: Program, rules) -> None:
     """Warn for each input-dependent loop over the unroll budget, left as one node, inside
     which the rules have a method for a place: the loop's backward pass is the plain one."""
-    for node in program.nodes:
-        if node.prim != "scan" or not any(isinstance(r, int) and r in program.depends
-                                          for r in node.ins):
-            continue
+    for node, site in _loops_left_whole(program):
         body = node.eqn.params["jaxpr"].jaxpr
-        name = "/".join(node.stack + (_program._common_scope(body) or _program._LOOP_SCOPE,))
-        site = Site(name, (), program.avals[node.outs[0]].dtype, "module", "scan")
         kinds = sorted(k for k in _body_places(body) if _pick(rules, site, k) is not None)
         if kinds:
             size = node.eqn.params["length"] * _program._size(body)
             warnings.warn(
-                f"rewrite_backward: the loop '{name}' ({node.eqn.params['length']} steps, "
+                f"rewrite_backward: the loop '{site.name}' ({node.eqn.params['length']} steps, "
                 f"{size} equations in all) is over jaxplain.core.UNROLL_BUDGET "
                 f"({_program.UNROLL_BUDGET}) and stays one node, so the rules' "
                 f"{', '.join(kinds)} methods are not applied inside it: its backward pass is the "
@@ -509,17 +557,37 @@ def _warn_loops_left_whole(program: Program, rules) -> None:
                 f"summation-to-delta do not hold there.", UserWarning, stacklevel=4)
 
 
+def _check_selectors(program: Program, site_map: SiteMap, rules) -> None:
+    """ValueError, with close matches, for a name or glob of the ``(selector, rule)`` pairs
+    that picks no place of the program (a typo would leave the plain gradient there)."""
+    if not isinstance(rules, tuple):
+        return
+    names = list(dict.fromkeys(name for _, name in sorted(site_map.node_names.items())))
+    names += [site.name for _, site in _loops_left_whole(program)]
+    for selector, _ in rules:
+        if callable(selector):
+            continue
+        for pattern in (selector,) if isinstance(selector, str) else selector:
+            if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
+                raise unknown_site_error(pattern, names, what="place (in rules)")
+
+
 def rewrite_backward(f: Callable, rules) -> Callable:
     """`f` with identical forward values and a VJP that follows `rules`.
 
     Args:
       f: a model function, batch first.
-      rules: one rule object applied everywhere, or a sequence of ``(selector, rule)`` pairs
-        (first match wins; the selector is matched against the place's site name). A rule may
-        define any of ``linear(layer: LinearLayer, x, g) -> gx``,
-        ``activation(op, x, y, g) -> gx``, ``pool(op, x, y, g, pullback) -> gx`` (``op`` is
-        ``"max_pool"``, ``"avg_pool"`` or ``"mean"``; ``y`` is the pooled value, after an
-        average's division and the shape ops ``vmap`` adds around an Equinox pool;
+      rules: one rule object applied everywhere, or a list of ``(selector, rule)`` pairs: at
+        each place, the first pair whose selector picks the place's site name and whose rule
+        has the method for that kind of place (a pair whose rule lacks it is passed over, so
+        ``[("block1/*", ActivationRule()), ("*", LinearRule())]`` gives block1's linear
+        layers ``LinearRule``). A name or glob that picks no place is a ``ValueError`` with
+        close matches. A rule is a hashable instance (a frozen dataclass: equal rules share
+        one compiled program) that defines one or more of
+        ``linear(layer: LinearLayer, x, g) -> gx``, ``activation(op, x, y, g) -> gx``,
+        ``pool(op, x, y, g, pullback) -> gx`` (``op`` is ``"max_pool"``, ``"avg_pool"`` or
+        ``"mean"``; ``y`` is the pooled value, after an average's division and the shape ops
+        ``vmap`` adds around an Equinox pool;
         ``pullback(c)`` is the plain gradient for ``x`` of a cotangent ``c`` of ``y``),
         ``sum(op, x, y, g, pullback) -> gx`` (as ``pool``; ``op`` is ``"reduce_sum"``,
         ``"scatter_add"`` or ``"cumsum"``, ``x`` the input-dependent terms),
@@ -529,7 +597,9 @@ def rewrite_backward(f: Callable, rules) -> Callable:
         or ``"matmul"``; ``pullback(c)`` is the plain gradient pair); returning ``None`` or
         lacking the method means the plain gradient there. Rules see whole batches, batch
         first at activations, pools and normalisers (also where ``vmap`` keeps the value's
-        batch axis elsewhere).
+        batch axis elsewhere), and return values shaped like the inputs they are given; a
+        rule that fails or answers in other shapes raises an error naming the place, the
+        rule and the method.
 
     Returns:
       ``g`` with ``g(x) == f(x)`` whose ``jax.vjp``/``jax.grad`` use the rules.
@@ -545,11 +615,52 @@ def rewrite_backward(f: Callable, rules) -> Callable:
       Array([[ 1., -0.]], dtype=float32)
     """
 
+    return compiled(_rewritten, f, _checked_rules(rules))
+
+
+def _checked_rules(rules):
+    """`rules` as the compiled function's key: one rule, or a tuple of ``(selector, rule)``
+    pairs with hashable selectors; a TypeError for anything else."""
+    if isinstance(rules, Mapping):
+        raise TypeError(f"rules must be one rule or a list of (selector, rule) pairs; got a "
+                        f"{type(rules).__name__}: pass a list of (selector, rule) pairs, e.g. "
+                        f"list(rules.items()) (at each place the first pair whose rule has a "
+                        f"method for it applies)")
     if isinstance(rules, Sequence) and not isinstance(rules, str):
-        rules = tuple((selector_key(e[0]), e[1]) if isinstance(e, tuple) and len(e) == 2 else e
-                      for e in rules)
-    _refuse_array_parameters(rules)
-    return compiled(_rewritten, f, rules)
+        for entry in rules:
+            if not (isinstance(entry, tuple) and len(entry) == 2):
+                raise TypeError("rules must be one rule object or a list of (selector, rule) "
+                                f"pairs; got the entry {entry!r}")
+            _check_rule(entry[1], f"the rule for {entry[0]!r}")
+        return tuple((selector_key(selector), rule) for selector, rule in rules)
+    _check_rule(rules, "rules")
+    return rules
+
+
+def _check_rule(rule, where: str) -> None:
+    """TypeError unless `rule` is a hashable instance with at least one rule method."""
+    if isinstance(rule, str):
+        raise TypeError(f"{where} is the string {rule!r}; a rule is an object with one or more "
+                        f"of the methods {', '.join(RULE_METHODS)} (see rewrite_backward)")
+    if isinstance(rule, type):
+        raise TypeError(f"{where} is the class {rule.__name__}; pass an instance, "
+                        f"{rule.__name__}()")
+    if not any(hasattr(rule, method) for method in RULE_METHODS):
+        close = [f"rename {name!r} to {match[0]!r}" for name in dir(rule)
+                 if not name.startswith("_")
+                 for match in [difflib.get_close_matches(name, RULE_METHODS, n=1, cutoff=0.75)]
+                 if match]
+        hint = f"; {', '.join(close)}" if close else ""
+        raise TypeError(f"{where} ({type(rule).__name__}) has none of the rule methods "
+                        f"{', '.join(RULE_METHODS)}, so it would change nothing{hint}")
+    _refuse_array_parameters(rule)
+    try:
+        hash(rule)
+    except TypeError:
+        raise TypeError(f"{where} ({type(rule).__name__}) is not hashable: rules are static, "
+                        f"equal rules share one compiled program (an unhashable rule compiles "
+                        f"anew on every call); make it a frozen dataclass, "
+                        f"@dataclasses.dataclass(frozen=True)") from None
 
 
 def _refuse_array_parameters(value, depth: int = 0) -> None:
@@ -580,6 +691,7 @@ def _rewritten(f: Callable, rules, x):
                         f"floating x; got {x.dtype} (for token ids, rewrite a function of the "
                         f"embeddings)")
     program, site_map = program_of(f, x, unrolled=True)  # rules apply inside loops too
+    _check_selectors(program, site_map, rules)
     _warn_loops_left_whole(program, rules)
     plan = _plan(program, site_map, rules)
     batch = batch_axes(program) if plan else {}
@@ -594,17 +706,14 @@ def _rewritten(f: Callable, rules, x):
         if kind == "linear":
             _, rule, chain, name, is_input = entry
             return _linear_place(program, chain, name, is_input, rule, env)
-        if kind == "activation":
-            return _activation_place(program, node, entry[1], env, batch)
         if kind == "pool":
-            _, rule, chain, op = entry
-            return _pool_place(program, chain, op, rule, env, batch)
+            _, rule, method, chain, op, name = entry
+            return _pool_place(program, chain, op, rule, method, name, env, batch)
+        _, rule, name = entry
+        if kind == "activation":
+            return _activation_place(program, node, rule, name, env, batch)
         if kind == "normalizer":
-            return _normalizer_place(node, entry[1], env, batch)
-        rule = entry[1]
-        if kind == "product":
-            op = PRODUCTS[node.prim]
-            return _two_operand_place(node, lambda a, b, y, g, pb: rule.product(op, a, b, y, g, pb), env)
-        return _two_operand_place(node, lambda a, b, y, g, pb: rule.add(a, b, y, g), env)
+            return _normalizer_place(node, rule, name, env, batch)
+        return _two_operand_place(node, rule, kind, name, env)  # add, product
 
     return run(program, x, replace=replace)[0]
