@@ -19,12 +19,13 @@ import numpy as np
 from jaxplain.core._adapters import refuse_module
 from jaxplain.core._affine import AffineStem, affine_stem
 from jaxplain.core._backward import unruled_products
-from jaxplain.core._capture import model_error_hint, warn_if_mixes_batch
+from jaxplain.core._capture import model_error_hint, program_of, warn_if_mixes_batch
 from jaxplain.core._chunks import auto_chunk
 from jaxplain.core._layout import fast_convolutions
 from jaxplain.core._cpu import cpu_friendly, sum_leading
 from jaxplain.core._outputs import output_activation
 from jaxplain.core._reinterpret import zeros_varying_like
+from jaxplain.core._sites import NORMALIZERS
 
 
 def is_traced(value: Any) -> bool:
@@ -308,6 +309,75 @@ def warn_if_products(f: Callable, x: jax.Array, rules: Any, method: str,
         "relevance (a median 52% of the logit missed on the attribution guide's ViT). "
         "conservative_propagation holds the attention weights constant and sums to the logit "
         "on an encoder without biases whose MLPs have ReLU (or no) activations.",
+        UserWarning, stacklevel=3)
+
+
+# Elementwise primitives that are nonlinear in an input-dependent operand and that no rule sees
+# (jax.nn's activations are one node each, rsqrt and sqrt are normalisers, products are warned
+# about apart); div only by an input-dependent divisor, select_n only on an input-dependent
+# predicate.
+_NONLINEAR = frozenset({
+    "integer_pow", "pow", "square", "exp", "exp2", "log", "log1p", "expm1", "sin", "cos", "tan",
+    "asin", "acos", "atan", "atan2", "sinh", "cosh", "asinh", "acosh", "atanh", "cbrt", "abs",
+    "sign", "floor", "ceil", "round", "erf", "erfc", "erf_inv", "lgamma", "digamma", "max",
+    "min", "clamp", "rem", "div", "select_n"})
+# Ops that pass a value on unchanged (looked through to find a divisor's normaliser).
+_RESHAPES = frozenset({"broadcast_in_dim", "reshape", "squeeze", "expand_dims",
+                       "convert_element_type"})
+
+
+def unruled_nonlinear(f: Callable, x: jax.Array) -> tuple[str, ...]:
+    """The elementwise nonlinearities of `f` (at `x`'s shape) that no rule sees: raw primitives
+    such as ``x ** 2``, ``jnp.exp`` or ``jnp.sin`` applied to input-dependent values on a path to
+    the output that passes no normaliser and no ``stop_gradient`` (a LayerNorm's variance is
+    left out), as ``scope/primitive`` names."""
+    program, site_map = program_of(f, x, unrolled=True, warn=False)
+    reach = {r for r in program.output_ids if isinstance(r, int)}
+    for node in reversed(program.nodes):
+        if node.prim not in NORMALIZERS and node.prim != "stop_gradient" and any(
+                r in reach for r in node.outs):
+            reach.update(r for r in node.ins if isinstance(r, int))
+    producer = {r: node for node in program.nodes for r in node.outs}
+
+    def dependent(r):
+        return isinstance(r, int) and r in program.depends
+
+    def normalised(r):  # a value computed by a normaliser, reshaped
+        while r in producer and producer[r].prim in _RESHAPES:
+            r = producer[r].ins[0]
+        return r in producer and producer[r].prim in NORMALIZERS
+
+    names = []
+    for i, node in enumerate(program.nodes):
+        if (node.prim not in _NONLINEAR or node.activation is not None or not node.outs
+                or node.outs[0] not in reach or i in site_map.pools or i in site_map.groups):
+            continue
+        if node.prim == "div":
+            hit = dependent(node.ins[1]) and not normalised(node.ins[1])
+        elif node.prim == "select_n":
+            hit = dependent(node.ins[0])
+        else:
+            hit = any(dependent(r) for r in node.ins)
+        if hit:
+            names.append("/".join(node.stack + (node.prim,)))
+    return tuple(dict.fromkeys(names))
+
+
+def warn_if_unruled_nonlinear(f: Callable, x: jax.Array, method: str, consequence: str) -> None:
+    """A ``UserWarning`` when `f` applies elementwise nonlinearities that no rule sees
+    (:func:`unruled_nonlinear`), where `method`'s rules pass the plain gradient, so that
+    `consequence` (its summation fails there)."""
+    names = unruled_nonlinear(f, x)
+    if not names:
+        return
+    shown = ", ".join(repr(n) for n in names[:4]) + (", ..." if len(names) > 4 else "")
+    warnings.warn(
+        f"{method}: the model applies elementwise nonlinearities that are no jax.nn activation "
+        f"({shown}) to values that depend on x; {method}'s rescale rule does not see them and "
+        f"passes their plain gradient, so summation-to-delta fails there and {consequence}. "
+        "Write the nonlinearity as a jax.nn function where it is one (jax.nn.relu6 for "
+        "jnp.clip(h, 0, 6), jax.nn.softplus, ...), or use integrated_gradients, whose sum "
+        "tends to f(x)_t - f(b)_t as its steps grow.",
         UserWarning, stacklevel=3)
 
 

@@ -27,26 +27,17 @@ from jaxplain.core._cpu import cpu_friendly
 ON_X_BATCH = ("use a method that evaluates f on x's batch: the gradient family, LRP, occlusion, "
               "feature ablation, Shapley sampling, KernelSHAP or LIME")
 
-# Elementwise activations DeepLIFT rescales, with their functions for the fallback derivative.
-_ACTIVATIONS = {
-    "relu": jax.nn.relu,
-    "sigmoid": jax.nn.sigmoid,
-    "tanh": jnp.tanh,
-    "softplus": jax.nn.softplus,
-    "elu": jax.nn.elu,
-    "silu": jax.nn.silu,
-    "gelu": jax.nn.gelu,
-    "leaky_relu": jax.nn.leaky_relu,
-}
-
 
 @dataclasses.dataclass(frozen=True)
 class Rescale:
     """DeepLIFT's rescale rule on a batch evaluated as ``concatenate([x, baseline])``.
 
-    The first half of the batch holds the inputs, the second the references. At an activation
-    ``y = h(z)`` the cotangent of the inputs' half becomes ``g * (y - y_ref) / (z - z_ref)``
-    (the ordinary derivative where ``|z - z_ref| < eps``); the references get no gradient.
+    The first half of the batch holds the inputs, the second the references. At every
+    elementwise activation ``y = h(z)`` (each ``jax.nn`` activation the kernel keeps as one
+    node: relu, relu6, hard_silu, selu, mish, ...; not the mixing softmax and log-softmax) the
+    cotangent of the inputs' half becomes ``g * (y - y_ref) / (z - z_ref)`` (where
+    ``|z - z_ref| < eps``: the derivative of ``jax.nn``'s function of that name, at its
+    default parameters); the references get no gradient.
     The multipliers are computed in float32 at least (`eps` is 0 in float16) and cast to the
     cotangent's dtype.
 
@@ -61,13 +52,12 @@ class Rescale:
     eps: float = 1e-10
 
     def activation(self, op, x, y, g):
-        fn = _ACTIVATIONS.get(op)
-        if fn is None:
+        if op in MIXING:
             return None
         n = x.shape[0] // 2
         dz = _common.widen(x[:n]) - _common.widen(x[n:])
         dy = _common.widen(y[:n]) - _common.widen(y[n:])
-        slope = jax.jvp(fn, (x[:n],), (jnp.ones_like(x[:n]),))[1]
+        slope = jax.jvp(getattr(jax.nn, op), (x[:n],), (jnp.ones_like(x[:n]),))[1]
         small = jnp.abs(dz) < self.eps
         multiplier = jnp.where(small, _common.widen(slope), dy / jnp.where(small, 1, dz))
         cotangent = (_common.widen(g[:n]) * multiplier).astype(g.dtype)
@@ -128,7 +118,8 @@ def check_batch_first(f: Callable, both) -> None:
     program, site_map = program_of(f, both, unrolled=True, warn=False)
     batch, m = batch_axes(program), both.shape[0]
     for i, node in enumerate(program.nodes):
-        if node.activation not in _ACTIVATIONS and site_map.pools.get(i) != "max_pool":
+        rescaled = node.activation is not None and node.activation not in MIXING
+        if not rescaled and site_map.pools.get(i) != "max_pool":
             continue
         ref = next((r for r in node.ins if isinstance(r, int) and r in program.depends), None)
         shape = () if ref is None else tuple(program.avals[ref].shape)
@@ -173,12 +164,14 @@ def deeplift(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, 
     ``f(x)_t - f(b)_t`` on ReLU networks, with max pools too (summation-to-delta).
 
     Args:
-      f: the model, mapping a batch to logits ``(n, classes)``; any JAX function whose
-        activations :func:`jaxplain.rewrite_backward` recognises (relu in all its spellings,
-        sigmoid, tanh, ...). Max pools split each window's difference between the input's and
-        the reference's maxima (Captum's rule). Pass the logits: a final ``jax.nn.softmax``
-        (or log-softmax) has no rescale rule, so the sum is lost; such a model gets a
-        ``UserWarning``.
+      f: the model, mapping a batch to logits ``(n, classes)``; any JAX function: every
+        elementwise ``jax.nn`` activation is rescaled (relu in all its spellings, relu6,
+        hard_silu, gelu, selu, ...). Max pools split each window's difference between the
+        input's and the reference's maxima (Captum's rule). Other elementwise nonlinearities
+        (``h ** 2``, ``jnp.exp``, ``jnp.sin``: no activation) keep their plain gradient and
+        break the sum; such a model gets a ``UserWarning``. Pass the logits: a final
+        ``jax.nn.softmax`` (or log-softmax) has no rescale rule, so the sum is lost; such a
+        model gets a ``UserWarning`` too.
       x: the inputs, batch first.
       target: the class to explain per example, shape ``(n,)``, or one int.
       baseline: the reference input: None (zeros), a scalar, or an array broadcastable to `x`.
@@ -205,6 +198,8 @@ def deeplift(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, 
                              "f(x)_t - f(b)_t")
     _common.warn_if_softmax_output(f, x, "deeplift", "the attributions do not sum to "
                                    "f(x)_t - f(b)_t")
+    _common.warn_if_unruled_nonlinear(f, x, "deeplift", "the attributions do not sum to "
+                                      "f(x)_t - f(b)_t")
     return _deeplift(f, x, t, b)
 
 

@@ -20,6 +20,10 @@ from jaxplain import core
 from jaxplain.attribution import _common
 from jaxplain.core._capture import selector_key
 
+#: The default sites' activations: piecewise linear, so that the network masked at them is
+#: locally linear around ``x`` (the pathway theory).
+PIECEWISE_LINEAR = ("relu", "relu6", "leaky_relu", "hard_tanh")
+
 
 def check_function(f: Callable) -> None:
     """The check every method shares (``jaxplain.attribution``): ``f`` is a hashable model
@@ -106,11 +110,13 @@ def _resolve(f: Callable, shape: tuple, dtype, selector) -> tuple[tuple, int]:
             f"got output shape {out.shape}."
         )
     if selector is None:
-        names = tuple(core.relu_sites(f, spec))
+        names = tuple(s.name for s in all_sites
+                      if s.kind == "activation" and s.op in PIECEWISE_LINEAR)
         if not names:
             raise ValueError(
-                "f has no post-ReLU activation sites; pass sites= explicitly (a name, glob, "
-                f"list or predicate). Available sites: {[s.name for s in all_sites]}."
+                f"f has no post-ReLU activation sites (nor any of {', '.join(PIECEWISE_LINEAR)}, "
+                "the piecewise-linear activations); pass sites= explicitly (a name, glob, list "
+                f"or predicate). Available sites: {[s.name for s in all_sites]}."
             )
     else:
         names = tuple(core.select(all_sites, selector))
@@ -144,8 +150,9 @@ def resolve(f: Callable, x, sites) -> tuple[tuple, int]:
     Args:
       f: the model function, batch in, logits ``(batch, classes)`` out.
       x: the input batch, already through :func:`check_x` (only its shape and dtype are used).
-      sites: ``None`` (every post-ReLU activation, ``jaxplain.core.relu_sites``) or any selector
-        accepted by ``jaxplain.core.select`` (a name, a glob, a list of names, a predicate).
+      sites: ``None`` (every activation site of :data:`PIECEWISE_LINEAR`: relu, relu6,
+        leaky_relu, hard_tanh) or any selector accepted by ``jaxplain.core.select`` (a name, a
+        glob, a list of names, a predicate).
     """
     check_function(f)
     shape = tuple(np.shape(x))

@@ -113,8 +113,9 @@ def contributions(
       x: input batch, e.g. NHWC images ``(batch, H, W, C)``.
       target: class per example, an int or ``(batch,)`` ints; ``None`` takes the predicted
         class, as the paper does. The score uses the pre-softmax logit.
-      sites: ``None`` for every post-ReLU activation, or any site selector of
-        ``jaxplain.core.select`` (name, glob, list of names, predicate).
+      sites: ``None`` for every post-activation site of a piecewise-linear activation
+        (relu, relu6, leaky_relu, hard_tanh), or any site selector of ``jaxplain.core.select``
+        (name, glob, list of names, predicate).
 
     Returns:
       ``{site name: scores}``, each shaped like the site's value ``(batch, ...)``, >= 0.

@@ -172,7 +172,8 @@ def select(
       x: input batch ``(batch, ...)``.
       target: class per example (int or ``(batch,)``); ``None``: the predicted class.
       keep: kept fraction in (0, 1] (``keep=0.2`` is the paper's sparsity ``p = 80``).
-      sites: ``None`` for every post-ReLU activation, or a selector of ``jaxplain.core.select``.
+      sites: ``None`` for every relu, relu6, leaky_relu and hard_tanh activation, or a
+        selector of ``jaxplain.core.select``.
       method: ``"taylor"`` or ``"integrated"``.
       steps: IG intervals for ``method="integrated"``.
       batch_size: for ``method="integrated"``, how many of the ``steps + 1`` IG steps are
