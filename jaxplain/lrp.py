@@ -10,6 +10,7 @@ from jaxplain.attribution._lrp_rules import EpsilonPlus as EpsilonPlus
 from jaxplain.attribution._lrp_rules import EpsilonPlusFlat as EpsilonPlusFlat
 from jaxplain.attribution._lrp_rules import Flat as Flat
 from jaxplain.attribution._lrp_rules import Gamma as Gamma
+from jaxplain.attribution._lrp_rules import SignalTakeAll as SignalTakeAll
 from jaxplain.attribution._lrp_rules import WSquare as WSquare
 from jaxplain.attribution._lrp_rules import ZBox as ZBox
 from jaxplain.attribution._lrp_rules import ZPlus as ZPlus

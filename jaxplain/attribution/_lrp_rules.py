@@ -347,6 +347,31 @@ MIXING = frozenset({"softmax", "log_softmax"})
 
 
 @dataclasses.dataclass(frozen=True)
+class SignalTakeAll:
+    """A rule for gated products ``y = gate * signal`` (a squeeze-and-excitation block's channel
+    gate, an LSTM's input and output gates): the signal takes the whole relevance and the gate
+    none, as if the gate were a weight (Arras et al. 2017, "signal-take-all"), which conserves
+    relevance through the product. Give it to a :class:`Composite` as ``products=``.
+
+    The gate is the factor broadcast over more positions (the SE gate ``(n, 1, 1, c)`` against
+    the features ``(n, h, w, c)``); between factors of one shape, the one whose values all lie in
+    [0, 1], as a sigmoid's (else the second). A product of two matrices (attention) keeps its
+    plain gradient: see :func:`jaxplain.attribution.attn_lrp` for that."""
+
+    def product(self, op, a, b, y, g, pullback):
+        if op != "mul":
+            return None
+        to_a, to_b = (jax.vjp(lambda s: jnp.broadcast_to(s, y.shape), v)[1](g)[0] for v in (a, b))
+        if a.size != b.size:
+            gate_is_b = b.size < a.size
+        else:
+            unit = lambda v: jnp.all((v >= 0) & (v <= 1))  # noqa: E731
+            gate_is_b = unit(b) | ~unit(a)
+        return (jnp.where(gate_is_b, to_a, 0).astype(a.dtype),
+                jnp.where(gate_is_b, 0, to_b).astype(b.dtype))
+
+
+@dataclasses.dataclass(frozen=True)
 class Composite:
     """Rules assigned to linear layers by site filter, plus a conserving residual-add rule.
 
@@ -369,6 +394,9 @@ class Composite:
     total of a normalisation), ``R_i = x_i R_window / stab(sum of the window)`` (Zennit's Norm
     rule, which its presets put on sums and average pools, adaptive ones included), so that
     relevance is conserved; max pools pass relevance to the window's maximum (their gradient).
+    Products of two input-dependent values (gates, attention) keep their plain gradient, which
+    gives the whole relevance to both factors (`lrp` warns), unless ``products`` is a rule with
+    a ``product`` method: :class:`SignalTakeAll` for gated units such as squeeze-and-excitation.
 
     ``stabilizer`` is that Norm rule's ``stab`` (sums and pools), apart from the rules' own
     epsilons as in Zennit, whose presets keep ``Norm(stabilizer=1e-6)`` whatever their
@@ -393,6 +421,7 @@ class Composite:
     stabilizer: float = 1e-6
     first_ops: tuple = ("conv", "dense")
     activations: str = "pass"
+    products: Any = None
 
     def __post_init__(self):
         _static(self, "stabilizer")
@@ -407,6 +436,9 @@ class Composite:
         for name in ("default", "first", "conv", "dense"):
             if getattr(self, name) is not None:
                 check_rule(getattr(self, name), name)
+        if self.products is not None and not hasattr(self.products, "product"):
+            raise TypeError("products must be a rule with a product method, e.g. "
+                            f"SignalTakeAll(); got {self.products!r}")
         unknown = set(self.first_ops) - {"conv", "dense"}
         if unknown:
             raise ValueError(f"first_ops must name 'conv' and/or 'dense'; got {self.first_ops!r}")
@@ -454,6 +486,13 @@ class Composite:
 
     def sum(self, op, x, y, g, pullback):  # any sum of terms: the Norm rule, as a mean's
         return self.pool("mean", x, y, g, pullback)
+
+    @property
+    def product(self):
+        """`products`' rule at products; absent (the plain gradient there) when it is None."""
+        if self.products is None:
+            raise AttributeError("product")
+        return self.products.product
 
 
 def EpsilonPlus(epsilon: float = 1e-6) -> Composite:  # noqa: N802 (Zennit's preset names)

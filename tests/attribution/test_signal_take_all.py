@@ -1,0 +1,96 @@
+"""LRP through gated products: ``Composite(products=SignalTakeAll())`` gives the whole relevance
+of ``gate * signal`` to the signal, which conserves it through a squeeze-and-excitation block
+and an LSTM-style gate, where the plain gradient hands it to both factors."""
+
+import warnings
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxplain as jp
+from jaxplain import attribution
+from jaxplain.lrp import Composite, Epsilon, SignalTakeAll
+
+LRP0 = dict(default=Epsilon(0.0), stabilizer=0.0)
+
+
+class SENet(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(nn.Conv(8, (3, 3), use_bias=False)(x))
+        gate = jax.nn.sigmoid(nn.Dense(8, use_bias=False)(
+            nn.relu(nn.Dense(4, use_bias=False)(x.mean((1, 2))))))
+        x = x * gate[:, None, None, :]
+        x = nn.relu(nn.Conv(8, (3, 3), strides=2, use_bias=False)(x))
+        return nn.Dense(5, use_bias=False)(x.mean((1, 2)))
+
+
+def _se():
+    x = jax.random.uniform(jax.random.key(0), (4, 8, 8, 1), jnp.float64)
+    variables = jax.tree.map(lambda a: a.astype(jnp.float64), SENet().init(jax.random.key(1), x))
+    return jp.as_function(SENet(), variables), x
+
+
+def _gated(x):  # an LSTM-style gate of the same shape as its signal
+    w = jax.random.normal(jax.random.key(2), (2, 6, 6), jnp.float64)
+    v = jax.random.normal(jax.random.key(3), (6, 3), jnp.float64)
+    return (jax.nn.sigmoid(x @ w[0]) * jax.nn.relu(x @ w[1])) @ v
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    with jax.enable_x64(True):
+        yield
+
+
+def test_the_se_gate_passes_no_relevance_and_relevance_is_conserved():
+    f, x = _se()
+    t = jnp.argmax(f(x), -1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plain = attribution.lrp(f, x, t, rules=Composite(**LRP0))
+    assert any("multiplies two values" in str(w.message) for w in caught)
+    assert np.max(np.abs(np.asarray(plain.sum((1, 2, 3))) - 1)) > 0.01  # not conserved
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gated = attribution.lrp(f, x, t, rules=Composite(**LRP0, products=SignalTakeAll()))
+    assert not any("multiplies two values" in str(w.message) for w in caught)
+    np.testing.assert_allclose(np.asarray(gated.sum((1, 2, 3))), 1.0, atol=1e-10)
+
+
+def test_a_gate_of_the_signals_shape_is_found_by_its_range():
+    x = jax.random.normal(jax.random.key(4), (3, 6), jnp.float64)
+    t = jnp.argmax(_gated(x), -1)
+    rules = Composite(**LRP0, products=SignalTakeAll())
+    relevance = attribution.lrp(_gated, x, t, rules=rules)
+    np.testing.assert_allclose(np.asarray(relevance.sum(1)), 1.0, atol=1e-10)
+    # By hand: the signal relu(x @ w1) takes R, then LRP-0 through x @ w1.
+    w = jax.random.normal(jax.random.key(2), (2, 6, 6), jnp.float64)
+    v = jax.random.normal(jax.random.key(3), (6, 3), jnp.float64)
+    y = _gated(x)
+    h = jax.nn.sigmoid(x @ w[0]) * jax.nn.relu(x @ w[1])
+    r_h = h * v[:, t].T / y[jnp.arange(3), t][:, None]
+    z = x @ w[1]
+    expected = x * ((r_h / jnp.where(z == 0, 1.0, z)) @ w[1].T)
+    np.testing.assert_allclose(np.asarray(relevance), np.asarray(expected), rtol=1e-9, atol=1e-12)
+
+
+def test_products_must_be_a_product_rule():
+    with pytest.raises(TypeError, match="products must be a rule with a product method"):
+        Composite(products=Epsilon())
+    assert not hasattr(Composite(), "product")
+
+
+def test_the_docs_example_makes_the_preset_with_the_gate_rule():
+    import pathlib
+    import re
+
+    doc = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "attribution.md").read_text()
+    section = doc[doc.index("**Gated units.**"):]
+    block = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    scope: dict = {}
+    exec(compile(block, "attribution.md", "exec"), scope)  # noqa: S102 - our own documentation
+    assert scope["gated"].products == SignalTakeAll() and scope["gated"].first is not None
