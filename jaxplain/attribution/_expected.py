@@ -187,4 +187,6 @@ def deeplift_shap(f: Callable, x: Float[Array, "batch *feature"],
                              "to f(x)_t - mean_b f(b)_t")
     _common.warn_if_softmax_output(f, x, "deeplift_shap", "the attributions do not sum to "
                                    "f(x)_t - mean_b f(b)_t")
+    _common.warn_if_unruled_nonlinear(f, x, "deeplift_shap", "the attributions do not sum to "
+                                      "f(x)_t - mean_b f(b)_t")
     return _deeplift_shap(f, x, t, b, batch_size=_common.check_batch_size(batch_size))

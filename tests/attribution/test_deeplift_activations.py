@@ -150,3 +150,9 @@ def test_pathways_default_to_relu6_sites_and_are_locally_linear():
         fd = (masked(x + step * d) - masked(x - step * d)) / (2 * step)
         np.testing.assert_allclose(fd, (g * d).sum((1, 2, 3)), rtol=1e-7, atol=1e-9)
         assert np.abs(np.asarray((g * d).sum((1, 2, 3)))).min() > 1e-3
+
+
+def test_deeplift_shap_warns_at_nonlinearities_no_rule_sees():
+    f = lambda z: jnp.exp(z @ W).sum(1, keepdims=True)  # noqa: E731
+    with pytest.warns(UserWarning, match="deeplift_shap: .*'exp'"):
+        A.deeplift_shap(f, X, 0, baselines=jnp.zeros((2, 5)))
