@@ -291,6 +291,11 @@ def warn_if_softmax_output(f: Callable, x: jax.Array, method: str, consequence: 
         UserWarning, stacklevel=3)
 
 
+def _listed(names: tuple, most: int) -> str:
+    """The first `most` of `names`, quoted, then "..." if there are more."""
+    return ", ".join(repr(n) for n in names[:most]) + (", ..." if len(names) > most else "")
+
+
 def warn_if_products(f: Callable, x: jax.Array, rules: Any, method: str,
                      consequence: str) -> None:
     """A ``UserWarning`` when `f` multiplies two input-dependent values (an LSTM's or GRU's
@@ -299,7 +304,7 @@ def warn_if_products(f: Callable, x: jax.Array, rules: Any, method: str,
     names = unruled_products(f, x, rules)
     if not names:
         return
-    shown = ", ".join(repr(n) for n in names[:3]) + (", ..." if len(names) > 3 else "")
+    shown = _listed(names, 3)
     warnings.warn(
         f"{method}: the model multiplies two values that both depend on x ({shown}: gates or "
         f"attention), and {method}'s rules pass the plain gradient through such a product, "
@@ -372,7 +377,7 @@ def warn_if_unruled_nonlinear(f: Callable, x: jax.Array, method: str, consequenc
     names = unruled_nonlinear(f, x)
     if not names:
         return
-    shown = ", ".join(repr(n) for n in names[:4]) + (", ..." if len(names) > 4 else "")
+    shown = _listed(names, 4)
     warnings.warn(
         f"{method}: the model applies elementwise nonlinearities that are no jax.nn activation "
         f"({shown}) to values that depend on x; {method}'s rescale rule does not see them and "
