@@ -8,12 +8,14 @@ site whose channels sit elsewhere moved to the last axis (see :mod:`jaxplain.cor
 :func:`channel_axes` follows the channel axis forward from where it is made: the output feature
 axis of a convolution, or the one output axis that a dense layer's weight contributes. Ops that
 keep the rank and that axis's size (activations, bias adds, normalisations, pools) keep it;
-transposes, reshapes, broadcasts, squeezes, reductions and concatenations move it; anything
-else forgets it. An intervention's result takes the channel axis of the value it replaces
-(recorded by ``intervene``, see :func:`jaxplain.core._program.edit_scope`), so an edit, even
-to a constant, never changes the layout of the sites after it. :func:`input_channel_axis` follows the first convolution's input feature axis
-back to the model's input, through ops that keep the shape, reshapes, transposes, and pools
-and pads that leave the channel axis alone.
+transposes, reshapes, broadcasts, squeezes, reductions and concatenations move it, and so does a
+resampling (:func:`resamples`: ``jax.image.resize``'s products with interpolation matrices along
+height and width); anything else forgets it. An intervention's result takes the channel axis of
+the value it replaces (recorded by ``intervene``, see
+:func:`jaxplain.core._program.edit_scope`), so an edit, even to a constant, never changes the
+layout of the sites after it. :func:`input_channel_axis` follows the first convolution's input
+feature axis back to the model's input, through ops that keep the shape, reshapes, transposes,
+and pools and pads that leave the channel axis alone.
 :func:`channels_last_view` uses it to give the methods that perturb or draw NHWC images (the
 faithfulness metrics, the report) a channels-first model as a function of NHWC images.
 """
@@ -27,7 +29,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxplain.core._program import Program, trace
+from jaxplain.core._program import Lit, Program, trace
 
 _FORGET = frozenset({"dot_general", "conv_general_dilated", "transpose", "reshape",
                      "broadcast_in_dim", "squeeze", "concatenate", "scan", "while", "cond",
@@ -62,7 +64,53 @@ def _dense_axis(eqn, const_index: int) -> int | None:
     return len(batch[0]) + (len(free[0]) if const_index == 1 else 0)
 
 
-def _forward(node, axes: dict, program: Program) -> int | None:
+def fixed_values(program: Program) -> frozenset:
+    """The ids of the values that `program` builds from literals alone (``iota`` and arithmetic
+    on it, as ``jax.image.resize`` builds its interpolation matrices): neither the input nor a
+    stored array (the weights, or any other array the model closes over) goes into them."""
+    fixed: set = set()
+    for node in program.nodes:
+        if all(isinstance(r, Lit) or r in fixed for r in node.ins):
+            fixed.update(node.outs)
+    return frozenset(fixed)
+
+
+def resamples(node, program: Program, fixed: frozenset, axes: dict) -> bool:
+    """True when `node` is a ``dot_general`` that resamples its one input-dependent operand: the
+    other operand is built in the program (`fixed`, see :func:`fixed_values`) and the product
+    contracts axes other than the channel axis (`axes`; the last axis when not known), as
+    ``jax.image.resize`` interpolates along height and width. Such a product keeps the channel
+    axis, is no linear layer, and no site.
+
+    A product with a stored array (a weight) is a dense layer whatever axis it contracts (an
+    MLP-Mixer's token mixing), and so is one with a built matrix over the channels."""
+    if node.prim != "dot_general" or len(node.ins) != 2:
+        return False
+    dependent = [k for k, r in enumerate(node.ins) if isinstance(r, int) and r in program.depends]
+    if len(dependent) != 1:
+        return False
+    k = dependent[0]
+    if not isinstance(node.ins[1 - k], Lit) and node.ins[1 - k] not in fixed:
+        return False
+    (contract, batch) = node.eqn.params["dimension_numbers"]
+    rank = len(node.eqn.invars[k].aval.shape)
+    channel = axes.get(node.ins[k], rank - 1)
+    return bool(contract[k]) and not batch[k] and channel not in contract[k]
+
+
+def _resampled_axis(node, k: int, axis: int | None) -> int | None:
+    """Where the channel axis `axis` of operand `k` of a resampling (:func:`resamples`) lands in
+    its output: ``dot_general`` puts the free axes of its first operand before those of its
+    second."""
+    if axis is None:
+        return None
+    (contract, _) = node.eqn.params["dimension_numbers"]
+    free = [[a for a in range(len(v.aval.shape)) if a not in contract[j]]
+            for j, v in enumerate(node.eqn.invars)]
+    return free[k].index(axis) + (len(free[0]) if k == 1 else 0)
+
+
+def _forward(node, axes: dict, program: Program, fixed: frozenset) -> int | None:
     eqn, prim = node.eqn, node.prim
     out_shape = tuple(eqn.outvars[0].aval.shape)
     ins = [(r, tuple(v.aval.shape)) for r, v in zip(node.ins, eqn.invars)]
@@ -70,6 +118,8 @@ def _forward(node, axes: dict, program: Program) -> int | None:
         return eqn.params["dimension_numbers"].out_spec[1]
     if prim == "dot_general":
         const = [k for k, (r, _) in enumerate(ins) if not isinstance(r, int) or r not in program.depends]
+        if resamples(node, program, fixed, axes):
+            return _resampled_axis(node, 1 - const[0], axes.get(node.ins[1 - const[0]]))
         return _dense_axis(eqn, const[0]) if len(const) == 1 else None
     known = [(axes[r], shape) for r, shape in ins if isinstance(r, int) and r in axes]
     if not known:
@@ -97,11 +147,12 @@ def _forward(node, axes: dict, program: Program) -> int | None:
 def channel_axes(program: Program) -> dict[int, int]:
     """``{value id: channel axis}`` for the input-dependent values whose channel axis is known."""
     axes: dict[int, int] = {}
+    fixed = fixed_values(program)
     for node in program.nodes:
         if len(node.outs) != 1 or node.outs[0] not in program.depends:
             continue
         edited = program.edits.get(node.outs[0])
-        axis = _forward(node, axes, program) if edited is None else edited[0]
+        axis = _forward(node, axes, program, fixed) if edited is None else edited[0]
         if axis is not None:
             axes[node.outs[0]] = int(axis)  # jaxpr params may hold NumPy ints
     return axes

@@ -7,16 +7,23 @@ Names come from the model's own structure, read off the name stack of each equat
   inside it that depends on the input (a scope holding only weight computations is no site).
   A capitalised root element shared by every named equation (a Linen model's class name, e.g.
   ``Net``) is dropped, so ``Net/block1/conv_a`` is the site ``block1/conv_a``.
+  A scope entered several times (a ``jax.named_scope`` reused in a loop, a module called
+  twice) is one site, the value at the end of the last entry; ``SiteMap.reused`` lists the
+  scopes that look so (see `_reused`).
 * activations, residual adds (two input-dependent operands) and pools called directly in a
   scope's body get derived names below that scope: ``relu``, ``relu_1``, ``block1/add``,
   ``avg_pool``; linear layers outside any scope (or directly in the step of a loop whose body
   has no scope, ``scan/0/linear``) get ``linear``/``conv`` names. Numbering follows program
-  order, so names are stable for a given model. Inside an unrolled loop step, numbering
+  order, so names are stable for a given model. A product with a matrix that the program
+  builds from literals along axes other than the channels (``jax.image.resize``'s
+  interpolation, see :func:`jaxplain.core._channels.resamples`) is no linear layer: no site,
+  and rules give it the plain gradient. Inside an unrolled loop step, numbering
   follows the position in the loop body, the same in every step, so ``rnn/cell/*/add_4`` is
   one quantity; a step where the value is a constant (the recurrent branch at step 0, whose
   initial carry is zero) lacks that name, and the others keep theirs. An activation or add of values
   computed over the whole batch (the ``max(var, 0)`` of a BatchNorm using batch statistics)
-  has no batch axis and is no site: per-example methods never pick it.
+  has no batch axis and is no site: per-example methods never pick it. Nor is a value that the
+  outputs never use (a branch left dead); the names of the others stay as they are.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from collections import Counter
 import numpy as np
 
 from jaxplain.core._batch import SHARED, batch_axes, mixes_batch
-from jaxplain.core._channels import channel_axes
+from jaxplain.core._channels import channel_axes, fixed_values, resamples
 from jaxplain.core._program import EDIT_MARK, Lit, Node, Program
 
 _LINEAR = {"dot_general": "linear", "conv_general_dilated": "conv"}
@@ -81,6 +88,8 @@ class SiteMap:
     mixes_batch: bool = False  # an output depends on a value computed over the whole batch
     constant: frozenset = frozenset()  # names that are sites at other steps of a loop but a
     # constant at theirs (``rnn/cell/0/hi`` when the initial carry is zero)
+    reused: dict = dataclasses.field(default_factory=dict)  # scope site -> how many times it
+    # is entered, where it looks entered more than once (see `_reused`)
 
 
 def _consumers(program: Program) -> tuple[Counter, dict]:
@@ -258,6 +267,27 @@ def _live(program: Program) -> frozenset:
     return frozenset(live)
 
 
+def _reused(runs: Counter, weights: Counter, names: set) -> dict:
+    """``{scope site: times entered}`` for the scopes among `names` that look entered more than
+    once (a ``jax.named_scope`` reused in a loop, a module called several times): their
+    input-dependent equations form several `runs` apart, or one weight feeds several linear
+    layers directly in them (`weights`: ``(scope, weight id) -> layers``). Entries run back to
+    back leave no other trace: the name stack is the same."""
+    times = Counter({"/".join(scope): n for scope, n in runs.items()})
+    for (scope, _), n in weights.items():
+        times["/".join(scope)] = max(times["/".join(scope)], n)
+    return {name: n for name, n in times.items() if n > 1 and name in names}
+
+
+def _used(program: Program) -> frozenset:
+    """The value ids that the outputs of `program` are computed from (the outputs included)."""
+    used = {r for r in program.output_ids if isinstance(r, int)}
+    for node in reversed(program.nodes):
+        if any(r in used for r in node.outs):
+            used.update(r for r in node.ins if isinstance(r, int))
+    return frozenset(used)
+
+
 def _root(program: Program) -> tuple[str, ...]:
     stacks = [n.stack for n in program.nodes if n.stack and n.outs and n.outs[0] in program.depends
               and not any(part.endswith(EDIT_MARK) for part in n.stack)]
@@ -384,9 +414,14 @@ def analyze(program: Program) -> SiteMap:
     is_module: set[tuple] = set()  # scopes that are more than a list of numbered children
     edited: dict[str, int] = {}  # site name -> value id of an intervention's result
     pools: dict[int, str] = {}
+    runs: Counter = Counter()  # scope -> runs of input-dependent equations apart
+    last_at: dict[tuple, int] = {}  # scope -> position of its last input-dependent equation
+    at = 0  # position among the input-dependent equations
+    weights: Counter = Counter()  # (scope, weight id) -> linear layers directly in the scope
     axes = channel_axes(program)
     batch = batch_axes(program)
     users = _users(program)
+    fixed = fixed_values(program)
 
     in_loop: dict[str, tuple] = {}  # placeholder name of a node in a loop step -> its key
     live_templates: set = set()  # scopes inside loop steps, step number as "*", that are sites
@@ -426,7 +461,10 @@ def analyze(program: Program) -> SiteMap:
         for k in range(1, len(stack) + 1):
             if k == len(stack) or not stack[k].isdigit():
                 is_module.add(stack[:k])
-            scope_last[stack[:k]] = i
+            if last_at.get(stack[:k]) != at - 1:
+                runs[stack[:k]] += 1
+            scope_last[stack[:k]], last_at[stack[:k]] = i, at
+        at += 1
         if i in absorbed:
             continue
         shared = batch.get(node.outs[0]) == SHARED  # computed over the batch: no batch axis
@@ -456,12 +494,14 @@ def analyze(program: Program) -> SiteMap:
             node_names[i], groups[i], pools[i] = name, chain, op
         elif node.prim in _LINEAR:
             operands = [r for r in node.ins if not _is_const(program, r)]
-            if len(operands) != 1:
+            if len(operands) != 1 or resamples(node, program, fixed, axes):
                 continue
             groups[i] = affine_chain(program, i, consumers, same_stack=False)
             op = "dense" if node.prim == "dot_general" else "conv"
             if stack and node.stack not in program.loop_scopes:
                 node_names[i] = "/".join(stack)
+                weights.update((stack, r) for r in node.ins
+                               if isinstance(r, int) and r not in operands)
             else:  # outside any scope, or in the step of a loop that has none (``scan/0``)
                 chain = affine_chain(program, i, consumers, same_stack=True)
                 absorbed.update(chain[1:])
@@ -482,9 +522,12 @@ def analyze(program: Program) -> SiteMap:
     # in the order the values are computed; on one value, a derived site before its scope and
     # a scope before its parent (``mlp/layers/2``, then ``mlp``)
     entries.sort(key=lambda e: (producer[e[4]], e[2] == "module", -e[1].count("/")))
+    # a value the outputs never use (a branch left dead) is no site; the sites of a function
+    # with an intervention stay those of the original, where an ablation may have cut them off
+    used = _used(program) if not edited else None
     sites, ids, moved, seen = [], {}, {}, set()
     for _, name, kind, op, ref in entries:
-        if name in seen:
+        if name in seen or used is not None and ref not in used:
             continue
         seen.add(name)
         aval = program.avals[ref]
@@ -495,7 +538,8 @@ def analyze(program: Program) -> SiteMap:
         ids[name] = ref
     ids.update({name: ref for name, ref in edited.items() if name in ids})
     return SiteMap(tuple(sites), ids, node_names, groups, root, moved, pools,
-                   mixes_batch(program, batch), frozenset(constant - set(ids)))
+                   mixes_batch(program, batch), frozenset(constant - set(ids)),
+                   _reused(runs, weights, set(ids)))
 
 
 def _loop_names(program: Program, in_loop: dict, named: set, live_templates: set,
