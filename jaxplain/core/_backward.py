@@ -39,6 +39,7 @@ import numpy as np
 
 from jaxplain.core._batch import batch_axes
 from jaxplain.core._capture import compiled, program_of, selector_key
+from jaxplain.core._channels import channel_axes, fixed_values, resamples
 from jaxplain.core._cpu import cpu_friendly
 from jaxplain.core._pools import first_max
 from jaxplain.core import _program
@@ -244,14 +245,16 @@ def _input_views(program: Program) -> set:
     """The model's input and its views through layout ops (reshapes, broadcasts such as the
     ``x[None]`` of a layer under ``vmap`` or a ``jnp.repeat`` upsampling, transposes, slices,
     flips, casts, a ``jnp.pad``, a concatenation with constants such as a CoordConv channel)
-    and elementwise affine maps with constants (an input normalisation, ``(x - mean) / std``):
-    what a layer that consumes the input reads."""
+    and elementwise affine maps with constants (an input normalisation, ``(x - mean) / std``),
+    and resamplings (``jax.image.resize``, :func:`jaxplain.core._channels.resamples`): what a
+    layer that consumes the input reads."""
     views = {program.input_id}
+    fixed, axes = fixed_values(program), channel_axes(program)
     for node in program.nodes:
         data = [r for r in node.ins if isinstance(r, int) and r in program.depends]
         if not data or any(r not in views for r in data):
             continue
-        if node.prim in _LAYOUT:
+        if node.prim in _LAYOUT or resamples(node, program, fixed, axes):
             views.update(node.outs)
         elif node.prim in _AFFINE_WITH_CONSTANT and len(node.ins) == 2 and len(data) == 1:
             if ((node.prim != "div" or node.ins[0] == data[0])

@@ -165,8 +165,19 @@ def sites(f: Callable, x) -> tuple[Site, ...]:
       ...     return jax.nn.relu(h)
       >>> [s.name for s in jp.sites(f, jnp.ones((4, 3)))]
       ['proj', 'relu']
+
+    Warns (``UserWarning``) when a scope looks entered more than once (a ``jax.named_scope``
+    reused in a loop, a module called several times): its site is the value at the end of the
+    last entry.
     """
-    return program_of(f, x, unrolled=True)[1].sites
+    site_map = program_of(f, x, unrolled=True)[1]
+    for name, times in site_map.reused.items():
+        warnings.warn(f"sites: the scope {name!r} looks entered {times} times (a jax.named_scope "
+                      f"reused in a loop, or a module called {times} times); its site is the "
+                      f"value at the end of the last entry. Give each entry its own scope to "
+                      f"reach each, e.g. jax.named_scope(f'{name}{{i}}').",
+                      stacklevel=_user_stacklevel())
+    return site_map.sites
 
 
 _WHY_OPAQUE = {

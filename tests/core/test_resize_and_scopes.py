@@ -10,6 +10,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import jaxplain as jp
 from jaxplain import lrp as L
@@ -121,3 +122,18 @@ def test_a_scope_entered_several_times_is_reported():
     assert program_of(loop, x)[1].reused == {"resid": 3}
     variables = Shared().init(jax.random.key(0), x)
     assert program_of(jp.as_function(Shared(), variables), x)[1].reused == {"block": 3}
+    with pytest.warns(UserWarning, match=r"scope 'resid' looks entered 3 times"):
+        jp.sites(loop, x)
+
+
+def test_a_convolution_after_a_resize_of_the_input_is_the_input_layer():
+    def upsampled(x):  # (n, 4, 4, 2) -> (n, 3): resize the input, then the first conv
+        return jax.nn.relu(_conv(jax.image.resize(x, (x.shape[0], 8, 8, 2), "bilinear"))
+                           ).mean((1, 2)) @ HEAD
+
+    x = jax.random.uniform(jax.random.key(0), (2, 4, 4, 2))
+    first = lrp(upsampled, x, 0, rules=L.Composite(first=L.Flat(), default=L.Epsilon()))
+    named = lrp(upsampled, x, 0, rules=L.Composite(layers=(("conv", L.Flat()),),
+                                                    default=L.Epsilon()))
+    np.testing.assert_allclose(first, named, rtol=1e-6, atol=1e-9)
+    assert not np.allclose(first, lrp(upsampled, x, 0, rules=L.Epsilon()), atol=1e-4)
