@@ -10,6 +10,7 @@ and is cached, so repeated direct calls do not re-trace the model.
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable, Mapping
 
 import jax
@@ -18,7 +19,9 @@ import numpy as np
 
 from jaxplain import core
 from jaxplain.attribution import _common
-from jaxplain.core._capture import selector_key
+from jaxplain.core._backward import unruled_products
+from jaxplain.core._capture import _user_stacklevel, program_of, selector_key
+from jaxplain.core._sites import NORMALIZERS
 
 #: The default sites' activations: piecewise linear, so that the network masked at them is
 #: locally linear around ``x`` (the pathway theory).
@@ -118,6 +121,7 @@ def _resolve(f: Callable, shape: tuple, dtype, selector) -> tuple[tuple, int]:
                 "the piecewise-linear activations); pass sites= explicitly (a name, glob, list "
                 f"or predicate). Available sites: {[s.name for s in all_sites]}."
             )
+        _warn_if_not_piecewise_linear(f, spec, all_sites)
     else:
         names = tuple(core.select(all_sites, selector))
         if not names:
@@ -129,6 +133,26 @@ def _resolve(f: Callable, shape: tuple, dtype, selector) -> tuple[tuple, int]:
     for n in names:
         check_batch_first(n, tuple(by_name[n].shape), shape[0])
     return tuple((n, tuple(by_name[n].shape), by_name[n].dtype) for n in names), out.shape[1]
+
+
+def _warn_if_not_piecewise_linear(f: Callable, spec, all_sites) -> None:
+    """A ``UserWarning`` when `f` also computes smooth nonlinearities that the default sites
+    leave unmasked (a sigmoid gate, a GELU, a product of two input-dependent values, a
+    normaliser's scale): the masked network is then not locally linear around x."""
+    smooth = [s.name for s in all_sites if s.kind == "activation" and s.op not in PIECEWISE_LINEAR]
+    smooth += list(unruled_products(f, spec, ()))
+    program, _ = program_of(f, spec, unrolled=True)
+    if any(node.prim in NORMALIZERS and any(r in program.depends for r in node.ins)
+           for node in program.nodes):
+        smooth.append("a normaliser's scale (sqrt/rsqrt)")
+    if smooth:
+        shown = ", ".join(smooth[:4]) + (", ..." if len(smooth) > 4 else "")
+        warnings.warn(
+            f"pathways: f also computes nonlinearities that are not piecewise linear ({shown}); "
+            "the network masked at its piecewise-linear activations is then not locally linear "
+            "around x, so the pathway gradient is a gradient of a smooth function, not of an "
+            "affine one (docs/pathways.md, 'Non-ReLU networks').",
+            UserWarning, stacklevel=_user_stacklevel())
 
 
 def check_batch_first(name: str, site_shape: tuple, batch: int) -> None:
