@@ -77,9 +77,11 @@ def fixed_values(program: Program) -> frozenset:
 
 def resamples(node, program: Program, fixed: frozenset, axes: dict) -> bool:
     """True when `node` is a ``dot_general`` that resamples its one input-dependent operand: the
-    other operand is built in the program (`fixed`, see :func:`fixed_values`) and the product
-    contracts axes other than the channel axis (`axes`; the last axis when not known), as
-    ``jax.image.resize`` interpolates along height and width. Such a product keeps the channel
+    other operand is a matrix built in the program (`fixed`, see :func:`fixed_values`) that
+    maps one axis other than the channel axis (`axes`; the last axis when not known) to another
+    size, as ``jax.image.resize`` interpolates along height and width. A square built matrix
+    (``jnp.tril(jnp.ones((n, n)))``, a cumulative sum) or a built vector of weights (a weighted
+    readout) is a linear layer. Such a product keeps the channel
     axis, is no linear layer, and no site.
 
     A product with a stored array (a weight) is a dense layer whatever axis it contracts (an
@@ -95,7 +97,11 @@ def resamples(node, program: Program, fixed: frozenset, axes: dict) -> bool:
     (contract, batch) = node.eqn.params["dimension_numbers"]
     rank = len(node.eqn.invars[k].aval.shape)
     channel = axes.get(node.ins[k], rank - 1)
-    return bool(contract[k]) and not batch[k] and channel not in contract[k]
+    matrix = node.eqn.invars[1 - k].aval.shape
+    if len(matrix) != 2 or len(contract[k]) != 1 or batch[k]:
+        return False
+    (source,) = contract[1 - k]
+    return matrix[source] != matrix[1 - source] and channel not in contract[k]
 
 
 def _resampled_axis(node, k: int, axis: int | None) -> int | None:

@@ -137,3 +137,18 @@ def test_a_convolution_after_a_resize_of_the_input_is_the_input_layer():
                                                     default=L.Epsilon()))
     np.testing.assert_allclose(first, named, rtol=1e-6, atol=1e-9)
     assert not np.allclose(first, lrp(upsampled, x, 0, rules=L.Epsilon()), atol=1e-4)
+
+
+def test_a_square_or_vector_matrix_built_in_f_stays_a_linear_layer():
+    # Only a matrix that maps an axis to another size resamples; jnp.tril(jnp.ones) (a
+    # cumulative sum) and a jnp.full readout are linear layers, as the same NumPy constants.
+    w1 = jax.random.normal(jax.random.key(0), (3, 4))
+    w2 = jax.random.normal(jax.random.key(1), (4, 2))
+    head = lambda h: jax.nn.relu(h @ w1).mean(1) @ w2  # noqa: E731
+    built = [lambda x: head(jnp.einsum("ij,bjf->bif", jnp.tril(jnp.ones((5, 5))), x)),
+             lambda x: jnp.einsum("bnh,n->bh", jax.nn.relu(x @ w1), jnp.full(5, 0.5)) @ w2]
+    x = jax.random.normal(jax.random.key(2), (4, 5, 3))
+    for f in built:
+        assert len(linear_layer_names(f, x)) == 3
+        np.testing.assert_allclose(lrp(f, x, 0, rules=L.Epsilon(1e-9)).sum((1, 2)), 1.0,
+                                   rtol=1e-4)
