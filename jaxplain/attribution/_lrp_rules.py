@@ -354,19 +354,21 @@ class SignalTakeAll:
     relevance through the product. Give it to a :class:`Composite` as ``products=``.
 
     The gate is the factor broadcast over more positions (the SE gate ``(n, 1, 1, c)`` against
-    the features ``(n, h, w, c)``); between factors of one shape, the one whose values all lie in
-    [0, 1], as a sigmoid's (else the second). A product of two matrices (attention) keeps its
+    the features ``(n, h, w, c)``); between factors of one shape, for each example, the one
+    whose values all lie in [0, 1], as a sigmoid's, and the first factor when both or neither do
+    (Flax's and Equinox's LSTM cells write the gate first: ``o * tanh(c)``, ``i * g``). A product of two matrices (attention) keeps its
     plain gradient: see :func:`jaxplain.attribution.attn_lrp` for that."""
 
     def product(self, op, a, b, y, g, pullback):
         if op != "mul":
             return None
         to_a, to_b = (jax.vjp(lambda s: jnp.broadcast_to(s, y.shape), v)[1](g)[0] for v in (a, b))
-        if a.size != b.size:
+        if a.shape != b.shape:
             gate_is_b = b.size < a.size
-        else:
-            unit = lambda v: jnp.all((v >= 0) & (v <= 1))  # noqa: E731
-            gate_is_b = unit(b) | ~unit(a)
+        else:  # per example (axis 0): b is the gate when only b lies in [0, 1]
+            unit = lambda v: jnp.all((v >= 0) & (v <= 1), axis=tuple(range(1, v.ndim)),  # noqa: E731
+                                     keepdims=True)
+            gate_is_b = unit(b) & ~unit(a)
         return (jnp.where(gate_is_b, to_a, 0).astype(a.dtype),
                 jnp.where(gate_is_b, 0, to_b).astype(b.dtype))
 

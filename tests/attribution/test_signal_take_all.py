@@ -94,3 +94,22 @@ def test_the_docs_example_makes_the_preset_with_the_gate_rule():
     scope: dict = {}
     exec(compile(block, "attribution.md", "exec"), scope)  # noqa: S102 - our own documentation
     assert scope["gated"].products == SignalTakeAll() and scope["gated"].first is not None
+
+
+def test_the_gate_is_chosen_per_example():
+    # o * tanh(c): an example whose tanh(c) lies in [0, 1] keeps its relevance whatever the
+    # rest of the batch holds (the whole-batch choice moved it by 0.33 in a trial).
+    k = jax.random.split(jax.random.key(5), 3)
+    wg, ws, wo = (jax.random.normal(k[i], s, jnp.float64) for i, s in
+                  enumerate([(5, 6), (5, 6), (6, 2)]))
+
+    def cell(x):
+        return (jax.nn.sigmoid(x @ wg) * jnp.tanh(x @ ws)) @ wo
+
+    x = jax.random.normal(jax.random.key(6), (64, 5), jnp.float64)
+    c = np.asarray(jnp.tanh(x @ ws))
+    i = int(np.flatnonzero(((c >= 0) & (c <= 1)).all(1))[0])
+    assert (c < 0).any()
+    rules = Composite(**LRP0, products=SignalTakeAll())
+    np.testing.assert_allclose(attribution.lrp(cell, x, 0, rules=rules)[i],
+                               attribution.lrp(cell, x[i:i + 1], 0, rules=rules)[0], atol=1e-12)
