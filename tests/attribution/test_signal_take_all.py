@@ -99,14 +99,14 @@ def test_the_docs_example_makes_the_preset_with_the_gate_rule():
 def test_the_gate_is_chosen_per_example():
     # o * tanh(c): an example whose tanh(c) lies in [0, 1] keeps its relevance whatever the
     # rest of the batch holds (the whole-batch choice moved it by 0.33 in a trial).
-    k = jax.random.split(jax.random.key(5), 3)
+    k = jax.random.split(jax.random.key(0), 4)
     wg, ws, wo = (jax.random.normal(k[i], s, jnp.float64) for i, s in
                   enumerate([(5, 6), (5, 6), (6, 2)]))
 
     def cell(x):
         return (jax.nn.sigmoid(x @ wg) * jnp.tanh(x @ ws)) @ wo
 
-    x = jax.random.normal(jax.random.key(6), (64, 5), jnp.float64)
+    x = jax.random.normal(k[3], (64, 5), jnp.float64)
     c = np.asarray(jnp.tanh(x @ ws))
     i = int(np.flatnonzero(((c >= 0) & (c <= 1)).all(1))[0])
     assert (c < 0).any()
