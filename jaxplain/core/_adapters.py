@@ -16,7 +16,7 @@ def as_function(model, variables=None, **apply_kwargs) -> Callable:
 
     Args:
       model: a Flax Linen module (with `variables`), a Flax NNX module, an Equinox module, or a
-        plain callable (returned as is).
+        plain callable of a batch (returned as is; also a function under ``eqx.filter_jit``).
       variables: the Linen variables (``{"params": ..., "batch_stats": ...}``); only for Linen.
       **apply_kwargs: keyword arguments for every call of the model, e.g. ``train=False`` or
         ``use_running_average=True`` so that BatchNorm runs in inference mode (a Linen module,
@@ -62,7 +62,10 @@ def as_function(model, variables=None, **apply_kwargs) -> Callable:
         return _equinox_function(model, apply_kwargs)
     if callable(model):
         if apply_kwargs:
-            raise ValueError(f"keyword arguments {sorted(apply_kwargs)} are not used for a plain callable.")
+            raise ValueError(f"keyword arguments {sorted(apply_kwargs)} are not used for a plain "
+                             f"callable ({type(model).__name__}: a function, also when "
+                             f"jax.jit or eqx.filter_jit wraps it), which is returned as is "
+                             f"and takes the batch itself: pass it without them.")
         return model
     raise TypeError(f"model must be a Flax Linen/NNX module, an Equinox module or a callable; got "
                     f"{type(model).__name__}")
@@ -143,11 +146,20 @@ def _kind(model) -> str:
         pass
     try:
         import equinox as eqx
-        if isinstance(model, eqx.Module):
+        if isinstance(model, eqx.Module) and not _transformed_function(model, eqx.Module):
             return "equinox"
     except ImportError:  # pragma: no cover
         pass
     return "callable"
+
+
+def _transformed_function(model, module: type) -> bool:
+    """True when the Equinox `module` instance `model` is a transformation of a plain function
+    (``eqx.filter_jit(f)``, ``eqx.filter_vmap(f)``, nested), which runs as that function does:
+    no module of layers and no bound method (whose module is per example)."""
+    while isinstance(model, module) and not hasattr(model, "__self__"):
+        model = getattr(model, "__wrapped__", None)
+    return model is not None and not isinstance(model, module) and not hasattr(model, "__self__")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
