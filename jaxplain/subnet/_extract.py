@@ -112,17 +112,21 @@ def _warn_if_one_class(f: Callable, x: jax.Array) -> None:
                       "more classes, e.g. near a decision boundary.", stacklevel=3)
 
 
-def _warn_if_shifted(f: Callable, x: jax.Array, names: tuple[str, ...], key: jax.Array) -> None:
+def _warn_if_shifted(f: Callable, x: jax.Array, names: tuple[str, ...]) -> None:
     """Warns at the caller of :func:`extract` when removed units of a scored site would still
-    feed a per-unit constant downstream (a site before its BatchNorm or bias)."""
-    found = _placement.shifted(f, x, names, key)
+    feed a per-unit constant downstream (a site before its BatchNorm, bias or depthwise
+    convolution)."""
+    found = _placement.shifted(f, x, names)
     if found:
-        listed = ", ".join(f"{s!r} (next site {t!r}: max |value| {v:.3g})" for s, t, v in found)
+        listed = ", ".join(f"{s!r} (up to {v:.3g} at {t!r})" for s, t, v in found)
         warnings.warn(f"removed units of {listed} would still feed constants downstream: with "
-                      "the site at 0 the next site is a non-zero constant unit by unit, e.g. a "
-                      "BatchNorm's shift beta - mean * gamma / sqrt(var) or a bias added after "
-                      "the site. Score the values after that shift instead (the BatchNorm "
-                      f"outputs, here {[t for _, t, _ in found]}).", stacklevel=3)
+                      "the site at 0, its channels hold input-independent non-zero values where "
+                      "they meet other channels. Ops that map each channel to itself carry a "
+                      "removed unit's channel on and add their own constant to it (a "
+                      "BatchNorm's shift beta - mean * gamma / sqrt(var), a bias added after the "
+                      "site, a depthwise convolution's bias), so the sub-network is not the one "
+                      "its masks describe. Score the values after the shift instead (here "
+                      f"{[t for _, t, _ in found]}).", stacklevel=3)
 
 
 def _check_resumable(opts: Options, x: jax.Array, names: tuple[str, ...], key: jax.Array,
@@ -166,8 +170,9 @@ def extract(f: Callable, x_region: jax.Array, *, sites, key: jax.Array,
       sites: Which sites to score, as :func:`jaxplain.core.select` reads it (a name, a glob, a
         list, a predicate); e.g. the BatchNorm outputs, or the convolution and dense outputs
         (bias included) where no BatchNorm follows, before their activations. A site followed
-        by a per-unit shift (a convolution before its BatchNorm) is warned about: its removed
-        units would still feed the shift downstream.
+        by a per-unit shift (a convolution before its BatchNorm, a unit before a depthwise
+        convolution with a bias) is warned about: its removed units would still feed the shift
+        downstream.
       key: PRNG key (random probes of the dependency closure).
       progress: Show the optimisation as it runs: a tqdm bar (on stderr) per phase (search,
         fine-tuning), updated after every ``checkpoint_every`` steps with each candidate's
@@ -215,7 +220,7 @@ def extract(f: Callable, x_region: jax.Array, *, sites, key: jax.Array,
         _check_outputs(f, x)
         _warn_if_one_class(f, x)
         names = resolve_sites(f, x, sites)
-        _warn_if_shifted(f, x, names, key)
+        _warn_if_shifted(f, x, names)
         units = tuple(s.shape[-1] for s in jp.sites(f, x) if s.name in names)
         l1 = jnp.asarray(opts.l1, jnp.float32)
         # The compiled stages see the L1 grid as data: other weights of the same count reuse them.

@@ -1,13 +1,16 @@
 """Where the multipliers sit: scored sites whose removed units would still feed a constant.
 
-A unit is removed by multiplying its value by 0. When the next op adds a per-unit shift (a
-BatchNorm in inference mode adds ``beta - mean * gamma / sqrt(var)``; a bias added after the
-site), the removed unit's channel still carries that shift downstream: the sub-network is not
-the one its masks describe. :func:`shifted` finds such sites once, before optimising.
+A unit is removed by multiplying its value by 0. Ops that map its channel to the same channel
+alone (a BatchNorm in inference mode adds ``beta - mean * gamma / sqrt(var)``; a bias added
+after the site; a depthwise convolution adds its bias) carry the removed channel on, and what
+they add to it is the removed unit's: when that channel is a non-zero constant where it meets
+other channels (a mixing layer, a residual sum), the sub-network is not the one its masks
+describe. :func:`shifted` finds such sites once, before optimising.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
@@ -15,66 +18,92 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxplain as jp
-from jaxplain.core._backward import linear_layer_names
-from jaxplain.subnet._threshold import _probe
+
+# How far a unit is pushed (both ways) to see which channels downstream move with it: far
+# enough to leave any saturated region of a clipping activation (ReLU6, hard tanh).
+_PUSH = 1e4
+# Samples of the region probed, and the relative change below which a value has not moved.
+_SAMPLES = 4
+_ROUNDING = 1e-5
 
 
-def shifted(f: Callable, x: jax.Array, names: tuple[str, ...], key: jax.Array
-            ) -> list[tuple[str, str, float]]:
-    """``(site, next site, max |value|)`` for each scored site whose removed units still feed
-    a constant.
+def shifted(f: Callable, x: jax.Array, names: tuple[str, ...]) -> list[tuple[str, str, float]]:
+    """``(site, reached site, max |value|)`` for each scored site whose removed units still
+    feed a constant.
 
-    With every scored site replaced by 0, the next site ``t`` after a scored site ``s`` (in
-    the network's order; same shape, not scored) is flagged when it is a non-zero constant (its
-    derivative along a pseudo-random input direction is exactly 0) that depends on ``s`` unit by
-    unit (moving the even units of ``s`` moves only even units of ``t``, the odd ones only odd
-    ones, and some move): the signature of a per-unit shift between them. Linear layers (a
-    convolution or dense layer with a bias, a depthwise convolution too, though it maps unit
-    to unit) are not flagged: their bias belongs to their own units.
+    For each scored site ``s``, with ``s`` at 0 and the other sites as they are, the sites after
+    ``s`` are followed along ``s``'s channels: a site whose channels move only with the same
+    channels of ``s`` (pushing the even units of ``s`` moves only even units, the odd ones only
+    odd ones; pushed far, past any clipping activation) and that does not change with the input
+    carries the removed channels on. The walk stops at a site that mixes channels or joins
+    input-dependent values (a residual sum), and the last site carried on, if any, is reported
+    when it is not exactly 0. It also stops, without a report, at another scored site: the
+    dependency closure removes the units there that only hold a constant.
 
     Args:
       f: The model.
-      x: ``Float[Array, "n *shape"]``, the region.
+      x: ``Float[Array, "n *shape"]``, the region (its first few samples are probed).
       names: The scored sites, in the network's order.
-      key: PRNG key of the input direction.
 
     Returns:
       The flagged sites, in order; empty when none is.
     """
-    known, linear = jp.sites(f, x), linear_layer_names(f, x)
-    following = {s.name: t.name for s, t in zip(known, known[1:])
-                 if s.name in names and t.name not in names and t.name not in linear
-                 and t.shape == s.shape}
-    if not following:
+    known = jp.sites(f, x)
+    order = [s.name for s in known]
+    units = {s.name: s.shape[-1] for s in known}
+    # Only a site with as many channels as a scored one can carry its channels on; a mixing
+    # layer that changes their number is not watched, and the sites after it depend on the
+    # scored site through it (not unit by unit), which stops the walk as well.
+    after = tuple(t for t in order[order.index(names[0]) + 1:]
+                  if units[t] in {units[n] for n in names})
+    if not after:
         return []
-    watched = sorted(set(following.values()))
-    dtypes = {s.name: s.dtype for s in known}
-    units = {s.name: s.shape[-1] for s in known if s.name in names}
-
-    def values(x, z):
-        # v * 0 + z, not a constant: the site stays input-dependent, so the kernel still
-        # follows its channel axis downstream (an NCHW model's watched sites keep channels last).
-        edits = {n: (lambda v, n=n: v * jnp.zeros((), v.dtype) + z[n].astype(v.dtype))
-                 for n in names}
-        return jp.capture(jp.intervene(f, edits), watched)(x)[1]
-
-    zero = {n: jnp.zeros((units[n],), dtypes[n]) for n in names}
-    leaks = {t: float(jnp.max(jnp.abs(v))) for t, v in values(x, zero).items()}
-    following = {s: t for s, t in following.items() if leaks[t] > 0}
-    if not following:  # the common case, checked with one forward pass
-        return []
-    even = {n: (jnp.arange(units[n]) % 2 == 0).astype(dtypes[n]) for n in names}
-    _, along_units = jax.linearize(lambda z: values(x, z), zero)
-    moved = [along_units(even), along_units(jax.tree.map(lambda e: 1 - e, even))]
-    _, along_input = jax.jvp(lambda x: values(x, zero), (x,),
-                             (_probe(key, 2, x.shape, x.dtype),))
+    probe = jax.jit(functools.partial(_probe, f, names=names, after=after, units=units))
     found = []
-    for s, t in following.items():
-        odd = np.arange(units[s]) % 2 == 1
-        moves = [np.any(np.asarray(d[t]) != 0, axis=tuple(range(d[t].ndim - 1))) for d in moved]
-        unitwise = (moves[0] | moves[1]).any() and not (moves[0] & odd).any() \
-            and not (moves[1] & ~odd).any()
-        constant = not np.any(np.asarray(along_input[t]) != 0)
-        if unitwise and constant:
-            found.append((s, t, leaks[t]))
+    for i, s in enumerate(names):
+        moved, size = jax.device_get(probe(x, i))
+        even = np.arange(units[s]) % 2 == 0
+        last = None
+        for t in after[after.index(s) + 1 if s in after else 0:]:
+            moves_even, moves_odd = moved[t][1:3].any(axis=0), moved[t][3:5].any(axis=0)
+            if not (moves_even.any() or moves_odd.any()):
+                continue  # another branch
+            unitwise = units[t] == units[s] and not (moves_even & ~even).any() \
+                and not (moves_odd & even).any()
+            if not unitwise or moved[t][5].any():
+                break
+            if t in names:  # the closure removes the units that only hold this constant
+                last = None
+                break
+            last = t
+        if last is not None and size[last] > 0:
+            found.append((s, last, float(size[last])))
     return found
+
+
+def _probe(f, x, i, *, names, after, units) -> tuple[dict, dict]:
+    """``({t: Bool[6, c_t]}, {t: max |value|})`` for the sites ``after`` with only scored site
+    ``i`` at 0: which channels move, in six variants of a few samples stacked on the batch
+    axis (as they are, the first; the even units of ``i`` pushed up, down; the odd ones up,
+    down; the samples rolled, other inputs), by more than rounding."""
+    k = min(x.shape[0], _SAMPLES)
+    xs = jnp.concatenate([x[:k]] * 5 + [jnp.roll(x[:k], 1, axis=0)])
+    pushes = jnp.repeat(jnp.asarray([0.0, 1.0, -1.0, 1.0, -1.0, 0.0]) * _PUSH, k)
+    odd = jnp.repeat(jnp.asarray([False, False, False, True, True, False]), k)
+
+    def edit(v, j, n):
+        shape = (v.shape[0],) + (1,) * (v.ndim - 2) + (units[n],)
+        parity = (jnp.arange(units[n]) % 2 == 1) == odd[:, None]
+        z = jnp.where(parity, pushes[:, None], 0).reshape(shape).astype(v.dtype)
+        # v * 0 + z, not a constant: the site stays input-dependent, so the kernel still
+        # follows its channel axis downstream (an NCHW model's sites keep channels last).
+        return jnp.where(i == j, v * jnp.zeros((), v.dtype) + z, v)
+
+    edits = {n: functools.partial(edit, j=j, n=n) for j, n in enumerate(names)}
+    got = jp.capture(jp.intervene(f, edits), after)(xs)[1]
+    moved, size = {}, {}
+    for t, v in got.items():
+        v = v.reshape((6, k, -1, v.shape[-1]))
+        moved[t] = jnp.any(jnp.abs(v - v[0]) > _ROUNDING * (1 + jnp.abs(v[0])), axis=(1, 2))
+        size[t] = jnp.max(jnp.abs(v[0]))
+    return moved, size

@@ -1,5 +1,6 @@
-"""Scored sites before a per-unit shift (a BatchNorm, a bias added after the site) are found
-and warned about: their removed units would still feed the shift downstream."""
+"""Scored sites before a per-unit shift (a BatchNorm, a bias added after the site, a depthwise
+convolution's bias) are found and warned about: their removed units would still feed the shift
+downstream."""
 
 import warnings
 
@@ -49,10 +50,12 @@ def _linen():
 
 def test_sites_before_batchnorm_are_found_with_their_shift():
     f, x, shifts = _linen()
-    found = _placement.shifted(f, x, ("conv1", "conv_b"), KEY)
-    assert [(s, t) for s, t, _ in found] == [("conv1", "bn1"), ("conv_b", "bn_b")]
-    for (_, t, leak) in found:
-        np.testing.assert_allclose(leak, np.max(np.abs(shifts[t])), rtol=1e-5)
+    found = _placement.shifted(f, x, ("conv1", "conv_b"))
+    # conv1's channels reach the next convolution through bn1 and its ReLU; conv_b's reach the
+    # residual sum straight from bn_b.
+    assert [(s, t) for s, t, _ in found] == [("conv1", "relu"), ("conv_b", "bn_b")]
+    np.testing.assert_allclose(found[0][2], np.max(np.maximum(shifts["bn1"], 0)), rtol=1e-5)
+    np.testing.assert_allclose(found[1][2], np.max(np.abs(shifts["bn_b"])), rtol=1e-5)
     # And it is what apply would compute: with conv1 at 0, bn1 holds the shift, unit by unit.
     zeroed = jp.intervene(f, {"conv1": jnp.zeros_like})
     _, got = jp.capture(zeroed, ["bn1"])(x)
@@ -62,29 +65,44 @@ def test_sites_before_batchnorm_are_found_with_their_shift():
 
 def test_sites_after_the_shift_and_mixing_layers_are_not_flagged():
     f, x, _ = _linen()
-    assert _placement.shifted(f, x, ("bn1", "bn_b"), KEY) == []
+    assert _placement.shifted(f, x, ("bn1", "bn_b")) == []
     # bn_b's next site is the residual add, which still depends on the input (the shortcut).
-    assert _placement.shifted(f, x, ("bn_b",), KEY) == []
+    assert _placement.shifted(f, x, ("bn_b",)) == []
     # A ReLU site before a biased convolution: the bias belongs to the convolution's units.
     g, xg, _ = _nets.planted(0.01)
-    assert _placement.shifted(g, xg, ("relu", "relu_1"), KEY) == []
+    assert _placement.shifted(g, xg, ("relu", "relu_1")) == []
 
 
 class Depthwise(nn.Module):
+    groups: int = 4
+
     @nn.compact
     def __call__(self, x):
         x = nn.relu(nn.Conv(4, (3, 3), name="stem")(x))
-        x = nn.relu(nn.Conv(4, (3, 3), feature_group_count=4, name="dw")(x))
+        x = nn.relu(nn.Conv(4, (3, 3), feature_group_count=self.groups, name="dw")(x))
         return nn.Dense(3, name="head")(x.mean(axis=(1, 2)))
 
 
-def test_a_site_before_a_depthwise_convolution_is_not_flagged():
-    # A depthwise convolution maps unit to unit, like a shift, but its bias is its own units':
-    # scoring 'relu' before it is right (the trial's warning advised scoring 'dw' instead).
+def _depthwise(groups):
     x = jax.random.uniform(jax.random.key(0), (8, 8, 8, 1))
-    variables = Depthwise().init(jax.random.key(1), x)
-    f = jp.as_function(Depthwise(), jax.tree.map(lambda a: a + 0.1, variables))
-    assert _placement.shifted(f, x, ("relu",), KEY) == []
+    variables = Depthwise(groups).init(jax.random.key(1), x)
+    return jp.as_function(Depthwise(groups), jax.tree.map(lambda a: a + 0.1, variables)), x
+
+
+def test_a_site_before_a_depthwise_convolution_with_a_bias_is_found():
+    # A depthwise convolution maps unit to unit, so its bias (0.1) is the removed unit's own:
+    # with 'relu' at 0 its channels still carry the bias into the head.
+    f, x = _depthwise(groups=4)
+    [(s, t, leak)] = _placement.shifted(f, x, ("relu",))
+    assert (s, t) == ("relu", "relu_1") and leak == pytest.approx(0.1)
+    zeroed = jp.intervene(f, {"relu": jnp.zeros_like})
+    removed = jp.intervene(f, {"relu": jnp.zeros_like, "dw": jnp.zeros_like})
+    assert float(jnp.max(jnp.abs(zeroed(x) - removed(x)))) > 0.01  # the bias changes the output
+    # Scoring 'relu_1' too, the closure removes its units that only hold the bias.
+    assert _placement.shifted(f, x, ("relu", "relu_1")) == []
+    # A convolution that mixes channels: its bias belongs to its own units.
+    g, x = _depthwise(groups=1)
+    assert _placement.shifted(g, x, ("relu",)) == []
 
 
 def test_a_bias_added_after_the_site_is_found():
@@ -98,7 +116,7 @@ def test_a_bias_added_after_the_site_is_found():
         return jax.nn.relu(h + b) @ w2
 
     x = jax.random.normal(jax.random.key(3), (5, 4))
-    assert _placement.shifted(f, x, ("hidden",), KEY) == [("hidden", "relu", 1.0)]
+    assert _placement.shifted(f, x, ("hidden",)) == [("hidden", "relu", 1.0)]
 
 
 def test_extract_warns_about_sites_before_batchnorm():
@@ -109,7 +127,7 @@ def test_extract_warns_about_sites_before_batchnorm():
                        l1=1e-2, fidelity=0.0)
     shifted = [w for w in caught if "still feed constants" in str(w.message)]
     assert len(shifted) == 1 and shifted[0].filename == __file__
-    assert "['bn1', 'bn_b']" in str(shifted[0].message)
+    assert "['relu', 'bn_b']" in str(shifted[0].message)
 
 
 class _Net(eqx.Module):
@@ -146,9 +164,9 @@ def _equinox(channels, padding):
 @pytest.mark.parametrize("channels, padding", [(8, 1), (4, 0)], ids=["H=W=C", "H!=C"])
 def test_a_site_before_an_equinox_batchnorm_is_found(channels, padding):
     f, x = _equinox(channels, padding)
-    assert _placement.shifted(f, x, ("model/conv",), KEY) == [
-        ("model/conv", "model/bn", float(channels))]
-    assert _placement.shifted(f, x, ("model/bn",), KEY) == []
+    assert _placement.shifted(f, x, ("model/conv",)) == [
+        ("model/conv", "model/relu", float(channels))]
+    assert _placement.shifted(f, x, ("model/bn",)) == []
 
 
 def test_extract_warns_about_a_site_before_an_equinox_batchnorm():
@@ -158,4 +176,4 @@ def test_extract_warns_about_a_site_before_an_equinox_batchnorm():
         subnet.extract(f, x, sites="model/conv", key=KEY, steps=0, finetune_steps=0,
                        fidelity=0.0)
     shifted = [str(w.message) for w in caught if "still feed constants" in str(w.message)]
-    assert len(shifted) == 1 and "['model/bn']" in shifted[0]
+    assert len(shifted) == 1 and "['model/relu']" in shifted[0]
