@@ -293,8 +293,11 @@ def compiled(impl: Callable, f: Callable, key, *, cacheable: bool = True) -> Cal
 
 
 def relu_sites(f: Callable, x) -> tuple[str, ...]:
-    """Names of the post-ReLU activation sites of `f`, in program order."""
-    return tuple(s.name for s in sites(f, x) if s.kind == "activation" and s.op == "relu")
+    """Names of the sites of `f` after a ReLU-like activation (ReLU, ReLU6, leaky ReLU, hard
+    tanh: piecewise linear, with a unit on or off), in program order: the default sites of the
+    rules, sub-network and pathway sections of a report."""
+    family = ("relu", "relu6", "leaky_relu", "hard_tanh")
+    return tuple(s.name for s in sites(f, x) if s.kind == "activation" and s.op in family)
 
 
 def capture(f: Callable, names: Selector) -> Callable:

@@ -11,10 +11,11 @@ SITES = ("conv1", "block1/conv_a", "block1/conv_b", "fc1")
 PAIR = (3, 8)
 
 
-def sites_and_pair(ctx) -> tuple[tuple[str, ...], tuple[int, int]]:
+def sites_and_pair(ctx) -> tuple[tuple[str, ...], tuple[int, int]] | str:
     """The default DigitsCNN: its convolutions and fc1, digits 3 vs 8. Another model: every
-    ReLU site (one score per unit, which removes a filter where it follows a convolution) and
-    the two classes with the most test examples (at least 11 each: 10 in the region)."""
+    ReLU-like site (:func:`jaxplain.core.relu_sites`; one score per unit, which removes a
+    filter where it follows a convolution) and the two classes with the most test examples (at
+    least 11 each: 10 in the region); or why the section does not apply (no such site)."""
     from jaxplain.core import relu_sites
     from jaxplain.data import DigitsCNN
 
@@ -26,7 +27,11 @@ def sites_and_pair(ctx) -> tuple[tuple[str, ...], tuple[int, int]]:
     if len(top) < 2 or np.sort(counts)[-2] < 11:
         raise ValueError("a sub-network needs two classes with at least 11 test examples each; "
                          f"the counts are {dict(zip(classes.tolist(), counts.tolist()))}.")
-    return tuple(relu_sites(ctx.f, ctx.data.x_test[:2])), (int(top[0]), int(top[1]))
+    sites = relu_sites(ctx.f, ctx.data.x_test[:2])
+    if not sites:
+        return ("scores the units of ReLU-like activations (ReLU, ReLU6, leaky ReLU, hard tanh) "
+                "here, and the model has none")
+    return sites, (int(top[0]), int(top[1]))
 
 
 def demo_section(ctx):
@@ -37,7 +42,12 @@ def demo_section(ctx):
     matplotlib.use("Agg")
     from jaxplain.report import Section
 
-    sites, pair = sites_and_pair(ctx)
+    chosen = sites_and_pair(ctx)
+    if isinstance(chosen, str):  # a note, as the rules section gives, not a failure
+        return Section("Sub-network (NeuroChains)", text=f"The report's NeuroChains section "
+                       f"{chosen}, so it does not apply to this model. Score other sites with "
+                       "jaxplain.subnet.extract(f, x, sites=...), e.g. the GELU outputs.")
+    sites, pair = chosen
     y = np.asarray(ctx.data.y_test)
     idx = [np.flatnonzero(y == c) for c in pair]
     region = np.concatenate([i[:10] for i in idx])
