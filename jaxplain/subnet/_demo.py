@@ -84,7 +84,9 @@ def demo_section(ctx):
                .with_table(header=["site", "kept units", "gate"], rows=rows,
                            caption="Kept units per scored site and the layer gates.")
                .with_figure(subnet.plot_chain(sub), caption="The chain: kept units per layer, "
-                            "coloured by gate x score."))
+                            "coloured by gate x score. Edges are schematic: every kept unit of a "
+                            "layer to every kept unit of the next, not the model's connections "
+                            "(a depthwise convolution joins a unit to one; skips not drawn)."))
     return section.with_figure(
         subnet.plot_feature_maps(ctx.f, sub, x[::5]),
         caption=f"The sub-network's values of its kept units on region {ctx.noun}: a map per "

@@ -37,6 +37,16 @@ def test_chain_diagram_has_one_node_per_kept_unit():
     matplotlib.pyplot.close(fig)
 
 
+def test_chain_diagram_says_its_edges_are_schematic():
+    # It joins every kept unit of a layer to every kept unit of the next (3 x 4 edges here),
+    # also where the model has no such weight (a depthwise convolution's 24 -> 13).
+    fig = subnet.plot_chain(_sub(), max_units=4)
+    ax = fig.axes[0]
+    assert len(ax.lines) == 3 * 4
+    assert any("edges are schematic" in t.get_text() for t in ax.texts)
+    matplotlib.pyplot.close(fig)
+
+
 def test_feature_maps_are_the_subnetworks_values_of_kept_filters():
     f = _nets.residual_net(_nets.residual_params())
     x, _ = _nets.region(per_class=2)
