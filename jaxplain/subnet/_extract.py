@@ -124,8 +124,9 @@ def _warn_if_shifted(f: Callable, x: jax.Array, names: tuple[str, ...]) -> None:
                       "they meet other channels. Ops that map each channel to itself carry a "
                       "removed unit's channel on and add their own constant to it (a "
                       "BatchNorm's shift beta - mean * gamma / sqrt(var), a bias added after the "
-                      "site, a depthwise convolution's bias), so the sub-network is not the one "
-                      "its masks describe. Score the values after the shift instead (here "
+                      "site, a depthwise convolution's bias, an activation not 0 at 0 such as a "
+                      "sigmoid gate's 0.5), so the sub-network is not the one its masks "
+                      "describe. Score the values after the shift instead (here "
                       f"{[t for _, t, _ in found]}).", stacklevel=3)
 
 

@@ -119,6 +119,26 @@ def test_a_bias_added_after_the_site_is_found():
     assert _placement.shifted(f, x, ("hidden",)) == [("hidden", "relu", 1.0)]
 
 
+def test_a_sigmoid_gate_of_a_removed_unit_is_found_without_naming_a_batchnorm():
+    # Squeeze-and-excitation: a removed unit of 'fc2' still gates its channel by sigmoid(0).
+    w1 = jax.random.normal(jax.random.key(1), (4, 6))
+    w2 = jax.random.normal(jax.random.key(2), (6, 3))
+
+    def f(x):
+        h = jax.nn.relu(x @ w1)
+        with jax.named_scope("fc2"):
+            z = h @ jnp.eye(6)
+        return (h * jax.nn.sigmoid(z)) @ w2
+
+    x = jax.random.normal(jax.random.key(3), (5, 4))
+    assert _placement.shifted(f, x, ("fc2",)) == [("fc2", "sigmoid", 0.5)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        subnet.extract(f, x, sites="fc2", key=KEY, steps=0, finetune_steps=0, fidelity=0.0)
+    [message] = [str(w.message) for w in caught if "still feed constants" in str(w.message)]
+    assert "sigmoid gate" in message and "BatchNorm outputs" not in message
+
+
 def test_extract_warns_about_sites_before_batchnorm():
     f, x, _ = _linen()
     with warnings.catch_warnings(record=True) as caught:
