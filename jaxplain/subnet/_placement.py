@@ -5,7 +5,8 @@ alone (a BatchNorm in inference mode adds ``beta - mean * gamma / sqrt(var)``; a
 after the site; a depthwise convolution adds its bias; a sigmoid gate gives 0.5 at 0) carry
 the removed channel on, and what they add to it is the removed unit's: when that channel is a
 non-zero constant where it meets other channels (a mixing layer, a residual sum), the
-sub-network is not the one its masks describe. :func:`shifted` finds such sites once, before optimising.
+sub-network is not the one its masks describe. :func:`shifted` finds such sites once, before
+optimising.
 """
 
 from __future__ import annotations

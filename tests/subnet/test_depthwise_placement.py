@@ -37,7 +37,8 @@ def _block(stride=1, mean=-jnp.linspace(0.5, 1.5, 8)):
 @pytest.mark.parametrize("stride", [1, 2])
 def test_a_unit_before_a_depthwise_convolution_and_batchnorm_is_found(stride):
     f, x = _block(stride)
-    assert _placement.shifted(f, x, ("relu6",)) == [("relu6", "relu6_1", pytest.approx(1.5, rel=1e-4))]
+    [(s, t, leak)] = _placement.shifted(f, x, ("relu6",))
+    assert (s, t) == ("relu6", "relu6_1") and leak == pytest.approx(1.5, rel=1e-4)
     # What that means: with 'relu6' at 0, removing its channels after the shift as well moves
     # the logits.
     zeroed = jp.intervene(f, {"relu6": jnp.zeros_like})
