@@ -115,6 +115,10 @@ class Program:
     # value id of an intervention's result -> (channel axis, batch axis) of the value it
     # replaces, as `edit_scope` recorded them (the axis analyses take these over)
     edits: dict = dataclasses.field(default_factory=dict)
+    # ids in `depends` that depend on the input only through a ``stop_gradient`` (the branch of
+    # a straight-through estimator ``h + stop_gradient(q(h) - h)``): constants to the gradient,
+    # so no rule place treats them as an input-dependent operand
+    stopped: frozenset = frozenset()
 
 
 def _clean_stack(name_stack) -> tuple[str, ...]:
@@ -147,8 +151,8 @@ def _activation_of(eqn) -> str | None:
         return _ACTIVATION_PRIMS[name]
     if name in _INLINE and eqn.params.get("name") in _ACTIVATION_JITS:
         return "relu" if _relu_body(_body(eqn)[0]) else eqn.params["name"]
-    if name == "custom_jvp_call" and _relu_body(eqn.params["call_jaxpr"].jaxpr):
-        return "relu"
+    if name in _CUSTOM and (found := _rectifier_body(eqn.params["call_jaxpr"])):
+        return found  # a relu with a custom derivative (``jax.nn.relu``, a user's custom_vjp)
     if name == "custom_jvp_call":  # e.g. relu6: a custom derivative around a named jit
         inner = eqn.params["call_jaxpr"].jaxpr.eqns
         if (len(inner) == 1 and inner[0].primitive.name in _INLINE
@@ -157,6 +161,121 @@ def _activation_of(eqn) -> str | None:
     if name == "max" and _relu_body_eqn(eqn):
         return "relu"
     return None
+
+
+_CUSTOM = frozenset({"custom_jvp_call", "custom_vjp_call"})
+# The comparisons of a where-ReLU's mask, and the sign of their left operand where they hold.
+_COMPARES = {"gt": 1, "ge": 1, "lt": -1, "le": -1}
+# A where-ReLU's body is a few equations; a longer custom-derivative body is not looked into.
+_RECTIFIER_EQNS = 4
+
+
+def _rectifier_body(closed) -> str | None:
+    """``"relu"`` or ``"leaky_relu"`` when the one-input body `closed` (a ClosedJaxpr) of a
+    custom derivative computes ``max(x, 0)`` or a where-ReLU (:func:`_where_rectifier`)."""
+    jaxpr = closed.jaxpr
+    if _relu_body(jaxpr):
+        return "relu"
+    if len(jaxpr.invars) != 1 or len(jaxpr.outvars) != 1 or len(jaxpr.eqns) > _RECTIFIER_EQNS:
+        return None
+    builder = _Builder(unroll=False)
+    x = builder.fresh(jaxpr.invars[0].aval)
+    out = builder.inline(jaxpr, closed.consts, [x], ())[0]
+    producer = {r: k for k, node in enumerate(builder.nodes) for r in node.outs}
+    if out not in producer:
+        return None
+    node = builder.nodes[producer[out]]
+    if node.activation in ("relu", "leaky_relu") and x in node.ins and all(
+            r == x or isinstance(r, Lit) for r in node.ins):
+        return node.activation
+    found = _where_rectifier(builder.nodes, producer[out], producer)
+    return found[0] if found is not None and found[1] == x else None
+
+
+def _zero_chain(nodes, ref, producer) -> list[int] | None:
+    """The nodes that broadcast or cast a literal 0 into `ref` (``[]`` for the literal itself),
+    or None when `ref` is no such zero."""
+    if isinstance(ref, Lit):
+        return [] if np.ndim(ref.value) == 0 and float(ref.value) == 0.0 else None
+    k = producer.get(ref)
+    node = None if k is None else nodes[k]
+    if node is None or node.prim not in ("broadcast_in_dim", "convert_element_type") or len(node.ins) != 1:
+        return None
+    inner = _zero_chain(nodes, node.ins[0], producer)
+    return None if inner is None else inner + [k]
+
+
+def _where_rectifier(nodes, k: int, producer: dict) -> tuple | None:
+    """``(name, z, helper nodes)`` when node `k` is a ReLU written with a select:
+    ``jnp.where(z > 0, z, 0)`` (``"relu"``) or ``jnp.where(z > 0, z, a * z)`` for a literal `a`
+    (``"leaky_relu"``), ``>=``, ``<`` and ``<=`` alike; the helpers are the comparison, the
+    slope's product and the zero's broadcasts, in program order. None otherwise."""
+    node = nodes[k]
+    if node.prim != "select_n" or len(node.ins) != 3 or producer.get(node.ins[0]) is None:
+        return None
+    c = producer[node.ins[0]]
+    compare = nodes[c]
+    if compare.prim not in _COMPARES or len(compare.ins) != 2:
+        return None
+    a, b = compare.ins
+    if _zero_chain(nodes, b, producer) == []:
+        z, sign = a, _COMPARES[compare.prim]
+    elif _zero_chain(nodes, a, producer) == []:
+        z, sign = b, -_COMPARES[compare.prim]
+    else:
+        return None
+    if isinstance(z, Lit) or not jnp.issubdtype(nodes[k].eqn.outvars[0].aval.dtype, jnp.floating):
+        return None
+    negative, positive = node.ins[1:] if sign > 0 else node.ins[:0:-1]
+    if positive != z:
+        return None
+    zeros = _zero_chain(nodes, negative, producer)
+    if zeros is not None:
+        return "relu", z, tuple(sorted([c, *zeros]))
+    m = producer.get(negative)
+    slope = None if m is None else nodes[m]
+    if (slope is None or slope.prim != "mul" or z not in slope.ins
+            or not any(isinstance(r, Lit) and np.ndim(r.value) == 0 for r in slope.ins)):
+        return None
+    return "leaky_relu", z, tuple(sorted([c, m]))
+
+
+def _rectifier_template(name: str, z: int, helpers: list, aval):
+    """One ``jit`` equation named `name` that computes what the nodes `helpers` (ending with the
+    select) compute from the value `z`, with the same primitives."""
+    def rectifier(value):
+        env = {z: value}
+        for node in helpers:
+            outs = bind(node.eqn, [r.value if isinstance(r, Lit) else env[r] for r in node.ins])
+            env.update(zip(node.outs, outs))
+        return env[helpers[-1].outs[0]]
+
+    rectifier.__name__ = name
+    spec = jax.ShapeDtypeStruct(aval.shape, aval.dtype, weak_type=getattr(aval, "weak_type", False))
+    return jax.make_jaxpr(jax.jit(rectifier))(spec).jaxpr.eqns[0]
+
+
+def _fold_rectifiers(nodes: list, output_ids, avals: dict) -> list:
+    """`nodes` with each where-ReLU (:func:`_where_rectifier`) made one activation node of its
+    `z`, as ``jax.nn.relu`` / ``jax.nn.leaky_relu`` are, and its helpers that nothing else
+    uses dropped."""
+    producer = {r: k for k, node in enumerate(nodes) for r in node.outs}
+    found = {k: m for k in range(len(nodes)) if (m := _where_rectifier(nodes, k, producer))}
+    if not found:
+        return nodes
+    folded = list(nodes)
+    for k, (name, z, helpers) in found.items():
+        steps = [nodes[j] for j in helpers] + [nodes[k]]
+        template = _rectifier_template(name, z, steps, avals[z])
+        folded[k] = dataclasses.replace(nodes[k], eqn=template, ins=(z,), activation=name)
+    uses = Counter(r for node in folded for r in node.ins if isinstance(r, int))
+    uses.update(r for r in output_ids if isinstance(r, int))
+    dropped = set()
+    for j in sorted({j for _, _, helpers in found.values() for j in helpers}, reverse=True):
+        if not any(uses[r] for r in folded[j].outs):
+            dropped.add(j)
+            uses.subtract(r for r in folded[j].ins if isinstance(r, int))
+    return [node for j, node in enumerate(folded) if j not in dropped]
 
 
 def _relu_body_eqn(eqn) -> bool:
@@ -418,11 +537,14 @@ def _edit_results(nodes) -> list[int]:
     return [k for k, scope in enumerate(scopes[:-1]) if scope is not None and scopes[k + 1] != scope]
 
 
-def _depends(nodes, input_id, results) -> frozenset:
+def _depends(nodes, input_id, results, *, stop: bool = False) -> frozenset:
     """Ids of the values computed from the input or from an intervention's new value (the
-    nodes `results`), so that an edit setting a site to a constant still feeds later sites."""
+    nodes `results`), so that an edit setting a site to a constant still feeds later sites;
+    with `stop`, only along paths that pass no ``stop_gradient``."""
     live, results = {input_id}, set(results)
     for k, node in enumerate(nodes):
+        if stop and node.prim == "stop_gradient":
+            continue
         if k in results or any(isinstance(r, int) and r in live for r in node.ins):
             live.update(node.outs)
     return frozenset(live)
@@ -432,8 +554,9 @@ def _assemble(closed, out_shape, unroll: bool) -> Program:
     builder = _Builder(unroll)
     input_id = builder.fresh(closed.jaxpr.invars[0].aval)
     outs = builder.inline(closed.jaxpr, closed.consts, [input_id], ())
-    nodes = tuple(builder.nodes)
+    nodes = tuple(_fold_rectifiers(builder.nodes, outs, builder.avals))
     results = _edit_results(nodes)
+    depends = _depends(nodes, input_id, results)
     return Program(
         nodes=nodes,
         consts=builder.consts,
@@ -442,9 +565,10 @@ def _assemble(closed, out_shape, unroll: bool) -> Program:
         out_tree=jax.tree_util.tree_structure(out_shape),
         avals=builder.avals,
         opaque_scopes=builder.opaque_scopes,
-        depends=_depends(nodes, input_id, results),
+        depends=depends,
         loop_scopes=frozenset(builder.loop_scopes),
         edits={nodes[k].outs[0]: _edit_layout(nodes[k]) for k in results if nodes[k].outs},
+        stopped=depends - _depends(nodes, input_id, results, stop=True),
     )
 
 

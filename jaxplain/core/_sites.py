@@ -14,7 +14,12 @@ Names come from the model's own structure, read off the name stack of each equat
   scope's body get derived names below that scope: ``relu``, ``relu_1``, ``block1/add``,
   ``avg_pool``; linear layers outside any scope (or directly in the step of a loop whose body
   has no scope, ``scan/0/linear``) get ``linear``/``conv`` names. Numbering follows program
-  order, so names are stable for a given model. A product with a matrix that the program
+  order, so names are stable for a given model. A ReLU written ``jnp.where(z > 0, z, 0)`` (or
+  leaky, ``a * z``) or as a ``jax.custom_vjp`` of ``max(z, 0)`` is a ``relu`` (``leaky_relu``)
+  as ``jax.nn.relu`` is (see :func:`jaxplain.core._program._where_rectifier`). An add whose
+  operand depends on the input only through a ``stop_gradient`` (a straight-through
+  estimator's) keeps its site but is no place for rules: that operand is a constant to the
+  gradient, as it is to a product. A product with a matrix that the program
   builds from literals along axes other than the channels (``jax.image.resize``'s
   interpolation, see :func:`jaxplain.core._channels.resamples`) is no linear layer: no site,
   and rules give it the plain gradient. Inside an unrolled loop step, numbering
@@ -32,6 +37,7 @@ import dataclasses
 import math
 from collections import Counter
 
+import jax.numpy as jnp
 import numpy as np
 
 from jaxplain.core._batch import SHARED, batch_axes, mixes_batch
@@ -117,9 +123,11 @@ def affine_chain(program: Program, start: int, consumers: tuple[Counter, dict],
 
     The chain continues while the current value has one consumer, that consumer is an
     add/sub/mul/div with a constant other operand (mul/div only by a constant on the right for
-    div), and the result has the same shape (no broadcasting of the batch); shape ops that come
-    back to the same shape (``_round_trip``) belong to it too, and so do transposes right after
-    a linear op. `consumers` is
+    div) or a cast between float dtypes (``(h.astype(bf16) @ w).astype(f32) + b``), and the
+    result has the same shape (no broadcasting of the batch); shape ops that come back to the
+    same shape, with affine ops between them where they only add or drop size-1 axes
+    (`_round_trip`), belong to it too, and so do transposes right after a linear op. A cast at
+    the end, with no affine op after it, does not. `consumers` is
     ``_consumers(program)``: the use count and the first consumer of each value id.
     """
     count, by_input = consumers
@@ -130,7 +138,7 @@ def affine_chain(program: Program, start: int, consumers: tuple[Counter, dict],
         node = program.nodes[j]
         if same_stack and node.stack != program.nodes[start].stack:
             break
-        trip = _round_trip(program, j, consumers)
+        trip = _round_trip(program, j, current, consumers)
         if trip:
             chain += trip
             current = program.nodes[trip[-1]].outs[0]
@@ -140,18 +148,23 @@ def affine_chain(program: Program, start: int, consumers: tuple[Counter, dict],
             chain.append(j)  # ``W @ x`` under vmap: (out, batch), then batch first
             current = node.outs[0]
             continue
-        if node.prim not in _AFFINE_OPS or len(node.ins) != 2:
-            break
-        other = node.ins[1] if node.ins[0] == current else node.ins[0]
-        if not _is_const(program, other) or node.ins[0] == node.ins[1]:
-            break
-        if node.prim == "div" and node.ins[0] != current:
-            break
-        if program.avals[node.outs[0]].shape != program.avals[current].shape:
-            break
-        chain.append(j)
-        current = node.outs[0]
+        break
+    while program.nodes[chain[-1]].prim == "convert_element_type":
+        chain.pop()
     return tuple(chain)
+
+
+def _affine_step(program: Program, node: Node, current: int) -> bool:
+    """True when `node` maps the value `current` to one of its shape by an add, sub, mul or div
+    with a constant (a div only as ``current / c``), or casts it to another float dtype."""
+    if node.prim == "convert_element_type":
+        return all(jnp.issubdtype(program.avals[r].dtype, jnp.floating) for r in (current, node.outs[0]))
+    if node.prim not in _AFFINE_OPS or len(node.ins) != 2 or node.ins[0] == node.ins[1]:
+        return False
+    other = node.ins[1] if node.ins[0] == current else node.ins[0]
+    if not _is_const(program, other) or node.prim == "div" and node.ins[0] != current:
+        return False
+    return program.avals[node.outs[0]].shape == program.avals[current].shape
 
 
 def order_preserving(node: Node) -> bool:
@@ -165,21 +178,28 @@ def order_preserving(node: Node) -> bool:
         node.prim == "reshape" and node.eqn.params.get("dimensions") is None)
 
 
-def _round_trip(program: Program, start: int, consumers: tuple[Counter, dict]) -> list[int]:
-    """Indices of the order-preserving shape ops from node `start` on that come back to the
-    shape of its input (e.g. the reshape and squeeze after a convolution under ``vmap``: a
-    no-op), or [] when they do not."""
+def _round_trip(program: Program, start: int, current: int,
+                consumers: tuple[Counter, dict]) -> list[int]:
+    """Indices of the nodes from `start` on, applied to the value `current`, that come back to
+    its shape: order-preserving shape ops (e.g. the reshape and squeeze after a convolution
+    under ``vmap``: a no-op) and affine ops by constants (`_affine_step`) between them where
+    every shape op only adds or drops size-1 axes (a Flax layer on an unbatched input under
+    ``vmap`` adds its bias to the ``(n, 1, h, w, c)`` value before the squeeze). A lone affine
+    op is a trip of one. [] when they do not come back."""
     count, by_input = consumers
-    shape = program.avals[program.nodes[start].ins[0]].shape
-    trip, j = [], start
+    shape = program.avals[current].shape
+    trip, j, affine = [], start, False
     while True:
         node = program.nodes[j]
-        if len(node.ins) != 1 or not order_preserving(node):
+        if _affine_step(program, node, current):
+            affine = True
+        elif len(node.ins) != 1 or not order_preserving(node):
             return []
         trip.append(j)
         current = node.outs[0]
         if program.avals[current].shape == shape:
-            return trip
+            shaped = [program.nodes[k] for k in trip if program.nodes[k].prim in _SHAPE_OPS - {"convert_element_type"}]
+            return trip if not affine or all(_relayout(program, n) for n in shaped) else []
         if count[current] != 1 or current not in by_input:
             return []
         j = by_input[current]
@@ -255,11 +275,13 @@ def _is_clamp(program: Program, i: int, consumers: tuple[Counter, dict]) -> bool
 
 
 def _live(program: Program) -> frozenset:
-    """Input-dependent ids that depend on the input along some path avoiding every normaliser:
-    a value that depends on the input only through a LayerNorm's scale is not live."""
+    """Input-dependent ids that depend on the input along some path avoiding every normaliser
+    and every ``stop_gradient``: a value that depends on the input only through a LayerNorm's
+    scale, or only through a ``stop_gradient``, is not live."""
     live = {program.input_id}
     for node in program.nodes:
-        if node.prim in NORMALIZERS or not node.outs or node.outs[0] not in program.depends:
+        if (node.prim in NORMALIZERS or node.prim == "stop_gradient" or not node.outs
+                or node.outs[0] not in program.depends):
             continue
         dependent = [r for r in node.ins if isinstance(r, int) and r in program.depends]
         if not dependent or any(r in live for r in dependent):  # none: an intervention's value
@@ -484,7 +506,8 @@ def analyze(program: Program) -> SiteMap:
             name = name_for(stack, "add", i)
             if not shared:  # a sum of batch statistics is a place for rules, no site
                 derived.append((i, name, "add", "add", node.outs[0]))
-            node_names[i] = name
+            if not any(r in program.stopped for r in node.ins):  # a stopped term is a constant
+                node_names[i] = name
         elif op := pool_op(program, i, axes, batch, users):
             chain = _pool_chain(program, i, consumers)
             absorbed.update(chain[1:])
