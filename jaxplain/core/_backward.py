@@ -285,16 +285,22 @@ def _foldable(program: Program, chain: tuple) -> bool:
         return False
     _, out_axis, k = axes
     current = program.nodes[chain[k]].outs[0]
-    out_ndim = len(program.avals[current].shape)
+    # The channels' place among the axes of size > 1, which a round trip through a reshape that
+    # adds or drops size-1 axes keeps (a bias added to vmap's (n, 1, h, w, c) of a conv).
+    shape = program.avals[current].shape
+    place = sum(1 for a in range(out_axis) if shape[a] != 1)
     for j in chain[k + 1:]:
         nj = program.nodes[j]
+        now = program.avals[current].shape
         if len(nj.ins) == 1:  # a shape op of a round trip
             current = nj.outs[0]
             continue
+        big = [a for a, d in enumerate(now) if d != 1]
+        channel = big[place] if place < len(big) else None
         other = nj.ins[1] if nj.ins[0] == current else nj.ins[0]
-        shape = program.avals[other].shape if isinstance(other, int) else jnp.shape(other.value)
-        shape = (1,) * (out_ndim - len(shape)) + tuple(shape)
-        if any(d != 1 for a, d in enumerate(shape) if a != out_axis):
+        held = program.avals[other].shape if isinstance(other, int) else jnp.shape(other.value)
+        held = (1,) * (len(now) - len(held)) + tuple(held)
+        if any(d != 1 for a, d in enumerate(held) if a != channel):
             return False
         current = nj.outs[0]
     return True

@@ -43,6 +43,28 @@ def test_vmapped_layer_site_holds_its_bias():
     np.testing.assert_allclose(jp.capture(f, "conv")(x)[1]["conv"], conv(x), atol=1e-6)
 
 
+def test_vmapped_layer_bias_folds_into_the_layer_for_lrp():
+    """The bias inside vmap's size-1 reshape is the layer's: LRP equals the batched spelling's
+    (Epsilon(1e-9) differed by 1.70 at a scale of 0.057 in a trial)."""
+    w = jax.random.normal(K[0], (3, 3, 1, 4))
+    b = jnp.arange(4.0) - 1.5
+    head = jax.random.normal(K[1], (4, 3))
+
+    def conv(x):
+        return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC")) + b
+
+    def net(x):
+        return jax.nn.relu(conv(x)).mean((1, 2)) @ head
+
+    # as a Flax Conv on an unbatched input: a batch of one around the layer, bias included
+    per_example = jax.vmap(lambda xi: jax.nn.relu(conv(xi[None])[0]).mean((0, 1)) @ head)
+    x = jax.random.uniform(K[5], (2, 6, 6, 1))
+    for rules in (lrp.Epsilon(1e-9), lrp.EpsilonPlusFlat()):
+        np.testing.assert_allclose(lrp_attribution(per_example, x, 0, rules=rules),
+                                   lrp_attribution(net, x, 0, rules=rules), rtol=1e-5, atol=1e-7)
+
+
 def test_cast_between_matmul_and_bias_keeps_the_bias_in_the_layer():
     """``(h.astype(bf16) @ w).astype(f32) + b``: the site and LRP-eps are the float32 twin's
     (the bias was a free pass-through: sums 1.00 where the twin's are 4.2, 1.7, 1.3, 1.5)."""
