@@ -292,12 +292,15 @@ def compiled(impl: Callable, f: Callable, key, *, cacheable: bool = True) -> Cal
     return _compiled(impl, f, key) if cacheable else jax.jit(functools.partial(impl, f, key))
 
 
+#: The ReLU-like activations: piecewise linear, with a unit on or off (the network masked at them
+#: is locally linear around x, the pathway theory).
+RELU_LIKE = ("relu", "relu6", "leaky_relu", "hard_tanh")
+
+
 def relu_sites(f: Callable, x) -> tuple[str, ...]:
-    """Names of the sites of `f` after a ReLU-like activation (ReLU, ReLU6, leaky ReLU, hard
-    tanh: piecewise linear, with a unit on or off), in program order: the default sites of the
-    rules, sub-network and pathway sections of a report."""
-    family = ("relu", "relu6", "leaky_relu", "hard_tanh")
-    return tuple(s.name for s in sites(f, x) if s.kind == "activation" and s.op in family)
+    """Names of the sites of `f` after a ReLU-like activation (:data:`RELU_LIKE`), in program
+    order: the default sites of the rules, sub-networks and pathways."""
+    return tuple(s.name for s in sites(f, x) if s.kind == "activation" and s.op in RELU_LIKE)
 
 
 def capture(f: Callable, names: Selector) -> Callable:

@@ -20,12 +20,11 @@ import numpy as np
 from jaxplain import core
 from jaxplain.attribution import _common
 from jaxplain.core._backward import unruled_products
-from jaxplain.core._capture import _user_stacklevel, program_of, selector_key
+from jaxplain.core._capture import RELU_LIKE, _user_stacklevel, program_of, selector_key
 from jaxplain.core._sites import NORMALIZERS
 
-#: The default sites' activations: piecewise linear, so that the network masked at them is
-#: locally linear around ``x`` (the pathway theory).
-PIECEWISE_LINEAR = ("relu", "relu6", "leaky_relu", "hard_tanh")
+#: The default sites' activations (:data:`jaxplain.core._capture.RELU_LIKE`).
+PIECEWISE_LINEAR = RELU_LIKE
 
 
 def check_function(f: Callable) -> None:
