@@ -16,10 +16,12 @@ ops that keep the rank and the axis's size keep it; a gather of a constant table
 batched indices (an embedding lookup of token ids) puts it where the indices' batch axis lands;
 a gather or scatter at constant indices that leaves the batch axis whole (message passing
 over the nodes of a graph, ``h[src]`` and ``segment_sum`` of a ``(nodes, batch, features)``
-value) puts it where that axis's slice lands; other gathers and scatters, loops and ops that
-scan or reorder along the batch lose it (the value is then presented as the model computes
-it). An intervention's result takes the batch axis of the value it replaces, as in
-:func:`jaxplain.core._channels.channel_axes`.
+value) puts it where that axis's slice lands; one that indexes the batch axis by an ``iota``
+along an axis of the indices (``h[jnp.arange(n), pos]``, ``.at[jnp.arange(n)[:, None], idx]``:
+example i's row of the indices reads or writes example i) puts it where that axis lands; other
+gathers and scatters, loops and ops that scan or reorder along the batch lose it (the value is
+then presented as the model computes it). An intervention's result takes the batch axis of the
+value it replaces, as in :func:`jaxplain.core._channels.channel_axes`.
 
 :func:`mixes_batch` says whether one example's output depends on the others: through a value
 computed over the whole batch, or through an op that moves values along the batch axis (a
@@ -30,8 +32,13 @@ graph, ``(nodes, features) -> (nodes, classes)``, is such a model.
 
 from __future__ import annotations
 
+import weakref
+
+import jax
+import numpy as np
+
 from jaxplain.core._channels import _landings
-from jaxplain.core._program import Program
+from jaxplain.core._program import Lit, Program
 
 #: The state of a value computed over the whole batch: it has no batch axis.
 SHARED = "shared"
@@ -45,6 +52,8 @@ _REDUCE = frozenset({"reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "r
                      "reduce_or", "argmax", "argmin"})
 _WINDOWED = frozenset({"reduce_window_sum", "reduce_window_max", "reduce_window_min",
                        "reduce_window"})
+# program -> {value id: the node that computes it}, for following index arrays back
+_PRODUCERS: "weakref.WeakKeyDictionary[Program, dict]" = weakref.WeakKeyDictionary()
 
 
 def _dot_general(eqn, states: list) -> int | str | None:
@@ -76,13 +85,15 @@ def _combine(found: list) -> int | str | None:
     return None
 
 
-def _gather(eqn, known: list) -> int | str | None:
+def _gather(node, known: list, program: Program) -> int | str | None:
     """Where a gather holds the batch axis. Of a constant table (an embedding) at batched
     indices (token ids): where the indices' batch axis lands, the output's axes that are not
     slice offsets being the indices' axes but the last (the index vector), in order. Of a
     batched operand at constant indices: the offset axis of its batch axis, when the gather
     takes that axis whole (``h[:, src]``, or ``h[src]`` of a ``(nodes, batch, features)``
-    value), or the indices' batching axis paired with it (a vmapped ``take_along_axis``)."""
+    value), or the indices' batching axis paired with it (a vmapped ``take_along_axis``) or
+    counting along it (:func:`_row_axis`)."""
+    eqn = node.eqn
     dn = eqn.params["dimension_numbers"]
     shape = tuple(eqn.invars[0].aval.shape)
     rank = len(eqn.outvars[0].aval.shape)
@@ -101,8 +112,11 @@ def _gather(eqn, known: list) -> int | str | None:
         elif state in dn.operand_batching_dims:
             paired = dn.start_indices_batching_dims[list(dn.operand_batching_dims).index(state)]
             found.append(positions[paired])
-        elif 1 in by or _gathers_along(dn, eqn.params["slice_sizes"], shape, state):
+        elif 1 in by:
             found.append(None)
+        elif _gathers_along(dn, eqn.params["slice_sizes"], shape, state):
+            row = _row_axis(node, program, state)
+            found.append(None if row is None else positions[row])
         else:
             kept = [a for a in range(len(shape))
                     if a not in dn.collapsed_slice_dims and a not in dn.operand_batching_dims]
@@ -118,25 +132,29 @@ def _gathers_along(dn, slice_sizes, shape: tuple, axis: int) -> bool:
         or slice_sizes[axis] != shape[axis])
 
 
-def _scatter(eqn, known: list) -> int | str | None:
+def _scatter(node, known: list, program: Program) -> int | str | None:
     """Where a scatter at constant indices holds the batch axis: the operand's, and that of
     the updates where their batch axis is a whole update window axis of an operand axis that is
     not scattered into (``segment_sum`` of a ``(nodes, batch, features)`` value), or is paired
-    with the operand's batching axis (a vmapped scatter); else (updates written to places along
-    the batch, or batched indices) none."""
+    with the operand's batching axis (a vmapped scatter) or written to it one to one
+    (:func:`_row_axis`); else (updates written to places along the batch, or batched indices)
+    none."""
     by = {k: state for k, state, _ in known}
     if 1 in by:
         return None
     found = [by[0]] if 0 in by else []
     if 2 in by:
         state = by[2]
-        found.append(state if state is None or state == SHARED else _scattered_to(eqn, state))
+        found.append(state if state is None or state == SHARED
+                     else _scattered_to(node, program, state))
     return _combine(found)
 
 
-def _scattered_to(eqn, axis: int) -> int | None:
+def _scattered_to(node, program: Program, axis: int) -> int | None:
     """The operand axis that the updates' `axis` is a whole window axis of (or is paired
-    with, for a batching axis), or None when the updates' slices along it are scattered."""
+    with, for a batching axis, or written to one to one, see :func:`_row_axis`), or None when
+    the updates' slices along it are scattered."""
+    eqn = node.eqn
     dn = eqn.params["dimension_numbers"]
     operand, updates = (tuple(eqn.invars[k].aval.shape) for k in (0, 2))
     if axis in dn.update_window_dims:
@@ -150,7 +168,85 @@ def _scattered_to(eqn, axis: int) -> int | None:
     if index_axis in dn.scatter_indices_batching_dims:
         paired = list(dn.scatter_indices_batching_dims).index(index_axis)
         return int(dn.operand_batching_dims[paired])
+    return next((int(target) for target in dn.scatter_dims_to_operand_dims
+                 if _row_axis(node, program, target) == index_axis), None)
+
+
+def _row_axis(node, program: Program, axis: int) -> int | None:
+    """The axis of a gather's or scatter's input-independent indices that reads or writes its
+    operand's `axis` one to one: the indices' column for `axis` is ``0, 1, ...`` along it, over
+    the whole of `axis`, and the same along their other axes (``h[jnp.arange(n), pos]``,
+    ``.at[jnp.arange(n)[:, None], idx]``: example i's row of the indices is example i's); or
+    None."""
+    eqn, dn = node.eqn, node.eqn.params["dimension_numbers"]
+    if node.prim == "gather":
+        columns, single = dn.start_index_map, eqn.params["slice_sizes"][axis] == 1
+    else:
+        columns, single = dn.scatter_dims_to_operand_dims, axis in dn.inserted_window_dims
+    if axis not in columns or not single:
+        return None
+    if program not in _PRODUCERS:
+        _PRODUCERS[program] = {ref: n for n in program.nodes for ref in n.outs}
+    producer, ref, column = _PRODUCERS[program], node.ins[1], list(columns).index(axis)
+    rank = len(eqn.invars[1].aval.shape)
+    while isinstance(ref, int) and ref in producer and (  # to the column's own array
+            producer[ref].prim == "convert_element_type" or (
+                producer[ref].prim == "concatenate"
+                and producer[ref].eqn.params["dimension"] == rank - 1)):
+        part = producer[ref]
+        if part.prim == "concatenate":
+            widths = [v.aval.shape[-1] for v in part.eqn.invars]
+            k = next(k for k in range(len(widths)) if column < sum(widths[:k + 1]))
+            column -= sum(widths[:k])
+            ref = part.ins[k]
+        else:
+            ref = part.ins[0]
+    if not isinstance(ref, int) or program.avals[ref].shape[-1] != 1:
+        return None
+    row = _counting(program, producer, ref, (*range(rank - 1), None))
+    if row is None or eqn.invars[1].aval.shape[row] != eqn.invars[0].aval.shape[axis]:
+        return None
+    return row
+
+
+def _counting(program: Program, producer: dict, ref, axes: tuple) -> int | None:
+    """The axis of the indices that value `ref` counts along: ``0, 1, ...`` along its axis
+    standing for it, the same along the others (`axes`: the indices' axis that each axis of
+    `ref` stands for, None where it stands for none). Followed back through broadcasts, casts
+    and jnp's wrap of negative indices, ``select_n(c < 0, c, c + n)``, to an ``iota`` or a
+    constant (``np.arange``); a reversal or permutation counts along nothing."""
+    if not isinstance(ref, int):
+        return None
+    node = producer.get(ref)
+    if node is None:
+        value = _concrete(program, ref)
+        if value is None:
+            return None
+        return next((a for d, a in enumerate(axes) if a is not None and np.array_equal(
+            value, np.arange(value.shape[d]).reshape([-1 if k == d else 1 for k in range(
+                value.ndim)]) + np.zeros(value.shape, int))), None)
+    if node.prim == "iota":
+        return axes[node.eqn.params["dimension"]]
+    if node.prim == "convert_element_type":
+        return _counting(program, producer, node.ins[0], axes)
+    if node.prim == "broadcast_in_dim":
+        shape, out = node.eqn.invars[0].aval.shape, node.eqn.outvars[0].aval.shape
+        return _counting(program, producer, node.ins[0], tuple(
+            axes[d] if shape[j] == out[d] else None
+            for j, d in enumerate(node.eqn.params["broadcast_dimensions"])))
+    if node.prim == "select_n" and len(node.ins) == 3 and isinstance(node.ins[0], int):
+        test, never = producer.get(node.ins[0]), _concrete(program, node.ins[0])
+        if (never is not None and not never.any()) or (  # c < 0 folded, or c < 0 for c >= 0
+                test is not None and test.prim == "lt" and test.ins[0] == node.ins[1]
+                and isinstance(test.ins[1], Lit) and np.all(np.asarray(test.ins[1].value) == 0)):
+            return _counting(program, producer, node.ins[1], axes)  # the select keeps c
     return None
+
+
+def _concrete(program: Program, ref: int) -> np.ndarray | None:
+    """The value of constant `ref`, or None when it is computed or traced."""
+    value = program.consts.get(ref)
+    return None if value is None or isinstance(value, jax.core.Tracer) else np.asarray(value)
 
 
 def _through_softmax(eqn, axis: int) -> int:
@@ -189,9 +285,9 @@ def _forward(node, states: dict, program: Program) -> int | str | None:
     if prim in _LOSE or len(eqn.outvars) != 1:
         return None
     if prim == "gather":
-        return _gather(eqn, known)
+        return _gather(node, known, program)
     if prim in _SCATTER:
-        return _scatter(eqn, known)
+        return _scatter(node, known, program)
     if prim == "conv_general_dilated":
         k, state, _ = known[0]
         if k != 0 or state is None:
@@ -260,9 +356,10 @@ def _moves(node, states: dict, program: Program) -> bool:
     dependent = {k for k, r in enumerate(node.ins) if isinstance(r, int) and r in program.depends}
     if prim == "gather":
         return 0 in by and 1 not in dependent and _gathers_along(
-            params["dimension_numbers"], params["slice_sizes"], known[0][2], by[0])
+            params["dimension_numbers"], params["slice_sizes"], known[0][2], by[0]) and (
+            _row_axis(node, program, by[0]) is None)
     if prim in _SCATTER:
-        return 2 in by and 1 not in dependent and _scattered_to(eqn, by[2]) is None
+        return 2 in by and 1 not in dependent and _scattered_to(node, program, by[2]) is None
     if prim == "concatenate":  # an operand's examples land at other places
         sizes = [v.aval.shape[params["dimension"]] for v in eqn.invars]
         return any(a == params["dimension"] and sum(sizes[:k]) for k, a, _ in known)
