@@ -406,6 +406,16 @@ class _Builder:
                 for var, ref in zip(eqn.outvars, outs):
                     env[var] = ref
                 continue
+            if eqn.primitive.name == "cond" and isinstance(eqn.invars[0], jax.extend.core.Literal):
+                # a branch chosen by a constant (a config switch): its equations, as if written
+                # out, so that sites and rules reach inside
+                branch = eqn.params["branches"][int(np.asarray(eqn.invars[0].val))]
+                local = _clean_stack(eqn.source_info.name_stack)
+                outs = self.inline(branch.jaxpr, branch.consts, [read(v) for v in eqn.invars[1:]],
+                                   prefix, relabel=lambda s, local=local: relabel(local + s))
+                for var, ref in zip(eqn.outvars, outs):
+                    env[var] = ref
+                continue
             if self.unroll and eqn.primitive.name == "scan" and _unrollable(eqn):
                 outs = self._unroll(eqn, [read(v) for v in eqn.invars], stack)
                 for var, ref in zip(eqn.outvars, outs):
