@@ -40,7 +40,7 @@ from collections import Counter
 import jax.numpy as jnp
 import numpy as np
 
-from jaxplain.core._batch import SHARED, batch_axes, mixes_batch
+from jaxplain.core._batch import SHARED, _row_axis, batch_axes, mixes_batch
 from jaxplain.core._channels import channel_axes, fixed_values, resamples
 from jaxplain.core._program import EDIT_MARK, Lit, Node, Program
 
@@ -359,7 +359,7 @@ def pool_op(program: Program, i: int, axes: dict, batch: dict, users: dict) -> s
     elif node.prim == "cumsum":
         op = "cumsum" if node.eqn.params["axis"] != b and shape[node.eqn.params["axis"]] > 1 else None
     elif node.prim in _SCATTER_ADDS:
-        apart = all(_is_const(program, r) for r in node.ins[:2]) and _scatter_apart(node, b)
+        apart = all(_is_const(program, r) for r in node.ins[:2]) and _scatter_apart(program, node, b)
         op = "scatter_add" if apart else None
     else:
         return None
@@ -368,17 +368,19 @@ def pool_op(program: Program, i: int, axes: dict, batch: dict, users: dict) -> s
     return None if _statistic(program, i, users) else op
 
 
-def _scatter_apart(node: Node, b: int) -> bool:
+def _scatter_apart(program: Program, node: Node, b: int) -> bool:
     """True when the scatter-add `node` adds each example's updates (batch axis `b` of its
     updates) into that example's part of the result: `b` is a window axis of the updates (a
-    ``segment_sum`` vmapped with shared indices), or their scatter axis that the indices batch
-    (vmapped with per-example indices)."""
+    ``segment_sum`` vmapped with shared indices), their scatter axis that the indices batch
+    (vmapped with per-example indices), or the indices' row that writes the result's first
+    axis one row per example (``zeros.at[jnp.arange(n)[:, None], idx].add(h)``)."""
     dims = node.eqn.params["dimension_numbers"]
     if b in dims.update_window_dims:
         return True
     rank = len(node.eqn.invars[2].aval.shape)
     scattered = [a for a in range(rank) if a not in dims.update_window_dims]
-    return scattered.index(b) in dims.scatter_indices_batching_dims
+    return (scattered.index(b) in dims.scatter_indices_batching_dims
+            or _row_axis(node, program, 0) == scattered.index(b))
 
 
 def _statistic(program: Program, i: int, users: dict) -> bool:

@@ -155,3 +155,19 @@ def test_a_first_rule_that_applies_to_no_layer_warns():
         warnings.simplefilter("error")
         A.lrp(dense, _XG, 0, rules=L.EpsilonPlusFlat())  # Flat lands on the adjacency matmul
         A.lrp(seg, _XG, 0, rules=L.Epsilon())
+
+
+def test_a_scatter_add_at_per_example_rows_conserves_as_vmapped_segment_sum():
+    # zeros.at[arange(n)[:, None], idx].add(h): each example's row of the indices writes its
+    # own row (LRP summed to 3, the segment size, before).
+    w = jax.random.normal(jax.random.key(0), (4, 6))
+    idx = jnp.asarray(np.random.default_rng(0).integers(0, 3, (3, 6)))
+    x = jax.random.uniform(jax.random.key(1), (3, 4))
+    h = lambda z: jax.nn.relu(z @ w)  # noqa: E731
+    rows = lambda z: jnp.zeros((3, 3)).at[jnp.arange(3)[:, None], idx].add(h(z))  # noqa: E731
+    vmapped = lambda z: jax.vmap(lambda m, s: jax.ops.segment_sum(m, s, 3))(h(z), idx)  # noqa: E731
+    np.testing.assert_allclose(rows(x), vmapped(x), rtol=1e-6)
+    t = jnp.argmax(vmapped(x), -1)
+    np.testing.assert_allclose(A.lrp(rows, x, t, rules=L.Epsilon(1e-9)),
+                               A.lrp(vmapped, x, t, rules=L.Epsilon(1e-9)), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(A.lrp(rows, x, t, rules=L.Epsilon(1e-9)).sum(1), 1.0, rtol=1e-5)
