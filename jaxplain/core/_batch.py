@@ -360,6 +360,9 @@ def _moves(node, states: dict, program: Program) -> bool:
             _row_axis(node, program, by[0]) is None)
     if prim in _SCATTER:
         return 2 in by and 1 not in dependent and _scattered_to(node, program, by[2]) is None
+    if prim == "dot_general":  # examples against examples: a Gram matrix x @ x.T
+        (_, batch) = params["dimension_numbers"]
+        return len(known) == 2 and all(a not in batch[k] for k, a, _ in known)
     if prim == "concatenate":  # an operand's examples land at other places
         sizes = [v.aval.shape[params["dimension"]] for v in eqn.invars]
         return any(a == params["dimension"] and sum(sizes[:k]) for k, a, _ in known)

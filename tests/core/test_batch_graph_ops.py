@@ -123,3 +123,12 @@ def test_node_classification_warns():
         attribution.gradient(nodes, x, 0)
     mixing = [str(w.message) for w in caught if issubclass(w.category, BatchMixingWarning)]
     assert mixing and "node classification" in mixing[0] and "jax.vmap(g)" in mixing[0]
+
+
+def test_a_product_of_examples_with_examples_mixes_the_batch():
+    x = jax.random.normal(jax.random.key(7), (4, 3))
+    gram = lambda z: (z @ z.T)[:, :2]  # noqa: E731 - row i reads every example
+    jac = jax.jacobian(lambda z: gram(z)[0])(x)
+    assert np.abs(np.asarray(jac[:, 1:])).max() > 0 and mixes_batch(gram, x)
+    per_example = lambda z: jnp.einsum("bqd,bkd->bqk", z[:, None], z[:, None])[:, 0]  # noqa: E731
+    assert not mixes_batch(per_example, x)
