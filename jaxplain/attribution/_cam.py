@@ -379,7 +379,7 @@ def score_cam(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array,
       ...     top_row = jnp.array([1.0, 0.0])[:, None, None]  # over (h, w, c)
       ...     with jax.named_scope("features"):             # channel 0 fires on the top row
       ...         feats = jnp.concatenate([x * top_row, x], axis=-1)
-      ...     top = x[:, 0].sum(axis=(1, 2))                # class 0 reads the top row only
+      ...     top = feats[..., 0].sum(axis=(1, 2))          # class 0 reads the top row only
       ...     return jnp.stack([top, jnp.zeros_like(top)], axis=1)
       >>> x = jnp.ones((1, 2, 2, 1))
       >>> cam = score_cam(f, x, 0, site="features", resize=False)

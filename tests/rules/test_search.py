@@ -33,7 +33,10 @@ def test_planted_rules_are_recovered(tail_mode, destructive, additive, on, plant
     assert rules.compression < 100.0
 
 
-@settings(max_examples=5, deadline=None)
+# Derandomized: the property holds with high probability, not always. At density 0.02, seed
+# 123287 has items 17 and 5 (about 20 and 15 ones in 1000 rows) together 4 times where 0.3 are
+# expected (p ~ 3e-4 for one pair, ~0.2 over the 768 pairs), and MDL takes that as one rule.
+@settings(max_examples=5, deadline=None, derandomize=True)
 @given(seed=st.integers(0, 10**6), density=st.floats(0.02, 0.3))
 def test_independent_data_gives_no_rules(seed, density):
     rng = np.random.default_rng(seed)
