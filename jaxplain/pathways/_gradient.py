@@ -192,16 +192,18 @@ def pathway_jvp(
 
 
 @functools.partial(jax.jit, static_argnames="axis")
-def max_abs_channel(maps: Float[Array, "batch H W C"], axis: int = -1) -> Float[Array, "batch H W"]:
-    """The paper's one-channel display: per pixel, the signed channel value of largest |.|.
+def max_abs_channel(maps: Float[Array, "batch *spatial C"],
+                    axis: int = -1) -> Float[Array, "batch *spatial"]:
+    """The paper's one-channel display: per position, the signed channel value of largest |.|.
 
     Args:
-      maps: NHWC maps (e.g. a pathway gradient).
+      maps: channels-last maps with any number of spatial axes, ``(batch, T, C)`` signals,
+        ``(batch, H, W, C)`` images or ``(batch, D, H, W, C)`` volumes (e.g. a pathway gradient).
       axis: the channel axis (1 for the NCHW maps of a channels-first model's input).
 
     Returns:
-      ``(batch, H, W)`` signed maps; divide by ``max |.|`` and show ``|.|`` to match the
-      authors' figures.
+      The maps without their channel axis, ``(batch, H, W)`` for images, signed; divide by
+      ``max |.|`` and show ``|.|`` to match the authors' figures.
 
     Example:
       >>> import jax.numpy as jnp
@@ -209,8 +211,10 @@ def max_abs_channel(maps: Float[Array, "batch H W C"], axis: int = -1) -> Float[
       >>> pathways.max_abs_channel(jnp.array([[[[1.0, -3.0, 2.0]]]])).tolist()
       [[[-3.0]]]
     """
-    if jnp.ndim(maps) != 4:
-        raise ValueError(f"max_abs_channel takes image maps (batch, H, W, C) or (batch, C, H, W); "
-                         f"got shape {jnp.shape(maps)}, which has no channel axis to collapse")
+    if jnp.ndim(maps) < 3:
+        raise ValueError(f"max_abs_channel takes maps with a batch, spatial and channel axes, "
+                         f"(batch, *spatial, C) or (batch, C, *spatial); got shape "
+                         f"{jnp.shape(maps)}, which has no channel axis to collapse (a map of "
+                         f"(batch, features) is one value per feature already)")
     idx = jnp.expand_dims(jnp.argmax(jnp.abs(maps), axis=axis), axis)
     return jnp.squeeze(jnp.take_along_axis(maps, idx, axis=axis), axis)

@@ -138,6 +138,14 @@ def test_max_abs_channel():
     assert pw.max_abs_channel(jnp.moveaxis(maps, -1, 1), axis=1).tolist() == [[[-3.0, 0.5]]]
 
 
+@pytest.mark.parametrize("shape", [(2, 5, 3), (2, 3, 4, 5, 3)])  # signals and volumes
+def test_max_abs_channel_takes_any_number_of_spatial_axes(shape):
+    maps = jax.random.normal(jax.random.key(0), shape)
+    want = np.take_along_axis(np.asarray(maps), np.abs(maps).argmax(-1)[..., None], -1)[..., 0]
+    np.testing.assert_array_equal(pw.max_abs_channel(maps), want)
+    np.testing.assert_array_equal(pw.max_abs_channel(jnp.moveaxis(maps, -1, 1), axis=1), want)
+
+
 def test_compiles_once_and_composes_with_jit():
     traces = []
     f0, _, x = _models.model("mlp", seed=4)
