@@ -60,3 +60,21 @@ def select(sites: Sequence[Site], selector: Selector) -> tuple[str, ...]:
         if not hit:
             raise unknown_site_error(p, names)
     return tuple(s.name for s in sites if matches(patterns, s))
+
+
+def one_site(names: Sequence[str], selector: str, what: str = "site") -> str:
+    """The one name of `names` that `selector` picks: the name itself, or the single match of
+    a glob. A ValueError lists the matches of a glob that picks several, or the close matches
+    of one that picks none; a TypeError for anything but a str."""
+    if not isinstance(selector, str):
+        raise TypeError(f"{what} must be a site name (str), got {type(selector).__name__}: "
+                        f"{selector!r}")
+    if selector in names:
+        return selector
+    hits = fnmatch.filter(names, selector) if _is_glob(selector) else []
+    if len(hits) == 1:
+        return hits[0]
+    if hits:
+        raise ValueError(f"{what} {selector!r} matches {len(hits)} sites ({', '.join(hits)}), "
+                         f"but one is read here: pass one of them by name")
+    raise unknown_site_error(selector, names, what=what)
