@@ -12,7 +12,9 @@ the channel weights ``w_c``:
   the input is masked by each channel's upsampled, normalized map.
 
 Channels-first models work unchanged: the site is read channels-last and the map is put back
-on the input's channel axis (``(n, 1, H, W)`` for NCHW inputs). The weights and the map are
+on the input's channel axis (``(n, 1, H, W)`` for NCHW inputs). An input without a channel
+axis, a waveform ``(n, T)`` or grey images ``(n, H, W)`` that the model gives one itself
+(``x[..., None]``), gets a map shaped like it. The weights and the map are
 computed in float32 at least from the site's values and gradients, and the map comes back in
 `x`'s dtype, resized or not (the site's dtype for the token ids that Grad-CAM and Grad-CAM++
 take: they differentiate at the site only).
@@ -39,14 +41,19 @@ SCORES = ("probability", "logit")
 
 
 def _cam_arguments(f, x, target, site, resize: bool, method: str = "grad_cam") -> tuple:
-    """The CAM methods' checks: ``(x, target, channel axis of x)``. The methods that only
-    differentiate at the site (grad_cam, grad_cam_plus_plus) take token ids as well."""
+    """The CAM methods' checks: ``(x, target, channel axis of x)``, the axis None when `x` has
+    none (a site with one more axis than `x`, whose first convolution reads it through an added
+    axis, ``w[..., None]``). The methods that only differentiate at the site (grad_cam,
+    grad_cam_plus_plus) take token ids as well."""
     ids = method in ("grad_cam", "grad_cam_plus_plus")
     x, t = (_common.check_site_arguments if ids else _common.check_arguments)(f, x, target)
     shape = _check_site(f, x, site)
     if len(shape) < 3:
         raise ValueError(f"{method} needs a site with spatial axes (n, h, w, c); site {site!r} has "
                          f"shape {shape}")
+    channels = image_channel_axis(f, x)
+    if channels is None and len(shape) == x.ndim + 1:
+        return x, t, None
     if method == "score_cam" and len(shape) != x.ndim:
         # its masks are the site's channels upsampled to the input, whatever `resize` says
         raise ValueError(f"score_cam masks the input with each of the site's channels upsampled "
@@ -61,13 +68,18 @@ def _cam_arguments(f, x, target, site, resize: bool, method: str = "grad_cam") -
         fix = "; pass resize=False" if method in ("grad_cam", "grad_cam_plus_plus") else ""
         raise ValueError(f"{method} needs the site {site!r} (shape {shape}) to have as many "
                          f"axes as x {tuple(x.shape)} to resize its map{fix}")
-    channels = image_channel_axis(f, x)
     return x, t, x.ndim - 1 if channels is None else channels
 
 
-def _input_size(x, channels: int) -> tuple:
-    """The spatial shape of `x`: its axes but the batch and the channel axis."""
-    return x.shape[1:channels] + x.shape[channels + 1:]
+def _input_size(x, channels: int | None) -> tuple:
+    """The spatial shape of `x`: its axes but the batch and the channel axis (None: all)."""
+    return x.shape[1:] if channels is None else x.shape[1:channels] + x.shape[channels + 1:]
+
+
+def _on_channels(m, channels: int | None):
+    """`m` ``(n, *spatial)`` with a size-1 axis at `channels` (None: as it is), to broadcast
+    against `x`."""
+    return m if channels is None else jnp.expand_dims(m, channels)
 
 
 def _finish(cam, x, a, *, relu, resize, channels):
@@ -76,7 +88,7 @@ def _finish(cam, x, a, *, relu, resize, channels):
     if relu:
         cam = jnp.maximum(cam, 0)
     if resize is not None:
-        cam = jnp.expand_dims(upsample(cam, _input_size(x, channels), resize), channels)
+        cam = _on_channels(upsample(cam, _input_size(x, channels), resize), channels)
     return cam.astype(_result_dtype(x, a))
 
 
@@ -100,14 +112,15 @@ def grad_cam(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, 
     Args:
       f: the model, mapping a batch to logits ``(n, classes)``.
       x: the inputs, batch first (images NHWC, or NCHW for a model whose first convolution
-        reads its channels on axis 1); or the token ids of a model of ids (integers, not
-        uint8), with a site after the embedding and ``resize=False``.
+        reads its channels on axis 1, or without a channel axis, ``(n, T)`` or ``(n, H, W)``,
+        for a model that adds it); or the token ids of a model of ids (integers, not uint8),
+        with a site after the embedding.
       target: the class to explain per example, shape ``(n,)``, or one int.
       site: the name of a convolutional site (see :func:`jaxplain.sites`), e.g. ``"block1"``.
       relu: keep only the positive part, as in the paper (Captum's default is False).
       resize: bilinearly resize the map to the input's spatial shape and return
-        ``(n, H, W, 1)`` (``(n, 1, H, W)`` for NCHW inputs; broadcastable to `x`); False
-        returns the site's ``(n, h, w)``.
+        ``(n, H, W, 1)`` (``(n, 1, H, W)`` for NCHW inputs, `x`'s shape for inputs without
+        a channel axis; broadcastable to `x`); False returns the site's ``(n, h, w)``.
 
     Returns:
       The class activation map.
@@ -151,7 +164,8 @@ def guided_grad_cam(f: Callable, x: Float[Array, "batch *feature"],
     Args:
       f: the model, mapping a batch to logits ``(n, classes)``.
       x: the inputs, batch first (images NHWC, or NCHW for a model whose first convolution
-        reads its channels on axis 1).
+        reads its channels on axis 1, or without a channel axis, ``(n, T)`` or ``(n, H, W)``,
+        for a model that adds it).
       target: the class to explain per example, shape ``(n,)``, or one int.
       site: the name of a convolutional site with as many spatial axes as `x` (see
         :func:`jaxplain.sites`), e.g. ``"block2"``.
@@ -232,14 +246,15 @@ def grad_cam_plus_plus(f: Callable, x: Float[Array, "batch *feature"],
     Args:
       f: the model, mapping a batch to logits ``(n, classes)``.
       x: the inputs, batch first (images NHWC, or NCHW for a model whose first convolution
-        reads its channels on axis 1); or the token ids of a model of ids (integers, not
-        uint8), with a site after the embedding and ``resize=False``.
+        reads its channels on axis 1, or without a channel axis, ``(n, T)`` or ``(n, H, W)``,
+        for a model that adds it); or the token ids of a model of ids (integers, not uint8),
+        with a site after the embedding.
       target: the class to explain per example, shape ``(n,)``, or one int.
       site: the name of a convolutional site (see :func:`jaxplain.sites`), e.g. ``"block1"``.
       relu: keep only the positive part of the map, as in the paper.
       resize: bilinearly resize the map to the input's spatial shape and return
-        ``(n, H, W, 1)`` (``(n, 1, H, W)`` for NCHW inputs); False returns the site's
-        ``(n, h, w)``.
+        ``(n, H, W, 1)`` (``(n, 1, H, W)`` for NCHW inputs, `x`'s shape for inputs without
+        a channel axis); False returns the site's ``(n, h, w)``.
 
     Returns:
       The class activation map.
@@ -265,18 +280,18 @@ def grad_cam_plus_plus(f: Callable, x: Float[Array, "batch *feature"],
                                resize="bilinear" if resize else None, channels=channels)
 
 
-def masks(a, size: tuple, channels: int):
+def masks(a, size: tuple, channels: int | None):
     """Score-CAM's masks: each channel of `a` ``(n, h, w, m)`` bilinearly upsampled to `size`
     and min-max normalized to [0, 1] per example (a constant map gives 0), as
     ``(n * m, ...)`` example-major rows (each example's channels together, so a batch split
-    over devices stays split) with a size-1 axis at `channels`."""
+    over devices stays split) with a size-1 axis at `channels` (None: none)."""
     m = jnp.moveaxis(a, -1, 1).reshape((-1,) + a.shape[1:-1])
     m = upsample(m, size, "bilinear")
     axes = tuple(range(1, m.ndim))
     low = m.min(axis=axes, keepdims=True)
     span = m.max(axis=axes, keepdims=True) - low
     m = jnp.where(span > 0, (m - low) / jnp.where(span > 0, span, 1), 0)
-    return jnp.expand_dims(m, channels)
+    return _on_channels(m, channels)
 
 
 def _score(f, z, target, score):
@@ -351,7 +366,8 @@ def score_cam(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array,
     Args:
       f: the model, mapping a batch to logits ``(n, classes)``.
       x: the inputs, batch first (images NHWC, or NCHW for a model whose first convolution
-        reads its channels on axis 1).
+        reads its channels on axis 1, or without a channel axis, ``(n, T)`` or ``(n, H, W)``,
+        for a model that adds it).
       target: the class to explain per example, shape ``(n,)``, or one int.
       site: the name of a convolutional site with as many spatial axes as `x` (see
         :func:`jaxplain.sites`), e.g. ``"block2"``.
@@ -363,8 +379,9 @@ def score_cam(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array,
       normalize: None, or ``"softmax"`` over the channels.
       relu: keep only the positive part of the map, as in the paper.
       resize: bilinearly resize the map to the input's spatial shape and return
-        ``(n, H, W, 1)`` (``(n, 1, H, W)`` for NCHW inputs); False returns the site's
-        ``(n, h, w)``. The masks are upsampled to the input either way.
+        ``(n, H, W, 1)`` (``(n, 1, H, W)`` for NCHW inputs, `x`'s shape for inputs without
+        a channel axis); False returns the site's ``(n, h, w)``. The masks are upsampled to
+        the input either way.
       batch_size: the number of channels evaluated at once, each a batch of `x`'s size
         (None: all at once on GPU/TPU, on CPU as many as keep a pass in cache). Score-CAM calls `f`
         on one masked batch per channel.
