@@ -82,9 +82,8 @@ def check_like(a: Any, x: jax.Array, name: str, *, broadcast: bool = False) -> j
         broadcast and a.ndim == x.ndim and a.shape[0] == x.shape[0]
         and all(m in (1, n) for m, n in zip(a.shape[1:], x.shape[1:])))
     if not fits:
-        also = ", or that shape with axes of size 1" if broadcast else ""
-        if broadcast and x.ndim == 4:
-            also += f" (channels summed with keepdims=True: {(*x.shape[:3], 1)})"
+        also = (", or that shape with axes of size 1 (e.g. summed over the channel axis with "
+                "keepdims=True)" if broadcast else "")
         raise ValueError(f"{name} must have the shape of x {x.shape}{also}, got {a.shape}")
     if not jnp.issubdtype(a.dtype, jnp.floating):
         a = a.astype(x.dtype)

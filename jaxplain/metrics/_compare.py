@@ -121,8 +121,8 @@ def compare(
             own default of 50, so the areas differ slightly from a direct call).
         baseline: Replacement value of the deletion and LeRF metrics.
         insertion_baseline: Where the insertion curve starts (any ``baseline`` of
-            :func:`insertion`); None: ``"blur"`` for ``(batch, H, W, C)`` images (RISE),
-            ``"zeros"`` for other inputs.
+            :func:`insertion`); None: ``"blur"`` for images (RISE), ``"zeros"`` for other
+            inputs.
         samples: Perturbations for continuity and max-sensitivity (5: fewer than their own
             default of 10).
         batch_size: Chunking of the perturbation metrics.

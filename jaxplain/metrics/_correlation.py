@@ -25,12 +25,13 @@ def subset(key: jax.Array, n: int, size: int) -> jax.Array:
 
 
 @functools.partial(
-    jax.jit, static_argnames=("f", "samples", "subset_size", "kind", "output", "batch_size"))
+    jax.jit,
+    static_argnames=("f", "samples", "subset_size", "kind", "output", "batch_size", "channels"))
 def _correlation(f, x, target, attribution, value, key, *, samples, subset_size, kind, output,
-                 batch_size):
-    base = P.resolve_baseline(x, kind, value, 0.0)
-    scores = P.feature_scores(attribution, absolute=False)
-    grid = P.feature_shape(x.shape)
+                 batch_size, channels):
+    base = P.resolve_baseline(x, kind, value, 0.0, channels)
+    scores = P.feature_scores(attribution, False, channels)
+    grid = P.feature_shape(x.shape, channels)
     n = scores.shape[-1]
 
     wide = jnp.promote_types(scores.dtype, jnp.float32)
@@ -38,7 +39,7 @@ def _correlation(f, x, target, attribution, value, key, *, samples, subset_size,
     def copy(i, j):  # example i with subset j at the baseline, and the subset's relevance
         chosen = subset(D.item_key(key, i, j), n, subset_size)
         m = chosen.reshape(grid)
-        m = m[..., None] if x.ndim == 4 else m
+        m = m[..., None] if channels else m
         return jnp.where(m, base[i], x[i]), jnp.where(chosen, scores[i], 0).astype(wide).sum()
 
     y0, y, sums = D.evaluate_copies(f, x, copy, target, samples, output, batch_size)
@@ -63,9 +64,10 @@ def faithfulness_correlation(
     For ``samples`` random subsets ``S`` of ``subset_size`` features per example, the features
     of ``S`` are set to the baseline; the score is the correlation, over the subsets, of
     ``Σ_{i∈S} a_i`` with ``f_t(x) − f_t(x_{S←baseline})``. 1: the map's sums predict every drop
-    linearly (gradient x input on a linear model, zeros baseline); near 0: unrelated. For NHWC
-    images (and the NCHW images of a channels-first model) a feature is a pixel: its relevance
-    is its channel sum and its channels are replaced together.
+    linearly (gradient x input on a linear model, zeros baseline); near 0: unrelated. Features
+    are as in :func:`jaxplain.metrics.deletion`: where the model's first convolution gives ``x``
+    a channel axis a feature is a position (a pixel, a time step, a voxel) whose relevance is its
+    channel sum and whose channels are replaced together.
 
     Subset ``j`` of example ``i`` is the first ``subset_size`` entries of
     ``jax.random.permutation(fold_in(fold_in(key, i), j), n_features)``, so an example's score
@@ -81,7 +83,7 @@ def faithfulness_correlation(
         subset_size: Features per subset, ``1 <= subset_size < n_features`` (Quantus' default
             is 224, for 224 x 224 images).
         samples: Subsets per example (at least 2: a correlation needs two points).
-        baseline: ``"zeros"``, ``"mean"`` (each image's channel means), a number or an array
+        baseline: ``"zeros"``, ``"mean"`` (each example's channel means), a number or an array
             that broadcasts to ``x``.
         output: ``"logit"`` (the output as given; Quantus' default) or ``"probability"`` (the
             softmax, or a probability head read as it is, as in :func:`deletion`).
@@ -110,8 +112,9 @@ def faithfulness_correlation(
     D.check_key(key)
     samples = checks.check_positive_int(samples, "samples", 2)
     given_f, given_x = f, x
-    f, x, attribution, value = P.channels_last(f, x, attribution, value)
-    n = math.prod(P.feature_shape(x.shape))
+    axis = P.layout(f, x).axis
+    f, x, attribution, value = P.channels_last(f, x, attribution, value, axis)
+    n = math.prod(P.feature_shape(x.shape, axis is not None))
     checks.check_positive_int(subset_size, "subset_size")
     if subset_size >= n:
         raise ValueError(f"subset_size must be below the number of features {n} (pixels of an "
@@ -120,4 +123,4 @@ def faithfulness_correlation(
     _perturbed_copies(given_f, given_x, samples)
     return _correlation(f, x, target, attribution, value, key, samples=samples,
                         subset_size=int(subset_size), kind=kind, output=output,
-                        batch_size=batch_size)
+                        batch_size=batch_size, channels=axis is not None)

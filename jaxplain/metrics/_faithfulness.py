@@ -68,49 +68,55 @@ class Curve:
     area: Float[Array, " batch"]
 
 
-def _prepare(f, x, target, attribution, steps, order, baseline, output, batch_size):
+def _prepare(f, x, target, attribution, steps, order, baseline, output, batch_size, insert):
     x = checks.check_batch(x)
     attribution = _broadcast_attribution(attribution, x)
     target = checks.check_target(target, x.shape[0], checks.num_classes(f, x))
     checks.check_positive_int(steps, "steps")
     checks.check_choice(order, "order", P.ORDERS)
     checks.check_choice(output, "output", P.OUTPUTS)
+    layout = P.layout(f, x)
+    if insert:
+        baseline = P.insertion_start(baseline, P.is_image(x, layout.axis is not None))
     kind, value = P.split_baseline(baseline, x)
+    P.check_blur(kind, x, layout.grid)
     output = reading(f, x, output)
-    return x, attribution, target, kind, value, output, checks.check_batch_size(batch_size)
+    return (x, attribution, target, kind, value, output, checks.check_batch_size(batch_size),
+            layout)
 
 
 @functools.partial(
     jax.jit,
     static_argnames=(
         "f", "counts", "n", "insert", "order", "kind", "output", "absolute", "blur_sigma",
-        "batch_size",
+        "batch_size", "channels",
     ),
 )
 def _curve(f, x, target, attribution, value, *, counts, n, insert, order, kind, output,
-           absolute, blur_sigma, batch_size):
-    base = P.resolve_baseline(x, kind, value, blur_sigma)
-    rank = P.ranks(P.feature_scores(attribution, absolute), order)
+           absolute, blur_sigma, batch_size, channels):
+    base = P.resolve_baseline(x, kind, value, blur_sigma, channels)
+    rank = P.ranks(P.feature_scores(attribution, absolute, channels), order)
     values = widen(P.evaluate_counts(f, x, base, rank, target, counts, insert, output,
-                                     batch_size))
+                                     batch_size, channels))
     fractions = jnp.asarray(counts, values.dtype) / n
     return Curve(fractions, values, jnp.trapezoid(values, fractions, axis=-1))
 
 
 def _run(f, x, target, attribution, steps, order, baseline, output, absolute, blur_sigma,
          batch_size, insert) -> Curve:
-    x, attribution, target, kind, value, output, batch_size = _prepare(
-        f, x, target, attribution, steps, order, baseline, output, batch_size
+    x, attribution, target, kind, value, output, batch_size, layout = _prepare(
+        f, x, target, attribution, steps, order, baseline, output, batch_size, insert
     )
     given_f, given_x = f, x
-    f, x, attribution, value = P.channels_last(f, x, attribution, value)
-    n = math.prod(P.feature_shape(x.shape))
+    f, x, attribution, value = P.channels_last(f, x, attribution, value, layout.axis)
+    channels = layout.axis is not None
+    n = math.prod(P.feature_shape(x.shape, channels))
     counts = P.step_counts(n, steps)
     _perturbed_copies(given_f, given_x, len(counts))
     return _curve(
         f, x, target, attribution, value, counts=counts, n=n, insert=insert,
         order=order, kind=kind, output=output, absolute=bool(absolute),
-        blur_sigma=float(blur_sigma), batch_size=batch_size,
+        blur_sigma=float(blur_sigma), batch_size=batch_size, channels=channels,
     )
 
 
@@ -130,9 +136,12 @@ def deletion(
 ) -> Curve:
     """The deletion curve: the target's probability as features are removed by relevance.
 
-    Features are ranked per example by ``attribution`` (for NHWC images a feature is a pixel:
-    its channels are summed for ranking and replaced together; so for the NCHW images of a
-    channels-first model, whose first convolution reads channels on axis 1). After step ``k``
+    Features are ranked per example by ``attribution``. Where the model's first convolution
+    reads ``x`` with a channel axis (NHWC or NCHW images, NWC signals, NDHWC volumes, ...) a
+    feature is one position with all its channels (a pixel, a time step, a voxel): its channels
+    are summed for ranking and replaced together. Elsewhere a feature is one element (a grey
+    volume that the model reads as ``x[..., None]``, vectors, tokens), except that a 4-d batch
+    for a model without convolutions is read as NHWC images. After step ``k``
     of ``steps`` the first ``floor(k n / steps)`` features are set to the baseline. With
     ``order="morf"`` (most relevant first) a faithful explanation drops the curve fast (small
     area); with ``"lerf"`` (least relevant first) it keeps it high (large area).
@@ -144,15 +153,16 @@ def deletion(
     Args:
         f: Maps a batch to logits ``(batch, classes)``, or to probabilities through a final
             ``jax.nn.softmax`` or ``jax.nn.sigmoid`` (read as they are, see ``output``).
-        x: ``(batch, *shape)`` inputs (NHWC images or flat features).
+        x: ``(batch, *shape)`` inputs (images, signals, volumes or flat features).
         target: ``(batch,)`` class indices or one int for all.
         attribution: ``(batch, *shape)`` relevance, higher = more relevant; axes of size 1
             broadcast (a channel-summed ``(batch, H, W, 1)`` map ranks the pixels alike).
         steps: Number of increments (the curve has ``steps + 1`` points).
         order: ``"morf"`` or ``"lerf"``.
-        baseline: ``"zeros"``, ``"mean"`` (each image's channel means), ``"blur"`` (a Gaussian
-            blur of the image, sigma ``blur_sigma`` pixels; NHWC images only), a number, or an
-            array that broadcasts to ``x``.
+        baseline: ``"zeros"``, ``"mean"`` (each example's mean per channel, or over all its
+            elements without a channel axis), ``"blur"`` (a Gaussian blur along every axis but
+            the batch and channel axes, sigma ``blur_sigma`` positions; for inputs a convolution
+            reads and 4-d batches), a number, or an array that broadcasts to ``x``.
         output: ``"probability"`` (the softmax of the logits) or ``"logit"`` (the output as
             given) of the target. A model whose output is a ``jax.nn.softmax`` over the
             classes or a ``jax.nn.sigmoid`` already gives probabilities: ``"probability"``
@@ -161,7 +171,7 @@ def deletion(
             ``"logit"`` reads every output as given. A model with one output and no sigmoid
             (a regression) takes ``"logit"``.
         absolute: Rank by ``|attribution|`` (channels summed first) instead of signed values.
-        blur_sigma: Standard deviation of the blur baseline, in pixels.
+        blur_sigma: Standard deviation of the blur baseline, in pixels (time steps, voxels).
         batch_size: Perturbed inputs evaluated at once, which bounds memory whatever the
             number of steps. ``None`` picks it: all ``batch x (steps + 1)`` on GPU/TPU, on CPU
             as many as keep a call in cache (:func:`jaxplain.core._chunks.auto_chunk`).
@@ -204,9 +214,10 @@ def insertion(
 
     The mirror of :func:`deletion`: after step ``k`` the first ``floor(k n / steps)`` ranked
     features carry ``x``'s values and the rest the baseline. ``baseline=None`` (the default)
-    starts from a blur of ``(batch, H, W, C)`` images (RISE's default) and from zeros for any
-    other input, where a blur means nothing. With ``order="morf"`` a faithful explanation
-    raises the curve fast (large area). Arguments and result as in :func:`deletion`.
+    starts from a blur of images (4-d ``x`` with a channel axis; RISE's default) and from zeros
+    for any other input (a blur means nothing for vectors and tokens; pass ``"blur"`` for
+    signals and volumes). With ``order="morf"`` a faithful explanation raises the curve fast
+    (large area). Arguments and result as in :func:`deletion`.
 
     Example:
         >>> import jax.numpy as jnp
@@ -219,8 +230,8 @@ def insertion(
         Petsiuk, Das, Saenko, "RISE: Randomized Input Sampling for Explanation of Black-box
         Models", BMVC 2018.
     """
-    return _run(f, x, target, attribution, steps, order, P.insertion_start(baseline, x),
-                output, absolute, blur_sigma, batch_size, insert=True)
+    return _run(f, x, target, attribution, steps, order, baseline, output, absolute,
+                blur_sigma, batch_size, insert=True)
 
 
 def pixel_flipping(
@@ -261,19 +272,20 @@ def pixel_flipping(
 @functools.partial(
     jax.jit,
     static_argnames=("f", "counts", "kind", "absolute", "blur_sigma", "batch_size",
-                     "probabilities"),
+                     "probabilities", "channels"),
 )
 def _lerf_change(f, x, target, attribution, value, *, counts, kind, absolute, blur_sigma,
-                 batch_size, probabilities):
-    base = P.resolve_baseline(x, kind, value, blur_sigma)
-    rank = P.ranks(P.feature_scores(attribution, absolute), "lerf")
+                 batch_size, probabilities, channels):
+    base = P.resolve_baseline(x, kind, value, blur_sigma, channels)
+    rank = P.ranks(P.feature_scores(attribution, absolute, channels), "lerf")
+    counts = (0,) + counts
     if probabilities:  # the model outputs p itself: its log, 0 clipped to the smallest normal
-        p = P.evaluate_counts(f, x, base, rank, target, (0,) + counts, False, "logit",
-                              batch_size)
+        p = P.evaluate_counts(f, x, base, rank, target, counts, False, "logit", batch_size,
+                              channels)
         logp = jnp.log(jnp.maximum(widen(p), jnp.finfo(p.dtype).tiny))
     else:
-        logp = widen(P.evaluate_counts(f, x, base, rank, target, (0,) + counts, False,
-                                       "log_probability", batch_size))
+        logp = widen(P.evaluate_counts(f, x, base, rank, target, counts, False,
+                                       "log_probability", batch_size, channels))
     # |p - p~| / p as |1 - p~/p| in log space: finite where p itself underflows to 0
     return jnp.abs(1.0 - jnp.exp(logp[:, 1:] - logp[:, :1]))
 
@@ -292,9 +304,10 @@ def pixel_perturbation(
 ) -> Float[Array, "batch q"]:
     """The critical-pathways LeRF metric: the relative change after removing unimportant pixels.
 
-    For each fraction ``q`` the ``int(q n)`` least relevant pixels (ranked by ``|attribution|``
-    by default, channels summed) are set to the baseline and the change of the target's
-    softmax probability ``|p_c(x) - p_c(x~)| / p_c(x)`` is returned. Lower is better; the paper
+    For each fraction ``q`` the ``int(q n)`` least relevant pixels (features as in
+    :func:`deletion`; ranked by ``|attribution|`` by default, channels summed) are set to the
+    baseline and the change of the target's softmax probability ``|p_c(x) - p_c(x~)| / p_c(x)``
+    is returned. Lower is better; the paper
     reports the mean over examples (``result.mean(0)``).
 
     Args:
@@ -332,12 +345,16 @@ def pixel_perturbation(
     target = checks.check_target(target, x.shape[0], checks.num_classes(f, x))
     q = checks.check_fractions(fractions)
     kind, value = P.split_baseline(baseline, x)
+    layout = P.layout(f, x)
+    P.check_blur(kind, x, layout.grid)
     probabilities = probability_as_given(f, x, "the lerf change")
     _perturbed_copies(f, x, len(q) + 1)
-    f, x, attribution, value = P.channels_last(f, x, attribution, value)
-    n = math.prod(P.feature_shape(x.shape))
+    f, x, attribution, value = P.channels_last(f, x, attribution, value, layout.axis)
+    channels = layout.axis is not None
+    n = math.prod(P.feature_shape(x.shape, channels))
     return _lerf_change(
         f, x, target, attribution, value, counts=P.fraction_counts(n, q), kind=kind,
         absolute=bool(absolute), blur_sigma=float(blur_sigma),
         batch_size=checks.check_batch_size(batch_size), probabilities=probabilities,
+        channels=channels,
     )

@@ -32,7 +32,7 @@ def relabel(segments: Any, batch: int, grid: tuple[int, ...]) -> tuple[np.ndarra
     if s.shape == grid:
         s = s[None]
     if s.shape[1:] != grid or s.shape[0] not in (1, batch):
-        raise ValueError(f"segments must have the shape of the image's spatial grid {grid} "
+        raise ValueError(f"segments must have the shape of the grid of features {grid} "
                          f"(one mask for the batch) or {(batch, *grid)} (one per example), got "
                          f"{s.shape}")
     s = np.broadcast_to(s, (batch, *grid))
@@ -44,10 +44,11 @@ def relabel(segments: Any, batch: int, grid: tuple[int, ...]) -> tuple[np.ndarra
 
 
 @functools.partial(
-    jax.jit, static_argnames=("f", "most", "kind", "output", "batch_size"))
-def _irof(f, x, target, attribution, value, labels, counts, *, most, kind, output, batch_size):
-    base = P.resolve_baseline(x, kind, value, 0.0)
-    scores = P.feature_scores(attribution, absolute=False)
+    jax.jit, static_argnames=("f", "most", "kind", "output", "batch_size", "channels"))
+def _irof(f, x, target, attribution, value, labels, counts, *, most, kind, output, batch_size,
+          channels):
+    base = P.resolve_baseline(x, kind, value, 0.0, channels)
+    scores = P.feature_scores(attribution, False, channels)
     wide = jnp.promote_types(scores.dtype, jnp.float32)
     flat = labels.reshape(labels.shape[0], -1)
 
@@ -59,7 +60,7 @@ def _irof(f, x, target, attribution, value, labels, counts, *, most, kind, outpu
 
     rank = jax.vmap(order)(scores, flat, counts)
     y = widen(P.evaluate_counts(f, x, base, rank, target, tuple(range(most + 1)), False, output,
-                                batch_size))
+                                batch_size, channels))
     v = y / y[:, :1]
     k = jnp.arange(1, most + 1)
     steps = (v[:, :-1] + v[:, 1:]) / 2 * (k <= counts[:, None])
@@ -79,19 +80,20 @@ def irof(
 ) -> Float[Array, " batch"]:
     """IROF: the area over the curve of the target's score as segments are removed.
 
-    Each example's segments (superpixels) are ranked by their mean relevance (channel sums for
-    images) and set to the baseline one after another, most relevant first. With ``y_k`` the
-    target's output after ``k`` of the example's ``S`` segments are removed, the score is the
-    area over the curve of ``y_k / y_0`` on the removed fraction ``k / S``:
+    Each example's segments (superpixels) are ranked by their mean relevance (channel sums where
+    ``x`` has a channel axis) and set to the baseline one after another, most relevant first.
+    With ``y_k`` the target's output after ``k`` of the example's ``S`` segments are removed,
+    the score is the area over the curve of ``y_k / y_0`` on the removed fraction ``k / S``:
     ``1 − Σ_{k=1..S} (y_{k−1} + y_k) / (2 y_0 S)``. Higher is better: the output falls fast
     when the segments the map calls relevant go. Ties go by segment id.
 
     Segments come from the caller (SLIC superpixels in the paper and in Quantus:
     ``skimage.segmentation.slic(image)``, a grid of patches, or a semantic mask): an int mask
-    over the spatial grid, ``(H, W)`` for NHWC images (and for the NCHW images of a
-    channels-first model), ``x.shape[1:]`` for other inputs, shared by the batch or one per
-    example with a batch axis in front. Any int ids serve; each example's distinct ids are its
-    segments. All ``batch x (S + 1)`` inputs run in one compiled call (``batch_size`` at a time).
+    over the grid of features (as in :func:`jaxplain.metrics.deletion`): ``(H, W)`` for NHWC
+    and NCHW images, ``(T,)`` for a signal and ``(D, H, W)`` for a volume with channels,
+    ``x.shape[1:]`` for other inputs, shared by the batch or one per example with a batch axis
+    in front. Any int ids serve; each example's distinct ids are its segments. All
+    ``batch x (S + 1)`` inputs run in one compiled call (``batch_size`` at a time).
 
     Args:
         f: Maps a batch to logits (or probabilities, see ``output``).
@@ -99,7 +101,7 @@ def irof(
         target: ``(batch,)`` class indices or one int for all.
         attribution: ``(batch, *shape)`` relevance; axes of size 1 broadcast.
         segments: ``grid`` or ``(batch, *grid)`` int segment ids (concrete, not traced).
-        baseline: What a removed segment becomes: ``"mean"`` (each image's channel means; the
+        baseline: What a removed segment becomes: ``"mean"`` (each example's channel means; the
             paper's choice), ``"zeros"``, a number, or an array broadcastable to ``x``.
         output: ``"probability"`` (Quantus' default) or ``"logit"``, as in :func:`deletion`;
             the curve is divided by ``y_0``, so it wants a positive score.
@@ -125,12 +127,14 @@ def irof(
     x, attribution, target, kind, value, output, batch_size = D.prepare(
         f, x, target, attribution, output, batch_size, baseline)
     given_f, given_x = f, x
-    f, x, attribution, value = P.channels_last(f, x, attribution, value)
-    labels, counts = relabel(segments, x.shape[0], P.feature_shape(x.shape))
+    axis = P.layout(f, x).axis
+    f, x, attribution, value = P.channels_last(f, x, attribution, value, axis)
+    labels, counts = relabel(segments, x.shape[0], P.feature_shape(x.shape, axis is not None))
     if counts.min() < 2:
         raise ValueError(f"segments must split every example into at least 2 segments, got "
                          f"{counts.min()} for example {int(counts.argmin())}")
     most = int(counts.max())
     _perturbed_copies(given_f, given_x, most + 1)
     return _irof(f, x, target, attribution, value, jnp.asarray(labels), jnp.asarray(counts),
-                 most=most, kind=kind, output=output, batch_size=batch_size)
+                 most=most, kind=kind, output=output, batch_size=batch_size,
+                 channels=axis is not None)

@@ -25,17 +25,20 @@ def _steps(steps: Any, n: int) -> int:
     checks.check_positive_int(steps, "steps", 2)
     if steps > n:
         raise ValueError(f"steps must be at most the number of features {n} (pixels of an "
-                         f"image, elements otherwise), got {steps}")
+                         f"image, positions of a signal or volume with channels, elements "
+                         f"otherwise), got {steps}")
     return int(steps)
 
 
 @functools.partial(
-    jax.jit, static_argnames=("f", "counts", "kind", "output", "absolute", "batch_size"))
+    jax.jit,
+    static_argnames=("f", "counts", "kind", "output", "absolute", "batch_size", "channels"))
 def _monotonicity(f, x, target, attribution, value, *, counts, kind, output, absolute,
-                  batch_size):
-    base = P.resolve_baseline(x, kind, value, 0.0)
-    rank = P.ranks(P.feature_scores(attribution, absolute), "lerf")
-    y = widen(P.evaluate_counts(f, x, base, rank, target, counts[1:], True, output, batch_size))
+                  batch_size, channels):
+    base = P.resolve_baseline(x, kind, value, 0.0, channels)
+    rank = P.ranks(P.feature_scores(attribution, absolute, channels), "lerf")
+    y = widen(P.evaluate_counts(f, x, base, rank, target, counts[1:], True, output, batch_size,
+                                channels))
     return (jnp.diff(y, axis=-1) >= 0).mean(-1, dtype=y.dtype)
 
 
@@ -58,8 +61,9 @@ def monotonicity(
     fraction of the ``steps − 1`` consecutive steps over which the target's output does not
     decrease. 1.0 is Arya et al.'s (and Quantus') ``True``: every feature, added in the map's
     order, helps the prediction at least as much as those before it were allowed to. As in
-    :func:`deletion`, a pixel of an image is one feature (channels summed, replaced together),
-    and ties in relevance go by feature index.
+    :func:`deletion`, a pixel of an image (a time step of a signal, a voxel of a volume, where
+    the model's first convolution gives ``x`` a channel axis) is one feature (channels summed,
+    replaced together), and ties in relevance go by feature index.
 
     Args:
         f: Maps a batch to logits (or probabilities, see ``output``).
@@ -96,20 +100,21 @@ def monotonicity(
     x, attribution, target, kind, value, output, batch_size = D.prepare(
         f, x, target, attribution, output, batch_size, baseline)
     given_f, given_x = f, x
-    f, x, attribution, value = P.channels_last(f, x, attribution, value)
-    n = math.prod(P.feature_shape(x.shape))
+    axis = P.layout(f, x).axis
+    f, x, attribution, value = P.channels_last(f, x, attribution, value, axis)
+    n = math.prod(P.feature_shape(x.shape, axis is not None))
     steps = _steps(steps, n)
     _perturbed_copies(given_f, given_x, steps)
     return _monotonicity(f, x, target, attribution, value, counts=P.step_counts(n, steps),
                          kind=kind, output=output, absolute=bool(absolute),
-                         batch_size=batch_size)
+                         batch_size=batch_size, channels=axis is not None)
 
 
 @functools.partial(
-    jax.jit, static_argnames=("f", "counts", "samples", "output", "batch_size"))
+    jax.jit, static_argnames=("f", "counts", "samples", "output", "batch_size", "channels"))
 def _monotonicity_correlation(f, x, target, attribution, key, noise_scale, *, counts, samples,
-                              output, batch_size):
-    scores = P.feature_scores(attribution, absolute=True)
+                              output, batch_size, channels):
+    scores = P.feature_scores(attribution, True, channels)
     rank = P.ranks(scores, "lerf")
     c = jnp.asarray(counts, jnp.int32)
     groups = len(counts) - 1
@@ -117,11 +122,11 @@ def _monotonicity_correlation(f, x, target, attribution, key, noise_scale, *, co
     wide = jnp.promote_types(scores.dtype, jnp.float32)
     relevance = jax.vmap(lambda s, g: jax.ops.segment_sum(s.astype(wide), g, groups))(scores,
                                                                                        group)
-    grid = P.feature_shape(x.shape)
+    grid = P.feature_shape(x.shape, channels)
 
     def copy(i, j):  # example i with group j // samples perturbed by draw j % samples
         m = (group[i] == j // samples).reshape(grid)
-        m = m[..., None] if x.ndim == 4 else m
+        m = m[..., None] if channels else m
         noise = D.gaussian(D.item_key(key, i, j % samples), noise_scale, x[i])
         return jnp.where(m, x[i] + noise, x[i]).astype(x.dtype), ()
 
@@ -195,11 +200,12 @@ def monotonicity_correlation(
     samples = checks.check_positive_int(samples, "samples", 2)
     noise_scale = D.check_scale(noise_scale, "noise_scale")
     given_f, given_x = f, x
-    f, x, attribution, _ = P.channels_last(f, x, attribution, None)
-    n = math.prod(P.feature_shape(x.shape))
+    axis = P.layout(f, x).axis
+    f, x, attribution, _ = P.channels_last(f, x, attribution, None, axis)
+    n = math.prod(P.feature_shape(x.shape, axis is not None))
     steps = _steps(steps, n)
     _perturbed_copies(given_f, given_x, steps * samples)
     return _monotonicity_correlation(f, x, target, attribution, key,
                                      counts=P.step_counts(n, steps), samples=samples,
                                      noise_scale=noise_scale, output=output,
-                                     batch_size=batch_size)
+                                     batch_size=batch_size, channels=axis is not None)

@@ -1,5 +1,11 @@
 """The shared engine of the perturbation metrics: rank features, mask, evaluate in one batch.
 
+A feature is what the metrics rank and replace as one. Where the model's first convolution
+reads ``x`` with a channel axis (:func:`layout`), a feature is one position of the grid with all
+its channels: a pixel of an image, a time step of a signal, a voxel of a volume; the channel
+axis is moved last (:func:`channels_last`). Elsewhere every element is a feature, except that a
+4-d batch fed to a model without any convolution keeps the NHWC convention (pixels).
+
 Every example's features are ranked once; the images for all removal counts of all examples are
 built with ``jnp.where`` from the rank array and evaluated by ``f`` in one vmapped call (or
 chunks of ``batch_size`` images), so a deletion curve costs one forward pass over
@@ -8,6 +14,7 @@ chunks of ``batch_size`` images), so a deletion curve costs one forward pass ove
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Callable
 
@@ -16,7 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxplain.attribution._common import chunked_map
-from jaxplain.core._channels import channels_last_view
+from jaxplain.core._channels import ChannelsLast, image_channel_axis
+from jaxplain.core._program import trace
 from jaxplain.core._outputs import as_probabilities
 
 BASELINES = ("zeros", "mean", "blur")
@@ -24,14 +32,44 @@ ORDERS = ("morf", "lerf")
 OUTPUTS = ("probability", "logit")
 
 
-def feature_shape(x_shape: tuple[int, ...]) -> tuple[int, ...]:
-    """One example's feature grid: ``(H, W)`` for NHWC images (channels move together), else all."""
-    return tuple(x_shape[1:3]) if len(x_shape) == 4 else tuple(x_shape[1:])
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """How the metrics read ``x``: ``axis`` holds channels that move together (None: every
+    element is a feature); ``grid``: a convolution reads ``x``, so its feature axes form a
+    grid that a blur may smooth."""
+
+    axis: int | None
+    grid: bool
 
 
-def feature_scores(attribution: jax.Array, absolute: bool) -> jax.Array:
-    """``(batch, n_features)`` relevance per feature (channels summed for NHWC images)."""
-    a = attribution.sum(-1) if attribution.ndim == 4 else attribution
+def layout(f: Callable, x: jax.Array) -> Layout:
+    """The :class:`Layout` of ``x`` for ``f``: the channel axis of its first convolution, traced
+    back to ``x`` (:func:`jaxplain.core._channels.image_channel_axis`; cached per shape). A
+    convolution that reads ``x`` through an added axis (``x[..., None]``) leaves ``x`` without
+    channels; a model with no convolution reads a 4-d batch as NHWC images and anything else
+    element by element."""
+    axis = image_channel_axis(f, x)
+    if axis is not None:
+        return Layout(axis, True)
+    program = trace(f, jax.ShapeDtypeStruct(x.shape, x.dtype))
+    if any(node.prim == "conv_general_dilated" for node in program.nodes):
+        return Layout(None, True)
+    return Layout(3, True) if x.ndim == 4 else Layout(None, False)
+
+
+def is_image(x: jax.Array, channels: bool) -> bool:
+    """Whether channels-last ``x`` is a batch of images ``(batch, H, W, C)``."""
+    return channels and x.ndim == 4
+
+
+def feature_shape(x_shape: tuple[int, ...], channels: bool) -> tuple[int, ...]:
+    """One example's feature grid: all but the last (channel) axis, or all axes."""
+    return tuple(x_shape[1:-1]) if channels else tuple(x_shape[1:])
+
+
+def feature_scores(attribution: jax.Array, absolute: bool, channels: bool) -> jax.Array:
+    """``(batch, n_features)`` relevance per feature (the last axis summed with ``channels``)."""
+    a = attribution.sum(-1) if channels else attribution
     a = a.reshape(a.shape[0], -1)
     return jnp.abs(a) if absolute else a
 
@@ -66,53 +104,70 @@ def _gaussian_kernel(sigma: float) -> np.ndarray:
     return (k / k.sum()).astype(np.float32)
 
 
-def blur(x: jax.Array, sigma: float) -> jax.Array:
-    """Separable Gaussian blur of NHWC images per channel, edges extended (``mode="edge"``)."""
+def blur(x: jax.Array, sigma: float, channels: bool) -> jax.Array:
+    """Separable Gaussian blur along every feature axis (all but the batch axis and, with
+    ``channels``, the last), per channel, edges extended (``mode="edge"``)."""
     k = jnp.asarray(_gaussian_kernel(sigma), x.dtype)
     r = (k.shape[0] - 1) // 2
-    xp = jnp.pad(x, ((0, 0), (r, r), (r, r), (0, 0)), mode="edge")
-    h, w = x.shape[1:3]
-    rows = sum(k[i] * xp[:, i : i + h, :, :] for i in range(k.shape[0]))
-    return sum(k[j] * rows[:, :, j : j + w, :] for j in range(k.shape[0]))
+    for axis in range(1, x.ndim - 1 if channels else x.ndim):
+        pad = [(0, 0)] * x.ndim
+        pad[axis] = (r, r)
+        xp = jnp.pad(x, pad, mode="edge")
+        size = x.shape[axis]
+        x = sum(k[i] * jax.lax.slice_in_dim(xp, i, i + size, axis=axis)
+                for i in range(k.shape[0]))
+    return x
 
 
 def resolve_baseline(
-    x: jax.Array, kind: str | None, value: jax.Array | None, blur_sigma: float
+    x: jax.Array, kind: str | None, value: jax.Array | None, blur_sigma: float, channels: bool
 ) -> jax.Array:
-    """The replacement values, shaped like ``x``.
+    """The replacement values, shaped like ``x`` (channels last with ``channels``).
 
-    ``"zeros"``; ``"mean"``: each example's mean per channel (NHWC) or over its features;
-    ``"blur"``: a Gaussian blur of each image; ``None``: ``value`` broadcast to ``x``.
+    ``"zeros"``; ``"mean"``: each example's mean per channel, or over all its elements;
+    ``"blur"``: a Gaussian blur of each example (:func:`blur`); ``None``: ``value`` broadcast.
     """
     if kind is None:
         return jnp.broadcast_to(value, x.shape).astype(x.dtype)
     if kind == "zeros":
         return jnp.zeros_like(x)
     if kind == "mean":
-        axes = (1, 2) if x.ndim == 4 else tuple(range(1, x.ndim))
+        axes = tuple(range(1, x.ndim - 1 if channels else x.ndim))
         return jnp.broadcast_to(x.mean(axis=axes, keepdims=True), x.shape)
-    return blur(x, blur_sigma)
+    return blur(x, blur_sigma, channels)
 
 
-def channels_last(f, x: jax.Array, attribution: jax.Array, value: jax.Array | None):
-    """``(f, x, attribution, value)`` for a model that reads its images channels first: the
-    model as a function of NHWC images (:func:`jaxplain.core._channels.channels_last_view`)
-    and the arrays moved to NHWC, so that a pixel is ranked and replaced with all its
-    channels; otherwise as given."""
-    f, axis = channels_last_view(f, x)
-    if axis is None:
+def channels_last(f, x: jax.Array, attribution: jax.Array, value: jax.Array | None,
+                  axis: int | None):
+    """``(f, x, attribution, value)`` with the channel axis `axis` of ``x`` (see
+    :func:`layout`) moved last: the model as a function of channels-last inputs
+    (:class:`jaxplain.core._channels.ChannelsLast`, equal for equal ``(f, axis)``, so that
+    ``jit``'s caches hold) and the arrays moved, so that a feature is ranked and replaced with
+    all its channels; as given when `axis` is None or already last."""
+    if axis is None or axis == x.ndim - 1:
         return f, x, attribution, value
     if value is not None and value.ndim:
         value = jnp.moveaxis(jnp.broadcast_to(value, x.shape), axis, -1)
-    return f, jnp.moveaxis(x, axis, -1), jnp.moveaxis(attribution, axis, -1), value
+    return (ChannelsLast(f, axis), jnp.moveaxis(x, axis, -1), jnp.moveaxis(attribution, axis, -1),
+            value)
 
 
-def insertion_start(baseline: Any, x: Any) -> Any:
-    """Where an insertion curve starts: `baseline`, or for ``None`` a blur of ``(batch, H, W,
-    C)`` images (RISE's choice) and zeros for any other input, where a blur means nothing."""
+def insertion_start(baseline: Any, image: bool) -> Any:
+    """Where an insertion curve starts: `baseline`, or for ``None`` a blur of images (RISE's
+    choice, see :func:`is_image`) and zeros for any other input."""
     if baseline is not None:
         return baseline
-    return "blur" if np.ndim(x) == 4 else "zeros"
+    return "blur" if image else "zeros"
+
+
+def check_blur(kind: str | None, x: jax.Array, grid: bool) -> None:
+    """Refuse ``baseline="blur"`` for an input that no convolution reads (:class:`Layout`):
+    along the axes of flat features or tokens a blur means nothing."""
+    if kind == "blur" and not grid:
+        raise ValueError(
+            f'baseline="blur" needs inputs that a convolution reads (images, signals, volumes) '
+            f"or a 4-d image batch, got x of shape {x.shape} for a model without convolutions; "
+            'use "zeros", "mean" or an array')
 
 
 def split_baseline(baseline: Any, x: jax.Array) -> tuple[str | None, jax.Array | None]:
@@ -123,8 +178,6 @@ def split_baseline(baseline: Any, x: jax.Array) -> tuple[str | None, jax.Array |
                 f"baseline must be one of {BASELINES} or an array broadcastable to x {x.shape}, "
                 f"got {baseline!r}"
             )
-        if baseline == "blur" and x.ndim != 4:
-            raise ValueError(f'baseline="blur" needs NHWC images, got x of shape {x.shape}')
         return baseline, None
     if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
         return None, jnp.asarray(baseline, x.dtype)
@@ -159,21 +212,23 @@ def evaluate_counts(
     insert: bool,
     output: str,
     batch_size: int | None,
+    channels: bool,
 ) -> jax.Array:
     """``(batch, len(counts))`` outputs with the first ``counts[k]`` ranked features changed.
 
-    Deletion (``insert=False``) sets them to ``base``; insertion starts from ``base`` and puts
-    them back from ``x``. The ``batch x len(counts)`` perturbed inputs are evaluated
-    `batch_size` at a time (None: :func:`jaxplain.core._chunks.auto_chunk`), so memory is
-    bounded whatever the steps.
+    A feature is one position of the grid with all its channels (``channels``: the last axis)
+    or one element. Deletion (``insert=False``) sets them to ``base``; insertion starts from
+    ``base`` and puts them back from ``x``. The ``batch x len(counts)`` perturbed inputs are
+    evaluated `batch_size` at a time (None: :func:`jaxplain.core._chunks.auto_chunk`), so memory
+    is bounded whatever the steps.
     """
-    grid = feature_shape(x.shape)
+    grid = feature_shape(x.shape, channels)
     c = jnp.asarray(counts, jnp.int32)
 
     def value(item):  # example i with its first c[k] ranked features changed
         i, k = item
         mask = (rank[i] < c[k]).reshape(grid)
-        if x.ndim == 4:
+        if channels:
             mask = mask[..., None]
         chosen, other = (x[i], base[i]) if insert else (base[i], x[i])
         return readout(f(jnp.where(mask, chosen, other)[None]), target[i], output)[0]

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from jaxplain.metrics import _checks as checks
+from jaxplain.metrics import _perturb as P
 from jaxplain.metrics._similarity import spearman, ssim
 from jaxplain.metrics._weights import (KINDS, flax_params, fresh_leaves, layer_leaves,
                                        layer_order, model_kind, model_weights)
@@ -44,8 +45,9 @@ class RandomizationResult:
         spearman: ``(states, batch)`` Spearman correlation of the signed maps.
         spearman_abs: ``(states, batch)`` Spearman correlation of ``|map|``.
         ssim: ``(states, batch)`` SSIM of the maps divided by their max ``|.|``; ``None`` when
-            the inputs are not images (``x`` not 4-D): SSIM compares 2-D maps, and a vector or
-            a sequence has none.
+            the inputs are not images (``x`` not 4-D, or a 4-D channel-less volume that a
+            convolution reads through ``x[..., None]``): SSIM compares 2-D maps, and a vector, a
+            sequence or a volume has none.
     """
 
     states: tuple[str, ...]
@@ -124,15 +126,13 @@ def _takes_the_batch(error: Exception, batch, model: Any, apply_kwargs) -> None:
 
 
 def _channel_axis(f, x) -> int | None:
-    """For images (4-D ``x``), the axis that holds the channels: read off the model's first
-    convolution (:func:`jaxplain.core._channels.channels_last_view`; 1 for NCHW), else the last;
-    ``None`` for other inputs, whose maps are the attributions themselves."""
-    from jaxplain.core._channels import channels_last_view
-
+    """For images (4-d ``x`` with a channel axis, see
+    :func:`jaxplain.metrics._perturb.layout`), the axis that holds the channels (1 for NCHW);
+    ``None`` for other inputs (a channel-less volume ``(n, D, H, W)`` too), whose maps are the
+    attributions themselves."""
     if x.ndim != 4:
         return None
-    _, axis = channels_last_view(f, x)
-    return 3 if axis is None else axis
+    return P.layout(f, x).axis
 
 
 def _check_window(win_size, x, channel_axis):
@@ -210,8 +210,10 @@ def randomization_check(
     For images (4-D ``x``) the maps compared are the attributions with their channels summed.
     The channel axis of ``x`` is read off the model's first convolution, so an Equinox CNN's
     NCHW images are summed over axis 1 (as the faithfulness metrics do); without a convolution
-    it is the last axis. Any other batch-first input (vectors, sequences) is compared by
-    Spearman on the flattened attributions, and ``ssim`` is ``None``.
+    it is the last axis. A 4-D batch that the first convolution reads with no channel axis (a
+    volume ``(batch, D, H, W)`` read as ``x[..., None]``) is no image, and neither is any other
+    batch-first input (vectors, sequences): they are compared by Spearman on the flattened
+    attributions, and ``ssim`` is ``None``.
 
     Args:
         model: A Flax Linen module (with ``variables``), a Flax NNX module or an Equinox

@@ -42,7 +42,7 @@ def replace_top(x, maps, fill, count, *, keep):
 
     With ``keep=True`` the ``count`` most relevant pixels are kept and all others replaced.
     """
-    rank = P.ranks(P.feature_scores(maps, True), "morf").reshape(x.shape[:3] + (1,))
+    rank = P.ranks(P.feature_scores(maps, True, True), "morf").reshape(x.shape[:3] + (1,))
     chosen = rank < count
     return jnp.where(chosen != keep, fill, x)
 

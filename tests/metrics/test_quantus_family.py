@@ -324,8 +324,8 @@ def test_errors_name_the_argument():
         metrics.monotonicity(f, x, 0, a, steps=65)
     with pytest.raises(ValueError, match='"blur" is offered by deletion and insertion only'):
         metrics.monotonicity(f, x, 0, a, baseline="blur")
-    with pytest.raises(ValueError, match=r"segments must have the shape of the image's spatial "
-                                         r"grid \(8, 8\).*got \(8, 8, 2\)"):
+    with pytest.raises(ValueError, match=r"segments must have the shape of the grid of "
+                                         r"features \(8, 8\).*got \(8, 8, 2\)"):
         metrics.irof(f, x, 0, a, np.zeros((8, 8, 2), int))
     with pytest.raises(ValueError, match=r"got \(3, 8, 8\)"):
         metrics.irof(f, x, 0, a, np.zeros((3, 8, 8), int))
