@@ -10,6 +10,7 @@ from jaxtyping import Array, Bool, Float
 
 from jaxplain.core import capture
 from jaxplain.core._channels import channels_last_view
+from jaxplain.core._select import one_site
 
 
 def iou(acts: Float[Array, "b h w units"], masks: Bool[Array, "b H W concepts"], *,
@@ -101,7 +102,8 @@ def dissect(f: Callable[[Array], Array], x: Float[Array, "b H W c"],
             channels: ``(b, H', W', concepts)``, or ``(b, concepts, H', W')`` for a
             channels-first model, at any resolution ``(H', W')``. Masks at ``x``'s resolution
             whose layout contradicts ``x``'s are a ValueError.
-        site: the site to dissect (presented channels-last, so its units are on the last axis).
+        site: the site to dissect, a name or a glob with one match (presented channels-last,
+            so its units are on the last axis).
         quantile: per-unit quantile used as threshold when ``thresholds`` is None.
         thresholds: explicit ``(units,)`` thresholds, as in :func:`iou` (e.g. those of another
             data set).
@@ -118,4 +120,4 @@ def dissect(f: Callable[[Array], Array], x: Float[Array, "b H W c"],
         _, axis = channels_last_view(f, jax.ShapeDtypeStruct(x.shape, x.dtype))
         masks = _masks_channels_last(masks, tuple(x.shape), axis)
     _, acts = capture(f, site)(x)
-    return iou(acts[site], masks, quantile=quantile, thresholds=thresholds)
+    return iou(acts[one_site(tuple(acts), site)], masks, quantile=quantile, thresholds=thresholds)

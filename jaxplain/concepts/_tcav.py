@@ -20,12 +20,13 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int
 
-from jaxplain.concepts._linear import fit_linear
+from jaxplain.concepts._linear import bucket, check_options, fit_linear, fit_rows
 from jaxplain.concepts._stats import ttest_ind
 from jaxplain.attribution._site import site_gradients
 from jaxplain.core import capture
+from jaxplain.core._select import one_site
 
-# Below this training accuracy a concept CAV separates the concept from random examples little
+# Below this held-out accuracy a concept CAV separates the concept from random examples little
 # better than chance (0.5), so its direction, and the TCAV score along it, mean little.
 LOW_ACCURACY = 0.75
 
@@ -39,7 +40,7 @@ class CAV:
     Attributes:
         site: the site name.
         vector: unit vector shaped like one example's value at the site.
-        accuracy: training accuracy of the concept-vs-random classifier.
+        accuracy: held-out accuracy of the concept-vs-random classifier.
     """
 
     site: str
@@ -58,7 +59,7 @@ class TCAVResult:
         scores: ``(r,)`` TCAV scores of the concept, one per random set.
         random_scores: ``(r,)`` TCAV scores of random-vs-random CAVs (the null).
         statistic, p_value: two-sided two-sample t-test of ``scores`` vs ``random_scores``.
-        accuracies: ``(r,)`` the concept CAVs' classifier accuracies.
+        accuracies: ``(r,)`` the concept CAVs' classifiers' held-out accuracies.
         site, alpha: the site and the significance level used for ``significant``.
     """
 
@@ -82,46 +83,59 @@ class TCAVResult:
 
 
 def _site_values(f, x, site):
+    """``(name, value)``: the one site ``site`` picks (a name or a glob) and its value on ``x``."""
     _, acts = capture(f, site)(x)
-    return acts[site]
+    name = one_site(tuple(acts), site)
+    return name, acts[name]
 
 
-def _check_set(name, x):
+def _check_set(name, x, example_shape, like):
+    """``x`` as a batch of at least 2 examples shaped ``example_shape`` (those of ``like``)."""
     x = jnp.asarray(x)
     if x.ndim < 2 or x.shape[0] < 2:
         raise ValueError(f"{name} must be a batch of at least 2 examples, got shape {x.shape}")
+    if x.shape[1:] != tuple(example_shape):
+        hint = (f" (one example without its batch axis? pass {name}[None], and at least 2)"
+                if x.shape == tuple(example_shape) else "")
+        raise ValueError(f"{name} must be a batch of examples shaped like {like}'s, (n, "
+                         f"{', '.join(map(str, example_shape))}), got shape {x.shape}{hint}")
     return x
 
 
 def cav(f: Callable[[Array], Array], concept: Float[Array, "n ..."], random: Float[Array, "m ..."],
-        *, site: str, l2: float = 1e-3, steps: int = 100) -> CAV:
+        *, site: str, l2: float = 1e-3, steps: int = 100, holdout: float = 1 / 3) -> CAV:
     """Fit a concept activation vector at ``site`` from concept and random examples.
 
     Args:
         f: the model.
         concept: inputs showing the concept.
         random: inputs without it (a random sample).
-        site: the site whose activations are separated.
-        l2, steps: the logistic regression's L2 weight and number of L-BFGS steps
+        site: the site whose activations are separated (a name, or a glob with one match).
+        l2, steps, holdout: the logistic regression's L2 weight, number of L-BFGS steps and
+            fraction of each set held out to measure its accuracy
             (:func:`~jaxplain.concepts.fit_linear`).
 
     Returns:
-        :class:`CAV` (unit normal to the boundary, towards the concept).
+        :class:`CAV` (unit normal to the boundary fitted on the examples not held out, towards
+        the concept).
 
     Example:
         >>> v = cav(f, striped, random_images, site="block1/relu_1")
     """
-    concept, random = _check_set("concept", concept), _check_set("random", random)
-    ac = _site_values(f, concept, site)
-    ar = _site_values(f, random, site)
-    clf = fit_linear(ac.reshape(len(ac), -1), ar.reshape(len(ar), -1), l2=l2, steps=steps)
+    random = jnp.asarray(random)
+    random = _check_set("random", random, random.shape[1:], "random")
+    concept = _check_set("concept", concept, random.shape[1:], "random")
+    site, a = _site_values(f, jnp.concatenate([concept, random]), site)
+    ac, ar = a[:len(concept)], a[len(concept):]
+    clf = fit_linear(ac.reshape(len(ac), -1), ar.reshape(len(ar), -1), l2=l2, steps=steps,
+                     holdout=holdout)
     w = clf.weight / jnp.maximum(jnp.linalg.norm(clf.weight), 1e-12)
     return CAV(site, w.reshape(ac.shape[1:]), clf.accuracy)
 
 
 def _site_gradients(f, x, target, site):
     """Per-example gradient of the target logit with respect to the activation at ``site``."""
-    value = _site_values(f, x, site)
+    _, value = _site_values(f, x, site)
     target = jnp.broadcast_to(jnp.asarray(target), (x.shape[0],))
     return site_gradients(f, [site], x, target, [value])[0]
 
@@ -159,7 +173,8 @@ def tcav_score(f: Callable[[Array], Array], x: Float[Array, "b ..."],
 
 def tcav(f: Callable[[Array], Array], x: Float[Array, "b ..."], target: int | Int[ArrayLike, " b"],
          *, site: str, concept: Float[Array, "n ..."], randoms: Sequence[Float[Array, "m ..."]],
-         alpha: float = 0.05, l2: float = 1e-3, steps: int = 100) -> TCAVResult:
+         alpha: float = 0.05, l2: float = 1e-3, steps: int = 100, holdout: float = 1 / 3
+         ) -> TCAVResult:
     """TCAV with significance: concept CAVs against each random set, and a t-test against
     random-vs-random CAVs.
 
@@ -171,17 +186,17 @@ def tcav(f: Callable[[Array], Array], x: Float[Array, "b ..."], target: int | In
         f: the model.
         x: examples of the class (the TCAV score is a fraction of them).
         target: the class index (int or ``(b,)``).
-        site: the site of the CAVs.
-        concept: inputs showing the concept.
-        randoms: at least 2 random sets of inputs.
+        site: the site of the CAVs (a name, or a glob with one match).
+        concept: inputs showing the concept, shaped like ``x``'s examples.
+        randoms: at least 2 random sets of inputs, shaped like ``x``'s examples.
         alpha: significance level for :attr:`TCAVResult.significant`.
-        l2, steps: the linear classifier's settings.
+        l2, steps, holdout: the linear classifier's settings (:func:`cav`).
 
     Returns:
         :class:`TCAVResult`.
 
     Warns:
-        RuntimeWarning: (eager calls) when a concept CAV's training accuracy is below
+        RuntimeWarning: (eager calls) when a concept CAV's held-out accuracy is below
             ``LOW_ACCURACY`` (0.75): the concept is hardly linearly separable from that random
             set at ``site``, so the scores are not evidence either way.
 
@@ -198,22 +213,27 @@ def tcav(f: Callable[[Array], Array], x: Float[Array, "b ..."], target: int | In
         raise ValueError("randoms must be a sequence of at least 2 random example sets")
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    concept = _check_set("concept", concept)
-    randoms = [_check_set(f"randoms[{i}]", r) for i, r in enumerate(randoms)]
+    check_options(steps, holdout)
+    concept = _check_set("concept", concept, x.shape[1:], "x")
+    randoms = [_check_set(f"randoms[{i}]", r, x.shape[1:], "x") for i, r in enumerate(randoms)]
+    sets = [concept, *randoms]
+    site, acts = _site_values(f, jnp.concatenate(sets), site)  # one pass for all example sets
     g = _site_gradients(f, x, target, site)
     g = g.reshape(len(g), -1)
-    sets = [concept, *randoms]
-    acts = _site_values(f, jnp.concatenate(sets), site)  # one pass for all example sets
     acts = jnp.split(acts.reshape(len(acts), -1), np.cumsum([len(s) for s in sets])[:-1])
     a_concept, a_randoms = acts[0], acts[1:]
+    r = len(randoms)
+    pairs = [(a_concept, a) for a in a_randoms]
+    pairs += [(a_randoms[i], a_randoms[(i + 1) % r]) for i in range(r)]
+    # Every pair padded to one size: one compiled fit per call, whatever the set sizes.
+    rows = bucket(max(len(p) + len(q) for p, q in pairs))
 
     def fit(pos, neg):
-        clf = fit_linear(pos, neg, l2=l2, steps=steps)
+        clf = fit_rows(pos, neg, rows=rows, l2=l2, steps=steps, holdout=holdout)
         return clf.weight / jnp.maximum(jnp.linalg.norm(clf.weight), 1e-12), clf.accuracy
 
-    r = len(randoms)
-    concept_cavs = [fit(a_concept, a) for a in a_randoms]
-    null_cavs = [fit(a_randoms[i], a_randoms[(i + 1) % r]) for i in range(r)]
+    concept_cavs = [fit(*p) for p in pairs[:r]]
+    null_cavs = [fit(*p) for p in pairs[r:]]
     score = lambda c: jnp.mean(g @ c[0] > 0)
     scores = jnp.stack([score(c) for c in concept_cavs])
     null = jnp.stack([score(c) for c in null_cavs])
@@ -231,7 +251,8 @@ def _warn_if_inaccurate(accuracies: Array, site: str) -> None:
     if low.size:
         warnings.warn(
             f"tcav: the concept CAVs against random sets {low.tolist()} reach only "
-            f"{[round(float(a), 2) for a in acc[low]]} training accuracy (< {LOW_ACCURACY}) at "
+            f"{[round(float(a), 2) for a in acc[low]]} held-out accuracy (< {LOW_ACCURACY}) at "
             f"site {site!r}: the concept is hardly separable from random examples there, so their "
             "TCAV scores are not evidence either way. Try more or clearer concept examples, "
-            "another site, or a smaller l2", RuntimeWarning, stacklevel=3)
+            "another site, or another l2 (a larger one where the site has many more units than "
+            "there are examples)", RuntimeWarning, stacklevel=3)

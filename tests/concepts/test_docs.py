@@ -17,8 +17,8 @@ def test_concepts_page_examples_run(jaxplain_home, digits_model, monkeypatch):
     for block in blocks:
         exec(compile(block, "concepts.md", "exec"), namespace)  # noqa: S102
     r, r3, s, score = (namespace[k] for k in ("r", "r3", "s", "score"))
-    # What the page says: the loop concept is significant for class 6 at relu_1 (every concept
-    # CAV raises the 6 logit), and not significant for class 3.
+    # What the page says: the zeros concept is significant for class 0 at relu_1 (every concept
+    # CAV raises the 0 logit), and not significant for class 3.
     claimed = [re.search(rf"float\({n}\.score\).*# \(([\d.]+), ([\d.]+), (True|False)\)", text)
                for n in ("r", "r3")]
     for result, m in zip((r, r3), claimed):
@@ -27,7 +27,10 @@ def test_concepts_page_examples_run(jaxplain_home, digits_model, monkeypatch):
         assert bool(result.significant) is (m.group(3) == "True")
     assert bool(r.significant) and float(r.score) > 0.9 and float(r.p_value) < 0.03
     assert not bool(r3.significant)
-    assert s.shape == (namespace["x6"].shape[0],)
+    # "here 0.85 to 0.98": held-out accuracies, above LOW_ACCURACY (no warning).
+    np.testing.assert_allclose([float(r.accuracies.min()), float(r.accuracies.max())],
+                               [0.85, 0.98], atol=0.01)
+    assert s.shape == (namespace["x0"].shape[0],)
     np.testing.assert_allclose(float(score), float(np.mean(np.asarray(s) > 0)))
     scores, same = namespace["scores"], namespace["same"]
     assert scores.shape == (16, 2)
