@@ -63,7 +63,8 @@ def nmf(v: Float[Array, "n d"], rank: int, *, key: Array, steps: int = 500) -> N
     """Factorize a non-negative matrix ``v ~= w @ h`` with multiplicative updates.
 
     Args:
-        v: ``(n, d)`` non-negative data.
+        v: ``(n, d)`` non-negative, finite data; anything else is a ValueError, or under
+            ``jax.jit`` (where the values are not known) an all-NaN result.
         rank: number of components ``k``.
         key: PRNG key for the random positive start.
         steps: number of update rounds (each updates ``h`` then ``w``).
@@ -94,7 +95,11 @@ def nmf(v: Float[Array, "n d"], rank: int, *, key: Array, steps: int = 500) -> N
                              "factorize post-ReLU activations or shift/clip them first")
     if not jnp.issubdtype(v.dtype, jnp.floating):
         v = v.astype(jnp.float32)
-    return _nmf(v, key, rank=rank, steps=steps)
+    out = _nmf(v, key, rank=rank, steps=steps)
+    # Under jit the values are unknown here: data the eager call refuses gives NaN, not
+    # factors of the wrong sign.
+    bad = jnp.any(v < 0) | ~jnp.all(jnp.isfinite(v))
+    return jax.tree.map(lambda a: jnp.where(bad, jnp.nan, a), out)
 
 
 @functools.partial(jax.tree_util.register_dataclass,
@@ -123,7 +128,8 @@ def neuron_groups(f: Callable[[Array], Array], x: Float[Array, "b ..."], *, site
     Args:
         f: the model.
         x: a batch of inputs whose activations are factorized.
-        site: a site with non-negative values (e.g. a post-ReLU activation).
+        site: a site with non-negative values (e.g. a post-ReLU activation); other values are
+            a ValueError, or under ``jax.jit`` NaN groups (as :func:`nmf`).
         groups: number of groups ``k``.
         key: PRNG key for the NMF start.
         steps: NMF update rounds.

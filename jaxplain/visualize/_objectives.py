@@ -288,10 +288,9 @@ class Layer(Objective):
 
 @_pytree
 class Direction(Objective):
-    """Projection of the site's activation vectors on ``vector`` (channel space), mean over space.
-
-    A direction is a combination of neurons: an NMF component, a CAV, or a rule's neuron group.
-    """
+    """Projection of the site's activations on ``vector``: a ``(channels,)`` vector is dotted
+    with the mean over space (an NMF component, a rule's neuron group), a vector shaped like one
+    example's value at the site (a CAV) with the whole value."""
 
     site: str
     vector: Any
@@ -300,7 +299,14 @@ class Direction(Objective):
         return (self.site,)
 
     def __call__(self, acts, logits, x):
-        return jnp.sum(_spatial_mean(acts[self.site]) @ self.vector)
+        value, vector = acts[self.site], jnp.asarray(self.vector)
+        if vector.ndim == 1:
+            return jnp.sum(_spatial_mean(value) @ vector)
+        if vector.shape != value.shape[1:]:
+            raise ValueError(f"direction vector for site {self.site!r} must be (channels,) or "
+                             f"shaped like one example's value there, {value.shape[1:]}; got "
+                             f"shape {vector.shape}")
+        return jnp.sum(value * vector)
 
 
 @_pytree
@@ -447,11 +453,21 @@ def layer(site: str) -> Layer:
     return Layer(_check_site(site))
 
 
-def direction(site: str, vector: Float[ArrayLike, " channels"]) -> Direction:
-    """Objective: the projection of ``site``'s activations (mean over space) on ``vector``."""
+def direction(site: str, vector: Float[ArrayLike, "*site channels"]) -> Direction:
+    """Objective: the projection of ``site``'s activations on ``vector``.
+
+    A ``(channels,)`` vector weighs the channels of the mean over space; a vector shaped like
+    one example's value at ``site``, ``(*spatial, channels)`` (a :class:`~jaxplain.concepts.CAV`'s
+    ``vector``), is dotted with the whole value, position by position.
+
+    Example:
+        >>> obj = direction("block1/relu_1", groups.directions[0])       # (16,)
+        >>> obj = direction(v.site, v.vector)                             # a CAV, (8, 8, 16)
+    """
     vector = jnp.asarray(vector)
-    if vector.ndim != 1:
-        raise ValueError(f"vector must be 1-D (one weight per channel), got shape {vector.shape}")
+    if vector.ndim == 0:
+        raise ValueError("vector must be (channels,) or shaped like one example's value at the "
+                         "site, got a scalar")
     return Direction(_check_site(site), vector)
 
 

@@ -70,8 +70,10 @@ def test_objectives_are_pytrees_that_stack_and_jit():
 def test_errors():
     with pytest.raises(TypeError, match="site"):
         vis.channel(3, 1)
-    with pytest.raises(ValueError, match="1-D"):
-        vis.direction("a", np.ones((2, 3)))
+    with pytest.raises(ValueError, match="scalar"):
+        vis.direction("a", 1.0)
+    with pytest.raises(ValueError, match=r"shaped like one example's value there, \(4, 5, 6\)"):
+        vis.direction("a", np.ones((5, 4, 6)))(ACTS, LOGITS, X)
     with pytest.raises(ValueError, match="share one structure"):
         vis.stack([vis.channel("a", 1), vis.channel("b", 1)])
     with pytest.raises(TypeError, match="Objective"):
