@@ -7,8 +7,11 @@ second call with the same function and shapes reuses the compiled program.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import warnings
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +22,8 @@ import numpy as np
 from jaxplain.core._adapters import refuse_module
 from jaxplain.core._affine import AffineStem, affine_stem
 from jaxplain.core._backward import unruled_products
-from jaxplain.core._capture import model_error_hint, program_of, warn_if_mixes_batch
+from jaxplain.core._capture import (_user_stacklevel, model_error_hint, program_of,
+                                    warn_if_mixes_batch)
 from jaxplain.core._chunks import auto_chunk
 from jaxplain.core._layout import fast_convolutions
 from jaxplain.core._cpu import cpu_friendly, sum_leading
@@ -201,10 +205,10 @@ def check_arguments(f: Callable, x: Any, target: Any) -> tuple[jax.Array, jax.Ar
     return x, check_target(f, x, target)
 
 
-def check_site_arguments(f: Callable, x: Any, target: Any) -> tuple[jax.Array, jax.Array]:
-    """:func:`check_arguments` for a method that differentiates at a site, not at `x`: integer
-    `x` (token ids) passes where `f` evaluates on it (a model of ids, whose embedding is the
-    site); uint8 (pixels, to be scaled) does not."""
+def _integer_arguments(f: Callable, x: Any, target: Any,
+                       model: str) -> tuple[jax.Array, jax.Array]:
+    """:func:`check_arguments`, where integer `x` passes if `f` evaluates on it (else it is no
+    `model`); uint8 (pixels, to be scaled) does not."""
     check_function(f)
     x = check_x(x, token_ids=True)
     if jnp.issubdtype(x.dtype, jnp.floating):
@@ -214,12 +218,36 @@ def check_site_arguments(f: Callable, x: Any, target: Any) -> tuple[jax.Array, j
     try:
         output_shape(f, x)
     except ValueError as err:
-        raise not_floating(x, " (f fails on integers: it is no model of token ids)") from err
+        raise not_floating(x, f" (f fails on integers: it is no {model})") from err
     return x, check_target(f, x, target)
 
 
-def check_baseline(baseline: Any, x: jax.Array, name: str = "baseline") -> jax.Array:
-    """A baseline broadcast to ``x.shape`` (None means zeros)."""
+def check_site_arguments(f: Callable, x: Any, target: Any) -> tuple[jax.Array, jax.Array]:
+    """:func:`check_arguments` for a method that differentiates at a site, not at `x`: integer
+    `x` (token ids) passes where `f` evaluates on it (a model of ids, whose embedding is the
+    site); uint8 (pixels, to be scaled) does not."""
+    return _integer_arguments(f, x, target, "model of token ids")
+
+
+def check_evaluating_arguments(f: Callable, x: Any,
+                               target: Any) -> tuple[jax.Array, jax.Array]:
+    """:func:`check_arguments` for a method that only evaluates `f` on inputs whose elements it
+    takes from `x` or the baseline (ablation, occlusion, Shapley values, surrogates): integer
+    `x` (category codes) passes where `f` evaluates on it; uint8 (pixels, to be scaled) does
+    not. Give the result :func:`result_dtype`."""
+    return _integer_arguments(f, x, target, "model of integer codes")
+
+
+def result_dtype(dtype: Any) -> jnp.dtype:
+    """The dtype of attributions of inputs of `dtype`: `dtype` itself, or float32 for integer
+    codes."""
+    return jnp.dtype(dtype) if jnp.issubdtype(dtype, jnp.floating) else wide(dtype)
+
+
+def check_baseline(baseline: Any, x: jax.Array, name: str = "baseline", *,
+                   method: str = "method") -> jax.Array:
+    """A baseline broadcast to ``x.shape`` (None means zeros), in `x`'s dtype: for integer `x`
+    (codes), integer values. `method` names the caller in the recipe for a background."""
     if baseline is None:
         return jnp.zeros_like(x)
     b = baseline if hasattr(baseline, "shape") else np.asarray(baseline, dtype=np.float32)
@@ -228,11 +256,25 @@ def check_baseline(baseline: Any, x: jax.Array, name: str = "baseline") -> jax.A
     except ValueError:
         shape = None
     if shape != tuple(x.shape):
+        background = ""
+        if np.ndim(b) == x.ndim and tuple(np.shape(b)[1:]) == tuple(x.shape[1:]):
+            background = (
+                f" ({np.shape(b)[0]} reference inputs: one baseline per example, or one for "
+                "all, is taken). For a background distribution, average over it: "
+                f"jax.vmap(lambda b: {method}(f, x, target, baseline=b))(background).mean(0), "
+                "which for Shapley values is interventional SHAP (the attributions sum to "
+                "f(x)_t - mean_b f(b)_t)")
         raise ValueError(f"{name} must be a scalar or broadcastable to x's shape {tuple(x.shape)}; "
-                         f"got shape {np.shape(b)}")
-    if not jnp.issubdtype(jnp.result_type(b), jnp.floating) and not jnp.issubdtype(
-            jnp.result_type(b), jnp.integer):
-        raise TypeError(f"{name} must be numeric; got dtype {jnp.result_type(b)}")
+                         f"got shape {np.shape(b)}{background}")
+    kind = jnp.result_type(b)
+    if not jnp.issubdtype(kind, jnp.floating) and not jnp.issubdtype(kind, jnp.integer):
+        raise TypeError(f"{name} must be numeric; got dtype {kind}")
+    if jnp.issubdtype(x.dtype, jnp.integer) and not jnp.issubdtype(kind, jnp.integer):
+        values = None if is_traced(b) else np.asarray(b)
+        if values is None or not np.array_equal(values, np.round(values)):
+            raise TypeError(f"{name} must hold integer codes like x ({x.dtype}), e.g. one "
+                            f"reference category per feature; got {kind} values"
+                            + ("" if values is None else " that are not whole numbers"))
     return jnp.broadcast_to(jnp.asarray(b, x.dtype), x.shape)
 
 
@@ -321,13 +363,13 @@ def warn_if_products(f: Callable, x: jax.Array, rules: Any, method: str,
 
 # Elementwise primitives that are nonlinear in an input-dependent operand and that no rule sees
 # (jax.nn's activations are one node each, rsqrt and sqrt are normalisers, products are warned
-# about apart); div only by an input-dependent divisor, select_n only on an input-dependent
-# predicate.
+# about apart, steps such as floor are warned about apart, see `_STEPS`); div only by an
+# input-dependent divisor, select_n only on an input-dependent predicate.
 _NONLINEAR = frozenset({
     "integer_pow", "pow", "square", "exp", "exp2", "log", "log1p", "expm1", "sin", "cos", "tan",
     "asin", "acos", "atan", "atan2", "sinh", "cosh", "asinh", "acosh", "atanh", "cbrt", "abs",
-    "sign", "floor", "ceil", "round", "erf", "erfc", "erf_inv", "lgamma", "digamma", "max",
-    "min", "clamp", "rem", "div", "select_n"})
+    "erf", "erfc", "erf_inv", "lgamma", "digamma", "max", "min", "clamp", "rem", "div",
+    "select_n"})
 # Ops that pass a value on unchanged (looked through to find a divisor's normaliser).
 _RESHAPES = frozenset({"broadcast_in_dim", "reshape", "squeeze", "expand_dims",
                        "convert_element_type"})
@@ -337,7 +379,8 @@ def unruled_nonlinear(f: Callable, x: jax.Array) -> tuple[str, ...]:
     """The elementwise nonlinearities of `f` (at `x`'s shape) that no rule sees: raw primitives
     such as ``x ** 2``, ``jnp.exp`` or ``jnp.sin`` applied to input-dependent values on a path to
     the output that passes no normaliser and no ``stop_gradient`` (a LayerNorm's variance is
-    left out), as ``scope/primitive`` names."""
+    left out), as ``scope/primitive`` names. Arithmetic on integers (an index clamped by
+    ``jnp.take``) is left out: the step that made the integers is :func:`steps`'."""
     program, site_map = program_of(f, x, unrolled=True, warn=False)
     reach = {r for r in program.output_ids if isinstance(r, int)}
     for node in reversed(program.nodes):
@@ -357,7 +400,8 @@ def unruled_nonlinear(f: Callable, x: jax.Array) -> tuple[str, ...]:
     names = []
     for i, node in enumerate(program.nodes):
         if (node.prim not in _NONLINEAR or node.activation is not None or not node.outs
-                or node.outs[0] not in reach or i in site_map.pools or i in site_map.groups):
+                or node.outs[0] not in reach or i in site_map.pools or i in site_map.groups
+                or not jnp.issubdtype(program.avals[node.outs[0]].dtype, jnp.inexact)):
             continue
         if node.prim == "div":
             hit = dependent(node.ins[1]) and not normalised(node.ins[1])
@@ -373,7 +417,9 @@ def unruled_nonlinear(f: Callable, x: jax.Array) -> tuple[str, ...]:
 def warn_if_unruled_nonlinear(f: Callable, x: jax.Array, method: str, consequence: str) -> None:
     """A ``UserWarning`` when `f` applies elementwise nonlinearities that no rule sees
     (:func:`unruled_nonlinear`), where `method`'s rules pass the plain gradient, so that
-    `consequence` (its summation fails there)."""
+    `consequence` (its summation fails there); and, first, the warning of
+    :func:`warn_if_steps`, whose plain gradient is 0."""
+    warn_if_steps(f, x, method)
     names = unruled_nonlinear(f, x)
     if not names:
         return
@@ -386,6 +432,104 @@ def warn_if_unruled_nonlinear(f: Callable, x: jax.Array, method: str, consequenc
         "jnp.clip(h, 0, 6), jax.nn.softplus, ...), or use integrated_gradients, whose sum "
         "tends to f(x)_t - f(b)_t as its steps grow.",
         UserWarning, stacklevel=3)
+
+
+# Steps: primitives whose derivative is 0 wherever it is defined. A comparison is one only where
+# it picks an index (a value bin looked up in a table); elsewhere it picks between values that
+# carry the gradient (jnp.where(h > 0, h, 0), h * (h > 0)).
+_STEPS = frozenset({"floor", "ceil", "round", "sign"})
+_COMPARISONS = frozenset({"lt", "le", "gt", "ge", "eq", "ne"})
+# Index operands, by position, of the primitives that read or write at an index.
+_INDEXED = {"gather": slice(1, 2), "dynamic_slice": slice(1, None),
+            "dynamic_update_slice": slice(2, None), "scatter": slice(1, 2),
+            "scatter-add": slice(1, 2), "scatter_add": slice(1, 2)}
+# program -> its steps; weak, as the program caches
+_STEPS_FOUND: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+# the model whose steps the running method has reported (a method run inside smoothgrad)
+_REPORTED: contextvars.ContextVar = contextvars.ContextVar("jaxplain_reported_steps",
+                                                           default=None)
+
+
+def _upstream(program: Any, roots: set) -> set:
+    """The ids that `roots` are computed from (`roots` included), through any node but a
+    ``stop_gradient``."""
+    found = set(roots)
+    for node in reversed(program.nodes):
+        if node.prim != "stop_gradient" and any(r in found for r in node.outs):
+            found.update(r for r in node.ins if isinstance(r, int))
+    return found
+
+
+def _find_steps(program: Any) -> tuple[str, ...]:
+    reach = _upstream(program, {r for r in program.output_ids if isinstance(r, int)})
+    indices = _upstream(program, {
+        r for node in program.nodes if node.prim in _INDEXED and node.outs[0] in reach
+        for r in node.ins[_INDEXED[node.prim]] if isinstance(r, int)})
+
+    def floating(r):  # an input-dependent float (not one behind a stop_gradient)
+        return (isinstance(r, int) and r in program.depends and r not in program.stopped
+                and jnp.issubdtype(program.avals[r].dtype, jnp.inexact))
+
+    names = []
+    for node in program.nodes:
+        if not node.outs or not any(floating(r) for r in node.ins):
+            continue
+        out = program.avals[node.outs[0]].dtype
+        if node.prim == "convert_element_type" and not jnp.issubdtype(out, jnp.inexact):
+            op = f"convert_element_type({out})"
+        elif node.prim in _STEPS or (node.prim in _COMPARISONS and node.outs[0] in indices):
+            op = node.prim
+        else:
+            continue
+        if node.outs[0] in reach:
+            names.append("/".join(node.stack + (op,)))
+    return tuple(dict.fromkeys(names))
+
+
+def steps(f: Callable, x: jax.Array) -> tuple[str, ...]:
+    """The piecewise-constant steps of `f` (at `x`'s shape) on input-dependent floats whose
+    result reaches the output (not through a ``stop_gradient``): casts to an integer or bool
+    dtype, ``floor``, ``ceil``, ``round``, ``sign``, and comparisons that pick an index, as
+    ``scope/primitive`` names. Their gradient is 0, so a gradient method gives nothing to what
+    reaches the output only through them. Found once per traced program."""
+    program = program_of(f, x, unrolled=True, warn=False)[0]
+    found = _STEPS_FOUND.get(program)
+    if found is None:
+        found = _STEPS_FOUND[program] = _find_steps(program)
+    return found
+
+
+def warn_if_steps(f: Callable, x: jax.Array, method: str) -> None:
+    """A ``UserWarning`` when `f` has :func:`steps`, which `method`, a gradient method, reads
+    as flat: once per call, and not again from a method run inside the caller (see
+    :func:`steps_reported`)."""
+    if _REPORTED.get() is f:
+        return
+    names = steps(f, x)
+    if not names:
+        return
+    warnings.warn(
+        f"{method}: the model's output depends on x through piecewise-constant steps "
+        f"({_listed(names, 3)}: a cast to an integer or bool dtype, floor, ceil, round, sign, "
+        f"or a comparison that picks an index), whose gradient is 0, so {method} gives 0 to "
+        "what reaches the output only through them: a category id stored as a float and cast "
+        "to int for an embedding gets no attribution, and sums such as integrated gradients' "
+        "completeness miss its share. Explain such inputs with a perturbation method "
+        "(feature_ablation, shapley_sampling, kernel_shap, lime: they take the integer codes "
+        "themselves as x), or attribute at the embedding's site with "
+        "layer_integrated_gradients(f, x, target, site=...).",
+        UserWarning, stacklevel=_user_stacklevel())
+
+
+@contextlib.contextmanager
+def steps_reported(f: Callable):
+    """Within the block, :func:`warn_if_steps` is silent for `f`: a method that reported them
+    (smoothgrad) runs another method (gradient) that would report them again."""
+    token = _REPORTED.set(f)
+    try:
+        yield
+    finally:
+        _REPORTED.reset(token)
 
 
 def selected(f: Callable, x: jax.Array, target: jax.Array) -> jax.Array:

@@ -117,6 +117,7 @@ def gradient_shap(f: Callable, x: Float[Array, "batch *feature"],
     if not _common.is_traced(stdev) and (jnp.ndim(stdev) != 0 or not float(stdev) >= 0):
         raise ValueError(f"stdev must be a float >= 0; got {stdev!r}")
     noise = _common.is_traced(stdev) or float(stdev) != 0  # no noise: no draws to make
+    _common.warn_if_steps(f, x, "gradient_shap")
     return _gradient_shap(f, x, t, b, key, jnp.asarray(stdev, _common.wide(x.dtype)),
                           samples=_common.check_positive_int(samples, "samples"), noise=noise,
                           batch_size=_common.check_batch_size(batch_size))

@@ -95,8 +95,9 @@ def integrated_gradients(f: Callable, x: Float[Array, "batch *feature"],
       Sundararajan, Taly, Yan. Axiomatic Attribution for Deep Networks. ICML 2017.
     """
     x, t = _common.check_arguments(f, x, target)
-    b = _common.check_baseline(baseline, x)
+    b = _common.check_baseline(baseline, x, method="integrated_gradients")
     quadrature(method, steps)  # validates method and steps before tracing
+    _common.warn_if_steps(f, x, "integrated_gradients")
     return _integrated_gradients(f, x, t, b, steps=int(steps), method=method,
                                  batch_size=_common.check_batch_size(batch_size))
 

@@ -126,10 +126,11 @@ def _occlusion(f, x, target, baseline, starts, counts, *, window, batch_size):
     example = x.shape[1:]
     member = lambda start: _window_mask(start, example, window)  # noqa: E731
     total = _drop_sum(f, x, target, baseline, member, starts, batch_size)
-    return (total / counts).astype(x.dtype)
+    return (total / counts).astype(_common.result_dtype(x.dtype))
 
 
-def occlusion(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, "batch"] | int,
+def occlusion(f: Callable, x: Float[Array, "batch *feature"] | Int[Array, "batch *feature"],
+              target: Int[Array, "batch"] | int,
               *, window, stride=1, baseline=0.0,
               batch_size: int | None = None) -> Float[Array, "batch *feature"]:
     """Occlusion: slide a window over the input, replace it by the baseline, record the drop.
@@ -140,7 +141,7 @@ def occlusion(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array,
     Args:
       f: the model, mapping a batch to logits ``(n, classes)``.
       x: the inputs, batch first (images NHWC, or NCHW for a model whose first convolution
-        reads its channels on axis 1).
+        reads its channels on axis 1); or integer codes (categories) of a model of them.
       target: the class to explain per example, shape ``(n,)``, or one int.
       window: the window size per axis of an example, or one int for every axis. A tuple with
         one size per axis is taken as given; a shorter one, e.g. a spatial ``(h, w)`` on images,
@@ -151,12 +152,15 @@ def occlusion(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array,
       stride: the step per axis (an int or a tuple like `window`, placed the same way); must
         not exceed the window where the window is smaller than the axis. Axes not given step
         by 1.
-      baseline: the replacement value: a scalar or an array broadcastable to `x`.
+      baseline: the replacement value: a scalar or an array broadcastable to `x` (whole
+        numbers for integer `x`); for a background of reference inputs, see
+        :func:`kernel_shap`.
       batch_size: the number of windows evaluated at once (None: all at once on GPU/TPU, on CPU as
         many as keep a pass in cache).
 
     Returns:
-      An array shaped like `x`, in its dtype (the drops are averaged in float32 at least).
+      An array shaped like `x`, in its dtype (float32 for integer codes; the drops are
+      averaged in float32 at least).
 
     Example:
       >>> import jax.numpy as jnp
@@ -168,8 +172,8 @@ def occlusion(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array,
     References:
       Zeiler, Fergus. Visualizing and Understanding Convolutional Networks. ECCV 2014.
     """
-    x, t = _common.check_arguments(f, x, target)
-    b = _common.check_baseline(baseline, x)
+    x, t = _common.check_evaluating_arguments(f, x, target)
+    b = _common.check_baseline(baseline, x, method="occlusion")
     example = tuple(x.shape[1:])
     _per_axis(window, "window", example, example)  # bad values: an error before tracing f
     _per_axis(stride, "stride", example, example)
@@ -194,10 +198,11 @@ def occlusion(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array,
 def _feature_ablation(f, x, target, baseline, mask, *, groups, batch_size):
     groups = jnp.arange(groups, dtype=jnp.int32)
     drops = _drop_sum(f, x, target, baseline, lambda group: mask == group, groups, batch_size)
-    return drops.astype(x.dtype)
+    return drops.astype(_common.result_dtype(x.dtype))
 
 
-def feature_ablation(f: Callable, x: Float[Array, "batch *feature"],
+def feature_ablation(f: Callable,
+                     x: Float[Array, "batch *feature"] | Int[Array, "batch *feature"],
                      target: Int[Array, "batch"] | int, *, feature_mask=None, baseline=0.0,
                      batch_size: int | None = None) -> Float[Array, "batch *feature"]:
     """Feature ablation: replace one feature group at a time by the baseline, record the drop.
@@ -207,19 +212,22 @@ def feature_ablation(f: Callable, x: Float[Array, "batch *feature"],
 
     Args:
       f: the model, mapping a batch to logits ``(n, classes)``.
-      x: the inputs, batch first.
+      x: the inputs, batch first; or integer codes (categories) of a model of them.
       target: the class to explain per example, shape ``(n,)``, or one int.
       feature_mask: integer group ids with one example's shape (or broadcastable to it, e.g.
         ``(8, 8, 1)`` superpixels shared by the channels of NHWC images, ``(1, 8, 8)`` for
         NCHW ones), shared by the batch; or one mask per example, with `x`'s number of axes
         (batch axis n or 1; ids over the whole mask, as Captum reads it). None: every element
         is its own group. Must be concrete (not traced).
-      baseline: the replacement value: a scalar or an array broadcastable to `x`.
+      baseline: the replacement value: a scalar or an array broadcastable to `x` (whole
+        numbers for integer `x`); for a background of reference inputs, see
+        :func:`kernel_shap`.
       batch_size: the number of groups evaluated at once (None: all at once on GPU/TPU, on CPU as
         many as keep a pass in cache).
 
     Returns:
-      An array shaped like `x`, in its dtype (the drops are taken in float32 at least).
+      An array shaped like `x`, in its dtype (float32 for integer codes; the drops are taken
+      in float32 at least).
 
     Example:
       >>> import jax.numpy as jnp
@@ -233,8 +241,8 @@ def feature_ablation(f: Callable, x: Float[Array, "batch *feature"],
       Kokhlikyan et al. Captum: A unified and generic model interpretability library for
       PyTorch. arXiv:2009.07896, 2020.
     """
-    x, t = _common.check_arguments(f, x, target)
-    b = _common.check_baseline(baseline, x)
+    x, t = _common.check_evaluating_arguments(f, x, target)
+    b = _common.check_baseline(baseline, x, method="feature_ablation")
     mask, groups = _common.group_mask(feature_mask, x)
     return _feature_ablation(f, x, t, b, mask, groups=groups,
                              batch_size=_common.check_batch_size(batch_size))

@@ -24,18 +24,27 @@ def _shapley_sampling(f, x, target, baseline, mask, key, *, groups, samples, bat
         present = present[None] if present.ndim == x.ndim else jnp.moveaxis(present, 0, 1)
         return jnp.where(present, x[:, None], baseline[:, None])
 
-    s_idx, k_idx = jnp.meshgrid(jnp.arange(samples), jnp.arange(groups + 1), indexing="ij")
-    items = (s_idx.reshape(-1), k_idx.reshape(-1))
-    values = _common.widen(_common.folded_values(f, x, target, inputs, items, batch_size))
-    values = values.reshape(samples, groups + 1, -1)
+    # v[s, k]: f_t with the first k groups of ordering s taken from x; k = 0 (the baseline) and
+    # k = G (x) are the same in every ordering, evaluated once
+    ends = [_common.widen(_common.selected(f, z, target))[None] for z in (baseline, x)]
+    if groups > 1:
+        s_idx, k_idx = jnp.meshgrid(jnp.arange(samples), jnp.arange(1, groups), indexing="ij")
+        items = (s_idx.reshape(-1), k_idx.reshape(-1))
+        middle = _common.widen(_common.folded_values(f, x, target, inputs, items, batch_size))
+        values = jnp.concatenate([jnp.broadcast_to(ends[0], (samples, 1, x.shape[0])),
+                                  middle.reshape(samples, groups - 1, -1),
+                                  jnp.broadcast_to(ends[1], (samples, 1, x.shape[0]))], axis=1)
+    else:
+        values = jnp.concatenate(ends)[None]
     # contribution of group g in ordering s: v[s, rank + 1] - v[s, rank]
     after = jnp.take_along_axis(values, (ranks + 1)[:, :, None], axis=1)
     before = jnp.take_along_axis(values, ranks[:, :, None], axis=1)
     phi = (after - before).mean(axis=0)  # (groups, n)
-    return _common.spread(phi, mask, x).astype(x.dtype)
+    return _common.spread(phi, mask, x).astype(_common.result_dtype(x.dtype))
 
 
-def shapley_sampling(f: Callable, x: Float[Array, "batch *feature"],
+def shapley_sampling(f: Callable,
+                     x: Float[Array, "batch *feature"] | Int[Array, "batch *feature"],
                      target: Int[Array, "batch"] | int, *, key, samples: int = 25, baseline=0.0,
                      feature_mask=None, batch_size: int | None = None) -> Float[Array, "batch *feature"]:
     """Shapley values estimated by sampling feature orderings.
@@ -47,21 +56,25 @@ def shapley_sampling(f: Callable, x: Float[Array, "batch *feature"],
 
     Args:
       f: the model, mapping a batch to logits ``(n, classes)``.
-      x: the inputs, batch first.
+      x: the inputs, batch first; or integer codes (categories) of a model of them.
       target: the class to explain per example, shape ``(n,)``, or one int.
       key: a JAX PRNG key (required).
       samples: the number of random orderings.
-      baseline: the value of an absent feature: a scalar or an array broadcastable to `x`.
+      baseline: the value of an absent feature: a scalar or an array broadcastable to `x`
+        (whole numbers for integer `x`); for a background of reference inputs, see
+        :func:`kernel_shap`.
       feature_mask: integer group ids with one example's shape (or broadcastable to it), shared
         by the batch, or one mask per example with `x`'s number of axes (an example's orderings
         skip the groups it lacks); None: every element is its own group. Members of a group
         share its value.
       batch_size: the number of model evaluations (each over the whole batch) run at once;
-        there are ``samples * (groups + 1)``. None: all at once on GPU/TPU, on CPU as many as keep a
-        pass in cache.
+        there are ``samples * (groups - 1)``, and two more (at the baseline and at `x`, shared
+        by the orderings). None: all at once on GPU/TPU, on CPU as many as keep a pass in
+        cache.
 
     Returns:
-      An array shaped like `x`, in its dtype (the changes are averaged in float32 at least).
+      An array shaped like `x`, in its dtype (float32 for integer codes; the changes are
+      averaged in float32 at least).
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -76,9 +89,9 @@ def shapley_sampling(f: Callable, x: Float[Array, "batch *feature"],
       theory. JMLR 2010; Castro, Gomez, Tejada. Polynomial calculation of the Shapley value
       based on sampling. Computers & Operations Research 2009.
     """
-    x, t = _common.check_arguments(f, x, target)
+    x, t = _common.check_evaluating_arguments(f, x, target)
     key = _common.check_key(key)
-    b = _common.check_baseline(baseline, x)
+    b = _common.check_baseline(baseline, x, method="shapley_sampling")
     mask, groups = _common.group_mask(feature_mask, x)
     return _shapley_sampling(f, x, t, b, mask, key, groups=groups,
                              samples=_common.check_positive_int(samples, "samples"),

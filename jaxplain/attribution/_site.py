@@ -32,11 +32,22 @@ from jaxtyping import Array, Float, Int
 from jaxplain.attribution import _common
 from jaxplain.attribution._integrated import quadrature
 from jaxplain.core import capture, intervene
+from jaxplain.core._capture import program_for
 from jaxplain.core._cpu import cpu_friendly
+from jaxplain.core._select import one_site
 
 
 def _activation(f, site, x):
-    return capture(f, site)(x)[1][site]
+    (value,) = capture(f, site)(x)[1].values()  # a name, or a glob of one match
+    return value
+
+
+def _site_name(f, x, site) -> str:
+    """The one site `site` names at `x`: the name itself, or the single match of a glob; a
+    ValueError lists the matches of a glob that picks several (or close names for none)."""
+    if not isinstance(site, str):
+        raise TypeError(f"site must be one site name (a str, see jaxplain.sites); got {site!r}")
+    return one_site(program_for(f, x, [site])[2][0], site)
 
 
 @functools.lru_cache(maxsize=256)
@@ -45,9 +56,9 @@ def _site_value(f, site, shape, dtype) -> jax.ShapeDtypeStruct:
 
 
 def _check_site(f, x, site) -> tuple:
-    """The shape of `site`'s value at `x`, or a clear error (no site name, no float values)."""
-    if not isinstance(site, str):
-        raise TypeError(f"site must be one site name (a str, see jaxplain.sites); got {site!r}")
+    """The shape of `site`'s value at `x`, or a clear error (no site name or one glob match,
+    no float values)."""
+    site = _site_name(f, x, site)
     value = _site_value(f, site, tuple(x.shape), jnp.dtype(x.dtype))
     if not jnp.issubdtype(value.dtype, jnp.floating):
         raise TypeError(f"site {site!r} holds {value.dtype} values, which have no gradient: pick "
@@ -108,7 +119,8 @@ def activation_x_gradient(f: Callable,
       f: the model, mapping a batch to logits ``(n, classes)``.
       x: the inputs, batch first; or the token ids of a model of ids (integers, not uint8).
       target: the class to explain per example, shape ``(n,)``, or one int.
-      site: a site name (see :func:`jaxplain.sites`), e.g. the embedding's for token ids.
+      site: a site name (see :func:`jaxplain.sites`), or a glob that matches one, e.g. the
+        embedding's for token ids.
 
     Returns:
       An array shaped like the site's value, in `x`'s dtype (the site's for token ids).
@@ -128,13 +140,15 @@ def activation_x_gradient(f: Callable,
       layer); Kokhlikyan et al. Captum. arXiv:2009.07896, 2020 (LayerGradientXActivation).
     """
     x, t = _common.check_site_arguments(f, x, target)
+    site = _site_name(f, x, site)
     _check_site(f, x, site)
     return _activation_x_gradient(f, x, t, site=site)
 
 
 def _path_arguments(f, x, target, site, baseline, steps, method, *, ids=False) -> tuple:
-    """The checks of the site methods along the IG path: ``(x, target, baseline)``; with
-    `ids`, `x` and the baseline may be token ids (the path then runs at the site only)."""
+    """The checks of the site methods along the IG path: ``(x, target, baseline, site)``, the
+    site by name (a glob resolved to its one match); with `ids`, `x` and the baseline may be
+    token ids (the path then runs at the site only)."""
     x, t = (_common.check_site_arguments if ids else _common.check_arguments)(f, x, target)
     if (jnp.issubdtype(x.dtype, jnp.integer) and baseline is not None
             and not jnp.issubdtype(jnp.result_type(baseline), jnp.integer)):
@@ -143,8 +157,9 @@ def _path_arguments(f, x, target, site, baseline, steps, method, *, ids=False) -
                         f"{jnp.result_type(baseline)}")
     b = _common.check_baseline(baseline, x)
     quadrature(method, steps)
+    site = _site_name(f, x, site)
     _check_site(f, x, site)
-    return x, t, b
+    return x, t, b, site
 
 
 @functools.partial(jax.jit, static_argnames=("f", "site", "steps", "method", "batch_size"))
@@ -178,7 +193,7 @@ def layer_conductance(f: Callable, x: Float[Array, "batch *feature"],
       f: the model, mapping a batch to logits ``(n, classes)``.
       x: the inputs, batch first.
       target: the class to explain per example, shape ``(n,)``, or one int.
-      site: a site name (see :func:`jaxplain.sites`).
+      site: a site name (see :func:`jaxplain.sites`), or a glob that matches one.
       baseline: the reference input: None (zeros), a scalar, or an array broadcastable to `x`.
       steps: the number of quadrature points.
       method: the quadrature, as in :func:`integrated_gradients`.
@@ -191,7 +206,7 @@ def layer_conductance(f: Callable, x: Float[Array, "batch *feature"],
     References:
       Dhamdhere, Sundararajan, Yan. How Important Is a Neuron? ICLR 2019.
     """
-    x, t, b = _path_arguments(f, x, target, site, baseline, steps, method)
+    x, t, b, site = _path_arguments(f, x, target, site, baseline, steps, method)
     return _layer_conductance(f, x, t, b, site=site, steps=int(steps), method=method,
                               batch_size=_common.check_batch_size(batch_size))
 
@@ -245,7 +260,8 @@ def layer_integrated_gradients(f: Callable,
       f: the model, mapping a batch to logits ``(n, classes)``.
       x: the inputs, batch first; or the token ids of a model of ids (integers, not uint8).
       target: the class to explain per example, shape ``(n,)``, or one int.
-      site: a site name (see :func:`jaxplain.sites`), e.g. the embedding's for token ids.
+      site: a site name (see :func:`jaxplain.sites`), or a glob that matches one, e.g. the
+        embedding's for token ids.
       baseline: the reference input (the site's start is its value there): None (zeros), a
         scalar, or an array broadcastable to `x`; ids for ids (e.g. pad ids, or 0 for None).
       steps: the number of quadrature points.
@@ -270,7 +286,7 @@ def layer_integrated_gradients(f: Callable,
       Sundararajan, Taly, Yan. Axiomatic Attribution for Deep Networks. ICML 2017; Kokhlikyan
       et al. Captum. arXiv:2009.07896, 2020 (LayerIntegratedGradients).
     """
-    x, t, b = _path_arguments(f, x, target, site, baseline, steps, method, ids=True)
+    x, t, b, site = _path_arguments(f, x, target, site, baseline, steps, method, ids=True)
     return _layer_integrated_gradients(f, x, t, b, site=site, steps=int(steps), method=method,
                                        batch_size=_common.check_batch_size(batch_size))
 

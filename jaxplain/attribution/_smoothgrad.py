@@ -11,8 +11,13 @@ from jaxtyping import Array, Float, Int
 
 from jaxplain.attribution import _common
 from jaxplain.attribution._gradient import gradient
+from jaxplain.attribution._perturbation import feature_ablation, occlusion
+from jaxplain.attribution._shapley import shapley_sampling
+from jaxplain.attribution._surrogate import kernel_shap, lime
 
 KINDS = ("smoothgrad", "smoothgrad_sq", "vargrad")
+# the methods that only evaluate f (no gradient: nothing to warn about at f's steps)
+_EVALUATING = (feature_ablation, occlusion, shapley_sampling, kernel_shap, lime)
 
 
 @functools.partial(jax.jit, static_argnames=("f", "samples", "kind", "method", "options",
@@ -140,7 +145,10 @@ def smoothgrad(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array
                         f"got {method_options!r}") from err
     if not _common.is_traced(stdev) and (jnp.ndim(stdev) != 0 or not float(stdev) >= 0):
         raise ValueError(f"stdev must be a float >= 0; got {stdev!r}")
-    return _smoothgrad(f, x, t, key, jnp.asarray(stdev, _common.wide(x.dtype)),
-                       samples=_common.check_positive_int(samples, "samples"), kind=kind,
-                       method=method, options=options,
-                       batch_size=_common.check_batch_size(batch_size))
+    if method not in _EVALUATING:
+        _common.warn_if_steps(f, x, "smoothgrad")
+    with _common.steps_reported(f):  # method's own warning: said once, above
+        return _smoothgrad(f, x, t, key, jnp.asarray(stdev, _common.wide(x.dtype)),
+                           samples=_common.check_positive_int(samples, "samples"), kind=kind,
+                           method=method, options=options,
+                           batch_size=_common.check_batch_size(batch_size))

@@ -10,7 +10,6 @@ takes no bfloat16 or float16), and the coefficients come back in `x`'s dtype.
 from __future__ import annotations
 
 import functools
-import itertools
 import math
 from collections.abc import Callable
 
@@ -101,9 +100,10 @@ def _kernel_shap(f, x, target, baseline, mask, coalitions, weights, free, last, 
     else:
         y = _coalition_values(f, x, target, baseline, mask, coalitions, batch_size).astype(dtype)
         z = coalitions.astype(dtype)
-        fit = lambda z, y, v0, v1, free, last: _efficient_fit(z, y, v0, v1, weights, free, last)
-        phi = _per_example(fit, z, y, v0, v1, free.astype(dtype), last)
-    return _common.spread(phi.astype(x.dtype), mask, x)
+        fit = lambda z, y, v0, v1, free, last, w: _efficient_fit(z, y, v0, v1, w, free, last)
+        phi = _per_example(fit, z, y, v0, v1, free.astype(dtype), last,
+                           weights if z.ndim == 2 else weights.T)
+    return _common.spread(phi.astype(_common.result_dtype(x.dtype)), mask, x)
 
 
 def _shapley_kernel(groups: int, size: np.ndarray) -> np.ndarray:
@@ -112,9 +112,30 @@ def _shapley_kernel(groups: int, size: np.ndarray) -> np.ndarray:
 
 
 def _all_coalitions(groups: int) -> tuple[np.ndarray, np.ndarray]:
-    z = np.array([c for c in itertools.product([False, True], repeat=groups)
-                  if 0 < sum(c) < groups], bool)
+    """The ``2^G - 2`` proper coalitions ``(m, G)`` (``itertools.product``'s order: the first
+    group is the highest bit) and their Shapley kernel weights."""
+    bits = np.arange(1, 2 ** groups - 1, dtype=np.int64)[:, None] >> np.arange(groups)[::-1]
+    z = (bits & 1).astype(bool)
     return z, _shapley_kernel(groups, z.sum(axis=1))
+
+
+def _covered(coalitions: jax.Array, present: np.ndarray, dtype) -> tuple:
+    """Sampled coalitions ``(samples, n, G)``, those of each example whose budget covers all its
+    proper coalitions (``2^c - 2 <= samples`` for its `c` groups) replaced by these: then exact,
+    as alone. Returns ``(coalitions, weights (samples, n))``: Shapley kernel weights of the
+    enumerated (0 past them), 1 for the sampled."""
+    samples = coalitions.shape[0]
+    z = np.zeros(coalitions.shape, bool)
+    w = np.ones((samples, len(present)))
+    covered = np.zeros(len(present), bool)
+    for i, row in enumerate(present):
+        c = int(row.sum())
+        if 1 < c and 2 ** c - 2 <= samples:
+            zi, wi = _all_coalitions(c)
+            z[:len(zi), i][:, row] = zi
+            w[:, i] = np.pad(wi, (0, samples - len(zi)))
+            covered[i] = True
+    return (jnp.where(covered[None, :, None], z, coalitions), jnp.asarray(w, dtype))
 
 
 def _size_cdf(counts: np.ndarray, groups: int) -> np.ndarray:
@@ -145,7 +166,8 @@ def _sampled_coalitions(key, present: np.ndarray, samples: int) -> jax.Array:
     return _draw_coalitions(key, cdf, present, samples=samples)
 
 
-def kernel_shap(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, "batch"] | int,
+def kernel_shap(f: Callable, x: Float[Array, "batch *feature"] | Int[Array, "batch *feature"],
+                target: Int[Array, "batch"] | int,
                 *, key=None, samples: int | None = None, baseline=0.0, feature_mask=None,
                 batch_size: int | None = None) -> Float[Array, "batch *feature"]:
     """KernelSHAP: Shapley values as the weighted least-squares fit of a linear surrogate.
@@ -158,13 +180,21 @@ def kernel_shap(f: Callable, x: Float[Array, "batch *feature"], target: Int[Arra
 
     Args:
       f: the model, mapping a batch to logits ``(n, classes)``.
-      x: the inputs, batch first.
+      x: the inputs, batch first; or integer codes (categories) of a model of them.
       target: the class to explain per example, shape ``(n,)``, or one int.
       key: a JAX PRNG key; required when `samples` is given.
       samples: None enumerates all ``2^G - 2`` coalitions (exact; G <= 14 groups); an int draws
         that many coalitions from the Shapley kernel (sizes by kernel weight, then uniform
-        members) and fits them with equal weights.
-      baseline: the value of an absent feature: a scalar or an array broadcastable to `x`.
+        members) and fits them with equal weights. At least G (fewer leave the fit
+        underdetermined: a ValueError); from ``2^G - 2`` on, every coalition is enumerated
+        instead, as for None (exact, whatever `key`; with a mask per example, G counts the
+        example's own groups).
+      baseline: the value of an absent feature: a scalar or an array broadcastable to `x`
+        (whole numbers for integer `x`), one per example or one for all. For a background of
+        ``m`` reference inputs, average over it:
+        ``jax.vmap(lambda b: kernel_shap(f, x, t, baseline=b))(background).mean(0)``
+        (interventional SHAP: the attributions sum to ``f(x)_t - mean_b f(b)_t``; the same
+        recipe serves every method that takes a `baseline`).
       feature_mask: integer group ids with one example's shape (or broadcastable to it), shared
         by the batch, or one mask per example with `x`'s number of axes (a group an example
         lacks gets 0); None: every element is its own group.
@@ -172,7 +202,8 @@ def kernel_shap(f: Callable, x: Float[Array, "batch *feature"], target: Int[Arra
         as many as keep a pass in cache).
 
     Returns:
-      An array shaped like `x`; members of a group share its value.
+      An array shaped like `x`, in its dtype (float32 for integer codes); members of a group
+      share its value.
 
     Example:
       >>> import jax.numpy as jnp
@@ -184,12 +215,21 @@ def kernel_shap(f: Callable, x: Float[Array, "batch *feature"], target: Int[Arra
     References:
       Lundberg, Lee. A Unified Approach to Interpreting Model Predictions. NeurIPS 2017.
     """
-    x, t = _common.check_arguments(f, x, target)
-    b = _common.check_baseline(baseline, x)
+    x, t = _common.check_evaluating_arguments(f, x, target)
+    b = _common.check_baseline(baseline, x, method="kernel_shap")
     mask, groups = _common.group_mask(feature_mask, x)
     present = _present(mask, x, groups)
-    if samples is None:
-        if groups > EXACT_LIMIT:
+    if samples is not None:
+        key = _common.check_key(key)
+        samples = _common.check_positive_int(samples, "samples")
+        if samples < groups:
+            raise ValueError(
+                f"kernel_shap with samples={samples} fits {groups} feature groups: the fit is "
+                f"underdetermined below samples={groups} (one coalition per group). Pass samples "
+                f">= {groups}, several times more for a stable estimate (2^G - 2 or more "
+                "enumerates every coalition: exact), or samples=None to enumerate.")
+    if samples is None or samples >= 2 ** groups - 2:  # the budget covers every coalition
+        if samples is None and groups > EXACT_LIMIT:
             across = (" (ids are counted over the whole mask: reuse 0..k-1 in every "
                       "example)" if len(present) > 1 else "")
             raise ValueError(f"kernel_shap enumerates all coalitions when samples is None, which "
@@ -199,13 +239,13 @@ def kernel_shap(f: Callable, x: Float[Array, "batch *feature"], target: Int[Arra
         coalitions, weights = jnp.asarray(z), jnp.asarray(w, _common.wide(x.dtype))
         if len(present) > 1:  # each example fitted apart, on the groups it has
             coalitions = jnp.broadcast_to(coalitions[:, None], (len(z),) + present.shape)
-    else:
-        key = _common.check_key(key)
-        samples = _common.check_positive_int(samples, "samples")
-        coalitions = _sampled_coalitions(key, present, samples)
-        if len(present) == 1:
-            coalitions = coalitions[:, 0]
+            weights = jnp.broadcast_to(weights[:, None], (len(z), len(present)))
+    elif len(present) == 1:
+        coalitions = _sampled_coalitions(key, present, samples)[:, 0]
         weights = jnp.ones((samples,), _common.wide(x.dtype))
+    else:  # an example whose budget covers its coalitions enumerates them, as alone
+        coalitions, weights = _covered(_sampled_coalitions(key, present, samples), present,
+                                       _common.wide(x.dtype))
     last = groups - 1 - np.argmax(present[:, ::-1], axis=1)  # each example's last group
     free = present & (np.arange(groups) != last[:, None])
     if len(present) == 1:
@@ -242,10 +282,11 @@ def _lime(f, x, target, baseline, mask, key, present, kernel_width, ridge, *, sa
     y = _coalition_values(f, x, target, baseline, mask, z, batch_size).astype(dtype)
     fit = lambda z, y, count: _lime_fit(z, y, count, kernel_width, ridge)
     coef = _per_example(fit, z.astype(dtype), y, count)
-    return _common.spread((coef * present.T).astype(x.dtype), mask, x)
+    return _common.spread((coef * present.T).astype(_common.result_dtype(x.dtype)), mask, x)
 
 
-def lime(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, "batch"] | int, *,
+def lime(f: Callable, x: Float[Array, "batch *feature"] | Int[Array, "batch *feature"],
+         target: Int[Array, "batch"] | int, *,
          key, samples: int = 200, baseline=0.0, feature_mask=None, kernel_width: float = 0.25,
          ridge: float = 1e-3, batch_size: int | None = None) -> Float[Array, "batch *feature"]:
     """LIME: the coefficients of a locally weighted linear surrogate on feature groups.
@@ -257,11 +298,13 @@ def lime(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, "bat
 
     Args:
       f: the model, mapping a batch to logits ``(n, classes)``.
-      x: the inputs, batch first.
+      x: the inputs, batch first; or integer codes (categories) of a model of them.
       target: the class to explain per example, shape ``(n,)``, or one int.
       key: a JAX PRNG key (required).
       samples: the number of coalitions.
-      baseline: the value of an absent feature: a scalar or an array broadcastable to `x`.
+      baseline: the value of an absent feature: a scalar or an array broadcastable to `x`
+        (whole numbers for integer `x`); for a background of reference inputs, see
+        :func:`kernel_shap`.
       feature_mask: integer group ids with one example's shape (or broadcastable to it), shared
         by the batch (superpixels), or one mask per example with `x`'s number of axes;
         None: every element is its own group.
@@ -272,7 +315,8 @@ def lime(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, "bat
         as many as keep a pass in cache).
 
     Returns:
-      An array shaped like `x`: each element gets its group's coefficient.
+      An array shaped like `x`, in its dtype (float32 for integer codes): each element gets
+      its group's coefficient.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -285,9 +329,9 @@ def lime(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, "bat
       Ribeiro, Singh, Guestrin. "Why Should I Trust You?": Explaining the Predictions of Any
       Classifier. KDD 2016.
     """
-    x, t = _common.check_arguments(f, x, target)
+    x, t = _common.check_evaluating_arguments(f, x, target)
     key = _common.check_key(key)
-    b = _common.check_baseline(baseline, x)
+    b = _common.check_baseline(baseline, x, method="lime")
     mask, groups = _common.group_mask(feature_mask, x)
     for name, value in (("kernel_width", kernel_width), ("ridge", ridge)):
         if not _common.is_traced(value) and (jnp.ndim(value) != 0 or not float(value) >= 0):
