@@ -24,7 +24,7 @@ from collections.abc import Callable
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from jaxplain.attribution import _common
+from jaxplain.attribution import _common, _model_checks
 from jaxplain.attribution._lrp_rules import MIXING, share, transpose
 from jaxplain.attribution._modified import rule_gradient
 
@@ -95,6 +95,6 @@ def attn_lrp(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, 
       Layer-Wise Relevance Propagation for Transformers. ICML 2024.
     """
     x, t = _common.check_arguments(f, x, target)
-    _common.warn_if_softmax_output(f, x, "attn_lrp", "the target's relevance is not conserved "
+    _model_checks.warn_if_softmax_output(f, x, "attn_lrp", "the target's relevance is not conserved "
                                    "through it")
     return x * rule_gradient(f, x, t, rule=AttnLRPRules(float(epsilon)))

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from jaxplain.attribution import _common
+from jaxplain.attribution import _common, _model_checks
 from jaxplain.attribution._modified import ON_X_BATCH, Rescale, _deeplift
 
 
@@ -117,7 +117,7 @@ def gradient_shap(f: Callable, x: Float[Array, "batch *feature"],
     if not _common.is_traced(stdev) and (jnp.ndim(stdev) != 0 or not float(stdev) >= 0):
         raise ValueError(f"stdev must be a float >= 0; got {stdev!r}")
     noise = _common.is_traced(stdev) or float(stdev) != 0  # no noise: no draws to make
-    _common.warn_if_steps(f, x, "gradient_shap")
+    _model_checks.warn_if_steps(f, x, "gradient_shap")
     return _gradient_shap(f, x, t, b, key, jnp.asarray(stdev, _common.wide(x.dtype)),
                           samples=_common.check_positive_int(samples, "samples"), noise=noise,
                           batch_size=_common.check_batch_size(batch_size))
@@ -184,10 +184,10 @@ def deeplift_shap(f: Callable, x: Float[Array, "batch *feature"],
                            f"{c} baselines of each example at a time", instead=ON_X_BATCH)
     _common.check_batch_of(f, x, 2 * c, f"each example and {c} of its baselines stacked "
                            "(vmapped over the examples)", instead=ON_X_BATCH)
-    _common.warn_if_products(f, x, Rescale(), "deeplift_shap", "the attributions do not sum "
+    _model_checks.warn_if_products(f, x, Rescale(), "deeplift_shap", "the attributions do not sum "
                              "to f(x)_t - mean_b f(b)_t")
-    _common.warn_if_softmax_output(f, x, "deeplift_shap", "the attributions do not sum to "
+    _model_checks.warn_if_softmax_output(f, x, "deeplift_shap", "the attributions do not sum to "
                                    "f(x)_t - mean_b f(b)_t")
-    _common.warn_if_unruled_nonlinear(f, x, "deeplift_shap", "the attributions do not sum to "
+    _model_checks.warn_if_unruled_nonlinear(f, x, "deeplift_shap", "the attributions do not sum to "
                                       "f(x)_t - mean_b f(b)_t")
     return _deeplift_shap(f, x, t, b, batch_size=_common.check_batch_size(batch_size))

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import jax
 from jaxtyping import Array, Float, Int
 
-from jaxplain.attribution import _common
+from jaxplain.attribution import _common, _model_checks
 
 
 @functools.partial(jax.jit, static_argnames=("f", "squared", "times_input"))
@@ -47,7 +47,7 @@ def gradient(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, 
       Classification Models and Saliency Maps. ICLR workshop 2014.
     """
     x, t = _common.check_arguments(f, x, target)
-    _common.warn_if_steps(f, x, "gradient")
+    _model_checks.warn_if_steps(f, x, "gradient")
     return _gradient(f, x, t, squared=bool(squared), times_input=False)
 
 
@@ -75,5 +75,5 @@ def gradient_x_input(f: Callable, x: Float[Array, "batch *feature"],
       Features Through Propagating Activation Differences. arXiv:1605.01713, 2016.
     """
     x, t = _common.check_arguments(f, x, target)
-    _common.warn_if_steps(f, x, "gradient_x_input")
+    _model_checks.warn_if_steps(f, x, "gradient_x_input")
     return _gradient(f, x, t, squared=False, times_input=True)

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from jaxplain.attribution import _common
+from jaxplain.attribution import _common, _model_checks
 
 METHODS = ("gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle")
 
@@ -97,7 +97,7 @@ def integrated_gradients(f: Callable, x: Float[Array, "batch *feature"],
     x, t = _common.check_arguments(f, x, target)
     b = _common.check_baseline(baseline, x, method="integrated_gradients")
     quadrature(method, steps)  # validates method and steps before tracing
-    _common.warn_if_steps(f, x, "integrated_gradients")
+    _model_checks.warn_if_steps(f, x, "integrated_gradients")
     return _integrated_gradients(f, x, t, b, steps=int(steps), method=method,
                                  batch_size=_common.check_batch_size(batch_size))
 

@@ -11,7 +11,7 @@ from typing import Any
 import jax
 from jaxtyping import Array, Float, Int
 
-from jaxplain.attribution import _common
+from jaxplain.attribution import _common, _model_checks
 from jaxplain.attribution._lrp_rules import as_composite
 from jaxplain.core import rewrite_backward
 from jaxplain.core._backward import _dependent_position, _input_views, linear_layer_names
@@ -121,7 +121,7 @@ def lrp(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, "batc
         raise TypeError(f"rules must be hashable values (frozen dataclasses); got {rules!r}") from err
     _check_selectors(f, x, composite)
     _warn_if_first_applies_nowhere(f, x, composite)
-    _common.warn_if_softmax_output(f, x, "lrp", "relevance is not conserved (the one-hot "
+    _model_checks.warn_if_softmax_output(f, x, "lrp", "relevance is not conserved (the one-hot "
                                    "relevance through a softmax's gradient sums to about 0)")
-    _common.warn_if_products(f, x, composite, "lrp", "relevance is not conserved")
+    _model_checks.warn_if_products(f, x, composite, "lrp", "relevance is not conserved")
     return _lrp(f, x, t, rules=composite, scale=bool(scale_by_logit))

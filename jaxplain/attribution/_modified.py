@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from jaxplain.attribution import _common
+from jaxplain.attribution import _common, _model_checks
 from jaxplain.attribution._lrp_rules import MIXING
 from jaxplain.core import rewrite_backward
 from jaxplain.core._batch import batch_axes
@@ -194,11 +194,11 @@ def deeplift(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, 
     b = _common.check_baseline(baseline, x)
     _common.check_batch_of(f, x, 2 * x.shape[0], "x and its baselines stacked",
                            instead=ON_X_BATCH)
-    _common.warn_if_products(f, x, Rescale(), "deeplift", "the attributions do not sum to "
+    _model_checks.warn_if_products(f, x, Rescale(), "deeplift", "the attributions do not sum to "
                              "f(x)_t - f(b)_t")
-    _common.warn_if_softmax_output(f, x, "deeplift", "the attributions do not sum to "
+    _model_checks.warn_if_softmax_output(f, x, "deeplift", "the attributions do not sum to "
                                    "f(x)_t - f(b)_t")
-    _common.warn_if_unruled_nonlinear(f, x, "deeplift", "the attributions do not sum to "
+    _model_checks.warn_if_unruled_nonlinear(f, x, "deeplift", "the attributions do not sum to "
                                       "f(x)_t - f(b)_t")
     return _deeplift(f, x, t, b)
 
@@ -305,7 +305,7 @@ def conservative_propagation(f: Callable, x: Float[Array, "batch *feature"],
       through Conservative Propagation. ICML 2022.
     """
     x, t = _common.check_arguments(f, x, target)
-    _common.warn_if_softmax_output(f, x, "conservative_propagation", "held constant like the "
+    _model_checks.warn_if_softmax_output(f, x, "conservative_propagation", "held constant like the "
                                    "attention weights, it lets no gradient through and the "
                                    "attributions are all zero")
     return x * rule_gradient(f, x, t, rule=HoldConstant())

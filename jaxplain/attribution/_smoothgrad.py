@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from jaxplain.attribution import _common
+from jaxplain.attribution import _common, _model_checks
 from jaxplain.attribution._gradient import gradient
 from jaxplain.attribution._perturbation import feature_ablation, occlusion
 from jaxplain.attribution._shapley import shapley_sampling
@@ -146,8 +146,8 @@ def smoothgrad(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array
     if not _common.is_traced(stdev) and (jnp.ndim(stdev) != 0 or not float(stdev) >= 0):
         raise ValueError(f"stdev must be a float >= 0; got {stdev!r}")
     if method not in _EVALUATING:
-        _common.warn_if_steps(f, x, "smoothgrad")
-    with _common.steps_reported(f):  # method's own warning: said once, above
+        _model_checks.warn_if_steps(f, x, "smoothgrad")
+    with _model_checks.steps_reported(f):  # method's own warning: said once, above
         return _smoothgrad(f, x, t, key, jnp.asarray(stdev, _common.wide(x.dtype)),
                            samples=_common.check_positive_int(samples, "samples"), kind=kind,
                            method=method, options=options,

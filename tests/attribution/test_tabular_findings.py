@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from jaxplain import attribution as A
-from jaxplain.attribution import _common
+from jaxplain.attribution import _model_checks
 
 TABLE = jnp.array([0.0, 2.0, -1.0, 5.0])
 
@@ -70,7 +70,7 @@ def test_gradient_methods_warn_once_at_a_cast_to_int(name):
                                        "convert_element_type(bool)")])
 def test_steps_are_named(step, op):
     f = lambda z: step(z @ W)  # noqa: E731
-    assert _common.steps(f, X4) == (op,)
+    assert _model_checks.steps(f, X4) == (op,)
 
 
 def test_a_comparison_that_picks_an_index_is_a_step():
@@ -79,7 +79,7 @@ def test_a_comparison_that_picks_an_index_is_a_step():
     def f(z):
         return (jnp.take(jnp.arange(4.0), (z[:, :1] > edges).sum(1)) + z[:, 1])[:, None]
 
-    assert _common.steps(f, X4) == ("gt",)
+    assert _model_checks.steps(f, X4) == ("gt",)
 
 
 def _dropout(z):
@@ -103,7 +103,7 @@ def _dropout(z):
 ], ids=["relu", "hand_relu", "where", "clip", "logsumexp", "argmax", "top_k", "take",
         "bfloat16", "straight_through", "dropout", "nan_to_num"])
 def test_no_step_at_common_legitimate_ops(f):
-    assert _common.steps(f, X4) == ()
+    assert _model_checks.steps(f, X4) == ()
     assert not _steps_warnings(lambda: A.integrated_gradients(f, X4, 0, steps=2))
 
 
@@ -115,8 +115,8 @@ def test_smoothgrad_over_a_perturbation_method_does_not_warn():
 
 def test_the_steps_are_found_once_per_program(monkeypatch):
     calls = []
-    found = _common._find_steps
-    monkeypatch.setattr(_common, "_find_steps", lambda p: calls.append(p) or found(p))
+    found = _model_checks._find_steps
+    monkeypatch.setattr(_model_checks, "_find_steps", lambda p: calls.append(p) or found(p))
     f = lambda z: jnp.floor(z @ W)  # noqa: E731
     for _ in range(3):
         _steps_warnings(lambda: A.integrated_gradients(f, X4, 0, steps=2))
