@@ -83,8 +83,9 @@ def faithfulness_correlation(
         subset_size: Features per subset, ``1 <= subset_size < n_features`` (Quantus' default
             is 224, for 224 x 224 images).
         samples: Subsets per example (at least 2: a correlation needs two points).
-        baseline: ``"zeros"``, ``"mean"`` (each example's channel means), a number or an array
-            that broadcasts to ``x``.
+        baseline: ``"zeros"``, ``"mean"`` (each example's channel means; refused where no
+            convolution reads ``x``, as in :func:`deletion`), a number or an array that
+            broadcasts to ``x`` (a reference row such as ``x_train.mean(0)``).
         output: ``"logit"`` (the output as given; Quantus' default) or ``"probability"`` (the
             softmax, or a probability head read as it is, as in :func:`deletion`).
         batch_size: Perturbed inputs per call of ``f`` (``None``: all at once on GPU/TPU, on CPU as
@@ -112,7 +113,9 @@ def faithfulness_correlation(
     D.check_key(key)
     samples = checks.check_positive_int(samples, "samples", 2)
     given_f, given_x = f, x
-    axis = P.layout(f, x).axis
+    layout = P.layout(f, x)
+    P.check_kind(kind, x, layout.grid)
+    axis = layout.axis
     f, x, attribution, value = P.channels_last(f, x, attribution, value, axis)
     n = math.prod(P.feature_shape(x.shape, axis is not None))
     checks.check_positive_int(subset_size, "subset_size")

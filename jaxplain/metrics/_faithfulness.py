@@ -79,7 +79,7 @@ def _prepare(f, x, target, attribution, steps, order, baseline, output, batch_si
     if insert:
         baseline = P.insertion_start(baseline, P.is_image(x, layout.axis is not None))
     kind, value = P.split_baseline(baseline, x)
-    P.check_blur(kind, x, layout.grid)
+    P.check_kind(kind, x, layout.grid)
     output = reading(f, x, output)
     return (x, attribution, target, kind, value, output, checks.check_batch_size(batch_size),
             layout)
@@ -92,29 +92,39 @@ def _prepare(f, x, target, attribution, steps, order, baseline, output, batch_si
         "batch_size", "channels",
     ),
 )
-def _curve(f, x, target, attribution, value, *, counts, n, insert, order, kind, output,
+def _curve(f, x, target, attribution, value, labels, *, counts, n, insert, order, kind, output,
            absolute, blur_sigma, batch_size, channels):
     base = P.resolve_baseline(x, kind, value, blur_sigma, channels)
-    rank = P.ranks(P.feature_scores(attribution, absolute, channels), order)
+    rank = P.removal_ranks(attribution, labels, n, order, absolute, channels)
     values = widen(P.evaluate_counts(f, x, base, rank, target, counts, insert, output,
-                                     batch_size, channels))
+                                     batch_size, channels and labels is None))
     fractions = jnp.asarray(counts, values.dtype) / n
     return Curve(fractions, values, jnp.trapezoid(values, fractions, axis=-1))
 
 
+def _features(feature_mask, x, axis: int | None):
+    """``(labels, n)``: the group labels of `feature_mask` for ``x`` with its channel axis
+    `axis` moved last (None without a mask) and the number of features or groups that the
+    steps count."""
+    if feature_mask is None:
+        return None, math.prod(x.shape[1:]) // (1 if axis is None else x.shape[axis])
+    labels, groups = P.feature_groups(feature_mask, x, axis)
+    return jnp.asarray(labels), groups
+
+
 def _run(f, x, target, attribution, steps, order, baseline, output, absolute, blur_sigma,
-         batch_size, insert) -> Curve:
+         batch_size, insert, feature_mask) -> Curve:
     x, attribution, target, kind, value, output, batch_size, layout = _prepare(
         f, x, target, attribution, steps, order, baseline, output, batch_size, insert
     )
+    labels, n = _features(feature_mask, x, layout.axis)
     given_f, given_x = f, x
     f, x, attribution, value = P.channels_last(f, x, attribution, value, layout.axis)
     channels = layout.axis is not None
-    n = math.prod(P.feature_shape(x.shape, channels))
     counts = P.step_counts(n, steps)
     _perturbed_copies(given_f, given_x, len(counts))
     return _curve(
-        f, x, target, attribution, value, counts=counts, n=n, insert=insert,
+        f, x, target, attribution, value, labels, counts=counts, n=n, insert=insert,
         order=order, kind=kind, output=output, absolute=bool(absolute),
         blur_sigma=float(blur_sigma), batch_size=batch_size, channels=channels,
     )
@@ -133,6 +143,7 @@ def deletion(
     absolute: bool = False,
     blur_sigma: float = 1.0,
     batch_size: int | None = None,
+    feature_mask: Any = None,
 ) -> Curve:
     """The deletion curve: the target's probability as features are removed by relevance.
 
@@ -159,10 +170,14 @@ def deletion(
             broadcast (a channel-summed ``(batch, H, W, 1)`` map ranks the pixels alike).
         steps: Number of increments (the curve has ``steps + 1`` points).
         order: ``"morf"`` or ``"lerf"``.
-        baseline: ``"zeros"``, ``"mean"`` (each example's mean per channel, or over all its
-            elements without a channel axis), ``"blur"`` (a Gaussian blur along every axis but
-            the batch and channel axes, sigma ``blur_sigma`` positions; for inputs a convolution
-            reads and 4-d batches), a number, or an array that broadcasts to ``x``.
+        baseline: ``"zeros"``, ``"mean"``, ``"blur"``, a number, or an array that broadcasts
+            to ``x`` (a reference row ``(F,)`` such as ``x_train.mean(0)`` for tabular ``x``).
+            ``"mean"`` is each example's mean per channel, or over all its elements for a grid
+            without channels (a grey volume a convolution reads); ``"blur"`` a Gaussian blur
+            along every axis but the batch and channel axes, sigma ``blur_sigma`` positions.
+            Both are for inputs a convolution reads and 4-d batches, and refused elsewhere
+            (tabular columns, token embeddings), where an example's mean over unrelated
+            features means nothing.
         output: ``"probability"`` (the softmax of the logits) or ``"logit"`` (the output as
             given) of the target. A model whose output is a ``jax.nn.softmax`` over the
             classes or a ``jax.nn.sigmoid`` already gives probabilities: ``"probability"``
@@ -175,6 +190,15 @@ def deletion(
         batch_size: Perturbed inputs evaluated at once, which bounds memory whatever the
             number of steps. ``None`` picks it: all ``batch x (steps + 1)`` on GPU/TPU, on CPU
             as many as keep a call in cache (:func:`jaxplain.core._chunks.auto_chunk`).
+        feature_mask: Integer group ids, as in :func:`jaxplain.attribution.feature_ablation`:
+            one example's shape (or broadcastable to it), shared by the batch, or ``x``'s
+            number of axes for one mask per example, each with the same number of groups
+            ``G``; concrete, not traced. A group (a one-hot encoded category, a superpixel) is
+            ranked by the sum of its elements' attributions (the group's share for a map that
+            splits it over them, such as gradient x input; ``|sum|`` with ``absolute``) and
+            removed whole; the steps count groups (``floor(k G / steps)``). A map that gives
+            every member the whole group's value (``feature_ablation`` with the same mask)
+            wants dividing by the group sizes first. None: the features above.
 
     Returns:
         A :class:`Curve` with ``fractions (steps + 1,)``, ``values (batch, steps + 1)`` and
@@ -193,7 +217,7 @@ def deletion(
         Models", BMVC 2018 (deletion and insertion).
     """
     return _run(f, x, target, attribution, steps, order, baseline, output, absolute,
-                blur_sigma, batch_size, insert=False)
+                blur_sigma, batch_size, insert=False, feature_mask=feature_mask)
 
 
 def insertion(
@@ -209,15 +233,16 @@ def insertion(
     absolute: bool = False,
     blur_sigma: float = 1.0,
     batch_size: int | None = None,
+    feature_mask: Any = None,
 ) -> Curve:
     """The insertion curve: start from the baseline and put features back by relevance.
 
     The mirror of :func:`deletion`: after step ``k`` the first ``floor(k n / steps)`` ranked
-    features carry ``x``'s values and the rest the baseline. ``baseline=None`` (the default)
-    starts from a blur of images (4-d ``x`` with a channel axis; RISE's default) and from zeros
-    for any other input (a blur means nothing for vectors and tokens; pass ``"blur"`` for
-    signals and volumes). With ``order="morf"`` a faithful explanation raises the curve fast
-    (large area). Arguments and result as in :func:`deletion`.
+    features (or groups of ``feature_mask``) carry ``x``'s values and the rest the baseline.
+    ``baseline=None`` (the default) starts from a blur of images (4-d ``x`` with a channel axis;
+    RISE's default) and from zeros for any other input (a blur means nothing for vectors and
+    tokens; pass ``"blur"`` for signals and volumes). With ``order="morf"`` a faithful
+    explanation raises the curve fast (large area). Arguments and result as in :func:`deletion`.
 
     Example:
         >>> import jax.numpy as jnp
@@ -231,7 +256,7 @@ def insertion(
         Models", BMVC 2018.
     """
     return _run(f, x, target, attribution, steps, order, baseline, output, absolute,
-                blur_sigma, batch_size, insert=True)
+                blur_sigma, batch_size, insert=True, feature_mask=feature_mask)
 
 
 def pixel_flipping(
@@ -247,6 +272,7 @@ def pixel_flipping(
     absolute: bool = False,
     blur_sigma: float = 1.0,
     batch_size: int | None = None,
+    feature_mask: Any = None,
 ) -> Curve:
     """Pixel flipping (selectivity): the target's score as relevant pixels are removed.
 
@@ -266,18 +292,19 @@ def pixel_flipping(
         Visualization of What a Deep Neural Network Has Learned", IEEE TNNLS 2017.
     """
     return _run(f, x, target, attribution, steps, order, baseline, output, absolute,
-                blur_sigma, batch_size, insert=False)
+                blur_sigma, batch_size, insert=False, feature_mask=feature_mask)
 
 
 @functools.partial(
     jax.jit,
-    static_argnames=("f", "counts", "kind", "absolute", "blur_sigma", "batch_size",
+    static_argnames=("f", "counts", "groups", "kind", "absolute", "blur_sigma", "batch_size",
                      "probabilities", "channels"),
 )
-def _lerf_change(f, x, target, attribution, value, *, counts, kind, absolute, blur_sigma,
-                 batch_size, probabilities, channels):
+def _lerf_change(f, x, target, attribution, value, labels, *, counts, groups, kind, absolute,
+                 blur_sigma, batch_size, probabilities, channels):
     base = P.resolve_baseline(x, kind, value, blur_sigma, channels)
-    rank = P.ranks(P.feature_scores(attribution, absolute, channels), "lerf")
+    rank = P.removal_ranks(attribution, labels, groups, "lerf", absolute, channels)
+    channels = channels and labels is None
     counts = (0,) + counts
     if probabilities:  # the model outputs p itself: its log, 0 clipped to the smallest normal
         p = P.evaluate_counts(f, x, base, rank, target, counts, False, "logit", batch_size,
@@ -301,11 +328,13 @@ def pixel_perturbation(
     absolute: bool = True,
     blur_sigma: float = 1.0,
     batch_size: int | None = None,
+    feature_mask: Any = None,
 ) -> Float[Array, "batch q"]:
     """The critical-pathways LeRF metric: the relative change after removing unimportant pixels.
 
-    For each fraction ``q`` the ``int(q n)`` least relevant pixels (features as in
-    :func:`deletion`; ranked by ``|attribution|`` by default, channels summed) are set to the
+    For each fraction ``q`` the ``int(q n)`` least relevant pixels (features, or groups of
+    ``feature_mask``, as in :func:`deletion`; ranked by ``|attribution|`` by default, channels
+    summed) are set to the
     baseline and the change of the target's softmax probability ``|p_c(x) - p_c(x~)| / p_c(x)``
     is returned. Lower is better; the paper
     reports the mean over examples (``result.mean(0)``).
@@ -323,6 +352,7 @@ def pixel_perturbation(
         blur_sigma: For ``baseline="blur"``.
         batch_size: Perturbed inputs evaluated at once (``None``: all
             ``batch x (len(fractions) + 1)`` on GPU/TPU, a cache-sized chunk on CPU).
+        feature_mask: Groups removed whole, as in :func:`deletion` (``n`` counts groups).
 
     Returns:
         ``(batch, len(fractions))`` relative probability changes.
@@ -346,15 +376,14 @@ def pixel_perturbation(
     q = checks.check_fractions(fractions)
     kind, value = P.split_baseline(baseline, x)
     layout = P.layout(f, x)
-    P.check_blur(kind, x, layout.grid)
+    P.check_kind(kind, x, layout.grid)
     probabilities = probability_as_given(f, x, "the lerf change")
     _perturbed_copies(f, x, len(q) + 1)
+    labels, n = _features(feature_mask, x, layout.axis)
     f, x, attribution, value = P.channels_last(f, x, attribution, value, layout.axis)
-    channels = layout.axis is not None
-    n = math.prod(P.feature_shape(x.shape, channels))
     return _lerf_change(
-        f, x, target, attribution, value, counts=P.fraction_counts(n, q), kind=kind,
-        absolute=bool(absolute), blur_sigma=float(blur_sigma),
+        f, x, target, attribution, value, labels, counts=P.fraction_counts(n, q), groups=n,
+        kind=kind, absolute=bool(absolute), blur_sigma=float(blur_sigma),
         batch_size=checks.check_batch_size(batch_size), probabilities=probabilities,
-        channels=channels,
+        channels=layout.axis is not None,
     )

@@ -7,40 +7,12 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, Float, Int
 
-from jaxplain.attribution._common import is_traced, widen
+from jaxplain.attribution._common import widen
 from jaxplain.metrics import _draws as D
 from jaxplain.metrics import _perturb as P
 from jaxplain.metrics._faithfulness import _perturbed_copies
-
-
-def relabel(segments: Any, batch: int, grid: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """``(batch, *grid)`` labels ``0..S_i − 1`` per example (in order of the given labels) and
-    ``(batch,)`` the number ``S_i`` of each example's segments, from a concrete int mask shaped
-    ``grid`` (shared) or ``(batch, *grid)`` / ``(1, *grid)`` (one per example)."""
-    if is_traced(segments):
-        raise TypeError("segments must be a concrete array (their number decides the number of "
-                        "evaluations); got a traced value. Pass it from outside jit.")
-    if not hasattr(segments, "shape"):
-        raise TypeError(f"segments must be an int array shaped {grid} or {(batch, *grid)}, got "
-                        f"{type(segments).__name__}")
-    s = np.asarray(segments)
-    if not np.issubdtype(s.dtype, np.integer):
-        raise TypeError(f"segments must hold integer segment ids, got dtype {s.dtype}")
-    if s.shape == grid:
-        s = s[None]
-    if s.shape[1:] != grid or s.shape[0] not in (1, batch):
-        raise ValueError(f"segments must have the shape of the grid of features {grid} "
-                         f"(one mask for the batch) or {(batch, *grid)} (one per example), got "
-                         f"{s.shape}")
-    s = np.broadcast_to(s, (batch, *grid))
-    labels, counts = np.empty(s.shape, np.int32), np.empty(batch, np.int32)
-    for i, si in enumerate(s):
-        ids, inverse = np.unique(si, return_inverse=True)
-        labels[i], counts[i] = inverse.reshape(grid), ids.size
-    return labels, counts
 
 
 @functools.partial(
@@ -49,16 +21,8 @@ def _irof(f, x, target, attribution, value, labels, counts, *, most, kind, outpu
           channels):
     base = P.resolve_baseline(x, kind, value, 0.0, channels)
     scores = P.feature_scores(attribution, False, channels)
-    wide = jnp.promote_types(scores.dtype, jnp.float32)
-    flat = labels.reshape(labels.shape[0], -1)
-
-    def order(s, g, count):  # each pixel's position in its example's removal order
-        total = jax.ops.segment_sum(s.astype(wide), g, most)
-        size = jax.ops.segment_sum(jnp.ones_like(total, shape=g.shape), g, most)
-        mean = jnp.where(jnp.arange(most) < count, total / jnp.maximum(size, 1), -jnp.inf)
-        return P.ranks(mean[None], "morf")[0][g]
-
-    rank = jax.vmap(order)(scores, flat, counts)
+    rank = P.group_ranks(scores, labels.reshape(labels.shape[0], -1), counts, most, "morf",
+                         mean=True)
     y = widen(P.evaluate_counts(f, x, base, rank, target, tuple(range(most + 1)), False, output,
                                 batch_size, channels))
     v = y / y[:, :1]
@@ -102,7 +66,8 @@ def irof(
         attribution: ``(batch, *shape)`` relevance; axes of size 1 broadcast.
         segments: ``grid`` or ``(batch, *grid)`` int segment ids (concrete, not traced).
         baseline: What a removed segment becomes: ``"mean"`` (each example's channel means; the
-            paper's choice), ``"zeros"``, a number, or an array broadcastable to ``x``.
+            paper's choice; refused where no convolution reads ``x``: pass a reference row such
+            as ``x_train.mean(0)``), ``"zeros"``, a number, or an array broadcastable to ``x``.
         output: ``"probability"`` (Quantus' default) or ``"logit"``, as in :func:`deletion`;
             the curve is divided by ``y_0``, so it wants a positive score.
         batch_size: Perturbed inputs per call of ``f`` (``None``: all at once on GPU/TPU, on CPU as
@@ -127,9 +92,11 @@ def irof(
     x, attribution, target, kind, value, output, batch_size = D.prepare(
         f, x, target, attribution, output, batch_size, baseline)
     given_f, given_x = f, x
-    axis = P.layout(f, x).axis
+    layout = P.layout(f, x)
+    P.check_kind(kind, x, layout.grid)
+    axis = layout.axis
     f, x, attribution, value = P.channels_last(f, x, attribution, value, axis)
-    labels, counts = relabel(segments, x.shape[0], P.feature_shape(x.shape, axis is not None))
+    labels, counts = P.relabel(segments, x.shape[0], P.feature_shape(x.shape, axis is not None))
     if counts.min() < 2:
         raise ValueError(f"segments must split every example into at least 2 segments, got "
                          f"{counts.min()} for example {int(counts.argmin())}")

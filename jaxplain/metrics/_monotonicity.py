@@ -72,8 +72,9 @@ def monotonicity(
         attribution: ``(batch, *shape)`` relevance; axes of size 1 broadcast.
         steps: Increments, ``2 <= steps <= n_features``; ``None``: one feature per step (Quantus'
             ``features_in_step=k`` is ``steps = n_features // k``).
-        baseline: Where the features are added onto: ``"zeros"``, ``"mean"``, a number or an
-            array broadcastable to ``x`` (Quantus' ``"black"`` is each image's minimum:
+        baseline: Where the features are added onto: ``"zeros"``, ``"mean"`` (as in
+            :func:`deletion`: refused where no convolution reads ``x``), a number or an array
+            broadcastable to ``x`` (Quantus' ``"black"`` is each image's minimum:
             ``x.min(axis=(1, 2, 3), keepdims=True)``).
         output: ``"probability"`` (Quantus' default) or ``"logit"``, as in :func:`deletion`.
         absolute: Order by ``|attribution|`` (Quantus' default) instead of signed values
@@ -100,7 +101,9 @@ def monotonicity(
     x, attribution, target, kind, value, output, batch_size = D.prepare(
         f, x, target, attribution, output, batch_size, baseline)
     given_f, given_x = f, x
-    axis = P.layout(f, x).axis
+    layout = P.layout(f, x)
+    P.check_kind(kind, x, layout.grid)
+    axis = layout.axis
     f, x, attribution, value = P.channels_last(f, x, attribution, value, axis)
     n = math.prod(P.feature_shape(x.shape, axis is not None))
     steps = _steps(steps, n)

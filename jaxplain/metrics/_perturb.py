@@ -4,7 +4,9 @@ A feature is what the metrics rank and replace as one. Where the model's first c
 reads ``x`` with a channel axis (:func:`layout`), a feature is one position of the grid with all
 its channels: a pixel of an image, a time step of a signal, a voxel of a volume; the channel
 axis is moved last (:func:`channels_last`). Elsewhere every element is a feature, except that a
-4-d batch fed to a model without any convolution keeps the NHWC convention (pixels).
+4-d batch fed to a model without any convolution keeps the NHWC convention (pixels). A
+``feature_mask`` makes each group of elements one feature (:func:`feature_groups`,
+:func:`group_ranks`).
 
 Every example's features are ranked once; the images for all removal counts of all examples are
 built with ``jnp.where`` from the rank array and evaluated by ``f`` in one vmapped call (or
@@ -22,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxplain.attribution._common import chunked_map
+from jaxplain.attribution._common import chunked_map, group_mask, is_traced
 from jaxplain.core._channels import ChannelsLast, image_channel_axis
 from jaxplain.core._program import trace
 from jaxplain.core._outputs import as_probabilities
@@ -87,6 +89,19 @@ def ranks(scores: jax.Array, order: str) -> jax.Array:
     return jnp.zeros_like(pos).at[jnp.arange(scores.shape[0])[:, None], perm].set(pos)
 
 
+def removal_ranks(attribution: jax.Array, labels: jax.Array | None, groups: int, order: str,
+                  absolute: bool, channels: bool) -> jax.Array:
+    """``(batch, n)`` removal positions: of the features (:func:`feature_scores`, :func:`ranks`),
+    or with ``(batch, *example)`` group `labels` (:func:`feature_groups`) of every element, by
+    its group's summed attribution (:func:`group_ranks`); then ``evaluate_counts`` takes
+    ``channels=False``, as every element carries its own position."""
+    if labels is None:
+        return ranks(feature_scores(attribution, absolute, channels), order)
+    n = attribution.shape[0]
+    return group_ranks(attribution.reshape(n, -1), labels.reshape(n, -1),
+                       jnp.full(n, groups, jnp.int32), groups, order, absolute)
+
+
 def step_counts(n: int, steps: int) -> tuple[int, ...]:
     """Features removed after each of ``0..steps`` increments: ``floor(k n / steps)``."""
     return tuple(k * n // steps for k in range(steps + 1))
@@ -124,7 +139,8 @@ def resolve_baseline(
 ) -> jax.Array:
     """The replacement values, shaped like ``x`` (channels last with ``channels``).
 
-    ``"zeros"``; ``"mean"``: each example's mean per channel, or over all its elements;
+    ``"zeros"``; ``"mean"``: each example's mean per channel, or over all its elements (a grid
+    without channels; refused for other inputs by :func:`check_kind`);
     ``"blur"``: a Gaussian blur of each example (:func:`blur`); ``None``: ``value`` broadcast.
     """
     if kind is None:
@@ -160,14 +176,91 @@ def insertion_start(baseline: Any, image: bool) -> Any:
     return "blur" if image else "zeros"
 
 
-def check_blur(kind: str | None, x: jax.Array, grid: bool) -> None:
-    """Refuse ``baseline="blur"`` for an input that no convolution reads (:class:`Layout`):
-    along the axes of flat features or tokens a blur means nothing."""
-    if kind == "blur" and not grid:
+def check_kind(kind: str | None, x: jax.Array, grid: bool) -> None:
+    """Refuse ``baseline="blur"`` and ``"mean"`` for an input that no convolution reads
+    (:class:`Layout`): along flat features or tokens a blur means nothing, and an example's
+    mean over its features (income, age, a flag) is no value any of them takes."""
+    if grid or kind not in ("blur", "mean"):
+        return
+    if kind == "blur":
         raise ValueError(
             f'baseline="blur" needs inputs that a convolution reads (images, signals, volumes) '
             f"or a 4-d image batch, got x of shape {x.shape} for a model without convolutions; "
-            'use "zeros", "mean" or an array')
+            'use "zeros" or an array')
+    raise ValueError(
+        f'baseline="mean" averages an example over its channels or pixels, but x of shape '
+        f"{x.shape} has neither (no convolution reads it), and a mean across unrelated features "
+        "(tabular columns, embedding dimensions) means nothing. Pass a reference row as an "
+        "array, e.g. baseline=x_train.mean(0), the mean training example (what `jaxplain "
+        "explain` uses), or, for features on one scale, each example's own mean, "
+        "baseline=x.mean(axis=tuple(range(1, x.ndim)), keepdims=True)")
+
+
+def relabel(segments: Any, batch: int, grid: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """``(batch, *grid)`` labels ``0..S_i − 1`` per example (in order of the given labels) and
+    ``(batch,)`` the number ``S_i`` of each example's segments, from a concrete int mask shaped
+    ``grid`` (shared) or ``(batch, *grid)`` / ``(1, *grid)`` (one per example)."""
+    if is_traced(segments):
+        raise TypeError("segments must be a concrete array (their number decides the number of "
+                        "evaluations); got a traced value. Pass it from outside jit.")
+    if not hasattr(segments, "shape"):
+        raise TypeError(f"segments must be an int array shaped {grid} or {(batch, *grid)}, got "
+                        f"{type(segments).__name__}")
+    s = np.asarray(segments)
+    if not np.issubdtype(s.dtype, np.integer):
+        raise TypeError(f"segments must hold integer segment ids, got dtype {s.dtype}")
+    if s.shape == grid:
+        s = s[None]
+    if s.shape[1:] != grid or s.shape[0] not in (1, batch):
+        raise ValueError(f"segments must have the shape of the grid of features {grid} "
+                         f"(one mask for the batch) or {(batch, *grid)} (one per example), got "
+                         f"{s.shape}")
+    s = np.broadcast_to(s, (batch, *grid))
+    labels, counts = np.empty(s.shape, np.int32), np.empty(batch, np.int32)
+    for i, si in enumerate(s):
+        ids, inverse = np.unique(si, return_inverse=True)
+        labels[i], counts[i] = inverse.reshape(grid), ids.size
+    return labels, counts
+
+
+def feature_groups(feature_mask: Any, x: jax.Array, axis: int | None) -> tuple[np.ndarray, int]:
+    """``(batch, *example)`` group labels ``0..G − 1`` per element, the channel axis `axis`
+    moved last as :func:`channels_last` moves ``x``, and ``G``, from a `feature_mask` in the
+    convention of :func:`jaxplain.attribution.feature_ablation` (one example's shape or
+    broadcastable to it; or ``x``'s number of axes, one mask per example). Every example must
+    have ``G`` groups, so that the steps of all curves remove the same fractions."""
+    mask, _ = group_mask(feature_mask, x)
+    labels, counts = relabel(np.broadcast_to(mask, x.shape), x.shape[0], tuple(x.shape[1:]))
+    if counts.min() != counts.max():
+        i, j = int(counts.argmin()), int(counts.argmax())
+        raise ValueError(
+            f"feature_mask must give every example the same number of groups (the curves' steps "
+            f"count groups), got {counts[i]} for example {i} and {counts[j]} for example {j}; "
+            "score examples with different groupings in separate calls, or use irof")
+    if axis is not None and axis != x.ndim - 1:
+        labels = np.moveaxis(labels, axis, -1)
+    return np.ascontiguousarray(labels), int(counts[0])
+
+
+def group_ranks(scores: jax.Array, labels: jax.Array, counts: jax.Array, most: int, order: str,
+                absolute: bool = False, mean: bool = False) -> jax.Array:
+    """``(batch, n)`` position in the removal order of each feature's group, from ``(batch, n)``
+    scores and group labels ``0..most − 1``: groups are ranked (:func:`ranks`) by the sum of
+    their features' scores (``mean``: the mean; ``absolute``: the ``|.|`` of either), so
+    ``rank < c`` removes ``c`` whole groups. Labels at or above an example's ``counts`` are not
+    its groups and go last."""
+    wide = jnp.promote_types(scores.dtype, jnp.float32)
+    absent = -jnp.inf if order == "morf" else jnp.inf
+
+    def one(s, g, count):
+        total = jax.ops.segment_sum(s.astype(wide), g, most)
+        if mean:
+            total = total / jnp.maximum(jax.ops.segment_sum(jnp.ones_like(s, wide), g, most), 1)
+        total = jnp.abs(total) if absolute else total
+        total = jnp.where(jnp.arange(most) < count, total, absent)
+        return ranks(total[None], order)[0][g]
+
+    return jax.vmap(one)(scores, labels, counts)
 
 
 def split_baseline(baseline: Any, x: jax.Array) -> tuple[str | None, jax.Array | None]:
