@@ -32,7 +32,7 @@ from jaxtyping import Array, Float, Int
 from jaxplain.attribution import _common
 from jaxplain.attribution._modified import Guided, rule_gradient
 from jaxplain.attribution._site import (INTERPOLATIONS, _activation, _check_site, _result_dtype,
-                                        _site_gradient, upsample)
+                                        _site_gradient, _site_name, upsample)
 from jaxplain.core._channels import image_channel_axis
 from jaxplain.core._outputs import as_probabilities, probability_as_given
 
@@ -41,19 +41,21 @@ SCORES = ("probability", "logit")
 
 
 def _cam_arguments(f, x, target, site, resize: bool, method: str = "grad_cam") -> tuple:
-    """The CAM methods' checks: ``(x, target, channel axis of x)``, the axis None when `x` has
+    """The CAM methods' checks: ``(x, target, channel axis of x, site name)`` (a glob of one
+    match resolved, so that both spellings share one compiled program), the axis None when `x` has
     none (a site with one more axis than `x`, whose first convolution reads it through an added
     axis, ``w[..., None]``). The methods that only differentiate at the site (grad_cam,
     grad_cam_plus_plus) take token ids as well."""
     ids = method in ("grad_cam", "grad_cam_plus_plus")
     x, t = (_common.check_site_arguments if ids else _common.check_arguments)(f, x, target)
+    site = _site_name(f, x, site)
     shape = _check_site(f, x, site)
     if len(shape) < 3:
         raise ValueError(f"{method} needs a site with spatial axes (n, h, w, c); site {site!r} has "
                          f"shape {shape}")
     channels = image_channel_axis(f, x)
     if channels is None and len(shape) == x.ndim + 1:
-        return x, t, None
+        return x, t, None, site
     if method == "score_cam" and len(shape) != x.ndim:
         # its masks are the site's channels upsampled to the input, whatever `resize` says
         raise ValueError(f"score_cam masks the input with each of the site's channels upsampled "
@@ -68,7 +70,7 @@ def _cam_arguments(f, x, target, site, resize: bool, method: str = "grad_cam") -
         fix = "; pass resize=False" if method in ("grad_cam", "grad_cam_plus_plus") else ""
         raise ValueError(f"{method} needs the site {site!r} (shape {shape}) to have as many "
                          f"axes as x {tuple(x.shape)} to resize its map{fix}")
-    return x, t, x.ndim - 1 if channels is None else channels
+    return x, t, x.ndim - 1 if channels is None else channels, site
 
 
 def _input_size(x, channels: int | None) -> tuple:
@@ -140,7 +142,7 @@ def grad_cam(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, 
       Selvaraju et al. Grad-CAM: Visual Explanations from Deep Networks via Gradient-based
       Localization. ICCV 2017.
     """
-    x, t, channels = _cam_arguments(f, x, target, site, resize)
+    x, t, channels, site = _cam_arguments(f, x, target, site, resize)
     return _grad_cam(f, x, t, site=site, relu=bool(relu), resize="bilinear" if resize else None,
                      channels=channels)
 
@@ -197,7 +199,7 @@ def guided_grad_cam(f: Callable, x: Float[Array, "batch *feature"],
     """
     if interpolation not in INTERPOLATIONS:
         raise ValueError(f"interpolation must be one of {INTERPOLATIONS}; got {interpolation!r}")
-    x, t, channels = _cam_arguments(f, x, target, site, True, "guided_grad_cam")
+    x, t, channels, site = _cam_arguments(f, x, target, site, True, "guided_grad_cam")
     return _guided_grad_cam(f, x, t, site=site, interpolation=interpolation, channels=channels)
 
 
@@ -275,7 +277,7 @@ def grad_cam_plus_plus(f: Callable, x: Float[Array, "batch *feature"],
       Chattopadhay, Sarkar, Howlader, Balasubramanian. Grad-CAM++: Generalized Gradient-based
       Visual Explanations for Deep Convolutional Networks. WACV 2018.
     """
-    x, t, channels = _cam_arguments(f, x, target, site, resize, "grad_cam_plus_plus")
+    x, t, channels, site = _cam_arguments(f, x, target, site, resize, "grad_cam_plus_plus")
     return _grad_cam_plus_plus(f, x, t, site=site, relu=bool(relu),
                                resize="bilinear" if resize else None, channels=channels)
 
@@ -412,7 +414,7 @@ def score_cam(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array,
         raise ValueError(f"score must be one of {SCORES}; got {score!r}")
     if normalize not in NORMALIZATIONS:
         raise ValueError(f"normalize must be one of {NORMALIZATIONS}; got {normalize!r}")
-    x, t, channels = _cam_arguments(f, x, target, site, resize, "score_cam")
+    x, t, channels, site = _cam_arguments(f, x, target, site, resize, "score_cam")
     b = _common.check_baseline(baseline, x)
     batch_size = _common.check_batch_size(batch_size)
     k = _check_site(f, x, site)[-1]

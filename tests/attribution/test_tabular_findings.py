@@ -149,6 +149,18 @@ def test_layer_conductance_takes_a_glob_of_one_match():
                                   A.layer_conductance(f, X4, 0, site="relu", steps=4))
 
 
+
+def test_grad_cam_reads_a_glob_of_one_match_as_its_site_with_one_compiled_program():
+    def f(z):  # (n, 4, 1) signals
+        h = jax.nn.relu(jax.lax.conv_general_dilated(z, jnp.ones((2, 1, 3)), (1,), "SAME",
+                                                     dimension_numbers=("NWC", "WIO", "NWC")))
+        return h.mean(1) @ jnp.array([[1.0, -1.0, 0.5], [0.0, 2.0, 1.0], [1.0, 1.0, 1.0]])
+    z = jnp.arange(8.0).reshape(2, 4, 1) - 3.0
+    by_name = A.grad_cam(f, z, 0, site="relu")
+    compiled = A._cam._grad_cam._cache_size()
+    np.testing.assert_array_equal(A.grad_cam(f, z, 0, site="rel*"), by_name)
+    assert A._cam._grad_cam._cache_size() == compiled
+
 CODES = jnp.array([[3, 2, 1], [1, 0, 2], [2, 3, 0]], jnp.int32)
 CATS = jnp.array([[0.0, 2.0, -1.0, 5.0], [1.0, 0.0, 3.0, -2.0], [0.5, -0.5, 1.5, 0.0]])
 
