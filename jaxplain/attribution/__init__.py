@@ -26,6 +26,7 @@ from jaxplain.attribution._site import SiteOutput as SiteOutput
 from jaxplain.attribution._site import activation_x_gradient as activation_x_gradient
 from jaxplain.attribution._site import layer_conductance as layer_conductance
 from jaxplain.attribution._site import layer_integrated_gradients as layer_integrated_gradients
+from jaxplain.attribution._site import neuron_conductance as neuron_conductance
 from jaxplain.attribution._site import site_output as site_output
 from jaxplain.attribution._smoothgrad import smoothgrad as smoothgrad
 from jaxplain.attribution._surrogate import kernel_shap as kernel_shap

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -210,6 +211,105 @@ def layer_conductance(f: Callable, x: Float[Array, "batch *feature"],
     return _layer_conductance(f, x, t, b, site=site, steps=int(steps), method=method,
                               batch_size=_common.check_batch_size(batch_size))
 
+
+
+def _unit_gradients(f, site, z, flat: int) -> jax.Array:
+    """d A_flat(z_i) / d z_i for every example ``i``, shaped like `z` (``A_flat`` the unit of
+    row-major index `flat` of one example's value at `site`)."""
+
+    def unit(v):
+        a = _activation(f, site, v)
+        return a.reshape(a.shape[0], -1)[:, flat].sum()
+
+    return jax.grad(unit)(z)
+
+
+@functools.partial(jax.jit,
+                   static_argnames=("f", "site", "flat", "steps", "method", "batch_size"))
+def _neuron_conductance(f, x, target, baseline, *, site, flat, steps, method, batch_size):
+    alphas, weights = quadrature(method, steps)
+    start, direction = _common.widen(baseline), _common.widen(x) - _common.widen(baseline)
+
+    def step(item):
+        alpha, weight = item
+        z = (start + alpha * direction).astype(x.dtype)
+        g = _site_gradient(f, site, z, target, _activation(f, site, z))
+        g = _common.widen(g.reshape(g.shape[0], -1)[:, flat])  # (n,): d f_t / d A_flat
+        g = g.reshape((-1,) + (1,) * (x.ndim - 1))
+        return weight * g * _common.widen(_unit_gradients(f, site, z, flat))
+
+    dtype = _common.wide(x.dtype)
+    items = (jnp.asarray(alphas, dtype), jnp.asarray(weights, dtype))
+    return (direction * _common.chunked_sum(step, items, batch_size)).astype(x.dtype)
+
+
+def neuron_conductance(f: Callable, x: Float[Array, "batch *feature"],
+                       target: Int[Array, "batch"] | int, *, site: str,
+                       neuron: int | tuple[int, ...], baseline=None, steps: int = 50,
+                       method: str = "gausslegendre", batch_size: int | None = None) -> Array:
+    """Conductance of one unit for each input feature: the share of the target's integrated
+    gradients that flows through the unit (Captum's ``NeuronConductance``).
+
+    ``cond_i = (x_i - b_i) integral_0^1 (d f_t / d A_j)(z_a) (d A_j / d x_i)(z_a) da`` along
+    the straight path ``z_a = b + a (x - b)``, with the quadrature of
+    :func:`integrated_gradients`. Summed over the inputs it is the unit's
+    :func:`layer_conductance`. Integrated gradients of :func:`site_output` explain the unit's
+    own value instead, not its part in the target.
+
+    Args:
+      f: the model, mapping a batch to logits ``(n, classes)``.
+      x: the inputs, batch first.
+      target: the class to explain per example, shape ``(n,)``, or one int.
+      site: a site name (see :func:`jaxplain.sites`), or a glob that matches one.
+      neuron: the unit, the same for every example: an index tuple into one example's value at
+        the site (``(h, w, c)`` at an NHWC site), or an int, its row-major flat index (as
+        :func:`site_output` numbers units).
+      baseline: the reference input: None (zeros), a scalar, or an array broadcastable to `x`.
+      steps: the number of quadrature points.
+      method: the quadrature, as in :func:`integrated_gradients`.
+      batch_size: the number of steps evaluated at once (None: all at once on GPU/TPU, on CPU as
+        many as keep a pass in cache).
+
+    Returns:
+      An array shaped like `x`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxplain.attribution import neuron_conductance
+      >>> def f(x):
+      ...     with jax.named_scope("hidden"):
+      ...         h = x @ jnp.array([[1.0, 2.0], [3.0, -1.0]])
+      ...     return h @ jnp.array([[2.0], [1.0]])
+      >>> neuron_conductance(f, jnp.array([[1.0, 1.0]]), 0, site="hidden", neuron=0).round(4)
+      Array([[2., 6.]], dtype=float32)
+
+    References:
+      Dhamdhere, Sundararajan, Yan. How Important Is a Neuron? ICLR 2019; Kokhlikyan et al.
+      Captum. arXiv:2009.07896, 2020 (NeuronConductance).
+    """
+    x, t, b, site = _path_arguments(f, x, target, site, baseline, steps, method)
+    shape = _check_site(f, x, site)[1:]
+    return _neuron_conductance(f, x, t, b, site=site, flat=_flat_unit(neuron, shape),
+                               steps=int(steps), method=method,
+                               batch_size=_common.check_batch_size(batch_size))
+
+
+def _flat_unit(neuron: Any, shape: tuple) -> int:
+    """The row-major flat index of `neuron` (an int, or an index tuple) in one example's site
+    value of `shape`; a ValueError for one out of range."""
+    size = int(np.prod(shape, dtype=np.int64))
+    if isinstance(neuron, (int, np.integer)) and not isinstance(neuron, bool):
+        if not 0 <= neuron < size:
+            raise ValueError(f"neuron {neuron} is out of range: the site has {size} units per "
+                             f"example (shape {shape})")
+        return int(neuron)
+    index = tuple(neuron) if isinstance(neuron, (tuple, list)) else None
+    if (index is None or len(index) != len(shape)
+            or not all(isinstance(i, (int, np.integer)) and 0 <= i < n
+                       for i, n in zip(index, shape))):
+        raise ValueError(f"neuron must be an int below {size} or an index tuple into one "
+                         f"example's site value of shape {shape}; got {neuron!r}")
+    return int(np.ravel_multi_index(index, shape))
 
 def _replaced_gradient(f, site, x, target, value):
     """d sum_i f(x)[i, t_i] / d `value`, with `value` put in place of the site's own."""

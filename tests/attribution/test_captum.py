@@ -304,3 +304,16 @@ def test_layer_integrated_gradients(seed):
     ours = A.layer_integrated_gradients(f, x, t, site="relu_1", baseline=b, steps=20,
                                         batch_size=7)
     assert twins.relative_error(ours, twins.from_torch(ref)) <= TOL
+
+
+@pytest.mark.parametrize("method", ["gausslegendre", "riemann_trapezoid"])
+def test_neuron_conductance(method):
+    """Captum's NeuronConductance defaults to riemann_trapezoid; ours to gausslegendre."""
+    f, model, x, t = _case(1, "cnn", "signed")
+    b = np.full(x.shape, 0.1, np.float32)
+    ref = captum_attr.NeuronConductance(model, model.relu2).attribute(
+        twins.to_torch(x), neuron_selector=(3, 1, 2), baselines=twins.to_torch(b),
+        target=torch.tensor(t), n_steps=20, method=method)
+    ours = A.neuron_conductance(f, x, t, site="relu_1", neuron=(1, 2, 3), baseline=b, steps=20,
+                                method=method)
+    assert twins.relative_error(ours, twins.from_torch(ref)) <= TOL

@@ -54,6 +54,8 @@ REGISTRY = {
     "layer_conductance": (A.layer_conductance, {"site": "relu_1", "steps": 5}, {"batch_size": 2}),
     "layer_integrated_gradients": (A.layer_integrated_gradients, {"site": "relu_1", "steps": 5},
                                    {"batch_size": 2}),
+    "neuron_conductance": (A.neuron_conductance, {"site": "relu_1", "neuron": 5, "steps": 5},
+                           {"batch_size": 2}),
 }
 
 PARAMS = twins.cnn_params(0)
@@ -136,11 +138,13 @@ def test_non_float_x(name):
 
 @pytest.mark.parametrize("method", [A.integrated_gradients, A.deeplift, A.occlusion,
                                     A.feature_ablation, A.kernel_shap, A.layer_conductance,
-                                    A.layer_integrated_gradients, A.score_cam])
+                                    A.layer_integrated_gradients, A.score_cam,
+                                    A.neuron_conductance])
 def test_wrong_baseline_shape(method):
     opts = {"window": 2} if method is A.occlusion else {}
-    sited = (A.layer_conductance, A.layer_integrated_gradients, A.score_cam)
+    sited = (A.layer_conductance, A.layer_integrated_gradients, A.score_cam, A.neuron_conductance)
     opts |= {"site": "relu_1"} if method in sited else {}
+    opts |= {"neuron": 0} if method is A.neuron_conductance else {}
     with pytest.raises(ValueError, match="baseline"):
         method(F, X, T, baseline=np.zeros((3, 8, 8, 2), np.float32), **opts)
 
@@ -171,10 +175,11 @@ def test_missing_key(method):
 
 @pytest.mark.parametrize("method", [A.grad_cam, A.activation_x_gradient, A.layer_conductance,
                                     A.layer_integrated_gradients, A.guided_grad_cam,
-                                    A.grad_cam_plus_plus, A.score_cam])
+                                    A.grad_cam_plus_plus, A.score_cam, A.neuron_conductance])
 def test_unknown_site(method):
+    opts = {"neuron": 0} if method is A.neuron_conductance else {}
     with pytest.raises(ValueError, match="relu_1"):
-        method(F, X, T, site="relu_2")
+        method(F, X, T, site="relu_2", **opts)
 
 
 def test_other_bad_options():
