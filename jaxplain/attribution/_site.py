@@ -33,7 +33,7 @@ from jaxtyping import Array, Float, Int
 from jaxplain.attribution import _common
 from jaxplain.attribution._integrated import quadrature
 from jaxplain.core import capture, intervene
-from jaxplain.core._capture import program_for
+from jaxplain.core._capture import OwnEdit, program_for
 from jaxplain.core._cpu import cpu_friendly
 from jaxplain.core._select import one_site
 
@@ -77,10 +77,15 @@ def site_gradients(f, sites, x, target, activations) -> list:
     `activations` (CPU rewrites as in :func:`_common.target_gradient`)."""
 
     def out(deltas):
-        shifted = intervene(f, {s: (lambda v, d=d: v + d) for s, d in zip(sites, deltas)})
+        shifted = intervene(f, {s: OwnEdit(_shifted, d) for s, d in zip(sites, deltas)})
         return _common.selected(cpu_friendly(shifted), x, target).sum()
 
     return jax.grad(out)([jnp.zeros_like(a) for a in activations])
+
+
+def _shifted(value, delta):
+    """``value + delta``, the shift an argument of the compiled program (see ``OwnEdit``)."""
+    return value + delta
 
 
 def _site_gradient(f, site, x, target, activation):
@@ -315,7 +320,7 @@ def _replaced_gradient(f, site, x, target, value):
     """d sum_i f(x)[i, t_i] / d `value`, with `value` put in place of the site's own."""
 
     def out(v):
-        replaced = intervene(f, {site: lambda _: v})
+        replaced = intervene(f, {site: v})
         return _common.selected(cpu_friendly(replaced), x, target).sum()
 
     return jax.grad(out)(value)

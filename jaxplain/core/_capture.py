@@ -11,6 +11,7 @@ import types
 import warnings
 import weakref
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -101,6 +102,8 @@ def program_of(f: Callable, x, *, unrolled: bool = False,
     spec = jax.ShapeDtypeStruct(x.shape, x.dtype)
     try:
         program = trace(f, spec)
+    except InternalError:
+        raise
     except Exception as err:  # noqa: BLE001 - any failure of f at this shape, re-raised with context
         raise ValueError(f"The model could not be evaluated on an input of shape {tuple(x.shape)} "
                          f"and dtype {x.dtype}: {err}{model_error_hint(err)}") from err
@@ -282,14 +285,27 @@ def compiled(impl: Callable, f: Callable, key, *, cacheable: bool = True) -> Cal
     """``jax.jit(partial(impl, f, key))``, one compiled function per equal ``(impl, f, key)``.
 
     So that ``capture(f, "relu")(x)`` called again in a loop reuses the compiled program, as
-    ``jax.jit`` does for a static argument. An unhashable `f` or `key`, or ``cacheable=False``
-    (the key holds closures, which may hold traced values), gets a fresh function.
+    ``jax.jit`` does for a static argument. An unhashable `f` or `key`, ``cacheable=False``
+    (the key holds closures or defaults, which may hold traced values), or an `f` built from
+    such a function gets a fresh function, marked so that functions built from it are not
+    cached either (the cache would pin a trace's tracers, and never be hit again).
     """
     try:
         hash((f, key))
     except TypeError:
         cacheable = False
-    return _compiled(impl, f, key) if cacheable else jax.jit(functools.partial(impl, f, key))
+    if cacheable and not getattr(f, _UNCACHEABLE, False):
+        return _compiled(impl, f, key)
+    return _uncacheable(jax.jit(functools.partial(impl, f, key)))
+
+
+# the attribute that marks a function holding values that may be traced (see `compiled`)
+_UNCACHEABLE = "_jaxplain_uncacheable"
+
+
+def _uncacheable(fn: Callable) -> Callable:
+    setattr(fn, _UNCACHEABLE, True)
+    return fn
 
 
 #: The ReLU-like activations: piecewise linear, with a unit on or off (the network masked at them
@@ -376,22 +392,65 @@ def intervene(f: Callable, edits: Mapping) -> Callable:
         raise TypeError(f"edits must be a mapping {{site: fn or array}}; got {type(edits).__name__}")
     pairs, patches = [], []
     for selector, edit in edits.items():
-        if not callable(edit):
+        if isinstance(edit, OwnEdit):
+            patches.append(jnp.asarray(edit.operand))
+            edit = _Patch(len(patches) - 1, function_key(edit.fn))
+        elif not callable(edit):
             patches.append(_as_patch(selector, edit))
             edit = _Patch(len(patches) - 1)
         pairs.append((selector_key(selector), function_key(edit)))
-    cacheable = all(isinstance(edit, (SameFunction, _Patch))
-                    or isinstance(edit, types.FunctionType) and edit.__closure__ is None
-                    for _, edit in pairs)
-    h = compiled(_intervene, f, tuple(pairs), cacheable=cacheable)
-    return functools.partial(h, patches=tuple(patches)) if patches else h
+    h = compiled(_intervene, f, tuple(pairs), cacheable=all(_keyable(e) for _, e in pairs))
+    if not patches:
+        return h
+    h = functools.partial(h, patches=tuple(patches))
+    return _uncacheable(h) if any(isinstance(p, jax.core.Tracer) for p in patches) else h
+
+
+def _keyable(edit) -> bool:
+    """Whether an edit can key the compile cache without pinning values that may be traced: a
+    function compared by value, an array edit, or a function (compared by identity) with no
+    closure and no defaults (``lambda v, m=m: v * m`` holds `m` as a default)."""
+    if isinstance(edit, _Patch):
+        edit = edit.fn
+    return (edit is None or isinstance(edit, SameFunction)
+            or isinstance(edit, types.FunctionType)
+            and not (edit.__closure__ or edit.__defaults__ or edit.__kwdefaults__))
+
+
+class InternalError(RuntimeError):
+    """One of jaxplain's own edits failed: a bug in jaxplain, not in the user's model."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class OwnEdit:
+    """One of jaxplain's own edits, ``value <- fn(value, operand)``, for ``intervene``'s
+    `edits`: `operand` (an array that broadcasts to the value, e.g. a mask, a gate, a shift) is
+    passed to the compiled program as an argument, like an array edit, so a new operand of the
+    same shape reuses the program and no traced value is baked into it. An operand that does
+    not broadcast is the caller's error (a ``ValueError``); any other failure of `fn` is
+    jaxplain's (an :class:`InternalError`)."""
+
+    fn: Callable
+    operand: Any
+
+    def __call__(self, value):
+        operand = _patched(self.operand, value)
+        try:
+            return self.fn(value, operand)
+        except Exception as err:  # noqa: BLE001 - any failure here is jaxplain's
+            raise InternalError(
+                f"jaxplain's own edit {getattr(self.fn, '__qualname__', self.fn)!r} failed: "
+                f"{err}. This is a bug in jaxplain, not in your model: please report it with "
+                "this message.") from err
 
 
 @dataclasses.dataclass(frozen=True)
 class _Patch:
-    """An edit that puts ``patches[index]``, an argument of the compiled program, in place."""
+    """An edit that puts ``patches[index]``, an argument of the compiled program, in place, or
+    with `fn`, the key of an :class:`OwnEdit`'s function, edits with it."""
 
     index: int
+    fn: Callable | None = None
 
 
 def _as_patch(selector, value):
@@ -447,7 +506,8 @@ def _intervene(f: Callable, pairs: tuple, x, patches=()):
     by_id: dict[int, list[tuple[str, Callable]]] = {}
     for (_, edit), names in zip(pairs, picked):
         if isinstance(edit, _Patch):
-            edit = functools.partial(_patched, patches[edit.index])
+            patch = patches[edit.index]
+            edit = functools.partial(_patched, patch) if edit.fn is None else OwnEdit(edit.fn, patch)
         once = {}  # each value once per entry, however many of its names the selector picks
         for name in names:
             once.setdefault(value_of[name], name)
@@ -477,7 +537,7 @@ def _edited(site_map: SiteMap, names: tuple, edits: list, value, layout: tuple):
         for name, fn in edits:
             try:
                 out = fn(new)
-            except (TypeError, ValueError) as err:  # e.g. a mask of another batch size
+            except (TypeError, ValueError, InternalError) as err:  # e.g. a mask of another batch size
                 raise type(err)(f"The intervention at site {name!r} failed on its value of "
                                 f"shape {tuple(new.shape)} ({new.dtype}): {err}") from err
             if jnp.shape(out) != new.shape:

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
 from jaxplain import core
+from jaxplain.core._capture import OwnEdit
 from jaxplain.core._cpu import cpu_friendly
 from jaxplain.pathways import _checks, _contributions, _select
 
@@ -33,9 +34,12 @@ def apply(f: Callable, masks: Mapping[str, Bool[Array, "batch *site"]]) -> Calla
     """
     _checks.check_function(f)
     masks = _checks.check_masks(masks)
-    return core.intervene(
-        f, {name: (lambda v, m=m: v * m.astype(v.dtype)) for name, m in masks.items()}
-    )
+    return core.intervene(f, {name: OwnEdit(_masked, m) for name, m in masks.items()})
+
+
+def _masked(value, mask):
+    """``value * mask``, the mask an argument of the compiled program (see ``OwnEdit``)."""
+    return value * mask.astype(value.dtype)
 
 
 def _one_hot_vjp(h, x, t):

@@ -21,17 +21,19 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
 import jaxplain as jp
+from jaxplain.core._capture import OwnEdit
 from jaxplain.core._cpu import cpu_friendly
 
 Params = dict[str, dict[str, Array]]  # {"scores": {site: (c,)}, "theta": {site: ()}}
 
 
-def _scale(m: Float[Array, " c"]) -> Callable[[Array], Array]:
-    return lambda v: v * m.astype(v.dtype)
+def _scaled(value: Array, m: Array) -> Array:
+    """``value * m``, ``m`` the multipliers broadcast to the value (see ``OwnEdit``)."""
+    return value * m.astype(value.dtype)
 
 
 def _gated(f: Callable, multipliers: Mapping[str, Float[Array, " c"]]) -> Callable:
-    return jp.intervene(f, {n: _scale(m) for n, m in multipliers.items()})
+    return jp.intervene(f, {n: OwnEdit(_scaled, m) for n, m in multipliers.items()})
 
 
 def gated(f: Callable, multipliers: Mapping[str, Float[Array, " c"]]) -> Callable:

@@ -47,14 +47,17 @@ class Phase:
 def init_state(params: dict, steps: int, phase: Phase) -> dict[str, Any]:
     """The scan state of one candidate (vmap it for a batch of candidates).
 
-    ``best_loss`` starts as float32; :func:`run` widens it to the loss's dtype (float64 for a
-    float64 model) before the scan, as the loss is not known here."""
+    ``best_loss`` starts as float32's largest finite value (not inf, which ``jax_debug_infs``
+    would report); :func:`run` widens it to the loss's dtype (float64 for a float64 model)
+    before the scan, as the loss is not known here."""
+    with jax.numpy_dtype_promotion("standard"):  # optax promotes implicitly
+        opt = phase.transform().init(params)
     return {
         "params": params,
-        "opt": phase.transform().init(params),
+        "opt": opt,
         "best": params,
         "best_feasible": jnp.zeros((), bool),
-        "best_loss": jnp.full((), jnp.inf, jnp.float32),
+        "best_loss": jnp.full((), jnp.finfo(jnp.float32).max, jnp.float32),
         "history": jnp.zeros((steps, 3), jnp.float32),  # loss, kl, agreement per step
         "step": jnp.zeros((), jnp.int32),
     }
@@ -81,8 +84,9 @@ def _step(state, masks, l1, gate_l1, target, *, f, x, logp, phase):
     (loss, (kl, agree)), grads = jax.value_and_grad(_loss, has_aux=True)(
         params, masks, l1, gate_l1, f, x, logp, phase)
     state = _keep_best(state, params, loss, agree, target)
-    updates, opt = phase.transform().update(grads, state["opt"], params)
-    params = optax.apply_updates(params, updates)
+    with jax.numpy_dtype_promotion("standard"):  # optax promotes implicitly
+        updates, opt = phase.transform().update(grads, state["opt"], params)
+        params = optax.apply_updates(params, updates)
     scores = {n: jnp.where(masks[n], jnp.clip(s, phase.score_min, phase.score_max), 0.0)
               for n, s in params["scores"].items()}
     row = jnp.stack([loss, kl, agree]).astype(jnp.float32)

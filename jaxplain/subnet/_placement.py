@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxplain as jp
+from jaxplain.core._capture import OwnEdit
 
 # How far a unit is pushed (both ways) to see which channels downstream move with it: far
 # enough to leave any saturated region of a clipping activation (ReLU6, hard tanh).
@@ -59,10 +60,10 @@ def shifted(f: Callable, x: jax.Array, names: tuple[str, ...]) -> list[tuple[str
                   if units[t] in {units[n] for n in names})
     if not after:
         return []
-    probe = jax.jit(functools.partial(_probe, f, names=names, after=after, units=units))
     found = []
     for i, s in enumerate(names):
-        moved, size = jax.device_get(probe(x, i))
+        moved, size = jax.device_get(_probe(f, x, jnp.asarray(i, jnp.int32), names=tuple(names),
+                                            after=after))
         even = np.arange(units[s]) % 2 == 0
         last = None
         for t in after[after.index(s) + 1 if s in after else 0:]:
@@ -82,29 +83,34 @@ def shifted(f: Callable, x: jax.Array, names: tuple[str, ...]) -> list[tuple[str
     return found
 
 
-def _probe(f, x, i, *, names, after, units) -> tuple[dict, dict]:
+@functools.partial(jax.jit, static_argnames=("f", "names", "after"))
+def _probe(f, x, i, *, names, after) -> tuple[dict, dict]:
     """``({t: Bool[6, c_t]}, {t: max |value|})`` for the sites ``after`` with only scored site
     ``i`` at 0: which channels move, in six variants of a few samples stacked on the batch
     axis (as they are, the first; the even units of ``i`` pushed up, down; the odd ones up,
     down; the samples rolled, other inputs), by more than rounding."""
     k = min(x.shape[0], _SAMPLES)
     xs = jnp.concatenate([x[:k]] * 5 + [jnp.roll(x[:k], 1, axis=0)])
-    pushes = jnp.repeat(jnp.asarray([0.0, 1.0, -1.0, 1.0, -1.0, 0.0]) * _PUSH, k)
-    odd = jnp.repeat(jnp.asarray([False, False, False, True, True, False]), k)
-
-    def edit(v, j, n):
-        shape = (v.shape[0],) + (1,) * (v.ndim - 2) + (units[n],)
-        parity = (jnp.arange(units[n]) % 2 == 1) == odd[:, None]
-        z = jnp.where(parity, pushes[:, None], 0).reshape(shape).astype(v.dtype)
-        # v * 0 + z, not a constant: the site stays input-dependent, so the kernel still
-        # follows its channel axis downstream (an NCHW model's sites keep channels last).
-        return jnp.where(i == j, v * jnp.zeros((), v.dtype) + z, v)
-
-    edits = {n: functools.partial(edit, j=j, n=n) for j, n in enumerate(names)}
+    edits = {n: OwnEdit(_pushed, i == j) for j, n in enumerate(names)}
     got = jp.capture(jp.intervene(f, edits), after)(xs)[1]
     moved, size = {}, {}
     for t, v in got.items():
         v = v.reshape((6, k, -1, v.shape[-1]))
-        moved[t] = jnp.any(jnp.abs(v - v[0]) > _ROUNDING * (1 + jnp.abs(v[0])), axis=(1, 2))
+        moved[t] = jnp.any(jnp.abs(v - v[None, 0]) > _ROUNDING * (1 + jnp.abs(v[None, 0])),
+                           axis=(1, 2))
         size[t] = jnp.max(jnp.abs(v[0]))
     return moved, size
+
+
+def _pushed(v, on):
+    """`v` (the six variants of `_probe`, ``k`` samples each, on the batch axis) where `on`:
+    0, with its even units pushed up, down, its odd ones up, down, then 0 again, by `_PUSH`.
+    ``v * 0 + push``, not a constant: the site stays input-dependent, so the kernel still
+    follows its channel axis downstream (an NCHW model's sites keep channels last)."""
+    k, c = v.shape[0] // 6, v.shape[-1]
+    pushes = jnp.repeat(jnp.asarray([0.0, 1.0, -1.0, 1.0, -1.0, 0.0], v.dtype) * _PUSH, k)
+    odd = jnp.repeat(jnp.asarray([False, False, False, True, True, False]), k)
+    parity = (jnp.arange(c) % 2 == 1)[None, :] == odd[:, None]
+    z = jnp.where(parity, pushes[:, None], jnp.zeros((), v.dtype))
+    z = z.reshape((v.shape[0],) + (1,) * (v.ndim - 2) + (c,))
+    return jnp.where(on, v * jnp.zeros((), v.dtype) + z, v)

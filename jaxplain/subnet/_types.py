@@ -171,7 +171,8 @@ class SubNetwork:
 
     def multipliers(self) -> dict[str, Float[Array, " c"]]:
         """``{site: mask * gate * score}``, the factor applied to each unit's value."""
-        return {n: self.masks[n] * self.gates[n] * self.scores[n] for n in self.sites}
+        return {n: self.masks[n].astype(self.scores[n].dtype) * self.gates[n] * self.scores[n]
+                for n in self.sites}
 
     @property
     def kept_units(self) -> dict[str, int]:
