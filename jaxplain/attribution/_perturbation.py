@@ -98,9 +98,10 @@ def _drop_sum(f, x, target, baseline, member, items, batch_size):
             len(items) % chunk and not _common.takes_batch(f, x, n * (len(items) % chunk))):
         def one(item):
             where = member(item)
+            where = where if where.ndim == x.ndim else where[None]
             drop = reference - _common.widen(
                 _common.selected(f, jnp.where(where, baseline, x), target))
-            return drop.reshape((-1,) + (1,) * len(example)) * where
+            return drop.reshape((-1,) + (1,) * len(example)) * where.astype(drop.dtype)
 
         return _common.chunked_sum(one, items, batch_size)
 
@@ -116,7 +117,8 @@ def _drop_sum(f, x, target, baseline, member, items, batch_size):
         if shared:  # one product over the items: (n, c) x (c, features)
             flat = where.reshape(c, -1).astype(drops.dtype)
             return jnp.dot(drops, flat, precision=jax.lax.Precision.HIGHEST).reshape(x.shape)
-        return _common.sum_second(drops.reshape((n, c) + (1,) * len(example)) * per_example)
+        return _common.sum_second(drops.reshape((n, c) + (1,) * len(example))
+                                  * per_example.astype(drops.dtype))
 
     return _common.chunked_reduce(folded, items, batch_size)
 
@@ -126,7 +128,7 @@ def _occlusion(f, x, target, baseline, starts, counts, *, window, batch_size):
     example = x.shape[1:]
     member = lambda start: _window_mask(start, example, window)  # noqa: E731
     total = _drop_sum(f, x, target, baseline, member, starts, batch_size)
-    return (total / counts).astype(_common.result_dtype(x.dtype))
+    return (total / counts[None]).astype(_common.result_dtype(x.dtype))
 
 
 def occlusion(f: Callable, x: Float[Array, "batch *feature"] | Int[Array, "batch *feature"],

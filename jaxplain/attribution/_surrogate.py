@@ -41,8 +41,9 @@ def _in_example_order(draws: jax.Array, present: np.ndarray) -> jax.Array:
 
 
 def _uniforms(key, samples: int, groups: int) -> jax.Array:
-    """``(samples, groups)`` uniforms, column k drawn from its own key."""
-    column = lambda k: jax.random.uniform(jax.random.fold_in(key, k), (samples,))
+    """``(samples, groups)`` float32 uniforms, column k drawn from its own key (float32 with
+    x64 on too: the same key gives the same coalitions)."""
+    column = lambda k: jax.random.uniform(jax.random.fold_in(key, k), (samples,), jnp.float32)
     return jax.vmap(column, out_axes=1)(jnp.arange(groups))
 
 
@@ -85,8 +86,10 @@ def _efficient_fit(z, y, v0, v1, weights, free, last):
     `y` ``(m, k)``, `v0` and `v1` ``(k,)``; returns ``(G, k)``."""
     sw = jnp.sqrt(weights)[:, None]
     z_last = jnp.take(z, last, axis=1)[:, None]
-    rest = _lstsq((z - z_last) * free * sw, (y - v0 - z_last * (v1 - v0)) * sw) * free[:, None]
-    return rest + jax.nn.one_hot(last, z.shape[1], dtype=z.dtype)[:, None] * (v1 - v0 - rest.sum(0))
+    v0, gap = jnp.reshape(v0, (1, -1)), jnp.reshape(v1 - v0, (1, -1))  # (1, k); k = 1 in vmap
+    rest = _lstsq((z - z_last) * free[None] * sw, (y - v0 - z_last * gap) * sw) * free[:, None]
+    return rest + (jax.nn.one_hot(last, z.shape[1], dtype=z.dtype)[:, None]
+                   * (gap - rest.sum(0, keepdims=True)))
 
 
 @functools.partial(jax.jit, static_argnames=("f", "groups", "batch_size"))
@@ -151,9 +154,9 @@ def _size_cdf(counts: np.ndarray, groups: int) -> np.ndarray:
 @functools.partial(jax.jit, static_argnames=("samples",))
 def _draw_coalitions(key, cdf, present, *, samples):
     k_size, k_member = jax.random.split(key)
-    r = jax.random.uniform(k_size, (samples, 1, 1))
+    r = jax.random.uniform(k_size, (samples, 1, 1), jnp.float32)
     size = 1 + jnp.sum(r >= cdf[None, :, :-1], axis=-1)  # (samples, n)
-    u = jnp.where(present, _in_example_order(_uniforms(k_member, samples, present.shape[1]),
+    u = jnp.where(present[None], _in_example_order(_uniforms(k_member, samples, present.shape[1]),
                                              present), 2.0)
     rank = jnp.argsort(jnp.argsort(u, axis=-1), axis=-1)
     return rank < size[..., None]
@@ -277,12 +280,13 @@ def _lime(f, x, target, baseline, mask, key, present, kernel_width, ridge, *, sa
     if present.shape[0] == 1:
         z, count = draws < 0.5, present.sum().astype(dtype)
     else:
-        z = (_in_example_order(draws, present) < 0.5) & present  # (samples, n, G)
+        z = (_in_example_order(draws, present) < 0.5) & present[None]  # (samples, n, G)
         count = present.sum(axis=1).astype(dtype)
     y = _coalition_values(f, x, target, baseline, mask, z, batch_size).astype(dtype)
     fit = lambda z, y, count: _lime_fit(z, y, count, kernel_width, ridge)
     coef = _per_example(fit, z.astype(dtype), y, count)
-    return _common.spread((coef * present.T).astype(_common.result_dtype(x.dtype)), mask, x)
+    coef = jnp.where(present.T, coef, 0.0)
+    return _common.spread(coef.astype(_common.result_dtype(x.dtype)), mask, x)
 
 
 def lime(f: Callable, x: Float[Array, "batch *feature"] | Int[Array, "batch *feature"],

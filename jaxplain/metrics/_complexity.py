@@ -22,7 +22,7 @@ def _flat_abs(attribution: Any) -> jax.Array:
     if a.ndim < 2:
         raise ValueError(f"attribution must have a batch axis first, got shape {a.shape}")
     checks.check_finite(a, "attribution")
-    return jnp.abs(a.reshape(a.shape[0], -1)).astype(jnp.result_type(a.dtype, jnp.float32))
+    return jnp.abs(a.reshape(a.shape[0], -1)).astype(jnp.promote_types(a.dtype, jnp.float32))
 
 
 @jax.jit
@@ -31,7 +31,8 @@ def _gini(a: jax.Array) -> jax.Array:
     n = v.shape[-1]
     w = 2 * jnp.arange(1, n + 1, dtype=v.dtype) - n - 1
     total = v.sum(-1)
-    return jnp.where(total > 0, (v * w).sum(-1) / (n * jnp.where(total > 0, total, 1.0)), 0.0)
+    gini = (v * w[None]).sum(-1) / (n * jnp.where(total > 0, total, 1.0))
+    return jnp.where(total > 0, gini, 0.0)
 
 
 def sparseness(attribution: Float[Array, "batch *shape"]) -> Float[Array, " batch"]:

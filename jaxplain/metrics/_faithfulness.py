@@ -99,7 +99,8 @@ def _curve(f, x, target, attribution, value, labels, *, counts, n, insert, order
     values = widen(P.evaluate_counts(f, x, base, rank, target, counts, insert, output,
                                      batch_size, channels and labels is None))
     fractions = jnp.asarray(counts, values.dtype) / n
-    return Curve(fractions, values, jnp.trapezoid(values, fractions, axis=-1))
+    area = jnp.trapezoid(values, jnp.broadcast_to(fractions, values.shape), axis=-1)
+    return Curve(fractions, values, area)
 
 
 def _features(feature_mask, x, axis: int | None):

@@ -26,9 +26,9 @@ def _irof(f, x, target, attribution, value, labels, counts, *, most, kind, outpu
     y = widen(P.evaluate_counts(f, x, base, rank, target, tuple(range(most + 1)), False, output,
                                 batch_size, channels))
     v = y / y[:, :1]
-    k = jnp.arange(1, most + 1)
-    steps = (v[:, :-1] + v[:, 1:]) / 2 * (k <= counts[:, None])
-    return 1.0 - steps.sum(-1) / counts
+    k = jnp.arange(1, most + 1, dtype=counts.dtype)
+    steps = jnp.where(k[None] <= counts[:, None], (v[:, :-1] + v[:, 1:]) / 2, 0.0)
+    return 1.0 - steps.sum(-1) / counts.astype(steps.dtype)
 
 
 def irof(

@@ -21,10 +21,14 @@ SIMILARITIES = ("ssim", "spearman")
 @functools.partial(jax.jit, static_argnames=("classes",))
 def other_classes(key: jax.Array, target: jax.Array, *, classes: int) -> jax.Array:
     """``(batch,)`` a class other than ``target[i]``, uniform over the other ``classes − 1``,
-    drawn from ``fold_in(key, i)``."""
-    draw = lambda i: jax.random.randint(jax.random.fold_in(key, i), (), 0, classes - 1)  # noqa: E731
+    drawn from ``fold_in(key, i)`` as int32 (with x64 on too: the same classes)."""
+
+    def draw(i):
+        return jax.random.randint(jax.random.fold_in(key, i), (), 0, classes - 1, jnp.int32)
+
     r = jax.vmap(draw)(jnp.arange(target.shape[0]))
-    return (r + (r >= target)).astype(target.dtype)
+    t = target.astype(jnp.int32)
+    return (r + (r >= t).astype(jnp.int32)).astype(target.dtype)
 
 
 @functools.partial(jax.jit, static_argnames=("similarity", "win_size", "channel_axis"))

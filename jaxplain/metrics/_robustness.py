@@ -56,7 +56,7 @@ def draw_noise(key, scale, example: jax.Array, samples: int, kind: str) -> jax.A
     shape, wide = (samples,) + example.shape, jnp.promote_types(example.dtype, jnp.float32)
     if kind == "uniform":
         return jax.random.uniform(key, shape, wide, minval=-scale, maxval=scale)
-    return (scale * jax.random.normal(key, shape)).astype(wide)
+    return scale * jax.random.normal(key, shape, wide)
 
 
 @functools.partial(jax.jit, static_argnames=("samples", "noise_kind", "chunk"))
