@@ -12,10 +12,15 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jaxplain.rules import _codes
 from jaxplain.rules._bits import popcount_sum
+
+# The gain of a head without a valid rule: finite, so the kernel runs under jax_debug_infs; the
+# host reads it as +inf.
+NO_RULE = float(np.finfo(np.float64).max)
 
 
 def head_rows(packed_head, heads):
@@ -72,7 +77,7 @@ def score(packed_head, packed_tail, residual, residual_counts, heads, head_sizes
       scan_words: count with a loop over words (CPU) instead of one reduction (GPU).
 
     Returns:
-      dict of ``(B,)`` arrays: gain (float64, +inf when no valid rule), size (|Y|), min_hits
+      dict of ``(B,)`` arrays: gain (float64, ``NO_RULE`` when no valid rule), size (|Y|), min_hits
       (k), support (|T_X|), usage (|U|), zeros (z), and ``tail`` ``(B, K)`` ranked tail items.
     """
     n = log2_fact.shape[0] - 1
@@ -91,7 +96,7 @@ def score(packed_head, packed_tail, residual, residual_counts, heads, head_sizes
 
     def prefix_steps(width):
         """The scan step for prefixes j <= width: only k <= width and y < width can count."""
-        ny, cc, bc, kk = new_y[:, :width], c[:, :width], base_cover[:, :width], ks[:width]
+        ny, cc, bc, kk = new_y[:, :width], c[:, :width], base_cover[:, :width], ks[None, :width]
 
         def step(at_least, xs):
             j, d = xs                                                     # prefix length j
@@ -101,7 +106,7 @@ def score(packed_head, packed_tail, residual, residual_counts, heads, head_sizes
             u = popcount_sum(at_least[:, 1:]).astype(jnp.int64)           # (B, w) |U^(k)|
             newly = pair_counts(at_least[:, 1:], ny, scan_words)          # (B, w, w)
             after = cc[:, None, :] - newly.astype(jnp.int64)
-            in_prefix = jnp.arange(width) < j
+            in_prefix = jnp.arange(width)[None, None, :] < j
             cover = jnp.sum(jnp.where(in_prefix, _codes.lb_table(log2_fact, n, after)
                                       - bc[:, None, :], 0.0), axis=-1)   # (B, w)
             hits = kk * u + (jnp.cumsum(u[:, ::-1], axis=1)[:, ::-1] - u)  # sum of h_t over U
@@ -115,9 +120,10 @@ def score(packed_head, packed_tail, residual, residual_counts, heads, head_sizes
                 ok = kk <= j
             else:
                 ok = kk == j
-            ok = ok & (u >= 1) & (kk >= jnp.ceil(min_tail_frac * j))
+            need = jnp.ceil(min_tail_frac * j.astype(jnp.float64)).astype(kk.dtype)
+            ok = ok & (u >= 1) & (kk >= need)
             ok = ok & valid[:, None] & (support >= min_support)[:, None]
-            bits = jnp.where(ok, bits, jnp.inf)
+            bits = jnp.where(ok, bits, NO_RULE)
             best = width - 1 - jnp.argmin(bits[:, ::-1], axis=1)          # ties -> larger k
             pick = lambda a: jnp.take_along_axis(a, best[:, None], axis=1)[:, 0]
             return at_least, (pick(bits), best + 1, pick(u), pick(zeros))

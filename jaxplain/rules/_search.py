@@ -391,6 +391,7 @@ class _Search:
                                 min_tail_frac=float(self.config.min_tail_frac),
                                 scan_words=self.scan_words)
             res = jax.tree.map(np.asarray, res)
+            res["gain"] = np.where(res["gain"] < _kernel.NO_RULE, res["gain"], np.inf)
             gains = res["gain"][: len(chunk)]
             self.report.scored(len(chunk), float(gains.min()) if len(chunk) else math.inf)
             for i, head in enumerate(chunk):
