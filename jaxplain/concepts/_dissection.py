@@ -57,7 +57,7 @@ def iou(acts: Float[Array, "b h w units"], masks: Bool[Array, "b H W concepts"],
     thresholds = jnp.asarray(thresholds)
     if thresholds.shape != (acts.shape[-1],):
         raise ValueError(f"thresholds must have shape ({acts.shape[-1]},), got {thresholds.shape}")
-    unit = (acts > thresholds).reshape(-1, acts.shape[-1]).astype(jnp.float32)
+    unit = (acts.reshape(-1, acts.shape[-1]) > thresholds[None, :]).astype(jnp.float32)
     concept = masks.reshape(-1, masks.shape[-1]).astype(jnp.float32)
     inter = unit.T @ concept
     union = jnp.sum(unit, 0)[:, None] + jnp.sum(concept, 0)[None, :] - inter

@@ -39,7 +39,7 @@ def _fit(a, y, train, test, l2, *, steps):
     # couples the bias to every weight) and divide by one overall scale, so the problem is well
     # conditioned and unit-free; the fit is folded back into the raw space at the end.
     n = jnp.sum(train)
-    mean = train @ a / n
+    mean = (train @ a / n)[None, :]
     scale = jnp.maximum(jnp.sqrt(train @ jnp.square(a - mean).sum(axis=1) / (n * a.shape[1])),
                         1e-12)
     z = (a - mean) / scale
@@ -62,9 +62,9 @@ def _fit(a, y, train, test, l2, *, steps):
         return (optax.apply_updates(p, u), s), None
 
     (p, _), _ = jax.lax.scan(step, (params, opt.init(params)), None, length=steps)
-    correct = ((z @ p[0] + p[1]) > 0) == (y > 0.5)
+    correct = (((z @ p[0] + p[1]) > 0) == (y > 0.5)).astype(test.dtype)
     weight = p[0] / scale
-    return LinearClassifier(weight, p[1] - mean @ weight, test @ correct / jnp.sum(test))
+    return LinearClassifier(weight, p[1] - mean[0] @ weight, test @ correct / jnp.sum(test))
 
 
 def held_out(n: int, fraction: float) -> np.ndarray:

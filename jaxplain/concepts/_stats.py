@@ -25,8 +25,11 @@ def ttest_ind(a: Float[Array, " n"], b: Float[Array, " m"]) -> tuple[Array, Arra
     diff = jnp.mean(a) - jnp.mean(b)
     pooled = ((n - 1) * jnp.var(a, ddof=1) + (m - 1) * jnp.var(b, ddof=1)) / df
     se = jnp.sqrt(pooled * (1.0 / n + 1.0 / m))
-    t = jnp.where(se > 0, diff / jnp.where(se > 0, se, 1.0),
-                  jnp.where(diff == 0, 0.0, jnp.sign(diff) * jnp.inf))
-    x = jnp.where(jnp.isinf(t), 0.0, df / (df + jnp.where(jnp.isinf(t), 0.0, t) ** 2))
+    # No inf is built unless t is one (both samples constant, means apart), so the test runs
+    # under jax_debug_infs; the p-value of a constant pair is set directly (0 or 1).
+    spread = se > 0
+    t = diff / jnp.where(spread | (diff != 0), se, 1.0)
+    x = jnp.where(spread, df / (df + jnp.where(spread, t, 0.0) ** 2),
+                  (diff == 0).astype(t.dtype))
     p = betainc(df / 2.0, 0.5, x)
     return t, p
