@@ -25,6 +25,7 @@ def _cosine(value: Float[Array, "*b c"], vector: Float[Array, " c"]) -> Float[Ar
     def norm(u):
         return jnp.sqrt(jnp.maximum(jnp.sum(jnp.square(u), axis=-1), _EPS**2))
 
+    vector = jnp.asarray(vector, value.dtype)
     return value @ vector / (norm(value) * norm(vector))
 
 

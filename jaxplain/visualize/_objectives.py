@@ -299,14 +299,15 @@ class Direction(Objective):
         return (self.site,)
 
     def __call__(self, acts, logits, x):
-        value, vector = acts[self.site], jnp.asarray(self.vector)
+        value = acts[self.site]
+        vector = jnp.asarray(self.vector, value.dtype)
         if vector.ndim == 1:
             return jnp.sum(_spatial_mean(value) @ vector)
         if vector.shape != value.shape[1:]:
             raise ValueError(f"direction vector for site {self.site!r} must be (channels,) or "
                              f"shaped like one example's value there, {value.shape[1:]}; got "
                              f"shape {vector.shape}")
-        return jnp.sum(value * vector)
+        return jnp.sum(value * vector[None])
 
 
 @_pytree

@@ -8,7 +8,8 @@ maps decorrelated channels through the square root of the data's colour covarian
 parameterization optimizes the input of a generator (Nguyen et al., 2016).
 
 All are frozen dataclasses registered as pytrees: arrays such as the colour matrix and the
-floats ``std`` and ``decay`` are leaves, so new values reuse the compiled render.
+floats ``std`` and ``decay`` are leaves, so new values reuse the compiled render. Random starts
+are drawn in float32, so one key gives one start whether or not ``jax_enable_x64`` is on.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 from jaxtyping import Array, Float
 
 _SQUASH = ("sigmoid", "clip", "none")
@@ -65,7 +67,7 @@ def _colour(z: Array, colour: Array | None) -> Array:
     if jnp.shape(colour) != (c, c):
         raise ValueError(f"colour must be a (c, c) matrix for images with c = {c} channels "
                          f"(see colour_decorrelation), got shape {jnp.shape(colour)}")
-    return jnp.einsum("...c,dc->...d", z, colour)
+    return jnp.einsum("...c,dc->...d", z, jnp.asarray(colour, z.dtype))
 
 
 def colour_decorrelation(images: Float[Array, "n h w c"], *, channel_axis: int | None = None
@@ -108,7 +110,7 @@ def colour_decorrelation(images: Float[Array, "n h w c"], *, channel_axis: int |
     pix = images.reshape(-1, images.shape[-1])
     cov = jnp.cov(pix, rowvar=False).reshape(images.shape[-1], images.shape[-1])
     w, v = jnp.linalg.eigh(cov)
-    sqrt = (v * jnp.sqrt(jnp.clip(w, 0.0))) @ v.T
+    sqrt = (v * jnp.sqrt(jnp.clip(w, 0.0))[None, :]) @ v.T
     return sqrt / jnp.max(jnp.linalg.norm(sqrt, axis=0))
 
 
@@ -133,15 +135,15 @@ class Pixel:
         _check_common(self.squash, self.value_range)
 
     def init(self, key: Array, shape: tuple[int, ...]) -> Array:
-        return self.std * jax.random.normal(key, shape)
+        return self.std * jax.random.normal(key, shape, jnp.float32)
 
     def image(self, params: Array, shape: tuple[int, ...]) -> Array:
         return _to_range(_colour(params, self.colour), self.squash, self.value_range)
 
 
-def _frequency_scale(h: int, w: int, decay: float) -> Array:
-    fy = jnp.fft.fftfreq(h)[:, None]
-    fx = jnp.fft.rfftfreq(w)[None, :]
+def _frequency_scale(h: int, w: int, decay: float, dtype) -> Array:
+    fy = jnp.fft.fftfreq(h, dtype=dtype)[:, None]
+    fx = jnp.fft.rfftfreq(w, dtype=dtype)[None, :]
     freq = jnp.sqrt(fy * fy + fx * fx)
     return 1.0 / jnp.maximum(freq, 1.0 / max(h, w)) ** decay
 
@@ -174,14 +176,14 @@ class Fourier:
     def init(self, key: Array, shape: tuple[int, ...]) -> Array:
         check_image_shape("Fourier", shape)
         b, h, w, c = shape
-        return self.std * jax.random.normal(key, (2, b, c, h, w // 2 + 1))
+        return self.std * jax.random.normal(key, (2, b, c, h, w // 2 + 1), jnp.float32)
 
     def image(self, params: Array, shape: tuple[int, ...]) -> Array:
         check_image_shape("Fourier", shape)
         h, w = shape[1], shape[2]
-        scale = _frequency_scale(h, w, self.decay)
-        scale = scale / jnp.sqrt(jnp.mean(scale**2))
-        spectrum = (params[0] + 1j * params[1]) * scale
+        scale = _frequency_scale(h, w, self.decay, params.dtype)
+        scale = (scale / jnp.sqrt(jnp.mean(scale**2)))[None, None]
+        spectrum = lax.complex(params[0] * scale, params[1] * scale)
         z = jnp.fft.irfft2(spectrum, s=(h, w), norm="ortho")  # (b, c, h, w)
         z = jnp.moveaxis(z, -3, -1)
         return _to_range(_colour(z, self.colour), self.squash, self.value_range)
@@ -208,7 +210,7 @@ class CodeSpace:
             raise TypeError(f"generator must be callable, got {type(self.generator).__name__}")
 
     def init(self, key: Array, shape: tuple[int, ...]) -> Array:
-        return self.std * jax.random.normal(key, (shape[0], *self.code_shape))
+        return self.std * jax.random.normal(key, (shape[0], *self.code_shape), jnp.float32)
 
     def image(self, params: Array, shape: tuple[int, ...]) -> Array:
         return self.generator(params)

@@ -83,7 +83,7 @@ class TotalVariation:
 def blur(images: Float[Array, "b h w c"], sigma: float = 0.5) -> Float[Array, "b h w c"]:
     """Separable Gaussian blur (3x3 support, reflect-padded) of an NHWC batch."""
     check_image_shape("blur", images.shape)
-    t = jnp.arange(-1.0, 2.0)
+    t = jnp.arange(-1.0, 2.0, dtype=images.dtype)
     k = jnp.exp(-0.5 * (t / sigma) ** 2)
     k = k / jnp.sum(k)
     padded = jnp.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
@@ -122,7 +122,7 @@ class GaussianPrior:
                 f"this prior was fitted on examples shaped {self.shape}, the images are shaped "
                 f"{tuple(images.shape[1:])}; render's regularizers see NHWC images, so fit it on "
                 "NHWC data (jnp.moveaxis(x, 1, -1) for a channels-first model's images)")
-        d = images.reshape(images.shape[0], -1) - self.mean
+        d = images.reshape(images.shape[0], -1) - jnp.asarray(self.mean)[None, :]
         return self.weight * 0.5 * jnp.sum(jnp.square(d @ self.precision_factor), axis=1)
 
 
@@ -156,9 +156,9 @@ def gaussian_prior(data: Float[Array, "n *shape"], *, weight: float = 1.0,
     mean = jnp.mean(flat, axis=0)
     cov = jnp.cov(flat, rowvar=False)
     d = flat.shape[1]
-    cov = (1.0 - shrinkage) * cov + shrinkage * jnp.trace(cov) / d * jnp.eye(d)
+    cov = (1.0 - shrinkage) * cov + shrinkage * jnp.trace(cov) / d * jnp.eye(d, dtype=cov.dtype)
     w, v = jnp.linalg.eigh(cov)
-    factor = v / jnp.sqrt(jnp.maximum(w, 1e-6 * jnp.max(w)))
+    factor = v / jnp.sqrt(jnp.maximum(w, 1e-6 * jnp.max(w)))[None, :]
     return GaussianPrior(mean, factor, weight, tuple(data.shape[1:]))
 
 

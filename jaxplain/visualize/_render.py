@@ -247,13 +247,21 @@ def _render_one(objective, param, regularizers, key, learning_rate, *, f, shape,
     # Adam's step size is traced, so a new learning_rate reuses the compiled loop.
     optimizer = optax.adam(learning_rate) if optimizer is None else optimizer
 
+    # optax mixes Python floats with its int32 step count, which jax_numpy_dtype_promotion=
+    # "strict" refuses: the optimizer alone runs under standard promotion.
+    def init(params):
+        with jax.numpy_dtype_promotion("standard"):
+            return optimizer.init(params)
+
     def step(carry, k):
         params, state = carry
         (_, value), grads = gradient(objective, param, regularizers, params, k)
-        updates, state = optimizer.update(grads, state, params)
-        return (optax.apply_updates(params, updates), state), value
+        with jax.numpy_dtype_promotion("standard"):
+            updates, state = optimizer.update(grads, state, params)
+            params = optax.apply_updates(params, updates)
+        return (params, state), value
 
-    (params, _), trace = jax.lax.scan(step, (params, optimizer.init(params)),
+    (params, _), trace = jax.lax.scan(step, (params, init(params)),
                                       jax.random.split(k_steps, steps))
     _, value = evaluate(objective, param, regularizers, params, None)
     return Rendering(image(param, params).astype(dtype), params, trace, value)

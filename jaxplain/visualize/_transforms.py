@@ -27,7 +27,7 @@ from jaxplain.visualize._param import check_image_shape
 def _affine(image: Float[Array, "h w c"], matrix: Array) -> Float[Array, "h w c"]:
     """Resample ``image`` so output pixel p shows input pixel ``c + matrix @ (p - c)`` (bilinear)."""
     h, w, _ = image.shape
-    centre = jnp.array([(h - 1) / 2.0, (w - 1) / 2.0])
+    centre = jnp.array([(h - 1) / 2.0, (w - 1) / 2.0], image.dtype)
     grid = jnp.stack(jnp.meshgrid(jnp.arange(h), jnp.arange(w), indexing="ij"), 0).astype(
         image.dtype)
     src = centre[:, None, None] + jnp.einsum("ij,jhw->ihw", matrix, grid - centre[:, None, None])
@@ -40,14 +40,21 @@ def _pixels(name: str, value) -> None:
         raise ValueError(f"{name} must be a non-negative int, got {value!r}")
 
 
+def _index(key: Array, b: int, n: int) -> Array:
+    """``(b,)`` int32 indices uniform in ``[0, n)``: drawn as int32 whatever
+    ``jax_enable_x64`` says, so one key gives one draw (``jax.random.choice`` draws int64
+    under x64)."""
+    return jax.random.randint(key, (b,), 0, n, jnp.int32)
+
+
 def _offset_crops(key: Array, source: Array, n: int, h: int, w: int) -> Array:
     """Crop each image of ``source`` to ``(h, w)`` at its own random offset in ``[0, n)²``."""
     # One-hot blends of the n static crops along y, then along x: no gather, so it batches
     # (vmap over objectives) as cheaply as it runs on one image.
     b = source.shape[0]
     ky, kx = jax.random.split(key)
-    oy = jax.nn.one_hot(jax.random.randint(ky, (b,), 0, n), n, dtype=source.dtype)
-    ox = jax.nn.one_hot(jax.random.randint(kx, (b,), 0, n), n, dtype=source.dtype)
+    oy = jax.nn.one_hot(_index(ky, b, n), n, dtype=source.dtype)
+    ox = jax.nn.one_hot(_index(kx, b, n), n, dtype=source.dtype)
     rows = jnp.einsum("kbhwc,bk->bhwc", jnp.stack([source[:, i:i + h] for i in range(n)]), oy)
     return jnp.einsum("kbhwc,bk->bhwc", jnp.stack([rows[:, :, j:j + w] for j in range(n)]), ox)
 
@@ -144,7 +151,7 @@ class Scale:
 
     def __call__(self, key: Array, images: Array) -> Array:
         check_image_shape("Scale", images.shape)
-        s = jax.random.choice(key, jnp.asarray(self.factors, images.dtype), (images.shape[0],))
+        s = jnp.asarray(self.factors, images.dtype)[_index(key, images.shape[0], len(self.factors))]
         return jax.vmap(lambda im, f: _affine(im, jnp.eye(2, dtype=im.dtype) / f))(images, s)
 
 
@@ -164,7 +171,7 @@ class Rotate:
     def __call__(self, key: Array, images: Array) -> Array:
         check_image_shape("Rotate", images.shape)
         rad = jnp.asarray([math.radians(d) for d in self.degrees], images.dtype)
-        a = jax.random.choice(key, rad, (images.shape[0],))
+        a = rad[_index(key, images.shape[0], len(rad))]
 
         def rotate(im, t):
             m = jnp.array([[jnp.cos(t), -jnp.sin(t)], [jnp.sin(t), jnp.cos(t)]])
