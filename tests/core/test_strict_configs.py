@@ -11,6 +11,7 @@ import jaxplain as jp
 from jaxplain import attribution, pathways, subnet
 from jaxplain.core import _capture
 from jaxplain.core._capture import InternalError, OwnEdit
+from tests._strict import STRICT
 
 K = jax.random.split(jax.random.key(0), 4)
 K1 = jax.random.normal(K[0], (3, 3, 1, 4)) * 0.5
@@ -39,12 +40,7 @@ RUNS = {
 }
 pytestmark = pytest.mark.filterwarnings("ignore:f predicts class")
 
-CONFIGS = {
-    "rank_raise": lambda: jax.numpy_rank_promotion("raise"),
-    "dtype_strict": lambda: jax.numpy_dtype_promotion("strict"),
-    "debug_infs": lambda: jax.debug_infs(True),
-    "checking_leaks": jax.checking_leaks,
-}
+CONFIGS = {**STRICT, "checking_leaks": jax.checking_leaks}
 
 
 @pytest.fixture(scope="module")

@@ -6,13 +6,9 @@ import numpy as np
 import pytest
 
 from jaxplain.rules import activations, mine
+from tests._strict import STRICT
 from tests.rules._planted import planted
 
-STRICT = {
-    "rank_promotion_raise": lambda: jax.numpy_rank_promotion("raise"),
-    "dtype_promotion_strict": lambda: jax.numpy_dtype_promotion("strict"),
-    "debug_infs": lambda: jax.debug_infs(True),
-}
 W = jnp.asarray(np.random.default_rng(0).normal(size=(3, 3, 1, 4)), jnp.float32)
 X = np.random.default_rng(1).random((24, 6, 6, 1)).astype(np.float32)
 

@@ -7,12 +7,8 @@ import optax
 import pytest
 
 from jaxplain import visualize as V
+from tests._strict import STRICT
 
-STRICT = {
-    "rank_promotion_raise": lambda: jax.numpy_rank_promotion("raise"),
-    "dtype_promotion_strict": lambda: jax.numpy_dtype_promotion("strict"),
-    "debug_infs": lambda: jax.debug_infs(True),
-}
 RNG = np.random.default_rng(0)
 W = jnp.asarray(RNG.normal(size=(3, 3, 1, 4)), jnp.float32)
 HEAD = jnp.asarray(RNG.normal(size=(4, 3)), jnp.float32)
