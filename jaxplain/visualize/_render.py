@@ -194,8 +194,10 @@ def _validate_sites(parts, shapes, batched: bool, where: str) -> None:
                                  f"channels: got {vals}")
         if isinstance(t, (Neuron, CosineDirectionNeuron)) and t.position is not None:
             spatial = shapes[t.site][1:-1]
-            given = jnp.shape(t.position)
-            if given[-1:] != (len(spatial),) or len(given) != 1 + batched:
+            given = jnp.shape(t.position)  # ([b,] coordinates[, *group]): a group pairs its
+            group = given[1 + batched:]     # positions with the index array elementwise
+            if (len(given) < 1 + batched or given[batched] != len(spatial)
+                    or (group and group != jnp.shape(t.index)[-len(group):])):
                 got = leaf_values(t.position)
                 got = (f"shape {given}" if got is None or batched
                        else tuple(got) if given else got[0])
@@ -206,7 +208,8 @@ def _validate_sites(parts, shapes, batched: bool, where: str) -> None:
                     + (" (a dense site takes position=())" if not spatial else ""))
             vals = leaf_values(t.position)
             if vals is not None and spatial:
-                pos = [vals[i:i + len(spatial)] for i in range(0, len(vals), len(spatial))]
+                coords = np.moveaxis(np.reshape(vals, given), batched, -1)
+                pos = [tuple(int(c) for c in q) for q in coords.reshape(-1, len(spatial))]
                 if any(not all(0 <= p < s for p, s in zip(q, spatial)) for q in pos):
                     raise ValueError(f"neuron position out of range for site {t.site!r} with "
                                      f"spatial shape {spatial}{where}: got {pos}")

@@ -45,6 +45,19 @@ def test_objective_sums_the_group_activations():
         rule_objective(local, sites, part="head", layouts={"conv_local": (2, 2, 2)})
 
 
+
+def test_a_locality_group_renders_and_raises_its_neurons():
+    """render refused the group's (coordinates, items) positions: 'must have 2 coordinate(s)'."""
+    from jaxplain.visualize import render
+
+    f, _, _ = _tiny_cnn()
+    local = _rule([5, 17, 40], [1], head_layer="conv_local")  # at the ReLU's input: never dead
+    obj = rule_objective(local, {"conv_local": "conv", "fc": "relu_1"}, part="head",
+                         layouts={"conv_local": (4, 4, 4)})
+    out = render(f, obj, key=jax.random.key(0), shape=(1, 8, 8, 1), steps=16)
+    start = render(f, obj, key=jax.random.key(0), shape=(1, 8, 8, 1), steps=1)
+    assert float(out.value) > float(start.value)
+
 def test_rendered_group_turns_on_its_rule_tail(digits_model):
     # The prototype of a rule's tail drives (nearly) all of the group above its binarization
     # threshold at once; a control group of as many other units does not.
