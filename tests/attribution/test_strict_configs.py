@@ -20,14 +20,9 @@ import pytest
 from jaxplain import attribution as A
 from jaxplain import metrics as M
 from jaxplain.lrp import Epsilon, EpsilonPlusFlat
+from tests._strict import strict_promotion
 
 KEY = jax.random.key(0)
-
-
-@contextlib.contextmanager
-def strict():
-    with jax.numpy_rank_promotion("raise"), jax.numpy_dtype_promotion("strict"):
-        yield
 
 
 _r = np.random.default_rng(0)
@@ -159,7 +154,7 @@ def _default(name, run):
 @pytest.mark.parametrize("name", sorted(ATTRIBUTIONS))
 def test_attribution_under_strict_configs(name):
     expected = _default(name, lambda: _explain(name))
-    with strict():
+    with strict_promotion():
         got = np.asarray(_explain(name))
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6 * np.abs(expected).max())
 
@@ -167,7 +162,7 @@ def test_attribution_under_strict_configs(name):
 @pytest.mark.parametrize("name", sorted(METRICS))
 def test_metric_under_strict_configs(name):
     expected = _default(name, METRICS[name])
-    with strict():
+    with strict_promotion():
         got = np.asarray(METRICS[name]())
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
 
