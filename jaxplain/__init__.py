@@ -17,6 +17,13 @@ __version__ = "0.1.0"
 _SUBPACKAGES = ("attribution", "concepts", "core", "data", "lrp", "metrics", "pathways", "report",
                 "rules", "subnet", "visualize")
 
+__all__ = [
+    "Site", "as_function", "capture", "clear_caches", "intervene", "rewrite_backward", "sites",
+    # The subpackages, imported on first use.
+    "attribution", "concepts", "core", "data", "lrp", "metrics", "pathways", "report", "rules",
+    "subnet", "visualize",
+]
+
 
 def __getattr__(name: str):
     if name in _SUBPACKAGES:

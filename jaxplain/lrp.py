@@ -15,3 +15,9 @@ from jaxplain.attribution._lrp_rules import WSquare as WSquare
 from jaxplain.attribution._lrp_rules import ZBox as ZBox
 from jaxplain.attribution._lrp_rules import ZPlus as ZPlus
 from jaxplain.attribution._lrp_rules import stabilize as stabilize
+
+__all__ = [
+    "AlphaBeta", "Composite", "Epsilon", "EpsilonAlpha2Beta1", "EpsilonAlpha2Beta1Flat",
+    "EpsilonGammaBox", "EpsilonPlus", "EpsilonPlusFlat", "Flat", "Gamma", "SignalTakeAll",
+    "WSquare", "ZBox", "ZPlus", "stabilize",
+]

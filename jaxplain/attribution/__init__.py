@@ -31,3 +31,13 @@ from jaxplain.attribution._site import site_output as site_output
 from jaxplain.attribution._smoothgrad import smoothgrad as smoothgrad
 from jaxplain.attribution._surrogate import kernel_shap as kernel_shap
 from jaxplain.attribution._surrogate import lime as lime
+
+__all__ = [
+    "SiteOutput", "activation_x_gradient", "attention_rollout", "attention_sites", "attn_lrp",
+    "completeness_delta", "conservative_propagation", "deconvnet", "deeplift", "deeplift_shap",
+    "feature_ablation", "grad_cam", "grad_cam_plus_plus", "gradient", "gradient_shap",
+    "gradient_weighted_rollout", "gradient_x_input", "guided_backprop", "guided_grad_cam",
+    "integrated_gradients", "kernel_shap", "layer_conductance", "layer_integrated_gradients",
+    "lime", "lrp", "neuron_conductance", "occlusion", "score_cam", "shapley_sampling",
+    "site_output", "smoothgrad",
+]

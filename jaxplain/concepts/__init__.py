@@ -11,3 +11,8 @@ from jaxplain.concepts._tcav import cav as cav
 from jaxplain.concepts._tcav import directional_derivatives as directional_derivatives
 from jaxplain.concepts._tcav import tcav as tcav
 from jaxplain.concepts._tcav import tcav_score as tcav_score
+
+__all__ = [
+    "CAV", "LinearClassifier", "TCAVResult", "cav", "directional_derivatives", "dissect",
+    "fit_linear", "iou", "tcav", "tcav_score", "ttest_ind",
+]

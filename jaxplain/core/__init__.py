@@ -14,3 +14,9 @@ from jaxplain.core._adapters import as_function as as_function
 from jaxplain.core._program import UNROLL_BUDGET as UNROLL_BUDGET
 from jaxplain.core._cpu import cpu_friendly as cpu_friendly
 from jaxplain.core._caches import clear_caches as clear_caches
+
+__all__ = [
+    "UNROLL_BUDGET", "BatchMixingWarning", "LinearLayer", "Site", "as_function", "capture",
+    "clear_caches", "cpu_friendly", "intervene", "mixes_batch", "relu_sites",
+    "rewrite_backward", "select", "sites",
+]

@@ -24,3 +24,9 @@ from jaxplain.data._train import accuracy as accuracy
 from jaxplain.data._train import train as train
 from jaxplain.data._vit import DigitsViT as DigitsViT
 from jaxplain.data._vit import EncoderBlock as EncoderBlock
+
+__all__ = [
+    "CheckpointInfo", "Digits", "DigitsCNN", "DigitsViT", "EncoderBlock", "ResidualBlock",
+    "TrainHistory", "accuracy", "checkpoint_info", "digits_function", "home", "load_digits",
+    "params_checksum", "pretrained", "train",
+]

@@ -30,3 +30,12 @@ from jaxplain.metrics._monotonicity import monotonicity_correlation as monotonic
 from jaxplain.metrics._infidelity import infidelity as infidelity
 from jaxplain.metrics._irof import irof as irof
 from jaxplain.metrics._random_logit import random_logit as random_logit
+
+__all__ = [
+    "METRICS", "Curve", "RandomizationResult", "RetrainResult", "Table", "compare",
+    "completeness", "complexity", "conservation", "continuity", "data_randomization_check",
+    "deletion", "faithfulness_correlation", "infidelity", "insertion", "irof", "kar",
+    "local_lipschitz", "max_sensitivity", "monotonicity", "monotonicity_correlation",
+    "pixel_flipping", "pixel_perturbation", "random_attribution", "random_logit",
+    "randomization_check", "roar", "sparseness", "spearman", "ssim",
+]

@@ -16,3 +16,9 @@ from jaxplain.pathways._pruning import random_masks as random_masks
 from jaxplain.pathways._select import kept_fraction as kept_fraction
 from jaxplain.pathways._select import select as select
 from jaxplain.pathways._select import threshold as threshold
+
+__all__ = [
+    "apply", "contributions", "dead_share", "greedy_masks", "integrated_contributions",
+    "jaccard", "kept_fraction", "learned_gates", "masked_gradient", "masked_jvp",
+    "max_abs_channel", "pathway_gradient", "pathway_jvp", "random_masks", "select", "threshold",
+]

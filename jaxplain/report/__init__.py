@@ -19,3 +19,8 @@ from jaxplain.report._runner import section_name as section_name
 from jaxplain.report._section import Figure as Figure
 from jaxplain.report._section import Section as Section
 from jaxplain.report._section import Table as Table
+
+__all__ = [
+    "DemoContext", "Figure", "Section", "Table", "load_section", "load_sections", "no_progress",
+    "run_section", "section_name", "write_report",
+]

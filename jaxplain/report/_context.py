@@ -10,7 +10,19 @@ T = TypeVar("T")
 
 
 def no_progress(iterable: Iterable[T], desc: str | None = None, **kwargs: Any) -> Iterable[T]:
-    """A silent stand-in for ``tqdm``: returns ``iterable`` unchanged."""
+    """A silent stand-in for ``tqdm``: returns ``iterable`` unchanged.
+
+    The default ``DemoContext.progress``; a section calls ``ctx.progress(loop, desc=...)``
+    the same way whether a bar is shown or not.
+
+    Args:
+        iterable: Any iterable.
+        desc: The bar's label (ignored).
+        **kwargs: Other ``tqdm`` options (ignored).
+
+    Returns:
+        ``iterable`` itself.
+    """
     del desc, kwargs
     return iterable
 

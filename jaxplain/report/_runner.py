@@ -17,6 +17,15 @@ def section_name(spec: str) -> str:
 
     ``"jaxplain.rules._demo:demo_section"`` -> ``"rules"`` (a module named ``_demo`` is named
     after its package); ``"jaxplain.report._foundation:demo_section"`` -> ``"foundation"``.
+
+    Args:
+        spec: A section spec ``"package.module:function"``.
+
+    Returns:
+        The module's name without leading underscores (its package's for ``_demo``).
+
+    Raises:
+        ValueError: If ``spec`` is not of the form ``"module:function"``.
     """
     module = _split(spec)[0].split(".")
     last = module[-1].lstrip("_")
@@ -25,6 +34,12 @@ def section_name(spec: str) -> str:
 
 def load_section(spec: str) -> SectionFn:
     """Imports ``"package.module:function"`` and returns the function.
+
+    Args:
+        spec: A section spec ``"package.module:function"``.
+
+    Returns:
+        The function ``demo_section(ctx: DemoContext) -> Section`` it names.
 
     Raises:
         ValueError: If ``spec`` is not of the form ``"module:function"``.
@@ -42,7 +57,19 @@ def load_section(spec: str) -> SectionFn:
 
 
 def load_sections(specs: Sequence[str] | None = None) -> tuple[tuple[str, SectionFn], ...]:
-    """``(name, function)`` for each spec (default: the registry ``SECTIONS``), in order."""
+    """``(name, function)`` for each spec (default: the registry ``SECTIONS``), in order.
+
+    Args:
+        specs: Section specs ``"package.module:function"``; None: the demo's registry
+            (``jaxplain/report/_demo_sections.py``).
+
+    Returns:
+        A tuple of ``(section_name(spec), load_section(spec))`` pairs, one per spec.
+
+    Raises:
+        TypeError: If ``specs`` is a single str rather than a sequence of them.
+        ValueError, ImportError: As :func:`load_section`, for the first bad spec.
+    """
     return tuple((section_name(s), load_section(s)) for s in _specs(specs))
 
 
@@ -50,6 +77,14 @@ def run_section(ctx: DemoContext, spec: str) -> Section:
     """Loads and runs one section; a failure becomes a failed :class:`Section`, not an error.
 
     The failed section's ``error`` holds the traceback, and its title names the section.
+
+    Args:
+        ctx: The :class:`DemoContext` passed to the section function.
+        spec: A section spec ``"package.module:function"``.
+
+    Returns:
+        The section the function returned, or ``Section("<name> (failed)", error=traceback)``
+        if loading or running it raised (or it returned something else than a Section).
     """
     try:
         section = load_section(spec)(ctx)

@@ -75,24 +75,54 @@ class Section:
         return bool(self.error)
 
     def with_text(self, text: str) -> Section:
-        """A copy with ``text`` appended to the summary as a new paragraph."""
+        """A copy with ``text`` appended to the summary as a new paragraph.
+
+        Args:
+            text: Plain text; blank lines separate paragraphs.
+
+        Returns:
+            A new :class:`Section`; ``self`` is unchanged.
+        """
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}")
         joined = f"{self.text}\n\n{text}" if self.text else text
         return dataclasses.replace(self, text=joined)
 
     def with_table(
-        self, header: Sequence[str], rows: Sequence[Sequence[Any]], caption: str = ""
+        self, header: Any, rows: Sequence[Sequence[Any]] | None = None, caption: str | None = None
     ) -> Section:
         """A copy with a table appended.
 
+        Pass ``header`` and ``rows``, or one table value with ``.header`` and ``.rows`` (and
+        maybe ``.caption``): ``jaxplain.rules.RuleSet.to_table()``, the ``jaxplain.metrics``
+        ``Table`` of ``compare``, or a report :class:`Table`.
+
         Args:
-            header: Column names.
+            header: Column names ``(columns,)``, or a table value (then ``rows`` is omitted).
             rows: One sequence per row, each as long as ``header``. Cells may be str, bool,
                 Python or NumPy/JAX scalars (stored as Python numbers); anything else is
                 stored as ``str(cell)``.
-            caption: Shown under the table.
+            caption: Shown under the table (default: a table value's ``caption``, or none).
+
+        Returns:
+            A new :class:`Section` with a :class:`Table` of ``(columns,)`` ``header`` and
+            ``(rows, columns)`` cells as its last item; ``self`` is unchanged.
+
+        Raises:
+            TypeError: ``rows`` omitted while ``header`` is no table value.
+            ValueError: a row whose length differs from the header's.
         """
+        if rows is None:
+            if not (hasattr(header, "header") and hasattr(header, "rows")):
+                raise TypeError(
+                    f"with_table takes header= and rows=, or one table with .header and .rows "
+                    f"(e.g. jaxplain.rules.RuleSet.to_table()); got only header= of type "
+                    f"{type(header).__name__}"
+                )
+            table = header
+            header, rows = table.header, table.rows
+            caption = getattr(table, "caption", "") if caption is None else caption
+        caption = "" if caption is None else str(caption)
         header = tuple(str(h) for h in header)
         table_rows = []
         for i, row in enumerate(rows):
@@ -102,13 +132,22 @@ class Section:
                     f"rows[{i}] has {len(row)} cells but header has {len(header)} columns: {row!r}"
                 )
             table_rows.append(row)
-        return self._add(Table(header, tuple(table_rows), str(caption)))
+        return self._add(Table(header, tuple(table_rows), caption))
 
     def with_figure(self, fig: Any, caption: str = "", *, dpi: int = 120) -> Section:
-        """A copy with ``fig`` (a ``matplotlib.figure.Figure``) rendered to PNG and appended.
+        """A copy with ``fig`` rendered to PNG and appended.
 
         The figure is closed afterwards (if pyplot manages it), so sections can be built in a
         loop without accumulating open figures.
+
+        Args:
+            fig: A ``matplotlib.figure.Figure``.
+            caption: Shown under the figure.
+            dpi: Resolution of the PNG.
+
+        Returns:
+            A new :class:`Section` with a :class:`Figure` (the PNG bytes) as its last item;
+            ``self`` is unchanged.
         """
         import matplotlib.figure
         import matplotlib.pyplot as plt

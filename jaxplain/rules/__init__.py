@@ -11,3 +11,8 @@ from jaxplain.rules._binarize import Binarized as Binarized
 from jaxplain.rules._binarize import activations as activations
 from jaxplain.rules._binarize import binarize as binarize
 from jaxplain.rules._prototype import rule_objective as rule_objective
+
+__all__ = [
+    "Binarized", "Rule", "RuleSet", "SearchConfig", "Table", "activations", "binarize", "mine",
+    "rule_objective", "rule_rows", "specificity",
+]

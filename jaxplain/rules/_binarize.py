@@ -35,6 +35,23 @@ class Binarized(NamedTuple):
     shape: tuple
 
 
+def layer_items(name, value) -> np.ndarray:
+    """One layer as given to ``mine`` or ``rule_rows``, as an array: a ``Binarized``'s
+    ``items`` (bool ``(n, d)``), or ``value`` itself.
+
+    Raises:
+      TypeError: ``value`` cannot be one array (a sequence of arrays of different shapes).
+    """
+    if isinstance(value, Binarized):
+        return np.asarray(value.items)
+    try:
+        return np.asarray(value)
+    except ValueError:   # NumPy: "setting an array element with a sequence ..."
+        raise TypeError(f"layer {name!r} must be a bool (n, d) array or a Binarized (as "
+                        f"binarize and activations return), got a {type(value).__name__} "
+                        f"that is not one array") from None
+
+
 def _thresholded(acts: np.ndarray, threshold, q) -> tuple[np.ndarray, np.ndarray]:
     """``(acts > t, t)`` for 2-D ``acts`` with ``t`` the per-column ``q`` quantile, or
     ``threshold`` (default 0) broadcast over the columns when ``q`` is None.
@@ -258,8 +275,8 @@ def activations(f, x, sites, *, batch_size=256, threshold=None, quantile=None,
         ``quantile`` or ``conv_quantile``.
 
     Returns:
-      ``{site: Binarized}`` for every selected site, in selection order; feed
-      ``{k: v.items ...}`` to ``mine``. A ``UserWarning`` names each site with items that
+      ``{site: Binarized}`` for every selected site, in selection order; ``mine`` and
+      ``rule_rows`` take it as it is. A ``UserWarning`` names each site with items that
       vary but are constant after thresholding, and their number.
 
     Raises:
@@ -270,7 +287,7 @@ def activations(f, x, sites, *, batch_size=256, threshold=None, quantile=None,
 
     Example:
       >>> train = activations(f, digits.x_train, ["block1/relu_1", "relu_1"])   # doctest: +SKIP
-      >>> rules = mine({k: v.items for k, v in train.items()})                    # doctest: +SKIP
+      >>> rules = mine(train)                                                    # doctest: +SKIP
       >>> test = activations(f, digits.x_test, list(train), thresholds_from=train)  # doctest: +SKIP
     """
     from jaxplain.core import capture

@@ -8,6 +8,8 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
+from jaxplain.rules._binarize import layer_items
+
 
 def _frozen(values, dtype) -> np.ndarray:
     array = np.array(values, dtype=dtype)
@@ -102,7 +104,13 @@ class RuleSet:
         return len(self.rules)
 
     def to_table(self) -> Table:
-        """One row per rule: index, rule text, sizes, support, usage, confidence, gain, classes."""
+        """One row per rule: index, rule text, sizes, support, usage, confidence, gain, classes.
+
+        Returns:
+          ``Table(header, rows)``: ``header`` the 9 column names (10 with class histograms:
+          ``"top classes"``), ``rows`` one list of as many plain values per rule, in
+          acceptance order. ``jaxplain.report.Section.with_table`` takes it as it is.
+        """
         header = ["#", "head", "tail", "|X|", "|Y|", "support", "usage", "conf", "gain (bits)"]
         if self.class_histograms is not None:
             header.append("top classes")
@@ -158,6 +166,13 @@ def _top_classes(histogram: np.ndarray, top: int = 3) -> str:
 def specificity(rule_set: RuleSet) -> np.ndarray:
     """Per rule, the share of its usage rows in its most frequent class (1 = class-specific).
 
+    Args:
+      rule_set: the result of ``mine`` with ``labels=``.
+
+    Returns:
+      float64 ``(len(rule_set.rules),)`` in ``[0, 1]``: for each rule, its largest class
+      count over its usage rows divided by its usage (0 for a rule on no rows).
+
     Raises:
       ValueError: the rule set has no class histograms (``mine`` got no ``labels``).
     """
@@ -168,7 +183,17 @@ def specificity(rule_set: RuleSet) -> np.ndarray:
 
 
 def rule_rows(rule: Rule, layers) -> np.ndarray:
-    """The usage rows U of a rule in ``layers`` (bool ``(n,)``): head all on, >= k tail hits."""
-    head = np.asarray(layers[rule.head_layer])[:, rule.head].all(axis=1)
-    hits = np.asarray(layers[rule.tail_layer])[:, rule.tail].sum(axis=1)
+    """The usage rows U of a rule in ``layers``: its head all on and >= ``min_hits`` tail hits.
+
+    Args:
+      rule: a ``Rule`` of a ``RuleSet``.
+      layers: layer name -> bool ``(n, d_layer)`` or ``Binarized``, as given to ``mine``
+        (or held-out data binarized at the same thresholds); it must hold the rule's
+        ``head_layer`` and ``tail_layer``.
+
+    Returns:
+      bool ``(n,)``: True on the rows where the rule holds.
+    """
+    head = layer_items(rule.head_layer, layers[rule.head_layer])[:, rule.head].all(axis=1)
+    hits = layer_items(rule.tail_layer, layers[rule.tail_layer])[:, rule.tail].sum(axis=1)
     return head & (hits >= int(rule.min_hits))

@@ -20,6 +20,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxplain.rules import _bits, _checkpoint, _codes, _kernel
+from jaxplain.rules._binarize import layer_items
 from jaxplain.rules._progress import NO_PROGRESS, search_progress
 from jaxplain.rules._ruleset import Rule, RuleSet, _frozen
 
@@ -99,7 +100,9 @@ def mine(layers: Mapping[str, np.ndarray], *, labels=None, devices: Sequence | N
     """Mine rules ``X -> Y`` between layers that best compress binarized activations (MDL).
 
     Args:
-      layers: layer name -> bool ``(n, d_layer)``; rows (samples) aligned across layers.
+      layers: layer name -> bool ``(n, d_layer)``, or -> the ``Binarized`` that ``binarize``
+        returns (its ``items`` are mined), so the ``{site: Binarized}`` of ``activations``
+        can be passed as it is; rows (samples) aligned across layers.
       labels: optional int ``(n,)`` classes; each rule then gets a class histogram of its rows.
       devices: devices to shard the rows over (None: all of ``jax.devices()``).
       checkpoint_dir: save accepted rules with orbax after each acceptance and resume from
@@ -120,6 +123,8 @@ def mine(layers: Mapping[str, np.ndarray], *, labels=None, devices: Sequence | N
       (``complete`` is False then; a ``RuntimeWarning`` is issued for ``time_budget``).
 
     Raises:
+      TypeError: ``layers`` is not a mapping, or a layer is neither a ``Binarized`` nor one
+        array.
       ValueError: fewer than two layers, non-boolean or non-2-D layers, different row counts,
         no rows, unknown options or layer pairs, or pairs with a cycle; a ``checkpoint_dir``
         that cannot be written (checked before the search), holds another search (the
@@ -225,14 +230,14 @@ def _config(options) -> SearchConfig:
 
 def _validate(layers) -> tuple[dict, int]:
     if not isinstance(layers, Mapping):
-        raise TypeError(f"layers must be a mapping name -> bool (n, d) array, got "
-                        f"{type(layers).__name__}")
+        raise TypeError(f"layers must be a mapping name -> bool (n, d) array (or Binarized), "
+                        f"got {type(layers).__name__}")
     if len(layers) < 2:
         raise ValueError(f"rules relate neurons of different layers: mine needs at least two "
                          f"layers, got {len(layers)} ({list(layers)})")
     data = {}
     for name, value in layers.items():
-        array = np.asarray(value)
+        array = layer_items(name, value)
         if array.dtype != np.bool_:
             numeric = np.issubdtype(array.dtype, np.number)
             if numeric and array.size and np.isin(array, (0, 1)).all():

@@ -10,3 +10,8 @@ from jaxplain.subnet._metrics import fidelity as fidelity
 from jaxplain.subnet._metrics import sparsity as sparsity
 from jaxplain.subnet._plot import plot_chain as plot_chain
 from jaxplain.subnet._plot import plot_feature_maps as plot_feature_maps
+
+__all__ = [
+    "Fidelity", "Options", "SubNetwork", "apply", "evaluate", "extract", "fidelity",
+    "plot_chain", "plot_feature_maps", "sparsity",
+]

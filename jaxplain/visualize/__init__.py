@@ -41,3 +41,14 @@ from jaxplain.visualize._transforms import Pad as Pad
 from jaxplain.visualize._transforms import Rotate as Rotate
 from jaxplain.visualize._transforms import Scale as Scale
 from jaxplain.visualize._transforms import standard_transforms as standard_transforms
+
+__all__ = [
+    "L1", "L2", "NMF", "Blur", "CodeSpace", "Fourier", "GaussianPrior", "Jitter", "LogDensity",
+    "NeuronGroups", "Objective", "Pad", "Pixel", "Rendering", "Rotate", "Scale",
+    "SemanticDictionary", "TotalVariation", "blur", "channel", "channel_attribution",
+    "class_logit", "class_probability", "colour_decorrelation", "cosine_direction",
+    "cosine_direction_neuron", "direction", "diversity", "gaussian_prior", "layer",
+    "mean_pairwise_similarity", "neuron", "neuron_groups", "nmf", "render",
+    "semantic_dictionary", "site_attribution", "spatial_attribution", "stack",
+    "standard_transforms",
+]
