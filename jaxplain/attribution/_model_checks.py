@@ -1,6 +1,7 @@
 """What the traced model does that a method's numbers do not see, as warnings: a softmax
 output, products of input-dependent values and raw nonlinearities that no rule takes apart,
-piecewise-constant steps (a cast to int, floor, a binning) whose gradient is 0.
+piecewise-constant steps (a cast to int, floor, a binning) whose gradient is 0, no ReLU for
+the rules that act at ReLUs only.
 
 Each check reads the model's cached program (no extra trace per call) and is called by the
 public method before it runs.
@@ -18,7 +19,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxplain.core._backward import unruled_products
+from jaxplain.core._backward import activation_places, unruled_products
 from jaxplain.core._capture import _user_stacklevel, program_of
 from jaxplain.core._outputs import output_activation
 from jaxplain.core._sites import NORMALIZERS
@@ -66,6 +67,26 @@ def warn_if_products(f: Callable, x: jax.Array, rules: Any, method: str,
         "relevance (a median 52% of the logit missed on the attribution guide's ViT). "
         "conservative_propagation holds the attention weights constant and sums to the logit "
         "on an encoder without biases whose MLPs have ReLU (or no) activations.",
+        UserWarning, stacklevel=3)
+
+
+def warn_if_no_relu(f: Callable, x: jax.Array, rule: Any, method: str) -> None:
+    """A ``UserWarning`` when `f` has no ReLU at which `rule` (guided backprop's, deconvnet's)
+    is asked, so that `method` returns the plain gradient: it names the activations and the
+    elementwise nonlinearities it found instead."""
+    places = activation_places(f, x, rule)
+    if any(op == "relu" for _, op in places):
+        return
+    ops, others = tuple(dict.fromkeys(op for _, op in places)), unruled_nonlinear(f, x)
+    found = [f"the activations {_listed(ops, 4)}"] if ops else []
+    found += [f"the elementwise nonlinearities {_listed(others, 4)}"] if others else []
+    found = " and ".join(found) or "no activation"
+    warnings.warn(
+        f"{method}: the model has no ReLU ({found}), and {method} changes the backward pass "
+        f"at ReLUs only, so it returns the plain gradient. A ReLU is recognised as "
+        "jax.nn.relu, jnp.maximum(h, 0), jnp.clip(h, 0), jnp.where(h > 0, h, 0) or "
+        "h * (h > 0); for other activations use gradient (the same numbers), or deeplift or "
+        "lrp, whose rules take any jax.nn activation.",
         UserWarning, stacklevel=3)
 
 
@@ -136,8 +157,8 @@ def warn_if_unruled_nonlinear(f: Callable, x: jax.Array, method: str, consequenc
         f"{method}: the model applies elementwise nonlinearities that are no jax.nn activation "
         f"({shown}) to values that depend on x; {method}'s rescale rule does not see them and "
         f"passes their plain gradient, so summation-to-delta fails there and {consequence}. "
-        "Write the nonlinearity as a jax.nn function where it is one (jax.nn.relu6 for "
-        "jnp.clip(h, 0, 6), jax.nn.softplus, ...), or use integrated_gradients, whose sum "
+        "Write the nonlinearity as a jax.nn function where it is one (jax.nn.hard_tanh for "
+        "jnp.clip(h, -1, 1), jax.nn.softplus, ...), or use integrated_gradients, whose sum "
         "tends to f(x)_t - f(b)_t as its steps grow.",
         UserWarning, stacklevel=3)
 

@@ -36,8 +36,9 @@ class Rescale:
     elementwise activation ``y = h(z)`` (each ``jax.nn`` activation the kernel keeps as one
     node: relu, relu6, hard_silu, selu, mish, ...; not the mixing softmax and log-softmax) the
     cotangent of the inputs' half becomes ``g * (y - y_ref) / (z - z_ref)`` (where
-    ``|z - z_ref| < eps``: the derivative of ``jax.nn``'s function of that name, at its
-    default parameters); the references get no gradient.
+    ``|z - z_ref| < eps``, its limit ``g * h'(z)``: the plain gradient of the model's own node,
+    with its parameters, a ``leaky_relu``'s slope or an ``elu``'s alpha); the references get
+    no gradient.
     The multipliers are computed in float32 at least (`eps` is 0 in float16) and cast to the
     cotangent's dtype.
 
@@ -51,16 +52,17 @@ class Rescale:
 
     eps: float = 1e-10
 
-    def activation(self, op, x, y, g):
+    def activation(self, op, x, y, g, pullback):
         if op in MIXING:
             return None
         n = x.shape[0] // 2
+        gx = g[:n]
+        plain = pullback(jnp.concatenate([gx, jnp.zeros_like(gx)]))[:n]  # g * h'(z)
         dz = _common.widen(x[:n]) - _common.widen(x[n:])
         dy = _common.widen(y[:n]) - _common.widen(y[n:])
-        slope = jax.jvp(getattr(jax.nn, op), (x[:n],), (jnp.ones_like(x[:n]),))[1]
         small = jnp.abs(dz) < self.eps
-        multiplier = jnp.where(small, _common.widen(slope), dy / jnp.where(small, 1, dz))
-        cotangent = (_common.widen(g[:n]) * multiplier).astype(g.dtype)
+        rescaled = _common.widen(gx) * (dy / jnp.where(small, 1, dz))
+        cotangent = jnp.where(small, _common.widen(plain), rescaled).astype(g.dtype)
         return jnp.concatenate([cotangent, jnp.zeros_like(g[n:])])
 
     def pool(self, op, x, y, g, pullback):
@@ -211,7 +213,10 @@ def guided_backprop(f: Callable, x: Float[Array, "batch *feature"],
     ``GuidedBackprop``).
 
     Args:
-      f: the model, mapping a batch to logits ``(n, classes)``.
+      f: the model, mapping a batch to logits ``(n, classes)``; its ReLUs in any spelling
+        (``jax.nn.relu``, ``jnp.maximum(h, 0)``, ``jnp.clip(h, 0)``, ``h * (h > 0)``, ...).
+        A model with none (only tanh, say) gets a ``UserWarning``: the result is its plain
+        gradient.
       x: the inputs, batch first.
       target: the class to explain per example, shape ``(n,)``, or one int.
 
@@ -231,6 +236,7 @@ def guided_backprop(f: Callable, x: Float[Array, "batch *feature"],
       Convolutional Net. ICLR workshop 2015.
     """
     x, t = _common.check_arguments(f, x, target)
+    _model_checks.warn_if_no_relu(f, x, Guided(), "guided_backprop")
     return rule_gradient(f, x, t, rule=Guided())
 
 
@@ -242,7 +248,8 @@ def deconvnet(f: Callable, x: Float[Array, "batch *feature"],
     (Captum's ``Deconvolution``).
 
     Args:
-      f: the model, mapping a batch to logits ``(n, classes)``.
+      f: the model, mapping a batch to logits ``(n, classes)``; its ReLUs in any spelling,
+        as for :func:`guided_backprop`, and a ``UserWarning`` for a model with none.
       x: the inputs, batch first.
       target: the class to explain per example, shape ``(n,)``, or one int.
 
@@ -261,6 +268,7 @@ def deconvnet(f: Callable, x: Float[Array, "batch *feature"],
       Zeiler, Fergus. Visualizing and Understanding Convolutional Networks. ECCV 2014.
     """
     x, t = _common.check_arguments(f, x, target)
+    _model_checks.warn_if_no_relu(f, x, Deconv(), "deconvnet")
     return rule_gradient(f, x, t, rule=Deconv())
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -362,11 +363,26 @@ def _activation_place(program: Program, node: Node, rule, name: str, env, batch:
         args.insert(pos, v)
         return node.bind(*args)[0]
 
+    with_pullback = _takes_pullback(rule.activation)
+
     def ask(v, y, g, pullback):
-        return _ask(rule, "activation", name, (node.activation, v, y, g), (v,))
+        args = (node.activation, v, y, g) + ((pullback,) if with_pullback else ())
+        return _ask(rule, "activation", name, args, (v,))
 
     ask = _batch_first(ask, batch.get(node.ins[pos]), batch.get(node.outs[0]))
     return [_one_operand_place(forward, ask, env[node.ins[pos]], others)]
+
+
+def _takes_pullback(method: Callable) -> bool:
+    """True when a rule's `method` takes a fifth positional argument (``pullback``) after
+    ``(op, x, y, g)``; one of four (the older form, or ``*args``, which may forward to one) is
+    called without it."""
+    try:
+        parameters = inspect.signature(method).parameters.values()
+    except (TypeError, ValueError):  # no signature to read (a builtin): the four-argument form
+        return False
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return sum(p.kind in positional for p in parameters) >= 5
 
 
 def _normalizer_place(node: Node, rule, name: str, env, batch: dict) -> list:
@@ -458,6 +474,15 @@ def unruled_products(f: Callable, x, rules) -> tuple[str, ...]:
         name for i, name in sorted(site_map.node_names.items())
         if program.nodes[i].prim in PRODUCTS and i not in plan and i not in site_map.groups
         and i not in site_map.pools and program.nodes[i].activation is None))
+
+
+def activation_places(f: Callable, x, rules) -> tuple[tuple[str, str], ...]:
+    """``(site name, op)`` of each activation of `f` (at `x`'s shape) at which `rules` are
+    asked (``op`` is ``"relu"``, ``"tanh"``, ...), in program order."""
+    program, site_map = program_of(f, x, unrolled=True, warn=False)
+    plan = _plan(program, site_map, rules)
+    return tuple((entry[2], program.nodes[i].activation) for i, entry in sorted(plan.items())
+                 if entry[0] == "activation")
 
 
 def _plan(program: Program, site_map: SiteMap, rules) -> dict[int, tuple]:
@@ -561,7 +586,10 @@ def rewrite_backward(f: Callable, rules) -> Callable:
         layers ``LinearRule``). A name or glob that picks no place is a ``ValueError`` with
         close matches. A rule is a hashable instance (a frozen dataclass: equal rules share
         one compiled program) that defines one or more of
-        ``linear(layer: LinearLayer, x, g) -> gx``, ``activation(op, x, y, g) -> gx``,
+        ``linear(layer: LinearLayer, x, g) -> gx``, ``activation(op, x, y, g) -> gx`` or
+        ``activation(op, x, y, g, pullback) -> gx`` (an activation that takes a fifth
+        argument is given the node's own plain-gradient ``pullback``, as ``pool`` is: its
+        derivative with the model's parameters, ``leaky_relu``'s slope, ``elu``'s alpha),
         ``pool(op, x, y, g, pullback) -> gx`` (``op`` is ``"max_pool"``, ``"avg_pool"`` or
         ``"mean"``; ``y`` is the pooled value, after an average's division and the shape ops
         ``vmap`` adds around an Equinox pool;

@@ -171,8 +171,9 @@ _RECTIFIER_EQNS = 4
 
 
 def _rectifier_body(closed) -> str | None:
-    """``"relu"`` or ``"leaky_relu"`` when the one-input body `closed` (a ClosedJaxpr) of a
-    custom derivative computes ``max(x, 0)`` or a where-ReLU (:func:`_where_rectifier`)."""
+    """``"relu"``, ``"leaky_relu"`` or ``"relu6"`` when the one-input body `closed` (a
+    ClosedJaxpr) of a custom derivative computes ``max(x, 0)`` or another spelling of one
+    (:func:`_spelled_rectifier`)."""
     jaxpr = closed.jaxpr
     if _relu_body(jaxpr):
         return "relu"
@@ -188,21 +189,100 @@ def _rectifier_body(closed) -> str | None:
     if node.activation in ("relu", "leaky_relu") and x in node.ins and all(
             r == x or isinstance(r, Lit) for r in node.ins):
         return node.activation
-    found = _where_rectifier(builder.nodes, producer[out], producer)
+    found = _spelled_rectifier(builder.nodes, producer[out], producer, builder.avals)
     return found[0] if found is not None and found[1] == x else None
 
 
-def _zero_chain(nodes, ref, producer) -> list[int] | None:
-    """The nodes that broadcast or cast a literal 0 into `ref` (``[]`` for the literal itself),
-    or None when `ref` is no such zero."""
+def _literal_chain(nodes, ref, producer, value: float = 0.0) -> list[int] | None:
+    """The nodes that broadcast or cast a scalar literal `value` into `ref` (``[]`` for the
+    literal itself; ``jnp.clip(h, 0)`` casts its bound inside its jit), or None when `ref` is
+    no such constant."""
     if isinstance(ref, Lit):
-        return [] if np.ndim(ref.value) == 0 and float(ref.value) == 0.0 else None
+        return [] if np.ndim(ref.value) == 0 and float(ref.value) == value else None
     k = producer.get(ref)
     node = None if k is None else nodes[k]
     if node is None or node.prim not in ("broadcast_in_dim", "convert_element_type") or len(node.ins) != 1:
         return None
-    inner = _zero_chain(nodes, node.ins[0], producer)
+    inner = _literal_chain(nodes, node.ins[0], producer, value)
     return None if inner is None else inner + [k]
+
+
+def _elementwise_of(node: Node, z, avals: dict) -> bool:
+    """True when `node`'s output is a float shaped like the value `z` (an activation of it)."""
+    out = node.eqn.outvars[0].aval
+    return (isinstance(z, int) and jnp.issubdtype(out.dtype, jnp.floating)
+            and tuple(out.shape) == tuple(avals[z].shape))
+
+
+def _max_rectifier(nodes, k: int, producer: dict, avals: dict) -> tuple | None:
+    """``("relu", z, helpers)`` when node `k` is ``max(z, 0)`` with a zero cast or broadcast
+    from a literal (``jnp.clip(z, 0)``, ``jnp.maximum(z, jnp.zeros_like(z))``; a bare literal
+    makes the max a ``relu`` already, see :func:`_activation_of`); the helpers are the zero's
+    casts and broadcasts."""
+    node = nodes[k]
+    if node.prim != "max" or node.activation is not None or len(node.ins) != 2:
+        return None
+    for z, zero in (node.ins, node.ins[::-1]):
+        chain = _literal_chain(nodes, zero, producer)
+        if chain and _literal_chain(nodes, z, producer) is None and _elementwise_of(node, z, avals):
+            return "relu", z, tuple(chain)
+    return None
+
+
+def _masked_rectifier(nodes, k: int, producer: dict, avals: dict) -> tuple | None:
+    """``("relu", z, helpers)`` when node `k` is ``z * (z > 0)``, the mask cast to floats
+    (``>=``, and ``0 < z``, ``0 <= z`` alike); the helpers are the comparison, the cast and the
+    zero's."""
+    node = nodes[k]
+    if node.prim != "mul" or len(node.ins) != 2:
+        return None
+    for z, mask in (node.ins, node.ins[::-1]):
+        c = producer.get(mask) if isinstance(mask, int) else None
+        if c is None or nodes[c].prim != "convert_element_type" or not _elementwise_of(node, z, avals):
+            continue
+        cast = nodes[c].ins[0]
+        compare = nodes[producer[cast]] if isinstance(cast, int) and cast in producer else None
+        if compare is None or compare.prim not in _COMPARES or len(compare.ins) != 2:
+            continue
+        a, b = compare.ins if _COMPARES[compare.prim] > 0 else compare.ins[::-1]
+        zeros = _literal_chain(nodes, b, producer)
+        if a == z and zeros is not None:
+            return "relu", z, tuple(sorted([producer[cast], c, *zeros]))
+    return None
+
+
+def _clipped_rectifier(nodes, k: int, producer: dict, avals: dict) -> tuple | None:
+    """``("relu6", z, helpers)`` when node `k` is ``min(max(z, 0), 6)`` (``jnp.clip(z, 0, 6)``,
+    ``jnp.minimum(jnp.maximum(z, 0), 6)``), the bounds literals, cast or broadcast; the helpers
+    are the max and the bounds'."""
+    node = nodes[k]
+    if node.prim != "min" or len(node.ins) != 2:
+        return None
+    for clipped, six in (node.ins, node.ins[::-1]):
+        chain = _literal_chain(nodes, six, producer, 6.0)
+        m = producer.get(clipped) if isinstance(clipped, int) else None
+        if chain is None or m is None or nodes[m].prim != "max":
+            continue
+        if nodes[m].activation == "relu":  # max(z, literal 0)
+            z, zeros = next(r for r in nodes[m].ins if not isinstance(r, Lit)), ()
+        elif (found := _max_rectifier(nodes, m, producer, avals)) is not None:
+            _, z, zeros = found
+        else:
+            continue
+        if _elementwise_of(node, z, avals):
+            return "relu6", z, tuple(sorted([*zeros, m, *chain]))
+    return None
+
+
+def _spelled_rectifier(nodes, k: int, producer: dict, avals: dict) -> tuple | None:
+    """``(name, z, helper nodes)`` when node `k` ends a ReLU (``"relu"``, ``"leaky_relu"``,
+    ``"relu6"``) spelled with other primitives than a ``jax.nn`` call or a ``max`` with a
+    literal 0: a select (:func:`_where_rectifier`), a max with a cast zero
+    (:func:`_max_rectifier`), a masked product (:func:`_masked_rectifier`), a clip to
+    ``[0, 6]`` (:func:`_clipped_rectifier`). None otherwise."""
+    return (_where_rectifier(nodes, k, producer) or _max_rectifier(nodes, k, producer, avals)
+            or _masked_rectifier(nodes, k, producer, avals)
+            or _clipped_rectifier(nodes, k, producer, avals))
 
 
 def _where_rectifier(nodes, k: int, producer: dict) -> tuple | None:
@@ -218,9 +298,9 @@ def _where_rectifier(nodes, k: int, producer: dict) -> tuple | None:
     if compare.prim not in _COMPARES or len(compare.ins) != 2:
         return None
     a, b = compare.ins
-    if _zero_chain(nodes, b, producer) == []:
+    if _literal_chain(nodes, b, producer) == []:
         z, sign = a, _COMPARES[compare.prim]
-    elif _zero_chain(nodes, a, producer) == []:
+    elif _literal_chain(nodes, a, producer) == []:
         z, sign = b, -_COMPARES[compare.prim]
     else:
         return None
@@ -229,7 +309,7 @@ def _where_rectifier(nodes, k: int, producer: dict) -> tuple | None:
     negative, positive = node.ins[1:] if sign > 0 else node.ins[:0:-1]
     if positive != z:
         return None
-    zeros = _zero_chain(nodes, negative, producer)
+    zeros = _literal_chain(nodes, negative, producer)
     if zeros is not None:
         return "relu", z, tuple(sorted([c, *zeros]))
     m = producer.get(negative)
@@ -256,11 +336,12 @@ def _rectifier_template(name: str, z: int, helpers: list, aval):
 
 
 def _fold_rectifiers(nodes: list, output_ids, avals: dict) -> list:
-    """`nodes` with each where-ReLU (:func:`_where_rectifier`) made one activation node of its
-    `z`, as ``jax.nn.relu`` / ``jax.nn.leaky_relu`` are, and its helpers that nothing else
-    uses dropped."""
+    """`nodes` with each spelled-out ReLU (:func:`_spelled_rectifier`) made one activation node
+    of its `z`, as ``jax.nn.relu`` / ``leaky_relu`` / ``relu6`` are, and its helpers that
+    nothing else uses dropped."""
     producer = {r: k for k, node in enumerate(nodes) for r in node.outs}
-    found = {k: m for k in range(len(nodes)) if (m := _where_rectifier(nodes, k, producer))}
+    found = {k: m for k in range(len(nodes))
+             if (m := _spelled_rectifier(nodes, k, producer, avals))}
     if not found:
         return nodes
     folded = list(nodes)
