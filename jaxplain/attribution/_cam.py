@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from jaxplain.attribution import _common
+from jaxplain.attribution import _common, _model_checks
 from jaxplain.attribution._modified import Guided, rule_gradient
 from jaxplain.attribution._site import (INTERPOLATIONS, _activation, _check_site, _result_dtype,
                                         _site_gradient, _site_name, upsample)
@@ -200,6 +200,7 @@ def guided_grad_cam(f: Callable, x: Float[Array, "batch *feature"],
     if interpolation not in INTERPOLATIONS:
         raise ValueError(f"interpolation must be one of {INTERPOLATIONS}; got {interpolation!r}")
     x, t, channels, site = _cam_arguments(f, x, target, site, True, "guided_grad_cam")
+    _model_checks.warn_if_no_relu(f, x, Guided(), "guided_grad_cam")
     return _guided_grad_cam(f, x, t, site=site, interpolation=interpolation, channels=channels)
 
 

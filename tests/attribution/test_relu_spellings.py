@@ -116,3 +116,24 @@ def test_a_model_without_relu_warns_once_naming_what_it_found(act, found, method
     assert len(said) == 1 and said[0].startswith(f"{method}:") and found in said[0], said
     grad = jax.grad(lambda v: f(v)[jnp.arange(len(T)), T].sum())(jnp.asarray(X))
     np.testing.assert_allclose(out, grad, rtol=1e-5, atol=1e-6)
+
+
+def test_guided_grad_cam_without_relu_warns_once():
+    """guided_grad_cam multiplies guided backprop, which a model without ReLU turns into its
+    plain gradient: it warns as guided_backprop does."""
+    k = jnp.asarray(_RNG.normal(size=(3, 3, 1, 4)).astype(np.float32))
+    head = jnp.asarray(_RNG.normal(size=(4, 3)).astype(np.float32))
+
+    def f(v):
+        h = jnp.tanh(jax.lax.conv_general_dilated(v, k, (1, 1), "SAME",
+                                                  dimension_numbers=("NHWC", "HWIO", "NHWC")))
+        with jax.named_scope("features"):
+            h = h * 1.0
+        return h.mean((1, 2)) @ head
+
+    x = jnp.asarray(_RNG.normal(size=(2, 5, 5, 1)).astype(np.float32))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        A.guided_grad_cam(f, x, 0, site="features")
+    said = [str(w.message) for w in caught if "has no ReLU" in str(w.message)]
+    assert len(said) == 1 and said[0].startswith("guided_grad_cam:"), said
