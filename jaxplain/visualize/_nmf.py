@@ -19,7 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from jaxplain.attribution._common import check_key
 from jaxplain.core import capture
+from jaxplain.visualize._checks import read_one_site
 
 
 @functools.partial(jax.tree_util.register_dataclass,
@@ -66,7 +68,8 @@ def nmf(v: Float[Array, "n d"], rank: int, *, key: Array, steps: int = 500) -> N
         v: ``(n, d)`` non-negative, finite data; anything else is a ValueError, or under
             ``jax.jit`` (where the values are not known) an all-NaN result.
         rank: number of components ``k``.
-        key: PRNG key for the random positive start.
+        key: a JAX PRNG key (``jax.random.key(0)``, not an int seed) for the random positive
+            start.
         steps: number of update rounds (each updates ``h`` then ``w``).
 
     Returns:
@@ -86,6 +89,7 @@ def nmf(v: Float[Array, "n d"], rank: int, *, key: Array, steps: int = 500) -> N
         raise ValueError(f"rank must be an int in [1, min(n, d) = {min(v.shape)}], got {rank!r}")
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
+    check_key(key)
     if not isinstance(v, jax.core.Tracer):
         arr = np.asarray(v)
         if not np.all(np.isfinite(arr)):
@@ -128,10 +132,11 @@ def neuron_groups(f: Callable[[Array], Array], x: Float[Array, "b ..."], *, site
     Args:
         f: the model.
         x: a batch of inputs whose activations are factorized.
-        site: a site with non-negative values (e.g. a post-ReLU activation); other values are
-            a ValueError, or under ``jax.jit`` NaN groups (as :func:`nmf`).
+        site: one site name (a glob must match exactly one site), with non-negative values
+            (e.g. a post-ReLU activation); other values are a ValueError, or under
+            ``jax.jit`` NaN groups (as :func:`nmf`).
         groups: number of groups ``k``.
-        key: PRNG key for the NMF start.
+        key: a JAX PRNG key (``jax.random.key(0)``, not an int seed) for the NMF start.
         steps: NMF update rounds.
 
     Returns:
@@ -144,6 +149,8 @@ def neuron_groups(f: Callable[[Array], Array], x: Float[Array, "b ..."], *, site
     References:
         Olah et al. The building blocks of interpretability. Distill, 2018.
     """
+    check_key(key)
+    site = read_one_site(f, x, site)
     _, acts = capture(f, site)(x)
     value = acts[site]
     c = value.shape[-1]

@@ -14,7 +14,6 @@ names and class-vs-probability choices are static metadata.
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import functools
 from collections.abc import Mapping
 from typing import Any
@@ -22,9 +21,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, ArrayLike, Float
-
-from jaxplain.core._select import unknown_site_error
+from jaxtyping import Array, ArrayLike, Float, Int
 
 Acts = Mapping[str, Array]
 
@@ -312,7 +309,8 @@ class Direction(Objective):
 
 @_pytree
 class Class(Objective):
-    """The class logit (``probability=False``) or softmax probability of class ``index``."""
+    """The class logit (``probability=False``) or softmax probability of class ``index``: one
+    class for every example, or an int array ``(b,)`` of one class per example."""
 
     index: Any
     probability: bool = False
@@ -322,7 +320,13 @@ class Class(Objective):
 
     def __call__(self, acts, logits, x):
         scores = jax.nn.softmax(logits, axis=-1) if self.probability else logits
-        return jnp.sum(scores[:, self.index])
+        index = jnp.asarray(self.index)
+        if index.ndim == 0:
+            return jnp.sum(scores[:, index])
+        if index.shape != scores.shape[:1]:
+            raise ValueError(f"class index of shape {index.shape} for a batch of "
+                             f"{scores.shape[0]}: pass one class, or one per example")
+        return jnp.sum(jnp.take_along_axis(scores, index[:, None], axis=1))
 
 
 @_pytree
@@ -372,36 +376,6 @@ def leaf_values(v) -> list[int] | None:
         return np.asarray(v).reshape(-1).tolist()
     except Exception:
         return None
-
-
-def check_classes(objective: Objective, n_classes: int) -> None:
-    """Raise ValueError when a class term names a class the model does not have.
-
-    JAX clamps an out-of-range index, so without this check class 9 of a 4-class model would
-    silently be class 3.
-    """
-    for t in terms(objective):
-        if isinstance(t, Class):
-            vals = leaf_values(t.index)
-            if vals is not None and any(not 0 <= int(i) < n_classes for i in vals):
-                kind = "class_probability" if t.probability else "class_logit"
-                raise ValueError(f"{kind}: class index out of range, got {vals}; the model has "
-                                 f"{n_classes} classes (0 to {n_classes - 1})")
-
-
-def check_sites(names, known: tuple[str, ...]) -> None:
-    """Raise ValueError for a site an objective reads that is not one of ``known`` (the model's
-    site names): a glob names the sites it matches, any other name the close matches."""
-    for name in names:
-        if name in known:
-            continue
-        hits = fnmatch.filter(known, name)
-        if hits:
-            raise ValueError(
-                f"objective site {name!r} is a pattern, but an objective reads one site by its "
-                f"exact name; it matches {hits}: pass one of them, or sum one objective per "
-                f"site, e.g. sum(layer(s) for s in {hits!r})")
-        raise unknown_site_error(name, known, what="objective site")
 
 
 def _check_site(site: Any) -> str:
@@ -472,14 +446,38 @@ def direction(site: str, vector: Float[ArrayLike, "*site channels"]) -> Directio
     return Direction(_check_site(site), vector)
 
 
-def class_logit(index: int | ArrayLike) -> Class:
-    """Objective: the logit of class ``index``."""
-    return Class(index, probability=False)
+def _class_index(kind: str, index: Any) -> Any:
+    """One class (an int) or one class per example (an int array ``(batch,)``)."""
+    try:
+        given = jnp.asarray(index)
+    except (TypeError, ValueError):
+        given = None
+    if given is None or given.ndim > 1 or not jnp.issubdtype(given.dtype, jnp.integer):
+        raise TypeError(f"{kind}: index must be one class (an int) or one class per example "
+                        f"(an int array of shape (batch,)), got {index!r}")
+    return given if isinstance(index, (list, tuple)) else index
 
 
-def class_probability(index: int | ArrayLike) -> Class:
-    """Objective: the softmax probability of class ``index``."""
-    return Class(index, probability=True)
+def class_logit(index: int | Int[ArrayLike, " batch"]) -> Class:
+    """Objective: the logit of class ``index``.
+
+    Args:
+        index: one class for every example, or an int array ``(batch,)`` of one class per
+            example (as every attribution method's ``target``); in :func:`render` the batch is
+            the ``k`` images rendered per objective (``shape[0]``), so image ``i`` maximizes
+            class ``index[i]``. For the sum of several classes add objectives,
+            ``class_logit(0) + class_logit(2)``.
+
+    Example:
+        >>> a = site_attribution(f, x, class_logit(y), site="block1/relu_1")   # y: (b,) labels
+    """
+    return Class(_class_index("class_logit", index), probability=False)
+
+
+def class_probability(index: int | Int[ArrayLike, " batch"]) -> Class:
+    """Objective: the softmax probability of class ``index`` (one class, or one per example
+    as :func:`class_logit`)."""
+    return Class(_class_index("class_probability", index), probability=True)
 
 
 def diversity(site: str) -> Diversity:

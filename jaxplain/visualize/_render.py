@@ -22,15 +22,14 @@ import numpy as np
 import optax
 from jaxtyping import Array
 
+from jaxplain.attribution._common import check_key
 from jaxplain.core import capture, sites
 from jaxplain.core._adapters import refuse_module
 from jaxplain.core._channels import channels_last_view
 from jaxplain.core._cpu import cpu_friendly
 from jaxplain.core._layout import fast_convolutions
-from jaxplain.visualize._cosine import CosineDirection, CosineDirectionNeuron
-from jaxplain.visualize._objectives import (Channel, Constant, Direction, Diversity, Neuron,
-                                            Objective, check_classes, check_sites, leaf_values,
-                                            stack, terms)
+from jaxplain.visualize._checks import check_objective, check_sites
+from jaxplain.visualize._objectives import Constant, Diversity, Objective, stack, terms
 from jaxplain.visualize._param import Pixel, check_image_shape
 from jaxplain.visualize._transforms import apply_transforms
 
@@ -168,56 +167,18 @@ def _validate(f, objective: Objective, shape: tuple[int, ...], seen: tuple[int, 
     """Check indices, positions and vectors against the sites at the rendered size ``shape``
     (where ``value`` is taken) and at the size ``seen`` after the transforms (every step)."""
     names = objective.sites()
-    parts = list(terms(objective))
-    check_classes(objective, _output_shape(f, shape, dtype)[-1])
-    if any(isinstance(t, Diversity) for t in parts) and shape[0] < 2:
+    if any(isinstance(t, Diversity) for t in terms(objective)) and shape[0] < 2:
         raise ValueError(f"a diversity term needs at least 2 images per objective; shape[0] is "
                          f"{shape[0]} (pass shape=(k, h, w, c) with k >= 2)")
-    if not names:
-        return
     for size in dict.fromkeys((shape, seen)):
         where = "" if seen == shape else f" (on the {size} images {_WHO[size == seen]})"
-        _validate_sites(parts, _site_shapes(f, tuple(names), size, dtype), batched, where)
+        check_objective(objective, logits=_output_shape(f, size, dtype),
+                        shapes=_site_shapes(f, tuple(names), size, dtype) if names else {},
+                        batched=batched, where=where)
 
 
 _WHO = {False: "render returns, where value is taken",
         True: "the model sees after the transforms, at every step"}
-
-
-def _validate_sites(parts, shapes, batched: bool, where: str) -> None:
-    for t in parts:
-        if isinstance(t, (Channel, Neuron)):
-            n = shapes[t.site][-1]
-            vals = leaf_values(t.index)
-            if vals is not None and any(not 0 <= int(i) < n for i in vals):
-                raise ValueError(f"channel index out of range for site {t.site!r} with {n} "
-                                 f"channels: got {vals}")
-        if isinstance(t, (Neuron, CosineDirectionNeuron)) and t.position is not None:
-            spatial = shapes[t.site][1:-1]
-            given = jnp.shape(t.position)  # ([b,] coordinates[, *group]): a group pairs its
-            group = given[1 + batched:]     # positions with the index array elementwise
-            if (len(given) < 1 + batched or given[batched] != len(spatial)
-                    or (group and group != jnp.shape(t.index)[-len(group):])):
-                got = leaf_values(t.position)
-                got = (f"shape {given}" if got is None or batched
-                       else tuple(got) if given else got[0])
-                raise ValueError(
-                    f"neuron position for site {t.site!r} must have {len(spatial)} "
-                    f"coordinate(s), one per spatial axis of the site's shape {shapes[t.site]} "
-                    f"(batch, *spatial, channels){where}; got position {got}"
-                    + (" (a dense site takes position=())" if not spatial else ""))
-            vals = leaf_values(t.position)
-            if vals is not None and spatial:
-                coords = np.moveaxis(np.reshape(vals, given), batched, -1)
-                pos = [tuple(int(c) for c in q) for q in coords.reshape(-1, len(spatial))]
-                if any(not all(0 <= p < s for p, s in zip(q, spatial)) for q in pos):
-                    raise ValueError(f"neuron position out of range for site {t.site!r} with "
-                                     f"spatial shape {spatial}{where}: got {pos}")
-        if isinstance(t, (Direction, CosineDirection, CosineDirectionNeuron)):
-            n = shapes[t.site][-1]
-            if jnp.shape(t.vector)[-1] != n:
-                raise ValueError(f"direction vector for site {t.site!r} must have {n} entries "
-                                 f"(one per channel), got shape {jnp.shape(t.vector)}")
 
 
 def _render_one(objective, param, regularizers, key, learning_rate, *, f, shape, dtype, steps,
@@ -338,7 +299,8 @@ def render(f: Callable[[Array], Array], objective: Objective | Sequence[Objectiv
             CNN does) is run on the NHWC images through its NHWC view; its sites are presented
             channels-last, so ``channel(site, i)`` means filter ``i``.
         objective: an :class:`Objective` or a sequence of them (same structure).
-        key: PRNG key (start point and the transforms' draws).
+        key: a JAX PRNG key (``jax.random.key(0)``, not an int seed): the start point and the
+            transforms' draws.
         shape: the image batch rendered *per objective*, in ``f``'s own layout: ``(k, h, w, c)``,
             or ``(k, c, h, w)`` for a channels-first model; ``k >= 2`` to use a
             :func:`diversity` term. The parameterization, transforms, regularizers and the
@@ -380,6 +342,7 @@ def render(f: Callable[[Array], Array], objective: Objective | Sequence[Objectiv
         Erhan et al. Visualizing higher-layer features of a deep network, 2009.
         Olah, Mordvintsev, Schubert. Feature visualization. Distill, 2017.
     """
+    check_key(key)
     batched = not isinstance(objective, Objective)
     n = None
     if batched:
