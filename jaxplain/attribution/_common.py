@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxplain.core import _keys as keys
 from jaxplain.core._adapters import refuse_module
 from jaxplain.core._affine import AffineStem, affine_stem
 from jaxplain.core._capture import model_error_hint, warn_if_mixes_batch
@@ -55,7 +56,9 @@ def check_function(f: Callable, name: str = "f") -> None:
 
 def check_x(x: Any, *, token_ids: bool = False) -> jax.Array:
     """`x` as a floating-point JAX array with a batch axis (or integer token ids, where
-    `token_ids`), or a clear error."""
+    `token_ids`), or a clear error; a concrete `x` holding NaN is refused
+    (:func:`check_no_nan`), a traced one (an argument of the user's ``jit`` or ``vmap``)
+    cannot be checked."""
     if isinstance(x, dict) or (isinstance(x, (tuple, list))
                                and any(hasattr(v, "shape") for v in x)):
         raise TypeError(
@@ -71,7 +74,40 @@ def check_x(x: Any, *, token_ids: bool = False) -> jax.Array:
         raise not_floating(x)
     if jnp.ndim(x) < 1:
         raise ValueError(f"x must have a batch axis first; got a scalar of shape {jnp.shape(x)}")
-    return x if isinstance(x, jax.Array) else jnp.asarray(x)
+    x = x if isinstance(x, jax.Array) else jnp.asarray(x)
+    check_no_nan(x)
+    return x
+
+
+@jax.jit
+def _sum_is_nan(a: jax.Array) -> jax.Array:
+    return jnp.isnan(a.sum())  # NaN wherever `a` holds one (or +inf and -inf): one fast pass
+
+
+@jax.jit
+def _nan_rows(a: jax.Array) -> jax.Array:
+    return jnp.isnan(a.reshape(a.shape[0], -1)).any(axis=1)
+
+
+def check_no_nan(x: jax.Array, name: str = "x") -> None:
+    """A ValueError naming the examples when a concrete floating `x` ``(batch, ...)`` holds
+    NaN (as the metrics refuse it): the model's outputs there are NaN, and its maps NaN or,
+    through a ReLU's zero gradient, finite and meaningless. The cost is one sum on the device
+    (the examples are looked for only when it is NaN).
+
+    A tracer (`x` an argument of the user's ``jit`` or ``vmap``) cannot be checked and passes;
+    an array closed over by a jitted function is concrete and checked."""
+    if is_traced(x) or not jnp.issubdtype(x.dtype, jnp.floating) or not x.size:
+        return
+    with jax.ensure_compile_time_eval():  # a closed-over array inside the user's jit
+        if not bool(_sum_is_nan(x)):
+            return
+        bad = np.flatnonzero(np.asarray(_nan_rows(x)))
+    if bad.size:
+        shown = bad[:8].tolist() + (["..."] if bad.size > 8 else [])
+        raise ValueError(f"{name} contains NaN (examples {shown} of {x.shape[0]}): the model's "
+                         "outputs there are NaN and no attribution of them means anything. "
+                         "Clean or drop those inputs.")
 
 
 def not_floating(x: Any, why: str = "") -> TypeError:
@@ -92,13 +128,34 @@ def not_floating(x: Any, why: str = "") -> TypeError:
                      f"{why}. {advice}")
 
 
+def evaluation_error(f: Callable, shape: tuple, dtype: Any, err: Exception) -> ValueError:
+    """The error for a model `f` that failed with `err` on an input of `shape` and `dtype`:
+    what failed, with the fix of a known cause (Dropout in training mode; an `x` without its
+    batch axis, where `f` runs on ``x[None]``)."""
+    return ValueError(f"The model could not be evaluated on an input of shape {tuple(shape)} "
+                      f"and dtype {dtype}: {err}{model_error_hint(err)}"
+                      f"{batch_axis_hint(f, shape, dtype)}")
+
+
+def batch_axis_hint(f: Callable, shape: tuple, dtype: Any) -> str:
+    """A hint for an `x` of `shape` that is one example without its batch axis: where `f`
+    maps ``x[None]`` to one row of logits ``(1, classes)``; else ""."""
+    try:
+        out = jax.eval_shape(f, jax.ShapeDtypeStruct((1,) + tuple(shape), dtype))
+    except Exception:  # noqa: BLE001 - f fails there too: no hint
+        return ""
+    if len(getattr(out, "shape", ())) != 2 or out.shape[0] != 1:
+        return ""
+    return (f" (f maps a batch of shape {(1,) + tuple(shape)} to logits {tuple(out.shape)}: x "
+            "looks like one example without its batch axis; pass x[None])")
+
+
 @functools.lru_cache(maxsize=512)
 def _output_shape(f: Callable, shape: tuple, dtype: Any) -> tuple:
     try:
         out = jax.eval_shape(f, jax.ShapeDtypeStruct(shape, dtype))
     except Exception as err:  # noqa: BLE001 - any failure of f at this shape, re-raised with context
-        raise ValueError(f"The model could not be evaluated on an input of shape {shape} and "
-                         f"dtype {dtype}: {err}{model_error_hint(err)}") from err
+        raise evaluation_error(f, shape, dtype, err) from err
     if not hasattr(out, "shape"):
         shapes = jax.tree.map(lambda a: tuple(a.shape), out)
         raise TypeError(f"f must return one array, the logits (batch, classes); got a "
@@ -153,10 +210,11 @@ def check_target(f: Callable, x: jax.Array, target: Any, name: str = "target") -
     :func:`jaxplain.core.mixes_batch`, cached per function and shape."""
     out = output_shape(f, x)
     if len(out) != 2 or out[0] != x.shape[0]:
-        one = (" For one output per example (a regression), explain lambda x: f(x)[:, None] "
-               "with target 0." if out == tuple(x.shape[:1]) else "")
+        why = (". For one output per example (a regression), explain lambda x: f(x)[:, None] "
+               "with target 0." if out == tuple(x.shape[:1]) else
+               f"{batch_axis_hint(f, x.shape, x.dtype)}.")
         raise ValueError(f"f must map a batch of shape {tuple(x.shape)} to logits of shape "
-                         f"({x.shape[0]}, classes); got an output of shape {out}.{one}")
+                         f"({x.shape[0]}, classes); got an output of shape {out}{why}")
     warn_if_mixes_batch(f, x)
     classes = out[1]
     if target is None:
@@ -242,7 +300,17 @@ def check_baseline(baseline: Any, x: jax.Array, name: str = "baseline", *,
     (codes), integer values. `method` names the caller in the recipe for a background."""
     if baseline is None:
         return jnp.zeros_like(x)
-    b = baseline if hasattr(baseline, "shape") else np.asarray(baseline, dtype=np.float32)
+    takes = (f"{name} must be None (zeros), a number, or an array broadcastable to x's shape "
+             f"{tuple(x.shape)}")
+    if isinstance(baseline, str):  # a ValueError, as the metrics' for a spelling they lack
+        raise ValueError(f"{takes}; got the string {baseline!r}. \"zeros\", \"mean\" and "
+                         "\"blur\" are the metrics' spellings: here pass None or 0.0 for zeros, "
+                         "or the array itself (x.mean(axis=(1, 2), keepdims=True): each image's "
+                         "channel means)")
+    try:
+        b = baseline if hasattr(baseline, "shape") else np.asarray(baseline, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise TypeError(f"{takes}; got {type(baseline).__name__} {baseline!r:.80}") from None
     try:
         shape = np.broadcast_shapes(np.shape(b), tuple(x.shape))
     except ValueError:
@@ -288,12 +356,8 @@ def check_baselines(baselines: Any, x: jax.Array, name: str = "baselines") -> ja
 
 
 def check_key(key: Any, name: str = "key") -> jax.Array:
-    if key is None:
-        raise ValueError(f"{name} is required for this randomized method: pass jax.random.key(0) "
-                         "(or any PRNG key)")
-    if not hasattr(key, "dtype"):
-        raise TypeError(f"{name} must be a JAX PRNG key; got {type(key).__name__}")
-    return key
+    """`key` if it is one JAX PRNG key (:func:`jaxplain.core._keys.check_key`)."""
+    return keys.check_key(key, name)
 
 
 def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:

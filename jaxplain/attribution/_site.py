@@ -39,8 +39,10 @@ from jaxplain.core._select import one_site
 
 
 def _activation(f, site, x):
-    (value,) = capture(f, site)(x)[1].values()  # a name, or a glob of one match
-    return value
+    """The value at `x` of the one site `site` picks: its name, or a glob of one match (a
+    glob of several is refused, listing them)."""
+    _, values = capture(f, site)(x)
+    return values[one_site(tuple(values), site)]
 
 
 def _site_name(f, x, site) -> str:
@@ -421,7 +423,8 @@ def site_output(f: Callable, site: str, *, reduce: str | None = None) -> SiteOut
 
     Args:
       f: the model.
-      site: a site name (see :func:`jaxplain.sites`).
+      site: a site name (see :func:`jaxplain.sites`), or a glob of one match (checked when
+        the model is first evaluated: a glob of several sites is refused, listing them).
       reduce: None flattens the site's value, so units are numbered in row-major order of one
         example's shape; ``"mean"`` or ``"sum"`` pools the spatial axes so that the units are
         the channels (the last axis).

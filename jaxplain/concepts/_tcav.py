@@ -22,8 +22,11 @@ from jaxtyping import Array, ArrayLike, Float, Int
 
 from jaxplain.concepts._linear import bucket, check_options, fit_linear, fit_rows
 from jaxplain.concepts._stats import ttest_ind
+from jaxplain.attribution._common import (batch_axis_hint, check_no_nan, check_x,
+                                          evaluation_error)
 from jaxplain.attribution._site import site_gradients
 from jaxplain.core import capture
+from jaxplain.core._adapters import refuse_module
 from jaxplain.core._select import one_site
 
 # Below this held-out accuracy a concept CAV separates the concept from random examples little
@@ -90,7 +93,8 @@ def _site_values(f, x, site):
 
 
 def _check_set(name, x, example_shape, like):
-    """``x`` as a batch of at least 2 examples shaped ``example_shape`` (those of ``like``)."""
+    """``x`` as a batch of at least 2 examples shaped ``example_shape`` (those of ``like``),
+    without NaN where concrete."""
     x = jnp.asarray(x)
     if x.ndim < 2 or x.shape[0] < 2:
         raise ValueError(f"{name} must be a batch of at least 2 examples, got shape {x.shape}")
@@ -99,6 +103,7 @@ def _check_set(name, x, example_shape, like):
                 if x.shape == tuple(example_shape) else "")
         raise ValueError(f"{name} must be a batch of examples shaped like {like}'s, (n, "
                          f"{', '.join(map(str, example_shape))}), got shape {x.shape}{hint}")
+    check_no_nan(x, name)
     return x
 
 
@@ -140,14 +145,24 @@ def _site_gradients(f, x, target, site):
     return site_gradients(f, [site], x, target, [value])[0]
 
 
-def _check_target(f, x, target):
-    x = jnp.asarray(x)
+def _check_inputs(f, x, target):
+    """``x`` as a JAX array (a batch; NaN refused where concrete) that the model ``f`` (not a
+    module) evaluates on, and ``target`` in range of its classes."""
+    refuse_module(f)
+    x = check_x(x, token_ids=True)
     t = np.asarray(target)
     if not np.issubdtype(t.dtype, np.integer):
         raise TypeError(f"target must be an int or int array, got dtype {t.dtype}")
     if t.ndim not in (0, 1) or (t.ndim == 1 and t.shape[0] != x.shape[0]):
         raise ValueError(f"target must be a scalar or shape ({x.shape[0]},), got {t.shape}")
-    n = jax.eval_shape(f, jax.ShapeDtypeStruct(x.shape, x.dtype)).shape[-1]
+    try:
+        out = jax.eval_shape(f, jax.ShapeDtypeStruct(x.shape, x.dtype)).shape
+    except Exception as err:  # noqa: BLE001 - any failure of f on x, re-raised with context
+        raise evaluation_error(f, x.shape, x.dtype, err) from err
+    if len(out) != 2 or out[0] != x.shape[0]:
+        raise ValueError(f"f must map x of shape {x.shape} to logits (batch, classes); got an "
+                         f"output of shape {out}{batch_axis_hint(f, x.shape, x.dtype)}")
+    n = out[1]
     if t.size and (t.min() < 0 or t.max() >= n):
         raise ValueError(f"target out of range for {n} classes: {t}")
     return x
@@ -160,7 +175,7 @@ def directional_derivatives(f: Callable[[Array], Array], x: Float[Array, "b ..."
     Example:
         >>> s = directional_derivatives(f, x, 3, cav=v)
     """
-    x = _check_target(f, x, target)
+    x = _check_inputs(f, x, target)
     g = _site_gradients(f, x, target, cav.site)
     return g.reshape(len(g), -1) @ cav.vector.reshape(-1)
 
@@ -195,6 +210,10 @@ def tcav(f: Callable[[Array], Array], x: Float[Array, "b ..."], target: int | In
     Returns:
         :class:`TCAVResult`.
 
+    Raises:
+        ValueError: a NaN in ``x``, ``concept`` or ``randoms`` (checked where the arrays are
+            concrete, not as arguments of the caller's ``jit``).
+
     Warns:
         RuntimeWarning: (eager calls) when a concept CAV's held-out accuracy is below
             ``LOW_ACCURACY`` (0.75): the concept is hardly linearly separable from that random
@@ -208,7 +227,7 @@ def tcav(f: Callable[[Array], Array], x: Float[Array, "b ..."], target: int | In
         Kim et al. Interpretability beyond feature attribution: quantitative testing with
         concept activation vectors (TCAV). ICML, 2018.
     """
-    x = _check_target(f, x, target)
+    x = _check_inputs(f, x, target)
     if isinstance(randoms, (jax.Array, np.ndarray)) or len(randoms) < 2:
         raise ValueError("randoms must be a sequence of at least 2 random example sets")
     if not 0.0 < alpha < 1.0:

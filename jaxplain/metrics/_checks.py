@@ -8,12 +8,13 @@ the checks evaluate under :func:`jax.ensure_compile_time_eval`. Tracers are not 
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxplain.attribution._common import check_function, output_shape
 
 
 @jax.jit
@@ -116,20 +117,18 @@ def check_target(target: Any, batch: int, classes: int | None = None) -> jax.Arr
 def num_classes(f: Any, x: jax.Array) -> int:
     """The number of logits ``f`` returns, from its abstract evaluation (no FLOPs).
 
-    Cached per ``(f, shape, dtype)`` like ``jit``'s own cache (``f`` is a static argument of
-    every metric anyway), so repeated calls do not trace ``f`` again.
+    ``f`` is checked first as every method checks it
+    (:func:`jaxplain.attribution._common.check_function`: a Flax or Equinox module is refused
+    with the way to wrap it), and a model that fails on ``x`` says so, with ``x[None]`` where
+    ``x`` is one example without its batch axis. Cached per ``(f, shape, dtype)`` like
+    ``jit``'s own cache (``f`` is a static argument of every metric anyway), so repeated calls
+    do not trace ``f`` again.
     """
-    return _num_classes(f, tuple(x.shape), jnp.dtype(x.dtype))
-
-
-@functools.lru_cache(maxsize=256)
-def _num_classes(f: Any, shape: tuple[int, ...], dtype: Any) -> int:
-    out = jax.eval_shape(f, jax.ShapeDtypeStruct(shape, dtype))
-    shape_in = shape
-    if not hasattr(out, "shape") or len(out.shape) != 2 or out.shape[0] != shape[0]:
-        shape = getattr(out, "shape", type(out).__name__)
-        raise ValueError(f"f must map x {shape_in} to logits (batch, classes), got {shape}")
-    return int(out.shape[1])
+    check_function(f)
+    out = output_shape(f, x)
+    if len(out) != 2 or out[0] != x.shape[0]:
+        raise ValueError(f"f must map x {tuple(x.shape)} to logits (batch, classes), got {out}")
+    return int(out[1])
 
 
 def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:

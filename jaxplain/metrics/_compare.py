@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
+from jaxplain.core._keys import check_key
 from jaxplain.metrics import _checks as checks
 from jaxplain.metrics._complexity import complexity, sparseness
 from jaxplain.metrics._faithfulness import deletion, insertion, pixel_perturbation
@@ -143,6 +144,7 @@ def compare(
     """
     x = checks.check_batch(x)
     target = checks.check_target(target, x.shape[0], checks.num_classes(f, x))
+    check_key(key)
     if not isinstance(methods, Mapping) or not methods:
         raise TypeError(f"methods must be a non-empty mapping {{name: method}}, got {methods!r}")
     for name, method in methods.items():
@@ -176,6 +178,7 @@ def random_attribution(key: Array) -> Callable[..., Array]:
         >>> random_attribution(jax.random.key(0))(None, jnp.ones((2, 3)), 0).shape
         (2, 3)
     """
+    check_key(key)
 
     def method(f, x, target):
         seed = jax.lax.bitcast_convert_type(jnp.sum(x).astype(jnp.float32), jnp.uint32)

@@ -96,6 +96,20 @@ def _completeness(f, x, target, attribution, baseline, *, output):
     return attribution.astype(dtype).reshape(x.shape[0], -1).sum(-1) - gap
 
 
+def _completeness_baseline(baseline: Any, x: jax.Array) -> jax.Array:
+    """`baseline` as an array broadcastable to ``x``: only a number or an array mean one point
+    of ``f``'s input (the one the attribution was computed from)."""
+    number = isinstance(baseline, (int, float)) and not isinstance(baseline, bool)
+    if number or hasattr(baseline, "shape"):
+        return P.split_baseline(baseline, x)[1]
+    hint = (" (pass 0.0 for zeros, or the array the attribution method was given)"
+            if baseline is None or isinstance(baseline, str) else "")
+    error = ValueError if isinstance(baseline, str) else TypeError  # a spelling, another type
+    raise error(f"baseline must be a number or an array broadcastable to x {x.shape} for "
+                f"completeness, the input the attribution was computed from; got "
+                f"{baseline!r:.80}{hint}")
+
+
 def completeness(
     f: Callable[[Array], Array],
     x: Float[Array, "batch *shape"],
@@ -138,9 +152,7 @@ def completeness(
     attribution = checks.check_like(attribution, x, "attribution", broadcast=True)
     target = checks.check_target(target, x.shape[0], checks.num_classes(f, x))
     checks.check_choice(output, "output", P.OUTPUTS)
-    _, b = P.split_baseline(baseline, x)
-    if b is None:
-        raise ValueError(f"baseline must be a number or an array for completeness, got {baseline!r}")
+    b = _completeness_baseline(baseline, x)
     return _completeness(f, x, target, attribution, b, output=reading(f, x, output))
 
 

@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
+from jaxplain.attribution._common import evaluation_error
+from jaxplain.core._keys import check_key
 from jaxplain.metrics import _checks as checks
 from jaxplain.metrics import _perturb as P
 from jaxplain.metrics._similarity import spearman, ssim
@@ -73,9 +75,10 @@ def _similarities(a0, a, win_size, channel_axis):
     return spearman(m0, m), spearman(jnp.abs(m0), jnp.abs(m)), image
 
 
-def _check_inputs(x, method):
+def _check_inputs(x, method, key):
     x = checks.check_batch(x)
     checks.check_method(method)
+    check_key(key)
     return x
 
 
@@ -90,8 +93,10 @@ def _check_apply_kwargs(apply_kwargs: Any) -> dict[str, Any]:
 
 
 def _callable(f, x, model: Any = None, apply_kwargs: Mapping[str, Any] | None = None) -> None:
-    """Traces ``f(x)`` once (no FLOPs), adding the fix to a missing-argument error, and to the
-    error of an Equinox `model` that takes the batch itself but was mapped over the examples."""
+    """Traces ``f(x)`` once (no FLOPs), adding the fix to a missing-argument error, to the
+    error of an Equinox `model` that takes the batch itself but was mapped over the examples,
+    and to an `x` without its batch axis
+    (:func:`jaxplain.attribution._common.evaluation_error`)."""
     batch = jax.ShapeDtypeStruct(x.shape, x.dtype)
     try:
         jax.eval_shape(f, batch)
@@ -101,7 +106,7 @@ def _callable(f, x, model: Any = None, apply_kwargs: Mapping[str, Any] | None = 
                             "arguments with apply_kwargs=, e.g. apply_kwargs={'train': False}"
                             ) from e
         _takes_the_batch(e, batch, model, apply_kwargs)
-        raise
+        raise evaluation_error(f, x.shape, x.dtype, e) from e
 
 
 def _takes_the_batch(error: Exception, batch, model: Any, apply_kwargs) -> None:
@@ -281,7 +286,7 @@ def randomization_check(
     References:
         Adebayo et al., "Sanity Checks for Saliency Maps", NeurIPS 2018.
     """
-    x = _check_inputs(x, method)
+    x = _check_inputs(x, method, key)
     checks.check_choice(mode, "mode", MODES)
     apply_kwargs = _check_apply_kwargs(apply_kwargs)
     weights = model_weights(model, variables, apply_kwargs)
@@ -386,7 +391,7 @@ def data_randomization_check(
             "metrics.spearman and metrics.ssim")
     flax_params(variables)
     check_params_only(variables, "variables")
-    x = _check_inputs(x, method)
+    x = _check_inputs(x, method, key)
     apply_kwargs = _check_apply_kwargs(apply_kwargs)
     checks.check_positive_int(epochs, "epochs")
     defaulted = digits is None

@@ -18,6 +18,7 @@ import optax
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from jaxplain.core._cpu import cpu_friendly
+from jaxplain.core._keys import check_key
 from jaxplain.core._layout import fast_convolutions
 from jaxplain.pathways import _checks, _contributions, _gradient, _select
 
@@ -132,6 +133,8 @@ def learned_gates(
         raise ValueError(f"init must be 'ones' or 'uniform'; got {init!r}.")
     if init == "uniform" and key is None:
         raise ValueError("init='uniform' needs key=jax.random.key(...).")
+    if key is not None:
+        check_key(key)
     _checks.check_positive_int(steps, "steps")
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise ValueError(f"retries must be a non-negative int; got {retries!r}.")
@@ -203,6 +206,7 @@ def random_masks(
     sites=None,
 ) -> dict[str, Bool[Array, "batch *site"]]:
     """Random pathway: per example and site, drop ``int((1 - keep) * units)`` random units."""
+    check_key(key)
     _checks.check_function(f)
     x = _checks.check_x(x)
     keep = _checks.check_keep(keep)

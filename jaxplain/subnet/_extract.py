@@ -21,6 +21,7 @@ import numpy as np
 
 import jaxplain as jp
 from jaxplain.core import BatchMixingWarning, mixes_batch
+from jaxplain.core._keys import check_key
 from jaxplain.subnet import _checkpoint, _optimize, _placement, _threshold
 from jaxplain.subnet._types import Options, SubNetwork
 
@@ -214,6 +215,7 @@ def extract(f: Callable, x_region: jax.Array, *, sites, key: jax.Array,
     if not isinstance(progress, bool):
         raise TypeError(f"progress must be True or False, got {progress!r}")
     x = _check_region(x_region)
+    check_key(key)
     n_l1 = len(opts.l1)
     search_bar = f"subnet search ({_count(n_l1, 'L1 weight')})" if progress else None
     tune_bar = f"subnet fine-tune ({_count(n_l1, 'candidate')})" if progress else None
