@@ -23,7 +23,7 @@ from jaxtyping import Array, ArrayLike, Float, Int
 from jaxplain.concepts._linear import bucket, check_options, fit_linear, fit_rows
 from jaxplain.concepts._stats import ttest_ind
 from jaxplain.attribution._common import (batch_axis_hint, check_no_nan, check_x,
-                                          evaluation_error)
+                                          evaluation_error, is_traced)
 from jaxplain.attribution._site import site_gradients
 from jaxplain.core import capture
 from jaxplain.core._adapters import refuse_module
@@ -150,8 +150,9 @@ def _check_inputs(f, x, target):
     module) evaluates on, and ``target`` in range of its classes."""
     refuse_module(f)
     x = check_x(x, token_ids=True)
-    t = np.asarray(target)
-    if not np.issubdtype(t.dtype, np.integer):
+    # a target traced by the caller's jit has a dtype and shape but no values to range-check
+    t = target if is_traced(target) else np.asarray(target)
+    if not jnp.issubdtype(t.dtype, jnp.integer):
         raise TypeError(f"target must be an int or int array, got dtype {t.dtype}")
     if t.ndim not in (0, 1) or (t.ndim == 1 and t.shape[0] != x.shape[0]):
         raise ValueError(f"target must be a scalar or shape ({x.shape[0]},), got {t.shape}")
@@ -163,7 +164,7 @@ def _check_inputs(f, x, target):
         raise ValueError(f"f must map x of shape {x.shape} to logits (batch, classes); got an "
                          f"output of shape {out}{batch_axis_hint(f, x.shape, x.dtype)}")
     n = out[1]
-    if t.size and (t.min() < 0 or t.max() >= n):
+    if not is_traced(t) and t.size and (t.min() < 0 or t.max() >= n):
         raise ValueError(f"target out of range for {n} classes: {t}")
     return x
 

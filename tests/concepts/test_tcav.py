@@ -47,6 +47,19 @@ def test_directional_derivative_matches_the_closed_form():
     np.testing.assert_allclose(s1, -s, rtol=1e-5, atol=1e-6)
 
 
+
+def test_a_target_traced_by_the_callers_jit_gives_the_eager_numbers():
+    """directional_derivatives and tcav_score take a target that is an argument of the
+    caller's jit (its values are range-checked only when concrete): it raised a
+    TracerArrayConversionError."""
+    v = concepts.cav(model, CONCEPT, RANDOMS[0], site="hidden")
+    t = jnp.arange(60) % 2
+    eager = concepts.directional_derivatives(model, X, t, cav=v)
+    traced = jax.jit(lambda x, t: concepts.directional_derivatives(model, x, t, cav=v))(X, t)
+    np.testing.assert_allclose(traced, eager, rtol=1e-6, atol=1e-7)
+    score = jax.jit(lambda x, t: concepts.tcav_score(model, x, t, cav=v))(X, t)
+    np.testing.assert_allclose(score, np.mean(np.asarray(eager) > 0))
+
 # One of the 8 concept CAVs reaches 0.73 held-out accuracy (l2=1e-3 overfits 54 examples).
 @pytest.mark.filterwarnings("ignore:tcav. the concept CAVs against random sets .5.:RuntimeWarning")
 def test_tcav_finds_the_driving_concept_and_not_a_random_one():
