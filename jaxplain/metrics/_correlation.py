@@ -15,6 +15,7 @@ from jaxplain.metrics import _draws as D
 from jaxplain.metrics import _perturb as P
 from jaxplain.metrics._faithfulness import _perturbed_copies
 from jaxplain.metrics._similarity import _pearson
+from jaxplain.core._keys import check_key
 
 
 def subset(key: jax.Array, n: int, size: int) -> jax.Array:
@@ -110,7 +111,7 @@ def faithfulness_correlation(
     """
     x, attribution, target, kind, value, output, batch_size = D.prepare(
         f, x, target, attribution, output, batch_size, baseline)
-    D.check_key(key)
+    check_key(key)
     samples = checks.check_positive_int(samples, "samples", 2)
     given_f, given_x = f, x
     layout = P.layout(f, x)

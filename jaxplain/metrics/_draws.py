@@ -42,15 +42,6 @@ def prepare(f, x, target, attribution, output, batch_size, baseline=0.0):
     return x, attribution, target, kind, value, reading(f, x, output), batch_size
 
 
-def check_key(key: Any) -> Any:
-    """`key` if it is a PRNG key (a typed key or a legacy ``uint32[2]``)."""
-    if not isinstance(key, jax.Array) or not (
-        jnp.issubdtype(key.dtype, jax.dtypes.prng_key) or key.shape == (2,)
-    ):
-        raise TypeError(f"key must be a PRNG key (jax.random.key(0)), got {key!r}")
-    return key
-
-
 def check_scale(value: Any, name: str) -> float:
     """`value` as a float if it is a positive number."""
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:

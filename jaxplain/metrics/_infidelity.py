@@ -13,6 +13,7 @@ from jaxplain.metrics import _checks as checks
 from jaxplain.metrics import _draws as D
 from jaxplain.metrics import _perturb as P
 from jaxplain.metrics._faithfulness import _perturbed_copies, reading
+from jaxplain.core._keys import check_key
 
 
 @functools.partial(
@@ -94,7 +95,7 @@ def infidelity(
     x = checks.check_batch(x)
     attribution = checks.check_like(attribution, x, "attribution")
     target = checks.check_target(target, x.shape[0], checks.num_classes(f, x))
-    D.check_key(key)
+    check_key(key)
     samples = checks.check_positive_int(samples, "samples", 2)
     noise_scale = D.check_scale(noise_scale, "noise_scale")
     checks.check_choice(output, "output", P.OUTPUTS)

@@ -16,6 +16,7 @@ from jaxplain.metrics import _draws as D
 from jaxplain.metrics import _perturb as P
 from jaxplain.metrics._faithfulness import _perturbed_copies
 from jaxplain.metrics._similarity import spearman
+from jaxplain.core._keys import check_key
 
 
 def _steps(steps: Any, n: int) -> int:
@@ -199,7 +200,7 @@ def monotonicity_correlation(
     """
     x, attribution, target, _, _, output, batch_size = D.prepare(
         f, x, target, attribution, output, batch_size)
-    D.check_key(key)
+    check_key(key)
     samples = checks.check_positive_int(samples, "samples", 2)
     noise_scale = D.check_scale(noise_scale, "noise_scale")
     given_f, given_x = f, x

@@ -10,10 +10,10 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from jaxplain.metrics import _checks as checks
-from jaxplain.metrics import _draws as D
 from jaxplain.metrics._randomization import _channel_axis, _check_window, _to_map
 from jaxplain.metrics._robustness import Method
 from jaxplain.metrics._similarity import spearman, ssim
+from jaxplain.core._keys import check_key
 
 SIMILARITIES = ("ssim", "spearman")
 
@@ -89,7 +89,7 @@ def random_logit(
     classes = checks.num_classes(f, x)
     target = checks.check_target(target, x.shape[0], classes)
     checks.check_method(method)
-    D.check_key(key)
+    check_key(key)
     checks.check_choice(similarity, "similarity", SIMILARITIES)
     if classes < 2:
         raise ValueError(f"random_logit needs a model with at least 2 classes, f returns "
