@@ -371,9 +371,10 @@ def pixel_perturbation(
     """
     x = checks.check_batch(x)
     attribution = _broadcast_attribution(attribution, x)
+    classes = checks.num_classes(f, x)  # first: it refuses a module given as f
     if target is None:
         target = jnp.argmax(f(x), axis=-1)
-    target = checks.check_target(target, x.shape[0], checks.num_classes(f, x))
+    target = checks.check_target(target, x.shape[0], classes)
     q = checks.check_fractions(fractions)
     kind, value = P.split_baseline(baseline, x)
     layout = P.layout(f, x)

@@ -48,6 +48,7 @@ METRICS = {
     "insertion": lambda f, x: M.insertion(f, x, T, jnp.ones_like(x), steps=2),
     "pixel_flipping": lambda f, x: M.pixel_flipping(f, x, T, jnp.ones_like(x), steps=2),
     "pixel_perturbation": lambda f, x: M.pixel_perturbation(f, x, jnp.ones_like(x), target=T),
+    "pixel_perturbation, target=None": lambda f, x: M.pixel_perturbation(f, x, jnp.ones_like(x)),
     "infidelity": lambda f, x: M.infidelity(f, x, T, jnp.ones_like(x), key=KEY, samples=2),
     "irof": lambda f, x: M.irof(f, x, T, jnp.ones_like(x), SEGMENTS),
     "monotonicity": lambda f, x: M.monotonicity(f, x, T, jnp.ones_like(x)),
