@@ -1,10 +1,12 @@
 """KernelSHAP and LIME: weighted linear surrogates fitted on feature-group coalitions.
 
-With one feature mask per example, every example is fitted on its own groups: coalitions are
-drawn over the groups it has (an example's k-th group draws the same numbers whatever the
-other examples hold, so a batch gives what each example gives alone), and groups it lacks get 0.
-The fits run in float32 at least (a bfloat16 model's outputs are upcast; ``jnp.linalg.lstsq``
-takes no bfloat16 or float16), and the coefficients come back in `x`'s dtype.
+With one feature mask per example, every example is fitted on its own groups: they are
+renumbered 0..c-1 in each example (:func:`own_groups`), coalitions are drawn over the ``C``
+slots of the example with the most groups (an example's k-th group draws the same numbers
+whatever the other examples hold, so a batch gives what each example gives alone), and the
+slots past an example's own get 0. The fits run in float32 at least (a bfloat16 model's outputs
+are upcast; ``jnp.linalg.lstsq`` takes no bfloat16 or float16), and the coefficients come back
+in `x`'s dtype.
 """
 
 from __future__ import annotations
@@ -23,21 +25,20 @@ from jaxplain.attribution import _common
 EXACT_LIMIT = 14  # groups up to which kernel_shap enumerates every coalition
 
 
-def _present(mask: jax.Array, x: jax.Array, groups: int) -> np.ndarray:
-    """``(n, G)`` the groups each example has for a mask per example; ``(1, G)`` all True for
-    a mask shared by the batch."""
+def own_groups(feature_mask, x: jax.Array) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_common.group_mask` with each example's groups renumbered 0..c-1 in the order of
+    their ids, and the counts ``c`` ``(n,)``, for a mask per example (`x`'s shape); a mask
+    shared by the batch (one example's shape) as there, with counts ``(1,)``: ``[G]``."""
+    mask, groups = _common.group_mask(feature_mask, x)
     if mask.ndim < x.ndim:
-        return np.ones((1, groups), bool)
-    present = np.zeros((x.shape[0], groups), bool)
-    rows = np.arange(x.shape[0])[:, None]
-    present[rows, np.asarray(mask).reshape(x.shape[0], -1)] = True
-    return present
-
-
-def _in_example_order(draws: jax.Array, present: np.ndarray) -> jax.Array:
-    """Per-group draws ``(s, G)`` (column k: an example's k-th group) laid on each example's
-    groups: ``(s, n, G)``; the entries of groups an example lacks are filler, to be masked."""
-    return draws[:, jnp.clip(jnp.cumsum(present, axis=1) - 1, 0)]
+        return mask, np.array([groups])
+    flat = mask.reshape(len(mask), -1)
+    order = np.argsort(flat, axis=1, kind="stable")
+    ids = np.take_along_axis(flat, order, axis=1)
+    first = np.concatenate([np.ones((len(flat), 1), bool), ids[:, 1:] != ids[:, :-1]], axis=1)
+    local = np.empty_like(flat)
+    np.put_along_axis(local, order, np.cumsum(first, axis=1, dtype=np.int32) - 1, axis=1)
+    return local.reshape(mask.shape), first.sum(axis=1)
 
 
 def _uniforms(key, samples: int, groups: int) -> jax.Array:
@@ -47,8 +48,9 @@ def _uniforms(key, samples: int, groups: int) -> jax.Array:
     return jax.vmap(column, out_axes=1)(jnp.arange(groups))
 
 
-def _on(z: jax.Array, mask: jax.Array) -> jax.Array:
-    """Which elements a coalition keeps: `z` ``(G,)`` shared or ``(n, G)`` one per example."""
+def on_groups(z: jax.Array, mask: jax.Array) -> jax.Array:
+    """Per-group values laid on the elements: `z` ``(G,)`` shared by the batch, or ``(n, G)``
+    one row per example, read through `mask` (one example's shape, or `x`'s)."""
     if z.ndim == 2:
         rows = jnp.arange(z.shape[0]).reshape((-1,) + (1,) * (mask.ndim - 1))
         return z[rows, mask]
@@ -57,10 +59,11 @@ def _on(z: jax.Array, mask: jax.Array) -> jax.Array:
 
 def _coalition_values(f, x, target, baseline, mask, coalitions, batch_size):
     """``f_t`` with the groups on in each coalition taken from `x`, the rest from `baseline`;
-    `coalitions` is ``(m, G)`` shared or ``(m, n, G)`` one per example. Returns ``(m, n)``."""
+    `coalitions` is ``(m, G)`` (group k: each example's k-th) or ``(m, n, G)`` one per
+    example. Returns ``(m, n)``."""
 
     def inputs(zs):  # (c, [n,] G) -> (n, c, ...)
-        on = jax.vmap(lambda z: _on(z, mask))(zs)
+        on = jax.vmap(lambda z: on_groups(z, mask))(zs)
         on = on[None] if on.ndim == x.ndim else jnp.moveaxis(on, 0, 1)
         return jnp.where(on, x[:, None], baseline[:, None])
 
@@ -71,13 +74,15 @@ def _lstsq(a, y):
     return jnp.linalg.lstsq(a, y, rcond=None)[0]
 
 
-def _per_example(fit, z, y, *args):
-    """`fit` on coalitions ``(m, G)`` shared by the batch (one solve, ``y`` ``(m, n)``), or
-    vmapped over examples for coalitions ``(m, n, G)``; returns ``(G, n)``."""
-    if z.ndim == 2:
+def _per_example(fit, z, y, *args, each: bool):
+    """`fit` once for a mask shared by the batch (coalitions ``(m, G)``, ``y`` ``(m, n)``), or,
+    for a mask per example (`each`), vmapped over examples: coalitions ``(m, G)`` shared or
+    ``(m, n, G)``, `args` with a leading axis ``n``. Returns ``(G, n)``."""
+    if not each:
         return fit(z, y, *args)
     one = lambda zi, yi, *a: fit(zi, yi[:, None], *a)[:, 0]
-    return jax.vmap(one, in_axes=(1, 1) + (0,) * len(args), out_axes=1)(z, y, *args)
+    axes = (None if z.ndim == 2 else 1, 1) + (0,) * len(args)
+    return jax.vmap(one, in_axes=axes, out_axes=1)(z, y, *args)
 
 
 def _efficient_fit(z, y, v0, v1, weights, free, last):
@@ -92,20 +97,24 @@ def _efficient_fit(z, y, v0, v1, weights, free, last):
                    * (gap - rest.sum(0, keepdims=True)))
 
 
-@functools.partial(jax.jit, static_argnames=("f", "groups", "batch_size"))
-def _kernel_shap(f, x, target, baseline, mask, coalitions, weights, free, last, *, groups,
-                 batch_size):
+@functools.partial(jax.jit, static_argnames=("f", "batch_size"))
+def _kernel_shap(f, x, target, baseline, mask, coalitions, weights, counts, *, batch_size):
     dtype = weights.dtype  # the fit's: float32 at least
     v0 = _common.selected(f, baseline, target).astype(dtype)
     v1 = _common.selected(f, x, target).astype(dtype)
+    groups, each = coalitions.shape[-1], mask.ndim == x.ndim
     if groups == 1:
         phi = (v1 - v0)[None]
     else:
         y = _coalition_values(f, x, target, baseline, mask, coalitions, batch_size).astype(dtype)
-        z = coalitions.astype(dtype)
+        last = counts - 1  # each example's last group takes the remainder
+        free = (jnp.arange(groups)[None] < last[:, None]).astype(dtype)
+        if each:  # weights (m,) shared or (m, n) -> (n, m)
+            w = jnp.broadcast_to(weights.T, (len(x),) + weights.shape[:1])
+        else:
+            free, last, w = free[0], last[0], weights
         fit = lambda z, y, v0, v1, free, last, w: _efficient_fit(z, y, v0, v1, w, free, last)
-        phi = _per_example(fit, z, y, v0, v1, free.astype(dtype), last,
-                           weights if z.ndim == 2 else weights.T)
+        phi = _per_example(fit, coalitions.astype(dtype), y, v0, v1, free, last, w, each=each)
     return _common.spread(phi.astype(_common.result_dtype(x.dtype)), mask, x)
 
 
@@ -122,20 +131,19 @@ def _all_coalitions(groups: int) -> tuple[np.ndarray, np.ndarray]:
     return z, _shapley_kernel(groups, z.sum(axis=1))
 
 
-def _covered(coalitions: jax.Array, present: np.ndarray, dtype) -> tuple:
+def _covered(coalitions: jax.Array, counts: np.ndarray, dtype) -> tuple:
     """Sampled coalitions ``(samples, n, G)``, those of each example whose budget covers all its
     proper coalitions (``2^c - 2 <= samples`` for its `c` groups) replaced by these: then exact,
     as alone. Returns ``(coalitions, weights (samples, n))``: Shapley kernel weights of the
     enumerated (0 past them), 1 for the sampled."""
     samples = coalitions.shape[0]
     z = np.zeros(coalitions.shape, bool)
-    w = np.ones((samples, len(present)))
-    covered = np.zeros(len(present), bool)
-    for i, row in enumerate(present):
-        c = int(row.sum())
+    w = np.ones((samples, len(counts)))
+    covered = np.zeros(len(counts), bool)
+    for i, c in enumerate(counts.tolist()):
         if 1 < c and 2 ** c - 2 <= samples:
             zi, wi = _all_coalitions(c)
-            z[:len(zi), i][:, row] = zi
+            z[:len(zi), i, :c] = zi
             w[:, i] = np.pad(wi, (0, samples - len(zi)))
             covered[i] = True
     return (jnp.where(covered[None, :, None], z, coalitions), jnp.asarray(w, dtype))
@@ -156,17 +164,18 @@ def _draw_coalitions(key, cdf, present, *, samples):
     k_size, k_member = jax.random.split(key)
     r = jax.random.uniform(k_size, (samples, 1, 1), jnp.float32)
     size = 1 + jnp.sum(r >= cdf[None, :, :-1], axis=-1)  # (samples, n)
-    u = jnp.where(present[None], _in_example_order(_uniforms(k_member, samples, present.shape[1]),
-                                             present), 2.0)
+    u = jnp.where(present[None], _uniforms(k_member, samples, present.shape[1])[:, None], 2.0)
     rank = jnp.argsort(jnp.argsort(u, axis=-1), axis=-1)
     return rank < size[..., None]
 
 
-def _sampled_coalitions(key, present: np.ndarray, samples: int) -> jax.Array:
-    """``(samples, n, G)`` coalitions per example (``n`` = 1 for a shared mask): a size drawn
-    by Shapley kernel weight, then that many of the example's groups, uniformly."""
-    cdf = _size_cdf(present.sum(axis=1), present.shape[1]).astype(np.float32)
-    return _draw_coalitions(key, cdf, present, samples=samples)
+def _sampled_coalitions(key, counts: np.ndarray, samples: int) -> jax.Array:
+    """``(samples, n, G)`` coalitions per example with `counts` ``(n,)`` groups each (``n`` = 1
+    for a shared mask; ``G`` the most): a size drawn by Shapley kernel weight, then that many of
+    the example's groups, uniformly."""
+    groups = int(counts.max())
+    cdf = _size_cdf(counts, groups).astype(np.float32)
+    return _draw_coalitions(key, cdf, np.arange(groups) < counts[:, None], samples=samples)
 
 
 def kernel_shap(f: Callable, x: Float[Array, "batch *feature"] | Int[Array, "batch *feature"],
@@ -190,8 +199,10 @@ def kernel_shap(f: Callable, x: Float[Array, "batch *feature"] | Int[Array, "bat
         that many coalitions from the Shapley kernel (sizes by kernel weight, then uniform
         members) and fits them with equal weights. At least G (fewer leave the fit
         underdetermined: a ValueError); from ``2^G - 2`` on, every coalition is enumerated
-        instead, as for None (exact, whatever `key`; with a mask per example, G counts the
-        example's own groups).
+        instead, as for None (exact, whatever `key`). With a mask per example, G is the most
+        groups any example has (the model is evaluated ``2^G - 2`` times, or `samples` times,
+        each over the batch), and an example whose own ``2^c - 2`` coalitions fit in
+        `samples` is enumerated: exact, as alone.
       baseline: the value of an absent feature: a scalar or an array broadcastable to `x`
         (whole numbers for integer `x`), one per example or one for all. For a background of
         ``m`` reference inputs, average over it:
@@ -199,8 +210,9 @@ def kernel_shap(f: Callable, x: Float[Array, "batch *feature"] | Int[Array, "bat
         (interventional SHAP: the attributions sum to ``f(x)_t - mean_b f(b)_t``; the same
         recipe serves every method that takes a `baseline`).
       feature_mask: integer group ids with one example's shape (or broadcastable to it), shared
-        by the batch, or one mask per example with `x`'s number of axes (a group an example
-        lacks gets 0); None: every element is its own group.
+        by the batch, or one mask per example with `x`'s number of axes (each example is
+        fitted on the groups it has; a row gets what the example gets alone); None: every
+        element is its own group.
       batch_size: the number of coalitions evaluated at once (None: all at once on GPU/TPU, on CPU
         as many as keep a pass in cache).
 
@@ -220,41 +232,33 @@ def kernel_shap(f: Callable, x: Float[Array, "batch *feature"] | Int[Array, "bat
     """
     x, t = _common.check_evaluating_arguments(f, x, target)
     b = _common.check_baseline(baseline, x, method="kernel_shap")
-    mask, groups = _common.group_mask(feature_mask, x)
-    present = _present(mask, x, groups)
+    mask, counts = own_groups(feature_mask, x)
+    groups, each = int(counts.max()), mask.ndim == x.ndim  # the most of any example
+    most = " (the most of any example)" if each else ""
     if samples is not None:
         key = _common.check_key(key)
         samples = _common.check_positive_int(samples, "samples")
         if samples < groups:
             raise ValueError(
-                f"kernel_shap with samples={samples} fits {groups} feature groups: the fit is "
-                f"underdetermined below samples={groups} (one coalition per group). Pass samples "
-                f">= {groups}, several times more for a stable estimate (2^G - 2 or more "
+                f"kernel_shap with samples={samples} fits {groups} feature groups{most}: the fit "
+                f"is underdetermined below samples={groups} (one coalition per group). Pass "
+                f"samples >= {groups}, several times more for a stable estimate (2^G - 2 or more "
                 "enumerates every coalition: exact), or samples=None to enumerate.")
+    wide = _common.wide(x.dtype)
     if samples is None or samples >= 2 ** groups - 2:  # the budget covers every coalition
         if samples is None and groups > EXACT_LIMIT:
-            across = (" (ids are counted over the whole mask: reuse 0..k-1 in every "
-                      "example)" if len(present) > 1 else "")
             raise ValueError(f"kernel_shap enumerates all coalitions when samples is None, which "
-                             f"needs at most {EXACT_LIMIT} feature groups; got {groups}{across}. "
+                             f"needs at most {EXACT_LIMIT} feature groups; got {groups}{most}. "
                              "Pass a coarser feature_mask, or samples=... and key=...")
+        # an example with fewer groups sees the rest as null players: its values stay exact
         z, w = _all_coalitions(groups) if groups > 1 else (np.zeros((1, 1), bool), np.ones(1))
-        coalitions, weights = jnp.asarray(z), jnp.asarray(w, _common.wide(x.dtype))
-        if len(present) > 1:  # each example fitted apart, on the groups it has
-            coalitions = jnp.broadcast_to(coalitions[:, None], (len(z),) + present.shape)
-            weights = jnp.broadcast_to(weights[:, None], (len(z), len(present)))
-    elif len(present) == 1:
-        coalitions = _sampled_coalitions(key, present, samples)[:, 0]
-        weights = jnp.ones((samples,), _common.wide(x.dtype))
+        coalitions, weights = jnp.asarray(z), jnp.asarray(w, wide)
+    elif not each:
+        coalitions = _sampled_coalitions(key, counts, samples)[:, 0]
+        weights = jnp.ones((samples,), wide)
     else:  # an example whose budget covers its coalitions enumerates them, as alone
-        coalitions, weights = _covered(_sampled_coalitions(key, present, samples), present,
-                                       _common.wide(x.dtype))
-    last = groups - 1 - np.argmax(present[:, ::-1], axis=1)  # each example's last group
-    free = present & (np.arange(groups) != last[:, None])
-    if len(present) == 1:
-        free, last = free[0], last[0]
-    return _kernel_shap(f, x, t, b, mask, coalitions, weights, jnp.asarray(free),
-                        jnp.asarray(last, jnp.int32), groups=groups,
+        coalitions, weights = _covered(_sampled_coalitions(key, counts, samples), counts, wide)
+    return _kernel_shap(f, x, t, b, mask, coalitions, weights, jnp.asarray(counts, jnp.int32),
                         batch_size=_common.check_batch_size(batch_size))
 
 
@@ -277,14 +281,14 @@ def _lime(f, x, target, baseline, mask, key, present, kernel_width, ridge, *, sa
           batch_size):
     dtype = ridge.dtype  # the fit's: float32 at least
     draws = _uniforms(key, samples, present.shape[1]).at[0].set(0.0)  # the input itself first
-    if present.shape[0] == 1:
-        z, count = draws < 0.5, present.sum().astype(dtype)
-    else:
-        z = (_in_example_order(draws, present) < 0.5) & present[None]  # (samples, n, G)
-        count = present.sum(axis=1).astype(dtype)
+    z = draws < 0.5  # (samples, G): group k is each example's k-th
     y = _coalition_values(f, x, target, baseline, mask, z, batch_size).astype(dtype)
-    fit = lambda z, y, count: _lime_fit(z, y, count, kernel_width, ridge)
-    coef = _per_example(fit, z.astype(dtype), y, count)
+    on = present.astype(dtype)  # (1 or n, G): the groups each example has
+
+    def fit(z, y, on, count):  # on: (1, G) shared, or (G,) of one example
+        return _lime_fit(z * jnp.reshape(on, (1, -1)), y, count, kernel_width, ridge)
+
+    coef = _per_example(fit, z.astype(dtype), y, on, on.sum(axis=1), each=mask.ndim == x.ndim)
     coef = jnp.where(present.T, coef, 0.0)
     return _common.spread(coef.astype(_common.result_dtype(x.dtype)), mask, x)
 
@@ -310,8 +314,8 @@ def lime(f: Callable, x: Float[Array, "batch *feature"] | Int[Array, "batch *fea
         (whole numbers for integer `x`); for a background of reference inputs, see
         :func:`kernel_shap`.
       feature_mask: integer group ids with one example's shape (or broadcastable to it), shared
-        by the batch (superpixels), or one mask per example with `x`'s number of axes;
-        None: every element is its own group.
+        by the batch (superpixels), or one mask per example with `x`'s number of axes (each
+        example is fitted on the groups it has, as alone); None: every element is its own group.
       kernel_width: the width of the exponential kernel, on distances in coalition space
         (``lime_image`` weights by ``sqrt(exp(-d^2 / 0.25^2))``: ``kernel_width=0.25·√2``).
       ridge: the L2 penalty on the coefficients (not the intercept).
@@ -336,11 +340,11 @@ def lime(f: Callable, x: Float[Array, "batch *feature"] | Int[Array, "batch *fea
     x, t = _common.check_evaluating_arguments(f, x, target)
     key = _common.check_key(key)
     b = _common.check_baseline(baseline, x, method="lime")
-    mask, groups = _common.group_mask(feature_mask, x)
+    mask, counts = own_groups(feature_mask, x)
     for name, value in (("kernel_width", kernel_width), ("ridge", ridge)):
         if not _common.is_traced(value) and (jnp.ndim(value) != 0 or not float(value) >= 0):
             raise ValueError(f"{name} must be a float >= 0; got {value!r}")
-    return _lime(f, x, t, b, mask, key, jnp.asarray(_present(mask, x, groups)),
+    return _lime(f, x, t, b, mask, key, jnp.asarray(np.arange(counts.max()) < counts[:, None]),
                  jnp.asarray(kernel_width, _common.wide(x.dtype)),
                  jnp.asarray(ridge, _common.wide(x.dtype)),
                  samples=_common.check_positive_int(samples, "samples", 2),

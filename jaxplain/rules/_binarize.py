@@ -59,7 +59,9 @@ def _thresholded(acts: np.ndarray, threshold, q) -> tuple[np.ndarray, np.ndarray
     A quantile that ties with its column's maximum (the column reaches its top value in more
     than ``1 - q`` of the rows, as saturating or quantized activations do) would switch the
     item off everywhere; its threshold is the next lower value of the column instead, so the
-    item is on where the column is at its maximum."""
+    item is on where the column is at its maximum. A quantile threshold that then equals the
+    value of exactly one row moves halfway to the column's next larger value (see
+    :func:`_off_the_rows`)."""
     acts = acts.astype(np.float64)
     if q is not None:
         if not 0.0 <= q <= 1.0:
@@ -71,6 +73,7 @@ def _thresholded(acts: np.ndarray, threshold, q) -> tuple[np.ndarray, np.ndarray
             column = acts[:, tied]
             below = np.where(column < top[tied], column, -np.inf).max(axis=0)
             thresholds[tied] = np.where(below > -np.inf, below, thresholds[tied])  # constant
+        thresholds = _off_the_rows(acts, thresholds)
     else:
         threshold = 0.0 if threshold is None else threshold
         try:
@@ -79,6 +82,17 @@ def _thresholded(acts: np.ndarray, threshold, q) -> tuple[np.ndarray, np.ndarray
             raise ValueError(f"threshold must be a scalar or one value per item ({acts.shape[1]}"
                              f" items), got shape {np.shape(threshold)}") from None
     return acts > thresholds, thresholds
+
+
+def _off_the_rows(acts: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Thresholds ``(d,)`` of ``(n, d)`` `acts`, each that equals the value of exactly one row
+    (a quantile on an order statistic: ``q (n - 1)`` whole) moved to the midpoint of that value
+    and the column's next larger one. The items on `acts` are the same, but that row's item no
+    longer flips when its activation is recomputed a last bit higher (another batch size). A
+    value several rows share (ReLU's 0, a saturated maximum) is reproduced exactly: it stays."""
+    above = np.where(acts > thresholds, acts, np.inf).min(axis=0)
+    move = ((acts == thresholds).sum(axis=0) == 1) & np.isfinite(above)
+    return np.where(move, thresholds + (above - thresholds) / 2, thresholds)
 
 
 def _warn_constant(items: np.ndarray, values: np.ndarray, name) -> None:
@@ -119,8 +133,12 @@ def binarize(acts, *, threshold=None, quantile=None, conv_mode="filter", pool="m
       samples). When that quantile ties with the filter's maximum (it reaches its top value
       in more than 10% of the samples: saturating or quantized activations), ``>`` would
       switch it off everywhere, so its threshold is the next lower value it takes instead:
-      it is on where it reaches its maximum (in more than 10% of the samples). The same
-      holds for every quantile threshold, dense ``quantile=`` too.
+      it is on where it reaches its maximum (in more than 10% of the samples). A quantile
+      threshold that equals the value of exactly one sample (``np.quantile`` gives the k-th
+      smallest value itself when ``q (n - 1)`` is a whole number k) is the midpoint of that
+      value and the next larger one instead: the same items, but a recomputation a last bit
+      off (another ``batch_size``) does not flip that sample; a value several samples share
+      (ReLU's 0) stays. Both hold for every quantile threshold, dense ``quantile=`` too.
     - ``conv_mode="locality"``: one item per (position, filter), thresholded the same way per
       item, so rules can show where a filter is expected to fire; items are ordered as the
       flattened ``(*positions, c)`` map (``(length, c)`` or ``(h, w, c)``).
