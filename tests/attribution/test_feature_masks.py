@@ -87,10 +87,3 @@ def test_a_concrete_mask_with_a_batch_axis_works_under_jit(method, kw):
     eager = method(f, X, 1, feature_mask=mask, **kw)
     np.testing.assert_allclose(jax.jit(lambda x: method(f, x, 1, feature_mask=mask, **kw))(X), eager,
                                rtol=1e-6, atol=1e-6)
-
-
-def test_exact_kernel_shap_says_ids_count_over_the_whole_mask():
-    x = jnp.ones((2, 8))
-    mask = np.stack([np.arange(8), np.arange(8) + 8])  # 8 groups each, 16 ids in all
-    with pytest.raises(ValueError, match="got 16 .ids are counted over the whole mask"):
-        A.kernel_shap(lambda x: x @ jnp.ones((8, 1)), x, 0, feature_mask=mask)
