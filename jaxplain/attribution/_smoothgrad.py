@@ -10,7 +10,10 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from jaxplain.attribution import _common, _model_checks
-from jaxplain.attribution._gradient import gradient
+from jaxplain.attribution._gradient import gradient, gradient_x_input
+from jaxplain.attribution._integrated import integrated_gradients
+from jaxplain.attribution._lrp import lrp
+from jaxplain.attribution._modified import deconvnet, deeplift, guided_backprop
 from jaxplain.attribution._perturbation import feature_ablation, occlusion
 from jaxplain.attribution._shapley import shapley_sampling
 from jaxplain.attribution._surrogate import kernel_shap, lime
@@ -18,6 +21,11 @@ from jaxplain.attribution._surrogate import kernel_shap, lime
 KINDS = ("smoothgrad", "smoothgrad_sq", "vargrad")
 # the methods that only evaluate f (no gradient: nothing to warn about at f's steps)
 _EVALUATING = (feature_ablation, occlusion, shapley_sampling, kernel_shap, lime)
+# the methods whose map of a row depends on that row alone (no draws by row position), so
+# that the noisy copies can be folded into one batch; any other method (a keyed one such as
+# gradient_shap, a partial, the user's own) is vmapped over the samples
+_ROW_WISE = (gradient, gradient_x_input, integrated_gradients, guided_backprop, deconvnet,
+             deeplift, lrp, occlusion, feature_ablation)
 
 
 @functools.partial(jax.jit, static_argnames=("f", "samples", "kind", "method", "options",
@@ -40,7 +48,7 @@ def _smoothgrad(f, x, target, key, stdev, *, samples, kind, method, options, bat
     # negative in float32); clamped at 0 against the rounding that remains.
     shift = attribute(keys[0]) if kind == "vargrad" else 0.0
     n, c = x.shape[0], min(batch_size or samples, samples)
-    if _common.takes_batch(f, x, n * c):
+    if method in _ROW_WISE and _common.takes_batch(f, x, n * c):
         # each chunk's noisy copies folded behind their example into one batch of n * c, so a
         # batch split over devices stays split (vmapping the method over the keys would merge
         # the samples in front of the batch)
@@ -55,7 +63,8 @@ def _smoothgrad(f, x, target, key, stdev, *, samples, kind, method, options, bat
             return _common.sum_second(a), _common.sum_second(a * a)
 
         first, second = _common.chunked_reduce(chunk, keys, batch_size)
-    else:  # a model tied to x's batch: the method vmapped over the samples
+    else:  # each noisy copy of example i explained at row i of an x-shaped batch, as x is
+        # (a keyed method draws by row position), and a model tied to x's batch gets its size
         def sample(k):
             a = attribute(k) - shift
             return a, a * a
@@ -109,11 +118,16 @@ def smoothgrad(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array
       stdev: the noise standard deviation as a fraction of each example's value range.
       kind: ``"smoothgrad"``, ``"smoothgrad_sq"`` or ``"vargrad"``.
       method: any attribution method ``method(f, x, target, **method_options)`` (default
-        :func:`gradient`); e.g. ``integrated_gradients`` gives noise-averaged IG.
+        :func:`gradient`); e.g. ``integrated_gradients`` gives noise-averaged IG. Each noisy
+        copy is explained as a batch shaped like `x` (the method vmapped over the samples), so
+        a keyed method such as ``functools.partial(gradient_shap, key=k, ...)`` explains
+        example ``i`` at row ``i``, whatever `batch_size`; the methods that explain each row on
+        their own (the gradient family, IG, DeepLIFT, LRP, occlusion, feature ablation) have
+        the copies folded into one batch instead, which keeps a sharded batch split.
       method_options: keyword options of `method`; values must be hashable (ints, strings,
         floats, tuples), as they are static arguments of the compiled function.
       batch_size: the number of noisy copies evaluated at once (None: all at once on GPU/TPU, on CPU
-        as many as keep a pass in cache).
+        as many as keep a pass in cache); it bounds memory and does not change the result.
 
     Returns:
       An array shaped like `x`.

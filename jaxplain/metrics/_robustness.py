@@ -1,14 +1,17 @@
 """Robustness of explanations: max-sensitivity, continuity and the local Lipschitz estimate.
 
-Each metric evaluates the explanation method on ``samples`` perturbed copies of the batch, as
-one flat batch per call of the method (``batch_size`` samples per call), and reduces per
-example. The perturbations of example ``i`` are drawn from its own key ``jax.random.fold_in(key,
-i)`` as a ``(samples, *x.shape[1:])`` array (:func:`draw_noise`):
+Each metric evaluates the explanation method on ``samples`` perturbed copies of the batch,
+each copy an ``x``-shaped batch (the method vmapped over the copies, ``batch_size`` copies per
+call), and reduces per example. The perturbations of example ``i`` are drawn from its own key
+``jax.random.fold_in(key, i)`` as a ``(samples, *x.shape[1:])`` array (:func:`draw_noise`):
 ``jax.random.uniform(k, shape, minval=-radius, maxval=radius)`` for max-sensitivity and
 ``stdev * jax.random.normal(k, shape)`` for continuity and the Lipschitz estimate. So an
 example's score depends on the key and its place in the batch, not on the other examples or
 the batch size (``x[:k]`` scores as the first ``k`` rows of ``x``), and a reference
-implementation can regenerate exactly the same inputs.
+implementation can regenerate exactly the same inputs. As every copy of example ``i`` is
+explained at row ``i`` of a batch shaped like ``x``, a keyed random method (SmoothGrad,
+GradientSHAP: noise drawn by row position) gives each copy the same randomness as ``x`` itself,
+so the score measures the method's sensitivity to the input, not its Monte Carlo noise.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from jaxplain.attribution._common import check_batch_of
 from jaxplain.metrics import _checks as checks
 
 Method = Callable[[Callable[[Array], Array], Array, Array], Array]
@@ -39,7 +41,7 @@ def _score(a0, chunks, eps, *, order, relative):
     """``max_s ||a_s − a0||_order / (||a0||₂ if relative else ||eps_s||₂)`` per example."""
     wide = jnp.promote_types(a0.dtype, jnp.float32)
     a0 = a0.astype(wide)
-    a = jnp.concatenate([c.reshape((-1,) + a0.shape) for c in chunks]).astype(wide)
+    a = jnp.concatenate(chunks).astype(wide)                           # (samples, *x.shape)
     num = _norm(a - a0[None], order)
     den = _norm(a0[None], 2) if relative else _norm(eps, 2)
     return _ratio(num, den).max(axis=0)
@@ -60,36 +62,46 @@ def draw_noise(key, scale, example: jax.Array, samples: int, kind: str) -> jax.A
 
 
 @functools.partial(jax.jit, static_argnames=("samples", "noise_kind", "chunk"))
-def _inputs(key, scale, x, target, *, samples, noise_kind, chunk):
+def _inputs(key, scale, x, *, samples, noise_kind, chunk):
+    """The draws ``(samples, *x.shape)`` and the noisy copies, ``chunk`` at a time."""
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(x.shape[0]))
     draw = lambda k, xi: draw_noise(k, scale, xi, samples, noise_kind)  # noqa: E731
     eps = jax.vmap(draw, out_axes=1)(keys, x)                          # (samples, *x.shape)
     xs = (x[None] + eps).astype(x.dtype)
-    chunks = tuple(
-        (xs[s : s + chunk].reshape((-1,) + x.shape[1:]),
-         jnp.tile(target, min(chunk, samples - s)))
-        for s in range(0, samples, chunk)
-    )
-    return eps, chunks
+    return eps, tuple(xs[s : s + chunk] for s in range(0, samples, chunk))
 
 
 def _sensitivity(f, method, x, target, key, scale, *, samples, noise, batch_size, order,
                  relative):
     """Explain the perturbed copies and reduce.
 
-    The copies are explained as flat batches of ``batch_size x batch`` inputs per call of
-    ``method`` (so the method's own compiled function is reused: compiling it again under a
-    ``vmap`` costs several times more); the noise, the chunks and the reduction are each one
-    compiled call.
+    ``method`` is vmapped over the copies, ``batch_size`` of them per call (:func:`_explain`):
+    each call of ``method`` (and of ``f``) gets an ``x``-shaped batch, so example ``i``'s copies
+    sit at row ``i`` as in the unperturbed call, and a model that closes over arrays with
+    ``x``'s batch axis works as it does for the method itself. The noise and the reduction are
+    each one compiled call.
     """
     chunk = samples if batch_size is None else min(batch_size, samples)
-    check_batch_of(f, x, chunk * x.shape[0], f"each example's noisy copies, {chunk} at a time",
-                   instead="pass batch_size=1 (one noisy copy of each example per call of the "
-                   "method: batches of x's size, for a method that evaluates f on x's batch)")
-    eps, chunks = _inputs(key, scale, x, target, samples=samples, noise_kind=noise, chunk=chunk)
+    eps, chunks = _inputs(key, scale, x, samples=samples, noise_kind=noise, chunk=chunk)
     a0 = method(f, x, target)
-    out = tuple(method(f, xc, tc) for xc, tc in chunks)
+    out = tuple(_explain(f, method, xc, target) for xc in chunks)
     return _score(a0, out, eps, order=order, relative=relative)
+
+
+def _explain(f, method, copies, target):
+    """``(c, *x.shape)``: ``method`` on each copy ``copies[s]``, an ``x``-shaped batch; vmapped
+    over the copies, or called as it is on a single copy (so that ``batch_size=1`` also runs a
+    method that JAX cannot trace, one written in NumPy)."""
+    if copies.shape[0] == 1:
+        return jnp.asarray(method(f, copies[0], target))[None]
+    try:
+        return jax.vmap(lambda xs: method(f, xs, target))(copies)
+    except jax.errors.JAXTypeError as err:  # x itself was explained: vmap is what failed
+        raise TypeError(
+            f"method is vmapped over the noisy copies of the batch ({copies.shape[0]} at a "
+            f"time) and could not be traced ({type(err).__name__}: a method in NumPy, or one "
+            "that reads the values of x). Pass batch_size=1 to call it on one copy, a batch "
+            "shaped like x, at a time.") from err
 
 
 def _prepare(f, x, target, method, key, scale, scale_name, samples, batch_size):
@@ -131,8 +143,9 @@ def max_sensitivity(
             so its score does not depend on the other examples.
         radius: Half-width of the uniform noise.
         samples: Number of perturbations.
-        batch_size: Perturbations explained at once (``None``: all at once on GPU/TPU, on CPU as
-          many as keep a pass in cache).
+        batch_size: Perturbed copies of the batch explained per call of the vmapped method
+            (``None``: all at once); it bounds memory and does not change the scores. ``1``
+            calls the method as it is, one copy at a time (for a method JAX cannot trace).
 
     Returns:
         ``(batch,)`` max-sensitivity per example.
