@@ -34,8 +34,6 @@ def test_the_closure_works_where_f_sees_x_s_batch():
     lambda: A.deeplift(closure, X, 0),
     lambda: A.deeplift_shap(closure, X, 0, baselines=jnp.zeros((3, 4))),
     lambda: metrics.deletion(closure, X, 0, X, output="logit"),
-    lambda: metrics.max_sensitivity(closure, X, 0, A.gradient, key=jax.random.key(0)),
-    lambda: metrics.continuity(closure, X, 0, A.gradient, key=jax.random.key(0)),
 ])
 def test_methods_on_a_larger_batch_say_so(run):
     with pytest.raises(ValueError, match=r"a batch of \d+ inputs, not x's 4.*several inputs"):
