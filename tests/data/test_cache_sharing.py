@@ -62,7 +62,6 @@ CHILD = textwrap.dedent("""
 def test_two_processes_filling_one_cache_train_once(tmp_path):
     home = tmp_path / "home"
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
-    env.pop("XLA_FLAGS", None)
     start = time.monotonic()
     children = [subprocess.Popen([sys.executable, "-c", CHILD, str(home), str(i)], cwd=ROOT,
                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

