@@ -15,7 +15,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxplain.core import _keys as keys
 from jaxplain.core._adapters import refuse_module
 from jaxplain.core._affine import AffineStem, affine_stem
 from jaxplain.core._capture import model_error_hint, warn_if_mixes_batch
@@ -353,11 +352,6 @@ def check_baselines(baselines: Any, x: jax.Array, name: str = "baselines") -> ja
                          f"reference inputs with one example's shape; got shape {np.shape(b)}"
                          f"{hint}")
     return jnp.asarray(b, x.dtype)
-
-
-def check_key(key: Any, name: str = "key") -> jax.Array:
-    """`key` if it is one JAX PRNG key (:func:`jaxplain.core._keys.check_key`)."""
-    return keys.check_key(key, name)
 
 
 def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:

@@ -12,6 +12,7 @@ from jaxtyping import Array, Float, Int
 
 from jaxplain.attribution import _common, _model_checks
 from jaxplain.attribution._modified import ON_X_BATCH, Rescale, _deeplift
+from jaxplain.core._keys import check_key
 
 
 def draws(key: jax.Array, samples: int, n: int, m: int, dtype) -> tuple:
@@ -112,7 +113,7 @@ def gradient_shap(f: Callable, x: Float[Array, "batch *feature"],
       2021 (arXiv:1906.10670, 2019).
     """
     x, t = _common.check_arguments(f, x, target)
-    key = _common.check_key(key)
+    key = check_key(key)
     b = _common.check_baselines(baselines, x)
     if not _common.is_traced(stdev) and (jnp.ndim(stdev) != 0 or not float(stdev) >= 0):
         raise ValueError(f"stdev must be a float >= 0; got {stdev!r}")

@@ -11,6 +11,7 @@ from jaxtyping import Array, Float, Int
 
 from jaxplain.attribution import _common
 from jaxplain.attribution._surrogate import on_groups, own_groups
+from jaxplain.core._keys import check_key
 
 
 def _ranks(key, samples: int, groups: int, counts: jax.Array | None) -> jax.Array:
@@ -113,7 +114,7 @@ def shapley_sampling(f: Callable,
       based on sampling. Computers & Operations Research 2009.
     """
     x, t = _common.check_evaluating_arguments(f, x, target)
-    key = _common.check_key(key)
+    key = check_key(key)
     b = _common.check_baseline(baseline, x, method="shapley_sampling")
     mask, counts = own_groups(feature_mask, x)
     return _shapley_sampling(f, x, t, b, mask, jnp.asarray(counts, jnp.int32), key,

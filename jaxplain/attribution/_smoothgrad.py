@@ -17,6 +17,7 @@ from jaxplain.attribution._modified import deconvnet, deeplift, guided_backprop
 from jaxplain.attribution._perturbation import feature_ablation, occlusion
 from jaxplain.attribution._shapley import shapley_sampling
 from jaxplain.attribution._surrogate import kernel_shap, lime
+from jaxplain.core._keys import check_key
 
 KINDS = ("smoothgrad", "smoothgrad_sq", "vargrad")
 # the methods that only evaluate f (no gradient: nothing to warn about at f's steps)
@@ -148,7 +149,7 @@ def smoothgrad(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array
     _check_method(method)
     x = _common.check_x(x)
     t = _common.check_target(f, x, target)
-    key = _common.check_key(key)
+    key = check_key(key)
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}; got {kind!r}")
     options = tuple(sorted(dict(method_options or {}).items()))

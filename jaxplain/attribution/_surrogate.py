@@ -21,6 +21,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from jaxplain.attribution import _common
+from jaxplain.core._keys import check_key
 
 EXACT_LIMIT = 14  # groups up to which kernel_shap enumerates every coalition
 
@@ -236,7 +237,7 @@ def kernel_shap(f: Callable, x: Float[Array, "batch *feature"] | Int[Array, "bat
     groups, each = int(counts.max()), mask.ndim == x.ndim  # the most of any example
     most = " (the most of any example)" if each else ""
     if samples is not None:
-        key = _common.check_key(key)
+        key = check_key(key)
         samples = _common.check_positive_int(samples, "samples")
         if samples < groups:
             raise ValueError(
@@ -338,7 +339,7 @@ def lime(f: Callable, x: Float[Array, "batch *feature"] | Int[Array, "batch *fea
       Classifier. KDD 2016.
     """
     x, t = _common.check_evaluating_arguments(f, x, target)
-    key = _common.check_key(key)
+    key = check_key(key)
     b = _common.check_baseline(baseline, x, method="lime")
     mask, counts = own_groups(feature_mask, x)
     for name, value in (("kernel_width", kernel_width), ("ridge", ridge)):

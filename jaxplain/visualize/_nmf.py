@@ -19,9 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from jaxplain.attribution._common import check_key
 from jaxplain.core import capture
 from jaxplain.visualize._checks import read_one_site
+from jaxplain.core._keys import check_key
 
 
 @functools.partial(jax.tree_util.register_dataclass,

@@ -22,7 +22,6 @@ import numpy as np
 import optax
 from jaxtyping import Array
 
-from jaxplain.attribution._common import check_key
 from jaxplain.core import capture, sites
 from jaxplain.core._adapters import refuse_module
 from jaxplain.core._channels import channels_last_view
@@ -32,6 +31,7 @@ from jaxplain.visualize._checks import check_objective, check_sites
 from jaxplain.visualize._objectives import Constant, Diversity, Objective, stack, terms
 from jaxplain.visualize._param import Pixel, check_image_shape
 from jaxplain.visualize._transforms import apply_transforms
+from jaxplain.core._keys import check_key
 
 
 @functools.partial(jax.tree_util.register_dataclass,
