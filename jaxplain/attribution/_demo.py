@@ -148,8 +148,9 @@ def demo_section(ctx):
 
 def map_caption(example_shape) -> str:
     """The caption of the attribution maps of inputs shaped ``example_shape`` (one example):
-    channels are summed only for images."""
-    colours = "red positive, blue negative"
+    channels are summed only for images; each panel is scaled to its own largest |value|."""
+    colours = ("each panel scaled to its own largest absolute value, centred at zero: red "
+               "positive, blue negative")
     if len(example_shape) == 3:
         return f"Heatmaps summed over channels ({colours})."
     if len(example_shape) == 2 and example_shape[1] > 1:

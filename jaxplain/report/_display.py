@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+
+#: The colour of a non-finite (NaN or inf) attribution value: grey, outside both colour maps.
+BAD = "0.55"
 
 
 def is_image(example) -> bool:
@@ -28,7 +33,8 @@ def show_input(ax, example, *, cmap: str = "gray", vmin=None, vmax=None) -> None
     """``(h, w, 1)``: grey levels; ``(h, w, 3)``: RGB scaled to [0, 1]; other channel counts:
     their mean; a sequence ``(length, channels)``: one line per channel over the positions (an
     image of channels x positions beyond 4 channels); a vector ``(d,)``: a bar chart with a few
-    feature-index ticks; anything else: flattened to bars."""
+    feature-index ticks; anything else: flattened to bars. A sequence of 2 to 4 channels gets a
+    legend naming them."""
     x = np.asarray(example, np.float64)
     if is_image(x) and x.shape[-1] == 3:
         span = x.max() - x.min()
@@ -38,8 +44,10 @@ def show_input(ax, example, *, cmap: str = "gray", vmin=None, vmax=None) -> None
         ax.imshow(x[..., 0] if x.shape[-1] == 1 else x.mean(-1), cmap=cmap, vmin=vmin, vmax=vmax)
         _no_ticks(ax)
     elif x.ndim == 2 and x.shape[1] <= 4:
-        for channel in x.T:
-            ax.plot(np.arange(x.shape[0]), channel, lw=0.8)
+        for c, channel in enumerate(x.T):
+            ax.plot(np.arange(x.shape[0]), channel, lw=0.8, label=f"ch {c}")
+        if x.shape[1] > 1:  # which line is which channel
+            ax.legend(fontsize=5, handlelength=1, loc="upper right", frameon=False)
         ax.set_xlim(-0.5, x.shape[0] - 0.5)
         feature_ticks(ax, x.shape[0])
     elif x.ndim == 2:
@@ -54,7 +62,12 @@ def show_map(ax, attribution, *, signed: bool = True) -> None:
     """An attribution shaped like one example: images summed over channels (blue-white-red
     around 0 when ``signed``, else its magnitude over its maximum); a sequence
     ``(length, channels)`` as an image of channels (rows) x positions, or bars over the
-    positions for one channel; vectors as bars with a few feature-index ticks."""
+    positions for one channel; vectors as bars with a few feature-index ticks (and a zero line
+    when ``signed``). Each panel is scaled to its own largest absolute value.
+
+    Non-finite values (NaN, inf) are left out of the scale, drawn grey (`BAD`: a pixel, or a
+    full-height band in place of a bar) and counted in one warning.
+    """
     a = np.asarray(attribution, np.float64)
     if is_image(a):
         a = a.sum(-1)
@@ -62,20 +75,36 @@ def show_map(ax, attribution, *, signed: bool = True) -> None:
         a = a[:, 0]
     elif a.ndim != 2:
         a = a.ravel()
-    if not signed:
-        a = np.abs(a) / max(np.abs(a).max(), 1e-12)
+    finite = np.isfinite(a)
+    if not finite.all():
+        warnings.warn(f"show_map: {a.size - finite.sum()} of {a.size} attribution values are "
+                      "not finite (NaN or inf); they are drawn grey and left out of the colour "
+                      "scale", RuntimeWarning, stacklevel=2)
+    scale = max(np.abs(a[finite]).max(initial=0.0), 1e-12)  # the largest finite |value|
+    if signed:
+        a, low, high = np.where(finite, a, np.nan), -scale, scale
+    else:
+        a, low, high = np.where(finite, np.abs(a) / scale, np.nan), 0.0, 1.0
     if a.ndim == 2:
-        bound = max(np.abs(a).max(), 1e-12)
+        import matplotlib
+
         sequence = not is_image(attribution)  # (length, channels): channels as rows
-        ax.imshow(a.T if sequence else a, cmap="bwr" if signed else "hot",
-                  vmin=-bound if signed else 0, vmax=bound if signed else 1,
+        cmap = matplotlib.colormaps["bwr" if signed else "hot"].with_extremes(bad=BAD)
+        ax.imshow(np.ma.masked_invalid(a.T if sequence else a), cmap=cmap,
+                  vmin=low, vmax=high,
                   aspect="auto" if sequence else None, interpolation="nearest")
         if sequence:
             feature_ticks(ax, a.shape[0])
         else:
             _no_ticks(ax)
     else:
-        ax.bar(np.arange(a.size), a, width=1.0, color=np.where(a >= 0, "tab:red", "tab:blue"))
+        heights = np.where(finite, a, 0.0)
+        ax.bar(np.arange(a.size), heights, width=1.0,
+               color=np.where(heights >= 0, "tab:red", "tab:blue"))
+        for i in np.flatnonzero(~finite):
+            ax.axvspan(i - 0.5, i + 0.5, color=BAD, lw=0)
+        if signed:
+            ax.axhline(0.0, color="black", lw=0.5)
         feature_ticks(ax, a.size)
 
 

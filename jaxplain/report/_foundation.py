@@ -62,7 +62,8 @@ def demo_section(ctx: DemoContext) -> Section:
 
 def _samples_figure(x, y, predicted, cols: int = 10, *, labelled: bool = True):
     """Two rows: the first `cols` examples, then up to `cols` misclassified ones; an empty
-    second row says why ("no errors", or "no labels" when the labels are the predictions)."""
+    second row says why ("no errors", or "no labels" when the labels are the predictions).
+    Each example is drawn by `show_input`, as the report's other figures draw their inputs."""
     import matplotlib.pyplot as plt
 
     rows = [np.arange(min(cols, len(x))), np.flatnonzero(predicted != y)[:cols]]
@@ -72,7 +73,7 @@ def _samples_figure(x, y, predicted, cols: int = 10, *, labelled: bool = True):
             ax.axis("off")
             if c < len(indices):
                 i = indices[c]
-                show_input(ax, x[i], cmap="gray_r", vmin=x.min(), vmax=x.max())
+                show_input(ax, x[i])
                 color = "black" if predicted[i] == y[i] else "red"
                 title = f"{y[i]} / {predicted[i]}" if labelled else f"{predicted[i]}"
                 ax.set_title(title, fontsize=8, color=color)

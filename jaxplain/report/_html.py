@@ -58,7 +58,8 @@ def write_report(
 
     ``out_dir/index.html`` holds the title, a table of contents and every section (failed
     sections are marked and show their traceback); ``out_dir/figures/`` holds the PNG files.
-    A ``figures/`` folder left by an earlier report is replaced.
+    The new report is written to a hidden folder in ``out_dir`` first and then moved in place
+    of ``index.html`` and ``figures/``, so a failure part-way leaves an earlier report whole.
 
     Args:
         sections: The sections, in order.
@@ -84,11 +85,24 @@ def write_report(
             )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    figures = out / "figures"
-    if figures.is_dir():
-        shutil.rmtree(figures)
-    figures.mkdir()
+    stage = Path(tempfile.mkdtemp(prefix=".report-", dir=out))  # the new report, until complete
+    try:
+        (stage / "figures").mkdir()
+        (stage / "index.html").write_text(_page(sections, title, stage / "figures"),
+                                          encoding="utf-8")
+        os.chmod(stage / "index.html", 0o644)  # readable by a web server or other users
+        figures = out / "figures"
+        if figures.is_dir():
+            os.replace(figures, stage / "old-figures")
+        os.replace(stage / "figures", figures)
+        os.replace(stage / "index.html", out / "index.html")
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return out / "index.html"
 
+
+def _page(sections: tuple[Section, ...], title: str, figures: Path) -> str:
+    """The page of ``sections``, their figures written to ``figures``."""
     ids = _unique_ids(s.title for s in sections)
     body = [_section_html(s, sid, figures) for s, sid in zip(sections, ids)]
     failed = sum(s.failed for s in sections)
@@ -98,7 +112,7 @@ def write_report(
     )
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     summary = f"{len(sections)} sections" + (f", {failed} failed" if failed else "")
-    page = f"""<!DOCTYPE html>
+    return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8" />
@@ -116,13 +130,6 @@ def write_report(
 </body>
 </html>
 """
-    index = out / "index.html"
-    fd, tmp = tempfile.mkstemp(prefix=".index.", suffix=".html", dir=out)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(page)
-    os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the page from a web server or other users
-    os.replace(tmp, index)
-    return index
 
 
 def _section_html(section: Section, sid: str, figures: Path) -> str:
@@ -167,10 +174,17 @@ def _td(value: object) -> str:
     return f'<td class="num">{text}</td>'
 
 
+#: The longest id made from a title (the figure files are named after it, ``{id}-{n}.png``).
+MAX_ID = 60
+
+
 def _unique_ids(titles) -> list[str]:
+    """An HTML id per title: lowercase words joined by '-', at most `MAX_ID` characters before
+    the ``-2``, ``-3`` ... that keeps repeated ones apart."""
     ids: list[str] = []
     for t in titles:
-        base = re.sub(r"[^a-z0-9]+", "-", t.lower()).strip("-") or "section"
+        slug = re.sub(r"[^a-z0-9]+", "-", t.lower()).strip("-")
+        base = slug[:MAX_ID].rstrip("-") or "section"
         sid, n = base, 1
         while sid in ids:
             n += 1

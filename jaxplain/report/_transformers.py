@@ -183,5 +183,7 @@ def demo_section(ctx):
                         rows=rows, caption="Second call (compiled) timings on the machine that "
                                            "ran the report.")
             .with_figure(map_grid(np.asarray(x), maps, np.asarray(target), size=1.45),
-                         caption="Token maps (magnitude) and pixel maps (red positive, blue "
-                                 "negative) of the predicted class."))
+                         caption="Token maps (magnitude, black through red to white) and "
+                                 "pixel maps (centred at zero: red positive, blue negative) of "
+                                 "the predicted class; each panel scaled to its own largest "
+                                 "absolute value."))

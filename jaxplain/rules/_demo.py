@@ -57,7 +57,8 @@ def not_applicable(f, x) -> str | None:
 
 
 def rules_figure(rule_set, layers, x, labels, *, top=6):
-    """For each of the top rules: the mean input image of its usage rows and its class histogram."""
+    """For each of the top rules: the mean input image of its usage rows (titled with the sizes
+    of its head X and tail Y) and its class histogram (rows per class)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -72,13 +73,16 @@ def rules_figure(rule_set, layers, x, labels, *, top=6):
     for i, rule in enumerate(shown):
         rows = rule_rows(rule, layers)
         show_input(axes[0, i], np.asarray(x)[rows].mean(axis=0))
-        axes[0, i].set_title(f"rule {i}\n{len(rule.head)} -> {len(rule.tail)}", fontsize=8)
+        axes[0, i].set_title(f"rule {i}\n|X|={len(rule.head)} -> |Y|={len(rule.tail)}",
+                             fontsize=8)
         axes[0, i].axis("off")
         axes[1, i].bar(np.arange(classes), np.bincount(labels[rows], minlength=classes))
         axes[1, i].set_xticks(np.arange(classes))
         axes[1, i].tick_params(labelsize=6)
-    fig.suptitle("ExplaiNN rules: mean input of the rows using each rule, and their classes",
-                 fontsize=9)
+        axes[1, i].set_xlabel("class", fontsize=7)
+    axes[1, 0].set_ylabel("rows using the rule", fontsize=7)
+    fig.suptitle("ExplaiNN rules X -> Y (|X|, |Y|: items in the head, the tail): mean input "
+                 "of the rows using each rule, and their classes", fontsize=9)
     fig.tight_layout()
     return fig
 

@@ -14,10 +14,10 @@ from jaxplain.subnet._types import SubNetwork
 def plot_chain(subnetwork: SubNetwork, *, max_units: int = 12, ax=None, title: str | None = None):
     """The chain diagram (as NeuroChains' Figure 1): one column per scored layer, its kept
     units as nodes coloured by their multiplier ``gate * score``, removed layers greyed out.
-    The edges are schematic (the figure says so): every kept unit of one kept layer joins every
-    kept unit of the next, whether or not the model connects them (a depthwise convolution
-    joins a unit to one unit; skip connections are not drawn): the sub-network holds only the
-    units, not the weights between them.
+    The edges are schematic (the figure says so): every kept unit of one layer joins every kept
+    unit of the next, whether or not the model connects them (a depthwise convolution joins a
+    unit to one unit; skip connections are not drawn): the sub-network holds only the units,
+    not the weights between them. A removed layer breaks the chain: no edge crosses it.
 
     Args:
       subnetwork: From :func:`extract`.
@@ -58,7 +58,7 @@ def plot_chain(subnetwork: SubNetwork, *, max_units: int = 12, ax=None, title: s
             ax.axvspan(col - 0.3, col + 0.3, color="0.92", zorder=0)
             ax.text(col, 0.5, "removed", ha="center", va="center", color="0.5", rotation=90)
     kept_cols = [n for n in subnetwork.sites if len(shown[n])]
-    for a, b in zip(kept_cols, kept_cols[1:]):
+    for a, b in zip(subnetwork.sites, subnetwork.sites[1:]):  # none across a removed layer
         for ca in shown[a]:
             for cb in shown[b]:
                 (x0, y0), (x1, y1) = pos[(a, int(ca))], pos[(b, int(cb))]
@@ -68,9 +68,9 @@ def plot_chain(subnetwork: SubNetwork, *, max_units: int = 12, ax=None, title: s
                    zorder=2)
         ax.text(x, y, str(c), ha="center", va="center", fontsize=7, zorder=3,
                 color="white" if norm(mult[name][c]) < 0.6 else "black")
-    ax.text(0.5, -0.02, "edges are schematic: all kept units of consecutive layers, not the "
-            "model's connections", transform=ax.transAxes, ha="center", va="top", fontsize=7,
-            color="0.4")
+    ax.text(0.5, -0.02, "edges are schematic: all kept units of adjacent layers, not the "
+            "model's connections; none cross a removed layer", transform=ax.transAxes,
+            ha="center", va="top", fontsize=7, color="0.4")
     ax.set_xlim(-0.6, len(subnetwork.sites) - 0.4)
     ax.set_ylim(-0.3, 1.0)
     ax.axis("off")

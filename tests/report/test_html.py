@@ -101,3 +101,38 @@ def test_page_is_readable_by_everyone(sections, tmp_path):
 def test_non_sections_are_refused(tmp_path):
     with pytest.raises(TypeError, match=r"sections\[1\]"):
         write_report([Section("a"), "b"], tmp_path, title="t")
+
+
+def test_a_long_title_makes_a_short_unique_file_name(tmp_path):
+    long = "Attribution of the predicted class for a ResNet-50 on chest X-rays " * 5  # 340 chars
+    sections = [Section(long).with_figure(_figure("red")), Section(long + " again")
+                .with_figure(_figure("blue"))]
+    root = _parse(write_report(sections, tmp_path, title="t"))
+    images = [img.get("src") for img in root.iter("img")]
+    assert len(set(images)) == 2 and all((tmp_path / src).is_file() for src in images)
+    assert max(len(src.split("/")[1]) for src in images) < 80
+    ids = [s.get("id") for s in root.iter("section")]
+    assert len(set(ids)) == 2
+
+
+def test_a_failure_part_way_leaves_the_previous_report_whole(sections, tmp_path, monkeypatch):
+    import pathlib
+
+    index = write_report(sections, tmp_path, title="first")
+    page = index.read_text()
+    figures = {p.name: p.read_bytes() for p in (tmp_path / "figures").iterdir()}
+    real, calls = pathlib.Path.write_bytes, []
+
+    def full_disk(path, data):  # the second figure does not fit
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real(path, data)
+
+    monkeypatch.setattr(pathlib.Path, "write_bytes", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        write_report(sections[::-1], tmp_path, title="second")
+    assert index.read_text() == page
+    assert {p.name: p.read_bytes() for p in (tmp_path / "figures").iterdir()} == figures
+    assert all((tmp_path / src).is_file() for src in re.findall(r'src="([^"]+)"', page))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["figures", "index.html"]

@@ -25,6 +25,7 @@ def test_demo_explains_the_digits_vit(demo_context, digits_vit):
                          "conservative propagation", "attnlrp", "gradient x input"}
     assert float(rows["conservative propagation"][2]) < 1e-4 < float(rows["gradient x input"][2])
     assert len(figure.png) > 1000
+    assert "each panel scaled to its own largest absolute value" in figure.caption
 
 
 class Encoder(nn.Module):

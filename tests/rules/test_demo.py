@@ -87,3 +87,33 @@ def test_a_model_with_one_relu_gets_a_note_not_a_failure():
                             "(relu), so they do not apply to this model.")
     with pytest.raises(ValueError, match=r"two ReLU sites; the model has 0 \(none\)"):
         rule_layers(lambda x: x @ w1, x)
+
+
+def test_rules_figure_titles_read_as_sizes_and_histograms_have_axis_labels():
+    import types
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from jaxplain.rules._demo import rules_figure
+    from jaxplain.rules._ruleset import Rule, rule_rows
+
+    rng = np.random.default_rng(0)
+    layers = {"conv": rng.random((40, 6)) < 0.5, "fc": rng.random((40, 12)) < 0.5}
+    labels = np.arange(40) % 3
+    rules = [Rule(head=np.array(h), tail=np.array(t), support=np.array(0), usage=np.array(0),
+                  min_hits=np.array(1), confidence=np.array(0.0), gain=np.array(0.0),
+                  head_layer="conv", tail_layer="fc") for h, t in [([1], list(range(10))),
+                                                                  ([0, 2], [4, 5])]]
+    fig = rules_figure(types.SimpleNamespace(rules=rules), layers, np.zeros((40, 4, 4, 1)),
+                       labels)
+    top, bottom = fig.axes[:2], fig.axes[2:]
+    assert [ax.get_title() for ax in top] == ["rule 0\n|X|=1 -> |Y|=10", "rule 1\n|X|=2 -> |Y|=2"]
+    assert all(ax.get_xlabel() == "class" for ax in bottom) and bottom[0].get_ylabel()
+    # each histogram counts the rows using its rule, by class
+    for ax, rule in zip(bottom, rules):
+        heights = [p.get_height() for p in ax.patches]
+        assert heights == list(np.bincount(labels[rule_rows(rule, layers)], minlength=3))
+    plt.close(fig)

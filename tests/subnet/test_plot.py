@@ -37,13 +37,33 @@ def test_chain_diagram_has_one_node_per_kept_unit():
     matplotlib.pyplot.close(fig)
 
 
+def _edges(ax):
+    """The chain's edges as (from column, to column) pairs (nodes are scatter collections)."""
+    return [tuple(np.asarray(line.get_xdata())) for line in ax.lines]
+
+
 def test_chain_diagram_says_its_edges_are_schematic():
-    # It joins every kept unit of a layer to every kept unit of the next (3 x 4 edges here),
-    # also where the model has no such weight (a depthwise convolution's 24 -> 13).
-    fig = subnet.plot_chain(_sub(), max_units=4)
+    # It joins every kept unit of a layer to every kept unit of the next (3 x 2 + 2 x 4 edges
+    # here), also where the model has no such weight (a depthwise convolution's 24 -> 13).
+    kept = {**KEPT, "conv_a": (0, 5)}
+    masks = {n: jnp.zeros(8, bool).at[jnp.asarray(kept[n], int)].set(True) for n in SITES}
+    scores = {n: jnp.where(masks[n], jnp.linspace(0.5, 2.0, 8), 0.0) for n in SITES}
+    fig = subnet.plot_chain(_subnetwork(SITES, 8, masks=masks, scores=scores), max_units=4)
     ax = fig.axes[0]
-    assert len(ax.lines) == 3 * 4
+    assert sorted(_edges(ax)) == [(0, 1)] * (3 * 2) + [(1, 2)] * (2 * 4)
     assert any("edges are schematic" in t.get_text() for t in ax.texts)
+    matplotlib.pyplot.close(fig)
+
+
+def test_no_chain_edge_crosses_a_removed_layer():
+    fig = subnet.plot_chain(_sub(), max_units=4)  # conv_a, between stem and conv_b, is removed
+    assert _edges(fig.axes[0]) == []
+    matplotlib.pyplot.close(fig)
+    sites = ("a", "b", "c", "d")
+    kept = {"a": (0, 1), "b": (), "c": (2, 3, 4), "d": (5,)}
+    masks = {n: jnp.zeros(8, bool).at[jnp.asarray(kept[n], int)].set(True) for n in sites}
+    fig = subnet.plot_chain(_subnetwork(sites, 8, masks=masks), max_units=4)
+    assert sorted(_edges(fig.axes[0])) == [(2, 3)] * 3  # only c -> d; a stops at the gap
     matplotlib.pyplot.close(fig)
 
 
