@@ -107,8 +107,9 @@ class SameFunction:
 def function_key(fn):
     """`fn` as a :class:`SameFunction`, equal to another function with the same code, closed-over
     values, defaults and read globals, when all of those are immutable values (numbers, strings,
-    tuples and frozensets of them, frozen dataclasses, modules, classes, and functions keyed the
-    same way); else `fn` itself, equal only to itself.
+    tuples and frozensets of them, frozen dataclasses, and functions keyed the same way) or
+    modules and classes (keyed by the attributes the code may read of them: ``cfg.scale``
+    rebound is another key); else `fn` itself, equal only to itself.
 
     So an inline ``lambda v: v * 0.5``, a new object on every call, keys a compile cache as the
     first one did (it recompiled on every call: 180 ms each on a small CNN), while
@@ -118,20 +119,69 @@ def function_key(fn):
     if not isinstance(fn, types.FunctionType):
         return fn
     try:
-        return SameFunction(fn, _function_key(fn, frozenset()))
+        key = _function_key(fn, frozenset())
+        hash(key)
     except (TypeError, ValueError):  # a mutable or unhashable value, or an empty cell
         return fn
+    return SameFunction(fn, key)
 
 
 def _function_key(fn: types.FunctionType, seen: frozenset):
     if id(fn) in seen:  # a function that reads itself (recursion)
         return fn.__code__
     seen = seen | {id(fn)}
-    reads = tuple((name, _value_key(fn.__globals__[name], seen))
-                  for name in sorted(_global_names(fn.__code__)) if name in fn.__globals__)
-    cells = tuple(_value_key(cell.cell_contents, seen) for cell in fn.__closure__ or ())
-    keywords = tuple((k, _value_key(v, seen)) for k, v in sorted((fn.__kwdefaults__ or {}).items()))
+    names = _global_names(fn.__code__)
+
+    def key(value):
+        if isinstance(value, (types.ModuleType, type)):
+            return _namespace_key(value, names, seen)
+        return _value_key(value, seen)
+
+    reads = tuple((name, key(fn.__globals__[name]))
+                  for name in sorted(names) if name in fn.__globals__)
+    cells = tuple(key(cell.cell_contents) for cell in fn.__closure__ or ())
+    keywords = tuple((k, key(v)) for k, v in sorted((fn.__kwdefaults__ or {}).items()))
     return fn.__code__, cells, _value_key(fn.__defaults__ or (), seen), keywords, reads
+
+
+def _namespace_key(space, names: set, seen: frozenset):
+    """A module or class read by a function, with the attributes among `names` (every name the
+    function's code uses) that it holds: numbers, strings and tuples by value, modules and classes
+    again, anything else by identity (a rebound attribute is another key; one changed in place,
+    e.g. a dict, is not)."""
+    if id(space) in seen:
+        return space
+    seen = seen | {id(space)}
+    owners = [vars(space)] if isinstance(space, types.ModuleType) else [
+        vars(k) for k in space.__mro__]  # found statically: no __getattr__ hook runs
+    attributes = []
+    for name in sorted(names):
+        owner = next((o for o in owners if name in o), None)
+        if owner is None:
+            continue
+        value = owner[name]
+        if isinstance(value, (types.ModuleType, type)):
+            attributes.append((name, _namespace_key(value, names, seen)))
+        elif isinstance(value, _SCALARS + (tuple, frozenset)):
+            attributes.append((name, _value_key(value, seen)))
+        else:  # a function, an array, a property: by identity, as the space itself was before
+            attributes.append((name, _Identity(value)))
+    return space, tuple(attributes)
+
+
+class _Identity:
+    """A value compared by identity, held so that its id is not reused while a key holds it."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    def __eq__(self, other):
+        return isinstance(other, _Identity) and self.value is other.value
+
+    def __hash__(self):
+        return id(self.value)
 
 
 def _global_names(code: types.CodeType) -> set:
@@ -147,7 +197,7 @@ def _value_key(value, seen: frozenset):
     """`value` as a part of a function's key; TypeError for one that may change or be traced."""
     if isinstance(value, types.FunctionType):
         return _function_key(value, seen)
-    if isinstance(value, (types.ModuleType, type, types.BuiltinFunctionType)):
+    if isinstance(value, types.BuiltinFunctionType):
         return value
     if isinstance(value, _SCALARS):
         return type(value), repr(value)

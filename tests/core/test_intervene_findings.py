@@ -3,6 +3,7 @@ functions reuse the compiled program without going stale, an array edit patches 
 an Unknown-site error on a rewrite_backward function says where the sites went."""
 
 import dataclasses
+import types
 
 import jax
 import jax.numpy as jnp
@@ -86,6 +87,26 @@ def test_an_edit_with_other_values_never_reuses_a_stale_program():
     for shift in (1.0, 2.0):  # a default
         y = jp.intervene(g, {"blk": lambda v, s=shift: v + s})(X)
         np.testing.assert_allclose(y, jnp.tanh((relu(X) + shift) @ V), rtol=1e-6)
+
+
+class Settings:
+    scale = 1.0
+
+
+def test_an_edit_reading_a_rebound_module_or_class_attribute_sees_the_new_value():
+    settings = types.ModuleType("settings")
+    for space in (settings, Settings):
+        for scale in (1.0, 5.0, 5.0):
+            space.scale = scale
+            y = jp.intervene(g, {"blk": lambda v: v * space.scale})(X)
+            np.testing.assert_allclose(y, jnp.tanh(scale * relu(X) @ V), rtol=1e-6)
+    for gate in (jnp.ones(3), jnp.array([1.0, 0.0, 2.0])):  # an array attribute, by identity
+        Settings.gate = gate
+        y = jp.intervene(g, {"blk": lambda v: v * Settings.gate})(X)
+        np.testing.assert_allclose(y, jnp.tanh((gate * relu(X)) @ V), rtol=1e-6)
+    same = {jp.intervene(g, {"blk": lambda v: jnp.maximum(v, 0.0) * jax.nn.sigmoid(v)})
+            for _ in range(2)}  # functions of jnp and jax.nn, by identity: one key
+    assert len(same) == 1
 
 
 def test_an_array_edit_patches_the_site_and_varies_without_recompiling():
