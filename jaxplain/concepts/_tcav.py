@@ -22,8 +22,8 @@ from jaxtyping import Array, ArrayLike, Float, Int
 
 from jaxplain.concepts._linear import bucket, check_options, fit_linear, fit_rows
 from jaxplain.concepts._stats import ttest_ind
-from jaxplain.attribution._common import (batch_axis_hint, check_no_nan, check_x,
-                                          evaluation_error, is_traced)
+from jaxplain.attribution._common import (batch_axis_hint, check_no_nan, check_x, is_traced,
+                                          output_shape)
 from jaxplain.attribution._site import site_gradients
 from jaxplain.core import capture
 from jaxplain.core._adapters import refuse_module
@@ -138,11 +138,21 @@ def cav(f: Callable[[Array], Array], concept: Float[Array, "n ..."], random: Flo
     return CAV(site, w.reshape(ac.shape[1:]), clf.accuracy)
 
 
-def _site_gradients(f, x, target, site):
-    """Per-example gradient of the target logit with respect to the activation at ``site``."""
+@functools.partial(jax.jit, static_argnames=("f", "site"))
+def _site_gradients(f, x, target, *, site):
+    """``(b, *site_shape)``: per example, the gradient of the target logit with respect to the
+    activation at ``site``; compiled once per model, site and shapes."""
     _, value = _site_values(f, x, site)
     target = jnp.broadcast_to(jnp.asarray(target), (x.shape[0],))
     return site_gradients(f, [site], x, target, [value])[0]
+
+
+@functools.partial(jax.jit, static_argnames="f")
+def _directional_derivatives(f, x, target, cav):
+    """``(b,)``: the site gradients of :func:`_site_gradients` dotted with ``cav.vector`` (the
+    CAV's site is static: a meta field of its pytree)."""
+    g = _site_gradients(f, x, target, site=cav.site)
+    return g.reshape(len(g), -1) @ cav.vector.reshape(-1)
 
 
 def _check_inputs(f, x, target):
@@ -156,10 +166,7 @@ def _check_inputs(f, x, target):
         raise TypeError(f"target must be an int or int array, got dtype {t.dtype}")
     if t.ndim not in (0, 1) or (t.ndim == 1 and t.shape[0] != x.shape[0]):
         raise ValueError(f"target must be a scalar or shape ({x.shape[0]},), got {t.shape}")
-    try:
-        out = jax.eval_shape(f, jax.ShapeDtypeStruct(x.shape, x.dtype)).shape
-    except Exception as err:  # noqa: BLE001 - any failure of f on x, re-raised with context
-        raise evaluation_error(f, x.shape, x.dtype, err) from err
+    out = output_shape(f, x)  # traced once per model and input shape
     if len(out) != 2 or out[0] != x.shape[0]:
         raise ValueError(f"f must map x of shape {x.shape} to logits (batch, classes); got an "
                          f"output of shape {out}{batch_axis_hint(f, x.shape, x.dtype)}")
@@ -177,8 +184,7 @@ def directional_derivatives(f: Callable[[Array], Array], x: Float[Array, "b ..."
         >>> s = directional_derivatives(f, x, 3, cav=v)
     """
     x = _check_inputs(f, x, target)
-    g = _site_gradients(f, x, target, cav.site)
-    return g.reshape(len(g), -1) @ cav.vector.reshape(-1)
+    return _directional_derivatives(f, x, target, cav)
 
 
 def tcav_score(f: Callable[[Array], Array], x: Float[Array, "b ..."],
@@ -238,7 +244,7 @@ def tcav(f: Callable[[Array], Array], x: Float[Array, "b ..."], target: int | In
     randoms = [_check_set(f"randoms[{i}]", r, x.shape[1:], "x") for i, r in enumerate(randoms)]
     sets = [concept, *randoms]
     site, acts = _site_values(f, jnp.concatenate(sets), site)  # one pass for all example sets
-    g = _site_gradients(f, x, target, site)
+    g = _site_gradients(f, x, target, site=site)
     g = g.reshape(len(g), -1)
     acts = jnp.split(acts.reshape(len(acts), -1), np.cumsum([len(s) for s in sets])[:-1])
     a_concept, a_randoms = acts[0], acts[1:]

@@ -162,7 +162,7 @@ def _transformed_function(model, module: type) -> bool:
     return model is not None and not isinstance(model, module) and not hasattr(model, "__self__")
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class _LinenFunction:
     """``x -> model.apply(variables, x, **kwargs)``, a stable callable for one (model, variables)."""
 
@@ -172,6 +172,21 @@ class _LinenFunction:
 
     def __call__(self, x):
         return _batch_first(x, self.model.apply(self.variables, x, **self.kwargs), "Flax Linen")
+
+    def __repr__(self) -> str:
+        """A summary, not the weights: ``jax.eval_shape``, ``jit`` and error messages format
+        ``str(f)``, which printed every array (about 30 ms for a 3M-parameter model)."""
+        kwargs = "".join(f", {k}={v!r}" if isinstance(v, (bool, int, float, type(None)))
+                         else f", {k}=<{type(v).__name__}>" for k, v in self.kwargs.items())
+        return f"as_function({type(self.model).__name__}, {_summary(self.variables)}{kwargs})"
+
+
+def _summary(variables) -> str:
+    """``"params: 4 arrays, 1,234 values; batch_stats: ..."``: each collection's size."""
+    collections = variables.items() if hasattr(variables, "items") else [("variables", variables)]
+    sizes = [(name, jax.tree.leaves(tree)) for name, tree in collections]
+    return "; ".join(f"{name}: {len(leaves)} arrays, {sum(int(jnp.size(a)) for a in leaves):,} "
+                     f"values" for name, leaves in sizes)
 
 
 def _batch_first(x, y, kind: str):

@@ -83,10 +83,24 @@ def _batch_warning_once(f: Callable, x: jax.Array):
         yield
 
 
+def _output_shape(f: Callable, x: jax.Array) -> tuple:
+    """The shape of ``f(x)``, traced once per function and input shape (where ``f`` is
+    hashable, as the compiled stages need)."""
+    try:
+        return _output_shape_cached(f, tuple(x.shape), jnp.dtype(x.dtype))
+    except TypeError:  # not hashable: trace every time
+        return _output_shape_cached.__wrapped__(f, tuple(x.shape), jnp.dtype(x.dtype))
+
+
+@functools.lru_cache(maxsize=256)
+def _output_shape_cached(f: Callable, shape: tuple, dtype) -> tuple:
+    return tuple(jax.eval_shape(f, jax.ShapeDtypeStruct(shape, dtype)).shape)
+
+
 def _check_outputs(f: Callable, x: jax.Array) -> None:
     """Refuses a model without a class axis of two or more outputs: the softmax of one output is
     1 for every input, so the objective is 0 and any sub-network, even an empty one, keeps it."""
-    shape = jax.eval_shape(f, x).shape
+    shape = _output_shape(f, x)
     if len(shape) >= 2 and shape[-1] >= 2:
         return
     raise ValueError(
@@ -102,10 +116,11 @@ def _check_outputs(f: Callable, x: jax.Array) -> None:
         "docs/targets.md.")
 
 
-def _warn_if_one_class(f: Callable, x: jax.Array) -> None:
-    """Warns at the caller of :func:`extract` when `f` predicts one class on the whole region:
-    a sub-network that always answers it keeps every label without explaining anything."""
-    predicted = np.unique(np.asarray(jnp.argmax(f(x), axis=-1)))
+def _warn_if_one_class(logp: jax.Array) -> None:
+    """Warns at the caller of :func:`extract` when the model predicts one class on the whole
+    region (``logp``: its log-softmax there): a sub-network that always answers it keeps every
+    label without explaining anything."""
+    predicted = np.unique(np.asarray(jnp.argmax(logp, axis=-1)))
     if predicted.size == 1:
         warnings.warn(f"f predicts class {int(predicted[0])} for every example of x_region: a "
                       "sub-network that always answers it keeps all their labels (agreement 1) "
@@ -221,7 +236,6 @@ def extract(f: Callable, x_region: jax.Array, *, sites, key: jax.Array,
     tune_bar = f"subnet fine-tune ({_count(n_l1, 'candidate')})" if progress else None
     with _batch_warning_once(f, x):
         _check_outputs(f, x)
-        _warn_if_one_class(f, x)
         names = resolve_sites(f, x, sites)
         _warn_if_shifted(f, x, names)
         units = tuple(s.shape[-1] for s in jp.sites(f, x) if s.name in names)
@@ -232,6 +246,7 @@ def extract(f: Callable, x_region: jax.Array, *, sites, key: jax.Array,
 
         # 1. Score-and-gate search: one vmapped scan over the L1 grid.
         logp, state, all_units = _search_init(x, f=f, names=names, units=units, opts=static)
+        _warn_if_one_class(logp)
         _check_resumable(opts, x, names, key, logp)
         run = functools.partial(_optimize.run, f, checkpoint_every=opts.checkpoint_every)
         state = run(state, all_units, l1, jnp.asarray(opts.gate_weights, jnp.float32),

@@ -103,9 +103,11 @@ def _finish(state, masks, l1, gate_l1, target, *, f, x, logp, phase):
     return _keep_best(state, state["params"], loss, agree, target)
 
 
+@functools.partial(jax.jit, static_argnames=("f", "phase"))
 def _step_dtypes(state, masks, l1, gate_l1, target, x, logp, *, f, phase):
     """``state`` in the dtypes one step returns, the scan's carry: ``best_loss`` takes the
-    loss's dtype (float64 for a float64 model, where ``init_state`` gives float32)."""
+    loss's dtype (float64 for a float64 model, where ``init_state`` gives float32). Compiled,
+    so that the step is traced for its dtypes once per model, phase and shapes, not per call."""
     static = dict(f=f, x=x, logp=logp, phase=phase)
     step = jax.vmap(lambda s, m, a, b: _step(s, m, a, b, target, **static))
     out = jax.eval_shape(step, state, masks, l1, gate_l1)
@@ -115,9 +117,9 @@ def _step_dtypes(state, masks, l1, gate_l1, target, x, logp, *, f, phase):
 @functools.partial(jax.jit, static_argnames=("f", "length", "phase", "fast"))
 def _run_chunk(state, masks, l1, gate_l1, target, x, logp, *, f, length, phase, fast=True):
     """``length`` steps of every candidate (leading axis) as one ``lax.scan`` over a vmapped
-    step; ``fast``: convolutions in XLA:CPU's fast layout (see :mod:`jaxplain.core._layout`)."""
+    step, from ``state`` in the carry's dtypes (:func:`_step_dtypes`); ``fast``: convolutions
+    in XLA:CPU's fast layout (see :mod:`jaxplain.core._layout`)."""
     static = dict(f=f, x=x, logp=logp, phase=phase)
-    state = _step_dtypes(state, masks, l1, gate_l1, target, x, logp, f=f, phase=phase)
     step = jax.vmap(lambda s, m, a, b: _step(s, m, a, b, target, **static))
     body = lambda s, _: (step(s, masks, l1, gate_l1), None)  # noqa: E731
     state, _ = jax.lax.scan(fast_convolutions(body) if fast else body, state, None,
