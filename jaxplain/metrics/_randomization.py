@@ -24,6 +24,7 @@ from jaxplain.attribution._common import evaluation_error
 from jaxplain.core._keys import check_key
 from jaxplain.metrics import _checks as checks
 from jaxplain.metrics import _perturb as P
+from jaxplain.metrics import _rebuilt as rebuilt
 from jaxplain.metrics._similarity import spearman, ssim
 from jaxplain.metrics._weights import (KINDS, flax_params, fresh_leaves, layer_leaves,
                                        layer_order, model_kind, model_weights)
@@ -227,7 +228,11 @@ def randomization_check(
             Equinox modules.
         x: A batch: ``(batch, H, W, C)`` images, ``(batch, C, H, W)`` for a channels-first
             model, or any other ``(batch, ...)`` input.
-        method: ``method(f, x, target) -> attribution`` shaped like ``x``.
+        method: ``method(f, x, target) -> attribution`` shaped like ``x``. Traced once, as
+            ``jax.jit`` traces a function, into one program that every state runs with its
+            weights as arguments (and a ``functools.partial``'s PRNG keys), so a second call
+            with the same model structure, method and shapes compiles nothing. A method JAX
+            cannot trace (NumPy) is called as it is, on each state's model.
         key: PRNG key for the new weights.
         target: Classes to explain, kept for every state; ``None``: the original prediction.
         mode: ``"cascading"`` or ``"independent"``.
@@ -303,7 +308,16 @@ def randomization_check(
     if target is None:
         target = jnp.argmax(f0(x), axis=-1)
     target = checks.check_target(target, x.shape[0], checks.num_classes(f0, x))
-    a0 = checks.check_like(method(f0, x, target), x, "the attribution of method")
+    explain = functools.partial(rebuilt.explain, model, variables, apply_kwargs, method,
+                                x=x, target=target)
+    try:
+        a0 = explain(weights.leaves)
+    except jax.errors.JAXTypeError:  # a method JAX cannot trace (NumPy): called as it is
+        def explain(leaves):
+            return method(weights.rebuild(leaves), x, target)
+
+        a0 = explain(weights.leaves)
+    a0 = checks.check_like(a0, x, "the attribution of method")
     _check_finite(f0, x, a0, "the original model")
 
     current = list(weights.leaves)
@@ -312,13 +326,13 @@ def randomization_check(
         if mode == "independent":
             current = list(weights.leaves)
         for j, leaf in zip(chosen[name], new_leaves(name, i)):
-            current[j] = leaf
-        f = weights.rebuild(current)
-        a = method(f, x, target)
+            current[j] = rebuilt.place_like(leaf, weights.leaves[j])
+        a = explain(current)
         where = (f"layer {name!r} re-drawn" if mode == "independent" or i == 0 else
                  f"layer {name!r} re-drawn, with every layer after it (cascading state {i + 1} "
                  f"of {len(names)})")
-        _check_finite(f, x, a, where, name)
+        # the state's model is rebuilt only to word the error of a map that is not finite
+        _check_finite(lambda x: weights.rebuild(current)(x), x, a, where, name)
         rows.append(_similarities(a0, a, win_size, axis))
     return _result(tuple(reversed(names)), rows)
 

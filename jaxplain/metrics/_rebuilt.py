@@ -1,0 +1,141 @@
+"""A method on a model rebuilt from new weights, compiled once per model structure.
+
+The randomization checks explain one model with many sets of weights. A function rebuilt from
+each set (``as_function`` of new variables) is a new static argument to every jitted method,
+which compiles again for each state, on every call. Here the model's arrays (variables, module
+fields, NNX state, the new leaves) are the *arguments* of one jitted program, which rebuilds
+the function inside the trace and calls the method there; what stays fixed (the module, the
+tree structure, non-array fields, the method, its options) is the program's static key. A
+second call with the same model structure, method and shapes compiles nothing.
+
+A ``functools.partial`` method is opened up: its PRNG keys are arguments too (a new key per
+call reuses the program); its other options are static, compared by value (or by identity
+when unhashable, e.g. a feature mask), as ``jax.jit`` compares static arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable
+
+import jax
+import numpy as np
+from jaxtyping import Array, Float, Int
+
+from jaxplain.metrics._checks import is_concrete
+from jaxplain.metrics._weights import model_kind, model_weights
+
+_TRACED = object()  # in a static key, where an argument of the program goes
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Same:
+    """An unhashable static leaf, equal only to itself (as ``jax.jit`` treats such values)."""
+
+    value: Any
+
+    def __hash__(self) -> int:
+        return id(self.value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Same) and other.value is self.value
+
+
+def _hashable(value: Any) -> Any:
+    try:
+        hash(value)
+    except TypeError:
+        return _Same(value)
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class _Static:
+    """A pytree with its traced leaves taken out: the structure and the other leaves."""
+
+    treedef: Any
+    leaves: tuple
+
+
+def _split(tree: Any, traced: Callable[[Any], bool]) -> tuple[list, _Static]:
+    """``(traced leaves, static rest)`` of `tree`."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    static = tuple(_TRACED if traced(v) else _hashable(v) for v in leaves)
+    return [v for v in leaves if traced(v)], _Static(_hashable(treedef), static)
+
+
+def _join(static: _Static, traced: list) -> Any:
+    """The pytree that :func:`_split` took apart."""
+    it = iter(traced)
+    leaves = [next(it) if v is _TRACED else v.value if isinstance(v, _Same) else v
+              for v in static.leaves]
+    treedef = static.treedef.value if isinstance(static.treedef, _Same) else static.treedef
+    return treedef.unflatten(leaves)
+
+
+def _is_array(v: Any) -> bool:
+    return isinstance(v, (jax.Array, np.ndarray))
+
+
+def _is_key(v: Any) -> bool:
+    return isinstance(v, jax.Array) and jax.dtypes.issubdtype(v.dtype, jax.dtypes.prng_key)
+
+
+def _method_tree(method: Callable) -> Any:
+    """A ``functools.partial`` as a pytree (``jax.tree_util.Partial``); other methods as they
+    are (a leaf, or a pytree already)."""
+    if isinstance(method, functools.partial) and not isinstance(method, jax.tree_util.Partial):
+        return jax.tree_util.Partial(method.func, *method.args, **method.keywords)
+    return method
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _program(model_static: _Static, method_static: _Static, model_arrays: list,
+             method_keys: list, x: Array, target: Array) -> Array:
+    """The method on the model rebuilt, inside the trace, from the traced arrays."""
+    kind, parts, variables, apply_kwargs, leaves = _join(model_static, model_arrays)
+    if kind == "nnx":
+        from flax import nnx
+
+        parts = nnx.merge(*parts)
+    f = model_weights(parts, variables, apply_kwargs).rebuild(leaves)
+    return _join(method_static, method_keys)(f, x, target)
+
+
+def explain(
+    model: Any,
+    variables: Any,
+    apply_kwargs: dict[str, Any],
+    method: Callable[..., Array],
+    leaves: list,
+    x: Float[Array, "batch *feature"],
+    target: Int[Array, " batch"],
+) -> Float[Array, "batch *feature"]:
+    """``method(f, x, target)`` for ``f = model_weights(model, variables,
+    apply_kwargs).rebuild(leaves)``, by one compiled program per model structure, method and
+    shapes (the arrays of `model`, `variables`, `apply_kwargs` and `leaves` are traced).
+
+    Raises what tracing the method raises: a ``jax.errors.JAXTypeError`` for a method that JAX
+    cannot trace (one written in NumPy), which the caller may then call as it is.
+    """
+    kind = model_kind(model)
+    parts = model
+    if kind == "nnx":
+        from flax import nnx
+
+        parts = nnx.split(model)
+    model_arrays, model_static = _split((kind, parts, variables, apply_kwargs, list(leaves)),
+                                        _is_array)
+    method_keys, method_static = _split(_method_tree(method), _is_key)
+    return _program(model_static, method_static, model_arrays, method_keys, x, target)
+
+
+def place_like(new: Any, old: Any) -> Any:
+    """`new` on the devices of `old` when `old` is committed to them (e.g. restored from a
+    checkpoint), else as it is (a tracer too): jit compiles once per placement of its
+    arguments, so weights placed as the ones they replace keep every state on the original's
+    program."""
+    if isinstance(old, jax.Array) and is_concrete(old) and old.committed:
+        return jax.device_put(new, old.sharding)
+    return new
