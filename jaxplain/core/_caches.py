@@ -107,8 +107,8 @@ class SameFunction:
 def function_key(fn):
     """`fn` as a :class:`SameFunction`, equal to another function with the same code, closed-over
     values, defaults and read globals, when all of those are immutable values (numbers, strings,
-    tuples and frozensets of them, frozen dataclasses, and functions keyed the same way) or
-    modules and classes (keyed by the attributes the code may read of them: ``cfg.scale``
+    tuples and frozensets of them, frozen dataclasses, functions keyed the same way, JAX arrays
+    by identity) or modules and classes (keyed by the attributes the code may read of them: ``cfg.scale``
     rebound is another key); else `fn` itself, equal only to itself.
 
     So an inline ``lambda v: v * 0.5``, a new object on every call, keys a compile cache as the
@@ -199,6 +199,8 @@ def _value_key(value, seen: frozenset):
         return _function_key(value, seen)
     if isinstance(value, types.BuiltinFunctionType):
         return value
+    if isinstance(value, jax.Array) and not isinstance(value, jax.core.Tracer):
+        return _Identity(value)  # immutable: another array (a global rebound) is another key
     if isinstance(value, _SCALARS):
         return type(value), repr(value)
     if isinstance(value, tuple):

@@ -7,7 +7,6 @@ import fnmatch
 import functools
 import os
 import sys
-import types
 import warnings
 import weakref
 from collections.abc import Callable, Mapping
@@ -407,14 +406,13 @@ def intervene(f: Callable, edits: Mapping) -> Callable:
 
 
 def _keyable(edit) -> bool:
-    """Whether an edit can key the compile cache without pinning values that may be traced: a
-    function compared by value, an array edit, or a function (compared by identity) with no
-    closure and no defaults (``lambda v, m=m: v * m`` holds `m` as a default)."""
+    """Whether an edit can key the compile cache: a function compared by what it computes, or
+    an array edit. Not a function compared by identity: it holds or reads a value that may be
+    traced or change (``lambda v, m=m: v * m`` with a traced `m`; a global NumPy array rebound),
+    which a cached program would pin or go stale on."""
     if isinstance(edit, _Patch):
         edit = edit.fn
-    return (edit is None or isinstance(edit, SameFunction)
-            or isinstance(edit, types.FunctionType)
-            and not (edit.__closure__ or edit.__defaults__ or edit.__kwdefaults__))
+    return edit is None or isinstance(edit, SameFunction)
 
 
 class InternalError(RuntimeError):

@@ -16,6 +16,7 @@ W = jnp.array([[1.0, -1.0, 0.5], [0.5, 2.0, -1.0], [-0.5, 1.0, 1.0]])
 V = jnp.array([[1.0], [2.0], [-1.0]])
 X = jnp.array([[1.0, 2.0, 3.0], [0.5, -1.0, 2.0]])
 SCALE = 2.0  # read as a global by an edit below
+GATE = None  # likewise
 
 
 def g(x):
@@ -87,6 +88,17 @@ def test_an_edit_with_other_values_never_reuses_a_stale_program():
     for shift in (1.0, 2.0):  # a default
         y = jp.intervene(g, {"blk": lambda v, s=shift: v + s})(X)
         np.testing.assert_allclose(y, jnp.tanh((relu(X) + shift) @ V), rtol=1e-6)
+
+
+def test_a_reused_edit_reading_a_rebound_global_array_sees_the_new_array():
+    global GATE
+    for make in (jnp.asarray, np.asarray):  # a JAX array (keyed by identity), a NumPy one
+        edit = lambda v: v * GATE  # noqa: E731  one function object, reused
+        for GATE in (make([1.0, 1.0, 1.0]), make([0.0, 2.0, 1.0])):
+            y = jp.intervene(g, {"blk": edit})(X)
+            np.testing.assert_allclose(y, jnp.tanh((GATE * relu(X)) @ V), rtol=1e-6)
+    GATE = jnp.ones(3)  # fresh edits reading one JAX array: one key, one program
+    assert len({jp.intervene(g, {"blk": lambda v: v * GATE}) for _ in range(3)}) == 1
 
 
 class Settings:
