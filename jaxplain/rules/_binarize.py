@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Mapping
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -116,6 +117,16 @@ def _warn_constant(items: np.ndarray, values: np.ndarray, name) -> None:
         UserWarning, stacklevel=3)
 
 
+def _host(name: str, value) -> np.ndarray:
+    """`value` as a NumPy array; TypeError for a traced one (binarizing and mining run on the
+    host, over the whole data set: they cannot run inside ``jit``)."""
+    if isinstance(value, jax.core.Tracer):
+        raise TypeError(f"{name} must be a concrete array: rule mining binarizes and searches on "
+                        "the host, so it cannot run inside jit, vmap or grad; got a traced value. "
+                        "Call it outside your transformation.")
+    return np.asarray(value)
+
+
 def binarize(acts, *, threshold=None, quantile=None, conv_mode="filter", pool="max",
              conv_quantile=0.9, channel_axis=-1) -> Binarized:
     """Turn activations into boolean items, one threshold per item.
@@ -174,7 +185,7 @@ def binarize(acts, *, threshold=None, quantile=None, conv_mode="filter", pool="m
       >>> items.tolist()
       [[False, True], [True, False]]
     """
-    acts = np.asarray(acts)
+    acts = _host("acts", acts)
     if not np.issubdtype(acts.dtype, np.floating) and not np.issubdtype(acts.dtype, np.integer):
         raise TypeError(f"acts must be a numeric array, got dtype {acts.dtype}")
     if acts.ndim < 2 or acts.shape[0] == 0:
@@ -326,7 +337,7 @@ def activations(f, x, sites, *, batch_size=256, threshold=None, quantile=None,
         if threshold is not None or quantile is not None or conv_quantile != 0.9:
             raise ValueError("thresholds_from= reuses the earlier thresholds; leave threshold=, "
                              "quantile= and conv_quantile= unset")
-    x = np.asarray(x)
+    x = _host("x", x)
     if x.ndim == 0 or x.shape[0] == 0:
         raise ValueError(f"x must be a non-empty batch of inputs, got shape {x.shape}")
     batch_size = x.shape[0] if batch_size is None else int(batch_size)

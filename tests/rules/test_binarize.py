@@ -303,3 +303,12 @@ def test_docs_held_out_example_runs(digits_model):
     train, test = namespace["train"], namespace["test"]
     assert test["relu_1"].items.shape == (digits.x_test.shape[0], 64)
     np.testing.assert_array_equal(test["relu_1"].thresholds, train["relu_1"].thresholds)
+
+
+def test_inside_jit_binarize_and_activations_say_they_run_on_the_host():
+    acts = jnp.linspace(0.0, 1.0, 40).reshape(20, 2)
+    with pytest.raises(TypeError, match="acts must be a concrete array.*outside"):
+        jax.jit(lambda a: binarize(a, threshold=0.5).items)(acts)
+    f = lambda x: jax.nn.relu(x)  # noqa: E731
+    with pytest.raises(TypeError, match="x must be a concrete array.*outside"):
+        jax.jit(lambda x: activations(f, x, ["relu"])["relu"].items)(acts)
