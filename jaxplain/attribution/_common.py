@@ -21,7 +21,7 @@ from jaxplain.core._capture import model_error_hint, warn_if_mixes_batch
 from jaxplain.core._chunks import auto_chunk
 from jaxplain.core._layout import fast_convolutions
 from jaxplain.core._cpu import cpu_friendly, sum_leading
-from jaxplain.core._reinterpret import zeros_varying_like
+from jaxplain.core._reinterpret import match_varying, zeros_varying_like
 
 
 def is_traced(value: Any) -> bool:
@@ -78,6 +78,12 @@ def check_x(x: Any, *, token_ids: bool = False) -> jax.Array:
     return x
 
 
+#: Up to this many elements, a concrete `x` in the host's memory is checked for NaN with NumPy:
+#: no dispatch, and no wait for XLA's threads to wake (the device sum and the wait cost a tiny
+#: MLP's gradient about 35 us a call); a larger one, or one on an accelerator, with one XLA sum.
+HOST_CHECK_SIZE = 1 << 18
+
+
 @jax.jit
 def _sum_is_nan(a: jax.Array) -> jax.Array:
     return jnp.isnan(a.sum())  # NaN wherever `a` holds one (or +inf and -inf): one fast pass
@@ -88,20 +94,35 @@ def _nan_rows(a: jax.Array) -> jax.Array:
     return jnp.isnan(a.reshape(a.shape[0], -1)).any(axis=1)
 
 
+def _on_host(x: Any) -> bool:
+    """Whether `x` is a NumPy array or a JAX array held whole in the host's memory (CPU)."""
+    if isinstance(x, np.ndarray):
+        return True
+    return x.is_fully_addressable and all(d.platform == "cpu" for d in x.devices())
+
+
 def check_no_nan(x: jax.Array, name: str = "x") -> None:
     """A ValueError naming the examples when a concrete floating `x` ``(batch, ...)`` holds
     NaN (as the metrics refuse it): the model's outputs there are NaN, and its maps NaN or,
-    through a ReLU's zero gradient, finite and meaningless. The cost is one sum on the device
-    (the examples are looked for only when it is NaN).
+    through a ReLU's zero gradient, finite and meaningless. The cost is one sum (the examples
+    are looked for only when it is NaN): in NumPy for an `x` of at most
+    :data:`HOST_CHECK_SIZE` elements on the CPU, else on the device.
 
     A tracer (`x` an argument of the user's ``jit`` or ``vmap``) cannot be checked and passes;
     an array closed over by a jitted function is concrete and checked."""
     if is_traced(x) or not jnp.issubdtype(x.dtype, jnp.floating) or not x.size:
         return
-    with jax.ensure_compile_time_eval():  # a closed-over array inside the user's jit
-        if not bool(_sum_is_nan(x)):
-            return
-        bad = np.flatnonzero(np.asarray(_nan_rows(x)))
+    if x.size <= HOST_CHECK_SIZE and _on_host(x):
+        a = np.asarray(x)
+        with np.errstate(over="ignore", invalid="ignore"):  # inf - inf is NaN here, silently
+            if not np.isnan(a.sum()):
+                return
+        bad = np.flatnonzero(np.isnan(a.reshape(a.shape[0], -1)).any(axis=1))
+    else:
+        with jax.ensure_compile_time_eval():  # a closed-over array inside the user's jit
+            if not bool(_sum_is_nan(x)):
+                return
+            bad = np.flatnonzero(np.asarray(_nan_rows(x)))
     if bad.size:
         shown = bad[:8].tolist() + (["..."] if bad.size > 8 else [])
         raise ValueError(f"{name} contains NaN (examples {shown} of {x.shape[0]}): the model's "
@@ -299,6 +320,18 @@ def check_baseline(baseline: Any, x: jax.Array, name: str = "baseline", *,
     (codes), integer values. `method` names the caller in the recipe for a background."""
     if baseline is None:
         return jnp.zeros_like(x)
+    return jnp.broadcast_to(baseline_value(baseline, x, name, method=method), x.shape)
+
+
+def baseline_value(baseline: Any, x: jax.Array, name: str = "baseline", *,
+                   method: str = "method") -> np.ndarray | jax.Array:
+    """:func:`check_baseline` without the broadcast, for a compiled method to broadcast with
+    :func:`full_baseline`, so that no array of `x`'s size is made eagerly on every call: the
+    baseline in `x`'s dtype at its own shape (broadcastable to `x`'s; None: a zero scalar),
+    still a NumPy array where it was given on the host (the compiled method's call moves it to
+    the device, at a fraction of an eager ``jnp.asarray``'s cost)."""
+    if baseline is None:
+        return np.zeros((), x.dtype)
     takes = (f"{name} must be None (zeros), a number, or an array broadcastable to x's shape "
              f"{tuple(x.shape)}")
     if isinstance(baseline, str):  # a ValueError, as the metrics' for a spelling they lack
@@ -334,7 +367,13 @@ def check_baseline(baseline: Any, x: jax.Array, name: str = "baseline", *,
             raise TypeError(f"{name} must hold integer codes like x ({x.dtype}), e.g. one "
                             f"reference category per feature; got {kind} values"
                             + ("" if values is None else " that are not whole numbers"))
-    return jnp.broadcast_to(jnp.asarray(b, x.dtype), x.shape)
+    return jnp.asarray(b, x.dtype) if isinstance(b, jax.Array) else np.asarray(b, x.dtype)
+
+
+def full_baseline(baseline: np.ndarray | jax.Array, x: jax.Array) -> jax.Array:
+    """Inside a compiled method: a baseline of :func:`baseline_value` at `x`'s shape, varying
+    per device as `x` does inside a `jax.shard_map` (as ``jnp.zeros_like(x)`` would)."""
+    return match_varying([jnp.broadcast_to(baseline, x.shape), x])[0][0]
 
 
 def check_baselines(baselines: Any, x: jax.Array, name: str = "baselines") -> jax.Array:

@@ -27,30 +27,40 @@ def quadrature(method: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
       steps: the number of points (at least 2 for the Riemann rules, 1 for Gauss-Legendre).
 
     Returns:
-      ``(alphas, weights)``, float64 arrays of length `steps`.
+      ``(alphas, weights)``, float64 arrays of length `steps`, read-only: computed once per
+      ``(method, steps)`` and shared by every call.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}; got {method!r}")
     n = _common.check_positive_int(steps, "steps", 1 if method == "gausslegendre" else 2)
+    return _quadrature(method, n)
+
+
+@functools.lru_cache(maxsize=64)
+def _quadrature(method: str, n: int) -> tuple[np.ndarray, np.ndarray]:
     if method == "gausslegendre":
         nodes, weights = np.polynomial.legendre.leggauss(n)
-        return 0.5 * (1.0 + nodes), 0.5 * weights
-    weights = np.full(n, 1.0 / n)
-    if method == "riemann_trapezoid":
-        weights[0] = weights[-1] = 0.5 / n
-        alphas = np.linspace(0.0, 1.0, n)
-    elif method == "riemann_left":
-        alphas = np.linspace(0.0, 1.0 - 1.0 / n, n)
-    elif method == "riemann_right":
-        alphas = np.linspace(1.0 / n, 1.0, n)
+        alphas, weights = 0.5 * (1.0 + nodes), 0.5 * weights
     else:
-        alphas = np.linspace(1.0 / (2 * n), 1.0 - 1.0 / (2 * n), n)
+        weights = np.full(n, 1.0 / n)
+        if method == "riemann_trapezoid":
+            weights[0] = weights[-1] = 0.5 / n
+            alphas = np.linspace(0.0, 1.0, n)
+        elif method == "riemann_left":
+            alphas = np.linspace(0.0, 1.0 - 1.0 / n, n)
+        elif method == "riemann_right":
+            alphas = np.linspace(1.0 / n, 1.0, n)
+        else:
+            alphas = np.linspace(1.0 / (2 * n), 1.0 - 1.0 / (2 * n), n)
+    for a in (alphas, weights):
+        a.flags.writeable = False
     return alphas, weights
 
 
 @functools.partial(jax.jit, static_argnames=("f", "steps", "method", "batch_size"))
 def _integrated_gradients(f, x, target, baseline, *, steps, method, batch_size):
     alphas, weights = quadrature(method, steps)
+    baseline = _common.full_baseline(baseline, x)
     dtype = _common.wide(x.dtype)
     total = _common.line_gradient_sum(f, baseline, x, target, jnp.asarray(alphas, dtype),
                                       jnp.asarray(weights, dtype), batch_size)
@@ -95,7 +105,7 @@ def integrated_gradients(f: Callable, x: Float[Array, "batch *feature"],
       Sundararajan, Taly, Yan. Axiomatic Attribution for Deep Networks. ICML 2017.
     """
     x, t = _common.check_arguments(f, x, target)
-    b = _common.check_baseline(baseline, x, method="integrated_gradients")
+    b = _common.baseline_value(baseline, x, method="integrated_gradients")
     quadrature(method, steps)  # validates method and steps before tracing
     _model_checks.warn_if_steps(f, x, "integrated_gradients")
     return _integrated_gradients(f, x, t, b, steps=int(steps), method=method,
@@ -104,6 +114,7 @@ def integrated_gradients(f: Callable, x: Float[Array, "batch *feature"],
 
 @functools.partial(jax.jit, static_argnames=("f",))
 def _completeness_delta(f, x, target, baseline, attributions):
+    baseline = _common.full_baseline(baseline, x)
     dtype = jnp.promote_types(_common.wide(x.dtype), attributions.dtype)
     total = attributions.astype(dtype).reshape(x.shape[0], -1).sum(axis=1)
     gap = (_common.selected(f, x, target).astype(dtype)
@@ -131,7 +142,7 @@ def completeness_delta(f: Callable, x: Float[Array, "batch *feature"],
       (the attributions' dtype where wider): a bfloat16 model's delta is not rounded away.
     """
     x, t = _common.check_arguments(f, x, target)
-    b = _common.check_baseline(baseline, x)
+    b = _common.baseline_value(baseline, x)
     if tuple(jnp.shape(attributions)) != tuple(x.shape):
         raise ValueError(f"attributions must be shaped like x {tuple(x.shape)}; "
                          f"got {tuple(jnp.shape(attributions))}")

@@ -188,6 +188,7 @@ def deletion(
             (a regression) takes ``"logit"``.
         absolute: Rank by ``|attribution|`` (channels summed first) instead of signed values.
         blur_sigma: Standard deviation of the blur baseline, in pixels (time steps, voxels).
+            It sets the kernel's size, so it is static: each new value compiles once.
         batch_size: Perturbed inputs evaluated at once, which bounds memory whatever the
             number of steps. ``None`` picks it: all ``batch x (steps + 1)`` on GPU/TPU, on CPU
             as many as keep a call in cache (:func:`jaxplain.core._chunks.auto_chunk`).
@@ -350,7 +351,7 @@ def pixel_perturbation(
         fractions: The removal fractions ``q`` in ``[0, 1]`` (default 1%..10%).
         baseline: As in :func:`deletion` (the protocol sets pixels to 0 in normalised space).
         absolute: Rank by ``|attribution|`` (the reference choice) or by signed values.
-        blur_sigma: For ``baseline="blur"``.
+        blur_sigma: For ``baseline="blur"`` (static, as in :func:`deletion`).
         batch_size: Perturbed inputs evaluated at once (``None``: all
             ``batch x (len(fractions) + 1)`` on GPU/TPU, a cache-sized chunk on CPU).
         feature_mask: Groups removed whole, as in :func:`deletion` (``n`` counts groups).

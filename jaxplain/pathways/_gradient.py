@@ -122,10 +122,10 @@ def masked_jvp(
     return _masked_jvp(f, x, target, dict(masks), direction)
 
 
-@functools.partial(jax.jit, static_argnames=("f", "specs", "keep", "method", "steps", "batch_size"))
-def _pathway_gradient(f, x, target, specs, keep, method, steps, batch_size):
+@functools.partial(jax.jit, static_argnames=("f", "specs", "method", "steps", "batch_size"))
+def _pathway_gradient(f, x, target, specs, at, method, steps, batch_size):
     t = _checks.targets(f, x, target)
-    masks = _select.pathway_masks(f, x, t, specs, keep, method, steps, batch_size)
+    masks = _select.pathway_masks(f, x, t, specs, at, method, steps, batch_size)
     return _one_hot_vjp(apply(f, masks), x, t)
 
 
@@ -140,9 +140,9 @@ def pathway_gradient(
     dead units dropped), applies the masks to the site values in the forward pass
     (``a <- m * a``, through ``jaxplain.intervene``) and takes the input gradient of the target
     logit of that masked network with one vjp. Two forward/backward passes in all, batched and
-    compiled once per (f, shapes, keep, sites). The masked forward differs from the original
-    (downstream pre-activations and ReLU states are the masked network's) — this is not a
-    gradient with a masked backward only. With ``keep=1`` it equals ``jax.grad`` of the logit.
+    compiled once per (f, shapes, sites): ``keep`` is passed as a value. The masked forward
+    differs from the original (downstream pre-activations and ReLU states are the masked
+    network's) — this is not a gradient with a masked backward only. With ``keep=1`` it equals ``jax.grad`` of the logit.
 
     Args:
       f, x, target, keep, sites, method, steps, batch_size: as in :func:`select`.
@@ -165,9 +165,9 @@ def pathway_gradient(
       Khakzar et al., "Neural Response Interpretation through the Lens of Critical Pathways",
       CVPR 2021.
     """
-    x, target, specs, keep, batch_size = _select.select_arguments(
+    x, target, specs, at, batch_size = _select.select_arguments(
         f, x, target, keep=keep, sites=sites, method=method, steps=steps, batch_size=batch_size)
-    return _pathway_gradient(f, x, target, specs, keep, method, steps, batch_size)
+    return _pathway_gradient(f, x, target, specs, at, method, steps, batch_size)
 
 
 def pathway_jvp(

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 
 import jax
@@ -64,10 +65,7 @@ def _descend(f, x, init, l1, steps, learning_rate, momentum, max_gate):
     return best, best_loss
 
 
-@functools.partial(
-    jax.jit,
-    static_argnames=("f", "steps", "learning_rate", "momentum", "l1", "max_gate", "retries"),
-)
+@functools.partial(jax.jit, static_argnames=("f", "steps", "retries"))
 def _learned_gates(f, x, init, steps, learning_rate, momentum, l1, max_gate, retries):
     run = functools.partial(_descend, f, x, init, steps=steps, learning_rate=learning_rate,
                             momentum=momentum, max_gate=max_gate)
@@ -115,7 +113,8 @@ def learned_gates(
     Args:
       f, x, sites: as in :func:`select`.
       steps, learning_rate, momentum, l1, max_gate: the optimisation (defaults as the
-        authors': 1000 steps, lr 0.01, momentum 0.9, lambda 0.01, clamp 100).
+        authors': 1000 steps, lr 0.01, momentum 0.9, lambda 0.01, clamp 100). The four floats
+        are values of the compiled function: a sweep over them compiles once.
       init: ``"ones"`` or ``"uniform"``.
       key: PRNG key for ``init="uniform"``.
       retries: how many times to rerun with ``l1 / 10`` (the authors: 100).
@@ -148,7 +147,7 @@ def learned_gates(
                           float(max_gate), retries)
 
 
-@functools.partial(jax.jit, static_argnames=("f", "specs", "rounds", "step"))
+@functools.partial(jax.jit, static_argnames=("f", "specs", "rounds"))
 def _greedy(f, x, target, specs, rounds, step):
     t = _checks.targets(f, x, target)
     masks = {n: jnp.ones(shape, bool) for n, shape, _ in specs}
@@ -188,15 +187,12 @@ def greedy_masks(
     return _greedy(f, x, target, specs, rounds, float(step))
 
 
-@functools.partial(jax.jit, static_argnames=("specs", "keep"))
-def _random(key, specs, keep):
+@functools.partial(jax.jit, static_argnames=("specs",))
+def _random(key, specs, drops):
     masks = {}
-    for k, (name, shape, _) in zip(jax.random.split(key, len(specs)), specs):
-        n = 1
-        for d in shape[1:]:
-            n *= d
-        drop = int((1.0 - keep) * n)
-        ranks = jnp.argsort(jnp.argsort(jax.random.uniform(k, (shape[0], n)), axis=1), axis=1)
+    for k, (name, shape, _), drop in zip(jax.random.split(key, len(specs)), specs, drops):
+        ranks = jnp.argsort(jnp.argsort(jax.random.uniform(k, (shape[0], math.prod(shape[1:]))),
+                                        axis=1), axis=1)
         masks[name] = (ranks >= drop).reshape(shape)
     return masks
 
@@ -205,10 +201,12 @@ def random_masks(
     key: PRNGKeyArray, f: Callable, x: Float[Array, "batch *features"], *, keep: float,
     sites=None,
 ) -> dict[str, Bool[Array, "batch *site"]]:
-    """Random pathway: per example and site, drop ``int((1 - keep) * units)`` random units."""
+    """Random pathway: per example and site, drop ``int((1 - keep) * units)`` random units
+    (counted on the host and passed as values: a new ``keep`` does not recompile)."""
     check_key(key)
     _checks.check_function(f)
     x = _checks.check_x(x)
     keep = _checks.check_keep(keep)
     specs, _ = _checks.resolve(f, x, sites)
-    return _random(key, specs, keep)
+    drops = tuple(int((1.0 - keep) * math.prod(shape[1:])) for _, shape, _ in specs)
+    return _random(key, specs, drops)

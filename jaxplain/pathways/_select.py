@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +30,7 @@ def _unsortable(keys: Array) -> Array:
     return jax.lax.bitcast_convert_type(u, jnp.float32)
 
 
-def _order_statistic(keys: Array, k: int) -> Array:
+def _order_statistic(keys: Array, k: Int[Array, ""]) -> Array:
     """The k-th smallest key of every row (0-based), by bisection on the 32-bit key space.
 
     32 rounds of compare-and-count instead of a sort: O(32 n) vectorised work, which beats
@@ -48,49 +49,79 @@ def _order_statistic(keys: Array, k: int) -> Array:
     return jax.lax.fori_loop(0, 32, body, (lo, hi))[0]
 
 
-def _next_order_statistic(keys: Array, kth: Array, k: int) -> Array:
+def _next_order_statistic(keys: Array, kth: Array, k: Int[Array, ""]) -> Array:
     """The (k+1)-th smallest key of every row, given the k-th ``kth``: ``kth`` itself when
-    more than k + 1 keys are ``<= kth`` (a tie), else the smallest key above it; one pass."""
+    more than k + 1 keys are ``<= kth`` (a tie, or k the last index), else the smallest key
+    above it; one pass."""
     column = kth[:, None]
-    ties = (keys <= column).sum(axis=1, dtype=jnp.int32) >= k + 2
+    ties = (keys <= column).sum(axis=1, dtype=jnp.int32) >= jnp.minimum(k + 2, keys.shape[1])
     above = jnp.min(jnp.where(keys > column, keys, jnp.uint32(0xFFFFFFFF)), axis=1)
     return jnp.where(ties, kth, above)
 
 
-def percentile_rows(values: Float[Array, "batch n"], q: float) -> Float[Array, "batch"]:
-    """``numpy.percentile(row, q)`` (linear interpolation) of every row, on device.
+class Position(NamedTuple):
+    """Where ``numpy.percentile(row, q)`` falls in a sorted row of ``n`` values: the lower
+    order statistic ``lo`` (0-based) and the interpolation weight ``w`` (with ``rest = 1 - w``),
+    from the virtual index ``q / 100 * (n - 1)`` computed on the host in float64 exactly as
+    NumPy does (:func:`position`). Passed to the compiled function as values, so every ``q``
+    shares one program."""
 
-    ``q`` is a Python number: the virtual index ``q / 100 * (n - 1)`` is computed on the host in
-    float64 exactly as NumPy does, so ``floor`` and the interpolation weight match NumPy's; the
-    lower order statistic is found exactly by bisection (no sort), the next one from it in one
-    more pass, and the interpolation uses NumPy's two-sided formula.
-    """
-    n = values.shape[1]
+    lo: int
+    w: float
+    rest: float
+
+
+def position(n: int, q: float) -> Position:
+    """The :class:`Position` of the ``q``-th percentile (a Python number) in rows of ``n``."""
     index = (q / 100.0) * (n - 1)
     lo = min(int(math.floor(index)), n - 1)
-    hi = min(lo + 1, n - 1)
     w = index - lo
+    return Position(lo, w, 1.0 - w)
+
+
+def percentile_rows(values: Float[Array, "batch n"], at: Position) -> Float[Array, "batch"]:
+    """``numpy.percentile(row, q)`` (linear interpolation) of every row, on device, for
+    ``at = position(n, q)``.
+
+    The lower order statistic is found exactly by bisection (no sort), the next one from it in
+    one more pass, and the interpolation uses NumPy's two-sided formula with the weights
+    computed on the host, so the result is NumPy's.
+    """
     keys = _sortable(values)
-    a_key = _order_statistic(keys, lo)
+    a_key = _order_statistic(keys, at.lo)
     a = _unsortable(a_key)
-    if w == 0.0:
-        return a
-    b = _unsortable(_next_order_statistic(keys, a_key, lo) if hi == lo + 1 else a_key)
+    b = _unsortable(_next_order_statistic(keys, a_key, at.lo))
     diff = b - a
-    return a + diff * w if w < 0.5 else b - diff * (1.0 - w)
+    return jnp.where(at.w == 0.0, a,
+                     jnp.where(at.w < 0.5, a + diff * at.w, b - diff * at.rest))
 
 
-def threshold_scores(scores: Mapping, keep: float) -> dict:
-    """Traced body of :func:`threshold` (``keep`` static)."""
-    if keep >= 1.0:
-        return {n: jnp.ones(v.shape, bool) for n, v in scores.items()}
-    tau = percentile_rows(_flat(scores), 100.0 * (1.0 - keep))
-    return {n: v > tau.reshape((-1,) + (1,) * (v.ndim - 1)) for n, v in scores.items()}
+class Cut(NamedTuple):
+    """A pathway threshold as values for the compiled function: keep every unit (``keep=1``),
+    else the units above the percentile at ``position``."""
+
+    keep_all: bool
+    position: Position
 
 
-@functools.partial(jax.jit, static_argnames=("keep",))
-def _threshold(scores, keep):
-    return threshold_scores(scores, keep)
+def cut(keep: float, n: int) -> Cut:
+    """The :class:`Cut` of ``keep`` (a checked Python float) over ``n`` units per example."""
+    return Cut(keep >= 1.0, position(n, 100.0 * (1.0 - keep)))
+
+
+def units(shapes) -> int:
+    """The number of units per example of sites of ``shapes`` (batch first), pooled."""
+    return sum(math.prod(shape[1:]) for shape in shapes)
+
+
+def threshold_scores(scores: Mapping, at: Cut) -> dict:
+    """Traced body of :func:`threshold`, for ``at = cut(keep, units)``."""
+    tau = percentile_rows(_flat(scores), at.position)
+    return {n: at.keep_all | (v > tau.reshape((-1,) + (1,) * (v.ndim - 1)))
+            for n, v in scores.items()}
+
+
+_threshold = jax.jit(threshold_scores)
 
 
 def threshold(scores: Mapping[str, Float[Array, "batch *site"]], *, keep: float) -> dict:
@@ -106,30 +137,33 @@ def threshold(scores: Mapping[str, Float[Array, "batch *site"]], *, keep: float)
     Args:
       scores: ``{site: scores (batch, ...)}`` from :func:`contributions`,
         :func:`integrated_contributions`, or learned gates.
-      keep: the fraction to keep, in (0, 1]; a Python float (each value compiles once).
+      keep: the fraction to keep, in (0, 1]; a Python float (its percentile's position is
+        computed on the host and passed as a value: a new ``keep`` does not recompile).
 
     Returns:
       ``{site: bool mask}`` shaped like the scores.
     """
     keep = _checks.check_keep(keep)
     _checks.check_masks(scores)
-    return _threshold(dict(scores), keep)
+    scores = dict(scores)
+    return _threshold(scores, cut(keep, units(jnp.shape(v) for v in scores.values())))
 
 
-def pathway_masks(f, x, t, specs, keep, method, steps, batch_size) -> dict:
+def pathway_masks(f, x, t, specs, at, method, steps, batch_size) -> dict:
     """Traced body of :func:`select`, for targets `t` already resolved
-    (:func:`_checks.targets`): the contributions by `method`, then :func:`threshold_scores`."""
+    (:func:`_checks.targets`) and ``at = cut(keep, units)``: the contributions by `method`,
+    then :func:`threshold_scores`."""
     if method == "taylor":
         scores = _contributions.taylor_scores(f, x, t, specs)
     else:
         scores = _contributions.integrated_scores(f, x, t, specs, steps, batch_size)
-    return threshold_scores(scores, keep)
+    return threshold_scores(scores, at)
 
 
-@functools.partial(jax.jit, static_argnames=("f", "specs", "keep", "method", "steps", "batch_size"))
-def _select(f, x, target, specs, keep, method, steps, batch_size):
+@functools.partial(jax.jit, static_argnames=("f", "specs", "method", "steps", "batch_size"))
+def _select(f, x, target, specs, at, method, steps, batch_size):
     t = _checks.targets(f, x, target)
-    return pathway_masks(f, x, t, specs, keep, method, steps, batch_size)
+    return pathway_masks(f, x, t, specs, at, method, steps, batch_size)
 
 
 def check_method(method: str, steps: int) -> None:
@@ -140,8 +174,8 @@ def check_method(method: str, steps: int) -> None:
 
 def select_arguments(f, x, target, *, keep, sites, method, steps, batch_size) -> tuple:
     """The checks of :func:`select` and :func:`pathway_gradient`, before tracing: ``(x,
-    target, specs, keep, batch_size)``, with `batch_size` None unless ``method="integrated"``
-    uses it (one compiled function whatever its value)."""
+    target, specs, at, batch_size)``, with ``at`` the :class:`Cut` of `keep` and `batch_size`
+    None unless ``method="integrated"`` uses it (one compiled function whatever its value)."""
     _checks.check_function(f)
     x = _checks.check_x(x)
     keep = _checks.check_keep(keep)
@@ -151,7 +185,7 @@ def select_arguments(f, x, target, *, keep, sites, method, steps, batch_size) ->
         batch_size = None
     specs, n_classes = _checks.resolve(f, x, sites)
     target = _checks.check_target(target, x.shape[0], n_classes)
-    return x, target, specs, keep, batch_size
+    return x, target, specs, cut(keep, units(shape for _, shape, _ in specs)), batch_size
 
 
 def select(
@@ -194,9 +228,9 @@ def select(
     References:
       Khakzar et al., CVPR 2021.
     """
-    x, target, specs, keep, batch_size = select_arguments(
+    x, target, specs, at, batch_size = select_arguments(
         f, x, target, keep=keep, sites=sites, method=method, steps=steps, batch_size=batch_size)
-    return _select(f, x, target, specs, keep, method, steps, batch_size)
+    return _select(f, x, target, specs, at, method, steps, batch_size)
 
 
 def kept_fraction(masks: Mapping[str, Bool[Array, "batch *site"]]) -> Float[Array, "batch"]:

@@ -134,7 +134,7 @@ def test_errors():
 
 @pytest.mark.parametrize("n", [1, 2, 7, 100, 3137])
 def test_percentile_rows_is_numpy_percentile(n):
-    from jaxplain.pathways._select import percentile_rows
+    from jaxplain.pathways._select import percentile_rows, position
 
     rng = np.random.default_rng(n)
     v = rng.normal(size=(4, n)).astype(np.float32)
@@ -142,16 +142,17 @@ def test_percentile_rows_is_numpy_percentile(n):
     v[1, : n // 4] = -0.0
     for q in (0.0, 10.0, 33.3, 50.0, 70.0, 80.0, 99.9, 100.0):
         ref = np.percentile(v.astype(np.float64), q, axis=1)
-        np.testing.assert_allclose(percentile_rows(jnp.asarray(v), q), ref, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(percentile_rows(jnp.asarray(v), position(n, q)), ref,
+                                   rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("n", [2, 5, 64, 1001])
 def test_percentile_rows_with_ties_is_numpy_percentile(n):
     """Few distinct values: the two order statistics fall inside and at the ends of tie runs."""
-    from jaxplain.pathways._select import percentile_rows
+    from jaxplain.pathways._select import percentile_rows, position
 
     v = np.random.default_rng(n).integers(-3, 4, size=(6, n)).astype(np.float32)
     for q in np.linspace(0.0, 100.0, 41):
         ref = np.percentile(v.astype(np.float64), q, axis=1)
-        np.testing.assert_allclose(percentile_rows(jnp.asarray(v), float(q)), ref, rtol=1e-6,
-                                   atol=1e-7)
+        np.testing.assert_allclose(percentile_rows(jnp.asarray(v), position(n, float(q))), ref,
+                                   rtol=1e-6, atol=1e-7)
