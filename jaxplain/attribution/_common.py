@@ -340,7 +340,9 @@ def baseline_value(baseline: Any, x: jax.Array, name: str = "baseline", *,
                          "or the array itself (x.mean(axis=(1, 2), keepdims=True): each image's "
                          "channel means)")
     try:
-        b = baseline if hasattr(baseline, "shape") else np.asarray(baseline, dtype=np.float32)
+        b = baseline if hasattr(baseline, "shape") else np.asarray(baseline)  # in x's dtype below
+        if b.dtype == object:
+            raise TypeError
     except (TypeError, ValueError):
         raise TypeError(f"{takes}; got {type(baseline).__name__} {baseline!r:.80}") from None
     try:

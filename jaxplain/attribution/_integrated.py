@@ -143,8 +143,9 @@ def completeness_delta(f: Callable, x: Float[Array, "batch *feature"],
     """
     x, t = _common.check_arguments(f, x, target)
     b = _common.baseline_value(baseline, x)
-    if tuple(jnp.shape(attributions)) != tuple(x.shape):
+    if tuple(np.shape(attributions)) != tuple(x.shape):
         raise ValueError(f"attributions must be shaped like x {tuple(x.shape)}; "
-                         f"got {tuple(jnp.shape(attributions))}")
-    a = attributions if hasattr(attributions, "dtype") else np.asarray(attributions, np.float32)
+                         f"got {tuple(np.shape(attributions))}")
+    a = attributions if hasattr(attributions, "dtype") else np.asarray(attributions,
+                                                                       _common.wide(x.dtype))
     return _completeness_delta(f, x, t, b, jnp.asarray(a))
