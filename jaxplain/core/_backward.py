@@ -30,6 +30,7 @@ import dataclasses
 import difflib
 import fnmatch
 import inspect
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -467,8 +468,23 @@ def linear_layer_names(f: Callable, x) -> tuple[str, ...]:
 
 def unruled_products(f: Callable, x, rules) -> tuple[str, ...]:
     """The places of `f` (at `x`'s shape) that multiply two input-dependent values (gates,
-    attention's ``q k^T``) and that `rules` leave to the plain gradient, by site name."""
+    attention's ``q k^T``) and that `rules` leave to the plain gradient, by site name; kept per
+    traced program and hashable `rules` (an LRP call asks on every call)."""
     program, site_map = program_of(f, x, unrolled=True)
+    try:
+        known = _UNRULED.setdefault(program, {})
+        if rules not in known:
+            known[rules] = _unruled_products(program, site_map, rules)
+        return known[rules]
+    except TypeError:  # rules holding an array
+        return _unruled_products(program, site_map, rules)
+
+
+# traced program -> {rules: unruled_products}; weak, so an entry goes with its program
+_UNRULED: "weakref.WeakKeyDictionary[Program, dict]" = weakref.WeakKeyDictionary()
+
+
+def _unruled_products(program: Program, site_map: SiteMap, rules) -> tuple[str, ...]:
     plan = _plan(program, site_map, rules)
     return tuple(dict.fromkeys(
         name for i, name in sorted(site_map.node_names.items())

@@ -58,3 +58,21 @@ def test_an_lstm_s_gates_are_named():
     f = jp.as_function(Net(), Net().init(jax.random.key(1), x))
     with pytest.warns(UserWarning, match=r"deeplift: the model multiplies .*'RNN_0/LSTMCell_0/"):
         A.deeplift(f, x, 0)
+
+
+def test_the_product_places_are_planned_once_per_program_and_rules(monkeypatch):
+    from jaxplain.core import _backward
+    plans = []
+    real = _backward._plan
+    monkeypatch.setattr(_backward, "_plan", lambda *a: plans.append(1) or real(*a))
+    with pytest.warns(UserWarning, match="multiplies two values"):
+        first = A.lrp(gated, X, 0, rules=Epsilon(0.0))
+    for _ in range(3):  # an equal rule set: the places found before, the same warning
+        with pytest.warns(UserWarning, match="multiplies two values"):
+            np.testing.assert_array_equal(A.lrp(gated, X, 0, rules=Epsilon(0.0)), first)
+    assert _backward.unruled_products(gated, X, Epsilon(0.0)) == ("mul",)
+    counted = len(plans)
+    _backward.unruled_products(gated, X, Epsilon(1.0))  # other rules: planned afresh
+    assert len(plans) == counted + 1
+    _backward.unruled_products(gated, X, Epsilon(0.0))
+    assert len(plans) == counted + 1
