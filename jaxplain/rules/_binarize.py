@@ -18,6 +18,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
+
+from jaxplain.rules._kernel import fetch_ahead
 
 
 class Binarized(NamedTuple):
@@ -117,14 +120,20 @@ def _warn_constant(items: np.ndarray, values: np.ndarray, name) -> None:
         UserWarning, stacklevel=3)
 
 
-def _host(name: str, value) -> np.ndarray:
-    """`value` as a NumPy array; TypeError for a traced one (binarizing and mining run on the
-    host, over the whole data set: they cannot run inside ``jit``)."""
+def _concrete(name: str, value):
+    """`value` where it is if it is a JAX array, else as a NumPy array; TypeError for a traced
+    one (binarizing and mining run on the host, over the whole data set: they cannot run
+    inside ``jit``)."""
     if isinstance(value, jax.core.Tracer):
         raise TypeError(f"{name} must be a concrete array: rule mining binarizes and searches on "
                         "the host, so it cannot run inside jit, vmap or grad; got a traced value. "
                         "Call it outside your transformation.")
-    return np.asarray(value)
+    return value if isinstance(value, jax.Array) else np.asarray(value)
+
+
+def _host(name: str, value) -> np.ndarray:
+    """`value` as a NumPy array; TypeError for a traced one (see :func:`_concrete`)."""
+    return np.asarray(_concrete(name, value))
 
 
 def binarize(acts, *, threshold=None, quantile=None, conv_mode="filter", pool="max",
@@ -337,24 +346,30 @@ def activations(f, x, sites, *, batch_size=256, threshold=None, quantile=None,
         if threshold is not None or quantile is not None or conv_quantile != 0.9:
             raise ValueError("thresholds_from= reuses the earlier thresholds; leave threshold=, "
                              "quantile= and conv_quantile= unset")
-    x = _host("x", x)
+    x = _concrete("x", x)
     if x.ndim == 0 or x.shape[0] == 0:
         raise ValueError(f"x must be a non-empty batch of inputs, got shape {x.shape}")
     batch_size = x.shape[0] if batch_size is None else int(batch_size)
-    names, local = _resolve_sites(f, jnp.asarray(x[:batch_size]), sites, locality)
+    names, local = _resolve_sites(f, _rows(x, 0, batch_size), sites, locality)
     captured = capture(f, tuple(names))
+    shapes = {}
 
     def reduce(name, value):
         if value.ndim <= 2:
             return value.reshape(value.shape[0], -1)
         return _map_items(value, name in local, pool)
 
-    chunks, shapes = {s: [] for s in names}, {}
-    for start in range(0, x.shape[0], batch_size):
-        _, values = captured(jnp.asarray(x[start:start + batch_size]))
+    def forward(start):
+        """Dispatch one batch: its sites' items (2-D, pooled or flattened) on the device."""
+        _, values = captured(_rows(x, start, batch_size))
+        shapes.update((s, tuple(values[s].shape[1:])) for s in names)
+        return {s: reduce(s, values[s]) for s in names}
+
+    chunks = {s: [] for s in names}
+    # One read per batch (every site at once), while the next batch runs.
+    for _, items in fetch_ahead(range(0, x.shape[0], batch_size), forward):
         for s in names:
-            shapes[s] = tuple(values[s].shape[1:])
-            chunks[s].append(np.asarray(reduce(s, values[s])))
+            chunks[s].append(items[s])
     conv = {s: len(shapes[s]) >= 2 for s in names}   # a map: (*positions, c) per sample
     if quantile is not None and all(conv.values()):
         raise ValueError(f"quantile= applies to dense (n, d) sites, but every selected site "
@@ -373,6 +388,16 @@ def activations(f, x, sites, *, batch_size=256, threshold=None, quantile=None,
         _warn_constant(items, acts, s)
         out[s] = Binarized(items, thresholds, tuple(shape))
     return out
+
+
+def _rows(x, start: int, size: int) -> jax.Array:
+    """Rows ``[start, start + size)`` of ``x`` ``(n, ...)`` as a device array: a JAX array is
+    sliced on its device (a static slice: no index is sent), a NumPy one on the host, and only
+    the slice is sent."""
+    stop = min(start + size, x.shape[0])
+    if isinstance(x, jax.Array):
+        return lax.slice_in_dim(x, start, stop)
+    return jnp.asarray(x[start:stop])
 
 
 def _reused(previous, site, acts, shape, local) -> tuple[np.ndarray, np.ndarray]:

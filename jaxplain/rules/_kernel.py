@@ -1,14 +1,17 @@
 """Device kernels of the rule search: head rows, tail ranking and batched candidate gains.
 
-Every function works on bit-packed columns (``_bits``) with rows as the last (word) axis, so
+Every kernel works on bit-packed columns (``_bits``) with rows as the last (word) axis, so
 sharding rows over devices shards that axis and the popcount sums become all-reduces. Shapes
 are static per layer pair (candidate batches are padded), so nothing retraces during a search.
-Call these inside ``jax.enable_x64(True)``: the gains are float64.
+Call these inside ``jax.enable_x64(True)``: the gains are float64. The host reads the kernels'
+results through :func:`fetch_ahead`: one wait per call, the next call already running.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -23,10 +26,32 @@ from jaxplain.rules._bits import popcount_sum
 NO_RULE = float(np.finfo(np.float64).max)
 
 
+def fetch_ahead(items: Iterable, call: Callable[[Any], Any]) -> Iterator[tuple[Any, Any]]:
+    """``(item, call(item) on the host)`` for each item in order, each call dispatched before the
+    previous result is read.
+
+    ``call`` dispatches device work and returns its (pytree of) device arrays without reading
+    them; each result is then read with one ``jax.device_get`` (one wait for all its arrays),
+    while the device already runs the next item's call. The pairs are those of calling and
+    reading one item at a time, provided the items do not depend on earlier results (they are
+    fixed before the first call).
+    """
+    pending = None
+    for item in items:
+        result = call(item)
+        if pending is not None:
+            yield pending[0], jax.device_get(pending[1])
+        pending = item, result
+    if pending is not None:
+        yield pending[0], jax.device_get(pending[1])
+
+
+@jax.jit
 def head_rows(packed_head, heads):
     """Rows containing every head item: AND of ``packed_head[heads]`` -> ``(B, words)``.
 
-    ``packed_head`` has one extra last row holding the valid-row mask; heads are padded with it.
+    ``packed_head`` has one extra last row holding the valid-row mask; heads (int32
+    ``(B, max_head)``) are padded with it. Compiled, so the column indices stay on the device.
     """
     rows = packed_head[heads[:, 0]]
     for h in range(1, heads.shape[1]):

@@ -382,20 +382,24 @@ class _Search:
         consts = (self._put(table), self.log2_fact, self.regret_tab,
                   self._put(np.float64(new_rule)))
         residual_counts = self._put(self.residual_counts[b].astype(np.int32))
-        out = []
-        for chunk, size, width in self._batches(heads):
+
+        def dispatch(batch):
+            chunk, size, width = batch
             self.check_time()
             arr = self._pad_heads(chunk, size, width, m_a)
             sizes = np.array([len(h) for h in chunk] + [1] * (size - len(chunk)), np.int32)
             valid = np.arange(size) < len(chunk)
-            res = _kernel.score(self.device_head[a], self.device_data[b], self.device_residual[b],
-                                residual_counts, self._put(arr), self._put(sizes),
-                                self._put(valid), *consts,
-                                robust=self.config.tail_mode == "robust",
-                                min_support=self.min_support,
-                                min_tail_frac=float(self.config.min_tail_frac),
-                                scan_words=self.scan_words)
-            res = jax.tree.map(np.asarray, res)
+            return _kernel.score(self.device_head[a], self.device_data[b],
+                                 self.device_residual[b], residual_counts, self._put(arr),
+                                 self._put(sizes), self._put(valid), *consts,
+                                 robust=self.config.tail_mode == "robust",
+                                 min_support=self.min_support,
+                                 min_tail_frac=float(self.config.min_tail_frac),
+                                 scan_words=self.scan_words)
+
+        out = []
+        # The batches are fixed by ``heads``: batch i + 1 runs while batch i is read.
+        for (chunk, _, _), res in _kernel.fetch_ahead(self._batches(heads), dispatch):
             res["gain"] = np.where(res["gain"] < _kernel.NO_RULE, res["gain"], np.inf)
             gains = res["gain"][: len(chunk)]
             self.report.scored(len(chunk), float(gains.min()) if len(chunk) else math.inf)
@@ -412,12 +416,15 @@ class _Search:
         """For each parent head, the top ``k_head`` items x' by |T_{X + x'}| (ties: low index)."""
         a = self.pairs[pair][0]
         m_a = self.data[a].shape[1]
-        out = []
-        for chunk, size, width in self._batches([p.head for p in parents]):
+
+        def dispatch(batch):
             self.check_time()
-            arr = self._pad_heads(chunk, size, width, m_a)
-            rows = _kernel.head_rows(self.device_head[a], self._put(arr))
-            support = np.asarray(_kernel.cooccurrence(rows, self.device_data[a]))
+            rows = _kernel.head_rows(self.device_head[a], self._put(self._pad_heads(*batch, m_a)))
+            return _kernel.cooccurrence(rows, self.device_data[a])
+
+        out = []
+        batches = self._batches([p.head for p in parents])
+        for (chunk, _, _), support in _kernel.fetch_ahead(batches, dispatch):
             for i, head in enumerate(chunk):
                 s = support[i].astype(np.int64)
                 s[list(head)] = -1
