@@ -30,7 +30,9 @@ def _check_region(x_region) -> jax.Array:
     if not hasattr(x_region, "shape") or not hasattr(x_region, "dtype"):
         raise TypeError(f"x_region must be an array of region samples, batch first; got "
                         f"{type(x_region).__name__}")
-    x = np.asarray(x_region)
+    # A device region stays there: only whether it is finite is read back (one bool).
+    on_device = isinstance(x_region, jax.Array)
+    x = x_region if on_device else np.asarray(x_region)
     if x.ndim < 2:
         raise ValueError(f"x_region must have a batch axis and at least one feature axis; got "
                          f"shape {x.shape}")
@@ -39,9 +41,11 @@ def _check_region(x_region) -> jax.Array:
                          f"of 2 classes); got a batch of {x.shape[0]} (shape {x.shape})")
     if not np.issubdtype(x.dtype, np.floating):
         raise TypeError(f"x_region must have a floating dtype; got {x.dtype}")
-    if not np.all(np.isfinite(x)):
+    if not (jnp.all(jnp.isfinite(x)) if on_device else np.all(np.isfinite(x))):
         raise ValueError("x_region contains NaN or infinite values")
-    return jnp.asarray(x)
+    if not on_device:
+        return jnp.asarray(x)
+    return jnp.asarray(x, x.dtype) if x.weak_type else x  # strongly typed, as from NumPy
 
 
 def resolve_sites(f: Callable, x: jax.Array, sites) -> tuple[str, ...]:
@@ -263,17 +267,19 @@ def extract(f: Callable, x_region: jax.Array, *, sites, key: jax.Array,
 
         # 4. The sparsest candidate that keeps the fidelity target (or the most faithful one).
         fields, met = _choose(state["best"], masks, taus, l1, x, logp, f=f, opts=static)
-    if opts.sparsity is None and not bool(met):
+    # What the checks below need, in one read of the device.
+    met, kept, agreement = jax.device_get((met, _threshold.count(fields["masks"]),
+                                           fields["region_agreement"]))
+    kept, agreement = int(kept), float(agreement)
+    if opts.sparsity is None and not met:
         warnings.warn(f"no candidate kept the fidelity target {opts.fidelity}; returning the most "
-                      f"faithful one (agreement {float(fields['region_agreement']):.3f}). Try "
-                      "smaller l1 values.", stacklevel=2)
-    elif not bool(met):
-        warnings.warn(f"at sparsity={opts.sparsity} the most faithful candidate keeps the "
-                      f"arg-max label of only {100 * float(fields['region_agreement']):.0f}% of "
-                      f"the region (fidelity target {opts.fidelity}); it is returned as asked. "
-                      "Ask for a lower sparsity, or pass fidelity= the agreement you accept.",
+                      f"faithful one (agreement {agreement:.3f}). Try smaller l1 values.",
                       stacklevel=2)
-    kept = int(_threshold.count(fields["masks"]))
+    elif not met:
+        warnings.warn(f"at sparsity={opts.sparsity} the most faithful candidate keeps the "
+                      f"arg-max label of only {100 * agreement:.0f}% of the region (fidelity "
+                      f"target {opts.fidelity}); it is returned as asked. Ask for a lower "
+                      "sparsity, or pass fidelity= the agreement you accept.", stacklevel=2)
     target = None if opts.sparsity is None else _threshold.target_units(opts.sparsity,
                                                                          sum(units))
     if target is not None and 0 < kept < target:

@@ -20,7 +20,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from jaxplain.core._layout import fast_convolutions
@@ -174,6 +173,15 @@ def run(f: Callable, state: dict, masks: dict, l1: jax.Array, gate_l1: jax.Array
     return state
 
 
+@jax.jit
+def _shown(history, scores, done):
+    """What the bar shows after step ``done`` (traced: one compilation for every chunk):
+    ``(Float[L, 3], Int[L])``, each candidate's loss, KL and agreement of that step and its
+    number of scores exactly 0 over all sites."""
+    row = jax.lax.dynamic_index_in_dim(history, done - 1, axis=1, keepdims=False)
+    return row, sum(jnp.sum(s == 0, axis=-1) for s in scores.values())
+
+
 class _ChunkBar:
     """A tqdm bar over the steps, updated after each chunk with every candidate's loss,
     region label agreement and share of units whose score is exactly 0 (in the order of the
@@ -186,9 +194,10 @@ class _ChunkBar:
         self.done = done
 
     def show(self, state: dict, done: int) -> None:
-        loss, _, agree = np.asarray(state["history"][:, done - 1]).T
         scores = state["params"]["scores"]
-        zero = sum(np.asarray(jnp.sum(s == 0, axis=-1)) for s in scores.values())
+        # One read of the device (a wait on an accelerator) per update, whatever the sites.
+        row, zero = jax.device_get(_shown(state["history"], scores, done))
+        loss, _, agree = row.T
         zero = zero / sum(s.shape[-1] for s in scores.values())
         self.bar.set_postfix_str(
             f"loss {'/'.join(f'{v:.3g}' for v in loss)}, "

@@ -60,10 +60,11 @@ def shifted(f: Callable, x: jax.Array, names: tuple[str, ...]) -> list[tuple[str
                   if units[t] in {units[n] for n in names})
     if not after:
         return []
+    # Every site's probe dispatched, then one read of them all (one wait on an accelerator).
+    probes = jax.device_get([_probe(f, x, jnp.asarray(i, jnp.int32), names=tuple(names),
+                                    after=after) for i in range(len(names))])
     found = []
-    for i, s in enumerate(names):
-        moved, size = jax.device_get(_probe(f, x, jnp.asarray(i, jnp.int32), names=tuple(names),
-                                            after=after))
+    for s, (moved, size) in zip(names, probes):
         even = np.arange(units[s]) % 2 == 0
         last = None
         for t in after[after.index(s) + 1 if s in after else 0:]:

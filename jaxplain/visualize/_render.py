@@ -134,9 +134,9 @@ def _check_dtype(dtype: Any) -> np.dtype:
 
 def _check_images(param, shape: tuple[int, ...]) -> None:
     """The parameterization must make NHWC images of ``shape`` (a generator's output, too)."""
-    made = jax.eval_shape(lambda k: param.image(param.init(k, shape), shape), jax.random.key(0))
-    if made.shape != shape:
-        raise ValueError(f"param makes images shaped {made.shape}; render optimises NHWC images "
+    made = _cached(_made_shape, param, shape)
+    if made != shape:
+        raise ValueError(f"param makes images shaped {made}; render optimises NHWC images "
                          f"shaped {shape} (a CodeSpace generator returns (k, h, w, c) images, "
                          "channels last, also for a channels-first model)")
 
@@ -147,8 +147,7 @@ def _seen_shape(f: Callable, transforms: tuple, shape: tuple[int, ...], dtype: n
     ``Jitter(crop=True)`` shrinks them); a size ``f`` cannot run on is a ValueError."""
     if not transforms:
         return shape
-    seen = jax.eval_shape(lambda k, x: apply_transforms(transforms, k, x), jax.random.key(0),
-                          jax.ShapeDtypeStruct(shape, dtype)).shape
+    seen = _cached(_transformed_shape, transforms, shape, dtype)
     if seen != shape:
         try:
             _output_shape(f, seen, dtype)
@@ -160,6 +159,28 @@ def _seen_shape(f: Callable, transforms: tuple, shape: tuple[int, ...], dtype: n
                 "standard_transforms(size)[1:], without its Pad), or a model that takes any "
                 "image size (e.g. convolutions and a global pooling)") from err
     return seen
+
+
+def _cached(shape_of: Callable, *args) -> tuple[int, ...]:
+    """``shape_of(*args)``, traced once per hashable ``args`` (every time otherwise)."""
+    try:
+        hash(args)
+    except TypeError:  # e.g. a colour matrix in param
+        return shape_of.__wrapped__(*args)
+    return shape_of(*args)
+
+
+@functools.lru_cache(maxsize=64)
+def _made_shape(param, shape: tuple[int, ...]) -> tuple[int, ...]:
+    return jax.eval_shape(lambda k: param.image(param.init(k, shape), shape),
+                          jax.random.key(0)).shape
+
+
+@functools.lru_cache(maxsize=64)
+def _transformed_shape(transforms: tuple, shape: tuple[int, ...], dtype: np.dtype
+                       ) -> tuple[int, ...]:
+    return jax.eval_shape(lambda k, x: apply_transforms(transforms, k, x), jax.random.key(0),
+                          jax.ShapeDtypeStruct(shape, dtype)).shape
 
 
 def _validate(f, objective: Objective, shape: tuple[int, ...], seen: tuple[int, ...],
@@ -258,14 +279,20 @@ def _describe(objective: Objective) -> str:
     return " + ".join(parts)
 
 
+@functools.partial(jax.jit, static_argnames="offset")
+def _dead(trace, value, offset: bool):
+    """``Bool[[n]]``: which objectives were unchanged at every step of ``trace`` (``([n,]
+    steps)``), at 0, or at their constant terms alone (``offset``: the objective has some)."""
+    return jnp.all(trace == value[..., None], axis=-1) & ((value == 0) | offset)
+
+
 def _warn_if_dead(out: Rendering, objective: Objective, batched: bool) -> None:
     """Warn when the objective was exactly 0 at every step and at the end (eager calls only)."""
     if isinstance(out.trace, jax.core.Tracer) or isinstance(out.value, jax.core.Tracer):
         return
-    trace, value = np.asarray(out.trace), np.asarray(out.value)
-    # Unchanged at every step: 0, or the objective's constant terms (obj + 1) alone.
     offset = any(isinstance(t, Constant) for t in terms(objective))
-    dead = np.all(trace == value[..., None], axis=-1) & ((value == 0) | offset)
+    # One read of ``n`` bools from the device (one wait on an accelerator), not of the trace.
+    dead = jax.device_get(_dead(out.trace, out.value, offset))
     if not np.any(dead):
         return
     which = (f"objectives {np.flatnonzero(dead).tolist()} of {dead.size} "
