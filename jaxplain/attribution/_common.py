@@ -8,8 +8,9 @@ second call with the same function and shapes reuses the compiled program.
 from __future__ import annotations
 
 import functools
+import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -58,6 +59,13 @@ def check_x(x: Any, *, token_ids: bool = False) -> jax.Array:
     `token_ids`), or a clear error; a concrete `x` holding NaN is refused
     (:func:`check_no_nan`), a traced one (an argument of the user's ``jit`` or ``vmap``)
     cannot be checked."""
+    x = _as_x(x, token_ids)
+    check_no_nan(x)
+    return x
+
+
+def _as_x(x: Any, token_ids: bool = False) -> jax.Array:
+    """:func:`check_x` without the NaN check (its values are not read)."""
     if isinstance(x, dict) or (isinstance(x, (tuple, list))
                                and any(hasattr(v, "shape") for v in x)):
         raise TypeError(
@@ -73,61 +81,191 @@ def check_x(x: Any, *, token_ids: bool = False) -> jax.Array:
         raise not_floating(x)
     if jnp.ndim(x) < 1:
         raise ValueError(f"x must have a batch axis first; got a scalar of shape {jnp.shape(x)}")
-    x = x if isinstance(x, jax.Array) else jnp.asarray(x)
-    check_no_nan(x)
-    return x
+    return x if isinstance(x, jax.Array) else jnp.asarray(x)
 
 
-#: Up to this many elements, a concrete `x` in the host's memory is checked for NaN with NumPy:
-#: no dispatch, and no wait for XLA's threads to wake (the device sum and the wait cost a tiny
-#: MLP's gradient about 35 us a call); a larger one, or one on an accelerator, with one XLA sum.
+#: Up to this many elements, a concrete array in the host's memory is checked with NumPy: no
+#: dispatch, and no wait for XLA's threads to wake (the device sum and the wait cost a tiny
+#: MLP's gradient about 35 us a call); a larger one, or one on an accelerator, on the device.
 HOST_CHECK_SIZE = 1 << 18
 
 
-@jax.jit
-def _sum_is_nan(a: jax.Array) -> jax.Array:
-    return jnp.isnan(a.sum())  # NaN wherever `a` holds one (or +inf and -inf): one fast pass
+class Check(NamedTuple):
+    """A check of a concrete array's values, run by :func:`run_checks`.
+
+    `kind` is ``"nan"`` (no NaN: one sum, NaN where `value` holds one, or +inf and -inf, and
+    the rows only then), ``"finite"`` (no NaN or inf) or ``"range"`` (integers in ``[0,
+    classes)``). `error` makes the error from what was found: the bad rows (a NumPy index
+    array) for ``"nan"`` and ``"finite"``, ``(min, max)`` for ``"range"``. `alias`, an array
+    holding `value`'s values (its int32 copy), passes with it.
+    """
+
+    kind: str
+    value: Any
+    error: Callable[[Any], Exception]
+    classes: int = 0
+    alias: Any = None
 
 
-@jax.jit
-def _nan_rows(a: jax.Array) -> jax.Array:
-    return jnp.isnan(a.reshape(a.shape[0], -1)).any(axis=1)
+class _Found(weakref.ref):
+    """A weak reference to a concrete JAX array, holding what the checks found of it:
+    ``{"finite": True}``, ``{"nan": True}`` (no NaN), ``{"range": (min, max)}``."""
+
+    __slots__ = ("key", "facts")
+
+
+#: id -> :class:`_Found`, for arrays found to pass (JAX arrays are immutable). An entry goes
+#: with its array. The same array checked again (by a metric after the method that made its
+#: map; by every metric of :func:`jaxplain.metrics.compare`) is not read again.
+_FOUND: dict[int, _Found] = {}
+
+
+def _forget(ref: _Found) -> None:
+    if _FOUND.get(ref.key) is ref:
+        del _FOUND[ref.key]
+
+
+def _found(a: Any) -> dict[str, Any]:
+    ref = _FOUND.get(id(a))
+    return ref.facts if ref is not None and ref() is a else {}
+
+
+def _learn(a: Any, facts: dict[str, Any]) -> None:
+    if not facts or not isinstance(a, jax.Array) or is_traced(a):
+        return  # a NumPy array can change; a tracer holds no values
+    ref = _FOUND.get(id(a))
+    if ref is None or ref() is not a:
+        ref = _FOUND[id(a)] = _Found(a, _forget)
+        ref.key, ref.facts = id(a), {}
+    ref.facts.update(facts)
+
+
+def _pending(c: Check) -> bool:
+    """Whether `c`'s array must be read: concrete, not empty, of the kind's dtype, not found
+    to pass before."""
+    a = c.value
+    if is_traced(a) or not a.size:
+        return False
+    known = _found(a)
+    if c.kind == "range":
+        return "range" not in known
+    return jnp.issubdtype(a.dtype, jnp.floating) and not (
+        known.get("finite") or (c.kind == "nan" and known.get("nan")))
+
+
+def _summary(kind: str, a: Any, xp: Any) -> Any:
+    """One pass over `a` for a check of `kind`, with NumPy or jax.numpy (`xp`)."""
+    if kind == "nan":
+        return xp.isnan(a.sum())
+    if kind == "finite":
+        return ~xp.isfinite(a).all()
+    return a.min(), a.max()
+
+
+def _rows(kind: str, a: Any, xp: Any) -> Any:
+    """``(batch,)``: the examples of `a` that fail a ``"nan"`` or ``"finite"`` check."""
+    rows = a.reshape(a.shape[0], -1)
+    return (xp.isnan(rows) if kind == "nan" else ~xp.isfinite(rows)).any(axis=1)
+
+
+@functools.partial(jax.jit, static_argnames="kinds")
+def _summaries(values: tuple, kinds: tuple[str, ...]) -> tuple:
+    return tuple(_summary(k, a, jnp) for k, a in zip(kinds, values))
+
+
+@functools.partial(jax.jit, static_argnames="kind")
+def _device_rows(a: jax.Array, kind: str) -> jax.Array:
+    return _rows(kind, a, jnp)
 
 
 def _on_host(x: Any) -> bool:
     """Whether `x` is a NumPy array or a JAX array held whole in the host's memory (CPU)."""
-    if isinstance(x, np.ndarray):
-        return True
-    return x.is_fully_addressable and all(d.platform == "cpu" for d in x.devices())
+    return isinstance(x, np.ndarray) or _host_sharding(x.sharding)
+
+
+@functools.lru_cache(maxsize=64)
+def _host_sharding(sharding: jax.sharding.Sharding) -> bool:
+    return sharding.is_fully_addressable and all(d.platform == "cpu"
+                                                 for d in sharding.device_set)
+
+
+def _host_summary(c: Check) -> Any:
+    a = np.asarray(c.value)
+    if c.kind != "nan":
+        return _summary(c.kind, a, np)
+    with np.errstate(over="ignore", invalid="ignore"):  # inf - inf is NaN here, silently
+        return _summary(c.kind, a, np)
+
+
+def run_checks(*checks: Check | None) -> None:
+    """Run `checks` in order (None: nothing to check), raising the error of the first that
+    fails.
+
+    Tracers (arguments of the user's ``jit`` or ``vmap``), empty arrays and arrays found to
+    pass before are skipped; a closed-over array inside the user's ``jit`` is concrete and
+    checked. Arrays of at most :data:`HOST_CHECK_SIZE` elements in the host's memory are
+    checked with NumPy; the others in one compiled call, whose few scalars are read back with
+    one ``jax.device_get``: on an accelerator one wait for the device, however many checks
+    (the bad rows are looked for only when a check fails).
+    """
+    todo, device = [], []  # todo: (check, its NumPy summary or None: read from the device)
+    for c in checks:
+        if c is None:
+            continue
+        if not _pending(c):
+            if c.alias is not None and not is_traced(c.value):
+                _learn(c.alias, _found(c.value))
+        elif c.value.size <= HOST_CHECK_SIZE and _on_host(c.value):
+            todo.append((c, _host_summary(c)))
+        else:
+            todo.append((c, None))
+            device.append(c)
+    if device:
+        with jax.ensure_compile_time_eval():  # a closed-over array inside the user's jit
+            read = iter(jax.device_get(_summaries(tuple(c.value for c in device),
+                                                  tuple(c.kind for c in device))))
+    for c, found in todo:
+        on_device = found is None
+        if on_device:
+            found = next(read)
+        if c.kind == "range":
+            facts = {"range": (int(found[0]), int(found[1]))}
+            if facts["range"][0] < 0 or facts["range"][1] >= c.classes:
+                raise c.error(facts["range"])
+        elif found:
+            with jax.ensure_compile_time_eval():
+                rows = (_device_rows(c.value, c.kind) if on_device else
+                        _rows(c.kind, np.asarray(c.value), np))
+            bad = np.flatnonzero(np.asarray(rows))
+            if bad.size:
+                raise c.error(bad)
+            facts = {"nan": True}  # +inf and -inf summed to NaN: infinities pass
+        else:
+            facts = {c.kind: True}
+        _learn(c.value, facts)
+        _learn(c.alias, facts)
+
+
+def nan_check(x: Any, name: str = "x") -> Check:
+    """:func:`check_no_nan` of `x`, as a :class:`Check` to run with others."""
+    def error(bad):
+        shown = bad[:8].tolist() + (["..."] if bad.size > 8 else [])
+        return ValueError(f"{name} contains NaN (examples {shown} of {x.shape[0]}): the model's "
+                          "outputs there are NaN and no attribution of them means anything. "
+                          "Clean or drop those inputs.")
+    return Check("nan", x, error)
 
 
 def check_no_nan(x: jax.Array, name: str = "x") -> None:
     """A ValueError naming the examples when a concrete floating `x` ``(batch, ...)`` holds
     NaN (as the metrics refuse it): the model's outputs there are NaN, and its maps NaN or,
     through a ReLU's zero gradient, finite and meaningless. The cost is one sum (the examples
-    are looked for only when it is NaN): in NumPy for an `x` of at most
-    :data:`HOST_CHECK_SIZE` elements on the CPU, else on the device.
+    are looked for only when it is NaN), with NumPy or on the device as :func:`run_checks`
+    says.
 
     A tracer (`x` an argument of the user's ``jit`` or ``vmap``) cannot be checked and passes;
     an array closed over by a jitted function is concrete and checked."""
-    if is_traced(x) or not jnp.issubdtype(x.dtype, jnp.floating) or not x.size:
-        return
-    if x.size <= HOST_CHECK_SIZE and _on_host(x):
-        a = np.asarray(x)
-        with np.errstate(over="ignore", invalid="ignore"):  # inf - inf is NaN here, silently
-            if not np.isnan(a.sum()):
-                return
-        bad = np.flatnonzero(np.isnan(a.reshape(a.shape[0], -1)).any(axis=1))
-    else:
-        with jax.ensure_compile_time_eval():  # a closed-over array inside the user's jit
-            if not bool(_sum_is_nan(x)):
-                return
-            bad = np.flatnonzero(np.asarray(_nan_rows(x)))
-    if bad.size:
-        shown = bad[:8].tolist() + (["..."] if bad.size > 8 else [])
-        raise ValueError(f"{name} contains NaN (examples {shown} of {x.shape[0]}): the model's "
-                         "outputs there are NaN and no attribution of them means anything. "
-                         "Clean or drop those inputs.")
+    run_checks(nan_check(x, name))
 
 
 def not_floating(x: Any, why: str = "") -> TypeError:
@@ -228,6 +366,13 @@ def check_target(f: Callable, x: jax.Array, target: Any, name: str = "target") -
     method checks its `f` here, so this is where it warns, the first time it meets `f` at this
     shape, when `f` mixes the examples of the batch (a BatchNorm using batch statistics):
     :func:`jaxplain.core.mixes_batch`, cached per function and shape."""
+    t, check = _target(f, x, target, name)
+    run_checks(check)
+    return t
+
+
+def _target(f: Callable, x: jax.Array, target: Any, name: str) -> tuple[jax.Array, Check | None]:
+    """:func:`check_target`'s int32 target, and its range check to run (its values unread)."""
     out = output_shape(f, x)
     if len(out) != 2 or out[0] != x.shape[0]:
         why = (". For one output per example (a regression), explain lambda x: f(x)[:, None] "
@@ -245,25 +390,25 @@ def check_target(f: Callable, x: jax.Array, target: Any, name: str = "target") -
         raise TypeError(f"{name} must be class indices, not a function: to explain another "
                         "quantity of the output, explain a function that returns it, e.g. "
                         "lambda x: g(f(x))[:, None] with target 0.")
-    if is_traced(target):
-        if not jnp.issubdtype(target.dtype, jnp.integer):
-            raise TypeError(f"{name} must be an integer array; got dtype {target.dtype}")
-        t = target
+    t = target if isinstance(target, jax.Array) else np.asarray(target)
+    if not jnp.issubdtype(t.dtype, jnp.integer):
+        kind = "an integer array" if is_traced(t) else "integer class indices"
+        raise TypeError(f"{name} must be {kind}; got dtype {t.dtype}")
+    n = x.shape[0]
+    if jnp.ndim(t) not in (0, 1) or (jnp.ndim(t) == 1 and t.shape[0] != n):
+        raise ValueError(f"{name} must be a scalar or have shape ({n},); got shape {jnp.shape(t)}")
+    if isinstance(t, jax.Array) and t.dtype == jnp.int32 and t.shape == (n,) and not t.weak_type:
+        out = t  # already on the device as it should be: no copy
+    elif isinstance(t, np.ndarray):  # one host-to-device copy, no device ops
+        out = jnp.asarray(np.broadcast_to(t.astype(np.int32), (n,)))
     else:
-        t = np.asarray(target)
-        if not np.issubdtype(t.dtype, np.integer):
-            raise TypeError(f"{name} must be integer class indices; got dtype {t.dtype}")
-        if t.size and (t.min() < 0 or t.max() >= classes):
-            raise ValueError(f"{name} out of range: got values in [{t.min()}, {t.max()}], expected "
-                             f"class indices in [0, {classes - 1}] (f has {classes} outputs)")
-    if jnp.ndim(t) not in (0, 1) or (jnp.ndim(t) == 1 and t.shape[0] != x.shape[0]):
-        raise ValueError(f"{name} must be a scalar or have shape ({x.shape[0]},); got shape {jnp.shape(t)}")
-    if (isinstance(target, jax.Array) and target.dtype == jnp.int32
-            and target.shape == x.shape[:1] and not target.weak_type):
-        return target  # already on the device as it should be: no copy
-    if isinstance(t, np.ndarray):  # concrete: one host-to-device copy, no device ops
-        return jnp.asarray(np.broadcast_to(t.astype(np.int32), (x.shape[0],)))
-    return jnp.broadcast_to(jnp.asarray(t, jnp.int32), (x.shape[0],))
+        out = jnp.broadcast_to(t.astype(jnp.int32), (n,))
+
+    def error(found):
+        return ValueError(f"{name} out of range: got values in [{found[0]}, {found[1]}], "
+                          f"expected class indices in [0, {classes - 1}] (f has {classes} "
+                          "outputs)")
+    return out, Check("range", t, error, classes, alias=out)
 
 
 def check_arguments(f: Callable, x: Any, target: Any) -> tuple[jax.Array, jax.Array]:
@@ -271,8 +416,15 @@ def check_arguments(f: Callable, x: Any, target: Any) -> tuple[jax.Array, jax.Ar
     `x` (:func:`check_x`) and `target` (:func:`check_target`). Returns ``(x, target)``: `x` as
     a JAX array, `target` as int32 of shape ``(batch,)``."""
     check_function(f)
-    x = check_x(x)
-    return x, check_target(f, x, target)
+    return _values_checked(f, _as_x(x), target)
+
+
+def _values_checked(f: Callable, x: jax.Array, target: Any) -> tuple[jax.Array, jax.Array]:
+    """``(x, target)`` once `target` is checked and `x`'s NaN and `target`'s range are found
+    fine together (:func:`run_checks`: one read-back on an accelerator)."""
+    t, check = _target(f, x, target, "target")
+    run_checks(nan_check(x), check)
+    return x, t
 
 
 def _integer_arguments(f: Callable, x: Any, target: Any,
@@ -280,16 +432,15 @@ def _integer_arguments(f: Callable, x: Any, target: Any,
     """:func:`check_arguments`, where integer `x` passes if `f` evaluates on it (else it is no
     `model`); uint8 (pixels, to be scaled) does not."""
     check_function(f)
-    x = check_x(x, token_ids=True)
-    if jnp.issubdtype(x.dtype, jnp.floating):
-        return x, check_target(f, x, target)
-    if x.dtype == jnp.uint8:
-        raise not_floating(x)
-    try:
-        output_shape(f, x)
-    except ValueError as err:
-        raise not_floating(x, f" (f fails on integers: it is no {model})") from err
-    return x, check_target(f, x, target)
+    x = _as_x(x, token_ids=True)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        if x.dtype == jnp.uint8:
+            raise not_floating(x)
+        try:
+            output_shape(f, x)
+        except ValueError as err:
+            raise not_floating(x, f" (f fails on integers: it is no {model})") from err
+    return _values_checked(f, x, target)
 
 
 def check_site_arguments(f: Callable, x: Any, target: Any) -> tuple[jax.Array, jax.Array]:

@@ -1,9 +1,12 @@
 """Input checks shared by the metrics: raised before tracing, naming the argument.
 
-Value checks (NaN, target range) run whenever the value is concrete, also inside a user's
-``jax.jit`` when the array is closed over rather than an argument: a closed-over array is
-concrete, but any ``jnp`` operation on it inside ``jit`` is staged out and returns a tracer, so
-the checks evaluate under :func:`jax.ensure_compile_time_eval`. Tracers are not checked.
+Value checks (NaN, inf, target range) run whenever the value is concrete, also inside a user's
+``jax.jit`` when the array is closed over rather than an argument (a closed-over array is
+concrete; the checks evaluate under :func:`jax.ensure_compile_time_eval`). Tracers are not
+checked. Each ``check_*`` reads its value at once; its ``as_*`` twin returns the
+:class:`~jaxplain.attribution._common.Check` instead, so that a caller runs several with one
+read-back (:func:`run_checks`: one wait for an accelerator), and an array found fine is not
+read again.
 """
 
 from __future__ import annotations
@@ -14,40 +17,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxplain.attribution._common import check_function, output_shape
+from jaxplain.attribution._common import Check, check_function, output_shape, run_checks
 
 
-@jax.jit
-def _has_nan(a: jax.Array) -> jax.Array:
-    return jnp.isnan(a).any()
-
-
-def has_nan(a: jax.Array) -> jax.Array:
-    """Whether ``a`` holds a NaN (one compiled dispatch).
-
-    Concrete even inside an enclosing ``jit`` when ``a`` is concrete (a closed-over array), so
-    ``bool(has_nan(a))`` works wherever :func:`is_concrete` holds.
-    """
-    with jax.ensure_compile_time_eval():
-        return _has_nan(a)
-
-
-@jax.jit
-def _nonfinite_rows(a: jax.Array) -> jax.Array:
-    return ~jnp.isfinite(a.reshape(a.shape[0], -1)).all(-1)
+def finite_check(a: Any, name: str) -> Check:
+    """:func:`check_finite` of ``a`` as a :class:`Check`, to run with others."""
+    def error(bad):
+        shown = bad[:8].tolist() + (["..."] if bad.size > 8 else [])
+        return ValueError(f"{name} contains NaN or inf (examples {shown} of {a.shape[0]}): "
+                          "scores of such a map mean nothing; fix the method that made it")
+    return Check("finite", a, error)
 
 
 def check_finite(a: jax.Array, name: str) -> None:
     """A ``ValueError`` naming the examples when a concrete ``a`` ``(batch, ...)`` holds NaN
     or inf (an infinite map gives NaN scores: Gini, entropy and rankings of inf mean nothing)."""
-    if not is_concrete(a):
-        return
-    with jax.ensure_compile_time_eval():
-        bad = np.flatnonzero(np.asarray(_nonfinite_rows(a)))
-    if bad.size:
-        shown = bad[:8].tolist() + (["..."] if bad.size > 8 else [])
-        raise ValueError(f"{name} contains NaN or inf (examples {shown} of {a.shape[0]}): "
-                         "scores of such a map mean nothing; fix the method that made it")
+    run_checks(finite_check(a, name))
 
 
 def is_concrete(a: Any) -> bool:
@@ -55,8 +40,8 @@ def is_concrete(a: Any) -> bool:
     return not isinstance(a, jax.core.Tracer)
 
 
-def check_batch(x: Any, name: str = "x") -> jax.Array:
-    """``x`` as a floating array with a batch axis first; rejects NaN when concrete."""
+def as_batch(x: Any, name: str = "x") -> tuple[jax.Array, Check]:
+    """:func:`check_batch` with its NaN check returned, not run."""
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
         raise TypeError(f"{name} must be an array with a batch axis first, got {type(x).__name__}")
     x = jnp.asarray(x)
@@ -67,15 +52,19 @@ def check_batch(x: Any, name: str = "x") -> jax.Array:
         )
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(f"{name} must be a floating array, got dtype {x.dtype}")
-    if is_concrete(x) and bool(has_nan(x)):
-        raise ValueError(f"{name} contains NaN")
+    return x, Check("nan", x, lambda bad: ValueError(f"{name} contains NaN"))
+
+
+def check_batch(x: Any, name: str = "x") -> jax.Array:
+    """``x`` as a floating array with a batch axis first; rejects NaN when concrete."""
+    x, check = as_batch(x, name)
+    run_checks(check)
     return x
 
 
-def check_like(a: Any, x: jax.Array, name: str, *, broadcast: bool = False) -> jax.Array:
-    """``a`` as a finite floating array with exactly ``x``'s shape; with ``broadcast``, also
-    one of ``x``'s rank and batch size whose other axes are ``x``'s or 1 (a channel-summed
-    map ``(n, H, W, 1)``), returned as given."""
+def as_like(a: Any, x: jax.Array, name: str, *,
+            broadcast: bool = False) -> tuple[jax.Array, Check]:
+    """:func:`check_like` with its finite check returned, not run."""
     if not hasattr(a, "shape"):
         raise TypeError(f"{name} must be an array shaped like x {x.shape}, got {type(a).__name__}")
     a = jnp.asarray(a)
@@ -88,30 +77,42 @@ def check_like(a: Any, x: jax.Array, name: str, *, broadcast: bool = False) -> j
         raise ValueError(f"{name} must have the shape of x {x.shape}{also}, got {a.shape}")
     if not jnp.issubdtype(a.dtype, jnp.floating):
         a = a.astype(x.dtype)
-    check_finite(a, name)
+    return a, finite_check(a, name)
+
+
+def check_like(a: Any, x: jax.Array, name: str, *, broadcast: bool = False) -> jax.Array:
+    """``a`` as a finite floating array with exactly ``x``'s shape; with ``broadcast``, also
+    one of ``x``'s rank and batch size whose other axes are ``x``'s or 1 (a channel-summed
+    map ``(n, H, W, 1)``), returned as given."""
+    a, check = as_like(a, x, name, broadcast=broadcast)
+    run_checks(check)
     return a
+
+
+def as_target(target: Any, batch: int, classes: int | None = None) -> tuple[jax.Array, Check]:
+    """:func:`check_target` with its range check returned, not run."""
+    if target is None:
+        raise ValueError(f"target is required: an int class index per example, shape ({batch},), "
+                         "or a scalar (for example the predicted classes, f(x).argmax(-1))")
+    t = target if isinstance(target, jax.Array) else np.asarray(target)  # a list: on the host
+    if not jnp.issubdtype(t.dtype, jnp.integer):
+        raise TypeError("target must be an int scalar or an int array (batch,), got dtype "
+                        f"{jax.dtypes.canonicalize_dtype(t.dtype)}")
+    if t.ndim not in (0, 1) or (t.ndim == 1 and t.shape != (batch,)):
+        raise ValueError(f"target must be a scalar or have shape ({batch},), got {t.shape}")
+    out = jnp.broadcast_to(jnp.asarray(t), (batch,)).astype(jnp.int32)
+
+    def error(found):
+        return ValueError(f"target must lie in [0, {classes}) (f returns {classes} logits), "
+                          f"got values in [{found[0]}, {found[1]}]")
+    return out, (None if classes is None else Check("range", t, error, classes, alias=out))
 
 
 def check_target(target: Any, batch: int, classes: int | None = None) -> jax.Array:
     """``target`` as an int32 ``(batch,)`` array; a scalar broadcasts; range checked if known."""
-    if target is None:
-        raise ValueError(f"target is required: an int class index per example, shape ({batch},), "
-                         "or a scalar (for example the predicted classes, f(x).argmax(-1))")
-    t = jnp.asarray(target)
-    if not jnp.issubdtype(t.dtype, jnp.integer):
-        raise TypeError(f"target must be an int scalar or an int array (batch,), got dtype {t.dtype}")
-    if t.ndim not in (0, 1) or (t.ndim == 1 and t.shape != (batch,)):
-        raise ValueError(f"target must be a scalar or have shape ({batch},), got {t.shape}")
-    if classes is not None and t.size and is_concrete(t):
-        # Host-side: jnp's min/max on a closed-over array inside jit would return tracers.
-        values = np.asarray(t)
-        lo, hi = int(values.min()), int(values.max())
-        if lo < 0 or hi >= classes:
-            raise ValueError(
-                f"target must lie in [0, {classes}) (f returns {classes} logits), "
-                f"got values in [{lo}, {hi}]"
-            )
-    return jnp.broadcast_to(t, (batch,)).astype(jnp.int32)
+    target, check = as_target(target, batch, classes)
+    run_checks(check)
+    return target
 
 
 def num_classes(f: Any, x: jax.Array) -> int:

@@ -142,8 +142,8 @@ def compare(
         >>> table.header, round(table.rows[0][1], 4)
         (('method', 'sparseness'), 0.2222)
     """
-    x = checks.check_batch(x)
-    target = checks.check_target(target, x.shape[0], checks.num_classes(f, x))
+    x, x_check = checks.as_batch(x)
+    target, target_check = checks.as_target(target, x.shape[0], checks.num_classes(f, x))
     check_key(key)
     if not isinstance(methods, Mapping) or not methods:
         raise TypeError(f"methods must be a non-empty mapping {{name: method}}, got {methods!r}")
@@ -156,15 +156,18 @@ def compare(
     options = _Options(checks.check_positive_int(steps, "steps"), baseline, insertion_baseline,
                        checks.check_positive_int(samples, "samples"),
                        checks.check_batch_size(batch_size), output)
-    rows = []
-    for name, method in methods.items():
-        a = checks.check_like(method(f, x, target), x, f"the attribution of {name!r}")
-        values = [
-            float(jnp.mean(METRICS[m][0](f, x, target, a, method, key, options)))
-            for m in metrics
-        ]
-        rows.append((name, *values))
-    return Table(("method", *metrics), tuple(rows), tuple(METRICS[m][1] for m in metrics))
+    # Values are read back three times, not per method and metric (each read waits for an
+    # accelerator's queue): x and target, every map, every score. Arrays found fine are not
+    # read again by the methods and metrics that check them.
+    checks.run_checks(x_check, target_check)
+    maps = {name: checks.as_like(method(f, x, target), x, f"the attribution of {name!r}")
+            for name, method in methods.items()}
+    checks.run_checks(*(check for _, check in maps.values()))
+    scores = jax.device_get([
+        [jnp.mean(METRICS[m][0](f, x, target, a, methods[name], key, options)) for m in metrics]
+        for name, (a, _) in maps.items()])
+    rows = tuple((name, *map(float, values)) for name, values in zip(maps, scores))
+    return Table(("method", *metrics), rows, tuple(METRICS[m][1] for m in metrics))
 
 
 def random_attribution(key: Array) -> Callable[..., Array]:

@@ -77,10 +77,22 @@ def _similarities(a0, a, win_size, channel_axis):
 
 
 def _check_inputs(x, method, key):
-    x = checks.check_batch(x)
+    """`x` checked, but for its values (the NaN check returned, to run with the target's)."""
+    x, x_check = checks.as_batch(x)
     checks.check_method(method)
     check_key(key)
-    return x
+    return x, x_check
+
+
+def _check_target(target, f, x, x_check):
+    """`target` as int32 ``(batch,)``, the prediction of `f` where None, checked with `x`'s
+    values in one read-back."""
+    classes = checks.num_classes(f, x)
+    if target is None:
+        target = jnp.argmax(f(x), axis=-1)
+    target, target_check = checks.as_target(target, x.shape[0], classes)
+    checks.run_checks(x_check, target_check)
+    return target
 
 
 def _check_apply_kwargs(apply_kwargs: Any) -> dict[str, Any]:
@@ -150,17 +162,21 @@ def _check_window(win_size, x, channel_axis):
         raise ValueError(f"win_size must be odd and at most {side}, got {win_size}")
 
 
-def _check_finite(f, x, a, where: str, layer: str | None = None) -> None:
-    """A clear error, naming the randomized layer, when a map is NaN or infinite."""
-    if not checks.is_concrete(a) or bool(jnp.isfinite(a).all()):
-        return
-    logits = "finite" if bool(jnp.isfinite(f(x)).all()) else "not finite either"
-    advice = ("" if layer is None else
-              f" If layer {layer!r} holds scales or statistics that must stay positive, leave "
-              "it out with layers=, or take new weights from fresh= (or a smaller stdev=).")
-    raise ValueError(f"the attribution of method is not finite (NaN or inf) with {where}; the "
-                     f"model's outputs are {logits}: similarities of such maps mean nothing."
-                     + advice)
+def _finite_check(model: Callable[[], Callable], x, a, where: str,
+                  layer: str | None = None) -> checks.Check:
+    """The check that a randomized state's map `a` is finite, whose error names the
+    randomized layer and says whether the state's outputs are finite (``model()`` is its
+    function, built only then)."""
+    def error(_):
+        logits = "finite" if bool(jnp.isfinite(model()(x)).all()) else "not finite either"
+        advice = ("" if layer is None else
+                  f" If layer {layer!r} holds scales or statistics that must stay positive, "
+                  "leave it out with layers=, or take new weights from fresh= (or a smaller "
+                  "stdev=).")
+        return ValueError(f"the attribution of method is not finite (NaN or inf) with {where}; "
+                          f"the model's outputs are {logits}: similarities of such maps mean "
+                          "nothing." + advice)
+    return checks.Check("finite", a, error)
 
 
 def randomization_check(
@@ -291,7 +307,7 @@ def randomization_check(
     References:
         Adebayo et al., "Sanity Checks for Saliency Maps", NeurIPS 2018.
     """
-    x = _check_inputs(x, method, key)
+    x, x_check = _check_inputs(x, method, key)
     checks.check_choice(mode, "mode", MODES)
     apply_kwargs = _check_apply_kwargs(apply_kwargs)
     weights = model_weights(model, variables, apply_kwargs)
@@ -305,9 +321,7 @@ def randomization_check(
     new_leaves = fresh_leaves(model, weights, fresh, x,
                                draw_key if stdev is not None else init_key, stdev, chosen,
                                apply_kwargs)
-    if target is None:
-        target = jnp.argmax(f0(x), axis=-1)
-    target = checks.check_target(target, x.shape[0], checks.num_classes(f0, x))
+    target = _check_target(target, f0, x, x_check)
     explain = functools.partial(rebuilt.explain, model, variables, apply_kwargs, method,
                                 x=x, target=target)
     try:
@@ -317,11 +331,12 @@ def randomization_check(
             return method(weights.rebuild(leaves), x, target)
 
         a0 = explain(weights.leaves)
-    a0 = checks.check_like(a0, x, "the attribution of method")
-    _check_finite(f0, x, a0, "the original model")
+    a0, a0_check = checks.as_like(a0, x, "the attribution of method")
 
+    # Every state is dispatched before any map is read back: their finite checks run together
+    # at the end (on an accelerator one wait, not one per state), the first failing named.
     current = list(weights.leaves)
-    rows = []
+    rows, finite = [], [a0_check]
     for i, name in enumerate(reversed(names)):
         if mode == "independent":
             current = list(weights.leaves)
@@ -331,9 +346,10 @@ def randomization_check(
         where = (f"layer {name!r} re-drawn" if mode == "independent" or i == 0 else
                  f"layer {name!r} re-drawn, with every layer after it (cascading state {i + 1} "
                  f"of {len(names)})")
-        # the state's model is rebuilt only to word the error of a map that is not finite
-        _check_finite(lambda x: weights.rebuild(current)(x), x, a, where, name)
+        finite.append(_finite_check(functools.partial(weights.rebuild, list(current)), x, a,
+                                    where, name))
         rows.append(_similarities(a0, a, win_size, axis))
+    checks.run_checks(*finite)
     return _result(tuple(reversed(names)), rows)
 
 
@@ -405,7 +421,7 @@ def data_randomization_check(
             "metrics.spearman and metrics.ssim")
     flax_params(variables)
     check_params_only(variables, "variables")
-    x = _check_inputs(x, method, key)
+    x, x_check = _check_inputs(x, method, key)
     apply_kwargs = _check_apply_kwargs(apply_kwargs)
     checks.check_positive_int(epochs, "epochs")
     defaulted = digits is None
@@ -416,21 +432,18 @@ def data_randomization_check(
     _callable(f0, x)
     axis = _channel_axis(f0, x)
     _check_window(win_size, x, axis)
-    if target is None:
-        target = jnp.argmax(f0(x), axis=-1)
-    classes = checks.num_classes(f0, x)
     checks.check_digits_fit(digits, defaulted, "data_randomization_check retrains the model",
-                            classes=classes)
-    target = checks.check_target(target, x.shape[0], classes)
+                            classes=checks.num_classes(f0, x))
+    target = _check_target(target, f0, x, x_check)
     perm_key, train_key = jax.random.split(key)
     shuffled = dataclasses.replace(
         digits, y_train=jax.random.permutation(perm_key, digits.y_train)
     )
     random_vars, _ = data.train(train_key, shuffled, model, epochs=epochs, progress=False,
                                 apply_kwargs=apply_kwargs)
-    a0 = checks.check_like(method(f0, x, target), x, "the attribution of method")
-    _check_finite(f0, x, a0, "the original model")
+    a0, a0_check = checks.as_like(method(f0, x, target), x, "the attribution of method")
     f = as_function(model, random_vars, **apply_kwargs)
     a = method(f, x, target)
-    _check_finite(f, x, a, "the model trained on shuffled labels")
+    checks.run_checks(a0_check, _finite_check(lambda: f, x, a,
+                                              "the model trained on shuffled labels"))
     return _result(("shuffled labels",), [_similarities(a0, a, win_size, axis)])

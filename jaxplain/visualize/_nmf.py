@@ -16,7 +16,6 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, Float
 
 from jaxplain.core import capture
@@ -90,20 +89,29 @@ def nmf(v: Float[Array, "n d"], rank: int, *, key: Array, steps: int = 500) -> N
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
     check_key(key)
-    if not isinstance(v, jax.core.Tracer):
-        arr = np.asarray(v)
-        if not np.all(np.isfinite(arr)):
+    if isinstance(v, jax.core.Tracer):
+        finite, low = _finite_and_min(v)
+    else:
+        with jax.ensure_compile_time_eval():  # two scalars read back, not the matrix
+            finite, low = jax.device_get(_finite_and_min(v))
+        if not finite:
             raise ValueError("v contains NaN or infinite values")
-        if arr.min() < 0:
-            raise ValueError(f"v must be non-negative (NMF), its minimum is {arr.min():.4g}; "
+        if low < 0:
+            raise ValueError(f"v must be non-negative (NMF), its minimum is {low:.4g}; "
                              "factorize post-ReLU activations or shift/clip them first")
     if not jnp.issubdtype(v.dtype, jnp.floating):
         v = v.astype(jnp.float32)
     out = _nmf(v, key, rank=rank, steps=steps)
     # Under jit the values are unknown here: data the eager call refuses gives NaN, not
     # factors of the wrong sign.
-    bad = jnp.any(v < 0) | ~jnp.all(jnp.isfinite(v))
+    bad = (low < 0) | ~finite
     return jax.tree.map(lambda a: jnp.where(bad, jnp.nan, a), out)
+
+
+@jax.jit
+def _finite_and_min(v: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Whether every entry of `v` is finite, and its minimum."""
+    return jnp.isfinite(v).all(), v.min()
 
 
 @functools.partial(jax.tree_util.register_dataclass,
