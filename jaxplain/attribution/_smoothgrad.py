@@ -147,8 +147,7 @@ def smoothgrad(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array
     """
     _common.check_function(f)
     _check_method(method)
-    x = _common.check_x(x)
-    t = _common.check_target(f, x, target)
+    x, t = _common.check_arguments(f, x, target)  # x's NaN and t's range: one read-back
     key = check_key(key)
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}; got {kind!r}")

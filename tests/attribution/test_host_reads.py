@@ -20,6 +20,7 @@ METHODS = {
     "gradient": lambda x, t: A.gradient(F, x, t),
     "integrated_gradients": lambda x, t: A.integrated_gradients(F, x, t, steps=4),
     "lrp": lambda x, t: A.lrp(F, x, t, rules=EpsilonPlusFlat()),
+    "smoothgrad": lambda x, t: A.smoothgrad(F, x, t, key=jax.random.key(0), samples=4),
 }
 
 
