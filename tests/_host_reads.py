@@ -16,11 +16,11 @@ import pytest
 _ARRAY = type(jax.numpy.zeros(()))  # jaxlib's array class, without a private import
 
 
-class _Numpy:
-    """NumPy for one module, recording the element count of every call given jax Arrays."""
+class NumpySpy:
+    """NumPy for one module under test: `record` gets the jax Arrays of every call given some."""
 
-    def __init__(self, reads: list):
-        self._reads = reads
+    def __init__(self, record):
+        self._record = record
 
     def __getattr__(self, name):
         v = getattr(np, name)
@@ -30,7 +30,7 @@ class _Numpy:
         def call(*args, **kwargs):
             arrays = [a for a in (*args, *kwargs.values()) if isinstance(a, jax.Array)]
             if arrays:
-                self._reads.append(sum(a.size for a in arrays))
+                self._record(arrays)
             return v(*args, **kwargs)
         return call
 
@@ -61,7 +61,8 @@ def counting(*modules):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(_ARRAY, "_value", property(read_value))
         mp.setattr(jax, "device_get", counted_device_get)
+        spy = NumpySpy(lambda arrays: reads.append(sum(a.size for a in arrays)))
         for module in modules:
             if hasattr(module, "np"):
-                mp.setattr(module, "np", _Numpy(reads))
+                mp.setattr(module, "np", spy)
         yield reads

@@ -9,28 +9,10 @@ import pytest
 
 import jaxplain.core
 from jaxplain.rules import _binarize, _kernel, _search, activations, mine
+from tests._host_reads import NumpySpy
 from tests.rules._planted import planted
 
 SMALL = dict(k_tail=4, beam=8, k_head=4, batch_size=8, max_rules=3)
-
-
-class _Numpy:
-    """``numpy`` for a module under test: logs a ``wait`` when a function gets a JAX array."""
-
-    def __init__(self, log):
-        self._log = log
-
-    def __getattr__(self, name):
-        value = getattr(np, name)
-        if isinstance(value, type) or not callable(value):
-            return value
-
-        def call(*args, **kwargs):
-            if any(isinstance(a, jax.Array) for a in (*args, *kwargs.values())):
-                self._log.append("wait")
-            return value(*args, **kwargs)
-
-        return call
 
 
 @pytest.fixture
@@ -61,7 +43,7 @@ def log(monkeypatch):
     monkeypatch.setattr(array_type, "__array__",
                         lambda a, *args, **kw: (read(a), to_numpy(a, *args, **kw))[1])
     for module in (_search, _binarize):
-        monkeypatch.setattr(module, "np", _Numpy(events))
+        monkeypatch.setattr(module, "np", NumpySpy(lambda arrays: events.append("wait")))
     for name in ("score", "cooccurrence"):
         monkeypatch.setattr(_kernel, name, _logged(getattr(_kernel, name), events, "call"))
     for name in ("score", "extensions"):
