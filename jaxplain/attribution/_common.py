@@ -213,6 +213,10 @@ def run_checks(*checks: Check | None) -> None:
         if c is None:
             continue
         if not _pending(c):
+            if c.kind == "range" and not is_traced(c.value) and c.value.size:
+                low, high = _found(c.value)["range"]  # known, but for this many classes?
+                if low < 0 or high >= c.classes:
+                    raise c.error((low, high))
             if c.alias is not None and not is_traced(c.value):
                 _learn(c.alias, _found(c.value))
         elif c.value.size <= HOST_CHECK_SIZE and _on_host(c.value):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from jaxplain import attribution as A
+from jaxplain import metrics as M
 from jaxplain.lrp import EpsilonPlusFlat
 from tests import _reads
 from tests.attribution import twins
@@ -59,3 +60,14 @@ def test_the_errors_are_the_same_on_the_accelerator_path(accelerator):
         jax.jit(lambda: A.gradient(F, nan, T))()
     infinite = X.at[0, 0].set(jnp.inf).at[1, 0].set(-jnp.inf)  # the sum is NaN; no row is
     assert np.isfinite(A.gradient(F, infinite, T)).all()
+
+
+def test_a_target_found_in_range_for_one_model_is_checked_again_for_another():
+    wide, narrow = (lambda x: x @ jnp.ones((10, 8))), (lambda x: x @ jnp.ones((10, 5)))
+    t = jnp.full((6,), 7, jnp.int32)
+    A.gradient(wide, X, t)  # in range of 8 outputs: remembered
+    with pytest.raises(ValueError, match=r"target out of range: got values in \[7, 7\]"):
+        A.gradient(narrow, X, t)
+    M.deletion(wide, X, t, X)
+    with pytest.raises(ValueError, match=r"target must lie in \[0, 5\)"):
+        M.deletion(narrow, X, t, X)
