@@ -115,6 +115,20 @@ def check_target(target: Any, batch: int, classes: int | None = None) -> jax.Arr
     return target
 
 
+def checked(f: Any, x: Any, target: Any, attribution: Any = None, *,
+            broadcast: bool = False) -> tuple[jax.Array, Any, jax.Array]:
+    """``(x, attribution, target)`` checked as :func:`check_batch`, :func:`check_like` (when
+    `attribution` is given; None passes through) and :func:`check_target` against ``f``'s
+    class count, with one read-back: the first failing check raises, in that order."""
+    x, x_check = as_batch(x)
+    a_check = None
+    if attribution is not None:
+        attribution, a_check = as_like(attribution, x, "attribution", broadcast=broadcast)
+    target, t_check = as_target(target, x.shape[0], num_classes(f, x))
+    run_checks(x_check, a_check, t_check)
+    return x, attribution, target
+
+
 def num_classes(f: Any, x: jax.Array) -> int:
     """The number of logits ``f`` returns, from its abstract evaluation (no FLOPs).
 

@@ -148,9 +148,7 @@ def completeness(
     References:
         Sundararajan, Taly, Yan, "Axiomatic Attribution for Deep Networks", ICML 2017.
     """
-    x = checks.check_batch(x)
-    attribution = checks.check_like(attribution, x, "attribution", broadcast=True)
-    target = checks.check_target(target, x.shape[0], checks.num_classes(f, x))
+    x, attribution, target = checks.checked(f, x, target, attribution, broadcast=True)
     checks.check_choice(output, "output", P.OUTPUTS)
     b = _completeness_baseline(baseline, x)
     return _completeness(f, x, target, attribution, b, output=reading(f, x, output))
@@ -180,8 +178,6 @@ def conservation(
         Bach et al., "On Pixel-Wise Explanations for Non-Linear Classifier Decisions by
         Layer-Wise Relevance Propagation", PLoS ONE 2015.
     """
-    x = checks.check_batch(x)
-    attribution = checks.check_like(attribution, x, "attribution", broadcast=True)
-    target = checks.check_target(target, x.shape[0], checks.num_classes(f, x))
+    x, attribution, target = checks.checked(f, x, target, attribution, broadcast=True)
     checks.check_choice(output, "output", P.OUTPUTS)
     return _completeness(f, x, target, attribution, None, output=reading(f, x, output))

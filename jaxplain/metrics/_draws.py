@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from jaxplain.attribution._common import chunked_map, widen
 from jaxplain.metrics import _checks as checks
 from jaxplain.metrics import _perturb as P
-from jaxplain.metrics._faithfulness import _broadcast_attribution, reading
+from jaxplain.metrics._faithfulness import checked, reading
 
 
 def split_baseline(baseline: Any, x: jax.Array) -> tuple[str | None, jax.Array | None]:
@@ -33,9 +33,7 @@ def split_baseline(baseline: Any, x: jax.Array) -> tuple[str | None, jax.Array |
 def prepare(f, x, target, attribution, output, batch_size, baseline=0.0):
     """The checked arguments of a perturbation metric: ``x``, the attribution broadcast to it,
     the targets, the baseline (kind, value), how to read ``f``'s output and ``batch_size``."""
-    x = checks.check_batch(x)
-    attribution = _broadcast_attribution(attribution, x)
-    target = checks.check_target(target, x.shape[0], checks.num_classes(f, x))
+    x, attribution, target = checked(f, x, target, attribution)
     checks.check_choice(output, "output", P.OUTPUTS)
     kind, value = split_baseline(baseline, x)
     batch_size = checks.check_batch_size(batch_size)

@@ -31,11 +31,12 @@ def reading(f, x: jax.Array, output: str) -> str:
     return output
 
 
-def _broadcast_attribution(attribution, x: jax.Array) -> jax.Array:
-    """`attribution` shaped like `x`: a map with axes of size 1 (channels summed, ``(n, H, W,
-    1)``) is broadcast, which ranks the pixels as the full map's channel sums would."""
-    attribution = checks.check_like(attribution, x, "attribution", broadcast=True)
-    return jnp.broadcast_to(attribution, x.shape)
+def checked(f, x, target, attribution) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """:func:`jaxplain.metrics._checks.checked` with `attribution` broadcast to `x`'s shape: a
+    map with axes of size 1 (channels summed, ``(n, H, W, 1)``) ranks the pixels as the full
+    map's channel sums would."""
+    x, attribution, target = checks.checked(f, x, target, attribution, broadcast=True)
+    return x, jnp.broadcast_to(attribution, x.shape), target
 
 
 def _perturbed_copies(f, x, m: int) -> None:
@@ -69,9 +70,7 @@ class Curve:
 
 
 def _prepare(f, x, target, attribution, steps, order, baseline, output, batch_size, insert):
-    x = checks.check_batch(x)
-    attribution = _broadcast_attribution(attribution, x)
-    target = checks.check_target(target, x.shape[0], checks.num_classes(f, x))
+    x, attribution, target = checked(f, x, target, attribution)
     checks.check_positive_int(steps, "steps")
     checks.check_choice(order, "order", P.ORDERS)
     checks.check_choice(output, "output", P.OUTPUTS)
@@ -370,12 +369,12 @@ def pixel_perturbation(
         Khakzar et al., "Neural Response Interpretation through the Lens of Critical Pathways",
         CVPR 2021 (protocol of the CAMP-eXplain-AI RoarTorch ``lerf`` code).
     """
-    x = checks.check_batch(x)
-    attribution = _broadcast_attribution(attribution, x)
-    classes = checks.num_classes(f, x)  # first: it refuses a module given as f
     if target is None:
+        x, x_check = checks.as_batch(x)
+        checks.num_classes(f, x)  # first: it refuses a module given as f
+        checks.run_checks(x_check)
         target = jnp.argmax(f(x), axis=-1)
-    target = checks.check_target(target, x.shape[0], classes)
+    x, attribution, target = checked(f, x, target, attribution)
     q = checks.check_fractions(fractions)
     kind, value = P.split_baseline(baseline, x)
     layout = P.layout(f, x)

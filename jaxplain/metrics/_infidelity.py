@@ -92,9 +92,7 @@ def infidelity(
         Yeh, Hsieh, Suggala, Inouye, Ravikumar, "On the (In)fidelity and Sensitivity of
         Explanations", NeurIPS 2019.
     """
-    x = checks.check_batch(x)
-    attribution = checks.check_like(attribution, x, "attribution")
-    target = checks.check_target(target, x.shape[0], checks.num_classes(f, x))
+    x, attribution, target = checks.checked(f, x, target, attribution)
     check_key(key)
     samples = checks.check_positive_int(samples, "samples", 2)
     noise_scale = D.check_scale(noise_scale, "noise_scale")

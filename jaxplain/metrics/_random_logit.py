@@ -85,9 +85,9 @@ def random_logit(
         Sixt, Granz, Landgraf, "When Explanations Lie: Why Many Modified BP Attributions
         Fail", ICML 2020.
     """
-    x = checks.check_batch(x)
+    x, x_check = checks.as_batch(x)
     classes = checks.num_classes(f, x)
-    target = checks.check_target(target, x.shape[0], classes)
+    target, target_check = checks.as_target(target, x.shape[0], classes)
     checks.check_method(method)
     check_key(key)
     checks.check_choice(similarity, "similarity", SIMILARITIES)
@@ -101,7 +101,11 @@ def random_logit(
                              f'x has shape {x.shape}: pass similarity="spearman"')
         _check_window(win_size, x, channel_axis)
     other = other_classes(key, target, classes=classes)
-    a = checks.check_like(method(f, x, target), x, "the attribution of the target")
-    b = checks.check_like(method(f, x, other), x, "the attribution of the other class")
+    # other's range (true by construction) is read with x and target: the method's own check
+    # of its target then finds it known and does not wait for the device again
+    checks.run_checks(x_check, target_check, checks.as_target(other, x.shape[0], classes)[1])
+    a, a_check = checks.as_like(method(f, x, target), x, "the attribution of the target")
+    b, b_check = checks.as_like(method(f, x, other), x, "the attribution of the other class")
+    checks.run_checks(a_check, b_check)
     return _similarity(a, b, similarity=similarity, win_size=int(win_size),
                        channel_axis=channel_axis)

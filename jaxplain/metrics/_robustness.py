@@ -105,8 +105,7 @@ def _explain(f, method, copies, target):
 
 
 def _prepare(f, x, target, method, key, scale, scale_name, samples, batch_size):
-    x = checks.check_batch(x)
-    target = checks.check_target(target, x.shape[0], checks.num_classes(f, x))
+    x, _, target = checks.checked(f, x, target)
     checks.check_method(method)
     checks.check_positive_int(samples, "samples")
     if not isinstance(key, jax.Array) or not (

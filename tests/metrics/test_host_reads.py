@@ -63,6 +63,37 @@ def test_a_metric_after_the_method_reads_only_the_map(accelerator):
     np.testing.assert_array_equal(got.area, want.area)
 
 
+K = jax.random.key(1)
+SEGMENTS = np.arange(64).reshape(8, 8) // 8
+METRICS = {  # name: (call on x, target, map; host waits of a call on new arrays)
+    "deletion": (lambda x, t, a: metrics.deletion(F, x, t, a, steps=4), 1),
+    "pixel_flipping": (lambda x, t, a: metrics.pixel_flipping(F, x, t, a), 1),
+    "pixel_perturbation": (lambda x, t, a: metrics.pixel_perturbation(F, x, a, target=t), 1),
+    "completeness": (lambda x, t, a: metrics.completeness(F, x, t, a), 1),
+    "infidelity": (lambda x, t, a: metrics.infidelity(F, x, t, a, key=K), 1),
+    "faithfulness_correlation": (lambda x, t, a: metrics.faithfulness_correlation(
+        F, x, t, a, key=K, subset_size=8, samples=4), 1),
+    "monotonicity": (lambda x, t, a: metrics.monotonicity(F, x, t, a), 1),
+    "irof": (lambda x, t, a: metrics.irof(F, x, t, a, SEGMENTS), 1),
+    "max_sensitivity": (lambda x, t, a: metrics.max_sensitivity(F, x, t, A.gradient, key=K,
+                                                                samples=2), 1),
+    "random_logit": (lambda x, t, a: metrics.random_logit(F, x, t, A.gradient, key=K), 2),
+}
+
+
+@pytest.mark.parametrize("name", METRICS)
+def test_a_metric_reads_its_new_inputs_at_once(name, accelerator):
+    call, waits = METRICS[name]
+    a = A.gradient(F, X, T)
+    want = call(X, T, a)
+    with _reads.counting() as reads:
+        got = call(X + 0, T + 0, a + 0)  # x, target and map, then (random_logit) both maps
+    assert reads.waits == waits, reads
+    np.testing.assert_array_equal(getattr(got, "area", got), getattr(want, "area", want))
+    with pytest.raises(ValueError, match="^x contains NaN$"):  # x's error first, as before
+        call(X.at[0, 0, 0, 0].set(jnp.nan), T.at[1].set(9), a.at[2].set(jnp.inf))
+
+
 def test_compare_reads_inputs_maps_and_scores_once_each(accelerator):
     methods = {"g": A.gradient, "gxi": A.gradient_x_input, "noise": metrics.random_attribution(
         jax.random.key(1))}
