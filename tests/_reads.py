@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxplain.attribution import _common
+from jaxplain.attribution import _value_checks
 
 
 @dataclasses.dataclass
@@ -32,7 +32,7 @@ class Reads:
 
 def simulate_accelerator(monkeypatch):
     """Arrays other than NumPy's are taken as held on an accelerator."""
-    monkeypatch.setattr(_common, "_on_host", lambda x: isinstance(x, np.ndarray))
+    monkeypatch.setattr(_value_checks, "_on_host", lambda x: isinstance(x, np.ndarray))
 
 
 @contextlib.contextmanager

@@ -22,8 +22,8 @@ from jaxtyping import Array, ArrayLike, Float, Int
 
 from jaxplain.concepts._linear import bucket, check_options, fit_linear, fit_rows
 from jaxplain.concepts._stats import ttest_ind
-from jaxplain.attribution._common import (batch_axis_hint, check_no_nan, check_x, is_traced,
-                                          output_shape)
+from jaxplain.attribution._common import batch_axis_hint, check_x, output_shape
+from jaxplain.attribution._value_checks import check_no_nan, is_traced
 from jaxplain.attribution._site import site_gradients
 from jaxplain.core import capture
 from jaxplain.core._adapters import refuse_module

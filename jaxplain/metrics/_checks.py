@@ -4,7 +4,7 @@ Value checks (NaN, inf, target range) run whenever the value is concrete, also i
 ``jax.jit`` when the array is closed over rather than an argument (a closed-over array is
 concrete; the checks evaluate under :func:`jax.ensure_compile_time_eval`). Tracers are not
 checked. Each ``check_*`` reads its value at once; its ``as_*`` twin returns the
-:class:`~jaxplain.attribution._common.Check` instead, so that a caller runs several with one
+:class:`~jaxplain.attribution._value_checks.Check` instead, so that a caller runs several with one
 read-back (:func:`run_checks`: one wait for an accelerator), and an array found fine is not
 read again.
 """
@@ -17,7 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxplain.attribution._common import Check, check_function, output_shape, run_checks
+from jaxplain.attribution._common import check_function, output_shape
+from jaxplain.attribution._value_checks import Check, run_checks
 
 
 def finite_check(a: Any, name: str) -> Check:

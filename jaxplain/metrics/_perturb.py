@@ -24,7 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxplain.attribution._common import chunked_map, group_mask, is_traced
+from jaxplain.attribution._common import chunked_map, group_mask
+from jaxplain.attribution._value_checks import is_traced
 from jaxplain.core._channels import ChannelsLast, image_channel_axis
 from jaxplain.core._program import trace
 from jaxplain.core._outputs import as_probabilities

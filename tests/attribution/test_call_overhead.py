@@ -11,7 +11,7 @@ import pytest
 
 import jaxplain as jp
 from jaxplain import attribution as A
-from jaxplain.attribution import _common, _integrated
+from jaxplain.attribution import _common, _integrated, _value_checks
 
 W = jnp.asarray(np.linspace(-1.0, 1.0, 21, dtype=np.float32).reshape(7, 3))
 
@@ -94,14 +94,14 @@ def test_baseline_forms_agree_exactly():
 
 
 def test_nan_check_on_the_device_above_the_host_size(monkeypatch):
-    """Up to :data:`_common.HOST_CHECK_SIZE` elements the NaN check is a NumPy sum, above it a
+    """Up to :data:`_value_checks.HOST_CHECK_SIZE` elements the NaN check is a NumPy sum, above it a
     device sum: both refuse the same inputs with the same words."""
     x = np.ones((3, 7), np.float32)
     x[2, 4] = np.nan
     infinite = np.ones((3, 7), np.float32)
     infinite[0, 1], infinite[2, 4] = np.inf, -np.inf
-    for size in (_common.HOST_CHECK_SIZE, 0):
-        monkeypatch.setattr(_common, "HOST_CHECK_SIZE", size)
+    for size in (_value_checks.HOST_CHECK_SIZE, 0):
+        monkeypatch.setattr(_value_checks, "HOST_CHECK_SIZE", size)
         with pytest.raises(ValueError, match=r"x contains NaN \(examples \[2\] of 3\)"):
             A.gradient(f, jnp.asarray(x), 0)
         with warnings.catch_warnings():  # infinities pass, and their NaN sum warns of nothing
