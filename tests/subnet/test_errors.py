@@ -93,6 +93,22 @@ def test_a_target_sparsity_below_the_fidelity_target_warns():
     assert float(sub.region_agreement) == 1.0
 
 
+def test_no_candidate_keeping_the_fidelity_target_warns_and_returns_the_most_faithful():
+    f, x = _four_paths()
+    kw = dict(sites="hidden", key=jax.random.key(0), steps=100, finetune_steps=20)
+    with pytest.warns(UserWarning) as record:
+        sub = subnet.extract(f, x, l1=(10.0, 100.0), **kw)  # each L1 weight closes every unit
+    said = [str(r.message) for r in record]
+    assert said[0].startswith("no candidate kept the fidelity target 1.0; returning the most "
+                              "faithful one (agreement 0.500)"), said
+    assert said[1].startswith("the sub-network is empty") and len(said) == 2, said
+    assert float(sub.region_agreement) == 0.5 and sum(sub.kept_units.values()) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sub = subnet.extract(f, x, l1=(1e-3, 10.0), **kw)   # the small weight keeps all labels
+    assert float(sub.region_agreement) == 1.0 and sum(sub.kept_units.values()) == 4
+
+
 def test_a_region_of_one_predicted_class_warns_at_the_caller():
     f, x = _four_paths()
     one = x[jnp.asarray([0, 1, 4, 5])]                       # features 0 and 1: class 0 only
