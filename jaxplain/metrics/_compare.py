@@ -171,10 +171,11 @@ def compare(
 
 
 def random_attribution(key: Array) -> Callable[..., Array]:
-    """A control method: uniform noise shaped like ``x``, drawn from ``key`` and ``x``'s values.
+    """A control method: uniform noise shaped like ``x``, each example's drawn from ``key`` and
+    that example's values.
 
-    The same inputs give the same map; any change of ``x`` gives an unrelated map, so the
-    control is neither faithful nor continuous.
+    The same example gives the same map, whatever else is in its batch; any change of it gives
+    an unrelated map, so the control is neither faithful nor continuous.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -183,8 +184,15 @@ def random_attribution(key: Array) -> Callable[..., Array]:
     """
     check_key(key)
 
+    def one(row):
+        flat = row.reshape(-1).astype(jnp.float32)
+        place = jnp.linspace(1.0, 2.0, flat.size, dtype=jnp.float32)  # a permutation is another
+        k = key
+        for s in (flat.sum(), (flat * place).sum()):
+            k = jax.random.fold_in(k, jax.lax.bitcast_convert_type(s, jnp.uint32))
+        return jax.random.uniform(k, row.shape, row.dtype)
+
     def method(f, x, target):
-        seed = jax.lax.bitcast_convert_type(jnp.sum(x).astype(jnp.float32), jnp.uint32)
-        return jax.random.uniform(jax.random.fold_in(key, seed), x.shape, x.dtype)
+        return jax.vmap(one)(x)
 
     return method

@@ -96,3 +96,17 @@ def test_a_softmax_head_gives_the_table_of_its_logits(head):
     want = metrics.compare(logits, x, t, methods, names, key=jax.random.key(1), steps=8).as_dict()
     for name in names:
         assert got["fixed"][name] == pytest.approx(want["fixed"][name], rel=1e-4, abs=1e-6), name
+
+
+def test_the_random_control_draws_each_example_from_its_own_values():
+    noise = metrics.random_attribution(jax.random.key(0))
+    x = jax.random.normal(jax.random.key(1), (5, 3, 4, 2))
+    batch = noise(None, x, 0)
+    for i in range(5):  # the same map alone or beside others
+        assert (noise(None, x[i:i + 1], 0)[0] == batch[i]).all()
+    reordered = x.reshape(5, -1)[:, ::-1].reshape(x.shape)  # same sum, values moved
+    for other in (x[1:2], x[:1] + 1e-3, reordered[:1], jnp.tile(x[:1], (2, 1, 1, 1))[1:]):
+        same = bool(jnp.array_equal(noise(None, other, 0)[0], batch[0]))
+        assert same == bool(jnp.array_equal(other[0], x[0])), other[0]
+    assert float(jnp.corrcoef(batch[0].ravel(), batch[1].ravel())[0, 1]) < 0.5
+    assert 0.4 < float(batch.mean()) < 0.6 and float(batch.min()) >= 0 and float(batch.max()) < 1
