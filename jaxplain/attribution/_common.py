@@ -100,8 +100,9 @@ def not_floating(x: Any, why: str = "") -> TypeError:
 
 def evaluation_error(f: Callable, shape: tuple, dtype: Any, err: Exception) -> ValueError:
     """The error for a model `f` that failed with `err` on an input of `shape` and `dtype`:
-    what failed, with the fix of a known cause (Dropout in training mode; an `x` without its
-    batch axis, where `f` runs on ``x[None]``)."""
+    what failed, with the fix of a known cause (Dropout in training mode; a closure over a Flax
+    NNX module that updates its state; an `x` without its batch axis, where `f` runs on
+    ``x[None]``)."""
     return ValueError(f"The model could not be evaluated on an input of shape {tuple(shape)} "
                       f"and dtype {dtype}: {err}{model_error_hint(err)}"
                       f"{batch_axis_hint(f, shape, dtype)}")

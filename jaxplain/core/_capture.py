@@ -20,6 +20,7 @@ from jaxplain.core._adapters import refuse_module
 from jaxplain.core._batch import batch_axes
 from jaxplain.core._caches import SameFunction, function_key
 from jaxplain.core._channels import channel_axes
+from jaxplain.core._draws import StochasticModelWarning, draws_random
 from jaxplain.core._program import Program, edit_scope, run, trace
 from jaxplain.core._select import Selector, _is_glob, select
 from jaxplain.core._sites import Site, SiteMap, analyze
@@ -31,6 +32,8 @@ _ANALYSES: "weakref.WeakKeyDictionary[Program, SiteMap]" = weakref.WeakKeyDictio
 # whose batch mixing has been reported: kept apart from the analyses, which `mixes_batch` may
 # build without warning
 _WARNED: weakref.WeakSet = weakref.WeakSet()
+# those whose random draws have been reported (:class:`StochasticModelWarning`)
+_WARNED_DRAWS: weakref.WeakSet = weakref.WeakSet()
 # the packages whose frames a warning skips to point at the user's line
 _INTERNAL = tuple(package + os.sep for package in (
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.path.dirname(jax.__file__)))
@@ -78,7 +81,33 @@ def model_error_hint(err: Exception) -> str:
         return (" (the model runs Dropout or another random layer in training mode: explain it "
                 "in inference mode, as_function(model, variables, train=False) for a Linen "
                 "model whose __call__ takes train, or model.eval() for NNX)")
+    if _nnx_state_error(err):
+        return (" (f closes over a Flax NNX module that updates its state when called: a "
+                "BatchNorm in training mode, a Dropout drawing from its Rngs, or a call through "
+                "nnx.jit, which NNX refuses inside jaxplain's trace. Pass the module itself: "
+                "f = jaxplain.as_function(model), which runs an evaluation-mode copy and never "
+                "changes your model. Flax may have left the closed-over model unusable after "
+                "this failure (an nnx.jit call traced under jax.eval_shape): rebuild or reload "
+                "it)")
     return ""
+
+
+def _nnx_state_error(err: Exception) -> bool:
+    """Whether `err` is Flax NNX refusing to update a module's state from inside a trace: its
+    ``TraceContextError``, or the ``TracerArrayConversionError`` of a traced value written into
+    a variable that holds a NumPy array (a model restored from NumPy weights)."""
+    kind = type(err)
+    if kind.__name__ == "TraceContextError" and kind.__module__.startswith("flax"):
+        return True
+    if kind.__name__ != "TracerArrayConversionError":
+        return False
+    nnx_dir = os.sep + os.path.join("flax", "nnx") + os.sep
+    tb = err.__traceback__
+    while tb is not None:
+        if nnx_dir in tb.tb_frame.f_code.co_filename:
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _user_stacklevel() -> int:
@@ -94,8 +123,9 @@ def program_of(f: Callable, x, *, unrolled: bool = False,
                warn: bool = True) -> tuple[Program, SiteMap]:
     """The traced program of `f` at `x`'s shape and its site map (both cached); with
     ``unrolled=True`` the program with its loops unrolled (the same one when it has none).
-    Warns (:class:`BatchMixingWarning`, once per model function) when `f` mixes the examples
-    of the batch, unless ``warn=False``."""
+    Warns, once per model function and unless ``warn=False``, when `f` mixes the examples of
+    the batch (:class:`BatchMixingWarning`) and when it draws random numbers
+    (:class:`StochasticModelWarning`: a Dropout left on, one fixed draw in every call)."""
     refuse_module(f)
     check_input(x)
     spec = jax.ShapeDtypeStruct(x.shape, x.dtype)
@@ -112,13 +142,15 @@ def program_of(f: Callable, x, *, unrolled: bool = False,
     site_map = _ANALYSES.get(program)
     if site_map is None:
         site_map = _ANALYSES[program] = analyze(program)
-    if warn and site_map.mixes_batch and _first_report(f, traced):
+    if warn and site_map.mixes_batch and _first_report(f, traced, _WARNED):
         warnings.warn(BatchMixingWarning(), stacklevel=_user_stacklevel())
+    if warn and draws_random(traced) and _first_report(f, traced, _WARNED_DRAWS):
+        warnings.warn(StochasticModelWarning(), stacklevel=_user_stacklevel())
     return program, site_map
 
 
-def _first_report(f: Callable, program: Program) -> bool:
-    """True, once, for a model that mixes the batch: keyed by `f` (whatever shapes a method
+def _first_report(f: Callable, program: Program, reported: weakref.WeakSet) -> bool:
+    """True, once, for a model not yet in `reported`: keyed by `f` (whatever shapes a method
     evaluates it at, e.g. SmoothGrad's samples folded into the batch), or by its `program`
     where `f` cannot be weakly referenced."""
     key = f
@@ -126,9 +158,9 @@ def _first_report(f: Callable, program: Program) -> bool:
         hash(f), weakref.ref(f)
     except TypeError:  # unhashable, or not weakly referenceable
         key = program
-    if key in _WARNED:
+    if key in reported:
         return False
-    _WARNED.add(key)
+    reported.add(key)
     return True
 
 
@@ -143,7 +175,8 @@ def mixes_batch(f: Callable, x) -> bool:
 
 def warn_if_mixes_batch(f: Callable, x) -> None:
     """Warn (:class:`BatchMixingWarning`) the first time `f` is met when it mixes the examples
-    of `x`'s batch; the analysis is cached per shape, so a later call costs a lookup."""
+    of `x`'s batch, and (:class:`StochasticModelWarning`) when it draws random numbers; the
+    analyses are cached per shape, so a later call costs a lookup."""
     program_of(f, x)
 
 
