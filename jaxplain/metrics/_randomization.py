@@ -198,11 +198,12 @@ def randomization_check(
 
     The same call serves every model kind. A *layer* is a path below the model's root: by
     default the top-level entries that hold weights (floating-point arrays), with lists of
-    layers split into their items, ordered as the model calls them (from
-    :func:`jaxplain.sites`), input to output. A root with a single such entry that holds
-    layers of its own (a wrapper, e.g. an Equinox module holding ``model`` and its
-    ``eqx.nn.State``) is looked through: its layers are that entry's children
-    (``model/conv1``, ``model/head``), recursively.
+    layers split into their items, ordered where the model first uses their weights, input
+    to output (read from one abstract trace: a bare parameter such as a positional embedding
+    sits beside the layer whose output it meets; a layer the model never uses comes last, with
+    a warning). A root with a single such entry that holds layers of its own (a wrapper, e.g.
+    an Equinox module holding ``model`` and its ``eqx.nn.State``) is looked through: its
+    layers are that entry's children (``model/conv1``, ``model/head``), recursively.
 
     - Flax Linen (``variables`` given): the top-level entries of ``variables["params"]``
       (module names such as ``conv1``); other collections (``batch_stats``) stay as they are.
@@ -216,10 +217,9 @@ def randomization_check(
 
     ``layers`` may also name deeper paths (``block1/conv_a``, ``conv1/weight``) to randomize
     part of a layer. Given names are taken in the order given, which must be input to output:
-    the cascade re-draws the last name first (deeper paths such as ``conv1/bias`` have no site
-    of their own, so their call order cannot always be read). Cascading mode randomizes the last
-    layer, then the last two, ... down to all of them; independent mode randomizes one layer at
-    a time with the rest intact.
+    the cascade re-draws the last name first (they are not re-sorted: a user may want another
+    order on purpose). Cascading mode randomizes the last layer, then the last two, ... down to
+    all of them; independent mode randomizes one layer at a time with the rest intact.
 
     New weights come from ``fresh``, the same architecture with other weights (Adebayo et al.'s
     re-initialization): for Linen new variables, default ``model.init(key, x[:1],
@@ -316,7 +316,7 @@ def randomization_check(
     _callable(f0, x, model, apply_kwargs)
     axis = _channel_axis(f0, x)
     _check_window(win_size, x, axis)
-    names = layer_order(f0, x, tuple(chosen)) if layers is None else tuple(chosen)
+    names = layer_order(weights, x, chosen) if layers is None else tuple(chosen)
     init_key, draw_key = jax.random.split(key)
     new_leaves = fresh_leaves(model, weights, fresh, x,
                                draw_key if stdev is not None else init_key, stdev, chosen,

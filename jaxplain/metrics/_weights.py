@@ -15,6 +15,8 @@ explained through :func:`jaxplain.as_function`, with the call's keyword argument
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import warnings
 from typing import Any, Callable, Sequence
 
 import jax
@@ -167,25 +169,129 @@ def layer_leaves(weights: Weights, layers: Sequence[str] | None) -> dict[str, tu
     return out
 
 
-def layer_order(f, x, layers: Sequence[str]) -> tuple[str, ...]:
-    """`layers` in the order the model calls them (input to output).
+def layer_order(weights: Weights, x, layers: dict[str, tuple[int, ...]]) -> tuple[str, ...]:
+    """The names of `layers` (``{name: indices of its weight leaves}``) in the order the model
+    first uses their weights, input to output.
 
-    A restored checkpoint may hold the params sorted by name, and an Equinox module lists its
-    fields in declaration order, so the order comes from the model's sites
-    (:func:`jaxplain.sites`: the first layer whose path appears in a site's name, earliest
-    first); layers the sites do not name follow in the order given.
+    A restored checkpoint may hold the params sorted by name, an Equinox module lists its
+    fields in declaration order, and a bare parameter (a ViT's positional embedding, a CLS
+    token) has no layer call of its own, so the order comes from one abstract trace of the
+    model as a function of its weights (no FLOPs): a layer's place is the first equation where
+    one of its leaves, or a value computed from its leaves alone (a reshape, a cast, a
+    weight-tied transpose), meets a value computed from `x` (:func:`_first_meetings`). A layer
+    called in a loop (stacked weights) takes its first step's place; a weight-tied one, its
+    first use. Ties keep the order given. A layer whose weights never meet `x` (an unused
+    parameter) cannot change an explanation of `x`: it comes last, in the order given, with a
+    warning.
+
+    Args:
+      weights: the model's weights (:func:`model_weights`).
+      x: an example batch, ``Float[Array, "batch *feature"]`` (only its shape and dtype are
+        used).
+      layers: ``{layer name: indices into weights.leaves}`` (:func:`layer_leaves`).
     """
-    from jaxplain.core import sites
+    chosen = sorted({j for idx in layers.values() for j in idx})
 
-    split = {name: tuple(name.split("/")) for name in layers}
-    seen: list[str] = []
-    for site in sites(f, x[:1]):
-        parts = tuple(site.name.split("/"))
-        hit = next((name for start in range(len(parts)) for name, want in split.items()
-                    if parts[start:start + len(want)] == want), None)
-        if hit is not None and hit not in seen:
-            seen.append(hit)
-    return tuple(seen) + tuple(name for name in layers if name not in seen)
+    def model(ws, x1):
+        leaves = list(weights.leaves)
+        for j, w in zip(chosen, ws):
+            leaves[j] = w
+        return weights.rebuild(leaves)(x1)
+
+    spec = [jax.ShapeDtypeStruct(weights.leaves[j].shape, weights.leaves[j].dtype)
+            for j in chosen]
+    closed = jax.make_jaxpr(model)(spec, jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype))
+    flows = [(False, frozenset({j})) for j in chosen]
+    flows += [_DATA] * (len(closed.jaxpr.invars) - len(chosen))  # x's
+    met: dict[int, int] = {}
+    _first_meetings(closed.jaxpr, flows, itertools.count(), met)
+    given = list(layers)
+    used = {name: min(met[j] for j in idx if j in met) for name, idx in layers.items()
+            if any(j in met for j in idx)}
+    unused = tuple(name for name in given if name not in used)
+    if unused:
+        warnings.warn(f"randomization_check: the model never uses the weights of {unused} on x "
+                      "(unused parameters): re-drawing them cannot change the explanation; "
+                      "they are ordered last (re-drawn first in cascading mode)", stacklevel=3)
+    return tuple(sorted(used, key=lambda name: (used[name], given.index(name)))) + unused
+
+
+# The flow of a value in the trace: (computed from x, the weight leaves it is computed from
+# alone, if not from x).
+_Flow = tuple[bool, frozenset]
+_DATA: _Flow = (True, frozenset())
+_CLEAN: _Flow = (False, frozenset())
+
+
+def _join(flows: Sequence[_Flow]) -> _Flow:
+    return (any(d for d, _ in flows), frozenset().union(*(w for _, w in flows)))
+
+
+def _first_meetings(jaxpr, flows: Sequence[_Flow], clock, met: dict[int, int]) -> list[_Flow]:
+    """Walk `jaxpr` (its invars' `flows`) in program order, into calls and loops; ``met[j]``
+    becomes the tick of `clock` at the first equation where leaf `j` meets a value computed
+    from x. Returns the flows of the outvars."""
+    from jax.extend.core import Literal
+
+    env = dict(zip(jaxpr.invars, flows))
+
+    def read(v):
+        return _CLEAN if isinstance(v, Literal) else env.get(v, _CLEAN)  # a const: clean
+
+    for eqn in jaxpr.eqns:
+        outs = _equation(eqn, [read(v) for v in eqn.invars], clock, met)
+        env.update(zip(eqn.outvars, outs))
+    return [read(v) for v in jaxpr.outvars]
+
+
+def _open(body):
+    """The Jaxpr of a ClosedJaxpr (a jit's, a scan's body) or of an open one (a checkpoint's)."""
+    return getattr(body, "jaxpr", body)
+
+
+def _loop(body, consts: list[_Flow], carry: list[_Flow], rest: list[_Flow], clock,
+          met) -> list[_Flow]:
+    """The flows out of a loop `body` (invars: consts, carry, rest; outvars: the carry first),
+    its carry's flows joined with what the body makes of them until they are stable."""
+    while True:
+        outs = _first_meetings(body, consts + carry + rest, clock, met)
+        joined = [_join((c, o)) for c, o in zip(carry, outs)]
+        if joined == carry:
+            return outs
+        carry = joined
+
+
+def _equation(eqn, ins: list[_Flow], clock, met: dict[int, int]) -> list[_Flow]:
+    """The flows out of one equation (a call, a loop, a branch, or a primitive)."""
+    name, params = eqn.primitive.name, eqn.params
+    if name == "scan":
+        k, c = params["num_consts"], params["num_carry"]
+        return _loop(_open(params["jaxpr"]), ins[:k], ins[k:k + c], ins[k + c:], clock, met)
+    if name == "while":
+        k, b = params["cond_nconsts"], params["body_nconsts"]
+        carry = _loop(_open(params["body_jaxpr"]), ins[k:k + b], ins[k + b:], [], clock, met)
+        _first_meetings(_open(params["cond_jaxpr"]), ins[:k] + carry, clock, met)
+        return carry
+    if name == "cond":
+        outs = [_first_meetings(_open(b), ins[1:], clock, met) for b in params["branches"]]
+        joined = [_join(flows) for flows in zip(*outs)]
+        return [_meet([ins[0], f], clock, met) for f in joined] if ins[0][0] else joined
+    bodies = [_open(p) for p in params.values() if hasattr(_open(p), "eqns")]
+    if (len(bodies) == 1 and len(bodies[0].invars) == len(ins)
+            and len(bodies[0].outvars) == len(eqn.outvars)):  # a call: jit, checkpoint, ...
+        return _first_meetings(bodies[0], ins, clock, met)
+    return [_meet(ins, clock, met)] * len(eqn.outvars)
+
+
+def _meet(ins: Sequence[_Flow], clock, met: dict[int, int]) -> _Flow:
+    """The flow out of a primitive on `ins`; where one is computed from x, the leaves of the
+    others meet it now."""
+    tick, flow = next(clock), _join(ins)
+    if not flow[0]:
+        return flow
+    for j in flow[1]:
+        met.setdefault(j, tick)
+    return _DATA
 
 
 def fresh_leaves(model, weights: Weights, fresh, x, key, stdev, layers,
