@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import functools
 import inspect
+import types
 from collections.abc import Callable
 
 import jax
@@ -27,8 +29,9 @@ def as_function(model, variables=None, **apply_kwargs) -> Callable:
 
     Returns:
       ``f`` with ``f(x)`` the model's output for the batch ``x``. NNX and Equinox submodules run
-      under ``jax.named_scope`` of their attribute paths (on a copy: the model is not changed),
-      so their sites are named ``lin1``, ``blocks/0``, ``layers/2``. NNX models are put in
+      under ``jax.named_scope`` of their attribute paths (on a copy: the model is not changed;
+      each layer still an instance of its class), so their sites are named ``lin1``,
+      ``blocks/0``, ``layers/2``. NNX models are put in
       evaluation mode (BatchNorm uses running averages, Dropout is off); Equinox modules are
       vmapped over the batch unless ``per_example=False``. A Linen or NNX ``f`` raises
       ValueError when its array output's first axis is not the batch size of ``x`` (e.g. a
@@ -203,37 +206,60 @@ def _batch_first(x, y, kind: str):
     return y
 
 
+#: The attribute paths of the scoped modules whose calls are running, innermost last.
+_CALLING: contextvars.ContextVar[tuple[tuple, ...]] = contextvars.ContextVar("_CALLING",
+                                                                           default=())
+
+
+def _scope_at(path: tuple) -> str:
+    """The named scope of the module at `path` for a call made now: `path` relative to the
+    innermost module being called that holds it (its scope is open: ``head`` inside ``m``'s
+    call), else the whole path (``m/head`` called from the root as ``self.m.head(x)``)."""
+    for outer in reversed(_CALLING.get()):
+        if len(outer) < len(path) and path[:len(outer)] == outer:
+            return "/".join(str(p) for p in path[len(outer):])
+    return "/".join(str(p) for p in path)
+
+
+@functools.lru_cache(maxsize=4096)
+def _scoped_class(cls: type, path: tuple) -> type:
+    """A subclass of the module class `cls` whose ``__call__`` and public methods run under the
+    named scope of `path` (see :func:`_scope_at`): the scoped layer is still an instance of its
+    own class, so a model that dispatches on ``isinstance(layer, nnx.Linear)`` runs as written.
+    The methods of a layer (``nnx.Embed.attend`` for tied weights) run under its scope too."""
+    def scoped(method):
+        @functools.wraps(method)
+        def run(self, *args, **kw):
+            scope = _scope_at(path)
+            token = _CALLING.set(_CALLING.get() + (path,))
+            try:
+                with jax.named_scope(scope):
+                    return method(self, *args, **kw)
+            finally:
+                _CALLING.reset(token)
+        return run
+
+    methods = {}
+    for name in dir(cls):
+        if name == "__call__" or not name.startswith("_"):
+            raw = inspect.getattr_static(cls, name)
+            raw = getattr(raw, "method", raw)  # Equinox keeps a module's methods wrapped
+            if isinstance(raw, types.FunctionType):
+                methods[name] = scoped(raw)
+
+    def body(namespace):
+        namespace.update(methods, __module__=cls.__module__, __qualname__=cls.__qualname__)
+    return types.new_class(cls.__name__, (cls,), exec_body=body)
+
+
 def _nnx_function(model, kwargs) -> Callable:
     from flax import nnx
 
-    class _Scoped(nnx.Module):
-        def __init__(self, inner, scope):
-            self.inner = inner
-            self.scope = scope
-
-        def __call__(self, *args, **kw):
-            with jax.named_scope(self.scope):
-                return self.inner(*args, **kw)
-
-        def __getattr__(self, name):
-            return _pass_through(self, name, _Scoped)
-
     copy = nnx.clone(model)
     copy.eval()
-    paths = [path for path, node in nnx.iter_graph(copy)
-             if path and isinstance(node, nnx.Module) and callable(node)]
-    for path in sorted(paths, key=len, reverse=True):
-        parent = copy
-        for part in path[:-1]:
-            parent = parent[part] if isinstance(part, int) else getattr(parent, part)
-        last = path[-1]
-        scope = _relative_scope(path, set(paths))
-        child = parent[last] if isinstance(last, int) else getattr(parent, last)
-        wrapped = _Scoped(child, scope)
-        if isinstance(last, int):
-            parent[last] = wrapped
-        else:
-            setattr(parent, last, wrapped)
+    for path, node in nnx.iter_graph(copy):
+        if path and isinstance(node, nnx.Module) and callable(node):
+            node.__class__ = _scoped_class(type(node), tuple(path))  # the copy's: not the model's
 
     # Rebuilt from its arrays at each call, with Variables made in the caller's trace, so that NNX
     # transforms inside the model (nnx.scan over stacked layers) also run under jit and make_jaxpr.
@@ -247,50 +273,18 @@ def _nnx_function(model, kwargs) -> Callable:
     return f
 
 
-def _pass_through(wrapper, name: str, scoped: type):
-    """The attribute `name` of the module that `wrapper` (an adapter's ``scoped`` wrapper, with
-    ``inner`` and ``scope``) runs: a method of it runs under the wrapper's scope (e.g.
-    ``self.m.from_embeddings(e)``, or ``nnx.Embed.attend`` for tied weights), a wrapped
-    submodule gets the scopes joined (``m/head``), anything else (arrays, ints) is as is."""
-    inner = vars(wrapper).get("inner")
-    if inner is None or name.startswith("__"):  # while the wrapper is being built or copied
-        raise AttributeError(name)
-    value = getattr(inner, name)
-    if isinstance(value, scoped):
-        return scoped(value.inner, f"{wrapper.scope}/{value.scope}")
-    if callable(value) and getattr(value, "__self__", None) is inner:  # a bound method
-        @functools.wraps(value)
-        def method(*args, **kw):
-            with jax.named_scope(wrapper.scope):
-                return value(*args, **kw)
-        return method
-    return value
-
-
-def _relative_scope(path: tuple, wrapped: set) -> str:
-    """`path` relative to its nearest wrapped ancestor (wrappers nest, so scopes concatenate)."""
-    for k in range(len(path) - 1, 0, -1):
-        if path[:k] in wrapped:
-            return "/".join(str(p) for p in path[k:])
-    return "/".join(str(p) for p in path)
+def _rescoped(module, path: tuple):
+    """A copy of the Equinox `module` (the same fields) of its :func:`_scoped_class`."""
+    copy = object.__new__(_scoped_class(type(module), path))
+    for name, value in vars(module).items():
+        object.__setattr__(copy, name, value)
+    return copy
 
 
 def _equinox_function(model, kwargs) -> Callable:
     import equinox as eqx
 
     per_example = kwargs.pop("per_example", True)
-
-    class _Scoped(eqx.Module):
-        inner: eqx.Module
-        scope: str = eqx.field(static=True)
-
-        def __call__(self, *args, **kw):
-            with jax.named_scope(self.scope):
-                return self.inner(*args, **kw)
-
-        def __getattr__(self, name):
-            return _pass_through(self, name, _Scoped)
-
     paths = []
 
     def walk(node, path):
@@ -310,8 +304,7 @@ def _equinox_function(model, kwargs) -> Callable:
             for part in path:
                 m = m[part] if isinstance(part, int) else getattr(m, part)
             return m
-        scope = _relative_scope(path, set(paths))
-        scoped = eqx.tree_at(where, scoped, replace=_Scoped(where(scoped), scope))
+        scoped = eqx.tree_at(where, scoped, replace=_rescoped(where(scoped), path))
 
     if per_example:
         def f(x):

@@ -59,7 +59,7 @@ def _loop(model, variables, x, method, *, key, mode="cascading", stdev=None, fre
     weights = W.model_weights(model, variables, {})
     chosen = W.layer_leaves(weights, None)
     f0 = weights.rebuild(list(weights.leaves))
-    names = W.layer_order(f0, x, tuple(chosen))
+    names = W.layer_order(weights, x, chosen)
     init_key, draw_key = jax.random.split(key)
     new = W.fresh_leaves(model, weights, fresh, x, init_key if stdev is None else draw_key,
                          stdev, chosen, {})
