@@ -427,10 +427,11 @@ def _has_unrollable(jaxpr) -> bool:
 
 
 @functools.lru_cache(maxsize=256)
-def _index_template(shape: tuple, dtype: np.dtype):
-    """``(a, i) -> a[i]`` traced for an operand of this shape and a scalar index."""
+def _index_template(shape: tuple, dtype):
+    """``(a, i) -> a[i]`` traced for an operand of this shape and dtype (a key array's too) and a
+    scalar index."""
     return jax.make_jaxpr(lambda a, i: jax.lax.dynamic_index_in_dim(a, i, keepdims=False))(
-        jax.ShapeDtypeStruct(shape, np.dtype(dtype)), jax.ShapeDtypeStruct((), np.int32))
+        jax.ShapeDtypeStruct(shape, dtype), jax.ShapeDtypeStruct((), np.int32))
 
 
 class _Builder:
@@ -521,7 +522,7 @@ class _Builder:
 
     def _index(self, ref, i: int, stack) -> int:
         aval = self.avals[ref]
-        template = _index_template(tuple(aval.shape), np.dtype(aval.dtype))
+        template = _index_template(tuple(aval.shape), aval.dtype)
         return self.inline(template.jaxpr, template.consts, [ref, Lit(np.int32(i))], stack)[0]
 
     def _unroll(self, eqn, ins, stack) -> list:

@@ -252,3 +252,21 @@ def test_fori_loops_nested_and_repeated_scans():
     h = jax.nn.relu(jax.nn.relu(x @ WH) @ WH)
     np.testing.assert_allclose(acts["layer/1/relu"], h, rtol=1e-5)
     np.testing.assert_allclose(acts["scan/1/scan/0/tanh"], jnp.tanh(jnp.tanh(jnp.tanh(h))), rtol=1e-5)
+
+
+def test_a_scan_over_an_array_of_typed_keys_is_unrolled():
+    w = jax.random.normal(jax.random.key(0), (6, 3))
+    keys = jax.random.split(jax.random.key(1), 3)
+
+    def f(x):
+        def body(h, k):
+            return h + 0.1 * jax.random.normal(k, h.shape), None
+        return jax.lax.scan(body, x @ w, keys)[0]
+
+    x = jax.random.normal(jax.random.key(2), (2, 6))
+    with pytest.warns(jp.core.StochasticModelWarning):
+        got = jp.attribution.gradient(f, x, 0)
+    np.testing.assert_allclose(got, jax.grad(lambda x: f(x)[:, 0].sum())(x), rtol=1e-6)
+    _, acts = jp.capture(f, "scan/1")(x)
+    want = x @ w + 0.1 * (jax.random.normal(keys[0], (2, 3)) + jax.random.normal(keys[1], (2, 3)))
+    np.testing.assert_allclose(acts["scan/1"], want, rtol=1e-5, atol=1e-6)
