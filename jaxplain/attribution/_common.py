@@ -19,7 +19,7 @@ from jaxplain.attribution._value_checks import (Check, check_no_nan, is_traced, 
                                                  run_checks)
 from jaxplain.core._adapters import refuse_module
 from jaxplain.core._affine import AffineStem, affine_stem
-from jaxplain.core._capture import model_error_hint, warn_if_mixes_batch
+from jaxplain.core._capture import model_error_hint, warn_about_model
 from jaxplain.core._chunks import auto_chunk
 from jaxplain.core._layout import fast_convolutions
 from jaxplain.core._cpu import cpu_friendly, sum_leading
@@ -193,7 +193,7 @@ def _target(f: Callable, x: jax.Array, target: Any, name: str) -> tuple[jax.Arra
                f"{batch_axis_hint(f, x.shape, x.dtype)}.")
         raise ValueError(f"f must map a batch of shape {tuple(x.shape)} to logits of shape "
                          f"({x.shape[0]}, classes); got an output of shape {out}{why}")
-    warn_if_mixes_batch(f, x)
+    warn_about_model(f, x)
     classes = out[1]
     if target is None:
         one = " (f has one output: target=0)" if classes == 1 else ""

@@ -173,7 +173,7 @@ def mixes_batch(f: Callable, x) -> bool:
     return program_of(f, x, warn=False)[1].mixes_batch
 
 
-def warn_if_mixes_batch(f: Callable, x) -> None:
+def warn_about_model(f: Callable, x) -> None:
     """Warn (:class:`BatchMixingWarning`) the first time `f` is met when it mixes the examples
     of `x`'s batch, and (:class:`StochasticModelWarning`) when it draws random numbers; the
     analyses are cached per shape, so a later call costs a lookup."""

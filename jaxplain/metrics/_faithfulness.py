@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from jaxplain.attribution._common import check_batch_of, widen
-from jaxplain.core._capture import warn_if_mixes_batch
+from jaxplain.core._capture import warn_about_model
 from jaxplain.core._outputs import probability_as_given
 from jaxplain.metrics import _checks as checks
 from jaxplain.metrics import _perturb as P
@@ -24,7 +24,7 @@ def reading(f, x: jax.Array, output: str) -> str:
     (``"logit"`` reads the output as given), not softmaxed a second time; a model with one
     output is refused a softmax. A model that mixes the batch's examples (BatchNorm in training
     mode) is warned about, as by every attribution method."""
-    warn_if_mixes_batch(f, x)
+    warn_about_model(f, x)
     asked, instead = "output='probability'", "output='logit'"
     if output == "probability" and probability_as_given(f, x, asked, instead):
         return "logit"
