@@ -29,6 +29,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxplain.core._locks import folder_lock
 from jaxplain.data._digits import SPLIT_SEED, load_digits
 from jaxplain.data._model import ARCHITECTURE_VERSION, DigitsCNN
 from jaxplain.data._train import BATCH_SIZE, EPOCHS, LEARNING_RATE, TrainHistory, accuracy, train
@@ -140,7 +141,7 @@ def pretrained(
                 RuntimeWarning,
                 stacklevel=2,
             )
-    with _exclusive(path.parent):
+    with folder_lock(path.parent):  # of two processes filling it, the second waits, then loads
         if path.exists():  # another process may have trained it while this one waited
             with contextlib.suppress(_Unusable):
                 return model, _restore(path, model, arch)
@@ -163,27 +164,6 @@ def checkpoint_info(cache_dir: str | os.PathLike[str] | None = None, *,
         return _read_metadata(path, arch)
     except _Unusable as e:
         raise ValueError(f"the checkpoint metadata in {path} is unusable: {e}") from None
-
-
-@contextlib.contextmanager
-def _exclusive(folder: Path):
-    """Hold an exclusive ``flock`` on the cache folder, so that of two processes filling it the
-    second waits and then loads; no lock where ``fcntl`` or a lockable folder is unavailable.
-
-    The folder itself is locked, not a lock file: the cache holds nothing but checkpoints, and
-    a folder opened read-only can be locked by a user who may only read it.
-    """
-    with contextlib.ExitStack() as stack:
-        try:
-            import fcntl
-
-            folder.mkdir(parents=True, exist_ok=True)
-            handle = os.open(folder, os.O_RDONLY)
-            stack.callback(os.close, handle)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        except (ImportError, OSError):  # Windows, a folder this process cannot create, a file
-            pass                        # system without locks: train unlocked, as before
-        yield
 
 
 class _Unusable(Exception):
