@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import hashlib
 import os
+import re
 import uuid
 import warnings
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxplain.core._locks import folder_lock
+
 
 def fingerprint(data_parts, options: dict) -> dict:
     """What a resumed search must match: a 20-byte digest of the data, each option's repr.
+
+    NumPy scalars are stamped as the Python numbers they equal (``np.int64(8)`` as ``8``), so
+    an option read from a config or an array resumes the search started with a plain one.
 
     Args:
       data_parts: arrays and values that identify the data (hashed together).
@@ -26,8 +36,32 @@ def fingerprint(data_parts, options: dict) -> dict:
         digest.update(part.tobytes() if isinstance(part, np.ndarray) else repr(part).encode())
     stamp = {"data": np.frombuffer(digest.digest(), dtype=np.uint8).copy()}
     for name, value in options.items():
+        value = value.item() if isinstance(value, np.generic) else value
         stamp[name] = np.frombuffer(repr(value).encode(), dtype=np.uint8).copy()
     return stamp
+
+
+@contextlib.contextmanager
+def claimed(directory: str | os.PathLike | None) -> Iterator[str | None]:
+    """Hold checkpoint_dir `directory` (``~`` expanded) for one search; yields its path.
+
+    It is made if missing and checked writable, then locked for the block, so that a second
+    search on it fails at once instead of mixing its steps into this one's. None: no
+    checkpoint, nothing held.
+
+    Raises:
+      ValueError: `directory` cannot be written, or another process holds it.
+    """
+    if directory is None:
+        yield None
+        return
+    directory = os.path.expanduser(os.fspath(directory))
+    check_writable(directory)
+    busy = lambda: ValueError(
+        f"checkpoint_dir={directory!r} is in use by another process (a search saving its "
+        "rules there now); wait for it to finish, or give this search its own checkpoint_dir")
+    with folder_lock(Path(directory), busy=busy):
+        yield directory
 
 
 def check_writable(directory: str):
@@ -131,6 +165,20 @@ def _differences(saved, stamp: dict) -> list:
     for name in sorted((set(saved) | set(stamp)) - {"data"}):
         if name not in saved or name not in stamp:
             out.append(f"{name} is recorded on one side only")
-        elif text(saved[name]) != text(stamp[name]):
+        elif _value(text(saved[name])) != _value(text(stamp[name])):
             out.append(f"{name}={text(saved[name])} there, {text(stamp[name])} here")
     return out
+
+
+# A NumPy scalar's repr under NumPy 2 (``np.int64(8)``), as older stamps may hold it.
+_NUMPY_SCALAR = re.compile(r"\bnp\.(?:u?int|float)\d+\(([^()]*)\)")
+
+
+def _value(text: str):
+    """The option value a stamp's text stands for, so that equal numbers compare equal:
+    stamps written before options were normalised hold ``np.int64(8)`` for ``8``, or ``0``
+    for a float option's ``0.0``. Text that is no Python literal stands for itself."""
+    try:
+        return ast.literal_eval(_NUMPY_SCALAR.sub(r"\1", text))
+    except (ValueError, SyntaxError):
+        return text

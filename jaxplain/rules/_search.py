@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -108,7 +109,8 @@ def mine(layers: Mapping[str, np.ndarray], *, labels=None, devices: Sequence | N
       checkpoint_dir: save accepted rules with orbax after each acceptance and resume from
         there if the directory already holds this search (one whose options differ only in
         ``max_rules``, ``time_budget``, ``batch_size`` or ``tolerance``); a damaged latest
-        step falls back to the one before it, with a ``RuntimeWarning``.
+        step falls back to the one before it, with a ``RuntimeWarning``. ``~`` is expanded;
+        the directory is locked for the search, so one search at a time uses it.
       callback: called with each accepted ``Rule``.
       progress: show the search as it runs (tqdm, on stderr): a bar per search level (the
         heads of one size for one layer pair) counting the heads scored, kernel batch by
@@ -127,8 +129,9 @@ def mine(layers: Mapping[str, np.ndarray], *, labels=None, devices: Sequence | N
         array.
       ValueError: fewer than two layers, non-boolean or non-2-D layers, different row counts,
         no rows, unknown options or layer pairs, or pairs with a cycle; a ``checkpoint_dir``
-        that cannot be written (checked before the search), holds another search (the
-        message names what differs) or has no readable step.
+        that cannot be written or is in use by another process (both checked before the
+        search), holds another search (the message names what differs) or has no readable
+        step.
 
     Example:
       >>> rng = np.random.default_rng(0)
@@ -144,7 +147,7 @@ def mine(layers: Mapping[str, np.ndarray], *, labels=None, devices: Sequence | N
     labels = _labels(labels, n)
     devices = list(jax.devices() if devices is None else devices)
     report = search_progress(progress)
-    with jax.enable_x64(True):
+    with jax.enable_x64(True), _checkpoint.claimed(checkpoint_dir) as checkpoint_dir:
         search = _Search(data, n, pairs, config, devices)
         search.report = report
         stamp = _checkpoint.fingerprint(
@@ -152,7 +155,6 @@ def mine(layers: Mapping[str, np.ndarray], *, labels=None, devices: Sequence | N
             [part for name, array in data.items() for part in (name, array.shape, array)],
             _result_options(config, pairs, search.min_support))
         if checkpoint_dir is not None:
-            _checkpoint.check_writable(checkpoint_dir)
             for pair, head, tail, min_hits, gain in _checkpoint.load(checkpoint_dir, stamp):
                 search.accept(pair, head, tail, min_hits, gain, None)
         if config.time_budget is not None:
@@ -206,9 +208,16 @@ _RESUMABLE = ("max_rules", "time_budget", "batch_size", "tolerance")
 
 
 def _result_options(config, pairs, min_support) -> dict:
-    """The options a checkpoint must match, as resolved (``pairs=None`` = its explicit list)."""
-    options = {f.name: getattr(config, f.name) for f in dataclasses.fields(SearchConfig)
-               if f.name not in _RESUMABLE}
+    """The options a checkpoint must match, as resolved (``pairs=None`` = its explicit list,
+    ``min_tail_frac=0`` = ``0.0``: a number given for a float option is that float)."""
+    options = {}
+    for field in dataclasses.fields(SearchConfig):
+        value = getattr(config, field.name)
+        if (isinstance(field.default, float) and isinstance(value, numbers.Real)
+                and not isinstance(value, bool)):
+            value = float(value)
+        if field.name not in _RESUMABLE:
+            options[field.name] = value
     return dict(options, pairs=pairs, min_head_support=min_support)
 
 
