@@ -150,16 +150,15 @@ def _warn_if_shifted(f: Callable, x: jax.Array, names: tuple[str, ...]) -> None:
                       f"{[t for _, t, _ in found]}).", stacklevel=3)
 
 
-def _check_resumable(opts: Options, x: jax.Array, names: tuple[str, ...], key: jax.Array,
-                     logp: jax.Array) -> None:
-    """Refuses a ``checkpoint_dir`` of another run, or marks a new one as this run's."""
-    if opts.checkpoint_dir is not None:
-        _checkpoint.check(os.path.abspath(opts.checkpoint_dir),
-                          _checkpoint.identity(x, names, key, opts, logp))
+def _check_resumable(directory: str | None, f: Callable, x: jax.Array, names: tuple[str, ...],
+                     key: jax.Array, opts: Options, logp: jax.Array) -> None:
+    """Refuses a checkpoint ``directory`` of another run, or marks a new one as this run's."""
+    if directory is not None:
+        _checkpoint.check(directory, _checkpoint.identity(f, x, names, key, opts, logp))
 
 
-def _subdir(opts: Options, name: str) -> str | None:
-    return None if opts.checkpoint_dir is None else os.path.join(opts.checkpoint_dir, name)
+def _subdir(directory: str | None, name: str) -> str | None:
+    return None if directory is None else os.path.join(directory, name)
 
 
 def extract(f: Callable, x_region: jax.Array, *, sites, key: jax.Array,
@@ -238,7 +237,9 @@ def extract(f: Callable, x_region: jax.Array, *, sites, key: jax.Array,
     n_l1 = len(opts.l1)
     search_bar = f"subnet search ({_count(n_l1, 'L1 weight')})" if progress else None
     tune_bar = f"subnet fine-tune ({_count(n_l1, 'candidate')})" if progress else None
-    with _batch_warning_once(f, x):
+    directory = _checkpoint.directory(opts.checkpoint_dir)
+    # One run at a time on a checkpoint directory: a second one is refused before any work.
+    with _checkpoint.claim(directory), _batch_warning_once(f, x):
         _check_outputs(f, x)
         names = resolve_sites(f, x, sites)
         _warn_if_shifted(f, x, names)
@@ -251,19 +252,19 @@ def extract(f: Callable, x_region: jax.Array, *, sites, key: jax.Array,
         # 1. Score-and-gate search: one vmapped scan over the L1 grid.
         logp, state, all_units = _search_init(x, f=f, names=names, units=units, opts=static)
         _warn_if_one_class(logp)
-        _check_resumable(opts, x, names, key, logp)
+        _check_resumable(directory, f, x, names, key, opts, logp)
         run = functools.partial(_optimize.run, f, checkpoint_every=opts.checkpoint_every)
         state = run(state, all_units, l1, jnp.asarray(opts.gate_weights, jnp.float32),
                     opts.fidelity, x, logp, steps=opts.steps, phase=_phase(opts, search=True),
-                    checkpoint_dir=_subdir(opts, "search"),
+                    checkpoint_dir=_subdir(directory, "search"),
                     progress=search_bar)
 
         # 2. Thresholding and the dependency closure; 3. fine-tuning (KL only, structure fixed).
         masks, taus, state = _candidates(state["best"], x, logp, key, f=f, opts=static)
         zeros = jnp.zeros((len(opts.l1),), jnp.float32)
         state = run(state, masks, zeros, zeros, opts.fidelity, x, logp, steps=opts.finetune_steps,
-                    phase=_phase(opts, search=False), checkpoint_dir=_subdir(opts, "finetune"),
-                    progress=tune_bar)
+                    phase=_phase(opts, search=False),
+                    checkpoint_dir=_subdir(directory, "finetune"), progress=tune_bar)
 
         # 4. The sparsest candidate that keeps the fidelity target (or the most faithful one).
         fields, met = _choose(state["best"], masks, taus, l1, x, logp, f=f, opts=static)

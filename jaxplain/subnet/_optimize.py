@@ -6,8 +6,8 @@ the same scan in one vmapped, jit-compiled call. Each step projects the kept uni
 units stay exactly 0) and keeps the best iterate: the lowest loss
 among those whose region arg-max labels keep the fidelity target, or the lowest loss overall if
 none does. With a checkpoint directory the scan runs in chunks, each saved with orbax, and a
-rerun resumes from the latest chunk; with ``progress`` it runs in the same chunks and a tqdm
-bar reports after each one.
+rerun resumes from the latest readable chunk (the two latest are kept); with ``progress`` it
+runs in the same chunks and a tqdm bar reports after each one.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -147,13 +148,18 @@ def run(f: Callable, state: dict, masks: dict, l1: jax.Array, gate_l1: jax.Array
     if checkpoint_dir is not None:
         import orbax.checkpoint as ocp
 
-        directory = os.path.abspath(checkpoint_dir)
+        directory = os.path.abspath(os.path.expanduser(checkpoint_dir))
         os.makedirs(directory, exist_ok=True)
+        # Two steps kept, so that a damaged latest one falls back to the one before; one
+        # unnamed item fixed up front (orbax would infer it from the first step it reads).
         manager = ocp.CheckpointManager(
-            directory, options=ocp.CheckpointManagerOptions(max_to_keep=1))
-        done = manager.latest_step() or 0
-        if done:
-            state = manager.restore(done, args=ocp.args.StandardRestore(state))
+            directory, options=ocp.CheckpointManagerOptions(max_to_keep=2),
+            item_handlers=ocp.StandardCheckpointHandler())
+        try:
+            done, state = _restore(manager, state, directory)
+        except ValueError:
+            manager.close()
+            raise
     bar = None if progress is None else _ChunkBar(progress, steps, done)
     try:
         while done < steps:
@@ -171,6 +177,42 @@ def run(f: Callable, state: dict, masks: dict, l1: jax.Array, gate_l1: jax.Array
         manager.wait_until_finished()
         manager.close()
     return state
+
+
+def _restore(manager, state: dict, directory: str) -> tuple[int, dict]:
+    """The latest readable step of ``manager`` and its state (0 and ``state`` when none is
+    saved). A step that cannot be read (a damaged or partly deleted file) is deleted with a
+    ``RuntimeWarning`` and the step before it is used (two are kept).
+
+    Raises:
+      ValueError: naming ``directory``, when no step of it can be read.
+    """
+    import orbax.checkpoint as ocp
+
+    damaged = []
+    for step in sorted(manager.all_steps(), reverse=True):
+        try:
+            restored = manager.restore(step, args=ocp.args.StandardRestore(state))
+            break
+        except Exception as e:  # orbax, tensorstore and json raise many types on damage
+            damaged.append((step, f"{type(e).__name__}: {e}"[:300]))
+    else:
+        if not damaged:
+            return 0, state
+        raise ValueError(f"checkpoint_dir={directory!r} is damaged: no step of it can be read "
+                         f"({_steps(damaged)}). Delete the directory to start this phase "
+                         "afresh, or pass another checkpoint_dir") from None
+    for bad, _ in damaged:  # the resumed run writes these steps again
+        manager.delete(bad)
+    if damaged:
+        warnings.warn(f"checkpoint_dir={directory!r}: {_steps(damaged)} cannot be read and was "
+                      f"deleted; resuming from step {step}", RuntimeWarning,
+                      stacklevel=4)  # at extract's caller
+    return step, restored
+
+
+def _steps(damaged) -> str:
+    return "; ".join(f"step {step} ({reason})" for step, reason in damaged)
 
 
 @jax.jit
