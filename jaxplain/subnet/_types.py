@@ -66,11 +66,12 @@ class Options:
             no longer depends on the input (they would only inject bias or BatchNorm-shift
             constants, e.g. the rest of a residual branch after one of its convolutions went)
             and units that no longer influence the output (they feed only removed units).
-        checkpoint_dir: Directory for orbax checkpoints of the optimisation; a rerun with the
-            same directory resumes from the latest one if it is the same run (the region's
-            bytes, the model's outputs on it, the sites, the key and every option but
-            ``checkpoint_dir`` and ``checkpoint_every``), and is refused, naming what differs,
-            otherwise. ``None`` runs each phase as a single
+        checkpoint_dir: Directory for orbax checkpoints of the optimisation (``~`` expanded;
+            one run at a time: another process using it is refused at once); a rerun with the
+            same directory resumes from the latest readable step if it is the same run (the
+            region's bytes, the model's outputs on it, each site's unit profiles on it, the
+            sites, the key and every option but ``checkpoint_dir`` and ``checkpoint_every``),
+            and is refused, naming what differs, otherwise. ``None`` runs each phase as a single
             jit-compiled ``lax.scan`` (in chunks with ``extract(..., progress=True)``).
         checkpoint_every: Steps between checkpoints (when ``checkpoint_dir`` is set), and
             between progress reports (``extract(..., progress=True)``).
