@@ -67,6 +67,7 @@ def demo(out: Path, quick: bool, seed: int, compile_cache: bool, only: tuple[str
     from jaxplain.report._demo_sections import SECTIONS
 
     specs = _chosen(SECTIONS, only)
+    out = _writable_out(out)
     if compile_cache:
         click.echo(_cache_compiled_programs())
 
@@ -74,7 +75,7 @@ def demo(out: Path, quick: bool, seed: int, compile_cache: bool, only: tuple[str
     from jaxplain import data
 
     digits = data.load_digits()
-    model, variables = data.pretrained(progress=True)
+    model, variables = data.pretrained(progress=_on_terminal())
     info = data.checkpoint_info()
     f = jaxplain.as_function(model, variables)
     acc = data.accuracy(f, digits.x_test, digits.y_test)
@@ -127,6 +128,7 @@ def explain(model_spec: str, data_path: Path, checkpoint: Path | None, out: Path
     cache = _cache_compiled_programs() if compile_cache else None
     model, variables, f, data, predicted = _user_model_and_data(model_spec, data_path,
                                                                 checkpoint)
+    out = _writable_out(out)
     if cache:
         click.echo(cache)
     f, data, moved = channels_last(f, data)
@@ -184,31 +186,74 @@ def _cache_compiled_programs() -> str:
     """Turn on JAX's persistent compilation cache in ``$JAXPLAIN_HOME/xla``, unless the user
     chose a folder of their own (``JAX_COMPILATION_CACHE_DIR``), and say where (the line to
     print once the arguments are validated). Programs that took at least 0.2 s to compile are
-    kept; a second report then spends far less time compiling."""
+    kept; a second report then spends far less time compiling. Where ``$JAXPLAIN_HOME/xla``
+    cannot be written, the programs already there are read and no new ones are kept."""
     import jax
 
     from jaxplain.data._pretrained import home
 
-    if jax.config.jax_compilation_cache_dir is None:
-        jax.config.update("jax_compilation_cache_dir", str(home() / "xla"))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
-    return f"Compiled programs cached in {jax.config.jax_compilation_cache_dir}"
+    own = jax.config.jax_compilation_cache_dir is None
+    folder = home() / "xla" if own else Path(jax.config.jax_compilation_cache_dir)
+    reason = _cannot_write(folder)
+    # A read-only folder is still read; nothing is written to it (each write would warn).
+    if own and (reason is None or folder.is_dir()):
+        jax.config.update("jax_compilation_cache_dir", str(folder))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                          0.2 if reason is None else float("inf"))
+    if reason is None:
+        return f"Compiled programs cached in {folder}"
+    if folder.is_dir():
+        return (f"Compiled programs read from {folder}; new ones are not cached: it cannot be "
+                f"written ({reason})")
+    return f"Compiled programs are not cached: {folder} cannot be written ({reason})"
+
+
+def _cannot_write(folder: Path) -> str | None:
+    """Why `folder` cannot be written, or None: it is created if missing, and a probe file is
+    made in it and removed."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-probe-"):
+            pass
+    except OSError as e:
+        return f"{type(e).__name__}: {e.strerror or e}"
+    return None
+
+
+def _writable_out(out: Path) -> Path:
+    """--out with ``~`` expanded, created and checked before any section runs: a report that
+    cannot be written would otherwise be lost after minutes of work (a usage error instead)."""
+    out = out.expanduser()
+    reason = _cannot_write(out)
+    if reason is not None:
+        raise click.BadParameter(f"the report folder {out} cannot be written ({reason}); "
+                                 "choose a folder you can write to", param_hint="--out")
+    return out
+
+
+def _on_terminal() -> bool:
+    """Whether progress bars are shown: on a terminal only, as redirected to a log they would
+    fill it."""
+    import sys
+
+    return sys.stderr.isatty()
 
 
 def _report(specs: tuple[str, ...], out: Path, title: str, *, seed: int, quick: bool,
             **context) -> None:
     """Run the sections on a ``DemoContext(**context)`` (a failing one is reported and
     marked), write the report, and exit with status 1 when a section failed. Progress bars
-    are shown on a terminal only: redirected to a log, they would fill it."""
+    are shown on a terminal only (:func:`_on_terminal`)."""
     import functools
-    import sys
 
     import jax
     from tqdm.auto import tqdm
 
     from jaxplain.report import DemoContext, no_progress, run_section, section_name, write_report
 
-    bars = functools.partial(tqdm, leave=False) if sys.stderr.isatty() else no_progress
+    bars = functools.partial(tqdm, leave=False) if _on_terminal() else no_progress
     ctx = DemoContext(key=jax.random.key(seed), quick=quick, progress=bars, **context)
 
     sections, failed = [], []
@@ -252,7 +297,7 @@ def sites(model_spec: str | None, data_path: Path | None, checkpoint: Path | Non
         if data_path is not None or checkpoint is not None:
             raise click.UsageError("--data and --checkpoint are for a MODEL of your own")
         x = data.load_digits().x_test[:2]
-        f = data.digits_function(progress=True)
+        f = data.digits_function(progress=_on_terminal())
     else:
         if data_path is None:
             raise click.UsageError("MODEL needs --data: the sites are read at its input shape")

@@ -9,7 +9,8 @@ place, so a reader sees a whole checkpoint or none; one that fails to load, or w
 parameters do not match the recorded checksum, is reported and retrained, never used. The
 folder gets the umask's permissions (a cache can be shared by a group), and training holds a
 lock on the cache folder, so that a second process filling the same cache waits and then
-loads rather than training too.
+loads rather than training too; under that lock, what a killed save left behind is removed. A
+model that cannot be saved (a read-only cache folder) is returned uncached, with a warning.
 """
 
 from __future__ import annotations
@@ -112,7 +113,9 @@ def pretrained(
     The first call trains the model (about ten seconds on two CPU cores; >= 97% test
     accuracy for the CNN, >= 94% for the ViT) and saves it under :func:`home`; later calls
     load it. A checkpoint that cannot be restored or whose parameters fail the checksum is
-    reported with a ``RuntimeWarning`` and replaced by a fresh training run.
+    reported with a ``RuntimeWarning`` and replaced by a fresh training run. Where the model
+    cannot be saved (a read-only or file-valued cache folder), the trained model is returned
+    with a ``RuntimeWarning`` and trained again by the next call.
 
     Args:
         cache_dir: The cache folder; default ``$JAXPLAIN_HOME`` or ``~/.cache/jaxplain``.
@@ -215,17 +218,22 @@ def _restore(path: Path, model: Any, arch: _Architecture) -> dict[str, Any]:
         with ocp.StandardCheckpointer() as checkpointer:
             variables = checkpointer.restore(path / _VARIABLES, abstract)
     except Exception as e:  # orbax/tensorstore raise many types on damaged files
-        reason = f"orbax cannot restore {path / _VARIABLES}: {type(e).__name__}: {e}"
-        raise _Unusable(reason) from None
+        raise _Unusable(f"orbax cannot restore {_VARIABLES}/: {_cause(e)}") from None
     if params_checksum(variables) != info.checksum:
         raise _Unusable("the parameters do not match the checksum in the metadata")
     return variables
 
 
+def _cause(e: Exception) -> str:
+    """The first line of `e`, without the tensorstore spec (a kilobyte of JSON) it may end with."""
+    text = f"{type(e).__name__}: {e}".splitlines()[0].split(" [tensorstore_spec=")[0]
+    return text if len(text) <= 500 else text[:499] + "…"
+
+
 def _train_and_save(path: Path, model: Any, arch: _Architecture, *,
                     progress: bool) -> dict[str, Any]:
-    import orbax.checkpoint as ocp
-
+    """Trains the model and saves it at `path`, or warns where it cannot be saved (called
+    under the cache folder's lock, as is every write to that folder)."""
     digits = load_digits()
     variables, history = train(jax.random.key(TRAIN_SEED), digits, model, epochs=arch.epochs,
                                learning_rate=arch.learning_rate, progress=progress)
@@ -238,7 +246,25 @@ def _train_and_save(path: Path, model: Any, arch: _Architecture, *,
         "history": history.to_json(),
         "jax_version": jax.__version__,
     }
+    try:
+        _save(path, variables, meta)
+    except OSError as e:
+        warnings.warn(
+            f"the trained model cannot be saved in {path.parent} ({type(e).__name__}: "
+            f"{e.strerror or e}); it is used uncached and will be trained again next time. "
+            "Set JAXPLAIN_HOME to a writable folder to keep it",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return variables
+
+
+def _save(path: Path, variables: Any, meta: dict[str, Any]) -> None:
+    """Writes the checkpoint into a temporary folder beside `path`, then renames it into place."""
+    import orbax.checkpoint as ocp
+
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(path)
     # Not mkdtemp: its mode 0700 would stay on the renamed folder; mkdir follows the umask.
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.partial"
     tmp.mkdir()
@@ -249,7 +275,14 @@ def _train_and_save(path: Path, model: Any, arch: _Architecture, *,
         _move_into_place(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return variables
+
+
+def _remove_leftovers(path: Path) -> None:
+    """Removes the temporary folders of `path` (``.<name>.*.partial``, ``.<name>.*.old``) that
+    a killed save left behind. Only under the cache folder's lock: no save is running."""
+    for pattern in (f".{path.name}.*.partial", f".{path.name}.*.old"):
+        for leftover in path.parent.glob(pattern):
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _move_into_place(src: Path, dst: Path) -> None:

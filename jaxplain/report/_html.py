@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from jaxplain.core._locks import folder_lock
 from jaxplain.report._section import Figure, Section, Table
 
 _BADGE = '<span class="badge">failed</span>'
@@ -59,7 +60,9 @@ def write_report(
     ``out_dir/index.html`` holds the title, a table of contents and every section (failed
     sections are marked and show their traceback); ``out_dir/figures/`` holds the PNG files.
     The new report is written to a hidden folder in ``out_dir`` first and then moved in place
-    of ``index.html`` and ``figures/``, so a failure part-way leaves an earlier report whole.
+    of ``index.html`` and ``figures/``, so a failure part-way leaves an earlier report whole;
+    the move holds a lock on ``out_dir``, so that of two processes writing the same folder at
+    once, the page and the figures left are one run's.
 
     Args:
         sections: The sections, in order.
@@ -92,10 +95,11 @@ def write_report(
                                           encoding="utf-8")
         os.chmod(stage / "index.html", 0o644)  # readable by a web server or other users
         figures = out / "figures"
-        if figures.is_dir():
-            os.replace(figures, stage / "old-figures")
-        os.replace(stage / "figures", figures)
-        os.replace(stage / "index.html", out / "index.html")
+        with folder_lock(out):  # a second writer waits: its pair replaces ours whole
+            if figures.is_dir():
+                os.replace(figures, stage / "old-figures")
+            os.replace(stage / "figures", figures)
+            os.replace(stage / "index.html", out / "index.html")
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return out / "index.html"
