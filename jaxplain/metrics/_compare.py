@@ -44,11 +44,12 @@ def _lerf(f, x, t, a, method, key, o):
 
 
 def _continuity(f, x, t, a, method, key, o):
-    return continuity(f, x, t, method, key=key, samples=o.samples)
+    return continuity(f, x, t, method, key=key, samples=o.samples, batch_size=o.batch_size)
 
 
 def _max_sensitivity(f, x, t, a, method, key, o):
-    return max_sensitivity(f, x, t, method, key=key, samples=o.samples)
+    return max_sensitivity(f, x, t, method, key=key, samples=o.samples,
+                           batch_size=o.batch_size)
 
 
 #: name -> (metric, which direction is better). Each metric returns one value per example.
@@ -126,7 +127,11 @@ def compare(
             inputs.
         samples: Perturbations for continuity and max-sensitivity (5: fewer than their own
             default of 10).
-        batch_size: Chunking of the perturbation metrics.
+        batch_size: Chunking, as each metric's own ``batch_size``: perturbed inputs per model
+            call of ``deletion_morf``, ``deletion_lerf``, ``insertion`` and ``lerf_change``,
+            noisy copies of the batch per method call of ``continuity`` and
+            ``max_sensitivity`` (``None``: each metric's default). It bounds memory and does
+            not change the values.
         output: What the deletion and insertion curves read, as in :func:`deletion`:
             ``"probability"`` or ``"logit"`` (a regression model's one output takes it).
 

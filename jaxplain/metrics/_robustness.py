@@ -8,7 +8,9 @@ call), and reduces per example. The perturbations of example ``i`` are drawn fro
 ``stdev * jax.random.normal(k, shape)`` for continuity and the Lipschitz estimate. So an
 example's score depends on the key and its place in the batch, not on the other examples or
 the batch size (``x[:k]`` scores as the first ``k`` rows of ``x``), and a reference
-implementation can regenerate exactly the same inputs. As every copy of example ``i`` is
+implementation can regenerate exactly the same inputs. The array is never held: each chunk of
+copies makes its own rows of it (:func:`draw_row`), is explained and is reduced to its largest
+change before the next, so memory holds one chunk. As every copy of example ``i`` is
 explained at row ``i`` of a batch shaped like ``x``, a keyed random method (SmoothGrad,
 GradientSHAP: noise drawn by row position) gives each copy the same randomness as ``x`` itself,
 so the score measures the method's sensitivity to the input, not its Monte Carlo noise.
@@ -21,8 +23,12 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.extend.random import threefry_2x32
 from jaxtyping import Array, Float, Int
 
+from jaxplain.attribution._common import chunked_map
+from jaxplain.attribution._value_checks import is_traced
 from jaxplain.metrics import _checks as checks
 
 Method = Callable[[Callable[[Array], Array], Array, Array], Array]
@@ -36,20 +42,17 @@ def _ratio(num: jax.Array, den: jax.Array) -> jax.Array:
     return jnp.where(jnp.isnan(num) | jnp.isnan(den), jnp.nan, ratio)
 
 
-@functools.partial(jax.jit, static_argnames=("order", "relative"))
-def _score(a0, chunks, eps, *, order, relative):
-    """``max_s ||a_s − a0||_order / (||a0||₂ if relative else ||eps_s||₂)`` per example."""
-    wide = jnp.promote_types(a0.dtype, jnp.float32)
-    a0 = a0.astype(wide)
-    a = jnp.concatenate(chunks).astype(wide)                           # (samples, *x.shape)
-    num = _norm(a - a0[None], order)
-    den = _norm(a0[None], 2) if relative else _norm(eps, 2)
-    return _ratio(num, den).max(axis=0)
-
-
 def _norm(a: jax.Array, order: int) -> jax.Array:
-    """The ``order``-norm of each ``(samples, batch)`` entry over its remaining axes."""
-    return jnp.linalg.norm(a.reshape(a.shape[0], a.shape[1], -1), ord=order, axis=-1)
+    """``(batch,)``: the ``order``-norm of each example of ``a``, over its remaining axes."""
+    return jnp.linalg.norm(a.reshape(a.shape[0], -1), ord=order, axis=-1)
+
+
+def _change(a0, a, eps_norm, *, order, relative):
+    """``(batch,)``: ``||a − a0||_order / (||a0||₂ if relative else ||ε||₂)`` for the map ``a`` of
+    one copy, in float32 at least."""
+    wide = jnp.promote_types(a0.dtype, jnp.float32)
+    a0, a = jnp.asarray(a0, wide), jnp.asarray(a, wide)
+    return _ratio(_norm(a - a0, order), _norm(a0, 2) if relative else eps_norm)
 
 
 def draw_noise(key, scale, example: jax.Array, samples: int, kind: str) -> jax.Array:
@@ -61,31 +64,91 @@ def draw_noise(key, scale, example: jax.Array, samples: int, kind: str) -> jax.A
     return scale * jax.random.normal(key, shape, wide)
 
 
-@functools.partial(jax.jit, static_argnames=("samples", "noise_kind", "chunk"))
-def _inputs(key, scale, x, *, samples, noise_kind, chunk):
-    """The draws ``(samples, *x.shape)`` and the noisy copies, ``chunk`` at a time."""
+def draw_row(key, scale, example: jax.Array, s: jax.Array, samples: int, kind: str) -> jax.Array:
+    """Row `s` of :func:`draw_noise`, ``example.shape``, made without the other rows.
+
+    With a threefry key (JAX's default, its bits partitionable: the default since JAX 0.5) the
+    bits of element ``j`` of a draw are the hash of counter ``j``, so row `s` hashes the counters
+    ``s * size + arange(size)`` and converts them to floats as ``jax.random.uniform`` and
+    ``jax.random.normal`` do: the same numbers. For any other key the whole draw is made and row
+    `s` taken (a compiled loop makes it once, ``samples`` times an example's memory)."""
+    wide = jnp.promote_types(example.dtype, jnp.float32)
+    size, nbits, nmant = example.size, jnp.finfo(wide).bits, jnp.finfo(wide).nmant
+    if (str(jax.random.key_impl(key)) != "threefry2x32" or samples * size > 2 ** 32
+            or not jax.config.jax_threefry_partitionable):
+        return jnp.take(draw_noise(key, scale, example, samples, kind), s, axis=0)
+    counter = jnp.asarray(s, jnp.uint32) * jnp.uint32(size) + jnp.arange(size, dtype=jnp.uint32)
+    # threefry_2x32 hashes the pairs (count[j], count[size + j]): the counters' high words (0)
+    # and low words, giving the two words of each hash in the same two halves.
+    words = threefry_2x32(tuple(jax.random.key_data(key)),
+                          jnp.concatenate([jnp.zeros(size, jnp.uint32), counter]))
+    hi, lo = words[:size], words[size:]
+    uint = jnp.dtype(f"uint{nbits}")
+    bits = hi ^ lo if nbits == 32 else (hi.astype(uint) << uint.type(32)) | lo.astype(uint)
+    one = jnp.asarray(np.array(1.0, wide).view(uint), uint)
+    unit = jax.lax.bitcast_convert_type((bits >> uint.type(nbits - nmant)) | one, wide) - 1
+    if kind == "uniform":  # [−scale, scale), as jax.random.uniform(minval=-scale, maxval=scale)
+        lower, upper = jnp.asarray(-scale, wide), jnp.asarray(scale, wide)
+    else:  # N(0, 1) as jax.random.normal: √2 erf⁻¹ of a uniform in (−1, 1)
+        lower, upper = np.nextafter(np.array(-1.0, wide), np.array(0.0, wide)), np.array(1.0, wide)
+    u = jnp.maximum(lower, unit * (upper - lower) + lower).reshape(example.shape)
+    return u if kind == "uniform" else scale * (np.array(np.sqrt(2), wide) * jax.lax.erf_inv(u))
+
+
+def _copy(key, scale, x, s, *, samples, kind):
+    """Copy `s` of the batch, ``x + ε_s`` in ``x``'s dtype, and ``||ε_s||₂`` ``(batch,)``:
+    example ``i``'s draw is row `s` of its draws from ``fold_in(key, i)``."""
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(x.shape[0]))
-    draw = lambda k, xi: draw_noise(k, scale, xi, samples, noise_kind)  # noqa: E731
-    eps = jax.vmap(draw, out_axes=1)(keys, x)                          # (samples, *x.shape)
-    xs = (x[None] + eps).astype(x.dtype)
-    return eps, tuple(xs[s : s + chunk] for s in range(0, samples, chunk))
+    eps = jax.vmap(lambda k, xi: draw_row(k, scale, xi, s, samples, kind))(keys, x)
+    return (x + eps).astype(x.dtype), _norm(eps, 2)
+
+
+@functools.partial(jax.jit, static_argnames=("samples", "kind", "size"))
+def _copies(key, scale, x, start, *, samples, kind, size):
+    """Copies ``start .. start + size − 1`` (:func:`_copy`): ``(size, *x.shape)`` and
+    ``(size, batch)``."""
+    copy = functools.partial(_copy, key, scale, x, samples=samples, kind=kind)
+    return jax.vmap(copy)(start + jnp.arange(size))
+
+
+@functools.partial(jax.jit, static_argnames=("order", "relative"))
+def _changes(a0, a, eps_norm, *, order, relative):
+    """The largest :func:`_change` of a chunk of copies' maps ``(c, *x.shape)``: ``(batch,)``."""
+    change = functools.partial(_change, a0, order=order, relative=relative)
+    return jax.vmap(change)(a, eps_norm).max(axis=0)
 
 
 def _sensitivity(f, method, x, target, key, scale, *, samples, noise, batch_size, order,
                  relative):
-    """Explain the perturbed copies and reduce.
+    """The largest change over the ``samples`` perturbed copies of the batch, ``(batch,)``.
 
-    ``method`` is vmapped over the copies, ``batch_size`` of them per call (:func:`_explain`):
-    each call of ``method`` (and of ``f``) gets an ``x``-shaped batch, so example ``i``'s copies
-    sit at row ``i`` as in the unperturbed call, and a model that closes over arrays with
-    ``x``'s batch axis works as it does for the method itself. The noise and the reduction are
-    each one compiled call.
+    Each copy is an ``x``-shaped batch given to ``method`` (and so to ``f``) as it is, so example
+    ``i``'s copies sit at row ``i`` as in the unperturbed call, and a model that closes over
+    arrays with ``x``'s batch axis works as it does for the method itself. ``batch_size`` copies
+    are made, explained (``method`` vmapped over them, :func:`_explain`) and reduced to their
+    largest change at a time, so memory holds one chunk whatever ``samples``: in a Python loop
+    of compiled calls when the arguments are concrete (``method`` called as it is, so a second
+    call compiles nothing), in ``lax.map`` inside the caller's ``jit``.
     """
-    chunk = samples if batch_size is None else min(batch_size, samples)
-    eps, chunks = _inputs(key, scale, x, samples=samples, noise_kind=noise, chunk=chunk)
     a0 = method(f, x, target)
-    out = tuple(_explain(f, method, xc, target) for xc in chunks)
-    return _score(a0, out, eps, order=order, relative=relative)
+    chunk = samples if batch_size is None else min(batch_size, samples)
+    if not any(is_traced(v) for v in (x, target, key, a0)):
+        maxima = []
+        for start in range(0, samples, chunk):
+            size = min(chunk, samples - start)
+            copies, eps_norm = _copies(key, scale, x, start, samples=samples, kind=noise,
+                                       size=size)
+            maxima.append(_changes(a0, _explain(f, method, copies, target), eps_norm,
+                                   order=order, relative=relative))
+        return jnp.stack(maxima).max(axis=0)
+
+    def change(s):
+        copy, eps_norm = _copy(key, scale, x, s, samples=samples, kind=noise)
+        return _change(a0, method(f, copy, target), eps_norm, order=order, relative=relative)
+
+    s = jnp.arange(samples)
+    changes = jax.vmap(change)(s) if chunk == samples else chunked_map(change, s, chunk)
+    return changes.max(axis=0)
 
 
 def _explain(f, method, copies, target):
@@ -142,9 +205,11 @@ def max_sensitivity(
             so its score does not depend on the other examples.
         radius: Half-width of the uniform noise.
         samples: Number of perturbations.
-        batch_size: Perturbed copies of the batch explained per call of the vmapped method
-            (``None``: all at once); it bounds memory and does not change the scores. ``1``
-            calls the method as it is, one copy at a time (for a method JAX cannot trace).
+        batch_size: Perturbed copies of the batch drawn, explained (one call of the vmapped
+            method) and reduced at a time (``None``: all at once). Memory holds one chunk,
+            ``batch_size`` copies with their draws and maps, whatever ``samples``, also inside
+            your ``jit``; the scores do not depend on it. ``1`` calls the method as it is, one
+            copy at a time (for a method JAX cannot trace; outside ``jit``).
 
     Returns:
         ``(batch,)`` max-sensitivity per example.
