@@ -385,15 +385,30 @@ def target_gradient(f: Callable, x: jax.Array, target: jax.Array) -> jax.Array:
     return jax.grad(lambda z: selected(cpu_friendly(f), z, target).sum())(x)
 
 
+def loop_body(fn: Callable, passes: int) -> Callable:
+    """`fn` as the body of a loop of `passes` iterations: its convolutions in XLA:CPU's fast
+    layout (:mod:`jaxplain.core._layout`), which XLA does not use inside a loop, and, where the
+    loop has more than one iteration, rematerialized (``jax.checkpoint``).
+
+    Without the checkpoint, reverse-mode through the loop (a gradient of an attribution: with
+    respect to ``x``, or to the model's weights in training through an explanation) keeps every
+    iteration's intermediates, memory linear in the number of items whatever ``batch_size``;
+    with it, one iteration's, and each iteration runs once more in the backward pass. A
+    forward-only call compiles to the same program (the checkpoint acts only when
+    differentiated). One iteration has nothing to bound, and is left as it is.
+    """
+    body = fast_convolutions(fn)  # prevent_cse=False: a loop body is not merged with its rerun
+    return jax.checkpoint(body, prevent_cse=False) if passes > 1 else body
+
+
 def chunked_reduce(chunk_fn: Callable, xs: Any, batch_size: int | None) -> Any:
     """``sum`` of ``chunk_fn(chunk)`` over chunks of `batch_size` items of `xs` (leading axis).
 
     `chunk_fn` takes a chunk of items and returns their summed contribution (a pytree). The
-    chunks are accumulated with ``lax.scan``, so memory holds one chunk whatever the number of
-    items; ``batch_size=None`` picks the chunk (:func:`jaxplain.core._chunks.auto_chunk`: all
-    items on GPU/TPU, on CPU as many as keep a pass fast). The scan body's convolutions are
-    put in XLA:CPU's fast layout (:mod:`jaxplain.core._layout`), which XLA does not do itself
-    inside a loop.
+    chunks are accumulated with ``lax.scan`` of :func:`loop_body`, so memory holds one chunk
+    whatever the number of items, also when the result is differentiated;
+    ``batch_size=None`` picks the chunk (:func:`jaxplain.core._chunks.auto_chunk`: all items
+    on GPU/TPU, on CPU as many as keep a pass fast).
     """
     n = jax.tree_util.tree_leaves(xs)[0].shape[0]
     batch_size = auto_chunk(batch_size, chunk_fn, xs)
@@ -405,8 +420,8 @@ def chunked_reduce(chunk_fn: Callable, xs: Any, batch_size: int | None) -> Any:
         lambda a: a[:full * batch_size].reshape((full, batch_size) + a.shape[1:]), xs)
     first = jax.tree_util.tree_map(lambda a: a[:batch_size], xs)
     init = jax.tree_util.tree_map(zeros_varying_like, jax.eval_shape(chunk_fn, first))
-    acc, _ = jax.lax.scan(fast_convolutions(lambda a, chunk: (add(a, chunk_fn(chunk)), None)),
-                          init, head)
+    body = loop_body(chunk_fn, full)
+    acc, _ = jax.lax.scan(lambda a, chunk: (add(a, body(chunk)), None), init, head)
     if rest:
         acc = add(acc, chunk_fn(jax.tree_util.tree_map(lambda a: a[full * batch_size:], xs)))
     return acc
@@ -453,8 +468,8 @@ def folded_values(f: Callable, x: jax.Array, target: jax.Array, inputs: Callable
 
     Each chunk of `batch_size` items (None: :func:`jaxplain.core._chunks.auto_chunk`) is one
     batch of ``n * c`` inputs folded example by example (:func:`fold`), so a batch split over
-    devices stays split; a model that takes only `x`'s batch gets the items one at a time,
-    vmapped.
+    devices stays split; the chunks run in ``lax.map`` of :func:`loop_body`. A model that takes
+    only `x`'s batch gets the items one at a time, vmapped (:func:`chunked_map`).
     """
     n = x.shape[0]
     m = jax.tree_util.tree_leaves(items)[0].shape[0]
@@ -475,7 +490,7 @@ def folded_values(f: Callable, x: jax.Array, target: jax.Array, inputs: Callable
     if c == m:
         return chunk(items)
     head = jax.tree_util.tree_map(lambda a: a[:full * c].reshape((full, c) + a.shape[1:]), items)
-    out = jax.lax.map(fast_convolutions(chunk), head).reshape(full * c, n)
+    out = jax.lax.map(loop_body(chunk, full), head).reshape(full * c, n)
     if rest:
         tail = jax.tree_util.tree_map(lambda a: a[full * c:], items)
         out = jnp.concatenate([out, chunk(tail)])
@@ -622,11 +637,19 @@ def line_gradient_sum(f: Callable, start: jax.Array, end: jax.Array, target: jax
 
 def chunked_map(fn: Callable, xs: Any, batch_size: int | None) -> Any:
     """``stack([fn(x) for x in xs])`` evaluating `batch_size` items at a time (None:
-    :func:`jaxplain.core._chunks.auto_chunk`; convolutions as in :func:`chunked_reduce`)."""
+    :func:`jaxplain.core._chunks.auto_chunk`): the whole chunks in ``lax.map`` of
+    :func:`loop_body`, the last, smaller one after it."""
+    m = jax.tree_util.tree_leaves(xs)[0].shape[0]
     c = auto_chunk(batch_size, fn, xs, per_item=True)
-    if batch_size is None and c == jax.tree_util.tree_leaves(xs)[0].shape[0]:
+    if batch_size is None and c == m:
         return jax.vmap(fn)(xs)
-    return jax.lax.map(fast_convolutions(fn), xs, batch_size=c)
+    full, rest = divmod(m, c)
+    head = jax.tree_util.tree_map(lambda a: a[:full * c], xs)
+    out = jax.lax.map(loop_body(fn, full), head, batch_size=c)
+    if not rest:
+        return out
+    tail = jax.vmap(fast_convolutions(fn))(jax.tree_util.tree_map(lambda a: a[full * c:], xs))
+    return jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), out, tail)
 
 
 def group_mask(feature_mask: Any, x: jax.Array, name: str = "feature_mask") -> tuple[jax.Array, int]:
