@@ -190,11 +190,12 @@ def _cache_compiled_programs() -> str:
     cannot be written, the programs already there are read and no new ones are kept."""
     import jax
 
+    from jaxplain.core._folders import cannot_write
     from jaxplain.data._pretrained import home
 
     own = jax.config.jax_compilation_cache_dir is None
     folder = home() / "xla" if own else Path(jax.config.jax_compilation_cache_dir)
-    reason = _cannot_write(folder)
+    reason = cannot_write(folder)
     # A read-only folder is still read; nothing is written to it (each write would warn).
     if own and (reason is None or folder.is_dir()):
         jax.config.update("jax_compilation_cache_dir", str(folder))
@@ -208,25 +209,13 @@ def _cache_compiled_programs() -> str:
     return f"Compiled programs are not cached: {folder} cannot be written ({reason})"
 
 
-def _cannot_write(folder: Path) -> str | None:
-    """Why `folder` cannot be written, or None: it is created if missing, and a probe file is
-    made in it and removed."""
-    import tempfile
-
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-probe-"):
-            pass
-    except OSError as e:
-        return f"{type(e).__name__}: {e.strerror or e}"
-    return None
-
-
 def _writable_out(out: Path) -> Path:
     """--out with ``~`` expanded, created and checked before any section runs: a report that
     cannot be written would otherwise be lost after minutes of work (a usage error instead)."""
+    from jaxplain.core._folders import cannot_write
+
     out = out.expanduser()
-    reason = _cannot_write(out)
+    reason = cannot_write(out)
     if reason is not None:
         raise click.BadParameter(f"the report folder {out} cannot be written ({reason}); "
                                  "choose a folder you can write to", param_hint="--out")

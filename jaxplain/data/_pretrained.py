@@ -30,7 +30,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxplain.core._locks import folder_lock
+from jaxplain.core._folders import folder_lock
 from jaxplain.data._digits import SPLIT_SEED, load_digits
 from jaxplain.data._model import ARCHITECTURE_VERSION, DigitsCNN
 from jaxplain.data._train import BATCH_SIZE, EPOCHS, LEARNING_RATE, TrainHistory, accuracy, train

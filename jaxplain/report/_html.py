@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from jaxplain.core._locks import folder_lock
+from jaxplain.core._folders import folder_lock
 from jaxplain.report._section import Figure, Section, Table
 
 _BADGE = '<span class="badge">failed</span>'

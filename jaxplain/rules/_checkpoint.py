@@ -7,7 +7,6 @@ import contextlib
 import hashlib
 import os
 import re
-import uuid
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jaxplain.core._locks import folder_lock
+from jaxplain.core._folders import cannot_write, folder_lock
 
 
 def fingerprint(data_parts, options: dict) -> dict:
@@ -67,16 +66,11 @@ def claimed(directory: str | os.PathLike | None) -> Iterator[str | None]:
 def check_writable(directory: str):
     """Create ``directory`` if needed and a probe file in it, so that an unwritable
     checkpoint_dir fails before the search rather than at its first save."""
-    try:
-        os.makedirs(directory, exist_ok=True)
-        probe = os.path.join(directory, f".write-probe-{uuid.uuid4().hex}")
-        with open(probe, "x"):
-            pass
-        os.remove(probe)
-    except OSError as e:
-        raise ValueError(f"checkpoint_dir={directory!r} cannot be written ({type(e).__name__}: "
-                         f"{e.strerror or e}); mine saves its rules there after each accepted "
-                         "rule: pass a writable directory, or checkpoint_dir=None") from e
+    reason = cannot_write(Path(directory))
+    if reason is not None:
+        raise ValueError(f"checkpoint_dir={directory!r} cannot be written ({reason}); mine saves "
+                         "its rules there after each accepted rule: pass a writable directory, "
+                         "or checkpoint_dir=None")
 
 
 def save(directory: str, accepted: list, stamp: dict, max_head: int, max_tail: int):

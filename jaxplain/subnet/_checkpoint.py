@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxplain as jp
-from jaxplain.core._locks import folder_lock
+from jaxplain.core._folders import cannot_write, folder_lock
 from jaxplain.subnet._types import Options
 
 FILE = "identity.json"
@@ -80,17 +80,11 @@ def claim(path: str | None) -> Iterator[None]:
 
 
 def _check_writable(path: str) -> None:
-    try:
-        os.makedirs(path, exist_ok=True)
-        probe = os.path.join(path, f".write-probe-{uuid.uuid4().hex}")
-        with open(probe, "x"):
-            pass
-        os.remove(probe)
-    except OSError as e:
-        raise ValueError(f"checkpoint_dir={path!r} cannot be written ({type(e).__name__}: "
-                         f"{e.strerror or e}); extract saves its optimisation there every "
-                         "checkpoint_every steps: pass a writable directory, or "
-                         "checkpoint_dir=None") from e
+    reason = cannot_write(Path(path))
+    if reason is not None:
+        raise ValueError(f"checkpoint_dir={path!r} cannot be written ({reason}); extract saves "
+                         "its optimisation there every checkpoint_every steps: pass a writable "
+                         "directory, or checkpoint_dir=None")
 
 
 @functools.partial(jax.jit, static_argnames=("f", "names"))

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from jaxplain.core._locks import folder_lock
+from jaxplain.core._folders import folder_lock
 from jaxplain.rules import _checkpoint, mine
 from tests.rules._planted import planted
 

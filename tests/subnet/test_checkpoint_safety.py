@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from jaxplain import subnet
-from jaxplain.core._locks import folder_lock
+from jaxplain.core._folders import folder_lock
 from jaxplain.subnet import _checkpoint
 
 D, H, C = 10, 16, 3

@@ -1,9 +1,11 @@
-"""Locks on folders, so that two processes do not fill one cache or checkpoint folder at once."""
+"""The folders jaxplain writes (the model cache, checkpoints, reports): whether one can be
+written, and a lock so that two processes do not fill one at once."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -35,3 +37,16 @@ def folder_lock(folder: Path, *, busy: Callable[[], Exception] | None = None) ->
             except OSError:  # a file system without locks
                 pass
         yield
+
+
+def cannot_write(folder: Path) -> str | None:
+    """Why `folder` cannot be written (``"OSError: Read-only file system"``), or None: it is
+    created if missing, and a probe file is made in it and removed. Checked before long work
+    whose results would otherwise be lost at the first write."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-probe-"):
+            pass
+    except OSError as e:
+        return f"{type(e).__name__}: {e.strerror or e}"
+    return None
