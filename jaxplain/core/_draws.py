@@ -30,7 +30,9 @@ class StochasticModelWarning(UserWarning):
             "explanation of them, are those of that one draw, not of the model in inference "
             "mode. Pass the flag, e.g. jaxplain.as_function(model, train=False), or turn the "
             "layer off (model.eval() for a Flax NNX model whose __call__ does not override it, "
-            "eqx.nn.inference_mode(model) for Equinox).")):
+            "eqx.nn.inference_mode(model) for Equinox). Draws that are constants on purpose "
+            "(weights the function draws from a fixed key) are fine: filter this warning by "
+            "its category.")):
         super().__init__(message)
 
 
