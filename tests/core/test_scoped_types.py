@@ -4,7 +4,6 @@ computes under ``as_function`` what it computes when called."""
 
 import equinox as eqx
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
