@@ -501,4 +501,13 @@ def stack(objectives) -> Objective:
             raise ValueError(
                 "objectives rendered together must share one structure (same kinds of terms on "
                 f"the same sites); objective 0 is {structs[0]} but objective {i} is {s}")
-    return jax.tree_util.tree_map(lambda *v: jnp.stack([jnp.asarray(a) for a in v]), *objectives)
+    return jax.tree_util.tree_map(_stacked, *objectives)
+
+
+def _stacked(*leaves) -> Array | np.ndarray:
+    """``(n, *leaf)``: on the host when no leaf is a JAX array (Python ints such as channel
+    indices), so that checking the values reads nothing back from the device."""
+    if any(isinstance(a, jax.Array) for a in leaves):
+        return jnp.stack([jnp.asarray(a) for a in leaves])
+    stacked = np.stack([np.asarray(a) for a in leaves])
+    return stacked.astype(jax.dtypes.canonicalize_dtype(stacked.dtype))

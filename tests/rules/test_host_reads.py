@@ -9,7 +9,7 @@ import pytest
 
 import jaxplain.core
 from jaxplain.rules import _binarize, _kernel, _search, activations, mine
-from tests._host_reads import NumpySpy
+from tests._reads import counting
 from tests.rules._planted import planted
 
 SMALL = dict(k_tail=4, beam=8, k_head=4, batch_size=8, max_rules=3)
@@ -17,33 +17,9 @@ SMALL = dict(k_tail=4, beam=8, k_head=4, batch_size=8, max_rules=3)
 
 @pytest.fixture
 def log(monkeypatch):
-    """Events in order: ``call`` (a device call), ``wait`` (a host read: one per
-    ``jax.device_get``, however many arrays it reads, and one per other read of a JAX array),
+    """Events in order: ``call`` (a device call), ``wait`` (a host read, tests/_reads.py),
     ``begin`` / ``end`` around ``_Search.score`` and ``_Search.extensions``."""
-    events, inside = [], []
-    device_get = jax.device_get
-
-    def counted_get(tree):
-        events.append("wait")
-        inside.append(True)
-        try:
-            return device_get(tree)
-        finally:
-            inside.pop()
-
-    monkeypatch.setattr(jax, "device_get", counted_get)
-    array_type = type(jnp.zeros(()))
-    value, to_numpy = array_type.__dict__["_value"].fget, array_type.__array__
-
-    def read(a):
-        if not inside:
-            events.append("wait")
-
-    monkeypatch.setattr(array_type, "_value", property(lambda a: (read(a), value(a))[1]))
-    monkeypatch.setattr(array_type, "__array__",
-                        lambda a, *args, **kw: (read(a), to_numpy(a, *args, **kw))[1])
-    for module in (_search, _binarize):
-        monkeypatch.setattr(module, "np", NumpySpy(lambda arrays: events.append("wait")))
+    events = []
     for name in ("score", "cooccurrence"):
         monkeypatch.setattr(_kernel, name, _logged(getattr(_kernel, name), events, "call"))
     for name in ("score", "extensions"):
@@ -60,7 +36,8 @@ def log(monkeypatch):
     capture = jaxplain.core.capture
     monkeypatch.setattr(jaxplain.core, "capture",
                         lambda *a, **kw: _logged(capture(*a, **kw), events, "call"))
-    return events
+    with counting(_search, _binarize, on_wait=lambda: events.append("wait")):
+        yield events
 
 
 def _logged(fn, events, event):

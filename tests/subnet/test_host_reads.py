@@ -11,7 +11,7 @@ import tqdm.auto
 from jaxplain import subnet
 from jaxplain.subnet import _extract, _optimize, _placement, _threshold
 from jaxplain.subnet._extract import _phase, _search_init
-from tests._host_reads import counting
+from tests._reads import counting
 from tests.subnet import _nets
 
 MODULES = (_extract, _optimize, _placement, _threshold)
@@ -48,7 +48,7 @@ def test_a_progress_update_is_one_read_whatever_the_sites(monkeypatch):
     with counting(*MODULES) as shown:
         end = jax.block_until_ready(run("search"))
     # Three updates, each one read of the last history row and the zero counts: (L, 3) + (L,).
-    assert len(shown) - len(quiet) == 3 and max(shown) <= 2 * 3 + 2
+    assert shown.waits - quiet.waits == 3 and max(shown.sizes) <= 2 * 3 + 2
     assert np.asarray(end["step"]).tolist() == [60, 60]
 
 
@@ -57,7 +57,7 @@ def test_the_placement_probes_are_one_read():
     _placement.shifted(f, x, _nets.SITES)
     with counting(*MODULES) as reads:
         found = _placement.shifted(f, x, _nets.SITES)
-    assert found == [] and len(reads) == 1
+    assert found == [] and reads.waits == 1
 
 
 def test_an_extraction_reads_four_small_values():
@@ -70,14 +70,14 @@ def test_an_extraction_reads_four_small_values():
         jax.block_until_ready(call())
     # Whether the region is finite (not the region), its predicted labels, the placement
     # probes of all sites, then the chosen candidate's fidelity, size and agreement.
-    assert len(reads) == 4 and reads[0] == 1, reads
+    assert reads.waits == 4 and reads.sizes[0] == 1, reads
 
 
 def test_a_device_region_stays_on_the_device():
     _, x, _ = _nets.planted(0.01)
     with counting(*MODULES) as reads:
         checked = _extract._check_region(x)
-    assert checked is x and reads == [1]  # whether it is finite, not its values
+    assert checked is x and reads.sizes == [1]  # whether it is finite, not its values
     weak = jnp.full((2, 3), 0.5)  # weakly typed: taken strongly typed, as from NumPy
     assert weak.weak_type and not _extract._check_region(weak).weak_type
     with pytest.raises(ValueError, match="NaN"):
