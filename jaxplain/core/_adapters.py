@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def as_function(model, variables=None, **apply_kwargs) -> Callable:
@@ -54,15 +55,15 @@ def as_function(model, variables=None, **apply_kwargs) -> Callable:
                              "(output, updated variables), not a function of the batch; run the "
                              "model in inference mode instead, e.g. train=False or "
                              "use_running_average=True, so that no collection is updated")
-        return _LinenFunction(model, variables, apply_kwargs)
+        return _LinenFunction(model, _snapshot(variables), _snapshot(apply_kwargs))
     if variables is not None:
         raise ValueError(f"variables are only used for Flax Linen modules; got them for a {kind} model.")
     if "method" in apply_kwargs and kind in ("nnx", "equinox"):
         _refuse_method(model, kind)
     if kind == "nnx":
-        return _nnx_function(model, apply_kwargs)
+        return _nnx_function(model, _snapshot(apply_kwargs))
     if kind == "equinox":
-        return _equinox_function(model, apply_kwargs)
+        return _equinox_function(_snapshot(model), _snapshot(apply_kwargs))
     if callable(model):
         if apply_kwargs:
             raise ValueError(f"keyword arguments {sorted(apply_kwargs)} are not used for a plain "
@@ -72,6 +73,13 @@ def as_function(model, variables=None, **apply_kwargs) -> Callable:
         return model
     raise TypeError(f"model must be a Flax Linen/NNX module, an Equinox module or a callable; got "
                     f"{type(model).__name__}")
+
+
+def _snapshot(tree):
+    """A copy of `tree`'s containers (dicts, FrozenDicts, lists, modules) and NumPy leaves, so
+    that the caller's later in-place updates (``variables["params"] = new``, ``a[...] = 0``) do
+    not reach the function built from it; JAX arrays and other leaves are shared (immutable)."""
+    return jax.tree.map(lambda a: a.copy() if isinstance(a, np.ndarray) else a, tree)
 
 
 def _refuse_method(model, kind: str) -> None:
@@ -264,7 +272,7 @@ def _nnx_function(model, kwargs) -> Callable:
     # Rebuilt from its arrays at each call, with Variables made in the caller's trace, so that NNX
     # transforms inside the model (nnx.scan over stacked layers) also run under jit and make_jaxpr.
     graphdef, state = nnx.split(copy)
-    leaves, treedef = jax.tree_util.tree_flatten(state)
+    leaves, treedef = jax.tree_util.tree_flatten(_snapshot(state))
 
     def f(x):
         module = nnx.merge(graphdef, jax.tree_util.tree_unflatten(treedef, leaves))
