@@ -20,21 +20,30 @@ def _flat(tree: Mapping) -> Array:
 
 
 def _sortable(values: Float[Array, "batch n"]) -> Array:
-    """float32 -> uint32 keys with the same order (negative floats reversed below positives)."""
-    u = jax.lax.bitcast_convert_type(values.astype(jnp.float32), jnp.uint32)
-    return jnp.where(u >> 31 == 1, ~u, u | jnp.uint32(0x80000000))
+    """Unsigned integer keys with the order of ``values`` (negative floats reversed below
+    positives): 64-bit for float64, else 32-bit (narrower floats are exact in float32)."""
+    bits = 64 if values.dtype == jnp.float64 else 32
+    u = jax.lax.bitcast_convert_type(values.astype(_FLOAT[bits]), _UINT[bits])
+    sign = _UINT[bits](1 << (bits - 1))
+    return jnp.where(u >= sign, ~u, u | sign)
 
 
 def _unsortable(keys: Array) -> Array:
-    u = jnp.where(keys >> 31 == 1, keys & jnp.uint32(0x7FFFFFFF), ~keys)
-    return jax.lax.bitcast_convert_type(u, jnp.float32)
+    bits = 8 * keys.dtype.itemsize
+    sign = _UINT[bits](1 << (bits - 1))
+    u = jnp.where(keys >= sign, keys & ~sign, ~keys)
+    return jax.lax.bitcast_convert_type(u, _FLOAT[bits])
+
+
+_FLOAT = {32: jnp.float32, 64: jnp.float64}
+_UINT = {32: jnp.uint32, 64: jnp.uint64}
 
 
 def _order_statistic(keys: Array, k: Int[Array, ""]) -> Array:
-    """The k-th smallest key of every row (0-based), by bisection on the 32-bit key space.
+    """The k-th smallest key of every row (0-based), by bisection on the key space.
 
-    32 rounds of compare-and-count instead of a sort: O(32 n) vectorised work, which beats
-    XLA's comparison sort on CPU by an order of magnitude and is exact.
+    32 (or 64) rounds of compare-and-count instead of a sort: O(32 n) vectorised work, which
+    beats XLA's comparison sort on CPU by an order of magnitude and is exact.
     """
 
     def body(_, bounds):
@@ -43,10 +52,10 @@ def _order_statistic(keys: Array, k: Int[Array, ""]) -> Array:
         enough = (keys <= mid[:, None]).sum(axis=1, dtype=jnp.int32) >= k + 1
         return jnp.where(enough, lo, mid + 1), jnp.where(enough, mid, hi)
 
-    rows = keys.shape[0]
-    lo = jnp.zeros(rows, jnp.uint32)
-    hi = jnp.full(rows, 0xFFFFFFFF, jnp.uint32)
-    return jax.lax.fori_loop(0, 32, body, (lo, hi))[0]
+    rows, bits = keys.shape[0], 8 * keys.dtype.itemsize
+    lo = jnp.zeros(rows, keys.dtype)
+    hi = jnp.full(rows, jnp.iinfo(keys.dtype).max, keys.dtype)
+    return jax.lax.fori_loop(0, bits, body, (lo, hi))[0]
 
 
 def _next_order_statistic(keys: Array, kth: Array, k: Int[Array, ""]) -> Array:
@@ -55,7 +64,8 @@ def _next_order_statistic(keys: Array, kth: Array, k: Int[Array, ""]) -> Array:
     above it; one pass."""
     column = kth[:, None]
     ties = (keys <= column).sum(axis=1, dtype=jnp.int32) >= jnp.minimum(k + 2, keys.shape[1])
-    above = jnp.min(jnp.where(keys > column, keys, jnp.uint32(0xFFFFFFFF)), axis=1)
+    top = jnp.full((), jnp.iinfo(keys.dtype).max, keys.dtype)
+    above = jnp.min(jnp.where(keys > column, keys, top), axis=1)
     return jnp.where(ties, kth, above)
 
 
