@@ -10,12 +10,15 @@ axis of a convolution, or the one output axis that a dense layer's weight contri
 keep the rank and that axis's size (activations, bias adds, normalisations, pools) keep it;
 transposes, reshapes, broadcasts, squeezes, reductions and concatenations move it, and so does a
 resampling (:func:`resamples`: ``jax.image.resize``'s products with interpolation matrices along
-height and width); anything else forgets it. An intervention's result takes the channel axis of
-the value it replaces (recorded by ``intervene``, see
-:func:`jaxplain.core._program.edit_scope`), so an edit, even to a constant, never changes the
-layout of the sites after it. :func:`input_channel_axis` follows the first convolution's input
-feature axis back to the model's input, through ops that keep the shape, reshapes, transposes,
-and pools and pads that leave the channel axis alone.
+height and width); anything else forgets it. A reshape that splits the channel axis or merges
+it with others (an Equinox ``GroupNorm``'s ``(c, h, w) -> (groups, c / groups, h, w)``) leaves
+no channel axis, but where the channels lie in the row-major layout is followed (:func:`_block`)
+through ops that keep the whole shape, so that a reshape back gives the axis again. An
+intervention's result takes the channel axis of the value it replaces (recorded by
+``intervene``, see :func:`jaxplain.core._program.edit_scope`), so an edit, even to a constant,
+never changes the layout of the sites after it. :func:`input_channel_axis` follows the first
+convolution's input feature axis back to the model's input, through ops that keep the shape,
+reshapes, transposes, and pools and pads that leave the channel axis alone.
 :func:`channels_last_view` uses it to give the methods that perturb or draw NHWC images (the
 faithfulness metrics, the report) a channels-first model as a function of NHWC images.
 """
@@ -51,6 +54,48 @@ def _reshaped(axis: int, old: tuple, new: tuple) -> int | None:
     """Where a channel axis lands after a reshape; None when it is split, merged or size 1."""
     hits = _landings(axis, old, new)
     return hits[0] if len(hits) == 1 and old[axis] > 1 else None
+
+
+def _relayout(node) -> bool:
+    """Whether `node` keeps its operand's elements in row-major order and only changes the
+    shape: a ``reshape`` (without ``dimensions``, which transposes first), a ``squeeze``, or a
+    ``broadcast_in_dim`` that only inserts axes of size 1."""
+    eqn = node.eqn
+    if node.prim == "reshape":
+        return eqn.params.get("dimensions") is None
+    if node.prim == "broadcast_in_dim":
+        dims = tuple(eqn.params["broadcast_dimensions"])
+        return (list(dims) == sorted(dims) and math.prod(eqn.invars[0].aval.shape)
+                == math.prod(eqn.outvars[0].aval.shape))
+    return node.prim == "squeeze"
+
+
+def _block(node, axes: dict, blocks: dict) -> tuple[int, int] | None:
+    """``(elements before, channels)``: where the channels of the node's output lie in its
+    row-major layout, for a :func:`_relayout` of a value whose channel axis or block is known,
+    or an op that keeps the whole shape of a value whose block is known (``blocks``, the values
+    whose channel axis a reshape split or merged); None otherwise."""
+    out_shape = tuple(node.eqn.outvars[0].aval.shape)
+    ins = [(r, tuple(v.aval.shape)) for r, v in zip(node.ins, node.eqn.invars)
+           if isinstance(r, int) and (r in axes or r in blocks)]
+    if _relayout(node) and ins:
+        ref, shape = ins[0]
+        if ref in blocks:
+            return blocks[ref]
+        axis = axes[ref]
+        return (math.prod(shape[:axis]), shape[axis]) if shape[axis] > 1 else None
+    if node.prim in _FORGET or node.prim in _REDUCE or node.prim in _WINDOWED or node.prim == "pad":
+        return None
+    found = {blocks[r] for r, shape in ins if r in blocks and shape == out_shape}
+    return found.pop() if len(found) == 1 else None
+
+
+def _block_axis(block: tuple[int, int], shape: tuple) -> int | None:
+    """The one axis of `shape` that holds the channels' block ``(elements before, channels)``;
+    None when they are split over several axes or merged with others."""
+    before, size = block
+    hits = [b for b in range(len(shape)) if shape[b] == size and math.prod(shape[:b]) == before]
+    return hits[0] if len(hits) == 1 else None
 
 
 def _dense_axis(eqn, const_index: int) -> int | None:
@@ -134,7 +179,7 @@ def _forward(node, axes: dict, program: Program, fixed: frozenset) -> int | None
     if prim == "transpose":
         return tuple(eqn.params["permutation"]).index(axis)
     if prim == "reshape":
-        return _reshaped(axis, shape, out_shape)
+        return _reshaped(axis, shape, out_shape) if _relayout(node) else None
     if prim == "broadcast_in_dim":
         return eqn.params["broadcast_dimensions"][axis]
     if prim == "squeeze":
@@ -153,12 +198,18 @@ def _forward(node, axes: dict, program: Program, fixed: frozenset) -> int | None
 def channel_axes(program: Program) -> dict[int, int]:
     """``{value id: channel axis}`` for the input-dependent values whose channel axis is known."""
     axes: dict[int, int] = {}
+    blocks: dict[int, tuple[int, int]] = {}  # value id -> its channels' block (see `_block`)
     fixed = fixed_values(program)
     for node in program.nodes:
         if len(node.outs) != 1 or node.outs[0] not in program.depends:
             continue
         edited = program.edits.get(node.outs[0])
         axis = _forward(node, axes, program, fixed) if edited is None else edited[0]
+        block = _block(node, axes, blocks) if axis is None and edited is None else None
+        if block is not None:
+            axis = _block_axis(block, tuple(node.eqn.outvars[0].aval.shape))
+            if axis is None:
+                blocks[node.outs[0]] = block
         if axis is not None:
             axes[node.outs[0]] = int(axis)  # jaxpr params may hold NumPy ints
     return axes
