@@ -18,8 +18,9 @@ def as_function(model, variables=None, **apply_kwargs) -> Callable:
     """The canonical pure function ``f(x) -> logits`` (batch first) of a model.
 
     Args:
-      model: a Flax Linen module (with `variables`), a Flax NNX module, an Equinox module, or a
-        plain callable of a batch (returned as is; also a function under ``eqx.filter_jit``).
+      model: a Flax Linen module (with `variables`), a Flax NNX module, an Equinox module (or
+        its bound method, also under ``eqx.filter_jit`` and ``eqx.filter_vmap``), or a plain
+        callable of a batch (returned as is; also a function under ``eqx.filter_jit``).
       variables: the Linen variables (``{"params": ..., "batch_stats": ...}``); only for Linen.
       **apply_kwargs: keyword arguments for every call of the model, e.g. ``train=False`` or
         ``use_running_average=True`` so that BatchNorm runs in inference mode (a Linen module,
@@ -34,7 +35,11 @@ def as_function(model, variables=None, **apply_kwargs) -> Callable:
       each layer still an instance of its class), so their sites are named ``lin1``,
       ``blocks/0``, ``layers/2``. NNX models are put in
       evaluation mode (BatchNorm uses running averages, Dropout is off); Equinox modules are
-      vmapped over the batch unless ``per_example=False``. A Linen or NNX ``f`` raises
+      vmapped over the batch unless ``per_example=False`` (the default for one under
+      ``eqx.filter_vmap``, which maps it itself), and named as the module itself below the
+      ``eqx.filter_jit`` and ``filter_vmap`` wrappers and a bound method (``model.features``:
+      ``lin``, not ``__self__/lin``); a module in a ``static=True`` field runs unnamed (see
+      :func:`_equinox_function`). A Linen or NNX ``f`` raises
       ValueError when its array output's first axis is not the batch size of ``x`` (e.g. a
       single example given without its batch axis).
 
@@ -290,9 +295,17 @@ def _rescoped(module, path: tuple):
 
 
 def _equinox_function(model, kwargs) -> Callable:
+    """``f(x)`` of the Equinox `model` (see :func:`as_function`): its callable submodules
+    rescoped by attribute path, below its ``eqx.filter_jit`` and ``eqx.filter_vmap`` wrappers
+    and a bound method's module (:func:`_unwrapped`), so that the names are the module's own.
+    Fields marked ``static=True`` are configuration, not part of the pytree: a module kept in
+    one (``act: Callable = eqx.field(static=True)`` holding ``eqx.nn.Lambda(jax.nn.relu)``) is
+    not rescoped and runs unnamed, its sites named by what it computes (``relu``), as a plain
+    function there would be."""
     import equinox as eqx
 
-    per_example = kwargs.pop("per_example", True)
+    module, wrap, batched = _unwrapped(model)
+    per_example = kwargs.pop("per_example", not batched)
     paths = []
 
     def walk(node, path):
@@ -300,33 +313,79 @@ def _equinox_function(model, kwargs) -> Callable:
             if path and callable(node):
                 paths.append(path)
             for field in dataclasses.fields(node):
-                walk(getattr(node, field.name, None), path + (field.name,))
+                if not field.metadata.get("static", False):
+                    walk(getattr(node, field.name, None), path + (field.name,))
         elif isinstance(node, (tuple, list)):
             for k, item in enumerate(node):
                 walk(item, path + (k,))
 
-    walk(model, ())
-    scoped = model
+    walk(module, ())
     for path in sorted(paths, key=len, reverse=True):
         def where(m, path=path):
             for part in path:
                 m = m[part] if isinstance(part, int) else getattr(m, part)
             return m
-        scoped = eqx.tree_at(where, scoped, replace=_rescoped(where(scoped), path))
+        module = eqx.tree_at(where, module, replace=_rescoped(where(module), path))
+    scoped = wrap(module)
 
     if per_example:
         def f(x):
             try:
                 return jax.vmap(lambda xi: scoped(xi, **kwargs))(x)
             except Exception as err:  # noqa: BLE001 - re-raised, with a hint where one fits
-                batched = [k for k, v in kwargs.items()
-                           if jnp.ndim(v) >= 1 and jnp.shape(v)[0] == jnp.shape(x)[0]]
-                if not batched:
+                hint = _per_example_hint(scoped, kwargs, x)
+                if not hint:
                     raise
-                raise ValueError(
-                    f"{err}\nas_function passes keyword arguments whole to every example of an "
-                    f"Equinox model (it maps the model over x only), and {batched} has a leading "
-                    "axis the size of the batch: per-example inputs go inside x (the attribution "
-                    "guide, 'Models with several inputs').") from err
+                raise ValueError(f"{err}\n{hint}") from err
         return f
     return lambda x: scoped(x, **kwargs)
+
+
+def _per_example_hint(model, kwargs, x) -> str:
+    """Why mapping the Equinox `model` over the examples of the batch `x` failed, where a
+    cause is known, or "": a keyword argument with a leading axis the size of the batch, or a
+    model that runs on `x` as a whole (its ``__call__`` takes a batch, or `x` is one example)."""
+    batched = [k for k, v in kwargs.items()
+               if jnp.ndim(v) >= 1 and jnp.shape(v)[0] == jnp.shape(x)[0]]
+    if batched:
+        return (f"as_function passes keyword arguments whole to every example of an Equinox "
+                f"model (it maps the model over x only), and {batched} has a leading axis the "
+                f"size of the batch: per-example inputs go inside x (the attribution guide, "
+                f"'Models with several inputs').")
+    try:
+        jax.eval_shape(lambda x: model(x, **kwargs),
+                       jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)))
+    except Exception:  # noqa: BLE001 - it fails on the whole batch too: no known cause
+        return ""
+    return (f"The Equinox model ({type(model).__name__}) runs on x of shape "
+            f"{tuple(jnp.shape(x))} as a whole but not on one example of it, as as_function "
+            f"maps it over x's first axis: if its __call__ takes a batch itself (e.g. it "
+            f"calls jax.vmap), pass as_function(model, per_example=False); if x is one "
+            f"example, add the batch axis in front (x[None]).")
+
+
+@functools.cache
+def _wrapper_types() -> tuple[type, type]:
+    """The classes of ``eqx.filter_jit``'s and ``eqx.filter_vmap``'s wrappers of a function."""
+    import equinox as eqx
+
+    return type(eqx.filter_jit(lambda x: x)), type(eqx.filter_vmap(lambda x: x))
+
+
+def _unwrapped(model) -> tuple[object, Callable, bool]:
+    """``(module, wrap, batched)``: the Equinox module that `model` runs, below its (nested)
+    ``eqx.filter_jit`` and ``eqx.filter_vmap`` wrappers and, for a bound method
+    (``model.features``), the module it is bound to; ``wrap(m)``, `model` with `m` in that
+    module's place (without the ``filter_jit`` wrappers: the kernel compiles ``f`` itself);
+    and whether a ``filter_vmap`` maps it over the batch (``per_example=False`` by default)."""
+    import equinox as eqx
+
+    jit, vmap = _wrapper_types()
+    if isinstance(model, jit):
+        return _unwrapped(model.__wrapped__)
+    if isinstance(model, vmap):
+        module, wrap, _ = _unwrapped(model.__wrapped__)
+        return module, lambda m: eqx.tree_at(lambda w: w.__wrapped__, model, wrap(m)), True
+    if isinstance(getattr(model, "__self__", None), eqx.Module):  # a module's bound method
+        return (model.__self__, lambda m: eqx.tree_at(lambda b: b.__self__, model, m), False)
+    return model, lambda m: m, False

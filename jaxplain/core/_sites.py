@@ -9,7 +9,10 @@ Names come from the model's own structure, read off the name stack of each equat
   ``Net``) is dropped, so ``Net/block1/conv_a`` is the site ``block1/conv_a``.
   A scope entered several times (a ``jax.named_scope`` reused in a loop, a module called
   twice) is one site, the value at the end of the last entry; ``SiteMap.reused`` lists the
-  scopes that look so (see `_reused`).
+  scopes that look so (see `_reused`). A scope with no input-dependent equation of its own
+  whose sub-scopes run apart, each entered once, was never entered as one (its children were
+  called from outside it: ``a, b = self.shared()`` of an ``eqx.nn.Shared`` tying two layers,
+  then ``b(relu(a(x)))``, gives ``shared/pytree/0`` and ``shared/pytree/1``): it is no site.
 * activations, residual adds (two input-dependent operands) and pools called directly in a
   scope's body get derived names below that scope: ``relu``, ``relu_1``, ``block1/add``,
   ``avg_pool``; linear layers outside any scope (or directly in the step of a loop whose body
@@ -289,13 +292,31 @@ def _live(program: Program) -> frozenset:
     return frozenset(live)
 
 
-def _reused(runs: Counter, weights: Counter, names: set) -> dict:
+def _entered(runs: Counter, own: set) -> dict:
+    """``{scope: times it looks entered}``, from the `runs` apart of its input-dependent
+    equations: for a scope with such equations of its own (`own`), its runs; for one without
+    (a container), at most as many as its most entered sub-scope's, and 0 where its runs are
+    more than that: its children ran apart, called from outside it (see the module
+    docstring)."""
+    children: dict = {}
+    for scope in runs:
+        children.setdefault(scope[:-1], []).append(scope)
+    times: dict = {}
+    most: dict = {}  # scope -> the most times a scope in it (itself, or else below) is entered
+    for scope in sorted(runs, key=len, reverse=True):  # sub-scopes first
+        inner = max((most[c] for c in children.get(scope, ())), default=runs[scope])
+        times[scope] = runs[scope] if scope in own or runs[scope] <= inner else 0
+        most[scope] = times[scope] or inner
+    return times
+
+
+def _reused(entered: dict, weights: Counter, names: set) -> dict:
     """``{scope site: times entered}`` for the scopes among `names` that look entered more than
     once (a ``jax.named_scope`` reused in a loop, a module called several times): their
-    input-dependent equations form several `runs` apart, or one weight feeds several linear
-    layers directly in them (`weights`: ``(scope, weight id) -> layers``). Entries run back to
-    back leave no other trace: the name stack is the same."""
-    times = Counter({"/".join(scope): n for scope, n in runs.items()})
+    input-dependent equations form several runs apart (`entered`, see `_entered`), or one
+    weight feeds several linear layers directly in them (`weights`: ``(scope, weight id) ->
+    layers``). Entries run back to back leave no other trace: the name stack is the same."""
+    times = Counter({"/".join(scope): n for scope, n in entered.items()})
     for (scope, _), n in weights.items():
         times["/".join(scope)] = max(times["/".join(scope)], n)
     return {name: n for name, n in times.items() if n > 1 and name in names}
@@ -439,6 +460,7 @@ def analyze(program: Program) -> SiteMap:
     edited: dict[str, int] = {}  # site name -> value id of an intervention's result
     pools: dict[int, str] = {}
     runs: Counter = Counter()  # scope -> runs of input-dependent equations apart
+    own: set[tuple] = set()  # scopes with input-dependent equations directly in them
     last_at: dict[tuple, int] = {}  # scope -> position of its last input-dependent equation
     at = 0  # position among the input-dependent equations
     weights: Counter = Counter()  # (scope, weight id) -> linear layers directly in the scope
@@ -482,6 +504,7 @@ def analyze(program: Program) -> SiteMap:
             continue
         if node.outs[0] not in program.depends:  # weights, and constants hoisted out of loops
             continue
+        own.add(stack)
         for k in range(1, len(stack) + 1):
             if k == len(stack) or not stack[k].isdigit():
                 is_module.add(stack[:k])
@@ -538,8 +561,9 @@ def analyze(program: Program) -> SiteMap:
                                   step_at, template)
     derived = [(i, names.get(name, name), kind, op, ref) for i, name, kind, op, ref in derived]
     node_names = {i: names.get(name, name) for i, name in node_names.items()}
+    entered = _entered(runs, own)
     entries = [(i, "/".join(scope), "module", "module", program.nodes[i].outs[0])
-               for scope, i in scope_last.items() if scope in is_module]
+               for scope, i in scope_last.items() if scope in is_module and entered[scope]]
     entries += derived
     producer = {ref: i for i, node in enumerate(program.nodes) for ref in node.outs}
     entries = [(i, name, kind, op, _batch_first(program, ref, batch, consumers))
@@ -564,7 +588,7 @@ def analyze(program: Program) -> SiteMap:
     ids.update({name: ref for name, ref in edited.items() if name in ids})
     return SiteMap(tuple(sites), ids, node_names, groups, root, moved, pools,
                    mixes_batch(program, batch), frozenset(constant - set(ids)),
-                   _reused(runs, weights, set(ids)))
+                   _reused(entered, weights, set(ids)))
 
 
 def _loop_names(program: Program, in_loop: dict, named: set, live_templates: set,
