@@ -4,8 +4,10 @@ LRP, AttnLRP, DeepLIFT, guided backprop and deconvnet are rules over these place
 program:
 
 * linear layers: a dot_general or convolution with one input-dependent operand and constant
-  weights, together with the elementwise affine-by-constant ops that follow it (bias add,
-  BatchNorm in inference mode), folded into one effective weight and bias;
+  weights, together with the elementwise affine-by-constant ops that follow it and act per
+  output channel (bias add, BatchNorm in inference mode, a LayerScale), folded into one
+  effective weight and bias; the ops after the first that does not (a positional table, a
+  padding mask) are no part of the layer and take the plain gradient;
 * activations (relu in all its spellings, tanh, sigmoid, ...);
 * pools (max pooling; average pooling with its division by the window size; a mean over the
   axes between the batch and the last, e.g. global average pooling);
@@ -125,32 +127,38 @@ def _dependent_position(program: Program, node: Node) -> int:
     return next(k for k, r in enumerate(node.ins) if isinstance(r, int) and r in program.depends)
 
 
-def _layer_axes(program: Program, chain: tuple) -> tuple[int, int, int] | None:
-    """``(weight axis, output axis, k)`` for the linear layer that starts `chain`: the weight's
-    axis of output channels, the axis that holds them in the layer's output (last for a dense
-    layer, a convolution's output feature axis: 1 for NCHW), and how many transposes right
-    after the op belong to the layer (``W @ x`` under ``vmap``, as in Equinox's Linear, gives
-    ``(out, batch)`` and a transpose). None when the layer has no single such axis."""
+def _layer_axes(program: Program, chain: tuple) -> tuple[tuple, tuple, int] | None:
+    """``(weight axes, output axes, k)`` for the linear layer that starts `chain`: the weight's
+    axes of output channels (one for a convolution or ``Dense``; several for a ``DenseGeneral``
+    with ``features=(heads, dim)`` or an einsum with a head axis shared by weight and output),
+    the axes that hold them in the layer's output, in the same order (last for a dense layer,
+    a convolution's output feature axis: 1 for NCHW), and how many transposes right after the
+    op belong to the layer (``W @ x`` under ``vmap``, as in Equinox's Linear, gives
+    ``(out, batch)`` and a transpose). None when the input is a convolution's kernel."""
     node = program.nodes[chain[0]]
     x_pos = _dependent_position(program, node)
     w_ref = node.ins[1 - x_pos]
     w_ndim = len(program.avals[w_ref].shape) if isinstance(w_ref, int) else np.ndim(w_ref.value)
     if node.prim == "dot_general":
+        # dot_general's output: batch axes, then the free axes of its first operand, then those
+        # of its second
         contract, batch = (part[1 - x_pos] for part in node.eqn.params["dimension_numbers"])
-        free = [a for a in range(w_ndim) if a not in contract]
-        if batch or len(free) != 1:
-            return None
-        axes = (free[0], len(program.avals[node.outs[0]].shape) - 1 if x_pos == 0 else 0)
+        free = [a for a in range(w_ndim) if a not in contract and a not in batch]
+        out_ndim = len(program.avals[node.outs[0]].shape)
+        start = out_ndim - len(free) if x_pos == 0 else len(batch)
+        w_axes = (*batch, *free)
+        out_axes = (*range(len(batch)), *range(start, start + len(free)))
     elif x_pos == 0:
         spec = node.eqn.params["dimension_numbers"]
-        axes = (spec.rhs_spec[0], spec.out_spec[1])
+        w_axes, out_axes = (spec.rhs_spec[0],), (spec.out_spec[1],)
     else:
         return None
-    k, out_axis = 0, axes[1]
+    k = 0
     while k + 1 < len(chain) and program.nodes[chain[k + 1]].prim == "transpose":
-        out_axis = tuple(program.nodes[chain[k + 1]].eqn.params["permutation"]).index(out_axis)
+        permutation = tuple(program.nodes[chain[k + 1]].eqn.params["permutation"])
+        out_axes = tuple(permutation.index(a) for a in out_axes)
         k += 1
-    return axes[0], out_axis, k
+    return tuple(int(a) for a in w_axes), out_axes, k
 
 
 def _linear_place(program: Program, chain: tuple, name: str, is_input: bool, rule, env) -> list:
@@ -158,22 +166,20 @@ def _linear_place(program: Program, chain: tuple, name: str, is_input: bool, rul
     x_pos = _dependent_position(program, node)
     w = _operand(node.ins[1 - x_pos], env)
     x = env[node.ins[x_pos]]
-    axis, out_axis, k = _layer_axes(program, chain) or (None, -1, 0)
+    w_axes, out_axes, k = _layer_axes(program, chain) or ((), (), 0)
     transposes = [program.nodes[j] for j in chain[1:k + 1]]
     out_aval = program.avals[program.nodes[chain[k]].outs[0]]
-    out_axis %= max(len(out_aval.shape), 1)
     steps = []  # (node, position of the running value; None for a shape op)
     current = program.nodes[chain[k]].outs[0]
     for j in chain[k + 1:]:
         nj = program.nodes[j]
         steps.append((nj, None if len(nj.ins) == 1 else 0 if nj.ins[0] == current else 1))
         current = nj.outs[0]
-    channels = out_aval.shape[out_axis] if out_aval.shape else 1
     # Probes of the affine ops, one value per channel; full-sized where shape ops (which fix
     # their sizes) are among them.
     probe = (out_aval.shape if any(pos is None for _, pos in steps)
-             else tuple(channels if a == out_axis else 1 for a in range(len(out_aval.shape))))
-    one_per_channel = tuple(slice(None) if a == out_axis else slice(0, 1)
+             else tuple(d if a in out_axes else 1 for a, d in enumerate(out_aval.shape)))
+    one_per_channel = tuple(slice(None) if a in out_axes else slice(0, 1)
                             for a in range(len(out_aval.shape)))
     # Every array the custom VJP needs is an argument (never a closure), so that it may be traced.
     consts = [None if pos is None else _operand(nj.ins[1 - pos], env) for nj, pos in steps]
@@ -201,9 +207,7 @@ def _linear_place(program: Program, chain: tuple, name: str, is_input: bool, rul
             return wv, jnp.zeros(probe, out_aval.dtype)[one_per_channel]
         c = affine(jnp.zeros(probe, out_aval.dtype), cs)[one_per_channel]
         scale = affine(jnp.ones(probe, out_aval.dtype), cs)[one_per_channel] - c
-        scale = jnp.reshape(scale, (-1,))
-        scale = jnp.reshape(scale, [channels if a == axis else 1 for a in range(jnp.ndim(wv))])
-        return wv * scale, c
+        return wv * _onto_weight(scale, out_axes, w_axes, jnp.ndim(wv)), c
 
     op = "dense" if node.prim == "dot_general" else "conv"
     if op == "conv":
@@ -232,6 +236,16 @@ def _linear_place(program: Program, chain: tuple, name: str, is_input: bool, rul
 
     place.defvjp(fwd, bwd)
     return [place(x, w, consts)]
+
+
+def _onto_weight(scale, out_axes: tuple, w_axes: tuple, w_ndim: int):
+    """`scale` (a layer output's shape with size 1 off its channel axes `out_axes`) laid onto
+    a weight of rank `w_ndim` whose axes `w_axes` hold those channels, in the same order."""
+    sizes = tuple(scale.shape[a] for a in out_axes)
+    rest = [a for a in range(jnp.ndim(scale)) if a not in out_axes]
+    scale = jnp.transpose(scale, (*out_axes, *rest)).reshape(sizes)
+    scale = jnp.transpose(scale, tuple(np.argsort(w_axes)))  # the weight's axis order
+    return jnp.expand_dims(scale, [a for a in range(w_ndim) if a not in w_axes])
 
 
 def _apply_steps(steps: list, value, consts: list):
@@ -267,7 +281,8 @@ def _input_views(program: Program) -> set:
 # Ops that move, copy, pad or cast the values of their input-dependent operands, any others
 # being constants (a pad's value, a concatenated constant channel).
 _LAYOUT = frozenset({"reshape", "squeeze", "expand_dims", "broadcast_in_dim", "transpose", "rev",
-                     "slice", "pad", "concatenate", "copy", "copy_p", "convert_element_type"})
+                     "slice", "pad", "concatenate", "stack", "copy", "copy_p",
+                     "convert_element_type"})
 # Two-operand ops that are affine in the input when the other operand is a constant (a division
 # only as ``x / c``).
 _AFFINE_WITH_CONSTANT = frozenset({"add", "sub", "mul", "div"})
@@ -277,33 +292,38 @@ def _operand(ref, env):
     return jnp.asarray(ref.value) if isinstance(ref, Lit) else env[ref]
 
 
-def _foldable(program: Program, chain: tuple) -> bool:
-    """True when the affine ops after the layer act per output channel (whichever axis holds
-    them), so they fold into the layer's weight and bias (e.g. bias add, BatchNorm)."""
+def _folded(program: Program, chain: tuple) -> tuple:
+    """The longest start of `chain` (a linear op, its transposes and the elementwise affine
+    ops with constants after it) that folds into the layer's weight and bias: its ops act per
+    output channel (a bias add, BatchNorm, a LayerScale), whichever axes hold the channels, and
+    it ends on a value of the layer's output shape. What follows (a positional table, a
+    padding mask) stays outside the layer, as a separate op after a ``torch.nn.Linear`` or
+    ``Conv1d`` in Zennit: relevance passes it by its plain gradient."""
     axes = _layer_axes(program, chain)
     if axes is None:
-        return False
-    _, out_axis, k = axes
+        return chain[:1]
+    _, out_axes, k = axes
     current = program.nodes[chain[k]].outs[0]
-    # The channels' place among the axes of size > 1, which a round trip through a reshape that
-    # adds or drops size-1 axes keeps (a bias added to vmap's (n, 1, h, w, c) of a conv).
     shape = program.avals[current].shape
-    place = sum(1 for a in range(out_axis) if shape[a] != 1)
-    for j in chain[k + 1:]:
-        nj = program.nodes[j]
+    # The channels' places among the axes of size > 1, which a round trip through a reshape that
+    # adds or drops size-1 axes keeps (a bias added to vmap's (n, 1, h, w, c) of a conv).
+    places = [sum(1 for b in range(a) if shape[b] != 1) for a in out_axes if shape[a] != 1]
+    end = k + 1
+    for at in range(k + 1, len(chain)):
+        nj = program.nodes[chain[at]]
         now = program.avals[current].shape
-        if len(nj.ins) == 1:  # a shape op of a round trip
-            current = nj.outs[0]
-            continue
-        big = [a for a, d in enumerate(now) if d != 1]
-        channel = big[place] if place < len(big) else None
-        other = nj.ins[1] if nj.ins[0] == current else nj.ins[0]
-        held = program.avals[other].shape if isinstance(other, int) else jnp.shape(other.value)
-        held = (1,) * (len(now) - len(held)) + tuple(held)
-        if any(d != 1 for a, d in enumerate(held) if a != channel):
-            return False
+        if len(nj.ins) == 2:  # an affine op with a constant (one operand: a shape op, a cast)
+            big = [a for a, d in enumerate(now) if d != 1]
+            channels = {big[p] for p in places if p < len(big)}
+            other = nj.ins[1] if nj.ins[0] == current else nj.ins[0]
+            held = program.avals[other].shape if isinstance(other, int) else jnp.shape(other.value)
+            held = (1,) * (len(now) - len(held)) + tuple(held)
+            if any(d != 1 for a, d in enumerate(held) if a not in channels):
+                break
         current = nj.outs[0]
-    return True
+        if program.avals[current].shape == shape:  # the end of a round trip: a place to stop
+            end = at + 1
+    return chain[:end]
 
 
 def _batch_first(ask: Callable, v_axis, y_axis) -> Callable:
@@ -521,9 +541,7 @@ def _plan(program: Program, site_map: SiteMap, rules) -> dict[int, tuple]:
         elif i in site_map.groups:
             rule = _pick(rules, site, "linear")
             if rule is not None:
-                chain = site_map.groups[i]
-                if not _foldable(program, chain):
-                    chain = chain[:1]
+                chain = _folded(program, site_map.groups[i])
                 for j in chain[:-1]:
                     plan[j] = ("skip",)
                 x_ref = node.ins[_dependent_position(program, node)]
