@@ -19,7 +19,10 @@ inline in a loop (a new function object on every call) finds the program compile
 from __future__ import annotations
 
 import dataclasses
+import os
+import site
 import sys
+import sysconfig
 import types
 import weakref
 
@@ -29,6 +32,22 @@ import numpy as np
 # values a function's key may hold, compared by type and repr (so 1, 1.0, True and -0.0, 0.0
 # differ); immutable, so a program compiled for one is right for any equal one
 _SCALARS = (type(None), bool, int, float, complex, str, bytes, np.generic)
+
+# where installed code lives (the standard library, site-packages, jaxplain): a function defined
+# there is keyed without its globals, taken as fixed (by identity, unless a closure); one defined
+# elsewhere (a notebook, the user's own modules) with the globals its code reads
+_INSTALLED = tuple({os.path.join(path, "") for path in (
+    *(sysconfig.get_path(kind) for kind in ("stdlib", "platstdlib", "purelib", "platlib")),
+    *site.getsitepackages(), os.path.dirname(os.path.dirname(os.path.abspath(__file__))))}) + (
+    "<frozen ",)
+
+# names by which code reads a namespace with a computed name (``getattr(m, "SCALE")``,
+# ``vars(m)[k]``): the names a key holds do not say what such code reads, so it has no key
+_DYNAMIC = frozenset({"getattr", "vars", "globals", "locals", "__dict__", "eval", "exec",
+                      "__import__", "import_module", "attrgetter", "__getattribute__"})
+
+# how many functions and namespaces deep a key follows what a function reads
+_DEPTH = 64
 
 _REGISTERED: list = []
 
@@ -111,62 +130,125 @@ def function_key(fn):
     by identity) or modules and classes (keyed by the attributes the code may read of them: ``cfg.scale``
     rebound is another key); else `fn` itself, equal only to itself.
 
+    A function it reaches (read as a global, closed over, or an attribute of a module or class:
+    ``helpers.scaled``, a staticmethod) is keyed the same way, with what it reads in turn; the
+    globals of installed code (the standard library, site-packages, jaxplain) are taken as fixed.
+    A function whose code reads names by a computed name (``getattr``, ``vars``, ``globals``,
+    ``eval``, ...) has no key.
+
     So an inline ``lambda v: v * 0.5``, a new object on every call, keys a compile cache as the
     first one did (it recompiled on every call: 180 ms each on a small CNN), while
-    ``lambda v: v * scale`` with another ``scale``, or one that reads an array (which cannot be
-    compared cheaply), never reuses a program compiled for another.
+    ``lambda v: v * scale`` with another ``scale``, ``lambda v: helpers.scaled(v)`` after
+    ``helpers.SCALE`` is rebound, or one that reads an array (which cannot be compared
+    cheaply), never reuses a program compiled for another.
     """
     if not isinstance(fn, types.FunctionType):
         return fn
     try:
-        key = _function_key(fn, frozenset())
+        key = _Keys().key(fn)
         hash(key)
     except (TypeError, ValueError):  # a mutable or unhashable value, or an empty cell
         return fn
     return SameFunction(fn, key)
 
 
-def _function_key(fn: types.FunctionType, seen: frozenset):
-    if id(fn) in seen:  # a function that reads itself (recursion)
-        return fn.__code__
-    seen = seen | {id(fn)}
-    names = _global_names(fn.__code__)
+class _Keys:
+    """The key of what one function reads, as a graph: each function and namespace it reaches is
+    keyed once, as a node, and referred to by its place in the order reached, so one reached
+    again (recursion, methods that call each other, a module that holds itself) costs a
+    reference, and the key's size and hashing grow with the number of nodes, not of paths."""
 
-    def key(value):
-        if isinstance(value, (types.ModuleType, type)):
-            return _namespace_key(value, names, seen)
-        return _value_key(value, seen)
+    def __init__(self):
+        self.places: dict = {}  # (id, names) of a function or namespace -> its place in nodes
+        self.nodes: list = []  # the key of each, in the order reached
+        self.depth = 0  # how many are being keyed now, one inside another
 
-    reads = tuple((name, key(fn.__globals__[name]))
-                  for name in sorted(names) if name in fn.__globals__)
-    cells = tuple(key(cell.cell_contents) for cell in fn.__closure__ or ())
-    keywords = tuple((k, key(v)) for k, v in sorted((fn.__kwdefaults__ or {}).items()))
-    return fn.__code__, cells, _value_key(fn.__defaults__ or (), seen), keywords, reads
+    def key(self, fn: types.FunctionType):
+        """`fn`'s key: its node (or its identity, for installed code) and every node reached."""
+        return self.value(fn), tuple(self.nodes)
 
+    def _node(self, mark, make):
+        """A reference to the node `mark` names; `make()` gives its key the first time."""
+        if mark not in self.places:
+            if self.depth >= _DEPTH:
+                raise TypeError(f"reads functions and namespaces more than {_DEPTH} deep")
+            self.places[mark] = len(self.nodes)
+            self.nodes.append(None)
+            self.depth += 1
+            self.nodes[self.places[mark]] = make()
+            self.depth -= 1
+        return "node", self.places[mark]  # no other value's key is a tuple starting with a str
 
-def _namespace_key(space, names: set, seen: frozenset):
-    """A module or class read by a function, with the attributes among `names` (every name the
-    function's code uses) that it holds: numbers, strings and tuples by value, modules and classes
-    again, anything else by identity (a rebound attribute is another key; one changed in place,
-    e.g. a dict, is not)."""
-    if id(space) in seen:
-        return space
-    seen = seen | {id(space)}
-    owners = [vars(space)] if isinstance(space, types.ModuleType) else [
-        vars(k) for k in space.__mro__]  # found statically: no __getattr__ hook runs
-    attributes = []
-    for name in sorted(names):
-        owner = next((o for o in owners if name in o), None)
-        if owner is None:
-            continue
-        value = owner[name]
-        if isinstance(value, (types.ModuleType, type)):
-            attributes.append((name, _namespace_key(value, names, seen)))
-        elif isinstance(value, _SCALARS + (tuple, frozenset)):
-            attributes.append((name, _value_key(value, seen)))
-        else:  # a function, an array, a property: by identity, as the space itself was before
-            attributes.append((name, _Identity(value)))
-    return space, tuple(attributes)
+    def function(self, fn: types.FunctionType):
+        """`fn`'s code, closed-over values, defaults and the globals its code reads (none for
+        installed code, whose globals are taken as fixed)."""
+        names = frozenset() if _installed(fn) else _global_names(fn.__code__)
+        if names & _DYNAMIC:
+            raise TypeError(f"reads names it computes: {', '.join(sorted(names & _DYNAMIC))}")
+
+        def key(value):
+            if isinstance(value, (types.ModuleType, type)):
+                return self.namespace(value, names)
+            return self.value(value)
+
+        reads = tuple((name, key(fn.__globals__[name]))
+                      for name in sorted(names) if name in fn.__globals__)
+        cells = tuple(key(cell.cell_contents) for cell in fn.__closure__ or ())
+        keywords = tuple((k, key(v)) for k, v in sorted((fn.__kwdefaults__ or {}).items()))
+        return fn.__code__, cells, self.value(fn.__defaults__ or ()), keywords, reads
+
+    def namespace(self, space, names: frozenset):
+        """A module or class read by a function, with the attributes among `names` (every name
+        the function's code uses) that it holds: numbers, strings and tuples by value, functions
+        (and static and class methods) by their keys, a class's with what they read of the class
+        (through ``cls`` or ``self``), modules and classes again, anything else by identity (a
+        rebound attribute is another key; one changed in place, e.g. a dict, is not)."""
+        return self._node((id(space), names), lambda: (space, self._attributes(space, names)))
+
+    def _attributes(self, space, names: frozenset) -> tuple:
+        owners = [vars(space)] if isinstance(space, types.ModuleType) else [
+            vars(k) for k in space.__mro__]  # found statically: no __getattr__ hook runs
+        attributes = []
+        for name in sorted(names):
+            owner = next((o for o in owners if name in o), None)
+            if owner is None:
+                continue
+            value = owner[name]
+            if isinstance(value, (staticmethod, classmethod)):
+                value = value.__func__
+            if isinstance(value, (types.ModuleType, type)):
+                attributes.append((name, self.namespace(value, names)))
+            elif isinstance(value, types.FunctionType) and isinstance(space, type) and not (
+                    _installed(value)):
+                attributes.append((name, self.value(value), self.namespace(
+                    space, _global_names(value.__code__))))
+            elif isinstance(value, _SCALARS + (tuple, frozenset, types.FunctionType)):
+                attributes.append((name, self.value(value)))
+            else:  # an array, a property, a callable object: by identity
+                attributes.append((name, _Identity(value)))
+        return tuple(attributes)
+
+    def value(self, value):
+        """`value` as a part of a function's key; TypeError for one that may change or be
+        traced."""
+        if isinstance(value, types.FunctionType):
+            if _installed(value) and value.__closure__ is None:
+                return _Identity(value)  # nothing of it may differ from a copy
+            return self._node((id(value), None), lambda: self.function(value))
+        if isinstance(value, types.BuiltinFunctionType):
+            return value
+        if isinstance(value, jax.Array) and not isinstance(value, jax.core.Tracer):
+            return _Identity(value)  # immutable: another array (a global rebound) is another key
+        if isinstance(value, _SCALARS):
+            return type(value), repr(value)
+        if isinstance(value, tuple):
+            return tuple, tuple(self.value(v) for v in value)
+        if isinstance(value, frozenset):
+            return frozenset, frozenset(self.value(v) for v in value)
+        if dataclasses.is_dataclass(value) and type(value).__dataclass_params__.frozen:
+            hash(value)  # TypeError when it holds an array
+            return type(value), value
+        raise TypeError(f"not an immutable value: {type(value).__name__}")
 
 
 class _Identity:
@@ -184,30 +266,15 @@ class _Identity:
         return id(self.value)
 
 
-def _global_names(code: types.CodeType) -> set:
-    """The names `code` may read as globals, its nested functions' included."""
-    names = set(code.co_names)
+def _global_names(code: types.CodeType) -> frozenset:
+    """The names `code` may read as globals or attributes, its nested functions' included."""
+    names = frozenset(code.co_names)
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
             names |= _global_names(const)
     return names
 
 
-def _value_key(value, seen: frozenset):
-    """`value` as a part of a function's key; TypeError for one that may change or be traced."""
-    if isinstance(value, types.FunctionType):
-        return _function_key(value, seen)
-    if isinstance(value, types.BuiltinFunctionType):
-        return value
-    if isinstance(value, jax.Array) and not isinstance(value, jax.core.Tracer):
-        return _Identity(value)  # immutable: another array (a global rebound) is another key
-    if isinstance(value, _SCALARS):
-        return type(value), repr(value)
-    if isinstance(value, tuple):
-        return tuple, tuple(_value_key(v, seen) for v in value)
-    if isinstance(value, frozenset):
-        return frozenset, frozenset(_value_key(v, seen) for v in value)
-    if dataclasses.is_dataclass(value) and type(value).__dataclass_params__.frozen:
-        hash(value)  # TypeError when it holds an array
-        return type(value), value
-    raise TypeError(f"not an immutable value: {type(value).__name__}")
+def _installed(fn: types.FunctionType) -> bool:
+    """Whether `fn` is defined in installed code (see ``_INSTALLED``)."""
+    return fn.__code__.co_filename.startswith(_INSTALLED)
