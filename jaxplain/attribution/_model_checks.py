@@ -20,7 +20,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxplain.core._backward import activation_places, unruled_products
-from jaxplain.core._capture import _user_stacklevel, program_of
+from jaxplain.core._capture import program_of
+from jaxplain.core._user_line import user_stacklevel
 from jaxplain.core._outputs import output_activation
 from jaxplain.core._sites import NORMALIZERS
 
@@ -247,7 +248,7 @@ def warn_if_steps(f: Callable, x: jax.Array, method: str) -> None:
         "(feature_ablation, shapley_sampling, kernel_shap, lime: they take the integer codes "
         "themselves as x), or attribute at the embedding's site with "
         "layer_integrated_gradients(f, x, target, site=...).",
-        UserWarning, stacklevel=_user_stacklevel())
+        UserWarning, stacklevel=user_stacklevel())
 
 
 @contextlib.contextmanager

@@ -5,6 +5,7 @@ from jaxplain.core._capture import capture as capture
 from jaxplain.core._capture import intervene as intervene
 from jaxplain.core._capture import mixes_batch as mixes_batch
 from jaxplain.core._draws import StochasticModelWarning as StochasticModelWarning
+from jaxplain.core._changed_weights import ChangedWeightsWarning as ChangedWeightsWarning
 from jaxplain.core._capture import relu_sites as relu_sites
 from jaxplain.core._capture import sites as sites
 from jaxplain.core._select import select as select
@@ -17,7 +18,8 @@ from jaxplain.core._cpu import cpu_friendly as cpu_friendly
 from jaxplain.core._caches import clear_caches as clear_caches
 
 __all__ = [
-    "UNROLL_BUDGET", "BatchMixingWarning", "LinearLayer", "Site", "StochasticModelWarning",
+    "UNROLL_BUDGET", "BatchMixingWarning", "ChangedWeightsWarning", "LinearLayer", "Site",
+    "StochasticModelWarning",
     "as_function", "capture", "clear_caches", "cpu_friendly", "intervene", "mixes_batch",
     "relu_sites", "rewrite_backward", "select", "sites",
 ]

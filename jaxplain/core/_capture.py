@@ -6,7 +6,6 @@ import dataclasses
 import fnmatch
 import functools
 import os
-import sys
 import warnings
 import weakref
 from collections.abc import Callable, Mapping
@@ -24,6 +23,7 @@ from jaxplain.core._draws import StochasticModelWarning, draws_random
 from jaxplain.core._program import Program, edit_scope, run, trace
 from jaxplain.core._select import Selector, _is_glob, select
 from jaxplain.core._sites import Site, SiteMap, analyze
+from jaxplain.core._user_line import user_stacklevel
 
 # program -> its site map; weak, so that a program (and the weights it holds as constants) goes
 # with the trace cache entry of its function
@@ -34,9 +34,6 @@ _ANALYSES: "weakref.WeakKeyDictionary[Program, SiteMap]" = weakref.WeakKeyDictio
 _WARNED: weakref.WeakSet = weakref.WeakSet()
 # those whose random draws have been reported (:class:`StochasticModelWarning`)
 _WARNED_DRAWS: weakref.WeakSet = weakref.WeakSet()
-# the packages whose frames a warning skips to point at the user's line
-_INTERNAL = tuple(package + os.sep for package in (
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.path.dirname(jax.__file__)))
 
 
 class BatchMixingWarning(UserWarning):
@@ -110,15 +107,6 @@ def _nnx_state_error(err: Exception) -> bool:
     return False
 
 
-def _user_stacklevel() -> int:
-    """The ``stacklevel`` that points a warning issued by the caller at the first frame outside
-    jaxplain and JAX: the user's line, wherever it reaches the kernel from."""
-    frame, level = sys._getframe(1), 1
-    while frame.f_back is not None and frame.f_code.co_filename.startswith(_INTERNAL):
-        frame, level = frame.f_back, level + 1
-    return level
-
-
 def program_of(f: Callable, x, *, unrolled: bool = False,
                warn: bool = True) -> tuple[Program, SiteMap]:
     """The traced program of `f` at `x`'s shape and its site map (both cached); with
@@ -143,9 +131,9 @@ def program_of(f: Callable, x, *, unrolled: bool = False,
     if site_map is None:
         site_map = _ANALYSES[program] = analyze(program)
     if warn and site_map.mixes_batch and _first_report(f, traced, _WARNED):
-        warnings.warn(BatchMixingWarning(), stacklevel=_user_stacklevel())
+        warnings.warn(BatchMixingWarning(), stacklevel=user_stacklevel())
     if warn and draws_random(traced) and _first_report(f, traced, _WARNED_DRAWS):
-        warnings.warn(StochasticModelWarning(), stacklevel=_user_stacklevel())
+        warnings.warn(StochasticModelWarning(), stacklevel=user_stacklevel())
     return program, site_map
 
 
@@ -211,7 +199,7 @@ def sites(f: Callable, x) -> tuple[Site, ...]:
                       f"reused in a loop, or a module called {times} times); its site is the "
                       f"value at the end of the last entry. Give each entry its own scope to "
                       f"reach each, e.g. jax.named_scope(f'{name}{{i}}').",
-                      stacklevel=_user_stacklevel())
+                      stacklevel=user_stacklevel())
     return site_map.sites
 
 

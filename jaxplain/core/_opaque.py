@@ -15,7 +15,7 @@ from collections.abc import Callable
 import jax
 
 from jaxplain.core import _program
-from jaxplain.core._capture import _INTERNAL, _user_stacklevel
+from jaxplain.core._user_line import INTERNAL, user_stacklevel
 from jaxplain.core._program import Node, Program
 from jaxplain.core._sites import _SCATTER_ADDS, NORMALIZERS, PRODUCTS, SUMS, Site, SiteMap
 
@@ -158,13 +158,13 @@ def warn_opaque(program: Program, site_map: SiteMap,
             what, how, fix = OPAQUE_TEXT[node.prim]
             message = (f"{what} '{site.name}'{_called_at(node)} stays one node, {methods} {how}, "
                        f"and {sums}. To have the rules act there, {fix}.")
-        warnings.warn(f"rewrite_backward: {message}", UserWarning, stacklevel=_user_stacklevel())
+        warnings.warn(f"rewrite_backward: {message}", UserWarning, stacklevel=user_stacklevel())
 
 
 def _called_at(node: Node) -> str:
     """`` (called at file.py:12)``: the user's line that made `node`, or "" when unknown."""
     frames = getattr(getattr(node.eqn.source_info, "traceback", None), "frames", ())
-    frame = next((fr for fr in frames if not fr.file_name.startswith(_INTERNAL)), None)
+    frame = next((fr for fr in frames if not fr.file_name.startswith(INTERNAL)), None)
     if frame is None:
         return ""
     return f" (called at {os.path.basename(frame.file_name)}:{frame.line_num})"

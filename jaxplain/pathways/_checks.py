@@ -20,7 +20,8 @@ import numpy as np
 from jaxplain import core
 from jaxplain.attribution import _common
 from jaxplain.core._backward import unruled_products
-from jaxplain.core._capture import RELU_LIKE, _user_stacklevel, program_of, selector_key
+from jaxplain.core._capture import RELU_LIKE, program_of, selector_key
+from jaxplain.core._user_line import user_stacklevel
 from jaxplain.core._sites import NORMALIZERS
 
 #: The default sites' activations (:data:`jaxplain.core._capture.RELU_LIKE`).
@@ -151,7 +152,7 @@ def _warn_if_not_piecewise_linear(f: Callable, spec, all_sites) -> None:
             "the network masked at its piecewise-linear activations is then not locally linear "
             "around x, so the pathway gradient is a gradient of a smooth function, not of an "
             "affine one (docs/pathways.md, 'Non-ReLU networks').",
-            UserWarning, stacklevel=_user_stacklevel())
+            UserWarning, stacklevel=user_stacklevel())
 
 
 def check_batch_first(name: str, site_shape: tuple, batch: int) -> None:

@@ -15,7 +15,7 @@ import jaxplain as jp
 from jaxplain import attribution
 from jaxplain.core import StochasticModelWarning
 from jaxplain.core import _program
-from jaxplain.core._program import ChangedWeightsWarning
+from jaxplain.core import ChangedWeightsWarning
 from tests import _reads
 
 

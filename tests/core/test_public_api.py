@@ -18,7 +18,7 @@ PUBLIC = {
     "data": ["load_digits", "pretrained", "digits_function", "DigitsCNN"],
     "report": ["Section", "write_report", "DemoContext"],
     "core": ["select", "relu_sites", "LinearLayer", "cpu_friendly", "mixes_batch",
-             "BatchMixingWarning"],
+             "BatchMixingWarning", "ChangedWeightsWarning", "StochasticModelWarning"],
 }
 
 
