@@ -297,14 +297,14 @@ def _rescoped(module, path: tuple):
 def _equinox_function(model, kwargs) -> Callable:
     """``f(x)`` of the Equinox `model` (see :func:`as_function`): its callable submodules
     rescoped by attribute path, below its ``eqx.filter_jit`` and ``eqx.filter_vmap`` wrappers
-    and a bound method's module (:func:`_unwrapped`), so that the names are the module's own.
+    and a bound method's module (:func:`equinox_unwrapped`), so that the names are the module's own.
     Fields marked ``static=True`` are configuration, not part of the pytree: a module kept in
     one (``act: Callable = eqx.field(static=True)`` holding ``eqx.nn.Lambda(jax.nn.relu)``) is
     not rescoped and runs unnamed, its sites named by what it computes (``relu``), as a plain
     function there would be."""
     import equinox as eqx
 
-    module, wrap, batched = _unwrapped(model)
+    module, wrap, batched = equinox_unwrapped(model)
     per_example = kwargs.pop("per_example", not batched)
     paths = []
 
@@ -372,7 +372,7 @@ def _wrapper_types() -> tuple[type, type]:
     return type(eqx.filter_jit(lambda x: x)), type(eqx.filter_vmap(lambda x: x))
 
 
-def _unwrapped(model) -> tuple[object, Callable, bool]:
+def equinox_unwrapped(model) -> tuple[object, Callable, bool]:
     """``(module, wrap, batched)``: the Equinox module that `model` runs, below its (nested)
     ``eqx.filter_jit`` and ``eqx.filter_vmap`` wrappers and, for a bound method
     (``model.features``), the module it is bound to; ``wrap(m)``, `model` with `m` in that
@@ -382,9 +382,9 @@ def _unwrapped(model) -> tuple[object, Callable, bool]:
 
     jit, vmap = _wrapper_types()
     if isinstance(model, jit):
-        return _unwrapped(model.__wrapped__)
+        return equinox_unwrapped(model.__wrapped__)
     if isinstance(model, vmap):
-        module, wrap, _ = _unwrapped(model.__wrapped__)
+        module, wrap, _ = equinox_unwrapped(model.__wrapped__)
         return module, lambda m: eqx.tree_at(lambda w: w.__wrapped__, model, wrap(m)), True
     if isinstance(getattr(model, "__self__", None), eqx.Module):  # a module's bound method
         return (model.__self__, lambda m: eqx.tree_at(lambda b: b.__self__, model, m), False)

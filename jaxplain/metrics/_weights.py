@@ -72,7 +72,7 @@ def model_weights(model: Any, variables: Any, apply_kwargs: dict[str, Any], *,
     floating-point arrays outside any ``eqx.nn.State`` (which is kept whole, as one leaf)."""
     from jaxplain.core import as_function
 
-    kind = model_kind(model)
+    kind, wrap = model_kind(model), None
     is_leaf = None
     if kind == "linen":
         tree = flax_params(variables, "variables" if name == "model" else name)
@@ -81,8 +81,9 @@ def model_weights(model: Any, variables: Any, apply_kwargs: dict[str, Any], *,
                          f"own fields), got {type(variables).__name__}")
     elif kind == "equinox":
         import equinox as eqx
+        from jaxplain.core._adapters import equinox_unwrapped
 
-        tree = model
+        tree, wrap, _ = equinox_unwrapped(model)  # below eqx.filter_jit / filter_vmap
         state_types = (eqx.nn.State, eqx.nn.StateIndex)  # running statistics: kept whole
         is_leaf = lambda node: isinstance(node, state_types)  # noqa: E731
     else:
@@ -105,7 +106,7 @@ def model_weights(model: Any, variables: Any, apply_kwargs: dict[str, Any], *,
                                **apply_kwargs)
     elif kind == "equinox":
         def rebuild(new):
-            return as_function(treedef.unflatten(new), **apply_kwargs)
+            return as_function(wrap(treedef.unflatten(new)), **apply_kwargs)
     else:
         def rebuild(new):
             return as_function(nnx.merge(graphdef, treedef.unflatten(new), rest), **apply_kwargs)

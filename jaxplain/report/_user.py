@@ -114,7 +114,8 @@ def call_hint(spec: str, model, checkpoint: str | Path | None, error: ModelCallE
             return (f"; {type(model).__name__} takes the call argument {name!r}: have MODEL "
                     f"return jaxplain.as_function(model{variables}, {name}={value}) to fix it")
     eqx = sys.modules.get("equinox")
-    if eqx is not None and isinstance(model, eqx.Module):
+    if (eqx is not None and isinstance(model, eqx.Module)
+            and "per_example=False" not in str(cause)):  # as_function's own hint says more
         return (f"; jaxplain calls an Equinox module on one example at a time (vmapped over the "
                 f"batch): if {type(model).__name__}.__call__ takes a batch, have MODEL return "
                 "jaxplain.as_function(model, per_example=False)")
