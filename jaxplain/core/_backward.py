@@ -619,7 +619,9 @@ def rewrite_backward(f: Callable, rules) -> Callable:
         ``[("block1/*", ActivationRule()), ("*", LinearRule())]`` gives block1's linear
         layers ``LinearRule``). A name or glob that picks no place is a ``ValueError`` with
         close matches. A rule is a hashable instance (a frozen dataclass: equal rules share
-        one compiled program) that defines one or more of
+        one compiled program, so a method that reads a global or class attribute sees its
+        value at the first call until ``jaxplain.clear_caches()``: pass such values as fields,
+        ``Scaled(gain=3.0)``, so that a new value is a new rule) that defines one or more of
         ``linear(layer: LinearLayer, x, g) -> gx``, ``activation(op, x, y, g) -> gx`` or
         ``activation(op, x, y, g, pullback) -> gx`` (an activation that takes a fifth
         argument is given the node's own plain-gradient ``pullback``, as ``pool`` is: its
