@@ -8,7 +8,8 @@ afterwards a function that nothing else refers to is released.
 
 Which caches: every ``functools.lru_cache`` / ``functools.cache`` at the top level of a loaded
 ``jaxplain`` module (found, so a new one needs no registration), every module-level
-``weakref.WeakKeyDictionary`` / ``WeakValueDictionary`` (the per-function trace caches), and
+``weakref.WeakKeyDictionary`` / ``WeakValueDictionary`` (the per-function trace caches), every
+module-level ``weakref.WeakSet`` (the functions already warned about: they warn again), and
 anything passed to :func:`register` (a cache of another kind, e.g. a plain dict).
 
 Which keys: a static argument that is a function (a predicate selector, an ``intervene`` edit)
@@ -65,7 +66,8 @@ def _found() -> list:
         if module is None or not (name == "jaxplain" or name.startswith("jaxplain.")):
             continue
         for value in list(vars(module).values()):
-            if isinstance(value, (weakref.WeakKeyDictionary, weakref.WeakValueDictionary)):
+            if isinstance(value, (weakref.WeakKeyDictionary, weakref.WeakValueDictionary,
+                                  weakref.WeakSet)):
                 caches.append(value)
             elif (callable(getattr(value, "cache_clear", None)) and hasattr(value, "cache_info")
                   and str(getattr(value, "__module__", "")).startswith("jaxplain")):
@@ -79,7 +81,8 @@ def clear_caches() -> None:
     The methods keep, per model function, its traced program and its compiled programs, so a
     second call is fast; they hold the function (and the weights it closes over) until evicted.
     Call this after explaining many short-lived functions, e.g. one ``as_function(model,
-    variables)`` per checkpoint, to release them; the next call of any method compiles again.
+    variables)`` per checkpoint, to release them; the next call of any method compiles again,
+    and a function warned about once (e.g. ``ChangedWeightsWarning``) is warned about again.
 
     Example:
       >>> import gc, weakref, jax.numpy as jnp, jaxplain as jp

@@ -13,9 +13,7 @@ import pytest
 
 import jaxplain as jp
 from jaxplain import attribution
-from jaxplain.core import StochasticModelWarning
-from jaxplain.core import _program
-from jaxplain.core import ChangedWeightsWarning
+from jaxplain.core import ChangedWeightsWarning, StochasticModelWarning, _program
 from tests import _reads
 
 
@@ -51,6 +49,11 @@ def test_weights_updated_in_place_warn_once_at_the_users_line():
     with warnings.catch_warnings():
         warnings.simplefilter("error", ChangedWeightsWarning)  # once per function
         jp.capture(f, "*relu*")(X[:3])  # another new shape
+    jp.clear_caches()  # a fresh start: the same mistake warns again
+    attribution.gradient(f, X, T)
+    state["params"] = P1
+    with pytest.warns(ChangedWeightsWarning):
+        jp.capture(f, "*relu*")(X[:2])
 
 
 def test_a_numpy_weight_changed_in_place_warns():
