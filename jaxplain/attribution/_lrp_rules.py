@@ -349,28 +349,34 @@ MIXING = frozenset({"softmax", "log_softmax"})
 @dataclasses.dataclass(frozen=True)
 class SignalTakeAll:
     """A rule for gated products ``y = gate * signal`` (a squeeze-and-excitation block's channel
-    gate, an LSTM's input and output gates): the signal takes the whole relevance and the gate
-    none, as if the gate were a weight (Arras et al. 2017, "signal-take-all"), which conserves
-    relevance through the product. Give it to a :class:`Composite` as ``products=``.
+    gate, an LSTM's input and output gates, a GLU): the signal takes the whole relevance and the
+    gate none, as if the gate were a weight (Arras et al. 2017, "signal-take-all"), which
+    conserves relevance through the product. Give it to a :class:`Composite` as ``products=``.
 
-    The gate is the factor broadcast over more positions (the SE gate ``(n, 1, 1, c)`` against
-    the features ``(n, h, w, c)``); between factors of one shape, for each example, the one
-    whose values all lie in [0, 1], as a sigmoid's, and the first factor when both or neither do
-    (Flax's and Equinox's LSTM cells write the gate first: ``o * tanh(c)``, ``i * g``). A product of two matrices (attention) keeps its
-    plain gradient: see :func:`jaxplain.attribution.attn_lrp` for that."""
+    The gate is chosen from the program, the same for every example: the factor that is a
+    sigmoid's or hard sigmoid's output (``gates``, which :func:`jaxplain.rewrite_backward`
+    reads from the program, through layout ops such as an SE gate's ``[:, None, None, :]``);
+    when neither or both are, the factor broadcast over more positions (the SE gate
+    ``(n, 1, 1, c)`` against the features ``(n, h, w, c)``); between factors of one shape, the
+    first (Flax's and Equinox's LSTM cells write the gate first: ``o * tanh(c)``, ``i * g``).
+    A product of two matrices (attention) keeps its plain gradient: see
+    :func:`jaxplain.attribution.attn_lrp` for that.
 
-    def product(self, op, a, b, y, g, pullback):
+    ``product(op, a, b, y, g, pullback, gates)``: `a`, `b` the factors, `y` their product and
+    `g` the relevance of `y` (its cotangent), `gates` a pair of bools (is `a`, `b` a gate
+    activation's output); returns the cotangents of `a` and `b`.
+    """
+
+    def product(self, op, a, b, y, g, pullback, gates=(False, False)):
         if op != "mul":
             return None
-        to_a, to_b = (jax.vjp(lambda s: jnp.broadcast_to(s, y.shape), v)[1](g)[0] for v in (a, b))
-        if a.shape != b.shape:
-            gate_is_b = b.size < a.size
-        else:  # per example (axis 0): b is the gate when only b lies in [0, 1]
-            unit = lambda v: jnp.all((v >= 0) & (v <= 1), axis=tuple(range(1, v.ndim)),  # noqa: E731
-                                     keepdims=True)
-            gate_is_b = unit(b) & ~unit(a)
-        return (jnp.where(gate_is_b, to_a, 0).astype(a.dtype),
-                jnp.where(gate_is_b, 0, to_b).astype(b.dtype))
+        if gates[0] != gates[1]:
+            gate_is_b = gates[1]
+        else:  # structure decides nothing: the broadcast factor, else the first
+            gate_is_b = a.shape != b.shape and b.size < a.size
+        to_signal = jax.vjp(lambda s: jnp.broadcast_to(s, y.shape), a if gate_is_b else b)[1](g)[0]
+        return ((to_signal.astype(a.dtype), jnp.zeros_like(b)) if gate_is_b
+                else (jnp.zeros_like(a), to_signal.astype(b.dtype)))
 
 
 @dataclasses.dataclass(frozen=True)

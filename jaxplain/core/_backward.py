@@ -384,7 +384,7 @@ def _activation_place(program: Program, node: Node, rule, name: str, env, batch:
         args.insert(pos, v)
         return node.bind(*args)[0]
 
-    with_pullback = _takes_pullback(rule.activation)
+    with_pullback = _takes(rule.activation, 5)
 
     def ask(v, y, g, pullback):
         args = (node.activation, v, y, g) + ((pullback,) if with_pullback else ())
@@ -394,16 +394,17 @@ def _activation_place(program: Program, node: Node, rule, name: str, env, batch:
     return [_one_operand_place(forward, ask, env[node.ins[pos]], others)]
 
 
-def _takes_pullback(method: Callable) -> bool:
-    """True when a rule's `method` takes a fifth positional argument (``pullback``) after
-    ``(op, x, y, g)``; one of four (the older form, or ``*args``, which may forward to one) is
-    called without it."""
+def _takes(method: Callable, count: int) -> bool:
+    """True when a rule's `method` takes `count` named positional arguments: an activation's
+    fifth (``pullback``, after ``(op, x, y, g)``), a product's seventh (``gates``, after
+    ``(op, a, b, y, g, pullback)``). A method of fewer (the older form, or ``*args``, which may
+    forward to one) is called without it."""
     try:
         parameters = inspect.signature(method).parameters.values()
-    except (TypeError, ValueError):  # no signature to read (a builtin): the four-argument form
+    except (TypeError, ValueError):  # no signature to read (a builtin): the shorter form
         return False
     positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return sum(p.kind in positional for p in parameters) >= 5
+    return sum(p.kind in positional for p in parameters) >= count
 
 
 def _normalizer_place(node: Node, rule, name: str, env, batch: dict) -> list:
@@ -451,12 +452,17 @@ def _pool_place(program: Program, chain: tuple, op: str, rule, method: str, name
     return [_one_operand_place(forward, ask, env[node.ins[at]], (others, consts))]
 
 
-def _two_operand_place(node: Node, rule, method: str, name: str, env) -> list:
+def _two_operand_place(node: Node, rule, method: str, name: str, env,
+                       gates: tuple[bool, bool] = (False, False)) -> list:
     """``node`` (of two input-dependent operands) under a custom VJP whose cotangents are the
     rule's ``add(a, b, y, g)`` or ``product(op, a, b, y, g, pullback)``, or the plain gradient
-    where that returns None."""
-    args = (lambda a, b, y, g, pb: (a, b, y, g)) if method == "add" else (
-        lambda a, b, y, g, pb: (PRODUCTS[node.prim], a, b, y, g, pb))
+    where that returns None; a ``product`` that takes a seventh argument is given `gates`
+    (:func:`_gates`)."""
+    more = (gates,) if method == "product" and _takes(rule.product, 7) else ()
+
+    def args(a, b, y, g, pullback):
+        return (a, b, y, g) if method == "add" else (PRODUCTS[node.prim], a, b, y, g, pullback,
+                                                      *more)
 
     def forward(a, b):
         return node.bind(a, b)[0]
@@ -525,6 +531,7 @@ def _plan(program: Program, site_map: SiteMap, rules) -> dict[int, tuple]:
     by_name = {s.name: s for s in site_map.sites}
     inputs = _input_views(program)
     plan: dict[int, tuple] = {}
+    producer = {r: node for node in program.nodes for r in node.outs}  # value id -> its node
     for i, name in site_map.node_names.items():
         node = program.nodes[i]
         dtype = node.outs and program.avals[node.outs[0]].dtype
@@ -561,8 +568,33 @@ def _plan(program: Program, site_map: SiteMap, rules) -> dict[int, tuple]:
         elif node.prim in PRODUCTS:
             rule = _pick(rules, site, "product")
             if rule is not None:
-                plan[i] = ("product", rule, name)
+                plan[i] = ("product", rule, name, _gates(node, producer))
     return plan
+
+
+# Squashing activations whose output scales another value: the gate of a gated product.
+GATE_ACTIVATIONS = frozenset({"sigmoid", "hard_sigmoid"})
+# One-operand ops that move, copy or cast values (a gate's broadcast over positions stays a gate).
+_MOVES = frozenset({"reshape", "squeeze", "expand_dims", "broadcast_in_dim", "transpose", "rev",
+                    "slice", "split", "copy", "copy_p", "convert_element_type"})
+
+
+def _gates(node: Node, producer: dict) -> tuple[bool, bool]:
+    """For each operand of the product `node`, whether it is the output of a gate activation
+    (:data:`GATE_ACTIVATIONS`: ``jax.nn.sigmoid``, ``lax.logistic``, ``jax.nn.hard_sigmoid``),
+    possibly through layout ops (an SE gate's ``sigmoid(s)[:, None, None, :]``): read from the
+    program, so the same for every example."""
+    def gate(ref) -> bool:
+        while isinstance(ref, int) and ref in producer:
+            source = producer[ref]
+            if source.activation in GATE_ACTIVATIONS:
+                return True
+            if source.prim not in _MOVES:
+                return False
+            ref = source.ins[0]
+        return False
+
+    return gate(node.ins[0]), gate(node.ins[1])
 
 
 def _check_selectors(program: Program, site_map: SiteMap, rules) -> None:
@@ -635,7 +667,11 @@ def rewrite_backward(f: Callable, rules) -> Callable:
         ``add(a, b, y, g) -> (ga, gb)``, ``normalizer(op, x, y, g) -> gx``
         (``op`` is ``"rsqrt"`` or ``"sqrt"`` of an input-dependent ``x``, the scale of a
         LayerNorm) and ``product(op, a, b, y, g, pullback) -> (ga, gb)`` (``op`` is ``"mul"``
-        or ``"matmul"``; ``pullback(c)`` is the plain gradient pair); returning ``None`` or
+        or ``"matmul"``; ``pullback(c)`` is the plain gradient pair) or
+        ``product(op, a, b, y, g, pullback, gates)`` (a product that takes a seventh argument
+        is given ``gates``, a pair of bools read from the program, the same for every example:
+        whether ``a``, ``b`` is a sigmoid's or hard sigmoid's output, possibly through layout
+        ops such as an SE gate's ``[:, None, None, :]``); returning ``None`` or
         lacking the method means the plain gradient there. Rules see whole batches, batch
         first at activations, pools and normalisers (also where ``vmap`` keeps the value's
         batch axis elsewhere), and return values shaped like the inputs they are given; a
@@ -750,11 +786,11 @@ def _rewritten(f: Callable, rules, x):
         if kind == "pool":
             _, rule, method, chain, op, name = entry
             return _pool_place(program, chain, op, rule, method, name, env, batch)
-        _, rule, name = entry
+        _, rule, name, *gates = entry  # a product's: which operands are gates
         if kind == "activation":
             return _activation_place(program, node, rule, name, env, batch)
         if kind == "normalizer":
             return _normalizer_place(node, rule, name, env, batch)
-        return _two_operand_place(node, rule, kind, name, env)  # add, product
+        return _two_operand_place(node, rule, kind, name, env, *gates)  # add, product
 
     return run(program, x, replace=replace)[0]
