@@ -61,7 +61,7 @@ def test_the_se_gate_passes_no_relevance_and_relevance_is_conserved():
     np.testing.assert_allclose(np.asarray(gated.sum((1, 2, 3))), 1.0, atol=1e-10)
 
 
-def test_a_gate_of_the_signals_shape_is_found_by_its_range():
+def test_a_gate_of_the_signals_shape_is_found_as_the_sigmoid_output():
     x = jax.random.normal(jax.random.key(4), (3, 6), jnp.float64)
     t = jnp.argmax(_gated(x), -1)
     rules = Composite(**LRP0, products=SignalTakeAll())
@@ -96,9 +96,9 @@ def test_the_docs_example_makes_the_preset_with_the_gate_rule():
     assert scope["gated"].products == SignalTakeAll() and scope["gated"].first is not None
 
 
-def test_the_gate_is_chosen_per_example():
+def test_the_gate_is_the_same_in_every_example():
     # o * tanh(c): an example whose tanh(c) lies in [0, 1] keeps its relevance whatever the
-    # rest of the batch holds (the whole-batch choice moved it by 0.33 in a trial).
+    # rest of the batch holds (a whole-batch choice by range moved it by 0.33 in a trial).
     k = jax.random.split(jax.random.key(0), 4)
     wg, ws, wo = (jax.random.normal(k[i], s, jnp.float64) for i, s in
                   enumerate([(5, 6), (5, 6), (6, 2)]))
