@@ -34,10 +34,12 @@ def _se():
     return jp.as_function(SENet(), variables), x
 
 
+_W = np.random.default_rng(2).standard_normal((2, 6, 6))  # float64 weights, not drawn in f
+_V = np.random.default_rng(3).standard_normal((6, 3))
+
+
 def _gated(x):  # an LSTM-style gate of the same shape as its signal
-    w = jax.random.normal(jax.random.key(2), (2, 6, 6), jnp.float64)
-    v = jax.random.normal(jax.random.key(3), (6, 3), jnp.float64)
-    return (jax.nn.sigmoid(x @ w[0]) * jax.nn.relu(x @ w[1])) @ v
+    return (jax.nn.sigmoid(x @ _W[0]) * jax.nn.relu(x @ _W[1])) @ _V
 
 
 @pytest.fixture(autouse=True)
@@ -68,8 +70,7 @@ def test_a_gate_of_the_signals_shape_is_found_as_the_sigmoid_output():
     relevance = attribution.lrp(_gated, x, t, rules=rules)
     np.testing.assert_allclose(np.asarray(relevance.sum(1)), 1.0, atol=1e-10)
     # By hand: the signal relu(x @ w1) takes R, then LRP-0 through x @ w1.
-    w = jax.random.normal(jax.random.key(2), (2, 6, 6), jnp.float64)
-    v = jax.random.normal(jax.random.key(3), (6, 3), jnp.float64)
+    w, v = _W, _V
     y = _gated(x)
     h = jax.nn.sigmoid(x @ w[0]) * jax.nn.relu(x @ w[1])
     r_h = h * v[:, t].T / y[jnp.arange(3), t][:, None]
