@@ -10,10 +10,11 @@ present every site batch first (see :func:`jaxplain.core._sites.analyze`), and w
 has no batch axis at all: it was reduced or contracted over the batch (the batch mean and
 variance of a BatchNorm that uses batch statistics), so it is shared by every example.
 
-The rules mirror :mod:`jaxplain.core._channels`: transposes, reshapes, broadcasts, squeezes and
-reductions move the axis; ``dot_general`` and convolutions place it by their dimension numbers;
-ops that keep the rank and the axis's size keep it; a gather of a constant table's rows at
-batched indices (an embedding lookup of token ids) puts it where the indices' batch axis lands;
+The rules mirror :mod:`jaxplain.core._channels`: transposes, reshapes, broadcasts, squeezes,
+reductions, stacks and the pieces of a split or unstack move the axis; ``dot_general`` and
+convolutions place it by their dimension numbers; ops that keep the rank and the axis's size
+keep it; a gather of a constant table's rows at batched indices (an embedding lookup of token
+ids) puts it where the indices' batch axis lands;
 a gather or scatter at constant indices that leaves the batch axis whole (message passing
 over the nodes of a graph, ``h[src]`` and ``segment_sum`` of a ``(nodes, batch, features)``
 value) puts it where that axis's slice lands; one that indexes the batch axis by an ``iota``
@@ -26,8 +27,8 @@ value it replaces, as in :func:`jaxplain.core._channels.channel_axes`.
 :func:`mixes_batch` says whether one example's output depends on the others: through a value
 computed over the whole batch, or through an op that moves values along the batch axis (a
 gather or scatter at constant indices into it, a sort, cumulative sum, reversal, shifted slice,
-pad or concatenation along it, a window or convolution over it) -- node classification on one
-graph, ``(nodes, features) -> (nodes, classes)``, is such a model.
+pad, concatenation, split or unstack along it, a window or convolution over it) -- node
+classification on one graph, ``(nodes, features) -> (nodes, classes)``, is such a model.
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ _REDUCE = frozenset({"reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "r
                      "reduce_or", "argmax", "argmin"})
 _WINDOWED = frozenset({"reduce_window_sum", "reduce_window_max", "reduce_window_min",
                        "reduce_window"})
+# Ops that cut a value into several along its axis ``params["axis"]``: ``jnp.split`` (pieces of
+# the same rank) and ``jnp.unstack`` (that axis dropped).
+_PIECES = frozenset({"split", "unstack"})
 # program -> {value id: the node that computes it}, for following index arrays back
 _PRODUCERS: "weakref.WeakKeyDictionary[Program, dict]" = weakref.WeakKeyDictionary()
 
@@ -267,6 +271,18 @@ def _known(node, states: dict, program: Program) -> list:
             if isinstance(r, int) and r in program.depends]
 
 
+def _piece(node, state: int | str) -> int | str | None:
+    """Where each output of a split or unstack (`_PIECES`) of a value with batch state `state`
+    holds the batch axis: the operand's, less one past an unstacked axis; none when the cut is
+    along the batch axis (each piece holds some of the examples)."""
+    if state == SHARED:
+        return SHARED
+    cut = node.eqn.params["axis"] % len(node.eqn.invars[0].aval.shape)
+    if state == cut:
+        return None
+    return state - (node.prim == "unstack" and state > cut)
+
+
 def _forward(node, states: dict, program: Program) -> int | str | None:
     eqn, prim = node.eqn, node.prim
     out_shape = tuple(eqn.outvars[0].aval.shape)
@@ -282,6 +298,8 @@ def _forward(node, states: dict, program: Program) -> int | str | None:
         return _dot_general(eqn, [per_operand[k] if k in dependent_ks else SHARED for k in (0, 1)])
     if not known or all(state is None for _, state, _ in known):
         return None
+    if prim in _PIECES:
+        return _piece(node, known[0][1])
     if prim in _LOSE or len(eqn.outvars) != 1:
         return None
     if prim == "gather":
@@ -320,6 +338,8 @@ def _forward(node, states: dict, program: Program) -> int | str | None:
         elif prim == "concatenate":
             same = len(out_shape) == len(shape) and eqn.params["dimension"] != axis
             found.append(axis if same else None)
+        elif prim == "stack":  # a new axis among the operands' (``jnp.stack`` of branches)
+            found.append(axis + (axis >= eqn.params["axis"]))
         elif (prim in _ALONG and eqn.params["axis"] == axis) or (
                 prim == "sort" and eqn.params["dimension"] == axis):
             found.append(None)
@@ -341,7 +361,8 @@ def batch_axes(program: Program) -> dict[int, int | str]:
         edited = program.edits.get(node.outs[0])
         state = _forward(node, states, program) if edited is None else edited[1]
         if state is not None:
-            states[node.outs[0]] = state if state == SHARED else int(state)
+            for ref in node.outs if node.prim in _PIECES else node.outs[:1]:
+                states[ref] = state if state == SHARED else int(state)
     return states
 
 
@@ -376,6 +397,7 @@ def _moves(node, states: dict, program: Program) -> bool:
         out = tuple(eqn.outvars[0].aval.shape)
         if ((prim == "sort" and params["dimension"] == a)
                 or (prim in _ALONG and params["axis"] == a)
+                or (prim in _PIECES and params["axis"] % len(shape) == a)
                 or (prim == "rev" and a in params["dimensions"])
                 or (prim == "pad" and tuple(params["padding_config"][a]) != (0, 0, 0))
                 or (prim in ("slice", "dynamic_slice") and k == 0 and out[a] != shape[a])

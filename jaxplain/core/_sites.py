@@ -219,17 +219,32 @@ def _relayout(program: Program, node: Node) -> bool:
     return sizes[0] == sizes[1]
 
 
-def _rank(program: Program, node: Node, k: int) -> int:
-    """The rank of the node's input (`k` = 0) or output (`k` = 1)."""
-    return len(program.avals[node.ins[0] if k == 0 else node.outs[0]].shape)
+def _scaled(program: Program, node: Node, current: int) -> bool:
+    """True when `node` divides the value `current` by a constant (``h / k``: one number, or one
+    per unit, as the window counts of a pool that leaves the padding out) or multiplies it by
+    one constant number (``h * (1 / k)``), keeping its shape: an average's scale. A product
+    with one constant per unit is a weighting of the units, which keeps its gradient (it
+    scales their relevance, see docs/attribution.md)."""
+    if node.prim not in ("div", "mul") or len(node.ins) != 2 or current not in node.ins:
+        return False
+    other = node.ins[1] if node.ins[0] == current else node.ins[0]
+    shape = program.avals[current].shape
+    if not _is_const(program, other) or program.avals[node.outs[0]].shape != shape:
+        return False
+    if node.prim == "div":
+        return node.ins[0] == current
+    return np.size(other.value) == 1 if isinstance(other, Lit) else (
+        math.prod(program.avals[other].shape) == 1)
 
 
 def _pool_chain(program: Program, start: int, consumers: tuple[Counter, dict]) -> tuple[int, ...]:
     """Indices of the pool `start` and what belongs to it: the shape ops after it in its scope
     (``vmap``'s squeeze and transpose around an Equinox pool, which pools a 5-d copy of the
     features; for a max pool, transposes and ops that drop size-1 axes, never one that adds
-    them, as the next Equinox pool does) and, for a sum pool, its division by a constant (the
-    window size): all of an average. A sum pool with no such division is just ``(start,)``."""
+    them, as the next Equinox pool does) and, for a sum pool, its scale (`_scaled`: ``/ k`` or
+    ``* (1 / k)`` for the window size k): all of an average. A sum pool with no such scale is
+    just ``(start,)``. Ops with a literal operand (the ``max(-inf, m)`` of ``jnp.max(...,
+    initial=-jnp.inf)``) end a max pool's chain."""
     count, by_input = consumers
     chain, current = [start], program.nodes[start].outs[0]
     summed = program.nodes[start].prim not in ("reduce_window_max", "reduce_max")
@@ -238,15 +253,13 @@ def _pool_chain(program: Program, start: int, consumers: tuple[Counter, dict]) -
         node = program.nodes[j]
         if node.stack != program.nodes[start].stack:
             break
-        narrowing = summed or _rank(program, node, 1) <= _rank(program, node, 0)
-        if len(node.ins) == 1 and (summed and order_preserving(node)
-                                   or _relayout(program, node) and narrowing):
+        if node.ins == (current,) and len(node.outs) == 1 and (
+                summed and order_preserving(node) or _relayout(program, node) and (
+                    summed or program.avals[node.outs[0]].ndim <= program.avals[current].ndim)):
             chain.append(j)
             current = node.outs[0]
             continue
-        if (summed and node.prim == "div" and node.ins[0] == current
-                and _is_const(program, node.ins[1])
-                and program.avals[node.outs[0]].shape == program.avals[current].shape):
+        if summed and _scaled(program, node, current):
             return (*chain, j)
         break
     return (start,) if summed else tuple(chain)
