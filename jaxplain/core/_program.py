@@ -190,7 +190,8 @@ def _rectifier_body(closed) -> str | None:
     if node.activation in ("relu", "leaky_relu") and x in node.ins and all(
             r == x or isinstance(r, Lit) for r in node.ins):
         return node.activation
-    found = _spelled_rectifier(builder.nodes, producer[out], producer, builder.avals)
+    found = _spelled_rectifier(builder.nodes, producer[out], producer, builder.avals,
+                               _depends(builder.nodes, x, ()))
     return found[0] if found is not None and found[1] == x else None
 
 
@@ -275,22 +276,28 @@ def _clipped_rectifier(nodes, k: int, producer: dict, avals: dict) -> tuple | No
     return None
 
 
-def _spelled_rectifier(nodes, k: int, producer: dict, avals: dict) -> tuple | None:
+def _spelled_rectifier(nodes, k: int, producer: dict, avals: dict,
+                       live: frozenset) -> tuple | None:
     """``(name, z, helper nodes)`` when node `k` ends a ReLU (``"relu"``, ``"leaky_relu"``,
     ``"relu6"``) spelled with other primitives than a ``jax.nn`` call or a ``max`` with a
-    literal 0: a select (:func:`_where_rectifier`), a max with a cast zero
+    literal 0: a select (:func:`_where_rectifier`; `live`: the input-dependent ids), a max
+    with a cast zero
     (:func:`_max_rectifier`), a masked product (:func:`_masked_rectifier`), a clip to
     ``[0, 6]`` (:func:`_clipped_rectifier`). None otherwise."""
-    return (_where_rectifier(nodes, k, producer) or _max_rectifier(nodes, k, producer, avals)
+    return (_where_rectifier(nodes, k, producer, avals, live)
+            or _max_rectifier(nodes, k, producer, avals)
             or _masked_rectifier(nodes, k, producer, avals)
             or _clipped_rectifier(nodes, k, producer, avals))
 
 
-def _where_rectifier(nodes, k: int, producer: dict) -> tuple | None:
+def _where_rectifier(nodes, k: int, producer: dict, avals: dict,
+                     live: frozenset) -> tuple | None:
     """``(name, z, helper nodes)`` when node `k` is a ReLU written with a select:
-    ``jnp.where(z > 0, z, 0)`` (``"relu"``) or ``jnp.where(z > 0, z, a * z)`` for a literal `a`
-    (``"leaky_relu"``), ``>=``, ``<`` and ``<=`` alike; the helpers are the comparison, the
-    slope's product and the zero's broadcasts, in program order. None otherwise."""
+    ``jnp.where(z > 0, z, 0)`` (``"relu"``) or ``jnp.where(z > 0, z, a * z)`` for a slope `a`
+    that is a literal or a value not computed from the input (`live`: the ids that are), one
+    number or one per unit (``"leaky_relu"``: Equinox's ``PReLU``), ``>=``, ``<`` and ``<=``
+    alike; the helpers are the comparison, the slope's product and the zero's broadcasts, in
+    program order. None otherwise."""
     node = nodes[k]
     if node.prim != "select_n" or len(node.ins) != 3 or producer.get(node.ins[0]) is None:
         return None
@@ -315,41 +322,52 @@ def _where_rectifier(nodes, k: int, producer: dict) -> tuple | None:
         return "relu", z, tuple(sorted([c, *zeros]))
     m = producer.get(negative)
     slope = None if m is None else nodes[m]
-    if (slope is None or slope.prim != "mul" or z not in slope.ins
-            or not any(isinstance(r, Lit) and np.ndim(r.value) == 0 for r in slope.ins)):
+    if slope is None or slope.prim != "mul" or len(slope.ins) != 2 or z not in slope.ins:
         return None
-    return "leaky_relu", z, tuple(sorted([c, m]))
+    a = slope.ins[1] if slope.ins[0] == z else slope.ins[0]
+    fixed = np.ndim(a.value) == 0 if isinstance(a, Lit) else (
+        a not in live and _elementwise_of(slope, z, avals))
+    return ("leaky_relu", z, tuple(sorted([c, m]))) if fixed else None
 
 
-def _rectifier_template(name: str, z: int, helpers: list, aval):
-    """One ``jit`` equation named `name` that computes what the nodes `helpers` (ending with the
-    select) compute from the value `z`, with the same primitives."""
-    def rectifier(value):
-        env = {z: value}
+def _rectifier_template(name: str, z: int, helpers: list, avals: dict) -> tuple:
+    """``(eqn, params)``: one ``jit`` equation named `name` that computes what the nodes
+    `helpers` (ending with the select) compute from the value `z` and the values `params` that
+    they read besides (a PReLU's slope), with the same primitives; its operands are
+    ``(z, *params)``, as ``jax.nn.leaky_relu``'s with an array slope."""
+    made = {r for node in helpers for r in node.outs}
+    params = tuple(dict.fromkeys(r for node in helpers for r in node.ins
+                                 if isinstance(r, int) and r != z and r not in made))
+
+    def rectifier(value, *values):
+        env = {z: value, **dict(zip(params, values))}
         for node in helpers:
             outs = bind(node.eqn, [r.value if isinstance(r, Lit) else env[r] for r in node.ins])
             env.update(zip(node.outs, outs))
         return env[helpers[-1].outs[0]]
 
     rectifier.__name__ = name
-    spec = jax.ShapeDtypeStruct(aval.shape, aval.dtype, weak_type=getattr(aval, "weak_type", False))
-    return jax.make_jaxpr(jax.jit(rectifier))(spec).jaxpr.eqns[0]
+    specs = [jax.ShapeDtypeStruct(avals[r].shape, avals[r].dtype,
+                                  weak_type=getattr(avals[r], "weak_type", False))
+             for r in (z, *params)]
+    return jax.make_jaxpr(jax.jit(rectifier))(*specs).jaxpr.eqns[0], params
 
 
-def _fold_rectifiers(nodes: list, output_ids, avals: dict) -> list:
+def _fold_rectifiers(nodes: list, input_id: int, output_ids, avals: dict) -> list:
     """`nodes` with each spelled-out ReLU (:func:`_spelled_rectifier`) made one activation node
     of its `z`, as ``jax.nn.relu`` / ``leaky_relu`` / ``relu6`` are, and its helpers that
     nothing else uses dropped."""
     producer = {r: k for k, node in enumerate(nodes) for r in node.outs}
+    live = _depends(nodes, input_id, ())
     found = {k: m for k in range(len(nodes))
-             if (m := _spelled_rectifier(nodes, k, producer, avals))}
+             if (m := _spelled_rectifier(nodes, k, producer, avals, live))}
     if not found:
         return nodes
     folded = list(nodes)
     for k, (name, z, helpers) in found.items():
         steps = [nodes[j] for j in helpers] + [nodes[k]]
-        template = _rectifier_template(name, z, steps, avals[z])
-        folded[k] = dataclasses.replace(nodes[k], eqn=template, ins=(z,), activation=name)
+        template, params = _rectifier_template(name, z, steps, avals)
+        folded[k] = dataclasses.replace(nodes[k], eqn=template, ins=(z, *params), activation=name)
     uses = Counter(r for node in folded for r in node.ins if isinstance(r, int))
     uses.update(r for r in output_ids if isinstance(r, int))
     dropped = set()
@@ -647,7 +665,7 @@ def _assemble(closed, out_shape, unroll: bool) -> Program:
     builder = _Builder(unroll)
     input_id = builder.fresh(closed.jaxpr.invars[0].aval)
     outs = builder.inline(closed.jaxpr, closed.consts, [input_id], ())
-    nodes = tuple(_fold_rectifiers(builder.nodes, outs, builder.avals))
+    nodes = tuple(_fold_rectifiers(builder.nodes, input_id, outs, builder.avals))
     results = _edit_results(nodes)
     depends = _depends(nodes, input_id, results)
     return Program(
