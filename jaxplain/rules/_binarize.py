@@ -23,7 +23,13 @@ from jax import lax
 from jaxplain.rules._kernel import fetch_ahead
 
 
-class Binarized(NamedTuple):
+class _Fields(NamedTuple):
+    items: np.ndarray
+    thresholds: np.ndarray
+    shape: tuple
+
+
+class Binarized(_Fields):
     """Boolean items with the thresholds that made them.
 
     Attributes:
@@ -32,11 +38,21 @@ class Binarized(NamedTuple):
       shape: the per-sample item layout: ``(units,)``, ``(channels,)`` in filter mode, or
         the map's ``(*positions, channels)`` in locality mode (``(length, channels)`` or
         ``(height, width, channels)``; items are that array flattened).
+      pool: ``"max"`` or ``"mean"``, how the map of filter-mode items was pooled (so that
+        ``thresholds_from=`` can refuse another pool); None for dense and locality items
+        (nothing pooled), and when unknown (a ``Binarized`` built with three fields). Not a
+        tuple field: a ``Binarized`` unpacks as ``items, thresholds, shape``.
     """
 
-    items: np.ndarray
-    thresholds: np.ndarray
-    shape: tuple
+    pool = None   # what NamedTuple._make (which skips __new__) leaves: unknown
+
+    def __new__(cls, items, thresholds, shape, pool=None):
+        self = super().__new__(cls, items, thresholds, shape)
+        self.pool = pool
+        return self
+
+    def _replace(self, **fields):
+        return Binarized(*super()._replace(**fields), pool=self.pool)
 
 
 def layer_items(name, value) -> np.ndarray:
@@ -105,7 +121,7 @@ def _warn_constant(items: np.ndarray, values: np.ndarray, name) -> None:
     made them constant (a dead unit, constant over the data, is not warned about); ``name``
     is the site, or None."""
     off, on = ~items.any(axis=0), items.all(axis=0)
-    varies = values.max(axis=0, initial=-np.inf) > values.min(axis=0, initial=np.inf)
+    varies = (values != values[:1]).any(axis=0)    # any dtype (integer activations too)
     never, always = int((off & varies).sum()), int((on & varies).sum())
     if never + always == 0:
         return
@@ -134,6 +150,25 @@ def _concrete(name: str, value):
 def _host(name: str, value) -> np.ndarray:
     """`value` as a NumPy array; TypeError for a traced one (see :func:`_concrete`)."""
     return np.asarray(_concrete(name, value))
+
+
+def _widened(value):
+    """``value`` (NumPy or JAX) in float32 if it is a float narrower than 32 bits (bfloat16,
+    float16), so that pooling and thresholds are computed in float32 or wider; else itself."""
+    if jnp.issubdtype(value.dtype, jnp.floating) and value.dtype.itemsize < 4:
+        return value.astype(np.float32)
+    return value
+
+
+def _finite(values: np.ndarray, name) -> None:
+    """ValueError naming the NaN and infinite values of ``values`` (of site ``name``, or of
+    ``acts`` when None): a NaN has no order, and an infinite value breaks a quantile."""
+    nan, inf = int(np.isnan(values).sum()), int(np.isinf(values).sum())
+    if nan or inf:
+        where = "acts" if name is None else f"site {name!r}"
+        raise ValueError(f"{where} contains {nan} NaN and {inf} infinite values; binarize "
+                         f"needs finite activations (an infinite value makes a quantile "
+                         f"threshold NaN, and its item is on in no sample)")
 
 
 def binarize(acts, *, threshold=None, quantile=None, conv_mode="filter", pool="max",
@@ -170,8 +205,10 @@ def binarize(acts, *, threshold=None, quantile=None, conv_mode="filter", pool="m
     the same ``conv_mode`` and ``pool`` for a conv map).
 
     Args:
-      acts: float ``(n, d)`` dense or ``(n, *positions, c)`` conv-map activations
-        (``(n, length, c)``, ``(n, h, w, c)``) over a data set.
+      acts: ``(n, d)`` dense or ``(n, *positions, c)`` conv-map activations
+        (``(n, length, c)``, ``(n, h, w, c)``) over a data set: floats or integers (e.g.
+        quantized), finite; floats narrower than 32 bits (bfloat16) are pooled and
+        thresholded in float32.
       threshold: a scalar or one value per item (default 0); not combined with a quantile.
       quantile: dense activations only: each unit's threshold is this quantile over the data.
       conv_mode, pool, conv_quantile: conv maps only, as above.
@@ -186,8 +223,10 @@ def binarize(acts, *, threshold=None, quantile=None, conv_mode="filter", pool="m
       one): ``mine`` drops those.
 
     Raises:
-      ValueError: ``quantile`` for a conv map, ``threshold`` for a conv map while
-        ``conv_quantile`` is set, or both ``threshold`` and ``quantile`` for dense activations.
+      TypeError: ``acts`` is not numeric (floats, bfloat16 included, and integers are).
+      ValueError: NaN or infinite values in ``acts``, ``quantile`` for a conv map,
+        ``threshold`` for a conv map while ``conv_quantile`` is set, or both ``threshold`` and
+        ``quantile`` for dense activations.
 
     Example:
       >>> items, thresholds, _ = binarize(np.array([[0.0, 2.0], [1.0, 0.0]]))
@@ -195,14 +234,14 @@ def binarize(acts, *, threshold=None, quantile=None, conv_mode="filter", pool="m
       [[False, True], [True, False]]
     """
     acts = _host("acts", acts)
-    if not np.issubdtype(acts.dtype, np.floating) and not np.issubdtype(acts.dtype, np.integer):
+    if not (jnp.issubdtype(acts.dtype, jnp.floating) or jnp.issubdtype(acts.dtype, jnp.integer)):
         raise TypeError(f"acts must be a numeric array, got dtype {acts.dtype}")
     if acts.ndim < 2 or acts.shape[0] == 0:
         raise ValueError(f"acts must be (n, d) dense or (n, *positions, c) conv-map activations "
                          f"(e.g. (n, length, c) or (n, h, w, c)) with n > 0, got shape "
                          f"{acts.shape}")
-    if np.isnan(acts).any():
-        raise ValueError("acts contains NaN")
+    acts = _widened(acts)
+    _finite(acts, None)
     if conv_mode not in ("filter", "locality"):
         raise ValueError(f"conv_mode must be 'filter' or 'locality', got {conv_mode!r}")
     if pool not in ("max", "mean"):
@@ -234,7 +273,7 @@ def binarize(acts, *, threshold=None, quantile=None, conv_mode="filter", pool="m
     values = _map_items(acts, conv_mode == "locality", pool)
     items, thresholds = _thresholded(values, threshold, conv_quantile)
     _warn_constant(items, values, None)
-    return Binarized(items, thresholds, tuple(shape))
+    return Binarized(items, thresholds, tuple(shape), None if conv_mode == "locality" else pool)
 
 
 def _map_items(acts, local: bool, pool: str):
@@ -309,8 +348,8 @@ def activations(f, x, sites, *, batch_size=256, threshold=None, quantile=None,
       threshold, quantile, conv_quantile, pool: as in ``binarize``.
       locality: the sites binarized with ``conv_mode="locality"`` (same selection forms).
       thresholds_from: ``{site: Binarized}`` from an earlier call with the same ``pool`` and
-        ``locality``; every selected site must be in it. Not combined with ``threshold``,
-        ``quantile`` or ``conv_quantile``.
+        ``locality`` (another one raises); every selected site must be in it. Not combined
+        with ``threshold``, ``quantile`` or ``conv_quantile``.
 
     Returns:
       ``{site: Binarized}`` for every selected site, in selection order; ``mine`` and
@@ -320,8 +359,9 @@ def activations(f, x, sites, *, batch_size=256, threshold=None, quantile=None,
     Raises:
       ValueError: a ``batch_size`` that is not None or an int >= 1, a selector that picks no
         site (with close matches), a site whose first axis is not the batch, ``locality`` outside
-        ``sites``, ``quantile`` when every site is a conv map (use ``conv_quantile``), or
-        ``thresholds_from`` without a site or with another item shape.
+        ``sites``, ``quantile`` when every site is a conv map (use ``conv_quantile``), a site
+        with NaN or infinite values, or ``thresholds_from`` without a site, with another item
+        shape (another ``locality``) or of another ``pool``.
 
     Example:
       >>> train = activations(f, digits.x_train, ["block1/relu_1", "relu_1"])   # doctest: +SKIP
@@ -355,6 +395,7 @@ def activations(f, x, sites, *, batch_size=256, threshold=None, quantile=None,
     shapes = {}
 
     def reduce(name, value):
+        value = _widened(value)
         if value.ndim <= 2:
             return value.reshape(value.shape[0], -1)
         return _map_items(value, name in local, pool)
@@ -378,15 +419,17 @@ def activations(f, x, sites, *, batch_size=256, threshold=None, quantile=None,
     out = {}
     for s in names:
         acts = np.concatenate(chunks[s])
+        _finite(acts, s)
         shape = (shapes[s] if s in local else shapes[s][-1:]) if conv[s] else acts.shape[1:]
+        pooled = pool if conv[s] and s not in local else None
         if thresholds_from is not None:
-            items, thresholds = _reused(thresholds_from, s, acts, tuple(shape), s in local)
+            items, thresholds = _reused(thresholds_from, s, acts, tuple(shape), pooled)
         else:
             # Conv items are already pooled (or flattened): threshold them as binarize does.
             items, thresholds = _thresholded(acts, threshold,
                                              conv_quantile if conv[s] else quantile)
         _warn_constant(items, acts, s)
-        out[s] = Binarized(items, thresholds, tuple(shape))
+        out[s] = Binarized(items, thresholds, tuple(shape), pooled)
     return out
 
 
@@ -400,8 +443,9 @@ def _rows(x, start: int, size: int) -> jax.Array:
     return jnp.asarray(x[start:stop])
 
 
-def _reused(previous, site, acts, shape, local) -> tuple[np.ndarray, np.ndarray]:
-    """Items of ``acts`` (2-D, pooled or flattened) at the thresholds of ``previous[site]``."""
+def _reused(previous, site, acts, shape, pool) -> tuple[np.ndarray, np.ndarray]:
+    """Items of ``acts`` (2-D, pooled with ``pool``, None if not pooled, or flattened) at the
+    thresholds of ``previous[site]``."""
     if site not in previous:
         raise ValueError(f"thresholds_from has no thresholds for site {site!r} (it has "
                          f"{list(previous)}); binarize that site on the training data too")
@@ -413,4 +457,8 @@ def _reused(previous, site, acts, shape, local) -> tuple[np.ndarray, np.ndarray]
                 if len(old.shape) != len(shape) else "")
         raise ValueError(f"site {site!r} has items of shape {shape} here but {tuple(old.shape)} "
                          f"in thresholds_from{hint}")
+    if pool is not None and old.pool is not None and old.pool != pool:
+        raise ValueError(f"site {site!r} is pooled with pool={pool!r} here but its thresholds "
+                         f"in thresholds_from are of pool={old.pool!r} values: pass "
+                         f"pool={old.pool!r}, as then")
     return _thresholded(acts, np.asarray(old.thresholds), None)

@@ -82,12 +82,51 @@ def pair_counts(masks, columns, scan_words):
     return lax.scan(add, start, (jnp.moveaxis(masks, -1, 0), jnp.moveaxis(columns, -1, 0)))[0]
 
 
+def tail_orders(rows, support, packed_tail, residual, residual_counts, log2_fact, regret_tab,
+                k_tail, robust):
+    """The two tail rankings of each head, by confidence and by one-item gain -> int32
+    ``(2, B, K)``, the top ``k_tail`` items of each.
+
+    For head rows ``rows`` ``(B, W)`` with ``support`` ``(B,)`` ones, let ``g_y`` be tail item
+    y's uncovered ones in those rows, ``u_y`` its ones there and ``c_y`` its uncovered ones
+    in all ``n`` rows. Confidence (the spec's step 2) ranks by ``g_y``, ties to the lower
+    index. One-item gain ranks by the gain of the rule ``X -> {y}`` alone (k = 1: it uses the
+    ``u_y`` rows, with no zero cells), less the terms every y shares::
+
+        LB(|T_X|, u_y) + Reg(u_y) + LB(n, c_y - g_y) - LB(n, c_y)     (robust)
+        LB(|T_X|, u_y) + LB(n, c_y - g_y) - LB(n, c_y)               (exact: no block code)
+
+    smallest first, ties to the larger ``g_y``, then the lower index; items with ``u_y = 0``
+    last. An item on in most rows anyway ranks high by confidence, one on in a few rows only
+    (head rows) ranks high by lift; both rank late here, as covering them saves few bits.
+    """
+    n = log2_fact.shape[0] - 1
+    co = cooccurrence(rows, residual)                                     # g_y (B, m_b)
+    _, by_confidence = lax.top_k(co, k_tail)                              # ties: low index
+    u = cooccurrence(rows, packed_tail).astype(jnp.int64)
+    g = co.astype(jnp.int64)
+    c = residual_counts.astype(jnp.int64)[None, :]
+    sup = support.astype(jnp.int64)[:, None]
+    alone = (_codes.lb_table(log2_fact, sup, u) + _codes.lb_table(log2_fact, n, c - g)
+             - _codes.lb_table(log2_fact, n, c))
+    if robust:
+        alone = alone + _codes.regret_device(regret_tab, u)
+    index = jnp.broadcast_to(jnp.arange(co.shape[1], dtype=jnp.int32), co.shape)
+    _, _, by_gain = lax.sort((jnp.where(u > 0, alone, NO_RULE), -co, index), dimension=1,
+                             num_keys=3)
+    return jnp.stack([by_confidence, by_gain[:, :k_tail]])
+
+
 @functools.partial(jax.jit, static_argnames=("robust", "min_support", "min_tail_frac",
                                              "scan_words"))
 def score(packed_head, packed_tail, residual, residual_counts, heads, head_sizes, valid,
           rule_table, log2_fact, regret_tab, new_rule_bits, *, robust, min_support,
           min_tail_frac, scan_words=False):
     """Best tail prefix and usage threshold for a batch of heads, all gains at once.
+
+    Every prefix of two tail rankings is scored (:func:`tail_orders`: by confidence, the
+    spec's, and by one-item gain), with every usage threshold k; the better gain wins (ties:
+    the confidence ranking's).
 
     Args:
       packed_head: uint32 ``(m_a + 1, words)``, last row = valid rows.
@@ -103,13 +142,33 @@ def score(packed_head, packed_tail, residual, residual_counts, heads, head_sizes
 
     Returns:
       dict of ``(B,)`` arrays: gain (float64, ``NO_RULE`` when no valid rule), size (|Y|), min_hits
-      (k), support (|T_X|), usage (|U|), zeros (z), and ``tail`` ``(B, K)`` ranked tail items.
+      (k), support (|T_X|), usage (|U|), zeros (z), and ``tail`` ``(B, K)`` the winning
+      ranking of tail items (the rule's tail is its first ``size``).
     """
-    n = log2_fact.shape[0] - 1
     k_tail = rule_table.shape[1] - 1
     rows = head_rows(packed_head, heads)                                  # (B, W)
     support = popcount_sum(rows)                                          # (B,)
-    _, tail = lax.top_k(cooccurrence(rows, residual), k_tail)             # (B, K), ties: low idx
+    tails = tail_orders(rows, support, packed_tail, residual, residual_counts, log2_fact,
+                        regret_tab, k_tail, robust)                       # (2, B, K)
+    confidence, gain = (
+        _best_prefixes(rows, support, tail, packed_tail, residual, residual_counts, head_sizes,
+                       valid, rule_table, log2_fact, regret_tab, new_rule_bits, robust=robust,
+                       min_support=min_support, min_tail_frac=min_tail_frac,
+                       scan_words=scan_words) for tail in tails)
+    by_gain = gain["gain"] < confidence["gain"]                           # ties: confidence
+    out = {key: jnp.where(by_gain, gain[key], value) for key, value in confidence.items()}
+    return dict(out, support=support, tail=jnp.where(by_gain[:, None], tails[1], tails[0]))
+
+
+def _best_prefixes(rows, support, tail, packed_tail, residual, residual_counts, head_sizes,
+                   valid, rule_table, log2_fact, regret_tab, new_rule_bits, *, robust,
+                   min_support, min_tail_frac, scan_words):
+    """For each candidate b (head rows ``rows`` ``(B, W)``, ranked tail ``tail`` ``(B, K)``),
+    the best gain over the prefixes ``tail[b, :j]`` and usage thresholds k -> dict of
+    ``(B,)`` gain, size (j), min_hits (k), usage and zeros. Ties: larger k, then shorter tail.
+    """
+    n = log2_fact.shape[0] - 1
+    k_tail = rule_table.shape[1] - 1
     data_y = packed_tail[tail]                                            # (B, K, W)
     new_y = rows[:, None, :] & residual[tail]                             # (B, K, W)
     c = residual_counts[tail].astype(jnp.int64)                           # (B, K)
@@ -171,5 +230,5 @@ def score(packed_head, packed_tail, residual, residual_counts, heads, head_sizes
     gain, k, usage, zeros = (jnp.concatenate(parts) for parts in zip(*outs))
     best_j = jnp.argmin(gain, axis=0)                                     # ties -> shorter tail
     pick = lambda a: jnp.take_along_axis(a, best_j[None, :], axis=0)[0]
-    return dict(gain=pick(gain), size=best_j + 1, min_hits=pick(k), support=support,
-                usage=pick(usage), zeros=pick(zeros), tail=tail)
+    return dict(gain=pick(gain), size=best_j + 1, min_hits=pick(k), usage=pick(usage),
+                zeros=pick(zeros))

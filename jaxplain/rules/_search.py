@@ -128,10 +128,11 @@ def mine(layers: Mapping[str, np.ndarray], *, labels=None, devices: Sequence | N
       TypeError: ``layers`` is not a mapping, or a layer is neither a ``Binarized`` nor one
         array.
       ValueError: fewer than two layers, non-boolean or non-2-D layers, different row counts,
-        no rows, unknown options or layer pairs, or pairs with a cycle; a ``checkpoint_dir``
-        that cannot be written or is in use by another process (both checked before the
-        search), holds another search (the message names what differs) or has no readable
-        step.
+        no rows, unknown options, an option of the wrong type or range (``k_tail=8.0``,
+        ``eps=-1``), unknown layer pairs, a pair listed twice, pairs with a cycle, labels
+        that are not non-negative ints; a ``checkpoint_dir`` that cannot be written or is in
+        use by another process (both checked before the search), holds another search (the
+        message names what differs) or has no readable step.
 
     Example:
       >>> rng = np.random.default_rng(0)
@@ -231,10 +232,35 @@ def _config(options) -> SearchConfig:
         raise ValueError(f"tail_mode must be 'robust' or 'exact', got {config.tail_mode!r}")
     if config.set_code not in ("universal", "premise"):
         raise ValueError(f"set_code must be 'universal' or 'premise', got {config.set_code!r}")
-    for name in ("k_tail", "max_head", "beam", "k_head", "batch_size"):
-        if int(getattr(config, name)) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
+    _check_numbers(config)
     return config
+
+
+# Numeric options: (kind, what is allowed, test); None is allowed where the default is None.
+_NUMBERS = {
+    "k_tail": (numbers.Integral, "an int >= 1", lambda v: v >= 1),
+    "max_head": (numbers.Integral, "an int >= 1", lambda v: v >= 1),
+    "beam": (numbers.Integral, "an int >= 1", lambda v: v >= 1),
+    "k_head": (numbers.Integral, "an int >= 1", lambda v: v >= 1),
+    "batch_size": (numbers.Integral, "an int >= 1", lambda v: v >= 1),
+    "min_head_support": (numbers.Integral, "an int >= 1 or None", lambda v: v >= 1),
+    "max_rules": (numbers.Integral, "an int >= 0 or None", lambda v: v >= 0),
+    "eps": (numbers.Real, "a number >= 0 (finite)", lambda v: 0 <= v < math.inf),
+    "tolerance": (numbers.Real, "a number >= 0 (finite)", lambda v: 0 <= v < math.inf),
+    "min_tail_frac": (numbers.Real, "a number in [0, 1]", lambda v: 0 <= v <= 1),
+    "time_budget": (numbers.Real, "a number >= 0 (seconds) or None", lambda v: v >= 0),
+}
+
+
+def _check_numbers(config):
+    """ValueError naming a numeric option of the wrong type (``k_tail=8.0``, ``True``) or
+    range (``eps=-1``, NaN)."""
+    for name, (kind, allowed, ok) in _NUMBERS.items():
+        value = getattr(config, name)
+        if value is None and getattr(SearchConfig, name) is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, kind) or not ok(value):
+            raise ValueError(f"{name} must be {allowed}, got {value!r}")
 
 
 def _validate(layers) -> tuple[dict, int]:
@@ -271,6 +297,11 @@ def _pairs(pairs, names) -> tuple:
     if pairs is None:
         return tuple((a, b) for i, a in enumerate(names) for b in names[i + 1:])
     pairs = tuple((str(a), str(b)) for a, b in pairs)
+    twice = sorted({p for p in pairs if pairs.count(p) > 1})
+    if twice:
+        raise ValueError(f"pairs lists {twice} more than once; list each (head, tail) layer "
+                         f"pair once (a pair listed twice would be searched twice and add "
+                         f"log2 of the extra pairs to every rule's code)")
     for a, b in pairs:
         for layer in (a, b):
             if layer not in names:
@@ -293,9 +324,14 @@ def _labels(labels, n):
     if labels is None:
         return None
     labels = np.asarray(labels)
-    if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
+    if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"labels must be non-negative ints of shape ({n},), got dtype "
                          f"{labels.dtype} and shape {labels.shape}")
+    if labels.min() < 0:
+        negative = np.flatnonzero(labels < 0)
+        raise ValueError(f"labels must be non-negative class indices, got negative values in "
+                         f"{negative.size} rows (e.g. {labels[negative[0]]} at row "
+                         f"{negative[0]})")
     return labels
 
 
