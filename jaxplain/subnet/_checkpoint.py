@@ -114,7 +114,7 @@ def _widen(dtype) -> float:
 
 
 def identity(f, x: jax.Array, names: tuple[str, ...], key: jax.Array, opts: Options,
-             logp: jax.Array) -> dict:
+             logp: jax.Array, dtype=None) -> dict:
     """The JSON-ready identity of one :func:`extract` run (one read of the device).
 
     Args:
@@ -124,12 +124,14 @@ def identity(f, x: jax.Array, names: tuple[str, ...], key: jax.Array, opts: Opti
       key: The PRNG key given to :func:`extract`.
       opts: Its options.
       logp: ``Float[Array, "n classes"]``, the model's log-probabilities on ``x``.
+      dtype: The dtype of the model's outputs, whose rounding widens the tolerance of ``logp``
+        (computed in float32 from bfloat16 logits, say); None: ``logp``'s.
     """
     data, logp, profiles = jax.device_get((x, logp, _profiles(x, f=f, names=names)))
     data = np.ascontiguousarray(data)
     flat = np.asarray(logp, np.float64).ravel()
     step = -(-flat.size // _LOGPROBS)  # ceil: at most _LOGPROBS values
-    widen = _widen(logp.dtype)
+    widen = _widen(logp.dtype if dtype is None else dtype)
     options = {o.name: getattr(opts, o.name) for o in dataclasses.fields(opts)
                if o.name not in _NOT_RESULT}
     units = {n: {"profile": np.asarray(p, np.float64).tolist(),

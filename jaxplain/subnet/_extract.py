@@ -22,7 +22,8 @@ import numpy as np
 import jaxplain as jp
 from jaxplain.core import BatchMixingWarning, mixes_batch
 from jaxplain.core._keys import check_key
-from jaxplain.subnet import _checkpoint, _optimize, _placement, _threshold
+from jaxplain.subnet import _checkpoint, _optimize, _placement, _threshold, _verdict
+from jaxplain.subnet._objective import log_probs
 from jaxplain.subnet._types import Options, SubNetwork
 
 
@@ -39,8 +40,9 @@ def _check_region(x_region) -> jax.Array:
     if x.shape[0] < 2:
         raise ValueError(f"x_region must hold at least 2 samples (a local region, e.g. 20 images "
                          f"of 2 classes); got a batch of {x.shape[0]} (shape {x.shape})")
-    if not np.issubdtype(x.dtype, np.floating):
-        raise TypeError(f"x_region must have a floating dtype; got {x.dtype}")
+    if not jnp.issubdtype(x.dtype, jnp.floating):  # NumPy's test misses bfloat16
+        raise TypeError(f"x_region must have a floating dtype (float32, bfloat16, ...); got "
+                        f"{x.dtype}")
     if not (jnp.all(jnp.isfinite(x)) if on_device else np.all(np.isfinite(x))):
         raise ValueError("x_region contains NaN or infinite values")
     if not on_device:
@@ -87,44 +89,58 @@ def _batch_warning_once(f: Callable, x: jax.Array):
         yield
 
 
-def _output_shape(f: Callable, x: jax.Array) -> tuple:
-    """The shape of ``f(x)``, traced once per function and input shape (where ``f`` is
-    hashable, as the compiled stages need)."""
+def _output(f: Callable, x: jax.Array) -> tuple[tuple, np.dtype]:
+    """The shape and dtype of ``f(x)``, traced once per function and input shape (where ``f``
+    is hashable, as the compiled stages need)."""
     try:
-        return _output_shape_cached(f, tuple(x.shape), jnp.dtype(x.dtype))
+        return _output_cached(f, tuple(x.shape), jnp.dtype(x.dtype))
     except TypeError:  # not hashable: trace every time
-        return _output_shape_cached.__wrapped__(f, tuple(x.shape), jnp.dtype(x.dtype))
+        return _output_cached.__wrapped__(f, tuple(x.shape), jnp.dtype(x.dtype))
 
 
 @functools.lru_cache(maxsize=256)
-def _output_shape_cached(f: Callable, shape: tuple, dtype) -> tuple:
-    return tuple(jax.eval_shape(f, jax.ShapeDtypeStruct(shape, dtype)).shape)
+def _output_cached(f: Callable, shape: tuple, dtype) -> tuple[tuple, np.dtype]:
+    out = jax.eval_shape(f, jax.ShapeDtypeStruct(shape, dtype))
+    return tuple(out.shape), jnp.dtype(out.dtype)
 
 
 def _check_outputs(f: Callable, x: jax.Array) -> None:
     """Refuses a model without a class axis of two or more outputs: the softmax of one output is
     1 for every input, so the objective is 0 and any sub-network, even an empty one, keeps it."""
-    shape = _output_shape(f, x)
+    shape, _ = _output(f, x)
     if len(shape) >= 2 and shape[-1] >= 2:
         return
     raise ValueError(
         f"f's output has shape {shape}, but extract keeps class decisions: it minimises the KL "
         "between softmax(f(x)) and the sub-network's over the last axis, and keeps arg-max "
         "labels; with one output that softmax is 1 for every input, and an empty sub-network "
-        "would keep it. For a one-logit binary classifier pass "
-        "g = lambda x: jnp.concatenate([jnp.zeros_like(f(x)), f(x)], axis=-1) (its softmax is "
-        "[1 - sigmoid(z), sigmoid(z)]; for a model ending in jax.nn.sigmoid, use "
-        "jnp.log(p) - jnp.log1p(-p) of its output p as z). A regression has no class decision: "
-        "the same wrapper on f(x) - t keeps the decision y > t and sigmoid(y - t), not the value "
-        "of y; sub-networks that keep a regression's values are not supported. See "
-        "docs/targets.md.")
+        "would keep it. For a one-logit binary classifier z = f(x) pass "
+        "g = lambda x: (lambda z: jnp.concatenate([jnp.zeros_like(z), z], axis=-1))(f(x)), "
+        "which calls f once (its softmax is [1 - sigmoid(z), sigmoid(z)]; for a model ending in "
+        "jax.nn.sigmoid, use jnp.log(p) - jnp.log1p(-p) of its output p as z). A regression has "
+        "no class decision: the same wrapper on f(x) - t keeps the decision y > t and "
+        "sigmoid(y - t), not the value of y; sub-networks that keep a regression's values are "
+        "not supported. See docs/targets.md.")
 
 
-def _warn_if_one_class(logp: jax.Array) -> None:
+def _check_start(start: dict) -> None:
+    """Refuses a region on which ``f``'s log-probabilities hold NaN (``start``: from
+    :func:`_read_start`, read): the KL would be NaN at the start of the search, no iterate
+    could be kept, and the result would be the start point, unpruned."""
+    bad = int(start["nan_samples"])
+    if bad:
+        raise ValueError(f"f's log-probabilities hold NaN for {bad} of the "
+                         f"{start['labels'].size} samples of x_region (NaN or +inf logits, or a "
+                         "row of -inf logits), so the NeuroChains objective is not finite at "
+                         "the start of the search. Fix f's outputs on x_region; logits of -inf "
+                         "for some classes are fine (they count 0 in the KL).")
+
+
+def _warn_if_one_class(labels: np.ndarray) -> None:
     """Warns at the caller of :func:`extract` when the model predicts one class on the whole
-    region (``logp``: its log-softmax there): a sub-network that always answers it keeps every
-    label without explaining anything."""
-    predicted = np.unique(np.asarray(jnp.argmax(logp, axis=-1)))
+    region (``labels``: its arg-max labels there): a sub-network that always answers it keeps
+    every label without explaining anything."""
+    predicted = np.unique(labels)
     if predicted.size == 1:
         warnings.warn(f"f predicts class {int(predicted[0])} for every example of x_region: a "
                       "sub-network that always answers it keeps all their labels (agreement 1) "
@@ -154,7 +170,8 @@ def _check_resumable(directory: str | None, f: Callable, x: jax.Array, names: tu
                      key: jax.Array, opts: Options, logp: jax.Array) -> None:
     """Refuses a checkpoint ``directory`` of another run, or marks a new one as this run's."""
     if directory is not None:
-        _checkpoint.check(directory, _checkpoint.identity(f, x, names, key, opts, logp))
+        _checkpoint.check(directory, _checkpoint.identity(f, x, names, key, opts, logp,
+                                                          _output(f, x)[1]))
 
 
 def _subdir(directory: str | None, name: str) -> str | None:
@@ -251,13 +268,17 @@ def extract(f: Callable, x_region: jax.Array, *, sites, key: jax.Array,
 
         # 1. Score-and-gate search: one vmapped scan over the L1 grid.
         logp, state, all_units = _search_init(x, f=f, names=names, units=units, opts=static)
-        _warn_if_one_class(logp)
+        start = jax.device_get(_read_start(logp))
+        _check_start(start)
+        _warn_if_one_class(start["labels"])
         _check_resumable(directory, f, x, names, key, opts, logp)
         run = functools.partial(_optimize.run, f, checkpoint_every=opts.checkpoint_every)
         state = run(state, all_units, l1, jnp.asarray(opts.gate_weights, jnp.float32),
                     opts.fidelity, x, logp, steps=opts.steps, phase=_phase(opts, search=True),
                     checkpoint_dir=_subdir(directory, "search"),
                     progress=search_bar)
+        fidelity = jnp.asarray(opts.fidelity, jnp.float32)
+        searched = _optimize.trajectory(state["history"], fidelity)
 
         # 2. Thresholding and the dependency closure; 3. fine-tuning (KL only, structure fixed).
         masks, taus, state = _candidates(state["best"], x, logp, key, f=f, opts=static)
@@ -266,35 +287,17 @@ def extract(f: Callable, x_region: jax.Array, *, sites, key: jax.Array,
                     phase=_phase(opts, search=False),
                     checkpoint_dir=_subdir(directory, "finetune"), progress=tune_bar)
 
+        tuned = _optimize.trajectory(state["history"], fidelity)["nonfinite"]
+
         # 4. The sparsest candidate that keeps the fidelity target (or the most faithful one).
-        fields, met = _choose(state["best"], masks, taus, l1, x, logp, f=f, opts=static)
+        fields, chosen = _choose(state["best"], masks, taus, l1, x, logp, f=f, opts=static)
     # What the checks below need, in one read of the device.
-    met, kept, agreement = jax.device_get((met, _threshold.count(fields["masks"]),
-                                           fields["region_agreement"]))
+    chosen, kept, agreement, searched, tuned = jax.device_get(
+        (chosen, _threshold.count(fields["masks"]), fields["region_agreement"], searched, tuned))
+    met, chosen = bool(chosen["met"]), int(chosen["index"])
     kept, agreement = int(kept), float(agreement)
-    if opts.sparsity is None and not met:
-        warnings.warn(f"no candidate kept the fidelity target {opts.fidelity}; returning the most "
-                      f"faithful one (agreement {agreement:.3f}). Try smaller l1 values.",
-                      stacklevel=2)
-    elif not met:
-        warnings.warn(f"at sparsity={opts.sparsity} the most faithful candidate keeps the "
-                      f"arg-max label of only {100 * agreement:.0f}% of the region (fidelity "
-                      f"target {opts.fidelity}); it is returned as asked. Ask for a lower "
-                      "sparsity, or pass fidelity= the agreement you accept.", stacklevel=2)
-    target = None if opts.sparsity is None else _threshold.target_units(opts.sparsity,
-                                                                         sum(units))
-    if target is not None and 0 < kept < target:
-        warnings.warn(f"at sparsity={opts.sparsity} the target is {target} of {sum(units)} "
-                      f"units, but the sub-network keeps only {kept} (sparsity "
-                      f"{1 - kept / sum(units):.3f}): no candidate connects more units of its "
-                      "open layers from the input to the output (the units of a layer whose "
-                      "gate closed, and those the dependency closure removes, cannot be kept). "
-                      "Ask for a lower sparsity, or pass smaller l1 / gate_l1 values so that "
-                      "fewer gates close.", stacklevel=2)
-    if kept == 0:
-        warnings.warn("the sub-network is empty: no kept unit connects the input to the output "
-                      "(every candidate was removed by thresholding and the dependency closure). "
-                      "Ask for a lower sparsity or smaller l1 values.", stacklevel=2)
+    _verdict.warn(opts, met=met, kept=kept, total=sum(units), agreement=agreement,
+                  chosen=chosen, searched=searched, tuned=tuned)
     return SubNetwork(**fields, sites=names)
 
 
@@ -316,7 +319,9 @@ def _phase(opts: Options, *, search: bool) -> _optimize.Phase:
 
 @functools.partial(jax.jit, static_argnames=("f", "names", "units", "opts"))
 def _search_init(x, *, f, names, units, opts):
-    logp = jax.nn.log_softmax(f(x), axis=-1)
+    """The region's log-probabilities (float32 at least), the search's start state and its
+    masks (one per L1 weight)."""
+    logp = log_probs(f(x))
     init = {"scores": {n: jnp.full((c,), opts.score_init, jnp.float32)
                        for n, c in zip(names, units)},
             "theta": {n: jnp.asarray(opts.gate_init, jnp.float32) for n in names}}
@@ -325,6 +330,14 @@ def _search_init(x, *, f, names, units, opts):
     state = jax.vmap(lambda p: _optimize.init_state(p, opts.steps, phase))(_stack(init, n_l1))
     all_units = _stack({n: jnp.ones((c,), bool) for n, c in zip(names, units)}, n_l1)
     return logp, state, all_units
+
+
+@jax.jit
+def _read_start(logp):
+    """What the checks before the search read of the region's log-probabilities: the
+    predicted labels and the number of samples whose log-probabilities hold NaN."""
+    return {"labels": jnp.argmax(logp, axis=-1),
+            "nan_samples": jnp.sum(jnp.any(jnp.isnan(logp), axis=-1))}
 
 
 @functools.partial(jax.jit, static_argnames=("f", "opts"))
@@ -376,7 +389,8 @@ def _candidates(best, x, logp, key, *, f, opts: Options):
 
 @functools.partial(jax.jit, static_argnames=("f", "opts"))
 def _choose(tuned, masks, taus, l1, x, logp, *, f, opts: Options):
-    """The chosen candidate's SubNetwork fields and whether it meets the fidelity target."""
+    """The chosen candidate's SubNetwork fields, and ``{"met": whether it meets the fidelity
+    target, "index": its index (its L1 weight's in the grid)}``."""
     eff = _threshold.effective(tuned)
     masks = {n: m & (eff[n] > 0) for n, m in masks.items()}  # fine-tuning may zero a score
     mult = {n: jnp.where(masks[n], eff[n], 0.0) for n in masks}
@@ -407,7 +421,7 @@ def _choose(tuned, masks, taus, l1, x, logp, *, f, opts: Options):
               "unscaled_agreement": _threshold.evaluate(
                   f, {n: m[None].astype(jnp.float32) for n, m in chosen_masks.items()}, x,
                   logp)[0][0]}
-    return fields, feasible[i]
+    return fields, {"met": feasible[i], "index": i}
 
 
 def apply(f: Callable, subnetwork: SubNetwork) -> Callable:

@@ -12,7 +12,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from jaxplain.subnet._extract import apply
-from jaxplain.subnet._objective import agreement, kl_divergence
+from jaxplain.subnet._objective import agreement, kl_divergence, log_probs
 from jaxplain.subnet._types import SubNetwork
 
 
@@ -23,7 +23,9 @@ class Fidelity:
 
     Attributes:
       agreement: Share of samples whose arg-max label the sub-network keeps.
-      kl: Mean KL(full softmax || sub-network softmax), nats.
+      kl: Mean KL(full softmax || sub-network softmax), nats, in float32 at least
+        (bfloat16 logits are upcast); classes the full network gives probability 0
+        (logits of -inf) count 0.
       accuracy: Sub-network top-1 accuracy against ``labels`` (NaN without labels).
       accuracy_full: The full network's accuracy against ``labels`` (NaN without labels).
       accuracy_restricted: Sub-network accuracy with the arg-max restricted to ``classes``
@@ -43,7 +45,7 @@ class Fidelity:
 @functools.partial(jax.jit, static_argnames=("f",))
 def _fidelity(sub, x, labels, class_mask, *, f):
     logits, sub_logits = f(x), apply(f, sub)(x)
-    logp = jax.nn.log_softmax(logits, axis=-1)
+    logp = log_probs(logits)
     nan = jnp.asarray(jnp.nan, jnp.float32)
     if labels is None:
         return Fidelity(agreement(logp, sub_logits), kl_divergence(logp, sub_logits), nan, nan,

@@ -59,10 +59,28 @@ def multipliers(params: Params, masks: Mapping[str, Bool[Array, " c"]],
     return out
 
 
+def log_probs(logits: Float[Array, "n k"]) -> Float[Array, "n k"]:
+    """``log_softmax(logits)`` over the last axis, in float32 at least (bfloat16 and float16
+    logits are upcast first: their rounding, 2**-8 for bfloat16, is coarser than the small
+    KL values the search compares)."""
+    return jax.nn.log_softmax(logits.astype(jnp.promote_types(logits.dtype, jnp.float32)),
+                              axis=-1)
+
+
 def kl_divergence(logp: Float[Array, "n k"], logits: Float[Array, "n k"]) -> Float[Array, ""]:
-    """Mean over the batch of KL(p || softmax(logits)), ``p = exp(logp)``, in nats."""
-    logq = jax.nn.log_softmax(logits, axis=-1)
-    return jnp.mean(jnp.sum(jnp.exp(logp) * (logp - logq), axis=-1))
+    """Mean over the batch of KL(p || softmax(logits)), ``p = exp(logp)``, in nats, in float32
+    at least (:func:`log_probs`).
+
+    Only the classes with ``p > 0`` count (``0 * log 0 = 0``): a head that masks classes with
+    ``-inf`` gives ``logp = logq = -inf`` there, whose difference is NaN. The masked classes
+    are kept out of the value and the gradient alike (the double ``where``: the difference is
+    taken of finite stand-ins, so no NaN reaches the backward pass)."""
+    logq = log_probs(logits)
+    dtype = jnp.promote_types(logp.dtype, logq.dtype)
+    logp, logq = logp.astype(dtype), logq.astype(dtype)
+    support = ~jnp.isneginf(logp)  # NaN stays in, and makes the KL NaN
+    diff = jnp.where(support, logp, 0.0) - jnp.where(support, logq, 0.0)
+    return jnp.mean(jnp.sum(jnp.where(support, jnp.exp(logp) * diff, 0.0), axis=-1))
 
 
 def agreement(logp: Float[Array, "n k"], logits: Float[Array, "n k"]) -> Float[Array, ""]:

@@ -3,8 +3,8 @@
 Every candidate (one L1 weight of the grid, or one thresholded sub-network to fine-tune) runs
 the same scan in one vmapped, jit-compiled call. Each step projects the kept units' scores onto
 ``[score_min, score_max]`` (``score_min`` is 0 but when fine-tuning to a target size; removed
-units stay exactly 0) and keeps the best iterate: the lowest loss
-among those whose region arg-max labels keep the fidelity target, or the lowest loss overall if
+units stay exactly 0) and keeps the best iterate: the lowest loss among those whose loss is
+finite and whose region arg-max labels keep the fidelity target, or the lowest loss overall if
 none does. With a checkpoint directory the scan runs in chunks, each saved with orbax, and a
 rerun resumes from the latest readable chunk (the two latest are kept); with ``progress`` it
 runs in the same chunks and a tqdm bar reports after each one.
@@ -64,7 +64,9 @@ def init_state(params: dict, steps: int, phase: Phase) -> dict[str, Any]:
 
 
 def _keep_best(state, params, loss, agree, target):
-    feasible = agree >= target
+    # A non-finite loss is never kept: nor the first feasible iterate, whose loss every later
+    # one would have to beat (nothing is below NaN).
+    feasible = (agree >= target) & jnp.isfinite(loss)
     better = (feasible & ~state["best_feasible"]) | (
         (feasible == state["best_feasible"]) & (loss < state["best_loss"]))
     pick = lambda new, old: jnp.where(better, new, old)  # noqa: E731
@@ -126,6 +128,31 @@ def _run_chunk(state, masks, l1, gate_l1, target, x, logp, *, f, length, phase, 
                             length=length)
     finish = jax.vmap(lambda s, m, a, b: _finish(s, m, a, b, target, **static))
     return finish(state, masks, l1, gate_l1)
+
+
+@jax.jit
+def trajectory(history: jax.Array, target: float) -> dict[str, jax.Array]:
+    """What the iterates of each candidate did, read from ``history`` (``(L, steps, 3)``: loss,
+    KL and agreement per step): ``{name: Int[L]}`` with ``nonfinite``, the first step whose loss
+    is not finite; ``best``, the step of the lowest finite loss among the steps that keep
+    ``target`` (the best iterate but for the last, which has no row); ``last``, the last such
+    step; each -1 where there is none; and ``ends``, whether the last step keeps ``target``."""
+    loss, agree = history[..., 0], history[..., 2]
+    if not loss.shape[-1]:
+        none = jnp.full(loss.shape[:-1], -1, jnp.int32)
+        return {"nonfinite": none, "best": none, "last": none,
+                "ends": jnp.ones(loss.shape[:-1], bool)}
+    ok = jnp.isfinite(loss) & (agree >= target - 1e-6)
+    steps = jnp.arange(loss.shape[-1], dtype=jnp.int32)
+
+    def first(flags):
+        return jnp.where(jnp.any(flags, -1), jnp.argmax(flags, -1).astype(jnp.int32), -1)
+
+    best = jnp.argmin(jnp.where(ok, loss, jnp.inf), -1).astype(jnp.int32)
+    return {"nonfinite": first(~jnp.isfinite(loss)),
+            "best": jnp.where(jnp.any(ok, -1), best, -1),
+            "last": jnp.max(jnp.where(ok, steps, -1), -1),
+            "ends": ok[..., -1]}
 
 
 def run(f: Callable, state: dict, masks: dict, l1: jax.Array, gate_l1: jax.Array,

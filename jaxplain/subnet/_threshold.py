@@ -91,9 +91,15 @@ def by_rank_closed(f: Callable, params: dict, x: jax.Array, key: jax.Array, spar
     closure keeps ``target`` units (or every eligible unit is in), and a bisection then finds
     the shortest prefix that still does. The ranking holds every unit of the open layers, zero
     scores included (a search with a large L1 weight leaves most scores at exactly 0), so the
-    result has fewer than ``target`` units only when the closure of all of them has; it can
-    exceed the target by the units that connect the chain, and is empty only when no eligible
-    unit connects the input to the output.
+    result has fewer than ``target`` units only when the closure of all of them has, and is
+    empty only when no eligible unit connects the input to the output.
+
+    That prefix can exceed the target by the units that connect the chain. When it exceeds it
+    by more than one unit per scored site, the first unit of a layer that every path crosses
+    came far down the ranking (scores of different layers differ in scale, or barely moved
+    from the start), and every unit ranked above it came with it: its units are then removed
+    one by one from the lowest-ranked up, each removal kept when the closure of the rest still
+    has ``target`` units (backward elimination: a unit goes unless the chain needs it).
 
     Args:
       f: The model.
@@ -110,12 +116,16 @@ def by_rank_closed(f: Callable, params: dict, x: jax.Array, key: jax.Array, spar
     """
     mult, ranks, eligible = _ranking(params, gate_threshold, gain, floor)
     target = target_units(sparsity, ranks.shape[-1])
+    slack = len(params["scores"])  # one connecting unit per site
     close = _closer(f, x, key)
 
     def one(mult, ranks, eligible):
-        def kept(b):
-            masks = close(_split(jnp.where((ranks < b) & eligible, mult, 0.0), params))
+        def closed(chosen):  # (count, masks) of the closure of the chosen units (flat mask)
+            masks = close(_split(jnp.where(chosen, mult, 0.0), params))
             return count(masks), masks
+
+        def kept(b):
+            return closed((ranks < b) & eligible)
 
         available = jnp.sum(eligible)
 
@@ -138,7 +148,22 @@ def by_rank_closed(f: Callable, params: dict, x: jax.Array, key: jax.Array, spar
                                    (b, b, *kept(b)))
         carry = jax.lax.while_loop(lambda c: (c[1] - c[0] > 1) & (c[2] >= target), bisect,
                                    carry)
-        return carry[3]
+        n, masks = carry[2:]
+        flat = jnp.concatenate([masks[name] for name in params["scores"]], axis=-1)
+        # The kept units from the lowest-ranked up (the others last, never reached).
+        order = jnp.argsort(jnp.where(flat, -ranks, ranks.shape[-1]))
+        tries = jnp.where(n > target + slack, jnp.sum(flat, dtype=jnp.int32), 0)
+
+        def eliminate(carry):  # (i, n, masks): try without the i-th lowest-ranked kept unit
+            i, n, masks = carry
+            chosen = jnp.concatenate([masks[name] for name in params["scores"]], axis=-1)
+            n_new, masks_new = closed(chosen.at[order[i]].set(False))
+            enough = n_new >= target
+            return (i + 1, *jax.tree.map(lambda a, b: jnp.where(enough, a, b), (n_new, masks_new),
+                                         (n, masks)))
+
+        return jax.lax.while_loop(lambda c: (c[0] < tries) & (c[1] > target), eliminate,
+                                  (jnp.asarray(0, jnp.int32), n, masks))[2]
 
     return jax.vmap(one)(mult, ranks, eligible)
 

@@ -44,7 +44,9 @@ class Options:
             open layers instead of using ``threshold``: the largest multipliers, then the
             units whose score the search left at 0, the largest gain ``-dKL/dm`` first, then
             by position (with ``closure``, more of the ranking when the closure would remove
-            some of them: enough to connect the input to the output). Units taken back at 0
+            some of them: enough to connect the input to the output; when that is more than
+            one unit per site above the target, its units are removed again from the
+            lowest-ranked up while the closure keeps the target). Units taken back at 0
             restart at the smallest ``threshold``, and fine-tuning keeps every kept score at
             or above it, so it removes none. The non-empty candidate of at least that size and
             closest to it (else the largest), then the most faithful, is returned even when its
