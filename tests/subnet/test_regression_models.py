@@ -42,7 +42,7 @@ def test_the_two_logit_wrapper_keeps_a_regressions_sign():
     f = _net(1)
     y = f(X)[:, 0]
     t = jnp.median(y)  # a threshold that splits the region in halves
-    g = lambda x: jnp.concatenate([jnp.zeros_like(f(x)), f(x) - t], axis=-1)  # noqa: E731
+    g = lambda x: (lambda z: jnp.concatenate([jnp.zeros_like(z), z - t], -1))(f(x))  # noqa: E731
     sub = _extract(g)
     y_sub = subnet.apply(f, sub)(X)[:, 0]
     assert 0 < sum(sub.kept_units.values()) < 16
@@ -55,7 +55,7 @@ def test_stacked_label_pairs_keep_every_label_of_a_multi_label_head():
     # docs/targets.md: (n, labels, 2) outputs give one Bernoulli KL per label; agreement is the
     # share of (example, label) decisions kept.
     f = _net(3)
-    pairs = lambda x: jnp.stack([jnp.zeros_like(f(x)), f(x)], axis=-1)  # noqa: E731
+    pairs = lambda x: (lambda z: jnp.stack([jnp.zeros_like(z), z], -1))(f(x))  # noqa: E731
     sub = _extract(pairs)
     z, z_sub = f(X), subnet.apply(f, sub)(X)
     assert float(sub.region_agreement) == 1.0
