@@ -60,9 +60,10 @@ EDIT_MARK = "@edit"
 _LAYOUT_MARK = "@layout:"
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Lit:
-    """A literal operand of an equation."""
+    """A literal operand of an equation; compared and hashed by identity (its value may be an
+    unhashable array), so that ``ref in ids`` is False for a literal, never an error."""
 
     value: Any
 
