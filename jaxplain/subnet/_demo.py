@@ -12,31 +12,37 @@ PAIR = (3, 8)
 
 
 def sites_and_pair(ctx) -> tuple[tuple[str, ...], tuple[int, int]] | str:
-    """The default DigitsCNN: its convolutions and fc1, digits 3 vs 8. Another model: every
-    ReLU-like site (:func:`jaxplain.core.relu_sites`; one score per unit, which removes a
-    filter where it follows a convolution) and the two classes with the most test examples (at
-    least 11 each: 10 in the region); or why the section does not apply (no such site)."""
+    """The default DigitsCNN: its convolutions and fc1; another model: every ReLU-like site
+    (:func:`jaxplain.core.relu_sites`; one score per unit, which removes a filter where it
+    follows a convolution); or why the section does not apply (no such site). The pair: digits
+    3 vs 8 for the DigitsCNN where the data has at least 11 test examples of each (10 in the
+    region), else the two classes with the most test examples (at least 11 each)."""
     from jaxplain.core import relu_sites
     from jaxplain.data import DigitsCNN
 
-    if isinstance(ctx.model, DigitsCNN):
-        return SITES, PAIR
     y = np.asarray(ctx.data.y_test)
     classes, counts = np.unique(y, return_counts=True)
+    count = dict(zip(classes.tolist(), counts.tolist()))
+    digits = isinstance(ctx.model, DigitsCNN)
+    if digits and min(count.get(c, 0) for c in PAIR) >= 11:
+        return SITES, PAIR
     top = classes[np.argsort(-counts, kind="stable")[:2]]
     if len(top) < 2 or np.sort(counts)[-2] < 11:
         raise ValueError("a sub-network needs two classes with at least 11 test examples each; "
-                         f"the counts are {dict(zip(classes.tolist(), counts.tolist()))}.")
+                         f"the counts are {count}.")
+    pair = (int(top[0]), int(top[1]))
+    if digits:
+        return SITES, pair
     sites = relu_sites(ctx.f, ctx.data.x_test[:2])
     if not sites:
         return ("scores the units of ReLU-like activations (ReLU, ReLU6, leaky ReLU, hard tanh) "
                 "here, and the model has none")
-    return sites, (int(top[0]), int(top[1]))
+    return sites, pair
 
 
 def demo_section(ctx):
     """Extracts the sparsest sub-network keeping all region labels for a pair of classes
-    (digits 3 vs 8 in the demo)."""
+    (digits 3 vs 8 in the demo; :func:`sites_and_pair`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -67,7 +73,7 @@ def demo_section(ctx):
             for (n, k), t in zip(sub.kept_units.items(), sub.total_units.values())]
     text = (
         f"NeuroChains (Zhao et al., ICLR 2021 submission / TMLR 2022): a sub-network of exact "
-        f"filter copies for classes {pair[0]} vs {pair[1]} (region: 20 test {ctx.noun}), found by "
+        f"filter copies for classes {pair[0]} vs {pair[1]} (region: {len(region)} test {ctx.noun}), found by "
         f"optimising one score per unit and one gate per layer (KL to the full net + L1), then "
         f"thresholding and fine-tuning the scores.\n"
         f"Kept {m['kept_units']}/{m['total_units']} units ({100 * m['removed']:.1f}% removed), "
