@@ -122,7 +122,7 @@ def explain(model_spec: str, data_path: Path, checkpoint: Path | None, out: Path
     import jax
 
     from jaxplain.report._demo_sections import SECTIONS
-    from jaxplain.report._user import channels_last, same_sets
+    from jaxplain.report._user import ModelCallError, channels_last, same_sets
 
     specs = _chosen(SECTIONS, only)
     cache = _cache_compiled_programs() if compile_cache else None
@@ -131,7 +131,10 @@ def explain(model_spec: str, data_path: Path, checkpoint: Path | None, out: Path
     out = _writable_out(out)
     if cache:
         click.echo(cache)
-    f, data, moved = channels_last(f, data)
+    try:
+        f, data, moved = channels_last(f, data, model=model_spec)
+    except ModelCallError as e:
+        raise _usage_error(e, model_spec, model, checkpoint) from e
     if moved:
         click.echo("The model reads its images channels first: the report shows and renders "
                    "them channels last (NHWC).")
@@ -168,7 +171,7 @@ def _user_model_and_data(model_spec: str, data_path: Path, checkpoint: Path | No
     whose labels are the model's predictions), bad ones as usage errors."""
     import sys
 
-    from jaxplain.report._user import ModelCallError, call_hint, load_data, load_model
+    from jaxplain.report._user import ModelCallError, load_data, load_model
 
     if str(Path.cwd()) not in sys.path:  # MODEL is importable from the current folder
         sys.path.insert(0, str(Path.cwd()))
@@ -176,10 +179,17 @@ def _user_model_and_data(model_spec: str, data_path: Path, checkpoint: Path | No
         model, variables, f = load_model(model_spec, checkpoint)
         data, predicted = load_data(data_path, f, model=model_spec)
     except ModelCallError as e:
-        raise click.UsageError(f"{e}{call_hint(model_spec, model, checkpoint, e)}") from e
+        raise _usage_error(e, model_spec, model, checkpoint) from e
     except ValueError as e:
         raise click.UsageError(str(e)) from e
     return model, variables, f, data, predicted
+
+
+def _usage_error(error, model_spec: str, model, checkpoint: Path | None) -> click.UsageError:
+    """A ModelCallError of ``model`` (from MODEL) as a usage error with what to try."""
+    from jaxplain.report._user import call_hint
+
+    return click.UsageError(f"{error}{call_hint(model_spec, model, checkpoint, error)}")
 
 
 def _cache_compiled_programs() -> str:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import jax
 import numpy as np
 
 from jaxplain.core._channels import channels_last_view
@@ -76,7 +77,13 @@ def load_model(spec: str, checkpoint: str | Path | None = None):
     model, variables = obj if isinstance(obj, tuple) and len(obj) == 2 else (obj, None)
     if variables is None:
         _refuse_bare_linen(model, spec)
-    return model, variables, jaxplain.as_function(model, variables)
+    try:
+        return model, variables, jaxplain.as_function(model, variables)
+    except TypeError as e:
+        built = checkpoint is not None or _is_factory(_attribute(spec))
+        what = f"returned {model!r}" if built else f"is {model!r}"
+        forgot = " (does it end with 'return model'?)" if built and model is None else ""
+        raise ValueError(f"MODEL {spec} {what}, not a model{forgot}: {e}.") from e
 
 
 def _build(spec: str, factory, *checkpoint: str):
@@ -98,6 +105,10 @@ def call_hint(spec: str, model, checkpoint: str | Path | None, error: ModelCallE
     """What to try after ``model`` (from MODEL ``spec``) raised on the data: a clause to append
     to ``error``'s message, or ``""``."""
     cause = error.__cause__
+    if isinstance(cause, (jax.errors.TracerArrayConversionError,
+                          jax.errors.ConcretizationTypeError)):
+        return ("; jaxplain traces the model with JAX (jit, grad, vmap): write it with "
+                "jax.numpy, not NumPy, and without Python control flow on the input's values")
     obj = _attribute(spec)
     if (checkpoint is None and model is obj and inspect.isfunction(obj)
             and len(inspect.signature(obj).parameters) == 1):
@@ -161,10 +172,12 @@ def _refuse_module_class(obj, spec: str) -> None:
 
 
 def _first_call(f, x: np.ndarray, model: str) -> np.ndarray:
-    """``f`` of the first two examples of ``x`` as an array; an exception of the model becomes
-    a :class:`ModelCallError`."""
+    """``f`` of the first two examples of ``x`` as an array, once called and once traced; an
+    exception of the model becomes a :class:`ModelCallError`."""
     try:
-        return np.asarray(f(x[:2]))
+        logits = np.asarray(f(x[:2]))
+        jax.eval_shape(f, x[:2])  # every method traces f (jit, grad, vmap): a NumPy model fails
+        return logits
     except Exception as e:  # noqa: BLE001 - any error of the user's model, named and re-raised
         raise ModelCallError(f"calling {model} on x of shape {x.shape} (its first 2 examples) "
                              f"failed: {type(e).__name__}: {e}") from e
@@ -286,13 +299,19 @@ def same_sets(data) -> bool:
             and bool(np.array_equal(data.x_train, data.x_test)))
 
 
-def channels_last(f, data: ReportData) -> tuple[Any, ReportData, bool]:
+def channels_last(f, data: ReportData, *, model: str = "the model"
+                  ) -> tuple[Any, ReportData, bool]:
     """``(f, data, moved)``: for images that the model reads channels-first (its first
     convolution takes channels on axis 1, as an Equinox CNN does), the model as a function of
     NHWC images and the images moved to NHWC, since the report's figures and feature
-    visualization draw and optimise NHWC images; otherwise ``f`` and ``data`` as they are."""
+    visualization draw and optimise NHWC images; otherwise ``f`` and ``data`` as they are. An
+    exception of the model becomes a :class:`ModelCallError` naming ``model``."""
     x = data.x_test
-    g, axis = channels_last_view(f, x[:2])
+    try:
+        g, axis = channels_last_view(f, x[:2])
+    except Exception as e:  # noqa: BLE001 - any error of the user's model, named and re-raised
+        raise ModelCallError(f"tracing {model} on x of shape {x[:2].shape} to find its channels "
+                             f"axis failed: {type(e).__name__}: {e}") from e
     if axis is None:
         return f, data, False
     moved = data._replace(x_train=np.moveaxis(data.x_train, axis, -1),
