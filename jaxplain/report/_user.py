@@ -183,6 +183,16 @@ def _first_call(f, x: np.ndarray, model: str) -> np.ndarray:
                              f"failed: {type(e).__name__}: {e}") from e
 
 
+def _predict(f, x: np.ndarray, model: str) -> np.ndarray:
+    """The arg-max of ``f(x)``: labels where the data has none; an exception of the model
+    becomes a :class:`ModelCallError`."""
+    try:
+        return np.argmax(np.asarray(f(x)), axis=-1)
+    except Exception as e:  # noqa: BLE001 - any error of the user's model, named and re-raised
+        raise ModelCallError(f"calling {model} on x of shape {x.shape} (to predict the labels "
+                             f"the data lacks) failed: {type(e).__name__}: {e}") from e
+
+
 def _arrays(path: str | Path) -> dict[str, np.ndarray]:
     """The arrays of the ``.npz`` at ``path``; ValueError for anything else (an ``.npy``, a
     text file, pickled objects)."""
@@ -231,11 +241,11 @@ def load_data(path: str | Path, f, *, model: str = "the model"
     ``"test"``; empty when every label is the file's).
 
     Raises ValueError for a file that is not an ``.npz``, on missing or misshapen arrays
-    (naming the key in the file), on integer inputs (uint8 images: the caller scales them, as
-    the model expects), on non-finite inputs (NaN or inf), on labels outside ``[0, classes)``
-    and when ``f`` does not map a batch to ``(batch, classes)`` logits; :class:`ModelCallError`
+    (naming the key in the file), on training and test examples of different shapes, on
+    integer inputs (uint8 images: the caller scales them, as the model expects), on non-finite
+    inputs (NaN or inf), on labels outside ``[0, classes)`` and when ``f`` does not map a batch to ``(batch, classes)`` logits; :class:`ModelCallError`
     (a ValueError naming ``model``, the input shape and the error) when ``f`` raises on the
-    first two test examples.
+    first two test examples or on a set whose labels it predicts.
     """
     arrays = _arrays(path)
     keys = _split(path, arrays)
@@ -268,6 +278,10 @@ def load_data(path: str | Path, f, *, model: str = "the model"
                 "jaxplain explains a model on finite inputs only. Remove or repair those "
                 "examples and save the .npz again.")
     x_train, x_test = (arrays[k].astype(np.float32) for k in keys[:2])
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise ValueError(f"{path}: {keys[0]} and {keys[1]} must hold examples of one shape (the "
+                         f"model's input); got {keys[0]} {x_train.shape} and {keys[1]} "
+                         f"{x_test.shape}.")
     logits = _first_call(f, x_test, model)
     if logits.ndim != 2 or logits.shape[0] != 2:
         raise ValueError(f"the model must map a batch (n, ...) to logits (n, classes); it maps "
@@ -275,7 +289,7 @@ def load_data(path: str | Path, f, *, model: str = "the model"
     labels, predicted = [], []
     for name, x, key in (("training", x_train, keys[2]), ("test", x_test, keys[3])):
         if key is None:
-            labels.append(np.argmax(np.asarray(f(x)), axis=-1))
+            labels.append(_predict(f, x, model))
             predicted.append(name)
             continue
         y = arrays[key]
