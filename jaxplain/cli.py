@@ -310,12 +310,20 @@ def sites(model_spec: str | None, data_path: Path | None, checkpoint: Path | Non
 
 
 def _chosen(specs: tuple[str, ...], only: tuple[str, ...]) -> tuple[str, ...]:
+    """The sections --only names (all without it); naming none or an unknown one is a usage
+    error (an empty --only "$SECTIONS" would otherwise write a report of no section over the
+    last one)."""
     from jaxplain.report import section_name
 
     if not only:
         return specs
     names = {section_name(s) for s in specs}
     wanted = {w.strip() for item in only for w in item.split(",") if w.strip()}
+    if not wanted:
+        raise click.BadParameter(
+            f"names no section ({', '.join(map(repr, only))}); choose from "
+            f"{', '.join(section_name(s) for s in specs)}, or leave --only out to run them all",
+            param_hint="--only")
     unknown = sorted(wanted - names)
     if unknown:
         raise click.BadParameter(
