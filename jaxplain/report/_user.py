@@ -94,11 +94,13 @@ def _build(spec: str, factory, *checkpoint: str):
         if not checkpoint:
             raise ValueError(f"calling MODEL {spec} (a function of no argument, so taken for a "
                              f"factory of the model) failed: {type(e).__name__}: {e}") from e
-        raise ValueError(
-            f"calling MODEL {spec} with the --checkpoint path {checkpoint[0]!r} failed: "
-            f"{type(e).__name__}: {e}; with --checkpoint, MODEL must be a function of the path "
-            f"that returns the model (if {spec} is the model itself, leave --checkpoint out)."
-        ) from e
+        # A model called with the path trips on its type (str has no reshape, no shape, ...);
+        # a loader failing to read the file is told nothing about MODEL's kind.
+        advice = (f"; with --checkpoint, MODEL must be a function of the path that returns the "
+                  f"model (if {spec} is the model itself, leave --checkpoint out)"
+                  if isinstance(e, (TypeError, AttributeError)) else "")
+        raise ValueError(f"calling MODEL {spec} with the --checkpoint path {checkpoint[0]!r} "
+                         f"failed: {type(e).__name__}: {e}{advice}.") from e
 
 
 def call_hint(spec: str, model, checkpoint: str | Path | None, error: ModelCallError) -> str:
@@ -109,6 +111,12 @@ def call_hint(spec: str, model, checkpoint: str | Path | None, error: ModelCallE
                           jax.errors.ConcretizationTypeError)):
         return ("; jaxplain traces the model with JAX (jit, grad, vmap): write it with "
                 "jax.numpy, not NumPy, and without Python control flow on the input's values")
+    flax_errors = sys.modules.get("flax.errors")  # a Linen model has imported it already
+    if flax_errors is not None and isinstance(cause, flax_errors.ModifyScopeVariableError):
+        return ("; the model updates a variable collection such as batch_stats, as a Linen "
+                "module does in training mode: have MODEL return jaxplain.as_function(model, "
+                "variables, train=False) (or the call argument of your module that turns "
+                "training off)")
     obj = _attribute(spec)
     if (checkpoint is None and model is obj and inspect.isfunction(obj)
             and len(inspect.signature(obj).parameters) == 1):
