@@ -15,9 +15,9 @@ def rule_layers(f, x, *, dense_quantile=0.75, batch_size=256):
 
     Conv filters are on above their 0.9-quantile of max-pooled activation (the design notes'
     default). The live dense units of the digits CNN are on (> 0) in ~80% of the samples, too
-    dense for rules to compress much (docs/rules.md, "Which choices are ours"), so here a unit
-    is on above its ``dense_quantile`` (our choice; ``None`` gives the design notes' > 0).
-    Returns the items, the two site names and the ``Binarized`` results.
+    dense for any conv -> dense rule to compress (docs/rules.md, "Which choices are ours"), so
+    here a unit is on above its ``dense_quantile`` (our choice; ``None`` gives the design
+    notes' > 0). Returns the items, the two site names and the ``Binarized`` results.
 
     Raises:
         ValueError: If the model has fewer than two ReLU sites (:func:`not_applicable`).

@@ -118,15 +118,16 @@ def tail_orders(rows, support, packed_tail, residual, residual_counts, log2_fact
 
 
 @functools.partial(jax.jit, static_argnames=("robust", "min_support", "min_tail_frac",
-                                             "scan_words"))
+                                             "scan_words", "tail_order"))
 def score(packed_head, packed_tail, residual, residual_counts, heads, head_sizes, valid,
           rule_table, log2_fact, regret_tab, new_rule_bits, *, robust, min_support,
-          min_tail_frac, scan_words=False):
+          min_tail_frac, scan_words=False, tail_order="confidence"):
     """Best tail prefix and usage threshold for a batch of heads, all gains at once.
 
-    Every prefix of two tail rankings is scored (:func:`tail_orders`: by confidence, the
-    spec's, and by one-item gain), with every usage threshold k; the better gain wins (ties:
-    the confidence ranking's).
+    Every prefix of the tail ranked by confidence (the spec's) is scored, with every usage
+    threshold k. ``tail_order="both"`` scores the prefixes of a second ranking too, by
+    one-item gain (:func:`tail_orders`), at twice the cost; the better gain wins (ties: the
+    confidence ranking's).
 
     Args:
       packed_head: uint32 ``(m_a + 1, words)``, last row = valid rows.
@@ -139,6 +140,7 @@ def score(packed_head, packed_tail, residual, residual_counts, heads, head_sizes
       log2_fact: float64 ``(n + 1,)`` log2 factorials; regret_tab: float64 regret table.
       new_rule_bits: float64 scalar L_N(|R| + 2) - L_N(|R| + 1).
       scan_words: count with a loop over words (CPU) instead of one reduction (GPU).
+      tail_order: "confidence" (one ranking) or "both" (the two of :func:`tail_orders`).
 
     Returns:
       dict of ``(B,)`` arrays: gain (float64, ``NO_RULE`` when no valid rule), size (|Y|), min_hits
@@ -148,13 +150,16 @@ def score(packed_head, packed_tail, residual, residual_counts, heads, head_sizes
     k_tail = rule_table.shape[1] - 1
     rows = head_rows(packed_head, heads)                                  # (B, W)
     support = popcount_sum(rows)                                          # (B,)
+    prefixes = lambda tail: _best_prefixes(
+        rows, support, tail, packed_tail, residual, residual_counts, head_sizes, valid,
+        rule_table, log2_fact, regret_tab, new_rule_bits, robust=robust,
+        min_support=min_support, min_tail_frac=min_tail_frac, scan_words=scan_words)
+    if tail_order == "confidence":
+        _, tail = lax.top_k(cooccurrence(rows, residual), k_tail)         # (B, K), ties: low idx
+        return dict(prefixes(tail), support=support, tail=tail)
     tails = tail_orders(rows, support, packed_tail, residual, residual_counts, log2_fact,
                         regret_tab, k_tail, robust)                       # (2, B, K)
-    confidence, gain = (
-        _best_prefixes(rows, support, tail, packed_tail, residual, residual_counts, head_sizes,
-                       valid, rule_table, log2_fact, regret_tab, new_rule_bits, robust=robust,
-                       min_support=min_support, min_tail_frac=min_tail_frac,
-                       scan_words=scan_words) for tail in tails)
+    confidence, gain = (prefixes(tail) for tail in tails)
     by_gain = gain["gain"] < confidence["gain"]                           # ties: confidence
     out = {key: jnp.where(by_gain, gain[key], value) for key, value in confidence.items()}
     return dict(out, support=support, tail=jnp.where(by_gain[:, None], tails[1], tails[0]))

@@ -38,6 +38,10 @@ class SearchConfig:
       set_code: "universal" (L_N(k) + LB(m, k)) or "premise" (LB(m, k) + Reg(m)).
       min_head_support: ignore heads on fewer rows; None = max(2, ceil(0.001 n)).
       k_tail: tail items ranked per head (every prefix is scored); max_head: head size limit.
+      tail_order: how the tail items are ranked: "confidence" (most uncovered ones in the
+        head's rows first, the spec's) or "both" (also by the gain of the one-item rule
+        X -> {y}; each head keeps the better of the two rankings' best prefixes, at twice the
+        cost; docs/rules.md, "Two tail rankings").
       beam, k_head: head growth keeps the best ``beam`` candidates and tries ``k_head``
         extensions of each.
       max_rules: stop after this many rules; eps: accept only gains < -eps bits.
@@ -54,6 +58,7 @@ class SearchConfig:
     set_code: str = "universal"
     min_head_support: int | None = None
     k_tail: int = 64
+    tail_order: str = "confidence"
     max_head: int = 3
     beam: int = 256
     k_head: int = 16
@@ -232,6 +237,9 @@ def _config(options) -> SearchConfig:
         raise ValueError(f"tail_mode must be 'robust' or 'exact', got {config.tail_mode!r}")
     if config.set_code not in ("universal", "premise"):
         raise ValueError(f"set_code must be 'universal' or 'premise', got {config.set_code!r}")
+    if config.tail_order not in ("confidence", "both"):
+        raise ValueError(f"tail_order must be 'confidence' or 'both', got "
+                         f"{config.tail_order!r}")
     _check_numbers(config)
     return config
 
@@ -440,7 +448,8 @@ class _Search:
                                  robust=self.config.tail_mode == "robust",
                                  min_support=self.min_support,
                                  min_tail_frac=float(self.config.min_tail_frac),
-                                 scan_words=self.scan_words)
+                                 scan_words=self.scan_words,
+                                 tail_order=self.config.tail_order)
 
         out = []
         # The batches are fixed by ``heads``: batch i + 1 runs while batch i is read.

@@ -1,5 +1,6 @@
-"""Tail search: every prefix of two tail rankings, by confidence (the spec's) and by one-item
-gain, is scored, and the better gain wins (checked against the float64 reference)."""
+"""Tail search with ``tail_order="both"``: every prefix of two tail rankings, by confidence
+(the spec's) and by one-item gain, is scored, and the better gain wins (checked against the
+float64 reference); the default ``"confidence"`` scores the first ranking only."""
 
 import jax
 import numpy as np
@@ -7,6 +8,7 @@ import pytest
 
 from jaxplain.rules import _bits, _search, mine
 from tests.rules import _reference as ref
+from tests.rules._planted import planted
 
 
 def best_prefix(d_a, d_b, cover, n_rules, head, k_tail, robust=True, orders=("confidence",
@@ -33,8 +35,9 @@ def best_prefix(d_a, d_b, cover, n_rules, head, k_tail, robust=True, orders=("co
     return best
 
 
-def _search_with_cover(d_a, d_b, cover, tail_mode, k_tail):
-    config = _search.SearchConfig(tail_mode=tail_mode, k_tail=k_tail, batch_size=16)
+def _search_with_cover(d_a, d_b, cover, tail_mode, k_tail, tail_order="both"):
+    config = _search.SearchConfig(tail_mode=tail_mode, k_tail=k_tail, batch_size=16,
+                                  tail_order=tail_order)
     search = _search._Search({"a": d_a, "b": d_b}, d_a.shape[0], (("a", "b"),), config,
                              jax.devices()[:1])
     assert search.data["b"].shape == d_b.shape
@@ -84,7 +87,7 @@ def test_a_dense_unrelated_unit_and_rare_units_stay_out_of_the_planted_tail(seed
     # Confidence ranks b[10] (dense everywhere) before the planted items, lift would rank the
     # rare units first; the one-item gain ranks the planted items first.
     d_a, d_b = _dense_and_rare(seed)
-    rules = mine({"a": d_a[:, :1], "b": d_b}, k_tail=30)
+    rules = mine({"a": d_a[:, :1], "b": d_b}, k_tail=30, tail_order="both")
     rule = rules.rules[0]
     assert tuple(rule.tail.tolist()) == (0, 1, 2)
     layers = (d_a[:, :1], d_b)
@@ -94,3 +97,52 @@ def test_a_dense_unrelated_unit_and_rare_units_stay_out_of_the_planted_tail(seed
     with_dense = min(ref.total_length(layers, [((0,), (0, 1, 2, 10), k)]) - base
                      for k in (1, 2, 3, 4))
     assert planted < with_dense - 100     # what the confidence ranking alone accepted
+
+
+def _dense_unrelated(n=2000):
+    """The trial's repro: a[0] -> b[0, 1, 2] planted (95% of the head rows), b[10] on in 90%
+    of all rows (in one head row more than b[0])."""
+    rng = np.random.default_rng(0)
+    d_a = rng.random((n, 10)) < 0.05
+    d_b = rng.random((n, 12)) < 0.05
+    d_a[:, 9] = rng.random(n) < 0.6
+    d_b[:, 11] = rng.random(n) < 0.6
+    d_b[:, 10] = rng.random(n) < 0.9
+    d_b[np.ix_(d_a[:, 0], [0, 1, 2])] |= rng.random((d_a[:, 0].sum(), 3)) < 0.95
+    return d_a[:, :1], d_b
+
+
+def test_the_default_ranks_by_confidence_and_both_finds_the_better_rule():
+    d_a, d_b = _dense_unrelated()
+    layers = (d_a, d_b)
+    base = ref.total_length(layers, [])
+    best = lambda tail: min(ref.total_length(layers, [((0,), tail, k)]) - base
+                            for k in range(1, len(tail) + 1))
+    found = {}
+    for options in ({}, {"tail_order": "confidence"}, {"tail_order": "both"}):
+        rule = mine({"a": d_a, "b": d_b}, k_tail=12, max_rules=1, **options).rules[0]
+        found[options.get("tail_order", "default")] = (tuple(rule.tail.tolist()),
+                                                       float(rule.gain))
+    assert found["default"] == found["confidence"]
+    assert found["default"][0] == (0, 1, 2, 10)        # b[10] ranks before b[0] by confidence
+    assert found["default"][1] == pytest.approx(best((0, 1, 2, 10)), abs=1e-6)   # -581.0 bits
+    assert found["both"][0] == (0, 1, 2)
+    assert found["both"][1] == pytest.approx(best((0, 1, 2)), abs=1e-6)          # -854.6 bits
+    assert found["both"][1] < found["default"][1] - 200
+
+
+def test_tail_order_is_checked_and_stamped_in_checkpoints(tmp_path):
+    d_a, d_b, _ = planted(3, rules=3)
+    layers, fast = {"a": d_a, "b": d_b}, dict(k_tail=16, beam=16, k_head=8, batch_size=16)
+    with pytest.raises(ValueError, match=r"tail_order must be 'confidence' or 'both', got 'gain'"):
+        mine(layers, tail_order="gain", **fast)
+    directory = str(tmp_path / "ck")
+    full = mine(layers, tail_order="both", **fast)
+    assert len(full) == 3
+    mine(layers, tail_order="both", max_rules=1, checkpoint_dir=directory, **fast)
+    with pytest.raises(ValueError, match=r"other options \(tail_order='both' there, "
+                                         r"'confidence' here\)"):
+        mine(layers, checkpoint_dir=directory, **fast)
+    resumed = mine(layers, tail_order="both", checkpoint_dir=directory, **fast)
+    assert [(r.tail.tolist(), float(r.gain)) for r in resumed.rules] == \
+        [(r.tail.tolist(), float(r.gain)) for r in full.rules]
