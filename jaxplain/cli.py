@@ -27,7 +27,8 @@ def _report_options(sections: str):
         click.option("--quick", is_flag=True,
                      help="Reduced settings for every section (seconds each)."),
         click.option(
-            "--seed", type=int, default=0, show_default=True, help="Seed of the sections' PRNG key."
+            "--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
+            help="Seed of the sections' PRNG key (0 to 2**32 - 1: JAX keeps 32 bits of it)."
         ),
         click.option(
             "--compile-cache/--no-compile-cache",

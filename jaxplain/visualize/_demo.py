@@ -166,7 +166,7 @@ def demo_section(ctx):
 
     steps = 48 if ctx.quick else 256
     x = jnp.asarray(ctx.data.x_test[: 100 if ctx.quick else 450])
-    reason = not_applicable(ctx.f, x)
+    reason = not_applicable(ctx.f, ctx.data.x_test)  # the data's shape, not the slice's
     if reason:  # vectors, sequences: a note, as the transformers section gives, not a failure
         return Section(TITLE, text=f"Feature visualization {reason}, so it does not apply to "
                                    f"these {ctx.noun} (one is shaped {tuple(x.shape[1:])}).")
