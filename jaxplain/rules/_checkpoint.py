@@ -148,6 +148,11 @@ def _steps(damaged) -> str:
     return "; ".join(f"step {step} ({reason})" for step, reason in damaged)
 
 
+# Options added after checkpoints were first written, with the behaviour a search had before:
+# a stamp without one was written by such a search.
+_ADDED = {"tail_order": "confidence"}
+
+
 def _differences(saved, stamp: dict) -> list:
     """What differs between a checkpoint's stamp and this search's, in words."""
     if not isinstance(saved, dict):
@@ -156,6 +161,8 @@ def _differences(saved, stamp: dict) -> list:
     out = []
     if not np.array_equal(np.asarray(saved.get("data")), stamp["data"]):
         out.append("the layers differ")
+    saved = {**{name: np.frombuffer(repr(value).encode(), np.uint8)
+                for name, value in _ADDED.items() if name in stamp}, **saved}
     for name in sorted((set(saved) | set(stamp)) - {"data"}):
         if name not in saved or name not in stamp:
             out.append(f"{name} is recorded on one side only")

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxplain.rules import _bits, _search, mine
+from jaxplain.rules import _bits, _checkpoint, _search, mine
 from tests.rules import _reference as ref
 from tests.rules._planted import planted
 
@@ -146,3 +146,13 @@ def test_tail_order_is_checked_and_stamped_in_checkpoints(tmp_path):
     resumed = mine(layers, tail_order="both", checkpoint_dir=directory, **fast)
     assert [(r.tail.tolist(), float(r.gain)) for r in resumed.rules] == \
         [(r.tail.tolist(), float(r.gain)) for r in full.rules]
+
+
+def test_a_stamp_from_before_tail_order_is_the_confidence_search():
+    # Checkpoints written before the option existed searched by confidence only.
+    here = {t: _checkpoint.fingerprint([np.zeros(3)], {"k_tail": 16, "tail_order": t})
+            for t in ("confidence", "both")}
+    older = {k: v for k, v in here["confidence"].items() if k != "tail_order"}
+    assert _checkpoint._differences(older, here["confidence"]) == []
+    assert _checkpoint._differences(older, here["both"]) == [
+        "tail_order='confidence' there, 'both' here"]
