@@ -81,11 +81,13 @@ def test_agrees_with_lxt_on_a_flax_encoder_block(seed):
     assert (np.abs(plain - theirs) / scale).max() > 0.05
 
 
+_W1 = jax.random.normal(jax.random.key(1), (D, 12)) / np.sqrt(D)
+_W2 = jax.random.normal(jax.random.key(2), (12, 4)) / np.sqrt(12)
+
+
 def mlp(x):
-    w1 = jax.random.normal(jax.random.key(1), (D, 12)) / np.sqrt(D)
-    w2 = jax.random.normal(jax.random.key(2), (12, 4)) / np.sqrt(12)
-    h = jnp.tanh(x.reshape(x.shape[0], -1)[:, :D] @ w1 + 0.1)
-    return jax.nn.relu(h) @ w2 - 0.2
+    h = jnp.tanh(x.reshape(x.shape[0], -1)[:, :D] @ _W1 + 0.1)
+    return jax.nn.relu(h) @ _W2 - 0.2
 
 
 def test_without_transformer_places_it_is_lrp_epsilon():

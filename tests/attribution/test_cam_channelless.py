@@ -40,10 +40,10 @@ def test_a_map_of_an_input_without_channels_is_shaped_like_it(method, options, s
     x = jax.random.normal(KEYS[3], shape)
     t = jnp.array([0, 2])
     with_channel = _net(len(shape) - 1, "last")
+    channel_first = _net(len(shape) - 1, "first")
     want = method(with_channel, x[..., None], t, site="conv", **options)[..., 0]
     assert float(jnp.abs(want).max()) > 0
-    for f in (lambda v: with_channel(v[..., None]), lambda v: _net(len(shape) - 1, "first")(
-            v[:, None])):
+    for f in (lambda v: with_channel(v[..., None]), lambda v: channel_first(v[:, None])):
         got = method(f, x, t, site="conv", **options)
         assert got.shape == x.shape
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
@@ -53,12 +53,13 @@ def test_token_ids_get_their_map_over_the_tokens():
     """Ids ``(n, L)`` at a ``"SAME"`` convolution after the embedding: the resized map is the
     site's, one value per token."""
     table, w = jax.random.normal(KEYS[0], (10, 4)), jax.random.normal(KEYS[1], (3, 4, 5))
+    head = jax.random.normal(KEYS[2], (5, 2))
 
     def f(ids):
         with jax.named_scope("conv"):
             h = jax.nn.relu(jax.lax.conv_general_dilated(
                 table[ids], w, (1,), "SAME", dimension_numbers=("NWC", "WIO", "NWC")))
-        return h.max(axis=1) @ jax.random.normal(KEYS[2], (5, 2))
+        return h.max(axis=1) @ head
 
     ids = jnp.array([[1, 2, 3, 4], [5, 6, 7, 8]])
     for method in (A.grad_cam, A.grad_cam_plus_plus):

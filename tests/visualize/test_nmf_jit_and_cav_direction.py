@@ -29,9 +29,12 @@ def test_nmf_under_jit_gives_nan_for_negative_data_and_the_eager_factors_otherwi
     assert float(jitted.w.min()) >= 0 and float(jitted.h.min()) >= 0
 
 
+_W = jax.random.normal(jax.random.key(0), (3, 6))
+
+
 def _pre_activation_model(x):
     with jax.named_scope("pre"):
-        h = x @ jax.random.normal(jax.random.key(0), (3, 6))  # negative values, mean > 0
+        h = x @ _W  # negative values, mean > 0
     return jax.nn.relu(h) @ jnp.ones((6, 2))
 
 
