@@ -22,7 +22,7 @@ def _report_options(sections: str):
             type=click.Path(file_okay=False, path_type=Path),
             default=Path("jaxplain-report"),
             show_default=True,
-            help="Folder to write the report (index.html and figures/) into.",
+            help="Folder to write the report (index.html, figures/ and report.json) into.",
         ),
         click.option("--quick", is_flag=True,
                      help="Reduced settings for every section (seconds each)."),

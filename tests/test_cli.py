@@ -1,5 +1,6 @@
 """The ``jaxplain`` command, end to end on the session's model (quick mode)."""
 
+import json
 import os
 import re
 import subprocess
@@ -37,6 +38,11 @@ def test_demo_quick_writes_the_report_with_every_section(runner, tmp_path):
     assert "The model and its sites" in html
     for src in re.findall(r'src="([^"]+)"', html):
         assert (index.parent / src).stat().st_size > 0
+    report = json.loads((index.parent / "report.json").read_text())
+    assert len(report["sections"]) == len(specs)
+    assert not any(s["failed"] for s in report["sections"])
+    assert sum(i["type"] == "table" for s in report["sections"] for i in s["items"]) \
+        == html.count("<table>")
 
 
 def test_demo_only_runs_the_chosen_sections(runner, tmp_path):

@@ -134,4 +134,4 @@ def test_two_runs_writing_one_folder_leave_one_runs_page_and_figures(tmp_path, m
     figures = [p.read_bytes() for p in (tmp_path / "figures").iterdir()]
     assert len(figures) == 1
     assert f"run {figures[0].decode()}" in page
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["figures", "index.html"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["figures", "index.html", "report.json"]

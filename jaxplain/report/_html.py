@@ -1,15 +1,21 @@
-"""Writing a report folder: ``index.html`` (self-contained CSS) and the figures as PNG files."""
+"""Writing a report folder: ``index.html`` (self-contained CSS), the figures as PNG files, and
+``report.json``, the same text and tables for programs to read."""
 
 from __future__ import annotations
 
 import datetime
 import html
+import json
+import math
+import numbers
 import os
 import re
 import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
 
 from jaxplain.core._folders import folder_lock
 from jaxplain.report._section import Figure, Section, Table
@@ -58,8 +64,9 @@ def write_report(
     """Writes ``sections`` as a report folder a browser can open.
 
     ``out_dir/index.html`` holds the title, a table of contents and every section (failed
-    sections are marked and show their traceback); ``out_dir/figures/`` holds the PNG files.
-    The new report is written to a hidden folder in ``out_dir`` first and then moved in place
+    sections are marked and show their traceback); ``out_dir/figures/`` holds the PNG files;
+    ``out_dir/report.json`` holds the same sections for a program to read (see
+    :func:`_report_json`). The new report is written to a hidden folder in ``out_dir`` first and then moved in place
     of ``index.html`` and ``figures/``, so a failure part-way leaves an earlier report whole;
     the move holds a lock on ``out_dir``, so that of two processes writing the same folder at
     once, the page and the figures left are one run's.
@@ -91,30 +98,35 @@ def write_report(
     stage = Path(tempfile.mkdtemp(prefix=".report-", dir=out))  # the new report, until complete
     try:
         (stage / "figures").mkdir()
-        (stage / "index.html").write_text(_page(sections, title, stage / "figures"),
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        ids = _unique_ids(s.title for s in sections)
+        (stage / "index.html").write_text(_page(sections, ids, title, stamp, stage / "figures"),
                                           encoding="utf-8")
-        os.chmod(stage / "index.html", 0o644)  # readable by a web server or other users
+        (stage / "report.json").write_text(_report_json(sections, ids, title, stamp),
+                                           encoding="utf-8")
+        for name in ("index.html", "report.json"):
+            os.chmod(stage / name, 0o644)  # readable by a web server or other users
         figures = out / "figures"
-        with folder_lock(out):  # a second writer waits: its pair replaces ours whole
+        with folder_lock(out):  # a second writer waits: its files replace ours whole
             if figures.is_dir():
                 os.replace(figures, stage / "old-figures")
             os.replace(stage / "figures", figures)
+            os.replace(stage / "report.json", out / "report.json")
             os.replace(stage / "index.html", out / "index.html")
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return out / "index.html"
 
 
-def _page(sections: tuple[Section, ...], title: str, figures: Path) -> str:
-    """The page of ``sections``, their figures written to ``figures``."""
-    ids = _unique_ids(s.title for s in sections)
+def _page(sections: tuple[Section, ...], ids: list[str], title: str, stamp: str,
+          figures: Path) -> str:
+    """The page of ``sections`` (their HTML `ids`), their figures written to ``figures``."""
     body = [_section_html(s, sid, figures) for s, sid in zip(sections, ids)]
     failed = sum(s.failed for s in sections)
     toc = "".join(
         f'<li><a href="#{sid}">{html.escape(s.title)}</a>{_BADGE if s.failed else ""}</li>'
         for s, sid in zip(sections, ids)
     )
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     summary = f"{len(sections)} sections" + (f", {failed} failed" if failed else "")
     return f"""<!DOCTYPE html>
 <html lang="en">
@@ -148,7 +160,7 @@ def _section_html(section: Section, sid: str, figures: Path) -> str:
             parts.append(_table_html(item))
         elif isinstance(item, Figure):
             n_fig += 1
-            name = f"{sid}-{n_fig}.png"
+            name = _figure_name(sid, n_fig)
             (figures / name).write_bytes(item.png)
             alt = html.escape(item.caption or f"{section.title}, figure {n_fig}", quote=True)
             cap = f"<figcaption>{html.escape(item.caption)}</figcaption>" if item.caption else ""
@@ -157,6 +169,49 @@ def _section_html(section: Section, sid: str, figures: Path) -> str:
         parts.append(f'<pre class="error">{html.escape(section.error)}</pre>')
     parts.append("</section>\n")
     return "".join(parts)
+
+
+def _figure_name(sid: str, n: int) -> str:
+    """The file, in ``figures/``, of the `n`-th figure (from 1) of the section of id `sid`."""
+    return f"{sid}-{n}.png"
+
+
+def _report_json(sections: tuple[Section, ...], ids: list[str], title: str, stamp: str) -> str:
+    """``report.json``: ``{"title", "generated", "sections": [...]}``, one object per section
+    with its ``title``, ``id`` (the page's anchor), ``text``, ``failed``, ``error`` and
+    ``items`` in order: ``{"type": "table", "header", "rows", "caption"}`` (numbers as JSON
+    numbers, NaN and infinities as null) or ``{"type": "figure", "file", "caption"}`` (the PNG's
+    path in the report folder)."""
+
+    def items(section: Section, sid: str) -> list[dict]:
+        out, n_fig = [], 0
+        for item in section.items:
+            if isinstance(item, Table):
+                out.append({"type": "table", "header": list(item.header),
+                            "rows": [[_json_value(c) for c in row] for row in item.rows],
+                            "caption": item.caption})
+            else:
+                n_fig += 1
+                out.append({"type": "figure", "file": f"figures/{_figure_name(sid, n_fig)}",
+                            "caption": item.caption})
+        return out
+
+    doc = {"title": title, "generated": stamp, "sections": [
+        {"title": s.title, "id": sid, "text": s.text, "failed": s.failed, "error": s.error,
+         "items": items(s, sid)} for s, sid in zip(sections, ids)]}
+    return json.dumps(doc, indent=1, allow_nan=False)
+
+
+def _json_value(value: object):
+    """A table cell as JSON: bools, ints and finite floats as themselves (NumPy scalars too),
+    NaN and infinities as None, anything else as its ``str``."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value) if math.isfinite(value) else None
+    return value if isinstance(value, str) else str(value)
 
 
 def _table_html(table: Table) -> str:

@@ -1,5 +1,6 @@
 """write_report: a well-formed page, its table of contents, figures on disk, escaping."""
 
+import json
 import re
 import xml.etree.ElementTree as ET
 
@@ -7,9 +8,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from jaxplain.report import Section, write_report  # noqa: E402
+from jaxplain.report import Section, Table, write_report  # noqa: E402
 
 
 def _figure(color):
@@ -96,6 +98,35 @@ def test_rewriting_replaces_stale_figures(sections, tmp_path):
 def test_page_is_readable_by_everyone(sections, tmp_path):
     index = write_report(sections, tmp_path, title="t")
     assert index.stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "report.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_report_json_holds_the_pages_sections_tables_and_figure_files(sections, tmp_path):
+    """report.json says what the page says: titles and anchors, text, failure, each table's
+    cells as numbers (non-finite ones as null), and each figure's file (the page's <img>)."""
+    odd = Section("Odd cells", items=(Table(("a", "b", "c", "d"),
+                                           ((np.float32(0.5), np.int64(3), float("nan"), True),
+                                            (float("-inf"), "x", None, np.bool_(False)))),))
+    index = write_report([*sections, odd], tmp_path, title="Demo <report>")
+    report = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
+    root = _parse(index)
+    page = list(root.iter("section"))
+    assert report["title"] == "Demo <report>"
+    assert [s["id"] for s in report["sections"]] == [s.get("id") for s in page]
+    assert [s["title"] for s in report["sections"]] == [s.title for s in [*sections, odd]]
+    assert [s["failed"] for s in report["sections"]] == [False, False, False, True, False]
+    assert "ValueError: <bad>" in report["sections"][3]["error"]
+    assert report["sections"][0]["text"] == sections[0].text
+    table = report["sections"][0]["items"][0]
+    assert table == {"type": "table", "header": ["split", "accuracy"],
+                     "rows": [["test", 0.97777], ["train <all>", 1.0]], "caption": "acc"}
+    assert report["sections"][4]["items"][0]["rows"] == [[0.5, 3, None, True],
+                                                         [None, "x", "None", False]]
+    files = [i["file"] for s in report["sections"] for i in s["items"] if i["type"] == "figure"]
+    assert files == [img.get("src") for img in root.iter("img")]
+    captions = [i["caption"] for s in report["sections"] for i in s["items"]
+                if i["type"] == "figure"]
+    assert captions == ["first", "", "third"]
 
 
 def test_non_sections_are_refused(tmp_path):
@@ -135,4 +166,4 @@ def test_a_failure_part_way_leaves_the_previous_report_whole(sections, tmp_path,
     assert index.read_text() == page
     assert {p.name: p.read_bytes() for p in (tmp_path / "figures").iterdir()} == figures
     assert all((tmp_path / src).is_file() for src in re.findall(r'src="([^"]+)"', page))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["figures", "index.html"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["figures", "index.html", "report.json"]
