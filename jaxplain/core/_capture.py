@@ -78,6 +78,11 @@ def model_error_hint(err: Exception) -> str:
         return (" (the model runs Dropout or another random layer in training mode: explain it "
                 "in inference mode, as_function(model, variables, train=False) for a Linen "
                 "model whose __call__ takes train, or model.eval() for NNX)")
+    if type(err).__name__ == "ModifyScopeVariableError" and type(err).__module__.startswith("flax"):
+        return (" (the Linen model updates a variable collection such as batch_stats, as it "
+                "does in training mode: explain it in inference mode, "
+                "jaxplain.as_function(model, variables, train=False) for a __call__ that takes "
+                "train, or the argument of your module that turns training off)")
     if _nnx_state_error(err):
         return (" (f closes over a Flax NNX module that updates its state when called: a "
                 "BatchNorm in training mode, a Dropout drawing from its Rngs, or a call through "

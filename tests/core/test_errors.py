@@ -250,6 +250,27 @@ def test_a_linen_model_with_dropout_on_by_default_gets_a_hint():
     assert len(jp.sites(jp.as_function(Net(), variables, train=False), x)) >= 1
 
 
+def test_a_linen_batchnorm_in_training_mode_by_default_gets_a_hint():
+    import flax.linen as nn
+
+    from jaxplain import pathways
+    from jaxplain.attribution import gradient
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x, train: bool = True):
+            return nn.Dense(3)(nn.relu(nn.BatchNorm(use_running_average=not train)(x)))
+
+    x = jnp.ones((2, 4))
+    variables = Net().init(jax.random.key(0), x)
+    for call in (lambda f: gradient(f, x, 0), lambda f: pathways.select(f, x, None, keep=0.5),
+                 lambda f: jp.sites(f, x)):
+        with pytest.raises(ValueError, match=r"batch_stats.*as_function\(model, variables, "
+                                             r"train=False\)"):
+            call(jp.as_function(Net(), variables))
+        call(jp.as_function(Net(), variables, train=False))
+
+
 def test_a_rule_parameter_given_as_a_jax_array_is_refused_by_name():
     import dataclasses
 
