@@ -196,10 +196,17 @@ def check_target(target, batch: int, n_classes: int):
 
     Returns it as an int32 ``(batch,)`` array, so that an int and an array of targets reach the
     compiled function as the same type and compile once (as ``jaxplain.attribution`` does).
-    ``None`` (the predicted class) and traced targets pass through unchecked.
+    ``None`` (the predicted class) and traced targets pass through unchecked; a function is
+    refused with the message of ``jaxplain.attribution``.
     """
     if target is None:
         return None
+    if callable(target):
+        raise TypeError(
+            "target must be class indices, not a function: to explain another quantity of the "
+            "output, explain a function that returns it, e.g. lambda x: g(f(x))[:, None] with "
+            "target 0. For the predicted class pass target=None."
+        )
     try:
         t = np.asarray(target)
     except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):

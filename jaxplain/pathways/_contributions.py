@@ -18,7 +18,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from jaxplain import core
-from jaxplain.attribution._common import chunked_sum
+from jaxplain.attribution._common import chunked_sum, wide
 from jaxplain.core._cpu import cpu_friendly
 from jaxplain.pathways import _checks
 
@@ -56,9 +56,10 @@ def integrated_scores(f, x, t, specs, steps: int, batch_size) -> dict:
     :func:`jaxplain.core._chunks.auto_chunk`) and summed in a ``lax.scan`` (``chunked_sum``), so memory holds one chunk of gradients
     whatever ``steps`` is.
     """
-    alphas = jnp.arange(steps + 1, dtype=jnp.float32) / steps
     scores = {}
     for name, shape, dtype in specs:
+        # the alphas in the input's and the site's dtype (float64 under x64), at least float32
+        alphas = jnp.arange(steps + 1, dtype=wide(jnp.promote_types(x.dtype, dtype))) / steps
 
         def grad_at(alpha, name=name, shape=shape, dtype=dtype):
             def objective(g):

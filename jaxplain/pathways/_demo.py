@@ -43,9 +43,9 @@ def demo_section(ctx):
     """Pathway gradient maps beside gradient maps, and the kept fraction per layer."""
     from jaxplain.report import Section
 
-    n = 8 if ctx.quick else 64
     keeps = (0.2,) if ctx.quick else (0.3, 0.2, 0.05)
-    x = jnp.asarray(ctx.data.x_test[:n])
+    x = jnp.asarray(ctx.data.x_test[:8 if ctx.quick else 64])
+    n = x.shape[0]  # the examples used: fewer where the data holds fewer
     t = jnp.argmax(ctx.f(x), axis=-1)
     rows, lines = [], []
     for keep in ctx.progress(keeps, desc="pathways"):

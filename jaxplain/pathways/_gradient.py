@@ -1,8 +1,9 @@
 """The pathway gradient: input gradient of the network with the pathway masks in the forward.
 
 With the masks fixed, the masked network ``f^m`` keeps only units that were strictly active at
-``x``, so it is affine around ``x`` (until a kept unit changes sign in the masked forward);
-its gradient (``vjp``) and directional derivatives (``jvp``) describe that affine piece.
+``x`` in the original network; in the masked forward some may be off at ``x`` itself (and then
+carry no gradient). ``f^m`` is affine around ``x`` until a kept unit changes sign in the masked
+forward; its gradient (``vjp``) and directional derivatives (``jvp``) describe that affine piece.
 """
 
 from __future__ import annotations
@@ -29,12 +30,21 @@ def apply(f: Callable, masks: Mapping[str, Bool[Array, "batch *site"]]) -> Calla
         pruning method); bool or float (a float mask acts as a gate).
 
     Returns:
-      A pure function ``x -> logits`` for inputs with the masks' batch size; it composes with
-      ``jit``, ``grad``, ``jvp`` and ``vmap`` like ``f``.
+      A pure function ``x -> logits`` for inputs with the masks' batch size (another batch size
+      is refused with a ``ValueError``, as :func:`masked_gradient` refuses it); it composes
+      with ``jit``, ``grad``, ``jvp`` and ``vmap`` like ``f``.
     """
     _checks.check_function(f)
     masks = _checks.check_masks(masks)
-    return core.intervene(f, {name: OwnEdit(_masked, m) for name, m in masks.items()})
+    h = core.intervene(f, {name: OwnEdit(_masked, m) for name, m in masks.items()})
+
+    # the program's marks kept (one holding traced masks is not cached); __wrapped__ is h
+    @functools.wraps(h, assigned=(), updated=("__dict__",))
+    def masked(x):
+        _check_batch(x, masks)  # a mask of one example would broadcast over the batch
+        return h(x)
+
+    return masked
 
 
 def _masked(value, mask):
@@ -60,11 +70,14 @@ def _masked_jvp(f, x, target, masks, direction):
 
 
 def _check_batch(x, masks):
+    """Refuse masks whose batch size is not ``x``'s (shapes only, so traced arrays too)."""
+    batch = jnp.shape(x)[:1]
     for name, m in masks.items():
-        if m.shape[:1] != x.shape[:1]:
+        if jnp.shape(m)[:1] != batch:
             raise ValueError(
-                f"masks[{name!r}] has batch size {m.shape[0]} but x has {x.shape[0]}; masks are "
-                "per example and must come from the same batch."
+                f"masks[{name!r}] has shape {jnp.shape(m)} but x has batch size "
+                f"{batch[0] if batch else None} (x of shape {jnp.shape(x)}); masks are per "
+                "example and must come from the same batch."
             )
 
 

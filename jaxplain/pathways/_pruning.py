@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
+from fractions import Fraction
 
 import jax
 import jax.numpy as jnp
@@ -201,12 +202,18 @@ def random_masks(
     key: PRNGKeyArray, f: Callable, x: Float[Array, "batch *features"], *, keep: float,
     sites=None,
 ) -> dict[str, Bool[Array, "batch *site"]]:
-    """Random pathway: per example and site, drop ``int((1 - keep) * units)`` random units
-    (counted on the host and passed as values: a new ``keep`` does not recompile)."""
+    """Random pathway: per example and site, drop ``floor((1 - keep) * units)`` random units.
+
+    The count is exact for ``keep`` as written (its shortest decimal form, ``str(keep)``):
+    ``keep=0.9`` of 10 units drops 1, where the float product ``(1.0 - 0.9) * 10`` is
+    0.9999999999999998. It is counted on the host and passed as a value: a new ``keep`` does
+    not recompile.
+    """
     check_key(key)
     _checks.check_function(f)
     x = _checks.check_x(x)
-    keep = _checks.check_keep(keep)
+    _checks.check_keep(keep)
+    dropped = 1 - Fraction(str(keep))  # 0.9 as 9/10, not the binary float just above it
     specs, _ = _checks.resolve(f, x, sites)
-    drops = tuple(int((1.0 - keep) * math.prod(shape[1:])) for _, shape, _ in specs)
+    drops = tuple(math.floor(dropped * math.prod(shape[1:])) for _, shape, _ in specs)
     return _random(key, specs, drops)
