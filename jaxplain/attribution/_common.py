@@ -184,6 +184,14 @@ def check_target(f: Callable, x: jax.Array, target: Any, name: str = "target") -
     return t
 
 
+def callable_target_error(name: str = "target", after: str = "") -> TypeError:
+    """The error for a function given as `name`, a target: say how to explain another quantity
+    of the output (`after`: a sentence more)."""
+    return TypeError(f"{name} must be class indices, not a function: to explain another "
+                     "quantity of the output, explain a function that returns it, e.g. "
+                     f"lambda x: g(f(x))[:, None] with target 0.{after}")
+
+
 def _target(f: Callable, x: jax.Array, target: Any, name: str) -> tuple[jax.Array, Check | None]:
     """:func:`check_target`'s int32 target, and its range check to run (its values unread)."""
     out = output_shape(f, x)
@@ -200,9 +208,7 @@ def _target(f: Callable, x: jax.Array, target: Any, name: str) -> tuple[jax.Arra
         raise ValueError(f"{name} is required: an int class index per example, shape ({x.shape[0]},) "
                          f"or a scalar{one}")
     if callable(target):
-        raise TypeError(f"{name} must be class indices, not a function: to explain another "
-                        "quantity of the output, explain a function that returns it, e.g. "
-                        "lambda x: g(f(x))[:, None] with target 0.")
+        raise callable_target_error(name)
     t = target if isinstance(target, jax.Array) else np.asarray(target)
     if not jnp.issubdtype(t.dtype, jnp.integer):
         kind = "an integer array" if is_traced(t) else "integer class indices"

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxplain.attribution._common import check_function, output_shape
+from jaxplain.attribution._common import callable_target_error, check_function, output_shape
 from jaxplain.attribution._value_checks import Check, run_checks
 
 
@@ -95,6 +95,8 @@ def as_target(target: Any, batch: int, classes: int | None = None) -> tuple[jax.
     if target is None:
         raise ValueError(f"target is required: an int class index per example, shape ({batch},), "
                          "or a scalar (for example the predicted classes, f(x).argmax(-1))")
+    if callable(target):
+        raise callable_target_error()
     t = target if isinstance(target, jax.Array) else np.asarray(target)  # a list: on the host
     if not jnp.issubdtype(t.dtype, jnp.integer):
         raise TypeError("target must be an int scalar or an int array (batch,), got dtype "

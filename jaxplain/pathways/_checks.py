@@ -202,11 +202,7 @@ def check_target(target, batch: int, n_classes: int):
     if target is None:
         return None
     if callable(target):
-        raise TypeError(
-            "target must be class indices, not a function: to explain another quantity of the "
-            "output, explain a function that returns it, e.g. lambda x: g(f(x))[:, None] with "
-            "target 0. For the predicted class pass target=None."
-        )
+        raise _common.callable_target_error(after=" For the predicted class pass target=None.")
     try:
         t = np.asarray(target)
     except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):

@@ -105,3 +105,19 @@ def test_completeness_at_zero_is_attribution_completeness_delta():
     a = A.integrated_gradients(F, X, T, steps=8)
     np.testing.assert_allclose(M.completeness(F, X, T, a, baseline=0.0),
                                A.completeness_delta(F, X, T, a), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("metric", ["deletion", "infidelity", "continuity", "random_logit",
+                                    "pixel_perturbation"])
+def test_a_function_as_target_says_how_to_explain_another_quantity(metric):
+    target = lambda logits: logits.max(-1)  # noqa: E731
+    calls = {
+        "deletion": lambda: M.deletion(F, X, target, ONES, steps=2),
+        "infidelity": lambda: M.infidelity(F, X, target, ONES, key=KEY, samples=2),
+        "continuity": lambda: M.continuity(F, X, target, A.gradient, key=KEY, samples=2),
+        "random_logit": lambda: M.random_logit(F, X, target, A.gradient, key=KEY,
+                                               similarity="spearman"),
+        "pixel_perturbation": lambda: M.pixel_perturbation(F, X, ONES, target=target),
+    }
+    with pytest.raises(TypeError, match=r"not a function.*lambda x: g\(f\(x\)\)\[:, None\]"):
+        calls[metric]()
