@@ -18,11 +18,15 @@ from jaxplain.metrics._similarity import _pearson
 from jaxplain.core._keys import check_key
 
 
+def drawn(key: jax.Array, n: int, size: int) -> jax.Array:
+    """``(size,)`` indices of `size` features drawn without replacement (the first `size` of a
+    random permutation of ``range(n)``)."""
+    return jax.random.permutation(key, n)[:size]
+
+
 def subset(key: jax.Array, n: int, size: int) -> jax.Array:
-    """``(n,)`` bool: `size` features drawn without replacement (the first `size` of a random
-    permutation of ``range(n)``)."""
-    chosen = jax.random.permutation(key, n)[:size]
-    return jnp.zeros(n, bool).at[chosen].set(True)
+    """``(n,)`` bool: the features :func:`drawn` with the same arguments."""
+    return jnp.zeros(n, bool).at[drawn(key, n, size)].set(True)
 
 
 @functools.partial(
@@ -38,13 +42,16 @@ def _correlation(f, x, target, attribution, value, key, *, samples, subset_size,
     wide = jnp.promote_types(scores.dtype, jnp.float32)
 
     def copy(i, j):  # example i with subset j at the baseline, and the subset's relevance
-        chosen = subset(D.item_key(key, i, j), n, subset_size)
-        m = chosen.reshape(grid)
+        ids = drawn(D.item_key(key, i, j), n, subset_size)
+        m = jnp.zeros(n, bool).at[ids].set(True).reshape(grid)
         m = m[..., None] if channels else m
-        return jnp.where(m, base[i], x[i]), jnp.where(chosen, scores[i], 0).astype(wide).sum()
+        # the sum of the subset's own `subset_size` scores, the same reduction for every draw:
+        # equal scores give bit-equal sums (a sum over all n features rounds by position)
+        return jnp.where(m, base[i], x[i]), scores[i][ids].astype(wide).sum()
 
-    y0, y, sums = D.evaluate_copies(f, x, copy, target, samples, output, batch_size)
-    return _pearson(sums, y0[:, None] - y)
+    _, y, sums = D.evaluate_copies(f, x, copy, target, samples, output, batch_size)
+    # r(sums, y0 - y) = r(sums, -y): the outputs' own scale tells a constant drop from rounding
+    return _pearson(sums, -y)
 
 
 def faithfulness_correlation(
@@ -93,7 +100,8 @@ def faithfulness_correlation(
           many as keep a pass in cache).
 
     Returns:
-        ``(batch,)`` correlations in ``[-1, 1]``; 0 where the sums or the drops are constant.
+        ``(batch,)`` correlations in ``[-1, 1]``; 0 where the sums or the drops are constant
+        (a spread of a few ulps, the rounding of equal values, counts as constant).
 
     Example:
         >>> import jax, jax.numpy as jnp

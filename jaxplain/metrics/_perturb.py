@@ -247,16 +247,21 @@ def group_ranks(scores: jax.Array, labels: jax.Array, counts: jax.Array, most: i
                 absolute: bool = False, mean: bool = False) -> jax.Array:
     """``(batch, n)`` position in the removal order of each feature's group, from ``(batch, n)``
     scores and group labels ``0..most − 1``: groups are ranked (:func:`ranks`) by the sum of
-    their features' scores (``mean``: the mean; ``absolute``: the ``|.|`` of either), so
+    their features' scores (``mean``: the mean, exactly equal for groups of one value whatever
+    their sizes; ``absolute``: the ``|.|`` of either), so
     ``rank < c`` removes ``c`` whole groups. Labels at or above an example's ``counts`` are not
     its groups and go last."""
     wide = jnp.promote_types(scores.dtype, jnp.float32)
     absent = -jnp.inf if order == "morf" else jnp.inf
 
     def one(s, g, count):
-        total = jax.ops.segment_sum(s.astype(wide), g, most)
-        if mean:
-            total = total / jnp.maximum(jax.ops.segment_sum(jnp.ones_like(s, wide), g, most), 1)
+        s = s.astype(wide)
+        if mean:  # ref + mean(s - ref), ref a value of the group: equal values, exactly that value
+            size = jax.ops.segment_sum(jnp.ones_like(s), g, most)
+            ref = jnp.where(size > 0, jax.ops.segment_max(s, g, most), 0)
+            total = ref + jax.ops.segment_sum(s - ref[g], g, most) / jnp.maximum(size, 1)
+        else:
+            total = jax.ops.segment_sum(s, g, most)
         total = jnp.abs(total) if absolute else total
         total = jnp.where(jnp.arange(most) < count, total, absent)
         return ranks(total[None], order)[0][g]

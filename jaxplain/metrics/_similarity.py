@@ -19,9 +19,25 @@ def _average_ranks(v: jax.Array) -> jax.Array:
     return (lo + hi - 1).astype(jnp.float32) / 2
 
 
+_ULPS = 8  # a spread of fewer ulps than this, of the values' own size, is rounding
+
+
+def _centered(v: jax.Array) -> jax.Array:
+    """``v`` minus its mean along the last axis, scaled by a power of 2 (exact) to a max ``|.|``
+    in ``[0.5, 1)`` so no square under- or overflows; all 0 where the standard deviation is below
+    ``_ULPS`` ulps of the root mean square (a constant computed along different paths, whose
+    copies differ in the last bits)."""
+    v = jnp.ldexp(v, -jnp.frexp(jnp.abs(v).max(-1, keepdims=True))[1])
+    c = v - v.mean(-1, keepdims=True)
+    tol = _ULPS * jnp.finfo(v.dtype).eps
+    noise = (c * c).mean(-1, keepdims=True) <= tol * tol * (v * v).mean(-1, keepdims=True)
+    return jnp.where(noise, 0.0, c)
+
+
 def _pearson(a: jax.Array, b: jax.Array) -> jax.Array:
-    a = a - a.mean(-1, keepdims=True)
-    b = b - b.mean(-1, keepdims=True)
+    """Pearson's r along the last axis; 0 where either side is constant (:func:`_centered`)."""
+    a = _centered(a)
+    b = _centered(b)
     den = jnp.sqrt((a * a).sum(-1) * (b * b).sum(-1))
     return jnp.where(den > 0, (a * b).sum(-1) / jnp.where(den > 0, den, 1.0), 0.0)
 
@@ -58,9 +74,10 @@ def ssim(
 ) -> Float[Array, " batch"]:
     """Mean structural similarity of 2-D maps with a uniform ``win_size`` window.
 
-    The conventions of scikit-image's ``structural_similarity`` defaults (uniform window,
-    sample covariance, ``K1 = 0.01``, ``K2 = 0.03``, mean over the windows that fit inside the
-    map); ``data_range = 2`` suits maps scaled to ``[-1, 1]``.
+    Equal to scikit-image's ``structural_similarity(a[i], b[i], win_size=win_size,
+    data_range=data_range)`` (uniform window, sample covariance, ``K1 = 0.01``, ``K2 = 0.03``,
+    mean over the windows that fit inside the map); scikit-image's own default window is 7, and
+    it has no default range for floats: ``data_range = 2`` suits maps scaled to ``[-1, 1]``.
 
     Example:
         >>> import jax.numpy as jnp
