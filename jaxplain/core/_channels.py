@@ -17,8 +17,13 @@ through ops that keep the whole shape, so that a reshape back gives the axis aga
 intervention's result takes the channel axis of the value it replaces (recorded by
 ``intervene``, see :func:`jaxplain.core._program.edit_scope`), so an edit, even to a constant,
 never changes the layout of the sites after it. :func:`input_channel_axis` follows the first
-convolution's input feature axis back to the model's input, through ops that keep the shape,
-reshapes, transposes, and pools and pads that leave the channel axis alone.
+convolution's input feature axis back to the model's input (:func:`way_back`), through ops that
+keep the shape (each input-dependent operand of an elementwise op: ``x - mean``, ``x *
+sigmoid(x)``), reshapes, transposes, broadcasts, reductions over other axes, pools that leave
+the channel axis alone, pads, crops (``slice``, ``dynamic_slice``), flips (``rev``),
+concatenations along any axis (CoordConv's coordinate channels), gathers whose axes map clearly
+(``x[..., [2, 1, 0]]``, a nearest-neighbour resize), and the batch and free axes of products
+(``jax.image.resize``'s interpolation matrices); where it is lost, :class:`WayBack` names the op.
 :func:`channels_last_view` uses it to give the methods that perturb or draw NHWC images (the
 faithfulness metrics, the report) a channels-first model as a function of NHWC images.
 """
@@ -216,11 +221,9 @@ def channel_axes(program: Program) -> dict[int, int]:
 
 
 def _untouched(node, axis: int) -> bool:
-    """Whether a pool (``reduce_window*``) or a ``pad`` leaves `axis` as it is: a window of 1
-    with stride 1 and no padding or dilation there (a pool's channel axis)."""
+    """Whether a pool (``reduce_window*``) leaves `axis` as it is: a window of 1 with stride 1
+    and no padding or dilation there (a pool's channel axis)."""
     p = node.eqn.params
-    if node.prim == "pad":
-        return tuple(p["padding_config"][axis]) == (0, 0, 0)
     ones = (1,) * len(p["window_dimensions"])
     return (p["window_dimensions"][axis] == 1 and p["window_strides"][axis] == 1
             and tuple(p["padding"][axis]) == (0, 0)
@@ -228,45 +231,149 @@ def _untouched(node, axis: int) -> bool:
             and (p.get("window_dilation") or ones)[axis] == 1)
 
 
+def _kept(axis: int, dropped, rank: int) -> int:
+    """The axis of a rank-`rank` operand that `axis` of the output is, when the op drops the
+    operand's axes `dropped` (a reduction, a squeeze) and keeps the others in order."""
+    return [a for a in range(rank) if a not in dropped][axis]
+
+
+def _gathered(node, axis: int) -> int | None:
+    """The axis of a ``gather``'s operand that `axis` of its output comes from, when that is
+    clear: an offset axis is the operand's axis at the same place among those its slices keep;
+    a batch axis of the indices picks along the one axis they index (``x[..., [2, 1, 0]]``,
+    ``jnp.take``), when they have one batch axis and the slices are collapsed there."""
+    dn = node.eqn.params["dimension_numbers"]
+    if dn.operand_batching_dims:
+        return None
+    if axis in dn.offset_dims:
+        return _kept(dn.offset_dims.index(axis), dn.collapsed_slice_dims,
+                     len(node.eqn.invars[0].aval.shape))
+    batch_axes = len(node.eqn.outvars[0].aval.shape) - len(dn.offset_dims)
+    if batch_axes == 1 and len(dn.start_index_map) == 1 and (
+            tuple(dn.collapsed_slice_dims) == tuple(dn.start_index_map)):
+        return dn.start_index_map[0]
+    return None
+
+
+def _multiplied(node, axis: int) -> list[tuple[int, int]]:
+    """The ``(operand, axis)`` pairs that `axis` of a ``dot_general``'s output comes from: its
+    batch axes first (from both operands), then the free axes of its first operand, then those
+    of its second (``jax.image.resize``'s products move the channel axis so)."""
+    contract, batch = node.eqn.params["dimension_numbers"]
+    free = [[a for a in range(len(v.aval.shape)) if a not in contract[k] and a not in batch[k]]
+            for k, v in enumerate(node.eqn.invars)]
+    if axis < len(batch[0]):
+        return [(node.ins[k], batch[k][axis]) for k in (0, 1)]
+    axis -= len(batch[0])
+    k = 0 if axis < len(free[0]) else 1
+    return [(node.ins[k], free[k][axis - k * len(free[0])])]
+
+
 def _backward(node, axis: int) -> list[tuple[int, int]]:
-    """The ``(input id, axis)`` pairs that `axis` of the node's output may come from, for ops
-    that keep the shape, broadcasts, reshapes, transposes, and pools and pads along an axis
-    they leave alone (none for other ops)."""
-    eqn = node.eqn
+    """The ``(input id, axis)`` pairs that `axis` of the node's output may come from: each
+    operand of an elementwise op that has the output's size on `axis` (operands of size 1 there
+    are broadcast along it), the operand of a broadcast, reshape, transpose, squeeze, reduction
+    over other axes, pool leaving `axis` alone, pad, crop or flip, every operand of a
+    concatenation, a ``gather``'s operand where its axes map clearly, the operands of a product
+    (:func:`_multiplied`); none for other ops."""
+    eqn, prim = node.eqn, node.prim
     out_shape = tuple(eqn.outvars[0].aval.shape)
     data = [(r, tuple(v.aval.shape)) for r, v in zip(node.ins, eqn.invars) if isinstance(r, int)]
-    if node.prim == "transpose":
-        return [(data[0][0], eqn.params["permutation"][axis])]
-    if node.prim == "reshape":
-        return [(data[0][0], a) for a in _landings(axis, out_shape, data[0][1])]
-    if node.prim == "broadcast_in_dim":
-        dims = tuple(eqn.params["broadcast_dimensions"])
-        return [(data[0][0], dims.index(axis))] if axis in dims else []
-    if node.prim in _WINDOWED or node.prim == "pad":
-        return [(node.ins[0], axis)] if _untouched(node, axis) else []
-    if node.prim in _FORGET or node.prim in _REDUCE:
+    if not data:
         return []
-    same = [r for r, shape in data if shape == out_shape]
-    return [(same[0], axis)] if len(same) == 1 else []
+    first, first_shape = data[0]
+    if prim == "transpose":
+        return [(first, eqn.params["permutation"][axis])]
+    if prim == "reshape":
+        return [(first, a) for a in _landings(axis, out_shape, first_shape)]
+    if prim == "broadcast_in_dim":
+        dims = tuple(eqn.params["broadcast_dimensions"])
+        return [(first, dims.index(axis))] if axis in dims else []
+    if prim == "squeeze":
+        return [(first, _kept(axis, eqn.params["dimensions"], len(first_shape)))]
+    if prim in _REDUCE:
+        return [(first, _kept(axis, eqn.params["axes"], len(first_shape)))]
+    if prim in _WINDOWED:
+        return [(first, axis)] if _untouched(node, axis) else []
+    if prim in ("pad", "slice", "dynamic_slice", "rev"):
+        return [(first, axis)] if node.ins[0] == first else []
+    if prim == "concatenate":
+        return [(r, axis) for r, _ in data]
+    if prim == "gather":
+        source = _gathered(node, axis) if node.ins[0] == first else None
+        return [] if source is None else [(first, source)]
+    if prim == "dot_general":
+        return [(r, a) for r, a in _multiplied(node, axis) if isinstance(r, int)]
+    if prim in _FORGET:
+        return []
+    return [(r, axis) for r, shape in data if len(shape) == len(out_shape)
+            and shape[axis] == out_shape[axis]
+            and all(s in (1, o) for s, o in zip(shape, out_shape))]
 
 
-def input_channel_axis(program: Program) -> int | None:
-    """The channel axis of the model's input: the first convolution's input feature axis,
-    followed back to the input; None when there is no convolution or the way back is lost or
-    ambiguous."""
+def _made(node, axis: int, depends: frozenset) -> bool:
+    """Whether `node` makes `axis` of its output rather than reading it from the input: one
+    element there, a broadcast that adds it (``x[..., None]``, a grey volume read by a
+    convolution), or an elementwise op broadcasting an input-dependent operand along it (a grey
+    value times per-channel weights)."""
+    out_shape = tuple(node.eqn.outvars[0].aval.shape)
+    if out_shape[axis] == 1:
+        return True
+    if node.prim == "broadcast_in_dim":
+        return axis not in node.eqn.params["broadcast_dimensions"]
+    return node.prim not in _FORGET and any(
+        isinstance(r, int) and r in depends and len(v.aval.shape) == len(out_shape)
+        and v.aval.shape[axis] == 1 for r, v in zip(node.ins, node.eqn.invars))
+
+
+@dataclasses.dataclass(frozen=True)
+class WayBack:
+    """Where the first convolution's input channel axis comes from in the model's input.
+
+    Attributes:
+        axes: the axes of the input that the ways back reach (one: the channel axis).
+        lost: the primitives where a way back from the input ends, in the order met: the op
+            reads the input but the search cannot tell where the channel axis came from.
+    """
+
+    axes: frozenset
+    lost: tuple[str, ...]
+
+
+def way_back(program: Program) -> WayBack:
+    """Follow the first convolution's input feature axis back to the model's input, through
+    every input-dependent operand (:func:`_backward`); a way that ends at a value the input
+    does not feed (a weight, CoordConv's coordinates) or at an axis the model makes itself
+    (:func:`_made`) is no loss."""
     producer = {ref: node for node in program.nodes for ref in node.outs}
     conv = next((node for node in program.nodes if node.prim == "conv_general_dilated"
                  and isinstance(node.ins[0], int)), None)
     if conv is None:
-        return None
-    found, todo = set(), [(conv.ins[0], conv.eqn.params["dimension_numbers"].lhs_spec[1])]
+        return WayBack(frozenset(), ())
+    found, lost, seen = set(), [], set()
+    todo = [(conv.ins[0], conv.eqn.params["dimension_numbers"].lhs_spec[1])]
     while todo:
         ref, axis = todo.pop()
+        if (ref, axis) in seen or ref not in program.depends:
+            continue
+        seen.add((ref, axis))
         if ref == program.input_id:
-            found.add(axis)
-        elif ref in producer:
-            todo.extend(_backward(producer[ref], axis))
-    return int(found.pop()) if len(found) == 1 else None
+            found.add(int(axis))  # jaxpr params may hold NumPy ints
+            continue
+        node = producer[ref]
+        ways = [(r, a) for r, a in _backward(node, axis) if r in program.depends]
+        if not ways and not _made(node, axis, program.depends) and node.prim not in lost:
+            lost.append(node.prim)
+        todo.extend(ways)
+    return WayBack(frozenset(found), tuple(lost))
+
+
+def input_channel_axis(program: Program) -> int | None:
+    """The channel axis of the model's input: the first convolution's input feature axis,
+    followed back to the input (:func:`way_back`); None when there is no convolution or the way
+    back is lost or ambiguous."""
+    axes = way_back(program).axes
+    return next(iter(axes)) if len(axes) == 1 else None
 
 
 def image_channel_axis(f: Callable, x) -> int | None:

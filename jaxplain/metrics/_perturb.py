@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from typing import Any, Callable
 
 import jax
@@ -26,9 +27,10 @@ import numpy as np
 
 from jaxplain.attribution._common import chunked_map, group_mask
 from jaxplain.attribution._value_checks import is_traced
-from jaxplain.core._channels import ChannelsLast, image_channel_axis
+from jaxplain.core._channels import ChannelsLast, WayBack, image_channel_axis, way_back
 from jaxplain.core._program import trace
 from jaxplain.core._outputs import as_probabilities
+from jaxplain.core._user_line import user_stacklevel
 
 BASELINES = ("zeros", "mean", "blur")
 ORDERS = ("morf", "lerf")
@@ -49,15 +51,38 @@ def layout(f: Callable, x: jax.Array) -> Layout:
     """The :class:`Layout` of ``x`` for ``f``: the channel axis of its first convolution, traced
     back to ``x`` (:func:`jaxplain.core._channels.image_channel_axis`; cached per shape). A
     convolution that reads ``x`` through an added axis (``x[..., None]``) leaves ``x`` without
-    channels; a model with no convolution reads a 4-d batch as NHWC images and anything else
-    element by element."""
+    channels; where the way back is lost on an axis of several elements, ``x`` is read element
+    by element too, with a warning (:func:`_warn_lost`); a model with no convolution reads a 4-d
+    batch as NHWC images and anything else element by element."""
     axis = image_channel_axis(f, x)
     if axis is not None:
         return Layout(axis, True)
     program = trace(f, jax.ShapeDtypeStruct(x.shape, x.dtype))
     if any(node.prim == "conv_general_dilated" for node in program.nodes):
+        _warn_lost(way_back(program), x)
         return Layout(None, True)
     return Layout(3, True) if x.ndim == 4 else Layout(None, False)
+
+
+def _warn_lost(way: WayBack, x: jax.Array) -> None:
+    """Warn that every element of ``x`` is a feature of its own because the way back from the
+    model's first convolution to ``x``'s channel axis is lost (:class:`WayBack`) or reaches
+    several axes; silent where the model makes its channel axis itself (``x[..., None]``, a
+    grey volume) or the axes reached have one element, where that is what the features are."""
+    if len(way.axes) > 1 and any(x.shape[a] > 1 for a in way.axes):
+        why = f"the ways back from the model's first convolution reach axes {sorted(way.axes)}"
+    elif way.lost and not way.axes:
+        why = f"the way back from the model's first convolution is lost at the op {way.lost[0]!r}"
+    else:
+        return
+    warnings.warn(
+        f"jaxplain.metrics: the channel axis of x {tuple(x.shape)} was not found ({why}), so "
+        "every element of x is ranked and replaced as a feature of its own: a pixel's channels "
+        'one by one, a "mean" baseline over all elements, insertion from zeros, no SSIM. To '
+        "score whole pixels, pass the channel-summed map (a.sum(-1, keepdims=True) for channels "
+        "last) with steps that divide the number of pixels and per-channel means as an array "
+        "(baseline=x.mean((1, 2), keepdims=True) for NHWC images); or apply that preprocessing "
+        "to x before the model.", UserWarning, stacklevel=user_stacklevel())
 
 
 def is_image(x: jax.Array, channels: bool) -> bool:
