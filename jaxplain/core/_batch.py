@@ -20,9 +20,11 @@ over the nodes of a graph, ``h[src]`` and ``segment_sum`` of a ``(nodes, batch, 
 value) puts it where that axis's slice lands; one that indexes the batch axis by an ``iota``
 along an axis of the indices (``h[jnp.arange(n), pos]``, ``.at[jnp.arange(n)[:, None], idx]``:
 example i's row of the indices reads or writes example i) puts it where that axis lands; other
-gathers and scatters, loops and ops that scan or reorder along the batch lose it (the value is
-then presented as the model computes it). An intervention's result takes the batch axis of the
-value it replaces, as in :func:`jaxplain.core._channels.channel_axes`.
+gathers and scatters, loops, ops that scan or reorder along the batch, and reshapes that merge
+the batch axis with another (a per-frame layer written as ``x.reshape(n * T, ...)``) lose it (the
+value is then presented as the model computes it; :func:`lost_by` says which of these did it,
+for error messages). An intervention's result takes the batch axis of the value it replaces, as
+in :func:`jaxplain.core._channels.channel_axes`.
 
 :func:`mixes_batch` says whether one example's output depends on the others: through a value
 computed over the whole batch, or through an op that moves values along the batch axis (a
@@ -33,6 +35,7 @@ classification on one graph, ``(nodes, features) -> (nodes, classes)``, is such 
 
 from __future__ import annotations
 
+import math
 import weakref
 
 import jax
@@ -364,6 +367,51 @@ def batch_axes(program: Program) -> dict[int, int | str]:
             for ref in node.outs if node.prim in _PIECES else node.outs[:1]:
                 states[ref] = state if state == SHARED else int(state)
     return states
+
+
+#: What :func:`lost_by` says of an op it cannot name more precisely.
+LOST = "a loop, sort or gather the kernel cannot follow"
+MERGED = ("a reshape that merges the batch axis with another axis (a per-frame layer written as "
+          "x.reshape(n*T, ...))")
+MERGED_FIX = ("apply the per-frame layer under jax.vmap over the examples instead of the reshape "
+              "(f = jax.vmap(g), with g applying it to one video's T frames as its batch), or "
+              "over examples and frames (jax.vmap(jax.vmap(frame)) for frame mapping one frame); "
+              "jax.vmap over the time axis alone merges the axes the same way")
+
+
+def _merges(node, axis: int) -> bool:
+    """Whether reshape `node` merges its operand's `axis` with neighbouring axes into one
+    output axis (``(n, T, ...) -> (n * T, ...)``, or ``(T, n, ...) -> (T * n, ...)`` after the
+    transpose of its ``dimensions``)."""
+    old, new = (tuple(v.aval.shape) for v in (node.eqn.invars[0], node.eqn.outvars[0]))
+    order = node.eqn.params.get("dimensions")
+    if order is not None:  # the operand is transposed by `order` first
+        old, axis = tuple(old[d] for d in order), list(order).index(axis)
+    return any(math.prod(new[:b]) == math.prod(old[:i]) and new[b] == math.prod(old[i:j])
+               and new[b] > old[axis]
+               for b in range(len(new)) for i in range(axis + 1)
+               for j in range(axis + 1, len(old) + 1))
+
+
+def lost_by(program: Program, states: dict, ref: int) -> tuple[str, str | None]:
+    """``(cause, fix)``: what lost the batch axis of the input-dependent value `ref`, absent
+    from ``states = batch_axes(program)``, for an error message that reads "lost (after
+    {cause})": :data:`MERGED` and :data:`MERGED_FIX` where a reshape on the way from the input
+    merged the batch axis with another, else :data:`LOST` and None (the caller's own fix)."""
+    producer = {r: node for node in program.nodes for r in node.outs}
+    todo, seen = [ref], {ref}
+    while todo:
+        node = producer.get(todo.pop())
+        for r in () if node is None else node.ins:
+            if not isinstance(r, int) or r not in program.depends or r in seen:
+                continue
+            seen.add(r)
+            state = states.get(r)
+            if state is None:
+                todo.append(r)
+            elif state != SHARED and node.prim == "reshape" and _merges(node, state):
+                return MERGED, MERGED_FIX
+    return LOST, None
 
 
 def _moves(node, states: dict, program: Program) -> bool:
