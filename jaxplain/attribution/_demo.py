@@ -13,9 +13,10 @@ import numpy as np
 DEEPLIFT_SHAP_BASELINES = 8
 
 
-def _methods(key, quick: bool, x, grad_cam_site, references) -> dict:
+def _methods(key, quick: bool, x, grad_cam_site, references, channels=None) -> dict:
     """``{column name: method(f, x, t)}``; `references` ``(m, ...)`` training examples are the
-    baseline distribution of the SHAP methods."""
+    baseline distribution of the SHAP methods; `channels` is the channel axis of one example
+    (:func:`channel_axis`), which occlusion's windows and KernelSHAP's groups cover whole."""
     from jaxplain import attribution as A
     from jaxplain.lrp import EpsilonPlusFlat
 
@@ -34,11 +35,12 @@ def _methods(key, quick: bool, x, grad_cam_site, references) -> dict:
         "guided backprop": lambda f, x, t: A.guided_backprop(f, x, t),
         "lrp eps-plus-flat": lambda f, x, t: A.lrp(f, x, t, rules=EpsilonPlusFlat()),
     }
-    window, mask = patches(x.shape[1:])
+    window, mask = patches(x.shape[1:], channels)
     label = "x".join(map(str, window))
     methods[f"occlusion {label}"] = lambda f, x, t: A.occlusion(f, x, t, window=window)
-    methods[f"kernel shap {label} ({4 * samples})"] = lambda f, x, t: A.kernel_shap(
-        f, x, t, feature_mask=mask, key=key, samples=4 * samples)
+    coalitions = max(4 * samples, 2 * int(mask.max() + 1))  # determined: 2 per group or more
+    methods[f"kernel shap {label} ({coalitions})"] = lambda f, x, t: A.kernel_shap(
+        f, x, t, feature_mask=mask, key=key, samples=coalitions)
     if grad_cam_site is not None:
         methods[f"grad-cam {grad_cam_site}"] = lambda f, x, t: A.grad_cam(
             f, x, t, site=grad_cam_site)
@@ -49,29 +51,47 @@ def _methods(key, quick: bool, x, grad_cam_site, references) -> dict:
     return methods
 
 
-def patches(shape):
-    """``(window, feature mask)`` for one example's ``shape``: square patches of a
-    quarter of the image side (2x2 on 8x8 digits: 16 groups) shared by all channels, or runs of
-    features of a vector."""
-    if len(shape) == 3:
-        h, w, _ = shape
-        side = max(1, min(h, w) // 4)
-        cols = -(-w // side)
-        mask = (np.arange(h)[:, None] // side * cols + np.arange(w)[None, :] // side)[:, :, None]
-        return (side, side), mask
-    size = int(np.prod(shape))
-    run = max(1, size // 16)
-    return (run,), (np.arange(size) // run).reshape(shape)
+def channel_axis(f, x) -> int | None:
+    """The channel axis of one example of the batch `x`, as the model's first convolution reads
+    it (0 for NCW sequences and NCHW images, the last for NWC, NHWC and NDHWC); None without a
+    convolution."""
+    from jaxplain.core._channels import image_channel_axis
+
+    axis = image_channel_axis(f, x)
+    return None if axis is None or axis < 1 else axis - 1
 
 
-def grad_cam_site(f, x):
-    """The last module site with a spatial (NHWC) value, for images (NHWC) only, else None (no
-    Grad-CAM: its map is resized to the input)."""
+def patches(shape, channels: int | None = None):
+    """``(window, feature mask)`` for one example's ``shape``: patches over its spatial axes
+    (all but the channel axis `channels`; None: the last), each covering whole positions (all
+    channels together): runs of a sixteenth of a sequence's length, squares of a quarter of an
+    image's side (2x2 on 8x8 digits: 16 groups), cubes of a quarter of a volume's side; or runs
+    of a sixteenth of the features of a vector ``(d,)``. ``window`` has one size per spatial
+    axis, in order, as :func:`jaxplain.attribution.occlusion` reads a shorter window (the
+    channel axis covered whole); the mask holds the patch ids, row-major over the patches, with
+    a size-1 channel axis (``(d,)`` for a vector)."""
+    shape = tuple(shape)
+    if len(shape) == 1:
+        run = max(1, shape[0] // 16)
+        return (run,), np.arange(shape[0]) // run
+    axis = len(shape) - 1 if channels is None else channels
+    spatial = shape[:axis] + shape[axis + 1:]
+    side = max(1, min(spatial) // (16 if len(spatial) == 1 else 4))
+    counts = tuple(-(-d // side) for d in spatial)
+    mask = np.ravel_multi_index(tuple(np.indices(spatial) // side), counts)
+    return (side,) * len(spatial), np.expand_dims(mask, axis)
+
+
+def grad_cam_site(f, x, channels: int | None):
+    """The last module site with the input's spatial layout ``(n, *spatial, c)`` (the kernel
+    presents sites channels last) for images, and for sequences and volumes that a convolution
+    reads (`channels`, their :func:`channel_axis`, not None); else None (no CAM: its map is
+    resized onto the input's spatial axes)."""
     from jaxplain.core import sites
 
-    if x.ndim != 4:
+    if x.ndim not in (3, 4, 5) or (x.ndim != 4 and channels is None):
         return None
-    spatial = [s.name for s in sites(f, x[:1]) if s.kind == "module" and len(s.shape) == 4]
+    spatial = [s.name for s in sites(f, x[:1]) if s.kind == "module" and len(s.shape) == x.ndim]
     return spatial[-1] if spatial else None
 
 
@@ -99,7 +119,9 @@ def demo_section(ctx):
     pick = jax.random.choice(jax.random.fold_in(ctx.key, 2), len(ctx.data.x_train),
                              (min(32, len(ctx.data.x_train)),), replace=False)
     references = jnp.asarray(np.asarray(ctx.data.x_train)[np.asarray(pick)])
-    methods = _methods(ctx.key, ctx.quick, x, grad_cam_site(ctx.f, x), references)
+    channels = channel_axis(ctx.f, x)
+    methods = _methods(ctx.key, ctx.quick, x, grad_cam_site(ctx.f, x, channels), references,
+                       channels)
     for name, method in ctx.progress(list(methods.items()), desc="attribution: methods"):
         try:
             a = jax.block_until_ready(method(ctx.f, x, target))  # compiles
@@ -138,20 +160,30 @@ def demo_section(ctx):
                      "when relevance is conserved: "
                      f"mean {float(np.asarray(found('lrp')).reshape(n, -1).sum(1).mean()):.3f}.")
     text = "\n".join(lines)
+
+    def shown(v):  # drawn channels last: positions left to right for NCW sequences
+        v = np.asarray(v)
+        return v if channels is None else np.moveaxis(v, channels + 1, -1)
+
     return (Section("Attribution", text=text)
             .with_table(header=["method", f"ms per example ({jax.default_backend().upper()}, "
                                 "compiled)", "mean sum of attribution"], rows=rows,
                         caption=f"Median of {TIMING_REPEATS} compiled calls on the machine that "
                                 "ran the report.")
-            .with_figure(map_grid(np.asarray(x), maps, np.asarray(target)),
-                         caption=map_caption(x.shape[1:])))
+            .with_figure(map_grid(shown(x), {k: shown(a) for k, a in maps.items()},
+                                  np.asarray(target)),
+                         caption=map_caption(shown(x).shape[1:])))
 
 
 def map_caption(example_shape) -> str:
-    """The caption of the attribution maps of inputs shaped ``example_shape`` (one example):
-    channels are summed only for images; each panel is scaled to its own largest |value|."""
+    """The caption of the attribution maps of inputs shaped ``example_shape`` (one example,
+    channels last): channels are summed only for images and volumes (and depth for volumes);
+    each panel is scaled to its own largest |value|."""
     colours = ("each panel scaled to its own largest absolute value, centred at zero: red "
                "positive, blue negative")
+    if len(example_shape) == 4:
+        return ("Volumes (depth, height, width, channels) projected along depth: the input's "
+                f"mean over depth, each map summed over depth and channels ({colours}).")
     if len(example_shape) == 3:
         return f"Heatmaps summed over channels ({colours})."
     if len(example_shape) == 2 and example_shape[1] > 1:

@@ -15,6 +15,11 @@ def is_image(example) -> bool:
     return np.ndim(example) == 3
 
 
+def is_volume(example) -> bool:
+    """True for one ``(depth, h, w, channels)`` example (NDHWC without the batch)."""
+    return np.ndim(example) == 4
+
+
 def feature_ticks(ax, size: int, *, count: int = 5) -> None:
     """A few labelled x ticks (at most ``count``, the first and the last included) at the
     indices ``0 .. size - 1`` of a plot over features or positions, so a reader can tell which
@@ -31,11 +36,14 @@ def _no_ticks(ax) -> None:
 
 def show_input(ax, example, *, cmap: str = "gray", vmin=None, vmax=None) -> None:
     """``(h, w, 1)``: grey levels; ``(h, w, 3)``: RGB scaled to [0, 1]; other channel counts:
-    their mean; a sequence ``(length, channels)``: one line per channel over the positions (an
-    image of channels x positions beyond 4 channels); a vector ``(d,)``: a bar chart with a few
+    their mean; a volume ``(depth, h, w, channels)``: its mean over depth, drawn as an image; a
+    sequence ``(length, channels)``: one line per channel over the positions (an image of
+    channels x positions beyond 4 channels); a vector ``(d,)``: a bar chart with a few
     feature-index ticks; anything else: flattened to bars. A sequence of 2 to 4 channels gets a
     legend naming them."""
     x = np.asarray(example, np.float64)
+    if is_volume(x):
+        x = x.mean(0)
     if is_image(x) and x.shape[-1] == 3:
         span = x.max() - x.min()
         ax.imshow((x - x.min()) / span if span > 0 else np.zeros_like(x))
@@ -60,7 +68,8 @@ def show_input(ax, example, *, cmap: str = "gray", vmin=None, vmax=None) -> None
 
 def show_map(ax, attribution, *, signed: bool = True) -> None:
     """An attribution shaped like one example: images summed over channels (blue-white-red
-    around 0 when ``signed``, else its magnitude over its maximum); a sequence
+    around 0 when ``signed``, else its magnitude over its maximum), volumes
+    ``(depth, h, w, channels)`` summed over depth and channels; a sequence
     ``(length, channels)`` as an image of channels (rows) x positions, or bars over the
     positions for one channel; vectors as bars with a few feature-index ticks (and a zero line
     when ``signed``). Each panel is scaled to its own largest absolute value.
@@ -69,7 +78,10 @@ def show_map(ax, attribution, *, signed: bool = True) -> None:
     full-height band in place of a bar) and counted in one warning.
     """
     a = np.asarray(attribution, np.float64)
-    if is_image(a):
+    if is_volume(a):
+        a = a.sum(0)
+    image = is_image(a)
+    if image:
         a = a.sum(-1)
     elif a.ndim == 2 and a.shape[1] == 1:
         a = a[:, 0]
@@ -88,7 +100,7 @@ def show_map(ax, attribution, *, signed: bool = True) -> None:
     if a.ndim == 2:
         import matplotlib
 
-        sequence = not is_image(attribution)  # (length, channels): channels as rows
+        sequence = not image  # (length, channels): channels as rows
         cmap = matplotlib.colormaps["bwr" if signed else "hot"].with_extremes(bad=BAD)
         ax.imshow(np.ma.masked_invalid(a.T if sequence else a), cmap=cmap,
                   vmin=low, vmax=high,
