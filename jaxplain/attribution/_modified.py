@@ -19,7 +19,7 @@ from jaxtyping import Array, Float, Int
 from jaxplain.attribution import _common, _model_checks
 from jaxplain.attribution._lrp_rules import MIXING
 from jaxplain.core import rewrite_backward
-from jaxplain.core._batch import batch_axes
+from jaxplain.core._batch import batch_axes, lost_by
 from jaxplain.core._capture import program_of
 from jaxplain.core._cpu import cpu_friendly
 
@@ -128,14 +128,14 @@ def check_batch_first(f: Callable, both) -> None:
         if ref is None or batch.get(ref) is not None or shape[:1] == (m,):
             continue
         name = site_map.node_names.get(i, node.activation or "max_pool")
+        cause, fix = lost_by(program, batch, ref)
         raise ValueError(
             f"deeplift evaluates f on x and its baselines stacked, a batch of {m}, and splits "
             f"the value entering {name!r} (shape {shape}) into the inputs' half and the "
             "references' half along its batch axis; but the batch axis of that value is lost "
-            f"on the way from x (after a loop, sort or gather the kernel cannot follow) and "
-            f"its first axis is not the batch of {m}. Give f a leading batch axis that stays "
-            "first (f = jax.vmap(g) over graphs or sequences, for g mapping one example to its "
-            f"logits), or {ON_X_BATCH[0].lower()}{ON_X_BATCH[1:]}, or integrated_gradients.")
+            f"on the way from x (after {cause}) and its first axis is not the batch of {m}. "
+            f"{fix[0].upper()}{fix[1:]}; or {ON_X_BATCH[0].lower()}{ON_X_BATCH[1:]}, or "
+            "integrated_gradients.")
 
 
 @functools.partial(jax.jit, static_argnames=("f",))

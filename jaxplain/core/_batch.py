@@ -371,6 +371,8 @@ def batch_axes(program: Program) -> dict[int, int | str]:
 
 #: What :func:`lost_by` says of an op it cannot name more precisely.
 LOST = "a loop, sort or gather the kernel cannot follow"
+KEEP_FIRST = ("give f a leading batch axis that stays first (f = jax.vmap(g) over graphs or "
+              "sequences, for g mapping one example to its logits)")
 MERGED = ("a reshape that merges the batch axis with another axis (a per-frame layer written as "
           "x.reshape(n*T, ...))")
 MERGED_FIX = ("apply the per-frame layer under jax.vmap over the examples instead of the reshape "
@@ -396,8 +398,8 @@ def _merges(node, axis: int) -> bool:
 def lost_by(program: Program, states: dict, ref: int) -> tuple[str, str | None]:
     """``(cause, fix)``: what lost the batch axis of the input-dependent value `ref`, absent
     from ``states = batch_axes(program)``, for an error message that reads "lost (after
-    {cause})": :data:`MERGED` and :data:`MERGED_FIX` where a reshape on the way from the input
-    merged the batch axis with another, else :data:`LOST` and None (the caller's own fix)."""
+    {cause}) ... {fix}": :data:`MERGED` and :data:`MERGED_FIX` where a reshape on the way from
+    the input merged the batch axis with another, else :data:`LOST` and :data:`KEEP_FIRST`."""
     producer = {r: node for node in program.nodes for r in node.outs}
     todo, seen = [ref], {ref}
     while todo:
@@ -411,7 +413,7 @@ def lost_by(program: Program, states: dict, ref: int) -> tuple[str, str | None]:
                 todo.append(r)
             elif state != SHARED and node.prim == "reshape" and _merges(node, state):
                 return MERGED, MERGED_FIX
-    return LOST, None
+    return LOST, KEEP_FIRST
 
 
 def _moves(node, states: dict, program: Program) -> bool:

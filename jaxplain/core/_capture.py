@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxplain.core._adapters import refuse_module
-from jaxplain.core._batch import batch_axes
+from jaxplain.core._batch import LOST, KEEP_FIRST, batch_axes, lost_by
 from jaxplain.core._caches import SameFunction, function_key
 from jaxplain.core._channels import channel_axes
 from jaxplain.core._draws import StochasticModelWarning, draws_random
@@ -110,6 +110,16 @@ def _nnx_state_error(err: Exception) -> bool:
             return True
         tb = tb.tb_next
     return False
+
+
+def batch_lost_at(f: Callable, x, name: str) -> tuple[str, str]:
+    """``(cause, fix)`` for the site `name` of `f` at `x`'s shape, whose batch axis the kernel
+    lost on the way from `x` (:func:`jaxplain.core._batch.lost_by`)."""
+    program, site_map = program_of(f, x, unrolled=True, warn=False)
+    ref = site_map.ids.get(name)
+    if ref is None:
+        return LOST, KEEP_FIRST
+    return lost_by(program, batch_axes(program), ref)
 
 
 def program_of(f: Callable, x, *, unrolled: bool = False,

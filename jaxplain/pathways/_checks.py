@@ -20,7 +20,7 @@ import numpy as np
 from jaxplain import core
 from jaxplain.attribution import _common
 from jaxplain.core._backward import unruled_products
-from jaxplain.core._capture import RELU_LIKE, program_of, selector_key
+from jaxplain.core._capture import RELU_LIKE, batch_lost_at, program_of, selector_key
 from jaxplain.core._user_line import user_stacklevel
 from jaxplain.core._sites import NORMALIZERS
 
@@ -131,7 +131,7 @@ def _resolve(f: Callable, shape: tuple, dtype, selector) -> tuple[tuple, int]:
             )
     by_name = {s.name: s for s in all_sites}
     for n in names:
-        check_batch_first(n, tuple(by_name[n].shape), shape[0])
+        check_batch_first(f, spec, n, tuple(by_name[n].shape))
     return tuple((n, tuple(by_name[n].shape), by_name[n].dtype) for n in names), out.shape[1]
 
 
@@ -155,17 +155,18 @@ def _warn_if_not_piecewise_linear(f: Callable, spec, all_sites) -> None:
             UserWarning, stacklevel=user_stacklevel())
 
 
-def check_batch_first(name: str, site_shape: tuple, batch: int) -> None:
+def check_batch_first(f: Callable, spec, name: str, site_shape: tuple) -> None:
     """Refuse a site whose value does not hold the batch first, as the kernel presents every
-    value whose batch axis it follows from ``x``: one percentile per example, and one mask row
-    per example, need it."""
+    value whose batch axis it follows from ``x`` (`spec`): one percentile per example, and one
+    mask row per example, need it."""
+    batch = spec.shape[0]
     if site_shape[:1] != (batch,):
+        cause, fix = batch_lost_at(f, spec, name)
         raise ValueError(
             f"site {name!r} has shape {site_shape}, whose first axis is not the batch of {batch}: "
-            "the kernel lost the batch axis of its value on the way from x (after a loop, sort "
-            "or gather it cannot follow), so the pathway cannot be selected per example. Give f "
-            "a leading batch axis that stays first (f = jax.vmap(g) over graphs or sequences, "
-            "for g mapping one example to its logits), or pass sites= without it.")
+            f"the kernel lost the batch axis of its value on the way from x (after {cause}), so "
+            f"the pathway cannot be selected per example. {fix[0].upper()}{fix[1:]}; or pass "
+            "sites= without it.")
 
 
 def resolve(f: Callable, x, sites) -> tuple[tuple, int]:

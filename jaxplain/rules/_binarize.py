@@ -291,6 +291,7 @@ def _resolve_sites(f, x, sites, locality) -> tuple[list[str], set[str]]:
     in program order) and those of them that ``locality`` selects."""
     from jaxplain.core import select
     from jaxplain.core import sites as model_sites
+    from jaxplain.core._capture import batch_lost_at
 
     known = model_sites(f, x)
     if isinstance(sites, str) or callable(sites):
@@ -307,12 +308,12 @@ def _resolve_sites(f, x, sites, locality) -> tuple[list[str], set[str]]:
     shapes = {s.name: tuple(s.shape) for s in known}
     for name in names:
         if shapes[name][:1] != x.shape[:1]:
+            cause, fix = batch_lost_at(f, x, name)
             raise ValueError(
                 f"site {name!r} has shape {shapes[name]}, whose first axis is not the batch of "
                 f"{x.shape[0]}: the kernel lost the batch axis of its value on the way from x "
-                "(after a loop, sort or gather it cannot follow), so its rows are not examples. "
-                "Give f a leading batch axis that stays first (f = jax.vmap(g) over graphs or "
-                "sequences, for g mapping one example to its logits), or select other sites.")
+                f"(after {cause}), so its rows are not examples. {fix[0].upper()}{fix[1:]}; or "
+                "select other sites.")
     if isinstance(locality, str) or callable(locality) or len(locality):
         local = set(select(known, locality))
         unknown = sorted(local - set(names))

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxplain.attribution import deeplift
-from jaxplain.core._batch import LOST, MERGED, batch_axes, lost_by
+from jaxplain.core._batch import KEEP_FIRST, LOST, MERGED, batch_axes, lost_by
 from jaxplain.core._capture import program_of
 
 _K = jax.random.split(jax.random.key(0), 4)
@@ -68,7 +68,7 @@ def test_other_losses_keep_the_generic_cause():
     sorted_batch = lambda x: jax.nn.relu(jnp.sort(x, axis=0))  # noqa: E731
     program, site_map = program_of(sorted_batch, X[:, 0, 0, 0], unrolled=True, warn=False)
     states = batch_axes(program)
-    assert lost_by(program, states, site_map.ids["relu"]) == (LOST, None)
+    assert lost_by(program, states, site_map.ids["relu"]) == (LOST, KEEP_FIRST)
 
 
 def test_the_suggested_fix_keeps_the_batch_and_deeplift_sums_to_the_gap():
@@ -86,3 +86,24 @@ def test_kernel_doc_lists_the_merging_reshape_among_what_loses_the_batch():
     doc = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "kernel.md").read_text()
     section = re.search(r"### Batch first\n(.*?)\n\*\*Models that mix", doc, flags=re.S)[1]
     assert "x.reshape(n * T, ...)" in section and "jax.vmap(jax.vmap(frame))" in section
+
+
+def test_every_method_that_needs_the_batch_names_the_merging_reshape():
+    """DeepLIFT, pathway selection and rule mining refuse the frames' ReLU of the reshape
+    spelling with the cause and the vmap fix, not a loop, sort or gather the model lacks."""
+    from jaxplain import pathways, rules
+
+    calls = {"deeplift": lambda: deeplift(reshaped, X, 0),
+             "pathways": lambda: pathways.select(reshaped, X, None, keep=0.5, sites="relu"),
+             "rules": lambda: rules.activations(reshaped, X, ["relu", "relu_1"])}
+    for name, call in calls.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                call()
+            except ValueError as err:
+                message = str(err)
+            else:
+                raise AssertionError(f"{name} accepted a value without its batch axis")
+        assert "x.reshape(n*T, ...)" in message and "jax.vmap(jax.vmap(frame))" in message, name
+        assert LOST not in message, name
