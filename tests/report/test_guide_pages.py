@@ -13,7 +13,7 @@ def test_getting_started_examples_run(jaxplain_home, digits_model, monkeypatch, 
     monkeypatch.chdir(tmp_path)  # the report example writes ./my-report
     text = (DOCS / "getting_started.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
-    assert len(blocks) == 4  # jaxplain explain's model modules (Linen, NNX), the default, a report
+    assert len(blocks) == 5  # explain's model modules (Linen, NNX), the default, a report, its JSON
     namespace: dict = {}
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
@@ -27,6 +27,7 @@ def test_getting_started_examples_run(jaxplain_home, digits_model, monkeypatch, 
     assert len(list((index.parent / "figures").iterdir())) == 1
     assert "My method" in index.read_text()
     assert callable(namespace["restore"])  # the explain example's factory
+    assert namespace["scores"] == {"a": 0.97, "b": 0.91}  # report.json's table
 
 
 def test_readme_examples_of_the_embedded_models_run(jaxplain_home, digits_model, digits_vit,
