@@ -137,8 +137,8 @@ def explain(model_spec: str, data_path: Path, checkpoint: Path | None, out: Path
     except ModelCallError as e:
         raise _usage_error(e, model_spec, model, checkpoint) from e
     if moved:
-        click.echo("The model reads its images channels first: the report shows and renders "
-                   "them channels last (NHWC).")
+        click.echo("The model reads its inputs channels first: the report shows and renders "
+                   "them channels last (NWC, NHWC or NDHWC).")
     labelled = "test" not in predicted
     acc = float((jax.numpy.argmax(jax.jit(f)(data.x_test), -1) == data.y_test).mean())
     size = (f"{len(data.x_test)} examples, both the training and the test set,"

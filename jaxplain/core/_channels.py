@@ -394,8 +394,8 @@ def image_channel_axis(f: Callable, x) -> int | None:
 
 @dataclasses.dataclass(frozen=True)
 class ChannelsLast:
-    """``f`` as a function of channels-last images ``(n, h, w, c)``, for a model that reads its
-    images with the channels on ``axis``. Equal for equal ``(f, axis)``, so that ``jit``'s
+    """``f`` as a function of channels-last inputs (images ``(n, h, w, c)``, signals, volumes),
+    for a model that reads them with the channels on ``axis``. Equal for equal ``(f, axis)``, so that ``jit``'s
     caches, keyed by the function, hold across calls."""
 
     f: Callable

@@ -66,10 +66,10 @@ def write_report(
     ``out_dir/index.html`` holds the title, a table of contents and every section (failed
     sections are marked and show their traceback); ``out_dir/figures/`` holds the PNG files;
     ``out_dir/report.json`` holds the same sections for a program to read (see
-    :func:`_report_json`). The new report is written to a hidden folder in ``out_dir`` first and then moved in place
-    of ``index.html`` and ``figures/``, so a failure part-way leaves an earlier report whole;
-    the move holds a lock on ``out_dir``, so that of two processes writing the same folder at
-    once, the page and the figures left are one run's.
+    :func:`_report_json`). The new report is written to a hidden folder in ``out_dir`` first
+    and then moved in place of ``index.html``, ``report.json`` and ``figures/``, so a failure
+    part-way leaves an earlier report whole; the move holds a lock on ``out_dir``, so that of
+    two processes writing the same folder at once, the files left are one run's.
 
     Args:
         sections: The sections, in order.

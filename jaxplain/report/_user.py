@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from jaxplain.core._channels import channels_last_view
+from jaxplain.core._channels import ChannelsLast, image_channel_axis
 
 
 class ModelCallError(ValueError):
@@ -323,19 +323,20 @@ def same_sets(data) -> bool:
 
 def channels_last(f, data: ReportData, *, model: str = "the model"
                   ) -> tuple[Any, ReportData, bool]:
-    """``(f, data, moved)``: for images that the model reads channels-first (its first
-    convolution takes channels on axis 1, as an Equinox CNN does), the model as a function of
-    NHWC images and the images moved to NHWC, since the report's figures and feature
-    visualization draw and optimise NHWC images; otherwise ``f`` and ``data`` as they are. An
-    exception of the model becomes a :class:`ModelCallError` naming ``model``."""
+    """``(f, data, moved)``: for signals, images or volumes that the model reads channels-first
+    (its first convolution takes channels on axis 1, as an Equinox CNN does), the model as a
+    function of channels-last inputs (NWC, NHWC, NDHWC) and the inputs moved so, since the
+    report's figures and feature visualization draw and optimise channels-last inputs;
+    otherwise ``f`` and ``data`` as they are. An exception of the model becomes a
+    :class:`ModelCallError` naming ``model``."""
     x = data.x_test
     try:
-        g, axis = channels_last_view(f, x[:2])
+        axis = image_channel_axis(f, x[:2]) if x.ndim in (3, 4, 5) else None
     except Exception as e:  # noqa: BLE001 - any error of the user's model, named and re-raised
         raise ModelCallError(f"tracing {model} on x of shape {x[:2].shape} to find its channels "
                              f"axis failed: {type(e).__name__}: {e}") from e
-    if axis is None:
+    if axis is None or axis == x.ndim - 1:
         return f, data, False
     moved = data._replace(x_train=np.moveaxis(data.x_train, axis, -1),
                           x_test=np.moveaxis(x, axis, -1))
-    return g, moved, True
+    return ChannelsLast(f, axis), moved, True

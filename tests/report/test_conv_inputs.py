@@ -136,3 +136,32 @@ def test_volumes_are_drawn_projected_along_depth():
     np.testing.assert_allclose(ax_map.get_images()[0].get_array(), v.sum((0, 3)))
     assert "projected along depth" in _demo.map_caption(v.shape)
     plt.close(fig)
+
+
+def test_every_section_gets_channels_first_signals_and_volumes_channels_last():
+    """The report moves NCW sequences and NCDHW volumes (not only NCHW images) channels last
+    for every section, with the model as a function of the moved inputs."""
+    from jaxplain.report._user import ReportData, channels_last
+
+    k1, k2, k3 = jax.random.split(jax.random.key(1), 3)
+    volumes = EqxVol(eqx.nn.Conv3d(2, 3, 3, padding=1, key=k1), eqx.nn.Linear(3, 3, key=k2))
+    for model, shape in ((eqx_seq(), (2, 32)), (volumes, (2, 4, 5, 6))):
+        f = jaxplain.as_function(model)
+        x = np.asarray(jax.random.normal(k3, (5,) + shape))
+        g, data, moved = channels_last(f, ReportData(x, np.zeros(5, int), x, np.zeros(5, int)))
+        assert moved and data.x_test.shape[1:] == shape[1:] + shape[:1]
+        np.testing.assert_allclose(g(data.x_test), f(x), rtol=1e-6)
+    f = _function("seq")  # channels last already: as it is
+    x = np.zeros((2, 32, 2), np.float32)
+    g, data, moved = channels_last(f, ReportData(x, np.zeros(2, int), x, np.zeros(2, int)))
+    assert g is f and not moved and data.x_test is x
+
+
+class EqxVol(eqx.Module):
+    """NCDHW volumes (2, 4, 5, 6) -> 3 classes, one example at a time."""
+
+    c1: eqx.nn.Conv3d
+    head: eqx.nn.Linear
+
+    def __call__(self, x):
+        return self.head(jax.nn.relu(self.c1(x)).mean(axis=(1, 2, 3)))
