@@ -12,8 +12,10 @@ The weights and their layers come from :mod:`jaxplain.metrics._weights`.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
+import warnings
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -21,7 +23,9 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from jaxplain.attribution._common import evaluation_error
+from jaxplain.core._caches import register
 from jaxplain.core._keys import check_key
+from jaxplain.core._user_line import user_stacklevel
 from jaxplain.metrics import _checks as checks
 from jaxplain.metrics import _perturb as P
 from jaxplain.metrics import _rebuilt as rebuilt
@@ -84,15 +88,76 @@ def _check_inputs(x, method, key):
     return x, x_check
 
 
-def _check_target(target, f, x, x_check):
-    """`target` as int32 ``(batch,)``, the prediction of `f` where None, checked with `x`'s
-    values in one read-back."""
-    classes = checks.num_classes(f, x)
+def _check_target(target, predict: Callable[[], jax.Array], classes: int, x, x_check):
+    """`target` as int32 ``(batch,)``, ``predict()`` where None, checked against the model's
+    `classes` and with `x`'s values in one read-back."""
     if target is None:
-        target = jnp.argmax(f(x), axis=-1)
+        target = predict()
     target, target_check = checks.as_target(target, x.shape[0], classes)
     checks.run_checks(x_check, target_check)
     return target
+
+
+def _predict(model, variables, apply_kwargs, weights, x) -> jax.Array:
+    """The original model's class for each example, by a compiled program (eagerly for a model
+    that JAX cannot trace with its weights as arguments)."""
+    try:
+        return rebuilt.predict(model, variables, apply_kwargs, weights.leaves, x)
+    except jax.errors.JAXTypeError:
+        return jnp.argmax(weights.rebuild(list(weights.leaves))(x), axis=-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Analysis:
+    """What a check reads off the model's structure, by tracing it: its number of classes, the
+    channel axis of ``x`` (:func:`_channel_axis`), the default layers in call order (``None``
+    where ``layers=`` are given) and the warnings given while finding them."""
+
+    classes: int
+    axis: int | None
+    order: tuple[str, ...] | None
+    warned: tuple[warnings.WarningMessage, ...]
+
+
+# structural key -> _Analysis, the most recently used last (see _analysis)
+_ANALYSES: collections.OrderedDict = register(collections.OrderedDict())
+_MAX_ANALYSES = 64
+
+
+def _analysis(model, variables, apply_kwargs, weights, x, chosen, default: bool) -> _Analysis:
+    """The :class:`_Analysis` of the model (its layers `chosen`, in call order where `default`),
+    checking that it runs on `x` (:func:`_callable`). It depends on the model's structure and
+    `x`'s shape, not on the values of the weights, so it is traced once per structure
+    (:func:`jaxplain.metrics._rebuilt.structure`) and shape, as the explaining is compiled
+    once: a new function of the weights each call would miss every per-function cache. Its
+    warnings are given again on every call."""
+    key = (rebuilt.structure(model, variables, apply_kwargs, weights.leaves, x), default)
+    found = _ANALYSES.pop(key, None)
+    if found is None:
+        caught: list[warnings.WarningMessage] = []
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                f = weights.rebuild(list(weights.leaves))
+                _callable(f, x, model, apply_kwargs)
+                axis = _channel_axis(f, x)
+                order = layer_order(weights, x, chosen) if default else None
+                classes = checks.num_classes(f, x)
+        except Exception:
+            _give(caught)  # those that came before the failure
+            raise
+        found = _Analysis(classes, axis, order, tuple(caught))
+    _ANALYSES[key] = found
+    if len(_ANALYSES) > _MAX_ANALYSES:
+        _ANALYSES.popitem(last=False)
+    _give(found.warned)
+    return found
+
+
+def _give(warned: Sequence[warnings.WarningMessage]) -> None:
+    """Give the recorded warnings `warned` again, at the user's line."""
+    for w in warned:
+        warnings.warn(w.message, w.category, stacklevel=user_stacklevel())
 
 
 def _check_apply_kwargs(apply_kwargs: Any) -> dict[str, Any]:
@@ -312,16 +377,16 @@ def randomization_check(
     apply_kwargs = _check_apply_kwargs(apply_kwargs)
     weights = model_weights(model, variables, apply_kwargs)
     chosen = layer_leaves(weights, layers)
-    f0 = weights.rebuild(list(weights.leaves))
-    _callable(f0, x, model, apply_kwargs)
-    axis = _channel_axis(f0, x)
+    found = _analysis(model, variables, apply_kwargs, weights, x, chosen, layers is None)
+    axis = found.axis
     _check_window(win_size, x, axis)
-    names = layer_order(weights, x, chosen) if layers is None else tuple(chosen)
+    names = found.order if layers is None else tuple(chosen)
     init_key, draw_key = jax.random.split(key)
     new_leaves = fresh_leaves(model, weights, fresh, x,
                                draw_key if stdev is not None else init_key, stdev, chosen,
                                apply_kwargs)
-    target = _check_target(target, f0, x, x_check)
+    predict = functools.partial(_predict, model, variables, apply_kwargs, weights, x)
+    target = _check_target(target, predict, found.classes, x, x_check)
     explain = functools.partial(rebuilt.explain, model, variables, apply_kwargs, method,
                                 x=x, target=target)
     try:
@@ -432,9 +497,10 @@ def data_randomization_check(
     _callable(f0, x)
     axis = _channel_axis(f0, x)
     _check_window(win_size, x, axis)
+    classes = checks.num_classes(f0, x)
     checks.check_digits_fit(digits, defaulted, "data_randomization_check retrains the model",
-                            classes=checks.num_classes(f0, x))
-    target = _check_target(target, f0, x, x_check)
+                            classes=classes)
+    target = _check_target(target, lambda: jnp.argmax(f0(x), axis=-1), classes, x, x_check)
     perm_key, train_key = jax.random.split(key)
     shuffled = dataclasses.replace(
         digits, y_train=jax.random.permutation(perm_key, digits.y_train)

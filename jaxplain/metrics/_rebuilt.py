@@ -6,7 +6,10 @@ which compiles again for each state, on every call. Here the model's arrays (var
 fields, NNX state, the new leaves) are the *arguments* of one jitted program, which rebuilds
 the function inside the trace and calls the method there; what stays fixed (the module, the
 tree structure, non-array fields, the method, its options) is the program's static key. A
-second call with the same model structure, method and shapes compiles nothing.
+second call with the same model structure, method and shapes compiles nothing. The original
+model's prediction (:func:`predict`) and a Linen model's default fresh weights (:func:`init`)
+are compiled the same way, and :func:`structure` keys what a trace of the model tells on that
+structure.
 
 A ``functools.partial`` method is opened up: its PRNG keys are arguments too (a new key per
 call reuses the program); its other options are static, compared by value (or by identity
@@ -20,6 +23,7 @@ import functools
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
@@ -90,17 +94,45 @@ def _method_tree(method: Callable) -> Any:
     return method
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _program(model_static: _Static, method_static: _Static, model_arrays: list,
-             method_keys: list, x: Array, target: Array) -> Array:
-    """The method on the model rebuilt, inside the trace, from the traced arrays."""
+def _model_split(model: Any, variables: Any, apply_kwargs: dict[str, Any],
+                 leaves: Any) -> tuple[list, _Static]:
+    """``(arrays, static rest)`` of the model rebuilt from `leaves` (:func:`_rebuilt`)."""
+    kind = model_kind(model)
+    parts = model
+    if kind == "nnx":
+        from flax import nnx
+
+        parts = nnx.split(model)
+    return _split((kind, parts, variables, apply_kwargs, list(leaves)), _is_array)
+
+
+def _rebuilt(model_static: _Static, model_arrays: list) -> Callable:
+    """The function of the model that :func:`_model_split` took apart (inside a trace, of its
+    traced arrays)."""
     kind, parts, variables, apply_kwargs, leaves = _join(model_static, model_arrays)
     if kind == "nnx":
         from flax import nnx
 
         parts = nnx.merge(*parts)
-    f = model_weights(parts, variables, apply_kwargs).rebuild(leaves)
-    return _join(method_static, method_keys)(f, x, target)
+    return model_weights(parts, variables, apply_kwargs).rebuild(leaves)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _program(model_static: _Static, method_static: _Static, model_arrays: list,
+             method_keys: list, x: Array, target: Array) -> Array:
+    """The method on the model rebuilt, inside the trace, from the traced arrays."""
+    return _join(method_static, method_keys)(_rebuilt(model_static, model_arrays), x, target)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _prediction(model_static: _Static, model_arrays: list, x: Array) -> Array:
+    return jnp.argmax(_rebuilt(model_static, model_arrays)(x), axis=-1)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _init(static: _Static, arrays: list, key: Array, x: Array) -> Any:
+    model, apply_kwargs = _join(static, arrays)
+    return model.init(key, x, **apply_kwargs)
 
 
 def explain(
@@ -119,16 +151,41 @@ def explain(
     Raises what tracing the method raises: a ``jax.errors.JAXTypeError`` for a method that JAX
     cannot trace (one written in NumPy), which the caller may then call as it is.
     """
-    kind = model_kind(model)
-    parts = model
-    if kind == "nnx":
-        from flax import nnx
-
-        parts = nnx.split(model)
-    model_arrays, model_static = _split((kind, parts, variables, apply_kwargs, list(leaves)),
-                                        _is_array)
+    model_arrays, model_static = _model_split(model, variables, apply_kwargs, leaves)
     method_keys, method_static = _split(_method_tree(method), _is_key)
     return _program(model_static, method_static, model_arrays, method_keys, x, target)
+
+
+def predict(model: Any, variables: Any, apply_kwargs: dict[str, Any], leaves: list,
+            x: Float[Array, "batch *feature"]) -> Int[Array, " batch"]:
+    """``argmax(f(x), axis=-1)``, the class `f` (as in :func:`explain`) predicts for each
+    example, by one compiled program per model structure and shapes; raises a
+    ``jax.errors.JAXTypeError`` for a model that JAX cannot trace with its arrays as
+    arguments."""
+    model_arrays, model_static = _model_split(model, variables, apply_kwargs, leaves)
+    return _prediction(model_static, model_arrays, x)
+
+
+def init(model: Any, key: Array, x: Float[Array, "1 *feature"],
+         apply_kwargs: dict[str, Any]) -> Any:
+    """``model.init(key, x, **apply_kwargs)`` of a Flax Linen `model`, compiled once per model,
+    options and shapes (the same values as the eager call: the same random draws); raises a
+    ``jax.errors.JAXTypeError`` for a model that JAX cannot trace."""
+    arrays, static = _split((model, apply_kwargs), _is_array)
+    return _init(static, arrays, key, x)
+
+
+def structure(model: Any, variables: Any, apply_kwargs: dict[str, Any], leaves: list,
+              x: Float[Array, "batch *feature"]) -> Any:
+    """A hashable key of everything a trace of the model rebuilt from `leaves` on `x` depends
+    on but the values of its arrays: :func:`explain`'s static key, the shape and dtype of each
+    array and of `x`, and the ``jax.config`` flags that change a trace."""
+    from jaxplain.core._program import trace_context
+
+    arrays, static = _model_split(model, variables, apply_kwargs, leaves)
+    avals = tuple((np.shape(a), np.dtype(a.dtype), getattr(a, "weak_type", False))
+                  for a in [*arrays, x])
+    return static, avals, trace_context()
 
 
 def place_like(new: Any, old: Any) -> Any:

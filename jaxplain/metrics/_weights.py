@@ -323,7 +323,12 @@ def fresh_leaves(model, weights: Weights, fresh, x, key, stdev, layers,
         if not hasattr(model, "init"):
             raise TypeError("model has no init(); pass fresh= (new variables) or stdev to draw "
                             "Gaussian weights instead")
-        fresh = model.init(key, x[:1], **apply_kwargs)
+        from jaxplain.metrics._rebuilt import init
+
+        try:  # compiled once per model and shapes: an eager init traces every layer per call
+            fresh = init(model, key, x[:1], apply_kwargs)
+        except jax.errors.JAXTypeError:  # a model JAX cannot trace: initialized eagerly
+            fresh = model.init(key, x[:1], **apply_kwargs)
     if weights.kind == "linen":
         other = model_weights(model, fresh, apply_kwargs, name="fresh")
     else:
