@@ -263,18 +263,41 @@ def kernel_shap(f: Callable, x: Float[Array, "batch *feature"] | Int[Array, "bat
                         batch_size=_common.check_batch_size(batch_size))
 
 
+_dot = functools.partial(jnp.matmul, precision=jax.lax.Precision.HIGHEST)  # no TF32 / bf16 passes
+
+
+def _ridge(a, b, ridge):
+    """``beta`` minimising ``|a @ beta - b|^2 + ridge |beta|^2`` (`a` ``(m, G)``, `b` ``(m, k)``;
+    returns ``(G, k)``) through the eigendecomposition of the smaller Gram matrix: ``a.T @ a``
+    ``(G, G)`` when ``m >= G``, else ``a @ a.T`` ``(m, m)`` and ``beta = a.T @ alpha`` (the dual),
+    then one step of refinement on the residual computed from `a` (what forming the Gram matrix
+    lost in float32). Eigenvalues plus `ridge` at or below rounding (``max(m, G) eps`` of the
+    largest) are dropped, as ``lstsq`` drops small singular values: with ridge 0 and several
+    exact fits, the least-norm ``beta``."""
+    m, g = a.shape
+    dual = m < g
+    e, v = jnp.linalg.eigh(_dot(a, a.T) if dual else _dot(a.T, a))
+    e = e + ridge
+    keep = e > jnp.finfo(a.dtype).eps * max(m, g) * e[-1:]
+    inverse = jnp.where(keep, 1.0 / jnp.where(keep, e, 1.0), 0.0)[:, None]
+    solve = lambda r: _dot(v, inverse * _dot(v.T, r))
+    if dual:
+        alpha = solve(b)
+        return _dot(a.T, alpha + solve(b - _dot(a, _dot(a.T, alpha)) - ridge * alpha))
+    beta = solve(_dot(a.T, b))
+    return beta + solve(_dot(a.T, b - _dot(a, beta)) - ridge * beta)
+
+
 def _lime_fit(z, y, count, kernel_width, ridge):
-    """Ridge fit of ``y ~ c + z @ beta`` weighted by ``exp(-d^2 / kernel_width^2)``, ``d`` the
-    cosine distance of each coalition to the all-on one over `count` groups. `z` ``(m, G)``,
-    `y` ``(m, k)``; returns ``beta`` ``(G, k)``."""
-    samples, groups = z.shape
+    """Ridge fit of ``y ~ c + z @ beta`` weighted by ``k = exp(-d^2 / kernel_width^2)``, ``d`` the
+    cosine distance of each coalition to the all-on one over `count` groups; the intercept ``c``
+    is unpenalised, so it is taken out by centring `z` and `y` on their ``k``-weighted means.
+    `z` ``(m, G)``, `y` ``(m, k)``; returns ``beta`` ``(G, k)``."""
     distance = 1.0 - jnp.sqrt(z.sum(axis=1) / count)
-    w = jnp.sqrt(jnp.exp(-(distance ** 2) / kernel_width ** 2))
-    design = jnp.concatenate([jnp.ones((samples, 1), z.dtype), z], axis=1) * w[:, None]
-    penalty = jnp.sqrt(ridge) * jnp.eye(groups + 1, dtype=z.dtype)[1:]  # intercept unpenalized
-    a = jnp.concatenate([design, penalty], axis=0)
-    rhs = jnp.concatenate([y * w[:, None], jnp.zeros((groups, y.shape[1]), z.dtype)], axis=0)
-    return _lstsq(a, rhs)[1:]
+    k = jnp.exp(-(distance ** 2) / kernel_width ** 2)
+    mean = lambda a: _dot(k / k.sum(), a)[None]
+    root = jnp.sqrt(k)[:, None]
+    return _ridge((z - mean(z)) * root, (y - mean(y)) * root, ridge)
 
 
 @functools.partial(jax.jit, static_argnames=("f", "samples", "batch_size"))
@@ -319,7 +342,8 @@ def lime(f: Callable, x: Float[Array, "batch *feature"] | Int[Array, "batch *fea
         example is fitted on the groups it has, as alone); None: every element is its own group.
       kernel_width: the width of the exponential kernel, on distances in coalition space
         (``lime_image`` weights by ``sqrt(exp(-d^2 / 0.25^2))``: ``kernel_width=0.25·√2``).
-      ridge: the L2 penalty on the coefficients (not the intercept).
+      ridge: the L2 penalty on the coefficients (not the intercept). With 0 and fewer
+        samples than groups, every sample is fitted exactly: the coefficients of least norm.
       batch_size: the number of coalitions evaluated at once (None: all at once on GPU/TPU, on CPU
         as many as keep a pass in cache).
 
