@@ -366,9 +366,10 @@ def lime(f: Callable, x: Float[Array, "batch *feature"] | Int[Array, "batch *fea
     key = check_key(key)
     b = _common.check_baseline(baseline, x, method="lime")
     mask, counts = own_groups(feature_mask, x)
-    for name, value in (("kernel_width", kernel_width), ("ridge", ridge)):
-        if not _common.is_traced(value) and (jnp.ndim(value) != 0 or not float(value) >= 0):
-            raise ValueError(f"{name} must be a float >= 0; got {value!r}")
+    for name, value, zero in (("kernel_width", kernel_width, False), ("ridge", ridge, True)):
+        if not _common.is_traced(value) and (
+                jnp.ndim(value) != 0 or not (float(value) > 0 or zero and float(value) == 0)):
+            raise ValueError(f"{name} must be a float {'>=' if zero else '>'} 0; got {value!r}")
     return _lime(f, x, t, b, mask, key, jnp.asarray(np.arange(counts.max()) < counts[:, None]),
                  jnp.asarray(kernel_width, _common.wide(x.dtype)),
                  jnp.asarray(ridge, _common.wide(x.dtype)),

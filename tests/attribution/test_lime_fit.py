@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxplain.attribution import _surrogate
+from jaxplain.attribution import _surrogate, lime
 from jaxplain.attribution._surrogate import _lime_fit
 
 
@@ -81,3 +81,11 @@ def test_per_element_groups_of_an_image_fit_in_little_memory():
         pytest.skip("no memory analysis on this backend")
     # the samples' inputs are 2.4 MiB; a (samples + G) x (G + 1) least squares was 113 MiB
     assert analysis.temp_size_in_bytes < 20 * 2 ** 20
+
+
+def test_a_kernel_width_of_zero_is_refused_not_a_nan_fit():
+    """exp(-d^2 / 0^2) weighs the all-on coalition 0/0: NaN weights, refused by name."""
+    x = jnp.ones((1, 4))
+    for width in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match=r"kernel_width must be a float > 0"):
+            lime(lambda v: v @ jnp.ones((4, 2)), x, 0, key=jax.random.key(0), kernel_width=width)
