@@ -8,8 +8,6 @@ second call with the same function and shapes reuses the compiled program.
 from __future__ import annotations
 
 import functools
-import types
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -21,11 +19,11 @@ from jaxplain.attribution._value_checks import (Check, check_no_nan, is_traced, 
                                                  run_checks)
 from jaxplain.core._adapters import refuse_module
 from jaxplain.core._affine import AffineStem, affine_stem
-from jaxplain.core._caches import register
 from jaxplain.core._capture import model_error_hint, warn_about_model
 from jaxplain.core._chunks import auto_chunk
 from jaxplain.core._layout import fast_convolutions
 from jaxplain.core._cpu import cpu_friendly, sum_leading
+from jaxplain.core._function_cache import per_function
 from jaxplain.core._reinterpret import match_varying, zeros_varying_like
 
 
@@ -124,59 +122,10 @@ def batch_axis_hint(f: Callable, shape: tuple, dtype: Any) -> str:
             "looks like one example without its batch axis; pass x[None])")
 
 
+@per_function(maxsize_fallback=512)
 def _output_shape(f: Callable, shape: tuple, dtype: Any) -> tuple:
     """The shape of ``f`` on an input of `shape` and `dtype` (its abstract evaluation), cached
-    per function without keeping the function alive (:func:`_shapes_of`)."""
-    shapes, part = _shapes_of(f)
-    if shapes is None:
-        return _held_output_shape(f, shape, dtype)
-    key = (part, shape, dtype)
-    if key not in shapes:
-        shapes[key] = _evaluate_shape(f, shape, dtype)
-    return shapes[key]
-
-
-# function -> {(None, shape, dtype): output shape}; weak, so that a function built per call (a
-# model rebuilt from new weights) goes, with what jaxplain caches for it in turn (its traced
-# programs, in WeakKeyDictionaries of their own); equal functions share it, as jit's keys do
-_SHAPES: "weakref.WeakKeyDictionary[Callable, dict]" = weakref.WeakKeyDictionary()
-# id of a bound method's object -> ({(__func__, shape, dtype): output shape}, weak reference to
-# the object): the entry goes with the object
-_OBJECT_SHAPES: dict[int, tuple[dict, weakref.ref]] = register({})
-
-
-def _shapes_of(f: Callable) -> tuple[dict | None, Any]:
-    """The dict of `f`'s output shapes and `f`'s part of their keys, held weakly. A bound method
-    is a new object on each attribute access: its shapes are kept with its object (compared by
-    identity, as methods compare it), under its ``__func__``. ``(None, None)`` for a function
-    that cannot be weakly referenced (:func:`_held_output_shape` caches it)."""
-    if isinstance(f, types.MethodType):
-        owner = f.__self__
-        entry = _OBJECT_SHAPES.get(id(owner))
-        if entry is None or entry[1]() is not owner:
-            try:
-                ref = weakref.ref(owner, functools.partial(_forget, id(owner)))
-            except TypeError:
-                return None, None
-            entry = _OBJECT_SHAPES[id(owner)] = ({}, ref)
-        return entry[0], f.__func__
-    try:
-        return _SHAPES.setdefault(f, {}), None
-    except TypeError:  # not weakly referenceable (or unhashable: the LRU cache says so)
-        return None, None
-
-
-def _forget(owner_id: int, ref: weakref.ref) -> None:
-    """Drop the shapes of a bound method's object that is gone (`ref` is its reference)."""
-    entry = _OBJECT_SHAPES.get(owner_id)
-    if entry is not None and entry[1] is ref:
-        del _OBJECT_SHAPES[owner_id]
-
-
-@functools.lru_cache(maxsize=512)
-def _held_output_shape(f: Callable, shape: tuple, dtype: Any) -> tuple:
-    """:func:`_evaluate_shape`, cached for functions that no weak reference can hold (kept
-    alive until evicted)."""
+    per function without keeping the function alive (:func:`per_function`)."""
     return _evaluate_shape(f, shape, dtype)
 
 

@@ -35,6 +35,7 @@ from jaxplain.attribution._integrated import quadrature
 from jaxplain.core import capture, intervene
 from jaxplain.core._capture import OwnEdit, program_for
 from jaxplain.core._cpu import cpu_friendly
+from jaxplain.core._function_cache import per_function
 from jaxplain.core._select import one_site
 
 
@@ -53,7 +54,7 @@ def _site_name(f, x, site) -> str:
     return one_site(program_for(f, x, [site])[2][0], site)
 
 
-@functools.lru_cache(maxsize=256)
+@per_function(maxsize_fallback=256)
 def _site_value(f, site, shape, dtype) -> jax.ShapeDtypeStruct:
     return jax.eval_shape(lambda z: _activation(f, site, z), jax.ShapeDtypeStruct(shape, dtype))
 

@@ -10,7 +10,8 @@ Which caches: every ``functools.lru_cache`` / ``functools.cache`` at the top lev
 ``jaxplain`` module (found, so a new one needs no registration), every module-level
 ``weakref.WeakKeyDictionary`` / ``WeakValueDictionary`` (the per-function trace caches), every
 module-level ``weakref.WeakSet`` (the functions already warned about: they warn again), and
-anything passed to :func:`register` (a cache of another kind, e.g. a plain dict).
+anything passed to :func:`register` (a cache of another kind, e.g. a plain dict, or a
+``per_function`` cache of :mod:`jaxplain.core._function_cache`, which registers itself).
 
 Which keys: a static argument that is a function (a predicate selector, an ``intervene`` edit)
 is compared by what it computes, see :func:`function_key`, so ``lambda v: v * 0.5`` written
@@ -70,6 +71,7 @@ def _found() -> list:
                                   weakref.WeakSet)):
                 caches.append(value)
             elif (callable(getattr(value, "cache_clear", None)) and hasattr(value, "cache_info")
+                  and not isinstance(value, type)  # a cache's class, not a cache
                   and str(getattr(value, "__module__", "")).startswith("jaxplain")):
                 caches.append(value)
     return caches

@@ -311,6 +311,9 @@ def selector_key(selector):
                         f"predicate (name, site) -> bool; got {selector!r}") from None
 
 
+# not a per_function cache (jaxplain.core._function_cache): the value, the compiled function,
+# holds `f`, so an entry kept with `f` would keep `f` alive forever; so at most 64 functions
+# are held here until evicted or clear_caches
 @functools.lru_cache(maxsize=64)
 def _compiled(impl: Callable, f: Callable, key) -> Callable:
     return jax.jit(functools.partial(impl, f, key))

@@ -20,8 +20,6 @@ other row, per row with ``jnp.where`` (no host round trip, so it works under ``j
 
 from __future__ import annotations
 
-import functools
-
 import weakref
 from collections.abc import Callable
 
@@ -29,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxplain.core._function_cache import per_function
 from jaxplain.core._program import Lit, Program, trace
 
 # Ops that change neither the values nor the meaning of the class axis.
@@ -208,7 +207,7 @@ def _last_axis(f: Callable, shape: tuple, dtype) -> tuple:
         return _last_axis_cached.__wrapped__(f, shape, dtype)
 
 
-@functools.lru_cache(maxsize=256)
+@per_function(maxsize_fallback=256)
 def _last_axis_cached(f: Callable, shape: tuple, dtype) -> tuple:
     out = jax.eval_shape(f, jax.ShapeDtypeStruct(shape, dtype))
     return tuple(getattr(out, "shape", (None,))[-1:])

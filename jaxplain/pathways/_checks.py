@@ -9,7 +9,6 @@ and is cached, so repeated direct calls do not re-trace the model.
 
 from __future__ import annotations
 
-import functools
 import warnings
 from collections.abc import Callable, Mapping
 
@@ -21,6 +20,7 @@ from jaxplain import core
 from jaxplain.attribution import _common
 from jaxplain.core._backward import unruled_products
 from jaxplain.core._capture import RELU_LIKE, batch_lost_at, program_of, selector_key
+from jaxplain.core._function_cache import per_function
 from jaxplain.core._user_line import user_stacklevel
 from jaxplain.core._sites import NORMALIZERS
 
@@ -102,7 +102,7 @@ def check_keep(keep) -> float:
     return keep
 
 
-@functools.lru_cache(maxsize=256)
+@per_function(maxsize_fallback=256)
 def _resolve(f: Callable, shape: tuple, dtype, selector) -> tuple[tuple, int]:
     spec = jax.ShapeDtypeStruct(shape, dtype)
     all_sites = core.sites(f, spec)  # first: the kernel wraps a model that fails at this shape

@@ -21,6 +21,7 @@ import numpy as np
 
 import jaxplain as jp
 from jaxplain.core import BatchMixingWarning, mixes_batch
+from jaxplain.core._function_cache import per_function
 from jaxplain.core._keys import check_key
 from jaxplain.subnet import _checkpoint, _optimize, _placement, _threshold, _verdict
 from jaxplain.subnet._objective import log_probs
@@ -98,7 +99,7 @@ def _output(f: Callable, x: jax.Array) -> tuple[tuple, np.dtype]:
         return _output_cached.__wrapped__(f, tuple(x.shape), jnp.dtype(x.dtype))
 
 
-@functools.lru_cache(maxsize=256)
+@per_function(maxsize_fallback=256)
 def _output_cached(f: Callable, shape: tuple, dtype) -> tuple[tuple, np.dtype]:
     out = jax.eval_shape(f, jax.ShapeDtypeStruct(shape, dtype))
     return tuple(out.shape), jnp.dtype(out.dtype)

@@ -26,6 +26,7 @@ from jaxplain.core import capture, sites
 from jaxplain.core._adapters import refuse_module
 from jaxplain.core._channels import channels_last_view
 from jaxplain.core._cpu import cpu_friendly
+from jaxplain.core._function_cache import per_function
 from jaxplain.core._layout import fast_convolutions
 from jaxplain.visualize._checks import check_objective, check_sites
 from jaxplain.visualize._objectives import Constant, Diversity, Objective, stack, terms
@@ -55,7 +56,7 @@ class Rendering:
     value: Array
 
 
-@functools.lru_cache(maxsize=64)
+@per_function(maxsize_fallback=64)
 def _output_shape(f: Callable, shape: tuple[int, ...], dtype: np.dtype) -> tuple[int, ...]:
     return jax.eval_shape(f, jax.ShapeDtypeStruct(shape, dtype)).shape
 
@@ -91,7 +92,7 @@ def _cannot_run(err: Exception, f: Callable, shape: tuple[int, ...], dtype: np.d
     return new
 
 
-@functools.lru_cache(maxsize=64)
+@per_function(maxsize_fallback=64)
 def _site_shapes(f: Callable, names: tuple[str, ...], shape: tuple[int, ...], dtype: np.dtype):
     check_sites(names, tuple(s.name for s in sites(f, jax.ShapeDtypeStruct(shape, dtype))))
     g = capture(f, list(names))
