@@ -7,6 +7,7 @@ second call with the same function and shapes reuses the compiled program.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -45,9 +46,12 @@ def check_function(f: Callable, name: str = "f") -> None:
     try:
         hash(f)
     except TypeError as err:
+        fix = ("declare it @dataclass(eq=False) (compared by identity; eq=True hashes its fields, "
+               "and arrays are unhashable) or wrap it in a plain function"
+               if dataclasses.is_dataclass(f) else "wrap it in a plain function")
         raise TypeError(
             f"{name} must be hashable (it is a static argument of the compiled method); got an "
-            f"unhashable {type(f).__name__}. Wrap it in a plain function or a frozen dataclass."
+            f"unhashable {type(f).__name__}: {fix}."
         ) from err
 
 

@@ -130,10 +130,11 @@ class SameFunction:
 
 def function_key(fn):
     """`fn` as a :class:`SameFunction`, equal to another function with the same code, closed-over
-    values, defaults and read globals, when all of those are immutable values (numbers, strings,
-    tuples and frozensets of them, frozen dataclasses, functions keyed the same way, JAX arrays
-    by identity) or modules and classes (keyed by the attributes the code may read of them: ``cfg.scale``
-    rebound is another key); else `fn` itself, equal only to itself.
+    values, defaults, attributes and read globals, when all of those are immutable values
+    (numbers, strings, tuples and frozensets of them, frozen dataclasses by their fields,
+    functions keyed the same way, JAX arrays by identity) or modules and classes (keyed by the
+    attributes the code may read of them: ``cfg.scale`` rebound is another key); else `fn`
+    itself, equal only to itself.
 
     A function it reaches (read as a global, closed over, or an attribute of a module or class:
     ``helpers.scaled``, a staticmethod) is keyed the same way, with what it reads in turn; the
@@ -185,8 +186,9 @@ class _Keys:
         return "node", self.places[mark]  # no other value's key is a tuple starting with a str
 
     def function(self, fn: types.FunctionType):
-        """`fn`'s code, closed-over values, defaults and the globals its code reads (none for
-        installed code, whose globals are taken as fixed)."""
+        """`fn`'s code, closed-over values, defaults, attributes (``fn.k = 5``, which its code may
+        read) and the globals its code reads (none for installed code, whose globals are taken
+        as fixed)."""
         names = frozenset() if _installed(fn) else _global_names(fn.__code__)
         if names & _DYNAMIC:
             raise TypeError(f"reads names it computes: {', '.join(sorted(names & _DYNAMIC))}")
@@ -200,7 +202,8 @@ class _Keys:
                       for name in sorted(names) if name in fn.__globals__)
         cells = tuple(key(cell.cell_contents) for cell in fn.__closure__ or ())
         keywords = tuple((k, key(v)) for k, v in sorted((fn.__kwdefaults__ or {}).items()))
-        return fn.__code__, cells, self.value(fn.__defaults__ or ()), keywords, reads
+        attributes = tuple((k, key(v)) for k, v in sorted(vars(fn).items()))
+        return fn.__code__, cells, self.value(fn.__defaults__ or ()), keywords, attributes, reads
 
     def namespace(self, space, names: frozenset):
         """A module or class read by a function, with the attributes among `names` (every name
@@ -250,9 +253,12 @@ class _Keys:
             return tuple, tuple(self.value(v) for v in value)
         if isinstance(value, frozenset):
             return frozenset, frozenset(self.value(v) for v in value)
-        if dataclasses.is_dataclass(value) and type(value).__dataclass_params__.frozen:
-            hash(value)  # TypeError when it holds an array
-            return type(value), value
+        if (dataclasses.is_dataclass(value) and not isinstance(value, type)
+                and type(value).__dataclass_params__.frozen):
+            # by its fields' keys, not its ``==`` (0.0 == -0.0, 1 == True, a function field
+            # whose globals changed), compare=False ones included: they may change the result
+            return type(value), self._node((id(value), None), lambda: tuple(
+                (k.name, self.value(getattr(value, k.name))) for k in dataclasses.fields(value)))
         raise TypeError(f"not an immutable value: {type(value).__name__}")
 
 

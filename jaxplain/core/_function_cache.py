@@ -15,6 +15,10 @@ with the object whose life it follows instead, weakly:
   that field is kept with, under the view's type and other fields; so an equal view built on the
   next call finds the entry, which goes with `f`.
 
+Every entry is also keyed by the `jax.config` flags that change a trace (``trace_context()``,
+as the trace cache and ``jax.jit`` key theirs): a value computed without x64 is not answered
+inside ``jax.enable_x64(True)``.
+
 A callable no weak reference can hold (``__slots__`` without ``__weakref__``) is cached in a
 strong LRU cache of ``maxsize_fallback`` entries, as before; an unhashable one raises
 ``TypeError``, as ``lru_cache`` does. Exceptions are not cached. :func:`clear_caches` empties it.
@@ -30,6 +34,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from jaxplain.core._caches import register
+from jaxplain.core._program import trace_context
 
 
 class CacheInfo(NamedTuple):
@@ -43,7 +48,8 @@ class CacheInfo(NamedTuple):
 
 
 def per_function(*, maxsize_fallback: int = 256) -> Callable[[Callable], "PerFunction"]:
-    """Decorate ``fn(f, *rest)`` to cache it per equal ``(f, *rest)``, holding `f` weakly.
+    """Decorate ``fn(f, *rest)`` to cache it per equal ``(f, *rest)`` and trace context,
+    holding `f` weakly.
 
     Example:
       >>> import gc, weakref, jax, jax.numpy as jnp
@@ -70,18 +76,20 @@ class PerFunction:
     def __init__(self, fn: Callable, maxsize_fallback: int):
         functools.update_wrapper(self, fn)
         self._fn = fn
-        # anchor (compared by equality) -> {(part of f's key, *rest): value}
+        # anchor (compared by equality) -> {(part of f's key, trace context, *rest): value}
         self._by_value: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         # id of an anchor compared by identity -> (its table, weak reference to it)
         self._by_id: dict[int, tuple[dict, weakref.ref]] = {}
-        self._held = functools.lru_cache(maxsize=maxsize_fallback)(fn)
+        self._held = functools.lru_cache(maxsize=maxsize_fallback)(
+            lambda f, _context, *rest: fn(f, *rest))
         self._hits = self._misses = 0
 
     def __call__(self, f: Callable, *rest: Any) -> Any:
         table, part = self._table(f)
+        context = trace_context()
         if table is None:
-            return self._held(f, *rest)  # TypeError where f or rest is unhashable
-        key = (part, *rest)
+            return self._held(f, context, *rest)  # TypeError where f or rest is unhashable
+        key = (part, context, *rest)
         if key in table:
             self._hits += 1
             return table[key]
