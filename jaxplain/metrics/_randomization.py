@@ -103,7 +103,7 @@ def _predict(model, variables, apply_kwargs, weights, x) -> jax.Array:
     that JAX cannot trace with its weights as arguments)."""
     try:
         return rebuilt.predict(model, variables, apply_kwargs, weights.leaves, x)
-    except jax.errors.JAXTypeError:
+    except (jax.errors.JAXTypeError, rebuilt.Uncached):
         return jnp.argmax(weights.rebuild(list(weights.leaves))(x), axis=-1)
 
 
@@ -130,9 +130,11 @@ def _analysis(model, variables, apply_kwargs, weights, x, chosen, default: bool)
     `x`'s shape, not on the values of the weights, so it is traced once per structure
     (:func:`jaxplain.metrics._rebuilt.structure`) and shape, as the explaining is compiled
     once: a new function of the weights each call would miss every per-function cache. Its
-    warnings are given again on every call."""
-    key = (rebuilt.structure(model, variables, apply_kwargs, weights.leaves, x), default)
-    found = _ANALYSES.pop(key, None)
+    warnings are given again on every call. A model whose code has no key (its structure is
+    ``None``) is traced on every call."""
+    structure = rebuilt.structure(model, variables, apply_kwargs, weights.leaves, x)
+    key = (structure, default)
+    found = _ANALYSES.pop(key, None) if structure is not None else None
     if found is None:
         caught: list[warnings.WarningMessage] = []
         try:
@@ -147,9 +149,10 @@ def _analysis(model, variables, apply_kwargs, weights, x, chosen, default: bool)
             _give(caught)  # those that came before the failure
             raise
         found = _Analysis(classes, axis, order, tuple(caught))
-    _ANALYSES[key] = found
-    if len(_ANALYSES) > _MAX_ANALYSES:
-        _ANALYSES.popitem(last=False)
+    if structure is not None:
+        _ANALYSES[key] = found
+        if len(_ANALYSES) > _MAX_ANALYSES:
+            _ANALYSES.popitem(last=False)
     _give(found.warned)
     return found
 
@@ -391,7 +394,8 @@ def randomization_check(
                                 x=x, target=target)
     try:
         a0 = explain(weights.leaves)
-    except jax.errors.JAXTypeError:  # a method JAX cannot trace (NumPy): called as it is
+    except (jax.errors.JAXTypeError, rebuilt.Uncached):  # a method JAX cannot trace (NumPy),
+        # or a model whose code has no key: called as it is
         def explain(leaves):
             return method(weights.rebuild(leaves), x, target)
 

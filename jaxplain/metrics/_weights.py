@@ -323,11 +323,12 @@ def fresh_leaves(model, weights: Weights, fresh, x, key, stdev, layers,
         if not hasattr(model, "init"):
             raise TypeError("model has no init(); pass fresh= (new variables) or stdev to draw "
                             "Gaussian weights instead")
-        from jaxplain.metrics._rebuilt import init
+        from jaxplain.metrics._rebuilt import Uncached, init
 
-        try:  # compiled once per model and shapes: an eager init traces every layer per call
+        try:  # compiled once per model, its code and shapes: an eager init traces every layer
             fresh = init(model, key, x[:1], apply_kwargs)
-        except jax.errors.JAXTypeError:  # a model JAX cannot trace: initialized eagerly
+        except (jax.errors.JAXTypeError, Uncached):  # a model JAX cannot trace, or whose code
+            # has no key: initialized eagerly
             fresh = model.init(key, x[:1], **apply_kwargs)
     if weights.kind == "linen":
         other = model_weights(model, fresh, apply_kwargs, name="fresh")
