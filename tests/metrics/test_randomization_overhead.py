@@ -24,7 +24,14 @@ from jaxplain.metrics import _rebuilt
 from tests._traces import counting
 
 X = jax.random.uniform(jax.random.key(0), (3, 6, 6, 2))
-RUNS: list[int] = []  # one item per Python run of _Counted.__call__ (a trace or an eager call)
+class _Runs:
+    """One item per Python run of _Counted.__call__ (a trace or an eager call), reached through
+    a class: a mutable global read by the model's code would leave it without a cache key."""
+
+    items: list[int] = []
+
+
+RUNS = _Runs.items
 
 
 class _Counted(nn.Module):
@@ -32,7 +39,7 @@ class _Counted(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        RUNS.append(1)
+        _Runs.items.append(1)
         x = nn.relu(nn.Conv(3, (3, 3), name="conv")(x))
         return nn.Dense(self.classes, name="head")(x.reshape(len(x), -1))
 
