@@ -268,24 +268,15 @@ _dot = functools.partial(jnp.matmul, precision=jax.lax.Precision.HIGHEST)  # no 
 
 def _ridge(a, b, ridge):
     """``beta`` minimising ``|a @ beta - b|^2 + ridge |beta|^2`` (`a` ``(m, G)``, `b` ``(m, k)``;
-    returns ``(G, k)``) through the eigendecomposition of the smaller Gram matrix: ``a.T @ a``
-    ``(G, G)`` when ``m >= G``, else ``a @ a.T`` ``(m, m)`` and ``beta = a.T @ alpha`` (the dual),
-    then one step of refinement on the residual computed from `a` (what forming the Gram matrix
-    lost in float32). Eigenvalues plus `ridge` at or below rounding (``max(m, G) eps`` of the
-    largest) are dropped, as ``lstsq`` drops small singular values: with ridge 0 and several
-    exact fits, the least-norm ``beta``."""
+    returns ``(G, k)``) through the thin SVD of `a` (``O(m G min(m, G))``, no Gram matrix to
+    square the condition number): ``beta = V diag(s / (s^2 + ridge)) U^T b``. Singular values at
+    or below ``max(m, G) eps`` of the largest are dropped, as ``lstsq`` drops them: with ridge 0
+    and several exact fits, the least-norm ``beta``."""
     m, g = a.shape
-    dual = m < g
-    e, v = jnp.linalg.eigh(_dot(a, a.T) if dual else _dot(a.T, a))
-    e = e + ridge
-    keep = e > jnp.finfo(a.dtype).eps * max(m, g) * e[-1:]
-    inverse = jnp.where(keep, 1.0 / jnp.where(keep, e, 1.0), 0.0)[:, None]
-    solve = lambda r: _dot(v, inverse * _dot(v.T, r))
-    if dual:
-        alpha = solve(b)
-        return _dot(a.T, alpha + solve(b - _dot(a, _dot(a.T, alpha)) - ridge * alpha))
-    beta = solve(_dot(a.T, b))
-    return beta + solve(_dot(a.T, b - _dot(a, beta)) - ridge * beta)
+    u, s, vt = jnp.linalg.svd(a, full_matrices=False)
+    keep = s > jnp.finfo(a.dtype).eps * max(m, g) * s[:1]
+    scale = jnp.where(keep, s / jnp.where(keep, s * s + ridge, 1.0), 0.0)[:, None]
+    return _dot(vt.T, scale * _dot(u.T, b))
 
 
 def _lime_fit(z, y, count, kernel_width, ridge):
@@ -342,8 +333,9 @@ def lime(f: Callable, x: Float[Array, "batch *feature"] | Int[Array, "batch *fea
         example is fitted on the groups it has, as alone); None: every element is its own group.
       kernel_width: the width of the exponential kernel, on distances in coalition space
         (``lime_image`` weights by ``sqrt(exp(-d^2 / 0.25^2))``: ``kernel_width=0.25·√2``).
-      ridge: the L2 penalty on the coefficients (not the intercept). With 0 and fewer
-        samples than groups, every sample is fitted exactly: the coefficients of least norm.
+      ridge: the L2 penalty on the coefficients (not the intercept). With 0 the least-squares
+        fit, as ``lstsq`` gives it: where several fit equally well (fewer independent samples
+        than groups), the coefficients of least norm.
       batch_size: the number of coalitions evaluated at once (None: all at once on GPU/TPU, on CPU
         as many as keep a pass in cache).
 

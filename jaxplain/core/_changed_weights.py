@@ -67,7 +67,9 @@ def _digest(value) -> bytes:
         return value
     if jnp.issubdtype(value.dtype, jax.dtypes.prng_key):
         value = jax.random.key_data(value)
-    return hashlib.blake2b(np.ascontiguousarray(value).data, digest_size=16).digest()
+    # as bytes: an ml_dtypes array (bfloat16) exports no buffer
+    return hashlib.blake2b(np.ascontiguousarray(value).view(np.uint8).data,
+                           digest_size=16).digest()
 
 
 def _changed(old: tuple, new: tuple) -> bool:

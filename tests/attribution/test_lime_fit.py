@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxplain.attribution import _surrogate, lime
+from jaxplain.attribution import _surrogate, kernel_shap, lime
 from jaxplain.attribution._surrogate import _lime_fit
 
 
@@ -89,3 +89,22 @@ def test_a_kernel_width_of_zero_is_refused_not_a_nan_fit():
     for width in (0.0, -1.0, float("nan")):
         with pytest.raises(ValueError, match=r"kernel_width must be a float > 0"):
             lime(lambda v: v @ jnp.ones((4, 2)), x, 0, key=jax.random.key(0), kernel_width=width)
+
+
+def test_ridge_zero_recovers_a_linear_model_whose_group_is_off_only_in_a_light_coalition():
+    """Group 1 is off only in the all-off coalition (kernel weight 1.1e-7): its direction is
+    weak but determined, and an unregularised fit must keep it (lstsq's cut-off, not the square
+    root of it that an eigendecomposition of the Gram matrix gave: it returned 0 for 2)."""
+    w = jnp.array([1.0, 2.0, -1.0, 0.5, 3.0])
+    beta = lime(lambda v: (v @ w)[:, None], jnp.ones((1, 5)), 0, key=jax.random.key(49),
+                samples=10, ridge=0.0)
+    np.testing.assert_allclose(beta[0], w, rtol=1e-3)
+
+
+def test_a_model_closing_over_numpy_bfloat16_weights_runs_on_the_first_call():
+    """The changed-weights digest read a NumPy bfloat16 array's buffer, which ml_dtypes does
+    not export: the first call failed as 'could not be evaluated', the second ran."""
+    w = np.ones((6, 3), np.float32).astype(jnp.bfloat16)
+    x = jnp.ones((2, 6), jnp.bfloat16)
+    first = kernel_shap(lambda v: jnp.tanh(v @ w), x, 1)
+    np.testing.assert_array_equal(first, kernel_shap(lambda v: jnp.tanh(v @ w), x, 1))
