@@ -18,12 +18,13 @@ import pytest
 import jaxplain as jp
 from jaxplain import attribution as A
 from jaxplain import metrics
-from jaxplain.attribution import _common
 from jaxplain.core._adapters import _LinenFunction
 from jaxplain.metrics import _rebuilt
 from tests._traces import counting
 
 X = jax.random.uniform(jax.random.key(0), (3, 6, 6, 2))
+
+
 class _Runs:
     """One item per Python run of _Counted.__call__ (a trace or an eager call), reached through
     a class: a mutable global read by the model's code would leave it without a cache key."""
@@ -141,39 +142,3 @@ def test_new_functions_are_released_with_jaxs_own_caches():
     jax.clear_caches()
     gc.collect()
     assert [r() for r in refs] == [None] * 3
-
-
-class _Model:
-    def __init__(self, w):
-        self.w = w
-
-    def logits(self, x):
-        return x @ self.w
-
-
-class _Slotted:
-    __slots__ = ("w",)  # no weak reference to it
-
-    def __init__(self, w):
-        self.w = w
-
-    def logits(self, x):
-        return x @ self.w
-
-
-def test_a_bound_method_hits_the_cache_and_goes_with_its_object():
-    x = jnp.ones((2, 4))
-    obj = _Model(jnp.ones((4, 3)))
-    assert _common.output_shape(obj.logits, x) == (2, 3)
-    with counting() as counts:
-        assert _common.output_shape(obj.logits, x) == (2, 3)  # a new method object
-    assert counts.traces == 0
-    ref = weakref.ref(obj)
-    del obj
-    gc.collect()
-    assert ref() is None
-    slotted = _Slotted(jnp.ones((4, 5)))  # held strongly, as before, by an LRU cache
-    assert _common.output_shape(slotted.logits, x) == (2, 5)
-    with counting() as counts:
-        assert _common.output_shape(slotted.logits, x) == (2, 5)
-    assert counts.traces == 0
