@@ -37,7 +37,11 @@ def _methods(key, quick: bool, x, grad_cam_site, references, channels=None) -> d
     }
     window, mask = patches(x.shape[1:], channels)
     label = "x".join(map(str, window))
-    methods[f"occlusion {label}"] = lambda f, x, t: A.occlusion(f, x, t, window=window)
+    # windows overlapping by half: (2 * 4 - 1) ** 2 passes on any image, not (side - w + 1) ** 2
+    stride = tuple(max(1, w // 2) for w in window)
+    steps_label = "" if max(stride) == 1 else " step " + "x".join(map(str, stride))
+    methods[f"occlusion {label}{steps_label}"] = lambda f, x, t: A.occlusion(
+        f, x, t, window=window, stride=stride)
     coalitions = max(4 * samples, 2 * int(mask.max() + 1))  # determined: 2 per group or more
     methods[f"kernel shap {label} ({coalitions})"] = lambda f, x, t: A.kernel_shap(
         f, x, t, feature_mask=mask, key=key, samples=coalitions)

@@ -165,3 +165,27 @@ class EqxVol(eqx.Module):
 
     def __call__(self, x):
         return self.head(jax.nn.relu(self.c1(x)).mean(axis=(1, 2, 3)))
+
+
+def test_occlusion_windows_overlap_by_half_on_large_inputs():
+    """The report's occlusion steps by half a window: 7x7 windows on a 64x64 image (not 49x49,
+    2401 passes), and one position on 8x8 digits, where half a 2x2 window is one position."""
+    linear = jax.random.normal(jax.random.key(1), (64 * 64 * 2, 3))
+    f = lambda x: x.reshape(len(x), -1) @ linear  # noqa: E731
+    x = jax.random.normal(jax.random.key(2), (1, 64, 64, 2))
+    methods = _demo._methods(jax.random.key(0), True, x, None, x, channels=2)
+    name = next(k for k in methods if k.startswith("occlusion"))
+    assert name == "occlusion 16x16 step 8x8"
+    got = methods[name](f, x, 1)
+    # by hand: a linear model's drop for a window is the sum of w * x inside it; each position
+    # takes the mean over the windows covering it
+    contribution = (x[0] * linear[:, 1].reshape(64, 64, 2)).sum(-1)
+    total, count = np.zeros((64, 64)), np.zeros((64, 64))
+    for i in range(0, 49, 8):
+        for j in range(0, 49, 8):
+            total[i:i + 16, j:j + 16] += float(contribution[i:i + 16, j:j + 16].sum())
+            count[i:i + 16, j:j + 16] += 1
+    np.testing.assert_allclose(got[0], np.repeat((total / count)[..., None], 2, -1), rtol=2e-4,
+                               atol=2e-4)
+    digits = _demo._methods(jax.random.key(0), True, x[:, :8, :8], None, x[:, :8, :8], channels=2)
+    assert "occlusion 2x2" in digits
