@@ -122,13 +122,25 @@ def _completeness_delta(f, x, target, baseline, attributions):
     return total - gap
 
 
+@functools.partial(jax.jit, static_argnames=("f",))
+def _expected_completeness_delta(f, x, target, baselines, attributions):
+    dtype = jnp.promote_types(_common.wide(x.dtype), attributions.dtype)
+    total = attributions.astype(dtype).reshape(x.shape[0], -1).sum(axis=1)
+    reference = f(baselines).astype(dtype).mean(axis=0)  # (classes,): mean_j f(b_j)
+    return total - (_common.selected(f, x, target).astype(dtype) - reference[target])
+
+
 def completeness_delta(f: Callable, x: Float[Array, "batch *feature"],
                        target: Int[Array, "batch"] | int, attributions: Float[Array, "batch *feature"],
-                       *, baseline=None) -> Float[Array, "batch"]:
+                       *, baseline=None, baselines=None) -> Float[Array, "batch"]:
     """How far attributions are from completeness: ``sum(attr) - (f(x)_t - f(b)_t)``.
 
     Integrated gradients (exactly, up to quadrature error), DeepLIFT and Shapley values satisfy
-    completeness; this is Captum's convergence delta.
+    completeness; this is Captum's convergence delta. Methods averaged over a distribution of
+    references (:func:`deeplift_shap`, :func:`gradient_shap` in expectation, :func:`kernel_shap`)
+    complete against its mean output: pass it as `baselines` for
+    ``sum(attr) - (f(x)_t - mean_j f(b_j)_t)`` (Captum returns one delta per example and
+    baseline instead; this is their mean).
 
     Args:
       f: the model.
@@ -136,16 +148,22 @@ def completeness_delta(f: Callable, x: Float[Array, "batch *feature"],
       target: the explained classes.
       attributions: an array shaped like `x`.
       baseline: the baseline the attributions used (None: zeros).
+      baselines: instead of `baseline`, the reference inputs ``(m, *x.shape[1:])`` the
+        attributions were averaged over.
 
     Returns:
       The signed delta per example, shape ``(n,)``, summed and subtracted in float32 at least
       (the attributions' dtype where wider): a bfloat16 model's delta is not rounded away.
     """
     x, t = _common.check_arguments(f, x, target)
-    b = _common.baseline_value(baseline, x)
+    if baselines is not None and baseline is not None:
+        raise ValueError("pass baseline (one reference per example, or one for all) or "
+                         "baselines (a distribution of references), not both")
     if tuple(np.shape(attributions)) != tuple(x.shape):
         raise ValueError(f"attributions must be shaped like x {tuple(x.shape)}; "
                          f"got {tuple(np.shape(attributions))}")
-    a = attributions if hasattr(attributions, "dtype") else np.asarray(attributions,
-                                                                       _common.wide(x.dtype))
-    return _completeness_delta(f, x, t, b, jnp.asarray(a))
+    a = jnp.asarray(attributions if hasattr(attributions, "dtype")
+                    else np.asarray(attributions, _common.wide(x.dtype)))
+    if baselines is not None:
+        return _expected_completeness_delta(f, x, t, _common.check_baselines(baselines, x), a)
+    return _completeness_delta(f, x, t, _common.baseline_value(baseline, x), a)

@@ -317,3 +317,24 @@ def test_neuron_conductance(method):
     ours = A.neuron_conductance(f, x, t, site="relu_1", neuron=(1, 2, 3), baseline=b, steps=20,
                                 method=method)
     assert twins.relative_error(ours, twins.from_torch(ref)) <= TOL
+
+
+@pytest.mark.parametrize("net", ["mlp", "cnn"])
+def test_completeness_delta_over_a_baseline_distribution_is_captums_mean(net):
+    """DeepLiftShap's convergence delta: Captum's n·m per-pair deltas (each example repeated
+    over the m references), averaged per example, are ``completeness_delta(baselines=B)``; a
+    check that can fail: with m = n, ``baseline=B`` pairs references with examples instead."""
+    f, model, x, t = _case(0, net, "signed", pool="avg")
+    b = _distribution(5, x.shape, m=len(x))
+    attr = A.deeplift_shap(f, x, t, baselines=b)
+    _, delta = captum_attr.DeepLiftShap(model).attribute(
+        twins.to_torch(x), target=torch.tensor(t), baselines=twins.to_torch(b),
+        return_convergence_delta=True)
+    captums = delta.detach().numpy().reshape(len(x), len(b)).mean(axis=1)
+    ours = np.asarray(A.completeness_delta(f, x, t, attr, baselines=b))
+    gap = np.asarray(A.completeness_delta(f, x, t, np.zeros_like(x), baselines=b))
+    np.testing.assert_allclose(ours, captums, atol=1e-5 * np.abs(gap).max())
+    paired = np.asarray(A.completeness_delta(f, x, t, attr, baseline=b))
+    assert np.abs(paired - captums).max() > 1e-2
+    with pytest.raises(ValueError, match="not both"):
+        A.completeness_delta(f, x, t, attr, baseline=0.0, baselines=b)
