@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, ArrayLike, Float, Int
 
 from jaxplain.attribution import _common
 from jaxplain.attribution._site import site_gradients
@@ -88,8 +88,9 @@ def _rollout(f, x, *, sites, residual, heads):
     return rollout
 
 
-def attention_rollout(f: Callable, x: Float[Array, "batch *feature"], *, sites=None,
-                      residual: float = 0.5, heads: str = "mean") -> Float[Array, "batch tokens tokens"]:
+def attention_rollout(f: Callable, x: Float[ArrayLike, "batch *feature"], *, sites=None,
+                      residual: float = 0.5,
+                      heads: str = "mean") -> Float[Array, "batch tokens tokens"]:
     """Attention rollout: how much each input token flows into each token of the last layer.
 
     Each layer's attention ``A`` (heads fused by `heads`) is mixed with the identity of the
@@ -140,8 +141,8 @@ def _gradient_rollout(f, x, target, *, sites):
     return relevance
 
 
-def gradient_weighted_rollout(f: Callable, x: Float[Array, "batch *feature"],
-                              target: Int[Array, "batch"] | int, *,
+def gradient_weighted_rollout(f: Callable, x: Float[ArrayLike, "batch *feature"],
+                              target: Int[ArrayLike, "batch"] | Int[ArrayLike, ""], *,
                               sites=None) -> Float[Array, "batch tokens tokens"]:
     """Class-specific relevance between tokens from gradient-weighted attention.
 

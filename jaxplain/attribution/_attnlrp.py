@@ -22,7 +22,7 @@ import dataclasses
 from collections.abc import Callable
 
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, ArrayLike, Float, Int
 
 from jaxplain.attribution import _common, _model_checks
 from jaxplain.attribution._lrp_rules import MIXING, share, transpose
@@ -54,8 +54,9 @@ class AttnLRPRules:
         return 0.5 * ga, 0.5 * gb
 
 
-def attn_lrp(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, "batch"] | int,
-             *, epsilon: float = 1e-6) -> Float[Array, "batch *feature"]:
+def attn_lrp(f: Callable, x: Float[ArrayLike, "batch *feature"],
+             target: Int[ArrayLike, "batch"] | Int[ArrayLike, ""], *,
+             epsilon: float = 1e-6) -> Float[Array, "batch *feature"]:
     """AttnLRP: layer-wise relevance propagation with the attention-aware rules of Achtibat et al.
 
     The relevance of the target logit ``f_t(x)`` is propagated back with the ε-rule on linear

@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, ArrayLike, Float, Int
 
 from jaxplain.attribution import _common, _model_checks
 from jaxplain.attribution._modified import Guided, rule_gradient
@@ -103,8 +103,9 @@ def _grad_cam(f, x, target, *, site, relu, resize, channels):
     return _finish(cam, x, a, relu=relu, resize=resize, channels=channels)
 
 
-def grad_cam(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, "batch"] | int,
-             *, site: str, relu: bool = True, resize: bool = True) -> Float[Array, "batch ..."]:
+def grad_cam(f: Callable, x: Float[ArrayLike, "batch *feature"],
+             target: Int[ArrayLike, "batch"] | Int[ArrayLike, ""], *, site: str, relu: bool = True,
+             resize: bool = True) -> Float[Array, "batch ..."]:
     """Grad-CAM: a site's channels weighted by their spatially averaged gradient.
 
     ``cam = relu(sum_c mean_{hw}(d f_t / d A_c) * A_c)`` at a site ``A`` of shape
@@ -154,8 +155,8 @@ def _guided_grad_cam(f, x, target, *, site, interpolation, channels):
     return (_common.widen(guided) * _common.widen(cam)).astype(x.dtype)
 
 
-def guided_grad_cam(f: Callable, x: Float[Array, "batch *feature"],
-                    target: Int[Array, "batch"] | int, *, site: str,
+def guided_grad_cam(f: Callable, x: Float[ArrayLike, "batch *feature"],
+                    target: Int[ArrayLike, "batch"] | Int[ArrayLike, ""], *, site: str,
                     interpolation: str = "nearest") -> Float[Array, "batch *feature"]:
     """Guided Grad-CAM: guided backpropagation times the Grad-CAM map upsampled to the input.
 
@@ -226,9 +227,9 @@ def _grad_cam_plus_plus(f, x, target, *, site, relu, resize, channels):
     return _finish(cam, x, a, relu=relu, resize=resize, channels=channels)
 
 
-def grad_cam_plus_plus(f: Callable, x: Float[Array, "batch *feature"],
-                       target: Int[Array, "batch"] | int, *, site: str, relu: bool = True,
-                       resize: bool = True) -> Float[Array, "batch ..."]:
+def grad_cam_plus_plus(f: Callable, x: Float[ArrayLike, "batch *feature"],
+                       target: Int[ArrayLike, "batch"] | Int[ArrayLike, ""], *, site: str,
+                       relu: bool = True, resize: bool = True) -> Float[Array, "batch ..."]:
     """Grad-CAM++: a site's channels weighted by their positive gradients, pixel by pixel.
 
     With ``g = d S_t / d A`` (``S_t`` the target logit) at a site ``A`` of shape ``(n, h, w, c)``,
@@ -342,8 +343,9 @@ def _score_cam(f, x, target, baseline, *, site, score, normalize, relu, resize, 
     return _finish(cam, x, a, relu=relu, resize=resize, channels=channels)
 
 
-def score_cam(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, "batch"] | int,
-              *, site: str, baseline=0.0, score: str = "probability",
+def score_cam(f: Callable, x: Float[ArrayLike, "batch *feature"],
+              target: Int[ArrayLike, "batch"] | Int[ArrayLike, ""], *, site: str,
+              baseline: ArrayLike | None = 0.0, score: str = "probability",
               normalize: str | None = None, relu: bool = True, resize: bool = True,
               batch_size: int | None = None) -> Float[Array, "batch ..."]:
     """Score-CAM: a site's channels weighted by how much each one, used as a mask, keeps the class.

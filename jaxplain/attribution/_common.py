@@ -669,7 +669,8 @@ def chunked_map(fn: Callable, xs: Any, batch_size: int | None) -> Any:
     return jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), out, tail)
 
 
-def group_mask(feature_mask: Any, x: jax.Array, name: str = "feature_mask") -> tuple[jax.Array, int]:
+def group_mask(feature_mask: Any, x: jax.Array,
+               name: str = "feature_mask") -> tuple[np.ndarray, int]:
     """A feature mask relabelled to groups 0..G-1 (a NumPy int32 array), and G.
 
     `feature_mask` holds integer group ids with one example's shape (or broadcastable to it),

@@ -6,7 +6,7 @@ import functools
 from collections.abc import Callable
 
 import jax
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, ArrayLike, Float, Int
 
 from jaxplain.attribution import _common, _model_checks
 
@@ -19,8 +19,9 @@ def _gradient(f, x, target, *, squared, times_input):
     return g * x if times_input else g
 
 
-def gradient(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, "batch"] | int,
-             *, squared: bool = False) -> Float[Array, "batch *feature"]:
+def gradient(f: Callable, x: Float[ArrayLike, "batch *feature"],
+             target: Int[ArrayLike, "batch"] | Int[ArrayLike, ""], *,
+             squared: bool = False) -> Float[Array, "batch *feature"]:
     """The gradient of the target logit with respect to the input (sensitivity, saliency).
 
     ``attr[i] = d f(x)[i, target[i]] / d x[i]``, signed (Captum's ``Saliency(abs=False)``).
@@ -51,8 +52,9 @@ def gradient(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, 
     return _gradient(f, x, t, squared=bool(squared), times_input=False)
 
 
-def gradient_x_input(f: Callable, x: Float[Array, "batch *feature"],
-                     target: Int[Array, "batch"] | int) -> Float[Array, "batch *feature"]:
+def gradient_x_input(f: Callable, x: Float[ArrayLike, "batch *feature"],
+                     target: Int[ArrayLike, "batch"] | Int[ArrayLike, ""]
+                     ) -> Float[Array, "batch *feature"]:
     """Gradient times input (the simple Taylor decomposition): ``x * df(x)_t/dx``.
 
     Args:

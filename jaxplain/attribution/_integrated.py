@@ -8,7 +8,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, ArrayLike, Float, Int
 
 from jaxplain.attribution import _common, _model_checks
 
@@ -67,9 +67,9 @@ def _integrated_gradients(f, x, target, baseline, *, steps, method, batch_size):
     return ((_common.widen(x) - _common.widen(baseline)) * total).astype(x.dtype)
 
 
-def integrated_gradients(f: Callable, x: Float[Array, "batch *feature"],
-                         target: Int[Array, "batch"] | int, *, baseline=None, steps: int = 50,
-                         method: str = "gausslegendre",
+def integrated_gradients(f: Callable, x: Float[ArrayLike, "batch *feature"],
+                         target: Int[ArrayLike, "batch"] | Int[ArrayLike, ""], *, baseline=None,
+                         steps: int = 50, method: str = "gausslegendre",
                          batch_size: int | None = None) -> Float[Array, "batch *feature"]:
     """Integrated gradients: the path integral of the gradient from a baseline to the input.
 
@@ -130,9 +130,10 @@ def _expected_completeness_delta(f, x, target, baselines, attributions):
     return total - (_common.selected(f, x, target).astype(dtype) - reference[target])
 
 
-def completeness_delta(f: Callable, x: Float[Array, "batch *feature"],
-                       target: Int[Array, "batch"] | int, attributions: Float[Array, "batch *feature"],
-                       *, baseline=None, baselines=None) -> Float[Array, "batch"]:
+def completeness_delta(f: Callable, x: Float[ArrayLike, "batch *feature"],
+                       target: Int[ArrayLike, "batch"] | Int[ArrayLike, ""],
+                       attributions: Float[ArrayLike, "batch *feature"], *, baseline=None,
+                       baselines=None) -> Float[Array, "batch"]:
     """How far attributions are from completeness: ``sum(attr) - (f(x)_t - f(b)_t)``.
 
     Integrated gradients (exactly, up to quadrature error), DeepLIFT and Shapley values satisfy

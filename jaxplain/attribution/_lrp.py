@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, ArrayLike, Float, Int
 
 from jaxplain.attribution import _common, _model_checks
 from jaxplain.attribution._lrp_rules import as_composite
@@ -63,8 +63,9 @@ def _warn_if_first_applies_nowhere(f: Callable, x: jax.Array, composite) -> None
         f"{list(linear_layer_names(f, x))}.", UserWarning, stacklevel=3)
 
 
-def lrp(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, "batch"] | int, *,
-        rules: Any, scale_by_logit: bool = False) -> Float[Array, "batch *feature"]:
+def lrp(f: Callable, x: Float[ArrayLike, "batch *feature"],
+        target: Int[ArrayLike, "batch"] | Int[ArrayLike, ""], *, rules: Any,
+        scale_by_logit: bool = False) -> Float[Array, "batch *feature"]:
     """Layer-wise relevance propagation with Zennit's rules.
 
     The relevance of the output is the one-hot of the target (times the target logit with

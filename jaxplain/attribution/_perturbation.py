@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, ArrayLike, Float, Int
 
 from jaxplain.attribution import _common
 from jaxplain.core._channels import image_channel_axis
@@ -131,9 +131,9 @@ def _occlusion(f, x, target, baseline, starts, counts, *, window, batch_size):
     return (total / counts[None]).astype(_common.result_dtype(x.dtype))
 
 
-def occlusion(f: Callable, x: Float[Array, "batch *feature"] | Int[Array, "batch *feature"],
-              target: Int[Array, "batch"] | int,
-              *, window, stride=1, baseline=0.0,
+def occlusion(f: Callable, x: Float[ArrayLike, "batch *feature"] | Int[ArrayLike, "batch *feature"],
+              target: Int[ArrayLike, "batch"] | Int[ArrayLike, ""],
+              *, window, stride=1, baseline: ArrayLike | None = 0.0,
               batch_size: int | None = None) -> Float[Array, "batch *feature"]:
     """Occlusion: slide a window over the input, replace it by the baseline, record the drop.
 
@@ -204,8 +204,9 @@ def _feature_ablation(f, x, target, baseline, mask, *, groups, batch_size):
 
 
 def feature_ablation(f: Callable,
-                     x: Float[Array, "batch *feature"] | Int[Array, "batch *feature"],
-                     target: Int[Array, "batch"] | int, *, feature_mask=None, baseline=0.0,
+                     x: Float[ArrayLike, "batch *feature"] | Int[ArrayLike, "batch *feature"],
+                     target: Int[ArrayLike, "batch"] | Int[ArrayLike, ""], *, feature_mask=None,
+                     baseline: ArrayLike | None = 0.0,
                      batch_size: int | None = None) -> Float[Array, "batch *feature"]:
     """Feature ablation: replace one feature group at a time by the baseline, record the drop.
 

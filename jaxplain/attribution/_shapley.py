@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, ArrayLike, Float, Int
 
 from jaxplain.attribution import _common
 from jaxplain.attribution._surrogate import on_groups, own_groups
@@ -66,9 +66,10 @@ def _shapley_sampling(f, x, target, baseline, mask, counts, key, *, groups, samp
 
 
 def shapley_sampling(f: Callable,
-                     x: Float[Array, "batch *feature"] | Int[Array, "batch *feature"],
-                     target: Int[Array, "batch"] | int, *, key, samples: int = 25, baseline=0.0,
-                     feature_mask=None, batch_size: int | None = None) -> Float[Array, "batch *feature"]:
+                     x: Float[ArrayLike, "batch *feature"] | Int[ArrayLike, "batch *feature"],
+                     target: Int[ArrayLike, "batch"] | Int[ArrayLike, ""], *, key,
+                     samples: int = 25, baseline: ArrayLike | None = 0.0, feature_mask=None,
+                     batch_size: int | None = None) -> Float[Array, "batch *feature"]:
     """Shapley values estimated by sampling feature orderings.
 
     For each of `samples` random orderings of the feature groups (shared by the batch; with a

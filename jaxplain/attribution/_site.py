@@ -28,7 +28,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, ArrayLike, Float, Int
 
 from jaxplain.attribution import _common
 from jaxplain.attribution._integrated import quadrature
@@ -117,8 +117,9 @@ def _activation_x_gradient(f, x, target, *, site):
 
 
 def activation_x_gradient(f: Callable,
-                          x: Float[Array, "batch *feature"] | Int[Array, "batch *feature"],
-                          target: Int[Array, "batch"] | int, *, site: str) -> Array:
+                          x: Float[ArrayLike, "batch *feature"] | Int[ArrayLike, "batch *feature"],
+                          target: Int[ArrayLike, "batch"] | Int[ArrayLike, ""], *,
+                          site: str) -> Array:
     """Attribution of a site's units to the output: activation times gradient.
 
     ``attr = A * d f_t / d A`` at the site ``A``; summing over the spatial axes gives a
@@ -187,9 +188,9 @@ def _layer_conductance(f, x, target, baseline, *, site, steps, method, batch_siz
     return _common.chunked_sum(step, items, batch_size).astype(x.dtype)
 
 
-def layer_conductance(f: Callable, x: Float[Array, "batch *feature"],
-                      target: Int[Array, "batch"] | int, *, site: str, baseline=None,
-                      steps: int = 50, method: str = "gausslegendre",
+def layer_conductance(f: Callable, x: Float[ArrayLike, "batch *feature"],
+                      target: Int[ArrayLike, "batch"] | Int[ArrayLike, ""], *, site: str,
+                      baseline=None, steps: int = 50, method: str = "gausslegendre",
                       batch_size: int | None = None) -> Array:
     """Conductance of a site's units: the IG path integral, taken through the site.
 
@@ -251,8 +252,8 @@ def _neuron_conductance(f, x, target, baseline, *, site, flat, steps, method, ba
     return (direction * _common.chunked_sum(step, items, batch_size)).astype(x.dtype)
 
 
-def neuron_conductance(f: Callable, x: Float[Array, "batch *feature"],
-                       target: Int[Array, "batch"] | int, *, site: str,
+def neuron_conductance(f: Callable, x: Float[ArrayLike, "batch *feature"],
+                       target: Int[ArrayLike, "batch"] | Int[ArrayLike, ""], *, site: str,
                        neuron: int | tuple[int, ...], baseline=None, steps: int = 50,
                        method: str = "gausslegendre", batch_size: int | None = None) -> Array:
     """Conductance of one unit for each input feature: the share of the target's integrated
@@ -346,9 +347,9 @@ def _layer_integrated_gradients(f, x, target, baseline, *, site, steps, method, 
 
 
 def layer_integrated_gradients(f: Callable,
-                               x: Float[Array, "batch *feature"] | Int[Array, "batch *feature"],
-                               target: Int[Array, "batch"] | int, *, site: str, baseline=None,
-                               steps: int = 50, method: str = "gausslegendre",
+                               x: Float[ArrayLike, "batch *feature"] | Int[ArrayLike, "batch *feature"],
+                               target: Int[ArrayLike, "batch"] | Int[ArrayLike, ""], *, site: str,
+                               baseline=None, steps: int = 50, method: str = "gausslegendre",
                                batch_size: int | None = None) -> Array:
     """Integrated gradients of the model as a function of a site's value (Captum's
     ``LayerIntegratedGradients``).

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, ArrayLike, Float, Int
 
 from jaxplain.attribution import _common, _model_checks
 from jaxplain.attribution._gradient import gradient, gradient_x_input
@@ -96,9 +96,10 @@ def _check_method(method) -> None:
     _common.check_function(method, "method")  # hashable: a static argument
 
 
-def smoothgrad(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, "batch"] | int,
-               *, key, samples: int = 50, stdev: float = 0.15, kind: str = "smoothgrad",
-               method: Callable = gradient, method_options: Mapping | None = None,
+def smoothgrad(f: Callable, x: Float[ArrayLike, "batch *feature"],
+               target: Int[ArrayLike, "batch"] | Int[ArrayLike, ""], *, key, samples: int = 50,
+               stdev: float = 0.15, kind: str = "smoothgrad", method: Callable = gradient,
+               method_options: Mapping | None = None,
                batch_size: int | None = None) -> Float[Array, "batch *feature"]:
     """Average an attribution method over noisy copies of the input.
 

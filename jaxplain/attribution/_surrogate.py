@@ -18,7 +18,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, ArrayLike, Float, Int
 
 from jaxplain.attribution import _common
 from jaxplain.core._keys import check_key
@@ -179,9 +179,10 @@ def _sampled_coalitions(key, counts: np.ndarray, samples: int) -> jax.Array:
     return _draw_coalitions(key, cdf, np.arange(groups) < counts[:, None], samples=samples)
 
 
-def kernel_shap(f: Callable, x: Float[Array, "batch *feature"] | Int[Array, "batch *feature"],
-                target: Int[Array, "batch"] | int,
-                *, key=None, samples: int | None = None, baseline=0.0, feature_mask=None,
+def kernel_shap(f: Callable,
+                x: Float[ArrayLike, "batch *feature"] | Int[ArrayLike, "batch *feature"],
+                target: Int[ArrayLike, "batch"] | Int[ArrayLike, ""], *, key=None,
+                samples: int | None = None, baseline: ArrayLike | None = 0.0, feature_mask=None,
                 batch_size: int | None = None) -> Float[Array, "batch *feature"]:
     """KernelSHAP: Shapley values as the weighted least-squares fit of a linear surrogate.
 
@@ -308,9 +309,9 @@ def _lime(f, x, target, baseline, mask, key, present, kernel_width, ridge, *, sa
     return _common.spread(coef.astype(_common.result_dtype(x.dtype)), mask, x)
 
 
-def lime(f: Callable, x: Float[Array, "batch *feature"] | Int[Array, "batch *feature"],
-         target: Int[Array, "batch"] | int, *,
-         key, samples: int = 200, baseline=0.0, feature_mask=None, kernel_width: float = 0.25,
+def lime(f: Callable, x: Float[ArrayLike, "batch *feature"] | Int[ArrayLike, "batch *feature"],
+         target: Int[ArrayLike, "batch"] | Int[ArrayLike, ""], *, key, samples: int = 200,
+         baseline: ArrayLike | None = 0.0, feature_mask=None, kernel_width: float = 0.25,
          ridge: float = 1e-3, batch_size: int | None = None) -> Float[Array, "batch *feature"]:
     """LIME: the coefficients of a locally weighted linear surrogate on feature groups.
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import weakref
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, no_type_check
 
 import jax
 import jax.numpy as jnp
@@ -58,6 +58,7 @@ class _Found(weakref.ref):
 _FOUND: dict[int, _Found] = {}
 
 
+@no_type_check  # a finalizer may run at exit, after a type checker's modules are torn down
 def _forget(ref: _Found) -> None:
     if _FOUND.get(ref.key) is ref:
         del _FOUND[ref.key]

@@ -6,15 +6,15 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Bool, Float
+from jaxtyping import Array, ArrayLike, Bool, Float
 
 from jaxplain.core import capture
 from jaxplain.core._channels import channels_last_view
 from jaxplain.core._select import one_site
 
 
-def iou(acts: Float[Array, "b h w units"], masks: Bool[Array, "b H W concepts"], *,
-        quantile: float = 0.995, thresholds: Float[Array, " units"] | None = None
+def iou(acts: Float[ArrayLike, "b h w units"], masks: Bool[ArrayLike, "b H W concepts"], *,
+        quantile: float = 0.995, thresholds: Float[ArrayLike, " units"] | None = None
         ) -> Float[Array, "units concepts"]:
     """Dataset-wide IoU of each unit's thresholded activation map with each concept mask.
 
@@ -89,9 +89,9 @@ def _masks_channels_last(masks: Array, x_shape: tuple[int, ...], axis: int | Non
     return jnp.moveaxis(masks, axis, -1)
 
 
-def dissect(f: Callable[[Array], Array], x: Float[Array, "b H W c"],
-            masks: Bool[Array, "b H W concepts"], *, site: str, quantile: float = 0.995,
-            thresholds: Float[Array, " units"] | None = None) -> Float[Array, "units concepts"]:
+def dissect(f: Callable[[Array], Array], x: Float[ArrayLike, "b H W c"],
+            masks: Bool[ArrayLike, "b H W concepts"], *, site: str, quantile: float = 0.995,
+            thresholds: Float[ArrayLike, " units"] | None = None) -> Float[Array, "units concepts"]:
     """Network dissection of ``site``: :func:`iou` of its activations on ``x`` with ``masks``.
 
     Args:

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float
 
 
 @functools.partial(jax.tree_util.register_dataclass,
@@ -83,7 +83,7 @@ def bucket(n: int) -> int:
     return -(-n // step) * step
 
 
-def fit_linear(positive: Float[Array, "n d"], negative: Float[Array, "m d"], *,
+def fit_linear(positive: Float[ArrayLike, "n d"], negative: Float[ArrayLike, "m d"], *,
                l2: float = 1e-3, steps: int = 100, holdout: float = 1 / 3) -> LinearClassifier:
     """Fit logistic regression separating ``positive`` (label 1) from ``negative`` (label 0).
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 from jax.scipy.special import betainc
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float
 
 
-def ttest_ind(a: Float[Array, " n"], b: Float[Array, " m"]) -> tuple[Array, Array]:
+def ttest_ind(a: Float[ArrayLike, " n"], b: Float[ArrayLike, " m"]) -> tuple[Array, Array]:
     """Two-sided two-sample t-test with pooled variance (as ``scipy.stats.ttest_ind``).
 
     ``t = (mean(a) - mean(b)) / (s_p sqrt(1/n + 1/m))`` with ``n + m - 2`` degrees of freedom;

@@ -107,8 +107,9 @@ def _check_set(name, x, example_shape, like):
     return x
 
 
-def cav(f: Callable[[Array], Array], concept: Float[Array, "n ..."], random: Float[Array, "m ..."],
-        *, site: str, l2: float = 1e-3, steps: int = 100, holdout: float = 1 / 3) -> CAV:
+def cav(f: Callable[[Array], Array], concept: Float[ArrayLike, "n ..."],
+        random: Float[ArrayLike, "m ..."], *, site: str, l2: float = 1e-3, steps: int = 100,
+        holdout: float = 1 / 3) -> CAV:
     """Fit a concept activation vector at ``site`` from concept and random examples.
 
     Args:
@@ -176,8 +177,9 @@ def _check_inputs(f, x, target):
     return x
 
 
-def directional_derivatives(f: Callable[[Array], Array], x: Float[Array, "b ..."],
-                            target: int | Int[ArrayLike, " b"], *, cav: CAV) -> Float[Array, " b"]:
+def directional_derivatives(f: Callable[[Array], Array], x: Float[ArrayLike, "b ..."],
+                            target: Int[ArrayLike, " b"] | Int[ArrayLike, ""], *,
+                            cav: CAV) -> Float[Array, " b"]:
     """``S_{C,k}(x) = grad_{site} logit_k(x) . v_C`` for each example.
 
     Example:
@@ -187,16 +189,17 @@ def directional_derivatives(f: Callable[[Array], Array], x: Float[Array, "b ..."
     return _directional_derivatives(f, x, target, cav)
 
 
-def tcav_score(f: Callable[[Array], Array], x: Float[Array, "b ..."],
-               target: int | Int[ArrayLike, " b"], *, cav: CAV) -> Array:
+def tcav_score(f: Callable[[Array], Array], x: Float[ArrayLike, "b ..."],
+               target: Int[ArrayLike, " b"] | Int[ArrayLike, ""], *, cav: CAV) -> Array:
     """The fraction of examples whose directional derivative along ``cav`` is positive."""
     return jnp.mean(directional_derivatives(f, x, target, cav=cav) > 0)
 
 
-def tcav(f: Callable[[Array], Array], x: Float[Array, "b ..."], target: int | Int[ArrayLike, " b"],
-         *, site: str, concept: Float[Array, "n ..."], randoms: Sequence[Float[Array, "m ..."]],
-         alpha: float = 0.05, l2: float = 1e-3, steps: int = 100, holdout: float = 1 / 3
-         ) -> TCAVResult:
+def tcav(f: Callable[[Array], Array], x: Float[ArrayLike, "b ..."],
+         target: Int[ArrayLike, " b"] | Int[ArrayLike, ""], *, site: str,
+         concept: Float[ArrayLike, "n ..."], randoms: Sequence[Float[ArrayLike, "m ..."]],
+         alpha: float = 0.05, l2: float = 1e-3, steps: int = 100,
+         holdout: float = 1 / 3) -> TCAVResult:
     """TCAV with significance: concept CAVs against each random set, and a t-test against
     random-vs-random CAVs.
 

@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, ArrayLike, Float, Int
 
 from jaxplain.data._digits import Digits
 from jaxplain.data._model import DigitsCNN
@@ -52,7 +52,7 @@ class TrainHistory:
 
 
 def accuracy(
-    f: Any, x: Float[Array, "n *shape"], y: Int[Array, " n"]
+    f: Any, x: Float[ArrayLike, "n *shape"], y: Int[ArrayLike, " n"]
 ) -> float:
     """Fraction of ``x`` whose arg-max logit under ``f`` equals the label ``y``."""
     return float(jnp.mean(jnp.argmax(jax.jit(f)(x), axis=-1) == y))

@@ -7,7 +7,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, ArrayLike, Float, Int
 
 from jaxplain.core._keys import check_key
 from jaxplain.metrics import _checks as checks
@@ -89,8 +89,8 @@ class Table:
 
 def compare(
     f: Callable[[Array], Array],
-    x: Float[Array, "batch *shape"],
-    target: Int[Array, " batch"] | int,
+    x: Float[ArrayLike, "batch *shape"],
+    target: Int[ArrayLike, " batch"] | Int[ArrayLike, ""],
     methods: Mapping[str, Callable[..., Array]],
     metrics: Sequence[str] = DEFAULT_METRICS,
     *,

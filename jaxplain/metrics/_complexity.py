@@ -8,7 +8,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 from jax.scipy.special import xlogy
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, ArrayLike, Float, Int
 
 from jaxplain.attribution._common import widen
 from jaxplain.core._outputs import as_probabilities
@@ -35,7 +35,7 @@ def _gini(a: jax.Array) -> jax.Array:
     return jnp.where(total > 0, gini, 0.0)
 
 
-def sparseness(attribution: Float[Array, "batch *shape"]) -> Float[Array, " batch"]:
+def sparseness(attribution: Float[ArrayLike, "batch *shape"]) -> Float[Array, " batch"]:
     """The Gini index of ``|attribution|`` per example (1 = one feature holds everything).
 
     ``G = Σ_i (2i − n − 1) v_(i) / (n Σ_i v_i)`` over the ascending sorted absolute values
@@ -60,7 +60,7 @@ def _entropy(a: jax.Array) -> jax.Array:
     return 0.0 - xlogy(p, p).sum(-1)
 
 
-def complexity(attribution: Float[Array, "batch *shape"]) -> Float[Array, " batch"]:
+def complexity(attribution: Float[ArrayLike, "batch *shape"]) -> Float[Array, " batch"]:
     """The entropy (nats) of the fractional contributions ``|a_i| / Σ_j |a_j|`` per example.
 
     ``log n`` for a uniform explanation, 0 for one feature; an all-zero explanation scores 0.
@@ -112,9 +112,9 @@ def _completeness_baseline(baseline: Any, x: jax.Array) -> jax.Array:
 
 def completeness(
     f: Callable[[Array], Array],
-    x: Float[Array, "batch *shape"],
-    target: Int[Array, " batch"] | int,
-    attribution: Float[Array, "batch *shape"],
+    x: Float[ArrayLike, "batch *shape"],
+    target: Int[ArrayLike, " batch"] | Int[ArrayLike, ""],
+    attribution: Float[ArrayLike, "batch *shape"],
     *,
     baseline: Any = 0.0,
     output: str = "logit",
@@ -156,9 +156,9 @@ def completeness(
 
 def conservation(
     f: Callable[[Array], Array],
-    x: Float[Array, "batch *shape"],
-    target: Int[Array, " batch"] | int,
-    attribution: Float[Array, "batch *shape"],
+    x: Float[ArrayLike, "batch *shape"],
+    target: Int[ArrayLike, " batch"] | Int[ArrayLike, ""],
+    attribution: Float[ArrayLike, "batch *shape"],
     *,
     output: str = "logit",
 ) -> Float[Array, " batch"]:

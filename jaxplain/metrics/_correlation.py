@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, ArrayLike, Float, Int
 
 from jaxplain.metrics import _checks as checks
 from jaxplain.metrics import _draws as D
@@ -56,9 +56,9 @@ def _correlation(f, x, target, attribution, value, key, *, samples, subset_size,
 
 def faithfulness_correlation(
     f: Callable[[Array], Array],
-    x: Float[Array, "batch *shape"],
-    target: Int[Array, " batch"] | int,
-    attribution: Float[Array, "batch *shape"],
+    x: Float[ArrayLike, "batch *shape"],
+    target: Int[ArrayLike, " batch"] | Int[ArrayLike, ""],
+    attribution: Float[ArrayLike, "batch *shape"],
     *,
     key: Array,
     subset_size: int,

@@ -52,7 +52,7 @@ def item_key(key: jax.Array, i: jax.Array, j: jax.Array) -> jax.Array:
     return jax.random.fold_in(jax.random.fold_in(key, i), j)
 
 
-def gaussian(key: jax.Array, scale: float, example: jax.Array) -> jax.Array:
+def gaussian(key: jax.Array, scale: float | jax.Array, example: jax.Array) -> jax.Array:
     """``scale * N(0, 1)`` noise shaped like `example`, drawn in float32 at least (a bfloat16
     example gets the float32 draws of the same key)."""
     wide = jnp.promote_types(example.dtype, jnp.float32)

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, ArrayLike, Float, Int
 
 from jaxplain.attribution._common import check_batch_of, widen
 from jaxplain.core._capture import warn_about_model
@@ -132,9 +132,9 @@ def _run(f, x, target, attribution, steps, order, baseline, output, absolute, bl
 
 def deletion(
     f: Callable[[Array], Array],
-    x: Float[Array, "batch *shape"],
-    target: Int[Array, " batch"] | int,
-    attribution: Float[Array, "batch *shape"],
+    x: Float[ArrayLike, "batch *shape"],
+    target: Int[ArrayLike, " batch"] | Int[ArrayLike, ""],
+    attribution: Float[ArrayLike, "batch *shape"],
     *,
     steps: int = 50,
     order: str = "morf",
@@ -223,9 +223,9 @@ def deletion(
 
 def insertion(
     f: Callable[[Array], Array],
-    x: Float[Array, "batch *shape"],
-    target: Int[Array, " batch"] | int,
-    attribution: Float[Array, "batch *shape"],
+    x: Float[ArrayLike, "batch *shape"],
+    target: Int[ArrayLike, " batch"] | Int[ArrayLike, ""],
+    attribution: Float[ArrayLike, "batch *shape"],
     *,
     steps: int = 50,
     order: str = "morf",
@@ -262,9 +262,9 @@ def insertion(
 
 def pixel_flipping(
     f: Callable[[Array], Array],
-    x: Float[Array, "batch *shape"],
-    target: Int[Array, " batch"] | int,
-    attribution: Float[Array, "batch *shape"],
+    x: Float[ArrayLike, "batch *shape"],
+    target: Int[ArrayLike, " batch"] | Int[ArrayLike, ""],
+    attribution: Float[ArrayLike, "batch *shape"],
     *,
     steps: int = 50,
     order: str = "morf",
@@ -320,10 +320,10 @@ def _lerf_change(f, x, target, attribution, value, labels, *, counts, groups, ki
 
 def pixel_perturbation(
     f: Callable[[Array], Array],
-    x: Float[Array, "batch *shape"],
-    attribution: Float[Array, "batch *shape"],
+    x: Float[ArrayLike, "batch *shape"],
+    attribution: Float[ArrayLike, "batch *shape"],
     *,
-    target: Int[Array, " batch"] | int | None = None,
+    target: Int[ArrayLike, " batch"] | Int[ArrayLike, ""] | None = None,
     fractions: Any = (0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.10),
     baseline: Any = "zeros",
     absolute: bool = True,

@@ -7,7 +7,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, ArrayLike, Float, Int
 
 from jaxplain.metrics import _checks as checks
 from jaxplain.metrics import _draws as D
@@ -37,9 +37,9 @@ def _infidelity(f, x, target, attribution, key, noise_scale, *, samples, scaled,
 
 def infidelity(
     f: Callable[[Array], Array],
-    x: Float[Array, "batch *shape"],
-    target: Int[Array, " batch"] | int,
-    attribution: Float[Array, "batch *shape"],
+    x: Float[ArrayLike, "batch *shape"],
+    target: Int[ArrayLike, " batch"] | Int[ArrayLike, ""],
+    attribution: Float[ArrayLike, "batch *shape"],
     *,
     key: Array,
     samples: int = 50,

@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, ArrayLike, Float, Int
 
 from jaxplain.attribution._common import widen
 from jaxplain.metrics import _draws as D
@@ -33,10 +33,10 @@ def _irof(f, x, target, attribution, value, labels, counts, *, most, kind, outpu
 
 def irof(
     f: Callable[[Array], Array],
-    x: Float[Array, "batch *shape"],
-    target: Int[Array, " batch"] | int,
-    attribution: Float[Array, "batch *shape"],
-    segments: Int[Array, "*grid"] | Int[Array, "batch *grid"],
+    x: Float[ArrayLike, "batch *shape"],
+    target: Int[ArrayLike, " batch"] | Int[ArrayLike, ""],
+    attribution: Float[ArrayLike, "batch *shape"],
+    segments: Int[ArrayLike, "*grid"] | Int[ArrayLike, "batch *grid"],
     *,
     baseline: Any = "mean",
     output: str = "probability",

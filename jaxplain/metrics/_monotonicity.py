@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, ArrayLike, Float, Int
 
 from jaxplain.attribution._common import widen
 from jaxplain.metrics import _checks as checks
@@ -45,9 +45,9 @@ def _monotonicity(f, x, target, attribution, value, *, counts, kind, output, abs
 
 def monotonicity(
     f: Callable[[Array], Array],
-    x: Float[Array, "batch *shape"],
-    target: Int[Array, " batch"] | int,
-    attribution: Float[Array, "batch *shape"],
+    x: Float[ArrayLike, "batch *shape"],
+    target: Int[ArrayLike, " batch"] | Int[ArrayLike, ""],
+    attribution: Float[ArrayLike, "batch *shape"],
     *,
     steps: int | None = None,
     baseline: Any = "zeros",
@@ -141,9 +141,9 @@ def _monotonicity_correlation(f, x, target, attribution, key, noise_scale, *, co
 
 def monotonicity_correlation(
     f: Callable[[Array], Array],
-    x: Float[Array, "batch *shape"],
-    target: Int[Array, " batch"] | int,
-    attribution: Float[Array, "batch *shape"],
+    x: Float[ArrayLike, "batch *shape"],
+    target: Int[ArrayLike, " batch"] | Int[ArrayLike, ""],
+    attribution: Float[ArrayLike, "batch *shape"],
     *,
     key: Array,
     samples: int = 10,

@@ -7,7 +7,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, ArrayLike, Float, Int
 
 from jaxplain.metrics import _checks as checks
 from jaxplain.metrics._randomization import _channel_axis, _check_window, _to_map
@@ -41,8 +41,8 @@ def _similarity(a, b, *, similarity, win_size, channel_axis):
 
 def random_logit(
     f: Callable[[Array], Array],
-    x: Float[Array, "batch *shape"],
-    target: Int[Array, " batch"] | int,
+    x: Float[ArrayLike, "batch *shape"],
+    target: Int[ArrayLike, " batch"] | Int[ArrayLike, ""],
     method: Method,
     *,
     key: Array,

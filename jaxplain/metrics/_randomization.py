@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, ArrayLike, Float, Int
 
 from jaxplain.attribution._common import evaluation_error
 from jaxplain.core._caches import register
@@ -250,11 +250,11 @@ def _finite_check(model: Callable[[], Callable], x, a, where: str,
 def randomization_check(
     model: Any,
     variables: Any,
-    x: Float[Array, "batch *feature"],
+    x: Float[ArrayLike, "batch *feature"],
     method: Callable[..., Array],
     *,
     key: Array,
-    target: Int[Array, " batch"] | int | None = None,
+    target: Int[ArrayLike, " batch"] | Int[ArrayLike, ""] | None = None,
     mode: str = "cascading",
     layers: Sequence[str] | None = None,
     stdev: float | None = None,
@@ -431,12 +431,12 @@ def _result(states: tuple[str, ...], rows: list) -> RandomizationResult:
 def data_randomization_check(
     model: Any,
     variables: Any,
-    x: Float[Array, "batch *feature"],
+    x: Float[ArrayLike, "batch *feature"],
     method: Callable[..., Array],
     *,
     key: Array,
     digits: Any = None,
-    target: Int[Array, " batch"] | int | None = None,
+    target: Int[ArrayLike, " batch"] | Int[ArrayLike, ""] | None = None,
     epochs: int = 5,
     win_size: int = 5,
     apply_kwargs: Mapping[str, Any] | None = None,

@@ -28,6 +28,7 @@ import dataclasses
 import functools
 import inspect
 import types
+from collections.abc import Sequence
 from typing import Any, Callable
 
 import jax
@@ -243,7 +244,7 @@ def explain(
     variables: Any,
     apply_kwargs: dict[str, Any],
     method: Callable[..., Array],
-    leaves: list,
+    leaves: Sequence[Any],
     x: Float[Array, "batch *feature"],
     target: Int[Array, " batch"],
 ) -> Float[Array, "batch *feature"]:
@@ -260,7 +261,7 @@ def explain(
     return _program(model_static, method_static, model_arrays, method_arrays, x, target)
 
 
-def predict(model: Any, variables: Any, apply_kwargs: dict[str, Any], leaves: list,
+def predict(model: Any, variables: Any, apply_kwargs: dict[str, Any], leaves: Sequence[Any],
             x: Float[Array, "batch *feature"]) -> Int[Array, " batch"]:
     """``argmax(f(x), axis=-1)``, the class `f` (as in :func:`explain`) predicts for each
     example, by one compiled program per model structure and shapes; raises a
@@ -283,7 +284,7 @@ def init(model: Any, key: Array, x: Float[Array, "1 *feature"],
     return _init(static, arrays, key, x)
 
 
-def structure(model: Any, variables: Any, apply_kwargs: dict[str, Any], leaves: list,
+def structure(model: Any, variables: Any, apply_kwargs: dict[str, Any], leaves: Sequence[Any],
               x: Float[Array, "batch *feature"]) -> Any:
     """A hashable key of everything a trace of the model rebuilt from `leaves` on `x` depends
     on but the values of its arrays: :func:`explain`'s static key (the model's code included),

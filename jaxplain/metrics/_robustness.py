@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.extend.random import threefry_2x32
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, ArrayLike, Float, Int
 
 from jaxplain.attribution._common import chunked_map
 from jaxplain.attribution._value_checks import is_traced
@@ -182,8 +182,8 @@ def _prepare(f, x, target, method, key, scale, scale_name, samples, batch_size):
 
 def max_sensitivity(
     f: Callable[[Array], Array],
-    x: Float[Array, "batch *shape"],
-    target: Int[Array, " batch"] | int,
+    x: Float[ArrayLike, "batch *shape"],
+    target: Int[ArrayLike, " batch"] | Int[ArrayLike, ""],
     method: Method,
     *,
     key: Array,
@@ -232,8 +232,8 @@ def max_sensitivity(
 
 def local_lipschitz(
     f: Callable[[Array], Array],
-    x: Float[Array, "batch *shape"],
-    target: Int[Array, " batch"] | int,
+    x: Float[ArrayLike, "batch *shape"],
+    target: Int[ArrayLike, " batch"] | Int[ArrayLike, ""],
     method: Method,
     *,
     key: Array,
@@ -265,8 +265,8 @@ def local_lipschitz(
 
 def continuity(
     f: Callable[[Array], Array],
-    x: Float[Array, "batch *shape"],
-    target: Int[Array, " batch"] | int,
+    x: Float[ArrayLike, "batch *shape"],
+    target: Int[ArrayLike, " batch"] | Int[ArrayLike, ""],
     method: Method,
     *,
     key: Array,

@@ -7,7 +7,7 @@ import functools
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float
 
 
 def _average_ranks(v: jax.Array) -> jax.Array:
@@ -43,7 +43,8 @@ def _pearson(a: jax.Array, b: jax.Array) -> jax.Array:
 
 
 @jax.jit
-def spearman(a: Float[Array, "batch *shape"], b: Float[Array, "batch *shape"]) -> Float[Array, " batch"]:
+def spearman(a: Float[ArrayLike, "batch *shape"],
+             b: Float[ArrayLike, "batch *shape"]) -> Float[Array, " batch"]:
     """Spearman's rank correlation between ``a[i]`` and ``b[i]`` over all their elements.
 
     Ties get average ranks (scipy's ``spearmanr``); a constant map correlates 0 with anything
@@ -66,10 +67,10 @@ def _box(x: jax.Array, win: int) -> jax.Array:
 
 @functools.partial(jax.jit, static_argnames=("win_size",))
 def ssim(
-    a: Float[Array, "batch h w"],
-    b: Float[Array, "batch h w"],
+    a: Float[ArrayLike, "batch h w"],
+    b: Float[ArrayLike, "batch h w"],
     *,
-    data_range: float = 2.0,
+    data_range: float | Float[ArrayLike, ""] = 2.0,
     win_size: int = 5,
 ) -> Float[Array, " batch"]:
     """Mean structural similarity of 2-D maps with a uniform ``win_size`` window.

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, ArrayLike, Float, Int
 
 from jaxplain import core
 from jaxplain.attribution._common import chunked_sum, wide
@@ -100,7 +100,7 @@ def _integrated(f, x, target, specs, steps, batch_size):
 
 
 def contributions(
-    f: Callable, x: Float[Array, "batch *features"], target: Int[Array, "batch"] | int | None,
+    f: Callable, x: Float[ArrayLike, "batch *features"], target: Int[ArrayLike, "batch"] | Int[ArrayLike, ""] | None,
     *, sites=None,
 ) -> dict[str, Float[Array, "batch *site"]]:
     """Neuron contributions ``|a * d y_target / d a|`` at every unit of the selected sites.
@@ -140,7 +140,7 @@ def contributions(
 
 
 def integrated_contributions(
-    f: Callable, x: Float[Array, "batch *features"], target: Int[Array, "batch"] | int | None,
+    f: Callable, x: Float[ArrayLike, "batch *features"], target: Int[ArrayLike, "batch"] | Int[ArrayLike, ""] | None,
     *, sites=None, steps: int = 10, batch_size: int | None = DEFAULT_BATCH_SIZE,
 ) -> dict[str, Float[Array, "batch *site"]]:
     """Integrated-gradient neuron contributions (the paper's "NeuronIntGrad").

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Bool, Float, Int
+from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
 from jaxplain import core
 from jaxplain.core._capture import OwnEdit
@@ -21,7 +21,7 @@ from jaxplain.core._cpu import cpu_friendly
 from jaxplain.pathways import _checks, _contributions, _select
 
 
-def apply(f: Callable, masks: Mapping[str, Bool[Array, "batch *site"]]) -> Callable:
+def apply(f: Callable, masks: Mapping[str, Bool[ArrayLike, "batch *site"]]) -> Callable:
     """The masked network: ``a <- m * a`` at every site of ``masks``, in the forward pass.
 
     Args:
@@ -82,8 +82,8 @@ def _check_batch(x, masks):
 
 
 def masked_gradient(
-    f: Callable, x: Float[Array, "batch *features"], target: Int[Array, "batch"] | int | None,
-    masks: Mapping[str, Bool[Array, "batch *site"]],
+    f: Callable, x: Float[ArrayLike, "batch *features"], target: Int[ArrayLike, "batch"] | Int[ArrayLike, ""] | None,
+    masks: Mapping[str, Bool[ArrayLike, "batch *site"]],
 ) -> Float[Array, "batch *features"]:
     """Input gradient of ``y_target`` of the masked network ``apply(f, masks)`` (one vjp).
 
@@ -110,8 +110,8 @@ def masked_gradient(
 
 
 def masked_jvp(
-    f: Callable, x: Float[Array, "batch *features"], target: Int[Array, "batch"] | int | None,
-    masks: Mapping[str, Bool[Array, "batch *site"]], direction: Float[Array, "batch *features"],
+    f: Callable, x: Float[ArrayLike, "batch *features"], target: Int[ArrayLike, "batch"] | Int[ArrayLike, ""] | None,
+    masks: Mapping[str, Bool[ArrayLike, "batch *site"]], direction: Float[ArrayLike, "batch *features"],
 ) -> tuple[Float[Array, "batch"], Float[Array, "batch"]]:
     """``(y^m_t(x), d y^m_t(x)[direction])`` of the masked network, as ``jax.jvp`` returns them.
 
@@ -143,7 +143,7 @@ def _pathway_gradient(f, x, target, specs, at, method, steps, batch_size):
 
 
 def pathway_gradient(
-    f: Callable, x: Float[Array, "batch *features"], target: Int[Array, "batch"] | int | None,
+    f: Callable, x: Float[ArrayLike, "batch *features"], target: Int[ArrayLike, "batch"] | Int[ArrayLike, ""] | None,
     *, keep: float, sites=None, method: str = "taylor", steps: int = 10,
     batch_size: int | None = _contributions.DEFAULT_BATCH_SIZE,
 ) -> Float[Array, "batch *features"]:
@@ -184,8 +184,8 @@ def pathway_gradient(
 
 
 def pathway_jvp(
-    f: Callable, x: Float[Array, "batch *features"], target: Int[Array, "batch"] | int | None,
-    direction: Float[Array, "batch *features"], *, keep: float, sites=None,
+    f: Callable, x: Float[ArrayLike, "batch *features"], target: Int[ArrayLike, "batch"] | Int[ArrayLike, ""] | None,
+    direction: Float[ArrayLike, "batch *features"], *, keep: float, sites=None,
     method: str = "taylor", steps: int = 10,
     batch_size: int | None = _contributions.DEFAULT_BATCH_SIZE,
 ) -> tuple[Float[Array, "batch"], Float[Array, "batch"]]:
@@ -209,7 +209,7 @@ def pathway_jvp(
 
 
 @functools.partial(jax.jit, static_argnames="axis")
-def max_abs_channel(maps: Float[Array, "batch *spatial C"],
+def max_abs_channel(maps: Float[ArrayLike, "batch *spatial C"],
                     axis: int = -1) -> Float[Array, "batch *spatial"]:
     """The paper's one-channel display: per position, the signed channel value of largest |.|.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import jax.numpy as jnp
-from jaxtyping import Array, Bool, Float
+from jaxtyping import Array, ArrayLike, Bool, Float
 
 from jaxplain.pathways import _checks
 from jaxplain.pathways._select import _flat
@@ -19,7 +19,7 @@ def _same_sites(a: Mapping, b: Mapping, what: str) -> None:
 
 
 def jaccard(
-    a: Mapping[str, Bool[Array, "batch *site"]], b: Mapping[str, Bool[Array, "batch *site"]],
+    a: Mapping[str, Bool[ArrayLike, "batch *site"]], b: Mapping[str, Bool[ArrayLike, "batch *site"]],
 ) -> Float[Array, "batch"]:
     """Jaccard index ``|A and B| / |A or B|`` of two pathways, per example, all sites pooled.
 
@@ -39,8 +39,8 @@ def jaccard(
 
 
 def dead_share(
-    masks: Mapping[str, Bool[Array, "batch *site"]],
-    activations: Mapping[str, Float[Array, "batch *site"]],
+    masks: Mapping[str, Bool[ArrayLike, "batch *site"]],
+    activations: Mapping[str, Float[ArrayLike, "batch *site"]],
 ) -> Float[Array, "batch"]:
     """Share of a pathway's units that are dead in the original network: ``|path & (a <= 0)| / |path|``.
 

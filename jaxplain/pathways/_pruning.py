@@ -17,7 +17,7 @@ from fractions import Fraction
 import jax
 import jax.numpy as jnp
 import optax
-from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray
 
 from jaxplain.core._cpu import cpu_friendly
 from jaxplain.core._keys import check_key
@@ -88,7 +88,7 @@ def _learned_gates(f, x, init, steps, learning_rate, momentum, l1, max_gate, ret
 
 
 def learned_gates(
-    f: Callable, x: Float[Array, "batch *features"], *, sites=None, steps: int = 1000,
+    f: Callable, x: Float[ArrayLike, "batch *features"], *, sites=None, steps: int = 1000,
     learning_rate: float = 0.01, momentum: float = 0.9, l1: float = 0.01, init: str = "ones",
     key: PRNGKeyArray | None = None, max_gate: float = 100.0, retries: int = 100,
 ) -> dict[str, Float[Array, "batch *site"]]:
@@ -167,7 +167,7 @@ def _greedy(f, x, target, specs, rounds, step):
 
 
 def greedy_masks(
-    f: Callable, x: Float[Array, "batch *features"], target: Int[Array, "batch"] | int | None,
+    f: Callable, x: Float[ArrayLike, "batch *features"], target: Int[ArrayLike, "batch"] | Int[ArrayLike, ""] | None,
     *, rounds: int = 99, step: float = 1.0, sites=None,
 ) -> dict[str, Bool[Array, "batch *site"]]:
     """The authors' greedy pruning (``prune_greedy(1, 99)``), kept as a baseline.
@@ -199,7 +199,7 @@ def _random(key, specs, drops):
 
 
 def random_masks(
-    key: PRNGKeyArray, f: Callable, x: Float[Array, "batch *features"], *, keep: float,
+    key: PRNGKeyArray, f: Callable, x: Float[ArrayLike, "batch *features"], *, keep: float,
     sites=None,
 ) -> dict[str, Bool[Array, "batch *site"]]:
     """Random pathway: per example and site, drop ``floor((1 - keep) * units)`` random units.

@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Bool, Float, Int
+from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
 from jaxplain.pathways import _checks, _contributions
 
@@ -134,7 +134,7 @@ def threshold_scores(scores: Mapping, at: Cut) -> dict:
 _threshold = jax.jit(threshold_scores)
 
 
-def threshold(scores: Mapping[str, Float[Array, "batch *site"]], *, keep: float) -> dict:
+def threshold(scores: Mapping[str, Float[ArrayLike, "batch *site"]], *, keep: float) -> dict:
     """Binary pathway masks from per-unit scores: one global percentile per example.
 
     ``tau = numpy.percentile(all scores of the example, 100 * (1 - keep))`` over every unit of
@@ -199,7 +199,7 @@ def select_arguments(f, x, target, *, keep, sites, method, steps, batch_size) ->
 
 
 def select(
-    f: Callable, x: Float[Array, "batch *features"], target: Int[Array, "batch"] | int | None,
+    f: Callable, x: Float[ArrayLike, "batch *features"], target: Int[ArrayLike, "batch"] | Int[ArrayLike, ""] | None,
     *, keep: float, sites=None, method: str = "taylor", steps: int = 10,
     batch_size: int | None = _contributions.DEFAULT_BATCH_SIZE,
 ) -> dict[str, Bool[Array, "batch *site"]]:
@@ -243,7 +243,7 @@ def select(
     return _select(f, x, target, specs, at, method, steps, batch_size)
 
 
-def kept_fraction(masks: Mapping[str, Bool[Array, "batch *site"]]) -> Float[Array, "batch"]:
+def kept_fraction(masks: Mapping[str, Bool[ArrayLike, "batch *site"]]) -> Float[Array, "batch"]:
     """Fraction of units kept per example, over all sites of ``masks`` pooled.
 
     For one site's fraction pass a one-entry dict: ``kept_fraction({name: masks[name]})``.

@@ -172,7 +172,7 @@ def _finite(values: np.ndarray, name) -> None:
 
 
 def binarize(acts, *, threshold=None, quantile=None, conv_mode="filter", pool="max",
-             conv_quantile=0.9, channel_axis=-1) -> Binarized:
+             conv_quantile: float | None = 0.9, channel_axis=-1) -> Binarized:
     """Turn activations into boolean items, one threshold per item.
 
     Dense ``(n, d)`` activations: item i is on iff ``a_i > threshold`` (default 0, i.e. ReLU

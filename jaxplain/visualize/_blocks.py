@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float
 
 from jaxplain.core import capture, intervene
 from jaxplain.core._select import one_site
@@ -40,7 +40,7 @@ class SemanticDictionary:
     values: Array
 
 
-def semantic_dictionary(f: Callable[[Array], Array], x: Float[Array, "b ..."], *, site: str,
+def semantic_dictionary(f: Callable[[Array], Array], x: Float[ArrayLike, "b ..."], *, site: str,
                         k: int = 4) -> SemanticDictionary:
     """For each position of ``site``, the ``k`` channels with the largest activation.
 
@@ -63,8 +63,8 @@ def semantic_dictionary(f: Callable[[Array], Array], x: Float[Array, "b ..."], *
     return SemanticDictionary(site, channels, values)
 
 
-def site_attribution(f: Callable[[Array], Array], x: Float[Array, "b ..."], objective: Objective,
-                     *, site: str) -> Float[Array, "b *site"]:
+def site_attribution(f: Callable[[Array], Array], x: Float[ArrayLike, "b ..."],
+                     objective: Objective, *, site: str) -> Float[Array, "b *site"]:
     """Activation x gradient at ``site`` of ``objective`` (evaluated downstream of ``site``).
 
     ``objective`` is any objective, e.g. ``class_logit(3)``, ``class_logit(y)`` with one class
@@ -134,7 +134,7 @@ def _check_downstream(order: tuple[str, ...], names: list[str], site: str) -> No
             "the objective must read a later site or the logits")
 
 
-def channel_attribution(f: Callable[[Array], Array], x: Float[Array, "b ..."],
+def channel_attribution(f: Callable[[Array], Array], x: Float[ArrayLike, "b ..."],
                         objective: Objective, *, site: str) -> Float[Array, "b channels"]:
     """Site attribution summed over space: one score per channel of ``site`` per example.
 
@@ -157,7 +157,7 @@ def channel_attribution(f: Callable[[Array], Array], x: Float[Array, "b ..."],
     return a if a.ndim == 2 else jnp.sum(a, axis=tuple(range(1, a.ndim - 1)))
 
 
-def spatial_attribution(f: Callable[[Array], Array], x: Float[Array, "b ..."],
+def spatial_attribution(f: Callable[[Array], Array], x: Float[ArrayLike, "b ..."],
                         objective: Objective, *, site: str) -> Float[Array, "b *spatial"]:
     """Site attribution summed over channels: one score per position of ``site``.
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float
 
 from jaxplain.core import capture
 from jaxplain.visualize._checks import read_one_site
@@ -60,7 +60,7 @@ def _nmf(v, key, *, rank, steps):
     return NMF(w, h, err)
 
 
-def nmf(v: Float[Array, "n d"], rank: int, *, key: Array, steps: int = 500) -> NMF:
+def nmf(v: Float[ArrayLike, "n d"], rank: int, *, key: Array, steps: int = 500) -> NMF:
     """Factorize a non-negative matrix ``v ~= w @ h`` with multiplicative updates.
 
     Args:
@@ -133,7 +133,7 @@ class NeuronGroups:
     error: Array
 
 
-def neuron_groups(f: Callable[[Array], Array], x: Float[Array, "b ..."], *, site: str,
+def neuron_groups(f: Callable[[Array], Array], x: Float[ArrayLike, "b ..."], *, site: str,
                   groups: int, key: Array, steps: int = 500) -> NeuronGroups:
     """Group a site's channels by NMF of its activation vectors over examples and positions.
 

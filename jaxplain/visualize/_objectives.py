@@ -347,7 +347,7 @@ class Diversity(Objective):
         return -mean_pairwise_similarity(acts[self.site])
 
 
-def mean_pairwise_similarity(value: Float[Array, "b *site"]) -> Float[Array, ""]:
+def mean_pairwise_similarity(value: Float[ArrayLike, "b *site"]) -> Float[Array, ""]:
     """Mean cosine similarity between the Gram-matrix features of distinct batch elements."""
     b = value.shape[0]
     if b < 2:
@@ -458,7 +458,7 @@ def _class_index(kind: str, index: Any) -> Any:
     return given if isinstance(index, (list, tuple)) else index
 
 
-def class_logit(index: int | Int[ArrayLike, " batch"]) -> Class:
+def class_logit(index: Int[ArrayLike, " batch"] | Int[ArrayLike, ""]) -> Class:
     """Objective: the logit of class ``index``.
 
     Args:
@@ -474,7 +474,7 @@ def class_logit(index: int | Int[ArrayLike, " batch"]) -> Class:
     return Class(_class_index("class_logit", index), probability=False)
 
 
-def class_probability(index: int | Int[ArrayLike, " batch"]) -> Class:
+def class_probability(index: Int[ArrayLike, " batch"] | Int[ArrayLike, ""]) -> Class:
     """Objective: the softmax probability of class ``index`` (one class, or one per example
     as :func:`class_logit`)."""
     return Class(_class_index("class_probability", index), probability=True)

@@ -15,18 +15,33 @@ are drawn in float32, so one key gives one start whether or not ``jax_enable_x64
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float
 
 _SQUASH = ("sigmoid", "clip", "none")
 
 
-def _pytree(data: tuple[str, ...], meta: tuple[str, ...]):
+if sys.version_info >= (3, 11):
+    from typing import dataclass_transform
+else:  # Python 3.10 (typing_extensions is no dependency): checkers see no constructor
+    def dataclass_transform(**_: Any) -> Callable:
+        return lambda factory: factory
+
+_Class = TypeVar("_Class", bound=type)
+
+
+@dataclass_transform(frozen_default=True)
+def frozen_pytree(data: tuple[str, ...], meta: tuple[str, ...]) -> Callable[[_Class], _Class]:
+    """A class decorator: a frozen dataclass registered as a pytree with `data` leaves and
+    `meta` static fields (a :func:`typing.dataclass_transform`, so that static checkers see
+    the dataclass constructor)."""
+
     def wrap(cls):
         cls = dataclasses.dataclass(frozen=True)(cls)
         return jax.tree_util.register_dataclass(cls, data_fields=list(data), meta_fields=list(meta))
@@ -70,7 +85,7 @@ def _colour(z: Array, colour: Array | None) -> Array:
     return jnp.einsum("...c,dc->...d", z, jnp.asarray(colour, z.dtype))
 
 
-def colour_decorrelation(images: Float[Array, "n h w c"], *, channel_axis: int | None = None
+def colour_decorrelation(images: Float[ArrayLike, "n h w c"], *, channel_axis: int | None = None
                          ) -> Float[Array, "c c"]:
     """The square root of the channels' covariance in ``images`` (for ``colour=`` below).
 
@@ -114,7 +129,7 @@ def colour_decorrelation(images: Float[Array, "n h w c"], *, channel_axis: int |
     return sqrt / jnp.max(jnp.linalg.norm(sqrt, axis=0))
 
 
-@_pytree(data=("colour", "std"), meta=("squash", "value_range"))
+@frozen_pytree(data=("colour", "std"), meta=("squash", "value_range"))
 class Pixel:
     """Optimize pixel values directly (then colour map and squash to ``value_range``).
 
@@ -148,7 +163,7 @@ def _frequency_scale(h: int, w: int, decay: float, dtype) -> Array:
     return 1.0 / jnp.maximum(freq, 1.0 / max(h, w)) ** decay
 
 
-@_pytree(data=("colour", "std", "decay"), meta=("squash", "value_range"))
+@frozen_pytree(data=("colour", "std", "decay"), meta=("squash", "value_range"))
 class Fourier:
     """Optimize the image's 2-D real spectrum, scaled by ``1 / max(f, 1/size) ** decay``.
 
@@ -189,7 +204,7 @@ class Fourier:
         return _to_range(_colour(z, self.colour), self.squash, self.value_range)
 
 
-@_pytree(data=("std",), meta=("generator", "code_shape"))
+@frozen_pytree(data=("std",), meta=("generator", "code_shape"))
 class CodeSpace:
     """Optimize the input ``z`` of a generator: ``image = generator(z)`` (AM in code space).
 

@@ -11,30 +11,20 @@ expert) or any user function.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float
 
-from jaxplain.visualize._param import check_image_shape
-
-
-def _pytree(data: tuple[str, ...], meta: tuple[str, ...]):
-    def wrap(cls):
-        cls = dataclasses.dataclass(frozen=True)(cls)
-        return jax.tree_util.register_dataclass(cls, data_fields=list(data), meta_fields=list(meta))
-
-    return wrap
+from jaxplain.visualize._param import check_image_shape, frozen_pytree
 
 
 def _per_image(v: Array) -> Array:
     return jnp.sum(v.reshape(v.shape[0], -1), axis=1)
 
 
-@_pytree(data=("weight",), meta=("center",))
+@frozen_pytree(data=("weight",), meta=("center",))
 class L2:
     """``weight * ||x - center||^2`` per image (any input shape)."""
 
@@ -45,7 +35,7 @@ class L2:
         return self.weight * _per_image(jnp.square(images - self.center))
 
 
-@_pytree(data=("weight",), meta=("center",))
+@frozen_pytree(data=("weight",), meta=("center",))
 class L1:
     """``weight * ||x - center||_1`` per image: the sum of absolute deviations from ``center``.
 
@@ -65,7 +55,7 @@ class L1:
         return self.weight * _per_image(jnp.abs(images - self.center))
 
 
-@_pytree(data=("weight",), meta=("beta",))
+@frozen_pytree(data=("weight",), meta=("beta",))
 class TotalVariation:
     """``weight * sum (dx^2 + dy^2)^(beta/2)`` per image (anisotropic grid differences)."""
 
@@ -80,7 +70,7 @@ class TotalVariation:
         return self.weight * _per_image(tv)
 
 
-def blur(images: Float[Array, "b h w c"], sigma: float = 0.5) -> Float[Array, "b h w c"]:
+def blur(images: Float[ArrayLike, "b h w c"], sigma: float = 0.5) -> Float[Array, "b h w c"]:
     """Separable Gaussian blur (3x3 support, reflect-padded) of an NHWC batch."""
     check_image_shape("blur", images.shape)
     t = jnp.arange(-1.0, 2.0, dtype=images.dtype)
@@ -91,7 +81,7 @@ def blur(images: Float[Array, "b h w c"], sigma: float = 0.5) -> Float[Array, "b
     return sum(k[i] * rows[:, :, i : i + images.shape[2], :] for i in range(3))
 
 
-@_pytree(data=("weight",), meta=("sigma",))
+@frozen_pytree(data=("weight",), meta=("sigma",))
 class Blur:
     """Frequency penalty ``weight * ||x - blur(x)||^2``: the energy a small blur removes."""
 
@@ -103,7 +93,7 @@ class Blur:
         return self.weight * _per_image(jnp.square(images - blur(images, self.sigma)))
 
 
-@_pytree(data=("mean", "precision_factor", "weight"), meta=("shape",))
+@frozen_pytree(data=("mean", "precision_factor", "weight"), meta=("shape",))
 class GaussianPrior:
     """Minus the log density (up to a constant) of a Gaussian data model: the "expert".
 
@@ -126,7 +116,7 @@ class GaussianPrior:
         return self.weight * 0.5 * jnp.sum(jnp.square(d @ self.precision_factor), axis=1)
 
 
-def gaussian_prior(data: Float[Array, "n *shape"], *, weight: float = 1.0,
+def gaussian_prior(data: Float[ArrayLike, "n *shape"], *, weight: float = 1.0,
                    shrinkage: float = 0.1) -> GaussianPrior:
     """Fit a Gaussian on ``data`` (one example per row) as a data-density prior.
 
@@ -162,7 +152,7 @@ def gaussian_prior(data: Float[Array, "n *shape"], *, weight: float = 1.0,
     return GaussianPrior(mean, factor, weight, tuple(data.shape[1:]))
 
 
-@_pytree(data=("weight",), meta=("log_density",))
+@frozen_pytree(data=("weight",), meta=("log_density",))
 class LogDensity:
     """A user-provided prior: penalty ``-weight * log_density(images)`` (``(b,)`` values; the
     images are NHWC, also for a channels-first model)."""
