@@ -10,6 +10,7 @@ import importlib.resources
 import json
 import subprocess
 import sys
+import tomllib
 import typing
 from pathlib import Path
 
@@ -122,7 +123,6 @@ def test_the_target_annotation_still_refuses():
     assert not is_bearable(jnp.zeros((2, 3), jnp.int32), hint["target"])
 
 
-@pytest.mark.skipif(sys.version_info < (3, 11), reason="typing.dataclass_transform: 3.11")
 def test_pytree_decorator_is_a_dataclass_transform():
     """Static checkers see the constructors of ``visualize.Fourier`` and the regularizers."""
     from jaxplain.visualize import _param, _regularizers
@@ -133,7 +133,5 @@ def test_pytree_decorator_is_a_dataclass_transform():
 def test_package_ships_py_typed():
     """PEP 561: without the marker, mypy ignores the annotations of an installed jaxplain."""
     assert importlib.resources.files("jaxplain").joinpath("py.typed").is_file()
-    if sys.version_info >= (3, 11):
-        import tomllib
-        config = tomllib.loads((ROOT / "pyproject.toml").read_text())
-        assert "py.typed" in config["tool"]["setuptools"]["package-data"]["jaxplain"]
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "py.typed" in config["tool"]["setuptools"]["package-data"]["jaxplain"]

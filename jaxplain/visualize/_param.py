@@ -15,9 +15,8 @@ are drawn in float32, so one key gives one start whether or not ``jax_enable_x64
 from __future__ import annotations
 
 import dataclasses
-import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, dataclass_transform
 
 import jax
 import jax.numpy as jnp
@@ -26,12 +25,6 @@ from jaxtyping import Array, ArrayLike, Float
 
 _SQUASH = ("sigmoid", "clip", "none")
 
-
-if sys.version_info >= (3, 11):
-    from typing import dataclass_transform
-else:  # Python 3.10 (typing_extensions is no dependency): checkers see no constructor
-    def dataclass_transform(**_: Any) -> Callable:
-        return lambda factory: factory
 
 _Class = TypeVar("_Class", bound=type)
 
