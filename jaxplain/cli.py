@@ -38,6 +38,12 @@ def _report_options(sections: str):
             "skips most compilation (ignored when JAX_COMPILATION_CACHE_DIR is set).",
         ),
         click.option(
+            "--progress/--no-progress",
+            default=None,
+            help="Show progress bars on stderr (model training, the rules and sub-network "
+            "searches, long loops); default: on a terminal only, as in a log they would fill it.",
+        ),
+        click.option(
             "--only",
             multiple=True,
             metavar="SECTION",
@@ -55,7 +61,8 @@ def _report_options(sections: str):
 
 @main.command()
 @_report_options("foundation, attribution, rules, ...")
-def demo(out: Path, quick: bool, seed: int, compile_cache: bool, only: tuple[str, ...]) -> None:
+def demo(out: Path, quick: bool, seed: int, compile_cache: bool, progress: bool | None,
+         only: tuple[str, ...]) -> None:
     """Train (or load) the default digits CNN, explain it with every family, write a report.
 
     The model (and, unless --no-compile-cache, XLA's compiled programs) is cached under
@@ -69,6 +76,7 @@ def demo(out: Path, quick: bool, seed: int, compile_cache: bool, only: tuple[str
 
     specs = _chosen(SECTIONS, only)
     out = _writable_out(out)
+    progress = _on_terminal() if progress is None else progress
     if compile_cache:
         click.echo(_cache_compiled_programs())
 
@@ -76,7 +84,7 @@ def demo(out: Path, quick: bool, seed: int, compile_cache: bool, only: tuple[str
     from jaxplain import data
 
     digits = data.load_digits()
-    model, variables = data.pretrained(progress=_on_terminal())
+    model, variables = data.pretrained(progress=progress)
     info = data.checkpoint_info()
     f = jaxplain.as_function(model, variables)
     acc = data.accuracy(f, digits.x_test, digits.y_test)
@@ -84,7 +92,7 @@ def demo(out: Path, quick: bool, seed: int, compile_cache: bool, only: tuple[str
     click.echo(f"Test accuracy: {acc:.2%} on {digits.x_test.shape[0]} held-out digits")
 
     _report(specs, out, "jaxplain demo: explaining a digits CNN", seed=seed, quick=quick,
-            model=model, variables=variables, f=f, data=digits, history=info.history)
+            progress=progress, model=model, variables=variables, f=f, data=digits, history=info.history)
 
 
 @main.command()
@@ -108,7 +116,8 @@ def demo(out: Path, quick: bool, seed: int, compile_cache: bool, only: tuple[str
 )
 @_report_options("foundation, attribution, rules, ...")
 def explain(model_spec: str, data_path: Path, checkpoint: Path | None, out: Path, quick: bool,
-            seed: int, compile_cache: bool, only: tuple[str, ...]) -> None:
+            seed: int, compile_cache: bool, progress: bool | None,
+            only: tuple[str, ...]) -> None:
     """Explain your own classifier on your data: the demo's report for any model.
 
     MODEL is 'package.module:name' (importable from the current folder): a model function
@@ -151,7 +160,7 @@ def explain(model_spec: str, data_path: Path, checkpoint: Path | None, out: Path
     if predicted:
         click.echo(_PREDICTED[predicted][0])
     _report(specs, out, f"jaxplain explain: {model_spec}", seed=seed, quick=quick,
-            model=model, variables=variables, f=f, data=data, noun="examples", labelled=labelled,
+            progress=_on_terminal() if progress is None else progress, model=model, variables=variables, f=f, data=data, noun="examples", labelled=labelled,
             name=data_path.name + _PREDICTED.get(predicted, ("", ""))[1])
 
 
@@ -242,10 +251,14 @@ def _on_terminal() -> bool:
 
 
 def _report(specs: tuple[str, ...], out: Path, title: str, *, seed: int, quick: bool,
-            **context) -> None:
+            progress: bool, **context) -> None:
     """Run the sections on a ``DemoContext(**context)`` (a failing one is reported and
-    marked), write the report, and exit with status 1 when a section failed. Progress bars
-    are shown on a terminal only (:func:`_on_terminal`)."""
+    marked), write the report, and exit with status 1 when a section failed. With `progress`,
+    long loops show transient bars on stderr.
+
+    Ctrl-C keeps what is done: the sections finished so far are written, the interrupted one
+    marked as such (nothing is written when none had finished, so an earlier report stays),
+    and the command exits with status 130."""
     import functools
 
     import jax
@@ -253,7 +266,7 @@ def _report(specs: tuple[str, ...], out: Path, title: str, *, seed: int, quick: 
 
     from jaxplain.report import DemoContext, no_progress, run_section, section_name, write_report
 
-    bars = functools.partial(tqdm, leave=False) if _on_terminal() else no_progress
+    bars = functools.partial(tqdm, leave=False) if progress else no_progress
     ctx = DemoContext(key=jax.random.key(seed), quick=quick, progress=bars, **context)
 
     sections, failed = [], []
@@ -261,7 +274,10 @@ def _report(specs: tuple[str, ...], out: Path, title: str, *, seed: int, quick: 
         name = section_name(spec)
         click.secho(f"\n[{i}/{len(specs)}] {name}", bold=True)
         start = time.perf_counter()
-        section = run_section(ctx, spec)
+        try:
+            section = run_section(ctx, spec)
+        except KeyboardInterrupt:
+            _interrupted(sections, specs[i:], name, time.perf_counter() - start, out, title)
         elapsed = time.perf_counter() - start
         sections.append(section)
         if section.failed:
@@ -278,6 +294,24 @@ def _report(specs: tuple[str, ...], out: Path, title: str, *, seed: int, quick: 
     if failed:
         click.secho(f"{len(failed)} section(s) failed: {', '.join(failed)}", fg="red", err=True)
         raise SystemExit(1)
+
+
+def _interrupted(sections: list, rest: tuple[str, ...], name: str, seconds: float, out: Path,
+                 title: str) -> None:
+    """After Ctrl-C in section `name`: write the finished `sections` and a marked one for
+    `name` (where any had finished), say so, and exit with status 130."""
+    from jaxplain.report import Section, section_name, write_report
+
+    click.secho(f"\nInterrupted in {name} after {seconds:.1f} s.", fg="yellow", err=True)
+    if not sections:
+        click.echo(f"No section had finished: nothing written to {out}.", err=True)
+        raise SystemExit(130)
+    skipped = ", ".join(section_name(s) for s in rest) or "none"
+    note = Section(f"{name} (interrupted)",
+                   error=f"Interrupted (Ctrl-C) after {seconds:.1f} s. Not run: {skipped}.")
+    path = write_report([*sections, note], out, title=f"{title} (interrupted)")
+    click.echo(f"Report of the {len(sections)} finished section(s): {path.resolve()}", err=True)
+    raise SystemExit(130)
 
 
 @main.command()

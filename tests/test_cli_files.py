@@ -74,6 +74,51 @@ def test_training_bar_shows_on_a_terminal_only(runner, tmp_path, command):
     assert [kwargs["progress"] for kwargs in runner.trained] == [False]
 
 
+def looping_section(ctx):
+    """A section with a long loop: it reports its steps through ``ctx.progress``."""
+    ran.append(ctx)
+    for _ in ctx.progress(range(3), desc="probe loop"):
+        pass
+    return Section("Looping", text="three steps")
+
+
+def interrupted_section(ctx):
+    raise KeyboardInterrupt
+
+
+def test_progress_flag_shows_the_bars_off_a_terminal(runner, tmp_path, monkeypatch):
+    """--progress in a log: training's bar and the sections' bars on stderr; default off."""
+    monkeypatch.setattr(_demo_sections, "SECTIONS", (f"{__name__}:looping_section",))
+    out = ["--no-compile-cache", "--out", str(tmp_path / "report")]
+    shown = runner.invoke(main, ["demo", "--progress", *out])
+    assert shown.exit_code == 0, shown.output
+    assert "probe loop" in shown.stderr and "probe loop" not in shown.stdout
+    assert [kwargs["progress"] for kwargs in runner.trained] == [True]
+    quiet = runner.invoke(main, ["demo", *out])
+    assert quiet.exit_code == 0, quiet.output
+    assert "probe loop" not in quiet.stderr
+
+
+def test_ctrl_c_keeps_the_finished_sections(runner, tmp_path, monkeypatch):
+    """Ctrl-C in the second section: the first is written, the second marked interrupted, the
+    third named as not run; exit status 130. Interrupted before any section finished, an
+    earlier report is left as it was."""
+    out = tmp_path / "report"
+    monkeypatch.setattr(_demo_sections, "SECTIONS", (f"{__name__}:interrupted_section",))
+    result = runner.invoke(main, ["demo", "--no-compile-cache", "--out", str(out)])
+    assert result.exit_code == 130 and "nothing written" in result.stderr
+    assert not (out / "index.html").exists()
+    monkeypatch.setattr(_demo_sections, "SECTIONS", (
+        f"{__name__}:quick_section", f"{__name__}:interrupted_section",
+        f"{__name__}:looping_section"))
+    result = runner.invoke(main, ["demo", "--no-compile-cache", "--out", str(out)])
+    assert result.exit_code == 130, result.output
+    assert "Interrupted in test_cli_files" in result.stderr
+    html = (out / "index.html").read_text()
+    assert "one line" in html and 'class="failed"' in html and "(interrupted)" in html
+    assert "Not run: test_cli_files" in html and "three steps" not in html
+
+
 @pytest.fixture
 def compile_cache_dir():
     """JAX's compilation cache folder, put back after the test."""
