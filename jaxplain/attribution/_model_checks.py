@@ -19,6 +19,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxplain.attribution._lrp_rules import MIXING
 from jaxplain.core._backward import activation_places, unruled_products
 from jaxplain.core._capture import program_of
 from jaxplain.core._user_line import user_stacklevel
@@ -105,6 +106,17 @@ _RESHAPES = frozenset({"broadcast_in_dim", "reshape", "squeeze", "expand_dims",
                        "convert_element_type"})
 
 
+def _reach(program: Any) -> set:
+    """The ids that the outputs of `program` are computed from through no normaliser and no
+    ``stop_gradient`` (the outputs included)."""
+    reach = {r for r in program.output_ids if isinstance(r, int)}
+    for node in reversed(program.nodes):
+        if node.prim not in NORMALIZERS and node.prim != "stop_gradient" and any(
+                r in reach for r in node.outs):
+            reach.update(r for r in node.ins if isinstance(r, int))
+    return reach
+
+
 def unruled_nonlinear(f: Callable, x: jax.Array) -> tuple[str, ...]:
     """The elementwise nonlinearities of `f` (at `x`'s shape) that no rule sees: raw primitives
     such as ``x ** 2``, ``jnp.exp`` or ``jnp.sin`` applied to input-dependent values on a path to
@@ -112,11 +124,7 @@ def unruled_nonlinear(f: Callable, x: jax.Array) -> tuple[str, ...]:
     left out), as ``scope/primitive`` names. Arithmetic on integers (an index clamped by
     ``jnp.take``) is left out: the step that made the integers is :func:`steps`'."""
     program, site_map = program_of(f, x, unrolled=True, warn=False)
-    reach = {r for r in program.output_ids if isinstance(r, int)}
-    for node in reversed(program.nodes):
-        if node.prim not in NORMALIZERS and node.prim != "stop_gradient" and any(
-                r in reach for r in node.outs):
-            reach.update(r for r in node.ins if isinstance(r, int))
+    reach = _reach(program)
     producer = {r: node for node in program.nodes for r in node.outs}
 
     def dependent(r):
@@ -144,24 +152,88 @@ def unruled_nonlinear(f: Callable, x: jax.Array) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+# Primitives that mix several input-dependent values nonlinearly and that no rule sees (a max or
+# min reduction only where it is no pool or extremum, see jaxplain.core._sites.pool_op: a
+# statistic; products are warned about apart); jax.nn's MIXING activations (softmax,
+# log_softmax) are found by name.
+_MIXING_PRIMS = frozenset({"sort", "top_k", "cummax", "cummin", "cumlogsumexp", "cumprod",
+                           "reduce_prod", "reduce_window_min", "reduce_window", "reduce_max",
+                           "reduce_min"})
+# Ops between a final softmax and the output (see jaxplain.core._outputs.output_activation).
+_TO_OUTPUT = _RESHAPES | {"copy", "copy_p", "reduce_precision", "log"}
+
+
+def _output_softmax(program: Any) -> Any:
+    """The node of a MIXING activation that the single output comes straight out of (through
+    casts, reshapes and a log), or None: that one has a warning of its own
+    (:func:`warn_if_softmax_output`)."""
+    if len(program.output_ids) != 1:
+        return None
+    producer = {r: node for node in program.nodes for r in node.outs}
+    node = producer.get(program.output_ids[0])
+    while node is not None and node.activation is None and node.prim in _TO_OUTPUT:
+        node = producer.get(node.ins[0])
+    return node if node is not None and node.activation in MIXING else None
+
+
+def unruled_mixing(f: Callable, x: jax.Array) -> tuple[str, ...]:
+    """The nonlinearities of `f` (at `x`'s shape) that mix several values and that no rule
+    takes apart: a ``jax.nn.softmax`` or ``log_softmax`` inside the model (not the one the
+    output comes straight out of), ``jnp.sort``, ``lax.top_k``, a cumulative max, a product
+    reduction, a min pool written with ``lax.reduce_window``; applied to input-dependent values
+    with a floating result on a path to the output that passes no normaliser and no
+    ``stop_gradient``, as ``scope/op`` names. So is a max or min over several values that is no
+    pool (:func:`jaxplain.core._sites.pool_op`): a shift ``z - z.max(-1)`` written out."""
+    program, site_map = program_of(f, x, unrolled=True, warn=False)
+    reach, last = _reach(program), _output_softmax(program)
+    names = []
+    for i, node in enumerate(program.nodes):
+        op = node.activation if node.activation in MIXING else node.prim
+        if (op not in MIXING and op not in _MIXING_PRIMS or node is last or i in site_map.pools
+                or not any(isinstance(r, int) and r in program.depends for r in node.ins)
+                or op in ("reduce_max", "reduce_min") and node.eqn.outvars[0].aval.size
+                == node.eqn.invars[0].aval.size):  # over one value: the identity
+            continue
+        if any(r in reach and jnp.issubdtype(program.avals[r].dtype, jnp.inexact)
+               for r in node.outs):
+            names.append("/".join(node.stack + (op,)))
+    return tuple(dict.fromkeys(names))
+
+
 def warn_if_unruled_nonlinear(f: Callable, x: jax.Array, method: str, consequence: str) -> None:
     """A ``UserWarning`` when `f` applies elementwise nonlinearities that no rule sees
     (:func:`unruled_nonlinear`), where `method`'s rules pass the plain gradient, so that
-    `consequence` (its summation fails there); and, first, the warning of
-    :func:`warn_if_steps`, whose plain gradient is 0."""
+    `consequence` (its summation fails there), and another when it applies ones that mix
+    values (:func:`unruled_mixing`); and, first, the warning of :func:`warn_if_steps`, whose
+    plain gradient is 0."""
     warn_if_steps(f, x, method)
     names = unruled_nonlinear(f, x)
+    if names:
+        warnings.warn(
+            f"{method}: the model applies elementwise nonlinearities that are no jax.nn "
+            f"activation ({_listed(names, 4)}) to values that depend on x; {method}'s rescale "
+            f"rule does not see them and passes their plain gradient, so summation-to-delta "
+            f"fails there and {consequence}. Write the nonlinearity as a jax.nn function where "
+            "it is one (jax.nn.hard_tanh for jnp.clip(h, -1, 1), jax.nn.softplus, ...), or use "
+            "integrated_gradients, whose sum tends to f(x)_t - f(b)_t as its steps grow.",
+            UserWarning, stacklevel=3)
+    _warn_mixing(f, x, method, consequence)
+
+
+def _warn_mixing(f: Callable, x: jax.Array, method: str, consequence: str) -> None:
+    """:func:`warn_if_unruled_nonlinear`'s warning for :func:`unruled_mixing`."""
+    names = unruled_mixing(f, x)
     if not names:
         return
-    shown = _listed(names, 4)
     warnings.warn(
-        f"{method}: the model applies elementwise nonlinearities that are no jax.nn activation "
-        f"({shown}) to values that depend on x; {method}'s rescale rule does not see them and "
-        f"passes their plain gradient, so summation-to-delta fails there and {consequence}. "
-        "Write the nonlinearity as a jax.nn function where it is one (jax.nn.hard_tanh for "
-        "jnp.clip(h, -1, 1), jax.nn.softplus, ...), or use integrated_gradients, whose sum "
-        "tends to f(x)_t - f(b)_t as its steps grow.",
-        UserWarning, stacklevel=3)
+        f"{method}: the model applies nonlinearities that mix several values "
+        f"({_listed(names, 4)}: a softmax inside the model, a sort, a product over an axis) to "
+        f"values that depend on x; {method}'s rules take apart elementwise activations, maxima "
+        f"and minima only, and pass these ops' plain gradient, so summation-to-delta fails "
+        f"there and {consequence}. Use integrated_gradients, whose sum tends to "
+        "f(x)_t - f(b)_t as its steps grow, or a perturbation method (shapley_sampling, "
+        "kernel_shap).",
+        UserWarning, stacklevel=4)
 
 
 # Steps: primitives whose derivative is 0 wherever it is defined. A comparison is one only where

@@ -22,6 +22,11 @@ from jaxplain.core import rewrite_backward
 from jaxplain.core._batch import batch_axes, lost_by
 from jaxplain.core._capture import program_of
 from jaxplain.core._cpu import cpu_friendly
+from jaxplain.core._sites import EXTREMA
+
+# The pools and reductions that Rescale takes apart with the max rule (a min as -max(-x)): max
+# pools, a max over the channels (maxout), a min over any non-batch axes.
+_MAX_RULE = frozenset({"max_pool", *EXTREMA})
 
 #: What works instead of DeepLIFT (and DeepLIFT-SHAP) for a model that only takes x's batch.
 ON_X_BATCH = ("use a method that evaluates f on x's batch: the gradient family, LRP, occlusion, "
@@ -47,7 +52,9 @@ class Rescale:
     reference, and the sum over both, divided by ``z - z_ref``, is the multiplier (the plain
     gradient where ``|z - z_ref| < eps``). So a window's contributions sum to
     ``g * (y - y_ref)``, as through an activation. This is Captum's max-pool rule; overlapping
-    windows that share a maximum add their parts there.
+    windows that share a maximum add their parts there. A max over the channels (a maxout
+    unit's over its pieces) takes the same rule, and a min over any non-batch axes takes it
+    as ``-max(-z)``: ``m = min(y, y_ref)``, the parts going to the minima.
     """
 
     eps: float = 1e-10
@@ -66,11 +73,12 @@ class Rescale:
         return jnp.concatenate([cotangent, jnp.zeros_like(g[n:])])
 
     def pool(self, op, x, y, g, pullback):
-        if op != "max_pool":
+        if op not in _MAX_RULE:
             return None
         n = x.shape[0] // 2
-        top, gx = jnp.maximum(y[:n], y[n:]), g[:n]
-        routed = pullback(jnp.concatenate([gx * (top - y[n:]), gx * (y[:n] - top)]))
+        split = jnp.minimum if op == "reduce_min" else jnp.maximum
+        m, gx = split(y[:n], y[n:]), g[:n]
+        routed = pullback(jnp.concatenate([gx * (m - y[n:]), gx * (y[:n] - m)]))
         plain = pullback(jnp.concatenate([gx, jnp.zeros_like(gx)]))[:n]
         dz = _common.widen(x[:n]) - _common.widen(x[n:])
         small = jnp.abs(dz) < self.eps
@@ -113,21 +121,21 @@ class HoldConstant:
 
 
 def check_batch_first(f: Callable, both) -> None:
-    """Refuse a model in which an activation or max pool that :class:`Rescale` splits into
-    halves has lost its batch axis (the kernel follows it through the model, see
-    :func:`jaxplain.core._batch.batch_axes`) and does not hold `both`'s batch first either:
-    the halves would be halves of another axis (of a graph's nodes, say)."""
+    """Refuse a model in which an activation, max pool or max or min (`_MAX_RULE`) that
+    :class:`Rescale` splits into halves has lost its batch axis (the kernel follows it through
+    the model, see :func:`jaxplain.core._batch.batch_axes`) and does not hold `both`'s batch
+    first either: the halves would be halves of another axis (of a graph's nodes, say)."""
     program, site_map = program_of(f, both, unrolled=True, warn=False)
     batch, m = batch_axes(program), both.shape[0]
     for i, node in enumerate(program.nodes):
         rescaled = node.activation is not None and node.activation not in MIXING
-        if not rescaled and site_map.pools.get(i) != "max_pool":
+        if not rescaled and site_map.pools.get(i) not in _MAX_RULE:
             continue
         ref = next((r for r in node.ins if isinstance(r, int) and r in program.depends), None)
         shape = () if ref is None else tuple(program.avals[ref].shape)
         if ref is None or batch.get(ref) is not None or shape[:1] == (m,):
             continue
-        name = site_map.node_names.get(i, node.activation or "max_pool")
+        name = site_map.node_names.get(i, node.activation or site_map.pools[i])
         cause, fix = lost_by(program, batch, ref)
         raise ValueError(
             f"deeplift evaluates f on x and its baselines stacked, a batch of {m}, and splits "
@@ -163,15 +171,18 @@ def deeplift(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, 
     ``attr = (x - b) * g`` where ``g`` is the gradient of ``f_t`` with every activation's local
     derivative replaced by the difference quotient ``(h(z) - h(z_ref)) / (z - z_ref)`` between
     the input's and the baseline's forward passes. The attributions sum to
-    ``f(x)_t - f(b)_t`` on ReLU networks, with max pools too (summation-to-delta).
+    ``f(x)_t - f(b)_t`` on ReLU networks, with max pools and maxout too (summation-to-delta).
 
     Args:
       f: the model, mapping a batch to logits ``(n, classes)``; any JAX function: every
         elementwise ``jax.nn`` activation is rescaled (relu in all its spellings, relu6,
         hard_silu, gelu, selu, ...). Max pools split each window's difference between the
-        input's and the reference's maxima (Captum's rule). Other elementwise nonlinearities
-        (``h ** 2``, ``jnp.exp``, ``jnp.sin``: no activation) keep their plain gradient and
-        break the sum; such a model gets a ``UserWarning``. Pass the logits: a final
+        input's and the reference's maxima (Captum's rule), and so does any other max or min
+        over non-batch axes (maxout's ``z.max(-1)``, ``h.min((1, 2))``) but a normalisation's
+        shift (``z - z.max(-1)``). Other elementwise nonlinearities (``h ** 2``, ``jnp.exp``,
+        ``jnp.sin``: no activation) and ones that mix values (a softmax inside the model,
+        ``jnp.sort``, such a shift) keep their plain gradient and break the sum; such a model
+        gets a ``UserWarning``. Pass the logits: a final
         ``jax.nn.softmax`` (or log-softmax) has no rescale rule, so the sum is lost; such a
         model gets a ``UserWarning`` too.
       x: the inputs, batch first.

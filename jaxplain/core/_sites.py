@@ -240,14 +240,14 @@ def _scaled(program: Program, node: Node, current: int) -> bool:
 def _pool_chain(program: Program, start: int, consumers: tuple[Counter, dict]) -> tuple[int, ...]:
     """Indices of the pool `start` and what belongs to it: the shape ops after it in its scope
     (``vmap``'s squeeze and transpose around an Equinox pool, which pools a 5-d copy of the
-    features; for a max pool, transposes and ops that drop size-1 axes, never one that adds
-    them, as the next Equinox pool does) and, for a sum pool, its scale (`_scaled`: ``/ k`` or
-    ``* (1 / k)`` for the window size k): all of an average. A sum pool with no such scale is
-    just ``(start,)``. Ops with a literal operand (the ``max(-inf, m)`` of ``jnp.max(...,
-    initial=-jnp.inf)``) end a max pool's chain."""
+    features; for a max pool or an extremum, transposes and ops that drop size-1 axes, never
+    one that adds them, as the next Equinox pool does) and, for a sum pool, its scale
+    (`_scaled`: ``/ k`` or ``* (1 / k)`` for the window size k): all of an average. A sum pool
+    with no such scale is just ``(start,)``. Ops with a literal operand (the ``max(-inf, m)``
+    of ``jnp.max(..., initial=-jnp.inf)``) end a max pool's chain."""
     count, by_input = consumers
     chain, current = [start], program.nodes[start].outs[0]
-    summed = program.nodes[start].prim not in ("reduce_window_max", "reduce_max")
+    summed = program.nodes[start].prim not in ("reduce_window_max", "reduce_max", "reduce_min")
     while count[current] == 1 and current in by_input:
         j = by_input[current]
         node = program.nodes[j]
@@ -355,6 +355,9 @@ def _root(program: Program) -> tuple[str, ...]:
 
 # Sums of several input-dependent terms that are no pool (rules' ``sum`` method; see `pool_op`).
 SUMS = frozenset({"reduce_sum", "scatter_add", "cumsum"})
+# Maxima and minima that are no pool: a max over axes that include the channels (a maxout unit's
+# max over its pieces), a min over any (rules' ``pool`` method, as a max pool's; see `pool_op`).
+EXTREMA = frozenset({"reduce_max", "reduce_min"})
 _SCATTER_ADDS = frozenset({"scatter-add", "scatter_add"})
 
 
@@ -365,10 +368,13 @@ def pool_op(program: Program, i: int, axes: dict, batch: dict, users: dict) -> s
     Pools: ``"max_pool"``, ``"avg_pool"`` for windows; ``"max_pool"`` for a max, ``"mean"`` for
     a sum, over axes that are neither the batch nor the channels (the reduced value's channel
     axis, or else its last): a text CNN's max over time, global max or average pooling.
+    Extrema (`EXTREMA`), of several floating values, each example's apart: ``"reduce_max"``,
+    a max over axes that include the channels (maxout), and ``"reduce_min"``, a min over any.
     Sums (`SUMS`), of several floating input-dependent terms, each example's apart:
     ``"reduce_sum"`` over other axes (a region of a class map, the features),
     ``"scatter_add"`` of input-dependent updates into a constant (``segment_sum``,
-    ``.at[i].add``), ``"cumsum"``. A mean or sum that is a statistic (`_statistic`) is neither.
+    ``.at[i].add``), ``"cumsum"``. A mean, sum, max or min that is a statistic (`_statistic`:
+    a softmax's shift ``z - z.max(-1, keepdims=True)``) is none of these.
     """
     node = program.nodes[i]
     if node.prim == "reduce_window_max":
@@ -383,13 +389,14 @@ def pool_op(program: Program, i: int, axes: dict, batch: dict, users: dict) -> s
     b = b if isinstance(b, int) else 0
     channels = axes.get(source)
     channels = len(shape) - 1 if channels is None else channels % max(len(shape), 1)
-    if node.prim in ("reduce_max", "reduce_sum"):
+    if node.prim in ("reduce_max", "reduce_min", "reduce_sum"):
         reduced = tuple(node.eqn.params["axes"])
         pooled = bool(reduced) and all(a not in (b, channels) for a in reduced)
-        if node.prim == "reduce_max":
-            return "max_pool" if pooled else None
+        if node.prim == "reduce_max" and pooled:
+            return "max_pool"
         several = b not in reduced and math.prod(shape[a] for a in reduced) > 1
-        op = ("mean" if pooled else "reduce_sum") if several else None
+        kind = node.prim if node.prim in EXTREMA else ("mean" if pooled else "reduce_sum")
+        op = kind if several else None
     elif node.prim == "cumsum":
         op = "cumsum" if node.eqn.params["axis"] != b and shape[node.eqn.params["axis"]] > 1 else None
     elif node.prim in _SCATTER_ADDS:
@@ -418,13 +425,14 @@ def _scatter_apart(program: Program, node: Node, b: int) -> bool:
 
 
 def _statistic(program: Program, i: int, users: dict) -> bool:
-    """True when the value of node `i`, a sum, is a statistic of a normalisation: through shape
-    ops and elementwise ops whose other operands are constants (a mean's division by the count,
-    ``+ eps``, a clamp, a ``where``, a ``log``) it is the divisor of a division, goes into a
-    square root, or meets another input-dependent value in a subtraction. So the total of a
-    softmax (``e / e.sum(-1)``, ``x - log(sum(exp(x)))``) or an L1 or L2 normalisation, and the
-    mean and variance of a LayerNorm, RMSNorm or GroupNorm (``x - mean``, ``E[x^2] - E[x]^2``,
-    ``rsqrt(var + eps)``).
+    """True when the value of node `i`, a sum (or a max or min), is a statistic of a
+    normalisation: through shape ops and elementwise ops whose other operands are constants (a
+    mean's division by the count, ``+ eps``, a clamp, a ``where``, a ``log``, a
+    ``stop_gradient``) it is the divisor of a division, goes into a square root, or meets
+    another input-dependent value in a subtraction. So the total of a softmax
+    (``e / e.sum(-1)``, ``x - log(sum(exp(x)))``) and its shift (``x - x.max(-1)``) or an L1
+    or L2 normalisation, and the mean and variance of a LayerNorm, RMSNorm or GroupNorm
+    (``x - mean``, ``E[x^2] - E[x]^2``, ``rsqrt(var + eps)``).
 
     Such a sum summarises a value that flows on beside it, and what it passes back belongs to
     the normalisation's rule (AttnLRP and conservative propagation hold the scale constant,
@@ -550,7 +558,7 @@ def analyze(program: Program) -> SiteMap:
             chain = _pool_chain(program, i, consumers)
             absorbed.update(chain[1:])
             name = name_for(stack, op, i)
-            if op != "mean" and op not in SUMS:  # places for backward rules, not sites
+            if op != "mean" and op not in SUMS and op not in EXTREMA:  # places for rules, not sites
                 derived.append((i, name, "pool", op, program.nodes[chain[-1]].outs[0]))
             node_names[i], groups[i], pools[i] = name, chain, op
         elif node.prim in _LINEAR:
