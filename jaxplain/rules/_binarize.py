@@ -72,28 +72,19 @@ def layer_items(name, value) -> np.ndarray:
                         f"that is not one array") from None
 
 
+#: Float64 bytes of activations thresholded at once: a block of columns, so that the float64
+#: copies the quantiles need stay a bounded size whatever the number of rows.
+_BLOCK_BYTES = 1 << 26
+
+
 def _thresholded(acts: np.ndarray, threshold, q) -> tuple[np.ndarray, np.ndarray]:
     """``(acts > t, t)`` for 2-D ``acts`` with ``t`` the per-column ``q`` quantile, or
-    ``threshold`` (default 0) broadcast over the columns when ``q`` is None.
-
-    A quantile that ties with its column's maximum (the column reaches its top value in more
-    than ``1 - q`` of the rows, as saturating or quantized activations do) would switch the
-    item off everywhere; its threshold is the next lower value of the column instead, so the
-    item is on where the column is at its maximum. A quantile threshold that then equals the
-    value of exactly one row moves halfway to the column's next larger value (see
-    :func:`_off_the_rows`)."""
-    acts = acts.astype(np.float64)
+    ``threshold`` (default 0) broadcast over the columns when ``q`` is None; compared in
+    float64, a block of columns at a time (:data:`_BLOCK_BYTES`)."""
     if q is not None:
         if not 0.0 <= q <= 1.0:
             raise ValueError(f"quantile must be in [0, 1], got {q}")
-        thresholds = np.quantile(acts, q, axis=0)
-        top = acts.max(axis=0)
-        tied = np.flatnonzero(thresholds >= top)
-        if tied.size:
-            column = acts[:, tied]
-            below = np.where(column < top[tied], column, -np.inf).max(axis=0)
-            thresholds[tied] = np.where(below > -np.inf, below, thresholds[tied])  # constant
-        thresholds = _off_the_rows(acts, thresholds)
+        thresholds = np.empty(acts.shape[1:], np.float64)
     else:
         threshold = 0.0 if threshold is None else threshold
         try:
@@ -101,7 +92,34 @@ def _thresholded(acts: np.ndarray, threshold, q) -> tuple[np.ndarray, np.ndarray
         except ValueError:
             raise ValueError(f"threshold must be a scalar or one value per item ({acts.shape[1]}"
                              f" items), got shape {np.shape(threshold)}") from None
-    return acts > thresholds, thresholds
+    items = np.empty(acts.shape, bool)
+    step = max(1, _BLOCK_BYTES // (8 * max(1, acts.shape[0])))
+    for start in range(0, acts.shape[1], step):
+        columns = slice(start, start + step)
+        block = acts[:, columns].astype(np.float64)
+        if q is not None:
+            thresholds[columns] = _quantile_thresholds(block, q)
+        items[:, columns] = block > thresholds[columns]
+    return items, thresholds
+
+
+def _quantile_thresholds(acts: np.ndarray, q: float) -> np.ndarray:
+    """The per-column `q` quantile of float64 ``(n, d)`` `acts`, adjusted.
+
+    A quantile that ties with its column's maximum (the column reaches its top value in more
+    than ``1 - q`` of the rows, as saturating or quantized activations do) would switch the
+    item off everywhere; its threshold is the next lower value of the column instead, so the
+    item is on where the column is at its maximum. A quantile threshold that then equals the
+    value of exactly one row moves halfway to the column's next larger value (see
+    :func:`_off_the_rows`)."""
+    thresholds = np.quantile(acts, q, axis=0)
+    top = acts.max(axis=0)
+    tied = np.flatnonzero(thresholds >= top)
+    if tied.size:
+        column = acts[:, tied]
+        below = np.where(column < top[tied], column, -np.inf).max(axis=0)
+        thresholds[tied] = np.where(below > -np.inf, below, thresholds[tied])  # constant
+    return _off_the_rows(acts, thresholds)
 
 
 def _off_the_rows(acts: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
