@@ -47,6 +47,10 @@ def gap(a, b):
 
 a = A.gradient(f, x, t)
 out["numpy_vs_jax"] = gap(a, A.gradient(f, jnp.asarray(x), jnp.asarray(t, jnp.int32)))
+relu = lambda x: jax.nn.relu(x.reshape(x.shape[0], -1) @ W)
+out["deeplift_numpy_vs_jax"] = gap(A.deeplift(relu, x, t, baseline=0.1),
+                                   A.deeplift(relu, jnp.asarray(x), jnp.asarray(t, jnp.int32),
+                                              baseline=0.1))
 out["int64_scalar_vs_int"] = gap(A.gradient_x_input(f, x, np.int64(1)),
                                  A.gradient_x_input(f, x, 1))
 
@@ -91,6 +95,7 @@ def hooked():
 def test_documented_calls_pass_the_import_hook(hooked):
     out, _ = hooked
     assert out["numpy_vs_jax"] < 1e-6
+    assert out["deeplift_numpy_vs_jax"] < 1e-6
     assert out["int64_scalar_vs_int"] < 1e-6
     assert out["kernel_shap_vs_ablation"] < 1e-4
     for name, (shape, finite) in out["metrics"].items():

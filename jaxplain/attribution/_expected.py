@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, ArrayLike, Float, Int
 
 from jaxplain.attribution import _common, _model_checks
 from jaxplain.attribution._modified import ON_X_BATCH, Rescale, _deeplift
@@ -65,8 +65,9 @@ def _gradient_shap(f, x, target, baselines, key, stdev, *, samples, noise, batch
     return total.astype(x.dtype)
 
 
-def gradient_shap(f: Callable, x: Float[Array, "batch *feature"],
-                  target: Int[Array, "batch"] | int, *, key, baselines, samples: int = 5,
+def gradient_shap(f: Callable, x: Float[ArrayLike, "batch *feature"],
+                  target: Int[ArrayLike, "batch"] | Int[ArrayLike, ""], *, key, baselines,
+                  samples: int = 5,
                   stdev: float = 0.0,
                   batch_size: int | None = None) -> Float[Array, "batch *feature"]:
     """GradientSHAP (expected gradients): input-minus-baseline times the gradient at a random
@@ -138,8 +139,8 @@ def _deeplift_shap(f, x, target, baselines, *, batch_size):
     return (total / baselines.shape[0]).astype(x.dtype)
 
 
-def deeplift_shap(f: Callable, x: Float[Array, "batch *feature"],
-                  target: Int[Array, "batch"] | int, *, baselines,
+def deeplift_shap(f: Callable, x: Float[ArrayLike, "batch *feature"],
+                  target: Int[ArrayLike, "batch"] | Int[ArrayLike, ""], *, baselines,
                   batch_size: int | None = None) -> Float[Array, "batch *feature"]:
     """DeepLIFT (rescale rule) averaged over a distribution of baselines, as Captum's
     ``DeepLiftShap``.

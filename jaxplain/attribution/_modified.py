@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, ArrayLike, Float, Int
 
 from jaxplain.attribution import _common, _model_checks
 from jaxplain.attribution._lrp_rules import MIXING
@@ -164,7 +164,8 @@ def rule_gradient(f, x, target, *, rule):
     return _common.target_gradient(rewrite_backward(f, rule), x, target)
 
 
-def deeplift(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, "batch"] | int,
+def deeplift(f: Callable, x: Float[ArrayLike, "batch *feature"],
+             target: Int[ArrayLike, "batch"] | Int[ArrayLike, ""],
              *, baseline=None) -> Float[Array, "batch *feature"]:
     """DeepLIFT with the rescale rule (as Captum's ``DeepLift``).
 
@@ -216,8 +217,9 @@ def deeplift(f: Callable, x: Float[Array, "batch *feature"], target: Int[Array, 
     return _deeplift(f, x, t, b)
 
 
-def guided_backprop(f: Callable, x: Float[Array, "batch *feature"],
-                    target: Int[Array, "batch"] | int) -> Float[Array, "batch *feature"]:
+def guided_backprop(f: Callable, x: Float[ArrayLike, "batch *feature"],
+                    target: Int[ArrayLike, "batch"] | Int[ArrayLike, ""]
+                    ) -> Float[Array, "batch *feature"]:
     """Guided backpropagation: the gradient with ReLUs passing only positive gradients.
 
     At each ReLU the backward pass is ``g_in = [z > 0] * max(g_out, 0)`` (Captum's
@@ -251,8 +253,9 @@ def guided_backprop(f: Callable, x: Float[Array, "batch *feature"],
     return rule_gradient(f, x, t, rule=Guided())
 
 
-def deconvnet(f: Callable, x: Float[Array, "batch *feature"],
-              target: Int[Array, "batch"] | int) -> Float[Array, "batch *feature"]:
+def deconvnet(f: Callable, x: Float[ArrayLike, "batch *feature"],
+              target: Int[ArrayLike, "batch"] | Int[ArrayLike, ""]
+              ) -> Float[Array, "batch *feature"]:
     """Deconvnet: the gradient with ReLUs replaced by ReLUs of the gradient.
 
     At each ReLU the backward pass is ``g_in = max(g_out, 0)``, ignoring the forward input
@@ -283,8 +286,9 @@ def deconvnet(f: Callable, x: Float[Array, "batch *feature"],
     return rule_gradient(f, x, t, rule=Deconv())
 
 
-def conservative_propagation(f: Callable, x: Float[Array, "batch *feature"],
-                             target: Int[Array, "batch"] | int) -> Float[Array, "batch *feature"]:
+def conservative_propagation(f: Callable, x: Float[ArrayLike, "batch *feature"],
+                             target: Int[ArrayLike, "batch"] | Int[ArrayLike, ""]
+                             ) -> Float[Array, "batch *feature"]:
     """LRP for transformers: gradient x input with attention weights and LayerNorm scales held
     constant (Ali et al.'s AH and LN rules).
 

@@ -10,7 +10,8 @@ program:
   padding mask) are no part of the layer and take the plain gradient;
 * activations (relu in all its spellings, tanh, sigmoid, ...);
 * pools (max pooling; average pooling with its division by the window size; a mean over the
-  axes between the batch and the last, e.g. global average pooling);
+  axes between the batch and the last, e.g. global average pooling; a max over the channels,
+  as maxout units take, or a min over any axes but the batch);
 * sums of several input-dependent terms that are no pool: a ``reduce_sum`` over other axes
   than the batch (a region of a class map, the features), a scatter-add of input-dependent
   updates (``segment_sum``), a ``cumsum``; neither these nor a mean when it is a statistic of a
@@ -658,8 +659,9 @@ def rewrite_backward(f: Callable, rules) -> Callable:
         ``activation(op, x, y, g, pullback) -> gx`` (an activation that takes a fifth
         argument is given the node's own plain-gradient ``pullback``, as ``pool`` is: its
         derivative with the model's parameters, ``leaky_relu``'s slope, ``elu``'s alpha),
-        ``pool(op, x, y, g, pullback) -> gx`` (``op`` is ``"max_pool"``, ``"avg_pool"`` or
-        ``"mean"``; ``y`` is the pooled value, after an average's division and the shape ops
+        ``pool(op, x, y, g, pullback) -> gx`` (``op`` is ``"max_pool"``, ``"avg_pool"``,
+        ``"mean"``, or ``"reduce_max"`` / ``"reduce_min"`` for a max over the channels
+        (maxout) or a min over any non-batch axes, which are no sites; ``y`` is the pooled value, after an average's division and the shape ops
         ``vmap`` adds around an Equinox pool;
         ``pullback(c)`` is the plain gradient for ``x`` of a cotangent ``c`` of ``y``),
         ``sum(op, x, y, g, pullback) -> gx`` (as ``pool``; ``op`` is ``"reduce_sum"``,
