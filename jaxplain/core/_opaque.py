@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 
 from jaxplain.core import _program
 from jaxplain.core._user_line import INTERNAL, user_stacklevel
@@ -21,20 +22,28 @@ from jaxplain.core._sites import _SCATTER_ADDS, NORMALIZERS, PRODUCTS, SUMS, Sit
 
 _CONVS = frozenset({"dot_general", "conv_general_dilated"})
 _POOLS = frozenset({"reduce_window_max", "reduce_window_sum", "reduce_window", "reduce_max"})
-# Places that make a layer (not one element's arithmetic, as in jnp.logaddexp's or jnp.sinc's
-# custom_jvp, which are exact and elementwise).
-_LAYER_PLACES = frozenset({"linear", "pool", "sum", "normalizer"})
+# Elementwise nonlinearities that are no recognised activation (the arithmetic of xlogy's
+# custom_jvp, a user's custom_jvp of jnp.log1p(jnp.exp(z))): rules with an activation method
+# would take them apart, so an opaque node holding one counts as holding an activation place.
+# A div counts only by an input-dependent divisor, a select_n only on an input-dependent
+# predicate.
+_NONLINEAR = frozenset({
+    "integer_pow", "pow", "square", "exp", "exp2", "log", "log1p", "expm1", "sin", "cos", "tan",
+    "asin", "acos", "atan", "atan2", "sinh", "cosh", "asinh", "acosh", "atanh", "sqrt", "rsqrt",
+    "cbrt", "abs", "erf", "erfc", "erf_inv", "lgamma", "digamma", "max", "min", "clamp", "rem",
+    "div", "select_n"})
+_CUSTOM_FIX = (
+    "write the layer without the custom derivative (keep a trick such as a gradient clip or "
+    "reversal in a function of its own, outside the layer); a custom derivative of one "
+    "activation applied to its input (jnp.tanh, a jax.nn activation, jnp.logaddexp(z, 0)) is "
+    "taken for that activation")
 # How a warning or an error names an opaque node: what it is, what its backward pass is, and
 # how to let the rules in.
 OPAQUE_TEXT = {
     "custom_vjp_call": (
-        "the function with a custom derivative (jax.custom_vjp)", "its custom rule",
-        "write the layer without the custom derivative (keep a trick such as a gradient "
-        "clip or reversal in a function of its own, outside the layer)"),
+        "the function with a custom derivative (jax.custom_vjp)", "its custom rule", _CUSTOM_FIX),
     "custom_jvp_call": (
-        "the function with a custom derivative (jax.custom_jvp)", "its custom rule",
-        "write the layer without the custom derivative (keep a trick such as a gradient "
-        "clip or reversal in a function of its own, outside the layer)"),
+        "the function with a custom derivative (jax.custom_jvp)", "its custom rule", _CUSTOM_FIX),
     "cond": (
         "the lax.cond", "the plain gradient of the branch taken",
         "for a constant predicate (a configuration switch) choose the branch with a Python "
@@ -72,9 +81,20 @@ def _places_in(eqn, flags: list) -> set[str]:
         return {"sum", "pool"} if name == "reduce_sum" else {"sum"}  # a mean is a reduce_sum
     if name in NORMALIZERS:
         return {"normalizer"}
+    if _nonlinear(eqn, flags):
+        return {"activation"}
     if both and name == "add":
         return {"add"}
     return {"product"} if both and name in PRODUCTS else set()
+
+
+def _nonlinear(eqn, flags: list) -> bool:
+    """True when `eqn` applies an elementwise nonlinearity (`_NONLINEAR`) to its input-dependent
+    operands (`flags`), with a floating result."""
+    name = eqn.primitive.name
+    if name not in _NONLINEAR or not jnp.issubdtype(eqn.outvars[0].aval.dtype, jnp.inexact):
+        return False
+    return flags[1] if name == "div" else flags[0] if name == "select_n" else any(flags)
 
 
 def _jaxpr_places(jaxpr, flags: list) -> tuple[set[str], list]:
@@ -136,12 +156,13 @@ def warn_opaque(program: Program, site_map: SiteMap,
                 has_method: Callable[[Site, str], bool]) -> None:
     """Warn for each node of `opaque_nodes` that holds places the rules have methods for
     (``has_method(site, kind)``): its backward pass is its own, so the rules' sums do not hold
-    across it. A custom_jvp of elementwise arithmetic only (``jnp.logaddexp``) is one element's
-    exact derivative: no warning."""
+    across it. An elementwise nonlinearity that is no recognised activation counts as an
+    activation place (a custom_jvp of ``xlogy``), even with an exact derivative: rules such as
+    DeepLIFT's rescale and LRP's pass do not use the derivative."""
     for node, site in opaque_nodes(program, site_map):
         flags = [isinstance(r, int) and r in program.depends for r in node.ins]
         kinds = sorted(k for k in _places_in(node.eqn, flags) if has_method(site, k))
-        if not kinds or (node.prim == "custom_jvp_call" and not _LAYER_PLACES & set(kinds)):
+        if not kinds:
             continue
         methods = (f"so the rules' {', '.join(kinds)} methods are not applied inside it: its "
                    f"backward pass is")

@@ -133,33 +133,15 @@ def _clean_stack(name_stack) -> tuple[str, ...]:
     return tuple(part for part in text.split("/") if part and "." not in part and "->" not in part)
 
 
-def _relu_body(jaxpr) -> bool:
-    """True when `jaxpr` computes max(x, 0) (possibly inside nested jits)."""
-    eqns = jaxpr.eqns
-    if len(eqns) != 1:
-        return False
-    eqn = eqns[0]
-    if eqn.primitive.name in _INLINE:
-        return _relu_body(_body(eqn)[0])
-    if eqn.primitive.name != "max":
-        return False
-    lits = [v for v in eqn.invars if isinstance(v, jax.extend.core.Literal)]
-    return len(lits) == 1 and float(np.asarray(lits[0].val)) == 0.0
-
-
 def _activation_of(eqn) -> str | None:
+    """The activation that `eqn` computes (``"relu"``, ``"tanh"``, ...), or None."""
     name = eqn.primitive.name
     if name in _ACTIVATION_PRIMS:
         return _ACTIVATION_PRIMS[name]
-    if name in _INLINE and eqn.params.get("name") in _ACTIVATION_JITS:
-        return "relu" if _relu_body(_body(eqn)[0]) else eqn.params["name"]
-    if name in _CUSTOM and (found := _rectifier_body(eqn.params["call_jaxpr"])):
-        return found  # a relu with a custom derivative (``jax.nn.relu``, a user's custom_vjp)
-    if name == "custom_jvp_call":  # e.g. relu6: a custom derivative around a named jit
-        inner = eqn.params["call_jaxpr"].jaxpr.eqns
-        if (len(inner) == 1 and inner[0].primitive.name in _INLINE
-                and inner[0].params.get("name") in _ACTIVATION_JITS):
-            return inner[0].params["name"]
+    if name in _INLINE:
+        return _named_activation(eqn)
+    if name in _CUSTOM:
+        return _custom_activation(eqn)
     if name == "max" and _relu_body_eqn(eqn):
         return "relu"
     return None
@@ -168,32 +150,155 @@ def _activation_of(eqn) -> str | None:
 _CUSTOM = frozenset({"custom_jvp_call", "custom_vjp_call"})
 # The comparisons of a where-ReLU's mask, and the sign of their left operand where they hold.
 _COMPARES = {"gt": 1, "ge": 1, "lt": -1, "le": -1}
-# A where-ReLU's body is a few equations; a longer custom-derivative body is not looked into.
-_RECTIFIER_EQNS = 4
+# One activation's body is a few equations (GELU's or logaddexp's ten); a longer
+# custom-derivative body is not looked into.
+_ACTIVATION_EQNS = 24
+# Static options of the `jax.nn` activations that are jits in some JAX versions: each variant is
+# tried in turn; a softmax's ``axis`` may be any axis of the input.
+_VARIANTS = {"gelu": ({}, {"approximate": False})}
+_AXIS_OPTION = frozenset({"softmax", "log_softmax"})
 
 
-def _rectifier_body(closed) -> str | None:
-    """``"relu"``, ``"leaky_relu"`` or ``"relu6"`` when the one-input body `closed` (a
-    ClosedJaxpr) of a custom derivative computes ``max(x, 0)`` or another spelling of one
-    (:func:`_spelled_rectifier`)."""
+def _named_activation(eqn) -> str | None:
+    """The name of the jit `eqn` when it is a ``jax.nn`` activation of that name: its body is
+    that function's trace at the jit's operands (a helper ``gelu(h, w)`` that also applies a
+    layer, or a leaky ReLU named ``relu``, is not)."""
+    name = eqn.params.get("name")
+    if name not in _ACTIVATION_JITS or len(eqn.outvars) != 1 or not eqn.invars:
+        return None
+    avals = tuple(_aval_key(v.aval) for v in eqn.invars)
+    variants = list(_VARIANTS.get(name, ({},)))
+    if name in _AXIS_OPTION:
+        variants += [{"axis": a} for a in range(len(avals[0][0]))]
+    body = _body(eqn)[0]
+    for variant in variants:
+        reference = _reference_body(name, avals, tuple(sorted(variant.items())))
+        if reference is not None and _same_wrapped(body, reference):
+            return name
+    return None
+
+
+def _aval_key(aval) -> tuple:
+    return tuple(aval.shape), np.dtype(aval.dtype), bool(getattr(aval, "weak_type", False))
+
+
+@functools.lru_cache(maxsize=256)
+def _reference_body(name: str, avals: tuple, options: tuple):
+    """The jaxpr of ``jax.nn.<name>(*operands, **options)`` at `avals` (``(shape, dtype,
+    weak_type)`` per operand), or None when it does not trace there."""
+    specs = [jax.ShapeDtypeStruct(shape, dtype, weak_type=weak) for shape, dtype, weak in avals]
+    try:
+        fn = functools.partial(getattr(jax.nn, name), **dict(options))
+        return jax.make_jaxpr(fn)(*specs).jaxpr
+    except Exception:  # noqa: BLE001 -- another signature: no such activation
+        return None
+
+
+def _same_wrapped(body, reference) -> bool:
+    """True when `body` is the jaxpr `reference`, or the body of the one call (a jit, a custom
+    derivative) that `reference` is (``jax.nn.relu`` is a custom_jvp around a jit)."""
+    while not _same_jaxpr(body, reference):
+        (eqn, *rest) = reference.eqns or (None,)
+        if rest or eqn is None or eqn.primitive.name not in _INLINE | _CUSTOM:
+            return False
+        if (list(eqn.invars) != list(reference.invars)
+                or list(eqn.outvars) != list(reference.outvars)):
+            return False
+        inner = eqn.params["call_jaxpr" if eqn.primitive.name in _CUSTOM else "jaxpr"]
+        reference = getattr(inner, "jaxpr", inner)
+    return True
+
+
+def _same_jaxpr(a, b) -> bool:
+    """True when the jaxprs `a` and `b` apply the same primitives with the same parameters
+    (sub-jaxprs compared alike, functions by type) to the same literals and values."""
+    if len(a.invars) != len(b.invars) or len(a.eqns) != len(b.eqns):
+        return False
+    mapping = dict(zip(a.invars, b.invars))
+    mapping.update(zip(a.constvars, b.constvars))
+    for x, y in zip(a.eqns, b.eqns):
+        if (x.primitive is not y.primitive or len(x.invars) != len(y.invars)
+                or x.params.keys() != y.params.keys()
+                or not all(_same_param(x.params[k], y.params[k]) for k in x.params)
+                or not all(_same_operand(u, v, mapping) for u, v in zip(x.invars, y.invars))):
+            return False
+        mapping.update(zip(x.outvars, y.outvars))
+    return len(a.outvars) == len(b.outvars) and all(
+        _same_operand(u, v, mapping) for u, v in zip(a.outvars, b.outvars))
+
+
+def _same_operand(u, v, mapping: dict) -> bool:
+    literal = jax.extend.core.Literal
+    if isinstance(u, literal) or isinstance(v, literal):
+        return (isinstance(u, literal) and isinstance(v, literal)
+                and np.shape(u.val) == np.shape(v.val) and bool(np.all(u.val == v.val)))
+    return mapping.get(u) is v
+
+
+def _same_param(a, b) -> bool:
+    if isinstance(a, jax.extend.core.ClosedJaxpr) and isinstance(b, jax.extend.core.ClosedJaxpr):
+        return len(a.consts) == len(b.consts) and _same_jaxpr(a.jaxpr, b.jaxpr)
+    if isinstance(a, jax.extend.core.Jaxpr) and isinstance(b, jax.extend.core.Jaxpr):
+        return _same_jaxpr(a, b)
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(_same_param(x, y) for x, y in zip(a, b))
+    if callable(a) or hasattr(a, "call_wrapped"):  # a custom rule, traced anew each time
+        return type(a) is type(b)
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 -- an array-valued parameter
+        return a is b
+
+
+def _custom_activation(eqn) -> str | None:
+    """The activation that the custom-derivative call `eqn` computes from its one non-literal
+    operand: the body applies one activation to it (``jax.nn.relu``, a user's ``custom_jvp``
+    of ``jnp.tanh``, a ReLU in any spelling, with a straight-through backward pass too), or is
+    ``jnp.logaddexp(z, 0)`` (a ``softplus``). None otherwise."""
+    closed = eqn.params["call_jaxpr"]
     jaxpr = closed.jaxpr
-    if _relu_body(jaxpr):
-        return "relu"
-    if len(jaxpr.invars) != 1 or len(jaxpr.outvars) != 1 or len(jaxpr.eqns) > _RECTIFIER_EQNS:
+    arrays = [k for k, v in enumerate(eqn.invars) if not isinstance(v, jax.extend.core.Literal)]
+    if len(arrays) != 1 or len(jaxpr.outvars) != 1 or _size(jaxpr) > _ACTIVATION_EQNS:
         return None
+    if _is_softplus(eqn, arrays[0]):
+        return "softplus"
+    if (len(jaxpr.eqns) == 1 and list(jaxpr.eqns[0].invars) == list(jaxpr.invars)
+            and list(jaxpr.eqns[0].outvars) == list(jaxpr.outvars) and len(jaxpr.invars) == 1):
+        return _activation_of(jaxpr.eqns[0])  # the common case: one call, ``jax.nn.relu``'s
     builder = _Builder(unroll=False)
-    x = builder.fresh(jaxpr.invars[0].aval)
-    out = builder.inline(jaxpr, closed.consts, [x], ())[0]
-    producer = {r: k for k, node in enumerate(builder.nodes) for r in node.outs}
-    if out not in producer:
-        return None
-    node = builder.nodes[producer[out]]
-    if node.activation in ("relu", "leaky_relu") and x in node.ins and all(
-            r == x or isinstance(r, Lit) for r in node.ins):
-        return node.activation
-    found = _spelled_rectifier(builder.nodes, producer[out], producer, builder.avals,
-                               _depends(builder.nodes, x, ()))
-    return found[0] if found is not None and found[1] == x else None
+    ins = [Lit(v.val) if isinstance(v, jax.extend.core.Literal) else builder.fresh(v.aval)
+           for v in eqn.invars]
+    x = ins[arrays[0]]
+    out = builder.inline(jaxpr, closed.consts, ins, ())[0]
+    nodes = _fold_rectifiers(builder.nodes, x, [out], builder.avals)
+    live = _depends(nodes, x, ())
+    on = [node for node in nodes if any(isinstance(r, int) and r in live for r in node.ins)]
+    if len(on) == 1 and on[0].activation is not None and on[0].outs == (out,):
+        return on[0].activation
+    return None
+
+
+def _is_softplus(eqn, position: int) -> bool:
+    """True when the call `eqn` is ``jnp.logaddexp(z, 0)`` (or ``(0, z)``) of its operand at
+    `position`: its equation is that of the trace of ``jnp.logaddexp`` at the same operands."""
+    if len(eqn.invars) != 2:
+        return False
+    zero = eqn.invars[1 - position]
+    if np.ndim(zero.val) != 0 or float(zero.val) != 0.0:
+        return False
+    reference = _logaddexp_reference(_aval_key(eqn.invars[position].aval), position,
+                                     _aval_key(zero.aval))
+    return _same_param(reference, eqn.params["call_jaxpr"])
+
+
+@functools.lru_cache(maxsize=64)
+def _logaddexp_reference(aval: tuple, position: int, zero: tuple):
+    """The body of ``jnp.logaddexp`` traced with the operand `aval` at `position` and a zero of
+    the aval `zero`."""
+    specs = [jax.ShapeDtypeStruct(shape, dtype, weak_type=weak)
+             for shape, dtype, weak in (aval, zero)]
+    eqns = jax.make_jaxpr(jnp.logaddexp)(*(specs[::-1] if position else specs)).eqns
+    return next(e for e in eqns if e.primitive.name == "custom_jvp_call").params["call_jaxpr"]
 
 
 def _literal_chain(nodes, ref, producer, value: float = 0.0) -> list[int] | None:
@@ -423,10 +528,12 @@ def _unrollable(eqn) -> bool:
 
 def _stacks(jaxpr, prefix=()):
     """The scope of every equation of `jaxpr`, looking through the calls that are inlined
-    (``jax.checkpoint`` / ``nn.remat``, nested jits), whose own equation carries no scope."""
+    (``jax.checkpoint`` / ``nn.remat``, nested jits), whose own equation carries no scope; an
+    empty call (what ``nn.remat`` leaves of a ``jax.nn.relu`` in the module ``blocks``) has
+    its own."""
     for eqn in jaxpr.eqns:
         stack = prefix + _clean_stack(eqn.source_info.name_stack)
-        if eqn.primitive.name in _INLINE and _activation_of(eqn) is None:
+        if eqn.primitive.name in _INLINE and _activation_of(eqn) is None and _body(eqn)[0].eqns:
             yield from _stacks(_body(eqn)[0], stack)
         else:
             yield stack
@@ -444,6 +551,29 @@ def _has_unrollable(jaxpr) -> bool:
     return any((eqn.primitive.name == "scan" and _unrollable(eqn))
                or (eqn.primitive.name in _INLINE and _has_unrollable(_body(eqn)[0]))
                for eqn in jaxpr.eqns)
+
+
+def _folded_index(eqn, ins: list) -> int | None:
+    """The value of `eqn` when it clamps or casts the literal integers `ins` to a scalar integer
+    (the index of ``lax.switch(1, ...)``, which JAX clamps to the branches), else None."""
+    name = eqn.primitive.name
+    out = eqn.outvars[0].aval if eqn.outvars else None
+    if (name not in ("clamp", "convert_element_type") or not all(isinstance(r, Lit) for r in ins)
+            or out is None or out.shape != () or not np.issubdtype(out.dtype, np.integer)):
+        return None
+    values = [int(np.asarray(r.value)) for r in ins]
+    return min(max(values[1], values[0]), values[2]) if name == "clamp" else values[0]
+
+
+def _literal_index(eqn, indices: dict) -> int | None:
+    """The branch that the cond `eqn` takes when its index is a literal or one of `indices`
+    (var -> value), else None."""
+    if eqn.primitive.name != "cond":
+        return None
+    index = eqn.invars[0]
+    if isinstance(index, jax.extend.core.Literal):
+        return int(np.asarray(index.val))
+    return indices.get(index)
 
 
 @functools.lru_cache(maxsize=256)
@@ -486,6 +616,7 @@ class _Builder:
         for var, ref in zip(jaxpr.invars, ins):
             env[var] = ref
         eqns, last_use, skip_to = jaxpr.eqns, _written_out.last_uses(jaxpr), 0
+        indices: dict = {}  # var -> its value, for integers computed from literals only
         for k, eqn in enumerate(eqns):
             if k < skip_to:  # inside a spelled-out activation, computed as one node
                 continue
@@ -495,7 +626,7 @@ class _Builder:
                 length, invars, outvar, template = found
                 env[outvar] = self.fresh(outvar.aval)
                 self.nodes.append(Node(template, tuple(read(v) for v in invars), (env[outvar],), stack,
-                                       _activation_of(template)))
+                                       template.params["name"]))
                 skip_to = k + length
                 continue
             activation = _activation_of(eqn)
@@ -508,10 +639,13 @@ class _Builder:
                 for var, ref in zip(eqn.outvars, outs):
                     env[var] = ref
                 continue
-            if eqn.primitive.name == "cond" and isinstance(eqn.invars[0], jax.extend.core.Literal):
+            if (index := _folded_index(eqn, [read(v) for v in eqn.invars])) is not None:
+                indices[eqn.outvars[0]] = index  # a lax.switch's clamp of a literal index
+            chosen = _literal_index(eqn, indices)
+            if chosen is not None:
                 # a branch chosen by a constant (a config switch): its equations, as if written
                 # out, so that sites and rules reach inside
-                branch = eqn.params["branches"][int(np.asarray(eqn.invars[0].val))]
+                branch = eqn.params["branches"][chosen]
                 local = _clean_stack(eqn.source_info.name_stack)
                 outs = self.inline(branch.jaxpr, branch.consts, [read(v) for v in eqn.invars[1:]],
                                    prefix, relabel=lambda s, local=local: relabel(local + s))
