@@ -210,8 +210,9 @@ def warn_if_unruled_nonlinear(f: Callable, x: jax.Array, method: str, consequenc
     names = unruled_nonlinear(f, x)
     if names:
         warnings.warn(
-            f"{method}: the model applies elementwise nonlinearities that are no jax.nn "
-            f"activation ({_listed(names, 4)}) to values that depend on x; {method}'s rescale "
+            f"{method}: the model applies elementwise nonlinearities that are none of the "
+            f"activations jaxplain has rules for ({_listed(names, 4)}) to values that depend "
+            f"on x; {method}'s rescale "
             f"rule does not see them and passes their plain gradient, so summation-to-delta "
             f"fails there and {consequence}. Write the nonlinearity as a jax.nn function where "
             "it is one (jax.nn.hard_tanh for jnp.clip(h, -1, 1), jax.nn.softplus, ...), or use "

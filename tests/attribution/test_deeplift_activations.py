@@ -156,3 +156,11 @@ def test_deeplift_shap_warns_at_nonlinearities_no_rule_sees():
     f = lambda z: jnp.exp(z @ W).sum(1, keepdims=True)  # noqa: E731
     with pytest.warns(UserWarning, match="deeplift_shap: .*'exp'"):
         A.deeplift_shap(f, X, 0, baselines=jnp.zeros((2, 5)))
+
+
+def test_the_warning_names_a_jax_nn_function_without_a_rule_as_such():
+    """jax.nn.sparse_sigmoid is a jax.nn function (inlined to clip and mul): the warning does
+    not call it "no jax.nn activation", but one jaxplain has no rule for."""
+    f = lambda z: jax.nn.sparse_sigmoid(z @ W).sum(1, keepdims=True)  # noqa: E731
+    with pytest.warns(UserWarning, match="none of the activations jaxplain has rules for"):
+        A.deeplift(f, X, 0)
