@@ -81,10 +81,17 @@ def check_objective(objective: Objective, *, logits: tuple[int, ...],
 
 
 def _check_class(t: Class, logits: tuple[int, ...], batched: bool) -> None:
-    """A class index is one class, or one per example of the batch; each in range."""
+    """The output is ``(b, classes)``; a class index is one class, or one per example of the
+    batch; each in range."""
     kind = "class_probability" if t.probability else "class_logit"
+    if len(logits) != 2:
+        raise ValueError(
+            f"{kind} reads the model's output as (batch, classes) logits, but f returns shape "
+            f"{tuple(logits)}: make f return a (b, classes) output (e.g. y[:, None] for one "
+            "score per example, then class 0), or write an objective on a site instead of the "
+            "logits (channel, neuron, direction, layer)")
     given = jnp.shape(t.index)[batched:]
-    b, classes = logits[0], logits[-1]
+    b, classes = logits
     if given not in ((), (b,)):
         raise ValueError(
             f"{kind}: the index must be one class (an int) or one class per example, an int "

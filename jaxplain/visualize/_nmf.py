@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from jaxplain.core import capture
@@ -143,7 +144,8 @@ def neuron_groups(f: Callable[[Array], Array], x: Float[ArrayLike, "b ..."], *, 
         site: one site name (a glob must match exactly one site), with non-negative values
             (e.g. a post-ReLU activation); other values are a ValueError, or under
             ``jax.jit`` NaN groups (as :func:`nmf`).
-        groups: number of groups ``k``.
+        groups: number of groups ``k``, at most the site's channels (and the number of
+            activation vectors, examples x positions); more is a ValueError.
         key: a JAX PRNG key (``jax.random.key(0)``, not an int seed) for the NMF start.
         steps: NMF update rounds.
 
@@ -163,7 +165,24 @@ def neuron_groups(f: Callable[[Array], Array], x: Float[ArrayLike, "b ..."], *, 
     value = acts[site]
     c = value.shape[-1]
     flat = value.reshape(-1, c)
+    groups = _check_groups(groups, site, flat.shape)
     res = nmf(flat, groups, key=key, steps=steps)
     norms = jnp.maximum(jnp.linalg.norm(res.h, axis=1, keepdims=True), 1e-12)
     presence = (res.w * norms.T).reshape(*value.shape[:-1], groups)
     return NeuronGroups(site, res.h / norms, presence, res.error)
+
+
+def _check_groups(groups, site: str, shape: tuple[int, int]) -> int:
+    """``groups`` as an int, which must lie in ``[1, min(vectors, channels)]`` for the
+    ``(vectors, channels)`` activation vectors of ``site`` (NMF finds no more components)."""
+    vectors, channels = shape
+    most = min(vectors, channels)
+    if (isinstance(groups, bool) or not isinstance(groups, (int, np.integer))
+            or not 1 <= groups <= most):
+        limit = (f"its {channels} channels" if channels <= vectors else
+                 f"the {vectors} activation vectors of x (examples x positions; pass more "
+                 "examples)")
+        raise ValueError(f"groups must be an int in [1, {most}] for site {site!r}, whose "
+                         f"activations are {vectors} vectors of {channels} channels: NMF finds "
+                         f"at most as many groups as {limit}; got groups={groups!r}")
+    return int(groups)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import types
+import typing
 from collections.abc import Mapping
 from typing import Any
 
@@ -42,7 +44,8 @@ class Objective:
 
     Every subclass is registered as a JAX pytree when it is defined, so it passes through
     ``jit`` and ``vmap``: a subclass with fields must be a dataclass (frozen, ``eq=False``);
-    fields annotated ``str`` or ``bool`` and fields declared
+    fields annotated ``str`` or ``bool`` (or a union of them with ``None``, such as
+    ``Optional[str]``) and fields declared
     ``dataclasses.field(metadata={"static": True})`` are static metadata (hashable), every other
     field a leaf (arrays, numbers, nested objectives). A subclass without instance state needs
     nothing.
@@ -153,9 +156,61 @@ def _fields(cls: type) -> tuple[tuple[str, ...], tuple[str, ...]]:
     # By annotation, not by value: the split must not change when JAX swaps leaves for tracers.
     data, meta = [], []
     for field in dataclasses.fields(cls):
-        static = field.metadata.get("static", field.type in (str, bool, "str", "bool"))
+        static = field.metadata.get("static", _static_annotation(field.type))
         (meta if static else data).append(field.name)
     return tuple(data), tuple(meta)
+
+
+_STATIC = {str: "str", bool: "bool", type(None): "None"}
+
+
+def _static_annotation(annotation: Any) -> bool:
+    """Whether a field's annotation makes it static: ``str``, ``bool``, or a union of them and
+    ``None`` (``Optional[str]``, ``str | None``), as types or as strings (under ``from
+    __future__ import annotations``)."""
+    if isinstance(annotation, str):
+        names = _union_names(annotation)
+    elif typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        names = [_STATIC.get(a) for a in typing.get_args(annotation)]
+    else:
+        names = [_STATIC.get(annotation)]
+    return all(n in _STATIC.values() for n in names) and any(n != "None" for n in names)
+
+
+def _union_names(annotation: str) -> list[str]:
+    """The members of a union written as a string: ``"str | None"``, ``"Optional[str]"``,
+    ``"typing.Union[str, bool]"``."""
+    text = annotation.replace(" ", "").replace("typing.", "")
+    for head, extra in (("Optional[", ["None"]), ("Union[", [])):
+        if text.startswith(head) and text.endswith("]"):
+            return [n for part in text[len(head):-1].split(",") for n in _union_names(part)] + extra
+    return [{"NoneType": "None"}.get(n, n) for n in text.split("|")]
+
+
+def check_leaves(obj: Objective) -> None:
+    """Raise TypeError for a leaf field of ``obj`` (or of an objective inside it) that holds
+    something JAX cannot trace, such as a site name in a field not annotated ``str``."""
+    data, _ = _split(obj)
+    for name in data:
+        found = jax.tree_util.tree_leaves_with_path(
+            getattr(obj, name), is_leaf=lambda v: isinstance(v, Objective))
+        for path, leaf in found:
+            if isinstance(leaf, Objective):
+                check_leaves(leaf)
+            elif not _traceable(leaf):
+                field = f"{type(obj).__name__}.{name}{jax.tree_util.keystr(path)}"
+                raise TypeError(
+                    f"objective field {field} is a leaf (JAX traces it as an array) but holds "
+                    f"{type(leaf).__name__} {leaf!r}. Fields annotated str or bool (also "
+                    "Optional[str], str | None) are static; annotate it so, or declare it "
+                    "dataclasses.field(metadata={\"static\": True}) for another hashable value")
+
+
+def _traceable(leaf: Any) -> bool:
+    """Whether JAX can take ``leaf`` as an array: a number, or an array of numbers or bools."""
+    if isinstance(leaf, (int, float, complex, jax.Array)):
+        return True
+    return isinstance(leaf, (np.ndarray, np.generic)) and leaf.dtype.kind in "biufc"
 
 
 def _flatten(obj):

@@ -3,9 +3,11 @@
 The whole optimization is one jitted ``lax.scan`` over steps with an optax optimizer; several
 objectives of one structure render at once with ``vmap`` (a whole layer's channels in one call).
 Images are optimised NHWC; a model that reads its images channels first is run on them through
-its hashable NHWC view (:func:`jaxplain.core._channels.channels_last_view`), and the rendered
-images are handed back in the model's own layout. The model reads them in ``dtype`` (float32
-by default); the parameters stay at least float32.
+its hashable NHWC view (:func:`jaxplain.core._channels.channels_last_view`, or the
+``channel_axis=`` the caller names), and the rendered images are handed back in the model's own
+layout. Where the layout cannot be read off the model and the evidence says it may not be
+channels-last, render warns: a spatial prior would act on the wrong axes. The model reads the
+images in ``dtype`` (float32 by default); the parameters stay at least float32.
 """
 
 from __future__ import annotations
@@ -24,13 +26,17 @@ from jaxtyping import Array
 
 from jaxplain.core import capture, sites
 from jaxplain.core._adapters import refuse_module
-from jaxplain.core._channels import channels_last_view
+from jaxplain.core._capture import program_of
+from jaxplain.core._channels import (ChannelsLast, channels_last_view, image_channel_axis,
+                                     way_back)
 from jaxplain.core._cpu import cpu_friendly
 from jaxplain.core._function_cache import per_function
 from jaxplain.core._layout import fast_convolutions
 from jaxplain.visualize._checks import check_objective, check_sites
-from jaxplain.visualize._objectives import Constant, Diversity, Objective, stack, terms
+from jaxplain.visualize._objectives import (Constant, Diversity, Objective, check_leaves,
+                                             stack, terms)
 from jaxplain.visualize._param import Pixel, check_image_shape
+from jaxplain.visualize._regularizers import Blur, TotalVariation
 from jaxplain.visualize._transforms import apply_transforms
 from jaxplain.core._keys import check_key
 
@@ -64,22 +70,36 @@ def _output_shape(f: Callable, shape: tuple[int, ...], dtype: np.dtype) -> tuple
 _FLOATS = ("float32", "float64", "bfloat16", "float16")
 
 
-def _runs_on(f: Callable, shape: tuple[int, ...], dtype: np.dtype) -> bool:
-    try:
+def _view(f: Callable, shape: tuple[int, ...], dtype: np.dtype, channel_axis: int | None
+          ) -> tuple[Callable, int | None]:
+    """``(g, axis)``: ``f`` as a function of channels-last batches and the axis of ``shape``
+    that holds the channels (None: the last), detected or the caller's ``channel_axis``
+    (normalised to a non-negative axis); ``g`` is run once at the channels-last shape."""
+    if channel_axis is None:
         g, axis = channels_last_view(f, jax.ShapeDtypeStruct(shape, dtype))
-        _output_shape(g, _nhwc(shape, axis), dtype)
+    else:
+        axis = None if channel_axis == len(shape) - 1 else channel_axis
+        g = f if axis is None else ChannelsLast(f, axis)
+    _output_shape(g, _nhwc(shape, axis), dtype)
+    return g, axis
+
+
+def _runs_on(f: Callable, shape: tuple[int, ...], dtype: np.dtype,
+             channel_axis: int | None) -> bool:
+    try:
+        _view(f, shape, dtype, channel_axis)
     except Exception:
         return False
     return True
 
 
-def _cannot_run(err: Exception, f: Callable, shape: tuple[int, ...], dtype: np.dtype
-                ) -> ValueError:
+def _cannot_run(err: Exception, f: Callable, shape: tuple[int, ...], dtype: np.dtype,
+                channel_axis: int | None) -> ValueError:
     """The model's own error on a batch of ``shape`` and ``dtype``, as a ValueError that names
     ``dtype`` when ``f`` runs on another float dtype, else ``shape``."""
     others = [jnp.dtype(d) for d in _FLOATS if jnp.dtype(d) != dtype]
     others = [d for d in others if jax.dtypes.canonicalize_dtype(d) == d]  # float64 needs x64
-    fits = next((d for d in others if _runs_on(f, shape, d)), None)
+    fits = next((d for d in others if _runs_on(f, shape, d, channel_axis)), None)
     if fits is not None:
         return ValueError(f"f cannot run on a {dtype} batch ({type(err).__name__}: {err}) but "
                           f"runs on {fits} ones; pass dtype=jnp.{fits} (render optimises "
@@ -100,19 +120,77 @@ def _site_shapes(f: Callable, names: tuple[str, ...], shape: tuple[int, ...], dt
     return {k: v.shape for k, v in acts.items()}
 
 
-def _channels_last(f: Callable, shape: tuple[int, ...], dtype: np.dtype):
-    """``(g, nhwc, axis)``: for a model that reads the batch ``shape`` (4-d, in its own layout)
-    with its channels on ``axis`` (1 for NCHW), its hashable NHWC view ``g`` and ``shape`` moved
-    to NHWC; otherwise ``(f, shape, None)``. A ``shape`` or ``dtype`` that ``f`` cannot run on
-    is a ValueError naming it, with the model's own error as its cause."""
+def _channels_last(f: Callable, shape: tuple[int, ...], dtype: np.dtype,
+                   channel_axis: int | None):
+    """``(g, nhwc, axis)``: for a model that reads the batch ``shape`` (in its own layout) with
+    its channels on ``axis`` (1 for NCHW; detected for a 4-d batch, or ``channel_axis``), its
+    hashable NHWC view ``g`` and ``shape`` moved to NHWC; otherwise ``(f, shape, None)``. A
+    ``shape`` or ``dtype`` that ``f`` cannot run on is a ValueError naming it, with the model's
+    own error as its cause."""
     try:
-        g, axis = channels_last_view(f, jax.ShapeDtypeStruct(shape, dtype))
-        _output_shape(g, _nhwc(shape, axis), dtype)
+        g, axis = _view(f, shape, dtype, channel_axis)
     except Exception as err:
-        raise _cannot_run(err, f, shape, dtype) from err
-    if axis is None:
-        return f, shape, None
+        raise _cannot_run(err, f, shape, dtype, channel_axis) from err
     return g, _nhwc(shape, axis), axis
+
+
+def _check_channel_axis(channel_axis: Any, shape: tuple[int, ...]) -> int | None:
+    """``channel_axis`` as a non-negative axis of the batch ``shape`` other than the batch
+    axis (None stays None: detect it)."""
+    if channel_axis is None:
+        return None
+    n = len(shape)
+    if (not isinstance(channel_axis, (int, np.integer)) or isinstance(channel_axis, bool)
+            or not -n < channel_axis < n or channel_axis % n == 0):
+        raise ValueError(f"channel_axis must name a non-batch axis of the {n}-D batch shape="
+                         f"{shape} (1 to {n - 1}, or -1 to -{n - 1}; 1 for NCHW), got "
+                         f"{channel_axis!r}")
+    return int(channel_axis) % n
+
+
+def _spatial(param, transforms: tuple, regularizers: tuple) -> bool:
+    """Whether the images' layout matters to the render: the Fourier basis, a generator, a
+    colour matrix, transforms, or a total-variation or blur penalty act on (h, w) or c."""
+    return (bool(transforms) or not isinstance(param, Pixel) or param.colour is not None
+            or any(isinstance(r, (TotalVariation, Blur)) for r in regularizers))
+
+
+def _layout_doubt(f: Callable, shape: tuple[int, ...], dtype: np.dtype) -> str | None:
+    """Why the NHWC reading of a 4-d batch ``shape`` may be wrong, or None where it is the
+    likely one (the first convolution's channels lead back to the last axis, or see below):
+    the way back was lost at some op (or reaches several axes) while the last axis is not the
+    smallest, or the model gives no evidence (no convolution) while axis 1 is the smallest, as
+    in ``(k, 3, h, w)``."""
+    spec = jax.ShapeDtypeStruct(shape, dtype)
+    if image_channel_axis(f, spec) is not None:
+        return None
+    back = way_back(program_of(f, spec, warn=False)[0])
+    last_smallest = shape[3] < min(shape[1:3])
+    if back.lost and not last_smallest:
+        return (f"the first convolution's input channels could not be followed back to the "
+                f"input: the way back is lost at {', '.join(back.lost)}")
+    if len(back.axes) > 1 and not last_smallest:
+        return (f"the first convolution's input channels come from several input axes "
+                f"{sorted(back.axes)}")
+    if not back.lost and shape[1] < shape[3] and shape[1] == min(shape[1:]):
+        return ("no convolution's channels lead back to the input, and axis 1 is the "
+                "smallest, as the channels of an NCHW batch are")
+    return None
+
+
+def _warn_if_layout_unread(f: Callable, shape: tuple[int, ...], dtype: np.dtype, param,
+                           transforms: tuple, regularizers: tuple) -> None:
+    """Warn when the 4-d batch ``shape`` is read channels-last against the evidence
+    (:func:`_layout_doubt`) while its layout matters (:func:`_spatial`)."""
+    if len(shape) != 4 or not _spatial(param, transforms, regularizers):
+        return
+    doubt = _layout_doubt(f, shape, dtype)
+    if doubt is not None:
+        warnings.warn(
+            f"render reads the batch shape={shape} as channels-last (k, h, w, c), but {doubt}. "
+            "The Fourier basis, colour matrix, transforms, total variation and blur act on the "
+            "axes as read: for a channels-first model pass channel_axis=1 (channel_axis=-1 "
+            "confirms channels-last)", stacklevel=3)
 
 
 def _nhwc(shape: tuple[int, ...], axis: int | None) -> tuple[int, ...]:
@@ -312,7 +390,7 @@ def render(f: Callable[[Array], Array], objective: Objective | Sequence[Objectiv
            transforms: Sequence[Callable] = (), regularizers: Sequence[Callable] = (),
            learning_rate: float = 0.05,
            optimizer: optax.GradientTransformation | None = None,
-           dtype: Any = jnp.float32) -> Rendering:
+           dtype: Any = jnp.float32, channel_axis: int | None = None) -> Rendering:
     """Render inputs that maximize ``objective`` (minus the regularizers) by gradient ascent.
 
     Each step: parameters -> images (``param``) -> random transforms (with that step's key) ->
@@ -350,6 +428,12 @@ def render(f: Callable[[Array], Array], objective: Objective | Sequence[Objectiv
             parameters, regularizers and ``trace`` stay at least float32; ``images`` come back
             in ``dtype``. A model that cannot run on float32 inputs but runs on another float
             dtype is a ValueError naming ``dtype=``.
+        channel_axis: the axis of the batch ``shape`` that holds the channels, batch first as
+            :attr:`jaxplain.Site.channel_axis` and :func:`colour_decorrelation` count it (``1``
+            for NCHW, ``-1`` for NHWC). ``None`` (default): read off the model (its first
+            convolution's input channels followed back to the input), else the last axis. Give
+            it where that cannot be read: no convolution (a ViT or MLP-Mixer), or an op before
+            the first convolution that the search cannot follow (a colour-mixing ``einsum``).
 
     Returns:
         A :class:`Rendering` with ``images`` in ``f``'s own layout (shaped ``shape``); with a
@@ -358,6 +442,11 @@ def render(f: Callable[[Array], Array], objective: Objective | Sequence[Objectiv
     Warns:
         RuntimeWarning: (eager calls) when an objective is exactly 0 at every step, a dead unit
             whose images are only the start noise.
+        UserWarning: when ``channel_axis`` is None, the model's layout cannot be read and the
+            evidence says it may not be channels-last (the way back from the first
+            convolution is lost at an op, which the message names, or there is no convolution
+            and axis 1 is the smallest), while the parameterization, transforms or
+            regularizers act on the image axes.
 
     Example:
         >>> objs = [channel("block1/relu_1", i) for i in range(16)]
@@ -377,8 +466,13 @@ def render(f: Callable[[Array], Array], objective: Objective | Sequence[Objectiv
         if isinstance(objective, (str, bytes)) or not isinstance(objective, Sequence):
             raise TypeError("objective must be an Objective or a sequence of Objectives, got "
                             f"{type(objective).__name__}")
+        for o in objective:
+            if isinstance(o, Objective):
+                check_leaves(o)
         n = len(objective)
         objective = stack(objective)
+    else:
+        check_leaves(objective)
     shape = tuple(int(s) for s in shape)
     if len(shape) < 2 or any(s <= 0 for s in shape):
         raise ValueError(f"shape must be the per-objective input batch, e.g. (k, h, w, c) with "
@@ -394,8 +488,12 @@ def render(f: Callable[[Array], Array], objective: Objective | Sequence[Objectiv
         if not callable(r):
             raise TypeError(f"transforms and regularizers must be callable values, got {r!r}")
     dtype = _check_dtype(dtype)
+    channel_axis = _check_channel_axis(channel_axis, shape)
     refuse_module(f)
-    f, shape, axis = _channels_last(f, shape, dtype)
+    g, nhwc, axis = _channels_last(f, shape, dtype, channel_axis)
+    if channel_axis is None and axis is None:
+        _warn_if_layout_unread(f, shape, dtype, param, transforms, regularizers)
+    f, shape = g, nhwc
     _check_images(param, shape)
     _validate(f, objective, shape, _seen_shape(f, transforms, shape, dtype), dtype, batched)
     out = _render(objective, param, regularizers, key, learning_rate, f=f, shape=shape,
@@ -403,4 +501,4 @@ def render(f: Callable[[Array], Array], objective: Objective | Sequence[Objectiv
     _warn_if_dead(out, objective, batched)
     if axis is None:
         return out
-    return dataclasses.replace(out, images=jnp.moveaxis(out.images, -1, axis - 4))
+    return dataclasses.replace(out, images=jnp.moveaxis(out.images, -1, axis - len(shape)))
