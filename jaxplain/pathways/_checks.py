@@ -192,6 +192,12 @@ def resolve(f: Callable, x, sites) -> tuple[tuple, int]:
     return _resolve(f, shape, jnp.dtype(x.dtype), key)
 
 
+def in_order(tree: dict, names) -> dict:
+    """`tree` with its keys in the order of `names` (a compiled function returns a dict sorted
+    by key: ``blk/0/relu`` before ``relu``, whatever the network's order)."""
+    return {name: tree[name] for name in names}
+
+
 def check_target(target, batch: int, n_classes: int):
     """Check a concrete ``target`` (int or ``(batch,)`` ints) against the class count.
 

@@ -136,7 +136,7 @@ def contributions(
     x = _checks.check_x(x)
     specs, n_classes = _checks.resolve(f, x, sites)
     target = _checks.check_target(target, x.shape[0], n_classes)
-    return _contributions(f, x, target, specs)
+    return _checks.in_order(_contributions(f, x, target, specs), [n for n, *_ in specs])
 
 
 def integrated_contributions(
@@ -176,4 +176,5 @@ def integrated_contributions(
     batch_size = check_batch_size(batch_size)
     specs, n_classes = _checks.resolve(f, x, sites)
     target = _checks.check_target(target, x.shape[0], n_classes)
-    return _integrated(f, x, target, specs, steps, batch_size)
+    return _checks.in_order(_integrated(f, x, target, specs, steps, batch_size),
+                            [n for n, *_ in specs])

@@ -144,8 +144,9 @@ def learned_gates(
     else:
         keys = jax.random.split(key, len(specs))
         gates = {n: jax.random.uniform(k, shape) for k, (n, shape, _) in zip(keys, specs)}
-    return _learned_gates(f, x, gates, steps, float(learning_rate), float(momentum), float(l1),
-                          float(max_gate), retries)
+    learned = _learned_gates(f, x, gates, steps, float(learning_rate), float(momentum),
+                             float(l1), float(max_gate), retries)
+    return _checks.in_order(learned, gates)
 
 
 @functools.partial(jax.jit, static_argnames=("f", "specs", "rounds"))
@@ -185,7 +186,8 @@ def greedy_masks(
         raise ValueError(f"step * (rounds - 1) must lie in (0, 100]; got {step * (rounds - 1)}.")
     specs, n_classes = _checks.resolve(f, x, sites)
     target = _checks.check_target(target, x.shape[0], n_classes)
-    return _greedy(f, x, target, specs, rounds, float(step))
+    return _checks.in_order(_greedy(f, x, target, specs, rounds, float(step)),
+                            [n for n, *_ in specs])
 
 
 @functools.partial(jax.jit, static_argnames=("specs",))
@@ -216,4 +218,4 @@ def random_masks(
     dropped = 1 - Fraction(str(keep))  # 0.9 as 9/10, not the binary float just above it
     specs, _ = _checks.resolve(f, x, sites)
     drops = tuple(math.floor(dropped * math.prod(shape[1:])) for _, shape, _ in specs)
-    return _random(key, specs, drops)
+    return _checks.in_order(_random(key, specs, drops), [n for n, *_ in specs])

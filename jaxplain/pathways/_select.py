@@ -156,7 +156,8 @@ def threshold(scores: Mapping[str, Float[ArrayLike, "batch *site"]], *, keep: fl
     keep = _checks.check_keep(keep)
     _checks.check_masks(scores)
     scores = dict(scores)
-    return _threshold(scores, cut(keep, units(jnp.shape(v) for v in scores.values())))
+    return _checks.in_order(
+        _threshold(scores, cut(keep, units(jnp.shape(v) for v in scores.values()))), scores)
 
 
 def pathway_masks(f, x, t, specs, at, method, steps, batch_size) -> dict:
@@ -240,7 +241,8 @@ def select(
     """
     x, target, specs, at, batch_size = select_arguments(
         f, x, target, keep=keep, sites=sites, method=method, steps=steps, batch_size=batch_size)
-    return _select(f, x, target, specs, at, method, steps, batch_size)
+    return _checks.in_order(_select(f, x, target, specs, at, method, steps, batch_size),
+                            [n for n, *_ in specs])
 
 
 def kept_fraction(masks: Mapping[str, Bool[ArrayLike, "batch *site"]]) -> Float[Array, "batch"]:

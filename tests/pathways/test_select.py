@@ -156,3 +156,31 @@ def test_percentile_rows_with_ties_is_numpy_percentile(n):
         ref = np.percentile(v.astype(np.float64), q, axis=1)
         np.testing.assert_allclose(percentile_rows(jnp.asarray(v), position(n, float(q))), ref,
                                    rtol=1e-6, atol=1e-7)
+
+
+def test_every_dict_comes_back_in_the_networks_order():
+    """Scores, masks and gates are keyed in the order the sites run (a compiled function's dict
+    comes back sorted: here 'late/relu' before 'zz_early/relu'), as jp.sites lists them."""
+    w1, w2 = jnp.ones((3, 4)) / 3, jnp.ones((4, 2)) / 4
+
+    def f(x):
+        with jax.named_scope("zz_early"):
+            h = jax.nn.relu(x @ w1)
+        with jax.named_scope("late"):
+            h = jax.nn.relu(h - 0.1)
+        return h @ w2
+
+    x = jnp.arange(6.0).reshape(2, 3)
+    order = [s.name for s in jp.sites(f, x) if s.kind == "activation"]
+    assert order == ["zz_early/relu", "late/relu"]
+    results = {
+        "contributions": pw.contributions(f, x, 0),
+        "integrated": pw.integrated_contributions(f, x, 0, steps=2),
+        "select": pw.select(f, x, 0, keep=0.5),
+        "threshold": pw.threshold(pw.contributions(f, x, 0), keep=0.5),
+        "greedy": pw.greedy_masks(f, x, 0, rounds=2, step=10.0),
+        "random": pw.random_masks(jax.random.key(0), f, x, keep=0.5),
+        "gates": pw.learned_gates(f, x, steps=2),
+    }
+    for name, tree in results.items():
+        assert list(tree) == order, name
