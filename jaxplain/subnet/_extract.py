@@ -149,11 +149,11 @@ def _warn_if_one_class(labels: np.ndarray) -> None:
                       "more classes, e.g. near a decision boundary.", stacklevel=3)
 
 
-def _warn_if_shifted(f: Callable, x: jax.Array, names: tuple[str, ...]) -> None:
+def _warn_about_placement(f: Callable, x: jax.Array, names: tuple[str, ...]) -> None:
     """Warns at the caller of :func:`extract` when removed units of a scored site would still
     feed a per-unit constant downstream (a site before its BatchNorm, bias or depthwise
-    convolution)."""
-    found = _placement.shifted(f, x, names)
+    convolution) or reach a normaliser over the channels (a GroupNorm, a LayerNorm)."""
+    found, normalised = _placement.placement(f, x, names)
     if found:
         listed = ", ".join(f"{s!r} (up to {v:.3g} at {t!r})" for s, t, v in found)
         warnings.warn(f"removed units of {listed} would still feed constants downstream: with "
@@ -165,6 +165,16 @@ def _warn_if_shifted(f: Callable, x: jax.Array, names: tuple[str, ...]) -> None:
                       "sigmoid gate's 0.5), so the sub-network is not the one its masks "
                       "describe. Score the values after the shift instead (here "
                       f"{[t for _, t, _ in found]}).", stacklevel=3)
+    if normalised:
+        listed = ", ".join(f"{s!r} (normalised at {t!r}, where they move by up to {v:.3g})"
+                           for s, t, v in normalised)
+        warnings.warn(f"removed units of {listed} would still reach the output: a normaliser "
+                      "whose statistics span the channel axis (a GroupNorm with two or more "
+                      "channels a group, a LayerNorm) turns a zeroed channel into -mean / std "
+                      "of its group, which changes with the input, and the zeros shift the kept "
+                      "channels' mean and std, so the sub-network is not the one its masks "
+                      "describe. Score the normaliser's output or the activation after it "
+                      f"instead (here {[t for _, t, _ in normalised]}).", stacklevel=3)
 
 
 def _check_resumable(directory: str | None, f: Callable, x: jax.Array, names: tuple[str, ...],
@@ -206,11 +216,14 @@ def extract(f: Callable, x_region: jax.Array, *, sites, key: jax.Array,
         largest, not their values (docs/targets.md).
       x_region: ``Float[Array, "n *shape"]``, the region's samples (n >= 2).
       sites: Which sites to score, as :func:`jaxplain.core.select` reads it (a name, a glob, a
-        list, a predicate); e.g. the BatchNorm outputs, or the convolution and dense outputs
-        (bias included) where no BatchNorm follows, before their activations. A site followed
-        by a per-unit shift (a convolution before its BatchNorm, a unit before a depthwise
-        convolution with a bias) is warned about: its removed units would still feed the shift
-        downstream.
+        list, a predicate); e.g. the BatchNorm, GroupNorm or LayerNorm outputs, or the
+        convolution and dense outputs (bias included) where no such norm follows, before their
+        activations. A site followed by a per-unit shift (a convolution before its BatchNorm, a
+        unit before a depthwise convolution with a bias) is warned about: its removed units
+        would still feed the shift downstream. So is a site before a norm whose statistics span
+        the channels (a GroupNorm with two or more channels a group, a LayerNorm): it turns a
+        zeroed channel into ``-mean / std``, input-dependent; score the norm's output instead
+        (an RMSNorm or an InstanceNorm after the site is safe).
       key: PRNG key (random probes of the dependency closure).
       progress: Show the optimisation as it runs: a tqdm bar (on stderr) per phase (search,
         fine-tuning), updated after every ``checkpoint_every`` steps with each candidate's
@@ -260,7 +273,7 @@ def extract(f: Callable, x_region: jax.Array, *, sites, key: jax.Array,
     with _checkpoint.claim(directory), _batch_warning_once(f, x):
         _check_outputs(f, x)
         names = resolve_sites(f, x, sites)
-        _warn_if_shifted(f, x, names)
+        _warn_about_placement(f, x, names)
         units = tuple(s.shape[-1] for s in jp.sites(f, x) if s.name in names)
         l1 = jnp.asarray(opts.l1, jnp.float32)
         # The compiled stages see the L1 grid as data: other weights of the same count reuse them.
