@@ -41,6 +41,14 @@ def is_concrete(a: Any) -> bool:
     return not isinstance(a, jax.core.Tracer)
 
 
+def check_nonempty(a: jax.Array, name: str) -> None:
+    """A ``ValueError`` naming `name` when ``a`` ``(batch, ...)`` holds no example (the same
+    message as the pathways' check of ``x``)."""
+    if a.shape[0] == 0:
+        raise ValueError(f"{name} must hold at least one example; got an empty batch of shape "
+                         f"{tuple(a.shape)} (x[y == c] for a class c with no examples?)")
+
+
 def as_batch(x: Any, name: str = "x") -> tuple[jax.Array, Check]:
     """:func:`check_batch` with its NaN check returned, not run."""
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
@@ -53,11 +61,13 @@ def as_batch(x: Any, name: str = "x") -> tuple[jax.Array, Check]:
         )
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(f"{name} must be a floating array, got dtype {x.dtype}")
+    check_nonempty(x, name)
     return x, Check("nan", x, lambda bad: ValueError(f"{name} contains NaN"))
 
 
 def check_batch(x: Any, name: str = "x") -> jax.Array:
-    """``x`` as a floating array with a batch axis first; rejects NaN when concrete."""
+    """``x`` as a floating array with a batch axis first, at least one example; rejects NaN
+    when concrete."""
     x, check = as_batch(x, name)
     run_checks(check)
     return x

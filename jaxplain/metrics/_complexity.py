@@ -21,25 +21,31 @@ def _flat_abs(attribution: Any) -> jax.Array:
     a = jnp.asarray(attribution)
     if a.ndim < 2:
         raise ValueError(f"attribution must have a batch axis first, got shape {a.shape}")
+    checks.check_nonempty(a, "attribution")
     checks.check_finite(a, "attribution")
     return jnp.abs(a.reshape(a.shape[0], -1)).astype(jnp.promote_types(a.dtype, jnp.float32))
 
 
+def _zero_as_uniform(a: jax.Array) -> jax.Array:
+    """``(batch, n)`` non-negative ``a`` with each all-zero row made all ones: a map that ranks
+    no feature above another is scored as a uniform one, not as ``0 / 0``."""
+    return jnp.where(a.sum(-1, keepdims=True) > 0, a, 1.0)
+
+
 @jax.jit
 def _gini(a: jax.Array) -> jax.Array:
-    v = jnp.sort(a, axis=-1)
+    v = jnp.sort(_zero_as_uniform(a), axis=-1)
     n = v.shape[-1]
     w = 2 * jnp.arange(1, n + 1, dtype=v.dtype) - n - 1
-    total = v.sum(-1)
-    gini = (v * w[None]).sum(-1) / (n * jnp.where(total > 0, total, 1.0))
-    return jnp.where(total > 0, gini, 0.0)
+    return (v * w[None]).sum(-1) / (n * v.sum(-1))
 
 
 def sparseness(attribution: Float[ArrayLike, "batch *shape"]) -> Float[Array, " batch"]:
     """The Gini index of ``|attribution|`` per example (1 = one feature holds everything).
 
     ``G = Σ_i (2i − n − 1) v_(i) / (n Σ_i v_i)`` over the ascending sorted absolute values
-    ``v_(1) <= ... <= v_(n)``; an all-zero explanation scores 0.
+    ``v_(1) <= ... <= v_(n)``; an all-zero explanation scores as a uniform one, 0 (the most
+    diffuse; :func:`complexity` gives it ``log n`` alike).
 
     Example:
         >>> import jax.numpy as jnp
@@ -55,15 +61,16 @@ def sparseness(attribution: Float[ArrayLike, "batch *shape"]) -> Float[Array, " 
 
 @jax.jit
 def _entropy(a: jax.Array) -> jax.Array:
-    total = a.sum(-1, keepdims=True)
-    p = a / jnp.where(total > 0, total, 1.0)
+    a = _zero_as_uniform(a)
+    p = a / a.sum(-1, keepdims=True)
     return 0.0 - xlogy(p, p).sum(-1)
 
 
 def complexity(attribution: Float[ArrayLike, "batch *shape"]) -> Float[Array, " batch"]:
     """The entropy (nats) of the fractional contributions ``|a_i| / Σ_j |a_j|`` per example.
 
-    ``log n`` for a uniform explanation, 0 for one feature; an all-zero explanation scores 0.
+    ``log n`` for a uniform explanation, 0 for one feature; an all-zero explanation scores as a
+    uniform one, ``log n`` (the most complex; :func:`sparseness` gives it 0 alike).
 
     Example:
         >>> import jax.numpy as jnp

@@ -101,7 +101,8 @@ def faithfulness_correlation(
 
     Returns:
         ``(batch,)`` correlations in ``[-1, 1]``; 0 where the sums or the drops are constant
-        (a spread of a few ulps, the rounding of equal values, counts as constant).
+        (a spread of a few ulps, the rounding of equal values, counts as constant); NaN for an
+        example where an output of the model is NaN or inf.
 
     Example:
         >>> import jax, jax.numpy as jnp

@@ -40,7 +40,8 @@ def _monotonicity(f, x, target, attribution, value, *, counts, kind, output, abs
     rank = P.ranks(P.feature_scores(attribution, absolute, channels), "lerf")
     y = widen(P.evaluate_counts(f, x, base, rank, target, counts[1:], True, output, batch_size,
                                 channels))
-    return (jnp.diff(y, axis=-1) >= 0).mean(-1, dtype=y.dtype)
+    score = (jnp.diff(y, axis=-1) >= 0).mean(-1, dtype=y.dtype)
+    return jnp.where(jnp.isfinite(y).all(-1), score, jnp.nan)  # NaN >= NaN is no step up
 
 
 def monotonicity(
@@ -85,6 +86,7 @@ def monotonicity(
 
     Returns:
         ``(batch,)`` fraction of non-decreasing steps in ``[0, 1]``; ``== 1`` is the boolean.
+        NaN for an example where an output of the model is NaN or inf.
 
     Example:
         >>> import jax.numpy as jnp
@@ -184,7 +186,8 @@ def monotonicity_correlation(
           many as keep a pass in cache).
 
     Returns:
-        ``(batch,)`` Spearman correlations in ``[-1, 1]``.
+        ``(batch,)`` Spearman correlations in ``[-1, 1]``; NaN for an example where an output
+        of the model is NaN or inf.
 
     Example:
         >>> import jax, jax.numpy as jnp

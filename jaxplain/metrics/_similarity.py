@@ -34,12 +34,21 @@ def _centered(v: jax.Array) -> jax.Array:
     return jnp.where(noise, 0.0, c)
 
 
+def _unless_finite(r: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
+    """``r`` ``(batch,)``, NaN where a row of ``a`` or ``b`` holds NaN or inf (a comparison of
+    such values would read as constant or be ranked, giving a plausible score)."""
+    finite = jnp.isfinite(a).all(-1) & jnp.isfinite(b).all(-1)
+    return jnp.where(finite, r, jnp.nan)
+
+
 def _pearson(a: jax.Array, b: jax.Array) -> jax.Array:
-    """Pearson's r along the last axis; 0 where either side is constant (:func:`_centered`)."""
-    a = _centered(a)
-    b = _centered(b)
-    den = jnp.sqrt((a * a).sum(-1) * (b * b).sum(-1))
-    return jnp.where(den > 0, (a * b).sum(-1) / jnp.where(den > 0, den, 1.0), 0.0)
+    """Pearson's r along the last axis; 0 where either side is constant (:func:`_centered`),
+    NaN where either holds NaN or inf."""
+    ca = _centered(a)
+    cb = _centered(b)
+    den = jnp.sqrt((ca * ca).sum(-1) * (cb * cb).sum(-1))
+    r = jnp.where(den > 0, (ca * cb).sum(-1) / jnp.where(den > 0, den, 1.0), 0.0)
+    return _unless_finite(r, a, b)
 
 
 @jax.jit
@@ -48,7 +57,8 @@ def spearman(a: Float[ArrayLike, "batch *shape"],
     """Spearman's rank correlation between ``a[i]`` and ``b[i]`` over all their elements.
 
     Ties get average ranks (scipy's ``spearmanr``); a constant map correlates 0 with anything
-    (scipy returns NaN there).
+    (scipy returns NaN there); a map holding NaN or inf gives NaN (as scipy's default
+    ``nan_policy="propagate"``), never the correlation of its ranks.
 
     Example:
         >>> import jax.numpy as jnp
@@ -57,7 +67,7 @@ def spearman(a: Float[ArrayLike, "batch *shape"],
     """
     a = a.reshape(a.shape[0], -1)
     b = b.reshape(b.shape[0], -1)
-    return _pearson(_average_ranks(a), _average_ranks(b))
+    return _unless_finite(_pearson(_average_ranks(a), _average_ranks(b)), a, b)
 
 
 def _box(x: jax.Array, win: int) -> jax.Array:
