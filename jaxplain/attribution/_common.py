@@ -394,12 +394,40 @@ def selected(f: Callable, x: jax.Array, target: jax.Array) -> jax.Array:
     return jnp.take_along_axis(logits, target[:, None], axis=1)[:, 0]
 
 
+def nan_where_not_finite(values: jax.Array, grads: Any) -> Any:
+    """`grads` with every example whose target value is not finite made NaN.
+
+    `values` ``(batch,)`` (or ``(..., batch)``: leading item axes) are the target outputs;
+    each leaf of `grads` whose leading axes are ``values.shape`` gets NaN in those rows, any
+    other leaf (a site value without the batch axis first) NaN everywhere when any value is
+    not finite. A NaN or infinite target has no meaningful gradient: a ReLU's backward
+    ``where(z > 0, g, 0)`` would zero the NaN and give a finite, plausible map."""
+    ok = jnp.isfinite(values)
+
+    def mask(g):
+        if g.shape[:ok.ndim] != ok.shape:
+            return jnp.where(ok.all(), g, jnp.nan)
+        return jnp.where(ok.reshape(ok.shape + (1,) * (g.ndim - ok.ndim)), g, jnp.nan)
+
+    return jax.tree_util.tree_map(mask, grads)
+
+
+def selected_gradient(out: Callable, args: Any) -> Any:
+    """The gradient at `args` of ``out(args).sum()``, `out` mapping them to the target values
+    of the batch ``(batch,)``: taken by one ``jax.vjp``, whose forward pass gives the values
+    for free, and NaN in the examples whose value is not finite
+    (:func:`nan_where_not_finite`)."""
+    values, pullback = jax.vjp(out, args)
+    return nan_where_not_finite(values, pullback(jnp.ones_like(values))[0])
+
+
 def target_gradient(f: Callable, x: jax.Array, target: jax.Array) -> jax.Array:
-    """The gradient of the sum over the batch of the target logits, shaped like `x`.
+    """The gradient of the sum over the batch of the target logits, shaped like `x`; NaN in
+    the examples whose target logit is not finite (:func:`selected_gradient`).
 
     On CPU, pools, few-position and 1x1 convolutions are rewritten first
     (:mod:`jaxplain.core._cpu`): the same gradient, computed faster by XLA:CPU."""
-    return jax.grad(lambda z: selected(cpu_friendly(f), z, target).sum())(x)
+    return selected_gradient(lambda z: selected(cpu_friendly(f), z, target), x)
 
 
 def loop_body(fn: Callable, passes: int) -> Callable:
@@ -441,6 +469,45 @@ def chunked_reduce(chunk_fn: Callable, xs: Any, batch_size: int | None) -> Any:
     acc, _ = jax.lax.scan(lambda a, chunk: (add(a, body(chunk)), None), init, head)
     if rest:
         acc = add(acc, chunk_fn(jax.tree_util.tree_map(lambda a: a[full * batch_size:], xs)))
+    return acc
+
+
+def merge_moments(a: tuple, b: tuple, share: jax.Array) -> tuple:
+    """The mean and population variance of two groups of items from each group's ``(mean,
+    variance)``, `share` the second group's fraction of the items (Chan, Golub, LeVeque's
+    parallel formula). Every term is at most about the result, so a finite variance does not
+    overflow on the way; a first group of no items (``share == 1``) gives `b` itself."""
+    (mean_a, var_a), (mean_b, var_b) = a, b
+    rest = 1 - share
+    delta = mean_b - mean_a
+    between = jnp.where(rest > 0, jnp.square(delta * jnp.sqrt(rest * share)), 0)
+    return mean_a + share * delta, rest * var_a + share * var_b + between
+
+
+def chunked_moments(chunk_fn: Callable, xs: Any, batch_size: int | None) -> tuple:
+    """``(mean, variance)`` over the items `xs` (leading axis), where ``chunk_fn(chunk)`` gives
+    a chunk's own ``(mean, population variance)``: the chunks merged in turn by
+    :func:`merge_moments`, in ``lax.scan`` of :func:`loop_body` as :func:`chunked_reduce`, so
+    memory holds one chunk. No sum of squares is formed: no cancellation when the mean is large
+    beside the spread, and no overflow where the variance is finite."""
+    n = jax.tree_util.tree_leaves(xs)[0].shape[0]
+    c = auto_chunk(batch_size, chunk_fn, xs)
+    if c >= n:
+        return chunk_fn(xs)
+    full, rest = divmod(n, c)
+    head = jax.tree_util.tree_map(lambda a: a[:full * c].reshape((full, c) + a.shape[1:]), xs)
+    first = jax.tree_util.tree_map(lambda a: a[:c], xs)
+    init = jax.tree_util.tree_map(zeros_varying_like, jax.eval_shape(chunk_fn, first))
+    body = loop_body(chunk_fn, full)
+
+    def step(acc, item):
+        k, chunk = item  # k chunks merged so far
+        return merge_moments(acc, body(chunk), 1 / (k + 1).astype(acc[0].dtype)), None
+
+    acc, _ = jax.lax.scan(step, init, (jnp.arange(full), head))
+    if rest:
+        tail = chunk_fn(jax.tree_util.tree_map(lambda a: a[full * c:], xs))
+        acc = merge_moments(acc, tail, rest / n)
     return acc
 
 
@@ -556,7 +623,7 @@ def folded_gradients(f: Callable, chunk_points: Callable, target: jax.Array, xs:
         item, w = items
         n, c = shape[0], w.shape[0]
         z, scales = chunk_points(item)
-        g = jax.grad(lambda v: selected(friendly, v, jnp.repeat(target, c)).sum())(fold(z))
+        g = selected_gradient(lambda v: selected(friendly, v, jnp.repeat(target, c)), fold(z))
         g = widen(g).reshape((n, c) + shape[1:]) * w.reshape((1, c) + (1,) * (len(shape) - 1))
         return sum_second(g if scales is None else g * scales)
 
@@ -625,8 +692,8 @@ def line_gradient_sum(f: Callable, start: jax.Array, end: jax.Array, target: jax
         c = a.shape[0]
         points = tuple(fold(_along(a, u, v, 1)) for u, v in zip(first, last))
         targets = jnp.repeat(target, c)
-        grads = jax.grad(lambda values: jnp.take_along_axis(
-            tail(*values), targets[:, None], axis=1).sum())(points)
+        grads = selected_gradient(lambda values: jnp.take_along_axis(
+            tail(*values), targets[:, None], axis=1)[:, 0], points)
         return tuple(sum_second(widen(g).reshape((n, c) + g.shape[1:])
                                 * w.reshape((1, c) + (1,) * (g.ndim - 1))) for g in grads)
 
@@ -634,13 +701,13 @@ def line_gradient_sum(f: Callable, start: jax.Array, end: jax.Array, target: jax
         tail = cpu_friendly(jax.vmap(stem.tail))
         points = tuple(_along(a, u, v, 0) for u, v in zip(first, last))
 
-        def total(values):
-            logits = tail(*values)  # (points, batch, classes)
-            return jax.vmap(lambda z: jnp.take_along_axis(z, target[:, None], axis=1))(
-                logits).sum()
+        def values(points):
+            logits = tail(*points)  # (points, batch, classes)
+            return jax.vmap(lambda z: jnp.take_along_axis(z, target[:, None], axis=1)[:, 0])(
+                logits)
 
         return tuple(sum_leading(widen(g) * w.reshape((-1,) + (1,) * (g.ndim - 1)))
-                     for g in jax.grad(total)(points))
+                     for g in selected_gradient(values, points))
 
     def chunk(items):
         a, w = items

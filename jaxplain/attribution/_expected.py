@@ -47,7 +47,7 @@ def sample(x: jax.Array, baselines: jax.Array, stdev: jax.Array, item: tuple) ->
 def _gradient_shap(f, x, target, baselines, key, stdev, *, samples, noise, batch_size):
     dtype = stdev.dtype  # the draws' and the arithmetic's: float32 at least
     items = draws(key, samples, x.shape[0], baselines.shape[0], dtype)
-    n, ones = x.shape[0], (1,) * (x.ndim - 1)
+    ones = (1,) * (x.ndim - 1)
 
     def chunk_points(item):  # the chunk's draws laid out example-major, (n, c, ...)
         index, alpha, keys = item
@@ -57,7 +57,7 @@ def _gradient_shap(f, x, target, baselines, key, stdev, *, samples, noise, batch
             noisy = noisy + stdev * jnp.swapaxes(normal, 0, 1)
         base = _common.widen(baselines)[index.T]
         difference = noisy - base
-        points = base + alpha.T.reshape((n, -1) + ones) * difference
+        points = base + alpha.T.reshape(alpha.T.shape + ones) * difference
         return points.astype(x.dtype), difference
 
     weights = jnp.full((samples,), 1.0 / samples, dtype)

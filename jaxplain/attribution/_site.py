@@ -77,13 +77,14 @@ def _result_dtype(x, a) -> jnp.dtype:
 
 def site_gradients(f, sites, x, target, activations) -> list:
     """d sum_i f(x)[i, t_i] / d value of each of `sites` (all shifted at once), shaped like
-    `activations` (CPU rewrites as in :func:`_common.target_gradient`)."""
+    `activations`, NaN in the examples whose target is not finite (CPU rewrites and NaN as in
+    :func:`_common.target_gradient`)."""
 
     def out(deltas):
         shifted = intervene(f, {s: OwnEdit(_shifted, d) for s, d in zip(sites, deltas)})
-        return _common.selected(cpu_friendly(shifted), x, target).sum()
+        return _common.selected(cpu_friendly(shifted), x, target)
 
-    return jax.grad(out)([jnp.zeros_like(a) for a in activations])
+    return _common.selected_gradient(out, [jnp.zeros_like(a) for a in activations])
 
 
 def _shifted(value, delta):
@@ -321,13 +322,14 @@ def _flat_unit(neuron: Any, shape: tuple) -> int:
     return int(np.ravel_multi_index(index, shape))
 
 def _replaced_gradient(f, site, x, target, value):
-    """d sum_i f(x)[i, t_i] / d `value`, with `value` put in place of the site's own."""
+    """d sum_i f(x)[i, t_i] / d `value`, with `value` put in place of the site's own; NaN in
+    the examples whose target is not finite (:func:`_common.selected_gradient`)."""
 
     def out(v):
         replaced = intervene(f, {site: v})
-        return _common.selected(cpu_friendly(replaced), x, target).sum()
+        return _common.selected(cpu_friendly(replaced), x, target)
 
-    return jax.grad(out)(value)
+    return _common.selected_gradient(out, value)
 
 
 @functools.partial(jax.jit, static_argnames=("f", "site", "steps", "method", "batch_size"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Mapping
 
 import jax
@@ -17,6 +18,7 @@ from jaxplain.attribution._modified import deconvnet, deeplift, guided_backprop
 from jaxplain.attribution._perturbation import feature_ablation, occlusion
 from jaxplain.attribution._shapley import shapley_sampling
 from jaxplain.attribution._surrogate import kernel_shap, lime
+from jaxplain.core._cpu import sum_leading
 from jaxplain.core._keys import check_key
 
 KINDS = ("smoothgrad", "smoothgrad_sq", "vargrad")
@@ -44,10 +46,19 @@ def _smoothgrad(f, x, target, key, stdev, *, samples, kind, method, options, bat
         return _common.widen(method(f, noisy, target, **dict(options)))
 
     keys = jax.random.split(key, samples)
-    # VarGrad as the variance of a - a_0 (a_0 the first sample's attribution): the same
-    # variance, without the cancellation of E[a^2] - E[a]^2 when |E[a]| >> std (which went
-    # negative in float32); clamped at 0 against the rounding that remains.
-    shift = attribute(keys[0]) if kind == "vargrad" else 0.0
+
+    def moments(a, axis):
+        """The chunk's samples of `a` (on `axis`) summed and summed squared; for vargrad their
+        mean and population variance, for :func:`_common.chunked_moments` to merge."""
+        total = _common.sum_second if axis == 1 else sum_leading
+        if kind != "vargrad":
+            return total(a), total(a * a)
+        m = a.shape[axis]
+        mean = total(a) / m
+        deviation = (a - jnp.expand_dims(mean, axis)) * (1 / math.sqrt(m))
+        return mean, total(deviation * deviation)
+
+    reduce = _common.chunked_moments if kind == "vargrad" else _common.chunked_reduce
     n, c = x.shape[0], min(batch_size or samples, samples)
     if method in _ROW_WISE and _common.takes_batch(f, x, n * c):
         # each chunk's noisy copies folded behind their example into one batch of n * c, so a
@@ -59,24 +70,18 @@ def _smoothgrad(f, x, target, key, stdev, *, samples, kind, method, options, bat
                 lambda k: jax.random.normal(k, x.shape, dtype), out_axes=1)(ks)
             a = method(f, _common.fold(noisy.astype(x.dtype)), jnp.repeat(target, m),
                        **dict(options))
-            a = (_common.widen(a).reshape((n, m) + x.shape[1:])
-                 - (shift if kind != "vargrad" else shift[:, None]))
-            return _common.sum_second(a), _common.sum_second(a * a)
-
-        first, second = _common.chunked_reduce(chunk, keys, batch_size)
+            return moments(_common.widen(a).reshape((n, m) + x.shape[1:]), 1)
     else:  # each noisy copy of example i explained at row i of an x-shaped batch, as x is
         # (a keyed method draws by row position), and a model tied to x's batch gets its size
-        def sample(k):
-            a = attribute(k) - shift
-            return a, a * a
+        def chunk(ks):
+            return moments(jax.vmap(attribute)(ks), 0)
 
-        first, second = _common.chunked_sum(sample, keys, batch_size)
-    mean, mean_sq = first / samples, second / samples
+    first, second = reduce(chunk, keys, batch_size)
     if kind == "smoothgrad":
-        return mean.astype(x.dtype)
+        return (first / samples).astype(x.dtype)
     if kind == "smoothgrad_sq":
-        return mean_sq.astype(x.dtype)
-    return jnp.maximum(mean_sq - mean * mean, 0).astype(x.dtype)
+        return (second / samples).astype(x.dtype)
+    return second.astype(x.dtype)  # vargrad: the variance
 
 
 def _check_method(method) -> None:
@@ -105,11 +110,12 @@ def smoothgrad(f: Callable, x: Float[ArrayLike, "batch *feature"],
 
     With ``a_k = method(f, x + eps_k, target)`` and ``eps_k ~ N(0, sigma^2)``:
     smoothgrad ``mean_k a_k``, smoothgrad_sq ``mean_k a_k^2``, vargrad
-    ``mean_k a_k^2 - (mean_k a_k)^2`` (the population variance, as Captum's; computed shifted
-    by the first sample, ``d_k = a_k - a_1``, as ``mean_k d_k^2 - (mean_k d_k)^2``, which
-    stays accurate and non-negative when the attributions are large and barely vary; this
-    costs vargrad one more evaluation of `method`). As in the SmoothGrad paper, the noise
-    level is relative: ``sigma = stdev * (max(x_i) - min(x_i))`` per example.
+    ``mean_k a_k^2 - (mean_k a_k)^2`` (the population variance, as Captum's; computed as each
+    chunk's mean and squared deviations from it, the chunks merged by Chan et al.'s parallel
+    formula, which stays accurate and non-negative when the attributions are large and barely
+    vary, and finite wherever the variance is). As in the SmoothGrad paper, the noise level is
+    relative: ``sigma = stdev * (max(x_i) - min(x_i))`` per example, so a constant example (an
+    all-zero image) gets no noise: its smoothgrad is its plain attribution, its vargrad 0.
 
     Args:
       f: the model, mapping a batch to logits ``(n, classes)``.
