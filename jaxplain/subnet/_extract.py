@@ -223,7 +223,8 @@ def extract(f: Callable, x_region: jax.Array, *, sites, key: jax.Array,
         would still feed the shift downstream. So is a site before a norm whose statistics span
         the channels (a GroupNorm with two or more channels a group, a LayerNorm): it turns a
         zeroed channel into ``-mean / std``, input-dependent; score the norm's output instead
-        (an RMSNorm or an InstanceNorm after the site is safe).
+        (an RMSNorm after the site is safe; an InstanceNorm's bias still feeds a removed
+        unit's constant on, unwarned: score its output).
       key: PRNG key (random probes of the dependency closure).
       progress: Show the optimisation as it runs: a tqdm bar (on stderr) per phase (search,
         fine-tuning), updated after every ``checkpoint_every`` steps with each candidate's
