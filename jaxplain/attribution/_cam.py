@@ -360,9 +360,10 @@ def score_cam(f: Callable, x: Float[ArrayLike, "batch *feature"],
     channels (``normalize="softmax"``, where subtracting ``s_t(b)`` changes nothing), and
     ``cam = relu(sum_c w_c A^c)`` at the site, resized as :func:`grad_cam`'s map.
 
-    The defaults, probabilities without normalization, are the weights of the authors' released
-    code (which takes ``p_t(x_c)`` without the baseline's ``p_t(b)`` and skips constant maps;
-    the increase makes a constant map's weight exactly 0). ``score="logit",
+    The defaults, probabilities without normalization, are the paper's increase; a constant
+    map's weight is then exactly 0. (The authors' released code takes ``p_t(x_c)`` without the
+    baseline's ``p_t(b)`` and skips constant maps: its map adds ``p_t(b) sum_c A^c`` to ours
+    before the ReLU.) ``score="logit",
     normalize="softmax"`` is the softmax over channels of the paper's algorithm listing and of
     pytorch-grad-cam. A softmax of probabilities is not offered as a default: increases in
     [-1, 1] give weights within a factor e² of each other, close to a class-blind sum of the
