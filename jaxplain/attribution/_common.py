@@ -91,7 +91,13 @@ def not_floating(x: Any, why: str = "") -> TypeError:
     scale = ("convert it as the model saw it in training, e.g. x.astype(jnp.float32) / 255 for "
              "raw pixels of a model trained on [0, 1] (a bare cast explains the model at another "
              "scale)")
-    if (jnp.issubdtype(x.dtype, jnp.integer) and x.dtype != jnp.uint8
+    if x.dtype == jnp.bool_:
+        advice = ("If it holds presence flags, the perturbation methods (feature_ablation, "
+                  "occlusion, shapley_sampling, kernel_shap, lime) take them as integer codes: "
+                  "pass x.astype(jnp.int32) with a baseline of 0 or 1 and a model that reads "
+                  "0/1 codes (f = lambda z: g(z.astype(bool))); the gradient methods need a "
+                  "model of floats (x.astype(jnp.float32)).")
+    elif (jnp.issubdtype(x.dtype, jnp.integer) and x.dtype != jnp.uint8
             and jnp.ndim(x) == 2):
         advice = ("If it holds token ids, explain a function of the embeddings (the attribution "
                   "guide's section on token models), or attribute at the embedding's site: "

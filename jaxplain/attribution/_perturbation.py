@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Callable, Sequence
 
 import jax
@@ -20,7 +21,11 @@ def _per_axis(value, name: str, example: tuple, fill: Sequence[int],
     """An int for every axis, or a tuple of ints per axis of an example: a full-rank tuple as
     given; a shorter one for the leading axes but `channels` (an image's channel axis, None:
     not known), with `fill` on the axes not given (and on `channels`)."""
-    values = (value,) * len(example) if isinstance(value, (int, np.integer)) else tuple(value)
+    try:
+        values = ((value,) * len(example) if isinstance(value, (int, np.integer))
+                  else tuple(value))
+    except TypeError:  # a float, None: not a sequence
+        values = (value,)
     if len(values) > len(example) or not all(
             isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in values):
         raise ValueError(f"{name} must be a positive int or a tuple of at most {len(example)} "
@@ -42,6 +47,22 @@ def _channel_axis(f: Callable, x: jax.Array, *options) -> int | None:
         return None
     axis = image_channel_axis(f, x)
     return None if axis is None or axis < 1 else axis - 1
+
+
+def _warn_leading(window, stride, win: tuple, example: tuple) -> None:
+    """Warn when a `window` or `stride` shorter than an example's rank sizes the leading axes
+    of an example of 3 axes or more (an image) because the model has no convolution to read
+    the channel axis from: on NCHW images a spatial ``(h, w)`` then sizes ``(C, H)``."""
+    short = [o for o in (window, stride)
+             if not isinstance(o, (int, np.integer)) and len(tuple(o)) < len(example)]
+    if len(example) < 3 or not short:
+        return
+    warnings.warn(
+        f"occlusion got window={window!r}, stride={stride!r}, shorter than an example's shape "
+        f"{example}, and found no convolution in f to read the channel axis from: the tuple "
+        f"sizes the leading axes (window per axis: {win}), so on NCHW images a spatial (h, w) "
+        "sizes (C, H) and covers W whole. Pass one size per axis to say which axes the window "
+        "covers, e.g. (C, h, w) on NCHW or (h, w, C) on NHWC.", UserWarning, stacklevel=3)
 
 
 def windows(example: tuple, window: tuple, stride: tuple) -> np.ndarray:
@@ -181,6 +202,8 @@ def occlusion(f: Callable, x: Float[ArrayLike, "batch *feature"] | Int[ArrayLike
     _per_axis(stride, "stride", example, example)
     channels = _channel_axis(f, x, window, stride)
     win = _per_axis(window, "window", example, example, channels)
+    if channels is None:
+        _warn_leading(window, stride, win, example)
     step = _per_axis(stride, "stride", example, (1,) * len(example), channels)
     for axis, (d, w, s) in enumerate(zip(example, win, step)):
         if w > d:

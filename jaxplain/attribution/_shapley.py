@@ -62,6 +62,9 @@ def _shapley_sampling(f, x, target, baseline, mask, counts, key, *, groups, samp
     after = jnp.take_along_axis(values, ranks + 1, axis=1)
     before = jnp.take_along_axis(values, ranks, axis=1)
     phi = (after - before).mean(axis=0)  # (groups, n)
+    # an example whose target is not finite at some coalition (inf - inf is NaN, inf - v is
+    # not): NaN throughout, as every method gives it
+    phi = jnp.where(jnp.isfinite(values).all(axis=(0, 1))[None], phi, jnp.nan)
     return _common.spread(phi, mask, x).astype(_common.result_dtype(x.dtype))
 
 
@@ -99,7 +102,8 @@ def shapley_sampling(f: Callable,
 
     Returns:
       An array shaped like `x`, in its dtype (float32 for integer codes; the changes are
-      averaged in float32 at least).
+      averaged in float32 at least); NaN throughout an example whose target output is not
+      finite at some input evaluated (`x`, the baseline or a coalition).
 
     Example:
       >>> import jax, jax.numpy as jnp

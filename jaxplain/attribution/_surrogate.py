@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Callable
 
 import jax
@@ -21,6 +22,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int
 
 from jaxplain.attribution import _common
+from jaxplain.attribution._value_checks import is_traced
 from jaxplain.core._keys import check_key
 
 EXACT_LIMIT = 14  # groups up to which kernel_shap enumerates every coalition
@@ -179,6 +181,49 @@ def _sampled_coalitions(key, counts: np.ndarray, samples: int) -> jax.Array:
     return _draw_coalitions(key, cdf, np.arange(groups) < counts[:, None], samples=samples)
 
 
+@jax.jit
+def _design_ranks(coalitions: jax.Array, counts: jax.Array) -> jax.Array:
+    """The rank of the design the efficient fit solves, ``(z - z_last) * free`` (the weights of
+    sampled coalitions are 1), for examples with `counts` ``(k,)`` groups and coalitions
+    ``(samples, k, G)``: ``counts - 1`` when the fit is determined. Singular values are cut off
+    as ``lstsq`` cuts them."""
+    def one(z, count):
+        z = z.astype(jnp.float32)
+        free = (jnp.arange(z.shape[1]) < count - 1).astype(z.dtype)
+        return jnp.linalg.matrix_rank((z - jnp.take(z, count - 1, axis=1)[:, None]) * free[None])
+
+    return jax.vmap(one, in_axes=(1, 0))(coalitions, counts)
+
+
+def _warn_underdetermined(coalitions: jax.Array, counts: np.ndarray, samples: int) -> None:
+    """Warn where the drawn `coalitions` ``(samples, n, G)`` (examples with the same count of
+    groups draw the same ones) leave an example's fit underdetermined: then its values are
+    the least-norm fit, not a Shapley estimate. Examples whose budget enumerates their
+    coalitions, and coalitions drawn from a traced key, are not checked."""
+    kinds, first = np.unique(counts, return_index=True)
+    keep = (kinds > 1) & (np.exp2(np.minimum(kinds, 64)) - 2 > samples)
+    if not keep.any() or is_traced(coalitions):
+        return
+    kinds, first = kinds[keep], first[keep]
+    ranks = np.asarray(_design_ranks(coalitions[:, first], jnp.asarray(kinds, jnp.int32)))
+    short = np.flatnonzero(ranks < kinds - 1)
+    if not short.size:
+        return
+    c, rank = int(kinds[short[-1]]), int(ranks[short[-1]])
+    which = ("" if len(counts) == 1 else
+             f" (for the {int(np.isin(counts, kinds[short]).sum())} of {len(counts)} examples "
+             f"with {', '.join(map(str, kinds[short]))} groups; shown for {c})")
+    warnings.warn(
+        f"kernel_shap drew samples={samples} coalitions of {c} feature groups that determine "
+        f"only {rank} of the {c - 1} values the fit solves for{which}: coalitions are drawn "
+        "with replacement from the Shapley kernel, and near one per group they often repeat or "
+        "are linearly dependent. The fit is underdetermined: its values are the least-norm "
+        "fit, not Shapley estimates (wrong even on a linear model). Pass more samples (about "
+        f"3 per group, samples >= {min(3 * c, 2 ** c - 2)}, gave no underdetermined draw in "
+        "trials), or samples=None to enumerate (exact, up to 14 groups).",
+        UserWarning, stacklevel=3)
+
+
 def kernel_shap(f: Callable,
                 x: Float[ArrayLike, "batch *feature"] | Int[ArrayLike, "batch *feature"],
                 target: Int[ArrayLike, "batch"] | Int[ArrayLike, ""], *, key=None,
@@ -199,12 +244,14 @@ def kernel_shap(f: Callable,
       key: a JAX PRNG key; required when `samples` is given.
       samples: None enumerates all ``2^G - 2`` coalitions (exact; G <= 14 groups); an int draws
         that many coalitions from the Shapley kernel (sizes by kernel weight, then uniform
-        members) and fits them with equal weights. At least G (fewer leave the fit
-        underdetermined: a ValueError); from ``2^G - 2`` on, every coalition is enumerated
-        instead, as for None (exact, whatever `key`). With a mask per example, G is the most
-        groups any example has (the model is evaluated ``2^G - 2`` times, or `samples` times,
-        each over the batch), and an example whose own ``2^c - 2`` coalitions fit in
-        `samples` is enumerated: exact, as alone.
+        members, with replacement, as Captum's ``KernelShap``) and fits them with equal
+        weights. At least G (fewer leave the fit underdetermined: a ValueError); near G the
+        draws often repeat or are linearly dependent, and a draw that still leaves the fit
+        underdetermined warns (a UserWarning; about 3 per group avoided it in trials); from
+        ``2^G - 2`` on, every coalition is enumerated instead, as for None (exact, whatever
+        `key`). With a mask per example, G is the most groups any example has (the model is
+        evaluated ``2^G - 2`` times, or `samples` times, each over the batch), and an example
+        whose own ``2^c - 2`` coalitions fit in `samples` is enumerated: exact, as alone.
       baseline: the value of an absent feature: a scalar or an array broadcastable to `x`
         (whole numbers for integer `x`), one per example or one for all. For a background of
         ``m`` reference inputs, average over it:
@@ -255,11 +302,14 @@ def kernel_shap(f: Callable,
         # an example with fewer groups sees the rest as null players: its values stay exact
         z, w = _all_coalitions(groups) if groups > 1 else (np.zeros((1, 1), bool), np.ones(1))
         coalitions, weights = jnp.asarray(z), jnp.asarray(w, wide)
-    elif not each:
-        coalitions = _sampled_coalitions(key, counts, samples)[:, 0]
-        weights = jnp.ones((samples,), wide)
-    else:  # an example whose budget covers its coalitions enumerates them, as alone
-        coalitions, weights = _covered(_sampled_coalitions(key, counts, samples), counts, wide)
+    else:
+        with jax.ensure_compile_time_eval():  # a concrete key draws concrete coalitions in a jit
+            drawn = _sampled_coalitions(key, counts, samples)
+            _warn_underdetermined(drawn, counts, samples)
+        if not each:
+            coalitions, weights = drawn[:, 0], jnp.ones((samples,), wide)
+        else:  # an example whose budget covers its coalitions enumerates them, as alone
+            coalitions, weights = _covered(drawn, counts, wide)
     return _kernel_shap(f, x, t, b, mask, coalitions, weights, jnp.asarray(counts, jnp.int32),
                         batch_size=_common.check_batch_size(batch_size))
 

@@ -60,12 +60,13 @@ def layer_items(name, value) -> np.ndarray:
     ``items`` (bool ``(n, d)``), or ``value`` itself.
 
     Raises:
-      TypeError: ``value`` cannot be one array (a sequence of arrays of different shapes).
+      TypeError: ``value`` cannot be one array (a sequence of arrays of different shapes), or
+        is traced (inside the user's jit, vmap or grad).
     """
     if isinstance(value, Binarized):
-        return np.asarray(value.items)
+        value = value.items
     try:
-        return np.asarray(value)
+        return _host(f"layer {name!r}", value)
     except ValueError:   # NumPy: "setting an array element with a sequence ..."
         raise TypeError(f"layer {name!r} must be a bool (n, d) array or a Binarized (as "
                         f"binarize and activations return), got a {type(value).__name__} "
@@ -422,6 +423,14 @@ def activations(f, x, sites, *, batch_size=256, threshold=None, quantile=None,
     def forward(start):
         """Dispatch one batch: its sites' items (2-D, pooled or flattened) on the device."""
         _, values = captured(_rows(x, start, batch_size))
+        traced = [s for s in names if isinstance(values[s], jax.core.Tracer)]
+        if traced:
+            raise TypeError(
+                f"activations got traced values at sites {traced}: f closes over values traced "
+                "by your jit, vmap or grad (its parameters, passed into the transformed "
+                "function), and rule mining reads the activations back to the host, so it "
+                "cannot run inside them. Call activations outside your transformation, with f "
+                "closing over concrete parameters.")
         shapes.update((s, tuple(values[s].shape[1:])) for s in names)
         return {s: reduce(s, values[s]) for s in names}
 
