@@ -43,7 +43,8 @@ def test_a_model_without_convolution_keeps_the_leading_axes():
     def dense(x):
         return x.reshape(len(x), -1) @ w
 
-    got = A.occlusion(dense, XF, T, window=(1, 2), stride=(1, 2))   # (1, 2, 8): whole rows
+    with pytest.warns(UserWarning, match="no convolution"):
+        got = A.occlusion(dense, XF, T, window=(1, 2), stride=(1, 2))   # (1, 2, 8): whole rows
     np.testing.assert_array_equal(got[..., 0], got[..., 7])
 
 
