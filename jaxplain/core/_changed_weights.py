@@ -77,13 +77,16 @@ def _changed(old: tuple, new: tuple) -> bool:
     `old` at another input shape, hold other values: another number of them, or a pair of one
     shape and dtype whose values differ. Pairs of other shapes are made for the input's shape
     (``np.arange(x.shape[0])``), so are not compared. The same JAX array costs nothing, NumPy
-    arrays compare by digest, other JAX arrays on their device with one read for all."""
+    arrays compare by digest, other JAX arrays on their device with one read for all. A JAX
+    array deleted since (donated to a training step that replaced it) held other weights."""
     if len(old) != len(new):
         return True
     on_device = []
     for (shape, dtype, u), (shape_v, dtype_v, v) in zip(old, new):
         if u is v or shape != shape_v or dtype != dtype_v:
             continue
+        if is_deleted(u) or is_deleted(v):
+            return True
         if isinstance(u, jax.Array) and isinstance(v, jax.Array):
             on_device.append(_equal_on_device(u, v))
         elif _digest(u) != _digest(v):
@@ -97,3 +100,10 @@ def _equal_on_device(u: jax.Array, v: jax.Array) -> jax.Array:
     if jnp.issubdtype(u.dtype, jax.dtypes.prng_key):
         u, v = jax.random.key_data(u), jax.random.key_data(v)
     return jnp.array_equal(u, v, equal_nan=jnp.issubdtype(u.dtype, jnp.inexact))
+
+
+def is_deleted(value) -> bool:
+    """Whether `value` is a JAX array whose buffers are gone (``donate_argnums``, ``.delete()``):
+    no computation can read it."""
+    return isinstance(value, jax.Array) and not isinstance(value, jax.core.Tracer) and (
+        value.is_deleted())

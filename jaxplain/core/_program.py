@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxplain.core import _written_out
-from jaxplain.core._changed_weights import check_weights
+from jaxplain.core._changed_weights import check_weights, is_deleted
 from jaxplain.core._reinterpret import bind
 
 # Call primitives whose body is inlined (their semantics are "run this jaxpr"; a checkpoint's
@@ -359,27 +359,44 @@ def _masked_rectifier(nodes, k: int, producer: dict, avals: dict) -> tuple | Non
     return None
 
 
-def _clipped_rectifier(nodes, k: int, producer: dict, avals: dict) -> tuple | None:
-    """``("relu6", z, helpers)`` when node `k` is ``min(max(z, 0), 6)`` (``jnp.clip(z, 0, 6)``,
-    ``jnp.minimum(jnp.maximum(z, 0), 6)``), the bounds literals, cast or broadcast; the helpers
-    are the max and the bounds'."""
+def _clipped_rectifier(nodes, k: int, producer: dict, avals: dict,
+                       live: frozenset) -> tuple | None:
+    """``("relu6", z, helpers)`` when node `k` is ``min(relu(z), 6)`` for a ReLU in any spelling
+    (:func:`_rectified`): ``jnp.clip(z, 0, 6)``, ``jnp.minimum(jnp.maximum(z, 0), 6)``,
+    ``jnp.minimum(jax.nn.relu(z), 6)`` (a Keras port's), ``jnp.clip(jax.nn.relu(z), 0, 6)``,
+    either operand order, the bound a literal, cast or broadcast; the helpers are the ReLU's
+    nodes and the bound's."""
     node = nodes[k]
     if node.prim != "min" or len(node.ins) != 2:
         return None
     for clipped, six in (node.ins, node.ins[::-1]):
         chain = _literal_chain(nodes, six, producer, 6.0)
-        m = producer.get(clipped) if isinstance(clipped, int) else None
-        if chain is None or m is None or nodes[m].prim != "max":
-            continue
-        if nodes[m].activation == "relu":  # max(z, literal 0)
-            z, zeros = next(r for r in nodes[m].ins if not isinstance(r, Lit)), ()
-        elif (found := _max_rectifier(nodes, m, producer, avals)) is not None:
-            _, z, zeros = found
-        else:
-            continue
-        if _elementwise_of(node, z, avals):
-            return "relu6", z, tuple(sorted([*zeros, m, *chain]))
+        found = None if chain is None else _rectified(nodes, clipped, producer, avals, live)
+        if found is not None and _elementwise_of(node, found[0], avals):
+            return "relu6", found[0], tuple(sorted([*found[1], *chain]))
     return None
+
+
+def _rectified(nodes, ref, producer: dict, avals: dict, live: frozenset) -> tuple | None:
+    """``(z, helpers)`` when the value `ref` is ``relu(z)``: the output of a ``relu``
+    activation node (``jax.nn.relu``, ``max(z, 0)``) or of a ReLU spelled out (see
+    :func:`_spelled_rectifier`), a ReLU of a ReLU taken as one; the helpers are the nodes from
+    `z` to `ref`. None otherwise."""
+    m = producer.get(ref) if isinstance(ref, int) else None
+    if m is None:
+        return None
+    node = nodes[m]
+    arrays = [r for r in node.ins if not isinstance(r, Lit)]
+    if node.activation == "relu" and len(arrays) == 1:
+        z, helpers = arrays[0], (m,)
+    elif (found := (_where_rectifier(nodes, m, producer, avals, live)
+                    or _max_rectifier(nodes, m, producer, avals)
+                    or _masked_rectifier(nodes, m, producer, avals))) and found[0] == "relu":
+        z, helpers = found[1], (*found[2], m)
+    else:
+        return None
+    inner = _rectified(nodes, z, producer, avals, live)
+    return (z, helpers) if inner is None else (inner[0], (*inner[1], *helpers))
 
 
 def _spelled_rectifier(nodes, k: int, producer: dict, avals: dict,
@@ -393,7 +410,7 @@ def _spelled_rectifier(nodes, k: int, producer: dict, avals: dict,
     return (_where_rectifier(nodes, k, producer, avals, live)
             or _max_rectifier(nodes, k, producer, avals)
             or _masked_rectifier(nodes, k, producer, avals)
-            or _clipped_rectifier(nodes, k, producer, avals))
+            or _clipped_rectifier(nodes, k, producer, avals, live))
 
 
 def _where_rectifier(nodes, k: int, producer: dict, avals: dict,
@@ -786,14 +803,32 @@ def _edit_results(nodes) -> list[int]:
 def _depends(nodes, input_id, results, *, stop: bool = False) -> frozenset:
     """Ids of the values computed from the input or from an intervention's new value (the
     nodes `results`), so that an edit setting a site to a constant still feeds later sites;
-    with `stop`, only along paths that pass no ``stop_gradient``."""
-    live, results = {input_id}, set(results)
+    with `stop`, only along paths that pass no ``stop_gradient``.
+
+    A gradient gate ``select_n(p, stop_gradient(v), v)`` is `v` whatever its predicate, so it
+    depends on the input only when `v` does: ``vmap`` of a ``lax.cond`` (or ``lax.switch``)
+    whose predicate depends on x gates every operand of each branch so, its weights too, which
+    stay weights (the layers that read them are linear in their data, not products of two
+    input-dependent values)."""
+    live, results, gated = {input_id}, set(results), {}
     for k, node in enumerate(nodes):
-        if stop and node.prim == "stop_gradient":
-            continue
-        if k in results or any(isinstance(r, int) and r in live for r in node.ins):
+        if node.prim == "stop_gradient":
+            gated[node.outs[0]] = node.ins[0]
+            if stop:
+                continue
+        ins = node.ins[1:] if _gradient_gate(node, gated) else node.ins
+        if k in results or any(isinstance(r, int) and r in live for r in ins):
             live.update(node.outs)
     return frozenset(live)
+
+
+def _gradient_gate(node: Node, gated: dict) -> bool:
+    """Whether `node` is ``select_n(p, stop_gradient(v), v)`` (cases in either order), where
+    `gated` maps each ``stop_gradient``'s output to its operand."""
+    if node.prim != "select_n" or len(node.ins) != 3:
+        return False
+    a, b = node.ins[1:]
+    return isinstance(a, int) and isinstance(b, int) and (gated.get(a) == b or gated.get(b) == a)
 
 
 def _assemble(closed, out_shape, unroll: bool) -> Program:
@@ -850,7 +885,8 @@ def trace(f: Callable, spec: jax.ShapeDtypeStruct) -> Program:
     are never cached, so no tracer outlives its trace. A new trace of a function already traced
     under the same flags (at another input shape) is checked against the first: when the
     weights `f` reads changed since, warns once per function with
-    :class:`~jaxplain.core.ChangedWeightsWarning`.
+    :class:`~jaxplain.core.ChangedWeightsWarning`. A cached program that holds an array deleted
+    since (weights donated to a training step) is traced again, as a new shape would be.
     """
     context = trace_context()
     key = (tuple(spec.shape), np.dtype(spec.dtype), context)
@@ -858,9 +894,12 @@ def trace(f: Callable, spec: jax.ShapeDtypeStruct) -> Program:
         per_f = _CACHE.setdefault(f, {})
     except TypeError:  # not weak-referenceable: trace every time
         per_f = None
-    if per_f is not None and key in per_f:
-        return per_f[key]
-    program = _build(f, spec)
+    cached = None if per_f is None else per_f.get(key)
+    if cached is not None and not any(map(is_deleted, cached.consts.values())):
+        return cached
+    # JAX keeps a trace of `f` per shape too, with the arrays `f` read then: past a deleted
+    # one, trace a new function that calls `f`, which JAX has no trace of
+    program = _build(f if cached is None else lambda v: f(v), spec)
     if per_f is not None and not any(isinstance(c, jax.core.Tracer) for c in program.consts.values()):
         per_f[key] = program
         with jax.ensure_compile_time_eval():  # trace() may run inside a method's jit
