@@ -18,7 +18,8 @@ def iou(acts: Float[ArrayLike, "b h w units"], masks: Bool[ArrayLike, "b H W con
         ) -> Float[Array, "units concepts"]:
     """Dataset-wide IoU of each unit's thresholded activation map with each concept mask.
 
-    Each unit's maps are resized (bilinear) to the masks' resolution and binarized at
+    Each unit's maps are resized (bilinear; antialiased, i.e. averaged over a wider window,
+    where the masks are coarser) to the masks' resolution and binarized at
     ``thresholds`` (default: the unit's ``quantile`` over all images and positions, i.e. its top
     0.5 % by default); ``IoU_{k,c} = sum_x |M_k(x) & L_c(x)| / sum_x |M_k(x) | L_c(x)|``.
 
@@ -66,27 +67,38 @@ def iou(acts: Float[ArrayLike, "b h w units"], masks: Bool[ArrayLike, "b H W con
 
 def _masks_channels_last(masks: Array, x_shape: tuple[int, ...], axis: int | None) -> Array:
     """``masks`` given in ``x``'s layout (channels on ``axis``, or last) moved to NHWC; a layout
-    that contradicts ``x``'s at ``x``'s own resolution is a ValueError saying how to fix it."""
+    that contradicts ``x``'s is a ValueError saying how to fix it. At any resolution the masks'
+    spatial axes must have ``x``'s aspect ratio (up to rounding): a layout mistake puts the
+    concepts on a spatial axis."""
     if masks.ndim != 4 or masks.shape[0] != x_shape[0]:
         raise ValueError(f"masks must be a 4-D boolean batch in x's layout with one map per "
                          f"concept and b = {x_shape[0]} images (x has shape {x_shape}), got "
                          f"shape {masks.shape}")
     if axis is None:  # channels last: x (b, H, W, c), masks (b, H, W, concepts)
-        hw = tuple(x_shape[1:3])
-        if tuple(masks.shape[1:3]) != hw and tuple(masks.shape[2:]) == hw:
-            raise ValueError(
-                f"masks shaped {masks.shape} look channels-first (b, concepts, H, W), but the "
-                f"model reads x {x_shape} channels last: pass masks as (b, H, W, concepts), "
-                "e.g. jnp.moveaxis(masks, 1, -1)")
-        return masks
-    hw = tuple(d for i, d in enumerate(x_shape) if i not in (0, axis))
-    spatial = tuple(d for i, d in enumerate(masks.shape) if i not in (0, axis))
-    if spatial != hw and tuple(masks.shape[1:3]) == hw:
-        raise ValueError(
-            f"masks shaped {masks.shape} look channels-last (b, H, W, concepts), but the model "
-            f"reads x {x_shape} with its channels on axis {axis}: pass masks in x's layout, "
-            f"with the concepts on axis {axis}, e.g. jnp.moveaxis(masks, -1, {axis})")
-    return jnp.moveaxis(masks, axis, -1)
+        hw, spatial, other = tuple(x_shape[1:3]), tuple(masks.shape[1:3]), masks.shape[2:]
+        layout, fix = "(b, H, W, concepts)", "jnp.moveaxis(masks, 1, -1)"
+        wrong = f"channels-first (b, concepts, H, W), but the model reads x {x_shape} channels last"
+    else:
+        hw = tuple(d for i, d in enumerate(x_shape) if i not in (0, axis))
+        spatial = tuple(d for i, d in enumerate(masks.shape) if i not in (0, axis))
+        other, layout = masks.shape[1:3], f"x's layout, with the concepts on axis {axis}"
+        fix = f"jnp.moveaxis(masks, -1, {axis})"
+        wrong = (f"channels-last (b, H, W, concepts), but the model reads x {x_shape} with its "
+                 f"channels on axis {axis}")
+    if _same_aspect(spatial, hw):
+        return masks if axis is None else jnp.moveaxis(masks, axis, -1)
+    if _same_aspect(tuple(other), hw):
+        raise ValueError(f"masks shaped {masks.shape} look {wrong}: pass masks "
+                         f"as {layout}, e.g. {fix}")
+    raise ValueError(f"masks shaped {masks.shape}, read as {layout}, have spatial axes "
+                     f"{spatial}, not of the aspect ratio of x's {hw} (x has shape {x_shape}): "
+                     "masks may be at any resolution, but of the images' shape")
+
+
+def _same_aspect(spatial: tuple[int, ...], hw: tuple[int, ...]) -> bool:
+    """Whether ``(H', W')`` is ``(H, W)`` scaled, each side rounded (to within a pixel)."""
+    (h1, w1), (h, w) = spatial, hw
+    return abs(h1 * w - w1 * h) < h + w
 
 
 def dissect(f: Callable[[Array], Array], x: Float[ArrayLike, "b H W c"],
@@ -100,8 +112,10 @@ def dissect(f: Callable[[Array], Array], x: Float[ArrayLike, "b H W c"],
             channels-first model (one whose first convolution reads the channels on axis 1).
         masks: boolean concept masks in ``x``'s layout, one map per concept where ``x`` has its
             channels: ``(b, H', W', concepts)``, or ``(b, concepts, H', W')`` for a
-            channels-first model, at any resolution ``(H', W')``. Masks at ``x``'s resolution
-            whose layout contradicts ``x``'s are a ValueError.
+            channels-first model, at any resolution ``(H', W')`` of ``x``'s aspect ratio
+            (each side rounded). Spatial axes of another aspect ratio (a layout that
+            contradicts ``x``'s, e.g. channels-first masks for an NHWC model) are a
+            ValueError.
         site: the site to dissect, a name or a glob with one match (presented channels-last,
             so its units are on the last axis).
         quantile: per-unit quantile used as threshold when ``thresholds`` is None.

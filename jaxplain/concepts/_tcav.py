@@ -29,6 +29,10 @@ from jaxplain.core import capture
 from jaxplain.core._adapters import refuse_module
 from jaxplain.core._select import one_site
 
+# Null CAVs pair each random set with the next (cyclically): with fewer sets, two of the pairs
+# are one pair of sets in both orders.
+MIN_RANDOMS = 3
+
 # Below this held-out accuracy a concept CAV separates the concept from random examples little
 # better than chance (0.5), so its direction, and the TCAV score along it, mean little.
 LOW_ACCURACY = 0.75
@@ -153,6 +157,11 @@ def _directional_derivatives(f, x, target, cav):
     """``(b,)``: the site gradients of :func:`_site_gradients` dotted with ``cav.vector`` (the
     CAV's site is static: a meta field of its pytree)."""
     g = _site_gradients(f, x, target, site=cav.site)
+    if g.shape[1:] != cav.vector.shape:
+        raise ValueError(
+            f"cav.vector has shape {cav.vector.shape}, but one example's value at its site "
+            f"{cav.site!r} has shape {g.shape[1:]}: a CAV is shaped like the site it was fitted "
+            "at (was it fitted at another site, or on inputs of another shape?)")
     return g.reshape(len(g), -1) @ cav.vector.reshape(-1)
 
 
@@ -204,8 +213,8 @@ def tcav(f: Callable[[Array], Array], x: Float[ArrayLike, "b ..."],
     random-vs-random CAVs.
 
     For each random set ``R_i`` a CAV (concept vs ``R_i``) gives a score on ``x``; CAVs of
-    ``R_i`` vs ``R_{i+1}`` give the null distribution. The two lists of scores are compared by
-    Student's two-sided t-test.
+    ``R_i`` vs ``R_{i+1 mod r}`` give the null distribution. The two lists of scores are
+    compared by Student's two-sided t-test.
 
     Args:
         f: the model.
@@ -213,7 +222,10 @@ def tcav(f: Callable[[Array], Array], x: Float[ArrayLike, "b ..."],
         target: the class index (int or ``(b,)``).
         site: the site of the CAVs (a name, or a glob with one match).
         concept: inputs showing the concept, shaped like ``x``'s examples.
-        randoms: at least 2 random sets of inputs, shaped like ``x``'s examples.
+        randoms: at least 3 random sets of inputs, shaped like ``x``'s examples, no two equal
+            (nor equal to ``concept``). With 2 the null CAVs would be ``R_0`` vs ``R_1`` and
+            its negation, scores ``s`` and ``1 - s``; with a repeated set, fits of a set
+            against itself.
         alpha: significance level for :attr:`TCAVResult.significant`.
         l2, steps, holdout: the linear classifier's settings (:func:`cav`).
 
@@ -221,8 +233,9 @@ def tcav(f: Callable[[Array], Array], x: Float[ArrayLike, "b ..."],
         :class:`TCAVResult`.
 
     Raises:
-        ValueError: a NaN in ``x``, ``concept`` or ``randoms`` (checked where the arrays are
-            concrete, not as arguments of the caller's ``jit``).
+        ValueError: a NaN in ``x``, ``concept`` or ``randoms``, or two equal sets (checked
+            where the arrays are concrete, not as arguments of the caller's ``jit``); fewer
+            than 3 random sets.
 
     Warns:
         RuntimeWarning: (eager calls) when a concept CAV's held-out accuracy is below
@@ -238,14 +251,20 @@ def tcav(f: Callable[[Array], Array], x: Float[ArrayLike, "b ..."],
         concept activation vectors (TCAV). ICML, 2018.
     """
     x = _check_inputs(f, x, target)
-    if isinstance(randoms, (jax.Array, np.ndarray)) or len(randoms) < 2:
-        raise ValueError("randoms must be a sequence of at least 2 random example sets")
+    if isinstance(randoms, (jax.Array, np.ndarray)) or len(randoms) < MIN_RANDOMS:
+        got = ("an array" if isinstance(randoms, (jax.Array, np.ndarray)) else
+               f"{len(randoms)}")
+        raise ValueError(
+            f"randoms must be a sequence of at least {MIN_RANDOMS} random example sets, got "
+            f"{got}: the null CAVs pair R_i with R_(i+1 mod r), and with 2 sets they are R_0 vs "
+            "R_1 and R_1 vs R_0, one classifier negated (null scores s and 1 - s, no spread)")
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     check_options(steps, holdout)
     concept = _check_set("concept", concept, x.shape[1:], "x")
     randoms = [_check_set(f"randoms[{i}]", r, x.shape[1:], "x") for i, r in enumerate(randoms)]
     sets = [concept, *randoms]
+    _check_distinct(sets, ["concept", *(f"randoms[{i}]" for i in range(len(randoms)))])
     site, acts = _site_values(f, jnp.concatenate(sets), site)  # one pass for all example sets
     g = _site_gradients(f, x, target, site=site)
     g = g.reshape(len(g), -1)
@@ -270,6 +289,31 @@ def tcav(f: Callable[[Array], Array], x: Float[ArrayLike, "b ..."],
     accuracies = jnp.stack([c[1] for c in concept_cavs])
     _warn_if_inaccurate(accuracies, site)
     return TCAVResult(scores, null, t, p, accuracies, site, float(alpha))
+
+
+def _check_distinct(sets: list[Array], names: list[str]) -> None:
+    """Raise ValueError when two concrete example sets of the same shape are equal: a CAV of a
+    set against itself is noise, and null scores of such fits have no spread (p = 0)."""
+    pairs = tuple((i, j) for j in range(len(sets)) for i in range(j)
+                  if sets[i].shape == sets[j].shape
+                  and not is_traced(sets[i]) and not is_traced(sets[j]))
+    if not pairs:
+        return
+    with jax.ensure_compile_time_eval():  # one read-back for all pairs
+        same = jax.device_get(_equal_pairs(tuple(sets), pairs))
+    for (i, j), equal in zip(pairs, same):
+        if equal:
+            raise ValueError(
+                f"{names[i]} and {names[j]} are the same examples: TCAV needs distinct sets "
+                "(a CAV of a set against itself is noise, and repeated random sets make the "
+                "null scores equal, so any concept comes out significant with p = 0); draw "
+                "each random set separately")
+
+
+@functools.partial(jax.jit, static_argnames="pairs")
+def _equal_pairs(sets: tuple[Array, ...], pairs: tuple[tuple[int, int], ...]) -> Array:
+    """``(len(pairs),)`` bool: whether ``sets[i]`` equals ``sets[j]`` for each ``(i, j)``."""
+    return jnp.stack([jnp.array_equal(sets[i], sets[j]) for i, j in pairs])
 
 
 def _warn_if_inaccurate(accuracies: Array, site: str) -> None:

@@ -133,21 +133,21 @@ def _two_relus(x):
 def test_site_globs_and_example_shapes_are_checked():
     # A glob with one match is that site; one with several, and sets shaped unlike x's examples
     # (another size, or one example without its batch axis), were a bare KeyError / TypeError.
-    r = concepts.tcav(_two_relus, X, 0, site="*_b", concept=CONCEPT, randoms=RANDOMS[:2])
+    r = concepts.tcav(_two_relus, X, 0, site="*_b", concept=CONCEPT, randoms=RANDOMS[:3])
     assert r.site == "relu_b"
     assert concepts.cav(_two_relus, CONCEPT, RANDOMS[0], site="*_a").site == "relu_a"
     for call in (
             lambda: concepts.tcav(_two_relus, X, 0, site="relu_?", concept=CONCEPT,
-                                  randoms=RANDOMS[:2]),
+                                  randoms=RANDOMS[:3]),
             lambda: concepts.cav(_two_relus, CONCEPT, RANDOMS[0], site="relu_?")):
         with pytest.raises(ValueError, match=r"matches 2 sites \(relu_a, relu_b\)"):
             call()
     with pytest.raises(ValueError, match=r"concept must .* shaped like x's, \(n, 8\), got shape "
                                          r"\(40, 6\)"):
-        concepts.tcav(model, X, 0, site="hidden", concept=CONCEPT[:, :6], randoms=RANDOMS[:2])
+        concepts.tcav(model, X, 0, site="hidden", concept=CONCEPT[:, :6], randoms=RANDOMS[:3])
     with pytest.raises(ValueError, match=r"randoms\[1\] must"):
         concepts.tcav(model, X, 0, site="hidden", concept=CONCEPT,
-                      randoms=[RANDOMS[0], RANDOMS[1][:, :6]])
+                      randoms=[RANDOMS[0], RANDOMS[1][:, :6], RANDOMS[2]])
     with pytest.raises(ValueError, match=r"concept must .* shaped like random's"):
         concepts.cav(model, CONCEPT[:, :6], RANDOMS[0], site="hidden")
     images = jnp.ones((4, 3, 3, 1))
@@ -168,7 +168,7 @@ def test_a_second_call_compiles_and_traces_nothing():
     calls = [lambda: concepts.directional_derivatives(model, X, 0, cav=v),
              lambda: concepts.tcav_score(model, X, jnp.arange(60) % 2, cav=v),
              lambda: concepts.tcav(model, X, 0, site="hidden", concept=CONCEPT,
-                                   randoms=RANDOMS[:2])]
+                                   randoms=RANDOMS[:3])]
     for call in calls:
         first = jax.block_until_ready(call())
         with counting() as n:
@@ -226,10 +226,10 @@ def test_linear_classifier_fits_relu_features_as_sklearn_does():
 
 def test_tcav_warns_when_the_concept_cavs_are_inaccurate():
     with pytest.warns(RuntimeWarning, match="held-out accuracy"):
-        concepts.tcav(model, X, 0, site="hidden", concept=_random_set(), randoms=RANDOMS[:2])
+        concepts.tcav(model, X, 0, site="hidden", concept=_random_set(), randoms=RANDOMS[:3])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        concepts.tcav(model, X, 0, site="hidden", concept=CONCEPT, randoms=RANDOMS[:2])
+        concepts.tcav(model, X, 0, site="hidden", concept=CONCEPT, randoms=RANDOMS[:3])
 
 
 def _wide_model(x):
@@ -244,7 +244,7 @@ def test_cav_accuracy_is_held_out_not_training_accuracy():
     # With more features (300) than examples (60), any two sets separate perfectly on the
     # examples fitted: a training accuracy was 1.0 even for a random "concept".
     rng = np.random.default_rng(1)
-    sets = [jnp.asarray(rng.normal(size=(30, 300)), jnp.float32) for _ in range(3)]
+    sets = [jnp.asarray(rng.normal(size=(30, 300)), jnp.float32) for _ in range(4)]
     fake = concepts.cav(_wide_model, sets[0], sets[1], site="wide")
     assert float(fake.accuracy) < 0.75, float(fake.accuracy)
     real = concepts.cav(_wide_model, sets[2].at[:, :5].add(4.0), sets[1], site="wide")
