@@ -14,7 +14,8 @@ from jaxtyping import Array, ArrayLike, Float, Int
 from jaxplain.attribution import _common, _model_checks
 from jaxplain.attribution._lrp_rules import as_composite
 from jaxplain.core import rewrite_backward
-from jaxplain.core._backward import _dependent_position, _input_views, linear_layer_names
+from jaxplain.core._backward import (_dependent_position, _input_views, folded_scopes,
+                                     linear_layer_names, unfolded_scales)
 from jaxplain.core._capture import program_of
 from jaxplain.core._select import unknown_site_error
 from jaxplain.core._cpu import cpu_friendly
@@ -39,8 +40,49 @@ def _check_selectors(f: Callable, x: jax.Array, composite) -> None:
         return
     layers = linear_layer_names(f, x)
     for selector in selectors:
-        if not any(fnmatch.fnmatchcase(name, selector) for name in layers):
-            raise unknown_site_error(selector, layers, what="linear layer (in rules)")
+        if any(fnmatch.fnmatchcase(name, selector) for name in layers):
+            continue
+        into = {scope: layer for scope, layer in folded_scopes(f, x).items()
+                if fnmatch.fnmatchcase(scope, selector)}
+        if into:
+            raise ValueError(
+                f"{selector!r} in rules is folded into the linear layer "
+                f"{', '.join(repr(v) for v in dict.fromkeys(into.values()))} (a BatchNorm or "
+                f"other per-channel affine op after a layer becomes part of its weight and "
+                f"bias, and the layer's rule applies to both): name that layer instead.")
+        raise unknown_site_error(selector, layers, what="linear layer (in rules)")
+
+
+def _warn_if_shared_layer_scaled(f: Callable, x: jax.Array, composite) -> None:
+    """UserWarning when a per-channel scale (a BatchNorm) reads a linear layer's output that
+    another op reads too (a pre-activation block's skip), so that it is not folded into the
+    layer, and `composite` takes its plain gradient there (``scales="gradient"``)."""
+    if composite.scales == "pass":
+        return
+    shared = [(name, layer) for name, layer in unfolded_scales(f, x) if layer is not None]
+    if shared:
+        name, layer = shared[0]
+        warnings.warn(
+            f"lrp: the per-channel scale {name!r} (a BatchNorm) reads the output of the linear "
+            f"layer {layer!r}, which another op reads too, so it is not folded into that layer "
+            f"and its plain gradient multiplies the relevance by its scale: relevance is not "
+            f"conserved there. Composite(..., scales='pass') passes relevance through it "
+            f"unchanged (Zennit's Pass rule, as the presets do).", UserWarning, stacklevel=3)
+
+
+def _warn_if_unruled_nonlinear(f: Callable, x: jax.Array) -> None:
+    """UserWarning when `f` applies elementwise nonlinearities that are none of the activations
+    the rules see (``jnp.abs``, ``x ** 2``, ``jnp.clip``), whose plain gradient lrp takes."""
+    names = _model_checks.unruled_nonlinear(f, x)
+    if names:
+        shown = ", ".join(repr(n) for n in names[:4]) + (", ..." if len(names) > 4 else "")
+        warnings.warn(
+            f"lrp: the model applies elementwise nonlinearities that are none of the "
+            f"activations jaxplain has rules for ({shown}) to values that depend on x; lrp "
+            f"passes their plain gradient, not their relevance, so relevance is not conserved "
+            f"there. Write the nonlinearity as a jax.nn function where it is one "
+            f"(jax.nn.hard_tanh for jnp.clip(h, -1, 1), jax.nn.relu6, jax.nn.softplus, ...), "
+            f"which the activation rule passes.", UserWarning, stacklevel=3)
 
 
 def _warn_if_first_applies_nowhere(f: Callable, x: jax.Array, composite) -> None:
@@ -78,8 +120,14 @@ def lrp(f: Callable, x: Float[ArrayLike, "batch *feature"],
     multiplies by the derivative instead), so that it is conserved, and through max pools and
     reshapes by their plain gradient (a max pool sends a window's relevance to its maximum).
     Zennit's rules have none for LayerNorm: through one, relevance is not conserved; for
-    transformers use :func:`jaxplain.attribution.conservative_propagation`. A ``first`` rule
-    that applies to no layer (no linear layer reads the input directly) warns.
+    transformers use :func:`jaxplain.attribution.conservative_propagation`. A BatchNorm that
+    no layer folds (after an activation, a pool or a residual sum, on the input, or reading a
+    layer's output that another op reads too) takes its plain gradient, or passes relevance on
+    unchanged with ``Composite(scales="pass")``, as the presets do (Zennit's presets put Pass
+    on every BatchNorm). A ``first`` rule that applies to no layer (no linear layer reads the
+    input directly), an elementwise nonlinearity that is no activation the rules know
+    (``jnp.abs``, ``jnp.clip``), and a BatchNorm on a shared layer output whose gradient the
+    rules take warn.
 
     Args:
       f: the model, mapping a batch to logits ``(n, classes)``; any JAX function (a Flax or
@@ -125,4 +173,6 @@ def lrp(f: Callable, x: Float[ArrayLike, "batch *feature"],
     _model_checks.warn_if_softmax_output(f, x, "lrp", "relevance is not conserved (the one-hot "
                                    "relevance through a softmax's gradient sums to about 0)")
     _model_checks.warn_if_products(f, x, composite, "lrp", "relevance is not conserved")
+    _warn_if_unruled_nonlinear(f, x)
+    _warn_if_shared_layer_scaled(f, x, composite)
     return _lrp(f, x, t, rules=composite, scale=bool(scale_by_logit))

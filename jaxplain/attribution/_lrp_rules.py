@@ -84,9 +84,10 @@ def _check_stabilizer(value) -> None:
 
 
 def _static(rule, *names) -> None:
-    """Turn the rule's numeric fields `names` that hold a NumPy or concrete JAX value into
-    Python numbers (nested tuples for arrays), so the rule stays hashable: rules are static,
-    equal rules share one compiled program. A traced value raises a TypeError saying so."""
+    """Turn the rule's numeric fields `names` that hold a list, tuple, NumPy or concrete JAX
+    value into Python numbers (nested tuples for arrays), so the rule stays hashable: rules are
+    static, equal rules share one compiled program. A traced value raises a TypeError saying
+    so, a ragged or non-numeric list a ValueError."""
     for name in names:
         value = getattr(rule, name)
         if isinstance(value, jax.core.Tracer):
@@ -94,8 +95,14 @@ def _static(rule, *names) -> None:
                 f"{type(rule).__name__}.{name} is traced (a value inside jit, vmap or grad): "
                 f"rule parameters are static, equal rules share one compiled program, so pass "
                 f"a Python number; to sweep it, loop in Python (each value compiles once).")
-        if isinstance(value, (jax.Array, np.ndarray, np.generic)):
-            object.__setattr__(rule, name, _nested(np.asarray(value)))
+        if isinstance(value, (list, tuple, jax.Array, np.ndarray, np.generic)):
+            try:
+                array = np.asarray(value, dtype=float)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"{type(rule).__name__}.{name} must be a number or an array of "
+                                 f"numbers (a list or tuple of one per channel); got "
+                                 f"{value!r}") from err
+            object.__setattr__(rule, name, _nested(array))
 
 
 def _nested(a: np.ndarray):
@@ -227,10 +234,12 @@ def _one_example(layer, x, *values) -> list:
 class ZBox:
     """LRP-z^B for inputs bounded in ``[low, high]`` (deep Taylor for pixels).
 
-    `low` and `high` are floats, or tuples of one value per channel of the layer's input (on
-    its channel axis: last for NHWC images, second for NCHW ones), or arrays that broadcast to
-    it. They bound the values the layer reads: after any input normalisation the model does.
-    The bias cancels (``b - b+ - b- = 0``) as in Zennit.
+    `low` and `high` are floats, or lists or tuples of one value per channel of the layer's
+    input (on its channel axis: last for NHWC images, second for NCHW ones), or arrays that
+    broadcast to it; lists and arrays are kept as tuples, so that the rule stays hashable.
+    They bound the values the layer reads: after any input normalisation the model does.
+    Bounds of sizes that do not broadcast together are a ValueError naming both. The bias
+    cancels (``b - b+ - b- = 0``) as in Zennit.
     """
 
     low: float | tuple = 0.0
@@ -240,6 +249,12 @@ class ZBox:
     def __post_init__(self):
         _static(self, "low", "high", "stabilizer")
         _check_stabilizer(self.stabilizer)
+        try:
+            np.broadcast_shapes(np.shape(self.low), np.shape(self.high))
+        except ValueError:
+            raise ValueError(f"ZBox bounds low={self.low} and high={self.high} do not fit "
+                             f"together (shapes {np.shape(self.low)} and {np.shape(self.high)}): "
+                             f"give each as a float or one value per input channel") from None
         if not np.all(np.asarray(self.low) <= np.asarray(self.high)):
             raise ValueError(f"ZBox needs low <= high; got low={self.low}, high={self.high}")
 
@@ -405,6 +420,13 @@ class Composite:
     Products of two input-dependent values (gates, attention) keep their plain gradient, which
     gives the whole relevance to both factors (`lrp` warns), unless ``products`` is a rule with
     a ``product`` method: :class:`SignalTakeAll` for gated units such as squeeze-and-excitation.
+    A BatchNorm (any per-channel scale by constants) right after a linear layer is folded into
+    that layer's weight and bias; one that is not (after an activation, a pool or a residual
+    sum, on the input, or after a layer whose output another op reads too) multiplies the
+    relevance by its scale, its plain gradient, with ``scales="gradient"`` (the default, as a
+    Zennit ``LayerMapComposite`` without a BatchNorm entry), or passes it on unchanged with
+    ``scales="pass"`` (Zennit's Pass rule, which its presets put on every BatchNorm, and so
+    do ours), which conserves it.
 
     ``stabilizer`` is that Norm rule's ``stab`` (sums and pools), apart from the rules' own
     epsilons as in Zennit, whose presets keep ``Norm(stabilizer=1e-6)`` whatever their
@@ -417,7 +439,8 @@ class Composite:
 
     Example:
       >>> from jaxplain.lrp import Composite, Epsilon, EpsilonPlusFlat, Flat, ZPlus
-      >>> Composite(first=Flat(), conv=ZPlus(), dense=Epsilon(1e-6)) == EpsilonPlusFlat()
+      >>> preset = Composite(first=Flat(), conv=ZPlus(), dense=Epsilon(1e-6), scales="pass")
+      >>> preset == EpsilonPlusFlat()
       True
     """
 
@@ -430,12 +453,15 @@ class Composite:
     first_ops: tuple = ("conv", "dense")
     activations: str = "pass"
     products: Any = None
+    scales: str = "gradient"
 
     def __post_init__(self):
         _static(self, "stabilizer")
         if self.activations not in ("pass", "gradient"):
             raise ValueError("activations must be 'pass' or 'gradient'; got "
                              f"{self.activations!r}")
+        if self.scales not in ("pass", "gradient"):
+            raise ValueError(f"scales must be 'pass' or 'gradient'; got {self.scales!r}")
         for entry in self.layers:
             if not (isinstance(entry, tuple) and len(entry) == 2):
                 raise TypeError("layers must hold (selector, rule) pairs, e.g. "
@@ -496,6 +522,14 @@ class Composite:
         return self.pool("mean", x, y, g, pullback)
 
     @property
+    def scale(self):
+        """At a per-channel scale that folds into no layer (a BatchNorm after an activation):
+        the Pass rule with ``scales="pass"``; absent (the plain gradient) otherwise."""
+        if self.scales != "pass":
+            raise AttributeError("scale")
+        return _pass_scale
+
+    @property
     def product(self):
         """`products`' rule at products; absent (the plain gradient there) when it is None."""
         if self.products is None:
@@ -503,24 +537,31 @@ class Composite:
         return self.products.product
 
 
+def _pass_scale(op, x, y, g):
+    """Zennit's Pass rule at a per-channel scale: the relevance of ``y`` goes to ``x``."""
+    return g
+
+
+# Zennit's presets: Pass on every activation and every BatchNorm that is not folded.
 def EpsilonPlus(epsilon: float = 1e-6) -> Composite:  # noqa: N802 (Zennit's preset names)
-    """z+ on convolutions, epsilon on dense layers."""
-    return Composite(conv=ZPlus(), dense=Epsilon(epsilon))
+    """z+ on convolutions, epsilon on dense layers (Zennit's preset)."""
+    return Composite(conv=ZPlus(), dense=Epsilon(epsilon), scales="pass")
 
 
 def EpsilonPlusFlat(epsilon: float = 1e-6) -> Composite:  # noqa: N802
     """Flat on the input layer, z+ on convolutions, epsilon on dense layers (Zennit's preset)."""
-    return Composite(first=Flat(), conv=ZPlus(), dense=Epsilon(epsilon))
+    return Composite(first=Flat(), conv=ZPlus(), dense=Epsilon(epsilon), scales="pass")
 
 
 def EpsilonAlpha2Beta1(epsilon: float = 1e-6) -> Composite:  # noqa: N802
     """AlphaBeta(2, 1) on convolutions, epsilon on dense layers (Zennit's preset)."""
-    return Composite(conv=AlphaBeta(2.0, 1.0), dense=Epsilon(epsilon))
+    return Composite(conv=AlphaBeta(2.0, 1.0), dense=Epsilon(epsilon), scales="pass")
 
 
 def EpsilonAlpha2Beta1Flat(epsilon: float = 1e-6) -> Composite:  # noqa: N802
     """Flat on the input layer, AlphaBeta(2, 1) on convolutions, epsilon on dense layers."""
-    return Composite(first=Flat(), conv=AlphaBeta(2.0, 1.0), dense=Epsilon(epsilon))
+    return Composite(first=Flat(), conv=AlphaBeta(2.0, 1.0), dense=Epsilon(epsilon),
+                     scales="pass")
 
 
 def EpsilonGammaBox(low: float | tuple = 0.0, high: float | tuple = 1.0,  # noqa: N802
@@ -528,7 +569,7 @@ def EpsilonGammaBox(low: float | tuple = 0.0, high: float | tuple = 1.0,  # noqa
     """ZBox on the input layer if it is a convolution (as Zennit's preset: a dense input layer
     gets epsilon), gamma on the other convolutions, epsilon on dense layers."""
     return Composite(first=ZBox(low, high), conv=Gamma(gamma), dense=Epsilon(epsilon),
-                     first_ops=("conv",))
+                     first_ops=("conv",), scales="pass")
 
 
 def as_composite(rules: Any) -> Composite:

@@ -19,6 +19,9 @@ program:
 * residual adds of two input-dependent values;
 * normalisers: a square root or reciprocal square root of an input-dependent value (the scale
   of a LayerNorm or RMSNorm);
+* per-channel scales by constants that fold into no linear layer (a BatchNorm after an
+  activation, a pool or a residual sum, or on the input; one after a layer whose output
+  another op reads too);
 * products of two input-dependent values (``mul``, and ``matmul`` for a dot_general: attention's
   ``q k^T`` and ``p v``, gated units), when neither depends on the input only through a
   normaliser (so a LayerNorm's ``(x - mean) * scale`` is no product).
@@ -33,6 +36,7 @@ import dataclasses
 import difflib
 import fnmatch
 import inspect
+import math
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -49,10 +53,11 @@ from jaxplain.core._opaque import OPAQUE_TEXT, opaque_nodes, warn_opaque
 from jaxplain.core._pools import first_max
 from jaxplain.core._program import Lit, Node, Program, run
 from jaxplain.core._select import matches, unknown_site_error
-from jaxplain.core._sites import NORMALIZERS, PRODUCTS, SUMS, Site, SiteMap
+from jaxplain.core._sites import (NORMALIZERS, PRODUCTS, SUMS, Site, SiteMap, _affine_step,
+                                  _consumers, order_preserving)
 
 # The methods a rule may define, one per kind of place (see rewrite_backward).
-RULE_METHODS = ("linear", "activation", "pool", "sum", "add", "normalizer", "product")
+RULE_METHODS = ("linear", "activation", "pool", "sum", "add", "normalizer", "product", "scale")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,12 +181,19 @@ def _linear_place(program: Program, chain: tuple, name: str, is_input: bool, rul
         nj = program.nodes[j]
         steps.append((nj, None if len(nj.ins) == 1 else 0 if nj.ins[0] == current else 1))
         current = nj.outs[0]
+    # The shape ops among the steps lay the layer's output out again (a transpose to NCHW, a
+    # reshape to (n, h * w, c)); the affine ops act per channel, so they commute with them.
+    layout = [(nj, pos) for nj, pos in steps if pos is None]
+    end_axes = _channels_after(program, layout, out_axes)
     # Probes of the affine ops, one value per channel; full-sized where shape ops (which fix
     # their sizes) are among them.
-    probe = (out_aval.shape if any(pos is None for _, pos in steps)
+    probe = (out_aval.shape if layout
              else tuple(d if a in out_axes else 1 for a, d in enumerate(out_aval.shape)))
     one_per_channel = tuple(slice(None) if a in out_axes else slice(0, 1)
                             for a in range(len(out_aval.shape)))
+    end_shape = program.avals[current].shape
+    one_per_end_channel = tuple(slice(None) if a in end_axes else slice(0, 1)
+                                for a in range(len(end_shape)))
     # Every array the custom VJP needs is an argument (never a closure), so that it may be traced.
     consts = [None if pos is None else _operand(nj.ins[1 - pos], env) for nj, pos in steps]
 
@@ -200,15 +212,19 @@ def _linear_place(program: Program, chain: tuple, name: str, is_input: bool, rul
             value = t.bind(value)[0]
         return value
 
+    def laid_out(xv, wv):  # the linear map as the rules see it: in the chain's last layout
+        return _apply_steps(layout, lin(xv, wv), [None] * len(layout))
+
     def forward(xv, wv, cs):
         return affine(lin(xv, wv), cs)
 
     def effective(wv, cs):
         if not steps:
             return wv, jnp.zeros(probe, out_aval.dtype)[one_per_channel]
-        c = affine(jnp.zeros(probe, out_aval.dtype), cs)[one_per_channel]
-        scale = affine(jnp.ones(probe, out_aval.dtype), cs)[one_per_channel] - c
-        return wv * _onto_weight(scale, out_axes, w_axes, jnp.ndim(wv)), c
+        c = affine(jnp.zeros(probe, out_aval.dtype), cs)
+        scale = _undo_layout(program, layout, affine(jnp.ones(probe, out_aval.dtype), cs) - c)
+        weight = wv * _onto_weight(scale[one_per_channel], out_axes, w_axes, jnp.ndim(wv))
+        return weight, c[one_per_end_channel]
 
     op = "dense" if node.prim == "dot_general" else "conv"
     if op == "conv":
@@ -229,7 +245,7 @@ def _linear_place(program: Program, chain: tuple, name: str, is_input: bool, rul
     def bwd(res, g):
         xv, wv, cs = res
         weight, bias = effective(wv, cs)
-        layer = LinearLayer(name, op, weight, bias, lin, is_input, in_axis, batch_axis)
+        layer = LinearLayer(name, op, weight, bias, laid_out, is_input, in_axis, batch_axis)
         gx = _ask(rule, "linear", name, (layer, xv, g), (xv,))
         if gx is None:
             gx = jax.vjp(lambda v: forward(v, wv, cs), xv)[1](g)[0]
@@ -237,6 +253,50 @@ def _linear_place(program: Program, chain: tuple, name: str, is_input: bool, rul
 
     place.defvjp(fwd, bwd)
     return [place(x, w, consts)]
+
+
+def _channels_after(program: Program, layout: list, axes: tuple) -> frozenset:
+    """The axes that hold the layer's channels `axes` after the shape ops `layout`
+    (:func:`_moved`; the chain was folded only where each one keeps them whole)."""
+    channels = frozenset(axes)
+    for nj, _ in layout:
+        channels = _moved(program, nj, channels)
+    return channels
+
+
+def _undo_layout(program: Program, layout: list, value):
+    """`value`, shaped as the output of the shape ops `layout`, laid out as their input."""
+    for nj, _ in reversed(layout):
+        if nj.prim == "transpose":
+            value = jnp.transpose(value, np.argsort(nj.eqn.params["permutation"]))
+        else:  # an order-preserving reshape (or a cast)
+            value = value.reshape(program.avals[nj.ins[0]].shape)
+    return value
+
+
+def _moved(program: Program, node: Node, channels: frozenset) -> frozenset | None:
+    """The axes of `node`'s output that hold what the axes `channels` of its input held, for a
+    transpose, a float cast, or an order-preserving reshape that keeps each of them a whole
+    axis (``(n, h, w, c) -> (n, h * w, c)``, vmap's size-1 axes); None for other ops and where
+    a channel axis is split or merged (a flatten)."""
+    if len(node.ins) != 1 or not (node.prim in ("transpose", "convert_element_type")
+                                  or order_preserving(node)):
+        return None
+    before, after = (program.avals[r].shape for r in (node.ins[0], node.outs[0]))
+    if node.prim == "transpose":
+        permutation = tuple(node.eqn.params["permutation"])
+        return frozenset(permutation.index(a) for a in channels)
+    if node.prim == "convert_element_type":
+        return channels if before == after else None
+    moved = set()
+    for a in channels:
+        inner = math.prod(before[a + 1:])
+        hits = [b for b in range(len(after))
+                if after[b] == before[a] and math.prod(after[b + 1:]) == inner]
+        if not hits:
+            return None
+        moved.add(hits[0])
+    return frozenset(moved)
 
 
 def _onto_weight(scale, out_axes: tuple, w_axes: tuple, w_ndim: int):
@@ -293,38 +353,51 @@ def _operand(ref, env):
     return jnp.asarray(ref.value) if isinstance(ref, Lit) else env[ref]
 
 
-def _folded(program: Program, chain: tuple) -> tuple:
+def _folded(program: Program, chain: tuple, consumers: tuple) -> tuple:
     """The longest start of `chain` (a linear op, its transposes and the elementwise affine
-    ops with constants after it) that folds into the layer's weight and bias: its ops act per
-    output channel (a bias add, BatchNorm, a LayerScale), whichever axes hold the channels, and
-    it ends on a value of the layer's output shape. What follows (a positional table, a
-    padding mask) stays outside the layer, as a separate op after a ``torch.nn.Linear`` or
-    ``Conv1d`` in Zennit: relevance passes it by its plain gradient."""
+    ops with constants after it), continued past its end through the shape ops and affine ops
+    that follow it alone, that folds into the layer's weight and bias: its affine ops act per
+    output channel (a bias add, BatchNorm, a LayerScale), whichever axes hold the channels,
+    also behind shape ops that keep each channel axis whole (a PyTorch port's transpose to
+    NCHW before ``BatchNorm(axis=1)``, a reshape to ``(n, h * w, c)``), and it ends on such an
+    affine op or on a value of the layer's output shape. What follows (a positional table, a
+    padding mask, a flatten) stays outside the layer, as a separate op after a
+    ``torch.nn.Linear`` or ``Conv1d`` in Zennit: relevance passes it by its plain gradient.
+    `consumers` is :func:`jaxplain.core._sites._consumers` of `program`."""
     axes = _layer_axes(program, chain)
     if axes is None:
         return chain[:1]
     _, out_axes, k = axes
+    count, by_input = consumers
     current = program.nodes[chain[k]].outs[0]
     shape = program.avals[current].shape
-    # The channels' places among the axes of size > 1, which a round trip through a reshape that
-    # adds or drops size-1 axes keeps (a bias added to vmap's (n, 1, h, w, c) of a conv).
-    places = [sum(1 for b in range(a) if shape[b] != 1) for a in out_axes if shape[a] != 1]
-    end = k + 1
-    for at in range(k + 1, len(chain)):
-        nj = program.nodes[chain[at]]
+    channels, nodes, end = frozenset(out_axes), list(chain), k + 1
+    at = k + 1
+    while True:
+        if at == len(nodes):  # past the group: ops that read the running value alone
+            j = by_input.get(current) if count[current] == 1 else None
+            if j is None or not (_affine_step(program, program.nodes[j], current)
+                                 or _moved(program, program.nodes[j], channels)):
+                break
+            nodes.append(j)
+        nj = program.nodes[nodes[at]]
         now = program.avals[current].shape
         if len(nj.ins) == 2:  # an affine op with a constant (one operand: a shape op, a cast)
-            big = [a for a, d in enumerate(now) if d != 1]
-            channels = {big[p] for p in places if p < len(big)}
             other = nj.ins[1] if nj.ins[0] == current else nj.ins[0]
             held = program.avals[other].shape if isinstance(other, int) else jnp.shape(other.value)
             held = (1,) * (len(now) - len(held)) + tuple(held)
             if any(d != 1 for a, d in enumerate(held) if a not in channels):
                 break
-        current = nj.outs[0]
-        if program.avals[current].shape == shape:  # the end of a round trip: a place to stop
             end = at + 1
-    return chain[:end]
+        else:
+            channels = _moved(program, nj, channels)
+            if channels is None:
+                break
+        current = nj.outs[0]
+        if program.avals[current].shape == shape and nj.prim != "convert_element_type":
+            end = at + 1  # the end of a round trip: a place to stop (a final cast is not)
+        at += 1
+    return tuple(nodes[:end])
 
 
 def _batch_first(ask: Callable, v_axis, y_axis) -> Callable:
@@ -393,6 +466,22 @@ def _activation_place(program: Program, node: Node, rule, name: str, env, batch:
 
     ask = _batch_first(ask, batch.get(node.ins[pos]), batch.get(node.outs[0]))
     return [_one_operand_place(forward, ask, env[node.ins[pos]], others)]
+
+
+def _scale_place(program: Program, node: Node, rule, name: str, env, batch: dict) -> list:
+    """The per-channel scale `node` (see :func:`_scales`) under a custom VJP that asks the
+    rule's ``scale(op, x, y, g)`` (``op`` is ``"mul"`` or ``"div"``)."""
+    pos = _dependent_position(program, node)
+    constant = _operand(node.ins[1 - pos], env)
+
+    def forward(v, cs):
+        return node.bind(*([v, cs] if pos == 0 else [cs, v]))[0]
+
+    def ask(v, y, g, pullback):
+        return _ask(rule, "scale", name, (node.prim, v, y, g), (v,))
+
+    ask = _batch_first(ask, batch.get(node.ins[pos]), batch.get(node.outs[0]))
+    return [_one_operand_place(forward, ask, env[node.ins[pos]], constant)]
 
 
 def _takes(method: Callable, count: int) -> bool:
@@ -533,6 +622,14 @@ def _plan(program: Program, site_map: SiteMap, rules) -> dict[int, tuple]:
     inputs = _input_views(program)
     plan: dict[int, tuple] = {}
     producer = {r: node for node in program.nodes for r in node.outs}  # value id -> its node
+    consumers = _consumers(program)
+    asked = (any(hasattr(rule, "scale") for _, rule in rules) if isinstance(rules, tuple)
+             else hasattr(rules, "scale"))
+    for i, (name, _) in (_scales(program, site_map, consumers) if asked else {}).items():
+        dtype = program.avals[program.nodes[i].outs[0]].dtype
+        rule = _pick(rules, Site(name, (), dtype, "scale", program.nodes[i].prim), "scale")
+        if rule is not None:
+            plan[i] = ("scale", rule, name)
     for i, name in site_map.node_names.items():
         node = program.nodes[i]
         dtype = node.outs and program.avals[node.outs[0]].dtype
@@ -549,7 +646,7 @@ def _plan(program: Program, site_map: SiteMap, rules) -> dict[int, tuple]:
         elif i in site_map.groups:
             rule = _pick(rules, site, "linear")
             if rule is not None:
-                chain = _folded(program, site_map.groups[i])
+                chain = _folded(program, site_map.groups[i], consumers)
                 for j in chain[:-1]:
                     plan[j] = ("skip",)
                 x_ref = node.ins[_dependent_position(program, node)]
@@ -571,6 +668,92 @@ def _plan(program: Program, site_map: SiteMap, rules) -> dict[int, tuple]:
             if rule is not None:
                 plan[i] = ("product", rule, name, _gates(node, producer))
     return plan
+
+
+def _scales(program: Program, site_map: SiteMap, consumers: tuple) -> dict[int, tuple]:
+    """``{node index: (name, layer)}`` for the per-channel scales that fold into no linear
+    layer: a ``mul`` (or ``v / c``) of an input-dependent value by a constant that varies along
+    one axis only, the value's channel axis (:func:`channel_axes`; any axis but the batch's
+    on the input and its views), where the value comes from no linear layer's folded chain
+    (a BatchNorm after an activation, a pool, a residual sum or on the input; its shift is an
+    add, whose gradient passes relevance on unchanged) and from no normalisation (a LayerNorm's
+    ``weight * (x - mean) * inv``). `name` is the scope of the node (e.g. ``"bn"``), `layer`
+    the linear layer whose output it scales, which another op reads too (so it is not folded:
+    the skip of a pre-activation block), else None."""
+    chains = {i: chain if i in site_map.pools else _folded(program, chain, consumers)
+              for i, chain in site_map.groups.items()}
+    taken = {j for chain in chains.values() for j in chain}
+    ends = {program.nodes[chain[-1]].outs[0]: site_map.node_names.get(i)
+            for i, chain in chains.items() if i not in site_map.pools}
+    producer = {r: node for node in program.nodes for r in node.outs}
+    batch, axes, inputs = batch_axes(program), channel_axes(program), _input_views(program)
+    root = len(site_map.root)
+    found = {}
+    for i, node in enumerate(program.nodes):
+        if i in taken or node.prim not in ("mul", "div") or node.activation is not None:
+            continue
+        data = [r for r in node.ins if isinstance(r, int) and r in program.depends]
+        if len(data) != 1 or len(node.ins) != 2 or node.prim == "div" and node.ins[0] != data[0]:
+            continue
+        shape = program.avals[data[0]].shape
+        other = node.ins[1] if node.ins[0] == data[0] else node.ins[0]
+        held = program.avals[other].shape if isinstance(other, int) else np.shape(other.value)
+        held = (1,) * (len(shape) - len(held)) + tuple(held)
+        big = [a for a, d in enumerate(held) if d != 1]
+        if (program.avals[node.outs[0]].shape != shape or len(big) != 1
+                or held[big[0]] != shape[big[0]] or big[0] == batch.get(data[0], 0)
+                or big[0] != axes.get(data[0], big[0] if data[0] in inputs else None)):
+            continue
+        source = _source(program, data[0], producer)
+        if source in producer and (producer[source].prim in NORMALIZERS or (
+                producer[source].prim in PRODUCTS and all(
+                    isinstance(r, int) and r in program.depends for r in producer[source].ins))):
+            continue
+        found[i] = ("/".join(node.stack[root:]) or f"{node.prim}_{i}", ends.get(source))
+    return found
+
+
+def _source(program: Program, ref: int, producer: dict) -> int:
+    """The value that `ref` is computed from by shape ops and shifts by constants (a
+    BatchNorm's ``- mean``) alone."""
+    while ref in producer:
+        node = producer[ref]
+        data = [r for r in node.ins if isinstance(r, int) and r in program.depends]
+        if len(data) != 1 or not (node.prim in _MOVES or node.prim in ("add", "sub")):
+            break
+        ref = data[0]
+    return ref
+
+
+def unfolded_scales(f: Callable, x) -> tuple[tuple[str, str | None], ...]:
+    """``(name, layer)`` of the per-channel scales of `f` (at `x`'s shape) that fold into no
+    linear layer (see :func:`_scales`), in program order: `layer` names the linear layer whose
+    output the scale reads when another op reads that output too, else it is None."""
+    program, site_map = program_of(f, x, unrolled=True, warn=False)
+    if program not in _UNFOLDED:  # kept per traced program: an LRP call asks on every call
+        found = _scales(program, site_map, _consumers(program))
+        _UNFOLDED[program] = tuple(entry for _, entry in sorted(found.items()))
+    return _UNFOLDED[program]
+
+
+# traced program -> unfolded_scales; weak, so an entry goes with its program
+_UNFOLDED: "weakref.WeakKeyDictionary[Program, tuple]" = weakref.WeakKeyDictionary()
+
+
+def folded_scopes(f: Callable, x) -> dict[str, str]:
+    """``{scope: layer}`` for the scopes (e.g. ``"bn"``) of the ops that fold into a linear
+    layer of `f` (at `x`'s shape): a BatchNorm after a convolution, by the convolution's name."""
+    program, site_map = program_of(f, x, unrolled=True, warn=False)
+    consumers, root, found = _consumers(program), len(site_map.root), {}
+    for i, chain in site_map.groups.items():
+        if i in site_map.pools:
+            continue
+        name = site_map.node_names.get(i)
+        for j in _folded(program, chain, consumers)[1:]:
+            scope = "/".join(program.nodes[j].stack[root:])
+            if scope and scope != name:
+                found.setdefault(scope, name)
+    return found
 
 
 # Squashing activations whose output scales another value: the gate of a gated product.
@@ -668,8 +851,11 @@ def rewrite_backward(f: Callable, rules) -> Callable:
         ``"scatter_add"`` or ``"cumsum"``, ``x`` the input-dependent terms),
         ``add(a, b, y, g) -> (ga, gb)``, ``normalizer(op, x, y, g) -> gx``
         (``op`` is ``"rsqrt"`` or ``"sqrt"`` of an input-dependent ``x``, the scale of a
-        LayerNorm) and ``product(op, a, b, y, g, pullback) -> (ga, gb)`` (``op`` is ``"mul"``
-        or ``"matmul"``; ``pullback(c)`` is the plain gradient pair) or
+        LayerNorm), ``scale(op, x, y, g) -> gx`` (``op`` is ``"mul"`` or ``"div"``:
+        ``y = x * c`` or ``x / c`` with a constant ``c`` of one value per channel that no
+        linear layer folds in, a BatchNorm after an activation, a pool or a residual sum, or
+        on the input) and ``product(op, a, b, y, g, pullback) -> (ga, gb)`` (``op`` is
+        ``"mul"`` or ``"matmul"``; ``pullback(c)`` is the plain gradient pair) or
         ``product(op, a, b, y, g, pullback, gates)`` (a product that takes a seventh argument
         is given ``gates``, a pair of bools read from the program, the same for every example:
         whether ``a``, ``b`` is a sigmoid's or hard sigmoid's output, possibly through layout
@@ -791,6 +977,8 @@ def _rewritten(f: Callable, rules, x):
         _, rule, name, *gates = entry  # a product's: which operands are gates
         if kind == "activation":
             return _activation_place(program, node, rule, name, env, batch)
+        if kind == "scale":
+            return _scale_place(program, node, rule, name, env, batch)
         if kind == "normalizer":
             return _normalizer_place(node, rule, name, env, batch)
         return _two_operand_place(node, rule, kind, name, env, *gates)  # add, product

@@ -40,12 +40,16 @@ def scaled(x):
     return net(x / STD)
 
 
-@pytest.mark.parametrize("rules", [EpsilonPlusFlat(), Composite(first=ZBox(-4.0, 4.0), dense=Epsilon())])
-def test_the_first_rule_reaches_the_layer_behind_an_input_normalisation(rules):
-    # the first layer's relevance (that of the net at z = x / std) reaches the pixels through
-    # the scaling's gradient, 1 / std, as Zennit passes a module without a rule
+@pytest.mark.parametrize("rules, through", [
+    (EpsilonPlusFlat(), 1.0),                                        # a preset: Pass
+    (Composite(first=ZBox(-4.0, 4.0), dense=Epsilon()), 1 / STD),     # scales="gradient"
+    (Composite(first=ZBox(-4.0, 4.0), dense=Epsilon(), scales="pass"), 1.0)])
+def test_the_first_rule_reaches_the_layer_behind_an_input_normalisation(rules, through):
+    # the first layer's relevance (that of the net at z = x / std) reaches the pixels unchanged
+    # where the composite passes per-channel scales (Zennit's presets pass a BatchNorm), else
+    # through the scaling's gradient, 1 / std, as Zennit passes a module without a rule
     np.testing.assert_allclose(lrp(scaled, X, 0, rules=rules),
-                               lrp(net, X / STD, 0, rules=rules) / STD, rtol=1e-4, atol=1e-6)
+                               lrp(net, X / STD, 0, rules=rules) * through, rtol=1e-4, atol=1e-6)
     plain = lrp(scaled, X, 0, rules=Composite(dense=Epsilon()))
     assert not np.allclose(lrp(scaled, X, 0, rules=rules), plain, atol=1e-4)
 
