@@ -139,7 +139,7 @@ def masked_jvp(
 def _pathway_gradient(f, x, target, specs, at, method, steps, batch_size):
     t = _checks.targets(f, x, target)
     masks = _select.pathway_masks(f, x, t, specs, at, method, steps, batch_size)
-    return _one_hot_vjp(apply(f, masks), x, t)
+    return _one_hot_vjp(apply(f, masks), x, t), _select.empty_rows(masks)
 
 
 def pathway_gradient(
@@ -180,7 +180,9 @@ def pathway_gradient(
     """
     x, target, specs, at, batch_size = _select.select_arguments(
         f, x, target, keep=keep, sites=sites, method=method, steps=steps, batch_size=batch_size)
-    return _pathway_gradient(f, x, target, specs, at, method, steps, batch_size)
+    grad, empty = _pathway_gradient(f, x, target, specs, at, method, steps, batch_size)
+    _select.warn_if_empty(empty, x.shape[0], _checks.check_keep(keep))
+    return grad
 
 
 def pathway_jvp(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
@@ -11,6 +12,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
+from jaxplain.core._user_line import user_stacklevel
 from jaxplain.pathways import _checks, _contributions
 
 
@@ -131,7 +133,32 @@ def threshold_scores(scores: Mapping, at: Cut) -> dict:
             for n, v in scores.items()}
 
 
-_threshold = jax.jit(threshold_scores)
+def empty_rows(masks: Mapping) -> Int[Array, ""]:
+    """How many examples keep no unit of any site of ``masks``."""
+    return jnp.sum(~jnp.any(_flat(masks), axis=1), dtype=jnp.int32)
+
+
+@jax.jit
+def _threshold(scores, at):
+    masks = threshold_scores(scores, at)
+    return masks, empty_rows(masks)
+
+
+def warn_if_empty(empty: Int[Array, ""], batch: int, keep: float) -> None:
+    """Warns (once per call) when ``empty`` (from :func:`empty_rows`) examples of ``batch``
+    kept no unit; a traced count (inside the user's ``jit``) is not checked."""
+    if isinstance(empty, jax.core.Tracer):
+        return
+    empty = int(empty)
+    if empty:
+        warnings.warn(
+            f"keep={keep:g} kept no unit for {empty} of {batch} examples: a unit is kept only "
+            f"when its score is strictly above the example's {100 * (1 - keep):g}th percentile, "
+            "and there the largest scores all tie at it (e.g. learned gates that all decayed "
+            "alike, as with saturated logits: learn them with more steps or a larger "
+            "learning_rate; or every score 0). Their pathway is empty and their "
+            "masked_gradient is 0; see kept_fraction.", UserWarning,
+            stacklevel=user_stacklevel())
 
 
 def threshold(scores: Mapping[str, Float[ArrayLike, "batch *site"]], *, keep: float) -> dict:
@@ -156,8 +183,9 @@ def threshold(scores: Mapping[str, Float[ArrayLike, "batch *site"]], *, keep: fl
     keep = _checks.check_keep(keep)
     _checks.check_masks(scores)
     scores = dict(scores)
-    return _checks.in_order(
-        _threshold(scores, cut(keep, units(jnp.shape(v) for v in scores.values()))), scores)
+    masks, empty = _threshold(scores, cut(keep, units(jnp.shape(v) for v in scores.values())))
+    warn_if_empty(empty, jnp.shape(next(iter(masks.values())))[0], keep)
+    return _checks.in_order(masks, scores)
 
 
 def pathway_masks(f, x, t, specs, at, method, steps, batch_size) -> dict:
@@ -174,7 +202,8 @@ def pathway_masks(f, x, t, specs, at, method, steps, batch_size) -> dict:
 @functools.partial(jax.jit, static_argnames=("f", "specs", "method", "steps", "batch_size"))
 def _select(f, x, target, specs, at, method, steps, batch_size):
     t = _checks.targets(f, x, target)
-    return pathway_masks(f, x, t, specs, at, method, steps, batch_size)
+    masks = pathway_masks(f, x, t, specs, at, method, steps, batch_size)
+    return masks, empty_rows(masks)
 
 
 def check_method(method: str, steps: int) -> None:
@@ -241,8 +270,9 @@ def select(
     """
     x, target, specs, at, batch_size = select_arguments(
         f, x, target, keep=keep, sites=sites, method=method, steps=steps, batch_size=batch_size)
-    return _checks.in_order(_select(f, x, target, specs, at, method, steps, batch_size),
-                            [n for n, *_ in specs])
+    masks, empty = _select(f, x, target, specs, at, method, steps, batch_size)
+    warn_if_empty(empty, x.shape[0], _checks.check_keep(keep))
+    return _checks.in_order(masks, [n for n, *_ in specs])
 
 
 def kept_fraction(masks: Mapping[str, Bool[ArrayLike, "batch *site"]]) -> Float[Array, "batch"]:

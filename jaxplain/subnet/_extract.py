@@ -23,7 +23,7 @@ import jaxplain as jp
 from jaxplain.core import BatchMixingWarning, mixes_batch
 from jaxplain.core._function_cache import per_function
 from jaxplain.core._keys import check_key
-from jaxplain.subnet import _checkpoint, _optimize, _placement, _threshold, _verdict
+from jaxplain.subnet import _checkpoint, _host, _optimize, _placement, _threshold, _verdict
 from jaxplain.subnet._objective import log_probs
 from jaxplain.subnet._types import Options, SubNetwork
 
@@ -199,7 +199,8 @@ def extract(f: Callable, x_region: jax.Array, *, sites, key: jax.Array,
     minimise ``mean KL(softmax f(x) || softmax f_sub(x)) + l1 * sum|s| + gate_l1 * G`` over the
     region in one jit-compiled ``lax.scan`` with optax (vmapped over the L1 grid). Then units
     with small scores and layers with closed gates are removed, the dependency closure drops
-    units that only inject constants or feed removed units, and the surviving scores are
+    units that feed only removed units, and those that only inject constants unless the
+    region's labels need them, and the surviving scores are
     fine-tuned on the fixed sub-network (KL only). By default the result is the sparsest
     candidate whose arg-max labels on the region agree with ``f`` on ``fidelity`` (100%) of
     the samples; ``sparsity=0.95`` asks for a share of removed units instead: the candidate
@@ -236,6 +237,10 @@ def extract(f: Callable, x_region: jax.Array, *, sites, key: jax.Array,
     Returns:
       A :class:`SubNetwork`; evaluate it with :func:`apply` or :func:`fidelity`.
 
+    Raises:
+      TypeError: inside ``jit``, ``vmap`` or ``grad`` (a traced region, key or weights): the
+        search reads values back to the host; call it outside, then :func:`apply` inside.
+
     Example:
       >>> import jax, jax.numpy as jnp, jaxplain as jp
       >>> w1 = jax.random.normal(jax.random.key(0), (4, 8))
@@ -264,8 +269,11 @@ def extract(f: Callable, x_region: jax.Array, *, sites, key: jax.Array,
                         f"jaxplain.subnet.Options") from None
     if not isinstance(progress, bool):
         raise TypeError(f"progress must be True or False, got {progress!r}")
+    _host.check_arguments("extract", (x_region, key))
     x = _check_region(x_region)
     check_key(key)
+    if _host.closes_over_tracers(f, x):
+        _host.refuse("extract", "an f that closes over traced values")
     n_l1 = len(opts.l1)
     search_bar = f"subnet search ({_count(n_l1, 'L1 weight')})" if progress else None
     tune_bar = f"subnet fine-tune ({_count(n_l1, 'candidate')})" if progress else None

@@ -11,8 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from jaxplain.subnet import _host
 from jaxplain.subnet._extract import apply
-from jaxplain.subnet._objective import agreement, kl_divergence, log_probs
+from jaxplain.subnet._objective import agreement, log_probs, reported_kl
 from jaxplain.subnet._types import SubNetwork
 
 
@@ -48,7 +49,7 @@ def _fidelity(sub, x, labels, class_mask, *, f):
     logp = log_probs(logits)
     nan = jnp.asarray(jnp.nan, jnp.float32)
     if labels is None:
-        return Fidelity(agreement(logp, sub_logits), kl_divergence(logp, sub_logits), nan, nan,
+        return Fidelity(agreement(logp, sub_logits), reported_kl(logp, sub_logits), nan, nan,
                         nan, nan)
     acc = jnp.mean(jnp.argmax(sub_logits, -1) == labels)
     acc_full = jnp.mean(jnp.argmax(logits, -1) == labels)
@@ -57,7 +58,7 @@ def _fidelity(sub, x, labels, class_mask, *, f):
         def among(z):
             return jnp.mean(jnp.argmax(jnp.where(class_mask, z, -jnp.inf), -1) == labels)
         restricted, restricted_full = among(sub_logits), among(logits)
-    return Fidelity(agreement(logp, sub_logits), kl_divergence(logp, sub_logits), acc,
+    return Fidelity(agreement(logp, sub_logits), reported_kl(logp, sub_logits), acc,
                     acc_full, restricted, restricted_full)
 
 
@@ -137,7 +138,9 @@ def evaluate(f: Callable, subnetwork: SubNetwork, x_region: Array,
 
     Raises:
       ValueError: if a label or a class id is not a class of ``f`` (see :func:`fidelity`).
+      TypeError: inside ``jit``, ``vmap`` or ``grad`` (use :func:`fidelity` there).
     """
+    _host.check_arguments("evaluate", (subnetwork, x_region, x_unseen, y_region, y_unseen))
     if classes is not None:  # checked also where no labels use it
         _check_classes("classes", np.asarray(list(classes)), jax.eval_shape(f, x_region).shape[-1])
     out: dict[str, float] = dict(sparsity(subnetwork))
@@ -146,6 +149,8 @@ def evaluate(f: Callable, subnetwork: SubNetwork, x_region: Array,
         parts.append(("unseen", x_unseen, y_unseen))
     for prefix, x, y in parts:
         fid = fidelity(f, subnetwork, x, y, classes=classes if y is not None else None)
+        if _host.traced(fid):
+            _host.refuse("evaluate", "an f that closes over traced values")
         for field in dataclasses.fields(fid):
             out[f"{prefix}_{field.name}"] = float(np.asarray(getattr(fid, field.name)))
     return out

@@ -83,6 +83,13 @@ def kl_divergence(logp: Float[Array, "n k"], logits: Float[Array, "n k"]) -> Flo
     return jnp.mean(jnp.sum(jnp.where(support, jnp.exp(logp) * diff, 0.0), axis=-1))
 
 
+def reported_kl(logp: Float[Array, "n k"], logits: Float[Array, "n k"]) -> Float[Array, ""]:
+    """:func:`kl_divergence` clamped at 0, for reporting: the float32 sum of ``p * (log p -
+    log q)`` can cancel to a small negative value (-1e-8) where ``q == p``; the objective keeps
+    the unclamped value, whose gradient the search follows."""
+    return jnp.maximum(kl_divergence(logp, logits), 0.0)
+
+
 def agreement(logp: Float[Array, "n k"], logits: Float[Array, "n k"]) -> Float[Array, ""]:
     """Share of the batch whose arg-max label ``logits`` keep."""
     return jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(logp, -1))

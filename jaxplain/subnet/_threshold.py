@@ -9,7 +9,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxplain.core._layout import fast_convolutions
-from jaxplain.subnet._objective import agreement, gated, gated_capture, kl_divergence
+from jaxplain.subnet._objective import (agreement, gated, gated_capture, kl_divergence,
+                                        log_probs, reported_kl)
 
 
 def effective(params: dict) -> dict[str, jax.Array]:
@@ -168,16 +169,17 @@ def by_rank_closed(f: Callable, params: dict, x: jax.Array, key: jax.Array, spar
     return jax.vmap(one)(mult, ranks, eligible)
 
 
-def _closure_round(f, mult, x, tangent, cotangents):
-    """Which kept units of one candidate still depend on the input and still influence the
-    output (random tangent / cotangent probes; a zero derivative here is exactly zero)."""
+def _closure_round(f, mult, x, tangent, cotangents, drop_constants):
+    """Which kept units of one candidate still influence the output and, where
+    ``drop_constants`` (a bool), still depend on the input (random tangent / cotangent probes;
+    a zero derivative here is exactly zero)."""
     _, (_, dvalues) = jax.jvp(gated_capture(f, mult), (x,), (tangent,))
     _, pullback = jax.vjp(lambda m: gated(f, m)(x), mult)
     sens = jax.vmap(lambda c: pullback(c)[0])(cotangents)
     keep = {}
     for n, m in mult.items():
         axes = tuple(range(dvalues[n].ndim - 1))
-        depends = jnp.any(dvalues[n] != 0, axis=axes)
+        depends = jnp.any(dvalues[n] != 0, axis=axes) | ~drop_constants
         influences = jnp.any(sens[n] != 0, axis=0)
         keep[n] = (m != 0) & depends & influences
     return keep
@@ -194,16 +196,22 @@ def _probe(key: jax.Array, stream: int, shape: tuple, dtype) -> jax.Array:
 
 
 def _closer(f: Callable, x: jax.Array, key: jax.Array) -> Callable[[dict], dict]:
-    """The closure of one candidate: ``{site: Float[c]}`` multipliers to kept masks."""
+    """The closure of one candidate: ``{site: Float[c]}`` multipliers to kept masks.
+
+    Two closures run side by side: the full one, which also removes the units whose value is
+    constant on the region, and the reach-only one, which keeps them. Such a constant may be
+    one the chain needs (a bias unit whose 1 sets a threshold downstream), so the constant
+    units go, as a group, only when the full closure keeps as many of the region's labels."""
     out = jax.eval_shape(f, x)
     tangent = _probe(key, 0, x.shape, x.dtype)
     cotangents = _probe(key, 1, (2,) + out.shape, out.dtype)
+    logp = log_probs(f(x))
 
-    def one(mult):
+    def close(mult, drop_constants):
         def body(carry):
             masks, _, i = carry
             new = _closure_round(f, {n: jnp.where(masks[n], mult[n], 0.0) for n in mult}, x,
-                                 tangent, cotangents)
+                                 tangent, cotangents, drop_constants)
             changed = jnp.any(jnp.stack([jnp.any(new[n] != masks[n]) for n in mult]))
             return new, changed, i + 1
 
@@ -213,12 +221,20 @@ def _closer(f: Callable, x: jax.Array, key: jax.Array) -> Callable[[dict], dict]
         return jax.lax.while_loop(lambda c: c[1] & (c[2] < limit), fast_convolutions(body),
                                   init)[0]
 
+    def one(mult):
+        both = jax.vmap(close, in_axes=(None, 0))(mult, jnp.asarray([True, False]))
+        agree = jax.vmap(lambda m: agreement(logp, gated(f, m)(x)))(
+            {n: jnp.where(both[n], mult[n], 0.0) for n in mult})
+        full = agree[0] >= agree[1]
+        return {n: jnp.where(full, m[0], m[1]) for n, m in both.items()}
+
     return one
 
 
 def closure(f: Callable, mult: dict, x: jax.Array, key: jax.Array) -> dict[str, jax.Array]:
-    """Removes, until nothing changes, kept units (multiplier != 0) that no longer depend on
-    the input or no longer reach the output (traceable; runs inside jit).
+    """Removes, until nothing changes, kept units (multiplier != 0) that no longer reach the
+    output, and those that no longer depend on the input when removing them all keeps as many
+    of the region's arg-max labels (traceable; runs inside jit).
 
     Args:
       f: The model.
@@ -237,7 +253,7 @@ def evaluate(f, mult, x, logp):
 
     def one(m):
         logits = gated(f, m)(x)
-        return agreement(logp, logits), kl_divergence(logp, logits)
+        return agreement(logp, logits), reported_kl(logp, logits)
 
     return jax.vmap(one)(mult)
 

@@ -64,10 +64,12 @@ class Options:
         score_max: Scores are projected onto [0, score_max] after every step.
         finetune_gates: ``"value"`` keeps the gates of kept layers at their learnt value during
             and after fine-tuning; ``"one"`` opens them fully (sigmoid = 1).
-        closure: Apply the dependency closure after thresholding: remove kept units whose value
-            no longer depends on the input (they would only inject bias or BatchNorm-shift
-            constants, e.g. the rest of a residual branch after one of its convolutions went)
-            and units that no longer influence the output (they feed only removed units).
+        closure: Apply the dependency closure after thresholding: remove kept units that no
+            longer influence the output (they feed only removed units) and units whose value
+            no longer depends on the input on the region (they would only inject bias or
+            BatchNorm-shift constants, e.g. the rest of a residual branch after one of its
+            convolutions went), the latter as a group and only when the region's label
+            agreement does not drop without them (a bias unit the chain needs stays).
         checkpoint_dir: Directory for orbax checkpoints of the optimisation (``~`` expanded;
             one run at a time: another process using it is refused at once); a rerun with the
             same directory resumes from the latest readable step if it is the same run (the
