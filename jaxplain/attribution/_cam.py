@@ -32,7 +32,7 @@ from jaxtyping import Array, ArrayLike, Float, Int
 from jaxplain.attribution import _common, _model_checks
 from jaxplain.attribution._modified import Guided, rule_gradient
 from jaxplain.attribution._site import (INTERPOLATIONS, _activation, _check_site, _result_dtype,
-                                        _site_gradient, _site_name, upsample)
+                                        _site_gradient, _site_name, check_layout, upsample)
 from jaxplain.core._channels import image_channel_axis
 from jaxplain.core._outputs import as_probabilities, probability_as_given
 
@@ -53,6 +53,7 @@ def _cam_arguments(f, x, target, site, resize: bool, method: str = "grad_cam") -
     if len(shape) < 3:
         raise ValueError(f"{method} needs a site with spatial axes (n, h, w, c); site {site!r} has "
                          f"shape {shape}")
+    check_layout(f, x, site, method)
     channels = image_channel_axis(f, x)
     if channels is None and len(shape) == x.ndim + 1:
         return x, t, None, site

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import operator
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +36,7 @@ from jaxplain.attribution import _common
 from jaxplain.attribution._integrated import quadrature
 from jaxplain.core import capture, intervene
 from jaxplain.core._capture import OwnEdit, program_for
+from jaxplain.core._channels import image_channel_axis
 from jaxplain.core._cpu import cpu_friendly
 from jaxplain.core._function_cache import per_function
 from jaxplain.core._select import one_site
@@ -68,6 +71,26 @@ def _check_site(f, x, site) -> tuple:
         raise TypeError(f"site {site!r} holds {value.dtype} values, which have no gradient: pick "
                         "a site of floating-point values (for token ids, the embedding's)")
     return tuple(value.shape)
+
+
+def check_layout(f, x, site: str, method: str) -> None:
+    """Warn when the site `site` (a name or a glob of one match) has as many axes as `x` (3 or
+    more) and no known channel axis while `x`'s channels are known and not last (an NCHW
+    input): `method` then reads the site's last axis, a spatial one if the site kept the
+    input's layout, as its channels."""
+    spec = jax.ShapeDtypeStruct(tuple(x.shape), jnp.dtype(x.dtype))
+    _, site_map, (names,) = program_for(f, spec, [site])
+    found = {s.name: s for s in site_map.sites}.get(names[0] if len(names) == 1 else None)
+    if found is None or found.channel_axis is not None or not 3 <= len(found.shape) == x.ndim:
+        return
+    axis = image_channel_axis(f, spec)
+    if axis is not None and axis != x.ndim - 1:
+        warnings.warn(f"{method}: the channel axis of site {site!r} (shape {found.shape}) is "
+                      f"unknown (see jaxplain.sites), while x {tuple(x.shape)} keeps its "
+                      f"channels on axis {axis}; the site's last axis is read as its channels, "
+                      "which may be a spatial one. Pick a site after the first convolution, "
+                      "or write the step before it so that it keeps the channel axis.",
+                      UserWarning, stacklevel=3)
 
 
 def _result_dtype(x, a) -> jnp.dtype:
@@ -223,9 +246,9 @@ def layer_conductance(f: Callable, x: Float[ArrayLike, "batch *feature"],
 
 
 
-def _unit_gradients(f, site, z, flat: int) -> jax.Array:
+def _unit_gradients(f, site, z, flat: jax.Array) -> jax.Array:
     """d A_flat(z_i) / d z_i for every example ``i``, shaped like `z` (``A_flat`` the unit of
-    row-major index `flat` of one example's value at `site`)."""
+    row-major index `flat`, a traced int, of one example's value at `site`)."""
 
     def unit(v):
         a = _activation(f, site, v)
@@ -234,9 +257,8 @@ def _unit_gradients(f, site, z, flat: int) -> jax.Array:
     return jax.grad(unit)(z)
 
 
-@functools.partial(jax.jit,
-                   static_argnames=("f", "site", "flat", "steps", "method", "batch_size"))
-def _neuron_conductance(f, x, target, baseline, *, site, flat, steps, method, batch_size):
+@functools.partial(jax.jit, static_argnames=("f", "site", "steps", "method", "batch_size"))
+def _neuron_conductance(f, x, target, baseline, flat, *, site, steps, method, batch_size):
     alphas, weights = quadrature(method, steps)
     start, direction = _common.widen(baseline), _common.widen(x) - _common.widen(baseline)
 
@@ -272,8 +294,10 @@ def neuron_conductance(f: Callable, x: Float[ArrayLike, "batch *feature"],
       target: the class to explain per example, shape ``(n,)``, or one int.
       site: a site name (see :func:`jaxplain.sites`), or a glob that matches one.
       neuron: the unit, the same for every example: an index tuple into one example's value at
-        the site (``(h, w, c)`` at an NHWC site), or an int, its row-major flat index (as
-        :func:`site_output` numbers units).
+        the site as presented, channels last (``(h, w, c)``, also for an NCHW model), or an
+        integer, its row-major flat index (as :func:`site_output` numbers units); integers may
+        be NumPy or concrete JAX scalars (``jnp.argmax(...)``), negative ones count from the
+        end. The unit is a traced index, so a loop over units compiles once.
       baseline: the reference input: None (zeros), a scalar, or an array broadcastable to `x`.
       steps: the number of quadrature points.
       method: the quadrature, as in :func:`integrated_gradients`.
@@ -299,27 +323,50 @@ def neuron_conductance(f: Callable, x: Float[ArrayLike, "batch *feature"],
     """
     x, t, b, site = _path_arguments(f, x, target, site, baseline, steps, method)
     shape = _check_site(f, x, site)[1:]
-    return _neuron_conductance(f, x, t, b, site=site, flat=_flat_unit(neuron, shape),
-                               steps=int(steps), method=method,
+    flat = jnp.asarray(_flat_unit(neuron, shape), jnp.int32)  # traced: one compile for all units
+    if _index(neuron) is None:  # an index tuple reads the site's layout
+        check_layout(f, x, site, "neuron_conductance")
+    return _neuron_conductance(f, x, t, b, flat, site=site, steps=int(steps), method=method,
                                batch_size=_common.check_batch_size(batch_size))
 
 
+def _index(i: Any) -> int | None:
+    """`i` as a Python int when it is a concrete integer scalar (an int, a NumPy or JAX integer,
+    a 0-d integer array such as ``jnp.argmax(...)``), else None (a bool is no index)."""
+    if isinstance(i, (bool, np.bool_)) or (hasattr(i, "dtype")
+                                           and not jnp.issubdtype(i.dtype, jnp.integer)):
+        return None
+    if isinstance(i, jax.core.Tracer):
+        raise TypeError(f"neuron must be concrete (the unit is picked before tracing); got the "
+                        f"traced value {i!r}: pass an int or index tuple from outside jit (a "
+                        "loop over units compiles once)")
+    try:
+        return operator.index(i)
+    except TypeError:
+        return None
+
+
 def _flat_unit(neuron: Any, shape: tuple) -> int:
-    """The row-major flat index of `neuron` (an int, or an index tuple) in one example's site
-    value of `shape`; a ValueError for one out of range."""
+    """The row-major flat index of `neuron` in one example's site value of `shape`: an integer
+    scalar (a flat index) or a sequence of them (an index tuple, a 1-d integer array), each
+    negative one counted from the end as in Python; a ValueError for one out of range."""
     size = int(np.prod(shape, dtype=np.int64))
-    if isinstance(neuron, (int, np.integer)) and not isinstance(neuron, bool):
-        if not 0 <= neuron < size:
-            raise ValueError(f"neuron {neuron} is out of range: the site has {size} units per "
-                             f"example (shape {shape})")
-        return int(neuron)
-    index = tuple(neuron) if isinstance(neuron, (tuple, list)) else None
+    flat = _index(neuron)
+    if flat is not None:
+        if not -size <= flat < size:
+            raise ValueError(f"neuron {flat} is out of range: the site has {size} units per "
+                             f"example (shape {shape}); negative indices count from the end")
+        return flat % size
+    index = None
+    if isinstance(neuron, (tuple, list)) or np.ndim(neuron) == 1:
+        index = [_index(i) for i in neuron]
     if (index is None or len(index) != len(shape)
-            or not all(isinstance(i, (int, np.integer)) and 0 <= i < n
-                       for i, n in zip(index, shape))):
-        raise ValueError(f"neuron must be an int below {size} or an index tuple into one "
-                         f"example's site value of shape {shape}; got {neuron!r}")
-    return int(np.ravel_multi_index(index, shape))
+            or not all(i is not None and -n <= i < n for i, n in zip(index, shape))):
+        raise ValueError(f"neuron must be an integer (a flat index, from -{size} to {size - 1}) "
+                         f"or an index tuple into one example's site value of shape {shape} "
+                         f"(negative indices count from the end); got {neuron!r}")
+    return int(np.ravel_multi_index([i % n for i, n in zip(index, shape)], shape))
+
 
 def _replaced_gradient(f, site, x, target, value):
     """d sum_i f(x)[i, t_i] / d `value`, with `value` put in place of the site's own; NaN in
@@ -414,6 +461,7 @@ class SiteOutput:
         a = _activation(self.f, self.site, x)
         if self.reduce is None:
             return a.reshape(a.shape[0], -1)
+        check_layout(self.f, x, self.site, "site_output(reduce=...)")
         spatial = tuple(range(1, a.ndim - 1))
         return a.mean(axis=spatial) if self.reduce == "mean" else a.sum(axis=spatial)
 

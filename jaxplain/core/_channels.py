@@ -7,16 +7,19 @@ site whose channels sit elsewhere moved to the last axis (see :mod:`jaxplain.cor
 
 :func:`channel_axes` follows the channel axis forward from where it is made: the output feature
 axis of a convolution, or the one output axis that a dense layer's weight contributes. Ops that
-keep the rank and that axis's size (activations, bias adds, normalisations, pools) keep it;
-transposes, reshapes, broadcasts, squeezes, reductions and concatenations move it, and so does a
-resampling (:func:`resamples`: ``jax.image.resize``'s products with interpolation matrices along
-height and width); anything else forgets it. A reshape that splits the channel axis or merges
-it with others (an Equinox ``GroupNorm``'s ``(c, h, w) -> (groups, c / groups, h, w)``) leaves
+keep the rank and that axis's size (activations, bias adds, normalisations, pools, flips,
+crops) keep it, and so do gathers whose axes map clearly (:func:`_gathered`: ``x[:, [2, 1,
+0]]``); transposes, reshapes, broadcasts, squeezes, reductions and concatenations move it, and
+so does a resampling (:func:`resamples`: ``jax.image.resize``'s products with interpolation
+matrices along height and width); anything else forgets it. A reshape that splits the channel
+axis or merges it with others (an Equinox ``GroupNorm``'s ``(c, h, w) -> (groups, c / groups, h, w)``) leaves
 no channel axis, but where the channels lie in the row-major layout is followed (:func:`_block`)
 through ops that keep the whole shape, so that a reshape back gives the axis again. An
 intervention's result takes the channel axis of the value it replaces (recorded by
 ``intervene``, see :func:`jaxplain.core._program.edit_scope`), so an edit, even to a constant,
-never changes the layout of the sites after it. :func:`input_channel_axis` follows the first
+never changes the layout of the sites after it. The input's own channel axis starts the
+forward pass too, so that the values between the input and the first convolution (an input
+normalisation) are laid out as the input. :func:`input_channel_axis` follows the first
 convolution's input feature axis back to the model's input (:func:`way_back`), through ops that
 keep the shape (each input-dependent operand of an elementwise op: ``x - mean``, ``x *
 sigmoid(x)``), reshapes, transposes, broadcasts, reductions over other axes, pools that leave
@@ -195,14 +198,25 @@ def _forward(node, axes: dict, program: Program, fixed: frozenset) -> int | None
         return None if axis in dims else axis - sum(d < axis for d in dims)
     if prim == "concatenate":
         return axis if len(out_shape) == len(shape) else None
+    if prim == "rev":  # a flip (``x[..., ::-1]``, even of the channels) keeps every axis
+        return axis
+    if prim == "dynamic_slice" and node.ins[0] in axes:  # a crop that keeps the channels whole
+        return axis if out_shape[axis] == shape[axis] else None
+    if prim == "gather" and node.ins[0] in axes:  # ``x[:, [2, 1, 0]]``: where its axes map
+        hits = [o for o in range(len(out_shape)) if _gathered(node, o) == axis]
+        return hits[0] if len(hits) == 1 else None
     if prim in _FORGET or len(out_shape) != len(shape) or out_shape[axis] != shape[axis]:
         return None
     return axis
 
 
 def channel_axes(program: Program) -> dict[int, int]:
-    """``{value id: channel axis}`` for the input-dependent values whose channel axis is known."""
-    axes: dict[int, int] = {}
+    """``{value id: channel axis}`` for the input-dependent values whose channel axis is known:
+    made by convolutions and dense layers, and the input's own (:func:`input_channel_axis`),
+    so that what the model computes from the input before its first convolution (an input
+    normalisation, an NCHW ``(x - mean) / std``) is laid out as the input."""
+    seed = input_channel_axis(program)
+    axes: dict[int, int] = {} if seed is None else {program.input_id: seed}
     blocks: dict[int, tuple[int, int]] = {}  # value id -> its channels' block (see `_block`)
     fixed = fixed_values(program)
     for node in program.nodes:
