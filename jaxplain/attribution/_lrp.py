@@ -73,7 +73,7 @@ def _warn_if_shared_layer_scaled(f: Callable, x: jax.Array, composite) -> None:
 def _warn_if_unruled_nonlinear(f: Callable, x: jax.Array) -> None:
     """UserWarning when `f` applies elementwise nonlinearities that are none of the activations
     the rules see (``jnp.abs``, ``x ** 2``, ``jnp.clip``), whose plain gradient lrp takes."""
-    names = _model_checks.unruled_nonlinear(f, x)
+    names = _model_checks.unruled_nonlinear(f, x, routes=False)
     if names:
         shown = ", ".join(repr(n) for n in names[:4]) + (", ..." if len(names) > 4 else "")
         warnings.warn(

@@ -24,6 +24,7 @@ from jaxplain.core._backward import activation_places, unruled_products
 from jaxplain.core._capture import program_of
 from jaxplain.core._user_line import user_stacklevel
 from jaxplain.core._outputs import output_activation
+from jaxplain.core._program import gradient_gate
 from jaxplain.core._sites import NORMALIZERS
 
 
@@ -117,15 +118,20 @@ def _reach(program: Any) -> set:
     return reach
 
 
-def unruled_nonlinear(f: Callable, x: jax.Array) -> tuple[str, ...]:
+def unruled_nonlinear(f: Callable, x: jax.Array, *, routes: bool = True) -> tuple[str, ...]:
     """The elementwise nonlinearities of `f` (at `x`'s shape) that no rule sees: raw primitives
     such as ``x ** 2``, ``jnp.exp`` or ``jnp.sin`` applied to input-dependent values on a path to
     the output that passes no normaliser and no ``stop_gradient`` (a LayerNorm's variance is
     left out), as ``scope/primitive`` names. Arithmetic on integers (an index clamped by
-    ``jnp.take``) is left out: the step that made the integers is :func:`steps`'."""
+    ``jnp.take``) is left out: the step that made the integers is :func:`steps`', and so is a
+    vmapped ``lax.cond``'s gradient gate ``select_n(p, stop_gradient(v), v)`` (its value is
+    ``v``). With ``routes=False`` a ``jnp.where(p, a, b)`` choosing between input-dependent
+    values is left out too: its gradient hands each output's relevance whole to the chosen
+    value (LRP), though the choice differs between x and a baseline (DeepLIFT)."""
     program, site_map = program_of(f, x, unrolled=True, warn=False)
     reach = _reach(program)
     producer = {r: node for node in program.nodes for r in node.outs}
+    gated = {node.outs[0]: node.ins[0] for node in program.nodes if node.prim == "stop_gradient"}
 
     def dependent(r):
         return isinstance(r, int) and r in program.depends
@@ -144,7 +150,8 @@ def unruled_nonlinear(f: Callable, x: jax.Array) -> tuple[str, ...]:
         if node.prim == "div":
             hit = dependent(node.ins[1]) and not normalised(node.ins[1])
         elif node.prim == "select_n":
-            hit = dependent(node.ins[0])
+            hit = dependent(node.ins[0]) and not gradient_gate(node, gated) and (
+                routes or not all(dependent(r) for r in node.ins[1:]))
         else:
             hit = any(dependent(r) for r in node.ins)
         if hit:

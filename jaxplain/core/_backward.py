@@ -51,7 +51,7 @@ from jaxplain.core._channels import channel_axes, fixed_values, resamples
 from jaxplain.core._cpu import cpu_friendly
 from jaxplain.core._opaque import OPAQUE_TEXT, opaque_nodes, warn_opaque
 from jaxplain.core._pools import first_max
-from jaxplain.core._program import Lit, Node, Program, run
+from jaxplain.core._program import Lit, Node, Program, gradient_gate, run
 from jaxplain.core._select import matches, unknown_site_error
 from jaxplain.core._sites import (NORMALIZERS, PRODUCTS, SUMS, Site, SiteMap, _affine_step,
                                   _consumers, order_preserving)
@@ -322,11 +322,20 @@ def _input_views(program: Program) -> set:
     ``x[None]`` of a layer under ``vmap`` or a ``jnp.repeat`` upsampling, transposes, slices,
     flips, casts, a ``jnp.pad``, a concatenation with constants such as a CoordConv channel)
     and elementwise affine maps with constants (an input normalisation, ``(x - mean) / std``),
-    and resamplings (``jax.image.resize``, :func:`jaxplain.core._channels.resamples`): what a
-    layer that consumes the input reads."""
+    and resamplings (``jax.image.resize``, :func:`jaxplain.core._channels.resamples`), and the
+    gradient gates ``select_n(p, stop_gradient(v), v)`` of a vmapped ``lax.cond`` (their value
+    is ``v``): what a layer that consumes the input reads."""
     views = {program.input_id}
     fixed, axes = fixed_values(program), channel_axes(program)
+    gated = {}
     for node in program.nodes:
+        if node.prim == "stop_gradient":
+            gated[node.outs[0]] = node.ins[0]
+        if gradient_gate(node, gated):
+            a, b = node.ins[1:]
+            if (gated.get(a) == b and b in views) or (gated.get(b) == a and a in views):
+                views.update(node.outs)
+            continue
         data = [r for r in node.ins if isinstance(r, int) and r in program.depends]
         if not data or any(r not in views for r in data):
             continue

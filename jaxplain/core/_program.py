@@ -816,13 +816,13 @@ def _depends(nodes, input_id, results, *, stop: bool = False) -> frozenset:
             gated[node.outs[0]] = node.ins[0]
             if stop:
                 continue
-        ins = node.ins[1:] if _gradient_gate(node, gated) else node.ins
+        ins = node.ins[1:] if gradient_gate(node, gated) else node.ins
         if k in results or any(isinstance(r, int) and r in live for r in ins):
             live.update(node.outs)
     return frozenset(live)
 
 
-def _gradient_gate(node: Node, gated: dict) -> bool:
+def gradient_gate(node: Node, gated: dict) -> bool:
     """Whether `node` is ``select_n(p, stop_gradient(v), v)`` (cases in either order), where
     `gated` maps each ``stop_gradient``'s output to its operand."""
     if node.prim != "select_n" or len(node.ins) != 3:
