@@ -12,12 +12,12 @@ crops) keep it, and so do gathers whose axes map clearly (:func:`_gathered`: ``x
 0]]``); transposes, reshapes, broadcasts, squeezes, reductions and concatenations move it, and
 so does a resampling (:func:`resamples`: ``jax.image.resize``'s products with interpolation
 matrices along height and width); anything else forgets it. A reshape that splits the channel
-axis or merges it with others (an Equinox ``GroupNorm``'s ``(c, h, w) -> (groups, c / groups, h, w)``) leaves
-no channel axis, but where the channels lie in the row-major layout is followed (:func:`_block`)
-through ops that keep the whole shape, so that a reshape back gives the axis again. An
-intervention's result takes the channel axis of the value it replaces (recorded by
-``intervene``, see :func:`jaxplain.core._program.edit_scope`), so an edit, even to a constant,
-never changes the layout of the sites after it. The input's own channel axis starts the
+axis or merges it with others (an Equinox ``GroupNorm``'s ``(c, h, w) -> (groups, c / groups,
+h, w)``) leaves no channel axis, but where the channels lie in the row-major layout is
+followed (:func:`_block`) through ops that keep the whole shape, so that a reshape back gives
+the axis again. An intervention's result takes the channel axis of the value it replaces
+(recorded by ``intervene``, see :func:`jaxplain.core._program.edit_scope`), so an edit, even
+to a constant, never changes the layout of the sites after it. The input's own channel axis starts the
 forward pass too, so that the values between the input and the first convolution (an input
 normalisation) are laid out as the input. :func:`input_channel_axis` follows the first
 convolution's input feature axis back to the model's input (:func:`way_back`), through ops that

@@ -39,7 +39,8 @@ def test_integer_scalars_index_arrays_and_negatives_pick_the_same_unit(neuron):
 
 
 def test_negative_indices_count_from_the_end_in_an_index_tuple():
-    np.testing.assert_array_equal(_nc(conv, XI, (-1, -2, -1), "relu"), _nc(conv, XI, (3, 1, 1), "relu"))
+    np.testing.assert_array_equal(_nc(conv, XI, (-1, -2, -1), "relu"),
+                                  _nc(conv, XI, (3, 1, 1), "relu"))
     np.testing.assert_array_equal(_nc(conv, XI, -1, "relu"), _nc(conv, XI, 4 * 3 * 2 - 1, "relu"))
 
 

@@ -25,7 +25,8 @@ D = jnp.asarray(RNG.normal(0, 0.5, (4, 2)).astype(np.float32))
 X = jnp.asarray(RNG.normal(size=(2, 3, 6, 5)).astype(np.float32))  # NCHW, H != W != C
 T = jnp.array([0, 1])
 PRE = {  # each on NHWC, with the channel axis given
-    "normalize": lambda x, c: (x - jnp.expand_dims(MEAN, range(1, 4 - c))) / jnp.expand_dims(STD, range(1, 4 - c)),
+    "normalize": lambda x, c: ((x - jnp.expand_dims(MEAN, range(1, 4 - c)))
+                               / jnp.expand_dims(STD, range(1, 4 - c))),
     "flip": lambda x, c: jnp.flip(x, 3 if c == 1 else 2),
     "bgr": lambda x, c: jnp.take(x, jnp.array([2, 1, 0]), axis=c),
 }
@@ -57,13 +58,19 @@ def test_a_site_before_the_first_conv_is_channels_last_like_the_nhwc_twins(pre):
     np.testing.assert_allclose(grad_cam(nchw, X, T, site="pre", relu=False, resize=False),
                                grad_cam(nhwc, x_last, T, site="pre", relu=False, resize=False),
                                **close)
+    np.testing.assert_allclose(site_output(nchw, "pre", reduce="mean")(X),
+                               site_output(nhwc, "pre", reduce="mean")(x_last), **close)
+
+
+def test_site_methods_at_an_input_normalization_agree_with_the_nhwc_twin():
+    nchw, nhwc = _model("normalize", "NCHW"), _model("normalize", "NHWC")
+    x_last = X.transpose(0, 2, 3, 1)
+    close = dict(rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(grad_cam(nchw, X, T, site="pre")[:, 0],
                                grad_cam(nhwc, x_last, T, site="pre")[..., 0], **close)
     np.testing.assert_allclose(layer_integrated_gradients(nchw, X, T, site="pre", steps=8),
                                layer_integrated_gradients(nhwc, x_last, T, site="pre", steps=8),
                                **close)
-    np.testing.assert_allclose(site_output(nchw, "pre", reduce="mean")(X),
-                               site_output(nhwc, "pre", reduce="mean")(x_last), **close)
     unit = dict(site="pre", neuron=(1, 2, 0), steps=8)
     np.testing.assert_allclose(neuron_conductance(nchw, X, T, **unit),
                                neuron_conductance(nhwc, x_last, T, **unit).transpose(0, 3, 1, 2),
