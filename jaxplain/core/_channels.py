@@ -17,9 +17,9 @@ h, w)``) leaves no channel axis, but where the channels lie in the row-major lay
 followed (:func:`_block`) through ops that keep the whole shape, so that a reshape back gives
 the axis again. An intervention's result takes the channel axis of the value it replaces
 (recorded by ``intervene``, see :func:`jaxplain.core._program.edit_scope`), so an edit, even
-to a constant, never changes the layout of the sites after it. The input's own channel axis starts the
-forward pass too, so that the values between the input and the first convolution (an input
-normalisation) are laid out as the input. :func:`input_channel_axis` follows the first
+to a constant, never changes the layout of the sites after it. The input's own channel axis
+starts the forward pass too, so that the values between the input and the first convolution
+(an input normalisation) are laid out as the input. :func:`input_channel_axis` follows the first
 convolution's input feature axis back to the model's input (:func:`way_back`), through ops that
 keep the shape (each input-dependent operand of an elementwise op: ``x - mean``, ``x *
 sigmoid(x)``), reshapes, transposes, broadcasts, reductions over other axes, pools that leave
