@@ -182,8 +182,9 @@ def _linear_place(program: Program, chain: tuple, name: str, is_input: bool, rul
         steps.append((nj, None if len(nj.ins) == 1 else 0 if nj.ins[0] == current else 1))
         current = nj.outs[0]
     # The shape ops among the steps lay the layer's output out again (a transpose to NCHW, a
-    # reshape to (n, h * w, c)); the affine ops act per channel, so they commute with them.
-    layout = [(nj, pos) for nj, pos in steps if pos is None]
+    # reshape to (n, h * w, c)); the affine ops (a negation among them) act per channel, so
+    # they commute with them.
+    layout = [(nj, pos) for nj, pos in steps if pos is None and nj.prim != "neg"]
     end_axes = _channels_after(program, layout, out_axes)
     # Probes of the affine ops, one value per channel; full-sized where shape ops (which fix
     # their sizes) are among them.
@@ -363,16 +364,16 @@ def _operand(ref, env):
 
 
 def _folded(program: Program, chain: tuple, consumers: tuple) -> tuple:
-    """The longest start of `chain` (a linear op, its transposes and the elementwise affine
-    ops with constants after it), continued past its end through the shape ops and affine ops
-    that follow it alone, that folds into the layer's weight and bias: its affine ops act per
-    output channel (a bias add, BatchNorm, a LayerScale), whichever axes hold the channels,
-    also behind shape ops that keep each channel axis whole (a PyTorch port's transpose to
-    NCHW before ``BatchNorm(axis=1)``, a reshape to ``(n, h * w, c)``), and it ends on such an
-    affine op or on a value of the layer's output shape. What follows (a positional table, a
-    padding mask, a flatten) stays outside the layer, as a separate op after a
-    ``torch.nn.Linear`` or ``Conv1d`` in Zennit: relevance passes it by its plain gradient.
-    `consumers` is :func:`jaxplain.core._sites._consumers` of `program`."""
+    """The longest start of `chain` (a linear op, its transposes and the elementwise affine ops with
+    constants after it), continued past its end through the shape ops and affine ops that follow it
+    alone, that folds into the layer's weight and bias: its affine ops act per output channel (a
+    bias add, BatchNorm, a LayerScale, a negation ``-h``), whichever axes hold the channels, also
+    behind shape ops that keep each channel axis whole (a PyTorch port's transpose to NCHW before
+    ``BatchNorm(axis=1)``, a reshape to ``(n, h * w, c)``), and it ends on such an affine op or on a
+    value of the layer's output shape. What follows (a positional table, a padding mask, a flatten)
+    stays outside the layer, as a separate op after a ``torch.nn.Linear`` or ``Conv1d`` in Zennit:
+    relevance passes it by its plain gradient. `consumers` is
+    :func:`jaxplain.core._sites._consumers` of `program`."""
     axes = _layer_axes(program, chain)
     if axes is None:
         return chain[:1]
@@ -386,6 +387,7 @@ def _folded(program: Program, chain: tuple, consumers: tuple) -> tuple:
         if at == len(nodes):  # past the group: ops that read the running value alone
             j = by_input.get(current) if count[current] == 1 else None
             if j is None or not (_affine_step(program, program.nodes[j], current)
+                                 or program.nodes[j].prim == "neg"
                                  or _moved(program, program.nodes[j], channels)):
                 break
             nodes.append(j)
@@ -397,6 +399,8 @@ def _folded(program: Program, chain: tuple, consumers: tuple) -> tuple:
             held = (1,) * (len(now) - len(held)) + tuple(held)
             if any(d != 1 for a, d in enumerate(held) if a not in channels):
                 break
+            end = at + 1
+        elif nj.prim == "neg":  # ``-h``: a scale by -1, as ``h * -1.0``
             end = at + 1
         else:
             channels = _moved(program, nj, channels)
@@ -680,15 +684,16 @@ def _plan(program: Program, site_map: SiteMap, rules) -> dict[int, tuple]:
 
 
 def _scales(program: Program, site_map: SiteMap, consumers: tuple) -> dict[int, tuple]:
-    """``{node index: (name, layer)}`` for the per-channel scales that fold into no linear
-    layer: a ``mul`` (or ``v / c``) of an input-dependent value by a constant that varies along
-    one axis only, the value's channel axis (:func:`channel_axes`; any axis but the batch's
-    on the input and its views), where the value comes from no linear layer's folded chain
-    (a BatchNorm after an activation, a pool, a residual sum or on the input; its shift is an
+    """``{node index: (name, layer)}`` for the per-channel scales that fold into no linear layer: a
+    ``mul`` (or ``v / c``) of an input-dependent value by a constant that varies along one axis
+    only, the value's channel axis (:func:`channel_axes`; any axis but the batch's on the input and
+    its views; the one axis besides the batch's where the value has no other, as a BatchNorm1d's
+    ``(batch, features)`` after a flatten), where the value comes from no linear layer's folded
+    chain (a BatchNorm after an activation, a pool, a residual sum or on the input; its shift is an
     add, whose gradient passes relevance on unchanged) and from no normalisation (a LayerNorm's
-    ``weight * (x - mean) * inv``). `name` is the scope of the node (e.g. ``"bn"``), `layer`
-    the linear layer whose output it scales, which another op reads too (so it is not folded:
-    the skip of a pre-activation block), else None."""
+    ``weight * (x - mean) * inv``). `name` is the scope of the node (e.g. ``"bn"``), `layer` the
+    linear layer whose output it scales, which another op reads too (so it is not folded: the skip
+    of a pre-activation block), else None."""
     chains = {i: chain if i in site_map.pools else _folded(program, chain, consumers)
               for i, chain in site_map.groups.items()}
     taken = {j for chain in chains.values() for j in chain}
@@ -710,8 +715,10 @@ def _scales(program: Program, site_map: SiteMap, consumers: tuple) -> dict[int, 
         held = (1,) * (len(shape) - len(held)) + tuple(held)
         big = [a for a, d in enumerate(held) if d != 1]
         if (program.avals[node.outs[0]].shape != shape or len(big) != 1
-                or held[big[0]] != shape[big[0]] or big[0] == batch.get(data[0], 0)
-                or big[0] != axes.get(data[0], big[0] if data[0] in inputs else None)):
+                or held[big[0]] != shape[big[0]] or big[0] == batch.get(data[0], 0)):
+            continue
+        features = [a for a, d in enumerate(shape) if d != 1 and a != batch.get(data[0], 0)]
+        if big[0] != axes.get(data[0], big[0] if data[0] in inputs or features == big else None):
             continue
         source = _source(program, data[0], producer)
         if source in producer and (producer[source].prim in NORMALIZERS or (
