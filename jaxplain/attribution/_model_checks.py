@@ -101,21 +101,45 @@ _NONLINEAR = frozenset({
     "integer_pow", "pow", "square", "exp", "exp2", "log", "log1p", "expm1", "sin", "cos", "tan",
     "asin", "acos", "atan", "atan2", "sinh", "cosh", "asinh", "acosh", "atanh", "cbrt", "abs",
     "erf", "erfc", "erf_inv", "lgamma", "digamma", "max", "min", "clamp", "rem", "div",
-    "select_n"})
+    "select_n", "sqrt", "rsqrt"})
+# Steps from statistics (reductions) to a statistic: reshapes, shifts, scales, squares.
+_STATISTIC_STEPS = frozenset({"add", "sub", "mul", "div", "max", "integer_pow", "square",
+                              "select_n", "broadcast_in_dim", "reshape", "squeeze",
+                              "expand_dims", "convert_element_type"})
 # Ops that pass a value on unchanged (looked through to find a divisor's normaliser).
 _RESHAPES = frozenset({"broadcast_in_dim", "reshape", "squeeze", "expand_dims",
                        "convert_element_type"})
 
 
 def _reach(program: Any) -> set:
-    """The ids that the outputs of `program` are computed from through no normaliser and no
-    ``stop_gradient`` (the outputs included)."""
+    """The ids that the outputs of `program` are computed from through no normaliser (the
+    square root of a statistic, :func:`_statistic_roots`), no ``stop_gradient`` and no op with
+    only boolean or integer results (a comparison making a mask: no gradient passes it), the
+    outputs included."""
     reach = {r for r in program.output_ids if isinstance(r, int)}
-    for node in reversed(program.nodes):
-        if node.prim not in NORMALIZERS and node.prim != "stop_gradient" and any(
-                r in reach for r in node.outs):
+    roots = _statistic_roots(program)
+    for k in range(len(program.nodes) - 1, -1, -1):
+        node = program.nodes[k]
+        if (k not in roots and node.prim != "stop_gradient"
+                and any(r in reach for r in node.outs)
+                and any(jnp.issubdtype(program.avals[r].dtype, jnp.inexact) for r in node.outs)):
             reach.update(r for r in node.ins if isinstance(r, int))
     return reach
+
+
+def _statistic_roots(program: Any) -> set[int]:
+    """Indices of the ``sqrt``/``rsqrt`` nodes that take the root of a statistic: a reduction
+    (a LayerNorm's variance, a norm's sum of squares), reshaped or shifted and scaled by
+    constants (``+ eps``, ``/ n``) or combined with other statistics (Flax's fast variance
+    ``max(mean(x²) - mean(x)², 0)``); a root of an elementwise value is a nonlinearity."""
+    statistics: set[int] = set()
+    for node in program.nodes:  # in order: operands first
+        data = [v for v in node.ins if isinstance(v, int) and v in program.depends]
+        if node.prim.startswith("reduce_") or (
+                data and node.prim in _STATISTIC_STEPS and all(v in statistics for v in data)):
+            statistics.update(node.outs)
+    return {k for k, node in enumerate(program.nodes)
+            if node.prim in NORMALIZERS and node.ins and node.ins[0] in statistics}
 
 
 def unruled_nonlinear(f: Callable, x: jax.Array, *, routes: bool = True) -> tuple[str, ...]:
@@ -125,12 +149,13 @@ def unruled_nonlinear(f: Callable, x: jax.Array, *, routes: bool = True) -> tupl
     left out), as ``scope/primitive`` names. Arithmetic on integers (an index clamped by
     ``jnp.take``) is left out: the step that made the integers is :func:`steps`', and so is a
     vmapped ``lax.cond``'s gradient gate ``select_n(p, stop_gradient(v), v)`` (its value is
-    ``v``). With ``routes=False`` a ``jnp.where(p, a, b)`` choosing between input-dependent
-    values is left out too: its gradient hands each output's relevance whole to the chosen
-    value (LRP), though the choice differs between x and a baseline (DeepLIFT)."""
+    ``v``). With ``routes=False`` every ``jnp.where(p, a, b)`` is left out too: its gradient
+    hands each output's relevance whole to the chosen value, and a constant chosen absorbs it
+    as a bias does (LRP), though the choice differs between x and a baseline (DeepLIFT)."""
     program, site_map = program_of(f, x, unrolled=True, warn=False)
     reach = _reach(program)
     producer = {r: node for node in program.nodes for r in node.outs}
+    roots = {r for k in _statistic_roots(program) for r in program.nodes[k].outs}
     gated = {node.outs[0]: node.ins[0] for node in program.nodes if node.prim == "stop_gradient"}
 
     def dependent(r):
@@ -139,7 +164,7 @@ def unruled_nonlinear(f: Callable, x: jax.Array, *, routes: bool = True) -> tupl
     def normalised(r):  # a value computed by a normaliser, reshaped
         while r in producer and producer[r].prim in _RESHAPES:
             r = producer[r].ins[0]
-        return r in producer and producer[r].prim in NORMALIZERS
+        return r in roots
 
     names = []
     for i, node in enumerate(program.nodes):
@@ -147,11 +172,12 @@ def unruled_nonlinear(f: Callable, x: jax.Array, *, routes: bool = True) -> tupl
                 or node.outs[0] not in reach or i in site_map.pools or i in site_map.groups
                 or not jnp.issubdtype(program.avals[node.outs[0]].dtype, jnp.inexact)):
             continue
-        if node.prim == "div":
+        if node.prim in NORMALIZERS:
+            hit = dependent(node.ins[0]) and node.outs[0] not in roots
+        elif node.prim == "div":
             hit = dependent(node.ins[1]) and not normalised(node.ins[1])
         elif node.prim == "select_n":
-            hit = dependent(node.ins[0]) and not gradient_gate(node, gated) and (
-                routes or not all(dependent(r) for r in node.ins[1:]))
+            hit = routes and dependent(node.ins[0]) and not gradient_gate(node, gated)
         else:
             hit = any(dependent(r) for r in node.ins)
         if hit:

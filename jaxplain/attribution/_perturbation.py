@@ -52,10 +52,12 @@ def _channel_axis(f: Callable, x: jax.Array, *options) -> int | None:
 def _warn_leading(window, stride, win: tuple, example: tuple) -> None:
     """Warn when a `window` or `stride` shorter than an example's rank sizes the leading axes
     of an example of 3 axes or more (an image) because the model has no convolution to read
-    the channel axis from: on NCHW images a spatial ``(h, w)`` then sizes ``(C, H)``."""
+    the channel axis from: on NCHW images a spatial ``(h, w)`` then sizes ``(C, H)``. An
+    example that looks channels-last (a last axis of at most 4, a first one longer: NHWC,
+    where the leading axes are the spatial ones) is not warned about."""
     short = [o for o in (window, stride)
              if not isinstance(o, (int, np.integer)) and len(tuple(o)) < len(example)]
-    if len(example) < 3 or not short:
+    if len(example) < 3 or not short or example[-1] <= 4 < example[0]:
         return
     warnings.warn(
         f"occlusion got window={window!r}, stride={stride!r}, shorter than an example's shape "

@@ -247,7 +247,8 @@ def kernel_shap(f: Callable,
         members, with replacement, as Captum's ``KernelShap``) and fits them with equal
         weights. At least G (fewer leave the fit underdetermined: a ValueError); near G the
         draws often repeat or are linearly dependent, and a draw that still leaves the fit
-        underdetermined warns (a UserWarning; about 3 per group avoided it in trials); from
+        underdetermined warns (a UserWarning, for a concrete `key` only; about 3 per group
+        avoided it in trials); from
         ``2^G - 2`` on, every coalition is enumerated instead, as for None (exact, whatever
         `key`). With a mask per example, G is the most groups any example has (the model is
         evaluated ``2^G - 2`` times, or `samples` times, each over the batch), and an example

@@ -3,7 +3,8 @@ vmapped ``lax.cond`` (whose operands pass the gradient gates ``select_n(p, stop_
 v)``). The gradient hands each output's relevance whole to the chosen value, so lrp passes it
 without the unruled-nonlinearity warning (DeepLIFT still warns: the choice differs between x and
 the baseline), and a composite's ``first`` rule reaches the layers behind the gates of x: the
-two spellings of one function get one map (EpsilonPlusFlat's maps differed by 7.4 before)."""
+two spellings of one function get one map (EpsilonPlusFlat's maps differed by 7.4 before);
+a constant chosen takes the relevance as a bias does."""
 
 import warnings
 
@@ -58,7 +59,12 @@ def test_a_choice_between_input_dependent_values_routes_relevance_whole():
         A.deeplift(f, _X, _T)
 
 
-def test_a_choice_of_a_constant_still_warns():
+def test_a_choice_of_a_constant_absorbs_relevance_as_a_bias_and_deeplift_warns():
     f = lambda z: jnp.where(z[:, :1] > 0, _A(z), 0.5)  # noqa: E731
-    with pytest.warns(UserWarning, match="elementwise nonlinearities .*'select_n'"):
-        A.lrp(f, _X, _T, rules=EpsilonPlusFlat())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = A.lrp(f, _X, _T, rules=Composite(default=Epsilon(0.0), stabilizer=0.0))
+    chose_constant = np.asarray(_X[:, 0] <= 0)
+    np.testing.assert_array_equal(np.asarray(r)[chose_constant], 0.0)
+    with pytest.warns(UserWarning, match="'select_n'"):
+        A.deeplift(f, _X, _T)

@@ -135,3 +135,13 @@ def test_boolean_x_is_refused_with_advice_that_works():
     f = lambda z: g(z.astype(bool))  # noqa: E731
     np.testing.assert_allclose(A.kernel_shap(f, flags.astype(jnp.int32), 0),
                                [[1.0, 0.0, -1.0]], atol=1e-5)
+
+
+def test_a_channels_last_image_without_a_convolution_is_not_warned_about():
+    nhwc = jax.random.normal(jax.random.key(3), (1, 6, 6, C))  # the leading axes are spatial
+    w = jax.random.normal(jax.random.key(4), (6 * 6 * C, 2))
+    f = lambda z: z.reshape(len(z), -1) @ w  # noqa: E731
+    got, messages = _recorded(lambda: A.occlusion(f, nhwc, 0, window=(2, 2), stride=(2, 2)))
+    assert not [m for m in messages if "no convolution" in m]
+    np.testing.assert_allclose(got, A.occlusion(f, nhwc, 0, window=(2, 2, C), stride=(2, 2, 1)),
+                               rtol=1e-6)
