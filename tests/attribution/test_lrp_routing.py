@@ -15,21 +15,7 @@ import pytest
 
 from jaxplain import attribution as A
 from jaxplain.lrp import Composite, Epsilon, EpsilonPlus, EpsilonPlusFlat
-
-_X = jax.random.normal(jax.random.key(1), (5, 6))
-_T = jnp.array([0, 1, 2, 3, 0])
-
-
-def _mlp(seed: int):
-    k = jax.random.split(jax.random.key(seed), 4)
-    w1, b1 = jax.random.normal(k[0], (6, 16)) / 2.4, 0.1 * jax.random.normal(k[1], (16,))
-    w2, b2 = jax.random.normal(k[2], (16, 4)) / 4.0, 0.1 * jax.random.normal(k[3], (4,))
-    return lambda v: jax.nn.relu(v @ w1 + b1) @ w2 + b2
-
-
-_A, _B = _mlp(0), _mlp(10)
-_COND = jax.vmap(lambda v: jax.lax.cond(v[0] > 0, _A, _B, v))
-_WHERE = lambda z: jnp.where(z[:, :1] > 0, _A(z), _B(z))  # noqa: E731
+from tests.core.test_vmapped_cond import _A, _COND, _T, _WHERE, _X
 
 
 def test_the_first_rule_reaches_a_vmapped_conds_layers_as_the_where_spelling():
